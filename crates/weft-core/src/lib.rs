@@ -1,0 +1,19 @@
+//! Weft's domain: workflow definitions and their validation, run/step/attempt
+//! states, retry policy, `when` conditions and the run state machine.
+//!
+//! Invariant: this crate does no IO. No tokio, no sqlx, no HTTP, no clock and no
+//! randomness of its own: time and jitter come in as arguments, so every rule
+//! here is a pure function that tests can drive with data.
+
+pub mod condition;
+pub mod definition;
+pub mod duration;
+pub mod machine;
+pub mod retry;
+pub mod status;
+pub mod trace;
+
+pub use definition::{Definition, StepDef, StepKind, ValidationError};
+pub use machine::{Effect, Event, RunState, StepState};
+pub use retry::{Backoff, RetryPolicy};
+pub use status::{AttemptStatus, Reason, RunStatus, StepStatus};

@@ -1,0 +1,178 @@
+//! The engine's background loops and the long poll: it fires due timers
+//! (retry backoffs, sleeps), reaps expired leases and attempts past their
+//! deadline, relays Postgres wake-ups, and holds worker polls open until work
+//! arrives. The rules themselves live in `weft-core`; the engine only decides
+//! *when* to apply them.
+//!
+//! Every loop is idempotent and safe to run in many servers over one database:
+//! each transition re-checks its precondition under the run's row lock.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicI64, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use tokio_util::sync::CancellationToken;
+use weft_api::Task;
+use weft_store::{now_ms, ClaimRequest, Store};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often the timer and reaper sweeps run.
+    pub tick: Duration,
+    /// The longest a poll sleeps between claims without a wake-up, covering
+    /// a missed notification.
+    pub poll_recheck: Duration,
+    /// The longest a worker may ask the server to hold a poll.
+    pub max_poll_wait: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_millis(200),
+            poll_recheck: Duration::from_secs(1),
+            max_poll_wait: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A cheap-to-clone handle on the engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    config: Config,
+    /// Epoch ms of the last completed sweep, for readiness.
+    last_tick_ms: AtomicI64,
+    workers_touched: Mutex<HashMap<String, Instant>>,
+}
+
+impl Engine {
+    pub fn new(store: Store, config: Config) -> Engine {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                last_tick_ms: AtomicI64::new(0),
+                workers_touched: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Epoch ms of the last finished sweep (0 before the first).
+    pub fn last_tick_ms(&self) -> i64 {
+        self.inner.last_tick_ms.load(Ordering::Relaxed)
+    }
+
+    /// Runs the loops until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let listen = {
+            let store = self.inner.store.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { store.listen_for_ready(shutdown.cancelled_owned()).await })
+        };
+        let mut interval = tokio::time::interval(self.inner.config.tick);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {}
+            }
+            if self.sweep().await {
+                self.inner.last_tick_ms.store(now_ms(), Ordering::Relaxed);
+            }
+        }
+        let _ = listen.await;
+        tracing::info!(component = "engine", "engine stopped");
+    }
+
+    /// One pass of every sweep; true when all of them reached the database.
+    pub async fn sweep(&self) -> bool {
+        let store = &self.inner.store;
+        let mut ok = true;
+        loop {
+            match store.fire_due_timers(200).await {
+                Ok(200..) => continue,
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(component = "engine", error = %err, "timer sweep failed");
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        loop {
+            match store.reap(200).await {
+                Ok(200..) => continue,
+                Ok(_) => break,
+                Err(err) => {
+                    tracing::warn!(component = "engine", error = %err, "lease reaper failed");
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        ok
+    }
+
+    /// Claims work for a worker, waiting up to `wait` for some to arrive.
+    pub async fn poll(&self, request: &ClaimRequest, wait: Duration) -> Result<Vec<Task>, weft_store::Error> {
+        self.touch_worker(request).await;
+        let wait = wait.min(self.inner.config.max_poll_wait);
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            // Register interest before looking, so a commit between the claim
+            // and the wait still wakes us.
+            let notified = self.inner.store.ready_notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let tasks = self.inner.store.claim(request).await?;
+            if !tasks.is_empty() {
+                return Ok(tasks);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            let nap = (deadline - now).min(self.inner.config.poll_recheck);
+            tokio::select! {
+                _ = &mut notified => {}
+                _ = tokio::time::sleep(nap) => {}
+            }
+        }
+    }
+
+    /// Records the worker as seen at most every few seconds: a write per poll
+    /// would be a write per empty long-poll wake-up.
+    async fn touch_worker(&self, request: &ClaimRequest) {
+        let due = {
+            let mut touched = self.inner.workers_touched.lock().expect("workers lock");
+            let due = touched.get(&request.worker_id).is_none_or(|t| t.elapsed() > Duration::from_secs(5));
+            if due {
+                touched.insert(request.worker_id.clone(), Instant::now());
+            }
+            due
+        };
+        if due {
+            if let Err(err) = self.inner.store.touch_worker(&request.worker_id, &request.queues, &request.handlers).await {
+                tracing::debug!(component = "engine", error = %err, "could not record worker");
+            }
+        }
+    }
+}

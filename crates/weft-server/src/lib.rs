@@ -1,0 +1,100 @@
+//! Weft's HTTP server: the API of SPEC §3, the worker protocol and health
+//! endpoints, on axum. The only crate that knows HTTP on the server side.
+
+mod error;
+mod extract;
+mod routes;
+
+use std::{net::SocketAddr, sync::Arc, time::Instant};
+
+use axum::{
+    extract::{DefaultBodyLimit, Request},
+    http::HeaderName,
+    middleware::{self, Next},
+    response::Response,
+    Router,
+};
+use tokio_util::sync::CancellationToken;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use weft_engine::Engine;
+
+pub use error::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest request body accepted (manifests, inputs, outputs).
+    pub max_body_bytes: usize,
+    /// Shown in health output.
+    pub version: &'static str,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self { max_body_bytes: 4 * 1024 * 1024, version: env!("CARGO_PKG_VERSION") }
+    }
+}
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    engine: Engine,
+    config: Arc<Config>,
+    started: Instant,
+}
+
+impl AppState {
+    fn store(&self) -> &weft_store::Store {
+        self.engine.store()
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Builds the router; `serve` runs it.
+pub fn router(engine: Engine, config: Config) -> Router {
+    let max_body = config.max_body_bytes;
+    let state = AppState { engine, config: Arc::new(config), started: Instant::now() };
+    routes::routes()
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(log_request))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+/// The request id of a request (client-supplied or generated).
+pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
+    headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+async fn log_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .and_then(|id| id.header_value().to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let code = response.extensions().get::<error::ErrorCode>().map(|c| c.0);
+    if status >= 500 {
+        tracing::error!(component = "server", request_id, method = %method, path, status, elapsed_ms, code, "request failed");
+    } else if status >= 400 {
+        tracing::info!(component = "server", request_id, method = %method, path, status, elapsed_ms, code, "request rejected");
+    } else {
+        tracing::debug!(component = "server", request_id, method = %method, path, status, elapsed_ms, "request");
+    }
+    response
+}
+
+/// Serves until `shutdown` is cancelled, then finishes in-flight requests.
+pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(component = "server", addr = ?addr, "listening");
+    axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}

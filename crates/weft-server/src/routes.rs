@@ -1,0 +1,417 @@
+//! The HTTP handlers: workflows, runs, the worker protocol and health.
+
+use std::{convert::Infallible, time::Duration};
+
+use axum::{
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{
+        sse::{Event as SseEvent, KeepAlive, Sse},
+        IntoResponse,
+    },
+    routing::{get, post, put},
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use weft_api::{
+    Ack, CompleteRequest, DecisionRequest, EventList, FailRequest, HeartbeatResponse, LogList, LogsRequest, PollRequest,
+    PollResponse, RunDetail, RunList, RunSummary, StartRunRequest, StartRunResponse, WorkflowDetail, WorkflowList,
+};
+use weft_core::{Definition, Reason, RunStatus};
+use weft_store::{now_ms, ClaimRequest, FailReport, NewRun, RunFilter};
+
+use crate::{
+    extract::{self, Path, Query},
+    request_id, ApiError, AppState,
+};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/workflows", get(list_workflows))
+        .route("/v1/workflows/{name}", put(put_workflow).get(get_workflow))
+        .route("/v1/workflows/{name}/runs", post(start_run))
+        .route("/v1/runs", get(list_runs))
+        .route("/v1/runs/{id}", get(get_run))
+        .route("/v1/runs/{id}/events", get(run_events))
+        .route("/v1/runs/{id}/events/stream", get(run_event_stream))
+        .route("/v1/runs/{id}/logs", get(run_logs))
+        .route("/v1/runs/{id}/cancel", post(cancel_run))
+        .route("/v1/runs/{id}/retry", post(retry_run))
+        .route("/v1/runs/{id}/steps/{step}/approve", post(approve_step))
+        .route("/v1/runs/{id}/steps/{step}/reject", post(reject_step))
+        .route("/v1/worker/poll", post(poll))
+        .route("/v1/worker/leases/{lease_id}/heartbeat", post(heartbeat))
+        .route("/v1/worker/leases/{lease_id}/complete", post(complete))
+        .route("/v1/worker/leases/{lease_id}/fail", post(fail))
+        .route("/v1/worker/leases/{lease_id}/logs", post(append_logs))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .route("/healthz", get(ready))
+        .route("/health", get(health))
+        .fallback(not_found)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound { what: "route", id: "this path".to_owned() }
+}
+
+// ---- workflows ----
+
+async fn put_workflow(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    request: axum::extract::Request,
+) -> ApiResult<impl IntoResponse> {
+    let body = extract::body_bytes(request, &state).await?;
+    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("invalid_manifest", "manifest is not UTF-8 text"))?;
+    let def = Definition::parse(text)?;
+    if def.name != name {
+        return Err(ApiError::bad_request(
+            "name_mismatch",
+            format!("the manifest names workflow `{}` but the URL names `{name}`", def.name),
+        ));
+    }
+    let response = state.store().put_workflow(&def).await?;
+    let status = if response.created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(response)))
+}
+
+async fn list_workflows(State(state): State<AppState>) -> ApiResult<Json<WorkflowList>> {
+    Ok(Json(WorkflowList { workflows: state.store().list_workflows().await? }))
+}
+
+#[derive(Deserialize)]
+struct WorkflowQuery {
+    version: Option<i64>,
+}
+
+async fn get_workflow(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<WorkflowQuery>,
+) -> ApiResult<Json<WorkflowDetail>> {
+    Ok(Json(state.store().get_workflow(&name, query.version).await?))
+}
+
+// ---- runs ----
+
+async fn start_run(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    extract::Json(request): extract::Json<StartRunRequest>,
+) -> ApiResult<(StatusCode, Json<StartRunResponse>)> {
+    if let Some(key) = &request.idempotency_key {
+        if key.is_empty() || key.len() > 256 {
+            return Err(ApiError::bad_request("invalid_idempotency_key", "idempotency_key must be 1 to 256 characters"));
+        }
+    }
+    let parent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(weft_core::trace::parse_traceparent);
+    let started = state
+        .store()
+        .start_run(NewRun {
+            workflow: name,
+            input: request.input,
+            idempotency_key: request.idempotency_key,
+            parent,
+            request_id: request_id(&headers),
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(started)))
+}
+
+#[derive(Deserialize)]
+struct ListRunsQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    trace_id: Option<String>,
+    /// RFC 3339 time, or a duration back from now such as `1h`.
+    since: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list_runs(State(state): State<AppState>, Query(query): Query<ListRunsQuery>) -> ApiResult<Json<RunList>> {
+    let status = match &query.status {
+        None => None,
+        Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+            let known: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::bad_request("invalid_status", format!("unknown run status `{text}` (one of {})", known.join(", ")))
+        })?),
+    };
+    let since_ms = match &query.since {
+        None => None,
+        Some(text) => Some(parse_since(text)?),
+    };
+    if let Some(limit) = query.limit {
+        if limit == 0 || limit > 1000 {
+            return Err(ApiError::bad_request("invalid_limit", "limit must be from 1 to 1000"));
+        }
+    }
+    let filter = RunFilter {
+        workflow: query.workflow,
+        status,
+        trace_id: query.trace_id,
+        since_ms,
+        limit: query.limit,
+        cursor: query.cursor,
+    };
+    Ok(Json(state.store().list_runs(&filter).await?))
+}
+
+fn parse_since(text: &str) -> ApiResult<i64> {
+    if let Some(ms) = weft_store::parse_rfc3339(text) {
+        return Ok(ms);
+    }
+    let ago = weft_core::duration::parse_ms(text)
+        .map_err(|_| ApiError::bad_request("invalid_since", format!("`{text}` is neither an RFC 3339 time nor a duration like 1h")))?;
+    Ok(now_ms() - ago as i64)
+}
+
+async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
+    Ok(Json(state.store().get_run(&id).await?))
+}
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    after: Option<i64>,
+}
+
+async fn run_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> ApiResult<Json<EventList>> {
+    Ok(Json(EventList { events: state.store().run_events(&id, query.after).await? }))
+}
+
+/// Server-sent events: the run's history, then new events as they are
+/// written, until the run ends. Each SSE event's id is the history `seq`.
+async fn run_event_stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>>> {
+    let run_id = state.store().resolve_run_id(&id).await?;
+    let after = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok());
+    let store = state.store().clone();
+    let stream = futures::stream::unfold((after, false), move |(after, done)| {
+        let store = store.clone();
+        let run_id = run_id.clone();
+        async move {
+            if done {
+                return None;
+            }
+            loop {
+                let events = store.run_events(&run_id, after).await.unwrap_or_default();
+                if !events.is_empty() {
+                    let last = events.last().map(|e| e.seq);
+                    let finished = events.iter().any(|e| matches!(e.kind.as_str(), "run.completed" | "run.failed" | "run.cancelled"));
+                    let batch: Vec<Result<SseEvent, Infallible>> = events
+                        .into_iter()
+                        .map(|e| {
+                            Ok(SseEvent::default()
+                                .id(e.seq.to_string())
+                                .event(e.kind.clone())
+                                .data(serde_json::to_string(&e).unwrap_or_default()))
+                        })
+                        .collect();
+                    return Some((futures::stream::iter(batch), (last, finished)));
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    });
+    use futures::StreamExt;
+    Ok(Sse::new(stream.flatten()).keep_alive(KeepAlive::default()))
+}
+
+#[derive(Deserialize)]
+struct LogsQuery {
+    step: Option<String>,
+}
+
+async fn run_logs(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<LogsQuery>) -> ApiResult<Json<LogList>> {
+    Ok(Json(LogList { lines: state.store().run_logs(&id, query.step.as_deref()).await? }))
+}
+
+async fn cancel_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunSummary>> {
+    Ok(Json(state.store().cancel_run(&id).await?))
+}
+
+async fn retry_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunSummary>> {
+    Ok(Json(state.store().retry_run(&id).await?))
+}
+
+async fn approve_step(
+    State(state): State<AppState>,
+    Path((id, step)): Path<(String, String)>,
+    extract::Json(request): extract::Json<DecisionRequest>,
+) -> ApiResult<Json<RunSummary>> {
+    Ok(Json(state.store().decide(&id, &step, true, request.message).await?))
+}
+
+async fn reject_step(
+    State(state): State<AppState>,
+    Path((id, step)): Path<(String, String)>,
+    extract::Json(request): extract::Json<DecisionRequest>,
+) -> ApiResult<Json<RunSummary>> {
+    Ok(Json(state.store().decide(&id, &step, false, request.message).await?))
+}
+
+// ---- worker protocol ----
+
+async fn poll(State(state): State<AppState>, extract::Json(request): extract::Json<PollRequest>) -> ApiResult<Json<PollResponse>> {
+    if request.worker_id.is_empty() || request.worker_id.len() > 256 {
+        return Err(ApiError::bad_request("invalid_worker_id", "worker_id must be 1 to 256 characters"));
+    }
+    if request.handlers.is_empty() {
+        return Err(ApiError::bad_request("no_handlers", "a worker must name the handlers it serves"));
+    }
+    if request.max_tasks == 0 || request.max_tasks > 100 {
+        return Err(ApiError::bad_request("invalid_max_tasks", "max_tasks must be from 1 to 100"));
+    }
+    let claim = ClaimRequest {
+        worker_id: request.worker_id,
+        queues: request.queues,
+        handlers: request.handlers,
+        max_tasks: request.max_tasks,
+    };
+    let tasks = state.engine.poll(&claim, Duration::from_millis(request.wait_ms)).await?;
+    Ok(Json(PollResponse { tasks }))
+}
+
+async fn heartbeat(State(state): State<AppState>, Path(lease_id): Path<String>) -> ApiResult<Json<HeartbeatResponse>> {
+    Ok(Json(state.store().heartbeat(&lease_id).await?))
+}
+
+async fn complete(
+    State(state): State<AppState>,
+    Path(lease_id): Path<String>,
+    extract::Json(request): extract::Json<CompleteRequest>,
+) -> ApiResult<Json<Ack>> {
+    let received = now_ms();
+    state.store().complete(&lease_id, request.output, request.timing, received).await?;
+    Ok(Json(Ack { ok: true }))
+}
+
+async fn fail(
+    State(state): State<AppState>,
+    Path(lease_id): Path<String>,
+    extract::Json(request): extract::Json<FailRequest>,
+) -> ApiResult<Json<Ack>> {
+    let received = now_ms();
+    // Workers may report only the reasons that are theirs to know.
+    let reason = match request.error.kind.as_deref() {
+        None | Some("handler_error") => Reason::HandlerError,
+        Some("timeout") => Reason::Timeout,
+        Some("invalid_output") => Reason::InvalidOutput,
+        Some("cancelled") => Reason::Cancelled,
+        Some("no_handler") => Reason::NoHandler,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_error_kind",
+                format!("`{other}` is not a reason a worker may report (handler_error, timeout, invalid_output, cancelled, no_handler)"),
+            ));
+        }
+    };
+    let retryable = request.error.retryable.unwrap_or(!matches!(reason, Reason::InvalidOutput | Reason::NoHandler));
+    let report = FailReport { reason, message: request.error.message, retryable, timing: request.timing };
+    state.store().fail(&lease_id, report, received).await?;
+    Ok(Json(Ack { ok: true }))
+}
+
+async fn append_logs(
+    State(state): State<AppState>,
+    Path(lease_id): Path<String>,
+    extract::Json(request): extract::Json<LogsRequest>,
+) -> ApiResult<Json<Ack>> {
+    if request.lines.len() > 10_000 {
+        return Err(ApiError::bad_request("too_many_lines", "at most 10000 log lines per request"));
+    }
+    state.store().append_logs(&lease_id, &request.lines).await?;
+    Ok(Json(Ack { ok: true }))
+}
+
+// ---- health ----
+
+async fn live() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+struct Check {
+    name: &'static str,
+    ok: bool,
+    latency_ms: f64,
+    message: String,
+}
+
+async fn checks(state: &AppState) -> Vec<Check> {
+    let started = std::time::Instant::now();
+    let ping = state.store().ping().await;
+    let db_latency = started.elapsed().as_secs_f64() * 1000.0;
+    let database = Check {
+        name: "database",
+        ok: ping.is_ok(),
+        latency_ms: db_latency,
+        message: ping.err().map_or_else(|| "reachable".to_owned(), |e| e.to_string()),
+    };
+    let started = std::time::Instant::now();
+    let expected = weft_store::Store::expected_schema_version();
+    let migrations = match state.store().schema_version().await {
+        Ok(v) if v >= expected => Check { name: "migrations", ok: true, latency_ms: 0.0, message: format!("schema version {v}") },
+        Ok(v) => Check { name: "migrations", ok: false, latency_ms: 0.0, message: format!("schema version {v}, expected {expected}") },
+        Err(err) => Check { name: "migrations", ok: false, latency_ms: 0.0, message: err.to_string() },
+    };
+    let migrations = Check { latency_ms: started.elapsed().as_secs_f64() * 1000.0, ..migrations };
+    // The engine sweeps every `tick`; allow twice that, with a floor so a
+    // slow database round does not flap readiness.
+    let allowed_ms = (state.engine.config().tick.as_millis() as i64 * 2).max(5_000);
+    let last = state.engine.last_tick_ms();
+    let age = now_ms() - last;
+    let engine = Check {
+        name: "engine",
+        ok: last > 0 && age <= allowed_ms,
+        latency_ms: 0.0,
+        message: if last == 0 { "engine has not completed a sweep yet".to_owned() } else { format!("last sweep {age} ms ago") },
+    };
+    vec![database, migrations, engine]
+}
+
+async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let checks = checks(&state).await;
+    let failing: Vec<Value> = checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| json!({"name": c.name, "message": c.message}))
+        .collect();
+    if failing.is_empty() {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "failing": failing})))
+    }
+}
+
+async fn health(State(state): State<AppState>) -> impl IntoResponse {
+    let checks = checks(&state).await;
+    let ok = checks.iter().all(|c| c.ok);
+    let body = json!({
+        "status": if ok { "ok" } else { "degraded" },
+        "version": state.config.version,
+        "uptime_seconds": state.started.elapsed().as_secs(),
+        "checks": checks.iter().map(|c| json!({
+            "name": c.name,
+            "status": if c.ok { "ok" } else { "failing" },
+            "latency_ms": (c.latency_ms * 1000.0).round() / 1000.0,
+            "message": c.message,
+        })).collect::<Vec<_>>(),
+    });
+    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+}
+

@@ -1,0 +1,430 @@
+//! A thin layer over sqlx that lets one set of queries run on SQLite and on
+//! PostgreSQL: arguments and rows as small enums, and a transaction that is
+//! either kind. Dialect differences live here and in the migrations only.
+//!
+//! Both schemas use the same portable column types (TEXT, BIGINT, INTEGER),
+//! so a query string is valid on both; `$1`-style placeholders work on both.
+
+use std::{str::FromStr, sync::Arc, time::Duration};
+
+use sqlx::{
+    postgres::{PgConnectOptions, PgPoolOptions},
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    AssertSqlSafe, Column, PgPool, Postgres, Row as _, Sqlite, SqlitePool, TypeInfo, ValueRef,
+};
+
+use crate::Error;
+
+/// A bound query argument. NULLs carry their type: Postgres will not put a
+/// NULL typed as text into a BIGINT column.
+#[derive(Debug, Clone)]
+pub enum Arg {
+    Int(i64),
+    Text(String),
+    NullInt,
+    NullText,
+}
+
+impl From<i64> for Arg {
+    fn from(v: i64) -> Self {
+        Arg::Int(v)
+    }
+}
+impl From<u32> for Arg {
+    fn from(v: u32) -> Self {
+        Arg::Int(i64::from(v))
+    }
+}
+impl From<usize> for Arg {
+    fn from(v: usize) -> Self {
+        Arg::Int(v as i64)
+    }
+}
+impl From<String> for Arg {
+    fn from(v: String) -> Self {
+        Arg::Text(v)
+    }
+}
+impl From<&str> for Arg {
+    fn from(v: &str) -> Self {
+        Arg::Text(v.to_owned())
+    }
+}
+impl From<&String> for Arg {
+    fn from(v: &String) -> Self {
+        Arg::Text(v.clone())
+    }
+}
+impl From<Option<i64>> for Arg {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(Arg::NullInt, Arg::Int)
+    }
+}
+impl From<Option<String>> for Arg {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(Arg::NullText, Arg::Text)
+    }
+}
+impl From<Option<&str>> for Arg {
+    fn from(v: Option<&str>) -> Self {
+        v.map_or(Arg::NullText, Into::into)
+    }
+}
+impl From<Option<&String>> for Arg {
+    fn from(v: Option<&String>) -> Self {
+        v.map_or(Arg::NullText, Into::into)
+    }
+}
+
+/// Builds an argument list: `args![a, b, c]`.
+#[macro_export]
+macro_rules! args {
+    ($($value:expr),* $(,)?) => { vec![$($crate::db::Arg::from($value)),*] };
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// A result row, decoded by column name.
+#[derive(Debug, Clone)]
+pub struct Row {
+    columns: Arc<[String]>,
+    values: Vec<Val>,
+}
+
+impl Row {
+    fn get(&self, column: &str) -> &Val {
+        let index = self
+            .columns
+            .iter()
+            .position(|c| c == column)
+            .unwrap_or_else(|| panic!("query has no column `{column}`"));
+        &self.values[index]
+    }
+
+    pub fn int(&self, column: &str) -> i64 {
+        self.opt_int(column).unwrap_or_else(|| panic!("column `{column}` is NULL"))
+    }
+
+    pub fn opt_int(&self, column: &str) -> Option<i64> {
+        match self.get(column) {
+            Val::Int(v) => Some(*v),
+            Val::Real(v) => Some(*v as i64),
+            Val::Text(text) => text.parse().ok(),
+            Val::Null => None,
+        }
+    }
+
+    pub fn text(&self, column: &str) -> String {
+        self.opt_text(column).unwrap_or_else(|| panic!("column `{column}` is NULL"))
+    }
+
+    pub fn opt_text(&self, column: &str) -> Option<String> {
+        match self.get(column) {
+            Val::Text(text) => Some(text.clone()),
+            Val::Int(v) => Some(v.to_string()),
+            Val::Real(v) => Some(v.to_string()),
+            Val::Null => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// Connection pools. SQLite gets a single-connection pool for writes (SQLite
+/// has one writer anyway; this turns lock contention into a queue) and a
+/// pool of readers, which WAL lets run beside the writer.
+#[derive(Debug, Clone)]
+pub enum Pool {
+    Postgres(PgPool),
+    Sqlite { write: SqlitePool, read: SqlitePool },
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    pub acquire_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self { max_connections: 16, acquire_timeout: Duration::from_secs(10) }
+    }
+}
+
+impl Pool {
+    pub async fn connect(url: &str, options: &PoolOptions) -> Result<Pool, Error> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let connect = PgConnectOptions::from_str(url).map_err(|err| Error::Config(err.to_string()))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect)
+                .await
+                .map_err(Error::from_sqlx)?;
+            Ok(Pool::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let connect = SqliteConnectOptions::from_str(url)
+                .map_err(|err| Error::Config(err.to_string()))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(false);
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect.clone())
+                .await
+                .map_err(Error::from_sqlx)?;
+            let read = SqlitePoolOptions::new()
+                .max_connections(options.max_connections.clamp(1, 8))
+                .acquire_timeout(options.acquire_timeout)
+                .connect_with(connect.read_only(true))
+                .await
+                .map_err(Error::from_sqlx)?;
+            Ok(Pool::Sqlite { write, read })
+        } else {
+            Err(Error::Config(format!(
+                "unsupported database URL `{url}`: use sqlite://FILE or postgres://..."
+            )))
+        }
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Pool::Postgres(_) => Dialect::Postgres,
+            Pool::Sqlite { .. } => Dialect::Sqlite,
+        }
+    }
+
+    /// Starts a write transaction. SQLite's is `BEGIN IMMEDIATE`, so that a
+    /// read-then-write never fails half-way on a lock upgrade.
+    pub async fn begin(&self) -> Result<Tx, Error> {
+        match self {
+            Pool::Postgres(pool) => Ok(Tx::Postgres(pool.begin().await.map_err(Error::from_sqlx)?)),
+            Pool::Sqlite { write, .. } => Ok(Tx::Sqlite(
+                write.begin_with("BEGIN IMMEDIATE").await.map_err(Error::from_sqlx)?,
+            )),
+        }
+    }
+
+    pub async fn fetch_all(&self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, Error> {
+        match self {
+            Pool::Postgres(pool) => {
+                let rows = bind_pg(sqlx::query(AssertSqlSafe(sql)), args)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(Error::from_sqlx)?;
+                Ok(convert_pg(rows))
+            }
+            Pool::Sqlite { read, .. } => {
+                let rows = bind_sqlite(sqlx::query(AssertSqlSafe(sql)), args)
+                    .fetch_all(read)
+                    .await
+                    .map_err(Error::from_sqlx)?;
+                Ok(convert_sqlite(rows))
+            }
+        }
+    }
+
+    pub async fn fetch_optional(&self, sql: &str, args: Vec<Arg>) -> Result<Option<Row>, Error> {
+        Ok(self.fetch_all(sql, args).await?.into_iter().next())
+    }
+
+    pub async fn execute(&self, sql: &str, args: Vec<Arg>) -> Result<u64, Error> {
+        let mut tx = self.begin().await?;
+        let n = tx.execute(sql, args).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Pool::Postgres(pool) => pool.close().await,
+            Pool::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+        }
+    }
+
+    /// Connections by state, for the pool gauge.
+    pub fn connections(&self) -> (u32, u32) {
+        match self {
+            Pool::Postgres(pool) => (pool.size(), pool.num_idle() as u32),
+            Pool::Sqlite { write, read } => {
+                (write.size() + read.size(), (write.num_idle() + read.num_idle()) as u32)
+            }
+        }
+    }
+}
+
+/// A write transaction on either backend. Dropped without `commit`, it rolls back.
+pub enum Tx {
+    Postgres(sqlx::Transaction<'static, Postgres>),
+    Sqlite(sqlx::Transaction<'static, Sqlite>),
+}
+
+impl Tx {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Tx::Postgres(_) => Dialect::Postgres,
+            Tx::Sqlite(_) => Dialect::Sqlite,
+        }
+    }
+
+    pub async fn execute(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64, Error> {
+        match self {
+            Tx::Postgres(tx) => Ok(bind_pg(sqlx::query(AssertSqlSafe(sql)), args)
+                .execute(&mut **tx)
+                .await
+                .map_err(Error::from_sqlx)?
+                .rows_affected()),
+            Tx::Sqlite(tx) => Ok(bind_sqlite(sqlx::query(AssertSqlSafe(sql)), args)
+                .execute(&mut **tx)
+                .await
+                .map_err(Error::from_sqlx)?
+                .rows_affected()),
+        }
+    }
+
+    pub async fn fetch_all(&mut self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, Error> {
+        match self {
+            Tx::Postgres(tx) => {
+                let rows = bind_pg(sqlx::query(AssertSqlSafe(sql)), args)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(Error::from_sqlx)?;
+                Ok(convert_pg(rows))
+            }
+            Tx::Sqlite(tx) => {
+                let rows = bind_sqlite(sqlx::query(AssertSqlSafe(sql)), args)
+                    .fetch_all(&mut **tx)
+                    .await
+                    .map_err(Error::from_sqlx)?;
+                Ok(convert_sqlite(rows))
+            }
+        }
+    }
+
+    pub async fn fetch_optional(&mut self, sql: &str, args: Vec<Arg>) -> Result<Option<Row>, Error> {
+        Ok(self.fetch_all(sql, args).await?.into_iter().next())
+    }
+
+    /// Runs a multi-statement script (migrations) inside the transaction.
+    pub async fn execute_script(&mut self, sql: &str) -> Result<(), Error> {
+        match self {
+            Tx::Postgres(tx) => {
+                sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut **tx).await.map_err(Error::from_sqlx)?;
+            }
+            Tx::Sqlite(tx) => {
+                sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut **tx).await.map_err(Error::from_sqlx)?;
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn commit(self) -> Result<(), Error> {
+        match self {
+            Tx::Postgres(tx) => tx.commit().await.map_err(Error::from_sqlx),
+            Tx::Sqlite(tx) => tx.commit().await.map_err(Error::from_sqlx),
+        }
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+fn bind_pg(mut query: PgQuery<'_>, args: Vec<Arg>) -> PgQuery<'_> {
+    for arg in args {
+        query = match arg {
+            Arg::Int(v) => query.bind(v),
+            Arg::Text(v) => query.bind(v),
+            Arg::NullInt => query.bind(None::<i64>),
+            Arg::NullText => query.bind(None::<String>),
+        };
+    }
+    query
+}
+
+fn bind_sqlite(mut query: SqliteQuery<'_>, args: Vec<Arg>) -> SqliteQuery<'_> {
+    for arg in args {
+        query = match arg {
+            Arg::Int(v) => query.bind(v),
+            Arg::Text(v) => query.bind(v),
+            Arg::NullInt => query.bind(None::<i64>),
+            Arg::NullText => query.bind(None::<String>),
+        };
+    }
+    query
+}
+
+fn column_names<R: sqlx::Row>(row: &R) -> Arc<[String]> {
+    row.columns().iter().map(|c| c.name().to_owned()).collect()
+}
+
+fn convert_pg(rows: Vec<sqlx::postgres::PgRow>) -> Vec<Row> {
+    let Some(first) = rows.first() else { return Vec::new() };
+    let columns = column_names(first);
+    rows.iter()
+        .map(|row| {
+            let values = (0..columns.len())
+                .map(|i| {
+                    let raw = row.try_get_raw(i).expect("column index in range");
+                    if raw.is_null() {
+                        return Val::Null;
+                    }
+                    match raw.type_info().name() {
+                        "INT8" => Val::Int(row.get::<i64, _>(i)),
+                        "INT4" => Val::Int(i64::from(row.get::<i32, _>(i))),
+                        "INT2" => Val::Int(i64::from(row.get::<i16, _>(i))),
+                        "FLOAT8" => Val::Real(row.get::<f64, _>(i)),
+                        "FLOAT4" => Val::Real(f64::from(row.get::<f32, _>(i))),
+                        "BOOL" => Val::Int(i64::from(row.get::<bool, _>(i))),
+                        "NUMERIC" => Val::Text(row.get::<String, _>(i)),
+                        _ => Val::Text(row.get::<String, _>(i)),
+                    }
+                })
+                .collect();
+            Row { columns: columns.clone(), values }
+        })
+        .collect()
+}
+
+fn convert_sqlite(rows: Vec<sqlx::sqlite::SqliteRow>) -> Vec<Row> {
+    let Some(first) = rows.first() else { return Vec::new() };
+    let columns = column_names(first);
+    rows.iter()
+        .map(|row| {
+            let values = (0..columns.len())
+                .map(|i| {
+                    let raw = row.try_get_raw(i).expect("column index in range");
+                    if raw.is_null() {
+                        return Val::Null;
+                    }
+                    match raw.type_info().name() {
+                        "INTEGER" | "BOOLEAN" => Val::Int(row.get::<i64, _>(i)),
+                        "REAL" => Val::Real(row.get::<f64, _>(i)),
+                        _ => Val::Text(row.get::<String, _>(i)),
+                    }
+                })
+                .collect();
+            Row { columns: columns.clone(), values }
+        })
+        .collect()
+}
+
+/// `$first, $first+1, ...` placeholders for an `IN (...)` list of `n` items.
+pub fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}

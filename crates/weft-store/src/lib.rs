@@ -1,0 +1,162 @@
+//! Durable state: workflow versions, runs, steps, attempts, leases and the
+//! append-only history, on SQLite (embedded default) or PostgreSQL.
+//!
+//! Invariants:
+//! - Every state change and its history event are written in one transaction.
+//! - Transitions of a run are serialised by locking the run row (`FOR UPDATE`
+//!   on Postgres; SQLite has a single writer), then applying one event of the
+//!   pure state machine in `weft_core::machine` and persisting its effects.
+//! - Claims take ready steps with `FOR UPDATE SKIP LOCKED`, so any number of
+//!   servers can share one database and no attempt is handed out twice.
+//! - A lease is the only right to report an attempt's result: a result for a
+//!   lease that is gone (expired, reaped, re-claimed) is rejected as stale.
+
+pub mod db;
+mod dispatch;
+mod error;
+mod migrate;
+mod runs;
+mod time;
+mod transition;
+mod workflows;
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use tokio::sync::Notify;
+use weft_core::Definition;
+
+pub use db::{Dialect, PoolOptions};
+pub use dispatch::{ClaimRequest, FailReport, WorkerSeen};
+pub use error::Error;
+pub use runs::{NewRun, RunFilter};
+pub use time::{now_ms, parse_rfc3339, rfc3339};
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Engine-wide settings the store needs to hand out leases.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a claimed attempt's lease lasts without a heartbeat, for steps
+    /// that declare no `heartbeat_timeout` of their own.
+    pub lease: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self { lease: Duration::from_secs(30) }
+    }
+}
+
+/// The store: a cheap-to-clone handle over a connection pool.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    pool: db::Pool,
+    settings: Settings,
+    definitions: RwLock<HashMap<(String, i64), Arc<Definition>>>,
+    /// Woken whenever steps may have become ready: by this process's own
+    /// commits, and on Postgres by `NOTIFY weft_ready` from any server.
+    ready: Notify,
+}
+
+impl Store {
+    /// Connects (creating an SQLite file if needed) and applies migrations.
+    pub async fn connect(url: &str, settings: Settings) -> Result<Store> {
+        Self::connect_with(url, settings, &PoolOptions::default()).await
+    }
+
+    pub async fn connect_with(url: &str, settings: Settings, options: &PoolOptions) -> Result<Store> {
+        let pool = db::Pool::connect(url, options).await?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                pool,
+                settings,
+                definitions: RwLock::new(HashMap::new()),
+                ready: Notify::new(),
+            }),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.inner.pool.dialect()
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub(crate) fn pool(&self) -> &db::Pool {
+        &self.inner.pool
+    }
+
+    /// Resolves when steps may have become ready. Create the future before
+    /// looking for work, then await it, so that no wake-up is missed.
+    pub fn ready_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.ready.notified()
+    }
+
+    pub(crate) fn wake_pollers(&self) {
+        self.inner.ready.notify_waiters();
+    }
+
+    /// On Postgres, relays `NOTIFY weft_ready` from every server to this
+    /// process's pollers until `shutdown` resolves. On SQLite there is only
+    /// one process, and this returns at once.
+    pub async fn listen_for_ready(&self, shutdown: impl std::future::Future<Output = ()>) {
+        let db::Pool::Postgres(pool) = &self.inner.pool else { return };
+        tokio::pin!(shutdown);
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
+                Ok(listener) => listener,
+                Err(err) => {
+                    tracing::warn!(component = "engine", error = %err, "cannot LISTEN for ready steps; retrying");
+                    tokio::select! {
+                        _ = &mut shutdown => return,
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            if let Err(err) = listener.listen("weft_ready").await {
+                tracing::warn!(component = "engine", error = %err, "LISTEN weft_ready failed; retrying");
+                continue;
+            }
+            loop {
+                tokio::select! {
+                    _ = &mut shutdown => return,
+                    received = listener.recv() => match received {
+                        Ok(_) => self.wake_pollers(),
+                        Err(err) => {
+                            tracing::warn!(component = "engine", error = %err, "lost the LISTEN connection; reconnecting");
+                            // Notifications may have been missed while down.
+                            self.wake_pollers();
+                            break;
+                        }
+                    },
+                }
+            }
+        }
+    }
+
+    /// A cheap round trip, for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        self.pool().fetch_all("SELECT 1 AS one", Vec::new()).await.map(|_| ())
+    }
+
+    /// Connections open and idle, for the pool gauge.
+    pub fn pool_connections(&self) -> (u32, u32) {
+        self.inner.pool.connections()
+    }
+
+    pub async fn close(&self) {
+        self.inner.pool.close().await;
+    }
+}

@@ -1,0 +1,67 @@
+//! Schema migrations, embedded in the binary and applied on connect (and by
+//! `weft migrate`). Each backend has its own script; versions are recorded in
+//! `weft_schema`. On Postgres an advisory lock keeps servers starting together
+//! from migrating at once.
+
+use crate::{db::Pool, Error, Result, Store};
+
+const POSTGRES: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres.sql"))];
+const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite.sql"))];
+
+/// The schema version this build expects.
+pub const LATEST: i64 = 1;
+
+/// An arbitrary constant naming Weft's migration advisory lock.
+const LOCK_KEY: i64 = 0x7765_6674_6d69_67;
+
+impl Store {
+    pub async fn migrate(&self) -> Result<()> {
+        let pool = self.pool();
+        let scripts = match pool {
+            Pool::Postgres(_) => POSTGRES,
+            Pool::Sqlite { .. } => SQLITE,
+        };
+        let mut tx = pool.begin().await?;
+        if let Pool::Postgres(_) = pool {
+            tx.execute("SELECT pg_advisory_xact_lock($1)", crate::args![LOCK_KEY]).await?;
+        }
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS weft_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+            Vec::new(),
+        )
+        .await?;
+        let applied = tx
+            .fetch_optional("SELECT MAX(version) AS version FROM weft_schema", Vec::new())
+            .await?
+            .and_then(|row| row.opt_int("version"))
+            .unwrap_or(0);
+        for &(version, script) in scripts {
+            if version <= applied {
+                continue;
+            }
+            tx.execute_script(script).await?;
+            tx.execute(
+                "INSERT INTO weft_schema (version, applied_at) VALUES ($1, $2)",
+                crate::args![version, crate::now_ms()],
+            )
+            .await?;
+            tracing::info!(component = "engine", version, "applied schema migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The applied schema version, for readiness checks.
+    pub async fn schema_version(&self) -> Result<i64> {
+        let row = self
+            .pool()
+            .fetch_optional("SELECT MAX(version) AS version FROM weft_schema", Vec::new())
+            .await?;
+        row.and_then(|r| r.opt_int("version"))
+            .ok_or_else(|| Error::Corrupt("no schema version recorded".into()))
+    }
+
+    pub fn expected_schema_version() -> i64 {
+        LATEST
+    }
+}

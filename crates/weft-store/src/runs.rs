@@ -1,0 +1,420 @@
+//! Starting runs and reading them back: list with filters and cursor
+//! pagination, detail with steps and attempts, history and step logs; and the
+//! operator's verbs on a run (cancel, retry, approve, reject).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use weft_api::{
+    AttemptDetail, AttemptTiming, EventRecord, LogRecord, RunDetail, RunList, RunSummary, RunTiming,
+    StartRunResponse, StepDetail,
+};
+use weft_core::{machine::Event, trace::TraceParent, RunState, RunStatus};
+
+use crate::{
+    args,
+    db::{placeholders, Arg, Row},
+    now_ms, rfc3339,
+    time::opt_rfc3339,
+    transition::insert_event,
+    Error, Result, Store,
+};
+
+/// A request to start a run.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    pub workflow: String,
+    pub input: Value,
+    pub idempotency_key: Option<String>,
+    /// The caller's trace context: the run joins that trace.
+    pub parent: Option<TraceParent>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub workflow: Option<String>,
+    pub status: Option<RunStatus>,
+    pub trace_id: Option<String>,
+    /// Only runs created at or after this time (epoch ms).
+    pub since_ms: Option<i64>,
+    pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+pub(crate) fn random_hex(bytes: usize) -> String {
+    loop {
+        let value: u128 = rand::random();
+        let hex = format!("{value:032x}");
+        let hex = &hex[..bytes * 2];
+        if hex.bytes().any(|b| b != b'0') {
+            return hex.to_owned();
+        }
+    }
+}
+
+const RUN_COLUMNS: &str =
+    "run_id, trace_id, workflow, version, status, reason, error, input, output, request_id, created_at, started_at, finished_at";
+
+fn run_summary(row: &Row) -> RunSummary {
+    RunSummary {
+        run_id: row.text("run_id"),
+        trace_id: row.text("trace_id"),
+        workflow: row.text("workflow"),
+        version: row.int("version"),
+        status: row.text("status"),
+        reason: row.opt_text("reason"),
+        created_at: rfc3339(row.int("created_at")),
+        started_at: opt_rfc3339(row.opt_int("started_at")),
+        finished_at: opt_rfc3339(row.opt_int("finished_at")),
+    }
+}
+
+fn json_or_null(text: Option<String>) -> Option<Value> {
+    text.map(|t| serde_json::from_str(&t).unwrap_or(Value::String(t)))
+}
+
+impl Store {
+    pub async fn start_run(&self, new: NewRun) -> Result<StartRunResponse> {
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let version = self.latest_version(&mut tx, &new.workflow).await?;
+        let def = self.definition(&new.workflow, version).await?;
+        if let Some(key) = &new.idempotency_key {
+            let existing = tx
+                .fetch_optional(
+                    "SELECT run_id, trace_id FROM weft_runs WHERE workflow = $1 AND idempotency_key = $2",
+                    args![&new.workflow, key],
+                )
+                .await?;
+            if let Some(row) = existing {
+                return Ok(StartRunResponse { run_id: row.text("run_id"), trace_id: row.text("trace_id"), created: false });
+            }
+        }
+        let run_id = uuid::Uuid::now_v7().to_string();
+        let (trace_id, parent_span_id) = match &new.parent {
+            Some(parent) => (parent.trace_id.clone(), Some(parent.parent_span_id.clone())),
+            None => (random_hex(16), None),
+        };
+        let input_text = new.input.to_string();
+        let inserted = tx
+            .execute(
+                "INSERT INTO weft_runs (run_id, trace_id, span_id, parent_span_id, workflow, version, status, input, \
+                 idempotency_key, request_id, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $10) \
+                 ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+                args![
+                    &run_id,
+                    &trace_id,
+                    random_hex(8),
+                    parent_span_id,
+                    &new.workflow,
+                    version,
+                    input_text,
+                    new.idempotency_key.clone(),
+                    new.request_id.clone(),
+                    now
+                ],
+            )
+            .await?;
+        if inserted == 0 {
+            // Another request with the same key won the race: return its run.
+            drop(tx);
+            let row = self
+                .pool()
+                .fetch_optional(
+                    "SELECT run_id, trace_id FROM weft_runs WHERE workflow = $1 AND idempotency_key = $2",
+                    args![&new.workflow, new.idempotency_key.clone()],
+                )
+                .await?
+                .ok_or_else(|| Error::Conflict { code: "concurrent_update", message: "idempotent start raced; try again".into() })?;
+            return Ok(StartRunResponse { run_id: row.text("run_id"), trace_id: row.text("trace_id"), created: false });
+        }
+        // One multi-row insert for all steps, in chunks to respect bind limits.
+        for chunk in def.steps.iter().enumerate().collect::<Vec<_>>().chunks(100) {
+            let mut sql = String::from(
+                "INSERT INTO weft_steps (run_id, position, name, queue, handler, status, updated_at) VALUES ",
+            );
+            let mut values: Vec<Arg> = vec![run_id.clone().into(), now.into()];
+            for (i, (position, step)) in chunk.iter().enumerate() {
+                let base = 3 + i * 4;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!("($1, ${}, ${}, ${}, ${}, 'pending', $2)", base, base + 1, base + 2, base + 3));
+                values.push((*position).into());
+                values.push(step.name.clone().into());
+                values.push(step.queue.clone().into());
+                values.push(step.handler().into());
+            }
+            tx.execute(&sql, values).await?;
+        }
+        let mut data = serde_json::Map::new();
+        data.insert("version".into(), version.into());
+        if let Some(request_id) = &new.request_id {
+            data.insert("request_id".into(), request_id.clone().into());
+        }
+        insert_event(&mut tx, &run_id, "run.created", now, None, None, &Value::Object(data)).await?;
+        let mut run = crate::transition::LockedRun {
+            run_id: run_id.clone(),
+            workflow: new.workflow.clone(),
+            state: RunState::new(&def, new.input.clone()),
+            def,
+        };
+        let applied = self.apply_event(&mut tx, &mut run, Event::Start, now).await?;
+        tx.commit().await?;
+        tracing::info!(component = "engine", run_id = %run_id, trace_id = %trace_id, workflow = %new.workflow, "run created");
+        if applied.made_ready {
+            self.wake_pollers();
+        }
+        Ok(StartRunResponse { run_id, trace_id, created: true })
+    }
+
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunList> {
+        let limit = filter.limit.unwrap_or(50).clamp(1, 1000) as usize;
+        let mut sql = format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE 1 = 1");
+        let mut values: Vec<Arg> = Vec::new();
+        let mut push = |sql: &mut String, clause: &str, value: Arg| {
+            values.push(value);
+            sql.push_str(&clause.replace('?', &format!("${}", values.len())));
+        };
+        if let Some(workflow) = &filter.workflow {
+            push(&mut sql, " AND workflow = ?", workflow.into());
+        }
+        if let Some(status) = filter.status {
+            push(&mut sql, " AND status = ?", status.as_str().into());
+        }
+        if let Some(trace_id) = &filter.trace_id {
+            push(&mut sql, " AND trace_id = ?", trace_id.into());
+        }
+        if let Some(since) = filter.since_ms {
+            push(&mut sql, " AND created_at >= ?", since.into());
+        }
+        if let Some(cursor) = &filter.cursor {
+            if uuid::Uuid::parse_str(cursor).is_err() {
+                return Err(Error::Invalid { code: "invalid_cursor", message: format!("`{cursor}` is not a cursor from this API") });
+            }
+            push(&mut sql, " AND run_id < ?", cursor.into());
+        }
+        sql.push_str(&format!(" ORDER BY run_id DESC LIMIT {}", limit + 1));
+        let rows = self.pool().fetch_all(&sql, values).await?;
+        let mut runs: Vec<RunSummary> = rows.iter().map(run_summary).collect();
+        let next_cursor = if runs.len() > limit {
+            runs.truncate(limit);
+            runs.last().map(|r| r.run_id.clone())
+        } else {
+            None
+        };
+        Ok(RunList { runs, next_cursor })
+    }
+
+    /// Resolves a run id or a trace id (the newest run of that trace) to a run id.
+    pub async fn resolve_run_id(&self, id: &str) -> Result<String> {
+        let row = if weft_core::trace::is_trace_id(id) {
+            self.pool()
+                .fetch_optional("SELECT run_id FROM weft_runs WHERE trace_id = $1 ORDER BY run_id DESC LIMIT 1", args![id])
+                .await?
+        } else {
+            self.pool().fetch_optional("SELECT run_id FROM weft_runs WHERE run_id = $1", args![id]).await?
+        };
+        row.map(|r| r.text("run_id")).ok_or_else(|| Error::NotFound { what: "run", id: id.to_owned() })
+    }
+
+    pub async fn get_run(&self, id: &str) -> Result<RunDetail> {
+        let run_id = self.resolve_run_id(id).await?;
+        let row = self
+            .pool()
+            .fetch_optional(&format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE run_id = $1"), args![&run_id])
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "run", id: id.to_owned() })?;
+        let def = self.definition(&row.text("workflow"), row.int("version")).await?;
+        let step_rows = self
+            .pool()
+            .fetch_all(
+                "SELECT position, status, reason, output, error, due_at FROM weft_steps WHERE run_id = $1 ORDER BY position",
+                args![&run_id],
+            )
+            .await?;
+        let attempt_rows = self
+            .pool()
+            .fetch_all(
+                "SELECT position, attempt, status, reason, worker_id, span_id, claimed_at, finished_at, error, timing \
+                 FROM weft_attempts WHERE run_id = $1 ORDER BY position, attempt",
+                args![&run_id],
+            )
+            .await?;
+        let mut attempts: HashMap<i64, Vec<AttemptDetail>> = HashMap::new();
+        for a in attempt_rows {
+            attempts.entry(a.int("position")).or_default().push(AttemptDetail {
+                attempt: a.int("attempt"),
+                status: a.text("status"),
+                reason: a.opt_text("reason"),
+                worker_id: a.text("worker_id"),
+                span_id: a.text("span_id"),
+                claimed_at: rfc3339(a.int("claimed_at")),
+                finished_at: opt_rfc3339(a.opt_int("finished_at")),
+                error: a.opt_text("error"),
+                timing: a.opt_text("timing").and_then(|t| serde_json::from_str::<AttemptTiming>(&t).ok()),
+            });
+        }
+        let steps = step_rows
+            .iter()
+            .map(|s| {
+                let position = s.int("position");
+                let step_def = &def.steps[position as usize];
+                StepDetail {
+                    name: step_def.name.clone(),
+                    kind: step_def.kind.as_str().to_owned(),
+                    handler: step_def.handler().map(str::to_owned),
+                    queue: step_def.queue.clone(),
+                    depends_on: step_def.depends_on.clone(),
+                    status: s.text("status"),
+                    reason: s.opt_text("reason"),
+                    output: json_or_null(s.opt_text("output")),
+                    error: s.opt_text("error"),
+                    due_at: opt_rfc3339(s.opt_int("due_at")),
+                    attempts: attempts.remove(&position).unwrap_or_default(),
+                }
+            })
+            .collect();
+        let created = row.int("created_at");
+        let first_claim = attempts_first_claim(&self.pool().fetch_optional(
+            "SELECT MIN(claimed_at) AS first FROM weft_attempts WHERE run_id = $1",
+            args![&run_id],
+        )
+        .await?);
+        Ok(RunDetail {
+            run_id: row.text("run_id"),
+            trace_id: row.text("trace_id"),
+            workflow: row.text("workflow"),
+            version: row.int("version"),
+            status: row.text("status"),
+            reason: row.opt_text("reason"),
+            error: row.opt_text("error"),
+            input: json_or_null(Some(row.text("input"))).unwrap_or(Value::Null),
+            output: json_or_null(row.opt_text("output")),
+            created_at: rfc3339(created),
+            started_at: opt_rfc3339(row.opt_int("started_at")),
+            finished_at: opt_rfc3339(row.opt_int("finished_at")),
+            request_id: row.opt_text("request_id"),
+            timing: RunTiming {
+                schedule_to_start_ms: first_claim.map(|t| (t - created).max(0)),
+                end_to_end_ms: row.opt_int("finished_at").map(|t| (t - created).max(0)),
+            },
+            steps,
+        })
+    }
+
+    pub async fn run_events(&self, id: &str, after_seq: Option<i64>) -> Result<Vec<EventRecord>> {
+        let run_id = self.resolve_run_id(id).await?;
+        let rows = self
+            .pool()
+            .fetch_all(
+                "SELECT seq, type, at, step, attempt, data FROM weft_events WHERE run_id = $1 AND seq > $2 ORDER BY seq",
+                args![&run_id, after_seq.unwrap_or(0)],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| EventRecord {
+                seq: r.int("seq"),
+                kind: r.text("type"),
+                at: rfc3339(r.int("at")),
+                step: r.opt_text("step"),
+                attempt: r.opt_int("attempt"),
+                data: json_or_null(Some(r.text("data"))).unwrap_or(Value::Null),
+            })
+            .collect())
+    }
+
+    pub async fn run_logs(&self, id: &str, step: Option<&str>) -> Result<Vec<LogRecord>> {
+        let run_id = self.resolve_run_id(id).await?;
+        let rows = match step {
+            Some(step) => {
+                self.pool()
+                    .fetch_all(
+                        "SELECT seq, at, step, attempt, line FROM weft_logs WHERE run_id = $1 AND step = $2 ORDER BY seq",
+                        args![&run_id, step],
+                    )
+                    .await?
+            }
+            None => {
+                self.pool()
+                    .fetch_all("SELECT seq, at, step, attempt, line FROM weft_logs WHERE run_id = $1 ORDER BY seq", args![&run_id])
+                    .await?
+            }
+        };
+        Ok(rows
+            .iter()
+            .map(|r| LogRecord {
+                seq: r.int("seq"),
+                at: rfc3339(r.int("at")),
+                step: r.text("step"),
+                attempt: r.int("attempt"),
+                line: r.text("line"),
+            })
+            .collect())
+    }
+
+    /// Applies an operator's event (cancel, retry, approve, reject) to a run.
+    async fn operate(&self, id: &str, make_event: impl FnOnce(&crate::transition::LockedRun) -> Result<Event>) -> Result<RunSummary> {
+        let run_id = self.resolve_run_id(id).await?;
+        let now = now_ms();
+        let mut tx = self.pool().begin().await?;
+        let mut run = self.lock_run(&mut tx, &run_id).await?;
+        let event = make_event(&run)?;
+        let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
+        tx.commit().await?;
+        if applied.made_ready {
+            self.wake_pollers();
+        }
+        let row = self
+            .pool()
+            .fetch_optional(&format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE run_id = $1"), args![&run_id])
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "run", id: id.to_owned() })?;
+        Ok(run_summary(&row))
+    }
+
+    /// Cancels a pending or running run. Running attempts learn it from their
+    /// next heartbeat (`cancel_requested`).
+    pub async fn cancel_run(&self, id: &str) -> Result<RunSummary> {
+        self.operate(id, |_| Ok(Event::Cancel)).await
+    }
+
+    /// Re-runs a failed or cancelled run from its failed and cancelled steps.
+    pub async fn retry_run(&self, id: &str) -> Result<RunSummary> {
+        self.operate(id, |_| Ok(Event::Retry)).await
+    }
+
+    /// Approves or rejects a waiting approval step.
+    pub async fn decide(&self, id: &str, step: &str, approve: bool, message: Option<String>) -> Result<RunSummary> {
+        self.operate(id, |run| {
+            let position = run
+                .def
+                .step_index(step)
+                .ok_or_else(|| Error::NotFound { what: "step", id: step.to_owned() })?;
+            Ok(if approve {
+                Event::Approve { step: position }
+            } else {
+                Event::Reject { step: position, message: message.unwrap_or_else(|| "rejected".to_owned()) }
+            })
+        })
+        .await
+    }
+
+    /// Run ids with the given ids, for bulk checks in tests and tools.
+    pub async fn run_statuses(&self, run_ids: &[String]) -> Result<HashMap<String, String>> {
+        if run_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let sql = format!("SELECT run_id, status FROM weft_runs WHERE run_id IN ({})", placeholders(1, run_ids.len()));
+        let rows = self.pool().fetch_all(&sql, run_ids.iter().map(Arg::from).collect()).await?;
+        Ok(rows.iter().map(|r| (r.text("run_id"), r.text("status"))).collect())
+    }
+}
+
+fn attempts_first_claim(row: &Option<Row>) -> Option<i64> {
+    row.as_ref().and_then(|r| r.opt_int("first"))
+}

@@ -1,0 +1,241 @@
+//! Applying one state-machine event to a locked run and persisting the
+//! effects: the single path by which runs and steps change state (the claim
+//! of a ready step is the one exception, see `dispatch.rs`).
+
+use std::{collections::BTreeSet, sync::Arc};
+
+use serde_json::Value;
+use weft_core::{
+    machine::{self, Context, Effect, Event},
+    Definition, Reason, RunState, RunStatus, StepState, StepStatus,
+};
+
+use crate::{
+    args,
+    db::{Dialect, Tx},
+    Error, Result, Store,
+};
+
+/// A run loaded under its row lock, with its definition and machine state.
+pub(crate) struct LockedRun {
+    pub run_id: String,
+    pub workflow: String,
+    pub def: Arc<Definition>,
+    pub state: RunState,
+}
+
+/// What a committed transition means for the rest of the process.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    pub effects: Vec<Effect>,
+    pub made_ready: bool,
+}
+
+fn parse_json(text: Option<String>, what: &str) -> Result<Option<Value>> {
+    text.map(|t| serde_json::from_str(&t).map_err(|err| Error::Corrupt(format!("{what}: {err}"))))
+        .transpose()
+}
+
+fn parse_status<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
+    parse(text).ok_or_else(|| Error::Corrupt(format!("unknown status `{text}`")))
+}
+
+impl Store {
+    /// Locks a run's row for the rest of the transaction and loads its state.
+    pub(crate) async fn lock_run(&self, tx: &mut Tx, run_id: &str) -> Result<LockedRun> {
+        let sql = match tx.dialect() {
+            Dialect::Postgres => {
+                "SELECT run_id, workflow, version, status, reason, error, input, output FROM weft_runs WHERE run_id = $1 FOR UPDATE"
+            }
+            Dialect::Sqlite => {
+                "SELECT run_id, workflow, version, status, reason, error, input, output FROM weft_runs WHERE run_id = $1"
+            }
+        };
+        let row = tx
+            .fetch_optional(sql, args![run_id])
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?;
+        let workflow = row.text("workflow");
+        let def = self.definition(&workflow, row.int("version")).await?;
+        let step_rows = tx
+            .fetch_all(
+                "SELECT position, status, reason, n_attempts, attempt_base, output, error, due_at \
+                 FROM weft_steps WHERE run_id = $1 ORDER BY position",
+                args![run_id],
+            )
+            .await?;
+        if step_rows.len() != def.steps.len() {
+            return Err(Error::Corrupt(format!("run {run_id} has {} step rows, its definition {}", step_rows.len(), def.steps.len())));
+        }
+        let mut steps = Vec::with_capacity(step_rows.len());
+        for r in step_rows {
+            steps.push(StepState {
+                status: parse_status(&r.text("status"), StepStatus::parse)?,
+                reason: r.opt_text("reason").and_then(|t| Reason::parse(&t)),
+                n_attempts: r.int("n_attempts") as u32,
+                attempt_base: r.int("attempt_base") as u32,
+                output: parse_json(r.opt_text("output"), "step output")?,
+                error: r.opt_text("error"),
+                due_at: r.opt_int("due_at"),
+            });
+        }
+        let state = RunState {
+            status: parse_status(&row.text("status"), RunStatus::parse)?,
+            reason: row.opt_text("reason").and_then(|t| Reason::parse(&t)),
+            error: row.opt_text("error"),
+            input: parse_json(Some(row.text("input")), "run input")?.unwrap_or(Value::Null),
+            output: parse_json(row.opt_text("output"), "run output")?,
+            steps,
+        };
+        Ok(LockedRun { run_id: row.text("run_id"), workflow, def, state })
+    }
+
+    /// Applies `event` to a locked run and writes every effect (step rows, the
+    /// run row, one history event each) into `tx`.
+    pub(crate) async fn apply_event(
+        &self,
+        tx: &mut Tx,
+        run: &mut LockedRun,
+        event: Event,
+        now: i64,
+    ) -> Result<Applied> {
+        let status_before = run.state.status;
+        let cx = Context { now_ms: now, random: rand::random::<f64>() };
+        let effects = machine::apply(&run.def, &mut run.state, event, cx)
+            .map_err(|rejected| Error::Conflict { code: "invalid_state", message: rejected.to_string() })?;
+        if effects.is_empty() {
+            return Ok(Applied::default());
+        }
+        let mut made_ready = false;
+        let mut ready_queues = BTreeSet::new();
+        let touched: BTreeSet<usize> = effects.iter().filter_map(Effect::step).collect();
+        for &position in &touched {
+            let s = &run.state.steps[position];
+            if s.status == StepStatus::Ready {
+                made_ready = true;
+                ready_queues.insert(run.def.steps[position].queue.clone());
+            }
+            let output = s.output.as_ref().map(Value::to_string);
+            tx.execute(
+                "UPDATE weft_steps SET status = $3, reason = $4, n_attempts = $5, attempt_base = $6, output = $7, \
+                 error = $8, due_at = $9, updated_at = $10, \
+                 ready_at = CASE WHEN $3 = 'ready' THEN $10 ELSE ready_at END \
+                 WHERE run_id = $1 AND position = $2",
+                args![
+                    &run.run_id,
+                    position,
+                    s.status.as_str(),
+                    s.reason.map(|r| r.as_str()),
+                    s.n_attempts,
+                    s.attempt_base,
+                    output,
+                    s.error.clone(),
+                    s.due_at,
+                    now
+                ],
+            )
+            .await?;
+        }
+        let status = run.state.status;
+        let terminal = status.is_terminal();
+        tx.execute(
+            "UPDATE weft_runs SET status = $2, reason = $3, error = $4, output = $5, updated_at = $6, \
+             started_at = CASE WHEN started_at IS NULL AND $2 <> 'pending' THEN $6 ELSE started_at END, \
+             finished_at = CASE WHEN $7 = 1 THEN COALESCE(finished_at, $6) ELSE NULL END \
+             WHERE run_id = $1",
+            args![
+                &run.run_id,
+                status.as_str(),
+                run.state.reason.map(|r| r.as_str()),
+                run.state.error.clone(),
+                run.state.output.as_ref().map(Value::to_string),
+                now,
+                i64::from(terminal)
+            ],
+        )
+        .await?;
+        if terminal && !status_before.is_terminal() {
+            // Attempts still out stop counting; their leases stay so that the
+            // next heartbeat answers `cancel_requested`.
+            tx.execute(
+                "UPDATE weft_attempts SET status = 'cancelled', reason = 'cancelled', finished_at = $2 \
+                 WHERE run_id = $1 AND status = 'running'",
+                args![&run.run_id, now],
+            )
+            .await?;
+        }
+        for effect in &effects {
+            let (step, attempt) = match effect.step() {
+                Some(p) => {
+                    let n = run.state.steps[p].n_attempts;
+                    (Some(run.def.steps[p].name.clone()), (n > 0).then_some(i64::from(n)))
+                }
+                None => (None, None),
+            };
+            let mut data = effect.data();
+            if matches!(effect, Effect::RunFailed { .. }) {
+                if let (Some(map), Some(error)) = (data.as_object_mut(), &run.state.error) {
+                    map.insert("error".into(), error.clone().into());
+                }
+            }
+            insert_event(tx, &run.run_id, effect.event_type(), now, step.as_deref(), attempt, &data).await?;
+        }
+        if tx.dialect() == Dialect::Postgres {
+            for queue in &ready_queues {
+                tx.execute("SELECT pg_notify('weft_ready', $1)", args![queue]).await?;
+            }
+        }
+        for effect in &effects {
+            log_effect(run, effect);
+        }
+        Ok(Applied { effects, made_ready })
+    }
+}
+
+fn log_effect(run: &LockedRun, effect: &Effect) {
+    let run_id = run.run_id.as_str();
+    let workflow = run.workflow.as_str();
+    match effect {
+        Effect::RunCompleted => tracing::info!(component = "engine", run_id, workflow, "run completed"),
+        Effect::RunFailed { reason } => {
+            tracing::info!(component = "engine", run_id, workflow, reason = reason.as_str(), "run failed")
+        }
+        Effect::RunCancelled => tracing::info!(component = "engine", run_id, workflow, "run cancelled"),
+        Effect::RunRetried => tracing::info!(component = "engine", run_id, workflow, "run retried"),
+        Effect::StepRetrying { step, delay_ms, .. } => tracing::info!(
+            component = "engine",
+            run_id,
+            workflow,
+            step = run.def.steps[*step].name.as_str(),
+            attempt = run.state.steps[*step].n_attempts,
+            delay_ms,
+            "step will retry"
+        ),
+        Effect::StepFailed { step, reason } => tracing::info!(
+            component = "engine",
+            run_id,
+            workflow,
+            step = run.def.steps[*step].name.as_str(),
+            reason = reason.as_str(),
+            "step failed"
+        ),
+        other => tracing::debug!(component = "engine", run_id, workflow, event = other.event_type(), "transition"),
+    }
+}
+
+pub(crate) async fn insert_event(
+    tx: &mut Tx,
+    run_id: &str,
+    kind: &str,
+    at: i64,
+    step: Option<&str>,
+    attempt: Option<i64>,
+    data: &Value,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO weft_events (run_id, type, at, step, attempt, data) VALUES ($1, $2, $3, $4, $5, $6)",
+        args![run_id, kind, at, step, attempt, data.to_string()],
+    )
+    .await
+    .map(|_| ())
+}

@@ -1,0 +1,123 @@
+//! Workflow definitions and their versions. A definition is immutable once
+//! stored, so parsed definitions are cached by (name, version) forever.
+
+use std::sync::Arc;
+
+use weft_api::{PutWorkflowResponse, WorkflowDetail, WorkflowSummary};
+use weft_core::Definition;
+
+use crate::{args, now_ms, rfc3339, Error, Result, Store};
+
+impl Store {
+    /// Registers a definition. The same manifest as the latest version is a
+    /// no-op; a changed one becomes the next version. Runs keep their version.
+    pub async fn put_workflow(&self, def: &Definition) -> Result<PutWorkflowResponse> {
+        let mut tx = self.pool().begin().await?;
+        let latest = tx
+            .fetch_optional(
+                "SELECT version, manifest FROM weft_workflows WHERE name = $1 ORDER BY version DESC LIMIT 1",
+                args![&def.name],
+            )
+            .await?;
+        if let Some(row) = &latest {
+            if row.text("manifest") == def.canonical {
+                return Ok(PutWorkflowResponse { name: def.name.clone(), version: row.int("version"), created: false });
+            }
+        }
+        let version = latest.map_or(1, |row| row.int("version") + 1);
+        tx.execute(
+            "INSERT INTO weft_workflows (name, version, manifest, created_at) VALUES ($1, $2, $3, $4)",
+            args![&def.name, version, &def.canonical, now_ms()],
+        )
+        .await
+        .map_err(|err| match err {
+            Error::Conflict { .. } => Error::Conflict {
+                code: "concurrent_update",
+                message: format!("workflow `{}` was registered concurrently; try again", def.name),
+            },
+            other => other,
+        })?;
+        tx.commit().await?;
+        tracing::info!(component = "server", workflow = %def.name, version, "workflow registered");
+        Ok(PutWorkflowResponse { name: def.name.clone(), version, created: true })
+    }
+
+    pub async fn list_workflows(&self) -> Result<Vec<WorkflowSummary>> {
+        let rows = self
+            .pool()
+            .fetch_all(
+                "SELECT w.name, w.version, w.manifest, w.created_at FROM weft_workflows w \
+                 WHERE w.version = (SELECT MAX(v.version) FROM weft_workflows v WHERE v.name = w.name) \
+                 ORDER BY w.name",
+                Vec::new(),
+            )
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let def = self.definition(&row.text("name"), row.int("version")).await?;
+            out.push(WorkflowSummary {
+                name: def.name.clone(),
+                version: row.int("version"),
+                description: def.description.clone(),
+                steps: def.steps.len(),
+                created_at: rfc3339(row.int("created_at")),
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn get_workflow(&self, name: &str, version: Option<i64>) -> Result<WorkflowDetail> {
+        let rows = self
+            .pool()
+            .fetch_all(
+                "SELECT version, manifest, created_at FROM weft_workflows WHERE name = $1 ORDER BY version",
+                args![name],
+            )
+            .await?;
+        let versions: Vec<i64> = rows.iter().map(|r| r.int("version")).collect();
+        let row = match version {
+            Some(v) => rows.iter().find(|r| r.int("version") == v),
+            None => rows.last(),
+        }
+        .ok_or_else(|| Error::NotFound { what: "workflow", id: name.to_owned() })?;
+        let def = self.definition(name, row.int("version")).await?;
+        Ok(WorkflowDetail {
+            name: name.to_owned(),
+            version: row.int("version"),
+            description: def.description.clone(),
+            created_at: rfc3339(row.int("created_at")),
+            manifest: serde_json::from_str(&row.text("manifest"))
+                .map_err(|err| Error::Corrupt(format!("manifest of {name}: {err}")))?,
+            versions,
+        })
+    }
+
+    /// The latest version number of a workflow.
+    pub(crate) async fn latest_version(&self, tx: &mut crate::db::Tx, name: &str) -> Result<i64> {
+        tx.fetch_optional("SELECT MAX(version) AS version FROM weft_workflows WHERE name = $1", args![name])
+            .await?
+            .and_then(|row| row.opt_int("version"))
+            .ok_or_else(|| Error::NotFound { what: "workflow", id: name.to_owned() })
+    }
+
+    /// A parsed definition, from the cache or the database.
+    pub async fn definition(&self, name: &str, version: i64) -> Result<Arc<Definition>> {
+        let key = (name.to_owned(), version);
+        if let Some(def) = self.inner.definitions.read().expect("definition cache lock").get(&key) {
+            return Ok(def.clone());
+        }
+        let row = self
+            .pool()
+            .fetch_optional(
+                "SELECT manifest FROM weft_workflows WHERE name = $1 AND version = $2",
+                args![name, version],
+            )
+            .await?
+            .ok_or_else(|| Error::NotFound { what: "workflow", id: format!("{name} v{version}") })?;
+        let def = Definition::parse(&row.text("manifest"))
+            .map_err(|err| Error::Corrupt(format!("stored manifest of {name} v{version}: {err}")))?;
+        let def = Arc::new(def);
+        self.inner.definitions.write().expect("definition cache lock").insert(key, def.clone());
+        Ok(def)
+    }
+}

@@ -1,0 +1,66 @@
+//! Conformance of concurrent claims: workers polling at once never get the
+//! same step twice (`FOR UPDATE SKIP LOCKED` on Postgres, one writer on SQLite).
+
+use std::collections::HashSet;
+
+use serde_json::json;
+use weft_api::Task;
+use weft_store::Store;
+
+use crate::support::{claim, claim_request, register, start};
+
+const N_RUNS: usize = 30;
+const N_WORKERS: usize = 6;
+
+conformance!(check_no_double_claim);
+async fn check_no_double_claim(store: Store) {
+    register(&store, "name: crowd\nsteps:\n  - {name: only, handler: h}\n").await;
+    let mut run_ids = Vec::new();
+    for i in 0..N_RUNS {
+        run_ids.push(start(&store, "crowd", json!({"i": i})).await);
+    }
+
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..N_WORKERS {
+        let store = store.clone();
+        workers.spawn(async move {
+            let request = claim_request(&format!("worker-{w}"), &["h"], 3);
+            let mut mine: Vec<Task> = Vec::new();
+            loop {
+                let tasks = store.claim(&request).await.expect("claim");
+                if tasks.is_empty() {
+                    return mine;
+                }
+                assert!(tasks.len() <= 3, "claimed {} tasks with max_tasks 3", tasks.len());
+                for task in &tasks {
+                    store
+                        .complete(&task.lease_id, json!({"by": w}), None, weft_store::now_ms())
+                        .await
+                        .expect("complete a claimed task");
+                }
+                mine.extend(tasks);
+            }
+        });
+    }
+    let mut all: Vec<Task> = Vec::new();
+    while let Some(joined) = workers.join_next().await {
+        all.extend(joined.expect("worker task"));
+    }
+
+    let leases: HashSet<&str> = all.iter().map(|t| t.lease_id.as_str()).collect();
+    let steps: HashSet<(&str, &str)> = all.iter().map(|t| (t.run_id.as_str(), t.step.as_str())).collect();
+    assert_eq!(leases.len(), all.len(), "a lease id was handed out twice");
+    assert_eq!(steps.len(), all.len(), "a step was claimed twice");
+    assert_eq!(all.len(), N_RUNS, "every step is claimed exactly once");
+    assert!(all.iter().all(|t| t.attempt == 1));
+    assert_eq!(steps.iter().map(|(run, _)| *run).collect::<HashSet<_>>(), run_ids.iter().map(String::as_str).collect());
+    assert!(claim(&store, &["h"]).await.is_empty());
+
+    let statuses = store.run_statuses(&run_ids).await.unwrap();
+    assert_eq!(statuses.len(), N_RUNS);
+    assert!(statuses.values().all(|s| s == "completed"), "{statuses:?}");
+    for run_id in &run_ids {
+        let run = store.get_run(run_id).await.unwrap();
+        assert_eq!(run.steps[0].attempts.len(), 1, "run {run_id} has more than one attempt");
+    }
+}

@@ -1,0 +1,33 @@
+//! The store conformance suite: every check runs once on SQLite and once on a
+//! fresh PostgreSQL cluster, so both backends keep one behaviour (SPEC §2).
+//!
+//! Each check is written once as `async fn check_xxx(store: Store)`;
+//! `conformance!` turns it into `check_xxx::sqlite` and `check_xxx::postgres`.
+
+/// Generates the two backend tests of a check. `lease_ms` is the store's
+/// default lease (`Settings.lease`) for that check; 30 s unless given.
+macro_rules! conformance {
+    ($check:ident) => {
+        conformance!($check, lease_ms = 30_000);
+    };
+    ($check:ident, lease_ms = $lease:expr) => {
+        mod $check {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                crate::support::on_sqlite(std::time::Duration::from_millis($lease), super::$check).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                crate::support::on_postgres(std::time::Duration::from_millis($lease), super::$check).await;
+            }
+        }
+    };
+}
+
+mod concurrency;
+mod execution;
+mod leases;
+mod listing;
+mod support;
+mod workflows;
