@@ -1,1 +1,399 @@
-fn main(){}
+//! The `weft` binary: argument parsing, environment and wiring. Every flag
+//! that configures a process has an environment variable behind it; this is
+//! the only place in Weft that reads the environment.
+
+mod demo;
+mod output;
+mod serve;
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+use weft_api::StartRunRequest;
+use weft_client::Client;
+
+#[derive(Parser)]
+#[command(name = "weft", version, about = "Weft: durable workflows you can see into")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+struct ClientArgs {
+    /// The Weft server to talk to.
+    #[arg(long, env = "WEFT_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    url: String,
+    /// API token, when the server requires one.
+    #[arg(long, env = "WEFT_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+impl ClientArgs {
+    fn client(&self) -> Client {
+        Client::new(&self.url).with_token(self.token.clone())
+    }
+}
+
+#[derive(Args, Clone)]
+pub struct ServerArgs {
+    /// Database URL: sqlite://FILE (embedded) or postgres://...
+    #[arg(long, env = "WEFT_DATABASE_URL", default_value = "sqlite://weft.db")]
+    pub database_url: String,
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "WEFT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// Lease length for steps without a heartbeat_timeout (e.g. 30s).
+    #[arg(long, env = "WEFT_LEASE_TIMEOUT", default_value = "30s")]
+    pub lease_timeout: String,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "WEFT_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// How often timers and the lease reaper run (e.g. 200ms).
+    #[arg(long, env = "WEFT_ENGINE_TICK", default_value = "200ms")]
+    pub engine_tick: String,
+    /// Largest database connection pool.
+    #[arg(long, env = "WEFT_DB_POOL_SIZE", default_value_t = 16)]
+    pub db_pool_size: u32,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Server + worker + example workflows on the embedded SQLite: try Weft in one command.
+    Dev {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Do not start demo runs.
+        #[arg(long)]
+        no_demo: bool,
+    },
+    /// The HTTP API, worker protocol and engine loops.
+    Server {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// A worker that runs handlers as external commands, listed in a TOML file.
+    Worker {
+        /// The handlers file (`[handlers]` name = command).
+        #[arg(long)]
+        handlers: PathBuf,
+        /// Queues to serve (repeatable).
+        #[arg(long = "queue", default_value = "default")]
+        queues: Vec<String>,
+        /// Tasks run at once.
+        #[arg(long, env = "WEFT_WORKER_CONCURRENCY", default_value_t = 8)]
+        concurrency: usize,
+        /// A stable id for this worker (default: host-pid-random).
+        #[arg(long, env = "WEFT_WORKER_ID")]
+        worker_id: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, env = "WEFT_DATABASE_URL", default_value = "sqlite://weft.db")]
+        database_url: String,
+    },
+    /// Register workflow manifests (YAML or JSON).
+    Apply {
+        #[arg(short = 'f', long = "file", required = true)]
+        files: Vec<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List registered workflows.
+    Workflows {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Start a run.
+    Start {
+        workflow: String,
+        /// Run input: inline JSON, or @FILE.
+        #[arg(long)]
+        input: Option<String>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Follow the run's progress; exit non-zero unless it completes.
+        #[arg(long)]
+        wait: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List runs, newest first.
+    Runs {
+        #[arg(long)]
+        workflow: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        trace_id: Option<String>,
+        /// RFC 3339 time or a duration back from now, like 1h.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// One run: steps, attempts, errors, timing and a timeline. Takes a run_id or a trace_id.
+    Run {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Log lines of a run's steps.
+    Logs {
+        id: String,
+        #[arg(long)]
+        step: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The history of a run, one event per line.
+    Events {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Follow a run's steps until it finishes.
+    Watch {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a run.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Retry a failed or cancelled run from its failed steps.
+    Retry {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Approve a waiting approval step.
+    Approve {
+        id: String,
+        step: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Reject a waiting approval step (the run fails with reason `rejected`).
+    Reject {
+        id: String,
+        step: String,
+        #[arg(long)]
+        message: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Server health: status, version, uptime and each check.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn init_logging(component_default: &str) -> Result<()> {
+    let format = match std::env::var("WEFT_LOG_FORMAT") {
+        Ok(text) => weft_telemetry::LogFormat::parse(&text).with_context(|| format!("WEFT_LOG_FORMAT must be text or json, not `{text}`"))?,
+        Err(_) => weft_telemetry::LogFormat::Text,
+    };
+    let filter = std::env::var("WEFT_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| component_default.to_owned());
+    weft_telemetry::init(&weft_telemetry::LogConfig { format, filter }).map_err(anyhow::Error::msg)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Dev { server, no_demo } => {
+            init_logging("info")?;
+            serve::dev(server, !no_demo).await?;
+        }
+        Command::Server { server } => {
+            init_logging("info")?;
+            serve::server(server).await?;
+        }
+        Command::Worker { handlers, queues, concurrency, worker_id, client } => {
+            init_logging("info")?;
+            serve::exec_worker(&handlers, queues, concurrency, worker_id, client.client()).await?;
+        }
+        Command::Migrate { database_url } => {
+            init_logging("info")?;
+            let store = weft_store::Store::connect(&database_url, Default::default()).await?;
+            println!("schema at version {}", store.schema_version().await?);
+            store.close().await;
+        }
+        Command::Apply { files, client } => {
+            let api = client.client();
+            for file in files {
+                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
+                let def = weft_core::Definition::parse(&text).map_err(|err| anyhow::anyhow!("{}: {err} ({})", file.display(), err.code))?;
+                let response = api.put_workflow(&def.name, &text).await?;
+                if client.json {
+                    println!("{}", serde_json::to_string(&response)?);
+                } else if response.created {
+                    println!("{}: registered {} version {}", file.display(), response.name, response.version);
+                } else {
+                    println!("{}: {} unchanged (version {})", file.display(), response.name, response.version);
+                }
+            }
+        }
+        Command::Workflows { client } => {
+            let list = client.client().list_workflows().await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                output::workflows(&list.workflows);
+            }
+        }
+        Command::Start { workflow, input, idempotency_key, wait, client } => {
+            let input = parse_input(input.as_deref())?;
+            let api = client.client();
+            let started = api.start_run(&workflow, &StartRunRequest { input, idempotency_key }).await?;
+            if client.json && !wait {
+                println!("{}", serde_json::to_string(&started)?);
+            } else if !client.json {
+                let note = if started.created { "" } else { " (existing run for this idempotency key)" };
+                println!("run_id   {}{note}\ntrace_id {}", started.run_id, started.trace_id);
+            }
+            if wait {
+                let run = output::follow(&api, &started.run_id, client.json).await?;
+                if client.json {
+                    println!("{}", serde_json::to_string_pretty(&run)?);
+                }
+                if run.status != "completed" {
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+        Command::Runs { workflow, status, trace_id, since, limit, client } => {
+            let mut query = vec![("limit", limit.to_string())];
+            for (name, value) in [("workflow", workflow), ("status", status), ("trace_id", trace_id), ("since", since)] {
+                if let Some(value) = value {
+                    query.push((name, value));
+                }
+            }
+            let list = client.client().list_runs(&query).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                output::runs(&list);
+            }
+        }
+        Command::Run { id, client } => {
+            let run = client.client().get_run(&id).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&run)?);
+            } else {
+                output::run(&run);
+            }
+        }
+        Command::Logs { id, step, client } => {
+            let logs = client.client().run_logs(&id, step.as_deref()).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&logs)?);
+            } else {
+                for line in logs.lines {
+                    println!("{} {}#{} {}", line.at, line.step, line.attempt, line.line);
+                }
+            }
+        }
+        Command::Events { id, client } => {
+            let events = client.client().run_events(&id, None).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&events)?);
+            } else {
+                for e in events.events {
+                    let step = e.step.map(|s| format!(" {s}")).unwrap_or_default();
+                    let attempt = e.attempt.map(|a| format!("#{a}")).unwrap_or_default();
+                    println!("{:>5} {} {:<18}{step}{attempt} {}", e.seq, e.at, e.kind, e.data);
+                }
+            }
+        }
+        Command::Watch { id, client } => {
+            let run = output::follow(&client.client(), &id, client.json).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&run)?);
+            }
+            if run.status != "completed" {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Cancel { id, client } => {
+            let run = client.client().cancel_run(&id).await?;
+            print_summary(&run, client.json)?;
+        }
+        Command::Retry { id, client } => {
+            let run = client.client().retry_run(&id).await?;
+            print_summary(&run, client.json)?;
+        }
+        Command::Approve { id, step, client } => {
+            let run = client.client().decide(&id, &step, true, None).await?;
+            print_summary(&run, client.json)?;
+        }
+        Command::Reject { id, step, message, client } => {
+            let run = client.client().decide(&id, &step, false, message).await?;
+            print_summary(&run, client.json)?;
+        }
+        Command::Status { client } => {
+            let health = client.client().health().await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&health)?);
+            } else {
+                output::health(&health);
+            }
+            if health["status"] != "ok" {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_summary(run: &weft_api::RunSummary, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(run)?);
+    } else {
+        println!("{} {} {}", run.run_id, run.workflow, run.status);
+    }
+    Ok(())
+}
+
+fn parse_input(input: Option<&str>) -> Result<Value> {
+    let Some(input) = input else { return Ok(Value::Object(Default::default())) };
+    let text = match input.strip_prefix('@') {
+        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read input file {path}"))?,
+        None => input.to_owned(),
+    };
+    match serde_json::from_str(&text) {
+        Ok(value) => Ok(value),
+        Err(err) => bail!("--input is not valid JSON: {err}"),
+    }
+}
+
+/// Parses a duration flag such as `30s`.
+pub(crate) fn parse_duration(flag: &str, text: &str) -> Result<Duration> {
+    weft_core::duration::parse_ms(text)
+        .map(Duration::from_millis)
+        .map_err(|err| anyhow::anyhow!("--{flag}: {err}"))
+}

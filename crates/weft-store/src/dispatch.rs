@@ -186,7 +186,7 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let row = tx
             .fetch_optional(
-                "SELECT l.lease_ms, a.status AS attempt_status, r.status AS run_status FROM weft_leases l \
+                "SELECT l.lease_ms, l.deadline_at, a.status AS attempt_status, r.status AS run_status FROM weft_leases l \
                  JOIN weft_attempts a ON a.lease_id = l.lease_id JOIN weft_runs r ON r.run_id = l.run_id \
                  WHERE l.lease_id = $1",
                 args![lease_id],
@@ -194,7 +194,10 @@ impl Store {
             .await?
             .ok_or_else(|| Error::stale_lease(lease_id))?;
         let run_ended = weft_core::RunStatus::parse(&row.text("run_status")).is_none_or(|s| s.is_terminal());
-        let cancel_requested = run_ended || row.text("attempt_status") != "running";
+        // Past its start-to-close deadline the attempt no longer counts, even
+        // before the reaper has ended it: the worker should stop now.
+        let timed_out = row.opt_int("deadline_at").is_some_and(|deadline| deadline <= now);
+        let cancel_requested = run_ended || timed_out || row.text("attempt_status") != "running";
         if !cancel_requested {
             tx.execute(
                 "UPDATE weft_leases SET expires_at = $2 + lease_ms WHERE lease_id = $1",

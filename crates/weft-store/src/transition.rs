@@ -100,6 +100,7 @@ impl Store {
         now: i64,
     ) -> Result<Applied> {
         let status_before = run.state.status;
+        let steps_before = run.state.steps.clone();
         let cx = Context { now_ms: now, random: rand::random::<f64>() };
         let effects = machine::apply(&run.def, &mut run.state, event, cx)
             .map_err(|rejected| Error::Conflict { code: "invalid_state", message: rejected.to_string() })?;
@@ -108,7 +109,13 @@ impl Store {
         }
         let mut made_ready = false;
         let mut ready_queues = BTreeSet::new();
-        let touched: BTreeSet<usize> = effects.iter().filter_map(Effect::step).collect();
+        // Every step the event changed, with or without an effect of its own:
+        // `Retry` puts failed and cancelled steps back to `pending` silently.
+        let touched: BTreeSet<usize> = effects
+            .iter()
+            .filter_map(Effect::step)
+            .chain((0..steps_before.len()).filter(|&i| steps_before[i] != run.state.steps[i]))
+            .collect();
         for &position in &touched {
             let s = &run.state.steps[position];
             if s.status == StepStatus::Ready {

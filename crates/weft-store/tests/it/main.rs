@@ -31,3 +31,4 @@ mod leases;
 mod listing;
 mod support;
 mod workflows;
+mod zz_experiment;

@@ -1,0 +1,217 @@
+//! Human output: tables, the run view with its attempt timeline, and live
+//! progress for `start --wait` and `watch`.
+
+use std::{collections::HashMap, time::Duration};
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use weft_api::{RunDetail, RunList, WorkflowSummary};
+use weft_client::Client;
+
+/// Prints rows as left-aligned columns under a header.
+fn table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        println!("{}", padded.join("  ").trim_end());
+    };
+    line(header.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}
+
+fn opt(value: &Option<String>) -> String {
+    value.clone().unwrap_or_else(|| "-".to_owned())
+}
+
+fn millis(text: &str) -> Option<i64> {
+    DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
+}
+
+fn human_ms(ms: i64) -> String {
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+pub fn workflows(list: &[WorkflowSummary]) {
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|w| vec![w.name.clone(), w.version.to_string(), w.steps.to_string(), w.created_at.clone(), w.description.clone().unwrap_or_default()])
+        .collect();
+    table(&["workflow", "version", "steps", "registered", "description"], &rows);
+}
+
+pub fn runs(list: &RunList) {
+    let now = Utc::now().timestamp_millis();
+    let rows: Vec<Vec<String>> = list
+        .runs
+        .iter()
+        .map(|r| {
+            let created = millis(&r.created_at).unwrap_or(now);
+            let end = r.finished_at.as_deref().and_then(millis).unwrap_or(now);
+            vec![
+                r.run_id.clone(),
+                r.workflow.clone(),
+                r.status.clone(),
+                opt(&r.reason),
+                r.created_at.clone(),
+                human_ms(end - created),
+                r.trace_id.clone(),
+            ]
+        })
+        .collect();
+    table(&["run_id", "workflow", "status", "reason", "created", "duration", "trace_id"], &rows);
+    if let Some(cursor) = &list.next_cursor {
+        println!("(more: --cursor {cursor})");
+    }
+}
+
+pub fn run(run: &RunDetail) {
+    println!("run       {}", run.run_id);
+    println!("trace_id  {}", run.trace_id);
+    println!("workflow  {} v{}", run.workflow, run.version);
+    let reason = run.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
+    println!("status    {}{reason}", run.status);
+    println!("created   {}", run.created_at);
+    if let Some(ms) = run.timing.schedule_to_start_ms {
+        println!("start     {} after creation", human_ms(ms));
+    }
+    if let Some(ms) = run.timing.end_to_end_ms {
+        println!("took      {}", human_ms(ms));
+    }
+    if let Some(error) = &run.error {
+        println!("error     {error}");
+    }
+    println!();
+    let mut rows = Vec::new();
+    for step in &run.steps {
+        if step.attempts.is_empty() {
+            rows.push(vec![step.name.clone(), "-".into(), step.status.clone(), opt(&step.reason), "-".into(), "-".into(), "-".into(), "-".into(), opt(&step.error)]);
+        }
+        for a in &step.attempts {
+            let t = a.timing.clone().unwrap_or_default();
+            rows.push(vec![
+                step.name.clone(),
+                a.attempt.to_string(),
+                if a.attempt == step.attempts.len() as i64 { step.status.clone() } else { a.status.clone() },
+                opt(&a.reason),
+                a.worker_id.clone(),
+                if a.timing.is_some() { human_ms(t.queue_wait_ms) } else { "-".into() },
+                t.handler_ms.map_or_else(|| "-".into(), human_ms),
+                if a.timing.is_some() { human_ms(t.total_ms) } else { "-".into() },
+                opt(&a.error),
+            ]);
+        }
+    }
+    table(&["step", "attempt", "status", "reason", "worker", "queued", "handler", "total", "error"], &rows);
+    timeline(run);
+}
+
+/// One bar per attempt on a shared time axis: `.` waiting in the queue,
+/// `#` running, `x` ended in failure.
+fn timeline(run: &RunDetail) {
+    let Some(start) = millis(&run.created_at) else { return };
+    let now = Utc::now().timestamp_millis();
+    let end = run.finished_at.as_deref().and_then(millis).unwrap_or(now).max(start + 1);
+    let width = 50usize;
+    let scale = |t: i64| (((t - start).max(0) as f64 / (end - start) as f64) * width as f64).round() as usize;
+    println!("\ntimeline  0 {:─^w$} {}", "", human_ms(end - start), w = width - 2);
+    for step in &run.steps {
+        for a in &step.attempts {
+            let Some(claimed) = millis(&a.claimed_at) else { continue };
+            let finished = a.finished_at.as_deref().and_then(millis).unwrap_or(now);
+            let queued_from = claimed - a.timing.as_ref().map_or(0, |t| t.queue_wait_ms);
+            let mut bar = vec![' '; width + 1];
+            let (q, c, f) = (scale(queued_from).min(width), scale(claimed).min(width), scale(finished).min(width));
+            for cell in bar.iter_mut().take(c).skip(q) {
+                *cell = '.';
+            }
+            for cell in bar.iter_mut().take(f.max(c + 1)).skip(c) {
+                *cell = '#';
+            }
+            if a.status == "failed" {
+                bar[f.min(width)] = 'x';
+            }
+            let label = format!("{}#{}", step.name, a.attempt);
+            println!("{label:>16} |{}|", bar.iter().collect::<String>());
+        }
+    }
+}
+
+/// Follows a run until it ends, printing each step status change.
+pub async fn follow(client: &Client, id: &str, quiet: bool) -> Result<RunDetail> {
+    let mut seen: HashMap<String, (String, usize)> = HashMap::new();
+    let mut failures = 0;
+    loop {
+        let run = match client.get_run(id).await {
+            Ok(run) => run,
+            Err(err) if err.is_transient() && failures < 20 => {
+                failures += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
+        if !quiet {
+            for step in &run.steps {
+                let state = (step.status.clone(), step.attempts.len());
+                if seen.get(&step.name) != Some(&state) {
+                    let detail = match (&step.reason, &step.error) {
+                        (Some(reason), Some(error)) => format!(" ({reason}: {error})"),
+                        (Some(reason), None) => format!(" ({reason})"),
+                        _ => String::new(),
+                    };
+                    let attempt = if step.attempts.is_empty() { String::new() } else { format!(" attempt {}", step.attempts.len()) };
+                    println!("  {:<16} {}{attempt}{detail}", step.name, step.status);
+                    seen.insert(step.name.clone(), state);
+                }
+            }
+        }
+        if matches!(run.status.as_str(), "completed" | "failed" | "cancelled" | "compensated") {
+            if !quiet {
+                let took = run.timing.end_to_end_ms.map(human_ms).unwrap_or_default();
+                println!("run {} {} in {took}", run.run_id, run.status);
+                if let Some(output) = &run.output {
+                    if run.status == "completed" && *output != Value::Null {
+                        println!("output: {output}");
+                    }
+                }
+            }
+            return Ok(run);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+pub fn health(health: &Value) {
+    println!("status   {}", health["status"].as_str().unwrap_or("?"));
+    println!("version  {}", health["version"].as_str().unwrap_or("?"));
+    println!("uptime   {}s", health["uptime_seconds"]);
+    if let Some(checks) = health["checks"].as_array() {
+        let rows: Vec<Vec<String>> = checks
+            .iter()
+            .map(|c| {
+                vec![
+                    c["name"].as_str().unwrap_or("").to_owned(),
+                    c["status"].as_str().unwrap_or("").to_owned(),
+                    format!("{:.1}ms", c["latency_ms"].as_f64().unwrap_or(0.0)),
+                    c["message"].as_str().unwrap_or("").to_owned(),
+                ]
+            })
+            .collect();
+        println!();
+        table(&["check", "status", "latency", "message"], &rows);
+    }
+}

@@ -1,0 +1,166 @@
+//! Wiring of long-running processes: the server (store + engine + HTTP),
+//! `weft dev` (server + in-process worker + examples), and the exec worker.
+//! Each stops cleanly on SIGINT or SIGTERM.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Context, Result};
+use tokio_util::sync::CancellationToken;
+use weft_client::Client;
+use weft_engine::Engine;
+use weft_store::{PoolOptions, Settings, Store};
+use weft_worker::Worker;
+
+use crate::{demo, parse_duration, ServerArgs};
+
+/// Cancels the token on SIGINT or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        tracing::info!(component = "server", "shutting down");
+        trigger.cancel();
+    });
+    token
+}
+
+struct Running {
+    listen_addr: std::net::SocketAddr,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    store: Store,
+}
+
+async fn start_server(args: &ServerArgs, shutdown: &CancellationToken) -> Result<Running> {
+    let settings = Settings { lease: parse_duration("lease-timeout", &args.lease_timeout)? };
+    let options = PoolOptions { max_connections: args.db_pool_size, ..PoolOptions::default() };
+    let store = Store::connect_with(&args.database_url, settings, &options)
+        .await
+        .with_context(|| format!("cannot open the database at {}", args.database_url))?;
+    let engine_config = weft_engine::Config { tick: parse_duration("engine-tick", &args.engine_tick)?, ..Default::default() };
+    let engine = Engine::new(store.clone(), engine_config);
+    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listen_addr = listener.local_addr()?;
+    let app = weft_server::router(
+        engine.clone(),
+        weft_server::Config { max_body_bytes: args.max_body_bytes, ..Default::default() },
+    );
+    let engine_task = tokio::spawn(engine.run(shutdown.clone()));
+    let http_shutdown = shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        if let Err(err) = weft_server::serve(listener, app, http_shutdown).await {
+            tracing::error!(component = "server", error = %err, "HTTP server failed");
+        }
+    });
+    tracing::info!(component = "server", addr = %listen_addr, database = %redact_url(&args.database_url), "server started");
+    Ok(Running { listen_addr, tasks: vec![engine_task, http_task], store })
+}
+
+impl Running {
+    async fn wait(self) {
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.store.close().await;
+    }
+}
+
+/// Hides a password in a database URL before it is logged.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!("{}{}:[redacted]{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub async fn server(args: ServerArgs) -> Result<()> {
+    let shutdown = shutdown_on_signal();
+    let running = start_server(&args, &shutdown).await?;
+    running.wait().await;
+    Ok(())
+}
+
+pub async fn dev(args: ServerArgs, demo_runs: bool) -> Result<()> {
+    let shutdown = shutdown_on_signal();
+    let running = start_server(&args, &shutdown).await?;
+    let url = format!("http://{}", running.listen_addr);
+    let client = Client::new(&url);
+    for (name, manifest) in demo::MANIFESTS {
+        let response = client.put_workflow(name, manifest).await.with_context(|| format!("registering example {name}"))?;
+        tracing::info!(component = "cli", workflow = %response.name, version = response.version, "example workflow registered");
+    }
+    let worker = demo::worker(client.clone()).build();
+    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+    let mut started = Vec::new();
+    if demo_runs {
+        for (workflow, input) in demo::demo_inputs() {
+            let run = client.start_run(workflow, &weft_api::StartRunRequest { input, idempotency_key: None }).await?;
+            started.push((workflow, run.run_id));
+        }
+    }
+    println!();
+    println!("  Weft is running (embedded SQLite at {}).", args.database_url);
+    println!();
+    println!("  API        {url}/v1/runs");
+    println!("  Health     {url}/health");
+    println!("  Dashboard  {url}/");
+    println!();
+    for (workflow, run_id) in &started {
+        println!("  demo run   {workflow:<11} weft run {run_id}");
+    }
+    println!();
+    println!("  Try:  weft start etl --input '{{\"source\": \"s3://bucket/day.csv\"}}' --wait");
+    println!("        weft runs");
+    println!("        weft run <run_id or trace_id>");
+    println!();
+    println!("  Ctrl-C to stop.");
+    println!();
+    let _ = worker_task.await;
+    running.wait().await;
+    Ok(())
+}
+
+pub async fn exec_worker(
+    handlers_file: &Path,
+    queues: Vec<String>,
+    concurrency: usize,
+    worker_id: Option<String>,
+    client: Client,
+) -> Result<()> {
+    let handlers = weft_worker::exec::load(handlers_file)?;
+    let shutdown = shutdown_on_signal();
+    let mut builder = Worker::builder(client).concurrency(concurrency).poll_wait(Duration::from_secs(20));
+    for queue in queues {
+        builder = builder.queue(queue);
+    }
+    if let Some(id) = worker_id {
+        builder = builder.worker_id(id);
+    }
+    for (name, handler) in weft_worker::exec::handlers(handlers) {
+        builder = builder.handler_arc(name, handler);
+    }
+    builder.build().run(shutdown).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redacts_passwords_in_urls() {
+        assert_eq!(redact_url("postgres://weft:hunter2@db:5432/weft"), "postgres://weft:[redacted]@db:5432/weft");
+        assert_eq!(redact_url("postgres://weft@db/weft"), "postgres://weft@db/weft");
+        assert_eq!(redact_url("sqlite://weft.db"), "sqlite://weft.db");
+    }
+}
