@@ -145,12 +145,21 @@ impl Store {
             let data = serde_json::json!({"worker_id": request.worker_id, "span_id": span_id, "queue_wait_ms": (now - ready_at).max(0)});
             insert_event(&mut tx, &run_id, "attempt.claimed", now, Some(&step_def.name), Some(attempt), &data).await?;
             if run.status == "pending" {
-                let changed = tx
-                    .execute(
-                        "UPDATE weft_runs SET status = 'running', started_at = $2, updated_at = $2 WHERE run_id = $1 AND status = 'pending'",
-                        args![&run_id, now],
-                    )
-                    .await?;
+                // This transaction holds step locks, so on Postgres it must not
+                // wait for the run row: a cancel holds that lock while it waits
+                // for these steps, a deadlock. When the row is locked, whoever
+                // holds it moves the run on (cancel; another claim), or the
+                // machine marks it started with this attempt's result.
+                let sql = match self.dialect() {
+                    Dialect::Postgres => {
+                        "UPDATE weft_runs SET status = 'running', started_at = $2, updated_at = $2 WHERE run_id = \
+                         (SELECT run_id FROM weft_runs WHERE run_id = $1 AND status = 'pending' FOR UPDATE SKIP LOCKED)"
+                    }
+                    Dialect::Sqlite => {
+                        "UPDATE weft_runs SET status = 'running', started_at = $2, updated_at = $2 WHERE run_id = $1 AND status = 'pending'"
+                    }
+                };
+                let changed = tx.execute(sql, args![&run_id, now]).await?;
                 if changed > 0 {
                     insert_event(&mut tx, &run_id, "run.started", now, None, None, &serde_json::json!({})).await?;
                 }

@@ -64,3 +64,66 @@ async fn check_no_double_claim(store: Store) {
         assert_eq!(run.steps[0].attempts.len(), 1, "run {run_id} has more than one attempt");
     }
 }
+
+const RACE: &str = "
+name: race
+steps:
+  - {name: a, handler: h}
+  - {name: b, handler: h}
+  - {name: c, handler: h}
+";
+
+// Cancelling pending runs while workers claim their first steps: neither side
+// fails (on Postgres this once deadlocked: the claim held step locks and waited
+// for the run row, the cancel held the run row and waited for the steps), and
+// every attempt handed out learns that its run was cancelled.
+conformance!(check_cancel_races_claims);
+async fn check_cancel_races_claims(store: Store) {
+    register(&store, RACE).await;
+    for _round in 0..20 {
+        let mut run_ids = Vec::new();
+        for _ in 0..5 {
+            run_ids.push(start(&store, "race", json!({})).await);
+        }
+        let claimer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let request = claim_request("racer", &["h"], 2);
+                let mut tasks = Vec::new();
+                for _ in 0..5 {
+                    tasks.extend(store.claim(&request).await.expect("claim while runs are cancelled"));
+                }
+                tasks
+            })
+        };
+        let canceller = {
+            let store = store.clone();
+            let run_ids = run_ids.clone();
+            tokio::spawn(async move {
+                for run_id in run_ids.iter().rev() {
+                    let summary = store.cancel_run(run_id).await.expect("cancel while steps are claimed");
+                    assert_eq!(summary.status, "cancelled");
+                }
+            })
+        };
+        let tasks = claimer.await.expect("claimer");
+        canceller.await.expect("canceller");
+
+        for run_id in &run_ids {
+            let run = store.get_run(run_id).await.unwrap();
+            assert_eq!(run.status, "cancelled");
+            for s in &run.steps {
+                assert_eq!(s.status, "cancelled", "step {} of run {run_id}", s.name);
+                assert!(s.attempts.iter().all(|a| a.status == "cancelled"), "step {} of run {run_id}", s.name);
+            }
+        }
+        for task in &tasks {
+            assert!(store.heartbeat(&task.lease_id).await.unwrap().cancel_requested);
+            crate::support::assert_conflict(
+                store.complete(&task.lease_id, json!(null), None, weft_store::now_ms()).await,
+                "attempt_not_running",
+            );
+        }
+    }
+    assert!(claim(&store, &["h"]).await.is_empty());
+}

@@ -31,4 +31,3 @@ mod leases;
 mod listing;
 mod support;
 mod workflows;
-mod zz_experiment;
