@@ -3,22 +3,23 @@
 //! never rename them. Timestamps are RFC 3339 UTC strings.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use serde_json::Value;
 
 /// Every error response: `{"error": {"code", "message"}}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable, e.g. `workflow_not_found`, `cycle`, `stale_lease`.
     pub code: String,
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WorkflowSummary {
     pub name: String,
     pub version: i64,
@@ -27,12 +28,12 @@ pub struct WorkflowSummary {
     pub created_at: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WorkflowList {
     pub workflows: Vec<WorkflowSummary>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WorkflowDetail {
     pub name: String,
     pub version: i64,
@@ -45,7 +46,7 @@ pub struct WorkflowDetail {
 }
 
 /// The answer to `PUT /v1/workflows/{name}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PutWorkflowResponse {
     pub name: String,
     pub version: i64,
@@ -53,7 +54,7 @@ pub struct PutWorkflowResponse {
     pub created: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct StartRunRequest {
     #[serde(default)]
     pub input: Value,
@@ -61,7 +62,7 @@ pub struct StartRunRequest {
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StartRunResponse {
     pub run_id: String,
     pub trace_id: String,
@@ -69,7 +70,7 @@ pub struct StartRunResponse {
     pub created: bool,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct RunTiming {
     /// Created → first step claimed.
     pub schedule_to_start_ms: Option<i64>,
@@ -77,7 +78,7 @@ pub struct RunTiming {
     pub end_to_end_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunSummary {
     pub run_id: String,
     pub trace_id: String,
@@ -90,13 +91,13 @@ pub struct RunSummary {
     pub finished_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunList {
     pub runs: Vec<RunSummary>,
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunDetail {
     pub run_id: String,
     pub trace_id: String,
@@ -116,7 +117,7 @@ pub struct RunDetail {
     pub steps: Vec<StepDetail>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StepDetail {
     pub name: String,
     pub kind: String,
@@ -132,7 +133,7 @@ pub struct StepDetail {
     pub attempts: Vec<AttemptDetail>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AttemptDetail {
     pub attempt: i64,
     pub status: String,
@@ -146,7 +147,7 @@ pub struct AttemptDetail {
 }
 
 /// Where an attempt's time went (SPEC §4, timing buckets).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AttemptTiming {
     /// Ready → claimed.
     pub queue_wait_ms: i64,
@@ -160,12 +161,12 @@ pub struct AttemptTiming {
     pub total_ms: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventList {
     pub events: Vec<EventRecord>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventRecord {
     pub seq: i64,
     #[serde(rename = "type")]
@@ -176,12 +177,12 @@ pub struct EventRecord {
     pub data: Value,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LogList {
     pub lines: Vec<LogRecord>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LogRecord {
     pub seq: i64,
     pub at: String,
@@ -190,7 +191,7 @@ pub struct LogRecord {
     pub line: String,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct DecisionRequest {
     #[serde(default)]
     pub message: Option<String>,
@@ -198,7 +199,7 @@ pub struct DecisionRequest {
 
 // ---- worker protocol ----
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PollRequest {
     pub worker_id: String,
     #[serde(default = "default_queues")]
@@ -219,13 +220,13 @@ fn default_max_tasks() -> u32 {
     1
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PollResponse {
     pub tasks: Vec<Task>,
 }
 
 /// One claimed step attempt, handed to a worker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Task {
     pub lease_id: String,
     pub run_id: String,
@@ -246,20 +247,20 @@ pub struct Task {
     pub lease_ms: i64,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct HeartbeatResponse {
     /// The run was cancelled or failed, or the attempt timed out: stop work.
     pub cancel_requested: bool,
 }
 
 /// Worker-measured parts of an attempt's time.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct WorkerTiming {
     pub dispatch_ms: Option<i64>,
     pub handler_ms: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CompleteRequest {
     #[serde(default)]
     pub output: Value,
@@ -267,14 +268,14 @@ pub struct CompleteRequest {
     pub timing: Option<WorkerTiming>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FailRequest {
     pub error: TaskError,
     #[serde(default)]
     pub timing: Option<WorkerTiming>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TaskError {
     pub message: String,
     /// A failure reason the worker may report: `handler_error` (default),
@@ -286,12 +287,12 @@ pub struct TaskError {
     pub retryable: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LogsRequest {
     pub lines: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct Ack {
     pub ok: bool,
 }

@@ -15,7 +15,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{json, Value};
 use weft_api::{
-    Ack, CompleteRequest, DecisionRequest, EventList, FailRequest, HeartbeatResponse, LogList, LogsRequest, PollRequest,
+    ErrorBody, PutWorkflowResponse, Ack, CompleteRequest, DecisionRequest, EventList, FailRequest, HeartbeatResponse, LogList, LogsRequest, PollRequest,
     PollResponse, RunDetail, RunList, RunSummary, StartRunRequest, StartRunResponse, WorkflowDetail, WorkflowList,
 };
 use weft_core::{Definition, Reason, RunStatus};
@@ -51,6 +51,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/health/ready", get(ready))
         .route("/healthz", get(ready))
         .route("/health", get(health))
+        .route("/openapi.json", get(openapi))
         .fallback(not_found)
 }
 
@@ -60,6 +61,7 @@ async fn not_found() -> ApiError {
 
 // ---- workflows ----
 
+#[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path)), request_body(content = String, description = "The manifest, YAML or JSON", content_type = "application/yaml"), responses((status = 201, body = PutWorkflowResponse, description = "A new version"), (status = 200, body = PutWorkflowResponse, description = "Unchanged"), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn put_workflow(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -79,6 +81,7 @@ async fn put_workflow(
     Ok((status, Json(response)))
 }
 
+#[utoipa::path(get, path = "/v1/workflows", tag = "workflows", responses((status = 200, body = WorkflowList)))]
 async fn list_workflows(State(state): State<AppState>) -> ApiResult<Json<WorkflowList>> {
     Ok(Json(WorkflowList { workflows: state.store().list_workflows().await? }))
 }
@@ -88,6 +91,7 @@ struct WorkflowQuery {
     version: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path), ("version" = Option<i64>, Query)), responses((status = 200, body = WorkflowDetail), (status = 404, body = ErrorBody)))]
 async fn get_workflow(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -98,6 +102,7 @@ async fn get_workflow(
 
 // ---- runs ----
 
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path), ("traceparent" = Option<String>, Header, description = "W3C trace context: the run joins this trace")), request_body = StartRunRequest, responses((status = 202, body = StartRunResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn start_run(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -137,6 +142,7 @@ struct ListRunsQuery {
     cursor: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query), ("status" = Option<String>, Query), ("trace_id" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339 time or a duration back from now"), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
 async fn list_runs(State(state): State<AppState>, Query(query): Query<ListRunsQuery>) -> ApiResult<Json<RunList>> {
     let status = match &query.status {
         None => None,
@@ -174,6 +180,7 @@ fn parse_since(text: &str) -> ApiResult<i64> {
     Ok(now_ms() - ago as i64)
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id")), responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
 async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
     Ok(Json(state.store().get_run(&id).await?))
 }
@@ -183,6 +190,7 @@ struct EventsQuery {
     after: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path), ("after" = Option<i64>, Query)), responses((status = 200, body = EventList), (status = 404, body = ErrorBody)))]
 async fn run_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -193,6 +201,7 @@ async fn run_events(
 
 /// Server-sent events: the run's history, then new events as they are
 /// written, until the run ends. Each SSE event's id is the history `seq`.
+#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path)), responses((status = 200, description = "Server-sent events, one per history event", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
 async fn run_event_stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -237,18 +246,22 @@ struct LogsQuery {
     step: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path), ("step" = Option<String>, Query)), responses((status = 200, body = LogList), (status = 404, body = ErrorBody)))]
 async fn run_logs(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<LogsQuery>) -> ApiResult<Json<LogList>> {
     Ok(Json(LogList { lines: state.store().run_logs(&id, query.step.as_deref()).await? }))
 }
 
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunSummary>> {
     Ok(Json(state.store().cancel_run(&id).await?))
 }
 
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path)), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn retry_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunSummary>> {
     Ok(Json(state.store().retry_run(&id).await?))
 }
 
+#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/approve", tag = "runs", params(("id" = String, Path), ("step" = String, Path)), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn approve_step(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,
@@ -257,6 +270,7 @@ async fn approve_step(
     Ok(Json(state.store().decide(&id, &step, true, request.message).await?))
 }
 
+#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/reject", tag = "runs", params(("id" = String, Path), ("step" = String, Path)), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn reject_step(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,
@@ -267,6 +281,7 @@ async fn reject_step(
 
 // ---- worker protocol ----
 
+#[utoipa::path(post, path = "/v1/worker/poll", tag = "worker", request_body = PollRequest, responses((status = 200, body = PollResponse), (status = 400, body = ErrorBody)))]
 async fn poll(State(state): State<AppState>, extract::Json(request): extract::Json<PollRequest>) -> ApiResult<Json<PollResponse>> {
     if request.worker_id.is_empty() || request.worker_id.len() > 256 {
         return Err(ApiError::bad_request("invalid_worker_id", "worker_id must be 1 to 256 characters"));
@@ -287,10 +302,12 @@ async fn poll(State(state): State<AppState>, extract::Json(request): extract::Js
     Ok(Json(PollResponse { tasks }))
 }
 
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/heartbeat", tag = "worker", params(("lease_id" = String, Path)), responses((status = 200, body = HeartbeatResponse), (status = 409, body = ErrorBody, description = "The lease is no longer held")))]
 async fn heartbeat(State(state): State<AppState>, Path(lease_id): Path<String>) -> ApiResult<Json<HeartbeatResponse>> {
     Ok(Json(state.store().heartbeat(&lease_id).await?))
 }
 
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/complete", tag = "worker", params(("lease_id" = String, Path)), request_body = CompleteRequest, responses((status = 200, body = Ack), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed")))]
 async fn complete(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -301,6 +318,7 @@ async fn complete(
     Ok(Json(Ack { ok: true }))
 }
 
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/fail", tag = "worker", params(("lease_id" = String, Path)), request_body = FailRequest, responses((status = 200, body = Ack), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed")))]
 async fn fail(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -327,6 +345,7 @@ async fn fail(
     Ok(Json(Ack { ok: true }))
 }
 
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/logs", tag = "worker", params(("lease_id" = String, Path)), request_body = LogsRequest, responses((status = 200, body = Ack), (status = 409, body = ErrorBody)))]
 async fn append_logs(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -341,6 +360,7 @@ async fn append_logs(
 
 // ---- health ----
 
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "The process is up")))]
 async fn live() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
@@ -384,6 +404,7 @@ async fn checks(state: &AppState) -> Vec<Check> {
     vec![database, migrations, engine]
 }
 
+#[utoipa::path(get, path = "/health/ready", tag = "health", responses((status = 200, description = "Ready"), (status = 503, description = "A check fails")))]
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let checks = checks(&state).await;
     let failing: Vec<Value> = checks
@@ -398,6 +419,7 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, description = "Status, version, uptime and checks"), (status = 503, description = "Degraded")))]
 async fn health(State(state): State<AppState>) -> impl IntoResponse {
     let checks = checks(&state).await;
     let ok = checks.iter().all(|c| c.ok);
@@ -415,3 +437,21 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
     (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
 }
 
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Weft", description = "Durable workflows you can see into"),
+    paths(
+        put_workflow, list_workflows, get_workflow, start_run, list_runs, get_run, run_events, run_event_stream,
+        run_logs, cancel_run, retry_run, approve_step, reject_step, poll, heartbeat, complete, fail, append_logs,
+        live, ready, health
+    )
+)]
+pub(crate) struct ApiDoc;
+
+/// The OpenAPI document, generated from the handlers' annotations and the
+/// `weft-api` types.
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    use utoipa::OpenApi;
+    Json(ApiDoc::openapi())
+}

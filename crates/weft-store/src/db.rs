@@ -8,9 +8,9 @@
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
+    AssertSqlSafe, Column, PgPool, Postgres, Row as _, Sqlite, SqlitePool, TypeInfo, ValueRef,
     postgres::{PgConnectOptions, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
-    AssertSqlSafe, Column, PgPool, Postgres, Row as _, Sqlite, SqlitePool, TypeInfo, ValueRef,
 };
 
 use crate::Error;
@@ -108,7 +108,8 @@ impl Row {
     }
 
     pub fn int(&self, column: &str) -> i64 {
-        self.opt_int(column).unwrap_or_else(|| panic!("column `{column}` is NULL"))
+        self.opt_int(column)
+            .unwrap_or_else(|| panic!("column `{column}` is NULL"))
     }
 
     pub fn opt_int(&self, column: &str) -> Option<i64> {
@@ -121,7 +122,8 @@ impl Row {
     }
 
     pub fn text(&self, column: &str) -> String {
-        self.opt_text(column).unwrap_or_else(|| panic!("column `{column}` is NULL"))
+        self.opt_text(column)
+            .unwrap_or_else(|| panic!("column `{column}` is NULL"))
     }
 
     pub fn opt_text(&self, column: &str) -> Option<String> {
@@ -157,14 +159,18 @@ pub struct PoolOptions {
 
 impl Default for PoolOptions {
     fn default() -> Self {
-        Self { max_connections: 16, acquire_timeout: Duration::from_secs(10) }
+        Self {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(10),
+        }
     }
 }
 
 impl Pool {
     pub async fn connect(url: &str, options: &PoolOptions) -> Result<Pool, Error> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let connect = PgConnectOptions::from_str(url).map_err(|err| Error::Config(err.to_string()))?;
+            let connect =
+                PgConnectOptions::from_str(url).map_err(|err| Error::Config(err.to_string()))?;
             let pool = PgPoolOptions::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.acquire_timeout)
@@ -213,7 +219,10 @@ impl Pool {
         match self {
             Pool::Postgres(pool) => Ok(Tx::Postgres(pool.begin().await.map_err(Error::from_sqlx)?)),
             Pool::Sqlite { write, .. } => Ok(Tx::Sqlite(
-                write.begin_with("BEGIN IMMEDIATE").await.map_err(Error::from_sqlx)?,
+                write
+                    .begin_with("BEGIN IMMEDIATE")
+                    .await
+                    .map_err(Error::from_sqlx)?,
             )),
         }
     }
@@ -262,9 +271,10 @@ impl Pool {
     pub fn connections(&self) -> (u32, u32) {
         match self {
             Pool::Postgres(pool) => (pool.size(), pool.num_idle() as u32),
-            Pool::Sqlite { write, read } => {
-                (write.size() + read.size(), (write.num_idle() + read.num_idle()) as u32)
-            }
+            Pool::Sqlite { write, read } => (
+                write.size() + read.size(),
+                (write.num_idle() + read.num_idle()) as u32,
+            ),
         }
     }
 }
@@ -317,7 +327,11 @@ impl Tx {
         }
     }
 
-    pub async fn fetch_optional(&mut self, sql: &str, args: Vec<Arg>) -> Result<Option<Row>, Error> {
+    pub async fn fetch_optional(
+        &mut self,
+        sql: &str,
+        args: Vec<Arg>,
+    ) -> Result<Option<Row>, Error> {
         Ok(self.fetch_all(sql, args).await?.into_iter().next())
     }
 
@@ -325,10 +339,16 @@ impl Tx {
     pub async fn execute_script(&mut self, sql: &str) -> Result<(), Error> {
         match self {
             Tx::Postgres(tx) => {
-                sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut **tx).await.map_err(Error::from_sqlx)?;
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(Error::from_sqlx)?;
             }
             Tx::Sqlite(tx) => {
-                sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut **tx).await.map_err(Error::from_sqlx)?;
+                sqlx::raw_sql(AssertSqlSafe(sql))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(Error::from_sqlx)?;
             }
         }
         Ok(())
@@ -374,7 +394,9 @@ fn column_names<R: sqlx::Row>(row: &R) -> Arc<[String]> {
 }
 
 fn convert_pg(rows: Vec<sqlx::postgres::PgRow>) -> Vec<Row> {
-    let Some(first) = rows.first() else { return Vec::new() };
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
     let columns = column_names(first);
     rows.iter()
         .map(|row| {
@@ -396,13 +418,18 @@ fn convert_pg(rows: Vec<sqlx::postgres::PgRow>) -> Vec<Row> {
                     }
                 })
                 .collect();
-            Row { columns: columns.clone(), values }
+            Row {
+                columns: columns.clone(),
+                values,
+            }
         })
         .collect()
 }
 
 fn convert_sqlite(rows: Vec<sqlx::sqlite::SqliteRow>) -> Vec<Row> {
-    let Some(first) = rows.first() else { return Vec::new() };
+    let Some(first) = rows.first() else {
+        return Vec::new();
+    };
     let columns = column_names(first);
     rows.iter()
         .map(|row| {
@@ -419,12 +446,18 @@ fn convert_sqlite(rows: Vec<sqlx::sqlite::SqliteRow>) -> Vec<Row> {
                     }
                 })
                 .collect();
-            Row { columns: columns.clone(), values }
+            Row {
+                columns: columns.clone(),
+                values,
+            }
         })
         .collect()
 }
 
 /// `$first, $first+1, ...` placeholders for an `IN (...)` list of `n` items.
 pub fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (first..first + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -10,15 +10,14 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use weft_api::{AttemptTiming, HeartbeatResponse, Task, WorkerTiming};
-use weft_core::{machine::Event, trace::format_traceparent, Reason, StepStatus};
+use weft_core::{Reason, StepStatus, machine::Event, trace::format_traceparent};
 
 use crate::{
-    args,
-    db::{placeholders, Arg, Dialect, Tx},
+    Error, Result, Store, args,
+    db::{Arg, Dialect, Tx, placeholders},
     now_ms, rfc3339,
     runs::random_hex,
     transition::insert_event,
-    Error, Result, Store,
 };
 
 #[derive(Debug, Clone)]
@@ -70,7 +69,12 @@ impl Store {
         if self.dialect() == Dialect::Sqlite {
             // Look on a reader first, so an idle poll never takes SQLite's write lock.
             let probe = format!("SELECT 1 AS one FROM weft_steps WHERE {filter} LIMIT 1");
-            if self.pool().fetch_optional(&probe, values.clone()).await?.is_none() {
+            if self
+                .pool()
+                .fetch_optional(&probe, values.clone())
+                .await?
+                .is_none()
+            {
                 return Ok(Vec::new());
             }
         }
@@ -111,18 +115,23 @@ impl Store {
                     .await?
                     .into_iter()
                     .map(|r| {
-                        let output = r.opt_text("output").and_then(|t| serde_json::from_str(&t).ok()).unwrap_or(Value::Null);
+                        let output = r
+                            .opt_text("output")
+                            .and_then(|t| serde_json::from_str(&t).ok())
+                            .unwrap_or(Value::Null);
                         (r.text("name"), output)
                     })
                     .collect()
             };
-            let input = weft_core::machine::task_input(&def, position as usize, &run.input, &outputs);
+            let input =
+                weft_core::machine::task_input(&def, position as usize, &run.input, &outputs);
             let attempt = row.int("n_attempts") + 1;
             let lease_id = uuid::Uuid::new_v4().to_string();
             let span_id = random_hex(8);
             let lease_ms = step_def
                 .heartbeat_timeout_ms
-                .unwrap_or(self.settings().lease.as_millis() as u64) as i64;
+                .unwrap_or(self.settings().lease.as_millis() as u64)
+                as i64;
             let deadline = step_def.timeout_ms.map(|t| now + t as i64);
             let ready_at = row.opt_int("ready_at").unwrap_or(now);
             tx.execute(
@@ -143,7 +152,16 @@ impl Store {
             )
             .await?;
             let data = serde_json::json!({"worker_id": request.worker_id, "span_id": span_id, "queue_wait_ms": (now - ready_at).max(0)});
-            insert_event(&mut tx, &run_id, "attempt.claimed", now, Some(&step_def.name), Some(attempt), &data).await?;
+            insert_event(
+                &mut tx,
+                &run_id,
+                "attempt.claimed",
+                now,
+                Some(&step_def.name),
+                Some(attempt),
+                &data,
+            )
+            .await?;
             if run.status == "pending" {
                 // This transaction holds step locks, so on Postgres it must not
                 // wait for the run row: a cancel holds that lock while it waits
@@ -161,7 +179,16 @@ impl Store {
                 };
                 let changed = tx.execute(sql, args![&run_id, now]).await?;
                 if changed > 0 {
-                    insert_event(&mut tx, &run_id, "run.started", now, None, None, &serde_json::json!({})).await?;
+                    insert_event(
+                        &mut tx,
+                        &run_id,
+                        "run.started",
+                        now,
+                        None,
+                        None,
+                        &serde_json::json!({}),
+                    )
+                    .await?;
                 }
                 run.status = "running".to_owned();
             }
@@ -202,10 +229,13 @@ impl Store {
             )
             .await?
             .ok_or_else(|| Error::stale_lease(lease_id))?;
-        let run_ended = weft_core::RunStatus::parse(&row.text("run_status")).is_none_or(|s| s.is_terminal());
+        let run_ended =
+            weft_core::RunStatus::parse(&row.text("run_status")).is_none_or(|s| s.is_terminal());
         // Past its start-to-close deadline the attempt no longer counts, even
         // before the reaper has ended it: the worker should stop now.
-        let timed_out = row.opt_int("deadline_at").is_some_and(|deadline| deadline <= now);
+        let timed_out = row
+            .opt_int("deadline_at")
+            .is_some_and(|deadline| deadline <= now);
         let cancel_requested = run_ended || timed_out || row.text("attempt_status") != "running";
         if !cancel_requested {
             tx.execute(
@@ -219,51 +249,94 @@ impl Store {
     }
 
     /// Loads a lease after locking its run, or fails with `stale_lease`.
-    async fn locked_lease(&self, tx: &mut Tx, lease_id: &str) -> Result<(LeaseRow, crate::transition::LockedRun)> {
+    async fn locked_lease(
+        &self,
+        tx: &mut Tx,
+        lease_id: &str,
+    ) -> Result<(LeaseRow, crate::transition::LockedRun)> {
         let run_id = tx
-            .fetch_optional("SELECT run_id FROM weft_leases WHERE lease_id = $1", args![lease_id])
+            .fetch_optional(
+                "SELECT run_id FROM weft_leases WHERE lease_id = $1",
+                args![lease_id],
+            )
             .await?
             .ok_or_else(|| Error::stale_lease(lease_id))?
             .text("run_id");
         let run = self.lock_run(tx, &run_id).await?;
         // Read again under the run lock: the reaper may have taken it meanwhile.
         let row = tx
-            .fetch_optional("SELECT run_id, position, attempt FROM weft_leases WHERE lease_id = $1", args![lease_id])
+            .fetch_optional(
+                "SELECT run_id, position, attempt FROM weft_leases WHERE lease_id = $1",
+                args![lease_id],
+            )
             .await?
             .ok_or_else(|| Error::stale_lease(lease_id))?;
-        Ok((LeaseRow { run_id: row.text("run_id"), position: row.int("position"), attempt: row.int("attempt") }, run))
+        Ok((
+            LeaseRow {
+                run_id: row.text("run_id"),
+                position: row.int("position"),
+                attempt: row.int("attempt"),
+            },
+            run,
+        ))
     }
 
     /// Records a successful attempt and moves the run on.
-    pub async fn complete(&self, lease_id: &str, output: Value, timing: Option<WorkerTiming>, received_ms: i64) -> Result<()> {
+    pub async fn complete(
+        &self,
+        lease_id: &str,
+        output: Value,
+        timing: Option<WorkerTiming>,
+        received_ms: i64,
+    ) -> Result<()> {
         let outcome = Outcome::Completed(output);
-        self.finish_attempt(lease_id, outcome, timing, received_ms).await
+        self.finish_attempt(lease_id, outcome, timing, received_ms)
+            .await
     }
 
     /// Records a failed attempt: the step retries or fails per its policy.
     pub async fn fail(&self, lease_id: &str, report: FailReport, received_ms: i64) -> Result<()> {
         let timing = report.timing.clone();
-        self.finish_attempt(lease_id, Outcome::Failed(report), timing, received_ms).await
+        self.finish_attempt(lease_id, Outcome::Failed(report), timing, received_ms)
+            .await
     }
 
-    async fn finish_attempt(&self, lease_id: &str, outcome: Outcome, timing: Option<WorkerTiming>, received_ms: i64) -> Result<()> {
+    async fn finish_attempt(
+        &self,
+        lease_id: &str,
+        outcome: Outcome,
+        timing: Option<WorkerTiming>,
+        received_ms: i64,
+    ) -> Result<()> {
         let mut tx = self.pool().begin().await?;
         let (lease, mut run) = self.locked_lease(&mut tx, lease_id).await?;
         let now = now_ms();
         let attempt_row = tx
-            .fetch_optional("SELECT status, ready_at, claimed_at FROM weft_attempts WHERE lease_id = $1", args![lease_id])
+            .fetch_optional(
+                "SELECT status, ready_at, claimed_at FROM weft_attempts WHERE lease_id = $1",
+                args![lease_id],
+            )
             .await?
             .ok_or_else(|| Error::stale_lease(lease_id))?;
-        tx.execute("DELETE FROM weft_leases WHERE lease_id = $1", args![lease_id]).await?;
+        tx.execute(
+            "DELETE FROM weft_leases WHERE lease_id = $1",
+            args![lease_id],
+        )
+        .await?;
         let position = lease.position as usize;
         let step_name = run.def.steps[position].name.clone();
-        if attempt_row.text("status") != "running" || run.state.steps[position].status != StepStatus::Running {
+        if attempt_row.text("status") != "running"
+            || run.state.steps[position].status != StepStatus::Running
+        {
             // The run ended (cancelled or failed elsewhere) while this attempt
             // was out: release the lease, record nothing else.
             tx.commit().await?;
             return Err(Error::Conflict {
                 code: "attempt_not_running",
-                message: format!("attempt {} of step `{step_name}` no longer counts: its run is {}", lease.attempt, run.state.status),
+                message: format!(
+                    "attempt {} of step `{step_name}` no longer counts: its run is {}",
+                    lease.attempt, run.state.status
+                ),
             });
         }
         let claimed_at = attempt_row.int("claimed_at");
@@ -273,7 +346,10 @@ impl Store {
         let (status, event, kind, reason, error, data) = match outcome {
             Outcome::Completed(output) => (
                 "completed",
-                Event::AttemptCompleted { step: position, output },
+                Event::AttemptCompleted {
+                    step: position,
+                    output,
+                },
                 "attempt.completed",
                 None,
                 None,
@@ -298,7 +374,16 @@ impl Store {
             args![lease_id, status, reason, error, now, timing_json],
         )
         .await?;
-        insert_event(&mut tx, &lease.run_id, kind, now, Some(&step_name), Some(lease.attempt), &data).await?;
+        insert_event(
+            &mut tx,
+            &lease.run_id,
+            kind,
+            now,
+            Some(&step_name),
+            Some(lease.attempt),
+            &data,
+        )
+        .await?;
         let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
         tx.commit().await?;
         if applied.made_ready {
@@ -324,8 +409,14 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
         for chunk in lines.chunks(200) {
-            let mut sql = String::from("INSERT INTO weft_logs (run_id, step, attempt, at, line) VALUES ");
-            let mut values = args![row.text("run_id"), row.text("name"), row.int("attempt"), now];
+            let mut sql =
+                String::from("INSERT INTO weft_logs (run_id, step, attempt, at, line) VALUES ");
+            let mut values = args![
+                row.text("run_id"),
+                row.text("name"),
+                row.int("attempt"),
+                now
+            ];
             for (i, line) in chunk.iter().enumerate() {
                 if i > 0 {
                     sql.push_str(", ");
@@ -363,7 +454,16 @@ impl Store {
             if run.state.status.is_terminal() {
                 continue;
             }
-            let applied = self.apply_event(&mut tx, &mut run, Event::TimerFired { step: row.int("position") as usize }, now).await?;
+            let applied = self
+                .apply_event(
+                    &mut tx,
+                    &mut run,
+                    Event::TimerFired {
+                        step: row.int("position") as usize,
+                    },
+                    now,
+                )
+                .await?;
             tx.commit().await?;
             fired += usize::from(!applied.effects.is_empty());
             if applied.made_ready {
@@ -408,20 +508,39 @@ impl Store {
             if !timed_out && !expired {
                 continue; // renewed by a heartbeat in the meantime
             }
-            tx.execute("DELETE FROM weft_leases WHERE lease_id = $1", args![&lease_id]).await?;
+            tx.execute(
+                "DELETE FROM weft_leases WHERE lease_id = $1",
+                args![&lease_id],
+            )
+            .await?;
             let position = lease.position as usize;
-            if check.text("status") != "running" || run.state.steps[position].status != StepStatus::Running {
+            if check.text("status") != "running"
+                || run.state.steps[position].status != StepStatus::Running
+            {
                 tx.commit().await?; // an attempt of an ended run: just drop its lease
                 continue;
             }
             let step_def = &run.def.steps[position];
             let step_name = step_def.name.clone();
             let (reason, message) = if timed_out {
-                (Reason::Timeout, format!("attempt exceeded its start-to-close timeout of {} ms", step_def.timeout_ms.unwrap_or(0)))
+                (
+                    Reason::Timeout,
+                    format!(
+                        "attempt exceeded its start-to-close timeout of {} ms",
+                        step_def.timeout_ms.unwrap_or(0)
+                    ),
+                )
             } else if step_def.heartbeat_timeout_ms.is_some() {
-                (Reason::HeartbeatTimeout, "no heartbeat within the step's heartbeat_timeout".to_owned())
+                (
+                    Reason::HeartbeatTimeout,
+                    "no heartbeat within the step's heartbeat_timeout".to_owned(),
+                )
             } else {
-                (Reason::LeaseExpired, "the worker stopped renewing its lease (it crashed or lost the network)".to_owned())
+                (
+                    Reason::LeaseExpired,
+                    "the worker stopped renewing its lease (it crashed or lost the network)"
+                        .to_owned(),
+                )
             };
             tx.execute(
                 "UPDATE weft_attempts SET status = 'failed', reason = $2, error = $3, finished_at = $4 WHERE lease_id = $1",
@@ -429,7 +548,16 @@ impl Store {
             )
             .await?;
             if !timed_out {
-                insert_event(&mut tx, &lease.run_id, "lease.expired", now, Some(&step_name), Some(lease.attempt), &serde_json::json!({"reason": reason.as_str()})).await?;
+                insert_event(
+                    &mut tx,
+                    &lease.run_id,
+                    "lease.expired",
+                    now,
+                    Some(&step_name),
+                    Some(lease.attempt),
+                    &serde_json::json!({"reason": reason.as_str()}),
+                )
+                .await?;
             }
             insert_event(
                 &mut tx,
@@ -442,7 +570,12 @@ impl Store {
             )
             .await?;
             tracing::info!(component = "engine", run_id = %lease.run_id, workflow = %run.workflow, step = %step_name, attempt = lease.attempt, reason = reason.as_str(), "attempt reaped");
-            let event = Event::AttemptFailed { step: position, reason, message, retryable: true };
+            let event = Event::AttemptFailed {
+                step: position,
+                reason,
+                message,
+                retryable: true,
+            };
             let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
             tx.commit().await?;
             reaped += 1;
@@ -454,7 +587,12 @@ impl Store {
     }
 
     /// Records that a worker polled, for "who serves this queue" views.
-    pub async fn touch_worker(&self, worker_id: &str, queues: &[String], handlers: &[String]) -> Result<()> {
+    pub async fn touch_worker(
+        &self,
+        worker_id: &str,
+        queues: &[String],
+        handlers: &[String],
+    ) -> Result<()> {
         self.pool()
             .execute(
                 "INSERT INTO weft_workers (worker_id, queues, handlers, last_seen_at) VALUES ($1, $2, $3, $4) \
@@ -473,7 +611,12 @@ impl Store {
                 args![since_ms],
             )
             .await?;
-        let split = |s: String| s.split(',').filter(|p| !p.is_empty()).map(str::to_owned).collect();
+        let split = |s: String| {
+            s.split(',')
+                .filter(|p| !p.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
         Ok(rows
             .into_iter()
             .map(|r| WorkerSeen {
@@ -501,9 +644,15 @@ struct RunInfo {
 
 async fn load_run_info(tx: &mut Tx, run_id: &str) -> Result<RunInfo> {
     let row = tx
-        .fetch_optional("SELECT trace_id, workflow, version, status, input FROM weft_runs WHERE run_id = $1", args![run_id])
+        .fetch_optional(
+            "SELECT trace_id, workflow, version, status, input FROM weft_runs WHERE run_id = $1",
+            args![run_id],
+        )
         .await?
-        .ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?;
+        .ok_or_else(|| Error::NotFound {
+            what: "run",
+            id: run_id.to_owned(),
+        })?;
     Ok(RunInfo {
         trace_id: row.text("trace_id"),
         workflow: row.text("workflow"),
@@ -516,11 +665,18 @@ async fn load_run_info(tx: &mut Tx, run_id: &str) -> Result<RunInfo> {
 /// Builds an attempt's timing buckets. Worker-reported numbers are clamped to
 /// the engine's own window (claim → result received): they are shown, never
 /// trusted to move state.
-pub(crate) fn attempt_timing(ready_at: i64, claimed_at: i64, received_ms: i64, committed_ms: i64, worker: Option<&WorkerTiming>) -> AttemptTiming {
+pub(crate) fn attempt_timing(
+    ready_at: i64,
+    claimed_at: i64,
+    received_ms: i64,
+    committed_ms: i64,
+    worker: Option<&WorkerTiming>,
+) -> AttemptTiming {
     let window = (received_ms - claimed_at).max(0);
     let clamp = |v: Option<i64>| v.map(|ms| ms.clamp(0, window));
     let handler_ms = clamp(worker.and_then(|w| w.handler_ms));
-    let dispatch_ms = clamp(worker.and_then(|w| w.dispatch_ms)).map(|d| d.min(window - handler_ms.unwrap_or(0)));
+    let dispatch_ms =
+        clamp(worker.and_then(|w| w.dispatch_ms)).map(|d| d.min(window - handler_ms.unwrap_or(0)));
     AttemptTiming {
         queue_wait_ms: (claimed_at - ready_at).max(0),
         dispatch_ms,
@@ -547,14 +703,20 @@ mod tests {
 
     #[test]
     fn timing_clamps_worker_numbers() {
-        let worker = WorkerTiming { dispatch_ms: Some(5), handler_ms: Some(1_000_000) };
+        let worker = WorkerTiming {
+            dispatch_ms: Some(5),
+            handler_ms: Some(1_000_000),
+        };
         let t = attempt_timing(100, 150, 400, 410, Some(&worker));
         assert_eq!(t.queue_wait_ms, 50);
         assert_eq!(t.handler_ms, Some(250));
         assert_eq!(t.dispatch_ms, Some(0));
         assert_eq!(t.ingest_ms, 10);
         assert_eq!(t.total_ms, 260);
-        let negative = WorkerTiming { dispatch_ms: Some(-3), handler_ms: Some(-1) };
+        let negative = WorkerTiming {
+            dispatch_ms: Some(-3),
+            handler_ms: Some(-1),
+        };
         let t = attempt_timing(100, 150, 400, 410, Some(&negative));
         assert_eq!((t.dispatch_ms, t.handler_ms), (Some(0), Some(0)));
     }

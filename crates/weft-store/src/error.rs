@@ -38,7 +38,10 @@ impl Error {
                 if code.starts_with("08") || code.starts_with("57P") || code.starts_with("40") {
                     Error::Unavailable(err)
                 } else if db.is_unique_violation() {
-                    Error::Conflict { code: "conflict", message: db.message().to_owned() }
+                    Error::Conflict {
+                        code: "conflict",
+                        message: db.message().to_owned(),
+                    }
                 } else {
                     Error::Database(err)
                 }
@@ -55,7 +58,9 @@ impl Error {
     pub(crate) fn stale_lease(lease_id: &str) -> Self {
         Error::Conflict {
             code: "stale_lease",
-            message: format!("lease `{lease_id}` is no longer held: it expired, was reaped or its attempt ended"),
+            message: format!(
+                "lease `{lease_id}` is no longer held: it expired, was reaped or its attempt ended"
+            ),
         }
     }
 }

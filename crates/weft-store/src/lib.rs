@@ -47,7 +47,9 @@ pub struct Settings {
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { lease: Duration::from_secs(30) }
+        Self {
+            lease: Duration::from_secs(30),
+        }
     }
 }
 
@@ -72,7 +74,11 @@ impl Store {
         Self::connect_with(url, settings, &PoolOptions::default()).await
     }
 
-    pub async fn connect_with(url: &str, settings: Settings, options: &PoolOptions) -> Result<Store> {
+    pub async fn connect_with(
+        url: &str,
+        settings: Settings,
+        options: &PoolOptions,
+    ) -> Result<Store> {
         let pool = db::Pool::connect(url, options).await?;
         let store = Store {
             inner: Arc::new(Inner {
@@ -112,7 +118,9 @@ impl Store {
     /// process's pollers until `shutdown` resolves. On SQLite there is only
     /// one process, and this returns at once.
     pub async fn listen_for_ready(&self, shutdown: impl std::future::Future<Output = ()>) {
-        let db::Pool::Postgres(pool) = &self.inner.pool else { return };
+        let db::Pool::Postgres(pool) = &self.inner.pool else {
+            return;
+        };
         tokio::pin!(shutdown);
         loop {
             let mut listener = match sqlx::postgres::PgListener::connect_with(pool).await {
@@ -148,7 +156,10 @@ impl Store {
 
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
-        self.pool().fetch_all("SELECT 1 AS one", Vec::new()).await.map(|_| ())
+        self.pool()
+            .fetch_all("SELECT 1 AS one", Vec::new())
+            .await
+            .map(|_| ())
     }
 
     /// Connections open and idle, for the pool gauge.

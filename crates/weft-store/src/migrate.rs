@@ -3,7 +3,7 @@
 //! `weft_schema`. On Postgres an advisory lock keeps servers starting together
 //! from migrating at once.
 
-use crate::{db::Pool, Error, Result, Store};
+use crate::{Error, Result, Store, db::Pool};
 
 const POSTGRES: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres.sql"))];
 const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite.sql"))];
@@ -23,7 +23,8 @@ impl Store {
         };
         let mut tx = pool.begin().await?;
         if let Pool::Postgres(_) = pool {
-            tx.execute("SELECT pg_advisory_xact_lock($1)", crate::args![LOCK_KEY]).await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", crate::args![LOCK_KEY])
+                .await?;
         }
         tx.execute(
             "CREATE TABLE IF NOT EXISTS weft_schema (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
@@ -31,7 +32,10 @@ impl Store {
         )
         .await?;
         let applied = tx
-            .fetch_optional("SELECT MAX(version) AS version FROM weft_schema", Vec::new())
+            .fetch_optional(
+                "SELECT MAX(version) AS version FROM weft_schema",
+                Vec::new(),
+            )
             .await?
             .and_then(|row| row.opt_int("version"))
             .unwrap_or(0);
@@ -55,7 +59,10 @@ impl Store {
     pub async fn schema_version(&self) -> Result<i64> {
         let row = self
             .pool()
-            .fetch_optional("SELECT MAX(version) AS version FROM weft_schema", Vec::new())
+            .fetch_optional(
+                "SELECT MAX(version) AS version FROM weft_schema",
+                Vec::new(),
+            )
             .await?;
         row.and_then(|r| r.opt_int("version"))
             .ok_or_else(|| Error::Corrupt("no schema version recorded".into()))

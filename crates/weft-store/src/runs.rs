@@ -6,18 +6,17 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 use weft_api::{
-    AttemptDetail, AttemptTiming, EventRecord, LogRecord, RunDetail, RunList, RunSummary, RunTiming,
-    StartRunResponse, StepDetail,
+    AttemptDetail, AttemptTiming, EventRecord, LogRecord, RunDetail, RunList, RunSummary,
+    RunTiming, StartRunResponse, StepDetail,
 };
-use weft_core::{machine::Event, trace::TraceParent, RunState, RunStatus};
+use weft_core::{RunState, RunStatus, machine::Event, trace::TraceParent};
 
 use crate::{
-    args,
-    db::{placeholders, Arg, Row},
+    Error, Result, Store, args,
+    db::{Arg, Row, placeholders},
     now_ms, rfc3339,
     time::opt_rfc3339,
     transition::insert_event,
-    Error, Result, Store,
 };
 
 /// A request to start a run.
@@ -54,8 +53,7 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     }
 }
 
-const RUN_COLUMNS: &str =
-    "run_id, trace_id, workflow, version, status, reason, error, input, output, request_id, created_at, started_at, finished_at";
+const RUN_COLUMNS: &str = "run_id, trace_id, workflow, version, status, reason, error, input, output, request_id, created_at, started_at, finished_at";
 
 fn run_summary(row: &Row) -> RunSummary {
     RunSummary {
@@ -89,7 +87,11 @@ impl Store {
                 )
                 .await?;
             if let Some(row) = existing {
-                return Ok(StartRunResponse { run_id: row.text("run_id"), trace_id: row.text("trace_id"), created: false });
+                return Ok(StartRunResponse {
+                    run_id: row.text("run_id"),
+                    trace_id: row.text("trace_id"),
+                    created: false,
+                });
             }
         }
         let run_id = uuid::Uuid::now_v7().to_string();
@@ -129,7 +131,11 @@ impl Store {
                 )
                 .await?
                 .ok_or_else(|| Error::Conflict { code: "concurrent_update", message: "idempotent start raced; try again".into() })?;
-            return Ok(StartRunResponse { run_id: row.text("run_id"), trace_id: row.text("trace_id"), created: false });
+            return Ok(StartRunResponse {
+                run_id: row.text("run_id"),
+                trace_id: row.text("trace_id"),
+                created: false,
+            });
         }
         // One multi-row insert for all steps, in chunks to respect bind limits.
         for chunk in def.steps.iter().enumerate().collect::<Vec<_>>().chunks(100) {
@@ -142,7 +148,13 @@ impl Store {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str(&format!("($1, ${}, ${}, ${}, ${}, 'pending', $2)", base, base + 1, base + 2, base + 3));
+                sql.push_str(&format!(
+                    "($1, ${}, ${}, ${}, ${}, 'pending', $2)",
+                    base,
+                    base + 1,
+                    base + 2,
+                    base + 3
+                ));
                 values.push((*position).into());
                 values.push(step.name.clone().into());
                 values.push(step.queue.clone().into());
@@ -155,20 +167,35 @@ impl Store {
         if let Some(request_id) = &new.request_id {
             data.insert("request_id".into(), request_id.clone().into());
         }
-        insert_event(&mut tx, &run_id, "run.created", now, None, None, &Value::Object(data)).await?;
+        insert_event(
+            &mut tx,
+            &run_id,
+            "run.created",
+            now,
+            None,
+            None,
+            &Value::Object(data),
+        )
+        .await?;
         let mut run = crate::transition::LockedRun {
             run_id: run_id.clone(),
             workflow: new.workflow.clone(),
             state: RunState::new(&def, new.input.clone()),
             def,
         };
-        let applied = self.apply_event(&mut tx, &mut run, Event::Start, now).await?;
+        let applied = self
+            .apply_event(&mut tx, &mut run, Event::Start, now)
+            .await?;
         tx.commit().await?;
         tracing::info!(component = "engine", run_id = %run_id, trace_id = %trace_id, workflow = %new.workflow, "run created");
         if applied.made_ready {
             self.wake_pollers();
         }
-        Ok(StartRunResponse { run_id, trace_id, created: true })
+        Ok(StartRunResponse {
+            run_id,
+            trace_id,
+            created: true,
+        })
     }
 
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunList> {
@@ -193,7 +220,10 @@ impl Store {
         }
         if let Some(cursor) = &filter.cursor {
             if uuid::Uuid::parse_str(cursor).is_err() {
-                return Err(Error::Invalid { code: "invalid_cursor", message: format!("`{cursor}` is not a cursor from this API") });
+                return Err(Error::Invalid {
+                    code: "invalid_cursor",
+                    message: format!("`{cursor}` is not a cursor from this API"),
+                });
             }
             push(&mut sql, " AND run_id < ?", cursor.into());
         }
@@ -213,22 +243,39 @@ impl Store {
     pub async fn resolve_run_id(&self, id: &str) -> Result<String> {
         let row = if weft_core::trace::is_trace_id(id) {
             self.pool()
-                .fetch_optional("SELECT run_id FROM weft_runs WHERE trace_id = $1 ORDER BY run_id DESC LIMIT 1", args![id])
+                .fetch_optional(
+                    "SELECT run_id FROM weft_runs WHERE trace_id = $1 ORDER BY run_id DESC LIMIT 1",
+                    args![id],
+                )
                 .await?
         } else {
-            self.pool().fetch_optional("SELECT run_id FROM weft_runs WHERE run_id = $1", args![id]).await?
+            self.pool()
+                .fetch_optional("SELECT run_id FROM weft_runs WHERE run_id = $1", args![id])
+                .await?
         };
-        row.map(|r| r.text("run_id")).ok_or_else(|| Error::NotFound { what: "run", id: id.to_owned() })
+        row.map(|r| r.text("run_id"))
+            .ok_or_else(|| Error::NotFound {
+                what: "run",
+                id: id.to_owned(),
+            })
     }
 
     pub async fn get_run(&self, id: &str) -> Result<RunDetail> {
         let run_id = self.resolve_run_id(id).await?;
         let row = self
             .pool()
-            .fetch_optional(&format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE run_id = $1"), args![&run_id])
+            .fetch_optional(
+                &format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE run_id = $1"),
+                args![&run_id],
+            )
             .await?
-            .ok_or_else(|| Error::NotFound { what: "run", id: id.to_owned() })?;
-        let def = self.definition(&row.text("workflow"), row.int("version")).await?;
+            .ok_or_else(|| Error::NotFound {
+                what: "run",
+                id: id.to_owned(),
+            })?;
+        let def = self
+            .definition(&row.text("workflow"), row.int("version"))
+            .await?;
         let step_rows = self
             .pool()
             .fetch_all(
@@ -246,17 +293,22 @@ impl Store {
             .await?;
         let mut attempts: HashMap<i64, Vec<AttemptDetail>> = HashMap::new();
         for a in attempt_rows {
-            attempts.entry(a.int("position")).or_default().push(AttemptDetail {
-                attempt: a.int("attempt"),
-                status: a.text("status"),
-                reason: a.opt_text("reason"),
-                worker_id: a.text("worker_id"),
-                span_id: a.text("span_id"),
-                claimed_at: rfc3339(a.int("claimed_at")),
-                finished_at: opt_rfc3339(a.opt_int("finished_at")),
-                error: a.opt_text("error"),
-                timing: a.opt_text("timing").and_then(|t| serde_json::from_str::<AttemptTiming>(&t).ok()),
-            });
+            attempts
+                .entry(a.int("position"))
+                .or_default()
+                .push(AttemptDetail {
+                    attempt: a.int("attempt"),
+                    status: a.text("status"),
+                    reason: a.opt_text("reason"),
+                    worker_id: a.text("worker_id"),
+                    span_id: a.text("span_id"),
+                    claimed_at: rfc3339(a.int("claimed_at")),
+                    finished_at: opt_rfc3339(a.opt_int("finished_at")),
+                    error: a.opt_text("error"),
+                    timing: a
+                        .opt_text("timing")
+                        .and_then(|t| serde_json::from_str::<AttemptTiming>(&t).ok()),
+                });
         }
         let steps = step_rows
             .iter()
@@ -279,11 +331,15 @@ impl Store {
             })
             .collect();
         let created = row.int("created_at");
-        let first_claim = attempts_first_claim(&self.pool().fetch_optional(
-            "SELECT MIN(claimed_at) AS first FROM weft_attempts WHERE run_id = $1",
-            args![&run_id],
-        )
-        .await?);
+        let first_claim = attempts_first_claim(
+            &self
+                .pool()
+                .fetch_optional(
+                    "SELECT MIN(claimed_at) AS first FROM weft_attempts WHERE run_id = $1",
+                    args![&run_id],
+                )
+                .await?,
+        );
         Ok(RunDetail {
             run_id: row.text("run_id"),
             trace_id: row.text("trace_id"),
@@ -358,7 +414,11 @@ impl Store {
     }
 
     /// Applies an operator's event (cancel, retry, approve, reject) to a run.
-    async fn operate(&self, id: &str, make_event: impl FnOnce(&crate::transition::LockedRun) -> Result<Event>) -> Result<RunSummary> {
+    async fn operate(
+        &self,
+        id: &str,
+        make_event: impl FnOnce(&crate::transition::LockedRun) -> Result<Event>,
+    ) -> Result<RunSummary> {
         let run_id = self.resolve_run_id(id).await?;
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
@@ -371,9 +431,15 @@ impl Store {
         }
         let row = self
             .pool()
-            .fetch_optional(&format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE run_id = $1"), args![&run_id])
+            .fetch_optional(
+                &format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE run_id = $1"),
+                args![&run_id],
+            )
             .await?
-            .ok_or_else(|| Error::NotFound { what: "run", id: id.to_owned() })?;
+            .ok_or_else(|| Error::NotFound {
+                what: "run",
+                id: id.to_owned(),
+            })?;
         Ok(run_summary(&row))
     }
 
@@ -389,16 +455,25 @@ impl Store {
     }
 
     /// Approves or rejects a waiting approval step.
-    pub async fn decide(&self, id: &str, step: &str, approve: bool, message: Option<String>) -> Result<RunSummary> {
+    pub async fn decide(
+        &self,
+        id: &str,
+        step: &str,
+        approve: bool,
+        message: Option<String>,
+    ) -> Result<RunSummary> {
         self.operate(id, |run| {
-            let position = run
-                .def
-                .step_index(step)
-                .ok_or_else(|| Error::NotFound { what: "step", id: step.to_owned() })?;
+            let position = run.def.step_index(step).ok_or_else(|| Error::NotFound {
+                what: "step",
+                id: step.to_owned(),
+            })?;
             Ok(if approve {
                 Event::Approve { step: position }
             } else {
-                Event::Reject { step: position, message: message.unwrap_or_else(|| "rejected".to_owned()) }
+                Event::Reject {
+                    step: position,
+                    message: message.unwrap_or_else(|| "rejected".to_owned()),
+                }
             })
         })
         .await
@@ -409,9 +484,18 @@ impl Store {
         if run_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let sql = format!("SELECT run_id, status FROM weft_runs WHERE run_id IN ({})", placeholders(1, run_ids.len()));
-        let rows = self.pool().fetch_all(&sql, run_ids.iter().map(Arg::from).collect()).await?;
-        Ok(rows.iter().map(|r| (r.text("run_id"), r.text("status"))).collect())
+        let sql = format!(
+            "SELECT run_id, status FROM weft_runs WHERE run_id IN ({})",
+            placeholders(1, run_ids.len())
+        );
+        let rows = self
+            .pool()
+            .fetch_all(&sql, run_ids.iter().map(Arg::from).collect())
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.text("run_id"), r.text("status")))
+            .collect())
     }
 }
 

@@ -6,14 +6,13 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use serde_json::Value;
 use weft_core::{
-    machine::{self, Context, Effect, Event},
     Definition, Reason, RunState, RunStatus, StepState, StepStatus,
+    machine::{self, Context, Effect, Event},
 };
 
 use crate::{
-    args,
+    Error, Result, Store, args,
     db::{Dialect, Tx},
-    Error, Result, Store,
 };
 
 /// A run loaded under its row lock, with its definition and machine state.
@@ -54,7 +53,10 @@ impl Store {
         let row = tx
             .fetch_optional(sql, args![run_id])
             .await?
-            .ok_or_else(|| Error::NotFound { what: "run", id: run_id.to_owned() })?;
+            .ok_or_else(|| Error::NotFound {
+                what: "run",
+                id: run_id.to_owned(),
+            })?;
         let workflow = row.text("workflow");
         let def = self.definition(&workflow, row.int("version")).await?;
         let step_rows = tx
@@ -65,7 +67,11 @@ impl Store {
             )
             .await?;
         if step_rows.len() != def.steps.len() {
-            return Err(Error::Corrupt(format!("run {run_id} has {} step rows, its definition {}", step_rows.len(), def.steps.len())));
+            return Err(Error::Corrupt(format!(
+                "run {run_id} has {} step rows, its definition {}",
+                step_rows.len(),
+                def.steps.len()
+            )));
         }
         let mut steps = Vec::with_capacity(step_rows.len());
         for r in step_rows {
@@ -87,7 +93,12 @@ impl Store {
             output: parse_json(row.opt_text("output"), "run output")?,
             steps,
         };
-        Ok(LockedRun { run_id: row.text("run_id"), workflow, def, state })
+        Ok(LockedRun {
+            run_id: row.text("run_id"),
+            workflow,
+            def,
+            state,
+        })
     }
 
     /// Applies `event` to a locked run and writes every effect (step rows, the
@@ -101,9 +112,16 @@ impl Store {
     ) -> Result<Applied> {
         let status_before = run.state.status;
         let steps_before = run.state.steps.clone();
-        let cx = Context { now_ms: now, random: rand::random::<f64>() };
-        let effects = machine::apply(&run.def, &mut run.state, event, cx)
-            .map_err(|rejected| Error::Conflict { code: "invalid_state", message: rejected.to_string() })?;
+        let cx = Context {
+            now_ms: now,
+            random: rand::random::<f64>(),
+        };
+        let effects = machine::apply(&run.def, &mut run.state, event, cx).map_err(|rejected| {
+            Error::Conflict {
+                code: "invalid_state",
+                message: rejected.to_string(),
+            }
+        })?;
         if effects.is_empty() {
             return Ok(Applied::default());
         }
@@ -175,7 +193,10 @@ impl Store {
             let (step, attempt) = match effect.step() {
                 Some(p) => {
                     let n = run.state.steps[p].n_attempts;
-                    (Some(run.def.steps[p].name.clone()), (n > 0).then_some(i64::from(n)))
+                    (
+                        Some(run.def.steps[p].name.clone()),
+                        (n > 0).then_some(i64::from(n)),
+                    )
                 }
                 None => (None, None),
             };
@@ -185,17 +206,30 @@ impl Store {
                     map.insert("error".into(), error.clone().into());
                 }
             }
-            insert_event(tx, &run.run_id, effect.event_type(), now, step.as_deref(), attempt, &data).await?;
+            insert_event(
+                tx,
+                &run.run_id,
+                effect.event_type(),
+                now,
+                step.as_deref(),
+                attempt,
+                &data,
+            )
+            .await?;
         }
         if tx.dialect() == Dialect::Postgres {
             for queue in &ready_queues {
-                tx.execute("SELECT pg_notify('weft_ready', $1)", args![queue]).await?;
+                tx.execute("SELECT pg_notify('weft_ready', $1)", args![queue])
+                    .await?;
             }
         }
         for effect in &effects {
             log_effect(run, effect);
         }
-        Ok(Applied { effects, made_ready })
+        Ok(Applied {
+            effects,
+            made_ready,
+        })
     }
 }
 
@@ -203,11 +237,21 @@ fn log_effect(run: &LockedRun, effect: &Effect) {
     let run_id = run.run_id.as_str();
     let workflow = run.workflow.as_str();
     match effect {
-        Effect::RunCompleted => tracing::info!(component = "engine", run_id, workflow, "run completed"),
-        Effect::RunFailed { reason } => {
-            tracing::info!(component = "engine", run_id, workflow, reason = reason.as_str(), "run failed")
+        Effect::RunCompleted => {
+            tracing::info!(component = "engine", run_id, workflow, "run completed")
         }
-        Effect::RunCancelled => tracing::info!(component = "engine", run_id, workflow, "run cancelled"),
+        Effect::RunFailed { reason } => {
+            tracing::info!(
+                component = "engine",
+                run_id,
+                workflow,
+                reason = reason.as_str(),
+                "run failed"
+            )
+        }
+        Effect::RunCancelled => {
+            tracing::info!(component = "engine", run_id, workflow, "run cancelled")
+        }
         Effect::RunRetried => tracing::info!(component = "engine", run_id, workflow, "run retried"),
         Effect::StepRetrying { step, delay_ms, .. } => tracing::info!(
             component = "engine",
@@ -226,7 +270,13 @@ fn log_effect(run: &LockedRun, effect: &Effect) {
             reason = reason.as_str(),
             "step failed"
         ),
-        other => tracing::debug!(component = "engine", run_id, workflow, event = other.event_type(), "transition"),
+        other => tracing::debug!(
+            component = "engine",
+            run_id,
+            workflow,
+            event = other.event_type(),
+            "transition"
+        ),
     }
 }
 

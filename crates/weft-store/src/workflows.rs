@@ -6,7 +6,7 @@ use std::sync::Arc;
 use weft_api::{PutWorkflowResponse, WorkflowDetail, WorkflowSummary};
 use weft_core::Definition;
 
-use crate::{args, now_ms, rfc3339, Error, Result, Store};
+use crate::{Error, Result, Store, args, now_ms, rfc3339};
 
 impl Store {
     /// Registers a definition. The same manifest as the latest version is a
@@ -21,7 +21,11 @@ impl Store {
             .await?;
         if let Some(row) = &latest {
             if row.text("manifest") == def.canonical {
-                return Ok(PutWorkflowResponse { name: def.name.clone(), version: row.int("version"), created: false });
+                return Ok(PutWorkflowResponse {
+                    name: def.name.clone(),
+                    version: row.int("version"),
+                    created: false,
+                });
             }
         }
         let version = latest.map_or(1, |row| row.int("version") + 1);
@@ -39,7 +43,11 @@ impl Store {
         })?;
         tx.commit().await?;
         tracing::info!(component = "server", workflow = %def.name, version, "workflow registered");
-        Ok(PutWorkflowResponse { name: def.name.clone(), version, created: true })
+        Ok(PutWorkflowResponse {
+            name: def.name.clone(),
+            version,
+            created: true,
+        })
     }
 
     pub async fn list_workflows(&self) -> Result<Vec<WorkflowSummary>> {
@@ -54,7 +62,9 @@ impl Store {
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let def = self.definition(&row.text("name"), row.int("version")).await?;
+            let def = self
+                .definition(&row.text("name"), row.int("version"))
+                .await?;
             out.push(WorkflowSummary {
                 name: def.name.clone(),
                 version: row.int("version"),
@@ -79,7 +89,10 @@ impl Store {
             Some(v) => rows.iter().find(|r| r.int("version") == v),
             None => rows.last(),
         }
-        .ok_or_else(|| Error::NotFound { what: "workflow", id: name.to_owned() })?;
+        .ok_or_else(|| Error::NotFound {
+            what: "workflow",
+            id: name.to_owned(),
+        })?;
         let def = self.definition(name, row.int("version")).await?;
         Ok(WorkflowDetail {
             name: name.to_owned(),
@@ -94,16 +107,28 @@ impl Store {
 
     /// The latest version number of a workflow.
     pub(crate) async fn latest_version(&self, tx: &mut crate::db::Tx, name: &str) -> Result<i64> {
-        tx.fetch_optional("SELECT MAX(version) AS version FROM weft_workflows WHERE name = $1", args![name])
-            .await?
-            .and_then(|row| row.opt_int("version"))
-            .ok_or_else(|| Error::NotFound { what: "workflow", id: name.to_owned() })
+        tx.fetch_optional(
+            "SELECT MAX(version) AS version FROM weft_workflows WHERE name = $1",
+            args![name],
+        )
+        .await?
+        .and_then(|row| row.opt_int("version"))
+        .ok_or_else(|| Error::NotFound {
+            what: "workflow",
+            id: name.to_owned(),
+        })
     }
 
     /// A parsed definition, from the cache or the database.
     pub async fn definition(&self, name: &str, version: i64) -> Result<Arc<Definition>> {
         let key = (name.to_owned(), version);
-        if let Some(def) = self.inner.definitions.read().expect("definition cache lock").get(&key) {
+        if let Some(def) = self
+            .inner
+            .definitions
+            .read()
+            .expect("definition cache lock")
+            .get(&key)
+        {
             return Ok(def.clone());
         }
         let row = self
@@ -113,11 +138,19 @@ impl Store {
                 args![name, version],
             )
             .await?
-            .ok_or_else(|| Error::NotFound { what: "workflow", id: format!("{name} v{version}") })?;
-        let def = Definition::parse(&row.text("manifest"))
-            .map_err(|err| Error::Corrupt(format!("stored manifest of {name} v{version}: {err}")))?;
+            .ok_or_else(|| Error::NotFound {
+                what: "workflow",
+                id: format!("{name} v{version}"),
+            })?;
+        let def = Definition::parse(&row.text("manifest")).map_err(|err| {
+            Error::Corrupt(format!("stored manifest of {name} v{version}: {err}"))
+        })?;
         let def = Arc::new(def);
-        self.inner.definitions.write().expect("definition cache lock").insert(key, def.clone());
+        self.inner
+            .definitions
+            .write()
+            .expect("definition cache lock")
+            .insert(key, def.clone());
         Ok(def)
     }
 }

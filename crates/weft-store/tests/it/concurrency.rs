@@ -14,7 +14,11 @@ const N_WORKERS: usize = 6;
 
 conformance!(check_no_double_claim);
 async fn check_no_double_claim(store: Store) {
-    register(&store, "name: crowd\nsteps:\n  - {name: only, handler: h}\n").await;
+    register(
+        &store,
+        "name: crowd\nsteps:\n  - {name: only, handler: h}\n",
+    )
+    .await;
     let mut run_ids = Vec::new();
     for i in 0..N_RUNS {
         run_ids.push(start(&store, "crowd", json!({"i": i})).await);
@@ -31,7 +35,11 @@ async fn check_no_double_claim(store: Store) {
                 if tasks.is_empty() {
                     return mine;
                 }
-                assert!(tasks.len() <= 3, "claimed {} tasks with max_tasks 3", tasks.len());
+                assert!(
+                    tasks.len() <= 3,
+                    "claimed {} tasks with max_tasks 3",
+                    tasks.len()
+                );
                 for task in &tasks {
                     store
                         .complete(&task.lease_id, json!({"by": w}), None, weft_store::now_ms())
@@ -48,12 +56,18 @@ async fn check_no_double_claim(store: Store) {
     }
 
     let leases: HashSet<&str> = all.iter().map(|t| t.lease_id.as_str()).collect();
-    let steps: HashSet<(&str, &str)> = all.iter().map(|t| (t.run_id.as_str(), t.step.as_str())).collect();
+    let steps: HashSet<(&str, &str)> = all
+        .iter()
+        .map(|t| (t.run_id.as_str(), t.step.as_str()))
+        .collect();
     assert_eq!(leases.len(), all.len(), "a lease id was handed out twice");
     assert_eq!(steps.len(), all.len(), "a step was claimed twice");
     assert_eq!(all.len(), N_RUNS, "every step is claimed exactly once");
     assert!(all.iter().all(|t| t.attempt == 1));
-    assert_eq!(steps.iter().map(|(run, _)| *run).collect::<HashSet<_>>(), run_ids.iter().map(String::as_str).collect());
+    assert_eq!(
+        steps.iter().map(|(run, _)| *run).collect::<HashSet<_>>(),
+        run_ids.iter().map(String::as_str).collect()
+    );
     assert!(claim(&store, &["h"]).await.is_empty());
 
     let statuses = store.run_statuses(&run_ids).await.unwrap();
@@ -61,7 +75,11 @@ async fn check_no_double_claim(store: Store) {
     assert!(statuses.values().all(|s| s == "completed"), "{statuses:?}");
     for run_id in &run_ids {
         let run = store.get_run(run_id).await.unwrap();
-        assert_eq!(run.steps[0].attempts.len(), 1, "run {run_id} has more than one attempt");
+        assert_eq!(
+            run.steps[0].attempts.len(),
+            1,
+            "run {run_id} has more than one attempt"
+        );
     }
 }
 
@@ -91,7 +109,12 @@ async fn check_cancel_races_claims(store: Store) {
                 let request = claim_request("racer", &["h"], 2);
                 let mut tasks = Vec::new();
                 for _ in 0..5 {
-                    tasks.extend(store.claim(&request).await.expect("claim while runs are cancelled"));
+                    tasks.extend(
+                        store
+                            .claim(&request)
+                            .await
+                            .expect("claim while runs are cancelled"),
+                    );
                 }
                 tasks
             })
@@ -101,7 +124,10 @@ async fn check_cancel_races_claims(store: Store) {
             let run_ids = run_ids.clone();
             tokio::spawn(async move {
                 for run_id in run_ids.iter().rev() {
-                    let summary = store.cancel_run(run_id).await.expect("cancel while steps are claimed");
+                    let summary = store
+                        .cancel_run(run_id)
+                        .await
+                        .expect("cancel while steps are claimed");
                     assert_eq!(summary.status, "cancelled");
                 }
             })
@@ -114,13 +140,25 @@ async fn check_cancel_races_claims(store: Store) {
             assert_eq!(run.status, "cancelled");
             for s in &run.steps {
                 assert_eq!(s.status, "cancelled", "step {} of run {run_id}", s.name);
-                assert!(s.attempts.iter().all(|a| a.status == "cancelled"), "step {} of run {run_id}", s.name);
+                assert!(
+                    s.attempts.iter().all(|a| a.status == "cancelled"),
+                    "step {} of run {run_id}",
+                    s.name
+                );
             }
         }
         for task in &tasks {
-            assert!(store.heartbeat(&task.lease_id).await.unwrap().cancel_requested);
+            assert!(
+                store
+                    .heartbeat(&task.lease_id)
+                    .await
+                    .unwrap()
+                    .cancel_requested
+            );
             crate::support::assert_conflict(
-                store.complete(&task.lease_id, json!(null), None, weft_store::now_ms()).await,
+                store
+                    .complete(&task.lease_id, json!(null), None, weft_store::now_ms())
+                    .await,
                 "attempt_not_running",
             );
         }

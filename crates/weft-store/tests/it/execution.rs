@@ -3,17 +3,22 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use weft_core::Reason;
 use weft_store::{Error, FailReport, Store};
 
 use crate::support::{
-    assert_conflict, attempt_statuses, claim, claim_after_timers, claim_one, complete, event_index, event_kinds,
-    events, register, start, step, steps_of,
+    assert_conflict, attempt_statuses, claim, claim_after_timers, claim_one, complete, event_index,
+    event_kinds, events, register, start, step, steps_of,
 };
 
 fn handler_error(message: &str, retryable: bool) -> FailReport {
-    FailReport { reason: Reason::HandlerError, message: message.to_owned(), retryable, timing: None }
+    FailReport {
+        reason: Reason::HandlerError,
+        message: message.to_owned(),
+        retryable,
+        timing: None,
+    }
 }
 
 const FAN: &str = "
@@ -31,7 +36,11 @@ async fn check_dag_order(store: Store) {
     register(&store, FAN).await;
     let input = json!({"order": 7});
     let started = store
-        .start_run(weft_store::NewRun { workflow: "fan".into(), input: input.clone(), ..Default::default() })
+        .start_run(weft_store::NewRun {
+            workflow: "fan".into(),
+            input: input.clone(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let run_id = started.run_id.clone();
@@ -43,12 +52,25 @@ async fn check_dag_order(store: Store) {
     assert!(claim(&store, &["work", "join"]).await.is_empty());
 
     let split = claim_one(&store, FAN_HANDLERS).await;
-    assert_eq!((split.step.as_str(), split.handler.as_str(), split.attempt), ("split", "split", 1));
-    assert_eq!((split.run_id.as_str(), split.trace_id.as_str(), split.workflow.as_str()), (run_id.as_str(), started.trace_id.as_str(), "fan"));
+    assert_eq!(
+        (split.step.as_str(), split.handler.as_str(), split.attempt),
+        ("split", "split", 1)
+    );
+    assert_eq!(
+        (
+            split.run_id.as_str(),
+            split.trace_id.as_str(),
+            split.workflow.as_str()
+        ),
+        (run_id.as_str(), started.trace_id.as_str(), "fan")
+    );
     assert_eq!(split.input, json!({"input": input, "steps": {}}));
     let parts: Vec<&str> = split.traceparent.split('-').collect();
     assert_eq!(parts.len(), 4, "traceparent {}", split.traceparent);
-    assert_eq!((parts[0], parts[1], parts[3]), ("00", started.trace_id.as_str(), "01"));
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("00", started.trace_id.as_str(), "01")
+    );
     assert_eq!(parts[2].len(), 16);
     assert_eq!(split.lease_ms, 30_000);
     assert_eq!((split.deadline.clone(), split.timeout_ms), (None, None));
@@ -62,19 +84,28 @@ async fn check_dag_order(store: Store) {
     fanned.sort_by(|x, y| x.step.cmp(&y.step));
     assert_eq!(steps_of(&fanned), vec!["a", "b"]);
     for task in &fanned {
-        assert_eq!(task.input, json!({"input": input, "steps": {"split": {"n": 2}}}));
+        assert_eq!(
+            task.input,
+            json!({"input": input, "steps": {"split": {"n": 2}}})
+        );
         assert_eq!(task.attempt, 1);
     }
     assert_ne!(fanned[0].lease_id, fanned[1].lease_id);
     assert!(claim(&store, FAN_HANDLERS).await.is_empty());
 
     complete(&store, &fanned[0], json!("from a")).await;
-    assert!(claim(&store, FAN_HANDLERS).await.is_empty(), "join must wait for b");
+    assert!(
+        claim(&store, FAN_HANDLERS).await.is_empty(),
+        "join must wait for b"
+    );
     complete(&store, &fanned[1], json!({"from": "b"})).await;
 
     let join = claim_one(&store, FAN_HANDLERS).await;
     assert_eq!(join.step, "join");
-    assert_eq!(join.input, json!({"input": input, "steps": {"a": "from a", "b": {"from": "b"}}}));
+    assert_eq!(
+        join.input,
+        json!({"input": input, "steps": {"a": "from a", "b": {"from": "b"}}})
+    );
     complete(&store, &join, json!({"joined": true})).await;
     assert!(claim(&store, FAN_HANDLERS).await.is_empty());
 
@@ -85,8 +116,17 @@ async fn check_dag_order(store: Store) {
     assert!(run.started_at.is_some() && run.finished_at.is_some());
     assert!(run.timing.end_to_end_ms.is_some() && run.timing.schedule_to_start_ms.is_some());
     let names: Vec<&str> = run.steps.iter().map(|s| s.name.as_str()).collect();
-    assert_eq!(names, vec!["split", "a", "b", "join"], "steps in manifest order");
-    for (name, output) in [("split", json!({"n": 2})), ("a", json!("from a")), ("b", json!({"from": "b"})), ("join", json!({"joined": true}))] {
+    assert_eq!(
+        names,
+        vec!["split", "a", "b", "join"],
+        "steps in manifest order"
+    );
+    for (name, output) in [
+        ("split", json!({"n": 2})),
+        ("a", json!("from a")),
+        ("b", json!({"from": "b"})),
+        ("join", json!({"joined": true})),
+    ] {
         let s = step(&run, name);
         assert_eq!(s.status, "completed", "{name}");
         assert_eq!(s.output, Some(output), "{name}");
@@ -94,7 +134,10 @@ async fn check_dag_order(store: Store) {
         let attempt = &s.attempts[0];
         assert_eq!(attempt.worker_id, "w1");
         assert!(attempt.finished_at.is_some());
-        let timing = attempt.timing.as_ref().expect("a completed attempt has timing");
+        let timing = attempt
+            .timing
+            .as_ref()
+            .expect("a completed attempt has timing");
         assert!(timing.total_ms >= 0 && timing.queue_wait_ms >= 0);
     }
 
@@ -102,26 +145,52 @@ async fn check_dag_order(store: Store) {
     let kinds = event_kinds(&history);
     assert_eq!(history[0].kind, "run.created", "{kinds:?}");
     assert_eq!(history.last().unwrap().kind, "run.completed", "{kinds:?}");
-    assert_eq!(history.iter().filter(|e| e.kind == "run.started").count(), 1, "{kinds:?}");
-    assert_eq!(history.iter().filter(|e| e.kind == "run.completed").count(), 1, "{kinds:?}");
+    assert_eq!(
+        history.iter().filter(|e| e.kind == "run.started").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        history.iter().filter(|e| e.kind == "run.completed").count(),
+        1,
+        "{kinds:?}"
+    );
     for name in ["split", "a", "b", "join"] {
         let ready = event_index(&history, "step.ready", Some(name));
         let claimed = event_index(&history, "attempt.claimed", Some(name));
         let attempt_done = event_index(&history, "attempt.completed", Some(name));
         let step_done = event_index(&history, "step.completed", Some(name));
-        assert!(ready < claimed && claimed < attempt_done && attempt_done <= step_done, "{name}: {kinds:?}");
+        assert!(
+            ready < claimed && claimed < attempt_done && attempt_done <= step_done,
+            "{name}: {kinds:?}"
+        );
         assert_eq!(history[claimed].attempt, Some(1));
         assert_eq!(history[claimed].data["worker_id"], "w1");
     }
-    assert!(event_index(&history, "step.completed", Some("split")) < event_index(&history, "step.ready", Some("a")));
-    assert!(event_index(&history, "step.completed", Some("a")) < event_index(&history, "step.ready", Some("join")));
-    assert!(event_index(&history, "step.completed", Some("b")) < event_index(&history, "step.ready", Some("join")));
-    assert!(event_index(&history, "run.created", None) < event_index(&history, "step.ready", Some("split")));
+    assert!(
+        event_index(&history, "step.completed", Some("split"))
+            < event_index(&history, "step.ready", Some("a"))
+    );
+    assert!(
+        event_index(&history, "step.completed", Some("a"))
+            < event_index(&history, "step.ready", Some("join"))
+    );
+    assert!(
+        event_index(&history, "step.completed", Some("b"))
+            < event_index(&history, "step.ready", Some("join"))
+    );
+    assert!(
+        event_index(&history, "run.created", None)
+            < event_index(&history, "step.ready", Some("split"))
+    );
 
     // `after_seq` returns only the later events.
     let middle = history[history.len() / 2].seq;
     let tail = store.run_events(&run_id, Some(middle)).await.unwrap();
-    assert_eq!(tail.len(), history.iter().filter(|e| e.seq > middle).count());
+    assert_eq!(
+        tail.len(),
+        history.iter().filter(|e| e.seq > middle).count()
+    );
     assert!(tail.iter().all(|e| e.seq > middle));
 }
 
@@ -141,19 +210,33 @@ async fn check_retry_then_complete(store: Store) {
     let mut task = claim_one(&store, &["flaky"]).await;
     for n in 1..=2 {
         assert_eq!(task.attempt, n);
-        store.fail(&task.lease_id, handler_error(&format!("boom {n}"), true), weft_store::now_ms()).await.unwrap();
+        store
+            .fail(
+                &task.lease_id,
+                handler_error(&format!("boom {n}"), true),
+                weft_store::now_ms(),
+            )
+            .await
+            .unwrap();
         let failed_at = Instant::now();
         let run = store.get_run(&run_id).await.unwrap();
         assert_eq!(run.status, "running");
         let s = step(&run, "s");
         assert_eq!(s.status, "retrying");
-        assert_eq!((s.reason.as_deref(), s.error.clone()), (Some("handler_error"), Some(format!("boom {n}"))));
+        assert_eq!(
+            (s.reason.as_deref(), s.error.clone()),
+            (Some("handler_error"), Some(format!("boom {n}")))
+        );
         assert!(s.due_at.is_some(), "a retrying step shows when it is due");
         // Not claimable during the backoff, and the old lease is spent.
         assert!(claim(&store, &["flaky"]).await.is_empty());
         assert_conflict(store.heartbeat(&task.lease_id).await, "stale_lease");
         task = claim_after_timers(&store, &["flaky"]).await;
-        assert!(failed_at.elapsed() >= Duration::from_millis(90), "retried after {:?}", failed_at.elapsed());
+        assert!(
+            failed_at.elapsed() >= Duration::from_millis(90),
+            "retried after {:?}",
+            failed_at.elapsed()
+        );
     }
     assert_eq!(task.attempt, 3);
     complete(&store, &task, json!({"ok": true})).await;
@@ -162,21 +245,44 @@ async fn check_retry_then_complete(store: Store) {
     assert_eq!(run.status, "completed");
     assert_eq!(run.output, Some(json!({"s": {"ok": true}})));
     let s = step(&run, "s");
-    assert_eq!((s.status.as_str(), s.reason.clone(), s.error.clone()), ("completed", None, None));
+    assert_eq!(
+        (s.status.as_str(), s.reason.clone(), s.error.clone()),
+        ("completed", None, None)
+    );
     assert_eq!(
         attempt_statuses(s),
-        vec![(1, "failed", Some("handler_error")), (2, "failed", Some("handler_error")), (3, "completed", None)]
+        vec![
+            (1, "failed", Some("handler_error")),
+            (2, "failed", Some("handler_error")),
+            (3, "completed", None)
+        ]
     );
     assert_eq!(s.attempts[0].error.as_deref(), Some("boom 1"));
     assert_eq!(s.attempts[1].error.as_deref(), Some("boom 2"));
 
     let history = events(&store, &run_id).await;
-    let retrying: Vec<&Value> = history.iter().filter(|e| e.kind == "step.retrying").map(|e| &e.data).collect();
+    let retrying: Vec<&Value> = history
+        .iter()
+        .filter(|e| e.kind == "step.retrying")
+        .map(|e| &e.data)
+        .collect();
     assert_eq!(retrying.len(), 2, "{:?}", event_kinds(&history));
-    assert!(retrying.iter().all(|d| d["delay_ms"] == 100), "{retrying:?}");
-    let failures: Vec<(Option<i64>, &Value)> =
-        history.iter().filter(|e| e.kind == "attempt.failed").map(|e| (e.attempt, &e.data["reason"])).collect();
-    assert_eq!(failures, vec![(Some(1), &json!("handler_error")), (Some(2), &json!("handler_error"))]);
+    assert!(
+        retrying.iter().all(|d| d["delay_ms"] == 100),
+        "{retrying:?}"
+    );
+    let failures: Vec<(Option<i64>, &Value)> = history
+        .iter()
+        .filter(|e| e.kind == "attempt.failed")
+        .map(|e| (e.attempt, &e.data["reason"]))
+        .collect();
+    assert_eq!(
+        failures,
+        vec![
+            (Some(1), &json!("handler_error")),
+            (Some(2), &json!("handler_error"))
+        ]
+    );
 }
 
 const BRITTLE: &str = "
@@ -199,38 +305,99 @@ async fn check_non_retryable_failure(store: Store) {
     tasks.sort_by(|x, y| x.step.cmp(&y.step));
     assert_eq!(steps_of(&tasks), vec!["first", "side"]);
     let (first, side) = (&tasks[0], &tasks[1]);
-    let report = FailReport { reason: Reason::InvalidOutput, message: "not JSON".into(), retryable: false, timing: None };
-    store.fail(&first.lease_id, report, weft_store::now_ms()).await.unwrap();
+    let report = FailReport {
+        reason: Reason::InvalidOutput,
+        message: "not JSON".into(),
+        retryable: false,
+        timing: None,
+    };
+    store
+        .fail(&first.lease_id, report, weft_store::now_ms())
+        .await
+        .unwrap();
 
     let run = store.get_run(&run_id).await.unwrap();
-    assert_eq!((run.status.as_str(), run.reason.as_deref(), run.error.as_deref()), ("failed", Some("invalid_output"), Some("not JSON")));
+    assert_eq!(
+        (
+            run.status.as_str(),
+            run.reason.as_deref(),
+            run.error.as_deref()
+        ),
+        ("failed", Some("invalid_output"), Some("not JSON"))
+    );
     assert!(run.finished_at.is_some());
     let s = step(&run, "first");
-    assert_eq!((s.status.as_str(), s.reason.as_deref()), ("failed", Some("invalid_output")));
-    assert_eq!(attempt_statuses(s), vec![(1, "failed", Some("invalid_output"))]);
+    assert_eq!(
+        (s.status.as_str(), s.reason.as_deref()),
+        ("failed", Some("invalid_output"))
+    );
+    assert_eq!(
+        attempt_statuses(s),
+        vec![(1, "failed", Some("invalid_output"))]
+    );
     for name in ["second", "side", "once"] {
         let s = step(&run, name);
-        assert_eq!((s.status.as_str(), s.reason.as_deref()), ("cancelled", Some("upstream_failed")), "{name}");
+        assert_eq!(
+            (s.status.as_str(), s.reason.as_deref()),
+            ("cancelled", Some("upstream_failed")),
+            "{name}"
+        );
     }
     // The attempt still out learns it from its heartbeat, and its result no longer counts.
-    assert_eq!(attempt_statuses(step(&run, "side")), vec![(1, "cancelled", Some("cancelled"))]);
-    assert!(store.heartbeat(&side.lease_id).await.unwrap().cancel_requested);
-    assert_conflict(store.complete(&side.lease_id, json!(1), None, weft_store::now_ms()).await, "attempt_not_running");
+    assert_eq!(
+        attempt_statuses(step(&run, "side")),
+        vec![(1, "cancelled", Some("cancelled"))]
+    );
+    assert!(
+        store
+            .heartbeat(&side.lease_id)
+            .await
+            .unwrap()
+            .cancel_requested
+    );
+    assert_conflict(
+        store
+            .complete(&side.lease_id, json!(1), None, weft_store::now_ms())
+            .await,
+        "attempt_not_running",
+    );
     assert_eq!(store.get_run(&run_id).await.unwrap().status, "failed");
-    assert!(claim(&store, &["brittle", "after", "side", "once"]).await.is_empty());
+    assert!(
+        claim(&store, &["brittle", "after", "side", "once"])
+            .await
+            .is_empty()
+    );
     let history = events(&store, &run_id).await;
     let failed = &history[event_index(&history, "run.failed", None)];
     assert_eq!(failed.data["reason"], "invalid_output");
-    assert_eq!(history.last().unwrap().kind, "run.failed", "{:?}", event_kinds(&history));
+    assert_eq!(
+        history.last().unwrap().kind,
+        "run.failed",
+        "{:?}",
+        event_kinds(&history)
+    );
 
     // A retryable failure with no attempts left fails the run too.
     let run_id = start(&store, "brittle", json!({})).await;
     let once = claim_one(&store, &["once"]).await;
-    store.fail(&once.lease_id, handler_error("no luck", true), weft_store::now_ms()).await.unwrap();
+    store
+        .fail(
+            &once.lease_id,
+            handler_error("no luck", true),
+            weft_store::now_ms(),
+        )
+        .await
+        .unwrap();
     let run = store.get_run(&run_id).await.unwrap();
-    assert_eq!((run.status.as_str(), run.reason.as_deref()), ("failed", Some("handler_error")));
+    assert_eq!(
+        (run.status.as_str(), run.reason.as_deref()),
+        ("failed", Some("handler_error"))
+    );
     assert_eq!(step(&run, "once").status, "failed");
-    assert_eq!(step(&run, "first").reason.as_deref(), Some("upstream_failed"));
+    assert_eq!(
+        step(&run, "first").reason.as_deref(),
+        Some("upstream_failed")
+    );
 }
 
 const REPAIRABLE: &str = "
@@ -254,27 +421,64 @@ async fn check_retry_run(store: Store) {
     complete(&store, &first, json!({"made": "first"})).await;
     let second = claim_one(&store, &["h"]).await;
     assert_eq!(second.step, "second");
-    store.fail(&second.lease_id, handler_error("bad day", false), weft_store::now_ms()).await.unwrap();
+    store
+        .fail(
+            &second.lease_id,
+            handler_error("bad day", false),
+            weft_store::now_ms(),
+        )
+        .await
+        .unwrap();
     let failed = store.get_run(&run_id).await.unwrap();
-    assert_eq!((failed.status.as_str(), failed.reason.as_deref()), ("failed", Some("handler_error")));
-    assert_eq!(step(&failed, "third").reason.as_deref(), Some("upstream_failed"));
+    assert_eq!(
+        (failed.status.as_str(), failed.reason.as_deref()),
+        ("failed", Some("handler_error"))
+    );
+    assert_eq!(
+        step(&failed, "third").reason.as_deref(),
+        Some("upstream_failed")
+    );
 
     let summary = store.retry_run(&run_id).await.unwrap();
-    assert_eq!((summary.status.as_str(), summary.reason.clone(), summary.finished_at.clone()), ("running", None, None));
+    assert_eq!(
+        (
+            summary.status.as_str(),
+            summary.reason.clone(),
+            summary.finished_at.clone()
+        ),
+        ("running", None, None)
+    );
     let run = store.get_run(&run_id).await.unwrap();
-    assert_eq!((run.status.as_str(), run.reason.clone(), run.error.clone(), run.finished_at.clone()), ("running", None, None, None));
+    assert_eq!(
+        (
+            run.status.as_str(),
+            run.reason.clone(),
+            run.error.clone(),
+            run.finished_at.clone()
+        ),
+        ("running", None, None, None)
+    );
     let s = step(&run, "first");
-    assert_eq!((s.status.as_str(), s.output.clone()), ("completed", Some(json!({"made": "first"}))));
+    assert_eq!(
+        (s.status.as_str(), s.output.clone()),
+        ("completed", Some(json!({"made": "first"})))
+    );
     assert_eq!(s.attempts.len(), 1, "completed steps are not run again");
     let s = step(&run, "second");
-    assert_eq!((s.status.as_str(), s.reason.clone(), s.error.clone()), ("ready", None, None));
+    assert_eq!(
+        (s.status.as_str(), s.reason.clone(), s.error.clone()),
+        ("ready", None, None)
+    );
     let s = step(&run, "third");
     assert_eq!((s.status.as_str(), s.reason.clone()), ("pending", None));
 
     // A fresh attempt budget: `second` allows one attempt, and gets one more.
     let second = claim_one(&store, &["h"]).await;
     assert_eq!((second.step.as_str(), second.attempt), ("second", 2));
-    assert_eq!(second.input, json!({"input": {"x": 1}, "steps": {"first": {"made": "first"}}}));
+    assert_eq!(
+        second.input,
+        json!({"input": {"x": 1}, "steps": {"first": {"made": "first"}}})
+    );
     complete(&store, &second, json!("second ok")).await;
     let third = claim_one(&store, &["h"]).await;
     assert_eq!(third.step, "third");
@@ -284,7 +488,10 @@ async fn check_retry_run(store: Store) {
     assert_eq!(run.status, "completed");
     assert_eq!(run.output, Some(json!({"third": "third ok"})));
     assert!(run.finished_at.is_some());
-    assert_eq!(attempt_statuses(step(&run, "second")), vec![(1, "failed", Some("handler_error")), (2, "completed", None)]);
+    assert_eq!(
+        attempt_statuses(step(&run, "second")),
+        vec![(1, "failed", Some("handler_error")), (2, "completed", None)]
+    );
     let history = events(&store, &run_id).await;
     assert!(event_index(&history, "run.failed", None) < event_index(&history, "run.retried", None));
     assert_eq!(history.last().unwrap().kind, "run.completed");
@@ -314,7 +521,10 @@ async fn check_when_false_skips(store: Store) {
     assert_eq!(step(&run, "after").status, "ready");
     let after = claim_one(&store, &["h"]).await;
     assert_eq!(after.step, "after", "the skipped step's dependant runs");
-    assert_eq!(after.input, json!({"input": input, "steps": {"maybe": null}}));
+    assert_eq!(
+        after.input,
+        json!({"input": input, "steps": {"maybe": null}})
+    );
     complete(&store, &after, json!("after")).await;
     let run = store.get_run(&run_id).await.unwrap();
     assert_eq!(run.status, "completed");
@@ -327,7 +537,10 @@ async fn check_when_false_skips(store: Store) {
     let first = claim_one(&store, &["h"]).await;
     complete(&store, &first, json!({"go": true})).await;
     let maybe = claim_one(&store, &["h"]).await;
-    assert_eq!((maybe.step.as_str(), maybe.run_id.as_str()), ("maybe", run_id.as_str()));
+    assert_eq!(
+        (maybe.step.as_str(), maybe.run_id.as_str()),
+        ("maybe", run_id.as_str())
+    );
 }
 
 const NAPPER: &str = "
@@ -345,10 +558,22 @@ async fn check_sleep_step(store: Store) {
     let run = store.get_run(&run_id).await.unwrap();
     assert_eq!(run.status, "running");
     let nap = step(&run, "nap");
-    assert_eq!((nap.status.as_str(), nap.kind.as_str()), ("waiting", "sleep"));
-    let due = weft_store::parse_rfc3339(nap.due_at.as_deref().expect("a sleeping step has a due time")).unwrap();
+    assert_eq!(
+        (nap.status.as_str(), nap.kind.as_str()),
+        ("waiting", "sleep")
+    );
+    let due = weft_store::parse_rfc3339(
+        nap.due_at
+            .as_deref()
+            .expect("a sleeping step has a due time"),
+    )
+    .unwrap();
     let created = weft_store::parse_rfc3339(&run.created_at).unwrap();
-    assert!((199..=1_000).contains(&(due - created)), "due {} ms after creation", due - created);
+    assert!(
+        (199..=1_000).contains(&(due - created)),
+        "due {} ms after creation",
+        due - created
+    );
     assert!(claim(&store, &["h"]).await.is_empty());
     let early = store.fire_due_timers(100).await.unwrap();
     if started.elapsed() < Duration::from_millis(150) {
@@ -356,13 +581,24 @@ async fn check_sleep_step(store: Store) {
     }
 
     let wake = claim_after_timers(&store, &["h"]).await;
-    assert!(started.elapsed() >= Duration::from_millis(190), "woke after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() >= Duration::from_millis(190),
+        "woke after {:?}",
+        started.elapsed()
+    );
     assert_eq!(wake.step, "wake");
     assert_eq!(wake.input, json!({"input": {}, "steps": {"nap": null}}));
-    assert_eq!(store.fire_due_timers(100).await.unwrap(), 0, "a fired timer does not fire again");
+    assert_eq!(
+        store.fire_due_timers(100).await.unwrap(),
+        0,
+        "a fired timer does not fire again"
+    );
     let run = store.get_run(&run_id).await.unwrap();
     let nap = step(&run, "nap");
-    assert_eq!((nap.status.as_str(), nap.due_at.clone()), ("completed", None));
+    assert_eq!(
+        (nap.status.as_str(), nap.due_at.clone()),
+        ("completed", None)
+    );
     complete(&store, &wake, json!("awake")).await;
     assert_eq!(store.get_run(&run_id).await.unwrap().status, "completed");
 }
@@ -378,7 +614,10 @@ conformance!(check_logs);
 async fn check_logs(store: Store) {
     register(&store, LOGGED).await;
     let started = store
-        .start_run(weft_store::NewRun { workflow: "logged".into(), ..Default::default() })
+        .start_run(weft_store::NewRun {
+            workflow: "logged".into(),
+            ..Default::default()
+        })
         .await
         .unwrap();
     let run_id = started.run_id;
@@ -386,27 +625,77 @@ async fn check_logs(store: Store) {
     tasks.sort_by(|x, y| x.step.cmp(&y.step));
     assert_eq!(steps_of(&tasks), vec!["a", "b"]);
 
-    store.append_logs(&tasks[0].lease_id, &["a: one".to_owned(), "a: two".to_owned()]).await.unwrap();
-    store.append_logs(&tasks[1].lease_id, &["b: one".to_owned()]).await.unwrap();
+    store
+        .append_logs(
+            &tasks[0].lease_id,
+            &["a: one".to_owned(), "a: two".to_owned()],
+        )
+        .await
+        .unwrap();
+    store
+        .append_logs(&tasks[1].lease_id, &["b: one".to_owned()])
+        .await
+        .unwrap();
     store.append_logs(&tasks[0].lease_id, &[]).await.unwrap();
     let long = "x".repeat(20_000);
-    store.append_logs(&tasks[0].lease_id, &["a: three".to_owned(), long.clone()]).await.unwrap();
+    store
+        .append_logs(&tasks[0].lease_id, &["a: three".to_owned(), long.clone()])
+        .await
+        .unwrap();
 
     let all = store.run_logs(&run_id, None).await.unwrap();
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq));
-    let lines: Vec<(&str, i64, &str)> = all.iter().take(4).map(|l| (l.step.as_str(), l.attempt, l.line.as_str())).collect();
-    assert_eq!(lines, vec![("a", 1, "a: one"), ("a", 1, "a: two"), ("b", 1, "b: one"), ("a", 1, "a: three")]);
+    let lines: Vec<(&str, i64, &str)> = all
+        .iter()
+        .take(4)
+        .map(|l| (l.step.as_str(), l.attempt, l.line.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("a", 1, "a: one"),
+            ("a", 1, "a: two"),
+            ("b", 1, "b: one"),
+            ("a", 1, "a: three")
+        ]
+    );
     assert_eq!(all.len(), 5);
-    assert!(all[4].line.starts_with("xxx") && all[4].line.len() < long.len(), "long lines are capped");
-    assert!(all.iter().all(|l| weft_store::parse_rfc3339(&l.at).is_some()));
+    assert!(
+        all[4].line.starts_with("xxx") && all[4].line.len() < long.len(),
+        "long lines are capped"
+    );
+    assert!(
+        all.iter()
+            .all(|l| weft_store::parse_rfc3339(&l.at).is_some())
+    );
 
     let only_b = store.run_logs(&run_id, Some("b")).await.unwrap();
-    assert_eq!(only_b.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(), vec!["b: one"]);
-    assert!(store.run_logs(&run_id, Some("nonesuch")).await.unwrap().is_empty());
-    assert_eq!(store.run_logs(&started.trace_id, None).await.unwrap().len(), 5, "a trace id finds the logs too");
+    assert_eq!(
+        only_b.iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+        vec!["b: one"]
+    );
+    assert!(
+        store
+            .run_logs(&run_id, Some("nonesuch"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.run_logs(&started.trace_id, None).await.unwrap().len(),
+        5,
+        "a trace id finds the logs too"
+    );
     assert!(matches!(
-        store.run_logs(&uuid::Uuid::now_v7().to_string(), None).await,
+        store
+            .run_logs(&uuid::Uuid::now_v7().to_string(), None)
+            .await,
         Err(Error::NotFound { .. })
     ));
-    assert_conflict(store.append_logs(&uuid::Uuid::new_v4().to_string(), &["lost".to_owned()]).await, "stale_lease");
+    assert_conflict(
+        store
+            .append_logs(&uuid::Uuid::new_v4().to_string(), &["lost".to_owned()])
+            .await,
+        "stale_lease",
+    );
 }

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use serde_json::json;
-use weft_core::{trace::TraceParent, RunStatus};
+use weft_core::{RunStatus, trace::TraceParent};
 use weft_store::{Error, NewRun, RunFilter, Store};
 
 use crate::support::{register, start};
@@ -27,7 +27,11 @@ async fn check_list_runs(store: Store) {
         sampled: true,
     };
     let traced = store
-        .start_run(NewRun { workflow: "beta".into(), parent: Some(parent), ..NewRun::default() })
+        .start_run(NewRun {
+            workflow: "beta".into(),
+            parent: Some(parent),
+            ..NewRun::default()
+        })
         .await
         .unwrap();
     let beta_plain = start(&store, "beta", json!({})).await;
@@ -35,18 +39,29 @@ async fn check_list_runs(store: Store) {
 
     // Newest first.
     let all_alpha = store
-        .list_runs(&RunFilter { workflow: Some("alpha".into()), ..RunFilter::default() })
+        .list_runs(&RunFilter {
+            workflow: Some("alpha".into()),
+            ..RunFilter::default()
+        })
         .await
         .unwrap();
     let newest_first: Vec<&str> = alpha.iter().rev().map(String::as_str).collect();
     assert_eq!(ids(&all_alpha), newest_first);
     assert_eq!(all_alpha.next_cursor, None);
-    assert!(all_alpha.runs.iter().all(|r| r.workflow == "alpha" && r.version == 1));
+    assert!(
+        all_alpha
+            .runs
+            .iter()
+            .all(|r| r.workflow == "alpha" && r.version == 1)
+    );
     let everything = store.list_runs(&RunFilter::default()).await.unwrap();
     assert_eq!(everything.runs.len(), 7);
 
     let cancelled = store
-        .list_runs(&RunFilter { status: Some(RunStatus::Cancelled), ..RunFilter::default() })
+        .list_runs(&RunFilter {
+            status: Some(RunStatus::Cancelled),
+            ..RunFilter::default()
+        })
         .await
         .unwrap();
     assert_eq!(ids(&cancelled), vec![alpha[1].as_str()]);
@@ -60,20 +75,38 @@ async fn check_list_runs(store: Store) {
         .await
         .unwrap();
     assert_eq!(pending_alpha.runs.len(), 4);
-    assert!(pending_alpha.runs.iter().all(|r| r.status == "pending" && r.workflow == "alpha"));
+    assert!(
+        pending_alpha
+            .runs
+            .iter()
+            .all(|r| r.status == "pending" && r.workflow == "alpha")
+    );
     let by_trace = store
-        .list_runs(&RunFilter { trace_id: Some(traced.trace_id.clone()), ..RunFilter::default() })
+        .list_runs(&RunFilter {
+            trace_id: Some(traced.trace_id.clone()),
+            ..RunFilter::default()
+        })
         .await
         .unwrap();
     assert_eq!(ids(&by_trace), vec![traced.run_id.as_str()]);
-    assert_eq!(by_trace.runs[0].trace_id, "0af7651916cd43dd8448eb211c80319c");
+    assert_eq!(
+        by_trace.runs[0].trace_id,
+        "0af7651916cd43dd8448eb211c80319c"
+    );
     let none = store
-        .list_runs(&RunFilter { workflow: Some("beta".into()), status: Some(RunStatus::Completed), ..RunFilter::default() })
+        .list_runs(&RunFilter {
+            workflow: Some("beta".into()),
+            status: Some(RunStatus::Completed),
+            ..RunFilter::default()
+        })
         .await
         .unwrap();
     assert!(none.runs.is_empty() && none.next_cursor.is_none());
     let future = store
-        .list_runs(&RunFilter { since_ms: Some(weft_store::now_ms() + 3_600_000), ..RunFilter::default() })
+        .list_runs(&RunFilter {
+            since_ms: Some(weft_store::now_ms() + 3_600_000),
+            ..RunFilter::default()
+        })
         .await
         .unwrap();
     assert!(future.runs.is_empty());
@@ -84,7 +117,12 @@ async fn check_list_runs(store: Store) {
     let mut pages = Vec::new();
     loop {
         let page = store
-            .list_runs(&RunFilter { workflow: Some("alpha".into()), limit: Some(2), cursor: cursor.clone(), ..RunFilter::default() })
+            .list_runs(&RunFilter {
+                workflow: Some("alpha".into()),
+                limit: Some(2),
+                cursor: cursor.clone(),
+                ..RunFilter::default()
+            })
             .await
             .unwrap();
         pages.push(page.runs.len());
@@ -98,19 +136,41 @@ async fn check_list_runs(store: Store) {
         }
     }
     assert_eq!(pages, vec![2, 2, 1]);
-    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), seen.len(), "a run was listed twice");
-    assert_eq!(seen.iter().map(String::as_str).collect::<Vec<_>>(), newest_first);
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>().len(),
+        seen.len(),
+        "a run was listed twice"
+    );
+    assert_eq!(
+        seen.iter().map(String::as_str).collect::<Vec<_>>(),
+        newest_first
+    );
 
     // A page that ends exactly at the last run has no cursor.
     let beta = store
-        .list_runs(&RunFilter { workflow: Some("beta".into()), limit: Some(2), ..RunFilter::default() })
+        .list_runs(&RunFilter {
+            workflow: Some("beta".into()),
+            limit: Some(2),
+            ..RunFilter::default()
+        })
         .await
         .unwrap();
-    assert_eq!(ids(&beta), vec![beta_plain.as_str(), traced.run_id.as_str()]);
+    assert_eq!(
+        ids(&beta),
+        vec![beta_plain.as_str(), traced.run_id.as_str()]
+    );
     assert_eq!(beta.next_cursor, None);
 
     for bad in ["garbage", "' OR 1=1 --"] {
-        let result = store.list_runs(&RunFilter { cursor: Some(bad.into()), ..RunFilter::default() }).await;
-        assert!(matches!(result, Err(Error::Invalid { .. })), "cursor {bad:?} gave {result:?}");
+        let result = store
+            .list_runs(&RunFilter {
+                cursor: Some(bad.into()),
+                ..RunFilter::default()
+            })
+            .await;
+        assert!(
+            matches!(result, Err(Error::Invalid { .. })),
+            "cursor {bad:?} gave {result:?}"
+        );
     }
 }

@@ -14,12 +14,17 @@ macro_rules! conformance {
         mod $check {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn sqlite() {
-                crate::support::on_sqlite(std::time::Duration::from_millis($lease), super::$check).await;
+                crate::support::on_sqlite(std::time::Duration::from_millis($lease), super::$check)
+                    .await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn postgres() {
-                crate::support::on_postgres(std::time::Duration::from_millis($lease), super::$check).await;
+                crate::support::on_postgres(
+                    std::time::Duration::from_millis($lease),
+                    super::$check,
+                )
+                .await;
             }
         }
     };

@@ -18,7 +18,9 @@ where
     Fut: Future<Output = ()>,
 {
     let db = weft_testkit::sqlite_database();
-    let store = Store::connect(&db.url, Settings { lease }).await.expect("connect to SQLite");
+    let store = Store::connect(&db.url, Settings { lease })
+        .await
+        .expect("connect to SQLite");
     check(store.clone()).await;
     store.close().await;
     drop(db);
@@ -31,9 +33,13 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let cluster = tokio::task::spawn_blocking(weft_testkit::PgCluster::start).await.expect("start PostgreSQL");
+    let cluster = tokio::task::spawn_blocking(weft_testkit::PgCluster::start)
+        .await
+        .expect("start PostgreSQL");
     let url = cluster.create_database();
-    let store = Store::connect(&url, Settings { lease }).await.expect("connect to PostgreSQL");
+    let store = Store::connect(&url, Settings { lease })
+        .await
+        .expect("connect to PostgreSQL");
     check(store.clone()).await;
     store.close().await;
     drop(cluster);
@@ -41,13 +47,18 @@ where
 
 /// Parses and registers a manifest; returns the workflow's name.
 pub async fn register(store: &Store, manifest: &str) -> String {
-    let def = Definition::parse(manifest).unwrap_or_else(|err| panic!("bad test manifest: {err}\n{manifest}"));
+    let def = Definition::parse(manifest)
+        .unwrap_or_else(|err| panic!("bad test manifest: {err}\n{manifest}"));
     store.put_workflow(&def).await.expect("put_workflow");
     def.name
 }
 
 pub async fn start(store: &Store, workflow: &str, input: Value) -> String {
-    let new = NewRun { workflow: workflow.to_owned(), input, ..NewRun::default() };
+    let new = NewRun {
+        workflow: workflow.to_owned(),
+        input,
+        ..NewRun::default()
+    };
     let started = store.start_run(new).await.expect("start_run");
     assert!(started.created);
     started.run_id
@@ -64,13 +75,21 @@ pub fn claim_request(worker_id: &str, handlers: &[&str], max_tasks: u32) -> Clai
 
 /// Claims with worker `w1` on the default queue, up to 10 tasks.
 pub async fn claim(store: &Store, handlers: &[&str]) -> Vec<Task> {
-    store.claim(&claim_request("w1", handlers, 10)).await.expect("claim")
+    store
+        .claim(&claim_request("w1", handlers, 10))
+        .await
+        .expect("claim")
 }
 
 /// Claims exactly one task.
 pub async fn claim_one(store: &Store, handlers: &[&str]) -> Task {
     let mut tasks = claim(store, handlers).await;
-    assert_eq!(tasks.len(), 1, "expected one task, got {:?}", steps_of(&tasks));
+    assert_eq!(
+        tasks.len(),
+        1,
+        "expected one task, got {:?}",
+        steps_of(&tasks)
+    );
     tasks.pop().expect("one task")
 }
 
@@ -86,49 +105,77 @@ pub async fn complete(store: &Store, task: &Task, output: Value) {
 }
 
 /// Polls `probe` until it yields a value, failing the test after `timeout`.
-pub async fn eventually<T>(what: &str, timeout: Duration, mut probe: impl AsyncFnMut() -> Option<T>) -> T {
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl AsyncFnMut() -> Option<T>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = probe().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Fires due timers until the step is claimable again, then claims it.
 pub async fn claim_after_timers(store: &Store, handlers: &[&str]) -> Task {
-    eventually("a step to become ready after its timer", Duration::from_secs(10), async || {
-        store.fire_due_timers(100).await.expect("fire_due_timers");
-        let mut tasks = claim(store, handlers).await;
-        assert!(tasks.len() <= 1, "expected at most one task, got {:?}", steps_of(&tasks));
-        tasks.pop()
-    })
+    eventually(
+        "a step to become ready after its timer",
+        Duration::from_secs(10),
+        async || {
+            store.fire_due_timers(100).await.expect("fire_due_timers");
+            let mut tasks = claim(store, handlers).await;
+            assert!(
+                tasks.len() <= 1,
+                "expected at most one task, got {:?}",
+                steps_of(&tasks)
+            );
+            tasks.pop()
+        },
+    )
     .await
 }
 
 /// Reaps until at least one attempt has been reaped.
 pub async fn reap_until_one(store: &Store) {
-    eventually("the reaper to end an attempt", Duration::from_secs(10), async || {
-        let n = store.reap(100).await.expect("reap");
-        assert!(n <= 1, "reaped {n} attempts, expected one");
-        (n == 1).then_some(())
-    })
+    eventually(
+        "the reaper to end an attempt",
+        Duration::from_secs(10),
+        async || {
+            let n = store.reap(100).await.expect("reap");
+            assert!(n <= 1, "reaped {n} attempts, expected one");
+            (n == 1).then_some(())
+        },
+    )
     .await
 }
 
 pub fn step<'a>(run: &'a RunDetail, name: &str) -> &'a StepDetail {
-    run.steps.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("run has no step `{name}`"))
+    run.steps
+        .iter()
+        .find(|s| s.name == name)
+        .unwrap_or_else(|| panic!("run has no step `{name}`"))
 }
 
 pub fn attempt_statuses(step: &StepDetail) -> Vec<(i64, &str, Option<&str>)> {
-    step.attempts.iter().map(|a| (a.attempt, a.status.as_str(), a.reason.as_deref())).collect()
+    step.attempts
+        .iter()
+        .map(|a| (a.attempt, a.status.as_str(), a.reason.as_deref()))
+        .collect()
 }
 
 pub async fn events(store: &Store, run_id: &str) -> Vec<EventRecord> {
     let events = store.run_events(run_id, None).await.expect("run_events");
-    assert!(events.windows(2).all(|w| w[0].seq < w[1].seq), "events are not in seq order");
+    assert!(
+        events.windows(2).all(|w| w[0].seq < w[1].seq),
+        "events are not in seq order"
+    );
     events
 }
 
@@ -160,6 +207,13 @@ pub fn assert_conflict(result: Result<impl std::fmt::Debug, Error>, expected_cod
 /// The run detail as JSON, to compare a run before and after a rejected call.
 pub async fn snapshot(store: &Store, run_id: &str) -> (Value, usize) {
     let detail = store.get_run(run_id).await.expect("get_run");
-    let n_events = store.run_events(run_id, None).await.expect("run_events").len();
-    (serde_json::to_value(detail).expect("run detail serializes"), n_events)
+    let n_events = store
+        .run_events(run_id, None)
+        .await
+        .expect("run_events")
+        .len();
+    (
+        serde_json::to_value(detail).expect("run detail serializes"),
+        n_events,
+    )
 }

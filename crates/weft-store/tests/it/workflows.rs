@@ -2,7 +2,7 @@
 //! (ids, trace ids, idempotency keys).
 
 use serde_json::json;
-use weft_core::{trace::TraceParent, Definition};
+use weft_core::{Definition, trace::TraceParent};
 use weft_store::{Error, NewRun, Store};
 
 use crate::support::{register, start};
@@ -10,19 +10,24 @@ use crate::support::{register, start};
 const V1: &str = "name: versioned\ndescription: first\nsteps:\n  - {name: a, handler: h}\n";
 const V1_AS_JSON: &str =
     r#"{"steps": [{"handler": "h", "name": "a"}], "description": "first", "name": "versioned"}"#;
-const V2: &str =
-    "name: versioned\ndescription: second\nsteps:\n  - {name: a, handler: h}\n  - {name: b, handler: h, depends_on: [a]}\n";
+const V2: &str = "name: versioned\ndescription: second\nsteps:\n  - {name: a, handler: h}\n  - {name: b, handler: h, depends_on: [a]}\n";
 
 conformance!(check_put_workflow_versioning);
 async fn check_put_workflow_versioning(store: Store) {
     let v1 = Definition::parse(V1).unwrap();
     let put = store.put_workflow(&v1).await.unwrap();
-    assert_eq!((put.name.as_str(), put.version, put.created), ("versioned", 1, true));
+    assert_eq!(
+        (put.name.as_str(), put.version, put.created),
+        ("versioned", 1, true)
+    );
 
     // The same manifest, as YAML again or as JSON with other key order, is a no-op.
     let again = store.put_workflow(&v1).await.unwrap();
     assert_eq!((again.version, again.created), (1, false));
-    let as_json = store.put_workflow(&Definition::parse(V1_AS_JSON).unwrap()).await.unwrap();
+    let as_json = store
+        .put_workflow(&Definition::parse(V1_AS_JSON).unwrap())
+        .await
+        .unwrap();
     assert_eq!((as_json.version, as_json.created), (1, false));
 
     // A run started now keeps version 1 after version 2 exists.
@@ -40,11 +45,20 @@ async fn check_put_workflow_versioning(store: Store) {
     assert_eq!(latest.description.as_deref(), Some("second"));
     assert_eq!(latest.manifest["steps"].as_array().map(Vec::len), Some(2));
     let first = store.get_workflow("versioned", Some(1)).await.unwrap();
-    assert_eq!((first.version, first.description.as_deref()), (1, Some("first")));
+    assert_eq!(
+        (first.version, first.description.as_deref()),
+        (1, Some("first"))
+    );
     assert_eq!(first.versions, vec![1, 2]);
     assert_eq!(first.manifest["steps"].as_array().map(Vec::len), Some(1));
-    assert!(matches!(store.get_workflow("versioned", Some(7)).await, Err(Error::NotFound { .. })));
-    assert!(matches!(store.get_workflow("nonesuch", None).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        store.get_workflow("versioned", Some(7)).await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.get_workflow("nonesuch", None).await,
+        Err(Error::NotFound { .. })
+    ));
 
     let old = store.get_run(&old_run).await.unwrap();
     assert_eq!((old.version, old.steps.len()), (1, 1));
@@ -58,7 +72,10 @@ async fn check_put_workflow_versioning(store: Store) {
 
     register(&store, "name: another\nsteps:\n  - {name: x, handler: h}\n").await;
     let listed = store.list_workflows().await.unwrap();
-    let summary: Vec<(&str, i64, usize)> = listed.iter().map(|w| (w.name.as_str(), w.version, w.steps)).collect();
+    let summary: Vec<(&str, i64, usize)> = listed
+        .iter()
+        .map(|w| (w.name.as_str(), w.version, w.steps))
+        .collect();
     assert_eq!(summary, vec![("another", 1, 1), ("versioned", 3, 1)]);
     assert_eq!(listed[1].description.as_deref(), Some("first"));
     assert!(weft_store::parse_rfc3339(&listed[0].created_at).is_some());
@@ -69,7 +86,11 @@ const ONE_STEP: &str = "name: starter\nsteps:\n  - {name: only, handler: h}\n";
 conformance!(check_start_run);
 async fn check_start_run(store: Store) {
     register(&store, ONE_STEP).await;
-    register(&store, "name: starter-two\nsteps:\n  - {name: only, handler: h}\n").await;
+    register(
+        &store,
+        "name: starter-two\nsteps:\n  - {name: only, handler: h}\n",
+    )
+    .await;
 
     let input = json!({"order": 42, "items": ["a", "b"]});
     let new = NewRun {
@@ -81,9 +102,21 @@ async fn check_start_run(store: Store) {
     let started = store.start_run(new).await.unwrap();
     assert!(started.created);
     let run_id = uuid::Uuid::parse_str(&started.run_id).expect("run_id is a UUID");
-    assert_eq!(run_id.get_version(), Some(uuid::Version::SortRand), "run_id is a UUIDv7");
-    assert_eq!(run_id.to_string(), started.run_id, "run_id is in canonical lowercase form");
-    assert!(weft_core::trace::is_trace_id(&started.trace_id), "trace_id {:?}", started.trace_id);
+    assert_eq!(
+        run_id.get_version(),
+        Some(uuid::Version::SortRand),
+        "run_id is a UUIDv7"
+    );
+    assert_eq!(
+        run_id.to_string(),
+        started.run_id,
+        "run_id is in canonical lowercase form"
+    );
+    assert!(
+        weft_core::trace::is_trace_id(&started.trace_id),
+        "trace_id {:?}",
+        started.trace_id
+    );
     assert!(started.trace_id.bytes().any(|b| b != b'0'));
 
     let detail = store.get_run(&started.run_id).await.unwrap();
@@ -93,14 +126,30 @@ async fn check_start_run(store: Store) {
     assert_eq!(detail.input, input);
     assert_eq!(detail.status, "pending");
     assert_eq!(detail.request_id.as_deref(), Some("req-1"));
-    assert_eq!((detail.output.clone(), detail.started_at.clone(), detail.finished_at.clone()), (None, None, None));
+    assert_eq!(
+        (
+            detail.output.clone(),
+            detail.started_at.clone(),
+            detail.finished_at.clone()
+        ),
+        (None, None, None)
+    );
     assert_eq!(detail.steps.len(), 1);
     assert_eq!(detail.steps[0].status, "ready");
     // The trace id finds the run as well as the run id does.
-    assert_eq!(store.get_run(&started.trace_id).await.unwrap().run_id, started.run_id);
+    assert_eq!(
+        store.get_run(&started.trace_id).await.unwrap().run_id,
+        started.run_id
+    );
 
     // Two runs get distinct ids and traces.
-    let other = store.start_run(NewRun { workflow: "starter".into(), ..NewRun::default() }).await.unwrap();
+    let other = store
+        .start_run(NewRun {
+            workflow: "starter".into(),
+            ..NewRun::default()
+        })
+        .await
+        .unwrap();
     assert_ne!(other.run_id, started.run_id);
     assert_ne!(other.trace_id, started.trace_id);
 
@@ -111,11 +160,18 @@ async fn check_start_run(store: Store) {
         sampled: true,
     };
     let joined = store
-        .start_run(NewRun { workflow: "starter".into(), parent: Some(parent), ..NewRun::default() })
+        .start_run(NewRun {
+            workflow: "starter".into(),
+            parent: Some(parent),
+            ..NewRun::default()
+        })
         .await
         .unwrap();
     assert_eq!(joined.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert_eq!(store.get_run(&joined.trace_id).await.unwrap().run_id, joined.run_id);
+    assert_eq!(
+        store.get_run(&joined.trace_id).await.unwrap().run_id,
+        joined.run_id
+    );
 
     // Idempotency keys: the same key returns the same run and creates nothing.
     let keyed = |key: &str, workflow: &str| NewRun {
@@ -130,22 +186,46 @@ async fn check_start_run(store: Store) {
     second_request.input = json!({"attempt": 2});
     let second = store.start_run(second_request).await.unwrap();
     assert!(!second.created);
-    assert_eq!((second.run_id.as_str(), second.trace_id.as_str()), (first.run_id.as_str(), first.trace_id.as_str()));
-    assert_eq!(store.get_run(&first.run_id).await.unwrap().input, json!({"attempt": 1}));
+    assert_eq!(
+        (second.run_id.as_str(), second.trace_id.as_str()),
+        (first.run_id.as_str(), first.trace_id.as_str())
+    );
+    assert_eq!(
+        store.get_run(&first.run_id).await.unwrap().input,
+        json!({"attempt": 1})
+    );
     let other_key = store.start_run(keyed("k-2", "starter")).await.unwrap();
     assert!(other_key.created);
     assert_ne!(other_key.run_id, first.run_id);
     let other_workflow = store.start_run(keyed("k-1", "starter-two")).await.unwrap();
-    assert!(other_workflow.created, "idempotency keys are scoped to their workflow");
+    assert!(
+        other_workflow.created,
+        "idempotency keys are scoped to their workflow"
+    );
     assert_ne!(other_workflow.run_id, first.run_id);
     let listed = store
-        .list_runs(&weft_store::RunFilter { workflow: Some("starter".into()), ..Default::default() })
+        .list_runs(&weft_store::RunFilter {
+            workflow: Some("starter".into()),
+            ..Default::default()
+        })
         .await
         .unwrap();
-    assert_eq!(listed.runs.len(), 5, "runs: initial, other, joined, k-1, k-2");
+    assert_eq!(
+        listed.runs.len(),
+        5,
+        "runs: initial, other, joined, k-1, k-2"
+    );
 
-    match store.start_run(NewRun { workflow: "nonesuch".into(), ..NewRun::default() }).await {
-        Err(Error::NotFound { what, id }) => assert_eq!((what, id.as_str()), ("workflow", "nonesuch")),
+    match store
+        .start_run(NewRun {
+            workflow: "nonesuch".into(),
+            ..NewRun::default()
+        })
+        .await
+    {
+        Err(Error::NotFound { what, id }) => {
+            assert_eq!((what, id.as_str()), ("workflow", "nonesuch"))
+        }
         other => panic!("expected NotFound, got {other:?}"),
     }
     match store.get_run(&uuid::Uuid::now_v7().to_string()).await {
