@@ -1,6 +1,6 @@
 //! The HTTP handlers: workflows, runs, the worker protocol and health.
 
-use std::{convert::Infallible, time::Duration};
+use std::{collections::BTreeSet, convert::Infallible, time::Duration};
 
 use axum::{
     extract::State,
@@ -52,6 +52,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/healthz", get(ready))
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
+        .route("/", get(crate::dashboard::runs_page))
+        .route("/runs/{id}", get(crate::dashboard::run_page))
         .fallback(not_found)
 }
 
@@ -210,35 +212,80 @@ async fn run_event_stream(
     let run_id = state.store().resolve_run_id(&id).await?;
     let after = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok());
     let store = state.store().clone();
-    let stream = futures::stream::unfold((after, false), move |(after, done)| {
-        let store = store.clone();
-        let run_id = run_id.clone();
-        async move {
-            if done {
-                return None;
-            }
-            loop {
-                let events = store.run_events(&run_id, after).await.unwrap_or_default();
-                if !events.is_empty() {
-                    let last = events.last().map(|e| e.seq);
-                    let finished = events.iter().any(|e| matches!(e.kind.as_str(), "run.completed" | "run.failed" | "run.cancelled"));
-                    let batch: Vec<Result<SseEvent, Infallible>> = events
-                        .into_iter()
-                        .map(|e| {
-                            Ok(SseEvent::default()
-                                .id(e.seq.to_string())
-                                .event(e.kind.clone())
-                                .data(serde_json::to_string(&e).unwrap_or_default()))
-                        })
-                        .collect();
-                    return Some((futures::stream::iter(batch), (last, finished)));
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-        }
+    let follower = EventFollower { store, run_id, low_water: after.unwrap_or(0), delivered: BTreeSet::new(), done: false };
+    let stream = futures::stream::unfold(follower, |mut follower| async move {
+        let batch = follower.next_batch().await?;
+        Some((futures::stream::iter(batch), follower))
     });
     use futures::StreamExt;
     Ok(Sse::new(stream.flatten()).keep_alive(KeepAlive::default()))
+}
+
+/// Follows a run's history for the SSE stream.
+///
+/// On Postgres, sequence numbers are taken before commit, so two
+/// transactions can commit out of `seq` order: a reader that only asks for
+/// `seq > last seen` could skip an event committed late. The follower
+/// therefore re-reads a window behind its newest event and remembers what it
+/// sent, and moves the window's floor only past events older than any
+/// transaction can plausibly stay open.
+struct EventFollower {
+    store: weft_store::Store,
+    run_id: String,
+    low_water: i64,
+    delivered: BTreeSet<i64>,
+    done: bool,
+}
+
+const COMMIT_LAG_MS: i64 = 10_000;
+
+impl EventFollower {
+    async fn next_batch(&mut self) -> Option<Vec<Result<SseEvent, Infallible>>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let events = self.store.run_events(&self.run_id, Some(self.low_water)).await.unwrap_or_default();
+            let settled_before = now_ms() - COMMIT_LAG_MS;
+            let mut batch = Vec::new();
+            let mut ended = false;
+            let mut settled_prefix = true;
+            for event in &events {
+                ended |= matches!(event.kind.as_str(), "run.completed" | "run.failed" | "run.cancelled");
+                if self.delivered.insert(event.seq) {
+                    batch.push(Ok(SseEvent::default()
+                        .id(event.seq.to_string())
+                        .event(event.kind.clone())
+                        .data(serde_json::to_string(event).unwrap_or_default())));
+                }
+                // Events come in seq order: the floor moves over a settled prefix.
+                settled_prefix &= weft_store::parse_rfc3339(&event.at).is_some_and(|at| at < settled_before);
+                if settled_prefix {
+                    self.low_water = event.seq;
+                }
+            }
+            self.delivered.retain(|&seq| seq > self.low_water);
+            if ended && batch.is_empty() {
+                // Nothing new after the run's end: finish once the history has settled.
+                let statuses = self.store.run_statuses(std::slice::from_ref(&self.run_id)).await.unwrap_or_default();
+                if statuses.get(&self.run_id).and_then(|s| RunStatus::parse(s)).is_some_and(|s| s.is_terminal()) {
+                    self.done = true;
+                    return None;
+                }
+            }
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+            if events.is_empty() {
+                // Reconnected past the end of a finished run.
+                let statuses = self.store.run_statuses(std::slice::from_ref(&self.run_id)).await.unwrap_or_default();
+                if statuses.get(&self.run_id).and_then(|s| RunStatus::parse(s)).is_some_and(|s| s.is_terminal()) {
+                    return None;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
 }
 
 #[derive(Deserialize)]

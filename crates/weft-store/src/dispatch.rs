@@ -313,7 +313,7 @@ impl Store {
         let now = now_ms();
         let attempt_row = tx
             .fetch_optional(
-                "SELECT status, ready_at, claimed_at FROM weft_attempts WHERE lease_id = $1",
+                "SELECT status, ready_at, claimed_at, deadline_at FROM weft_attempts WHERE lease_id = $1",
                 args![lease_id],
             )
             .await?
@@ -339,6 +339,19 @@ impl Store {
                 ),
             });
         }
+        // A result that arrives after the start-to-close deadline is the
+        // timeout the reaper would have recorded a moment later: record it as
+        // such, so the outcome does not depend on which came first.
+        let late = attempt_row.opt_int("deadline_at").is_some_and(|deadline| received_ms > deadline);
+        let outcome = match outcome {
+            Outcome::Completed(_) | Outcome::Failed(_) if late => Outcome::Failed(FailReport {
+                reason: Reason::Timeout,
+                message: "the result arrived after the step's start-to-close timeout".to_owned(),
+                retryable: true,
+                timing: timing.clone(),
+            }),
+            other => other,
+        };
         let claimed_at = attempt_row.int("claimed_at");
         let ready_at = attempt_row.opt_int("ready_at").unwrap_or(claimed_at);
         let timing = attempt_timing(ready_at, claimed_at, received_ms, now, timing.as_ref());
@@ -388,6 +401,15 @@ impl Store {
         tx.commit().await?;
         if applied.made_ready {
             self.wake_pollers();
+        }
+        if late {
+            return Err(Error::Conflict {
+                code: "deadline_exceeded",
+                message: format!(
+                    "attempt {} of step `{step_name}` reported after its deadline; it was recorded as timed out",
+                    lease.attempt
+                ),
+            });
         }
         Ok(())
     }
