@@ -1,6 +1,11 @@
 //! Logging setup for every Weft process: `tracing` with a human text format
 //! or one JSON object per line, filtered by a directive string. Callers pass
 //! configuration in; this crate reads no environment variables.
+//!
+//! Invariant: this is the only crate that knows exporters and exposition
+//! formats (Prometheus today).
+
+pub mod metrics;
 
 use std::io::IsTerminal;
 
