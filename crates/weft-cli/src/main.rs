@@ -60,6 +60,12 @@ pub struct ServerArgs {
     /// Largest database connection pool.
     #[arg(long, env = "WEFT_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
+    /// Also serve /metrics on this separate address (it is always on the main port too).
+    #[arg(long, env = "WEFT_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// How many distinct workflow names metric labels keep before folding into `other`.
+    #[arg(long, env = "WEFT_METRICS_MAX_WORKFLOWS", default_value_t = 200)]
+    pub metrics_max_workflows: usize,
 }
 
 #[derive(Subcommand)]

@@ -45,10 +45,23 @@ async fn start_server(args: &ServerArgs, shutdown: &CancellationToken) -> Result
     let engine = Engine::new(store.clone(), engine_config);
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let listen_addr = listener.local_addr()?;
+    let caps = weft_telemetry::metrics::Caps { workflows: args.metrics_max_workflows, ..Default::default() };
+    let metrics = weft_server::Metrics::new(env!("CARGO_PKG_VERSION"), caps);
     let app = weft_server::router(
         engine.clone(),
-        weft_server::Config { max_body_bytes: args.max_body_bytes, ..Default::default() },
+        weft_server::Config { max_body_bytes: args.max_body_bytes, metrics: Some(metrics.clone()), ..Default::default() },
     );
+    let mut extra_tasks = Vec::new();
+    if let Some(addr) = &args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        let metrics_shutdown = shutdown.clone();
+        let metrics_app = weft_server::metrics_router(metrics.clone());
+        extra_tasks.push(tokio::spawn(async move {
+            if let Err(err) = weft_server::serve(listener, metrics_app, metrics_shutdown).await {
+                tracing::error!(component = "server", error = %err, "metrics listener failed");
+            }
+        }));
+    }
     let engine_task = tokio::spawn(engine.run(shutdown.clone()));
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
@@ -57,7 +70,9 @@ async fn start_server(args: &ServerArgs, shutdown: &CancellationToken) -> Result
         }
     });
     tracing::info!(component = "server", addr = %listen_addr, database = %redact_url(&args.database_url), "server started");
-    Ok(Running { listen_addr, tasks: vec![engine_task, http_task], store })
+    let mut tasks = vec![engine_task, http_task];
+    tasks.extend(extra_tasks);
+    Ok(Running { listen_addr, tasks, store })
 }
 
 impl Running {

@@ -9,6 +9,7 @@ pub mod condition;
 pub mod definition;
 pub mod duration;
 pub mod machine;
+pub mod observe;
 pub mod retry;
 pub mod status;
 pub mod trace;

@@ -29,6 +29,8 @@ pub struct Config {
     pub poll_recheck: Duration,
     /// The longest a worker may ask the server to hold a poll.
     pub max_poll_wait: Duration,
+    /// How often gauges are recomputed from the database.
+    pub gauge_interval: Duration,
 }
 
 impl Default for Config {
@@ -37,6 +39,7 @@ impl Default for Config {
             tick: Duration::from_millis(200),
             poll_recheck: Duration::from_secs(1),
             max_poll_wait: Duration::from_secs(30),
+            gauge_interval: Duration::from_secs(5),
         }
     }
 }
@@ -87,6 +90,24 @@ impl Engine {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { store.listen_for_ready(shutdown.cancelled_owned()).await })
         };
+        let gauges = {
+            let store = self.inner.store.clone();
+            let shutdown = shutdown.clone();
+            let every = self.inner.config.gauge_interval;
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(every);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = interval.tick() => {}
+                    }
+                    if let Err(err) = store.refresh_gauges().await {
+                        tracing::warn!(component = "engine", error = %err, "gauge sweep failed");
+                    }
+                }
+            })
+        };
         let mut interval = tokio::time::interval(self.inner.config.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -99,6 +120,7 @@ impl Engine {
             }
         }
         let _ = listen.await;
+        let _ = gauges.await;
         tracing::info!(component = "engine", "engine stopped");
     }
 

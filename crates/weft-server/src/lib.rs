@@ -9,7 +9,7 @@ mod routes;
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{
-    extract::{DefaultBodyLimit, Request},
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::HeaderName,
     middleware::{self, Next},
     response::Response,
@@ -18,20 +18,24 @@ use axum::{
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use weft_engine::Engine;
+pub use weft_telemetry::metrics::Metrics;
 
 pub use error::ApiError;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// Largest request body accepted (manifests, inputs, outputs).
     pub max_body_bytes: usize,
-    /// Shown in health output.
+    /// Shown in health output and `weft_build_info`.
     pub version: &'static str,
+    /// The process's metrics; a fresh set when `None`. The router installs
+    /// them as the store's observer.
+    pub metrics: Option<Metrics>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { max_body_bytes: 4 * 1024 * 1024, version: env!("CARGO_PKG_VERSION") }
+        Self { max_body_bytes: 4 * 1024 * 1024, version: env!("CARGO_PKG_VERSION"), metrics: None }
     }
 }
 
@@ -39,6 +43,7 @@ impl Default for Config {
 pub(crate) struct AppState {
     engine: Engine,
     config: Arc<Config>,
+    metrics: Metrics,
     started: Instant,
 }
 
@@ -53,8 +58,14 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Builds the router; `serve` runs it.
 pub fn router(engine: Engine, config: Config) -> Router {
     let max_body = config.max_body_bytes;
-    let state = AppState { engine, config: Arc::new(config), started: Instant::now() };
+    let metrics = config
+        .metrics
+        .clone()
+        .unwrap_or_else(|| Metrics::new(config.version, weft_telemetry::metrics::Caps::default()));
+    engine.store().set_observer(Arc::new(metrics.clone()));
+    let state = AppState { engine, config: Arc::new(config), metrics: metrics.clone(), started: Instant::now() };
     routes::routes()
+        .route_layer(middleware::from_fn_with_state(metrics, record_http))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(log_request))
@@ -65,6 +76,22 @@ pub fn router(engine: Engine, config: Config) -> Router {
 /// The request id of a request (client-supplied or generated).
 pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
     headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// Counts requests by method, route template and status. A route layer, so
+/// it sees the matched template; unmatched paths never become labels.
+async fn record_http(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let response = next.run(request).await;
+    metrics.http_request(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    response
+}
+
+/// Serves the metrics exposition on its own, for a separate metrics port.
+pub fn metrics_router(metrics: Metrics) -> Router {
+    Router::new().route("/metrics", axum::routing::get(routes::metrics_endpoint)).with_state(metrics)
 }
 
 async fn log_request(request: Request, next: Next) -> Response {

@@ -52,6 +52,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/healthz", get(ready))
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
         .route("/", get(crate::dashboard::runs_page))
         .route("/runs/{id}", get(crate::dashboard::run_page))
         .fallback(not_found)
@@ -345,8 +346,17 @@ async fn poll(State(state): State<AppState>, extract::Json(request): extract::Js
         handlers: request.handlers,
         max_tasks: request.max_tasks,
     };
-    let tasks = state.engine.poll(&claim, Duration::from_millis(request.wait_ms)).await?;
-    Ok(Json(PollResponse { tasks }))
+    let started = std::time::Instant::now();
+    let polled = state.engine.poll(&claim, Duration::from_millis(request.wait_ms)).await;
+    let outcome = match &polled {
+        Ok(tasks) if tasks.is_empty() => "empty",
+        Ok(_) => "tasks",
+        Err(_) => "error",
+    };
+    for queue in &claim.queues {
+        state.metrics.worker_poll(queue, outcome, started.elapsed().as_secs_f64());
+    }
+    Ok(Json(PollResponse { tasks: polled? }))
 }
 
 #[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/heartbeat", tag = "worker", params(("lease_id" = String, Path)), responses((status = 200, body = HeartbeatResponse), (status = 409, body = ErrorBody, description = "The lease is no longer held")))]
@@ -403,6 +413,27 @@ async fn append_logs(
     }
     state.store().append_logs(&lease_id, &request.lines).await?;
     Ok(Json(Ack { ok: true }))
+}
+
+// ---- metrics ----
+
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> axum::response::Response {
+    metrics_endpoint(State(state.metrics.clone()), headers).await
+}
+
+/// Prometheus text by default; OpenMetrics (with trace_id exemplars) when the
+/// scraper asks for it in `Accept`.
+pub(crate) async fn metrics_endpoint(State(metrics): State<weft_telemetry::metrics::Metrics>, headers: HeaderMap) -> axum::response::Response {
+    let openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        weft_telemetry::metrics::OPENMETRICS_CONTENT_TYPE
+    } else {
+        weft_telemetry::metrics::TEXT_CONTENT_TYPE
+    };
+    ([(axum::http::header::CONTENT_TYPE, content_type)], metrics.encode(openmetrics)).into_response()
 }
 
 // ---- health ----

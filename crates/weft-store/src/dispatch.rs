@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use weft_api::{AttemptTiming, HeartbeatResponse, Task, WorkerTiming};
-use weft_core::{Reason, StepStatus, machine::Event, trace::format_traceparent};
+use weft_core::{
+    AttemptStatus, Reason, StepStatus, machine::Event, observe::Observation, trace::format_traceparent,
+};
 
 use crate::{
     Error, Result, Store, args,
@@ -55,6 +57,7 @@ impl Store {
     /// Claims up to `max_tasks` ready steps for a worker. Returns at once;
     /// long polling is the engine's business.
     pub async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Task>> {
+        let started = std::time::Instant::now();
         if request.queues.is_empty() || request.handlers.is_empty() || request.max_tasks == 0 {
             return Ok(Vec::new());
         }
@@ -196,7 +199,7 @@ impl Store {
                 component = "engine", run_id = %run_id, trace_id = %run.trace_id, workflow = %run.workflow,
                 step = %step_def.name, attempt, worker_id = %request.worker_id, "attempt claimed"
             );
-            tasks.push(Task {
+            tasks.push(Claimed { queue: step_def.queue.clone(), queue_wait_ms: (now - ready_at).max(0), task: Task {
                 lease_id,
                 run_id: run_id.clone(),
                 trace_id: run.trace_id.clone(),
@@ -209,10 +212,14 @@ impl Store {
                 deadline: deadline.map(rfc3339),
                 timeout_ms: step_def.timeout_ms.map(|t| t as i64),
                 lease_ms,
-            });
+            }});
         }
         tx.commit().await?;
-        Ok(tasks)
+        for task in &tasks {
+            self.observer().observe(&Observation::AttemptClaimed { queue: &task.queue, queue_wait_ms: task.queue_wait_ms });
+        }
+        self.observe_operation("claim", started);
+        Ok(tasks.into_iter().map(|claimed| claimed.task).collect())
     }
 
     /// Renews a lease. Answers `cancel_requested` when the run has ended or
@@ -308,6 +315,7 @@ impl Store {
         timing: Option<WorkerTiming>,
         received_ms: i64,
     ) -> Result<()> {
+        let started = std::time::Instant::now();
         let mut tx = self.pool().begin().await?;
         let (lease, mut run) = self.locked_lease(&mut tx, lease_id).await?;
         let now = now_ms();
@@ -399,6 +407,17 @@ impl Store {
         .await?;
         let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
         tx.commit().await?;
+        self.observer().observe(&Observation::AttemptFinished {
+            workflow: &run.workflow,
+            step: &step_name,
+            status: if status == "completed" { AttemptStatus::Completed } else { AttemptStatus::Failed },
+            reason: reason.and_then(Reason::parse),
+            total_ms: timing.total_ms,
+            handler_ms: timing.handler_ms,
+            trace_id: &run.trace_id,
+        });
+        self.observe_applied(&run, &applied, now);
+        self.observe_operation(if status == "completed" { "complete" } else { "fail" }, started);
         if applied.made_ready {
             self.wake_pollers();
         }
@@ -520,7 +539,7 @@ impl Store {
             };
             let check = tx
                 .fetch_optional(
-                    "SELECT l.expires_at, l.deadline_at, a.status FROM weft_leases l JOIN weft_attempts a ON a.lease_id = l.lease_id WHERE l.lease_id = $1",
+                    "SELECT l.expires_at, l.deadline_at, a.status, a.claimed_at, a.ready_at FROM weft_leases l JOIN weft_attempts a ON a.lease_id = l.lease_id WHERE l.lease_id = $1",
                     args![&lease_id],
                 )
                 .await?;
@@ -544,6 +563,7 @@ impl Store {
             }
             let step_def = &run.def.steps[position];
             let step_name = step_def.name.clone();
+            let step_def_queue = step_def.queue.clone();
             let (reason, message) = if timed_out {
                 (
                     Reason::Timeout,
@@ -564,9 +584,11 @@ impl Store {
                         .to_owned(),
                 )
             };
+            let claimed_at = check.int("claimed_at");
+            let timing = attempt_timing(check.opt_int("ready_at").unwrap_or(claimed_at), claimed_at, now, now, None);
             tx.execute(
-                "UPDATE weft_attempts SET status = 'failed', reason = $2, error = $3, finished_at = $4 WHERE lease_id = $1",
-                args![&lease_id, reason.as_str(), &message, now],
+                "UPDATE weft_attempts SET status = 'failed', reason = $2, error = $3, finished_at = $4, timing = $5 WHERE lease_id = $1",
+                args![&lease_id, reason.as_str(), &message, now, serde_json::to_string(&timing).expect("timing serializes")],
             )
             .await?;
             if !timed_out {
@@ -600,6 +622,19 @@ impl Store {
             };
             let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
             tx.commit().await?;
+            if !timed_out {
+                self.observer().observe(&Observation::LeaseExpired { queue: &step_def_queue });
+            }
+            self.observer().observe(&Observation::AttemptFinished {
+                workflow: &run.workflow,
+                step: &step_name,
+                status: AttemptStatus::Failed,
+                reason: Some(reason),
+                total_ms: timing.total_ms,
+                handler_ms: None,
+                trace_id: &run.trace_id,
+            });
+            self.observe_applied(&run, &applied, now);
             reaped += 1;
             if applied.made_ready {
                 self.wake_pollers();
@@ -649,6 +684,13 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// A task with what the claim's observation needs.
+struct Claimed {
+    task: Task,
+    queue: String,
+    queue_wait_ms: i64,
 }
 
 enum Outcome {

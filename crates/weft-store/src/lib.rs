@@ -14,6 +14,7 @@
 pub mod db;
 mod dispatch;
 mod error;
+mod gauges;
 mod migrate;
 mod runs;
 mod time;
@@ -27,7 +28,7 @@ use std::{
 };
 
 use tokio::sync::Notify;
-use weft_core::Definition;
+use weft_core::{observe::Observer, Definition};
 
 pub use db::{Dialect, PoolOptions};
 pub use dispatch::{ClaimRequest, FailReport, WorkerSeen};
@@ -63,6 +64,7 @@ struct Inner {
     pool: db::Pool,
     settings: Settings,
     definitions: RwLock<HashMap<(String, i64), Arc<Definition>>>,
+    observer: std::sync::OnceLock<Arc<dyn Observer>>,
     /// Woken whenever steps may have become ready: by this process's own
     /// commits, and on Postgres by `NOTIFY weft_ready` from any server.
     ready: Notify,
@@ -85,11 +87,29 @@ impl Store {
                 pool,
                 settings,
                 definitions: RwLock::new(HashMap::new()),
+                observer: std::sync::OnceLock::new(),
                 ready: Notify::new(),
             }),
         };
         store.migrate().await?;
         Ok(store)
+    }
+
+    /// Installs the observer that turns transitions into metrics. Once per
+    /// store; later calls are ignored.
+    pub fn set_observer(&self, observer: Arc<dyn Observer>) {
+        let _ = self.inner.observer.set(observer);
+    }
+
+    pub(crate) fn observer(&self) -> &dyn Observer {
+        match self.inner.observer.get() {
+            Some(observer) => observer.as_ref(),
+            None => &weft_core::observe::Nothing,
+        }
+    }
+
+    pub(crate) fn observe_operation(&self, op: &'static str, started: std::time::Instant) {
+        self.observer().observe(&weft_core::observe::Observation::Operation { op, elapsed: started.elapsed() });
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -5,11 +5,17 @@
 
 use crate::{Error, Result, Store, db::Pool};
 
-const POSTGRES: &[(i64, &str)] = &[(1, include_str!("../migrations/postgres.sql"))];
-const SQLITE: &[(i64, &str)] = &[(1, include_str!("../migrations/sqlite.sql"))];
+const POSTGRES: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/postgres.sql")),
+    (2, include_str!("../migrations/0002_gauges.sql")),
+];
+const SQLITE: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/sqlite.sql")),
+    (2, include_str!("../migrations/0002_gauges.sql")),
+];
 
 /// The schema version this build expects.
-pub const LATEST: i64 = 1;
+pub const LATEST: i64 = 2;
 
 /// An arbitrary constant naming Weft's migration advisory lock.
 const LOCK_KEY: i64 = 0x7765_6674_6d69_67;

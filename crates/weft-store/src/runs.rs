@@ -9,7 +9,7 @@ use weft_api::{
     AttemptDetail, AttemptTiming, EventRecord, LogRecord, RunDetail, RunList, RunSummary,
     RunTiming, StartRunResponse, StepDetail,
 };
-use weft_core::{RunState, RunStatus, machine::Event, trace::TraceParent};
+use weft_core::{RunState, RunStatus, machine::Event, observe::Observation, trace::TraceParent};
 
 use crate::{
     Error, Result, Store, args,
@@ -75,6 +75,7 @@ fn json_or_null(text: Option<String>) -> Option<Value> {
 
 impl Store {
     pub async fn start_run(&self, new: NewRun) -> Result<StartRunResponse> {
+        let started = std::time::Instant::now();
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
         let version = self.latest_version(&mut tx, &new.workflow).await?;
@@ -179,6 +180,8 @@ impl Store {
         .await?;
         let mut run = crate::transition::LockedRun {
             run_id: run_id.clone(),
+            trace_id: trace_id.clone(),
+            created_at: now,
             workflow: new.workflow.clone(),
             state: RunState::new(&def, new.input.clone()),
             def,
@@ -187,6 +190,9 @@ impl Store {
             .apply_event(&mut tx, &mut run, Event::Start, now)
             .await?;
         tx.commit().await?;
+        self.observer().observe(&Observation::RunStarted { workflow: &new.workflow });
+        self.observe_applied(&run, &applied, now);
+        self.observe_operation("start_run", started);
         tracing::info!(component = "engine", run_id = %run_id, trace_id = %trace_id, workflow = %new.workflow, "run created");
         if applied.made_ready {
             self.wake_pollers();
@@ -426,6 +432,7 @@ impl Store {
         let event = make_event(&run)?;
         let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
         tx.commit().await?;
+        self.observe_applied(&run, &applied, now);
         if applied.made_ready {
             self.wake_pollers();
         }

@@ -8,6 +8,7 @@ use serde_json::Value;
 use weft_core::{
     Definition, Reason, RunState, RunStatus, StepState, StepStatus,
     machine::{self, Context, Effect, Event},
+    observe::Observation,
 };
 
 use crate::{
@@ -18,6 +19,8 @@ use crate::{
 /// A run loaded under its row lock, with its definition and machine state.
 pub(crate) struct LockedRun {
     pub run_id: String,
+    pub trace_id: String,
+    pub created_at: i64,
     pub workflow: String,
     pub def: Arc<Definition>,
     pub state: RunState,
@@ -44,10 +47,10 @@ impl Store {
     pub(crate) async fn lock_run(&self, tx: &mut Tx, run_id: &str) -> Result<LockedRun> {
         let sql = match tx.dialect() {
             Dialect::Postgres => {
-                "SELECT run_id, workflow, version, status, reason, error, input, output FROM weft_runs WHERE run_id = $1 FOR UPDATE"
+                "SELECT run_id, trace_id, created_at, workflow, version, status, reason, error, input, output FROM weft_runs WHERE run_id = $1 FOR UPDATE"
             }
             Dialect::Sqlite => {
-                "SELECT run_id, workflow, version, status, reason, error, input, output FROM weft_runs WHERE run_id = $1"
+                "SELECT run_id, trace_id, created_at, workflow, version, status, reason, error, input, output FROM weft_runs WHERE run_id = $1"
             }
         };
         let row = tx
@@ -95,6 +98,8 @@ impl Store {
         };
         Ok(LockedRun {
             run_id: row.text("run_id"),
+            trace_id: row.text("trace_id"),
+            created_at: row.int("created_at"),
             workflow,
             def,
             state,
@@ -230,6 +235,29 @@ impl Store {
             effects,
             made_ready,
         })
+    }
+}
+
+impl Store {
+    /// Reports a committed transition's effects to the observer.
+    pub(crate) fn observe_applied(&self, run: &LockedRun, applied: &Applied, now: i64) {
+        let observer = self.observer();
+        for effect in &applied.effects {
+            match effect {
+                Effect::RunCompleted | Effect::RunFailed { .. } | Effect::RunCancelled => {
+                    observer.observe(&Observation::RunFinished {
+                        workflow: &run.workflow,
+                        status: run.state.status,
+                        duration_ms: (now - run.created_at).max(0),
+                        trace_id: &run.trace_id,
+                    });
+                }
+                Effect::StepRetrying { step, .. } => {
+                    observer.observe(&Observation::StepRetrying { workflow: &run.workflow, step: &run.def.steps[*step].name });
+                }
+                _ => {}
+            }
+        }
     }
 }
 

@@ -164,19 +164,8 @@ impl Default for Caps {
     }
 }
 
-/// A point-in-time view of the database, from which gauges are set.
-#[derive(Debug, Clone, Default)]
-pub struct GaugeSnapshot {
-    /// (workflow, status) → runs not yet finished.
-    pub runs_active: Vec<(String, String, i64)>,
-    pub steps_ready: Vec<(String, i64)>,
-    pub steps_running: Vec<(String, i64)>,
-    pub oldest_ready_age_seconds: Vec<(String, f64)>,
-    pub workers_active: Vec<(String, i64)>,
-    pub runs_stalled: Vec<(String, i64)>,
-    pub pool_open: i64,
-    pub pool_idle: i64,
-}
+pub use weft_core::observe::GaugeSnapshot;
+use weft_core::observe::{Observation, Observer};
 
 struct Families {
     runs_started: Family<WorkflowLabels, Counter>,
@@ -447,6 +436,34 @@ impl Metrics {
         let mut out = String::new();
         encode(&mut out, &self.inner.registry).expect("writing to a String cannot fail");
         if openmetrics { out } else { to_classic_text(&out) }
+    }
+}
+
+impl Observer for Metrics {
+    fn observe(&self, observation: &Observation<'_>) {
+        match *observation {
+            Observation::RunStarted { workflow } => self.run_started(workflow),
+            Observation::RunFinished { workflow, status, duration_ms, trace_id } => {
+                self.run_finished(workflow, status.as_str(), duration_ms as f64 / 1000.0, trace_id)
+            }
+            Observation::AttemptClaimed { queue, queue_wait_ms } => self.attempt_claimed(queue, queue_wait_ms as f64 / 1000.0),
+            Observation::AttemptFinished { workflow, step, status, reason, total_ms, handler_ms, trace_id } => self.attempt_finished(
+                workflow,
+                step,
+                status.as_str(),
+                reason.map_or("none", |r| r.as_str()),
+                total_ms as f64 / 1000.0,
+                handler_ms.map(|ms| ms as f64 / 1000.0),
+                trace_id,
+            ),
+            Observation::StepRetrying { workflow, step } => self.step_retrying(workflow, step),
+            Observation::LeaseExpired { queue } => self.lease_expired(queue),
+            Observation::Operation { op, elapsed } => self.db_query(op, elapsed.as_secs_f64()),
+        }
+    }
+
+    fn gauges(&self, snapshot: &GaugeSnapshot) {
+        self.set_gauges(snapshot);
     }
 }
 
