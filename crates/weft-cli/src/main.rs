@@ -66,6 +66,13 @@ pub struct ServerArgs {
     /// How many distinct workflow names metric labels keep before folding into `other`.
     #[arg(long, env = "WEFT_METRICS_MAX_WORKFLOWS", default_value_t = 200)]
     pub metrics_max_workflows: usize,
+    /// Extra sensitive keys to redact, comma-separated (password, secret, token,
+    /// api_key and authorization always are).
+    #[arg(long, env = "WEFT_REDACT_KEYS", default_value = "")]
+    pub redact_keys: String,
+    /// Redact inputs and outputs in API responses too (the dashboard always does).
+    #[arg(long, env = "WEFT_REDACT_API")]
+    pub redact_api: bool,
 }
 
 #[derive(Subcommand)]
@@ -208,17 +215,36 @@ enum Command {
     },
 }
 
-fn init_logging(component_default: &str) -> Result<()> {
+fn init_logging() -> Result<weft_telemetry::LogGuard> {
     let format = match std::env::var("WEFT_LOG_FORMAT") {
         Ok(text) => weft_telemetry::LogFormat::parse(&text).with_context(|| format!("WEFT_LOG_FORMAT must be text or json, not `{text}`"))?,
         Err(_) => weft_telemetry::LogFormat::Text,
     };
-    let filter = std::env::var("WEFT_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| component_default.to_owned());
-    weft_telemetry::init(&weft_telemetry::LogConfig { format, filter }).map_err(anyhow::Error::msg)
+    let filter = std::env::var("WEFT_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".to_owned());
+    let dir = std::env::var_os("WEFT_LOG_DIR").map(PathBuf::from);
+    weft_telemetry::init(&weft_telemetry::LogConfig { format, filter, dir }).map_err(anyhow::Error::msg)
+}
+
+impl Command {
+    /// Long-running commands log; one-shot CLI commands print instead.
+    fn logs(&self) -> bool {
+        matches!(self, Command::Dev { .. } | Command::Server { .. } | Command::Worker { .. } | Command::Migrate { .. })
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let _log_guard = if cli.command.logs() {
+        match init_logging() {
+            Ok(guard) => Some(guard),
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
@@ -232,19 +258,15 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Dev { server, no_demo } => {
-            init_logging("info")?;
             serve::dev(server, !no_demo).await?;
         }
         Command::Server { server } => {
-            init_logging("info")?;
             serve::server(server).await?;
         }
         Command::Worker { handlers, queues, concurrency, worker_id, client } => {
-            init_logging("info")?;
             serve::exec_worker(&handlers, queues, concurrency, worker_id, client.client()).await?;
         }
         Command::Migrate { database_url } => {
-            init_logging("info")?;
             let store = weft_store::Store::connect(&database_url, Default::default()).await?;
             println!("schema at version {}", store.schema_version().await?);
             store.close().await;

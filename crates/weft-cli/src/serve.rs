@@ -49,7 +49,13 @@ async fn start_server(args: &ServerArgs, shutdown: &CancellationToken) -> Result
     let metrics = weft_server::Metrics::new(env!("CARGO_PKG_VERSION"), caps);
     let app = weft_server::router(
         engine.clone(),
-        weft_server::Config { max_body_bytes: args.max_body_bytes, metrics: Some(metrics.clone()), ..Default::default() },
+        weft_server::Config {
+            max_body_bytes: args.max_body_bytes,
+            metrics: Some(metrics.clone()),
+            redactor: weft_core::redact::Redactor::from_list(&args.redact_keys),
+            redact_api: args.redact_api,
+            ..Default::default()
+        },
     );
     let mut extra_tasks = Vec::new();
     if let Some(addr) = &args.metrics_listen {

@@ -10,6 +10,7 @@ pub mod definition;
 pub mod duration;
 pub mod machine;
 pub mod observe;
+pub mod redact;
 pub mod retry;
 pub mod status;
 pub mod trace;

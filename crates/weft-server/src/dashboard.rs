@@ -112,7 +112,8 @@ pub(crate) async fn runs_page(State(state): State<AppState>, Query(query): Query
 }
 
 pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let run = state.store().get_run(&id).await?;
+    let mut run = state.store().get_run(&id).await?;
+    crate::routes::redact_run(&state.config.redactor, &mut run);
     let terminal = RunStatus::parse(&run.status).is_some_and(|s| s.is_terminal());
     let millis = |t: &str| weft_store::parse_rfc3339(t);
     let start = millis(&run.created_at).unwrap_or(0);

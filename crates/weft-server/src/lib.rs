@@ -31,11 +31,16 @@ pub struct Config {
     /// The process's metrics; a fresh set when `None`. The router installs
     /// them as the store's observer.
     pub metrics: Option<Metrics>,
+    /// Which keys count as sensitive.
+    pub redactor: weft_core::redact::Redactor,
+    /// Also redact inputs, outputs and event data in API responses (the
+    /// dashboard always redacts).
+    pub redact_api: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { max_body_bytes: 4 * 1024 * 1024, version: env!("CARGO_PKG_VERSION"), metrics: None }
+        Self { max_body_bytes: 4 * 1024 * 1024, version: env!("CARGO_PKG_VERSION"), metrics: None, redactor: Default::default(), redact_api: false }
     }
 }
 
@@ -104,7 +109,9 @@ async fn log_request(request: Request, next: Next) -> Response {
         .and_then(|id| id.header_value().to_str().ok())
         .unwrap_or_default()
         .to_owned();
-    let response = next.run(request).await;
+    // Every line logged while handling the request carries its id.
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let response = tracing::Instrument::instrument(next.run(request), span).await;
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let code = response.extensions().get::<error::ErrorCode>().map(|c| c.0);

@@ -174,6 +174,15 @@ async fn list_runs(State(state): State<AppState>, Query(query): Query<ListRunsQu
     Ok(Json(state.store().list_runs(&filter).await?))
 }
 
+/// Applies the redaction rule to everything user data reaches in a run view.
+pub(crate) fn redact_run(redactor: &weft_core::redact::Redactor, run: &mut RunDetail) {
+    run.input = redactor.redact(&run.input);
+    run.output = run.output.as_ref().map(|v| redactor.redact(v));
+    for step in &mut run.steps {
+        step.output = step.output.as_ref().map(|v| redactor.redact(v));
+    }
+}
+
 fn parse_since(text: &str) -> ApiResult<i64> {
     if let Some(ms) = weft_store::parse_rfc3339(text) {
         return Ok(ms);
@@ -185,7 +194,11 @@ fn parse_since(text: &str) -> ApiResult<i64> {
 
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id")), responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
 async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
-    Ok(Json(state.store().get_run(&id).await?))
+    let mut run = state.store().get_run(&id).await?;
+    if state.config.redact_api {
+        redact_run(&state.config.redactor, &mut run);
+    }
+    Ok(Json(run))
 }
 
 #[derive(Deserialize)]
@@ -199,7 +212,13 @@ async fn run_events(
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
 ) -> ApiResult<Json<EventList>> {
-    Ok(Json(EventList { events: state.store().run_events(&id, query.after).await? }))
+    let mut events = state.store().run_events(&id, query.after).await?;
+    if state.config.redact_api {
+        for event in &mut events {
+            event.data = state.config.redactor.redact(&event.data);
+        }
+    }
+    Ok(Json(EventList { events }))
 }
 
 /// Server-sent events: the run's history, then new events as they are

@@ -90,9 +90,12 @@ impl Store {
              WHERE {filter} ORDER BY ready_at LIMIT {}{lock}",
             request.max_tasks.min(100)
         );
-        let now = now_ms();
         let mut tx = self.pool().begin().await?;
         let rows = tx.fetch_all(&sql, values).await?;
+        // The claim time is read only once the rows are ours: read before the
+        // transaction, it could predate the commit that made a step ready
+        // (a dependant "claimed" before its dependency finished).
+        let now = now_ms();
         let mut tasks = Vec::with_capacity(rows.len());
         let mut runs: HashMap<String, RunInfo> = HashMap::new();
         for row in rows {

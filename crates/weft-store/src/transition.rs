@@ -264,26 +264,29 @@ impl Store {
 fn log_effect(run: &LockedRun, effect: &Effect) {
     let run_id = run.run_id.as_str();
     let workflow = run.workflow.as_str();
+    let trace_id = run.trace_id.as_str();
     match effect {
         Effect::RunCompleted => {
-            tracing::info!(component = "engine", run_id, workflow, "run completed")
+            tracing::info!(component = "engine", run_id, trace_id, workflow, "run completed")
         }
         Effect::RunFailed { reason } => {
             tracing::info!(
                 component = "engine",
                 run_id,
+            trace_id,
                 workflow,
                 reason = reason.as_str(),
                 "run failed"
             )
         }
         Effect::RunCancelled => {
-            tracing::info!(component = "engine", run_id, workflow, "run cancelled")
+            tracing::info!(component = "engine", run_id, trace_id, workflow, "run cancelled")
         }
-        Effect::RunRetried => tracing::info!(component = "engine", run_id, workflow, "run retried"),
+        Effect::RunRetried => tracing::info!(component = "engine", run_id, trace_id, workflow, "run retried"),
         Effect::StepRetrying { step, delay_ms, .. } => tracing::info!(
             component = "engine",
             run_id,
+            trace_id,
             workflow,
             step = run.def.steps[*step].name.as_str(),
             attempt = run.state.steps[*step].n_attempts,
@@ -293,6 +296,7 @@ fn log_effect(run: &LockedRun, effect: &Effect) {
         Effect::StepFailed { step, reason } => tracing::info!(
             component = "engine",
             run_id,
+            trace_id,
             workflow,
             step = run.def.steps[*step].name.as_str(),
             reason = reason.as_str(),
@@ -301,6 +305,7 @@ fn log_effect(run: &LockedRun, effect: &Effect) {
         other => tracing::debug!(
             component = "engine",
             run_id,
+            trace_id,
             workflow,
             event = other.event_type(),
             "transition"

@@ -9,7 +9,7 @@ pub mod metrics;
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter};
+use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -32,11 +32,39 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// An `EnvFilter` directive, e.g. `info` or `weft=debug,sqlx=warn`.
     pub filter: String,
+    /// Also write JSON lines to a daily-rotated file `weft.log.YYYY-MM-DD` here.
+    pub dir: Option<std::path::PathBuf>,
+}
+
+/// Keeps the file writer flushing; drop it last, at exit.
+pub struct LogGuard {
+    _file: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+type BoxedLayer = Box<dyn Layer<tracing_subscriber::Registry> + Send + Sync>;
+
+fn stderr_layer(format: LogFormat) -> BoxedLayer {
+    match format {
+        LogFormat::Text => fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .boxed(),
+        // Fields of the enclosing span (a request's `request_id`) ride along
+        // under "span", so every line inside a request can be found by it.
+        LogFormat::Json => fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    }
 }
 
 /// Installs the global subscriber. Call once, early in `main`. Noisy
 /// dependency logs are capped at `warn` unless the filter names them.
-pub fn init(config: &LogConfig) -> Result<(), String> {
+pub fn init(config: &LogConfig) -> Result<LogGuard, String> {
     let mut directives = config.filter.clone();
     for noisy in ["sqlx", "hyper", "h2", "tower", "reqwest", "rustls"] {
         if !directives.contains(noisy) {
@@ -44,19 +72,27 @@ pub fn init(config: &LogConfig) -> Result<(), String> {
         }
     }
     let filter = EnvFilter::try_new(&directives).map_err(|err| format!("bad log filter `{}`: {err}", config.filter))?;
-    let registry = tracing_subscriber::registry().with(filter);
-    let result = match config.format {
-        LogFormat::Text => registry
-            .with(
-                fmt::layer()
-                    .with_writer(std::io::stderr)
-                    .with_target(false)
-                    .with_ansi(std::io::stderr().is_terminal()),
-            )
-            .try_init(),
-        LogFormat::Json => registry
-            .with(fmt::layer().json().flatten_event(true).with_current_span(false).with_writer(std::io::stderr))
-            .try_init(),
-    };
-    result.map_err(|err| err.to_string())
+    let mut layers: Vec<BoxedLayer> = vec![stderr_layer(config.format)];
+    let mut guard = LogGuard { _file: None };
+    if let Some(dir) = &config.dir {
+        std::fs::create_dir_all(dir).map_err(|err| format!("cannot create log dir {}: {err}", dir.display()))?;
+        let (writer, file_guard) = tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, "weft.log"));
+        layers.push(
+            fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .with_ansi(false)
+                .with_writer(writer)
+                .boxed(),
+        );
+        guard._file = Some(file_guard);
+    }
+    tracing_subscriber::registry()
+        .with(layers)
+        .with(filter)
+        .try_init()
+        .map_err(|err| err.to_string())?;
+    Ok(guard)
 }
