@@ -112,6 +112,10 @@ pub struct RunDetail {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub request_id: Option<String>,
+    /// A link to the run's trace in the trace backend, when the server has a
+    /// trace URL template (`WEFT_TRACE_URL_TEMPLATE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_url: Option<String>,
     pub timing: RunTiming,
     /// In manifest order.
     pub steps: Vec<StepDetail>,
@@ -245,6 +249,9 @@ pub struct Task {
     pub timeout_ms: Option<i64>,
     /// The lease lapses unless renewed within this many milliseconds.
     pub lease_ms: i64,
+    /// The W3C `baggage` header the run was started with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baggage: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]

@@ -57,6 +57,9 @@ pub struct ServerArgs {
     /// How often timers and the lease reaper run (e.g. 200ms).
     #[arg(long, env = "WEFT_ENGINE_TICK", default_value = "200ms")]
     pub engine_tick: String,
+    /// How often the gauges of /metrics are recomputed from the database (e.g. 5s).
+    #[arg(long, env = "WEFT_GAUGE_INTERVAL", default_value = "5s")]
+    pub gauge_interval: String,
     /// Largest database connection pool.
     #[arg(long, env = "WEFT_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
@@ -73,6 +76,10 @@ pub struct ServerArgs {
     /// Redact inputs and outputs in API responses too (the dashboard always does).
     #[arg(long, env = "WEFT_REDACT_API")]
     pub redact_api: bool,
+    /// Link to a run's trace, e.g. `http://jaeger:16686/trace/{trace_id}`: run
+    /// details and the dashboard then carry it.
+    #[arg(long, env = "WEFT_TRACE_URL_TEMPLATE")]
+    pub trace_url_template: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -157,6 +164,9 @@ enum Command {
     /// One run: steps, attempts, errors, timing and a timeline. Takes a run_id or a trace_id.
     Run {
         id: String,
+        /// Link to the trace, e.g. `http://jaeger:16686/trace/{trace_id}`, when the server gives none.
+        #[arg(long, env = "WEFT_TRACE_URL_TEMPLATE")]
+        trace_url_template: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -215,14 +225,29 @@ enum Command {
     },
 }
 
-fn init_logging() -> Result<weft_telemetry::LogGuard> {
+/// Trace export, from the standard `OTEL_*` variables: `None` unless
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or the traces-specific one) is set.
+fn trace_config() -> Result<Option<weft_telemetry::traces::Config>> {
+    let vars = weft_telemetry::traces::Vars::from_lookup(|name| std::env::var(name).ok());
+    weft_telemetry::traces::Config::from_vars(&vars, "weft").map_err(anyhow::Error::msg)
+}
+
+/// Starts trace export when configured. Inside the Tokio runtime: the gRPC
+/// channel needs one.
+fn init_tracing() -> Result<Option<weft_telemetry::traces::Tracing>> {
+    let Some(config) = trace_config()? else { return Ok(None) };
+    let tracing = weft_telemetry::traces::Tracing::start(&config, env!("CARGO_PKG_VERSION")).map_err(anyhow::Error::msg)?;
+    Ok(Some(tracing))
+}
+
+fn init_logging(tracing: Option<&weft_telemetry::traces::Tracing>) -> Result<weft_telemetry::LogGuard> {
     let format = match std::env::var("WEFT_LOG_FORMAT") {
         Ok(text) => weft_telemetry::LogFormat::parse(&text).with_context(|| format!("WEFT_LOG_FORMAT must be text or json, not `{text}`"))?,
         Err(_) => weft_telemetry::LogFormat::Text,
     };
     let filter = std::env::var("WEFT_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".to_owned());
     let dir = std::env::var_os("WEFT_LOG_DIR").map(PathBuf::from);
-    weft_telemetry::init(&weft_telemetry::LogConfig { format, filter, dir }).map_err(anyhow::Error::msg)
+    weft_telemetry::init_with_traces(&weft_telemetry::LogConfig { format, filter, dir }, tracing).map_err(anyhow::Error::msg)
 }
 
 impl Command {
@@ -230,12 +255,32 @@ impl Command {
     fn logs(&self) -> bool {
         matches!(self, Command::Dev { .. } | Command::Server { .. } | Command::Worker { .. } | Command::Migrate { .. })
     }
+
+    /// Processes that emit spans: the server (runs and attempts) and workers
+    /// (`execute` spans).
+    fn traces(&self) -> bool {
+        matches!(self, Command::Dev { .. } | Command::Server { .. } | Command::Worker { .. })
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let _entered = runtime.enter();
+    // Only the long-running processes emit spans; one-shot commands print.
+    let tracing = if cli.command.traces() {
+        match init_tracing() {
+            Ok(tracing) => tracing,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
     let _log_guard = if cli.command.logs() {
-        match init_logging() {
+        match init_logging(tracing.as_ref()) {
             Ok(guard) => Some(guard),
             Err(err) => {
                 eprintln!("error: {err:#}");
@@ -245,8 +290,15 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match runtime.block_on(run(cli)) {
+    let outcome = runtime.block_on(async {
+        let outcome = run(cli, tracing.clone()).await;
+        // Spans still buffered go out before the process ends.
+        if let Some(tracing) = tracing {
+            tracing.shutdown().await;
+        }
+        outcome
+    });
+    match outcome {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
@@ -255,13 +307,13 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
+async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Result<ExitCode> {
     match cli.command {
         Command::Dev { server, no_demo } => {
-            serve::dev(server, !no_demo).await?;
+            serve::dev(server, !no_demo, tracing).await?;
         }
         Command::Server { server } => {
-            serve::server(server).await?;
+            serve::server(server, tracing).await?;
         }
         Command::Worker { handlers, queues, concurrency, worker_id, client } => {
             serve::exec_worker(&handlers, queues, concurrency, worker_id, client.client()).await?;
@@ -328,8 +380,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 output::runs(&list);
             }
         }
-        Command::Run { id, client } => {
-            let run = client.client().get_run(&id).await?;
+        Command::Run { id, trace_url_template, client } => {
+            let mut run = client.client().get_run(&id).await?;
+            if run.trace_url.is_none() {
+                run.trace_url = trace_url_template.map(|t| t.replace("{trace_id}", &run.trace_id));
+            }
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&run)?);
             } else {

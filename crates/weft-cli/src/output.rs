@@ -81,6 +81,9 @@ pub fn runs(list: &RunList) {
 pub fn run(run: &RunDetail) {
     println!("run       {}", run.run_id);
     println!("trace_id  {}", run.trace_id);
+    if let Some(url) = &run.trace_url {
+        println!("trace     {url}");
+    }
     println!("workflow  {} v{}", run.workflow, run.version);
     let reason = run.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
     println!("status    {}{reason}", run.status);

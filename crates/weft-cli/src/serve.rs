@@ -2,13 +2,14 @@
 //! `weft dev` (server + in-process worker + examples), and the exec worker.
 //! Each stops cleanly on SIGINT or SIGTERM.
 
-use std::{path::Path, time::Duration};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use weft_client::Client;
 use weft_engine::Engine;
 use weft_store::{PoolOptions, Settings, Store};
+use weft_telemetry::traces::Tracing;
 use weft_worker::Worker;
 
 use crate::{demo, parse_duration, ServerArgs};
@@ -35,13 +36,19 @@ struct Running {
     store: Store,
 }
 
-async fn start_server(args: &ServerArgs, shutdown: &CancellationToken) -> Result<Running> {
+async fn start_server(args: &ServerArgs, shutdown: &CancellationToken, tracing: Option<&Tracing>) -> Result<Running> {
     let settings = Settings { lease: parse_duration("lease-timeout", &args.lease_timeout)? };
     let options = PoolOptions { max_connections: args.db_pool_size, ..PoolOptions::default() };
     let store = Store::connect_with(&args.database_url, settings, &options)
         .await
         .with_context(|| format!("cannot open the database at {}", args.database_url))?;
-    let engine_config = weft_engine::Config { tick: parse_duration("engine-tick", &args.engine_tick)?, ..Default::default() };
+    let gauge_interval = parse_duration("gauge-interval", &args.gauge_interval)?;
+    anyhow::ensure!(!gauge_interval.is_zero(), "--gauge-interval must be longer than 0");
+    let engine_config = weft_engine::Config {
+        tick: parse_duration("engine-tick", &args.engine_tick)?,
+        gauge_interval,
+        ..Default::default()
+    };
     let engine = Engine::new(store.clone(), engine_config);
     let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     let listen_addr = listener.local_addr()?;
@@ -54,6 +61,8 @@ async fn start_server(args: &ServerArgs, shutdown: &CancellationToken) -> Result
             metrics: Some(metrics.clone()),
             redactor: weft_core::redact::Redactor::from_list(&args.redact_keys),
             redact_api: args.redact_api,
+            observer: tracing.map(|t| Arc::new(t.row_spans()) as Arc<dyn weft_core::observe::Observer>),
+            trace_url_template: args.trace_url_template.clone(),
             ..Default::default()
         },
     );
@@ -104,16 +113,16 @@ fn redact_url(url: &str) -> String {
     }
 }
 
-pub async fn server(args: ServerArgs) -> Result<()> {
+pub async fn server(args: ServerArgs, tracing: Option<Tracing>) -> Result<()> {
     let shutdown = shutdown_on_signal();
-    let running = start_server(&args, &shutdown).await?;
+    let running = start_server(&args, &shutdown, tracing.as_ref()).await?;
     running.wait().await;
     Ok(())
 }
 
-pub async fn dev(args: ServerArgs, demo_runs: bool) -> Result<()> {
+pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) -> Result<()> {
     let shutdown = shutdown_on_signal();
-    let running = start_server(&args, &shutdown).await?;
+    let running = start_server(&args, &shutdown, tracing.as_ref()).await?;
     let url = format!("http://{}", running.listen_addr);
     let client = Client::new(&url);
     for (name, manifest) in demo::MANIFESTS {

@@ -159,6 +159,25 @@ impl Client {
         self.send(builder).await
     }
 
+    /// Starts a run with the caller's W3C trace context: `traceparent` makes
+    /// the run join that trace, `baggage` is handed to every attempt's worker.
+    pub async fn start_run_with_context(
+        &self,
+        workflow: &str,
+        request: &StartRunRequest,
+        traceparent: Option<&str>,
+        baggage: Option<&str>,
+    ) -> Result<StartRunResponse> {
+        let mut builder = self.request(Method::POST, &format!("/v1/workflows/{}/runs", encode(workflow)));
+        if let Some(traceparent) = traceparent {
+            builder = builder.header("traceparent", traceparent);
+        }
+        if let Some(baggage) = baggage {
+            builder = builder.header("baggage", baggage);
+        }
+        self.send(builder.json(request)).await
+    }
+
     /// Lists runs; `query` holds `(name, value)` filter pairs such as `("status", "failed")`.
     pub async fn list_runs(&self, query: &[(&str, String)]) -> Result<RunList> {
         let pairs: Vec<String> = query.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();

@@ -1,30 +1,93 @@
 //! The vocabulary in which the store and engine report what happened, for
-//! metrics (and later traces) to consume: observations after each committed
+//! metrics and traces to consume: observations after each committed
 //! transition, and periodic gauge snapshots read from the database. Pure data
 //! and a trait; the exporters live in weft-telemetry.
+//!
+//! Invariant: an observation carries everything a consumer needs, read from
+//! the rows just committed (ids, timestamps, outcome), so that a trace span
+//! can be built from it alone, whichever process or restart emits it.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use crate::{AttemptStatus, Reason, RunStatus};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation<'a> {
     RunStarted { workflow: &'a str },
-    RunFinished { workflow: &'a str, status: RunStatus, duration_ms: i64, trace_id: &'a str },
+    /// A run reached a final status (again, after `weft retry`).
+    RunFinished(RunRecord<'a>),
     AttemptClaimed { queue: &'a str, queue_wait_ms: i64 },
-    AttemptFinished {
-        workflow: &'a str,
-        step: &'a str,
-        status: AttemptStatus,
-        reason: Option<Reason>,
-        total_ms: i64,
-        handler_ms: Option<i64>,
-        trace_id: &'a str,
-    },
+    /// An attempt ended: its result was committed, it was reaped, or its run
+    /// ended while it was out (`cancelled`).
+    AttemptFinished(AttemptRecord<'a>),
     StepRetrying { workflow: &'a str, step: &'a str },
     LeaseExpired { queue: &'a str },
     /// A store operation and how long it took.
     Operation { op: &'static str, elapsed: Duration },
+}
+
+/// A finished run as its row stands: everything the run's span needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRecord<'a> {
+    pub run_id: &'a str,
+    /// The run's trace id (32 hex), also its OpenTelemetry trace id.
+    pub trace_id: &'a str,
+    /// The run span's id (16 hex), stored when the run was created.
+    pub span_id: &'a str,
+    /// The caller's span, when the start request carried a `traceparent`.
+    pub parent_span_id: Option<&'a str>,
+    pub workflow: &'a str,
+    pub version: i64,
+    /// Epoch milliseconds.
+    pub created_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub status: RunStatus,
+    pub reason: Option<Reason>,
+    pub error: Option<&'a str>,
+}
+
+impl RunRecord<'_> {
+    pub fn duration_ms(&self) -> i64 {
+        (self.finished_at_ms - self.created_at_ms).max(0)
+    }
+}
+
+/// An attempt's timing buckets (SPEC §4), in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    pub queue_wait_ms: i64,
+    pub dispatch_ms: Option<i64>,
+    pub handler_ms: Option<i64>,
+    pub ingest_ms: i64,
+    pub total_ms: i64,
+}
+
+/// An ended attempt as its row stands: everything the attempt's span needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord<'a> {
+    pub run_id: &'a str,
+    pub trace_id: &'a str,
+    /// The run span's id: the attempt span's parent.
+    pub run_span_id: &'a str,
+    /// The caller's span the run joined, if any: the run's sampling follows it.
+    pub run_parent_span_id: Option<&'a str>,
+    /// The attempt span's id (16 hex), handed to the worker in `traceparent`.
+    pub span_id: &'a str,
+    /// The previous attempt of the same step, for a link from a retry.
+    pub previous_span_id: Option<&'a str>,
+    pub workflow: &'a str,
+    pub version: i64,
+    pub step: &'a str,
+    pub attempt: i64,
+    pub queue: &'a str,
+    pub worker_id: &'a str,
+    /// Epoch milliseconds: claimed, and result committed.
+    pub claimed_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub status: AttemptStatus,
+    pub reason: Option<Reason>,
+    pub error: Option<&'a str>,
+    pub timing: Timing,
 }
 
 /// A point-in-time view of the database, from which gauges are set.
@@ -53,4 +116,21 @@ pub struct Nothing;
 impl Observer for Nothing {
     fn observe(&self, _: &Observation<'_>) {}
     fn gauges(&self, _: &GaugeSnapshot) {}
+}
+
+/// Hands every observation to several observers in turn (metrics, traces).
+pub struct Fanout(pub Vec<Arc<dyn Observer>>);
+
+impl Observer for Fanout {
+    fn observe(&self, observation: &Observation<'_>) {
+        for observer in &self.0 {
+            observer.observe(observation);
+        }
+    }
+
+    fn gauges(&self, snapshot: &GaugeSnapshot) {
+        for observer in &self.0 {
+            observer.gauges(snapshot);
+        }
+    }
 }

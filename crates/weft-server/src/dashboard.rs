@@ -121,14 +121,19 @@ pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<Strin
     let span = (end - start) as f64;
     let pct = |t: i64| ((t - start).max(0) as f64 / span * 100.0).min(100.0);
     let mut body = String::new();
+    // With a trace URL template the trace id links to the trace backend.
+    let trace = match crate::routes::trace_url(state.config.trace_url_template.as_deref(), &run.trace_id) {
+        Some(url) => format!("<a href=\"{}\"><code>{}</code></a>", escape(&url), escape(&run.trace_id)),
+        None => format!("<code>{}</code>", escape(&run.trace_id)),
+    };
     let _ = write!(
         body,
-        "<table><tr><th>run</th><td><code>{}</code></td></tr><tr><th>trace id</th><td><code>{}</code></td></tr>\
+        "<table><tr><th>run</th><td><code>{}</code></td></tr><tr><th>trace id</th><td>{}</td></tr>\
          <tr><th>workflow</th><td>{} v{}</td></tr><tr><th>status</th><td class=\"{st}\">{st} {}</td></tr>\
          <tr><th>created</th><td>{}</td></tr><tr><th>took</th><td>{}</td></tr><tr><th>error</th><td>{}</td></tr>\
          <tr><th>input</th><td><code>{}</code></td></tr><tr><th>output</th><td><code>{}</code></td></tr></table>",
         escape(&run.run_id),
-        escape(&run.trace_id),
+        trace,
         escape(&run.workflow),
         run.version,
         escape(run.reason.as_deref().unwrap_or("")),

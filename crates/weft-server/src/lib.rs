@@ -36,11 +36,17 @@ pub struct Config {
     /// Also redact inputs, outputs and event data in API responses (the
     /// dashboard always redacts).
     pub redact_api: bool,
+    /// Another observer of committed transitions, beside the metrics: the
+    /// trace spans built from rows, when traces are exported.
+    pub observer: Option<Arc<dyn weft_core::observe::Observer>>,
+    /// `http://jaeger:16686/trace/{trace_id}`: run details then carry a
+    /// `trace_url` with the run's trace id in place of `{trace_id}`.
+    pub trace_url_template: Option<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self { max_body_bytes: 4 * 1024 * 1024, version: env!("CARGO_PKG_VERSION"), metrics: None, redactor: Default::default(), redact_api: false }
+        Self { max_body_bytes: 4 * 1024 * 1024, version: env!("CARGO_PKG_VERSION"), metrics: None, redactor: Default::default(), redact_api: false, observer: None, trace_url_template: None }
     }
 }
 
@@ -67,7 +73,11 @@ pub fn router(engine: Engine, config: Config) -> Router {
         .metrics
         .clone()
         .unwrap_or_else(|| Metrics::new(config.version, weft_telemetry::metrics::Caps::default()));
-    engine.store().set_observer(Arc::new(metrics.clone()));
+    let observer: Arc<dyn weft_core::observe::Observer> = match &config.observer {
+        Some(extra) => Arc::new(weft_core::observe::Fanout(vec![Arc::new(metrics.clone()), extra.clone()])),
+        None => Arc::new(metrics.clone()),
+    };
+    engine.store().set_observer(observer);
     let state = AppState { engine, config: Arc::new(config), metrics: metrics.clone(), started: Instant::now() };
     routes::routes()
         .route_layer(middleware::from_fn_with_state(metrics, record_http))

@@ -105,7 +105,7 @@ async fn get_workflow(
 
 // ---- runs ----
 
-#[utoipa::path(post, path = "/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path), ("traceparent" = Option<String>, Header, description = "W3C trace context: the run joins this trace")), request_body = StartRunRequest, responses((status = 202, body = StartRunResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path), ("traceparent" = Option<String>, Header, description = "W3C trace context: the run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunRequest, responses((status = 202, body = StartRunResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn start_run(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -121,6 +121,14 @@ async fn start_run(
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(weft_core::trace::parse_traceparent);
+    // W3C baggage is kept as sent (ASCII, within the spec's 8192-byte cap)
+    // and handed to every attempt's worker.
+    let baggage = headers
+        .get("baggage")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|b| !b.is_empty() && b.len() <= 8192)
+        .map(str::to_owned);
     let started = state
         .store()
         .start_run(NewRun {
@@ -128,6 +136,7 @@ async fn start_run(
             input: request.input,
             idempotency_key: request.idempotency_key,
             parent,
+            baggage,
             request_id: request_id(&headers),
         })
         .await?;
@@ -183,6 +192,11 @@ pub(crate) fn redact_run(redactor: &weft_core::redact::Redactor, run: &mut RunDe
     }
 }
 
+/// The run's trace in the trace backend, from the configured template.
+pub(crate) fn trace_url(template: Option<&str>, trace_id: &str) -> Option<String> {
+    template.map(|t| t.replace("{trace_id}", trace_id))
+}
+
 fn parse_since(text: &str) -> ApiResult<i64> {
     if let Some(ms) = weft_store::parse_rfc3339(text) {
         return Ok(ms);
@@ -195,6 +209,7 @@ fn parse_since(text: &str) -> ApiResult<i64> {
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id")), responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
 async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
     let mut run = state.store().get_run(&id).await?;
+    run.trace_url = trace_url(state.config.trace_url_template.as_deref(), &run.trace_id);
     if state.config.redact_api {
         redact_run(&state.config.redactor, &mut run);
     }

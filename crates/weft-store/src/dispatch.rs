@@ -11,7 +11,10 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use weft_api::{AttemptTiming, HeartbeatResponse, Task, WorkerTiming};
 use weft_core::{
-    AttemptStatus, Reason, StepStatus, machine::Event, observe::Observation, trace::format_traceparent,
+    AttemptStatus, Reason, StepStatus,
+    machine::Event,
+    observe::{AttemptRecord, Observation, Timing},
+    trace::format_traceparent,
 };
 
 use crate::{
@@ -215,6 +218,7 @@ impl Store {
                 deadline: deadline.map(rfc3339),
                 timeout_ms: step_def.timeout_ms.map(|t| t as i64),
                 lease_ms,
+                baggage: run.baggage.clone(),
             }});
         }
         tx.commit().await?;
@@ -324,7 +328,7 @@ impl Store {
         let now = now_ms();
         let attempt_row = tx
             .fetch_optional(
-                "SELECT status, ready_at, claimed_at, deadline_at FROM weft_attempts WHERE lease_id = $1",
+                "SELECT status, span_id, worker_id, ready_at, claimed_at, deadline_at FROM weft_attempts WHERE lease_id = $1",
                 args![lease_id],
             )
             .await?
@@ -395,7 +399,7 @@ impl Store {
         };
         tx.execute(
             "UPDATE weft_attempts SET status = $2, reason = $3, error = $4, finished_at = $5, timing = $6 WHERE lease_id = $1",
-            args![lease_id, status, reason, error, now, timing_json],
+            args![lease_id, status, reason, error.clone(), now, timing_json],
         )
         .await?;
         insert_event(
@@ -408,17 +412,30 @@ impl Store {
             &data,
         )
         .await?;
+        let previous_span_id = previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?;
         let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
         tx.commit().await?;
-        self.observer().observe(&Observation::AttemptFinished {
+        let (span_id, worker_id) = (attempt_row.text("span_id"), attempt_row.text("worker_id"));
+        self.observer().observe(&Observation::AttemptFinished(AttemptRecord {
+            run_id: &run.run_id,
+            trace_id: &run.trace_id,
+            run_span_id: &run.span_id,
+            run_parent_span_id: run.parent_span_id.as_deref(),
+            span_id: &span_id,
+            previous_span_id: previous_span_id.as_deref(),
             workflow: &run.workflow,
+            version: run.version,
             step: &step_name,
+            attempt: lease.attempt,
+            queue: &run.def.steps[position].queue,
+            worker_id: &worker_id,
+            claimed_at_ms: claimed_at,
+            finished_at_ms: now,
             status: if status == "completed" { AttemptStatus::Completed } else { AttemptStatus::Failed },
             reason: reason.and_then(Reason::parse),
-            total_ms: timing.total_ms,
-            handler_ms: timing.handler_ms,
-            trace_id: &run.trace_id,
-        });
+            error: error.as_deref(),
+            timing: observed_timing(&timing),
+        }));
         self.observe_applied(&run, &applied, now);
         self.observe_operation(if status == "completed" { "complete" } else { "fail" }, started);
         if applied.made_ready {
@@ -509,6 +526,8 @@ impl Store {
                 )
                 .await?;
             tx.commit().await?;
+            // A fired sleep may finish the run.
+            self.observe_applied(&run, &applied, now);
             fired += usize::from(!applied.effects.is_empty());
             if applied.made_ready {
                 self.wake_pollers();
@@ -542,7 +561,8 @@ impl Store {
             };
             let check = tx
                 .fetch_optional(
-                    "SELECT l.expires_at, l.deadline_at, a.status, a.claimed_at, a.ready_at FROM weft_leases l JOIN weft_attempts a ON a.lease_id = l.lease_id WHERE l.lease_id = $1",
+                    "SELECT l.expires_at, l.deadline_at, a.status, a.span_id, a.worker_id, a.claimed_at, a.ready_at \
+                     FROM weft_leases l JOIN weft_attempts a ON a.lease_id = l.lease_id WHERE l.lease_id = $1",
                     args![&lease_id],
                 )
                 .await?;
@@ -617,10 +637,11 @@ impl Store {
             )
             .await?;
             tracing::info!(component = "engine", run_id = %lease.run_id, workflow = %run.workflow, step = %step_name, attempt = lease.attempt, reason = reason.as_str(), "attempt reaped");
+            let previous_span_id = previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?;
             let event = Event::AttemptFailed {
                 step: position,
                 reason,
-                message,
+                message: message.clone(),
                 retryable: true,
             };
             let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
@@ -628,15 +649,27 @@ impl Store {
             if !timed_out {
                 self.observer().observe(&Observation::LeaseExpired { queue: &step_def_queue });
             }
-            self.observer().observe(&Observation::AttemptFinished {
+            let (span_id, worker_id) = (check.text("span_id"), check.text("worker_id"));
+            self.observer().observe(&Observation::AttemptFinished(AttemptRecord {
+                run_id: &run.run_id,
+                trace_id: &run.trace_id,
+                run_span_id: &run.span_id,
+                run_parent_span_id: run.parent_span_id.as_deref(),
+                span_id: &span_id,
+                previous_span_id: previous_span_id.as_deref(),
                 workflow: &run.workflow,
+                version: run.version,
                 step: &step_name,
+                attempt: lease.attempt,
+                queue: &step_def_queue,
+                worker_id: &worker_id,
+                claimed_at_ms: claimed_at,
+                finished_at_ms: now,
                 status: AttemptStatus::Failed,
                 reason: Some(reason),
-                total_ms: timing.total_ms,
-                handler_ms: None,
-                trace_id: &run.trace_id,
-            });
+                error: Some(&message),
+                timing: observed_timing(&timing),
+            }));
             self.observe_applied(&run, &applied, now);
             reaped += 1;
             if applied.made_ready {
@@ -703,6 +736,7 @@ enum Outcome {
 
 struct RunInfo {
     trace_id: String,
+    baggage: Option<String>,
     workflow: String,
     version: i64,
     status: String,
@@ -712,7 +746,7 @@ struct RunInfo {
 async fn load_run_info(tx: &mut Tx, run_id: &str) -> Result<RunInfo> {
     let row = tx
         .fetch_optional(
-            "SELECT trace_id, workflow, version, status, input FROM weft_runs WHERE run_id = $1",
+            "SELECT trace_id, baggage, workflow, version, status, input FROM weft_runs WHERE run_id = $1",
             args![run_id],
         )
         .await?
@@ -722,11 +756,37 @@ async fn load_run_info(tx: &mut Tx, run_id: &str) -> Result<RunInfo> {
         })?;
     Ok(RunInfo {
         trace_id: row.text("trace_id"),
+        baggage: row.opt_text("baggage"),
         workflow: row.text("workflow"),
         version: row.int("version"),
         status: row.text("status"),
         input: serde_json::from_str(&row.text("input")).unwrap_or(Value::Null),
     })
+}
+
+/// The span id of the attempt before `attempt` of the same step, if any: a
+/// retry's span links to it.
+async fn previous_span_id(tx: &mut Tx, run_id: &str, position: i64, attempt: i64) -> Result<Option<String>> {
+    if attempt <= 1 {
+        return Ok(None);
+    }
+    let row = tx
+        .fetch_optional(
+            "SELECT span_id FROM weft_attempts WHERE run_id = $1 AND position = $2 AND attempt = $3",
+            args![run_id, position, attempt - 1],
+        )
+        .await?;
+    Ok(row.map(|r| r.text("span_id")))
+}
+
+fn observed_timing(timing: &AttemptTiming) -> Timing {
+    Timing {
+        queue_wait_ms: timing.queue_wait_ms,
+        dispatch_ms: timing.dispatch_ms,
+        handler_ms: timing.handler_ms,
+        ingest_ms: timing.ingest_ms,
+        total_ms: timing.total_ms,
+    }
 }
 
 /// Builds an attempt's timing buckets. Worker-reported numbers are clamped to

@@ -8,14 +8,16 @@ use crate::{Error, Result, Store, db::Pool};
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres.sql")),
     (2, include_str!("../migrations/0002_gauges.sql")),
+    (3, include_str!("../migrations/0003_baggage.sql")),
 ];
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite.sql")),
     (2, include_str!("../migrations/0002_gauges.sql")),
+    (3, include_str!("../migrations/0003_baggage.sql")),
 ];
 
 /// The schema version this build expects.
-pub const LATEST: i64 = 2;
+pub const LATEST: i64 = 3;
 
 /// An arbitrary constant naming Weft's migration advisory lock.
 const LOCK_KEY: i64 = 0x7765_6674_6d69_67;

@@ -27,6 +27,8 @@ pub struct NewRun {
     pub idempotency_key: Option<String>,
     /// The caller's trace context: the run joins that trace.
     pub parent: Option<TraceParent>,
+    /// The caller's W3C `baggage` header, handed to every attempt's worker.
+    pub baggage: Option<String>,
     pub request_id: Option<String>,
 }
 
@@ -100,24 +102,26 @@ impl Store {
             Some(parent) => (parent.trace_id.clone(), Some(parent.parent_span_id.clone())),
             None => (random_hex(16), None),
         };
+        let span_id = random_hex(8);
         let input_text = new.input.to_string();
         let inserted = tx
             .execute(
                 "INSERT INTO weft_runs (run_id, trace_id, span_id, parent_span_id, workflow, version, status, input, \
-                 idempotency_key, request_id, created_at, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $10) \
+                 idempotency_key, request_id, created_at, updated_at, baggage) \
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $10, $11) \
                  ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
                 args![
                     &run_id,
                     &trace_id,
-                    random_hex(8),
-                    parent_span_id,
+                    &span_id,
+                    parent_span_id.clone(),
                     &new.workflow,
                     version,
                     input_text,
                     new.idempotency_key.clone(),
                     new.request_id.clone(),
-                    now
+                    now,
+                    new.baggage.clone()
                 ],
             )
             .await?;
@@ -181,8 +185,11 @@ impl Store {
         let mut run = crate::transition::LockedRun {
             run_id: run_id.clone(),
             trace_id: trace_id.clone(),
+            span_id,
+            parent_span_id,
             created_at: now,
             workflow: new.workflow.clone(),
+            version,
             state: RunState::new(&def, new.input.clone()),
             def,
         };
@@ -360,6 +367,7 @@ impl Store {
             started_at: opt_rfc3339(row.opt_int("started_at")),
             finished_at: opt_rfc3339(row.opt_int("finished_at")),
             request_id: row.opt_text("request_id"),
+            trace_url: None,
             timing: RunTiming {
                 schedule_to_start_ms: first_claim.map(|t| (t - created).max(0)),
                 end_to_end_ms: row.opt_int("finished_at").map(|t| (t - created).max(0)),

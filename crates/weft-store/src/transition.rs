@@ -8,7 +8,8 @@ use serde_json::Value;
 use weft_core::{
     Definition, Reason, RunState, RunStatus, StepState, StepStatus,
     machine::{self, Context, Effect, Event},
-    observe::Observation,
+    observe::{AttemptRecord, Observation, RunRecord, Timing},
+    AttemptStatus,
 };
 
 use crate::{
@@ -20,8 +21,12 @@ use crate::{
 pub(crate) struct LockedRun {
     pub run_id: String,
     pub trace_id: String,
+    /// The run span's id, and the caller's span it joined, if any.
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
     pub created_at: i64,
     pub workflow: String,
+    pub version: i64,
     pub def: Arc<Definition>,
     pub state: RunState,
 }
@@ -31,6 +36,19 @@ pub(crate) struct LockedRun {
 pub(crate) struct Applied {
     pub effects: Vec<Effect>,
     pub made_ready: bool,
+    /// Attempts that were still out when the run ended, now `cancelled`.
+    pub cancelled_attempts: Vec<CancelledAttempt>,
+}
+
+/// An attempt row the end of its run marked `cancelled`, as it stood.
+#[derive(Debug)]
+pub(crate) struct CancelledAttempt {
+    pub position: usize,
+    pub attempt: i64,
+    pub span_id: String,
+    pub worker_id: String,
+    pub ready_at: i64,
+    pub claimed_at: i64,
 }
 
 fn parse_json(text: Option<String>, what: &str) -> Result<Option<Value>> {
@@ -47,10 +65,12 @@ impl Store {
     pub(crate) async fn lock_run(&self, tx: &mut Tx, run_id: &str) -> Result<LockedRun> {
         let sql = match tx.dialect() {
             Dialect::Postgres => {
-                "SELECT run_id, trace_id, created_at, workflow, version, status, reason, error, input, output FROM weft_runs WHERE run_id = $1 FOR UPDATE"
+                "SELECT run_id, trace_id, span_id, parent_span_id, created_at, workflow, version, status, reason, error, input, output \
+                 FROM weft_runs WHERE run_id = $1 FOR UPDATE"
             }
             Dialect::Sqlite => {
-                "SELECT run_id, trace_id, created_at, workflow, version, status, reason, error, input, output FROM weft_runs WHERE run_id = $1"
+                "SELECT run_id, trace_id, span_id, parent_span_id, created_at, workflow, version, status, reason, error, input, output \
+                 FROM weft_runs WHERE run_id = $1"
             }
         };
         let row = tx
@@ -61,7 +81,8 @@ impl Store {
                 id: run_id.to_owned(),
             })?;
         let workflow = row.text("workflow");
-        let def = self.definition(&workflow, row.int("version")).await?;
+        let version = row.int("version");
+        let def = self.definition(&workflow, version).await?;
         let step_rows = tx
             .fetch_all(
                 "SELECT position, status, reason, n_attempts, attempt_base, output, error, due_at \
@@ -99,8 +120,11 @@ impl Store {
         Ok(LockedRun {
             run_id: row.text("run_id"),
             trace_id: row.text("trace_id"),
+            span_id: row.text("span_id"),
+            parent_span_id: row.opt_text("parent_span_id"),
             created_at: row.int("created_at"),
             workflow,
+            version,
             def,
             state,
         })
@@ -184,9 +208,29 @@ impl Store {
             ],
         )
         .await?;
+        let mut cancelled_attempts = Vec::new();
         if terminal && !status_before.is_terminal() {
             // Attempts still out stop counting; their leases stay so that the
-            // next heartbeat answers `cancel_requested`.
+            // next heartbeat answers `cancel_requested`. They are read first:
+            // each ends here, and its span with it.
+            for row in tx
+                .fetch_all(
+                    "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at FROM weft_attempts \
+                     WHERE run_id = $1 AND status = 'running'",
+                    args![&run.run_id],
+                )
+                .await?
+            {
+                let claimed_at = row.int("claimed_at");
+                cancelled_attempts.push(CancelledAttempt {
+                    position: row.int("position") as usize,
+                    attempt: row.int("attempt"),
+                    span_id: row.text("span_id"),
+                    worker_id: row.text("worker_id"),
+                    ready_at: row.opt_int("ready_at").unwrap_or(claimed_at),
+                    claimed_at,
+                });
+            }
             tx.execute(
                 "UPDATE weft_attempts SET status = 'cancelled', reason = 'cancelled', finished_at = $2 \
                  WHERE run_id = $1 AND status = 'running'",
@@ -234,6 +278,7 @@ impl Store {
         Ok(Applied {
             effects,
             made_ready,
+            cancelled_attempts,
         })
     }
 }
@@ -242,15 +287,38 @@ impl Store {
     /// Reports a committed transition's effects to the observer.
     pub(crate) fn observe_applied(&self, run: &LockedRun, applied: &Applied, now: i64) {
         let observer = self.observer();
+        // Attempts end before their run: their spans are the run span's children.
+        for cancelled in &applied.cancelled_attempts {
+            let step = &run.def.steps[cancelled.position];
+            observer.observe(&Observation::AttemptFinished(AttemptRecord {
+                run_id: &run.run_id,
+                trace_id: &run.trace_id,
+                run_span_id: &run.span_id,
+                run_parent_span_id: run.parent_span_id.as_deref(),
+                span_id: &cancelled.span_id,
+                previous_span_id: None,
+                workflow: &run.workflow,
+                version: run.version,
+                step: &step.name,
+                attempt: cancelled.attempt,
+                queue: &step.queue,
+                worker_id: &cancelled.worker_id,
+                claimed_at_ms: cancelled.claimed_at,
+                finished_at_ms: now,
+                status: AttemptStatus::Cancelled,
+                reason: Some(Reason::Cancelled),
+                error: None,
+                timing: Timing {
+                    queue_wait_ms: (cancelled.claimed_at - cancelled.ready_at).max(0),
+                    total_ms: (now - cancelled.claimed_at).max(0),
+                    ..Timing::default()
+                },
+            }));
+        }
         for effect in &applied.effects {
             match effect {
                 Effect::RunCompleted | Effect::RunFailed { .. } | Effect::RunCancelled => {
-                    observer.observe(&Observation::RunFinished {
-                        workflow: &run.workflow,
-                        status: run.state.status,
-                        duration_ms: (now - run.created_at).max(0),
-                        trace_id: &run.trace_id,
-                    });
+                    observer.observe(&Observation::RunFinished(self::run_record(run, now)));
                 }
                 Effect::StepRetrying { step, .. } => {
                     observer.observe(&Observation::StepRetrying { workflow: &run.workflow, step: &run.def.steps[*step].name });
@@ -328,4 +396,21 @@ pub(crate) async fn insert_event(
     )
     .await
     .map(|_| ())
+}
+
+/// The run's row as a finished run, for its span and metrics.
+pub(crate) fn run_record(run: &LockedRun, finished_at_ms: i64) -> RunRecord<'_> {
+    RunRecord {
+        run_id: &run.run_id,
+        trace_id: &run.trace_id,
+        span_id: &run.span_id,
+        parent_span_id: run.parent_span_id.as_deref(),
+        workflow: &run.workflow,
+        version: run.version,
+        created_at_ms: run.created_at,
+        finished_at_ms,
+        status: run.state.status,
+        reason: run.state.reason,
+        error: run.state.error.as_deref(),
+    }
 }

@@ -1,11 +1,15 @@
-//! Logging setup for every Weft process: `tracing` with a human text format
-//! or one JSON object per line, filtered by a directive string. Callers pass
+//! Telemetry for every Weft process: logging setup (`tracing` with a human
+//! text format or one JSON object per line, filtered by a directive string),
+//! the metric catalogue (`metrics`), OTLP trace export (`traces`) and the run
+//! and attempt spans built from durable rows (`spans`). Callers pass
 //! configuration in; this crate reads no environment variables.
 //!
 //! Invariant: this is the only crate that knows exporters and exposition
-//! formats (Prometheus today).
+//! formats (Prometheus, OTLP).
 
 pub mod metrics;
+pub mod spans;
+pub mod traces;
 
 use std::io::IsTerminal;
 
@@ -65,6 +69,12 @@ fn stderr_layer(format: LogFormat) -> BoxedLayer {
 /// Installs the global subscriber. Call once, early in `main`. Noisy
 /// dependency logs are capped at `warn` unless the filter names them.
 pub fn init(config: &LogConfig) -> Result<LogGuard, String> {
+    init_with_traces(config, None)
+}
+
+/// [`init`], and when `traces` is given, also exports the worker's
+/// `execute` spans (and the handler spans inside them) through it.
+pub fn init_with_traces(config: &LogConfig, traces: Option<&traces::Tracing>) -> Result<LogGuard, String> {
     let mut directives = config.filter.clone();
     for noisy in ["sqlx", "hyper", "h2", "tower", "reqwest", "rustls"] {
         if !directives.contains(noisy) {
@@ -73,6 +83,9 @@ pub fn init(config: &LogConfig) -> Result<LogGuard, String> {
     }
     let filter = EnvFilter::try_new(&directives).map_err(|err| format!("bad log filter `{}`: {err}", config.filter))?;
     let mut layers: Vec<BoxedLayer> = vec![stderr_layer(config.format)];
+    if let Some(traces) = traces {
+        layers.push(traces.layer().boxed());
+    }
     let mut guard = LogGuard { _file: None };
     if let Some(dir) = &config.dir {
         std::fs::create_dir_all(dir).map_err(|err| format!("cannot create log dir {}: {err}", dir.display()))?;

@@ -443,18 +443,18 @@ impl Observer for Metrics {
     fn observe(&self, observation: &Observation<'_>) {
         match *observation {
             Observation::RunStarted { workflow } => self.run_started(workflow),
-            Observation::RunFinished { workflow, status, duration_ms, trace_id } => {
-                self.run_finished(workflow, status.as_str(), duration_ms as f64 / 1000.0, trace_id)
+            Observation::RunFinished(ref run) => {
+                self.run_finished(run.workflow, run.status.as_str(), run.duration_ms() as f64 / 1000.0, run.trace_id)
             }
             Observation::AttemptClaimed { queue, queue_wait_ms } => self.attempt_claimed(queue, queue_wait_ms as f64 / 1000.0),
-            Observation::AttemptFinished { workflow, step, status, reason, total_ms, handler_ms, trace_id } => self.attempt_finished(
-                workflow,
-                step,
-                status.as_str(),
-                reason.map_or("none", |r| r.as_str()),
-                total_ms as f64 / 1000.0,
-                handler_ms.map(|ms| ms as f64 / 1000.0),
-                trace_id,
+            Observation::AttemptFinished(ref attempt) => self.attempt_finished(
+                attempt.workflow,
+                attempt.step,
+                attempt.status.as_str(),
+                attempt.reason.map_or("none", |r| r.as_str()),
+                attempt.timing.total_ms as f64 / 1000.0,
+                attempt.timing.handler_ms.map(|ms| ms as f64 / 1000.0),
+                attempt.trace_id,
             ),
             Observation::StepRetrying { workflow, step } => self.step_retrying(workflow, step),
             Observation::LeaseExpired { queue } => self.lease_expired(queue),

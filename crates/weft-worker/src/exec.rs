@@ -6,8 +6,10 @@
 //! (no retry) when the command exits with status 100, or prints
 //! `{"error": {"message": "...", "retryable": false}}` on stdout. The
 //! environment carries `WEFT_RUN_ID`, `WEFT_TRACE_ID`, `WEFT_WORKFLOW`,
-//! `WEFT_STEP`, `WEFT_ATTEMPT` and `TRACEPARENT`. Each command runs in its own
-//! process group, killed whole on timeout or cancellation.
+//! `WEFT_STEP`, `WEFT_ATTEMPT`, `TRACEPARENT` (the worker's `execute` span when
+//! it exports spans, else the attempt's) and `BAGGAGE` when the run has some.
+//! Each command runs in its own process group, killed whole on timeout or
+//! cancellation.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -149,12 +151,15 @@ impl ExecHandler {
             .env("WEFT_WORKFLOW", &task.workflow)
             .env("WEFT_STEP", &task.step)
             .env("WEFT_ATTEMPT", task.attempt.to_string())
-            .env("TRACEPARENT", &task.traceparent)
+            .env("TRACEPARENT", ctx.traceparent())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        if let Some(baggage) = ctx.baggage() {
+            command.env("BAGGAGE", baggage);
+        }
         let mut child = command
             .spawn()
             .map_err(|err| HandlerError::retryable(format!("cannot start `{}`: {err}", self.argv.join(" "))))?;

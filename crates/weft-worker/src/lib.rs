@@ -1,7 +1,10 @@
 //! The worker SDK: register handlers, and the worker polls the server,
 //! runs claimed steps with a concurrency limit, heartbeats their leases,
 //! cancels handlers whose run was cancelled or whose lease was lost, and
-//! reports results. `exec` runs handlers as external commands.
+//! reports results. `exec` runs handlers as external commands. Each handler
+//! runs inside an `execute <handler>` span whose parent is the attempt's span
+//! (the task's `traceparent`); it is exported when the process installs a
+//! `tracing-opentelemetry` layer, and is then the `traceparent` handlers see.
 //!
 //! Invariant: a handler's result is reported only under the lease it was
 //! claimed with; a lost lease (409) means another worker may own the step,
@@ -14,6 +17,7 @@ use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Durat
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use weft_api::{CompleteRequest, FailRequest, PollRequest, Task, TaskError, WorkerTiming};
 use weft_client::Client;
 
@@ -56,6 +60,8 @@ pub struct TaskContext {
     pub task: Arc<Task>,
     cancel: CancellationToken,
     client: Client,
+    /// The `execute` span's traceparent when it is exported, else the attempt's.
+    traceparent: String,
 }
 
 impl TaskContext {
@@ -69,9 +75,16 @@ impl TaskContext {
         &self.task.input["input"]
     }
 
-    /// The W3C traceparent of this attempt: make the handler's spans its children.
+    /// The W3C traceparent to make the handler's spans children of: the
+    /// worker's `execute` span when this process exports spans, else the
+    /// attempt's span (the task's `traceparent`).
     pub fn traceparent(&self) -> &str {
-        &self.task.traceparent
+        &self.traceparent
+    }
+
+    /// The W3C `baggage` the run was started with, if any.
+    pub fn baggage(&self) -> Option<&str> {
+        self.task.baggage.as_deref()
     }
 
     /// Cancelled when the run is cancelled, the attempt timed out, the lease
@@ -221,18 +234,25 @@ impl Worker {
             workflow = %task.workflow, step = %task.step, attempt = task.attempt, "attempt started"
         );
         let heartbeats = tokio::spawn(heartbeat_loop(self.client.clone(), task.clone(), cancel.clone()));
-        let ctx = TaskContext { task: task.clone(), cancel: cancel.clone(), client: self.client.clone() };
+        let span = execute_span(&task, &self.worker_id);
+        let traceparent = exported_traceparent(&span).unwrap_or_else(|| task.traceparent.clone());
+        let ctx = TaskContext { task: task.clone(), cancel: cancel.clone(), client: self.client.clone(), traceparent };
         let started = std::time::Instant::now();
         let dispatch_ms = (started - claimed).as_millis() as i64;
         let timeout = task.timeout_ms.map(|ms| Duration::from_millis(ms.max(0) as u64));
         let result = tokio::select! {
-            result = handler.call(ctx) => result,
+            result = handler.call(ctx).instrument(span.clone()) => result,
             _ = cancel.cancelled() => Err(HandlerError::retryable("attempt cancelled").with_kind("cancelled")),
             _ = sleep_or_forever(timeout) => Err(HandlerError::retryable(format!(
                 "handler exceeded the step timeout of {} ms", task.timeout_ms.unwrap_or(0)
             )).with_kind("timeout")),
         };
         let handler_ms = started.elapsed().as_millis() as i64;
+        if let Err(err) = &result {
+            span.record("otel.status_code", "error");
+            span.record("otel.status_description", err.message.as_str());
+        }
+        drop(span);
         cancel.cancel();
         heartbeats.abort();
         let timing = Some(WorkerTiming { dispatch_ms: Some(dispatch_ms), handler_ms: Some(handler_ms) });
@@ -261,6 +281,49 @@ impl Worker {
             ),
         }
     }
+}
+
+/// The span a handler runs in, parented on the attempt's span.
+fn execute_span(task: &Task, worker_id: &str) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::info_span!(
+        "execute",
+        otel.name = %format!("execute {}", task.handler),
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+        weft.run_id = %task.run_id,
+        weft.workflow = %task.workflow,
+        weft.step = %task.step,
+        weft.attempt = task.attempt,
+        weft.worker_id = %worker_id,
+    );
+    if let Some(parent) = remote_parent(&task.traceparent) {
+        // Fails only when spans are not exported here: nothing to parent.
+        let _ = span.set_parent(parent);
+    }
+    span
+}
+
+/// The OpenTelemetry context of a `traceparent` header.
+fn remote_parent(traceparent: &str) -> Option<opentelemetry::Context> {
+    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    let mut parts = traceparent.trim().split('-');
+    let (_version, trace_id, span_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let trace_id = TraceId::from_hex(trace_id).ok()?;
+    let span_id = SpanId::from_hex(span_id).ok()?;
+    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?);
+    let context = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
+    context.is_valid().then(|| opentelemetry::Context::new().with_remote_span_context(context))
+}
+
+/// The span's `traceparent` when it will be exported (sampled), else `None`.
+fn exported_traceparent(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let context = span.context();
+    let otel = context.span();
+    let sc = otel.span_context();
+    (sc.is_valid() && sc.is_sampled()).then(|| format!("00-{}-{}-01", sc.trace_id(), sc.span_id()))
 }
 
 async fn sleep_or_forever(duration: Option<Duration>) {

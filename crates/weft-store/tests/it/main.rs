@@ -34,5 +34,6 @@ mod concurrency;
 mod execution;
 mod leases;
 mod listing;
+mod observations;
 mod support;
 mod workflows;
