@@ -484,24 +484,37 @@ struct Check {
     message: String,
 }
 
-async fn checks(state: &AppState) -> Vec<Check> {
+/// A check with no answer by then fails. Probes must answer promptly, and a
+/// pool facing a database that is down retries connecting for its whole
+/// acquire timeout (10 s) before giving up.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Runs one check's query within [`CHECK_TIMEOUT`]; also returns its latency.
+async fn bounded<T>(query: impl std::future::Future<Output = weft_store::Result<T>>) -> (Result<T, String>, f64) {
     let started = std::time::Instant::now();
-    let ping = state.store().ping().await;
-    let db_latency = started.elapsed().as_secs_f64() * 1000.0;
+    let result = match tokio::time::timeout(CHECK_TIMEOUT, query).await {
+        Ok(result) => result.map_err(|err| err.to_string()),
+        Err(_) => Err(format!("no answer within {} ms", CHECK_TIMEOUT.as_millis())),
+    };
+    (result, started.elapsed().as_secs_f64() * 1000.0)
+}
+
+async fn checks(state: &AppState) -> Vec<Check> {
+    let ((ping, db_latency), (version, migrations_latency)) =
+        tokio::join!(bounded(state.store().ping()), bounded(state.store().schema_version()));
     let database = Check {
         name: "database",
         ok: ping.is_ok(),
         latency_ms: db_latency,
-        message: ping.err().map_or_else(|| "reachable".to_owned(), |e| e.to_string()),
+        message: ping.err().unwrap_or_else(|| "reachable".to_owned()),
     };
-    let started = std::time::Instant::now();
     let expected = weft_store::Store::expected_schema_version();
-    let migrations = match state.store().schema_version().await {
-        Ok(v) if v >= expected => Check { name: "migrations", ok: true, latency_ms: 0.0, message: format!("schema version {v}") },
-        Ok(v) => Check { name: "migrations", ok: false, latency_ms: 0.0, message: format!("schema version {v}, expected {expected}") },
-        Err(err) => Check { name: "migrations", ok: false, latency_ms: 0.0, message: err.to_string() },
+    let (ok, message) = match version {
+        Ok(v) if v >= expected => (true, format!("schema version {v}")),
+        Ok(v) => (false, format!("schema version {v}, expected {expected}")),
+        Err(err) => (false, err),
     };
-    let migrations = Check { latency_ms: started.elapsed().as_secs_f64() * 1000.0, ..migrations };
+    let migrations = Check { name: "migrations", ok, latency_ms: migrations_latency, message };
     // The engine sweeps every `tick`; allow twice that, with a floor so a
     // slow database round does not flap readiness.
     let allowed_ms = (state.engine.config().tick.as_millis() as i64 * 2).max(5_000);

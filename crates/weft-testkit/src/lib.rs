@@ -18,6 +18,9 @@ pub struct PgCluster {
     port: u16,
     as_postgres_user: bool,
     bin: PathBuf,
+    /// fsync, synchronous_commit and full_page_writes left at PostgreSQL's
+    /// defaults (on), for benchmarks; tests turn them off for speed.
+    durable: bool,
 }
 
 fn is_root() -> bool {
@@ -53,6 +56,16 @@ pub fn free_port() -> u16 {
 impl PgCluster {
     /// Starts a fresh cluster with fsync off (tests only: benchmarks keep it on).
     pub fn start() -> PgCluster {
+        Self::start_with(false)
+    }
+
+    /// Starts a fresh cluster with PostgreSQL's durable defaults (fsync on,
+    /// `synchronous_commit` on, full page writes), for benchmarks.
+    pub fn start_durable() -> PgCluster {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> PgCluster {
         let bin = find_pg_bin();
         let dir = tempfile::Builder::new().prefix("weft-pg-").tempdir().expect("temp dir");
         let as_postgres_user = is_root();
@@ -61,14 +74,13 @@ impl PgCluster {
             assert!(status.success(), "chown of the cluster dir failed");
         }
         let data = dir.path().join("data");
-        let cluster = PgCluster { dir, port: 0, as_postgres_user, bin };
-        let out = cluster
-            .pg_command("initdb")
-            .args(["-D"])
-            .arg(&data)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
-            .output()
-            .expect("run initdb");
+        let cluster = PgCluster { dir, port: 0, as_postgres_user, bin, durable };
+        let mut initdb = cluster.pg_command("initdb");
+        initdb.args(["-D"]).arg(&data).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-instructions"]);
+        if !durable {
+            initdb.arg("--no-sync");
+        }
+        let out = initdb.output().expect("run initdb");
         assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         let mut cluster = cluster;
         // A port can be taken between probing and binding: try a few.
@@ -94,8 +106,9 @@ impl PgCluster {
     }
 
     fn pg_ctl_start(&self) -> bool {
+        let speed = if self.durable { "" } else { " -c fsync=off -c synchronous_commit=off -c full_page_writes=off" };
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1{speed} -c max_connections=200",
             self.port,
             self.dir.path().display()
         );
@@ -135,6 +148,19 @@ impl PgCluster {
 
     pub fn admin_url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// Runs one SQL statement with `psql` against the `postgres` database and
+    /// returns its unaligned output, e.g. `SHOW fsync` -> `on`.
+    pub fn query(&self, sql: &str) -> String {
+        let out = self
+            .pg_command("psql")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-At", "-c"])
+            .arg(sql)
+            .output()
+            .expect("run psql");
+        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// Creates a new empty database and returns its URL.

@@ -122,11 +122,20 @@ pub struct Server {
     pub url: String,
     db_url: String,
     extra: Vec<String>,
+    /// Environment variables set on the server process.
+    env: Vec<(String, String)>,
     dir: PathBuf,
     starts: u32,
 }
 
-fn spawn_server(db_url: &str, port: u16, extra: &[String], log: PathBuf, name: &str) -> Proc {
+fn spawn_server(
+    db_url: &str,
+    port: u16,
+    extra: &[String],
+    env: &[(String, String)],
+    log: PathBuf,
+    name: &str,
+) -> Proc {
     let mut command = Command::new(WEFT);
     command.args([
         "server",
@@ -140,14 +149,19 @@ fn spawn_server(db_url: &str, port: u16, extra: &[String], log: PathBuf, name: &
         "100ms",
     ]);
     command.args(extra);
+    command.envs(env.iter().map(|(k, v)| (k, v)));
     Proc::spawn(name, command, log)
 }
 
 impl Server {
     /// Starts a server on a free port and waits until it is ready; `extra`
-    /// flags are appended to the command line.
-    pub async fn start(db_url: &str, dir: &Path, extra: &[&str]) -> Server {
+    /// flags are appended to the command line, `env` is set on the process.
+    pub async fn start(db_url: &str, dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         // A probed port may be taken before the server binds it: try a few.
         for attempt in 1..=5 {
             let port = weft_testkit::free_port();
@@ -156,6 +170,7 @@ impl Server {
                 db_url,
                 port,
                 &extra,
+                &env,
                 dir.join(format!("server-{attempt}.log")),
                 &name,
             );
@@ -165,6 +180,7 @@ impl Server {
                 url: format!("http://127.0.0.1:{port}"),
                 db_url: db_url.to_owned(),
                 extra: extra.clone(),
+                env: env.clone(),
                 dir: dir.to_owned(),
                 starts: attempt,
             };
@@ -190,6 +206,7 @@ impl Server {
             &self.db_url,
             self.port,
             &self.extra,
+            &self.env,
             self.dir.join(format!("server-{}.log", self.starts)),
             &name,
         );
@@ -293,11 +310,23 @@ impl Env {
     }
 
     pub async fn start_with(db_url: &str, extra: &[&str]) -> Env {
+        Env::start_with_env(db_url, extra, &[]).await
+    }
+
+    /// [`Env::start_with`] with environment variables set on the server
+    /// process; a value may name a path in the temp dir as `{dir}/...`.
+    pub async fn start_with_env(db_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Env {
         let dir = tempfile::Builder::new()
             .prefix("weft-e2e-")
             .tempdir()
             .expect("temp dir");
-        let server = Server::start(db_url, dir.path(), extra).await;
+        let root = dir.path().display().to_string();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.replace("{dir}", &root)))
+            .collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let server = Server::start(db_url, dir.path(), extra, &env).await;
         let client = Client::new(&server.url);
         Env {
             server,

@@ -36,6 +36,10 @@ macro_rules! on_both_backends {
     };
 }
 
+// After the macro, which it uses too (its tests are then named
+// `telemetry::sqlite::...`, so `cargo nextest run telemetry` selects them).
+mod telemetry;
+
 on_both_backends! {
     dag::dag_order_exec_worker,
     dag::dag_order_sdk_worker,
