@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use weft_client::Client;
 use weft_worker::{HandlerError, TaskContext, Worker};
 
@@ -32,18 +32,31 @@ pub fn worker(client: Client) -> weft_worker::Builder {
         .concurrency(8)
         .handler("etl.extract", |ctx: TaskContext| async move {
             pause().await;
-            ctx.log(vec![format!("extracting from {}", ctx.run_input()["source"])]).await;
+            ctx.log(vec![format!(
+                "extracting from {}",
+                ctx.run_input()["source"]
+            )])
+            .await;
             Ok(json!({"rows": [1, 2, 3, 4]}))
         })
         .handler("etl.transform", |ctx: TaskContext| async move {
             pause().await;
-            let rows = ctx.input()["steps"]["extract"]["rows"].as_array().cloned().unwrap_or_default();
-            let doubled: Vec<i64> = rows.iter().filter_map(Value::as_i64).map(|r| r * 2).collect();
+            let rows = ctx.input()["steps"]["extract"]["rows"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let doubled: Vec<i64> = rows
+                .iter()
+                .filter_map(Value::as_i64)
+                .map(|r| r * 2)
+                .collect();
             Ok(json!({"rows": doubled}))
         })
         .handler("etl.load", |ctx: TaskContext| async move {
             pause().await;
-            let n = ctx.input()["steps"]["transform"]["rows"].as_array().map_or(0, Vec::len);
+            let n = ctx.input()["steps"]["transform"]["rows"]
+                .as_array()
+                .map_or(0, Vec::len);
             Ok(json!({"loaded": n}))
         })
         .handler("thumbnails.fetch", |ctx: TaskContext| async move {
@@ -66,9 +79,14 @@ pub fn worker(client: Client) -> weft_worker::Builder {
         .handler("flaky.call", |ctx: TaskContext| async move {
             pause().await;
             if ctx.task.attempt < 3 {
-                return Err(HandlerError::retryable(format!("service unavailable (attempt {})", ctx.task.attempt)));
+                return Err(HandlerError::retryable(format!(
+                    "service unavailable (attempt {})",
+                    ctx.task.attempt
+                )));
             }
             Ok(json!({"ok": true, "attempt": ctx.task.attempt}))
         })
-        .handler("flaky.report", |_ctx: TaskContext| async move { Ok(json!({"reported": true})) })
+        .handler("flaky.report", |_ctx: TaskContext| async move {
+            Ok(json!({"reported": true}))
+        })
 }

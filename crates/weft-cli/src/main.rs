@@ -8,14 +8,18 @@ mod serve;
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use weft_api::StartRunRequest;
 use weft_client::Client;
 
 #[derive(Parser)]
-#[command(name = "weft", version, about = "Weft: durable workflows you can see into")]
+#[command(
+    name = "weft",
+    version,
+    about = "Weft: durable workflows you can see into"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -24,7 +28,12 @@ struct Cli {
 #[derive(Args, Clone)]
 struct ClientArgs {
     /// The Weft server to talk to.
-    #[arg(long, env = "WEFT_URL", default_value = "http://127.0.0.1:8080", global = true)]
+    #[arg(
+        long,
+        env = "WEFT_URL",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
     url: String,
     /// API token, when the server requires one.
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true, global = true)]
@@ -235,37 +244,65 @@ fn trace_config() -> Result<Option<weft_telemetry::traces::Config>> {
 /// Starts trace export when configured. Inside the Tokio runtime: the gRPC
 /// channel needs one.
 fn init_tracing() -> Result<Option<weft_telemetry::traces::Tracing>> {
-    let Some(config) = trace_config()? else { return Ok(None) };
-    let tracing = weft_telemetry::traces::Tracing::start(&config, env!("CARGO_PKG_VERSION")).map_err(anyhow::Error::msg)?;
+    let Some(config) = trace_config()? else {
+        return Ok(None);
+    };
+    let tracing = weft_telemetry::traces::Tracing::start(&config, env!("CARGO_PKG_VERSION"))
+        .map_err(anyhow::Error::msg)?;
     Ok(Some(tracing))
 }
 
-fn init_logging(tracing: Option<&weft_telemetry::traces::Tracing>) -> Result<weft_telemetry::LogGuard> {
+fn init_logging(
+    tracing: Option<&weft_telemetry::traces::Tracing>,
+) -> Result<weft_telemetry::LogGuard> {
     let format = match std::env::var("WEFT_LOG_FORMAT") {
-        Ok(text) => weft_telemetry::LogFormat::parse(&text).with_context(|| format!("WEFT_LOG_FORMAT must be text or json, not `{text}`"))?,
+        Ok(text) => weft_telemetry::LogFormat::parse(&text)
+            .with_context(|| format!("WEFT_LOG_FORMAT must be text or json, not `{text}`"))?,
         Err(_) => weft_telemetry::LogFormat::Text,
     };
-    let filter = std::env::var("WEFT_LOG").or_else(|_| std::env::var("RUST_LOG")).unwrap_or_else(|_| "info".to_owned());
+    let filter = std::env::var("WEFT_LOG")
+        .or_else(|_| std::env::var("RUST_LOG"))
+        .unwrap_or_else(|_| "info".to_owned());
     let dir = std::env::var_os("WEFT_LOG_DIR").map(PathBuf::from);
-    weft_telemetry::init_with_traces(&weft_telemetry::LogConfig { format, filter, dir }, tracing).map_err(anyhow::Error::msg)
+    weft_telemetry::init_with_traces(
+        &weft_telemetry::LogConfig {
+            format,
+            filter,
+            dir,
+        },
+        tracing,
+    )
+    .map_err(anyhow::Error::msg)
 }
 
 impl Command {
     /// Long-running commands log; one-shot CLI commands print instead.
     fn logs(&self) -> bool {
-        matches!(self, Command::Dev { .. } | Command::Server { .. } | Command::Worker { .. } | Command::Migrate { .. })
+        matches!(
+            self,
+            Command::Dev { .. }
+                | Command::Server { .. }
+                | Command::Worker { .. }
+                | Command::Migrate { .. }
+        )
     }
 
     /// Processes that emit spans: the server (runs and attempts) and workers
     /// (`execute` spans).
     fn traces(&self) -> bool {
-        matches!(self, Command::Dev { .. } | Command::Server { .. } | Command::Worker { .. })
+        matches!(
+            self,
+            Command::Dev { .. } | Command::Server { .. } | Command::Worker { .. }
+        )
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     let _entered = runtime.enter();
     // Only the long-running processes emit spans; one-shot commands print.
     let tracing = if cli.command.traces() {
@@ -315,7 +352,13 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
         Command::Server { server } => {
             serve::server(server, tracing).await?;
         }
-        Command::Worker { handlers, queues, concurrency, worker_id, client } => {
+        Command::Worker {
+            handlers,
+            queues,
+            concurrency,
+            worker_id,
+            client,
+        } => {
             serve::exec_worker(&handlers, queues, concurrency, worker_id, client.client()).await?;
         }
         Command::Migrate { database_url } => {
@@ -326,15 +369,27 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
         Command::Apply { files, client } => {
             let api = client.client();
             for file in files {
-                let text = std::fs::read_to_string(&file).with_context(|| format!("cannot read {}", file.display()))?;
-                let def = weft_core::Definition::parse(&text).map_err(|err| anyhow::anyhow!("{}: {err} ({})", file.display(), err.code))?;
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("cannot read {}", file.display()))?;
+                let def = weft_core::Definition::parse(&text)
+                    .map_err(|err| anyhow::anyhow!("{}: {err} ({})", file.display(), err.code))?;
                 let response = api.put_workflow(&def.name, &text).await?;
                 if client.json {
                     println!("{}", serde_json::to_string(&response)?);
                 } else if response.created {
-                    println!("{}: registered {} version {}", file.display(), response.name, response.version);
+                    println!(
+                        "{}: registered {} version {}",
+                        file.display(),
+                        response.name,
+                        response.version
+                    );
                 } else {
-                    println!("{}: {} unchanged (version {})", file.display(), response.name, response.version);
+                    println!(
+                        "{}: {} unchanged (version {})",
+                        file.display(),
+                        response.name,
+                        response.version
+                    );
                 }
             }
         }
@@ -346,15 +401,36 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 output::workflows(&list.workflows);
             }
         }
-        Command::Start { workflow, input, idempotency_key, wait, client } => {
+        Command::Start {
+            workflow,
+            input,
+            idempotency_key,
+            wait,
+            client,
+        } => {
             let input = parse_input(input.as_deref())?;
             let api = client.client();
-            let started = api.start_run(&workflow, &StartRunRequest { input, idempotency_key }).await?;
+            let started = api
+                .start_run(
+                    &workflow,
+                    &StartRunRequest {
+                        input,
+                        idempotency_key,
+                    },
+                )
+                .await?;
             if client.json && !wait {
                 println!("{}", serde_json::to_string(&started)?);
             } else if !client.json {
-                let note = if started.created { "" } else { " (existing run for this idempotency key)" };
-                println!("run_id   {}{note}\ntrace_id {}", started.run_id, started.trace_id);
+                let note = if started.created {
+                    ""
+                } else {
+                    " (existing run for this idempotency key)"
+                };
+                println!(
+                    "run_id   {}{note}\ntrace_id {}",
+                    started.run_id, started.trace_id
+                );
             }
             if wait {
                 let run = output::follow(&api, &started.run_id, client.json).await?;
@@ -366,9 +442,21 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 }
             }
         }
-        Command::Runs { workflow, status, trace_id, since, limit, client } => {
+        Command::Runs {
+            workflow,
+            status,
+            trace_id,
+            since,
+            limit,
+            client,
+        } => {
             let mut query = vec![("limit", limit.to_string())];
-            for (name, value) in [("workflow", workflow), ("status", status), ("trace_id", trace_id), ("since", since)] {
+            for (name, value) in [
+                ("workflow", workflow),
+                ("status", status),
+                ("trace_id", trace_id),
+                ("since", since),
+            ] {
                 if let Some(value) = value {
                     query.push((name, value));
                 }
@@ -380,7 +468,11 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 output::runs(&list);
             }
         }
-        Command::Run { id, trace_url_template, client } => {
+        Command::Run {
+            id,
+            trace_url_template,
+            client,
+        } => {
             let mut run = client.client().get_run(&id).await?;
             if run.trace_url.is_none() {
                 run.trace_url = trace_url_template.map(|t| t.replace("{trace_id}", &run.trace_id));
@@ -409,7 +501,10 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 for e in events.events {
                     let step = e.step.map(|s| format!(" {s}")).unwrap_or_default();
                     let attempt = e.attempt.map(|a| format!("#{a}")).unwrap_or_default();
-                    println!("{:>5} {} {:<18}{step}{attempt} {}", e.seq, e.at, e.kind, e.data);
+                    println!(
+                        "{:>5} {} {:<18}{step}{attempt} {}",
+                        e.seq, e.at, e.kind, e.data
+                    );
                 }
             }
         }
@@ -434,7 +529,12 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             let run = client.client().decide(&id, &step, true, None).await?;
             print_summary(&run, client.json)?;
         }
-        Command::Reject { id, step, message, client } => {
+        Command::Reject {
+            id,
+            step,
+            message,
+            client,
+        } => {
             let run = client.client().decide(&id, &step, false, message).await?;
             print_summary(&run, client.json)?;
         }
@@ -463,9 +563,12 @@ fn print_summary(run: &weft_api::RunSummary, json: bool) -> Result<()> {
 }
 
 fn parse_input(input: Option<&str>) -> Result<Value> {
-    let Some(input) = input else { return Ok(Value::Object(Default::default())) };
+    let Some(input) = input else {
+        return Ok(Value::Object(Default::default()));
+    };
     let text = match input.strip_prefix('@') {
-        Some(path) => std::fs::read_to_string(path).with_context(|| format!("cannot read input file {path}"))?,
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read input file {path}"))?,
         None => input.to_owned(),
     };
     match serde_json::from_str(&text) {

@@ -18,7 +18,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) {
         }
     }
     let line = |cells: Vec<String>| {
-        let padded: Vec<String> = cells.iter().enumerate().map(|(i, c)| format!("{c:<w$}", w = widths[i])).collect();
+        let padded: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect();
         println!("{}", padded.join("  ").trim_end());
     };
     line(header.iter().map(|h| h.to_uppercase()).collect());
@@ -32,7 +36,9 @@ fn opt(value: &Option<String>) -> String {
 }
 
 fn millis(text: &str) -> Option<i64> {
-    DateTime::parse_from_rfc3339(text).ok().map(|t| t.timestamp_millis())
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp_millis())
 }
 
 fn human_ms(ms: i64) -> String {
@@ -48,9 +54,20 @@ fn human_ms(ms: i64) -> String {
 pub fn workflows(list: &[WorkflowSummary]) {
     let rows: Vec<Vec<String>> = list
         .iter()
-        .map(|w| vec![w.name.clone(), w.version.to_string(), w.steps.to_string(), w.created_at.clone(), w.description.clone().unwrap_or_default()])
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                w.version.to_string(),
+                w.steps.to_string(),
+                w.created_at.clone(),
+                w.description.clone().unwrap_or_default(),
+            ]
+        })
         .collect();
-    table(&["workflow", "version", "steps", "registered", "description"], &rows);
+    table(
+        &["workflow", "version", "steps", "registered", "description"],
+        &rows,
+    );
 }
 
 pub fn runs(list: &RunList) {
@@ -72,7 +89,12 @@ pub fn runs(list: &RunList) {
             ]
         })
         .collect();
-    table(&["run_id", "workflow", "status", "reason", "created", "duration", "trace_id"], &rows);
+    table(
+        &[
+            "run_id", "workflow", "status", "reason", "created", "duration", "trace_id",
+        ],
+        &rows,
+    );
     if let Some(cursor) = &list.next_cursor {
         println!("(more: --cursor {cursor})");
     }
@@ -85,7 +107,11 @@ pub fn run(run: &RunDetail) {
         println!("trace     {url}");
     }
     println!("workflow  {} v{}", run.workflow, run.version);
-    let reason = run.reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default();
+    let reason = run
+        .reason
+        .as_ref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default();
     println!("status    {}{reason}", run.status);
     println!("created   {}", run.created_at);
     if let Some(ms) = run.timing.schedule_to_start_ms {
@@ -101,43 +127,90 @@ pub fn run(run: &RunDetail) {
     let mut rows = Vec::new();
     for step in &run.steps {
         if step.attempts.is_empty() {
-            rows.push(vec![step.name.clone(), "-".into(), step.status.clone(), opt(&step.reason), "-".into(), "-".into(), "-".into(), "-".into(), opt(&step.error)]);
+            rows.push(vec![
+                step.name.clone(),
+                "-".into(),
+                step.status.clone(),
+                opt(&step.reason),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                opt(&step.error),
+            ]);
         }
         for a in &step.attempts {
             let t = a.timing.clone().unwrap_or_default();
             rows.push(vec![
                 step.name.clone(),
                 a.attempt.to_string(),
-                if a.attempt == step.attempts.len() as i64 { step.status.clone() } else { a.status.clone() },
+                if a.attempt == step.attempts.len() as i64 {
+                    step.status.clone()
+                } else {
+                    a.status.clone()
+                },
                 opt(&a.reason),
                 a.worker_id.clone(),
-                if a.timing.is_some() { human_ms(t.queue_wait_ms) } else { "-".into() },
+                if a.timing.is_some() {
+                    human_ms(t.queue_wait_ms)
+                } else {
+                    "-".into()
+                },
                 t.handler_ms.map_or_else(|| "-".into(), human_ms),
-                if a.timing.is_some() { human_ms(t.total_ms) } else { "-".into() },
+                if a.timing.is_some() {
+                    human_ms(t.total_ms)
+                } else {
+                    "-".into()
+                },
                 opt(&a.error),
             ]);
         }
     }
-    table(&["step", "attempt", "status", "reason", "worker", "queued", "handler", "total", "error"], &rows);
+    table(
+        &[
+            "step", "attempt", "status", "reason", "worker", "queued", "handler", "total", "error",
+        ],
+        &rows,
+    );
     timeline(run);
 }
 
 /// One bar per attempt on a shared time axis: `.` waiting in the queue,
 /// `#` running, `x` ended in failure.
 fn timeline(run: &RunDetail) {
-    let Some(start) = millis(&run.created_at) else { return };
+    let Some(start) = millis(&run.created_at) else {
+        return;
+    };
     let now = Utc::now().timestamp_millis();
-    let end = run.finished_at.as_deref().and_then(millis).unwrap_or(now).max(start + 1);
+    let end = run
+        .finished_at
+        .as_deref()
+        .and_then(millis)
+        .unwrap_or(now)
+        .max(start + 1);
     let width = 50usize;
-    let scale = |t: i64| (((t - start).max(0) as f64 / (end - start) as f64) * width as f64).round() as usize;
-    println!("\ntimeline  0 {:─^w$} {}", "", human_ms(end - start), w = width - 2);
+    let scale = |t: i64| {
+        (((t - start).max(0) as f64 / (end - start) as f64) * width as f64).round() as usize
+    };
+    println!(
+        "\ntimeline  0 {:─^w$} {}",
+        "",
+        human_ms(end - start),
+        w = width - 2
+    );
     for step in &run.steps {
         for a in &step.attempts {
-            let Some(claimed) = millis(&a.claimed_at) else { continue };
+            let Some(claimed) = millis(&a.claimed_at) else {
+                continue;
+            };
             let finished = a.finished_at.as_deref().and_then(millis).unwrap_or(now);
             let queued_from = claimed - a.timing.as_ref().map_or(0, |t| t.queue_wait_ms);
             let mut bar = vec![' '; width + 1];
-            let (q, c, f) = (scale(queued_from).min(width), scale(claimed).min(width), scale(finished).min(width));
+            let (q, c, f) = (
+                scale(queued_from).min(width),
+                scale(claimed).min(width),
+                scale(finished).min(width),
+            );
             for cell in bar.iter_mut().take(c).skip(q) {
                 *cell = '.';
             }
@@ -176,20 +249,28 @@ pub async fn follow(client: &Client, id: &str, quiet: bool) -> Result<RunDetail>
                         (Some(reason), None) => format!(" ({reason})"),
                         _ => String::new(),
                     };
-                    let attempt = if step.attempts.is_empty() { String::new() } else { format!(" attempt {}", step.attempts.len()) };
+                    let attempt = if step.attempts.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" attempt {}", step.attempts.len())
+                    };
                     println!("  {:<16} {}{attempt}{detail}", step.name, step.status);
                     seen.insert(step.name.clone(), state);
                 }
             }
         }
-        if matches!(run.status.as_str(), "completed" | "failed" | "cancelled" | "compensated") {
+        if matches!(
+            run.status.as_str(),
+            "completed" | "failed" | "cancelled" | "compensated"
+        ) {
             if !quiet {
                 let took = run.timing.end_to_end_ms.map(human_ms).unwrap_or_default();
                 println!("run {} {} in {took}", run.run_id, run.status);
-                if let Some(output) = &run.output {
-                    if run.status == "completed" && *output != Value::Null {
-                        println!("output: {output}");
-                    }
+                if let Some(output) = &run.output
+                    && run.status == "completed"
+                    && *output != Value::Null
+                {
+                    println!("output: {output}");
                 }
             }
             return Ok(run);

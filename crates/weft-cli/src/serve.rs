@@ -12,14 +12,15 @@ use weft_store::{PoolOptions, Settings, Store};
 use weft_telemetry::traces::Tracing;
 use weft_worker::Worker;
 
-use crate::{demo, parse_duration, ServerArgs};
+use crate::{ServerArgs, demo, parse_duration};
 
 /// Cancels the token on SIGINT or SIGTERM.
 fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -36,23 +37,40 @@ struct Running {
     store: Store,
 }
 
-async fn start_server(args: &ServerArgs, shutdown: &CancellationToken, tracing: Option<&Tracing>) -> Result<Running> {
-    let settings = Settings { lease: parse_duration("lease-timeout", &args.lease_timeout)? };
-    let options = PoolOptions { max_connections: args.db_pool_size, ..PoolOptions::default() };
+async fn start_server(
+    args: &ServerArgs,
+    shutdown: &CancellationToken,
+    tracing: Option<&Tracing>,
+) -> Result<Running> {
+    let settings = Settings {
+        lease: parse_duration("lease-timeout", &args.lease_timeout)?,
+    };
+    let options = PoolOptions {
+        max_connections: args.db_pool_size,
+        ..PoolOptions::default()
+    };
     let store = Store::connect_with(&args.database_url, settings, &options)
         .await
         .with_context(|| format!("cannot open the database at {}", args.database_url))?;
     let gauge_interval = parse_duration("gauge-interval", &args.gauge_interval)?;
-    anyhow::ensure!(!gauge_interval.is_zero(), "--gauge-interval must be longer than 0");
+    anyhow::ensure!(
+        !gauge_interval.is_zero(),
+        "--gauge-interval must be longer than 0"
+    );
     let engine_config = weft_engine::Config {
         tick: parse_duration("engine-tick", &args.engine_tick)?,
         gauge_interval,
         ..Default::default()
     };
     let engine = Engine::new(store.clone(), engine_config);
-    let listener = tokio::net::TcpListener::bind(&args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
     let listen_addr = listener.local_addr()?;
-    let caps = weft_telemetry::metrics::Caps { workflows: args.metrics_max_workflows, ..Default::default() };
+    let caps = weft_telemetry::metrics::Caps {
+        workflows: args.metrics_max_workflows,
+        ..Default::default()
+    };
     let metrics = weft_server::Metrics::new(env!("CARGO_PKG_VERSION"), caps);
     let app = weft_server::router(
         engine.clone(),
@@ -61,14 +79,17 @@ async fn start_server(args: &ServerArgs, shutdown: &CancellationToken, tracing: 
             metrics: Some(metrics.clone()),
             redactor: weft_core::redact::Redactor::from_list(&args.redact_keys),
             redact_api: args.redact_api,
-            observer: tracing.map(|t| Arc::new(t.row_spans()) as Arc<dyn weft_core::observe::Observer>),
+            observer: tracing
+                .map(|t| Arc::new(t.row_spans()) as Arc<dyn weft_core::observe::Observer>),
             trace_url_template: args.trace_url_template.clone(),
             ..Default::default()
         },
     );
     let mut extra_tasks = Vec::new();
     if let Some(addr) = &args.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
         let metrics_shutdown = shutdown.clone();
         let metrics_app = weft_server::metrics_router(metrics.clone());
         extra_tasks.push(tokio::spawn(async move {
@@ -87,7 +108,11 @@ async fn start_server(args: &ServerArgs, shutdown: &CancellationToken, tracing: 
     tracing::info!(component = "server", addr = %listen_addr, database = %redact_url(&args.database_url), "server started");
     let mut tasks = vec![engine_task, http_task];
     tasks.extend(extra_tasks);
-    Ok(Running { listen_addr, tasks, store })
+    Ok(Running {
+        listen_addr,
+        tasks,
+        store,
+    })
 }
 
 impl Running {
@@ -105,7 +130,12 @@ fn redact_url(url: &str) -> String {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
             match userinfo.find(':') {
-                Some(colon) => format!("{}{}:[redacted]{}", &url[..scheme + 3], &userinfo[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:[redacted]{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }
@@ -126,7 +156,10 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
     let url = format!("http://{}", running.listen_addr);
     let client = Client::new(&url);
     for (name, manifest) in demo::MANIFESTS {
-        let response = client.put_workflow(name, manifest).await.with_context(|| format!("registering example {name}"))?;
+        let response = client
+            .put_workflow(name, manifest)
+            .await
+            .with_context(|| format!("registering example {name}"))?;
         tracing::info!(component = "cli", workflow = %response.name, version = response.version, "example workflow registered");
     }
     let worker = demo::worker(client.clone()).build();
@@ -134,12 +167,23 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
     let mut started = Vec::new();
     if demo_runs {
         for (workflow, input) in demo::demo_inputs() {
-            let run = client.start_run(workflow, &weft_api::StartRunRequest { input, idempotency_key: None }).await?;
+            let run = client
+                .start_run(
+                    workflow,
+                    &weft_api::StartRunRequest {
+                        input,
+                        idempotency_key: None,
+                    },
+                )
+                .await?;
             started.push((workflow, run.run_id));
         }
     }
     println!();
-    println!("  Weft is running (embedded SQLite at {}).", args.database_url);
+    println!(
+        "  Weft is running (embedded SQLite at {}).",
+        args.database_url
+    );
     println!();
     println!("  API        {url}/v1/runs");
     println!("  Health     {url}/health");
@@ -169,7 +213,9 @@ pub async fn exec_worker(
 ) -> Result<()> {
     let handlers = weft_worker::exec::load(handlers_file)?;
     let shutdown = shutdown_on_signal();
-    let mut builder = Worker::builder(client).concurrency(concurrency).poll_wait(Duration::from_secs(20));
+    let mut builder = Worker::builder(client)
+        .concurrency(concurrency)
+        .poll_wait(Duration::from_secs(20));
     for queue in queues {
         builder = builder.queue(queue);
     }
@@ -189,8 +235,14 @@ mod tests {
 
     #[test]
     fn redacts_passwords_in_urls() {
-        assert_eq!(redact_url("postgres://weft:hunter2@db:5432/weft"), "postgres://weft:[redacted]@db:5432/weft");
-        assert_eq!(redact_url("postgres://weft@db/weft"), "postgres://weft@db/weft");
+        assert_eq!(
+            redact_url("postgres://weft:hunter2@db:5432/weft"),
+            "postgres://weft:[redacted]@db:5432/weft"
+        );
+        assert_eq!(
+            redact_url("postgres://weft@db/weft"),
+            "postgres://weft@db/weft"
+        );
         assert_eq!(redact_url("sqlite://weft.db"), "sqlite://weft.db");
     }
 }

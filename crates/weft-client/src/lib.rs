@@ -3,14 +3,18 @@
 use std::{sync::Once, time::Duration};
 
 use reqwest::{Method, StatusCode};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{Serialize, de::DeserializeOwned};
 use weft_api::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The server answered with an error body.
     #[error("{message} ({code}, HTTP {status})")]
-    Api { status: u16, code: String, message: String },
+    Api {
+        status: u16,
+        code: String,
+        message: String,
+    },
     /// The server could not be reached or the connection broke.
     #[error("cannot reach the Weft server at {url}: {source}")]
     Transport {
@@ -84,7 +88,11 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(60))
             .build()
             .expect("an HTTP client builds");
-        Client { base: base_url.trim_end_matches('/').to_owned(), http, token: None }
+        Client {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+            token: None,
+        }
     }
 
     pub fn with_token(mut self, token: Option<String>) -> Client {
@@ -101,15 +109,29 @@ impl Client {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let response = request.send().await.map_err(|source| Error::Transport { url: self.base.clone(), source })?;
+        let response = request.send().await.map_err(|source| Error::Transport {
+            url: self.base.clone(),
+            source,
+        })?;
         let status = response.status();
-        let bytes = response.bytes().await.map_err(|source| Error::Transport { url: self.base.clone(), source })?;
+        let bytes = response.bytes().await.map_err(|source| Error::Transport {
+            url: self.base.clone(),
+            source,
+        })?;
         if !status.is_success() {
             return Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
-                Ok(body) => Error::Api { status: status.as_u16(), code: body.error.code, message: body.error.message },
+                Ok(body) => Error::Api {
+                    status: status.as_u16(),
+                    code: body.error.code,
+                    message: body.error.message,
+                },
                 Err(_) => Error::Api {
                     status: status.as_u16(),
-                    code: if status == StatusCode::NOT_FOUND { "not_found".into() } else { "http_error".into() },
+                    code: if status == StatusCode::NOT_FOUND {
+                        "not_found".into()
+                    } else {
+                        "http_error".into()
+                    },
                     message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
                 },
             });
@@ -146,14 +168,27 @@ impl Client {
         self.get(&format!("/v1/workflows/{}", encode(name))).await
     }
 
-    pub async fn start_run(&self, workflow: &str, request: &StartRunRequest) -> Result<StartRunResponse> {
-        self.post(&format!("/v1/workflows/{}/runs", encode(workflow)), request).await
+    pub async fn start_run(
+        &self,
+        workflow: &str,
+        request: &StartRunRequest,
+    ) -> Result<StartRunResponse> {
+        self.post(&format!("/v1/workflows/{}/runs", encode(workflow)), request)
+            .await
     }
 
     /// Starts a run carrying the caller's W3C `traceparent`.
-    pub async fn start_run_traced(&self, workflow: &str, request: &StartRunRequest, traceparent: &str) -> Result<StartRunResponse> {
+    pub async fn start_run_traced(
+        &self,
+        workflow: &str,
+        request: &StartRunRequest,
+        traceparent: &str,
+    ) -> Result<StartRunResponse> {
         let builder = self
-            .request(Method::POST, &format!("/v1/workflows/{}/runs", encode(workflow)))
+            .request(
+                Method::POST,
+                &format!("/v1/workflows/{}/runs", encode(workflow)),
+            )
             .header("traceparent", traceparent)
             .json(request);
         self.send(builder).await
@@ -168,7 +203,10 @@ impl Client {
         traceparent: Option<&str>,
         baggage: Option<&str>,
     ) -> Result<StartRunResponse> {
-        let mut builder = self.request(Method::POST, &format!("/v1/workflows/{}/runs", encode(workflow)));
+        let mut builder = self.request(
+            Method::POST,
+            &format!("/v1/workflows/{}/runs", encode(workflow)),
+        );
         if let Some(traceparent) = traceparent {
             builder = builder.header("traceparent", traceparent);
         }
@@ -180,8 +218,15 @@ impl Client {
 
     /// Lists runs; `query` holds `(name, value)` filter pairs such as `("status", "failed")`.
     pub async fn list_runs(&self, query: &[(&str, String)]) -> Result<RunList> {
-        let pairs: Vec<String> = query.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
-        let path = if pairs.is_empty() { "/v1/runs".to_owned() } else { format!("/v1/runs?{}", pairs.join("&")) };
+        let pairs: Vec<String> = query
+            .iter()
+            .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+            .collect();
+        let path = if pairs.is_empty() {
+            "/v1/runs".to_owned()
+        } else {
+            format!("/v1/runs?{}", pairs.join("&"))
+        };
         self.get(&path).await
     }
 
@@ -206,17 +251,34 @@ impl Client {
     }
 
     pub async fn cancel_run(&self, id: &str) -> Result<RunSummary> {
-        self.post(&format!("/v1/runs/{}/cancel", encode(id)), &serde_json::json!({})).await
+        self.post(
+            &format!("/v1/runs/{}/cancel", encode(id)),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     pub async fn retry_run(&self, id: &str) -> Result<RunSummary> {
-        self.post(&format!("/v1/runs/{}/retry", encode(id)), &serde_json::json!({})).await
+        self.post(
+            &format!("/v1/runs/{}/retry", encode(id)),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
-    pub async fn decide(&self, id: &str, step: &str, approve: bool, message: Option<String>) -> Result<RunSummary> {
+    pub async fn decide(
+        &self,
+        id: &str,
+        step: &str,
+        approve: bool,
+        message: Option<String>,
+    ) -> Result<RunSummary> {
         let verb = if approve { "approve" } else { "reject" };
-        self.post(&format!("/v1/runs/{}/steps/{}/{verb}", encode(id), encode(step)), &DecisionRequest { message })
-            .await
+        self.post(
+            &format!("/v1/runs/{}/steps/{}/{verb}", encode(id), encode(step)),
+            &DecisionRequest { message },
+        )
+        .await
     }
 
     pub async fn health(&self) -> Result<serde_json::Value> {
@@ -225,8 +287,14 @@ impl Client {
             .request(Method::GET, "/health")
             .send()
             .await
-            .map_err(|source| Error::Transport { url: self.base.clone(), source })?;
-        response.json().await.map_err(|err| Error::Decode(err.to_string()))
+            .map_err(|source| Error::Transport {
+                url: self.base.clone(),
+                source,
+            })?;
+        response
+            .json()
+            .await
+            .map_err(|err| Error::Decode(err.to_string()))
     }
 
     // ---- worker protocol ----
@@ -234,22 +302,43 @@ impl Client {
     /// Long-polls for tasks. The HTTP timeout is the wait plus a margin.
     pub async fn poll(&self, request: &PollRequest) -> Result<PollResponse> {
         let timeout = Duration::from_millis(request.wait_ms) + Duration::from_secs(10);
-        self.send(self.request(Method::POST, "/v1/worker/poll").timeout(timeout).json(request)).await
+        self.send(
+            self.request(Method::POST, "/v1/worker/poll")
+                .timeout(timeout)
+                .json(request),
+        )
+        .await
     }
 
     pub async fn heartbeat(&self, lease_id: &str) -> Result<HeartbeatResponse> {
-        self.post(&format!("/v1/worker/leases/{}/heartbeat", encode(lease_id)), &serde_json::json!({})).await
+        self.post(
+            &format!("/v1/worker/leases/{}/heartbeat", encode(lease_id)),
+            &serde_json::json!({}),
+        )
+        .await
     }
 
     pub async fn complete(&self, lease_id: &str, request: &CompleteRequest) -> Result<Ack> {
-        self.post(&format!("/v1/worker/leases/{}/complete", encode(lease_id)), request).await
+        self.post(
+            &format!("/v1/worker/leases/{}/complete", encode(lease_id)),
+            request,
+        )
+        .await
     }
 
     pub async fn fail(&self, lease_id: &str, request: &FailRequest) -> Result<Ack> {
-        self.post(&format!("/v1/worker/leases/{}/fail", encode(lease_id)), request).await
+        self.post(
+            &format!("/v1/worker/leases/{}/fail", encode(lease_id)),
+            request,
+        )
+        .await
     }
 
     pub async fn append_logs(&self, lease_id: &str, lines: Vec<String>) -> Result<Ack> {
-        self.post(&format!("/v1/worker/leases/{}/logs", encode(lease_id)), &LogsRequest { lines }).await
+        self.post(
+            &format!("/v1/worker/leases/{}/logs", encode(lease_id)),
+            &LogsRequest { lines },
+        )
+        .await
     }
 }

@@ -15,8 +15,12 @@ pub fn compile(expression: &str) -> Result<(), String> {
 pub fn evaluate(expression: &str, input: &Value, steps: &Value) -> Result<bool, String> {
     let program = cel::Program::compile(expression).map_err(|err| err.to_string())?;
     let mut context = cel::Context::default();
-    context.add_variable("input", input).map_err(|err| err.to_string())?;
-    context.add_variable("steps", steps).map_err(|err| err.to_string())?;
+    context
+        .add_variable("input", input)
+        .map_err(|err| err.to_string())?;
+    context
+        .add_variable("steps", steps)
+        .map_err(|err| err.to_string())?;
     match program.execute(&context).map_err(|err| err.to_string())? {
         cel::Value::Bool(result) => Ok(result),
         other => Err(format!("`when` must be a boolean, got {other:?}")),
@@ -41,7 +45,11 @@ mod tests {
             ("input.missing > 1", Err(())),
         ];
         for (expression, expected) in cases {
-            assert_eq!(evaluate(expression, &input, &steps).map_err(|_| ()), expected, "{expression}");
+            assert_eq!(
+                evaluate(expression, &input, &steps).map_err(|_| ()),
+                expected,
+                "{expression}"
+            );
         }
     }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
 
-use crate::{condition, duration, retry::Backoff, RetryPolicy};
+use crate::{RetryPolicy, condition, duration, retry::Backoff};
 
 /// A validation failure: a stable `code`, the `path` of the offending field and
 /// a sentence for humans.
@@ -20,8 +20,16 @@ pub struct ValidationError {
     pub message: String,
 }
 
-fn invalid(code: &'static str, path: impl Into<String>, message: impl Into<String>) -> ValidationError {
-    ValidationError { code, path: path.into(), message: message.into() }
+fn invalid(
+    code: &'static str,
+    path: impl Into<String>,
+    message: impl Into<String>,
+) -> ValidationError {
+    ValidationError {
+        code,
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -92,7 +100,9 @@ impl Definition {
                 has_dependant[dep] = true;
             }
         }
-        (0..self.steps.len()).filter(|&i| !has_dependant[i]).collect()
+        (0..self.steps.len())
+            .filter(|&i| !has_dependant[i])
+            .collect()
     }
 
     /// Parses a manifest; YAML is a superset of JSON, but JSON goes through
@@ -129,7 +139,11 @@ impl Definition {
             .as_array()
             .ok_or_else(|| invalid("invalid_type", "steps", "`steps` must be a list"))?;
         if raw_steps.is_empty() {
-            return Err(invalid("empty_workflow", "steps", "a workflow needs at least one step"));
+            return Err(invalid(
+                "empty_workflow",
+                "steps",
+                "a workflow needs at least one step",
+            ));
         }
 
         let mut steps = Vec::with_capacity(raw_steps.len());
@@ -152,7 +166,10 @@ impl Definition {
                     invalid(
                         "unknown_dependency",
                         format!("steps[{}].depends_on", step.name),
-                        format!("step `{}` depends on `{dep}`, which is not a step of this workflow", step.name),
+                        format!(
+                            "step `{}` depends on `{dep}`, which is not a step of this workflow",
+                            step.name
+                        ),
                     )
                 })?;
                 if deps.contains(&index) {
@@ -192,10 +209,18 @@ const STEP_FIELDS: &[&str] = &[
     "duration",
 ];
 
-fn parse_step(raw: &Value, position: usize, default_queue: &str) -> Result<StepDef, ValidationError> {
-    let fields = raw
-        .as_object()
-        .ok_or_else(|| invalid("invalid_type", format!("steps[{position}]"), "a step must be a mapping"))?;
+fn parse_step(
+    raw: &Value,
+    position: usize,
+    default_queue: &str,
+) -> Result<StepDef, ValidationError> {
+    let fields = raw.as_object().ok_or_else(|| {
+        invalid(
+            "invalid_type",
+            format!("steps[{position}]"),
+            "a step must be a mapping",
+        )
+    })?;
     let name = required_str(fields, &format!("steps[{position}]"), "name")?;
     let at = format!("steps[{name}]");
     check_name(&name, &format!("{at}.name"))?;
@@ -207,16 +232,26 @@ fn parse_step(raw: &Value, position: usize, default_queue: &str) -> Result<StepD
     let kind = match kind_name.as_str() {
         "task" => {
             let handler = handler.ok_or_else(|| {
-                invalid("missing_handler", format!("{at}.handler"), format!("task step `{name}` needs a `handler`"))
+                invalid(
+                    "missing_handler",
+                    format!("{at}.handler"),
+                    format!("task step `{name}` needs a `handler`"),
+                )
             })?;
             check_name(&handler, &format!("{at}.handler"))?;
             StepKind::Task { handler }
         }
         "sleep" => {
             let text = duration_text.ok_or_else(|| {
-                invalid("missing_field", format!("{at}.duration"), format!("sleep step `{name}` needs a `duration`"))
+                invalid(
+                    "missing_field",
+                    format!("{at}.duration"),
+                    format!("sleep step `{name}` needs a `duration`"),
+                )
             })?;
-            StepKind::Sleep { duration_ms: parse_duration(&text, &format!("{at}.duration"))? }
+            StepKind::Sleep {
+                duration_ms: parse_duration(&text, &format!("{at}.duration"))?,
+            }
         }
         "approval" => StepKind::Approval,
         other => {
@@ -228,18 +263,31 @@ fn parse_step(raw: &Value, position: usize, default_queue: &str) -> Result<StepD
         }
     };
     if !matches!(kind, StepKind::Task { .. }) {
-        for field in ["handler", "retry", "timeout", "heartbeat_timeout", "compensate"] {
+        for field in [
+            "handler",
+            "retry",
+            "timeout",
+            "heartbeat_timeout",
+            "compensate",
+        ] {
             if fields.contains_key(field) {
                 return Err(invalid(
                     "unknown_field",
                     format!("{at}.{field}"),
-                    format!("`{field}` applies to task steps, not to {} steps", kind.as_str()),
+                    format!(
+                        "`{field}` applies to task steps, not to {} steps",
+                        kind.as_str()
+                    ),
                 ));
             }
         }
     }
     if !matches!(kind, StepKind::Sleep { .. }) && fields.contains_key("duration") {
-        return Err(invalid("unknown_field", format!("{at}.duration"), "`duration` applies to sleep steps only"));
+        return Err(invalid(
+            "unknown_field",
+            format!("{at}.duration"),
+            "`duration` applies to sleep steps only",
+        ));
     }
 
     let depends_on = match fields.get("depends_on") {
@@ -248,12 +296,20 @@ fn parse_step(raw: &Value, position: usize, default_queue: &str) -> Result<StepD
             .iter()
             .map(|item| {
                 item.as_str().map(str::to_owned).ok_or_else(|| {
-                    invalid("invalid_type", format!("{at}.depends_on"), "`depends_on` must be a list of step names")
+                    invalid(
+                        "invalid_type",
+                        format!("{at}.depends_on"),
+                        "`depends_on` must be a list of step names",
+                    )
                 })
             })
             .collect::<Result<_, _>>()?,
         Some(_) => {
-            return Err(invalid("invalid_type", format!("{at}.depends_on"), "`depends_on` must be a list of step names"));
+            return Err(invalid(
+                "invalid_type",
+                format!("{at}.depends_on"),
+                "`depends_on` must be a list of step names",
+            ));
         }
     };
     let queue = optional_str(fields, &at, "queue")?.unwrap_or_else(|| default_queue.to_owned());
@@ -267,7 +323,11 @@ fn parse_step(raw: &Value, position: usize, default_queue: &str) -> Result<StepD
     let when = optional_str(fields, &at, "when")?;
     if let Some(expression) = &when {
         condition::compile(expression).map_err(|err| {
-            invalid("invalid_when", format!("{at}.when"), format!("`when` does not compile: {err}"))
+            invalid(
+                "invalid_when",
+                format!("{at}.when"),
+                format!("`when` does not compile: {err}"),
+            )
         })?;
     }
     let compensate = optional_str(fields, &at, "compensate")?;
@@ -289,14 +349,30 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
     let fields = raw
         .as_object()
         .ok_or_else(|| invalid("invalid_type", at, "`retry` must be a mapping"))?;
-    check_fields(fields, at, &["max_attempts", "backoff", "initial", "max", "jitter", "multiplier"])?;
+    check_fields(
+        fields,
+        at,
+        &[
+            "max_attempts",
+            "backoff",
+            "initial",
+            "max",
+            "jitter",
+            "multiplier",
+        ],
+    )?;
     let mut policy = RetryPolicy::default();
     if let Some(value) = fields.get("max_attempts") {
         policy.max_attempts = value
             .as_u64()
             .filter(|&n| (1..=1000).contains(&n))
-            .ok_or_else(|| invalid("invalid_retry", format!("{at}.max_attempts"), "must be a whole number from 1 to 1000"))?
-            as u32;
+            .ok_or_else(|| {
+                invalid(
+                    "invalid_retry",
+                    format!("{at}.max_attempts"),
+                    "must be a whole number from 1 to 1000",
+                )
+            })? as u32;
     }
     if let Some(text) = optional_str(fields, at, "backoff")? {
         policy.backoff = match text.as_str() {
@@ -318,18 +394,32 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
         policy.max_ms = ms;
     }
     if policy.max_ms < policy.initial_ms {
-        return Err(invalid("invalid_retry", format!("{at}.max"), "`max` must not be shorter than `initial`"));
+        return Err(invalid(
+            "invalid_retry",
+            format!("{at}.max"),
+            "`max` must not be shorter than `initial`",
+        ));
     }
     if let Some(value) = fields.get("jitter") {
-        policy.jitter = value
-            .as_bool()
-            .ok_or_else(|| invalid("invalid_type", format!("{at}.jitter"), "`jitter` must be true or false"))?;
+        policy.jitter = value.as_bool().ok_or_else(|| {
+            invalid(
+                "invalid_type",
+                format!("{at}.jitter"),
+                "`jitter` must be true or false",
+            )
+        })?;
     }
     if let Some(value) = fields.get("multiplier") {
         policy.multiplier = value
             .as_f64()
             .filter(|&m| (1.0..=10.0).contains(&m))
-            .ok_or_else(|| invalid("invalid_retry", format!("{at}.multiplier"), "must be a number from 1 to 10"))?;
+            .ok_or_else(|| {
+                invalid(
+                    "invalid_retry",
+                    format!("{at}.multiplier"),
+                    "must be a number from 1 to 10",
+                )
+            })?;
     }
     Ok(policy)
 }
@@ -358,7 +448,10 @@ fn topological_order(steps: &[StepDef]) -> Result<Vec<usize>, ValidationError> {
                 Colour::White => visit(dep, steps, colour, path, order)?,
                 Colour::Grey => {
                     let start = path.iter().position(|&n| n == dep).unwrap_or(0);
-                    let mut names: Vec<&str> = path[start..].iter().map(|&n| steps[n].name.as_str()).collect();
+                    let mut names: Vec<&str> = path[start..]
+                        .iter()
+                        .map(|&n| steps[n].name.as_str())
+                        .collect();
                     names.push(&steps[dep].name);
                     return Err(invalid(
                         "cycle",
@@ -383,10 +476,18 @@ fn topological_order(steps: &[StepDef]) -> Result<Vec<usize>, ValidationError> {
     Ok(order)
 }
 
-fn check_fields(fields: &Map<String, Value>, at: &str, known: &[&str]) -> Result<(), ValidationError> {
+fn check_fields(
+    fields: &Map<String, Value>,
+    at: &str,
+    known: &[&str],
+) -> Result<(), ValidationError> {
     for key in fields.keys() {
         if !known.contains(&key.as_str()) {
-            let path = if at == "$" { key.clone() } else { format!("{at}.{key}") };
+            let path = if at == "$" {
+                key.clone()
+            } else {
+                format!("{at}.{key}")
+            };
             return Err(invalid(
                 "unknown_field",
                 path,
@@ -398,23 +499,48 @@ fn check_fields(fields: &Map<String, Value>, at: &str, known: &[&str]) -> Result
 }
 
 fn field_path(at: &str, key: &str) -> String {
-    if at == "$" { key.to_owned() } else { format!("{at}.{key}") }
-}
-
-fn required_str(fields: &Map<String, Value>, at: &str, key: &str) -> Result<String, ValidationError> {
-    optional_str(fields, at, key)?
-        .ok_or_else(|| invalid("missing_field", field_path(at, key), format!("`{key}` is required")))
-}
-
-fn optional_str(fields: &Map<String, Value>, at: &str, key: &str) -> Result<Option<String>, ValidationError> {
-    match fields.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => Ok(Some(text.clone())),
-        Some(_) => Err(invalid("invalid_type", field_path(at, key), format!("`{key}` must be a string"))),
+    if at == "$" {
+        key.to_owned()
+    } else {
+        format!("{at}.{key}")
     }
 }
 
-fn optional_duration(fields: &Map<String, Value>, at: &str, key: &str) -> Result<Option<u64>, ValidationError> {
+fn required_str(
+    fields: &Map<String, Value>,
+    at: &str,
+    key: &str,
+) -> Result<String, ValidationError> {
+    optional_str(fields, at, key)?.ok_or_else(|| {
+        invalid(
+            "missing_field",
+            field_path(at, key),
+            format!("`{key}` is required"),
+        )
+    })
+}
+
+fn optional_str(
+    fields: &Map<String, Value>,
+    at: &str,
+    key: &str,
+) -> Result<Option<String>, ValidationError> {
+    match fields.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(invalid(
+            "invalid_type",
+            field_path(at, key),
+            format!("`{key}` must be a string"),
+        )),
+    }
+}
+
+fn optional_duration(
+    fields: &Map<String, Value>,
+    at: &str,
+    key: &str,
+) -> Result<Option<u64>, ValidationError> {
     match optional_str(fields, at, key)? {
         None => Ok(None),
         Some(text) => parse_duration(&text, &field_path(at, key)).map(Some),
@@ -422,9 +548,14 @@ fn optional_duration(fields: &Map<String, Value>, at: &str, key: &str) -> Result
 }
 
 fn parse_duration(text: &str, path: &str) -> Result<u64, ValidationError> {
-    let ms = duration::parse_ms(text).map_err(|message| invalid("invalid_duration", path, message))?;
+    let ms =
+        duration::parse_ms(text).map_err(|message| invalid("invalid_duration", path, message))?;
     if ms == 0 {
-        return Err(invalid("invalid_duration", path, "a duration must be longer than zero"));
+        return Err(invalid(
+            "invalid_duration",
+            path,
+            "a duration must be longer than zero",
+        ));
     }
     Ok(ms)
 }
@@ -434,7 +565,9 @@ fn parse_duration(text: &str, path: &str) -> Result<u64, ValidationError> {
 fn check_name(name: &str, path: &str) -> Result<(), ValidationError> {
     let ok = !name.is_empty()
         && name.len() <= 128
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
     if ok {
         Ok(())
     } else {
@@ -447,11 +580,18 @@ fn check_name(name: &str, path: &str) -> Result<(), ValidationError> {
 }
 
 /// The step outputs visible to a step: `{dependency name: output}`.
-pub fn dependency_outputs(def: &Definition, step: usize, outputs: &BTreeMap<String, Value>) -> Value {
+pub fn dependency_outputs(
+    def: &Definition,
+    step: usize,
+    outputs: &BTreeMap<String, Value>,
+) -> Value {
     let mut map = Map::new();
     for &dep in &def.steps[step].deps {
         let name = &def.steps[dep].name;
-        map.insert(name.clone(), outputs.get(name).cloned().unwrap_or(Value::Null));
+        map.insert(
+            name.clone(),
+            outputs.get(name).cloned().unwrap_or(Value::Null),
+        );
     }
     Value::Object(map)
 }
@@ -493,7 +633,12 @@ steps:
         assert_eq!(def.steps.len(), 5);
         assert_eq!(def.steps[0].retry.max_attempts, 5);
         assert_eq!(def.steps[0].timeout_ms, Some(30_000));
-        assert_eq!(def.steps[3].kind, StepKind::Sleep { duration_ms: 600_000 });
+        assert_eq!(
+            def.steps[3].kind,
+            StepKind::Sleep {
+                duration_ms: 600_000
+            }
+        );
         assert_eq!(def.topo_order, vec![0, 1, 2, 3, 4]);
         assert_eq!(def.leaves(), vec![4]);
     }
@@ -502,32 +647,99 @@ steps:
     fn json_and_yaml_give_the_same_definition() {
         let json = r#"{"name":"w","steps":[{"name":"a","handler":"h"},{"name":"b","handler":"h","depends_on":["a"]}]}"#;
         let yaml = "name: w\nsteps:\n  - {name: a, handler: h}\n  - {name: b, handler: h, depends_on: [a]}\n";
-        assert_eq!(Definition::parse(json).unwrap(), Definition::parse(yaml).unwrap());
+        assert_eq!(
+            Definition::parse(json).unwrap(),
+            Definition::parse(yaml).unwrap()
+        );
     }
 
     fn check_error(manifest: &str, code: &str, path: &str) {
         let err = Definition::parse(manifest).expect_err(manifest);
-        assert_eq!((err.code, err.path.as_str()), (code, path), "{manifest}\n=> {err}");
+        assert_eq!(
+            (err.code, err.path.as_str()),
+            (code, path),
+            "{manifest}\n=> {err}"
+        );
     }
 
     #[test]
     fn rejects_bad_manifests_naming_step_and_field() {
-        check_error("name: w\nsteps:\n  - {name: a, handler: h, depends_on: [b]}\n  - {name: b, handler: h, depends_on: [a]}\n", "cycle", "steps[b].depends_on");
-        check_error("name: w\nsteps:\n  - {name: a, handler: h, depends_on: [a]}\n", "cycle", "steps[a].depends_on");
-        check_error("name: w\nsteps:\n  - {name: a, handler: h, depends_on: [zzz]}\n", "unknown_dependency", "steps[a].depends_on");
-        check_error("name: w\nsteps:\n  - {name: a, handler: h}\n  - {name: a, handler: h}\n", "duplicate_step", "steps[a].name");
-        check_error("name: w\nsteps:\n  - {name: a, handler: h, timeout: 5 parsecs}\n", "invalid_duration", "steps[a].timeout");
-        check_error("name: w\nsteps:\n  - {name: a, handler: h, retry: {initial: soon}}\n", "invalid_duration", "steps[a].retry.initial");
-        check_error("name: w\nsteps:\n  - {name: a, handler: h, when: 'input.x >'}\n", "invalid_when", "steps[a].when");
-        check_error("name: w\nsteps:\n  - {name: a, handler: h, colour: red}\n", "unknown_field", "steps[a].colour");
-        check_error("name: w\nowner: me\nsteps:\n  - {name: a, handler: h}\n", "unknown_field", "owner");
-        check_error("name: w\nsteps:\n  - {name: a}\n", "missing_handler", "steps[a].handler");
+        check_error(
+            "name: w\nsteps:\n  - {name: a, handler: h, depends_on: [b]}\n  - {name: b, handler: h, depends_on: [a]}\n",
+            "cycle",
+            "steps[b].depends_on",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, handler: h, depends_on: [a]}\n",
+            "cycle",
+            "steps[a].depends_on",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, handler: h, depends_on: [zzz]}\n",
+            "unknown_dependency",
+            "steps[a].depends_on",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, handler: h}\n  - {name: a, handler: h}\n",
+            "duplicate_step",
+            "steps[a].name",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, handler: h, timeout: 5 parsecs}\n",
+            "invalid_duration",
+            "steps[a].timeout",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, handler: h, retry: {initial: soon}}\n",
+            "invalid_duration",
+            "steps[a].retry.initial",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, handler: h, when: 'input.x >'}\n",
+            "invalid_when",
+            "steps[a].when",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, handler: h, colour: red}\n",
+            "unknown_field",
+            "steps[a].colour",
+        );
+        check_error(
+            "name: w\nowner: me\nsteps:\n  - {name: a, handler: h}\n",
+            "unknown_field",
+            "owner",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a}\n",
+            "missing_handler",
+            "steps[a].handler",
+        );
         check_error("name: w\nsteps: []\n", "empty_workflow", "steps");
-        check_error("steps:\n  - {name: a, handler: h}\n", "missing_field", "name");
-        check_error("name: 'bad name'\nsteps:\n  - {name: a, handler: h}\n", "invalid_name", "name");
-        check_error("name: w\nsteps:\n  - {name: a, kind: teleport}\n", "invalid_kind", "steps[a].kind");
-        check_error("name: w\nsteps:\n  - {name: a, kind: sleep}\n", "missing_field", "steps[a].duration");
-        check_error("name: w\nsteps:\n  - {name: a, handler: h, retry: {max_attempts: 0}}\n", "invalid_retry", "steps[a].retry.max_attempts");
+        check_error(
+            "steps:\n  - {name: a, handler: h}\n",
+            "missing_field",
+            "name",
+        );
+        check_error(
+            "name: 'bad name'\nsteps:\n  - {name: a, handler: h}\n",
+            "invalid_name",
+            "name",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, kind: teleport}\n",
+            "invalid_kind",
+            "steps[a].kind",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, kind: sleep}\n",
+            "missing_field",
+            "steps[a].duration",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, handler: h, retry: {max_attempts: 0}}\n",
+            "invalid_retry",
+            "steps[a].retry.max_attempts",
+        );
         check_error("{\"name\": ", "invalid_manifest", "$");
         check_error("name: [unclosed\n", "invalid_manifest", "$");
         check_error("- just a list\n", "invalid_manifest", "$");
@@ -535,7 +747,8 @@ steps:
 
     #[test]
     fn yaml_1_1_scalars_stay_strings() {
-        let def = Definition::parse("name: w\nsteps:\n  - {name: a, handler: h, when: 'true'}\n").unwrap();
+        let def = Definition::parse("name: w\nsteps:\n  - {name: a, handler: h, when: 'true'}\n")
+            .unwrap();
         assert_eq!(def.steps[0].when.as_deref(), Some("true"));
         // `NO` stays a string, so a workflow named after a country code is not `false`.
         let err = Definition::parse("name: NO\nsteps:\n  - {name: a, handler: h}\n");

@@ -13,7 +13,9 @@ pub fn parse_ms(text: &str) -> Result<u64, String> {
     while !rest.is_empty() {
         let n_digits = rest.bytes().take_while(|b| b.is_ascii_digit()).count();
         if n_digits == 0 {
-            return Err(format!("`{text}` is not a duration (expected e.g. 500ms, 30s, 10m, 2h, 1d)"));
+            return Err(format!(
+                "`{text}` is not a duration (expected e.g. 500ms, 30s, 10m, 2h, 1d)"
+            ));
         }
         let number: u64 = rest[..n_digits]
             .parse()
@@ -27,7 +29,11 @@ pub fn parse_ms(text: &str) -> Result<u64, String> {
             "h" => 3_600_000,
             "d" => 86_400_000,
             "" => return Err(format!("`{text}` lacks a unit (ms, s, m, h or d)")),
-            other => return Err(format!("`{text}` has an unknown unit `{other}` (ms, s, m, h or d)")),
+            other => {
+                return Err(format!(
+                    "`{text}` has an unknown unit `{other}` (ms, s, m, h or d)"
+                ));
+            }
         };
         rest = &rest[n_unit..];
         total = number
@@ -60,7 +66,11 @@ mod tests {
             ("99999999999999999999d", Err(())),
         ];
         for (input, expected) in cases {
-            assert_eq!(parse_ms(input).map_err(|_| ()), *expected, "input {input:?}");
+            assert_eq!(
+                parse_ms(input).map_err(|_| ()),
+                *expected,
+                "input {input:?}"
+            );
         }
     }
 }

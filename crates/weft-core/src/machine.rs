@@ -20,9 +20,8 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use crate::{
-    condition,
-    definition::{dependency_outputs, Definition, StepKind},
-    Reason, RunStatus, StepStatus,
+    Reason, RunStatus, StepStatus, condition,
+    definition::{Definition, StepKind, dependency_outputs},
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -91,13 +90,30 @@ pub enum Event {
     /// A worker claimed a ready step. The store performs this transition in
     /// its claim query (it is the hot path and takes no run lock); it is here so
     /// that traces and tests show the whole life of a step.
-    Claimed { step: usize },
-    AttemptCompleted { step: usize, output: Value },
-    AttemptFailed { step: usize, reason: Reason, message: String, retryable: bool },
+    Claimed {
+        step: usize,
+    },
+    AttemptCompleted {
+        step: usize,
+        output: Value,
+    },
+    AttemptFailed {
+        step: usize,
+        reason: Reason,
+        message: String,
+        retryable: bool,
+    },
     /// A `retrying` step's backoff or a sleep step's duration is over.
-    TimerFired { step: usize },
-    Approve { step: usize },
-    Reject { step: usize, message: String },
+    TimerFired {
+        step: usize,
+    },
+    Approve {
+        step: usize,
+    },
+    Reject {
+        step: usize,
+        message: String,
+    },
     Cancel,
     Retry,
 }
@@ -106,16 +122,39 @@ pub enum Event {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     RunStarted,
-    StepReady { step: usize },
-    StepClaimed { step: usize },
-    StepSkipped { step: usize },
-    StepWaiting { step: usize, until: Option<i64> },
-    StepCompleted { step: usize },
-    StepRetrying { step: usize, due_at: i64, delay_ms: u64 },
-    StepFailed { step: usize, reason: Reason },
-    StepCancelled { step: usize, reason: Reason },
+    StepReady {
+        step: usize,
+    },
+    StepClaimed {
+        step: usize,
+    },
+    StepSkipped {
+        step: usize,
+    },
+    StepWaiting {
+        step: usize,
+        until: Option<i64>,
+    },
+    StepCompleted {
+        step: usize,
+    },
+    StepRetrying {
+        step: usize,
+        due_at: i64,
+        delay_ms: u64,
+    },
+    StepFailed {
+        step: usize,
+        reason: Reason,
+    },
+    StepCancelled {
+        step: usize,
+        reason: Reason,
+    },
     RunCompleted,
-    RunFailed { reason: Reason },
+    RunFailed {
+        reason: Reason,
+    },
     RunCancelled,
     RunRetried,
 }
@@ -159,14 +198,20 @@ impl Effect {
     pub fn data(&self) -> Value {
         let mut map = Map::new();
         match self {
-            Effect::StepWaiting { until: Some(until), .. } => {
+            Effect::StepWaiting {
+                until: Some(until), ..
+            } => {
                 map.insert("until_ms".into(), (*until).into());
             }
-            Effect::StepRetrying { due_at, delay_ms, .. } => {
+            Effect::StepRetrying {
+                due_at, delay_ms, ..
+            } => {
                 map.insert("due_at_ms".into(), (*due_at).into());
                 map.insert("delay_ms".into(), (*delay_ms).into());
             }
-            Effect::StepFailed { reason, .. } | Effect::StepCancelled { reason, .. } | Effect::RunFailed { reason } => {
+            Effect::StepFailed { reason, .. }
+            | Effect::StepCancelled { reason, .. }
+            | Effect::RunFailed { reason } => {
                 map.insert("reason".into(), reason.as_str().into());
             }
             _ => {}
@@ -190,19 +235,28 @@ pub enum Rejected {
     #[error("run is {0}, not {1}")]
     RunStatus(RunStatus, &'static str),
     #[error("step `{step}` is {status}, not {expected}")]
-    StepStatus { step: String, status: StepStatus, expected: &'static str },
+    StepStatus {
+        step: String,
+        status: StepStatus,
+        expected: &'static str,
+    },
     #[error("step index {0} is out of range")]
     NoSuchStep(usize),
     #[error("step `{0}` is not an approval step")]
     NotApproval(String),
 }
 
-pub fn apply(def: &Definition, state: &mut RunState, event: Event, cx: Context) -> Result<Vec<Effect>, Rejected> {
+pub fn apply(
+    def: &Definition,
+    state: &mut RunState,
+    event: Event,
+    cx: Context,
+) -> Result<Vec<Effect>, Rejected> {
     let mut effects = Vec::new();
-    if let Some(step) = event_step(&event) {
-        if step >= state.steps.len() || step >= def.steps.len() {
-            return Err(Rejected::NoSuchStep(step));
-        }
+    if let Some(step) = event_step(&event)
+        && (step >= state.steps.len() || step >= def.steps.len())
+    {
+        return Err(Rejected::NoSuchStep(step));
     }
     match event {
         Event::Start => {
@@ -224,7 +278,12 @@ pub fn apply(def: &Definition, state: &mut RunState, event: Event, cx: Context) 
             complete_step(state, step, output, &mut effects);
             advance(def, state, cx, &mut effects);
         }
-        Event::AttemptFailed { step, reason, message, retryable } => {
+        Event::AttemptFailed {
+            step,
+            reason,
+            message,
+            retryable,
+        } => {
             expect_active(state)?;
             expect_step(def, state, step, StepStatus::Running, "running")?;
             let policy = &def.steps[step].retry;
@@ -237,7 +296,11 @@ pub fn apply(def: &Definition, state: &mut RunState, event: Event, cx: Context) 
                 let due_at = cx.now_ms + delay_ms as i64;
                 s.status = StepStatus::Retrying;
                 s.due_at = Some(due_at);
-                effects.push(Effect::StepRetrying { step, due_at, delay_ms });
+                effects.push(Effect::StepRetrying {
+                    step,
+                    due_at,
+                    delay_ms,
+                });
             } else {
                 s.status = StepStatus::Failed;
                 s.due_at = None;
@@ -268,7 +331,12 @@ pub fn apply(def: &Definition, state: &mut RunState, event: Event, cx: Context) 
             expect_active(state)?;
             expect_approval(def, step)?;
             expect_step(def, state, step, StepStatus::Waiting, "waiting")?;
-            complete_step(state, step, serde_json::json!({"approved": true}), &mut effects);
+            complete_step(
+                state,
+                step,
+                serde_json::json!({"approved": true}),
+                &mut effects,
+            );
             advance(def, state, cx, &mut effects);
         }
         Event::Reject { step, message } => {
@@ -279,7 +347,10 @@ pub fn apply(def: &Definition, state: &mut RunState, event: Event, cx: Context) 
             s.status = StepStatus::Failed;
             s.reason = Some(Reason::Rejected);
             s.error = Some(message.clone());
-            effects.push(Effect::StepFailed { step, reason: Reason::Rejected });
+            effects.push(Effect::StepFailed {
+                step,
+                reason: Reason::Rejected,
+            });
             fail_run(state, step, Reason::Rejected, message, &mut effects);
         }
         Event::Cancel => {
@@ -289,7 +360,10 @@ pub fn apply(def: &Definition, state: &mut RunState, event: Event, cx: Context) 
                     s.status = StepStatus::Cancelled;
                     s.reason = Some(Reason::Cancelled);
                     s.due_at = None;
-                    effects.push(Effect::StepCancelled { step, reason: Reason::Cancelled });
+                    effects.push(Effect::StepCancelled {
+                        step,
+                        reason: Reason::Cancelled,
+                    });
                 }
             }
             state.status = RunStatus::Cancelled;
@@ -297,7 +371,11 @@ pub fn apply(def: &Definition, state: &mut RunState, event: Event, cx: Context) 
             effects.push(Effect::RunCancelled);
         }
         Event::Retry => {
-            expect_run(state, &[RunStatus::Failed, RunStatus::Cancelled], "failed or cancelled")?;
+            expect_run(
+                state,
+                &[RunStatus::Failed, RunStatus::Cancelled],
+                "failed or cancelled",
+            )?;
             for s in state.steps.iter_mut() {
                 if matches!(s.status, StepStatus::Failed | StepStatus::Cancelled) {
                     s.status = StepStatus::Pending;
@@ -329,7 +407,11 @@ fn event_step(event: &Event) -> Option<usize> {
     }
 }
 
-fn expect_run(state: &RunState, allowed: &[RunStatus], expected: &'static str) -> Result<(), Rejected> {
+fn expect_run(
+    state: &RunState,
+    allowed: &[RunStatus],
+    expected: &'static str,
+) -> Result<(), Rejected> {
     if allowed.contains(&state.status) {
         Ok(())
     } else {
@@ -338,7 +420,11 @@ fn expect_run(state: &RunState, allowed: &[RunStatus], expected: &'static str) -
 }
 
 fn expect_active(state: &RunState) -> Result<(), Rejected> {
-    expect_run(state, &[RunStatus::Pending, RunStatus::Running], "pending or running")
+    expect_run(
+        state,
+        &[RunStatus::Pending, RunStatus::Running],
+        "pending or running",
+    )
 }
 
 fn expect_step(
@@ -352,7 +438,11 @@ fn expect_step(
     if actual == status {
         Ok(())
     } else {
-        Err(Rejected::StepStatus { step: def.steps[step].name.clone(), status: actual, expected })
+        Err(Rejected::StepStatus {
+            step: def.steps[step].name.clone(),
+            status: actual,
+            expected,
+        })
     }
 }
 
@@ -380,13 +470,22 @@ fn mark_started(state: &mut RunState, effects: &mut Vec<Effect>) {
     }
 }
 
-fn fail_run(state: &mut RunState, failed_step: usize, reason: Reason, message: String, effects: &mut Vec<Effect>) {
+fn fail_run(
+    state: &mut RunState,
+    failed_step: usize,
+    reason: Reason,
+    message: String,
+    effects: &mut Vec<Effect>,
+) {
     for (step, s) in state.steps.iter_mut().enumerate() {
         if step != failed_step && !s.status.is_terminal() {
             s.status = StepStatus::Cancelled;
             s.reason = Some(Reason::UpstreamFailed);
             s.due_at = None;
-            effects.push(Effect::StepCancelled { step, reason: Reason::UpstreamFailed });
+            effects.push(Effect::StepCancelled {
+                step,
+                reason: Reason::UpstreamFailed,
+            });
         }
     }
     state.status = RunStatus::Failed;
@@ -407,7 +506,11 @@ fn advance(def: &Definition, state: &mut RunState, cx: Context, effects: &mut Ve
             continue;
         }
         let step_def = &def.steps[step];
-        if !step_def.deps.iter().all(|&dep| state.steps[dep].status.satisfies_dependants()) {
+        if !step_def
+            .deps
+            .iter()
+            .all(|&dep| state.steps[dep].status.satisfies_dependants())
+        {
             continue;
         }
         if let Some(expression) = &step_def.when {
@@ -426,7 +529,10 @@ fn advance(def: &Definition, state: &mut RunState, cx: Context, effects: &mut Ve
                     s.reason = Some(Reason::HandlerError);
                     let message = format!("`when` could not be evaluated: {message}");
                     s.error = Some(message.clone());
-                    effects.push(Effect::StepFailed { step, reason: Reason::HandlerError });
+                    effects.push(Effect::StepFailed {
+                        step,
+                        reason: Reason::HandlerError,
+                    });
                     fail_run(state, step, Reason::HandlerError, message, effects);
                     return;
                 }
@@ -442,7 +548,10 @@ fn advance(def: &Definition, state: &mut RunState, cx: Context, effects: &mut Ve
                 let until = cx.now_ms + duration_ms as i64;
                 s.status = StepStatus::Waiting;
                 s.due_at = Some(until);
-                effects.push(Effect::StepWaiting { step, until: Some(until) });
+                effects.push(Effect::StepWaiting {
+                    step,
+                    until: Some(until),
+                });
                 mark_started(state, effects);
             }
             StepKind::Approval => {
@@ -477,11 +586,21 @@ fn completed_outputs(def: &Definition, state: &RunState) -> BTreeMap<String, Val
 }
 
 fn dependency_outputs_all(outputs: &BTreeMap<String, Value>) -> Value {
-    Value::Object(outputs.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    Value::Object(
+        outputs
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
 }
 
 /// The input a task step receives: `{"input": ..., "steps": {dependency: output}}`.
-pub fn task_input(def: &Definition, step: usize, run_input: &Value, outputs: &BTreeMap<String, Value>) -> Value {
+pub fn task_input(
+    def: &Definition,
+    step: usize,
+    run_input: &Value,
+    outputs: &BTreeMap<String, Value>,
+) -> Value {
     serde_json::json!({
         "input": run_input,
         "steps": dependency_outputs(def, step, outputs),
@@ -491,7 +610,7 @@ pub fn task_input(def: &Definition, step: usize, run_input: &Value, outputs: &BT
 #[cfg(test)]
 mod tests {
     use super::*;
-    use expect_test::{expect, Expect};
+    use expect_test::{Expect, expect};
     use std::fmt::Write;
 
     /// Applies events in order and renders each with its effects and the step
@@ -502,7 +621,15 @@ mod tests {
         let mut out = String::new();
         for (now_ms, event) in events {
             let label = format!("{event:?}");
-            let result = apply(&def, &mut state, event.clone(), Context { now_ms: *now_ms, random: 0.5 });
+            let result = apply(
+                &def,
+                &mut state,
+                event.clone(),
+                Context {
+                    now_ms: *now_ms,
+                    random: 0.5,
+                },
+            );
             let effects = match result {
                 Ok(effects) => effects
                     .iter()
@@ -520,7 +647,13 @@ mod tests {
                 .zip(&state.steps)
                 .map(|(d, s)| format!("{}={}", d.name, s.status))
                 .collect();
-            writeln!(out, "t={now_ms} {label}\n  -> {effects}\n  run={} {}", state.status, steps.join(" ")).unwrap();
+            writeln!(
+                out,
+                "t={now_ms} {label}\n  -> {effects}\n  run={} {}",
+                state.status,
+                steps.join(" ")
+            )
+            .unwrap();
         }
         expected.assert_eq(&out);
     }
@@ -535,13 +668,33 @@ mod tests {
             &[
                 (0, Event::Start),
                 (10, Event::Claimed { step: 0 }),
-                (20, Event::AttemptFailed { step: 0, reason: Reason::HandlerError, message: "boom".into(), retryable: true }),
+                (
+                    20,
+                    Event::AttemptFailed {
+                        step: 0,
+                        reason: Reason::HandlerError,
+                        message: "boom".into(),
+                        retryable: true,
+                    },
+                ),
                 (500, Event::TimerFired { step: 0 }),
                 (1020, Event::TimerFired { step: 0 }),
                 (1030, Event::Claimed { step: 0 }),
-                (1040, Event::AttemptCompleted { step: 0, output: serde_json::json!(1) }),
+                (
+                    1040,
+                    Event::AttemptCompleted {
+                        step: 0,
+                        output: serde_json::json!(1),
+                    },
+                ),
                 (1050, Event::Claimed { step: 1 }),
-                (1060, Event::AttemptCompleted { step: 1, output: serde_json::json!(2) }),
+                (
+                    1060,
+                    Event::AttemptCompleted {
+                        step: 1,
+                        output: serde_json::json!(2),
+                    },
+                ),
                 (1070, Event::Cancel),
             ],
             expect![[r#"
@@ -587,13 +740,35 @@ mod tests {
             &[
                 (0, Event::Start),
                 (1, Event::Claimed { step: 0 }),
-                (2, Event::AttemptFailed { step: 0, reason: Reason::Timeout, message: "slow".into(), retryable: true }),
+                (
+                    2,
+                    Event::AttemptFailed {
+                        step: 0,
+                        reason: Reason::Timeout,
+                        message: "slow".into(),
+                        retryable: true,
+                    },
+                ),
                 (1002, Event::TimerFired { step: 0 }),
                 (1003, Event::Claimed { step: 0 }),
-                (1004, Event::AttemptFailed { step: 0, reason: Reason::LeaseExpired, message: "gone".into(), retryable: true }),
+                (
+                    1004,
+                    Event::AttemptFailed {
+                        step: 0,
+                        reason: Reason::LeaseExpired,
+                        message: "gone".into(),
+                        retryable: true,
+                    },
+                ),
                 (1005, Event::Retry),
                 (1006, Event::Claimed { step: 0 }),
-                (1007, Event::AttemptCompleted { step: 0, output: Value::Null }),
+                (
+                    1007,
+                    Event::AttemptCompleted {
+                        step: 0,
+                        output: Value::Null,
+                    },
+                ),
             ],
             expect![[r#"
                 t=0 Start
@@ -644,12 +819,36 @@ steps:
             &[
                 (0, Event::Start),
                 (1, Event::Claimed { step: 0 }),
-                (2, Event::AttemptCompleted { step: 0, output: Value::Null }),
+                (
+                    2,
+                    Event::AttemptCompleted {
+                        step: 0,
+                        output: Value::Null,
+                    },
+                ),
                 (3, Event::Claimed { step: 1 }),
-                (4, Event::AttemptCompleted { step: 1, output: Value::Null }),
-                (5, Event::AttemptCompleted { step: 1, output: Value::Null }),
+                (
+                    4,
+                    Event::AttemptCompleted {
+                        step: 1,
+                        output: Value::Null,
+                    },
+                ),
+                (
+                    5,
+                    Event::AttemptCompleted {
+                        step: 1,
+                        output: Value::Null,
+                    },
+                ),
                 (6, Event::Claimed { step: 3 }),
-                (7, Event::AttemptCompleted { step: 3, output: serde_json::json!("done") }),
+                (
+                    7,
+                    Event::AttemptCompleted {
+                        step: 3,
+                        output: serde_json::json!("done"),
+                    },
+                ),
             ],
             expect![[r#"
                 t=0 Start
@@ -688,10 +887,24 @@ steps:
             &[
                 (0, Event::Start),
                 (1, Event::Claimed { step: 0 }),
-                (2, Event::AttemptCompleted { step: 0, output: Value::Null }),
+                (
+                    2,
+                    Event::AttemptCompleted {
+                        step: 0,
+                        output: Value::Null,
+                    },
+                ),
                 (3, Event::Claimed { step: 1 }),
                 (4, Event::Claimed { step: 2 }),
-                (5, Event::AttemptFailed { step: 2, reason: Reason::InvalidOutput, message: "bad".into(), retryable: false }),
+                (
+                    5,
+                    Event::AttemptFailed {
+                        step: 2,
+                        reason: Reason::InvalidOutput,
+                        message: "bad".into(),
+                        retryable: false,
+                    },
+                ),
             ],
             expect![[r#"
                 t=0 Start
@@ -769,11 +982,23 @@ steps:
     fn run_output_is_the_leaves_outputs() {
         let def = Definition::parse(LINEAR).unwrap();
         let mut state = RunState::new(&def, Value::Null);
-        let cx = Context { now_ms: 0, random: 0.0 };
+        let cx = Context {
+            now_ms: 0,
+            random: 0.0,
+        };
         apply(&def, &mut state, Event::Start, cx).unwrap();
-        for (step, output) in [(0, serde_json::json!(1)), (1, serde_json::json!({"rows": 3}))] {
+        for (step, output) in [
+            (0, serde_json::json!(1)),
+            (1, serde_json::json!({"rows": 3})),
+        ] {
             apply(&def, &mut state, Event::Claimed { step }, cx).unwrap();
-            apply(&def, &mut state, Event::AttemptCompleted { step, output }, cx).unwrap();
+            apply(
+                &def,
+                &mut state,
+                Event::AttemptCompleted { step, output },
+                cx,
+            )
+            .unwrap();
         }
         assert_eq!(state.output, Some(serde_json::json!({"load": {"rows": 3}})));
     }

@@ -13,17 +13,30 @@ use crate::{AttemptStatus, Reason, RunStatus};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation<'a> {
-    RunStarted { workflow: &'a str },
+    RunStarted {
+        workflow: &'a str,
+    },
     /// A run reached a final status (again, after `weft retry`).
     RunFinished(RunRecord<'a>),
-    AttemptClaimed { queue: &'a str, queue_wait_ms: i64 },
+    AttemptClaimed {
+        queue: &'a str,
+        queue_wait_ms: i64,
+    },
     /// An attempt ended: its result was committed, it was reaped, or its run
     /// ended while it was out (`cancelled`).
     AttemptFinished(AttemptRecord<'a>),
-    StepRetrying { workflow: &'a str, step: &'a str },
-    LeaseExpired { queue: &'a str },
+    StepRetrying {
+        workflow: &'a str,
+        step: &'a str,
+    },
+    LeaseExpired {
+        queue: &'a str,
+    },
     /// A store operation and how long it took.
-    Operation { op: &'static str, elapsed: Duration },
+    Operation {
+        op: &'static str,
+        elapsed: Duration,
+    },
 }
 
 /// A finished run as its row stands: everything the run's span needs.

@@ -9,7 +9,18 @@ pub const REDACTED: &str = "[redacted]";
 
 /// Key fragments that mark a value as sensitive, matched case-insensitively
 /// anywhere in the key (`db_password`, `X-Api-Key`, `refresh_token`).
-pub const DEFAULT_KEYS: &[&str] = &["password", "passwd", "secret", "token", "api_key", "apikey", "api-key", "authorization", "credential", "private_key"];
+pub const DEFAULT_KEYS: &[&str] = &[
+    "password",
+    "passwd",
+    "secret",
+    "token",
+    "api_key",
+    "apikey",
+    "api-key",
+    "authorization",
+    "credential",
+    "private_key",
+];
 
 /// The keys to redact: the defaults plus extra ones (e.g. from `WEFT_REDACT_KEYS`).
 #[derive(Debug, Clone)]
@@ -26,7 +37,12 @@ impl Default for Redactor {
 impl Redactor {
     pub fn new(extra: &[String]) -> Self {
         let mut fragments: Vec<String> = DEFAULT_KEYS.iter().map(|k| (*k).to_owned()).collect();
-        fragments.extend(extra.iter().map(|k| k.trim().to_ascii_lowercase()).filter(|k| !k.is_empty()));
+        fragments.extend(
+            extra
+                .iter()
+                .map(|k| k.trim().to_ascii_lowercase())
+                .filter(|k| !k.is_empty()),
+        );
         Self { fragments }
     }
 
@@ -38,7 +54,9 @@ impl Redactor {
 
     pub fn is_sensitive(&self, key: &str) -> bool {
         let key = key.to_ascii_lowercase();
-        self.fragments.iter().any(|fragment| key.contains(fragment.as_str()))
+        self.fragments
+            .iter()
+            .any(|fragment| key.contains(fragment.as_str()))
     }
 
     /// A copy of `value` with every sensitive key's value replaced.
@@ -47,12 +65,18 @@ impl Redactor {
             Value::Object(map) => Value::Object(
                 map.iter()
                     .map(|(key, inner)| {
-                        let shown = if self.is_sensitive(key) { Value::String(REDACTED.to_owned()) } else { self.redact(inner) };
+                        let shown = if self.is_sensitive(key) {
+                            Value::String(REDACTED.to_owned())
+                        } else {
+                            self.redact(inner)
+                        };
                         (key.clone(), shown)
                     })
                     .collect(),
             ),
-            Value::Array(items) => Value::Array(items.iter().map(|item| self.redact(item)).collect()),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|item| self.redact(item)).collect())
+            }
             other => other.clone(),
         }
     }
@@ -83,6 +107,9 @@ mod tests {
             "tokens_used": "[redacted]"
         });
         assert_eq!(redactor.redact(&input), expected);
-        assert_eq!(Redactor::default().redact(&json!([1, "password"])), json!([1, "password"]));
+        assert_eq!(
+            Redactor::default().redact(&json!([1, "password"])),
+            json!([1, "password"])
+        );
     }
 }

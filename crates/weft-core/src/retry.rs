@@ -63,32 +63,51 @@ mod tests {
     use super::*;
 
     fn check(policy: &RetryPolicy, random: f64, expected: &[u64]) {
-        let got: Vec<u64> = (1..=expected.len() as u32).map(|n| policy.delay_ms(n, random)).collect();
+        let got: Vec<u64> = (1..=expected.len() as u32)
+            .map(|n| policy.delay_ms(n, random))
+            .collect();
         assert_eq!(got, expected);
     }
 
     #[test]
     fn exponential_capped() {
-        let policy = RetryPolicy { jitter: false, initial_ms: 100, max_ms: 1_000, ..Default::default() };
+        let policy = RetryPolicy {
+            jitter: false,
+            initial_ms: 100,
+            max_ms: 1_000,
+            ..Default::default()
+        };
         check(&policy, 0.3, &[100, 200, 400, 800, 1_000, 1_000]);
     }
 
     #[test]
     fn fixed() {
-        let policy = RetryPolicy { backoff: Backoff::Fixed, jitter: false, initial_ms: 250, ..Default::default() };
+        let policy = RetryPolicy {
+            backoff: Backoff::Fixed,
+            jitter: false,
+            initial_ms: 250,
+            ..Default::default()
+        };
         check(&policy, 0.9, &[250, 250, 250]);
     }
 
     #[test]
     fn jitter_spreads_between_half_and_full() {
-        let policy = RetryPolicy { initial_ms: 1_000, max_ms: 10_000, ..Default::default() };
+        let policy = RetryPolicy {
+            initial_ms: 1_000,
+            max_ms: 10_000,
+            ..Default::default()
+        };
         check(&policy, 0.0, &[500, 1_000, 2_000]);
         check(&policy, 1.0, &[1_000, 2_000, 4_000]);
     }
 
     #[test]
     fn huge_attempt_numbers_do_not_overflow() {
-        let policy = RetryPolicy { jitter: false, ..Default::default() };
+        let policy = RetryPolicy {
+            jitter: false,
+            ..Default::default()
+        };
         assert_eq!(policy.delay_ms(u32::MAX, 0.5), 60_000);
     }
 }

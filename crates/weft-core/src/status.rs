@@ -44,7 +44,10 @@ string_enum!(
 
 impl RunStatus {
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Failed | Self::Cancelled | Self::Compensated)
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Cancelled | Self::Compensated
+        )
     }
 }
 

@@ -58,7 +58,8 @@ mod tests {
 
     #[test]
     fn parses_valid_and_rejects_invalid() {
-        let ok = parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
+        let ok =
+            parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
         assert_eq!(ok.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(ok.parent_span_id, "00f067aa0ba902b7");
         assert!(ok.sampled);

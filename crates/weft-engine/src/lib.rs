@@ -10,15 +10,15 @@
 use std::{
     collections::HashMap,
     sync::{
-        atomic::{AtomicI64, Ordering},
         Arc, Mutex,
+        atomic::{AtomicI64, Ordering},
     },
     time::{Duration, Instant},
 };
 
 use tokio_util::sync::CancellationToken;
 use weft_api::Task;
-use weft_store::{now_ms, ClaimRequest, Store};
+use weft_store::{ClaimRequest, Store, now_ms};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -154,7 +154,11 @@ impl Engine {
     }
 
     /// Claims work for a worker, waiting up to `wait` for some to arrive.
-    pub async fn poll(&self, request: &ClaimRequest, wait: Duration) -> Result<Vec<Task>, weft_store::Error> {
+    pub async fn poll(
+        &self,
+        request: &ClaimRequest,
+        wait: Duration,
+    ) -> Result<Vec<Task>, weft_store::Error> {
         self.touch_worker(request).await;
         let wait = wait.min(self.inner.config.max_poll_wait);
         let deadline = tokio::time::Instant::now() + wait;
@@ -185,16 +189,22 @@ impl Engine {
     async fn touch_worker(&self, request: &ClaimRequest) {
         let due = {
             let mut touched = self.inner.workers_touched.lock().expect("workers lock");
-            let due = touched.get(&request.worker_id).is_none_or(|t| t.elapsed() > Duration::from_secs(5));
+            let due = touched
+                .get(&request.worker_id)
+                .is_none_or(|t| t.elapsed() > Duration::from_secs(5));
             if due {
                 touched.insert(request.worker_id.clone(), Instant::now());
             }
             due
         };
-        if due {
-            if let Err(err) = self.inner.store.touch_worker(&request.worker_id, &request.queues, &request.handlers).await {
-                tracing::debug!(component = "engine", error = %err, "could not record worker");
-            }
+        if due
+            && let Err(err) = self
+                .inner
+                .store
+                .touch_worker(&request.worker_id, &request.queues, &request.handlers)
+                .await
+        {
+            tracing::debug!(component = "engine", error = %err, "could not record worker");
         }
     }
 }

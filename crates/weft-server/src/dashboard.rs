@@ -14,8 +14,8 @@ use weft_core::RunStatus;
 use weft_store::RunFilter;
 
 use crate::{
-    extract::{Path, Query},
     ApiError, AppState,
+    extract::{Path, Query},
 };
 
 fn escape(text: &str) -> String {
@@ -41,7 +41,11 @@ code{font-size:12px}.completed{color:#1a7f37}.failed{color:#cf222e}.cancelled{co
 form input,form select{margin-right:.5rem}a{color:#0969da}";
 
 fn page(title: &str, refresh: bool, body: &str) -> Response {
-    let meta = if refresh { "<meta http-equiv=\"refresh\" content=\"2\">" } else { "" };
+    let meta = if refresh {
+        "<meta http-equiv=\"refresh\" content=\"2\">"
+    } else {
+        ""
+    };
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\">{meta}<title>{} · Weft</title><style>{STYLE}</style></head>\
          <body><h1><a href=\"/\">Weft</a> · {}</h1>{body}</body></html>",
@@ -63,7 +67,10 @@ fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }
 
-pub(crate) async fn runs_page(State(state): State<AppState>, Query(query): Query<RunsQuery>) -> Result<Response, ApiError> {
+pub(crate) async fn runs_page(
+    State(state): State<AppState>,
+    Query(query): Query<RunsQuery>,
+) -> Result<Response, ApiError> {
     let status = non_empty(query.status.clone()).and_then(|s| RunStatus::parse(&s));
     let filter = RunFilter {
         workflow: non_empty(query.workflow.clone()),
@@ -75,14 +82,25 @@ pub(crate) async fn runs_page(State(state): State<AppState>, Query(query): Query
     };
     let list = state.store().list_runs(&filter).await?;
     let mut body = String::new();
-    let selected = |s: &str| if query.status.as_deref() == Some(s) { " selected" } else { "" };
+    let selected = |s: &str| {
+        if query.status.as_deref() == Some(s) {
+            " selected"
+        } else {
+            ""
+        }
+    };
     let _ = write!(
         body,
         "<form><input name=\"workflow\" placeholder=\"workflow\" value=\"{}\"><select name=\"status\"><option value=\"\">any status</option>",
         escape(query.workflow.as_deref().unwrap_or(""))
     );
     for s in RunStatus::ALL {
-        let _ = write!(body, "<option{}>{}</option>", selected(s.as_str()), s.as_str());
+        let _ = write!(
+            body,
+            "<option{}>{}</option>",
+            selected(s.as_str()),
+            s.as_str()
+        );
     }
     let _ = write!(
         body,
@@ -106,26 +124,43 @@ pub(crate) async fn runs_page(State(state): State<AppState>, Query(query): Query
     }
     body.push_str("</table>");
     if let Some(cursor) = &list.next_cursor {
-        let _ = write!(body, "<a href=\"/?cursor={}\">older runs →</a>", escape(cursor));
+        let _ = write!(
+            body,
+            "<a href=\"/?cursor={}\">older runs →</a>",
+            escape(cursor)
+        );
     }
     Ok(page("runs", false, &body))
 }
 
-pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(crate) async fn run_page(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let mut run = state.store().get_run(&id).await?;
     crate::routes::redact_run(&state.config.redactor, &mut run);
     let terminal = RunStatus::parse(&run.status).is_some_and(|s| s.is_terminal());
     let millis = |t: &str| weft_store::parse_rfc3339(t);
     let start = millis(&run.created_at).unwrap_or(0);
-    let end = run.finished_at.as_deref().and_then(millis).unwrap_or_else(weft_store::now_ms).max(start + 1);
+    let end = run
+        .finished_at
+        .as_deref()
+        .and_then(millis)
+        .unwrap_or_else(weft_store::now_ms)
+        .max(start + 1);
     let span = (end - start) as f64;
     let pct = |t: i64| ((t - start).max(0) as f64 / span * 100.0).min(100.0);
     let mut body = String::new();
     // With a trace URL template the trace id links to the trace backend.
-    let trace = match crate::routes::trace_url(state.config.trace_url_template.as_deref(), &run.trace_id) {
-        Some(url) => format!("<a href=\"{}\"><code>{}</code></a>", escape(&url), escape(&run.trace_id)),
-        None => format!("<code>{}</code>", escape(&run.trace_id)),
-    };
+    let trace =
+        match crate::routes::trace_url(state.config.trace_url_template.as_deref(), &run.trace_id) {
+            Some(url) => format!(
+                "<a href=\"{}\"><code>{}</code></a>",
+                escape(&url),
+                escape(&run.trace_id)
+            ),
+            None => format!("<code>{}</code>", escape(&run.trace_id)),
+        };
     let _ = write!(
         body,
         "<table><tr><th>run</th><td><code>{}</code></td></tr><tr><th>trace id</th><td>{}</td></tr>\
@@ -138,15 +173,28 @@ pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<Strin
         run.version,
         escape(run.reason.as_deref().unwrap_or("")),
         escape(&run.created_at),
-        run.timing.end_to_end_ms.map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms")),
+        run.timing
+            .end_to_end_ms
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms} ms")),
         escape(run.error.as_deref().unwrap_or("")),
         escape(&run.input.to_string()),
-        escape(&run.output.as_ref().map_or_else(String::new, ToString::to_string)),
+        escape(
+            &run.output
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string)
+        ),
         st = escape(&run.status),
     );
     body.push_str("<h2>Steps</h2><table><tr><th>step</th><th>attempt</th><th>status</th><th>reason</th><th>worker</th><th>queued / handler / total</th><th>timeline (grey queued, blue running, red failed)</th><th>error</th></tr>");
     for step in &run.steps {
-        let deps = if step.depends_on.is_empty() { String::new() } else { format!("<br><small>after {}</small>", escape(&step.depends_on.join(", "))) };
+        let deps = if step.depends_on.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "<br><small>after {}</small>",
+                escape(&step.depends_on.join(", "))
+            )
+        };
         if step.attempts.is_empty() {
             let _ = write!(
                 body,
@@ -159,11 +207,21 @@ pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<Strin
         }
         for attempt in &step.attempts {
             let claimed = millis(&attempt.claimed_at).unwrap_or(start);
-            let finished = attempt.finished_at.as_deref().and_then(millis).unwrap_or(end);
+            let finished = attempt
+                .finished_at
+                .as_deref()
+                .and_then(millis)
+                .unwrap_or(end);
             let queued = claimed - attempt.timing.as_ref().map_or(0, |t| t.queue_wait_ms);
             let run_class = if attempt.status == "failed" { "f" } else { "x" };
             let timing = attempt.timing.as_ref().map_or_else(String::new, |t| {
-                format!("{} / {} / {} ms", t.queue_wait_ms, t.handler_ms.map_or_else(|| "-".to_owned(), |h| h.to_string()), t.total_ms)
+                format!(
+                    "{} / {} / {} ms",
+                    t.queue_wait_ms,
+                    t.handler_ms
+                        .map_or_else(|| "-".to_owned(), |h| h.to_string()),
+                    t.total_ms
+                )
             });
             let _ = write!(
                 body,
@@ -198,7 +256,11 @@ pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<Strin
         }
         body.push_str("</table>");
     }
-    let _ = write!(body, "<p><a href=\"/v1/runs/{id}\">JSON</a> · <a href=\"/v1/runs/{id}/events\">history</a></p>", id = escape(&run.run_id));
+    let _ = write!(
+        body,
+        "<p><a href=\"/v1/runs/{id}\">JSON</a> · <a href=\"/v1/runs/{id}/events\">history</a></p>",
+        id = escape(&run.run_id)
+    );
     Ok(page(&format!("run {}", run.run_id), !terminal, &body))
 }
 
@@ -208,6 +270,9 @@ mod tests {
 
     #[test]
     fn escapes_html() {
-        assert_eq!(escape("<a href='x'>&\"</a>"), "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;");
+        assert_eq!(
+            escape("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
     }
 }

@@ -3,9 +3,9 @@
 //! requests happens in the request middleware.
 
 use axum::{
+    Json,
     http::StatusCode,
     response::{IntoResponse, Response},
-    Json,
 };
 use weft_api::{ErrorBody, ErrorDetail};
 
@@ -27,7 +27,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        ApiError::BadRequest { code, message: message.into() }
+        ApiError::BadRequest {
+            code,
+            message: message.into(),
+        }
     }
 
     pub fn status(&self) -> StatusCode {
@@ -44,7 +47,9 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
-            ApiError::NotFound { what: "workflow", .. } => "workflow_not_found",
+            ApiError::NotFound {
+                what: "workflow", ..
+            } => "workflow_not_found",
             ApiError::NotFound { what: "run", .. } => "run_not_found",
             ApiError::NotFound { what: "step", .. } => "step_not_found",
             ApiError::NotFound { what: "lease", .. } => "stale_lease",
@@ -71,13 +76,21 @@ impl From<weft_store::Error> for ApiError {
 
 impl From<weft_core::ValidationError> for ApiError {
     fn from(err: weft_core::ValidationError) -> Self {
-        ApiError::BadRequest { code: err.code, message: err.to_string() }
+        ApiError::BadRequest {
+            code: err.code,
+            message: err.to_string(),
+        }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code().to_owned(), message: self.to_string() } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_owned(),
+                message: self.to_string(),
+            },
+        };
         let mut response = (self.status(), Json(body)).into_response();
         response.extensions_mut().insert(ErrorCode(self.code()));
         response

@@ -24,10 +24,17 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = body_bytes(req, state).await?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes)
-            .map(Json)
-            .map_err(|err| ApiError::bad_request("invalid_json", format!("request body is not valid JSON for this endpoint: {err}")))
+        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(bytes).map(Json).map_err(|err| {
+            ApiError::bad_request(
+                "invalid_json",
+                format!("request body is not valid JSON for this endpoint: {err}"),
+            )
+        })
     }
 }
 

@@ -9,14 +9,16 @@ mod routes;
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{
+    Router,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
     http::HeaderName,
     middleware::{self, Next},
     response::Response,
-    Router,
 };
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
+};
 use weft_engine::Engine;
 pub use weft_telemetry::metrics::Metrics;
 
@@ -46,7 +48,15 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { max_body_bytes: 4 * 1024 * 1024, version: env!("CARGO_PKG_VERSION"), metrics: None, redactor: Default::default(), redact_api: false, observer: None, trace_url_template: None }
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            version: env!("CARGO_PKG_VERSION"),
+            metrics: None,
+            redactor: Default::default(),
+            redact_api: false,
+            observer: None,
+            trace_url_template: None,
+        }
     }
 }
 
@@ -74,11 +84,19 @@ pub fn router(engine: Engine, config: Config) -> Router {
         .clone()
         .unwrap_or_else(|| Metrics::new(config.version, weft_telemetry::metrics::Caps::default()));
     let observer: Arc<dyn weft_core::observe::Observer> = match &config.observer {
-        Some(extra) => Arc::new(weft_core::observe::Fanout(vec![Arc::new(metrics.clone()), extra.clone()])),
+        Some(extra) => Arc::new(weft_core::observe::Fanout(vec![
+            Arc::new(metrics.clone()),
+            extra.clone(),
+        ])),
         None => Arc::new(metrics.clone()),
     };
     engine.store().set_observer(observer);
-    let state = AppState { engine, config: Arc::new(config), metrics: metrics.clone(), started: Instant::now() };
+    let state = AppState {
+        engine,
+        config: Arc::new(config),
+        metrics: metrics.clone(),
+        started: Instant::now(),
+    };
     routes::routes()
         .route_layer(middleware::from_fn_with_state(metrics, record_http))
         .with_state(state)
@@ -90,7 +108,10 @@ pub fn router(engine: Engine, config: Config) -> Router {
 
 /// The request id of a request (client-supplied or generated).
 pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
-    headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).map(str::to_owned)
+    headers
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
 
 /// Counts requests by method, route template and status. A route layer, so
@@ -98,15 +119,26 @@ pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
 async fn record_http(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().as_str().to_owned();
-    let route = request.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |p| p.as_str())
+        .to_owned();
     let response = next.run(request).await;
-    metrics.http_request(&method, &route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    metrics.http_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 
 /// Serves the metrics exposition on its own, for a separate metrics port.
 pub fn metrics_router(metrics: Metrics) -> Router {
-    Router::new().route("/metrics", axum::routing::get(routes::metrics_endpoint)).with_state(metrics)
+    Router::new()
+        .route("/metrics", axum::routing::get(routes::metrics_endpoint))
+        .with_state(metrics)
 }
 
 async fn log_request(request: Request, next: Next) -> Response {
@@ -136,7 +168,11 @@ async fn log_request(request: Request, next: Next) -> Response {
 }
 
 /// Serves until `shutdown` is cancelled, then finishes in-flight requests.
-pub async fn serve(listener: tokio::net::TcpListener, app: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(component = "server", addr = ?addr, "listening");
     axum::serve(listener, app.into_make_service())

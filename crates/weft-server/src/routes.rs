@@ -3,27 +3,29 @@
 use std::{collections::BTreeSet, convert::Infallible, time::Duration};
 
 use axum::{
+    Json, Router,
     extract::State,
     http::{HeaderMap, StatusCode},
     response::{
-        sse::{Event as SseEvent, KeepAlive, Sse},
         IntoResponse,
+        sse::{Event as SseEvent, KeepAlive, Sse},
     },
     routing::{get, post, put},
-    Json, Router,
 };
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use weft_api::{
-    ErrorBody, PutWorkflowResponse, Ack, CompleteRequest, DecisionRequest, EventList, FailRequest, HeartbeatResponse, LogList, LogsRequest, PollRequest,
-    PollResponse, RunDetail, RunList, RunSummary, StartRunRequest, StartRunResponse, WorkflowDetail, WorkflowList,
+    Ack, CompleteRequest, DecisionRequest, ErrorBody, EventList, FailRequest, HeartbeatResponse,
+    LogList, LogsRequest, PollRequest, PollResponse, PutWorkflowResponse, RunDetail, RunList,
+    RunSummary, StartRunRequest, StartRunResponse, WorkflowDetail, WorkflowList,
 };
 use weft_core::{Definition, Reason, RunStatus};
-use weft_store::{now_ms, ClaimRequest, FailReport, NewRun, RunFilter};
+use weft_store::{ClaimRequest, FailReport, NewRun, RunFilter, now_ms};
 
 use crate::{
+    ApiError, AppState,
     extract::{self, Path, Query},
-    request_id, ApiError, AppState,
+    request_id,
 };
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -59,7 +61,10 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::NotFound { what: "route", id: "this path".to_owned() }
+    ApiError::NotFound {
+        what: "route",
+        id: "this path".to_owned(),
+    }
 }
 
 // ---- workflows ----
@@ -71,22 +76,32 @@ async fn put_workflow(
     request: axum::extract::Request,
 ) -> ApiResult<impl IntoResponse> {
     let body = extract::body_bytes(request, &state).await?;
-    let text = std::str::from_utf8(&body).map_err(|_| ApiError::bad_request("invalid_manifest", "manifest is not UTF-8 text"))?;
+    let text = std::str::from_utf8(&body)
+        .map_err(|_| ApiError::bad_request("invalid_manifest", "manifest is not UTF-8 text"))?;
     let def = Definition::parse(text)?;
     if def.name != name {
         return Err(ApiError::bad_request(
             "name_mismatch",
-            format!("the manifest names workflow `{}` but the URL names `{name}`", def.name),
+            format!(
+                "the manifest names workflow `{}` but the URL names `{name}`",
+                def.name
+            ),
         ));
     }
     let response = state.store().put_workflow(&def).await?;
-    let status = if response.created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if response.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(response)))
 }
 
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows", responses((status = 200, body = WorkflowList)))]
 async fn list_workflows(State(state): State<AppState>) -> ApiResult<Json<WorkflowList>> {
-    Ok(Json(WorkflowList { workflows: state.store().list_workflows().await? }))
+    Ok(Json(WorkflowList {
+        workflows: state.store().list_workflows().await?,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -100,7 +115,9 @@ async fn get_workflow(
     Path(name): Path<String>,
     Query(query): Query<WorkflowQuery>,
 ) -> ApiResult<Json<WorkflowDetail>> {
-    Ok(Json(state.store().get_workflow(&name, query.version).await?))
+    Ok(Json(
+        state.store().get_workflow(&name, query.version).await?,
+    ))
 }
 
 // ---- runs ----
@@ -112,10 +129,13 @@ async fn start_run(
     headers: HeaderMap,
     extract::Json(request): extract::Json<StartRunRequest>,
 ) -> ApiResult<(StatusCode, Json<StartRunResponse>)> {
-    if let Some(key) = &request.idempotency_key {
-        if key.is_empty() || key.len() > 256 {
-            return Err(ApiError::bad_request("invalid_idempotency_key", "idempotency_key must be 1 to 256 characters"));
-        }
+    if let Some(key) = &request.idempotency_key
+        && (key.is_empty() || key.len() > 256)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "idempotency_key must be 1 to 256 characters",
+        ));
     }
     let parent = headers
         .get("traceparent")
@@ -155,22 +175,31 @@ struct ListRunsQuery {
 }
 
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query), ("status" = Option<String>, Query), ("trace_id" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339 time or a duration back from now"), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
-async fn list_runs(State(state): State<AppState>, Query(query): Query<ListRunsQuery>) -> ApiResult<Json<RunList>> {
+async fn list_runs(
+    State(state): State<AppState>,
+    Query(query): Query<ListRunsQuery>,
+) -> ApiResult<Json<RunList>> {
     let status = match &query.status {
         None => None,
         Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
             let known: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
-            ApiError::bad_request("invalid_status", format!("unknown run status `{text}` (one of {})", known.join(", ")))
+            ApiError::bad_request(
+                "invalid_status",
+                format!("unknown run status `{text}` (one of {})", known.join(", ")),
+            )
         })?),
     };
     let since_ms = match &query.since {
         None => None,
         Some(text) => Some(parse_since(text)?),
     };
-    if let Some(limit) = query.limit {
-        if limit == 0 || limit > 1000 {
-            return Err(ApiError::bad_request("invalid_limit", "limit must be from 1 to 1000"));
-        }
+    if let Some(limit) = query.limit
+        && (limit == 0 || limit > 1000)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be from 1 to 1000",
+        ));
     }
     let filter = RunFilter {
         workflow: query.workflow,
@@ -201,13 +230,20 @@ fn parse_since(text: &str) -> ApiResult<i64> {
     if let Some(ms) = weft_store::parse_rfc3339(text) {
         return Ok(ms);
     }
-    let ago = weft_core::duration::parse_ms(text)
-        .map_err(|_| ApiError::bad_request("invalid_since", format!("`{text}` is neither an RFC 3339 time nor a duration like 1h")))?;
+    let ago = weft_core::duration::parse_ms(text).map_err(|_| {
+        ApiError::bad_request(
+            "invalid_since",
+            format!("`{text}` is neither an RFC 3339 time nor a duration like 1h"),
+        )
+    })?;
     Ok(now_ms() - ago as i64)
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id")), responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
-async fn get_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunDetail>> {
+async fn get_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunDetail>> {
     let mut run = state.store().get_run(&id).await?;
     run.trace_url = trace_url(state.config.trace_url_template.as_deref(), &run.trace_id);
     if state.config.redact_api {
@@ -245,9 +281,18 @@ async fn run_event_stream(
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>>> {
     let run_id = state.store().resolve_run_id(&id).await?;
-    let after = headers.get("last-event-id").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i64>().ok());
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
     let store = state.store().clone();
-    let follower = EventFollower { store, run_id, low_water: after.unwrap_or(0), delivered: BTreeSet::new(), done: false };
+    let follower = EventFollower {
+        store,
+        run_id,
+        low_water: after.unwrap_or(0),
+        delivered: BTreeSet::new(),
+        done: false,
+    };
     let stream = futures::stream::unfold(follower, |mut follower| async move {
         let batch = follower.next_batch().await?;
         Some((futures::stream::iter(batch), follower))
@@ -280,13 +325,20 @@ impl EventFollower {
             return None;
         }
         loop {
-            let events = self.store.run_events(&self.run_id, Some(self.low_water)).await.unwrap_or_default();
+            let events = self
+                .store
+                .run_events(&self.run_id, Some(self.low_water))
+                .await
+                .unwrap_or_default();
             let settled_before = now_ms() - COMMIT_LAG_MS;
             let mut batch = Vec::new();
             let mut ended = false;
             let mut settled_prefix = true;
             for event in &events {
-                ended |= matches!(event.kind.as_str(), "run.completed" | "run.failed" | "run.cancelled");
+                ended |= matches!(
+                    event.kind.as_str(),
+                    "run.completed" | "run.failed" | "run.cancelled"
+                );
                 if self.delivered.insert(event.seq) {
                     batch.push(Ok(SseEvent::default()
                         .id(event.seq.to_string())
@@ -294,7 +346,8 @@ impl EventFollower {
                         .data(serde_json::to_string(event).unwrap_or_default())));
                 }
                 // Events come in seq order: the floor moves over a settled prefix.
-                settled_prefix &= weft_store::parse_rfc3339(&event.at).is_some_and(|at| at < settled_before);
+                settled_prefix &=
+                    weft_store::parse_rfc3339(&event.at).is_some_and(|at| at < settled_before);
                 if settled_prefix {
                     self.low_water = event.seq;
                 }
@@ -302,8 +355,16 @@ impl EventFollower {
             self.delivered.retain(|&seq| seq > self.low_water);
             if ended && batch.is_empty() {
                 // Nothing new after the run's end: finish once the history has settled.
-                let statuses = self.store.run_statuses(std::slice::from_ref(&self.run_id)).await.unwrap_or_default();
-                if statuses.get(&self.run_id).and_then(|s| RunStatus::parse(s)).is_some_and(|s| s.is_terminal()) {
+                let statuses = self
+                    .store
+                    .run_statuses(std::slice::from_ref(&self.run_id))
+                    .await
+                    .unwrap_or_default();
+                if statuses
+                    .get(&self.run_id)
+                    .and_then(|s| RunStatus::parse(s))
+                    .is_some_and(|s| s.is_terminal())
+                {
                     self.done = true;
                     return None;
                 }
@@ -313,8 +374,16 @@ impl EventFollower {
             }
             if events.is_empty() {
                 // Reconnected past the end of a finished run.
-                let statuses = self.store.run_statuses(std::slice::from_ref(&self.run_id)).await.unwrap_or_default();
-                if statuses.get(&self.run_id).and_then(|s| RunStatus::parse(s)).is_some_and(|s| s.is_terminal()) {
+                let statuses = self
+                    .store
+                    .run_statuses(std::slice::from_ref(&self.run_id))
+                    .await
+                    .unwrap_or_default();
+                if statuses
+                    .get(&self.run_id)
+                    .and_then(|s| RunStatus::parse(s))
+                    .is_some_and(|s| s.is_terminal())
+                {
                     return None;
                 }
             }
@@ -329,17 +398,29 @@ struct LogsQuery {
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path), ("step" = Option<String>, Query)), responses((status = 200, body = LogList), (status = 404, body = ErrorBody)))]
-async fn run_logs(State(state): State<AppState>, Path(id): Path<String>, Query(query): Query<LogsQuery>) -> ApiResult<Json<LogList>> {
-    Ok(Json(LogList { lines: state.store().run_logs(&id, query.step.as_deref()).await? }))
+async fn run_logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> ApiResult<Json<LogList>> {
+    Ok(Json(LogList {
+        lines: state.store().run_logs(&id, query.step.as_deref()).await?,
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn cancel_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunSummary>> {
+async fn cancel_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunSummary>> {
     Ok(Json(state.store().cancel_run(&id).await?))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path)), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn retry_run(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<RunSummary>> {
+async fn retry_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunSummary>> {
     Ok(Json(state.store().retry_run(&id).await?))
 }
 
@@ -349,7 +430,12 @@ async fn approve_step(
     Path((id, step)): Path<(String, String)>,
     extract::Json(request): extract::Json<DecisionRequest>,
 ) -> ApiResult<Json<RunSummary>> {
-    Ok(Json(state.store().decide(&id, &step, true, request.message).await?))
+    Ok(Json(
+        state
+            .store()
+            .decide(&id, &step, true, request.message)
+            .await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/reject", tag = "runs", params(("id" = String, Path), ("step" = String, Path)), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -358,21 +444,38 @@ async fn reject_step(
     Path((id, step)): Path<(String, String)>,
     extract::Json(request): extract::Json<DecisionRequest>,
 ) -> ApiResult<Json<RunSummary>> {
-    Ok(Json(state.store().decide(&id, &step, false, request.message).await?))
+    Ok(Json(
+        state
+            .store()
+            .decide(&id, &step, false, request.message)
+            .await?,
+    ))
 }
 
 // ---- worker protocol ----
 
 #[utoipa::path(post, path = "/v1/worker/poll", tag = "worker", request_body = PollRequest, responses((status = 200, body = PollResponse), (status = 400, body = ErrorBody)))]
-async fn poll(State(state): State<AppState>, extract::Json(request): extract::Json<PollRequest>) -> ApiResult<Json<PollResponse>> {
+async fn poll(
+    State(state): State<AppState>,
+    extract::Json(request): extract::Json<PollRequest>,
+) -> ApiResult<Json<PollResponse>> {
     if request.worker_id.is_empty() || request.worker_id.len() > 256 {
-        return Err(ApiError::bad_request("invalid_worker_id", "worker_id must be 1 to 256 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_worker_id",
+            "worker_id must be 1 to 256 characters",
+        ));
     }
     if request.handlers.is_empty() {
-        return Err(ApiError::bad_request("no_handlers", "a worker must name the handlers it serves"));
+        return Err(ApiError::bad_request(
+            "no_handlers",
+            "a worker must name the handlers it serves",
+        ));
     }
     if request.max_tasks == 0 || request.max_tasks > 100 {
-        return Err(ApiError::bad_request("invalid_max_tasks", "max_tasks must be from 1 to 100"));
+        return Err(ApiError::bad_request(
+            "invalid_max_tasks",
+            "max_tasks must be from 1 to 100",
+        ));
     }
     let claim = ClaimRequest {
         worker_id: request.worker_id,
@@ -381,20 +484,28 @@ async fn poll(State(state): State<AppState>, extract::Json(request): extract::Js
         max_tasks: request.max_tasks,
     };
     let started = std::time::Instant::now();
-    let polled = state.engine.poll(&claim, Duration::from_millis(request.wait_ms)).await;
+    let polled = state
+        .engine
+        .poll(&claim, Duration::from_millis(request.wait_ms))
+        .await;
     let outcome = match &polled {
         Ok(tasks) if tasks.is_empty() => "empty",
         Ok(_) => "tasks",
         Err(_) => "error",
     };
     for queue in &claim.queues {
-        state.metrics.worker_poll(queue, outcome, started.elapsed().as_secs_f64());
+        state
+            .metrics
+            .worker_poll(queue, outcome, started.elapsed().as_secs_f64());
     }
     Ok(Json(PollResponse { tasks: polled? }))
 }
 
 #[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/heartbeat", tag = "worker", params(("lease_id" = String, Path)), responses((status = 200, body = HeartbeatResponse), (status = 409, body = ErrorBody, description = "The lease is no longer held")))]
-async fn heartbeat(State(state): State<AppState>, Path(lease_id): Path<String>) -> ApiResult<Json<HeartbeatResponse>> {
+async fn heartbeat(
+    State(state): State<AppState>,
+    Path(lease_id): Path<String>,
+) -> ApiResult<Json<HeartbeatResponse>> {
     Ok(Json(state.store().heartbeat(&lease_id).await?))
 }
 
@@ -405,7 +516,10 @@ async fn complete(
     extract::Json(request): extract::Json<CompleteRequest>,
 ) -> ApiResult<Json<Ack>> {
     let received = now_ms();
-    state.store().complete(&lease_id, request.output, request.timing, received).await?;
+    state
+        .store()
+        .complete(&lease_id, request.output, request.timing, received)
+        .await?;
     Ok(Json(Ack { ok: true }))
 }
 
@@ -426,12 +540,22 @@ async fn fail(
         Some(other) => {
             return Err(ApiError::bad_request(
                 "invalid_error_kind",
-                format!("`{other}` is not a reason a worker may report (handler_error, timeout, invalid_output, cancelled, no_handler)"),
+                format!(
+                    "`{other}` is not a reason a worker may report (handler_error, timeout, invalid_output, cancelled, no_handler)"
+                ),
             ));
         }
     };
-    let retryable = request.error.retryable.unwrap_or(!matches!(reason, Reason::InvalidOutput | Reason::NoHandler));
-    let report = FailReport { reason, message: request.error.message, retryable, timing: request.timing };
+    let retryable = request
+        .error
+        .retryable
+        .unwrap_or(!matches!(reason, Reason::InvalidOutput | Reason::NoHandler));
+    let report = FailReport {
+        reason,
+        message: request.error.message,
+        retryable,
+        timing: request.timing,
+    };
     state.store().fail(&lease_id, report, received).await?;
     Ok(Json(Ack { ok: true }))
 }
@@ -443,7 +567,10 @@ async fn append_logs(
     extract::Json(request): extract::Json<LogsRequest>,
 ) -> ApiResult<Json<Ack>> {
     if request.lines.len() > 10_000 {
-        return Err(ApiError::bad_request("too_many_lines", "at most 10000 log lines per request"));
+        return Err(ApiError::bad_request(
+            "too_many_lines",
+            "at most 10000 log lines per request",
+        ));
     }
     state.store().append_logs(&lease_id, &request.lines).await?;
     Ok(Json(Ack { ok: true }))
@@ -457,7 +584,10 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> axum::res
 
 /// Prometheus text by default; OpenMetrics (with trace_id exemplars) when the
 /// scraper asks for it in `Accept`.
-pub(crate) async fn metrics_endpoint(State(metrics): State<weft_telemetry::metrics::Metrics>, headers: HeaderMap) -> axum::response::Response {
+pub(crate) async fn metrics_endpoint(
+    State(metrics): State<weft_telemetry::metrics::Metrics>,
+    headers: HeaderMap,
+) -> axum::response::Response {
     let openmetrics = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -467,7 +597,11 @@ pub(crate) async fn metrics_endpoint(State(metrics): State<weft_telemetry::metri
     } else {
         weft_telemetry::metrics::TEXT_CONTENT_TYPE
     };
-    ([(axum::http::header::CONTENT_TYPE, content_type)], metrics.encode(openmetrics)).into_response()
+    (
+        [(axum::http::header::CONTENT_TYPE, content_type)],
+        metrics.encode(openmetrics),
+    )
+        .into_response()
 }
 
 // ---- health ----
@@ -490,7 +624,9 @@ struct Check {
 const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs one check's query within [`CHECK_TIMEOUT`]; also returns its latency.
-async fn bounded<T>(query: impl std::future::Future<Output = weft_store::Result<T>>) -> (Result<T, String>, f64) {
+async fn bounded<T>(
+    query: impl std::future::Future<Output = weft_store::Result<T>>,
+) -> (Result<T, String>, f64) {
     let started = std::time::Instant::now();
     let result = match tokio::time::timeout(CHECK_TIMEOUT, query).await {
         Ok(result) => result.map_err(|err| err.to_string()),
@@ -500,8 +636,10 @@ async fn bounded<T>(query: impl std::future::Future<Output = weft_store::Result<
 }
 
 async fn checks(state: &AppState) -> Vec<Check> {
-    let ((ping, db_latency), (version, migrations_latency)) =
-        tokio::join!(bounded(state.store().ping()), bounded(state.store().schema_version()));
+    let ((ping, db_latency), (version, migrations_latency)) = tokio::join!(
+        bounded(state.store().ping()),
+        bounded(state.store().schema_version())
+    );
     let database = Check {
         name: "database",
         ok: ping.is_ok(),
@@ -514,7 +652,12 @@ async fn checks(state: &AppState) -> Vec<Check> {
         Ok(v) => (false, format!("schema version {v}, expected {expected}")),
         Err(err) => (false, err),
     };
-    let migrations = Check { name: "migrations", ok, latency_ms: migrations_latency, message };
+    let migrations = Check {
+        name: "migrations",
+        ok,
+        latency_ms: migrations_latency,
+        message,
+    };
     // The engine sweeps every `tick`; allow twice that, with a floor so a
     // slow database round does not flap readiness.
     let allowed_ms = (state.engine.config().tick.as_millis() as i64 * 2).max(5_000);
@@ -524,7 +667,11 @@ async fn checks(state: &AppState) -> Vec<Check> {
         name: "engine",
         ok: last > 0 && age <= allowed_ms,
         latency_ms: 0.0,
-        message: if last == 0 { "engine has not completed a sweep yet".to_owned() } else { format!("last sweep {age} ms ago") },
+        message: if last == 0 {
+            "engine has not completed a sweep yet".to_owned()
+        } else {
+            format!("last sweep {age} ms ago")
+        },
     };
     vec![database, migrations, engine]
 }
@@ -540,7 +687,10 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     if failing.is_empty() {
         (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "not_ready", "failing": failing})))
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "not_ready", "failing": failing})),
+        )
     }
 }
 
@@ -559,17 +709,41 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
             "message": c.message,
         })).collect::<Vec<_>>(),
     });
-    (if ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, Json(body))
+    (
+        if ok {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        },
+        Json(body),
+    )
 }
-
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Weft", description = "Durable workflows you can see into"),
     paths(
-        put_workflow, list_workflows, get_workflow, start_run, list_runs, get_run, run_events, run_event_stream,
-        run_logs, cancel_run, retry_run, approve_step, reject_step, poll, heartbeat, complete, fail, append_logs,
-        live, ready, health
+        put_workflow,
+        list_workflows,
+        get_workflow,
+        start_run,
+        list_runs,
+        get_run,
+        run_events,
+        run_event_stream,
+        run_logs,
+        cancel_run,
+        retry_run,
+        approve_step,
+        reject_step,
+        poll,
+        heartbeat,
+        complete,
+        fail,
+        append_logs,
+        live,
+        ready,
+        health
     )
 )]
 pub(crate) struct ApiDoc;

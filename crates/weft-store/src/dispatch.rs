@@ -205,25 +205,32 @@ impl Store {
                 component = "engine", run_id = %run_id, trace_id = %run.trace_id, workflow = %run.workflow,
                 step = %step_def.name, attempt, worker_id = %request.worker_id, "attempt claimed"
             );
-            tasks.push(Claimed { queue: step_def.queue.clone(), queue_wait_ms: (now - ready_at).max(0), task: Task {
-                lease_id,
-                run_id: run_id.clone(),
-                trace_id: run.trace_id.clone(),
-                workflow: run.workflow.clone(),
-                step: step_def.name.clone(),
-                attempt,
-                handler: step_def.handler().unwrap_or_default().to_owned(),
-                input,
-                traceparent: format_traceparent(&run.trace_id, &span_id),
-                deadline: deadline.map(rfc3339),
-                timeout_ms: step_def.timeout_ms.map(|t| t as i64),
-                lease_ms,
-                baggage: run.baggage.clone(),
-            }});
+            tasks.push(Claimed {
+                queue: step_def.queue.clone(),
+                queue_wait_ms: (now - ready_at).max(0),
+                task: Task {
+                    lease_id,
+                    run_id: run_id.clone(),
+                    trace_id: run.trace_id.clone(),
+                    workflow: run.workflow.clone(),
+                    step: step_def.name.clone(),
+                    attempt,
+                    handler: step_def.handler().unwrap_or_default().to_owned(),
+                    input,
+                    traceparent: format_traceparent(&run.trace_id, &span_id),
+                    deadline: deadline.map(rfc3339),
+                    timeout_ms: step_def.timeout_ms.map(|t| t as i64),
+                    lease_ms,
+                    baggage: run.baggage.clone(),
+                },
+            });
         }
         tx.commit().await?;
         for task in &tasks {
-            self.observer().observe(&Observation::AttemptClaimed { queue: &task.queue, queue_wait_ms: task.queue_wait_ms });
+            self.observer().observe(&Observation::AttemptClaimed {
+                queue: &task.queue,
+                queue_wait_ms: task.queue_wait_ms,
+            });
         }
         self.observe_operation("claim", started);
         Ok(tasks.into_iter().map(|claimed| claimed.task).collect())
@@ -357,7 +364,9 @@ impl Store {
         // A result that arrives after the start-to-close deadline is the
         // timeout the reaper would have recorded a moment later: record it as
         // such, so the outcome does not depend on which came first.
-        let late = attempt_row.opt_int("deadline_at").is_some_and(|deadline| received_ms > deadline);
+        let late = attempt_row
+            .opt_int("deadline_at")
+            .is_some_and(|deadline| received_ms > deadline);
         let outcome = match outcome {
             Outcome::Completed(_) | Outcome::Failed(_) if late => Outcome::Failed(FailReport {
                 reason: Reason::Timeout,
@@ -412,32 +421,45 @@ impl Store {
             &data,
         )
         .await?;
-        let previous_span_id = previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?;
+        let previous_span_id =
+            previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?;
         let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
         tx.commit().await?;
         let (span_id, worker_id) = (attempt_row.text("span_id"), attempt_row.text("worker_id"));
-        self.observer().observe(&Observation::AttemptFinished(AttemptRecord {
-            run_id: &run.run_id,
-            trace_id: &run.trace_id,
-            run_span_id: &run.span_id,
-            run_parent_span_id: run.parent_span_id.as_deref(),
-            span_id: &span_id,
-            previous_span_id: previous_span_id.as_deref(),
-            workflow: &run.workflow,
-            version: run.version,
-            step: &step_name,
-            attempt: lease.attempt,
-            queue: &run.def.steps[position].queue,
-            worker_id: &worker_id,
-            claimed_at_ms: claimed_at,
-            finished_at_ms: now,
-            status: if status == "completed" { AttemptStatus::Completed } else { AttemptStatus::Failed },
-            reason: reason.and_then(Reason::parse),
-            error: error.as_deref(),
-            timing: observed_timing(&timing),
-        }));
+        self.observer()
+            .observe(&Observation::AttemptFinished(AttemptRecord {
+                run_id: &run.run_id,
+                trace_id: &run.trace_id,
+                run_span_id: &run.span_id,
+                run_parent_span_id: run.parent_span_id.as_deref(),
+                span_id: &span_id,
+                previous_span_id: previous_span_id.as_deref(),
+                workflow: &run.workflow,
+                version: run.version,
+                step: &step_name,
+                attempt: lease.attempt,
+                queue: &run.def.steps[position].queue,
+                worker_id: &worker_id,
+                claimed_at_ms: claimed_at,
+                finished_at_ms: now,
+                status: if status == "completed" {
+                    AttemptStatus::Completed
+                } else {
+                    AttemptStatus::Failed
+                },
+                reason: reason.and_then(Reason::parse),
+                error: error.as_deref(),
+                timing: observed_timing(&timing),
+            }));
         self.observe_applied(&run, &applied, now);
-        self.observe_operation(if status == "completed" { "complete" } else { "fail" }, started);
+        self.observe_operation(
+            if status == "completed" {
+                "complete"
+            } else {
+                "fail"
+            },
+            started,
+        );
         if applied.made_ready {
             self.wake_pollers();
         }
@@ -608,7 +630,13 @@ impl Store {
                 )
             };
             let claimed_at = check.int("claimed_at");
-            let timing = attempt_timing(check.opt_int("ready_at").unwrap_or(claimed_at), claimed_at, now, now, None);
+            let timing = attempt_timing(
+                check.opt_int("ready_at").unwrap_or(claimed_at),
+                claimed_at,
+                now,
+                now,
+                None,
+            );
             tx.execute(
                 "UPDATE weft_attempts SET status = 'failed', reason = $2, error = $3, finished_at = $4, timing = $5 WHERE lease_id = $1",
                 args![&lease_id, reason.as_str(), &message, now, serde_json::to_string(&timing).expect("timing serializes")],
@@ -637,7 +665,8 @@ impl Store {
             )
             .await?;
             tracing::info!(component = "engine", run_id = %lease.run_id, workflow = %run.workflow, step = %step_name, attempt = lease.attempt, reason = reason.as_str(), "attempt reaped");
-            let previous_span_id = previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?;
+            let previous_span_id =
+                previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?;
             let event = Event::AttemptFailed {
                 step: position,
                 reason,
@@ -647,29 +676,32 @@ impl Store {
             let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
             tx.commit().await?;
             if !timed_out {
-                self.observer().observe(&Observation::LeaseExpired { queue: &step_def_queue });
+                self.observer().observe(&Observation::LeaseExpired {
+                    queue: &step_def_queue,
+                });
             }
             let (span_id, worker_id) = (check.text("span_id"), check.text("worker_id"));
-            self.observer().observe(&Observation::AttemptFinished(AttemptRecord {
-                run_id: &run.run_id,
-                trace_id: &run.trace_id,
-                run_span_id: &run.span_id,
-                run_parent_span_id: run.parent_span_id.as_deref(),
-                span_id: &span_id,
-                previous_span_id: previous_span_id.as_deref(),
-                workflow: &run.workflow,
-                version: run.version,
-                step: &step_name,
-                attempt: lease.attempt,
-                queue: &step_def_queue,
-                worker_id: &worker_id,
-                claimed_at_ms: claimed_at,
-                finished_at_ms: now,
-                status: AttemptStatus::Failed,
-                reason: Some(reason),
-                error: Some(&message),
-                timing: observed_timing(&timing),
-            }));
+            self.observer()
+                .observe(&Observation::AttemptFinished(AttemptRecord {
+                    run_id: &run.run_id,
+                    trace_id: &run.trace_id,
+                    run_span_id: &run.span_id,
+                    run_parent_span_id: run.parent_span_id.as_deref(),
+                    span_id: &span_id,
+                    previous_span_id: previous_span_id.as_deref(),
+                    workflow: &run.workflow,
+                    version: run.version,
+                    step: &step_name,
+                    attempt: lease.attempt,
+                    queue: &step_def_queue,
+                    worker_id: &worker_id,
+                    claimed_at_ms: claimed_at,
+                    finished_at_ms: now,
+                    status: AttemptStatus::Failed,
+                    reason: Some(reason),
+                    error: Some(&message),
+                    timing: observed_timing(&timing),
+                }));
             self.observe_applied(&run, &applied, now);
             reaped += 1;
             if applied.made_ready {
@@ -766,7 +798,12 @@ async fn load_run_info(tx: &mut Tx, run_id: &str) -> Result<RunInfo> {
 
 /// The span id of the attempt before `attempt` of the same step, if any: a
 /// retry's span links to it.
-async fn previous_span_id(tx: &mut Tx, run_id: &str, position: i64, attempt: i64) -> Result<Option<String>> {
+async fn previous_span_id(
+    tx: &mut Tx,
+    run_id: &str,
+    position: i64,
+    attempt: i64,
+) -> Result<Option<String>> {
     if attempt <= 1 {
         return Ok(None);
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use weft_core::observe::GaugeSnapshot;
 
-use crate::{now_ms, Result, Store};
+use crate::{Result, Store, now_ms};
 
 /// A worker that polled within this window counts as active.
 pub const WORKER_ACTIVE_MS: i64 = 30_000;
@@ -53,11 +53,19 @@ impl Store {
         let (pool_open, pool_idle) = self.pool_connections();
         let snapshot = GaugeSnapshot {
             runs_active,
-            steps_ready: ready_rows.iter().map(|r| (r.text("queue"), r.int("n"))).collect(),
+            steps_ready: ready_rows
+                .iter()
+                .map(|r| (r.text("queue"), r.int("n")))
+                .collect(),
             steps_running,
             oldest_ready_age_seconds: ready_rows
                 .iter()
-                .map(|r| (r.text("queue"), ((now - r.opt_int("oldest").unwrap_or(now)).max(0)) as f64 / 1000.0))
+                .map(|r| {
+                    (
+                        r.text("queue"),
+                        ((now - r.opt_int("oldest").unwrap_or(now)).max(0)) as f64 / 1000.0,
+                    )
+                })
                 .collect(),
             workers_active: workers_active.into_iter().collect(),
             runs_stalled: vec![("no_worker".to_owned(), no_worker)],
@@ -75,4 +83,3 @@ impl Store {
         Ok(())
     }
 }
-

@@ -28,7 +28,7 @@ use std::{
 };
 
 use tokio::sync::Notify;
-use weft_core::{observe::Observer, Definition};
+use weft_core::{Definition, observe::Observer};
 
 pub use db::{Dialect, PoolOptions};
 pub use dispatch::{ClaimRequest, FailReport, WorkerSeen};
@@ -109,7 +109,11 @@ impl Store {
     }
 
     pub(crate) fn observe_operation(&self, op: &'static str, started: std::time::Instant) {
-        self.observer().observe(&weft_core::observe::Observation::Operation { op, elapsed: started.elapsed() });
+        self.observer()
+            .observe(&weft_core::observe::Observation::Operation {
+                op,
+                elapsed: started.elapsed(),
+            });
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -20,7 +20,7 @@ const SQLITE: &[(i64, &str)] = &[
 pub const LATEST: i64 = 3;
 
 /// An arbitrary constant naming Weft's migration advisory lock.
-const LOCK_KEY: i64 = 0x7765_6674_6d69_67;
+const LOCK_KEY: i64 = 0x0077_6566_746d_6967;
 
 impl Store {
     pub async fn migrate(&self) -> Result<()> {

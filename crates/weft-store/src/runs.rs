@@ -197,7 +197,9 @@ impl Store {
             .apply_event(&mut tx, &mut run, Event::Start, now)
             .await?;
         tx.commit().await?;
-        self.observer().observe(&Observation::RunStarted { workflow: &new.workflow });
+        self.observer().observe(&Observation::RunStarted {
+            workflow: &new.workflow,
+        });
         self.observe_applied(&run, &applied, now);
         self.observe_operation("start_run", started);
         tracing::info!(component = "engine", run_id = %run_id, trace_id = %trace_id, workflow = %new.workflow, "run created");

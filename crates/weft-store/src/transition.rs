@@ -6,10 +6,9 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use serde_json::Value;
 use weft_core::{
-    Definition, Reason, RunState, RunStatus, StepState, StepStatus,
+    AttemptStatus, Definition, Reason, RunState, RunStatus, StepState, StepStatus,
     machine::{self, Context, Effect, Event},
     observe::{AttemptRecord, Observation, RunRecord, Timing},
-    AttemptStatus,
 };
 
 use crate::{
@@ -250,10 +249,10 @@ impl Store {
                 None => (None, None),
             };
             let mut data = effect.data();
-            if matches!(effect, Effect::RunFailed { .. }) {
-                if let (Some(map), Some(error)) = (data.as_object_mut(), &run.state.error) {
-                    map.insert("error".into(), error.clone().into());
-                }
+            if matches!(effect, Effect::RunFailed { .. })
+                && let (Some(map), Some(error)) = (data.as_object_mut(), &run.state.error)
+            {
+                map.insert("error".into(), error.clone().into());
             }
             insert_event(
                 tx,
@@ -321,7 +320,10 @@ impl Store {
                     observer.observe(&Observation::RunFinished(self::run_record(run, now)));
                 }
                 Effect::StepRetrying { step, .. } => {
-                    observer.observe(&Observation::StepRetrying { workflow: &run.workflow, step: &run.def.steps[*step].name });
+                    observer.observe(&Observation::StepRetrying {
+                        workflow: &run.workflow,
+                        step: &run.def.steps[*step].name,
+                    });
                 }
                 _ => {}
             }
@@ -335,22 +337,40 @@ fn log_effect(run: &LockedRun, effect: &Effect) {
     let trace_id = run.trace_id.as_str();
     match effect {
         Effect::RunCompleted => {
-            tracing::info!(component = "engine", run_id, trace_id, workflow, "run completed")
+            tracing::info!(
+                component = "engine",
+                run_id,
+                trace_id,
+                workflow,
+                "run completed"
+            )
         }
         Effect::RunFailed { reason } => {
             tracing::info!(
                 component = "engine",
                 run_id,
-            trace_id,
+                trace_id,
                 workflow,
                 reason = reason.as_str(),
                 "run failed"
             )
         }
         Effect::RunCancelled => {
-            tracing::info!(component = "engine", run_id, trace_id, workflow, "run cancelled")
+            tracing::info!(
+                component = "engine",
+                run_id,
+                trace_id,
+                workflow,
+                "run cancelled"
+            )
         }
-        Effect::RunRetried => tracing::info!(component = "engine", run_id, trace_id, workflow, "run retried"),
+        Effect::RunRetried => tracing::info!(
+            component = "engine",
+            run_id,
+            trace_id,
+            workflow,
+            "run retried"
+        ),
         Effect::StepRetrying { step, delay_ms, .. } => tracing::info!(
             component = "engine",
             run_id,

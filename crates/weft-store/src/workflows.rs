@@ -19,14 +19,14 @@ impl Store {
                 args![&def.name],
             )
             .await?;
-        if let Some(row) = &latest {
-            if row.text("manifest") == def.canonical {
-                return Ok(PutWorkflowResponse {
-                    name: def.name.clone(),
-                    version: row.int("version"),
-                    created: false,
-                });
-            }
+        if let Some(row) = &latest
+            && row.text("manifest") == def.canonical
+        {
+            return Ok(PutWorkflowResponse {
+                name: def.name.clone(),
+                version: row.int("version"),
+                created: false,
+            });
         }
         let version = latest.map_or(1, |row| row.int("version") + 1);
         tx.execute(

@@ -13,7 +13,7 @@ pub mod traces;
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::{fmt, layer::SubscriberExt, util::SubscriberInitExt, EnvFilter, Layer};
+use tracing_subscriber::{EnvFilter, Layer, fmt, layer::SubscriberExt, util::SubscriberInitExt};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -74,22 +74,28 @@ pub fn init(config: &LogConfig) -> Result<LogGuard, String> {
 
 /// [`init`], and when `traces` is given, also exports the worker's
 /// `execute` spans (and the handler spans inside them) through it.
-pub fn init_with_traces(config: &LogConfig, traces: Option<&traces::Tracing>) -> Result<LogGuard, String> {
+pub fn init_with_traces(
+    config: &LogConfig,
+    traces: Option<&traces::Tracing>,
+) -> Result<LogGuard, String> {
     let mut directives = config.filter.clone();
     for noisy in ["sqlx", "hyper", "h2", "tower", "reqwest", "rustls"] {
         if !directives.contains(noisy) {
             directives.push_str(&format!(",{noisy}=warn"));
         }
     }
-    let filter = EnvFilter::try_new(&directives).map_err(|err| format!("bad log filter `{}`: {err}", config.filter))?;
+    let filter = EnvFilter::try_new(&directives)
+        .map_err(|err| format!("bad log filter `{}`: {err}", config.filter))?;
     let mut layers: Vec<BoxedLayer> = vec![stderr_layer(config.format)];
     if let Some(traces) = traces {
         layers.push(traces.layer().boxed());
     }
     let mut guard = LogGuard { _file: None };
     if let Some(dir) = &config.dir {
-        std::fs::create_dir_all(dir).map_err(|err| format!("cannot create log dir {}: {err}", dir.display()))?;
-        let (writer, file_guard) = tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, "weft.log"));
+        std::fs::create_dir_all(dir)
+            .map_err(|err| format!("cannot create log dir {}: {err}", dir.display()))?;
+        let (writer, file_guard) =
+            tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, "weft.log"));
         layers.push(
             fmt::layer()
                 .json()

@@ -9,12 +9,12 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    sync::{atomic::AtomicU64, Arc, Mutex},
+    sync::{Arc, Mutex, atomic::AtomicU64},
     time::SystemTime,
 };
 
 use prometheus_client::{
-    encoding::{text::encode, EncodeLabelSet},
+    encoding::{EncodeLabelSet, text::encode},
     metrics::{
         counter::Counter,
         exemplar::HistogramWithExemplars,
@@ -26,15 +26,28 @@ use prometheus_client::{
 };
 
 /// Run durations: sub-second to a day.
-pub const RUN_BUCKETS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0, 86400.0];
+pub const RUN_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 21600.0,
+    86400.0,
+];
 /// Step attempt and handler durations: a millisecond to an hour.
-pub const STEP_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0];
+pub const STEP_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 3600.0,
+];
 /// Queue wait: from instant dispatch to a backlog of an hour.
-pub const QUEUE_WAIT_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0];
+pub const QUEUE_WAIT_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+    3600.0,
+];
 /// Long polls last up to their wait (30 s at most).
-pub const POLL_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0];
+pub const POLL_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+];
 /// HTTP requests and database queries: fast paths.
-pub const FAST_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+pub const FAST_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 pub const OTHER: &str = "other";
 
@@ -134,7 +147,10 @@ pub struct LabelCap {
 
 impl LabelCap {
     pub fn new(max: usize) -> Self {
-        Self { max, seen: Mutex::new(HashSet::new()) }
+        Self {
+            max,
+            seen: Mutex::new(HashSet::new()),
+        }
     }
 
     pub fn apply(&self, value: &str) -> String {
@@ -160,7 +176,11 @@ pub struct Caps {
 
 impl Default for Caps {
     fn default() -> Self {
-        Self { workflows: 200, steps: 2_000, queues: 100 }
+        Self {
+            workflows: 200,
+            steps: 2_000,
+            queues: 100,
+        }
     }
 }
 
@@ -236,17 +256,41 @@ impl Metrics {
             db_pool_connections: Family::default(),
             build_info: Family::default(),
         };
-        registry.register("runs_started", "Runs created, by workflow", f.runs_started.clone());
-        registry.register("runs_finished", "Runs that reached a final status, by workflow and status", f.runs_finished.clone());
+        registry.register(
+            "runs_started",
+            "Runs created, by workflow",
+            f.runs_started.clone(),
+        );
+        registry.register(
+            "runs_finished",
+            "Runs that reached a final status, by workflow and status",
+            f.runs_finished.clone(),
+        );
         registry.register(
             "step_attempts",
             "Step attempts that ended, by workflow, step, status and failure reason (none on success)",
             f.step_attempts.clone(),
         );
-        registry.register("step_retries", "Retries scheduled after a failed attempt, by workflow and step", f.step_retries.clone());
-        registry.register("leases_expired", "Attempts whose worker stopped renewing its lease, by queue", f.leases_expired.clone());
-        registry.register("worker_polls", "Worker polls answered, by queue and outcome (tasks, empty, error)", f.worker_polls.clone());
-        registry.register("http_requests", "HTTP requests served, by method, route template and status", f.http_requests.clone());
+        registry.register(
+            "step_retries",
+            "Retries scheduled after a failed attempt, by workflow and step",
+            f.step_retries.clone(),
+        );
+        registry.register(
+            "leases_expired",
+            "Attempts whose worker stopped renewing its lease, by queue",
+            f.leases_expired.clone(),
+        );
+        registry.register(
+            "worker_polls",
+            "Worker polls answered, by queue and outcome (tasks, empty, error)",
+            f.worker_polls.clone(),
+        );
+        registry.register(
+            "http_requests",
+            "HTTP requests served, by method, route template and status",
+            f.http_requests.clone(),
+        );
         registry.register_with_unit(
             "run_duration",
             "Run creation to final status; exemplars carry the run's trace_id",
@@ -259,30 +303,82 @@ impl Metrics {
             Unit::Seconds,
             f.step_duration.clone(),
         );
-        registry.register_with_unit("step_queue_wait", "Step ready to claimed, by queue", Unit::Seconds, f.step_queue_wait.clone());
-        registry.register_with_unit("step_handler", "Handler run time reported by workers", Unit::Seconds, f.step_handler.clone());
-        registry.register_with_unit("worker_poll_duration", "How long worker polls were held", Unit::Seconds, f.worker_poll_duration.clone());
+        registry.register_with_unit(
+            "step_queue_wait",
+            "Step ready to claimed, by queue",
+            Unit::Seconds,
+            f.step_queue_wait.clone(),
+        );
+        registry.register_with_unit(
+            "step_handler",
+            "Handler run time reported by workers",
+            Unit::Seconds,
+            f.step_handler.clone(),
+        );
+        registry.register_with_unit(
+            "worker_poll_duration",
+            "How long worker polls were held",
+            Unit::Seconds,
+            f.worker_poll_duration.clone(),
+        );
         registry.register_with_unit(
             "http_request_duration",
             "HTTP request handling time, by method and route template",
             Unit::Seconds,
             f.http_request_duration.clone(),
         );
-        registry.register_with_unit("db_query_duration", "Store operation time, by operation", Unit::Seconds, f.db_query_duration.clone());
-        registry.register("runs_active", "Runs not yet finished, by workflow and status (from the database)", f.runs_active.clone());
-        registry.register("steps_ready", "Steps ready and waiting for a worker, by queue (from the database)", f.steps_ready.clone());
-        registry.register("steps_running", "Steps claimed by a worker, by queue (from the database)", f.steps_running.clone());
+        registry.register_with_unit(
+            "db_query_duration",
+            "Store operation time, by operation",
+            Unit::Seconds,
+            f.db_query_duration.clone(),
+        );
+        registry.register(
+            "runs_active",
+            "Runs not yet finished, by workflow and status (from the database)",
+            f.runs_active.clone(),
+        );
+        registry.register(
+            "steps_ready",
+            "Steps ready and waiting for a worker, by queue (from the database)",
+            f.steps_ready.clone(),
+        );
+        registry.register(
+            "steps_running",
+            "Steps claimed by a worker, by queue (from the database)",
+            f.steps_running.clone(),
+        );
         registry.register_with_unit(
             "oldest_ready_step_age",
             "Age of the oldest ready step, by queue (from the database)",
             Unit::Seconds,
             f.oldest_ready_age.clone(),
         );
-        registry.register("workers_active", "Workers that polled a queue in the last 30 seconds", f.workers_active.clone());
-        registry.register("runs_stalled", "Runs that cannot progress, by reason (from the database)", f.runs_stalled.clone());
-        registry.register("db_pool_connections", "Database pool connections, by state (idle, in_use)", f.db_pool_connections.clone());
-        registry.register("build_info", "Always 1; the version label names the build", f.build_info.clone());
-        f.build_info.get_or_create(&VersionLabels { version: version.to_owned() }).set(1);
+        registry.register(
+            "workers_active",
+            "Workers that polled a queue in the last 30 seconds",
+            f.workers_active.clone(),
+        );
+        registry.register(
+            "runs_stalled",
+            "Runs that cannot progress, by reason (from the database)",
+            f.runs_stalled.clone(),
+        );
+        registry.register(
+            "db_pool_connections",
+            "Database pool connections, by state (idle, in_use)",
+            f.db_pool_connections.clone(),
+        );
+        registry.register(
+            "build_info",
+            "Always 1; the version label names the build",
+            f.build_info.clone(),
+        );
+        f.build_info
+            .get_or_create(&VersionLabels {
+                version: version.to_owned(),
+            })
+            .set(1);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -306,8 +402,16 @@ impl Metrics {
     fn step(&self, workflow: &str, step: &str) -> (String, String) {
         let workflow = self.workflow(workflow);
         // A capped workflow's steps are folded too, so the pair stays bounded.
-        let step = if workflow == OTHER { OTHER.to_owned() } else { self.inner.steps.apply(&format!("{workflow}\u{0}{step}")) };
-        let step = if step == OTHER { step } else { step.split('\u{0}').nth(1).unwrap_or(OTHER).to_owned() };
+        let step = if workflow == OTHER {
+            OTHER.to_owned()
+        } else {
+            self.inner.steps.apply(&format!("{workflow}\u{0}{step}"))
+        };
+        let step = if step == OTHER {
+            step
+        } else {
+            step.split('\u{0}').nth(1).unwrap_or(OTHER).to_owned()
+        };
         (workflow, step)
     }
 
@@ -316,14 +420,28 @@ impl Metrics {
     }
 
     pub fn run_started(&self, workflow: &str) {
-        self.f().runs_started.get_or_create(&WorkflowLabels { workflow: self.workflow(workflow) }).inc();
+        self.f()
+            .runs_started
+            .get_or_create(&WorkflowLabels {
+                workflow: self.workflow(workflow),
+            })
+            .inc();
     }
 
     pub fn run_finished(&self, workflow: &str, status: &str, seconds: f64, trace_id: &str) {
-        let labels = WorkflowStatusLabels { workflow: self.workflow(workflow), status: status.to_owned() };
+        let labels = WorkflowStatusLabels {
+            workflow: self.workflow(workflow),
+            status: status.to_owned(),
+        };
         self.f().runs_finished.get_or_create(&labels).inc();
-        let exemplar = TraceExemplar { trace_id: trace_id.to_owned() };
-        self.f().run_duration.get_or_create(&labels).observe(seconds, Some(exemplar), Some(SystemTime::now()));
+        let exemplar = TraceExemplar {
+            trace_id: trace_id.to_owned(),
+        };
+        self.f().run_duration.get_or_create(&labels).observe(
+            seconds,
+            Some(exemplar),
+            Some(SystemTime::now()),
+        );
     }
 
     /// An attempt ended; `reason` is `none` for a success.
@@ -341,35 +459,71 @@ impl Metrics {
         let (workflow, step) = self.step(workflow, step);
         self.f()
             .step_attempts
-            .get_or_create(&AttemptLabels { workflow: workflow.clone(), step: step.clone(), status: status.to_owned(), reason: reason.to_owned() })
+            .get_or_create(&AttemptLabels {
+                workflow: workflow.clone(),
+                step: step.clone(),
+                status: status.to_owned(),
+                reason: reason.to_owned(),
+            })
             .inc();
-        let exemplar = TraceExemplar { trace_id: trace_id.to_owned() };
+        let exemplar = TraceExemplar {
+            trace_id: trace_id.to_owned(),
+        };
         self.f()
             .step_duration
-            .get_or_create(&StepStatusLabels { workflow: workflow.clone(), step: step.clone(), status: status.to_owned() })
+            .get_or_create(&StepStatusLabels {
+                workflow: workflow.clone(),
+                step: step.clone(),
+                status: status.to_owned(),
+            })
             .observe(seconds, Some(exemplar), Some(SystemTime::now()));
         if let Some(handler) = handler_seconds {
-            self.f().step_handler.get_or_create(&StepLabels { workflow, step }).observe(handler);
+            self.f()
+                .step_handler
+                .get_or_create(&StepLabels { workflow, step })
+                .observe(handler);
         }
     }
 
     pub fn step_retrying(&self, workflow: &str, step: &str) {
         let (workflow, step) = self.step(workflow, step);
-        self.f().step_retries.get_or_create(&StepLabels { workflow, step }).inc();
+        self.f()
+            .step_retries
+            .get_or_create(&StepLabels { workflow, step })
+            .inc();
     }
 
     pub fn attempt_claimed(&self, queue: &str, queue_wait_seconds: f64) {
-        self.f().step_queue_wait.get_or_create(&QueueLabels { queue: self.queue(queue) }).observe(queue_wait_seconds);
+        self.f()
+            .step_queue_wait
+            .get_or_create(&QueueLabels {
+                queue: self.queue(queue),
+            })
+            .observe(queue_wait_seconds);
     }
 
     pub fn lease_expired(&self, queue: &str) {
-        self.f().leases_expired.get_or_create(&QueueLabels { queue: self.queue(queue) }).inc();
+        self.f()
+            .leases_expired
+            .get_or_create(&QueueLabels {
+                queue: self.queue(queue),
+            })
+            .inc();
     }
 
     pub fn worker_poll(&self, queue: &str, outcome: &str, seconds: f64) {
         let queue = self.queue(queue);
-        self.f().worker_polls.get_or_create(&PollLabels { queue: queue.clone(), outcome: outcome.to_owned() }).inc();
-        self.f().worker_poll_duration.get_or_create(&QueueLabels { queue }).observe(seconds);
+        self.f()
+            .worker_polls
+            .get_or_create(&PollLabels {
+                queue: queue.clone(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+        self.f()
+            .worker_poll_duration
+            .get_or_create(&QueueLabels { queue })
+            .observe(seconds);
     }
 
     /// `route` must be a route template (`/v1/runs/{id}`), never a raw path.
@@ -378,13 +532,23 @@ impl Metrics {
         let route = route.to_owned();
         self.f()
             .http_requests
-            .get_or_create(&HttpLabels { method: method.clone(), route: route.clone(), status: status.to_string() })
+            .get_or_create(&HttpLabels {
+                method: method.clone(),
+                route: route.clone(),
+                status: status.to_string(),
+            })
             .inc();
-        self.f().http_request_duration.get_or_create(&HttpRouteLabels { method, route }).observe(seconds);
+        self.f()
+            .http_request_duration
+            .get_or_create(&HttpRouteLabels { method, route })
+            .observe(seconds);
     }
 
     pub fn db_query(&self, op: &'static str, seconds: f64) {
-        self.f().db_query_duration.get_or_create(&OpLabels { op: op.to_owned() }).observe(seconds);
+        self.f()
+            .db_query_duration
+            .get_or_create(&OpLabels { op: op.to_owned() })
+            .observe(seconds);
     }
 
     /// Sets every gauge from a database snapshot; label sets that vanished
@@ -394,22 +558,37 @@ impl Metrics {
         let f = self.f();
         let mut runs_active = HashMap::new();
         for (workflow, status, n) in &snapshot.runs_active {
-            *runs_active.entry(vec![self.workflow(workflow), status.clone()]).or_insert(0) += n;
+            *runs_active
+                .entry(vec![self.workflow(workflow), status.clone()])
+                .or_insert(0) += n;
         }
         refresh(&mut keys, "runs_active", runs_active, |k, v| {
-            f.runs_active.get_or_create(&WorkflowStatusLabels { workflow: k[0].clone(), status: k[1].clone() }).set(v);
+            f.runs_active
+                .get_or_create(&WorkflowStatusLabels {
+                    workflow: k[0].clone(),
+                    status: k[1].clone(),
+                })
+                .set(v);
         });
         for (name, source, family) in [
             ("steps_ready", &snapshot.steps_ready, &f.steps_ready),
             ("steps_running", &snapshot.steps_running, &f.steps_running),
-            ("workers_active", &snapshot.workers_active, &f.workers_active),
+            (
+                "workers_active",
+                &snapshot.workers_active,
+                &f.workers_active,
+            ),
         ] {
             let mut values = HashMap::new();
             for (queue, n) in source {
                 *values.entry(vec![self.queue(queue)]).or_insert(0) += n;
             }
             refresh(&mut keys, name, values, |k, v| {
-                family.get_or_create(&QueueLabels { queue: k[0].clone() }).set(v);
+                family
+                    .get_or_create(&QueueLabels {
+                        queue: k[0].clone(),
+                    })
+                    .set(v);
             });
         }
         let mut ages: HashMap<Vec<String>, f64> = HashMap::new();
@@ -418,15 +597,33 @@ impl Metrics {
             *entry = entry.max(*age);
         }
         refresh(&mut keys, "oldest_ready_age", ages, |k, v| {
-            f.oldest_ready_age.get_or_create(&QueueLabels { queue: k[0].clone() }).set(v);
+            f.oldest_ready_age
+                .get_or_create(&QueueLabels {
+                    queue: k[0].clone(),
+                })
+                .set(v);
         });
-        let stalled: HashMap<Vec<String>, i64> = snapshot.runs_stalled.iter().map(|(r, n)| (vec![r.clone()], *n)).collect();
+        let stalled: HashMap<Vec<String>, i64> = snapshot
+            .runs_stalled
+            .iter()
+            .map(|(r, n)| (vec![r.clone()], *n))
+            .collect();
         refresh(&mut keys, "runs_stalled", stalled, |k, v| {
-            f.runs_stalled.get_or_create(&ReasonLabels { reason: k[0].clone() }).set(v);
+            f.runs_stalled
+                .get_or_create(&ReasonLabels {
+                    reason: k[0].clone(),
+                })
+                .set(v);
         });
-        f.db_pool_connections.get_or_create(&StateLabels { state: "idle".into() }).set(snapshot.pool_idle);
         f.db_pool_connections
-            .get_or_create(&StateLabels { state: "in_use".into() })
+            .get_or_create(&StateLabels {
+                state: "idle".into(),
+            })
+            .set(snapshot.pool_idle);
+        f.db_pool_connections
+            .get_or_create(&StateLabels {
+                state: "in_use".into(),
+            })
             .set((snapshot.pool_open - snapshot.pool_idle).max(0));
     }
 
@@ -435,7 +632,11 @@ impl Metrics {
     pub fn encode(&self, openmetrics: bool) -> String {
         let mut out = String::new();
         encode(&mut out, &self.inner.registry).expect("writing to a String cannot fail");
-        if openmetrics { out } else { to_classic_text(&out) }
+        if openmetrics {
+            out
+        } else {
+            to_classic_text(&out)
+        }
     }
 }
 
@@ -443,10 +644,16 @@ impl Observer for Metrics {
     fn observe(&self, observation: &Observation<'_>) {
         match *observation {
             Observation::RunStarted { workflow } => self.run_started(workflow),
-            Observation::RunFinished(ref run) => {
-                self.run_finished(run.workflow, run.status.as_str(), run.duration_ms() as f64 / 1000.0, run.trace_id)
-            }
-            Observation::AttemptClaimed { queue, queue_wait_ms } => self.attempt_claimed(queue, queue_wait_ms as f64 / 1000.0),
+            Observation::RunFinished(ref run) => self.run_finished(
+                run.workflow,
+                run.status.as_str(),
+                run.duration_ms() as f64 / 1000.0,
+                run.trace_id,
+            ),
+            Observation::AttemptClaimed {
+                queue,
+                queue_wait_ms,
+            } => self.attempt_claimed(queue, queue_wait_ms as f64 / 1000.0),
             Observation::AttemptFinished(ref attempt) => self.attempt_finished(
                 attempt.workflow,
                 attempt.step,
@@ -486,7 +693,8 @@ fn refresh<V: Default + Copy>(
     keys.insert(name, current);
 }
 
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Rewrites OpenMetrics text into the classic Prometheus format: counters'
@@ -494,10 +702,10 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 fn to_classic_text(openmetrics: &str) -> String {
     let mut counters: HashSet<String> = HashSet::new();
     for line in openmetrics.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some(name) = rest.strip_suffix(" counter") {
-                counters.insert(name.to_owned());
-            }
+        if let Some(rest) = line.strip_prefix("# TYPE ")
+            && let Some(name) = rest.strip_suffix(" counter")
+        {
+            counters.insert(name.to_owned());
         }
     }
     let mut out = String::with_capacity(openmetrics.len());
@@ -505,7 +713,10 @@ fn to_classic_text(openmetrics: &str) -> String {
         if line == "# EOF" || line.starts_with("# UNIT ") {
             continue;
         }
-        if let Some(rest) = line.strip_prefix("# TYPE ").or_else(|| line.strip_prefix("# HELP ")) {
+        if let Some(rest) = line
+            .strip_prefix("# TYPE ")
+            .or_else(|| line.strip_prefix("# HELP "))
+        {
             let kind = &line[..7];
             let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
             if counters.contains(name) {
@@ -534,35 +745,76 @@ mod tests {
         let metrics = Metrics::new("1.2.3", Caps::default());
         metrics.run_started("etl");
         metrics.run_finished("etl", "completed", 1.5, "4bf92f3577b34da6a3ce929d0e0e4736");
-        metrics.attempt_finished("etl", "extract", "failed", "timeout", 0.2, Some(0.1), "4bf92f3577b34da6a3ce929d0e0e4736");
+        metrics.attempt_finished(
+            "etl",
+            "extract",
+            "failed",
+            "timeout",
+            0.2,
+            Some(0.1),
+            "4bf92f3577b34da6a3ce929d0e0e4736",
+        );
         let open = metrics.encode(true);
-        assert!(open.contains("weft_runs_started_total{workflow=\"etl\"} 1"), "{open}");
-        assert!(open.contains("trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\""), "{open}");
+        assert!(
+            open.contains("weft_runs_started_total{workflow=\"etl\"} 1"),
+            "{open}"
+        );
+        assert!(
+            open.contains("trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\""),
+            "{open}"
+        );
         assert!(open.ends_with("# EOF\n"));
         let classic = metrics.encode(false);
-        assert!(classic.contains("# TYPE weft_runs_started_total counter"), "{classic}");
+        assert!(
+            classic.contains("# TYPE weft_runs_started_total counter"),
+            "{classic}"
+        );
         assert!(!classic.contains("# EOF"));
-        assert!(!classic.contains("trace_id=\""), "exemplars must not leak into the classic format:\n{classic}");
+        assert!(
+            !classic.contains("trace_id=\""),
+            "exemplars must not leak into the classic format:\n{classic}"
+        );
         assert!(classic.contains("weft_build_info{version=\"1.2.3\"} 1"));
     }
 
     #[test]
     fn label_cap_folds_into_other() {
-        let metrics = Metrics::new("0", Caps { workflows: 2, steps: 10, queues: 1 });
+        let metrics = Metrics::new(
+            "0",
+            Caps {
+                workflows: 2,
+                steps: 10,
+                queues: 1,
+            },
+        );
         for name in ["a", "b", "c", "d"] {
             metrics.run_started(name);
         }
         let text = metrics.encode(false);
-        assert!(text.contains("weft_runs_started_total{workflow=\"other\"} 2"), "{text}");
+        assert!(
+            text.contains("weft_runs_started_total{workflow=\"other\"} 2"),
+            "{text}"
+        );
         assert_eq!(text.matches("weft_runs_started_total{").count(), 3);
     }
 
     #[test]
     fn vanished_gauges_go_to_zero() {
         let metrics = Metrics::new("0", Caps::default());
-        metrics.set_gauges(&GaugeSnapshot { steps_ready: vec![("default".into(), 5)], ..Default::default() });
-        assert!(metrics.encode(false).contains("weft_steps_ready{queue=\"default\"} 5"));
+        metrics.set_gauges(&GaugeSnapshot {
+            steps_ready: vec![("default".into(), 5)],
+            ..Default::default()
+        });
+        assert!(
+            metrics
+                .encode(false)
+                .contains("weft_steps_ready{queue=\"default\"} 5")
+        );
         metrics.set_gauges(&GaugeSnapshot::default());
-        assert!(metrics.encode(false).contains("weft_steps_ready{queue=\"default\"} 0"));
+        assert!(
+            metrics
+                .encode(false)
+                .contains("weft_steps_ready{queue=\"default\"} 0")
+        );
     }
 }

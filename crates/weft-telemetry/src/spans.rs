@@ -14,16 +14,18 @@ use std::{
 };
 
 use opentelemetry::{
-    trace::{
-        Event, Link, Span as _, SpanBuilder, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
-        TraceState, Tracer as _,
-    },
     Context, KeyValue,
+    trace::{
+        Event, Link, Span as _, SpanBuilder, SpanContext, SpanId, SpanKind, Status,
+        TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
+    },
 };
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator, SamplingDecision, SdkTracer, ShouldSample};
+use opentelemetry_sdk::trace::{
+    IdGenerator, RandomIdGenerator, SamplingDecision, SdkTracer, ShouldSample,
+};
 use weft_core::{
-    observe::{AttemptRecord, GaugeSnapshot, Observation, Observer, RunRecord},
     AttemptStatus, RunStatus,
+    observe::{AttemptRecord, GaugeSnapshot, Observation, Observer, RunRecord},
 };
 
 use crate::traces::SamplerConfig;
@@ -38,11 +40,17 @@ pub(crate) struct PresetIds;
 
 impl IdGenerator for PresetIds {
     fn new_trace_id(&self) -> TraceId {
-        PRESET.with(Cell::get).map_or_else(|| RandomIdGenerator::default().new_trace_id(), |(trace_id, _)| trace_id)
+        PRESET.with(Cell::get).map_or_else(
+            || RandomIdGenerator::default().new_trace_id(),
+            |(trace_id, _)| trace_id,
+        )
     }
 
     fn new_span_id(&self) -> SpanId {
-        PRESET.with(Cell::get).map_or_else(|| RandomIdGenerator::default().new_span_id(), |(_, span_id)| span_id)
+        PRESET.with(Cell::get).map_or_else(
+            || RandomIdGenerator::default().new_span_id(),
+            |(_, span_id)| span_id,
+        )
     }
 }
 
@@ -65,7 +73,13 @@ fn time(epoch_ms: i64) -> SystemTime {
 }
 
 fn remote(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> Context {
-    Context::new().with_remote_span_context(SpanContext::new(trace_id, span_id, flags, true, TraceState::default()))
+    Context::new().with_remote_span_context(SpanContext::new(
+        trace_id,
+        span_id,
+        flags,
+        true,
+        TraceState::default(),
+    ))
 }
 
 /// Emits the spans of runs and attempts as the store reports them.
@@ -93,13 +107,27 @@ impl RowSpans {
     /// so that attempts follow their run and no span is orphaned.
     fn run_sampled(&self, trace_id: TraceId, caller: Option<SpanId>) -> bool {
         let parent = Self::run_parent(trace_id, caller);
-        let result = self.sampler.sampler().should_sample(Some(&parent), trace_id, "", &SpanKind::Internal, &[], &[]);
+        let result = self.sampler.sampler().should_sample(
+            Some(&parent),
+            trace_id,
+            "",
+            &SpanKind::Internal,
+            &[],
+            &[],
+        );
         result.decision == SamplingDecision::RecordAndSample
     }
 
     pub fn run_span(&self, run: &RunRecord<'_>) {
-        let (Ok(trace_id), Ok(span_id)) = (TraceId::from_hex(run.trace_id), SpanId::from_hex(run.span_id)) else {
-            tracing::warn!(component = "telemetry", run_id = run.run_id, "run row has malformed trace ids; no span");
+        let (Ok(trace_id), Ok(span_id)) = (
+            TraceId::from_hex(run.trace_id),
+            SpanId::from_hex(run.span_id),
+        ) else {
+            tracing::warn!(
+                component = "telemetry",
+                run_id = run.run_id,
+                "run row has malformed trace ids; no span"
+            );
             return;
         };
         let caller = run.parent_span_id.and_then(|p| SpanId::from_hex(p).ok());
@@ -120,24 +148,49 @@ impl RowSpans {
             .with_start_time(time(run.created_at_ms))
             .with_attributes(attributes);
         if failed {
-            builder = builder.with_events(vec![exception(run.reason.map(|r| r.as_str()), run.error, end)]);
+            builder = builder.with_events(vec![exception(
+                run.reason.map(|r| r.as_str()),
+                run.error,
+                end,
+            )]);
         }
         let parent = Self::run_parent(trace_id, caller);
-        let mut span = with_ids(trace_id, span_id, || self.tracer.build_with_context(builder, &parent));
+        let mut span = with_ids(trace_id, span_id, || {
+            self.tracer.build_with_context(builder, &parent)
+        });
         if failed {
-            span.set_status(Status::error(run.error.or(run.reason.map(|r| r.as_str())).unwrap_or("failed").to_owned()));
+            span.set_status(Status::error(
+                run.error
+                    .or(run.reason.map(|r| r.as_str()))
+                    .unwrap_or("failed")
+                    .to_owned(),
+            ));
         }
         span.end_with_timestamp(end);
     }
 
     pub fn attempt_span(&self, attempt: &AttemptRecord<'_>) {
-        let parsed = (TraceId::from_hex(attempt.trace_id), SpanId::from_hex(attempt.run_span_id), SpanId::from_hex(attempt.span_id));
+        let parsed = (
+            TraceId::from_hex(attempt.trace_id),
+            SpanId::from_hex(attempt.run_span_id),
+            SpanId::from_hex(attempt.span_id),
+        );
         let (Ok(trace_id), Ok(run_span_id), Ok(span_id)) = parsed else {
-            tracing::warn!(component = "telemetry", run_id = attempt.run_id, "attempt row has malformed trace ids; no span");
+            tracing::warn!(
+                component = "telemetry",
+                run_id = attempt.run_id,
+                "attempt row has malformed trace ids; no span"
+            );
             return;
         };
-        let caller = attempt.run_parent_span_id.and_then(|p| SpanId::from_hex(p).ok());
-        let flags = if self.run_sampled(trace_id, caller) { TraceFlags::SAMPLED } else { TraceFlags::default() };
+        let caller = attempt
+            .run_parent_span_id
+            .and_then(|p| SpanId::from_hex(p).ok());
+        let flags = if self.run_sampled(trace_id, caller) {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
         let end = time(attempt.finished_at_ms);
         let timing = &attempt.timing;
         let mut attributes = vec![
@@ -167,17 +220,32 @@ impl RowSpans {
             .with_kind(SpanKind::Internal)
             .with_start_time(time(attempt.claimed_at_ms))
             .with_attributes(attributes);
-        if let Some(previous) = attempt.previous_span_id.and_then(|p| SpanId::from_hex(p).ok()) {
+        if let Some(previous) = attempt
+            .previous_span_id
+            .and_then(|p| SpanId::from_hex(p).ok())
+        {
             let context = SpanContext::new(trace_id, previous, flags, false, TraceState::default());
             builder = builder.with_links(vec![Link::with_context(context)]);
         }
         if failed {
-            builder = builder.with_events(vec![exception(attempt.reason.map(|r| r.as_str()), attempt.error, end)]);
+            builder = builder.with_events(vec![exception(
+                attempt.reason.map(|r| r.as_str()),
+                attempt.error,
+                end,
+            )]);
         }
         let parent = remote(trace_id, run_span_id, flags);
-        let mut span = with_ids(trace_id, span_id, || self.tracer.build_with_context(builder, &parent));
+        let mut span = with_ids(trace_id, span_id, || {
+            self.tracer.build_with_context(builder, &parent)
+        });
         if failed {
-            span.set_status(Status::error(attempt.error.or(attempt.reason.map(|r| r.as_str())).unwrap_or("failed").to_owned()));
+            span.set_status(Status::error(
+                attempt
+                    .error
+                    .or(attempt.reason.map(|r| r.as_str()))
+                    .unwrap_or("failed")
+                    .to_owned(),
+            ));
         }
         span.end_with_timestamp(end);
     }
@@ -185,7 +253,10 @@ impl RowSpans {
 
 /// The semantic-conventions `exception` event.
 fn exception(kind: Option<&str>, message: Option<&str>, at: SystemTime) -> Event {
-    let mut attributes = vec![KeyValue::new("exception.type", kind.unwrap_or("error").to_owned())];
+    let mut attributes = vec![KeyValue::new(
+        "exception.type",
+        kind.unwrap_or("error").to_owned(),
+    )];
     if let Some(message) = message {
         attributes.push(KeyValue::new("exception.message", message.to_owned()));
     }
@@ -210,11 +281,11 @@ mod tests {
 
     use opentelemetry::trace::Status;
     use opentelemetry_sdk::{
+        Resource,
         error::OTelSdkResult,
         trace::{SimpleSpanProcessor, SpanData, SpanExporter},
-        Resource,
     };
-    use weft_core::{observe::Timing, Reason};
+    use weft_core::{Reason, observe::Timing};
 
     use super::*;
     use crate::traces::Tracing;
@@ -231,7 +302,11 @@ mod tests {
 
     fn pipeline(sampler: SamplerConfig) -> (RowSpans, Collected) {
         let collected = Collected::default();
-        let tracing = Tracing::with_processor(SimpleSpanProcessor::new(collected.clone()), sampler, Resource::builder_empty().build());
+        let tracing = Tracing::with_processor(
+            SimpleSpanProcessor::new(collected.clone()),
+            sampler,
+            Resource::builder_empty().build(),
+        );
         (tracing.row_spans(), collected)
     }
 
@@ -254,13 +329,21 @@ mod tests {
         }
     }
 
-    fn attempt(n: i64, status: AttemptStatus, previous: Option<&'static str>) -> AttemptRecord<'static> {
+    fn attempt(
+        n: i64,
+        status: AttemptStatus,
+        previous: Option<&'static str>,
+    ) -> AttemptRecord<'static> {
         AttemptRecord {
             run_id: "r1",
             trace_id: TRACE,
             run_span_id: RUN_SPAN,
             run_parent_span_id: None,
-            span_id: if n == 1 { "1111111111111111" } else { "2222222222222222" },
+            span_id: if n == 1 {
+                "1111111111111111"
+            } else {
+                "2222222222222222"
+            },
             previous_span_id: previous,
             workflow: "etl",
             version: 3,
@@ -273,12 +356,21 @@ mod tests {
             status,
             reason: (status == AttemptStatus::Failed).then_some(Reason::Timeout),
             error: (status == AttemptStatus::Failed).then_some("too slow"),
-            timing: Timing { queue_wait_ms: 7, dispatch_ms: Some(1), handler_ms: Some(250), ingest_ms: 2, total_ms: 300 },
+            timing: Timing {
+                queue_wait_ms: 7,
+                dispatch_ms: Some(1),
+                handler_ms: Some(250),
+                ingest_ms: 2,
+                total_ms: 300,
+            },
         }
     }
 
     fn attr(span: &SpanData, key: &str) -> Option<String> {
-        span.attributes.iter().find(|kv| kv.key.as_str() == key).map(|kv| kv.value.to_string())
+        span.attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == key)
+            .map(|kv| kv.value.to_string())
     }
 
     #[test]
@@ -296,7 +388,10 @@ mod tests {
         assert_eq!(attr(span, "weft.run_id").as_deref(), Some("r1"));
         assert_eq!(attr(span, "weft.workflow_version").as_deref(), Some("3"));
         assert_eq!(attr(span, "weft.status").as_deref(), Some("completed"));
-        assert_eq!(attr(span, "weft.timing.end_to_end_ms").as_deref(), Some("2500"));
+        assert_eq!(
+            attr(span, "weft.timing.end_to_end_ms").as_deref(),
+            Some("2500")
+        );
         assert_eq!(attr(span, "weft.reason"), None);
         assert_eq!(span.status, Status::Unset);
     }
@@ -314,14 +409,23 @@ mod tests {
         assert_eq!(attr(span, "weft.reason").as_deref(), Some("handler_error"));
         let event = &span.events.events[0];
         assert_eq!(event.name, "exception");
-        assert!(event.attributes.iter().any(|kv| kv.key.as_str() == "exception.message" && kv.value.to_string() == "boom"));
+        assert!(
+            event
+                .attributes
+                .iter()
+                .any(|kv| kv.key.as_str() == "exception.message" && kv.value.to_string() == "boom")
+        );
     }
 
     #[test]
     fn attempt_spans_are_children_of_the_run_and_retries_link_back() {
         let (spans, collected) = pipeline(SamplerConfig::ParentBasedAlwaysOn);
         spans.attempt_span(&attempt(1, AttemptStatus::Failed, None));
-        spans.attempt_span(&attempt(2, AttemptStatus::Completed, Some("1111111111111111")));
+        spans.attempt_span(&attempt(
+            2,
+            AttemptStatus::Completed,
+            Some("1111111111111111"),
+        ));
         let out = collected.0.lock().unwrap();
         let (first, second) = (&out[0], &out[1]);
         for span in [first, second] {
@@ -341,9 +445,15 @@ mod tests {
         assert_eq!(first.status, Status::error("too slow"));
         assert_eq!(first.events.events[0].name, "exception");
         assert!(first.links.links.is_empty());
-        assert_eq!(second.span_context.span_id().to_string(), "2222222222222222");
+        assert_eq!(
+            second.span_context.span_id().to_string(),
+            "2222222222222222"
+        );
         assert_eq!(second.status, Status::Unset);
-        assert_eq!(second.links.links[0].span_context.span_id().to_string(), "1111111111111111");
+        assert_eq!(
+            second.links.links[0].span_context.span_id().to_string(),
+            "1111111111111111"
+        );
     }
 
     #[test]
@@ -351,7 +461,10 @@ mod tests {
         let (spans, collected) = pipeline(SamplerConfig::ParentBasedAlwaysOff);
         spans.run_span(&run(RunStatus::Completed, None));
         spans.attempt_span(&attempt(1, AttemptStatus::Completed, None));
-        assert!(collected.0.lock().unwrap().is_empty(), "a dropped run drops its attempts too");
+        assert!(
+            collected.0.lock().unwrap().is_empty(),
+            "a dropped run drops its attempts too"
+        );
         // A run that joined a caller's (sampled) trace follows the caller.
         spans.run_span(&run(RunStatus::Completed, Some("aaaaaaaaaaaaaaaa")));
         assert_eq!(collected.0.lock().unwrap().len(), 1);
@@ -359,7 +472,15 @@ mod tests {
         let generator = PresetIds;
         assert_ne!(generator.new_span_id(), generator.new_span_id());
         let preset = SpanId::from_hex(RUN_SPAN).unwrap();
-        assert_eq!(with_ids(TraceId::from_hex(TRACE).unwrap(), preset, || generator.new_span_id()), preset);
-        assert_ne!(generator.new_span_id(), preset, "the preset ends with the span it was set for");
+        assert_eq!(
+            with_ids(TraceId::from_hex(TRACE).unwrap(), preset, || generator
+                .new_span_id()),
+            preset
+        );
+        assert_ne!(
+            generator.new_span_id(),
+            preset,
+            "the preset ends with the span it was set for"
+        );
     }
 }

@@ -9,24 +9,24 @@
 use std::time::Duration;
 
 use opentelemetry::{
+    InstrumentationScope, KeyValue,
     propagation::TextMapCompositePropagator,
     trace::{TraceContextExt, TracerProvider as _},
-    InstrumentationScope, KeyValue,
 };
 use opentelemetry_otlp::{
-    tonic_types::{metadata::MetadataMap, transport::ClientTlsConfig},
     WithExportConfig, WithTonicConfig,
+    tonic_types::{metadata::MetadataMap, transport::ClientTlsConfig},
 };
 use opentelemetry_sdk::{
+    Resource,
     propagation::{BaggagePropagator, TraceContextPropagator},
     trace::{BatchSpanProcessor, Sampler, SdkTracerProvider, SpanProcessor},
-    Resource,
 };
-use tracing::{subscriber::Interest, Metadata};
+use tracing::{Metadata, subscriber::Interest};
 use tracing_subscriber::{
+    Layer,
     layer::{self, Filter},
     registry::LookupSpan,
-    Layer,
 };
 
 use crate::spans::{PresetIds, RowSpans};
@@ -57,7 +57,9 @@ impl SamplerConfig {
                 None => Ok(1.0),
                 Some(text) => match text.parse::<f64>() {
                     Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-                    _ => Err(format!("OTEL_TRACES_SAMPLER_ARG must be a ratio from 0 to 1, not `{text}`")),
+                    _ => Err(format!(
+                        "OTEL_TRACES_SAMPLER_ARG must be a ratio from 0 to 1, not `{text}`"
+                    )),
                 },
             }
         };
@@ -72,7 +74,7 @@ impl SamplerConfig {
                 return Err(format!(
                     "OTEL_TRACES_SAMPLER `{other}` is not supported (always_on, always_off, traceidratio, \
                      parentbased_always_on, parentbased_always_off, parentbased_traceidratio)"
-                ))
+                ));
             }
         })
     }
@@ -83,8 +85,12 @@ impl SamplerConfig {
             SamplerConfig::AlwaysOff => Sampler::AlwaysOff,
             SamplerConfig::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
             SamplerConfig::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-            SamplerConfig::ParentBasedAlwaysOff => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
-            SamplerConfig::ParentBasedTraceIdRatio(r) => Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r))),
+            SamplerConfig::ParentBasedAlwaysOff => {
+                Sampler::ParentBased(Box::new(Sampler::AlwaysOff))
+            }
+            SamplerConfig::ParentBasedTraceIdRatio(r) => {
+                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
+            }
         }
     }
 }
@@ -124,7 +130,8 @@ impl Vars {
 
     /// Builds the set from a lookup by name (the binary passes its reader).
     pub fn from_lookup(mut lookup: impl FnMut(&str) -> Option<String>) -> Vars {
-        let [a, b, c, d, e, f, g, h, i, j, k] = Vars::NAMES.map(|name| lookup(name).filter(|v| !v.trim().is_empty()));
+        let [a, b, c, d, e, f, g, h, i, j, k] =
+            Vars::NAMES.map(|name| lookup(name).filter(|v| !v.trim().is_empty()));
         Vars {
             sdk_disabled: a,
             endpoint: b,
@@ -159,33 +166,58 @@ impl Config {
     /// `Ok(None)` when no endpoint is set (or the SDK is disabled): traces
     /// are off. `default_service` names the service unless the variables do.
     pub fn from_vars(vars: &Vars, default_service: &str) -> Result<Option<Config>, String> {
-        if vars.sdk_disabled.as_deref().is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        if vars
+            .sdk_disabled
+            .as_deref()
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+        {
             return Ok(None);
         }
-        let Some(endpoint) = vars.traces_endpoint.clone().or_else(|| vars.endpoint.clone()) else {
+        let Some(endpoint) = vars
+            .traces_endpoint
+            .clone()
+            .or_else(|| vars.endpoint.clone())
+        else {
             return Ok(None);
         };
-        let protocol = match vars.traces_protocol.as_deref().or(vars.protocol.as_deref()).map(str::trim) {
+        let protocol = match vars
+            .traces_protocol
+            .as_deref()
+            .or(vars.protocol.as_deref())
+            .map(str::trim)
+        {
             None | Some("grpc") => Protocol::Grpc,
-            Some("http/protobuf" | "http/json") => {
-                return Err("OTEL_EXPORTER_OTLP_PROTOCOL: this build exports over grpc only; point it at the \
+            Some("http/protobuf" | "http/json") => return Err(
+                "OTEL_EXPORTER_OTLP_PROTOCOL: this build exports over grpc only; point it at the \
                             collector's gRPC port (4317) and set the protocol to grpc"
-                    .to_owned())
+                    .to_owned(),
+            ),
+            Some(other) => {
+                return Err(format!(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL `{other}` is not one of grpc, http/protobuf"
+                ));
             }
-            Some(other) => return Err(format!("OTEL_EXPORTER_OTLP_PROTOCOL `{other}` is not one of grpc, http/protobuf")),
         };
         let resource = match &vars.resource_attributes {
-            Some(text) => parse_key_values(text).map_err(|err| format!("OTEL_RESOURCE_ATTRIBUTES: {err}"))?,
+            Some(text) => {
+                parse_key_values(text).map_err(|err| format!("OTEL_RESOURCE_ATTRIBUTES: {err}"))?
+            }
             None => Vec::new(),
         };
         let headers = match vars.traces_headers.as_ref().or(vars.headers.as_ref()) {
-            Some(text) => parse_key_values(text).map_err(|err| format!("OTEL_EXPORTER_OTLP_HEADERS: {err}"))?,
+            Some(text) => parse_key_values(text)
+                .map_err(|err| format!("OTEL_EXPORTER_OTLP_HEADERS: {err}"))?,
             None => Vec::new(),
         };
         let service_name = vars
             .service_name
             .clone()
-            .or_else(|| resource.iter().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone()))
+            .or_else(|| {
+                resource
+                    .iter()
+                    .find(|(k, _)| k == "service.name")
+                    .map(|(_, v)| v.clone())
+            })
             .unwrap_or_else(|| default_service.to_owned());
         let sampler = match &vars.sampler {
             Some(name) => SamplerConfig::parse(name, vars.sampler_arg.as_deref())?,
@@ -209,7 +241,9 @@ impl Config {
 pub fn parse_key_values(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut pairs = Vec::new();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-        let (key, value) = item.split_once('=').ok_or_else(|| format!("`{item}` is not key=value"))?;
+        let (key, value) = item
+            .split_once('=')
+            .ok_or_else(|| format!("`{item}` is not key=value"))?;
         let key = key.trim();
         if key.is_empty() {
             return Err(format!("`{item}` has an empty key"));
@@ -260,7 +294,12 @@ impl Tracing {
         if config.endpoint.starts_with("https://") {
             builder = builder.with_tls_config(ClientTlsConfig::new().with_enabled_roots());
         }
-        let exporter = builder.build().map_err(|err| format!("cannot build the OTLP exporter for {}: {err}", config.endpoint))?;
+        let exporter = builder.build().map_err(|err| {
+            format!(
+                "cannot build the OTLP exporter for {}: {err}",
+                config.endpoint
+            )
+        })?;
         let mut resource = Resource::builder_empty()
             .with_service_name(config.service_name.clone())
             .with_attribute(KeyValue::new("service.version", version.to_owned()));
@@ -269,7 +308,11 @@ impl Tracing {
                 resource = resource.with_attribute(KeyValue::new(key.clone(), value.clone()));
             }
         }
-        let tracing = Tracing::with_processor(BatchSpanProcessor::builder(exporter).build(), config.sampler, resource.build());
+        let tracing = Tracing::with_processor(
+            BatchSpanProcessor::builder(exporter).build(),
+            config.sampler,
+            resource.build(),
+        );
         opentelemetry::global::set_tracer_provider(tracing.provider.clone());
         opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
             Box::new(TraceContextPropagator::new()),
@@ -279,7 +322,11 @@ impl Tracing {
     }
 
     /// A pipeline over any span processor, for tests.
-    pub fn with_processor(processor: impl SpanProcessor + 'static, sampler: SamplerConfig, resource: Resource) -> Tracing {
+    pub fn with_processor(
+        processor: impl SpanProcessor + 'static,
+        sampler: SamplerConfig,
+        resource: Resource,
+    ) -> Tracing {
         let provider = SdkTracerProvider::builder()
             .with_span_processor(processor)
             .with_sampler(sampler.sampler())
@@ -290,7 +337,9 @@ impl Tracing {
     }
 
     fn tracer(&self) -> opentelemetry_sdk::trace::SdkTracer {
-        let scope = InstrumentationScope::builder("weft").with_version(env!("CARGO_PKG_VERSION")).build();
+        let scope = InstrumentationScope::builder("weft")
+            .with_version(env!("CARGO_PKG_VERSION"))
+            .build();
         self.provider.tracer_with_scope(scope)
     }
 
@@ -342,10 +391,13 @@ impl Tracing {
 fn headers_metadata(headers: &[(String, String)]) -> Result<MetadataMap, String> {
     let mut map = http::HeaderMap::new();
     for (key, value) in headers {
-        let name = http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
-            .map_err(|_| format!("OTEL_EXPORTER_OTLP_HEADERS: `{key}` is not a valid header name"))?;
-        let value = http::HeaderValue::from_str(value)
-            .map_err(|_| format!("OTEL_EXPORTER_OTLP_HEADERS: the value of `{key}` is not a valid header value"))?;
+        let name =
+            http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes()).map_err(|_| {
+                format!("OTEL_EXPORTER_OTLP_HEADERS: `{key}` is not a valid header name")
+            })?;
+        let value = http::HeaderValue::from_str(value).map_err(|_| {
+            format!("OTEL_EXPORTER_OTLP_HEADERS: the value of `{key}` is not a valid header value")
+        })?;
         map.insert(name, value);
     }
     Ok(MetadataMap::from_headers(map))
@@ -385,14 +437,32 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vars {
-        Vars::from_lookup(|name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+        Vars::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
     }
 
     #[test]
     fn off_without_an_endpoint() {
         assert_eq!(Config::from_vars(&vars(&[]), "weft").unwrap(), None);
-        assert_eq!(Config::from_vars(&vars(&[("OTEL_SERVICE_NAME", "x"), ("OTEL_EXPORTER_OTLP_ENDPOINT", " ")]), "weft").unwrap(), None);
-        let disabled = vars(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"), ("OTEL_SDK_DISABLED", "true")]);
+        assert_eq!(
+            Config::from_vars(
+                &vars(&[
+                    ("OTEL_SERVICE_NAME", "x"),
+                    ("OTEL_EXPORTER_OTLP_ENDPOINT", " ")
+                ]),
+                "weft"
+            )
+            .unwrap(),
+            None
+        );
+        let disabled = vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ]);
         assert_eq!(Config::from_vars(&disabled, "weft").unwrap(), None);
     }
 
@@ -401,8 +471,14 @@ mod tests {
         let config = Config::from_vars(
             &vars(&[
                 ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
-                ("OTEL_EXPORTER_OTLP_HEADERS", "authorization=Bearer%20abc, x-tenant=t1"),
-                ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod,service.name=from-resource"),
+                (
+                    "OTEL_EXPORTER_OTLP_HEADERS",
+                    "authorization=Bearer%20abc, x-tenant=t1",
+                ),
+                (
+                    "OTEL_RESOURCE_ATTRIBUTES",
+                    "deployment.environment=prod,service.name=from-resource",
+                ),
                 ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
                 ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
             ]),
@@ -413,8 +489,17 @@ mod tests {
         assert_eq!(config.endpoint, "http://collector:4317");
         assert_eq!(config.protocol, Protocol::Grpc);
         assert_eq!(config.service_name, "from-resource");
-        assert_eq!(config.headers, vec![("authorization".into(), "Bearer abc".into()), ("x-tenant".into(), "t1".into())]);
-        assert_eq!(config.resource[0], ("deployment.environment".into(), "prod".into()));
+        assert_eq!(
+            config.headers,
+            vec![
+                ("authorization".into(), "Bearer abc".into()),
+                ("x-tenant".into(), "t1".into())
+            ]
+        );
+        assert_eq!(
+            config.resource[0],
+            ("deployment.environment".into(), "prod".into())
+        );
         assert_eq!(config.sampler, SamplerConfig::ParentBasedTraceIdRatio(0.25));
 
         let named = vars(&[
@@ -423,7 +508,10 @@ mod tests {
             ("OTEL_SERVICE_NAME", "weft-prod"),
         ]);
         let config = Config::from_vars(&named, "weft").unwrap().unwrap();
-        assert_eq!((config.endpoint.as_str(), config.service_name.as_str()), ("http://traces:4317", "weft-prod"));
+        assert_eq!(
+            (config.endpoint.as_str(), config.service_name.as_str()),
+            ("http://traces:4317", "weft-prod")
+        );
         assert_eq!(config.sampler, SamplerConfig::ParentBasedAlwaysOn);
     }
 
@@ -433,7 +521,10 @@ mod tests {
             vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")],
             vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")],
             vec![("OTEL_TRACES_SAMPLER", "sometimes")],
-            vec![("OTEL_TRACES_SAMPLER", "traceidratio"), ("OTEL_TRACES_SAMPLER_ARG", "2")],
+            vec![
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ],
             vec![("OTEL_RESOURCE_ATTRIBUTES", "novalue")],
         ] {
             let mut pairs = bad.clone();

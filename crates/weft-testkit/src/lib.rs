@@ -24,20 +24,30 @@ pub struct PgCluster {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 fn find_pg_bin() -> PathBuf {
     if let Ok(dir) = std::env::var("WEFT_PG_BIN") {
         return PathBuf::from(dir);
     }
-    let on_path = Command::new("sh").arg("-c").arg("command -v initdb").output();
+    let on_path = Command::new("sh")
+        .arg("-c")
+        .arg("command -v initdb")
+        .output();
     if let Ok(out) = on_path {
         let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if !path.is_empty() {
             // Resolve links: psql and pg_ctl sit beside the real initdb.
             let real = std::fs::canonicalize(&path).unwrap_or_else(|_| PathBuf::from(&path));
-            return real.parent().expect("initdb has a parent dir").to_path_buf();
+            return real
+                .parent()
+                .expect("initdb has a parent dir")
+                .to_path_buf();
         }
     }
     for version in ["17", "16", "15", "14"] {
@@ -46,11 +56,17 @@ fn find_pg_bin() -> PathBuf {
             return dir;
         }
     }
-    panic!("PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql-15 or set WEFT_PG_BIN");
+    panic!(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found: install postgresql-15 or set WEFT_PG_BIN"
+    );
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind a free port").local_addr().expect("local addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind a free port")
+        .local_addr()
+        .expect("local addr")
+        .port()
 }
 
 impl PgCluster {
@@ -67,21 +83,48 @@ impl PgCluster {
 
     fn start_with(durable: bool) -> PgCluster {
         let bin = find_pg_bin();
-        let dir = tempfile::Builder::new().prefix("weft-pg-").tempdir().expect("temp dir");
+        let dir = tempfile::Builder::new()
+            .prefix("weft-pg-")
+            .tempdir()
+            .expect("temp dir");
         let as_postgres_user = is_root();
         if as_postgres_user {
-            let status = Command::new("chown").arg("-R").arg("postgres:postgres").arg(dir.path()).status().expect("chown");
+            let status = Command::new("chown")
+                .arg("-R")
+                .arg("postgres:postgres")
+                .arg(dir.path())
+                .status()
+                .expect("chown");
             assert!(status.success(), "chown of the cluster dir failed");
         }
         let data = dir.path().join("data");
-        let cluster = PgCluster { dir, port: 0, as_postgres_user, bin, durable };
+        let cluster = PgCluster {
+            dir,
+            port: 0,
+            as_postgres_user,
+            bin,
+            durable,
+        };
         let mut initdb = cluster.pg_command("initdb");
-        initdb.args(["-D"]).arg(&data).args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-instructions"]);
+        initdb.args(["-D"]).arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-instructions",
+        ]);
         if !durable {
             initdb.arg("--no-sync");
         }
         let out = initdb.output().expect("run initdb");
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut cluster = cluster;
         // A port can be taken between probing and binding: try a few.
         for _ in 0..5 {
@@ -106,7 +149,11 @@ impl PgCluster {
     }
 
     fn pg_ctl_start(&self) -> bool {
-        let speed = if self.durable { "" } else { " -c fsync=off -c synchronous_commit=off -c full_page_writes=off" };
+        let speed = if self.durable {
+            ""
+        } else {
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1{speed} -c max_connections=200",
             self.port,
@@ -155,25 +202,62 @@ impl PgCluster {
     pub fn query(&self, sql: &str) -> String {
         let out = self
             .pg_command("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-At", "-c"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+            ])
             .arg(sql)
             .output()
             .expect("run psql");
-        assert!(out.status.success(), "psql failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// Creates a new empty database and returns its URL.
     pub fn create_database(&self) -> String {
         static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!("weft_{}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::SeqCst));
+        let name = format!(
+            "weft_{}_{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
         let out = self
             .pg_command("psql")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-U", "postgres", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c"])
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+            ])
             .arg(format!("CREATE DATABASE {name}"))
             .output()
             .expect("run psql");
-        assert!(out.status.success(), "CREATE DATABASE failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "CREATE DATABASE failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
 }
@@ -191,7 +275,10 @@ pub struct SqliteDb {
 }
 
 pub fn sqlite_database() -> SqliteDb {
-    let dir = tempfile::Builder::new().prefix("weft-sqlite-").tempdir().expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .prefix("weft-sqlite-")
+        .tempdir()
+        .expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("weft.db").display());
     SqliteDb { _dir: dir, url }
 }

@@ -83,8 +83,14 @@ pub struct ExecHandler {
 /// Reads a handlers file. Relative commands and working directories are
 /// resolved against the file's directory, so a repo can ship its handlers.
 pub fn load(path: &Path) -> Result<Vec<ExecHandler>, Error> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
-    parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|message| Error::Invalid { path: path.to_owned(), message })
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text, path.parent().unwrap_or(Path::new("."))).map_err(|message| Error::Invalid {
+        path: path.to_owned(),
+        message,
+    })
 }
 
 pub fn parse(text: &str, base: &Path) -> Result<Vec<ExecHandler>, String> {
@@ -101,16 +107,25 @@ pub fn parse(text: &str, base: &Path) -> Result<Vec<ExecHandler>, String> {
                 Entry::Full(full) => (full.command, full.env, full.cwd),
             };
             let argv = match command {
-                Command::Line(line) if line.trim().is_empty() => return Err(format!("handler `{name}` has an empty command")),
+                Command::Line(line) if line.trim().is_empty() => {
+                    return Err(format!("handler `{name}` has an empty command"));
+                }
                 Command::Line(line) => vec!["sh".to_owned(), "-c".to_owned(), line],
-                Command::Argv(argv) if argv.is_empty() => return Err(format!("handler `{name}` has an empty command")),
+                Command::Argv(argv) if argv.is_empty() => {
+                    return Err(format!("handler `{name}` has an empty command"));
+                }
                 Command::Argv(argv) => argv,
             };
             let cwd = match cwd {
                 Some(dir) => base.join(dir),
                 None => base.clone(),
             };
-            Ok(ExecHandler { name, argv, env, cwd })
+            Ok(ExecHandler {
+                name,
+                argv,
+                env,
+                cwd,
+            })
         })
         .collect()
 }
@@ -160,10 +175,12 @@ impl ExecHandler {
         if let Some(baggage) = ctx.baggage() {
             command.env("BAGGAGE", baggage);
         }
-        let mut child = command
-            .spawn()
-            .map_err(|err| HandlerError::retryable(format!("cannot start `{}`: {err}", self.argv.join(" "))))?;
-        let mut guard = GroupGuard { pgid: child.id().map(|id| id as i32) };
+        let mut child = command.spawn().map_err(|err| {
+            HandlerError::retryable(format!("cannot start `{}`: {err}", self.argv.join(" ")))
+        })?;
+        let mut guard = GroupGuard {
+            pgid: child.id().map(|id| id as i32),
+        };
 
         let mut stdin = child.stdin.take().expect("stdin piped");
         let input = serde_json::to_vec(&task.input).expect("JSON serializes");
@@ -182,7 +199,9 @@ impl ExecHandler {
         let log_ctx = ctx.clone();
         let logger = tokio::spawn(async move { forward_stderr(stderr, log_ctx).await });
 
-        let status = child.wait().await.map_err(|err| HandlerError::retryable(format!("waiting for the command failed: {err}")))?;
+        let status = child.wait().await.map_err(|err| {
+            HandlerError::retryable(format!("waiting for the command failed: {err}"))
+        })?;
         guard.pgid = None;
         let _ = writer.await;
         let stdout = reader.await.unwrap_or_default();
@@ -195,7 +214,8 @@ impl ExecHandler {
                 return Ok(Value::Null);
             }
             return serde_json::from_str(text).map_err(|err| {
-                HandlerError::permanent(format!("stdout is not JSON: {err}")).with_kind("invalid_output")
+                HandlerError::permanent(format!("stdout is not JSON: {err}"))
+                    .with_kind("invalid_output")
             });
         }
         let code = status.code();
@@ -203,18 +223,33 @@ impl ExecHandler {
             Some(code) => format!("exit status {code}"),
             None => "killed by a signal".to_owned(),
         };
-        if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text) {
-            if let Some(error) = map.get("error") {
-                let message = error.get("message").and_then(Value::as_str).unwrap_or("handler failed").to_owned();
-                let retryable = error.get("retryable").and_then(Value::as_bool).unwrap_or(code != Some(PERMANENT_FAILURE_EXIT));
-                return Err(HandlerError { message, kind: None, retryable });
-            }
+        if let Ok(Value::Object(map)) = serde_json::from_str::<Value>(text)
+            && let Some(error) = map.get("error")
+        {
+            let message = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("handler failed")
+                .to_owned();
+            let retryable = error
+                .get("retryable")
+                .and_then(Value::as_bool)
+                .unwrap_or(code != Some(PERMANENT_FAILURE_EXIT));
+            return Err(HandlerError {
+                message,
+                kind: None,
+                retryable,
+            });
         }
         let message = match last_stderr {
             Some(line) => format!("{described}: {line}"),
             None => described,
         };
-        Err(HandlerError { message, kind: None, retryable: code != Some(PERMANENT_FAILURE_EXIT) })
+        Err(HandlerError {
+            message,
+            kind: None,
+            retryable: code != Some(PERMANENT_FAILURE_EXIT),
+        })
     }
 }
 
@@ -288,7 +323,13 @@ mod tests {
         assert!(parse("[handlers]\n", Path::new(".")).is_err());
         assert!(parse("[handlers]\nx = \"\"\n", Path::new(".")).is_err());
         assert!(parse("[handlers]\nx = { command = [] }\n", Path::new(".")).is_err());
-        assert!(parse("[handlers]\nx = { command = \"a\", colour = \"red\" }\n", Path::new(".")).is_err());
+        assert!(
+            parse(
+                "[handlers]\nx = { command = \"a\", colour = \"red\" }\n",
+                Path::new(".")
+            )
+            .is_err()
+        );
         assert!(parse("handlers = 3\n", Path::new(".")).is_err());
     }
 }

@@ -34,12 +34,20 @@ pub struct HandlerError {
 impl HandlerError {
     /// A failure worth retrying (the default for errors).
     pub fn retryable(message: impl Into<String>) -> Self {
-        Self { message: message.into(), kind: None, retryable: true }
+        Self {
+            message: message.into(),
+            kind: None,
+            retryable: true,
+        }
     }
 
     /// A failure no retry will fix: the step fails at once.
     pub fn permanent(message: impl Into<String>) -> Self {
-        Self { message: message.into(), kind: None, retryable: false }
+        Self {
+            message: message.into(),
+            kind: None,
+            retryable: false,
+        }
     }
 
     pub fn with_kind(mut self, kind: &str) -> Self {
@@ -225,21 +233,45 @@ impl Worker {
         let task = Arc::new(task);
         let cancel = shutdown.child_token();
         let Some(handler) = self.handlers.get(&task.handler).cloned() else {
-            let error = TaskError { message: format!("no handler `{}` on this worker", task.handler), kind: Some("no_handler".into()), retryable: Some(false) };
-            let _ = self.client.fail(&task.lease_id, &FailRequest { error, timing: None }).await;
+            let error = TaskError {
+                message: format!("no handler `{}` on this worker", task.handler),
+                kind: Some("no_handler".into()),
+                retryable: Some(false),
+            };
+            let _ = self
+                .client
+                .fail(
+                    &task.lease_id,
+                    &FailRequest {
+                        error,
+                        timing: None,
+                    },
+                )
+                .await;
             return;
         };
         tracing::debug!(
             component = "worker", worker_id = %self.worker_id, run_id = %task.run_id, trace_id = %task.trace_id,
             workflow = %task.workflow, step = %task.step, attempt = task.attempt, "attempt started"
         );
-        let heartbeats = tokio::spawn(heartbeat_loop(self.client.clone(), task.clone(), cancel.clone()));
+        let heartbeats = tokio::spawn(heartbeat_loop(
+            self.client.clone(),
+            task.clone(),
+            cancel.clone(),
+        ));
         let span = execute_span(&task, &self.worker_id);
         let traceparent = exported_traceparent(&span).unwrap_or_else(|| task.traceparent.clone());
-        let ctx = TaskContext { task: task.clone(), cancel: cancel.clone(), client: self.client.clone(), traceparent };
+        let ctx = TaskContext {
+            task: task.clone(),
+            cancel: cancel.clone(),
+            client: self.client.clone(),
+            traceparent,
+        };
         let started = std::time::Instant::now();
         let dispatch_ms = (started - claimed).as_millis() as i64;
-        let timeout = task.timeout_ms.map(|ms| Duration::from_millis(ms.max(0) as u64));
+        let timeout = task
+            .timeout_ms
+            .map(|ms| Duration::from_millis(ms.max(0) as u64));
         let result = tokio::select! {
             result = handler.call(ctx).instrument(span.clone()) => result,
             _ = cancel.cancelled() => Err(HandlerError::retryable("attempt cancelled").with_kind("cancelled")),
@@ -255,15 +287,38 @@ impl Worker {
         drop(span);
         cancel.cancel();
         heartbeats.abort();
-        let timing = Some(WorkerTiming { dispatch_ms: Some(dispatch_ms), handler_ms: Some(handler_ms) });
+        let timing = Some(WorkerTiming {
+            dispatch_ms: Some(dispatch_ms),
+            handler_ms: Some(handler_ms),
+        });
         let report = match &result {
-            Ok(output) => self.client.complete(&task.lease_id, &CompleteRequest { output: output.clone(), timing }).await,
+            Ok(output) => {
+                self.client
+                    .complete(
+                        &task.lease_id,
+                        &CompleteRequest {
+                            output: output.clone(),
+                            timing,
+                        },
+                    )
+                    .await
+            }
             Err(err) => {
-                let error = TaskError { message: err.message.clone(), kind: err.kind.clone(), retryable: Some(err.retryable) };
-                self.client.fail(&task.lease_id, &FailRequest { error, timing }).await
+                let error = TaskError {
+                    message: err.message.clone(),
+                    kind: err.kind.clone(),
+                    retryable: Some(err.retryable),
+                };
+                self.client
+                    .fail(&task.lease_id, &FailRequest { error, timing })
+                    .await
             }
         };
-        let outcome = if result.is_ok() { "completed" } else { "failed" };
+        let outcome = if result.is_ok() {
+            "completed"
+        } else {
+            "failed"
+        };
         match report {
             Ok(_) => tracing::debug!(
                 component = "worker", worker_id = %self.worker_id, run_id = %task.run_id, trace_id = %task.trace_id,
@@ -306,14 +361,19 @@ fn execute_span(task: &Task, worker_id: &str) -> tracing::Span {
 
 /// The OpenTelemetry context of a `traceparent` header.
 fn remote_parent(traceparent: &str) -> Option<opentelemetry::Context> {
-    use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
     let mut parts = traceparent.trim().split('-');
-    let (_version, trace_id, span_id, flags) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let (_version, trace_id, span_id, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let trace_id = TraceId::from_hex(trace_id).ok()?;
     let span_id = SpanId::from_hex(span_id).ok()?;
     let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?);
     let context = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
-    context.is_valid().then(|| opentelemetry::Context::new().with_remote_span_context(context))
+    context
+        .is_valid()
+        .then(|| opentelemetry::Context::new().with_remote_span_context(context))
 }
 
 /// The span's `traceparent` when it will be exported (sampled), else `None`.
@@ -396,7 +456,11 @@ impl Builder {
 
     pub fn build(self) -> Worker {
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
-        let queues = if self.queues.is_empty() { vec!["default".to_owned()] } else { self.queues };
+        let queues = if self.queues.is_empty() {
+            vec!["default".to_owned()]
+        } else {
+            self.queues
+        };
         Worker {
             client: self.client,
             worker_id,
@@ -410,6 +474,12 @@ impl Builder {
 
 /// `host-pid-random`: unique per process, readable in tables.
 pub fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "worker".into());
-    format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>())
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into());
+    format!(
+        "{host}-{}-{:04x}",
+        std::process::id(),
+        rand::random::<u16>()
+    )
 }

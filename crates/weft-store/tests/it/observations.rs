@@ -59,7 +59,8 @@ impl Observer for Recorder {
                 run_parent_span_id: a.run_parent_span_id.map(str::to_owned),
                 trace_id: a.trace_id.to_owned(),
                 worker_id: a.worker_id.to_owned(),
-                in_order: a.claimed_at_ms <= a.finished_at_ms && a.timing.total_ms == a.finished_at_ms - a.claimed_at_ms,
+                in_order: a.claimed_at_ms <= a.finished_at_ms
+                    && a.timing.total_ms == a.finished_at_ms - a.claimed_at_ms,
             },
             Observation::RunFinished(r) => Seen::Run {
                 status: r.status.as_str().to_owned(),
@@ -101,7 +102,11 @@ pub async fn check_observations_carry_span_rows(store: Store) {
         .start_run(NewRun {
             workflow: "pair".to_owned(),
             input: json!({}),
-            parent: Some(TraceParent { trace_id: CALLER_TRACE.to_owned(), parent_span_id: CALLER_SPAN.to_owned(), sampled: true }),
+            parent: Some(TraceParent {
+                trace_id: CALLER_TRACE.to_owned(),
+                parent_span_id: CALLER_SPAN.to_owned(),
+                sampled: true,
+            }),
             baggage: Some("tenant=acme".to_owned()),
             ..NewRun::default()
         })
@@ -112,10 +117,23 @@ pub async fn check_observations_carry_span_rows(store: Store) {
     let mut tasks = claim(&store, &["flaky", "slow"]).await;
     tasks.sort_by(|a, b| a.step.cmp(&b.step));
     assert_eq!(steps_of(&tasks), ["flaky", "slow"]);
-    assert!(tasks.iter().all(|t| t.baggage.as_deref() == Some("tenant=acme")), "baggage rides to every task");
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t.baggage.as_deref() == Some("tenant=acme")),
+        "baggage rides to every task"
+    );
     let (flaky, slow) = (&tasks[0], &tasks[1]);
-    let report = FailReport { reason: Reason::HandlerError, message: "flaky".into(), retryable: true, timing: None };
-    store.fail(&flaky.lease_id, report, weft_store::now_ms()).await.unwrap();
+    let report = FailReport {
+        reason: Reason::HandlerError,
+        message: "flaky".into(),
+        retryable: true,
+        timing: None,
+    };
+    store
+        .fail(&flaky.lease_id, report, weft_store::now_ms())
+        .await
+        .unwrap();
     let retry = claim_after_timers(&store, &["flaky"]).await;
     complete(&store, &retry, json!({})).await;
     // The run ends (cancelled) while `slow` is still out.
@@ -123,8 +141,18 @@ pub async fn check_observations_carry_span_rows(store: Store) {
 
     let seen = recorder.0.lock().unwrap().clone();
     assert_eq!(seen.len(), 4, "{seen:#?}");
-    let Seen::Run { span_id: run_span, .. } = &seen[3] else { panic!("the run ends last: {seen:#?}") };
-    let attempt = |step: &str, attempt: i64, status: &str, reason: Option<&str>, span_id: &str, previous: Option<&str>| Seen::Attempt {
+    let Seen::Run {
+        span_id: run_span, ..
+    } = &seen[3]
+    else {
+        panic!("the run ends last: {seen:#?}")
+    };
+    let attempt = |step: &str,
+                   attempt: i64,
+                   status: &str,
+                   reason: Option<&str>,
+                   span_id: &str,
+                   previous: Option<&str>| Seen::Attempt {
         step: step.to_owned(),
         attempt,
         status: status.to_owned(),
@@ -138,9 +166,39 @@ pub async fn check_observations_carry_span_rows(store: Store) {
         in_order: true,
     };
     let first_span = span_of(&flaky.traceparent);
-    assert_eq!(seen[0], attempt("flaky", 1, "failed", Some("handler_error"), &first_span, None));
-    assert_eq!(seen[1], attempt("flaky", 2, "completed", None, &span_of(&retry.traceparent), Some(&first_span)));
-    assert_eq!(seen[2], attempt("slow", 1, "cancelled", Some("cancelled"), &span_of(&slow.traceparent), None));
+    assert_eq!(
+        seen[0],
+        attempt(
+            "flaky",
+            1,
+            "failed",
+            Some("handler_error"),
+            &first_span,
+            None
+        )
+    );
+    assert_eq!(
+        seen[1],
+        attempt(
+            "flaky",
+            2,
+            "completed",
+            None,
+            &span_of(&retry.traceparent),
+            Some(&first_span)
+        )
+    );
+    assert_eq!(
+        seen[2],
+        attempt(
+            "slow",
+            1,
+            "cancelled",
+            Some("cancelled"),
+            &span_of(&slow.traceparent),
+            None
+        )
+    );
     assert_eq!(
         seen[3],
         Seen::Run {

@@ -11,11 +11,11 @@ use std::{
 
 use opentelemetry_proto::tonic::{
     collector::trace::v1::{
-        trace_service_server::{TraceService, TraceServiceServer},
         ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
     },
-    common::v1::{any_value::Value, AnyValue},
-    trace::v1::{status::StatusCode, Span as ProtoSpan},
+    common::v1::{AnyValue, any_value::Value},
+    trace::v1::{Span as ProtoSpan, status::StatusCode},
 };
 
 /// A received span, with ids as lowercase hex.
@@ -63,10 +63,17 @@ fn convert(span: ProtoSpan, service_name: Option<String>) -> Span {
         name: span.name.clone(),
         start_ns: span.start_time_unix_nano,
         end_ns: span.end_time_unix_nano,
-        attributes: span.attributes.iter().map(|kv| (kv.key.clone(), text(&kv.value))).collect(),
+        attributes: span
+            .attributes
+            .iter()
+            .map(|kv| (kv.key.clone(), text(&kv.value)))
+            .collect(),
         events: span.events.iter().map(|e| e.name.clone()).collect(),
         links: span.links.iter().map(|l| hex(&l.span_id)).collect(),
-        error: span.status.as_ref().is_some_and(|s| s.code() == StatusCode::Error),
+        error: span
+            .status
+            .as_ref()
+            .is_some_and(|s| s.code() == StatusCode::Error),
         service_name,
     }
 }
@@ -85,13 +92,23 @@ impl TraceService for Receiver {
         let mut spans = self.spans.lock().unwrap();
         for resource_spans in request.into_inner().resource_spans {
             let service_name = resource_spans.resource.as_ref().and_then(|r| {
-                r.attributes.iter().find(|kv| kv.key == "service.name").map(|kv| text(&kv.value))
+                r.attributes
+                    .iter()
+                    .find(|kv| kv.key == "service.name")
+                    .map(|kv| text(&kv.value))
             });
             for scope_spans in resource_spans.scope_spans {
-                spans.extend(scope_spans.spans.into_iter().map(|s| convert(s, service_name.clone())));
+                spans.extend(
+                    scope_spans
+                        .spans
+                        .into_iter()
+                        .map(|s| convert(s, service_name.clone())),
+                );
             }
         }
-        Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
     }
 }
 
@@ -102,7 +119,9 @@ pub struct Collector {
 
 impl Collector {
     pub async fn start() -> Collector {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the collector");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the collector");
         let addr = listener.local_addr().unwrap();
         let receiver = Receiver::default();
         let spans = receiver.spans.clone();
@@ -121,7 +140,13 @@ impl Collector {
     }
 
     pub fn spans_of(&self, trace_id: &str) -> Vec<Span> {
-        self.spans.lock().unwrap().iter().filter(|s| s.trace_id == trace_id).cloned().collect()
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.trace_id == trace_id)
+            .cloned()
+            .collect()
     }
 
     pub fn all(&self) -> Vec<Span> {
@@ -130,7 +155,12 @@ impl Collector {
 
     /// Waits until the spans of `trace_id` satisfy `done`, or panics with
     /// what arrived.
-    pub async fn wait_for(&self, trace_id: &str, what: &str, done: impl Fn(&[Span]) -> bool) -> Vec<Span> {
+    pub async fn wait_for(
+        &self,
+        trace_id: &str,
+        what: &str,
+        done: impl Fn(&[Span]) -> bool,
+    ) -> Vec<Span> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let spans = self.spans_of(trace_id);
@@ -138,7 +168,10 @@ impl Collector {
                 return spans;
             }
             if Instant::now() > deadline {
-                let names: Vec<String> = spans.iter().map(|s| format!("{} {}<-{}", s.name, s.span_id, s.parent_span_id)).collect();
+                let names: Vec<String> = spans
+                    .iter()
+                    .map(|s| format!("{} {}<-{}", s.name, s.span_id, s.parent_span_id))
+                    .collect();
                 panic!("timed out waiting for {what}; received for {trace_id}: {names:#?}");
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -11,8 +11,8 @@ mod collector;
 use std::{
     collections::HashSet,
     sync::{
-        atomic::{AtomicU32, Ordering},
         Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -42,16 +42,29 @@ struct Server {
 
 impl Server {
     async fn start(database_url: &str, tracing: Option<&Tracing>) -> Server {
-        let store = Store::connect_with(database_url, Settings { lease: Duration::from_secs(10) }, &PoolOptions::default())
-            .await
-            .expect("open the store");
-        let engine = Engine::new(store.clone(), weft_engine::Config { tick: Duration::from_millis(20), ..Default::default() });
+        let store = Store::connect_with(
+            database_url,
+            Settings {
+                lease: Duration::from_secs(10),
+            },
+            &PoolOptions::default(),
+        )
+        .await
+        .expect("open the store");
+        let engine = Engine::new(
+            store.clone(),
+            weft_engine::Config {
+                tick: Duration::from_millis(20),
+                ..Default::default()
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let app = weft_server::router(
             engine.clone(),
             weft_server::Config {
-                observer: tracing.map(|t| Arc::new(t.row_spans()) as Arc<dyn weft_core::observe::Observer>),
+                observer: tracing
+                    .map(|t| Arc::new(t.row_spans()) as Arc<dyn weft_core::observe::Observer>),
                 trace_url_template: Some(TRACE_URL.to_owned()),
                 ..Default::default()
             },
@@ -61,10 +74,19 @@ impl Server {
             tokio::spawn(engine.run(shutdown.clone())),
             tokio::spawn({
                 let shutdown = shutdown.clone();
-                async move { weft_server::serve(listener, app, shutdown).await.expect("serve") }
+                async move {
+                    weft_server::serve(listener, app, shutdown)
+                        .await
+                        .expect("serve")
+                }
             }),
         ];
-        Server { url, store, shutdown, tasks }
+        Server {
+            url,
+            store,
+            shutdown,
+            tasks,
+        }
     }
 
     fn client(&self) -> Client {
@@ -93,15 +115,29 @@ fn export_to(collector: &Collector) -> Tracing {
         timeout: Duration::from_secs(5),
     };
     let tracing = Tracing::start(&config, "0.0.0-test").expect("start tracing");
-    let logs = weft_telemetry::LogConfig { format: weft_telemetry::LogFormat::Text, filter: "info".to_owned(), dir: None };
+    let logs = weft_telemetry::LogConfig {
+        format: weft_telemetry::LogFormat::Text,
+        filter: "info".to_owned(),
+        dir: None,
+    };
     // Leaked: the file guard would only matter with a log dir.
-    std::mem::forget(weft_telemetry::init_with_traces(&logs, Some(&tracing)).expect("install the subscriber"));
+    std::mem::forget(
+        weft_telemetry::init_with_traces(&logs, Some(&tracing)).expect("install the subscriber"),
+    );
     tracing
 }
 
 async fn register(client: &Client, manifest: &str) {
-    let name = manifest.lines().next().unwrap().trim_start_matches("name: ").trim();
-    client.put_workflow(name, manifest).await.expect("register the workflow");
+    let name = manifest
+        .lines()
+        .next()
+        .unwrap()
+        .trim_start_matches("name: ")
+        .trim();
+    client
+        .put_workflow(name, manifest)
+        .await
+        .expect("register the workflow");
 }
 
 async fn wait_finished(client: &Client, run_id: &str) -> RunDetail {
@@ -111,7 +147,10 @@ async fn wait_finished(client: &Client, run_id: &str) -> RunDetail {
         if matches!(run.status.as_str(), "completed" | "failed" | "cancelled") {
             return run;
         }
-        assert!(Instant::now() < deadline, "run {run_id} did not finish: {run:#?}");
+        assert!(
+            Instant::now() < deadline,
+            "run {run_id} did not finish: {run:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -127,7 +166,9 @@ fn handler(seen: Seen, fail_first: bool) -> impl weft_worker::Handler {
         let seen = seen.clone();
         let calls = calls.clone();
         async move {
-            seen.lock().unwrap().push((ctx.task.step.clone(), ctx.traceparent().to_owned()));
+            seen.lock()
+                .unwrap()
+                .push((ctx.task.step.clone(), ctx.traceparent().to_owned()));
             tracing::info_span!("handler.work", step = %ctx.task.step).in_scope(|| {
                 if fail_first && calls.fetch_add(1, Ordering::SeqCst) == 0 {
                     return Err(HandlerError::retryable("flaky the first time"));
@@ -192,26 +233,48 @@ async fn a_run_with_a_retry_is_one_tree_under_the_callers_span() {
 
     let caller = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
     let started = client
-        .start_run_with_context("traced", &StartRunRequest { input: json!({}), idempotency_key: None }, Some(&caller), Some("tenant=acme"))
+        .start_run_with_context(
+            "traced",
+            &StartRunRequest {
+                input: json!({}),
+                idempotency_key: None,
+            },
+            Some(&caller),
+            Some("tenant=acme"),
+        )
         .await
         .expect("start the run");
-    assert_eq!(started.trace_id, CALLER_TRACE, "the run joins the caller's trace");
+    assert_eq!(
+        started.trace_id, CALLER_TRACE,
+        "the run joins the caller's trace"
+    );
     let run = wait_finished(&client, &started.run_id).await;
     assert_eq!(run.status, "completed", "{run:#?}");
-    assert_eq!(run.trace_url.as_deref(), Some(format!("http://jaeger.test/trace/{CALLER_TRACE}").as_str()));
+    assert_eq!(
+        run.trace_url.as_deref(),
+        Some(format!("http://jaeger.test/trace/{CALLER_TRACE}").as_str())
+    );
     stop_worker.cancel();
     worker.await.unwrap();
     tracing.flush().await;
 
     // run + 4 attempts (transform retried) + 4 executes + 3 handler spans (the exec handler has none).
-    let spans = collector.wait_for(CALLER_TRACE, "the run's 12 spans", |s| s.len() >= 12).await;
-    assert!(collector.all().iter().all(|s| s.trace_id == CALLER_TRACE), "every exported span belongs to the run's trace");
+    let spans = collector
+        .wait_for(CALLER_TRACE, "the run's 12 spans", |s| s.len() >= 12)
+        .await;
+    assert!(
+        collector.all().iter().all(|s| s.trace_id == CALLER_TRACE),
+        "every exported span belongs to the run's trace"
+    );
     assert_eq!(spans.len(), 12, "{spans:#?}");
 
     let run_span = named(&spans, "workflow.traced");
     assert_eq!(run_span.len(), 1);
     let run_span = run_span[0];
-    assert_eq!(run_span.parent_span_id, CALLER_SPAN, "the run span's parent is the caller's span");
+    assert_eq!(
+        run_span.parent_span_id, CALLER_SPAN,
+        "the run span's parent is the caller's span"
+    );
     assert_eq!(run_span.attr("weft.run_id"), Some(run.run_id.as_str()));
     assert_eq!(run_span.attr("weft.workflow"), Some("traced"));
     assert_eq!(run_span.attr("weft.workflow_version"), Some("1"));
@@ -222,62 +285,134 @@ async fn a_run_with_a_retry_is_one_tree_under_the_callers_span() {
     let mut attempt_ids = HashSet::new();
     for step in &run.steps {
         let spans_of_step = named(&spans, &format!("step.{}", step.name));
-        assert_eq!(spans_of_step.len(), step.attempts.len(), "one span per attempt of {}", step.name);
+        assert_eq!(
+            spans_of_step.len(),
+            step.attempts.len(),
+            "one span per attempt of {}",
+            step.name
+        );
         for attempt in &step.attempts {
-            let span = spans_of_step.iter().find(|s| s.span_id == attempt.span_id).expect("the attempt's stored span id");
+            let span = spans_of_step
+                .iter()
+                .find(|s| s.span_id == attempt.span_id)
+                .expect("the attempt's stored span id");
             attempt_ids.insert(span.span_id.clone());
-            assert_eq!(span.parent_span_id, run_span.span_id, "attempts are children of the run span");
+            assert_eq!(
+                span.parent_span_id, run_span.span_id,
+                "attempts are children of the run span"
+            );
             assert_eq!(span.attr("weft.step"), Some(step.name.as_str()));
-            assert_eq!(span.attr("weft.attempt"), Some(attempt.attempt.to_string().as_str()));
+            assert_eq!(
+                span.attr("weft.attempt"),
+                Some(attempt.attempt.to_string().as_str())
+            );
             assert_eq!(span.attr("weft.status"), Some(attempt.status.as_str()));
             assert_eq!(span.attr("weft.queue"), Some("default"));
             assert_eq!(span.attr("weft.worker_id"), Some("it-worker"));
             assert_eq!(span.attr("weft.run_id"), Some(run.run_id.as_str()));
-            assert!(span.attr("weft.timing.total_ms").is_some() && span.attr("weft.timing.queue_wait_ms").is_some());
-            assert!(span.attr("weft.timing.handler_ms").is_some(), "worker-reported buckets ride along");
-            assert!(span.start_ns <= span.end_ns && run_span.start_ns <= span.start_ns && span.end_ns <= run_span.end_ns);
+            assert!(
+                span.attr("weft.timing.total_ms").is_some()
+                    && span.attr("weft.timing.queue_wait_ms").is_some()
+            );
+            assert!(
+                span.attr("weft.timing.handler_ms").is_some(),
+                "worker-reported buckets ride along"
+            );
+            assert!(
+                span.start_ns <= span.end_ns
+                    && run_span.start_ns <= span.start_ns
+                    && span.end_ns <= run_span.end_ns
+            );
         }
     }
     let transform = &run.steps[1];
     assert_eq!(transform.attempts.len(), 2);
-    let first = spans.iter().find(|s| s.span_id == transform.attempts[0].span_id).unwrap();
-    let second = spans.iter().find(|s| s.span_id == transform.attempts[1].span_id).unwrap();
-    assert!(first.error && first.events.contains(&"exception".to_owned()), "a failed attempt is an error: {first:#?}");
+    let first = spans
+        .iter()
+        .find(|s| s.span_id == transform.attempts[0].span_id)
+        .unwrap();
+    let second = spans
+        .iter()
+        .find(|s| s.span_id == transform.attempts[1].span_id)
+        .unwrap();
+    assert!(
+        first.error && first.events.contains(&"exception".to_owned()),
+        "a failed attempt is an error: {first:#?}"
+    );
     assert_eq!(first.attr("weft.reason"), Some("handler_error"));
-    assert_eq!(second.links, vec![first.span_id.clone()], "the retry links to the attempt before it");
+    assert_eq!(
+        second.links,
+        vec![first.span_id.clone()],
+        "the retry links to the attempt before it"
+    );
     assert!(!second.error);
 
     // Worker spans: `execute <handler>` under each attempt; handlers saw it.
-    let executes: Vec<&Span> = spans.iter().filter(|s| s.name.starts_with("execute ")).collect();
+    let executes: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.name.starts_with("execute "))
+        .collect();
     assert_eq!(executes.len(), 4);
     for execute in &executes {
-        assert!(attempt_ids.contains(&execute.parent_span_id), "execute spans are children of attempt spans: {execute:#?}");
+        assert!(
+            attempt_ids.contains(&execute.parent_span_id),
+            "execute spans are children of attempt spans: {execute:#?}"
+        );
     }
-    let by_attempt = |span_id: &str| executes.iter().find(|e| e.parent_span_id == span_id).copied().unwrap();
-    assert_eq!(by_attempt(&transform.attempts[0].span_id).name, "execute t.transform");
-    assert!(by_attempt(&transform.attempts[0].span_id).error, "the failed handler's execute span is an error");
+    let by_attempt = |span_id: &str| {
+        executes
+            .iter()
+            .find(|e| e.parent_span_id == span_id)
+            .copied()
+            .unwrap()
+    };
+    assert_eq!(
+        by_attempt(&transform.attempts[0].span_id).name,
+        "execute t.transform"
+    );
+    assert!(
+        by_attempt(&transform.attempts[0].span_id).error,
+        "the failed handler's execute span is an error"
+    );
     for (step, traceparent) in seen.lock().unwrap().iter() {
-        let execute = executes.iter().find(|e| e.span_id == span_of(traceparent)).unwrap_or_else(|| panic!("{step} saw {traceparent}"));
+        let execute = executes
+            .iter()
+            .find(|e| e.span_id == span_of(traceparent))
+            .unwrap_or_else(|| panic!("{step} saw {traceparent}"));
         assert_eq!(execute.name, format!("execute t.{step}"));
     }
     let load = &run.steps[2];
     let output = load.output.as_ref().unwrap();
     let load_execute = by_attempt(&load.attempts[0].span_id);
-    assert_eq!(output["traceparent"], format!("00-{CALLER_TRACE}-{}-01", load_execute.span_id), "exec handlers get the execute span");
+    assert_eq!(
+        output["traceparent"],
+        format!("00-{CALLER_TRACE}-{}-01", load_execute.span_id),
+        "exec handlers get the execute span"
+    );
     assert_eq!(output["baggage"], "tenant=acme");
-    assert_eq!(run.steps[0].output.as_ref().unwrap()["baggage"], "tenant=acme", "SDK handlers see the run's baggage");
+    assert_eq!(
+        run.steps[0].output.as_ref().unwrap()["baggage"],
+        "tenant=acme",
+        "SDK handlers see the run's baggage"
+    );
 
     // The handler's own spans nest under its execute span.
     let work = named(&spans, "handler.work");
     assert_eq!(work.len(), 3);
     for span in work {
-        assert!(executes.iter().any(|e| e.span_id == span.parent_span_id), "{span:#?}");
+        assert!(
+            executes.iter().any(|e| e.span_id == span.parent_span_id),
+            "{span:#?}"
+        );
     }
 
     // No orphan: every parent is in the trace, except the caller's span.
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     for span in &spans {
-        assert!(ids.contains(span.parent_span_id.as_str()) || span.parent_span_id == CALLER_SPAN, "orphan: {span:#?}");
+        assert!(
+            ids.contains(span.parent_span_id.as_str()) || span.parent_span_id == CALLER_SPAN,
+            "orphan: {span:#?}"
+        );
     }
     server.stop().await;
     tracing.shutdown().await;
@@ -302,12 +437,27 @@ async fn an_engine_restart_mid_run_still_yields_one_tree() {
     // The first engine runs `first` only, then stops.
     let before = Server::start(&db.url, Some(&tracing)).await;
     register(&before.client(), TWO_STEPS).await;
-    let started = before.client().start_run("restarted", &StartRunRequest::default()).await.unwrap();
+    let started = before
+        .client()
+        .start_run("restarted", &StartRunRequest::default())
+        .await
+        .unwrap();
     let stop_worker = CancellationToken::new();
-    let worker = Worker::builder(before.client()).poll_wait(Duration::from_millis(200)).handler("r.first", ok).build();
+    let worker = Worker::builder(before.client())
+        .poll_wait(Duration::from_millis(200))
+        .handler("r.first", ok)
+        .build();
     let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
     let deadline = Instant::now() + Duration::from_secs(30);
-    while before.client().get_run(&started.run_id).await.unwrap().steps[0].status != "completed" {
+    while before
+        .client()
+        .get_run(&started.run_id)
+        .await
+        .unwrap()
+        .steps[0]
+        .status
+        != "completed"
+    {
         assert!(Instant::now() < deadline, "the first step did not complete");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -318,7 +468,11 @@ async fn an_engine_restart_mid_run_still_yields_one_tree() {
     // A second engine over the same database finishes the run.
     let after = Server::start(&db.url, Some(&tracing)).await;
     let stop_worker = CancellationToken::new();
-    let worker = Worker::builder(after.client()).poll_wait(Duration::from_millis(200)).handler("r.first", ok).handler("r.second", ok).build();
+    let worker = Worker::builder(after.client())
+        .poll_wait(Duration::from_millis(200))
+        .handler("r.first", ok)
+        .handler("r.second", ok)
+        .build();
     let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
     let run = wait_finished(&after.client(), &started.run_id).await;
     assert_eq!(run.status, "completed");
@@ -326,17 +480,30 @@ async fn an_engine_restart_mid_run_still_yields_one_tree() {
     worker_task.await.unwrap();
     tracing.flush().await;
 
-    let spans = collector.wait_for(&run.trace_id, "run, 2 attempts and 2 executes", |s| s.len() >= 5).await;
+    let spans = collector
+        .wait_for(&run.trace_id, "run, 2 attempts and 2 executes", |s| {
+            s.len() >= 5
+        })
+        .await;
     assert_eq!(spans.len(), 5, "{spans:#?}");
-    let roots: Vec<&Span> = spans.iter().filter(|s| s.parent_span_id.is_empty()).collect();
+    let roots: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.parent_span_id.is_empty())
+        .collect();
     assert_eq!(roots.len(), 1, "one root: {spans:#?}");
     assert_eq!(roots[0].name, "workflow.restarted");
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     for span in &spans {
-        assert!(span.parent_span_id.is_empty() || ids.contains(span.parent_span_id.as_str()), "orphan: {span:#?}");
+        assert!(
+            span.parent_span_id.is_empty() || ids.contains(span.parent_span_id.as_str()),
+            "orphan: {span:#?}"
+        );
     }
     for step in &run.steps {
-        let span = spans.iter().find(|s| s.span_id == step.attempts[0].span_id).expect("the attempt's span");
+        let span = spans
+            .iter()
+            .find(|s| s.span_id == step.attempts[0].span_id)
+            .expect("the attempt's span");
         assert_eq!(span.parent_span_id, roots[0].span_id);
     }
     after.stop().await;
@@ -346,7 +513,11 @@ async fn an_engine_restart_mid_run_still_yields_one_tree() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_endpoint_nothing_is_exported_and_handlers_get_the_attempt_span() {
     let vars = weft_telemetry::traces::Vars::from_lookup(|_| None);
-    assert_eq!(Config::from_vars(&vars, "weft"), Ok(None), "no endpoint: no exporter is built");
+    assert_eq!(
+        Config::from_vars(&vars, "weft"),
+        Ok(None),
+        "no endpoint: no exporter is built"
+    );
     let db = weft_testkit::sqlite_database();
     let server = Server::start(&db.url, None).await;
     let client = server.client();
@@ -360,7 +531,12 @@ async fn without_an_endpoint_nothing_is_exported_and_handlers_get_the_attempt_sp
         .build();
     let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
     let started = client
-        .start_run_with_context("restarted", &StartRunRequest::default(), None, Some("tenant=solo"))
+        .start_run_with_context(
+            "restarted",
+            &StartRunRequest::default(),
+            None,
+            Some("tenant=solo"),
+        )
         .await
         .unwrap();
     let run = wait_finished(&client, &started.run_id).await;
@@ -372,8 +548,14 @@ async fn without_an_endpoint_nothing_is_exported_and_handlers_get_the_attempt_sp
     assert_eq!(seen.len(), 2);
     for (step, traceparent) in seen {
         let attempt = &run.steps.iter().find(|s| s.name == step).unwrap().attempts[0];
-        assert_eq!(traceparent, format!("00-{}-{}-01", run.trace_id, attempt.span_id));
+        assert_eq!(
+            traceparent,
+            format!("00-{}-{}-01", run.trace_id, attempt.span_id)
+        );
     }
-    assert_eq!(run.steps[1].output.as_ref().unwrap()["baggage"], "tenant=solo");
+    assert_eq!(
+        run.steps[1].output.as_ref().unwrap()["baggage"],
+        "tenant=solo"
+    );
     server.stop().await;
 }
