@@ -120,6 +120,10 @@ enum Command {
         /// A stable id for this worker (default: host-pid-random).
         #[arg(long, env = "WEFT_WORKER_ID")]
         worker_id: Option<String>,
+        /// Serve this worker's own metrics (tasks by handler and outcome,
+        /// handler time, polls) at /metrics on this address.
+        #[arg(long, env = "WEFT_WORKER_METRICS_LISTEN")]
+        metrics_listen: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -357,9 +361,18 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             queues,
             concurrency,
             worker_id,
+            metrics_listen,
             client,
         } => {
-            serve::exec_worker(&handlers, queues, concurrency, worker_id, client.client()).await?;
+            serve::exec_worker(
+                &handlers,
+                queues,
+                concurrency,
+                worker_id,
+                metrics_listen,
+                client.client(),
+            )
+            .await?;
         }
         Command::Migrate { database_url } => {
             let store = weft_store::Store::connect(&database_url, Default::default()).await?;

@@ -82,6 +82,7 @@ async fn start_server(
             observer: tracing
                 .map(|t| Arc::new(t.row_spans()) as Arc<dyn weft_core::observe::Observer>),
             trace_url_template: args.trace_url_template.clone(),
+            tracing: tracing.cloned(),
             ..Default::default()
         },
     );
@@ -209,6 +210,7 @@ pub async fn exec_worker(
     queues: Vec<String>,
     concurrency: usize,
     worker_id: Option<String>,
+    metrics_listen: Option<String>,
     client: Client,
 ) -> Result<()> {
     let handlers = weft_worker::exec::load(handlers_file)?;
@@ -216,6 +218,23 @@ pub async fn exec_worker(
     let mut builder = Worker::builder(client)
         .concurrency(concurrency)
         .poll_wait(Duration::from_secs(20));
+    let mut metrics_task = None;
+    if let Some(addr) = metrics_listen {
+        let metrics = weft_telemetry::metrics::WorkerMetrics::new(env!("CARGO_PKG_VERSION"));
+        builder = builder.observer(std::sync::Arc::new(WorkerMetricsObserver(metrics.clone())));
+        let listener = tokio::net::TcpListener::bind(&addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for worker metrics"))?;
+        let app = weft_server::exposition_router(std::sync::Arc::new(move |openmetrics| {
+            metrics.encode(openmetrics)
+        }));
+        let metrics_shutdown = shutdown.clone();
+        metrics_task = Some(tokio::spawn(async move {
+            if let Err(err) = weft_server::serve(listener, app, metrics_shutdown).await {
+                tracing::error!(component = "worker", error = %err, "worker metrics listener failed");
+            }
+        }));
+    }
     for queue in queues {
         builder = builder.queue(queue);
     }
@@ -226,7 +245,27 @@ pub async fn exec_worker(
         builder = builder.handler_arc(name, handler);
     }
     builder.build().run(shutdown).await;
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     Ok(())
+}
+
+/// Feeds the worker SDK's outcomes into the worker's metrics.
+struct WorkerMetricsObserver(weft_telemetry::metrics::WorkerMetrics);
+
+impl weft_worker::WorkerObserver for WorkerMetricsObserver {
+    fn task_started(&self, handler: &str) {
+        self.0.task_started(handler);
+    }
+
+    fn task_finished(&self, handler: &str, outcome: &str, seconds: f64) {
+        self.0.task_finished(handler, outcome, seconds);
+    }
+
+    fn polled(&self, outcome: &str, seconds: f64) {
+        self.0.polled(outcome, seconds);
+    }
 }
 
 #[cfg(test)]

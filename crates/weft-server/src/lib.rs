@@ -44,6 +44,10 @@ pub struct Config {
     /// `http://jaeger:16686/trace/{trace_id}`: run details then carry a
     /// `trace_url` with the run's trace id in place of `{trace_id}`.
     pub trace_url_template: Option<String>,
+    /// The trace pipeline, when traces are exported: requests that start a
+    /// run then get a live server span, the parent of the run's span.
+    /// `None` does no span work at all.
+    pub tracing: Option<weft_telemetry::traces::Tracing>,
 }
 
 impl Default for Config {
@@ -56,6 +60,7 @@ impl Default for Config {
             redact_api: false,
             observer: None,
             trace_url_template: None,
+            tracing: None,
         }
     }
 }
@@ -136,11 +141,18 @@ async fn record_http(State(metrics): State<Metrics>, request: Request, next: Nex
 
 /// Serves the metrics exposition on its own, for a separate metrics port.
 pub fn metrics_router(metrics: Metrics) -> Router {
-    Router::new()
-        .route("/metrics", axum::routing::get(routes::metrics_endpoint))
-        .with_state(metrics)
+    exposition_router(Arc::new(move |openmetrics| metrics.encode(openmetrics)))
 }
 
+/// Renders an exposition: OpenMetrics when asked, else the Prometheus text format.
+pub type Render = Arc<dyn Fn(bool) -> String + Send + Sync>;
+
+/// `/metrics` over any exposition, e.g. a worker process's own metrics.
+pub fn exposition_router(render: Render) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(routes::exposition_endpoint))
+        .with_state(render)
+}
 async fn log_request(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();

@@ -127,8 +127,42 @@ async fn start_run(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    extract::Json(request): extract::Json<StartRunRequest>,
+    body: Result<extract::Json<StartRunRequest>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<StartRunResponse>)> {
+    let caller = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(weft_core::trace::parse_traceparent);
+    let Some(tracing) = &state.config.tracing else {
+        return start_run_in(&state, name, &headers, body, caller, None).await;
+    };
+    // The live server span: the run joins the trace under it.
+    let span = tracing.server_span(
+        caller.as_ref(),
+        "POST",
+        START_RUN_ROUTE,
+        request_id(&headers).as_deref(),
+    );
+    let (parent, trace_id) = (span.trace_parent(), span.trace_id());
+    let result = start_run_in(&state, name, &headers, body, parent, trace_id).await;
+    match &result {
+        Ok((status, Json(started))) => span.finish(status.as_u16(), Some(&started.run_id)),
+        Err(err) => span.finish(err.status().as_u16(), None),
+    }
+    result
+}
+
+const START_RUN_ROUTE: &str = "/v1/workflows/{name}/runs";
+
+async fn start_run_in(
+    state: &AppState,
+    name: String,
+    headers: &HeaderMap,
+    body: Result<extract::Json<StartRunRequest>, ApiError>,
+    parent: Option<weft_core::trace::TraceParent>,
+    trace_id: Option<String>,
+) -> ApiResult<(StatusCode, Json<StartRunResponse>)> {
+    let extract::Json(request) = body?;
     if let Some(key) = &request.idempotency_key
         && (key.is_empty() || key.len() > 256)
     {
@@ -137,10 +171,6 @@ async fn start_run(
             "idempotency_key must be 1 to 256 characters",
         ));
     }
-    let parent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .and_then(weft_core::trace::parse_traceparent);
     // W3C baggage is kept as sent (ASCII, within the spec's 8192-byte cap)
     // and handed to every attempt's worker.
     let baggage = headers
@@ -156,8 +186,9 @@ async fn start_run(
             input: request.input,
             idempotency_key: request.idempotency_key,
             parent,
+            trace_id,
             baggage,
-            request_id: request_id(&headers),
+            request_id: request_id(headers),
         })
         .await?;
     Ok((StatusCode::ACCEPTED, Json(started)))
@@ -588,6 +619,20 @@ pub(crate) async fn metrics_endpoint(
     State(metrics): State<weft_telemetry::metrics::Metrics>,
     headers: HeaderMap,
 ) -> axum::response::Response {
+    exposition(&headers, |openmetrics| metrics.encode(openmetrics))
+}
+
+pub(crate) async fn exposition_endpoint(
+    State(render): State<crate::Render>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    exposition(&headers, |openmetrics| render(openmetrics))
+}
+
+fn exposition(
+    headers: &HeaderMap,
+    render: impl FnOnce(bool) -> String,
+) -> axum::response::Response {
     let openmetrics = headers
         .get(axum::http::header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -599,7 +644,7 @@ pub(crate) async fn metrics_endpoint(
     };
     (
         [(axum::http::header::CONTENT_TYPE, content_type)],
-        metrics.encode(openmetrics),
+        render(openmetrics),
     )
         .into_response()
 }

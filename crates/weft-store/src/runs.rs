@@ -27,6 +27,10 @@ pub struct NewRun {
     pub idempotency_key: Option<String>,
     /// The caller's trace context: the run joins that trace.
     pub parent: Option<TraceParent>,
+    /// The run's trace id when it has no `parent` but its trace id was
+    /// chosen up front (the server's request span, sampled out); random when
+    /// `None`. Must be 32 lowercase hex digits.
+    pub trace_id: Option<String>,
     /// The caller's W3C `baggage` header, handed to every attempt's worker.
     pub baggage: Option<String>,
     pub request_id: Option<String>,
@@ -100,7 +104,13 @@ impl Store {
         let run_id = uuid::Uuid::now_v7().to_string();
         let (trace_id, parent_span_id) = match &new.parent {
             Some(parent) => (parent.trace_id.clone(), Some(parent.parent_span_id.clone())),
-            None => (random_hex(16), None),
+            None => (
+                new.trace_id
+                    .clone()
+                    .filter(|t| weft_core::trace::is_trace_id(t) && t.bytes().any(|b| b != b'0'))
+                    .unwrap_or_else(|| random_hex(16)),
+                None,
+            ),
         };
         let span_id = random_hex(8);
         let input_text = new.input.to_string();

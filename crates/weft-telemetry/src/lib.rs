@@ -1,13 +1,15 @@
 //! Telemetry for every Weft process: logging setup (`tracing` with a human
 //! text format or one JSON object per line, filtered by a directive string),
-//! the metric catalogue (`metrics`), OTLP trace export (`traces`) and the run
-//! and attempt spans built from durable rows (`spans`). Callers pass
+//! the metric catalogue (`metrics`), OTLP trace export (`traces`, over gRPC
+//! or HTTP/protobuf via `otlp_http`) and the run and attempt spans built from
+//! durable rows (`spans`). Callers pass
 //! configuration in; this crate reads no environment variables.
 //!
 //! Invariant: this is the only crate that knows exporters and exposition
 //! formats (Prometheus, OTLP).
 
 pub mod metrics;
+pub mod otlp_http;
 pub mod spans;
 pub mod traces;
 

@@ -818,3 +818,172 @@ mod tests {
         );
     }
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlerOutcomeLabels {
+    handler: String,
+    outcome: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HandlerLabels {
+    handler: String,
+}
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+/// A worker process's own metrics (`weft worker --metrics-listen`): what its
+/// handlers did, seen from the worker side. Handler names are the ones the
+/// worker registered, so the label set is bounded by construction.
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    inner: Arc<WorkerInner>,
+}
+
+struct WorkerInner {
+    registry: Registry,
+    tasks: Family<HandlerOutcomeLabels, Counter>,
+    task_duration: Hist<HandlerLabels>,
+    tasks_running: Family<HandlerLabels, Gauge>,
+    polls: Family<OutcomeLabels, Counter>,
+    poll_duration: Family<OutcomeLabels, Histogram, Buckets>,
+}
+
+impl WorkerMetrics {
+    pub fn new(version: &str) -> WorkerMetrics {
+        let mut registry = Registry::with_prefix("weft_worker");
+        let tasks = Family::<HandlerOutcomeLabels, Counter>::default();
+        let task_duration: Hist<HandlerLabels> =
+            Family::new_with_constructor(Buckets(STEP_BUCKETS));
+        let tasks_running = Family::<HandlerLabels, Gauge>::default();
+        let polls = Family::<OutcomeLabels, Counter>::default();
+        let poll_duration: Family<OutcomeLabels, Histogram, Buckets> =
+            Family::new_with_constructor(Buckets(POLL_BUCKETS));
+        let build_info = Family::<VersionLabels, Gauge>::default();
+        registry.register(
+            "tasks",
+            "Tasks this worker ran, by handler and outcome (completed, failed, timeout, cancelled)",
+            tasks.clone(),
+        );
+        registry.register_with_unit(
+            "task_duration",
+            "Handler run time measured by the worker",
+            Unit::Seconds,
+            task_duration.clone(),
+        );
+        registry.register(
+            "tasks_running",
+            "Tasks running now, by handler",
+            tasks_running.clone(),
+        );
+        registry.register(
+            "polls",
+            "Polls this worker made, by outcome (tasks, empty, error)",
+            polls.clone(),
+        );
+        registry.register_with_unit(
+            "poll_duration",
+            "How long this worker's polls took",
+            Unit::Seconds,
+            poll_duration.clone(),
+        );
+        registry.register(
+            "build_info",
+            "Always 1; the version label names the build",
+            build_info.clone(),
+        );
+        build_info
+            .get_or_create(&VersionLabels {
+                version: version.to_owned(),
+            })
+            .set(1);
+        WorkerMetrics {
+            inner: Arc::new(WorkerInner {
+                registry,
+                tasks,
+                task_duration,
+                tasks_running,
+                polls,
+                poll_duration,
+            }),
+        }
+    }
+
+    pub fn task_started(&self, handler: &str) {
+        self.inner
+            .tasks_running
+            .get_or_create(&HandlerLabels {
+                handler: handler.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn task_finished(&self, handler: &str, outcome: &str, seconds: f64) {
+        let labels = HandlerLabels {
+            handler: handler.to_owned(),
+        };
+        self.inner.tasks_running.get_or_create(&labels).dec();
+        self.inner
+            .task_duration
+            .get_or_create(&labels)
+            .observe(seconds);
+        self.inner
+            .tasks
+            .get_or_create(&HandlerOutcomeLabels {
+                handler: handler.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn polled(&self, outcome: &str, seconds: f64) {
+        let labels = OutcomeLabels {
+            outcome: outcome.to_owned(),
+        };
+        self.inner.polls.get_or_create(&labels).inc();
+        self.inner
+            .poll_duration
+            .get_or_create(&labels)
+            .observe(seconds);
+    }
+
+    pub fn encode(&self, openmetrics: bool) -> String {
+        let mut out = String::new();
+        encode(&mut out, &self.inner.registry).expect("writing to a String cannot fail");
+        if openmetrics {
+            out
+        } else {
+            to_classic_text(&out)
+        }
+    }
+}
+
+#[cfg(test)]
+mod worker_tests {
+    use super::WorkerMetrics;
+
+    #[test]
+    fn worker_metrics_count_tasks_and_polls() {
+        let metrics = WorkerMetrics::new("0");
+        metrics.polled("tasks", 0.01);
+        metrics.task_started("etl.extract");
+        metrics.task_finished("etl.extract", "completed", 0.2);
+        metrics.task_started("etl.extract");
+        let text = metrics.encode(false);
+        assert!(
+            text.contains(
+                "weft_worker_tasks_total{handler=\"etl.extract\",outcome=\"completed\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("weft_worker_tasks_running{handler=\"etl.extract\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weft_worker_polls_total{outcome=\"tasks\"} 1"),
+            "{text}"
+        );
+    }
+}

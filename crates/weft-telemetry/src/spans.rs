@@ -72,7 +72,7 @@ fn time(epoch_ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(epoch_ms.max(0) as u64)
 }
 
-fn remote(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> Context {
+pub(crate) fn remote(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> Context {
     Context::new().with_remote_span_context(SpanContext::new(
         trace_id,
         span_id,

@@ -11,7 +11,10 @@ use std::time::Duration;
 use opentelemetry::{
     InstrumentationScope, KeyValue,
     propagation::TextMapCompositePropagator,
-    trace::{TraceContextExt, TracerProvider as _},
+    trace::{
+        Span as _, SpanBuilder, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
+        Tracer as _, TracerProvider as _,
+    },
 };
 use opentelemetry_otlp::{
     WithExportConfig, WithTonicConfig,
@@ -20,7 +23,7 @@ use opentelemetry_otlp::{
 use opentelemetry_sdk::{
     Resource,
     propagation::{BaggagePropagator, TraceContextPropagator},
-    trace::{BatchSpanProcessor, Sampler, SdkTracerProvider, SpanProcessor},
+    trace::{BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanProcessor},
 };
 use tracing::{Metadata, subscriber::Interest};
 use tracing_subscriber::{
@@ -29,13 +32,20 @@ use tracing_subscriber::{
     registry::LookupSpan,
 };
 
-use crate::spans::{PresetIds, RowSpans};
+use weft_core::trace::TraceParent;
+
+use crate::{
+    otlp_http::HttpExporter,
+    spans::{PresetIds, RowSpans, remote},
+};
 
 /// How spans travel to the collector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     /// OTLP over gRPC (the default; port 4317 by convention).
     Grpc,
+    /// OTLP over HTTP with protobuf bodies (port 4318 by convention).
+    HttpProtobuf,
 }
 
 /// Which traces are kept (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
@@ -151,6 +161,9 @@ impl Vars {
 /// Where and how to export spans.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
+    /// gRPC: the collector's address. HTTP: the full traces URL, i.e.
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` verbatim or
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` + `/v1/traces`.
     pub endpoint: String,
     pub protocol: Protocol,
     pub service_name: String,
@@ -173,12 +186,10 @@ impl Config {
         {
             return Ok(None);
         }
-        let Some(endpoint) = vars
-            .traces_endpoint
-            .clone()
-            .or_else(|| vars.endpoint.clone())
-        else {
-            return Ok(None);
+        let (endpoint, per_signal) = match (&vars.traces_endpoint, &vars.endpoint) {
+            (Some(endpoint), _) => (endpoint.trim(), true),
+            (None, Some(endpoint)) => (endpoint.trim(), false),
+            (None, None) => return Ok(None),
         };
         let protocol = match vars
             .traces_protocol
@@ -187,16 +198,27 @@ impl Config {
             .map(str::trim)
         {
             None | Some("grpc") => Protocol::Grpc,
-            Some("http/protobuf" | "http/json") => return Err(
-                "OTEL_EXPORTER_OTLP_PROTOCOL: this build exports over grpc only; point it at the \
-                            collector's gRPC port (4317) and set the protocol to grpc"
-                    .to_owned(),
-            ),
+            Some("http/protobuf") => Protocol::HttpProtobuf,
+            Some("http/json") => {
+                return Err(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL: http/json is not supported; use http/protobuf \
+                     (port 4318) or grpc (port 4317)"
+                        .to_owned(),
+                );
+            }
             Some(other) => {
                 return Err(format!(
                     "OTEL_EXPORTER_OTLP_PROTOCOL `{other}` is not one of grpc, http/protobuf"
                 ));
             }
+        };
+        // The generic endpoint is a base URL for HTTP; the per-signal one is
+        // used as given (the OTLP exporter specification).
+        let endpoint = match protocol {
+            Protocol::HttpProtobuf if !per_signal => {
+                format!("{}/v1/traces", endpoint.trim_end_matches('/'))
+            }
+            _ => endpoint.to_owned(),
         };
         let resource = match &vars.resource_attributes {
             Some(text) => {
@@ -224,7 +246,7 @@ impl Config {
             None => SamplerConfig::ParentBasedAlwaysOn,
         };
         Ok(Some(Config {
-            endpoint: endpoint.trim().to_owned(),
+            endpoint,
             protocol,
             service_name,
             resource,
@@ -276,6 +298,7 @@ fn percent_decode(text: &str) -> String {
 #[derive(Clone)]
 pub struct Tracing {
     provider: SdkTracerProvider,
+    tracer: SdkTracer,
     sampler: SamplerConfig,
 }
 
@@ -284,22 +307,6 @@ impl Tracing {
     /// global provider and W3C trace-context + baggage propagator. Call from
     /// inside a Tokio runtime: the gRPC channel needs one.
     pub fn start(config: &Config, version: &str) -> Result<Tracing, String> {
-        let Protocol::Grpc = config.protocol;
-        let metadata = headers_metadata(&config.headers)?;
-        let mut builder = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(config.endpoint.clone())
-            .with_timeout(config.timeout)
-            .with_metadata(metadata);
-        if config.endpoint.starts_with("https://") {
-            builder = builder.with_tls_config(ClientTlsConfig::new().with_enabled_roots());
-        }
-        let exporter = builder.build().map_err(|err| {
-            format!(
-                "cannot build the OTLP exporter for {}: {err}",
-                config.endpoint
-            )
-        })?;
         let mut resource = Resource::builder_empty()
             .with_service_name(config.service_name.clone())
             .with_attribute(KeyValue::new("service.version", version.to_owned()));
@@ -308,11 +315,40 @@ impl Tracing {
                 resource = resource.with_attribute(KeyValue::new(key.clone(), value.clone()));
             }
         }
-        let tracing = Tracing::with_processor(
-            BatchSpanProcessor::builder(exporter).build(),
-            config.sampler,
-            resource.build(),
-        );
+        let resource = resource.build();
+        let tracing = match config.protocol {
+            Protocol::Grpc => {
+                let metadata = headers_metadata(&config.headers)?;
+                let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(config.endpoint.clone())
+                    .with_timeout(config.timeout)
+                    .with_metadata(metadata);
+                if config.endpoint.starts_with("https://") {
+                    builder = builder.with_tls_config(ClientTlsConfig::new().with_enabled_roots());
+                }
+                let exporter = builder.build().map_err(|err| {
+                    format!(
+                        "cannot build the OTLP exporter for {}: {err}",
+                        config.endpoint
+                    )
+                })?;
+                Tracing::with_processor(
+                    BatchSpanProcessor::builder(exporter).build(),
+                    config.sampler,
+                    resource,
+                )
+            }
+            Protocol::HttpProtobuf => {
+                let exporter =
+                    HttpExporter::new(&config.endpoint, &config.headers, config.timeout)?;
+                Tracing::with_processor(
+                    BatchSpanProcessor::builder(exporter).build(),
+                    config.sampler,
+                    resource,
+                )
+            }
+        };
         opentelemetry::global::set_tracer_provider(tracing.provider.clone());
         opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
             Box::new(TraceContextPropagator::new()),
@@ -333,14 +369,58 @@ impl Tracing {
             .with_id_generator(PresetIds)
             .with_resource(resource)
             .build();
-        Tracing { provider, sampler }
-    }
-
-    fn tracer(&self) -> opentelemetry_sdk::trace::SdkTracer {
         let scope = InstrumentationScope::builder("weft")
             .with_version(env!("CARGO_PKG_VERSION"))
             .build();
-        self.provider.tracer_with_scope(scope)
+        let tracer = provider.tracer_with_scope(scope);
+        Tracing {
+            provider,
+            tracer,
+            sampler,
+        }
+    }
+
+    fn tracer(&self) -> SdkTracer {
+        self.tracer.clone()
+    }
+
+    /// Starts the live server span of a request (kind server, named
+    /// `<method> <route>`): a child of the caller's span when the request
+    /// carried a valid `traceparent`, else the root of a new trace. End it
+    /// with [`ServerSpan::finish`].
+    pub fn server_span(
+        &self,
+        caller: Option<&TraceParent>,
+        method: &str,
+        route: &str,
+        request_id: Option<&str>,
+    ) -> ServerSpan {
+        let parent = caller
+            .and_then(|c| {
+                let trace_id = TraceId::from_hex(&c.trace_id).ok()?;
+                let span_id = SpanId::from_hex(&c.parent_span_id).ok()?;
+                let flags = if c.sampled {
+                    TraceFlags::SAMPLED
+                } else {
+                    TraceFlags::default()
+                };
+                Some(remote(trace_id, span_id, flags))
+            })
+            .unwrap_or_default();
+        let mut attributes = vec![
+            KeyValue::new("http.request.method", method.to_owned()),
+            KeyValue::new("http.route", route.to_owned()),
+        ];
+        if let Some(id) = request_id {
+            attributes.push(KeyValue::new("weft.request_id", id.to_owned()));
+        }
+        let builder = SpanBuilder::from_name(format!("{method} {route}"))
+            .with_kind(SpanKind::Server)
+            .with_attributes(attributes);
+        ServerSpan {
+            span: self.tracer.build_with_context(builder, &parent),
+            caller: caller.cloned(),
+        }
     }
 
     /// The observer that turns committed runs and attempts into spans.
@@ -385,6 +465,59 @@ impl Tracing {
         if let Ok(Err(err)) = stopped {
             tracing::warn!(component = "telemetry", error = %err, "could not export the last spans");
         }
+    }
+}
+
+/// The live span of the request that starts a run. The run joins the trace
+/// under it: [`ServerSpan::trace_parent`] is what the store records as the
+/// run's parent.
+pub struct ServerSpan {
+    span: opentelemetry_sdk::trace::Span,
+    caller: Option<TraceParent>,
+}
+
+impl ServerSpan {
+    /// The run's parent: this span when it is exported; when the sampler
+    /// dropped it, the caller's span as before (the run span then decides its
+    /// own sampling, and nothing points at a span that was never exported).
+    pub fn trace_parent(&self) -> Option<TraceParent> {
+        let sc = self.span.span_context();
+        if sc.is_valid() && sc.is_sampled() {
+            Some(TraceParent {
+                trace_id: sc.trace_id().to_string(),
+                parent_span_id: sc.span_id().to_string(),
+                sampled: true,
+            })
+        } else {
+            self.caller.clone()
+        }
+    }
+
+    /// This span's trace id (the caller's, or generated here): the run's
+    /// trace id even when this span was sampled out.
+    pub fn trace_id(&self) -> Option<String> {
+        let sc = self.span.span_context();
+        sc.is_valid().then(|| sc.trace_id().to_string())
+    }
+
+    /// Ends the span with the response status (an error from 400 up) and
+    /// the run it started, if any.
+    pub fn finish(mut self, status: u16, run_id: Option<&str>) {
+        self.span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        if let Some(run_id) = run_id {
+            self.span
+                .set_attribute(KeyValue::new("weft.run_id", run_id.to_owned()));
+        }
+        if status >= 400 {
+            self.span
+                .set_attribute(KeyValue::new("error.type", status.to_string()));
+            self.span
+                .set_status(Status::error(format!("HTTP {status}")));
+        }
+        self.span.end();
     }
 }
 
@@ -518,7 +651,7 @@ mod tests {
     #[test]
     fn rejects_what_it_cannot_honour() {
         for bad in [
-            vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")],
+            vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
             vec![("OTEL_EXPORTER_OTLP_PROTOCOL", "carrier-pigeon")],
             vec![("OTEL_TRACES_SAMPLER", "sometimes")],
             vec![
@@ -531,6 +664,80 @@ mod tests {
             pairs.push(("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"));
             assert!(Config::from_vars(&vars(&pairs), "weft").is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn http_protobuf_posts_to_the_traces_path() {
+        let generic = vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ]);
+        let config = Config::from_vars(&generic, "weft").unwrap().unwrap();
+        assert_eq!(config.protocol, Protocol::HttpProtobuf);
+        assert_eq!(config.endpoint, "http://collector:4318/v1/traces");
+        let specific = vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://generic:4317"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "https://x.test/otlp/spans",
+            ),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]);
+        let config = Config::from_vars(&specific, "weft").unwrap().unwrap();
+        assert_eq!(config.protocol, Protocol::HttpProtobuf);
+        assert_eq!(config.endpoint, "https://x.test/otlp/spans");
+    }
+
+    #[test]
+    fn a_sampled_out_server_span_keeps_the_run_off_it() {
+        use opentelemetry_sdk::{
+            error::OTelSdkResult,
+            trace::{SimpleSpanProcessor, SpanData, SpanExporter},
+        };
+        #[derive(Debug)]
+        struct Nowhere;
+        impl SpanExporter for Nowhere {
+            async fn export(&self, _: Vec<SpanData>) -> OTelSdkResult {
+                Ok(())
+            }
+        }
+        let caller = TraceParent {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+            parent_span_id: "00f067aa0ba902b7".into(),
+            sampled: true,
+        };
+        let on = Tracing::with_processor(
+            SimpleSpanProcessor::new(Nowhere),
+            SamplerConfig::ParentBasedAlwaysOn,
+            Resource::builder_empty().build(),
+        );
+        let span = on.server_span(Some(&caller), "POST", "/r", Some("req-1"));
+        let parent = span.trace_parent().unwrap();
+        assert_eq!(parent.trace_id, caller.trace_id);
+        assert_ne!(parent.parent_span_id, caller.parent_span_id);
+        span.finish(202, Some("r1"));
+
+        let off = Tracing::with_processor(
+            SimpleSpanProcessor::new(Nowhere),
+            SamplerConfig::ParentBasedAlwaysOff,
+            Resource::builder_empty().build(),
+        );
+        let root = off.server_span(None, "POST", "/r", None);
+        assert_eq!(
+            root.trace_parent(),
+            None,
+            "no parent that was never exported"
+        );
+        assert!(root.trace_id().is_some_and(|t| t.len() == 32));
+        // An unsampled caller: the server span follows it and is dropped.
+        let unsampled = TraceParent {
+            sampled: false,
+            ..caller
+        };
+        let joined = off.server_span(Some(&unsampled), "POST", "/r", None);
+        assert_eq!(joined.trace_parent(), Some(unsampled.clone()));
+        assert_eq!(joined.trace_id(), Some(unsampled.trace_id.clone()));
     }
 
     #[test]

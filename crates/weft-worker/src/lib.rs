@@ -130,8 +130,27 @@ where
     }
 }
 
+/// Receives what a worker does, for handler-side metrics. Implemented by the
+/// binary over weft-telemetry; the SDK itself knows no exporter.
+pub trait WorkerObserver: Send + Sync + 'static {
+    fn task_started(&self, handler: &str);
+    /// `outcome`: completed, failed, timeout or cancelled.
+    fn task_finished(&self, handler: &str, outcome: &str, seconds: f64);
+    /// `outcome`: tasks, empty or error.
+    fn polled(&self, outcome: &str, seconds: f64);
+}
+
+struct NoObserver;
+
+impl WorkerObserver for NoObserver {
+    fn task_started(&self, _: &str) {}
+    fn task_finished(&self, _: &str, _: &str, _: f64) {}
+    fn polled(&self, _: &str, _: f64) {}
+}
+
 #[derive(Clone)]
 pub struct Worker {
+    observer: Arc<dyn WorkerObserver>,
     client: Client,
     worker_id: String,
     queues: Vec<String>,
@@ -141,6 +160,7 @@ pub struct Worker {
 }
 
 pub struct Builder {
+    observer: Option<Arc<dyn WorkerObserver>>,
     client: Client,
     worker_id: Option<String>,
     queues: Vec<String>,
@@ -152,6 +172,7 @@ pub struct Builder {
 impl Worker {
     pub fn builder(client: Client) -> Builder {
         Builder {
+            observer: None,
             client,
             worker_id: None,
             queues: Vec::new(),
@@ -196,10 +217,18 @@ impl Worker {
                 max_tasks: permits.len() as u32,
                 wait_ms: self.poll_wait.as_millis() as u64,
             };
+            let poll_started = std::time::Instant::now();
             let polled = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 polled = self.client.poll(&request) => polled,
             };
+            let poll_outcome = match &polled {
+                Ok(response) if response.tasks.is_empty() => "empty",
+                Ok(_) => "tasks",
+                Err(_) => "error",
+            };
+            self.observer
+                .polled(poll_outcome, poll_started.elapsed().as_secs_f64());
             match polled {
                 Ok(response) => {
                     backoff = Duration::from_millis(200);
@@ -268,6 +297,7 @@ impl Worker {
             traceparent,
         };
         let started = std::time::Instant::now();
+        self.observer.task_started(&task.handler);
         let dispatch_ms = (started - claimed).as_millis() as i64;
         let timeout = task
             .timeout_ms
@@ -280,6 +310,16 @@ impl Worker {
             )).with_kind("timeout")),
         };
         let handler_ms = started.elapsed().as_millis() as i64;
+        let task_outcome = match &result {
+            Ok(_) => "completed",
+            Err(err) => match err.kind.as_deref() {
+                Some("timeout") => "timeout",
+                Some("cancelled") => "cancelled",
+                _ => "failed",
+            },
+        };
+        self.observer
+            .task_finished(&task.handler, task_outcome, started.elapsed().as_secs_f64());
         if let Err(err) = &result {
             span.record("otel.status_code", "error");
             span.record("otel.status_description", err.message.as_str());
@@ -422,6 +462,12 @@ async fn heartbeat_loop(client: Client, task: Arc<Task>, cancel: CancellationTok
 }
 
 impl Builder {
+    /// Reports task and poll outcomes, e.g. to handler-side metrics.
+    pub fn observer(mut self, observer: Arc<dyn WorkerObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
     pub fn worker_id(mut self, id: impl Into<String>) -> Self {
         self.worker_id = Some(id.into());
         self
@@ -462,6 +508,7 @@ impl Builder {
             self.queues
         };
         Worker {
+            observer: self.observer.unwrap_or_else(|| Arc::new(NoObserver)),
             client: self.client,
             worker_id,
             queues,

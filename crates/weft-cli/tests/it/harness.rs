@@ -363,6 +363,11 @@ impl Env {
 
     /// Starts `weft worker` with a handlers file and a fixed worker id.
     pub fn exec_worker(&self, handlers: &Path, worker_id: &str) -> Proc {
+        self.exec_worker_with(handlers, worker_id, &[])
+    }
+
+    /// An exec worker process with extra command-line arguments.
+    pub fn exec_worker_with(&self, handlers: &Path, worker_id: &str, extra: &[&str]) -> Proc {
         let mut command = Command::new(WEFT);
         command.arg("worker").arg("--handlers").arg(handlers).args([
             "--url",
@@ -370,6 +375,7 @@ impl Env {
             "--worker-id",
             worker_id,
         ]);
+        command.args(extra);
         Proc::spawn(
             &format!("worker {worker_id}"),
             command,

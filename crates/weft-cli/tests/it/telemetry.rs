@@ -18,6 +18,7 @@ use weft_worker::{HandlerError, TaskContext};
 use crate::harness::{Env, PATIENCE, Proc, SdkWorker, http_client, wait_until};
 
 on_both_backends! {
+    telemetry::worker_exposes_its_own_metrics,
     telemetry::metrics_match_what_happened,
     telemetry::gauges_return_to_zero,
     telemetry::workflow_labels_are_capped,
@@ -1116,4 +1117,76 @@ async fn readiness_follows_the_database() {
     assert_eq!(health["status"], "ok");
     drop(env);
     drop(cluster);
+}
+
+/// `weft worker --metrics-listen`: the worker's own view of its handlers.
+pub async fn worker_exposes_its_own_metrics(db_url: String) {
+    let env = Env::start(&db_url).await;
+    env.register(&one_step("wm_ok", "wm.ok")).await;
+    env.register(&one_step("wm_bad", "wm.bad")).await;
+    let ok = env.script("ok.sh", "cat > /dev/null\necho '{\"ok\": true}'\n");
+    let bad = env.script("bad.sh", "cat > /dev/null\necho 'nope' >&2\nexit 100\n");
+    let handlers = env.handlers_file("handlers.toml", &[("wm.ok", &ok), ("wm.bad", &bad)]);
+    let port = weft_testkit::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let _worker = env.exec_worker_with(&handlers, "metrics-worker", &["--metrics-listen", &listen]);
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        runs.push(env.start_run("wm_ok", json!({})).await);
+    }
+    runs.push(env.start_run("wm_bad", json!({})).await);
+    for run_id in &runs {
+        env.wait_finished(run_id).await;
+    }
+    let url = format!("http://{listen}/metrics");
+    let body = wait_until("worker metrics count every task", PATIENCE, || {
+        let url = url.clone();
+        async move {
+            let body = http_client()
+                .get(&url)
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let samples = parse_exposition(&body);
+            let done = value(
+                &samples,
+                "weft_worker_tasks_total",
+                &[("handler", "wm.ok"), ("outcome", "completed")],
+            ) == Some(2.0)
+                && value(
+                    &samples,
+                    "weft_worker_tasks_total",
+                    &[("handler", "wm.bad"), ("outcome", "failed")],
+                ) == Some(1.0);
+            done.then_some(body)
+        }
+    })
+    .await;
+    promtool_check_metrics(&body);
+    let samples = parse_exposition(&body);
+    assert_eq!(
+        value(
+            &samples,
+            "weft_worker_tasks_running",
+            &[("handler", "wm.ok")]
+        ),
+        Some(0.0),
+        "{body}"
+    );
+    assert!(
+        sum(&samples, "weft_worker_polls_total", &[]) >= 1.0,
+        "{body}"
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "weft_worker_task_duration_seconds_count",
+            &[("handler", "wm.ok")]
+        ),
+        Some(2.0),
+        "{body}"
+    );
 }

@@ -1,6 +1,8 @@
-//! An OTLP gRPC trace receiver inside the test process: the generated
-//! `TraceService` served by tonic on a loopback port, keeping every span it
-//! receives so tests can wait for the spans of one trace.
+//! An OTLP trace receiver inside the test process, keeping every span it
+//! receives so tests can wait for the spans of one trace: either the
+//! generated gRPC `TraceService` served by tonic, or OTLP/HTTP (`POST
+//! /v1/traces`, protobuf body decoded with prost) served by axum, on a
+//! loopback port.
 
 use std::{
     collections::BTreeMap,
@@ -26,6 +28,8 @@ pub struct Span {
     /// Empty for a root span.
     pub parent_span_id: String,
     pub name: String,
+    /// `SPAN_KIND_SERVER`, `SPAN_KIND_INTERNAL`, ...
+    pub kind: String,
     pub start_ns: u64,
     pub end_ns: u64,
     pub attributes: BTreeMap<String, String>,
@@ -45,7 +49,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn text(value: &Option<AnyValue>) -> String {
+pub fn text(value: &Option<AnyValue>) -> String {
     match value.as_ref().and_then(|v| v.value.as_ref()) {
         Some(Value::StringValue(s)) => s.clone(),
         Some(Value::IntValue(i)) => i.to_string(),
@@ -55,12 +59,13 @@ fn text(value: &Option<AnyValue>) -> String {
     }
 }
 
-fn convert(span: ProtoSpan, service_name: Option<String>) -> Span {
+pub fn convert(span: ProtoSpan, service_name: Option<String>) -> Span {
     Span {
         trace_id: hex(&span.trace_id),
         span_id: hex(&span.span_id),
         parent_span_id: hex(&span.parent_span_id),
         name: span.name.clone(),
+        kind: span.kind().as_str_name().to_owned(),
         start_ns: span.start_time_unix_nano,
         end_ns: span.end_time_unix_nano,
         attributes: span
@@ -81,16 +86,14 @@ fn convert(span: ProtoSpan, service_name: Option<String>) -> Span {
 #[derive(Clone, Default)]
 struct Receiver {
     spans: Arc<Mutex<Vec<Span>>>,
+    /// The headers of every HTTP export request.
+    requests: Arc<Mutex<Vec<http::HeaderMap>>>,
 }
 
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+impl Receiver {
+    fn keep(&self, request: ExportTraceServiceRequest) {
         let mut spans = self.spans.lock().unwrap();
-        for resource_spans in request.into_inner().resource_spans {
+        for resource_spans in request.resource_spans {
             let service_name = resource_spans.resource.as_ref().and_then(|r| {
                 r.attributes
                     .iter()
@@ -106,6 +109,40 @@ impl TraceService for Receiver {
                 );
             }
         }
+    }
+}
+
+/// `POST /v1/traces` of OTLP/HTTP: a protobuf `ExportTraceServiceRequest`
+/// in, a protobuf `ExportTraceServiceResponse` out.
+async fn http_export(
+    axum::extract::State(receiver): axum::extract::State<Receiver>,
+    headers: http::HeaderMap,
+    body: axum::body::Bytes,
+) -> (
+    http::StatusCode,
+    [(http::HeaderName, &'static str); 1],
+    Vec<u8>,
+) {
+    use prost::Message as _;
+    let protobuf = [(http::header::CONTENT_TYPE, "application/x-protobuf")];
+    let Ok(request) = ExportTraceServiceRequest::decode(body) else {
+        return (http::StatusCode::BAD_REQUEST, protobuf, Vec::new());
+    };
+    receiver.requests.lock().unwrap().push(headers);
+    receiver.keep(request);
+    let response = ExportTraceServiceResponse {
+        partial_success: None,
+    };
+    (http::StatusCode::OK, protobuf, response.encode_to_vec())
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.keep(request.into_inner());
         Ok(tonic::Response::new(ExportTraceServiceResponse {
             partial_success: None,
         }))
@@ -115,6 +152,7 @@ impl TraceService for Receiver {
 pub struct Collector {
     pub addr: SocketAddr,
     spans: Arc<Mutex<Vec<Span>>>,
+    requests: Arc<Mutex<Vec<http::HeaderMap>>>,
 }
 
 impl Collector {
@@ -124,7 +162,7 @@ impl Collector {
             .expect("bind the collector");
         let addr = listener.local_addr().unwrap();
         let receiver = Receiver::default();
-        let spans = receiver.spans.clone();
+        let (spans, requests) = (receiver.spans.clone(), receiver.requests.clone());
         tokio::spawn(async move {
             tonic::transport::Server::builder()
                 .add_service(TraceServiceServer::new(receiver))
@@ -132,7 +170,41 @@ impl Collector {
                 .await
                 .expect("collector serves");
         });
-        Collector { addr, spans }
+        Collector {
+            addr,
+            spans,
+            requests,
+        }
+    }
+
+    /// An OTLP/HTTP receiver; its traces URL is [`Collector::traces_url`].
+    pub async fn start_http() -> Collector {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the collector");
+        let addr = listener.local_addr().unwrap();
+        let receiver = Receiver::default();
+        let (spans, requests) = (receiver.spans.clone(), receiver.requests.clone());
+        let app = axum::Router::new()
+            .route("/v1/traces", axum::routing::post(http_export))
+            .with_state(receiver);
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("collector serves");
+        });
+        Collector {
+            addr,
+            spans,
+            requests,
+        }
+    }
+
+    pub fn traces_url(&self) -> String {
+        format!("http://{}/v1/traces", self.addr)
+    }
+
+    /// The headers of the HTTP export requests received so far.
+    pub fn requests(&self) -> Vec<http::HeaderMap> {
+        self.requests.lock().unwrap().clone()
     }
 
     pub fn endpoint(&self) -> String {

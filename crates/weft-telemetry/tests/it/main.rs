@@ -1,6 +1,7 @@
 //! End-to-end traces: an in-process server and SDK worker over a temp SQLite
-//! file export to an OTLP gRPC receiver inside the test, and the spans of a
-//! run must form one tree: caller → `workflow.<name>` → `step.<step>` →
+//! file export to an OTLP receiver inside the test (gRPC, or HTTP/protobuf),
+//! and the spans of a run must form one tree: caller → `POST
+//! /v1/workflows/{name}/runs` → `workflow.<name>` → `step.<step>` →
 //! `execute <handler>` → the handler's own spans.
 //!
 //! Each test installs the process-wide subscriber and tracer provider, so the
@@ -66,6 +67,7 @@ impl Server {
                 observer: tracing
                     .map(|t| Arc::new(t.row_spans()) as Arc<dyn weft_core::observe::Observer>),
                 trace_url_template: Some(TRACE_URL.to_owned()),
+                tracing: tracing.cloned(),
                 ..Default::default()
             },
         );
@@ -103,11 +105,15 @@ impl Server {
 }
 
 /// Installs the exporting pipeline (provider + `tracing` layer) for this
-/// process, pointed at `collector`.
+/// process, pointed at `collector` over gRPC.
 fn export_to(collector: &Collector) -> Tracing {
+    export_over(Protocol::Grpc, collector.endpoint())
+}
+
+fn export_over(protocol: Protocol, endpoint: String) -> Tracing {
     let config = Config {
-        endpoint: collector.endpoint(),
-        protocol: Protocol::Grpc,
+        endpoint,
+        protocol,
         service_name: "weft-it".to_owned(),
         resource: vec![("deployment.environment".to_owned(), "test".to_owned())],
         headers: vec![("x-tenant".to_owned(), "it".to_owned())],
@@ -177,6 +183,27 @@ fn handler(seen: Seen, fail_first: bool) -> impl weft_worker::Handler {
             })
         }
     }
+}
+
+/// The live server span of the request that started `run_id`, checked for
+/// its name, kind and attributes.
+fn server_span_of<'a>(spans: &'a [Span], run_id: &str) -> &'a Span {
+    let servers = named(spans, "POST /v1/workflows/{name}/runs");
+    assert_eq!(servers.len(), 1, "one server span: {spans:#?}");
+    let span = servers[0];
+    assert_eq!(span.kind, "SPAN_KIND_SERVER");
+    assert_eq!(span.attr("http.request.method"), Some("POST"));
+    assert_eq!(span.attr("http.route"), Some("/v1/workflows/{name}/runs"));
+    assert_eq!(span.attr("http.response.status_code"), Some("202"));
+    assert_eq!(span.attr("weft.run_id"), Some(run_id));
+    assert!(
+        span.attr("weft.request_id")
+            .is_some_and(|id| !id.is_empty()),
+        "{span:#?}"
+    );
+    assert!(!span.error);
+    assert!(span.start_ns <= span.end_ns);
+    span
 }
 
 /// The span id in a traceparent.
@@ -258,23 +285,31 @@ async fn a_run_with_a_retry_is_one_tree_under_the_callers_span() {
     worker.await.unwrap();
     tracing.flush().await;
 
-    // run + 4 attempts (transform retried) + 4 executes + 3 handler spans (the exec handler has none).
+    // server + run + 4 attempts (transform retried) + 4 executes + 3
+    // handler spans (the exec handler has none).
     let spans = collector
-        .wait_for(CALLER_TRACE, "the run's 12 spans", |s| s.len() >= 12)
+        .wait_for(CALLER_TRACE, "the run's 13 spans", |s| s.len() >= 13)
         .await;
     assert!(
         collector.all().iter().all(|s| s.trace_id == CALLER_TRACE),
         "every exported span belongs to the run's trace"
     );
-    assert_eq!(spans.len(), 12, "{spans:#?}");
+    assert_eq!(spans.len(), 13, "{spans:#?}");
 
+    let server_span = server_span_of(&spans, &run.run_id);
+    assert_eq!(
+        server_span.parent_span_id, CALLER_SPAN,
+        "the server span is a child of the caller's span"
+    );
     let run_span = named(&spans, "workflow.traced");
     assert_eq!(run_span.len(), 1);
     let run_span = run_span[0];
     assert_eq!(
-        run_span.parent_span_id, CALLER_SPAN,
-        "the run span's parent is the caller's span"
+        run_span.parent_span_id, server_span.span_id,
+        "the run span's parent is the server span"
     );
+    // The run's stored start is in whole milliseconds.
+    assert!(server_span.start_ns <= run_span.start_ns + 1_000_000);
     assert_eq!(run_span.attr("weft.run_id"), Some(run.run_id.as_str()));
     assert_eq!(run_span.attr("weft.workflow"), Some("traced"));
     assert_eq!(run_span.attr("weft.workflow_version"), Some("1"));
@@ -407,6 +442,14 @@ async fn a_run_with_a_retry_is_one_tree_under_the_callers_span() {
     }
 
     // No orphan: every parent is in the trace, except the caller's span.
+    assert_eq!(
+        spans
+            .iter()
+            .filter(|s| s.parent_span_id == CALLER_SPAN)
+            .count(),
+        1,
+        "only the server span hangs off the caller"
+    );
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     for span in &spans {
         assert!(
@@ -481,17 +524,26 @@ async fn an_engine_restart_mid_run_still_yields_one_tree() {
     tracing.flush().await;
 
     let spans = collector
-        .wait_for(&run.trace_id, "run, 2 attempts and 2 executes", |s| {
-            s.len() >= 5
-        })
+        .wait_for(
+            &run.trace_id,
+            "server, run, 2 attempts and 2 executes",
+            |s| s.len() >= 6,
+        )
         .await;
-    assert_eq!(spans.len(), 5, "{spans:#?}");
+    assert_eq!(spans.len(), 6, "{spans:#?}");
     let roots: Vec<&Span> = spans
         .iter()
         .filter(|s| s.parent_span_id.is_empty())
         .collect();
     assert_eq!(roots.len(), 1, "one root: {spans:#?}");
-    assert_eq!(roots[0].name, "workflow.restarted");
+    let server_span = server_span_of(&spans, &run.run_id);
+    assert_eq!(
+        roots[0].span_id, server_span.span_id,
+        "without a caller, the server span is the root and the server chose the trace id"
+    );
+    let run_span = named(&spans, "workflow.restarted");
+    assert_eq!(run_span.len(), 1);
+    assert_eq!(run_span[0].parent_span_id, server_span.span_id);
     let ids: HashSet<&str> = spans.iter().map(|s| s.span_id.as_str()).collect();
     for span in &spans {
         assert!(
@@ -504,8 +556,35 @@ async fn an_engine_restart_mid_run_still_yields_one_tree() {
             .iter()
             .find(|s| s.span_id == step.attempts[0].span_id)
             .expect("the attempt's span");
-        assert_eq!(span.parent_span_id, roots[0].span_id);
+        assert_eq!(span.parent_span_id, run_span[0].span_id);
     }
+
+    // A rejected start still has its server span, an error, under the caller.
+    let caller_trace = "5b8aa5a2d2c872e8321cf37308d69df2";
+    let caller_span = "051581bf3cb55c13";
+    let rejected = after
+        .client()
+        .start_run_with_context(
+            "no-such-workflow",
+            &StartRunRequest::default(),
+            Some(&format!("00-{caller_trace}-{caller_span}-01")),
+            None,
+        )
+        .await;
+    assert!(rejected.is_err());
+    tracing.flush().await;
+    let spans = collector
+        .wait_for(caller_trace, "the rejected request's span", |s| {
+            !s.is_empty()
+        })
+        .await;
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    let span = &spans[0];
+    assert_eq!(span.name, "POST /v1/workflows/{name}/runs");
+    assert_eq!(span.parent_span_id, caller_span);
+    assert_eq!(span.attr("http.response.status_code"), Some("404"));
+    assert_eq!(span.attr("weft.run_id"), None);
+    assert!(span.error, "{span:#?}");
     after.stop().await;
     tracing.shutdown().await;
 }
@@ -558,4 +637,67 @@ async fn without_an_endpoint_nothing_is_exported_and_handlers_get_the_attempt_sp
         "tenant=solo"
     );
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_travel_over_otlp_http_protobuf() {
+    let collector = Collector::start_http().await;
+    let tracing = export_over(Protocol::HttpProtobuf, collector.traces_url());
+    let db = weft_testkit::sqlite_database();
+    let server = Server::start(&db.url, Some(&tracing)).await;
+    let client = server.client();
+    register(&client, TWO_STEPS).await;
+    let ok = |_: TaskContext| async { Ok::<_, HandlerError>(json!({})) };
+    let stop_worker = CancellationToken::new();
+    let worker = Worker::builder(client.clone())
+        .poll_wait(Duration::from_millis(200))
+        .handler("r.first", ok)
+        .handler("r.second", ok)
+        .build();
+    let worker_task = tokio::spawn(worker.run(stop_worker.clone()));
+    let started = client
+        .start_run("restarted", &StartRunRequest::default())
+        .await
+        .unwrap();
+    let run = wait_finished(&client, &started.run_id).await;
+    assert_eq!(run.status, "completed");
+    stop_worker.cancel();
+    worker_task.await.unwrap();
+    tracing.flush().await;
+
+    let spans = collector
+        .wait_for(
+            &run.trace_id,
+            "server, run, 2 attempts and 2 executes",
+            |s| s.len() >= 6,
+        )
+        .await;
+    assert_eq!(spans.len(), 6, "{spans:#?}");
+    let server_span = server_span_of(&spans, &run.run_id);
+    assert!(server_span.parent_span_id.is_empty());
+    let run_span = named(&spans, "workflow.restarted");
+    assert_eq!(run_span.len(), 1);
+    assert_eq!(run_span[0].parent_span_id, server_span.span_id);
+    assert_eq!(run_span[0].attr("weft.run_id"), Some(run.run_id.as_str()));
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.service_name.as_deref() == Some("weft-it")),
+        "the resource rides along"
+    );
+    let requests = collector.requests();
+    assert!(!requests.is_empty());
+    for headers in &requests {
+        assert_eq!(
+            headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/x-protobuf")
+        );
+        assert_eq!(
+            headers.get("x-tenant").and_then(|v| v.to_str().ok()),
+            Some("it"),
+            "the configured headers are sent"
+        );
+    }
+    server.stop().await;
+    tracing.shutdown().await;
 }
