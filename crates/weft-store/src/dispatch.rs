@@ -108,7 +108,9 @@ impl Store {
                 runs.insert(run_id.clone(), info);
             }
             let run = runs.get_mut(&run_id).expect("just inserted");
-            let def = self.definition(&run.workflow, run.version).await?;
+            let def = self
+                .definition_in(&mut tx, &run.workflow, run.version)
+                .await?;
             let position = row.int("position");
             let step_def = &def.steps[position as usize];
             let outputs = if step_def.deps.is_empty() {

@@ -85,7 +85,7 @@ impl Store {
         let now = now_ms();
         let mut tx = self.pool().begin().await?;
         let version = self.latest_version(&mut tx, &new.workflow).await?;
-        let def = self.definition(&new.workflow, version).await?;
+        let def = self.definition_in(&mut tx, &new.workflow, version).await?;
         if let Some(key) = &new.idempotency_key {
             let existing = tx
                 .fetch_optional(

@@ -81,7 +81,7 @@ impl Store {
             })?;
         let workflow = row.text("workflow");
         let version = row.int("version");
-        let def = self.definition(&workflow, version).await?;
+        let def = self.definition_in(tx, &workflow, version).await?;
         let step_rows = tx
             .fetch_all(
                 "SELECT position, status, reason, n_attempts, attempt_base, output, error, due_at \

@@ -121,15 +121,8 @@ impl Store {
 
     /// A parsed definition, from the cache or the database.
     pub async fn definition(&self, name: &str, version: i64) -> Result<Arc<Definition>> {
-        let key = (name.to_owned(), version);
-        if let Some(def) = self
-            .inner
-            .definitions
-            .read()
-            .expect("definition cache lock")
-            .get(&key)
-        {
-            return Ok(def.clone());
+        if let Some(def) = self.cached_definition(name, version) {
+            return Ok(def);
         }
         let row = self
             .pool()
@@ -137,11 +130,51 @@ impl Store {
                 "SELECT manifest FROM weft_workflows WHERE name = $1 AND version = $2",
                 args![name, version],
             )
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: "workflow",
-                id: format!("{name} v{version}"),
-            })?;
+            .await?;
+        self.cache_definition(name, version, row)
+    }
+
+    /// The same, read through an open transaction on a cache miss: a caller
+    /// holding a connection must not wait for a second one, or a burst of
+    /// such callers can exhaust the pool and deadlock on it.
+    pub(crate) async fn definition_in(
+        &self,
+        tx: &mut crate::db::Tx,
+        name: &str,
+        version: i64,
+    ) -> Result<Arc<Definition>> {
+        if let Some(def) = self.cached_definition(name, version) {
+            return Ok(def);
+        }
+        let row = tx
+            .fetch_optional(
+                "SELECT manifest FROM weft_workflows WHERE name = $1 AND version = $2",
+                args![name, version],
+            )
+            .await?;
+        self.cache_definition(name, version, row)
+    }
+
+    fn cached_definition(&self, name: &str, version: i64) -> Option<Arc<Definition>> {
+        let key = (name.to_owned(), version);
+        self.inner
+            .definitions
+            .read()
+            .expect("definition cache lock")
+            .get(&key)
+            .cloned()
+    }
+
+    fn cache_definition(
+        &self,
+        name: &str,
+        version: i64,
+        row: Option<crate::db::Row>,
+    ) -> Result<Arc<Definition>> {
+        let row = row.ok_or_else(|| Error::NotFound {
+            what: "workflow",
+            id: format!("{name} v{version}"),
+        })?;
         let def = Definition::parse(&row.text("manifest")).map_err(|err| {
             Error::Corrupt(format!("stored manifest of {name} v{version}: {err}"))
         })?;
@@ -150,7 +183,7 @@ impl Store {
             .definitions
             .write()
             .expect("definition cache lock")
-            .insert(key, def.clone());
+            .insert((name.to_owned(), version), def.clone());
         Ok(def)
     }
 }

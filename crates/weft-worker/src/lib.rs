@@ -130,6 +130,9 @@ where
     }
 }
 
+/// The most tasks one poll may ask for (the server's limit).
+pub const MAX_TASKS_PER_POLL: usize = 100;
+
 /// Receives what a worker does, for handler-side metrics. Implemented by the
 /// binary over weft-telemetry; the SDK itself knows no exporter.
 pub trait WorkerObserver: Send + Sync + 'static {
@@ -207,8 +210,12 @@ impl Worker {
                 permit = slots.clone().acquire_owned() => permit.expect("semaphore open"),
             };
             let mut permits = vec![first];
-            while let Ok(permit) = slots.clone().try_acquire_owned() {
-                permits.push(permit);
+            // The server hands out at most MAX_TASKS_PER_POLL tasks a poll.
+            while permits.len() < MAX_TASKS_PER_POLL {
+                match slots.clone().try_acquire_owned() {
+                    Ok(permit) => permits.push(permit),
+                    Err(_) => break,
+                }
             }
             let request = PollRequest {
                 worker_id: self.worker_id.clone(),
