@@ -1,4 +1,4 @@
-//! `weft-bench`: Weft's side of the peer benchmarks (/work/shared/peers).
+//! `weft-bench`: Weft's side of the peer benchmarks (the peer harnesses in ../shared/peers).
 //! Starts everything it needs in this process: a throwaway durable
 //! PostgreSQL cluster (or a temp SQLite file), the Weft server on a loopback
 //! port and an SDK worker with no-op handlers. Each scenario prints one JSON

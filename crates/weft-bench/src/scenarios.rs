@@ -1,5 +1,5 @@
 //! The scenarios, each returning one result object in the peers' JSON shape
-//! (see /work/shared/peers/common/benchlib.py and aggregate.py):
+//! (see ../shared/peers/common/benchlib.py and aggregate.py):
 //!
 //! - A, throughput: N one-step runs started over HTTP (one request per run,
 //!   sequentially, or `enqueue_concurrency` requests in flight), then drained
