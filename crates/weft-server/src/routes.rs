@@ -351,6 +351,18 @@ struct EventFollower {
 const COMMIT_LAG_MS: i64 = 10_000;
 
 impl EventFollower {
+    async fn run_ended(&self) -> bool {
+        let statuses = self
+            .store
+            .run_statuses(std::slice::from_ref(&self.run_id))
+            .await
+            .unwrap_or_default();
+        statuses
+            .get(&self.run_id)
+            .and_then(|s| RunStatus::parse(s))
+            .is_some_and(|s| s.is_terminal())
+    }
+
     async fn next_batch(&mut self) -> Option<Vec<Result<SseEvent, Infallible>>> {
         if self.done {
             return None;
@@ -384,39 +396,14 @@ impl EventFollower {
                 }
             }
             self.delivered.retain(|&seq| seq > self.low_water);
-            if ended && batch.is_empty() {
-                // Nothing new after the run's end: finish once the history has settled.
-                let statuses = self
-                    .store
-                    .run_statuses(std::slice::from_ref(&self.run_id))
-                    .await
-                    .unwrap_or_default();
-                if statuses
-                    .get(&self.run_id)
-                    .and_then(|s| RunStatus::parse(s))
-                    .is_some_and(|s| s.is_terminal())
-                {
-                    self.done = true;
-                    return None;
-                }
-            }
             if !batch.is_empty() {
                 return Some(batch);
             }
-            if events.is_empty() {
-                // Reconnected past the end of a finished run.
-                let statuses = self
-                    .store
-                    .run_statuses(std::slice::from_ref(&self.run_id))
-                    .await
-                    .unwrap_or_default();
-                if statuses
-                    .get(&self.run_id)
-                    .and_then(|s| RunStatus::parse(s))
-                    .is_some_and(|s| s.is_terminal())
-                {
-                    return None;
-                }
+            // Nothing new: after the run's end event, or when a client
+            // reconnected past the end of a finished run, the stream is over.
+            if (ended || events.is_empty()) && self.run_ended().await {
+                self.done = true;
+                return None;
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -287,17 +287,7 @@ impl Store {
 
     pub async fn get_run(&self, id: &str) -> Result<RunDetail> {
         let run_id = self.resolve_run_id(id).await?;
-        let row = self
-            .pool()
-            .fetch_optional(
-                &format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE run_id = $1"),
-                args![&run_id],
-            )
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: "run",
-                id: id.to_owned(),
-            })?;
+        let row = self.run_row(&run_id, id).await?;
         let def = self
             .definition(&row.text("workflow"), row.int("version"))
             .await?;
@@ -456,17 +446,7 @@ impl Store {
         if applied.made_ready {
             self.wake_pollers();
         }
-        let row = self
-            .pool()
-            .fetch_optional(
-                &format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE run_id = $1"),
-                args![&run_id],
-            )
-            .await?
-            .ok_or_else(|| Error::NotFound {
-                what: "run",
-                id: id.to_owned(),
-            })?;
+        let row = self.run_row(&run_id, id).await?;
         Ok(run_summary(&row))
     }
 
@@ -523,6 +503,22 @@ impl Store {
             .iter()
             .map(|r| (r.text("run_id"), r.text("status")))
             .collect())
+    }
+}
+
+impl Store {
+    /// The run's row; `id` is what the caller asked for, for the error.
+    async fn run_row(&self, run_id: &str, id: &str) -> Result<Row> {
+        self.pool()
+            .fetch_optional(
+                &format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE run_id = $1"),
+                args![run_id],
+            )
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "run",
+                id: id.to_owned(),
+            })
     }
 }
 
