@@ -282,6 +282,40 @@ pub struct FailRequest {
     pub timing: Option<WorkerTiming>,
 }
 
+/// Several attempts' results in one request, written in one transaction.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResultsRequest {
+    pub results: Vec<TaskResult>,
+}
+
+/// One attempt's result: `error` set means it failed, else it completed
+/// with `output`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskResult {
+    pub lease_id: String,
+    #[serde(default)]
+    pub output: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    #[serde(default)]
+    pub timing: Option<WorkerTiming>,
+}
+
+/// The answer to each result of a batch, in request order: `status` is the
+/// HTTP status the single `complete`/`fail` call would have answered.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResultsResponse {
+    pub results: Vec<ResultAnswer>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResultAnswer {
+    pub lease_id: String,
+    pub status: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorDetail>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TaskError {
     pub message: String,

@@ -326,6 +326,11 @@ impl Client {
         .await
     }
 
+    /// Several attempts' results in one request (one transaction on the server).
+    pub async fn results(&self, request: &ResultsRequest) -> Result<ResultsResponse> {
+        self.post("/v1/worker/results", request).await
+    }
+
     pub async fn fail(&self, lease_id: &str, request: &FailRequest) -> Result<Ack> {
         self.post(
             &format!("/v1/worker/leases/{}/fail", encode(lease_id)),

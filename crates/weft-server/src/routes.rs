@@ -15,12 +15,13 @@ use axum::{
 use serde::Deserialize;
 use serde_json::{Value, json};
 use weft_api::{
-    Ack, CompleteRequest, DecisionRequest, ErrorBody, EventList, FailRequest, HeartbeatResponse,
-    LogList, LogsRequest, PollRequest, PollResponse, PutWorkflowResponse, RunDetail, RunList,
-    RunSummary, StartRunRequest, StartRunResponse, WorkflowDetail, WorkflowList,
+    Ack, CompleteRequest, DecisionRequest, ErrorBody, ErrorDetail, EventList, FailRequest,
+    HeartbeatResponse, LogList, LogsRequest, PollRequest, PollResponse, PutWorkflowResponse,
+    ResultAnswer, ResultsRequest, ResultsResponse, RunDetail, RunList, RunSummary, StartRunRequest,
+    StartRunResponse, TaskError, WorkerTiming, WorkflowDetail, WorkflowList,
 };
 use weft_core::{Definition, Reason, RunStatus};
-use weft_store::{ClaimRequest, FailReport, NewRun, RunFilter, now_ms};
+use weft_store::{ClaimRequest, FailReport, NewRun, Outcome, RunFilter, WorkerResult, now_ms};
 
 use crate::{
     ApiError, AppState,
@@ -49,6 +50,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/worker/leases/{lease_id}/complete", post(complete))
         .route("/v1/worker/leases/{lease_id}/fail", post(fail))
         .route("/v1/worker/leases/{lease_id}/logs", post(append_logs))
+        .route("/v1/worker/results", post(results))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/healthz", get(ready))
@@ -548,8 +550,14 @@ async fn fail(
     extract::Json(request): extract::Json<FailRequest>,
 ) -> ApiResult<Json<Ack>> {
     let received = now_ms();
-    // Workers may report only the reasons that are theirs to know.
-    let reason = match request.error.kind.as_deref() {
+    let report = fail_report(request.error, request.timing)?;
+    state.store().fail(&lease_id, report, received).await?;
+    Ok(Json(Ack { ok: true }))
+}
+
+/// A worker's failure report, with only the reasons that are theirs to know.
+fn fail_report(error: TaskError, timing: Option<WorkerTiming>) -> ApiResult<FailReport> {
+    let reason = match error.kind.as_deref() {
         None | Some("handler_error") => Reason::HandlerError,
         Some("timeout") => Reason::Timeout,
         Some("invalid_output") => Reason::InvalidOutput,
@@ -564,18 +572,75 @@ async fn fail(
             ));
         }
     };
-    let retryable = request
-        .error
+    let retryable = error
         .retryable
         .unwrap_or(!matches!(reason, Reason::InvalidOutput | Reason::NoHandler));
-    let report = FailReport {
+    Ok(FailReport {
         reason,
-        message: request.error.message,
+        message: error.message,
         retryable,
-        timing: request.timing,
-    };
-    state.store().fail(&lease_id, report, received).await?;
-    Ok(Json(Ack { ok: true }))
+        timing,
+    })
+}
+
+/// Most results one batch may carry.
+const MAX_RESULTS_PER_BATCH: usize = 1000;
+
+/// Several attempts' results in one transaction. Each is answered as its
+/// own `complete`/`fail` call would have been (`status`, `error`); a bad
+/// entry fails the whole request with 400 and changes nothing.
+#[utoipa::path(post, path = "/v1/worker/results", tag = "worker", request_body = ResultsRequest, responses((status = 200, body = ResultsResponse), (status = 400, body = ErrorBody)))]
+async fn results(
+    State(state): State<AppState>,
+    extract::Json(request): extract::Json<ResultsRequest>,
+) -> ApiResult<Json<ResultsResponse>> {
+    let received = now_ms();
+    if request.results.len() > MAX_RESULTS_PER_BATCH {
+        return Err(ApiError::bad_request(
+            "too_many_results",
+            format!(
+                "{} results in one request; at most {MAX_RESULTS_PER_BATCH}",
+                request.results.len()
+            ),
+        ));
+    }
+    let mut batch = Vec::with_capacity(request.results.len());
+    for result in request.results {
+        let outcome = match result.error {
+            Some(error) => Outcome::Failed(fail_report(error, result.timing.clone())?),
+            None => Outcome::Completed(result.output),
+        };
+        batch.push(WorkerResult {
+            lease_id: result.lease_id,
+            outcome,
+            timing: result.timing,
+            received_ms: received,
+        });
+    }
+    let answers = state.store().finish_batch(&batch).await?;
+    let results = batch
+        .into_iter()
+        .zip(answers)
+        .map(|(result, answer)| match answer {
+            Ok(()) => ResultAnswer {
+                lease_id: result.lease_id,
+                status: 200,
+                error: None,
+            },
+            Err(err) => {
+                let err = ApiError::from(err);
+                ResultAnswer {
+                    lease_id: result.lease_id,
+                    status: err.status().as_u16(),
+                    error: Some(ErrorDetail {
+                        code: err.code().to_owned(),
+                        message: err.to_string(),
+                    }),
+                }
+            }
+        })
+        .collect();
+    Ok(Json(ResultsResponse { results }))
 }
 
 #[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/logs", tag = "worker", params(("lease_id" = String, Path)), request_body = LogsRequest, responses((status = 200, body = Ack), (status = 409, body = ErrorBody)))]
@@ -772,6 +837,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         heartbeat,
         complete,
         fail,
+        results,
         append_logs,
         live,
         ready,

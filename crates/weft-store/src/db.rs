@@ -461,3 +461,16 @@ pub fn placeholders(first: usize, n: usize) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// Appends `($first, ..., $first+n-1)`: one row of a multi-row `VALUES`.
+pub fn push_tuple(sql: &mut String, first: usize, n: usize) {
+    use std::fmt::Write;
+    sql.push('(');
+    for i in first..first + n {
+        if i > first {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "${i}");
+    }
+    sql.push(')');
+}

@@ -11,18 +11,18 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use weft_api::{AttemptTiming, HeartbeatResponse, Task, WorkerTiming};
 use weft_core::{
-    AttemptStatus, Reason, StepStatus,
-    machine::Event,
-    observe::{AttemptRecord, Observation, Timing},
+    AttemptStatus, Reason, StepStatus, machine::Event, observe::Observation,
     trace::format_traceparent,
 };
 
 use crate::{
     Error, Result, Store, args,
     db::{Arg, Dialect, Tx, placeholders},
-    now_ms, rfc3339,
+    now_ms,
+    results::{EndedAttempt, observed_timing, previous_span_id},
+    rfc3339,
     runs::random_hex,
-    transition::insert_event,
+    transition::{EventRow, insert_events},
 };
 
 #[derive(Debug, Clone)]
@@ -95,19 +95,23 @@ impl Store {
         );
         let mut tx = self.pool().begin().await?;
         let rows = tx.fetch_all(&sql, values).await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
         // The claim time is read only once the rows are ours: read before the
         // transaction, it could predate the commit that made a step ready
         // (a dependant "claimed" before its dependency finished).
         let now = now_ms();
+        let mut runs = load_run_infos(&mut tx, &rows).await?;
         let mut tasks = Vec::with_capacity(rows.len());
-        let mut runs: HashMap<String, RunInfo> = HashMap::new();
-        for row in rows {
+        let mut attempts = Vec::with_capacity(rows.len());
+        for row in &rows {
             let run_id = row.text("run_id");
-            if !runs.contains_key(&run_id) {
-                let info = load_run_info(&mut tx, &run_id).await?;
-                runs.insert(run_id.clone(), info);
-            }
-            let run = runs.get_mut(&run_id).expect("just inserted");
+            let run = runs.get(&run_id).ok_or_else(|| Error::NotFound {
+                what: "run",
+                id: run_id.clone(),
+            })?;
             let def = self
                 .definition_in(&mut tx, &run.workflow, run.version)
                 .await?;
@@ -137,72 +141,24 @@ impl Store {
             let input =
                 weft_core::machine::task_input(&def, position as usize, &run.input, &outputs);
             let attempt = row.int("n_attempts") + 1;
-            let lease_id = uuid::Uuid::new_v4().to_string();
-            let span_id = random_hex(8);
             let lease_ms = step_def
                 .heartbeat_timeout_ms
                 .unwrap_or(self.settings().lease.as_millis() as u64)
                 as i64;
             let deadline = step_def.timeout_ms.map(|t| now + t as i64);
             let ready_at = row.opt_int("ready_at").unwrap_or(now);
-            tx.execute(
-                "UPDATE weft_steps SET status = 'running', n_attempts = $3, updated_at = $4 WHERE run_id = $1 AND position = $2",
-                args![&run_id, position, attempt, now],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO weft_attempts (run_id, position, attempt, lease_id, span_id, worker_id, status, ready_at, claimed_at, deadline_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9)",
-                args![&run_id, position, attempt, &lease_id, &span_id, &request.worker_id, ready_at, now, deadline],
-            )
-            .await?;
-            tx.execute(
-                "INSERT INTO weft_leases (lease_id, run_id, position, attempt, worker_id, queue, lease_ms, expires_at, deadline_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                args![&lease_id, &run_id, position, attempt, &request.worker_id, &step_def.queue, lease_ms, now + lease_ms, deadline],
-            )
-            .await?;
-            let data = serde_json::json!({"worker_id": request.worker_id, "span_id": span_id, "queue_wait_ms": (now - ready_at).max(0)});
-            insert_event(
-                &mut tx,
-                &run_id,
-                "attempt.claimed",
-                now,
-                Some(&step_def.name),
-                Some(attempt),
-                &data,
-            )
-            .await?;
-            if run.status == "pending" {
-                // This transaction holds step locks, so on Postgres it must not
-                // wait for the run row: a cancel holds that lock while it waits
-                // for these steps, a deadlock. When the row is locked, whoever
-                // holds it moves the run on (cancel; another claim), or the
-                // machine marks it started with this attempt's result.
-                let sql = match self.dialect() {
-                    Dialect::Postgres => {
-                        "UPDATE weft_runs SET status = 'running', started_at = $2, updated_at = $2 WHERE run_id = \
-                         (SELECT run_id FROM weft_runs WHERE run_id = $1 AND status = 'pending' FOR UPDATE SKIP LOCKED)"
-                    }
-                    Dialect::Sqlite => {
-                        "UPDATE weft_runs SET status = 'running', started_at = $2, updated_at = $2 WHERE run_id = $1 AND status = 'pending'"
-                    }
-                };
-                let changed = tx.execute(sql, args![&run_id, now]).await?;
-                if changed > 0 {
-                    insert_event(
-                        &mut tx,
-                        &run_id,
-                        "run.started",
-                        now,
-                        None,
-                        None,
-                        &serde_json::json!({}),
-                    )
-                    .await?;
-                }
-                run.status = "running".to_owned();
-            }
+            let claim = NewAttempt {
+                run_id: run_id.clone(),
+                position,
+                attempt,
+                lease_id: uuid::Uuid::new_v4().to_string(),
+                span_id: random_hex(8),
+                step: step_def.name.clone(),
+                queue: step_def.queue.clone(),
+                ready_at,
+                lease_ms,
+                deadline,
+            };
             tracing::debug!(
                 component = "engine", run_id = %run_id, trace_id = %run.trace_id, workflow = %run.workflow,
                 step = %step_def.name, attempt, worker_id = %request.worker_id, "attempt claimed"
@@ -211,7 +167,7 @@ impl Store {
                 queue: step_def.queue.clone(),
                 queue_wait_ms: (now - ready_at).max(0),
                 task: Task {
-                    lease_id,
+                    lease_id: claim.lease_id.clone(),
                     run_id: run_id.clone(),
                     trace_id: run.trace_id.clone(),
                     workflow: run.workflow.clone(),
@@ -219,14 +175,18 @@ impl Store {
                     attempt,
                     handler: step_def.handler().unwrap_or_default().to_owned(),
                     input,
-                    traceparent: format_traceparent(&run.trace_id, &span_id),
+                    traceparent: format_traceparent(&run.trace_id, &claim.span_id),
                     deadline: deadline.map(rfc3339),
                     timeout_ms: step_def.timeout_ms.map(|t| t as i64),
                     lease_ms,
                     baggage: run.baggage.clone(),
                 },
             });
+            attempts.push(claim);
         }
+        let started_runs = self
+            .write_claims(&mut tx, &request.worker_id, &attempts, &mut runs, now)
+            .await?;
         tx.commit().await?;
         for task in &tasks {
             self.observer().observe(&Observation::AttemptClaimed {
@@ -234,8 +194,159 @@ impl Store {
                 queue_wait_ms: task.queue_wait_ms,
             });
         }
+        if started_runs > 0 {
+            tracing::debug!(
+                component = "engine",
+                started_runs,
+                "runs started by a claim"
+            );
+        }
         self.observe_operation("claim", started);
         Ok(tasks.into_iter().map(|claimed| claimed.task).collect())
+    }
+
+    /// Writes a batch of claims: the steps go `running`, each attempt and
+    /// its lease are inserted, pending runs start, with their history rows,
+    /// each kind in one statement. Returns how many runs started.
+    async fn write_claims(
+        &self,
+        tx: &mut Tx,
+        worker_id: &str,
+        attempts: &[NewAttempt],
+        runs: &mut HashMap<String, RunInfo>,
+        now: i64,
+    ) -> Result<usize> {
+        let mut sql = String::from(
+            "UPDATE weft_steps SET status = 'running', n_attempts = n_attempts + 1, updated_at = $1 \
+             WHERE (run_id, position) IN (",
+        );
+        let mut values = args![now];
+        for (i, a) in attempts.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            crate::db::push_tuple(&mut sql, 2 + 2 * i, 2);
+            values.extend(args![&a.run_id, a.position]);
+        }
+        sql.push(')');
+        tx.execute(&sql, values).await?;
+
+        const ATTEMPT_COLUMNS: usize = 7;
+        let mut sql = String::from(
+            "INSERT INTO weft_attempts (worker_id, claimed_at, status, run_id, position, attempt, lease_id, span_id, \
+             ready_at, deadline_at) VALUES ",
+        );
+        let mut values = args![worker_id, now];
+        for (i, a) in attempts.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let mut tuple = String::new();
+            crate::db::push_tuple(&mut tuple, 3 + ATTEMPT_COLUMNS * i, ATTEMPT_COLUMNS);
+            sql.push_str("($1, $2, 'running', ");
+            sql.push_str(&tuple[1..]);
+            values.extend(args![
+                &a.run_id,
+                a.position,
+                a.attempt,
+                &a.lease_id,
+                &a.span_id,
+                a.ready_at,
+                a.deadline
+            ]);
+        }
+        tx.execute(&sql, values).await?;
+
+        const LEASE_COLUMNS: usize = 10;
+        let mut sql = String::from(
+            "INSERT INTO weft_leases (worker_id, claimed_at, lease_id, run_id, position, attempt, queue, lease_ms, \
+             expires_at, deadline_at, span_id, ready_at) VALUES ",
+        );
+        let mut values = args![worker_id, now];
+        for (i, a) in attempts.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let mut tuple = String::new();
+            crate::db::push_tuple(&mut tuple, 3 + LEASE_COLUMNS * i, LEASE_COLUMNS);
+            sql.push_str("($1, $2, ");
+            sql.push_str(&tuple[1..]);
+            values.extend(args![
+                &a.lease_id,
+                &a.run_id,
+                a.position,
+                a.attempt,
+                &a.queue,
+                a.lease_ms,
+                now + a.lease_ms,
+                a.deadline,
+                &a.span_id,
+                a.ready_at
+            ]);
+        }
+        tx.execute(&sql, values).await?;
+
+        // Runs still pending start with their first claim. This transaction
+        // holds step locks, so on Postgres it must not wait for a run row: a
+        // cancel holds that lock while it waits for these steps, a deadlock.
+        // A run whose row is locked is moved on by whoever holds it (cancel;
+        // another claim), or the machine marks it started with this attempt's
+        // result.
+        let pending: Vec<&String> = runs
+            .iter()
+            .filter(|(_, info)| info.status == "pending")
+            .map(|(id, _)| id)
+            .collect();
+        let mut started: Vec<String> = Vec::new();
+        if !pending.is_empty() {
+            let list = placeholders(2, pending.len());
+            let sql = match self.dialect() {
+                Dialect::Postgres => format!(
+                    "UPDATE weft_runs SET status = 'running', started_at = $1, updated_at = $1 WHERE run_id IN \
+                     (SELECT run_id FROM weft_runs WHERE run_id IN ({list}) AND status = 'pending' FOR UPDATE SKIP LOCKED) \
+                     RETURNING run_id"
+                ),
+                Dialect::Sqlite => format!(
+                    "UPDATE weft_runs SET status = 'running', started_at = $1, updated_at = $1 \
+                     WHERE run_id IN ({list}) AND status = 'pending' RETURNING run_id"
+                ),
+            };
+            let mut values = args![now];
+            values.extend(pending.iter().map(|id| Arg::from(*id)));
+            started = tx
+                .fetch_all(&sql, values)
+                .await?
+                .into_iter()
+                .map(|r| r.text("run_id"))
+                .collect();
+        }
+        let mut events = Vec::with_capacity(attempts.len() + started.len());
+        for a in attempts {
+            events.push(EventRow {
+                run_id: a.run_id.clone(),
+                kind: "attempt.claimed",
+                at: now,
+                step: Some(a.step.clone()),
+                attempt: Some(a.attempt),
+                data: serde_json::json!({"worker_id": worker_id, "span_id": a.span_id, "queue_wait_ms": (now - a.ready_at).max(0)}),
+            });
+            let info = runs.get_mut(&a.run_id).expect("loaded with the claim");
+            if info.status == "pending" {
+                info.status = "running".to_owned();
+                if started.contains(&a.run_id) {
+                    events.push(EventRow {
+                        run_id: a.run_id.clone(),
+                        kind: "run.started",
+                        at: now,
+                        step: None,
+                        attempt: None,
+                        data: serde_json::json!({}),
+                    });
+                }
+            }
+        }
+        insert_events(tx, &events).await?;
+        Ok(started.len())
     }
 
     /// Renews a lease. Answers `cancel_requested` when the run has ended or
@@ -269,212 +380,6 @@ impl Store {
         }
         tx.commit().await?;
         Ok(HeartbeatResponse { cancel_requested })
-    }
-
-    /// Loads a lease after locking its run, or fails with `stale_lease`.
-    async fn locked_lease(
-        &self,
-        tx: &mut Tx,
-        lease_id: &str,
-    ) -> Result<(LeaseRow, crate::transition::LockedRun)> {
-        let run_id = tx
-            .fetch_optional(
-                "SELECT run_id FROM weft_leases WHERE lease_id = $1",
-                args![lease_id],
-            )
-            .await?
-            .ok_or_else(|| Error::stale_lease(lease_id))?
-            .text("run_id");
-        let run = self.lock_run(tx, &run_id).await?;
-        // Read again under the run lock: the reaper may have taken it meanwhile.
-        let row = tx
-            .fetch_optional(
-                "SELECT run_id, position, attempt FROM weft_leases WHERE lease_id = $1",
-                args![lease_id],
-            )
-            .await?
-            .ok_or_else(|| Error::stale_lease(lease_id))?;
-        Ok((
-            LeaseRow {
-                run_id: row.text("run_id"),
-                position: row.int("position"),
-                attempt: row.int("attempt"),
-            },
-            run,
-        ))
-    }
-
-    /// Records a successful attempt and moves the run on.
-    pub async fn complete(
-        &self,
-        lease_id: &str,
-        output: Value,
-        timing: Option<WorkerTiming>,
-        received_ms: i64,
-    ) -> Result<()> {
-        let outcome = Outcome::Completed(output);
-        self.finish_attempt(lease_id, outcome, timing, received_ms)
-            .await
-    }
-
-    /// Records a failed attempt: the step retries or fails per its policy.
-    pub async fn fail(&self, lease_id: &str, report: FailReport, received_ms: i64) -> Result<()> {
-        let timing = report.timing.clone();
-        self.finish_attempt(lease_id, Outcome::Failed(report), timing, received_ms)
-            .await
-    }
-
-    async fn finish_attempt(
-        &self,
-        lease_id: &str,
-        outcome: Outcome,
-        timing: Option<WorkerTiming>,
-        received_ms: i64,
-    ) -> Result<()> {
-        let started = std::time::Instant::now();
-        let mut tx = self.pool().begin().await?;
-        let (lease, mut run) = self.locked_lease(&mut tx, lease_id).await?;
-        let now = now_ms();
-        let attempt_row = tx
-            .fetch_optional(
-                "SELECT status, span_id, worker_id, ready_at, claimed_at, deadline_at FROM weft_attempts WHERE lease_id = $1",
-                args![lease_id],
-            )
-            .await?
-            .ok_or_else(|| Error::stale_lease(lease_id))?;
-        tx.execute(
-            "DELETE FROM weft_leases WHERE lease_id = $1",
-            args![lease_id],
-        )
-        .await?;
-        let position = lease.position as usize;
-        let step_name = run.def.steps[position].name.clone();
-        if attempt_row.text("status") != "running"
-            || run.state.steps[position].status != StepStatus::Running
-        {
-            // The run ended (cancelled or failed elsewhere) while this attempt
-            // was out: release the lease, record nothing else.
-            tx.commit().await?;
-            return Err(Error::Conflict {
-                code: "attempt_not_running",
-                message: format!(
-                    "attempt {} of step `{step_name}` no longer counts: its run is {}",
-                    lease.attempt, run.state.status
-                ),
-            });
-        }
-        // A result that arrives after the start-to-close deadline is the
-        // timeout the reaper would have recorded a moment later: record it as
-        // such, so the outcome does not depend on which came first.
-        let late = attempt_row
-            .opt_int("deadline_at")
-            .is_some_and(|deadline| received_ms > deadline);
-        let outcome = match outcome {
-            Outcome::Completed(_) | Outcome::Failed(_) if late => Outcome::Failed(FailReport {
-                reason: Reason::Timeout,
-                message: "the result arrived after the step's start-to-close timeout".to_owned(),
-                retryable: true,
-                timing: timing.clone(),
-            }),
-            other => other,
-        };
-        let claimed_at = attempt_row.int("claimed_at");
-        let ready_at = attempt_row.opt_int("ready_at").unwrap_or(claimed_at);
-        let timing = attempt_timing(ready_at, claimed_at, received_ms, now, timing.as_ref());
-        let timing_json = serde_json::to_string(&timing).expect("timing serializes");
-        let (status, event, kind, reason, error, data) = match outcome {
-            Outcome::Completed(output) => (
-                "completed",
-                Event::AttemptCompleted {
-                    step: position,
-                    output,
-                },
-                "attempt.completed",
-                None,
-                None,
-                serde_json::json!({"timing": timing}),
-            ),
-            Outcome::Failed(report) => (
-                "failed",
-                Event::AttemptFailed {
-                    step: position,
-                    reason: report.reason,
-                    message: report.message.clone(),
-                    retryable: report.retryable,
-                },
-                "attempt.failed",
-                Some(report.reason.as_str()),
-                Some(report.message.clone()),
-                serde_json::json!({"timing": timing, "reason": report.reason.as_str(), "error": report.message, "retryable": report.retryable}),
-            ),
-        };
-        tx.execute(
-            "UPDATE weft_attempts SET status = $2, reason = $3, error = $4, finished_at = $5, timing = $6 WHERE lease_id = $1",
-            args![lease_id, status, reason, error.clone(), now, timing_json],
-        )
-        .await?;
-        insert_event(
-            &mut tx,
-            &lease.run_id,
-            kind,
-            now,
-            Some(&step_name),
-            Some(lease.attempt),
-            &data,
-        )
-        .await?;
-        let previous_span_id =
-            previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?;
-        let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
-        tx.commit().await?;
-        let (span_id, worker_id) = (attempt_row.text("span_id"), attempt_row.text("worker_id"));
-        self.observer()
-            .observe(&Observation::AttemptFinished(AttemptRecord {
-                run_id: &run.run_id,
-                trace_id: &run.trace_id,
-                run_span_id: &run.span_id,
-                run_parent_span_id: run.parent_span_id.as_deref(),
-                span_id: &span_id,
-                previous_span_id: previous_span_id.as_deref(),
-                workflow: &run.workflow,
-                version: run.version,
-                step: &step_name,
-                attempt: lease.attempt,
-                queue: &run.def.steps[position].queue,
-                worker_id: &worker_id,
-                claimed_at_ms: claimed_at,
-                finished_at_ms: now,
-                status: if status == "completed" {
-                    AttemptStatus::Completed
-                } else {
-                    AttemptStatus::Failed
-                },
-                reason: reason.and_then(Reason::parse),
-                error: error.as_deref(),
-                timing: observed_timing(&timing),
-            }));
-        self.observe_applied(&run, &applied, now);
-        self.observe_operation(
-            if status == "completed" {
-                "complete"
-            } else {
-                "fail"
-            },
-            started,
-        );
-        if applied.made_ready {
-            self.wake_pollers();
-        }
-        if late {
-            return Err(Error::Conflict {
-                code: "deadline_exceeded",
-                message: format!(
-                    "attempt {} of step `{step_name}` reported after its deadline; it was recorded as timed out",
-                    lease.attempt
-                ),
-            });
-        }
-        Ok(())
     }
 
     /// Keeps a worker's log lines for an attempt (stderr of exec handlers).
@@ -547,6 +452,7 @@ impl Store {
                         step: row.int("position") as usize,
                     },
                     now,
+                    Vec::new(),
                 )
                 .await?;
             tx.commit().await?;
@@ -578,19 +484,24 @@ impl Store {
         for row in rows {
             let lease_id = row.text("lease_id");
             let mut tx = self.pool().begin().await?;
-            let (lease, mut run) = match self.locked_lease(&mut tx, &lease_id).await {
-                Ok(found) => found,
-                Err(Error::Conflict { .. } | Error::NotFound { .. }) => continue,
-                Err(err) => return Err(err),
+            let Some(mut run) = self.lock_run_of_lease(&mut tx, &lease_id).await? else {
+                continue; // finished or reaped meanwhile
             };
+            // Read again under the run lock: a heartbeat or a result may have come.
             let check = tx
                 .fetch_optional(
-                    "SELECT l.expires_at, l.deadline_at, a.status, a.span_id, a.worker_id, a.claimed_at, a.ready_at \
+                    "SELECT l.position, l.attempt, l.expires_at, l.deadline_at, a.status, a.span_id, a.worker_id, \
+                     a.claimed_at, a.ready_at \
                      FROM weft_leases l JOIN weft_attempts a ON a.lease_id = l.lease_id WHERE l.lease_id = $1",
                     args![&lease_id],
                 )
                 .await?;
             let Some(check) = check else { continue };
+            let lease = LeaseRow {
+                run_id: run.run_id.clone(),
+                position: check.int("position"),
+                attempt: check.int("attempt"),
+            };
             let timed_out = check.opt_int("deadline_at").is_some_and(|d| d <= now);
             let expired = check.int("expires_at") <= now;
             if !timed_out && !expired {
@@ -644,28 +555,25 @@ impl Store {
                 args![&lease_id, reason.as_str(), &message, now, serde_json::to_string(&timing).expect("timing serializes")],
             )
             .await?;
+            let mut events = Vec::with_capacity(2);
             if !timed_out {
-                insert_event(
-                    &mut tx,
-                    &lease.run_id,
-                    "lease.expired",
-                    now,
-                    Some(&step_name),
-                    Some(lease.attempt),
-                    &serde_json::json!({"reason": reason.as_str()}),
-                )
-                .await?;
+                events.push(EventRow {
+                    run_id: lease.run_id.clone(),
+                    kind: "lease.expired",
+                    at: now,
+                    step: Some(step_name.clone()),
+                    attempt: Some(lease.attempt),
+                    data: serde_json::json!({"reason": reason.as_str()}),
+                });
             }
-            insert_event(
-                &mut tx,
-                &lease.run_id,
-                "attempt.failed",
-                now,
-                Some(&step_name),
-                Some(lease.attempt),
-                &serde_json::json!({"reason": reason.as_str(), "error": message, "retryable": true}),
-            )
-            .await?;
+            events.push(EventRow {
+                run_id: lease.run_id.clone(),
+                kind: "attempt.failed",
+                at: now,
+                step: Some(step_name.clone()),
+                attempt: Some(lease.attempt),
+                data: serde_json::json!({"reason": reason.as_str(), "error": message, "retryable": true}),
+            });
             tracing::info!(component = "engine", run_id = %lease.run_id, workflow = %run.workflow, step = %step_name, attempt = lease.attempt, reason = reason.as_str(), "attempt reaped");
             let previous_span_id =
                 previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?;
@@ -675,35 +583,29 @@ impl Store {
                 message: message.clone(),
                 retryable: true,
             };
-            let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
+            let applied = self
+                .apply_event(&mut tx, &mut run, event, now, events)
+                .await?;
             tx.commit().await?;
             if !timed_out {
                 self.observer().observe(&Observation::LeaseExpired {
                     queue: &step_def_queue,
                 });
             }
-            let (span_id, worker_id) = (check.text("span_id"), check.text("worker_id"));
+            let ended = EndedAttempt {
+                position,
+                attempt: lease.attempt,
+                span_id: check.text("span_id"),
+                previous_span_id,
+                worker_id: check.text("worker_id"),
+                claimed_at,
+                status: AttemptStatus::Failed,
+                reason: Some(reason),
+                error: Some(message),
+                timing: observed_timing(&timing),
+            };
             self.observer()
-                .observe(&Observation::AttemptFinished(AttemptRecord {
-                    run_id: &run.run_id,
-                    trace_id: &run.trace_id,
-                    run_span_id: &run.span_id,
-                    run_parent_span_id: run.parent_span_id.as_deref(),
-                    span_id: &span_id,
-                    previous_span_id: previous_span_id.as_deref(),
-                    workflow: &run.workflow,
-                    version: run.version,
-                    step: &step_name,
-                    attempt: lease.attempt,
-                    queue: &step_def_queue,
-                    worker_id: &worker_id,
-                    claimed_at_ms: claimed_at,
-                    finished_at_ms: now,
-                    status: AttemptStatus::Failed,
-                    reason: Some(reason),
-                    error: Some(&message),
-                    timing: observed_timing(&timing),
-                }));
+                .observe(&Observation::AttemptFinished(ended.record(&run, now)));
             self.observe_applied(&run, &applied, now);
             reaped += 1;
             if applied.made_ready {
@@ -757,15 +659,24 @@ impl Store {
 }
 
 /// A task with what the claim's observation needs.
+/// An attempt being claimed, before it is written.
+struct NewAttempt {
+    run_id: String,
+    position: i64,
+    attempt: i64,
+    lease_id: String,
+    span_id: String,
+    step: String,
+    queue: String,
+    ready_at: i64,
+    lease_ms: i64,
+    deadline: Option<i64>,
+}
+
 struct Claimed {
     task: Task,
     queue: String,
     queue_wait_ms: i64,
-}
-
-enum Outcome {
-    Completed(Value),
-    Failed(FailReport),
 }
 
 struct RunInfo {
@@ -777,55 +688,34 @@ struct RunInfo {
     input: Value,
 }
 
-async fn load_run_info(tx: &mut Tx, run_id: &str) -> Result<RunInfo> {
-    let row = tx
-        .fetch_optional(
-            "SELECT trace_id, baggage, workflow, version, status, input FROM weft_runs WHERE run_id = $1",
-            args![run_id],
-        )
-        .await?
-        .ok_or_else(|| Error::NotFound {
-            what: "run",
-            id: run_id.to_owned(),
-        })?;
-    Ok(RunInfo {
-        trace_id: row.text("trace_id"),
-        baggage: row.opt_text("baggage"),
-        workflow: row.text("workflow"),
-        version: row.int("version"),
-        status: row.text("status"),
-        input: serde_json::from_str(&row.text("input")).unwrap_or(Value::Null),
-    })
-}
-
-/// The span id of the attempt before `attempt` of the same step, if any: a
-/// retry's span links to it.
-async fn previous_span_id(
-    tx: &mut Tx,
-    run_id: &str,
-    position: i64,
-    attempt: i64,
-) -> Result<Option<String>> {
-    if attempt <= 1 {
-        return Ok(None);
-    }
-    let row = tx
-        .fetch_optional(
-            "SELECT span_id FROM weft_attempts WHERE run_id = $1 AND position = $2 AND attempt = $3",
-            args![run_id, position, attempt - 1],
-        )
+/// The runs of a batch of claimed step rows, by run id.
+async fn load_run_infos(tx: &mut Tx, steps: &[crate::db::Row]) -> Result<HashMap<String, RunInfo>> {
+    let mut ids: Vec<String> = steps.iter().map(|r| r.text("run_id")).collect();
+    ids.sort();
+    ids.dedup();
+    let sql = format!(
+        "SELECT run_id, trace_id, baggage, workflow, version, status, input FROM weft_runs WHERE run_id IN ({})",
+        placeholders(1, ids.len())
+    );
+    let rows = tx
+        .fetch_all(&sql, ids.iter().map(Arg::from).collect())
         .await?;
-    Ok(row.map(|r| r.text("span_id")))
-}
-
-fn observed_timing(timing: &AttemptTiming) -> Timing {
-    Timing {
-        queue_wait_ms: timing.queue_wait_ms,
-        dispatch_ms: timing.dispatch_ms,
-        handler_ms: timing.handler_ms,
-        ingest_ms: timing.ingest_ms,
-        total_ms: timing.total_ms,
-    }
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            (
+                row.text("run_id"),
+                RunInfo {
+                    trace_id: row.text("trace_id"),
+                    baggage: row.opt_text("baggage"),
+                    workflow: row.text("workflow"),
+                    version: row.int("version"),
+                    status: row.text("status"),
+                    input: serde_json::from_str(&row.text("input")).unwrap_or(Value::Null),
+                },
+            )
+        })
+        .collect())
 }
 
 /// Builds an attempt's timing buckets. Worker-reported numbers are clamped to

@@ -16,6 +16,7 @@ mod dispatch;
 mod error;
 mod gauges;
 mod migrate;
+mod results;
 mod runs;
 mod time;
 mod transition;
@@ -33,6 +34,7 @@ use weft_core::{Definition, observe::Observer};
 pub use db::{Dialect, PoolOptions};
 pub use dispatch::{ClaimRequest, FailReport, WorkerSeen};
 pub use error::Error;
+pub use results::{Outcome, WorkerResult};
 pub use runs::{NewRun, RunFilter};
 pub use time::{now_ms, parse_rfc3339, rfc3339};
 

@@ -16,7 +16,7 @@ use crate::{
     db::{Arg, Row, placeholders},
     now_ms, rfc3339,
     time::opt_rfc3339,
-    transition::insert_event,
+    transition::EventRow,
 };
 
 /// A request to start a run.
@@ -152,46 +152,19 @@ impl Store {
                 created: false,
             });
         }
-        // One multi-row insert for all steps, in chunks to respect bind limits.
-        for chunk in def.steps.iter().enumerate().collect::<Vec<_>>().chunks(100) {
-            let mut sql = String::from(
-                "INSERT INTO weft_steps (run_id, position, name, queue, handler, status, updated_at) VALUES ",
-            );
-            let mut values: Vec<Arg> = vec![run_id.clone().into(), now.into()];
-            for (i, (position, step)) in chunk.iter().enumerate() {
-                let base = 3 + i * 4;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "($1, ${}, ${}, ${}, ${}, 'pending', $2)",
-                    base,
-                    base + 1,
-                    base + 2,
-                    base + 3
-                ));
-                values.push((*position).into());
-                values.push(step.name.clone().into());
-                values.push(step.queue.clone().into());
-                values.push(step.handler().into());
-            }
-            tx.execute(&sql, values).await?;
-        }
         let mut data = serde_json::Map::new();
         data.insert("version".into(), version.into());
         if let Some(request_id) = &new.request_id {
             data.insert("request_id".into(), request_id.clone().into());
         }
-        insert_event(
-            &mut tx,
-            &run_id,
-            "run.created",
-            now,
-            None,
-            None,
-            &Value::Object(data),
-        )
-        .await?;
+        let created = EventRow {
+            run_id: run_id.clone(),
+            kind: "run.created",
+            at: now,
+            step: None,
+            attempt: None,
+            data: Value::Object(data),
+        };
         let mut run = crate::transition::LockedRun {
             run_id: run_id.clone(),
             trace_id: trace_id.clone(),
@@ -202,9 +175,11 @@ impl Store {
             version,
             state: RunState::new(&def, new.input.clone()),
             def,
+            steps_stored: false,
         };
+        // The machine decides the steps' first state; they are inserted as such.
         let applied = self
-            .apply_event(&mut tx, &mut run, Event::Start, now)
+            .apply_event(&mut tx, &mut run, Event::Start, now, vec![created])
             .await?;
         tx.commit().await?;
         self.observer().observe(&Observation::RunStarted {
@@ -440,7 +415,9 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let mut run = self.lock_run(&mut tx, &run_id).await?;
         let event = make_event(&run)?;
-        let applied = self.apply_event(&mut tx, &mut run, event, now).await?;
+        let applied = self
+            .apply_event(&mut tx, &mut run, event, now, Vec::new())
+            .await?;
         tx.commit().await?;
         self.observe_applied(&run, &applied, now);
         if applied.made_ready {

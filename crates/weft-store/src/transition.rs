@@ -13,7 +13,7 @@ use weft_core::{
 
 use crate::{
     Error, Result, Store, args,
-    db::{Dialect, Tx},
+    db::{Arg, Dialect, Tx},
 };
 
 /// A run loaded under its row lock, with its definition and machine state.
@@ -28,6 +28,9 @@ pub(crate) struct LockedRun {
     pub version: i64,
     pub def: Arc<Definition>,
     pub state: RunState,
+    /// False for a run being started: its step rows are inserted, whole, by
+    /// the first `apply_event` instead of updated one by one.
+    pub steps_stored: bool,
 }
 
 /// What a committed transition means for the rest of the process.
@@ -62,23 +65,48 @@ fn parse_status<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
 impl Store {
     /// Locks a run's row for the rest of the transaction and loads its state.
     pub(crate) async fn lock_run(&self, tx: &mut Tx, run_id: &str) -> Result<LockedRun> {
-        let sql = match tx.dialect() {
-            Dialect::Postgres => {
-                "SELECT run_id, trace_id, span_id, parent_span_id, created_at, workflow, version, status, reason, error, input, output \
-                 FROM weft_runs WHERE run_id = $1 FOR UPDATE"
-            }
-            Dialect::Sqlite => {
-                "SELECT run_id, trace_id, span_id, parent_span_id, created_at, workflow, version, status, reason, error, input, output \
-                 FROM weft_runs WHERE run_id = $1"
-            }
-        };
-        let row = tx
-            .fetch_optional(sql, args![run_id])
+        self.lock_run_where(tx, "run_id = $1", run_id)
             .await?
             .ok_or_else(|| Error::NotFound {
                 what: "run",
                 id: run_id.to_owned(),
-            })?;
+            })
+    }
+
+    /// Locks and loads the run a lease belongs to, in one round trip; `None`
+    /// when the lease is gone.
+    pub(crate) async fn lock_run_of_lease(
+        &self,
+        tx: &mut Tx,
+        lease_id: &str,
+    ) -> Result<Option<LockedRun>> {
+        self.lock_run_where(
+            tx,
+            "run_id = (SELECT run_id FROM weft_leases WHERE lease_id = $1)",
+            lease_id,
+        )
+        .await
+    }
+
+    async fn lock_run_where(
+        &self,
+        tx: &mut Tx,
+        condition: &str,
+        key: &str,
+    ) -> Result<Option<LockedRun>> {
+        let lock = match tx.dialect() {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "SELECT run_id, trace_id, span_id, parent_span_id, created_at, workflow, version, status, reason, error, input, output \
+             FROM weft_runs WHERE {condition}{lock}"
+        );
+        let Some(row) = tx.fetch_optional(&sql, args![key]).await? else {
+            return Ok(None);
+        };
+        let run_id = row.text("run_id");
+        let run_id = run_id.as_str();
         let workflow = row.text("workflow");
         let version = row.int("version");
         let def = self.definition_in(tx, &workflow, version).await?;
@@ -116,7 +144,7 @@ impl Store {
             output: parse_json(row.opt_text("output"), "run output")?,
             steps,
         };
-        Ok(LockedRun {
+        Ok(Some(LockedRun {
             run_id: row.text("run_id"),
             trace_id: row.text("trace_id"),
             span_id: row.text("span_id"),
@@ -126,19 +154,28 @@ impl Store {
             version,
             def,
             state,
-        })
+            steps_stored: true,
+        }))
     }
 
     /// Applies `event` to a locked run and writes every effect (step rows, the
-    /// run row, one history event each) into `tx`.
+    /// run row, one history event each) into `tx`. `events` are history rows
+    /// the caller wants written first, in the same statement as the effects'.
     pub(crate) async fn apply_event(
         &self,
         tx: &mut Tx,
         run: &mut LockedRun,
         event: Event,
         now: i64,
+        mut events: Vec<EventRow>,
     ) -> Result<Applied> {
         let status_before = run.state.status;
+        let run_before = (
+            run.state.status,
+            run.state.reason,
+            run.state.error.clone(),
+            run.state.output.is_some(),
+        );
         let steps_before = run.state.steps.clone();
         let cx = Context {
             now_ms: now,
@@ -151,6 +188,11 @@ impl Store {
             }
         })?;
         if effects.is_empty() {
+            if !run.steps_stored {
+                insert_steps(tx, run, now).await?;
+                run.steps_stored = true;
+            }
+            insert_events(tx, &events).await?;
             return Ok(Applied::default());
         }
         let mut made_ready = false;
@@ -163,52 +205,69 @@ impl Store {
             .chain((0..steps_before.len()).filter(|&i| steps_before[i] != run.state.steps[i]))
             .collect();
         for &position in &touched {
-            let s = &run.state.steps[position];
-            if s.status == StepStatus::Ready {
+            if run.state.steps[position].status == StepStatus::Ready {
                 made_ready = true;
                 ready_queues.insert(run.def.steps[position].queue.clone());
             }
-            let output = s.output.as_ref().map(Value::to_string);
+        }
+        if run.steps_stored {
+            for &position in &touched {
+                let s = &run.state.steps[position];
+                let output = s.output.as_ref().map(Value::to_string);
+                tx.execute(
+                    "UPDATE weft_steps SET status = $3, reason = $4, n_attempts = $5, attempt_base = $6, output = $7, \
+                     error = $8, due_at = $9, updated_at = $10, \
+                     ready_at = CASE WHEN $3 = 'ready' THEN $10 ELSE ready_at END \
+                     WHERE run_id = $1 AND position = $2",
+                    args![
+                        &run.run_id,
+                        position,
+                        s.status.as_str(),
+                        s.reason.map(|r| r.as_str()),
+                        s.n_attempts,
+                        s.attempt_base,
+                        output,
+                        s.error.clone(),
+                        s.due_at,
+                        now
+                    ],
+                )
+                .await?;
+            }
+        } else {
+            insert_steps(tx, run, now).await?;
+            run.steps_stored = true;
+        }
+        let status = run.state.status;
+        let terminal = status.is_terminal();
+        let run_after = (
+            run.state.status,
+            run.state.reason,
+            run.state.error.clone(),
+            run.state.output.is_some(),
+        );
+        // Most step transitions leave the run as it was: no write, no index churn.
+        if run_after != run_before {
             tx.execute(
-                "UPDATE weft_steps SET status = $3, reason = $4, n_attempts = $5, attempt_base = $6, output = $7, \
-                 error = $8, due_at = $9, updated_at = $10, \
-                 ready_at = CASE WHEN $3 = 'ready' THEN $10 ELSE ready_at END \
-                 WHERE run_id = $1 AND position = $2",
+                "UPDATE weft_runs SET status = $2, reason = $3, error = $4, output = $5, updated_at = $6, \
+                 started_at = CASE WHEN started_at IS NULL AND $2 <> 'pending' THEN $6 ELSE started_at END, \
+                 finished_at = CASE WHEN $7 = 1 THEN COALESCE(finished_at, $6) ELSE NULL END \
+                 WHERE run_id = $1",
                 args![
                     &run.run_id,
-                    position,
-                    s.status.as_str(),
-                    s.reason.map(|r| r.as_str()),
-                    s.n_attempts,
-                    s.attempt_base,
-                    output,
-                    s.error.clone(),
-                    s.due_at,
-                    now
+                    status.as_str(),
+                    run.state.reason.map(|r| r.as_str()),
+                    run.state.error.clone(),
+                    run.state.output.as_ref().map(Value::to_string),
+                    now,
+                    i64::from(terminal)
                 ],
             )
             .await?;
         }
-        let status = run.state.status;
-        let terminal = status.is_terminal();
-        tx.execute(
-            "UPDATE weft_runs SET status = $2, reason = $3, error = $4, output = $5, updated_at = $6, \
-             started_at = CASE WHEN started_at IS NULL AND $2 <> 'pending' THEN $6 ELSE started_at END, \
-             finished_at = CASE WHEN $7 = 1 THEN COALESCE(finished_at, $6) ELSE NULL END \
-             WHERE run_id = $1",
-            args![
-                &run.run_id,
-                status.as_str(),
-                run.state.reason.map(|r| r.as_str()),
-                run.state.error.clone(),
-                run.state.output.as_ref().map(Value::to_string),
-                now,
-                i64::from(terminal)
-            ],
-        )
-        .await?;
         let mut cancelled_attempts = Vec::new();
-        if terminal && !status_before.is_terminal() {
+        // A completed run has no step left running, so no attempt is out.
+        if terminal && !status_before.is_terminal() && status != RunStatus::Completed {
             // Attempts still out stop counting; their leases stay so that the
             // next heartbeat answers `cancel_requested`. They are read first:
             // each ends here, and its span with it.
@@ -254,17 +313,16 @@ impl Store {
             {
                 map.insert("error".into(), error.clone().into());
             }
-            insert_event(
-                tx,
-                &run.run_id,
-                effect.event_type(),
-                now,
-                step.as_deref(),
+            events.push(EventRow {
+                run_id: run.run_id.clone(),
+                kind: effect.event_type(),
+                at: now,
+                step,
                 attempt,
-                &data,
-            )
-            .await?;
+                data,
+            });
         }
+        insert_events(tx, &events).await?;
         if tx.dialect() == Dialect::Postgres {
             for queue in &ready_queues {
                 tx.execute("SELECT pg_notify('weft_ready', $1)", args![queue])
@@ -401,21 +459,82 @@ fn log_effect(run: &LockedRun, effect: &Effect) {
     }
 }
 
-pub(crate) async fn insert_event(
-    tx: &mut Tx,
-    run_id: &str,
-    kind: &str,
-    at: i64,
-    step: Option<&str>,
-    attempt: Option<i64>,
-    data: &Value,
-) -> Result<()> {
-    tx.execute(
-        "INSERT INTO weft_events (run_id, type, at, step, attempt, data) VALUES ($1, $2, $3, $4, $5, $6)",
-        args![run_id, kind, at, step, attempt, data.to_string()],
-    )
-    .await
-    .map(|_| ())
+/// Inserts every step row of a run being started, as the machine left them.
+async fn insert_steps(tx: &mut Tx, run: &LockedRun, now: i64) -> Result<()> {
+    const COLUMNS: usize = 12;
+    let steps: Vec<(usize, &StepState)> = run.state.steps.iter().enumerate().collect();
+    for chunk in steps.chunks(100) {
+        let mut sql = String::from(
+            "INSERT INTO weft_steps (run_id, updated_at, position, name, queue, handler, status, reason, \
+             n_attempts, attempt_base, output, error, due_at, ready_at) VALUES ",
+        );
+        let mut values: Vec<Arg> = args![&run.run_id, now];
+        for (i, (position, s)) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let first = 3 + i * COLUMNS;
+            sql.push_str("($1, $2, ");
+            let mut tuple = String::new();
+            crate::db::push_tuple(&mut tuple, first, COLUMNS);
+            sql.push_str(&tuple[1..]);
+            let def = &run.def.steps[*position];
+            values.extend(args![
+                *position,
+                &def.name,
+                &def.queue,
+                def.handler(),
+                s.status.as_str(),
+                s.reason.map(|r| r.as_str()),
+                s.n_attempts,
+                s.attempt_base,
+                s.output.as_ref().map(Value::to_string),
+                s.error.clone(),
+                s.due_at,
+                (s.status == StepStatus::Ready).then_some(now)
+            ]);
+        }
+        tx.execute(&sql, values).await?;
+    }
+    Ok(())
+}
+
+/// One history row, written later with its neighbours in one statement.
+#[derive(Debug)]
+pub(crate) struct EventRow {
+    pub run_id: String,
+    pub kind: &'static str,
+    pub at: i64,
+    pub step: Option<String>,
+    pub attempt: Option<i64>,
+    pub data: Value,
+}
+
+/// Writes history rows in order, as few statements as bind limits allow
+/// (the sequence numbers follow the order of `rows`).
+pub(crate) async fn insert_events(tx: &mut Tx, rows: &[EventRow]) -> Result<()> {
+    const COLUMNS: usize = 6;
+    for chunk in rows.chunks(500) {
+        let mut sql = String::with_capacity(80 + chunk.len() * 40);
+        sql.push_str("INSERT INTO weft_events (run_id, type, at, step, attempt, data) VALUES ");
+        let mut values = Vec::with_capacity(chunk.len() * COLUMNS);
+        for (i, row) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            crate::db::push_tuple(&mut sql, 1 + i * COLUMNS, COLUMNS);
+            values.extend(args![
+                &row.run_id,
+                row.kind,
+                row.at,
+                row.step.as_deref(),
+                row.attempt,
+                row.data.to_string()
+            ]);
+        }
+        tx.execute(&sql, values).await?;
+    }
+    Ok(())
 }
 
 /// The run's row as a finished run, for its span and metrics.

@@ -11,6 +11,9 @@
 //! so the result is dropped, never retried under another lease.
 
 pub mod exec;
+mod report;
+
+pub use report::MAX_RESULTS_PER_REQUEST;
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
@@ -18,7 +21,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use weft_api::{CompleteRequest, FailRequest, PollRequest, Task, TaskError, WorkerTiming};
+use weft_api::{FailRequest, PollRequest, Task, TaskError, TaskResult, WorkerTiming};
 use weft_client::Client;
 
 /// Why a handler failed.
@@ -202,6 +205,7 @@ impl Worker {
             concurrency = self.concurrency, "worker started"
         );
         let slots = Arc::new(Semaphore::new(self.concurrency));
+        let reporter = report::Reporter::spawn(self.client.clone(), self.worker_id.clone());
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
             // Wait for at least one free slot, then ask for as many as are free.
@@ -243,8 +247,9 @@ impl Worker {
                         let permit = permits.pop().expect("no more tasks than permits");
                         let worker = self.clone();
                         let shutdown = shutdown.clone();
+                        let reporter = reporter.clone();
                         tokio::spawn(async move {
-                            worker.execute(task, shutdown).await;
+                            worker.execute(task, shutdown, &reporter).await;
                             drop(permit);
                         });
                     }
@@ -261,10 +266,13 @@ impl Worker {
         }
         // Let running tasks finish and report.
         let _ = slots.acquire_many(self.concurrency as u32).await;
+        reporter.flush().await;
         tracing::info!(component = "worker", worker_id = %self.worker_id, "worker stopped");
     }
 
-    async fn execute(&self, task: Task, shutdown: CancellationToken) {
+    /// Runs one task's handler and hands its result to the reporter; the
+    /// task's slot frees as soon as the handler is done.
+    async fn execute(&self, task: Task, shutdown: CancellationToken, reporter: &report::Reporter) {
         let claimed = std::time::Instant::now();
         let task = Arc::new(task);
         let cancel = shutdown.child_token();
@@ -338,50 +346,30 @@ impl Worker {
             dispatch_ms: Some(dispatch_ms),
             handler_ms: Some(handler_ms),
         });
-        let report = match &result {
-            Ok(output) => {
-                self.client
-                    .complete(
-                        &task.lease_id,
-                        &CompleteRequest {
-                            output: output.clone(),
-                            timing,
-                        },
-                    )
-                    .await
-            }
-            Err(err) => {
-                let error = TaskError {
-                    message: err.message.clone(),
-                    kind: err.kind.clone(),
+        let lease_id = task.lease_id.clone();
+        let result = match result {
+            Ok(output) => TaskResult {
+                lease_id,
+                output,
+                error: None,
+                timing,
+            },
+            Err(err) => TaskResult {
+                lease_id,
+                output: Value::Null,
+                error: Some(TaskError {
+                    message: err.message,
+                    kind: err.kind,
                     retryable: Some(err.retryable),
-                };
-                self.client
-                    .fail(&task.lease_id, &FailRequest { error, timing })
-                    .await
-            }
+                }),
+                timing,
+            },
         };
-        let outcome = if result.is_ok() {
-            "completed"
-        } else {
-            "failed"
-        };
-        match report {
-            Ok(_) => tracing::debug!(
-                component = "worker", worker_id = %self.worker_id, run_id = %task.run_id, trace_id = %task.trace_id,
-                workflow = %task.workflow, step = %task.step, attempt = task.attempt, outcome, handler_ms, "attempt reported"
-            ),
-            Err(err) if err.status() == Some(409) => tracing::info!(
-                component = "worker", worker_id = %self.worker_id, run_id = %task.run_id, trace_id = %task.trace_id,
-                workflow = %task.workflow, step = %task.step, attempt = task.attempt, error = %err,
-                "result dropped: the lease is no longer ours"
-            ),
-            Err(err) => tracing::warn!(
-                component = "worker", worker_id = %self.worker_id, run_id = %task.run_id, trace_id = %task.trace_id,
-                workflow = %task.workflow, step = %task.step, attempt = task.attempt, error = %err,
-                "could not report the result; the lease will expire and the step retry"
-            ),
-        }
+        reporter.send(report::Report {
+            task,
+            result,
+            handler_ms,
+        });
     }
 }
 

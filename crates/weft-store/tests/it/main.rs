@@ -35,5 +35,6 @@ mod execution;
 mod leases;
 mod listing;
 mod observations;
+mod results;
 mod support;
 mod workflows;

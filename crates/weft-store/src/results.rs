@@ -1,0 +1,419 @@
+//! Workers' results: one attempt's end (`complete`, `fail`) or a batch of
+//! them in one transaction (`finish_batch`), each under its lease and applied
+//! to its run through the state machine.
+//!
+//! A batch locks its runs in run-id order, so two batches never wait on each
+//! other in a cycle; several results of one run share its lock and state.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+use weft_api::WorkerTiming;
+use weft_core::{
+    AttemptStatus, Reason, StepStatus,
+    machine::Event,
+    observe::{AttemptRecord, Observation, Timing},
+};
+
+use crate::{
+    Error, Result, Store, args,
+    db::{Arg, Row, Tx, placeholders},
+    dispatch::{FailReport, attempt_timing},
+    now_ms,
+    transition::{Applied, EventRow, LockedRun},
+};
+
+/// What a worker reports for one attempt.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Completed(Value),
+    Failed(FailReport),
+}
+
+/// One result, as received.
+#[derive(Debug, Clone)]
+pub struct WorkerResult {
+    pub lease_id: String,
+    pub outcome: Outcome,
+    pub timing: Option<WorkerTiming>,
+    /// When the server received it (epoch ms): deadlines are judged by it.
+    pub received_ms: i64,
+}
+
+/// An attempt that ended, as its span and metrics need it.
+#[derive(Debug)]
+pub(crate) struct EndedAttempt {
+    pub position: usize,
+    pub attempt: i64,
+    pub span_id: String,
+    pub previous_span_id: Option<String>,
+    pub worker_id: String,
+    pub claimed_at: i64,
+    pub status: AttemptStatus,
+    pub reason: Option<Reason>,
+    pub error: Option<String>,
+    pub timing: Timing,
+}
+
+impl EndedAttempt {
+    pub(crate) fn record<'a>(&'a self, run: &'a LockedRun, now: i64) -> AttemptRecord<'a> {
+        let step = &run.def.steps[self.position];
+        AttemptRecord {
+            run_id: &run.run_id,
+            trace_id: &run.trace_id,
+            run_span_id: &run.span_id,
+            run_parent_span_id: run.parent_span_id.as_deref(),
+            span_id: &self.span_id,
+            previous_span_id: self.previous_span_id.as_deref(),
+            workflow: &run.workflow,
+            version: run.version,
+            step: &step.name,
+            attempt: self.attempt,
+            queue: &step.queue,
+            worker_id: &self.worker_id,
+            claimed_at_ms: self.claimed_at,
+            finished_at_ms: now,
+            status: self.status,
+            reason: self.reason,
+            error: self.error.as_deref(),
+            timing: self.timing,
+        }
+    }
+}
+
+/// A result written in the open transaction, to report once it commits.
+struct Written {
+    ended: EndedAttempt,
+    applied: Applied,
+    /// Recorded as a timeout: it came after the deadline.
+    late: bool,
+}
+
+impl Store {
+    /// Records a successful attempt and moves the run on.
+    pub async fn complete(
+        &self,
+        lease_id: &str,
+        output: Value,
+        timing: Option<WorkerTiming>,
+        received_ms: i64,
+    ) -> Result<()> {
+        self.finish_one(WorkerResult {
+            lease_id: lease_id.to_owned(),
+            outcome: Outcome::Completed(output),
+            timing,
+            received_ms,
+        })
+        .await
+    }
+
+    /// Records a failed attempt: the step retries or fails per its policy.
+    pub async fn fail(&self, lease_id: &str, report: FailReport, received_ms: i64) -> Result<()> {
+        let timing = report.timing.clone();
+        self.finish_one(WorkerResult {
+            lease_id: lease_id.to_owned(),
+            outcome: Outcome::Failed(report),
+            timing,
+            received_ms,
+        })
+        .await
+    }
+
+    async fn finish_one(&self, result: WorkerResult) -> Result<()> {
+        let started = std::time::Instant::now();
+        let mut tx = self.pool().begin().await?;
+        let mut run = self
+            .lock_run_of_lease(&mut tx, &result.lease_id)
+            .await?
+            .ok_or_else(|| Error::stale_lease(&result.lease_id))?;
+        let now = now_ms();
+        let written = self.write_result(&mut tx, &mut run, &result, now).await;
+        // A refused result may still have released its lease: keep that.
+        if written.is_ok() || matches!(written, Err(Error::Conflict { .. })) {
+            tx.commit().await?;
+        }
+        let written = written?;
+        self.report_written(&run, &written, now, started);
+        written_outcome(&run, &written)
+    }
+
+    /// Records a batch of results in one transaction. Each result gets its
+    /// own answer, as `complete`/`fail` would have given it; an error of the
+    /// database fails the whole batch and changes nothing.
+    pub async fn finish_batch(&self, results: &[WorkerResult]) -> Result<Vec<Result<()>>> {
+        let started = std::time::Instant::now();
+        let mut answers: Vec<Option<Result<()>>> = results.iter().map(|_| None).collect();
+        if results.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool().begin().await?;
+        // Which run each lease belongs to; a lease not found is stale.
+        let mut by_run: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for chunk in (0..results.len()).collect::<Vec<_>>().chunks(500) {
+            let sql = format!(
+                "SELECT lease_id, run_id FROM weft_leases WHERE lease_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let values = chunk
+                .iter()
+                .map(|&i| Arg::from(&results[i].lease_id))
+                .collect();
+            let runs: HashMap<String, String> = tx
+                .fetch_all(&sql, values)
+                .await?
+                .into_iter()
+                .map(|r| (r.text("lease_id"), r.text("run_id")))
+                .collect();
+            for &i in chunk {
+                match runs.get(&results[i].lease_id) {
+                    Some(run_id) => by_run.entry(run_id.clone()).or_default().push(i),
+                    None => answers[i] = Some(Err(Error::stale_lease(&results[i].lease_id))),
+                }
+            }
+        }
+        let now = now_ms();
+        let mut done: Vec<(LockedRun, Vec<(usize, Written)>)> = Vec::with_capacity(by_run.len());
+        // Run-id order: concurrent batches lock runs in the same order.
+        for (run_id, indexes) in by_run {
+            let mut run = match self.lock_run(&mut tx, &run_id).await {
+                Ok(run) => run,
+                Err(Error::NotFound { .. }) => {
+                    for i in indexes {
+                        answers[i] = Some(Err(Error::stale_lease(&results[i].lease_id)));
+                    }
+                    continue;
+                }
+                Err(err) => return Err(err),
+            };
+            let mut written = Vec::with_capacity(indexes.len());
+            for i in indexes {
+                match self.write_result(&mut tx, &mut run, &results[i], now).await {
+                    Ok(w) => written.push((i, w)),
+                    // Refusals write nothing but the lease's release.
+                    Err(err @ Error::Conflict { .. }) => answers[i] = Some(Err(err)),
+                    Err(err) => return Err(err),
+                }
+            }
+            done.push((run, written));
+        }
+        tx.commit().await?;
+        for (run, written) in &done {
+            for (i, w) in written {
+                self.report_written(run, w, now, started);
+                answers[*i] = Some(written_outcome(run, w));
+            }
+        }
+        Ok(answers
+            .into_iter()
+            .map(|a| a.expect("every result answered"))
+            .collect())
+    }
+
+    /// Writes one result into `tx`, its run locked: takes the lease, ends
+    /// the attempt, applies the event. Refusals (`stale_lease`,
+    /// `attempt_not_running`) are conflicts that wrote only the lease's release.
+    async fn write_result(
+        &self,
+        tx: &mut Tx,
+        run: &mut LockedRun,
+        result: &WorkerResult,
+        now: i64,
+    ) -> Result<Written> {
+        let lease_id = result.lease_id.as_str();
+        // Taken under the run lock: the reaper may have taken it meanwhile.
+        let lease = self.take_lease(tx, lease_id).await?;
+        let position = lease.int("position") as usize;
+        let attempt = lease.int("attempt");
+        let step_state = &run.state.steps[position];
+        if step_state.status != StepStatus::Running || i64::from(step_state.n_attempts) != attempt {
+            // The run ended (cancelled or failed elsewhere) while this attempt
+            // was out, or it was retried since: release the lease, record
+            // nothing else.
+            return Err(Error::Conflict {
+                code: "attempt_not_running",
+                message: format!(
+                    "attempt {attempt} of step `{}` no longer counts: its run is {}",
+                    run.def.steps[position].name, run.state.status
+                ),
+            });
+        }
+        // A result that arrives after the start-to-close deadline is the
+        // timeout the reaper would have recorded a moment later: record it as
+        // such, so the outcome does not depend on which came first.
+        let late = lease
+            .opt_int("deadline_at")
+            .is_some_and(|deadline| result.received_ms > deadline);
+        let outcome = match &result.outcome {
+            _ if late => Outcome::Failed(FailReport {
+                reason: Reason::Timeout,
+                message: "the result arrived after the step's start-to-close timeout".to_owned(),
+                retryable: true,
+                timing: result.timing.clone(),
+            }),
+            other => other.clone(),
+        };
+        let claimed_at = lease.int("claimed_at");
+        let ready_at = lease.opt_int("ready_at").unwrap_or(claimed_at);
+        let timing = attempt_timing(
+            ready_at,
+            claimed_at,
+            result.received_ms,
+            now,
+            result.timing.as_ref(),
+        );
+        let timing_json = serde_json::to_string(&timing).expect("timing serializes");
+        let (status, event, kind, reason, error, data) = match outcome {
+            Outcome::Completed(output) => (
+                AttemptStatus::Completed,
+                Event::AttemptCompleted {
+                    step: position,
+                    output,
+                },
+                "attempt.completed",
+                None,
+                None,
+                serde_json::json!({"timing": timing}),
+            ),
+            Outcome::Failed(report) => (
+                AttemptStatus::Failed,
+                Event::AttemptFailed {
+                    step: position,
+                    reason: report.reason,
+                    message: report.message.clone(),
+                    retryable: report.retryable,
+                },
+                "attempt.failed",
+                Some(report.reason),
+                Some(report.message.clone()),
+                serde_json::json!({"timing": timing, "reason": report.reason.as_str(), "error": report.message, "retryable": report.retryable}),
+            ),
+        };
+        tx.execute(
+            "UPDATE weft_attempts SET status = $2, reason = $3, error = $4, finished_at = $5, timing = $6 WHERE lease_id = $1",
+            args![lease_id, status.as_str(), reason.map(|r| r.as_str()), error.clone(), now, timing_json],
+        )
+        .await?;
+        let attempt_event = EventRow {
+            run_id: run.run_id.clone(),
+            kind,
+            at: now,
+            step: Some(run.def.steps[position].name.clone()),
+            attempt: Some(attempt),
+            data,
+        };
+        let previous_span_id = previous_span_id(tx, &run.run_id, position as i64, attempt).await?;
+        let applied = self
+            .apply_event(tx, run, event, now, vec![attempt_event])
+            .await?;
+        Ok(Written {
+            ended: EndedAttempt {
+                position,
+                attempt,
+                span_id: lease.text("span_id"),
+                previous_span_id,
+                worker_id: lease.text("worker_id"),
+                claimed_at,
+                status,
+                reason,
+                error,
+                timing: observed_timing(&timing),
+            },
+            applied,
+            late,
+        })
+    }
+
+    /// Reports a committed result: its attempt, its run's transition.
+    fn report_written(
+        &self,
+        run: &LockedRun,
+        written: &Written,
+        now: i64,
+        started: std::time::Instant,
+    ) {
+        self.observer().observe(&Observation::AttemptFinished(
+            written.ended.record(run, now),
+        ));
+        self.observe_applied(run, &written.applied, now);
+        self.observe_operation(
+            if written.ended.status == AttemptStatus::Completed {
+                "complete"
+            } else {
+                "fail"
+            },
+            started,
+        );
+        if written.applied.made_ready {
+            self.wake_pollers();
+        }
+    }
+
+    /// Deletes a lease (its run locked) and returns what its attempt's end
+    /// needs: position, attempt, span id, worker, ready, claim and deadline
+    /// times. Fails with `stale_lease` when the lease is gone.
+    pub(crate) async fn take_lease(&self, tx: &mut Tx, lease_id: &str) -> Result<Row> {
+        let row = tx
+            .fetch_optional(
+                "DELETE FROM weft_leases WHERE lease_id = $1 \
+                 RETURNING position, attempt, span_id, worker_id, ready_at, claimed_at, deadline_at",
+                args![lease_id],
+            )
+            .await?
+            .ok_or_else(|| Error::stale_lease(lease_id))?;
+        if row.opt_text("span_id").is_some() {
+            return Ok(row);
+        }
+        // A lease written before its row carried the attempt's details.
+        tx.fetch_optional(
+            "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at, deadline_at \
+             FROM weft_attempts WHERE lease_id = $1",
+            args![lease_id],
+        )
+        .await?
+        .ok_or_else(|| Error::stale_lease(lease_id))
+    }
+}
+
+/// The answer to a written result: a late one was recorded as a timeout.
+fn written_outcome(run: &LockedRun, written: &Written) -> Result<()> {
+    if written.late {
+        return Err(Error::Conflict {
+            code: "deadline_exceeded",
+            message: format!(
+                "attempt {} of step `{}` reported after its deadline; it was recorded as timed out",
+                written.ended.attempt, run.def.steps[written.ended.position].name
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The span id of the attempt before `attempt` of the same step, if any: a
+/// retry's span links to it.
+pub(crate) async fn previous_span_id(
+    tx: &mut Tx,
+    run_id: &str,
+    position: i64,
+    attempt: i64,
+) -> Result<Option<String>> {
+    if attempt <= 1 {
+        return Ok(None);
+    }
+    let row = tx
+        .fetch_optional(
+            "SELECT span_id FROM weft_attempts WHERE run_id = $1 AND position = $2 AND attempt = $3",
+            args![run_id, position, attempt - 1],
+        )
+        .await?;
+    Ok(row.map(|r| r.text("span_id")))
+}
+
+pub(crate) fn observed_timing(timing: &weft_api::AttemptTiming) -> Timing {
+    Timing {
+        queue_wait_ms: timing.queue_wait_ms,
+        dispatch_ms: timing.dispatch_ms,
+        handler_ms: timing.handler_ms,
+        ingest_ms: timing.ingest_ms,
+        total_ms: timing.total_ms,
+    }
+}
