@@ -62,6 +62,18 @@ pub struct StartRunRequest {
     pub idempotency_key: Option<String>,
 }
 
+/// Several runs of one workflow, started in one transaction.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct StartRunsRequest {
+    pub runs: Vec<StartRunRequest>,
+}
+
+/// The started runs, in request order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct StartRunsResponse {
+    pub runs: Vec<StartRunResponse>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct StartRunResponse {
     pub run_id: String,

@@ -177,6 +177,19 @@ impl Client {
             .await
     }
 
+    /// Starts several runs of a workflow in one request and one transaction.
+    pub async fn start_runs(
+        &self,
+        workflow: &str,
+        request: &StartRunsRequest,
+    ) -> Result<StartRunsResponse> {
+        self.post(
+            &format!("/v1/workflows/{}/runs/batch", encode(workflow)),
+            request,
+        )
+        .await
+    }
+
     /// Starts a run carrying the caller's W3C `traceparent`.
     pub async fn start_run_traced(
         &self,

@@ -18,7 +18,8 @@ use weft_api::{
     Ack, CompleteRequest, DecisionRequest, ErrorBody, ErrorDetail, EventList, FailRequest,
     HeartbeatResponse, LogList, LogsRequest, PollRequest, PollResponse, PutWorkflowResponse,
     ResultAnswer, ResultsRequest, ResultsResponse, RunDetail, RunList, RunSummary, StartRunRequest,
-    StartRunResponse, TaskError, WorkerTiming, WorkflowDetail, WorkflowList,
+    StartRunResponse, StartRunsRequest, StartRunsResponse, TaskError, WorkerTiming, WorkflowDetail,
+    WorkflowList,
 };
 use weft_core::{Definition, Reason, RunStatus};
 use weft_store::{ClaimRequest, FailReport, NewRun, Outcome, RunFilter, WorkerResult, now_ms};
@@ -36,6 +37,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/workflows", get(list_workflows))
         .route("/v1/workflows/{name}", put(put_workflow).get(get_workflow))
         .route("/v1/workflows/{name}/runs", post(start_run))
+        .route("/v1/workflows/{name}/runs/batch", post(start_runs))
         .route("/v1/runs", get(list_runs))
         .route("/v1/runs/{id}", get(get_run))
         .route("/v1/runs/{id}/events", get(run_events))
@@ -165,22 +167,8 @@ async fn start_run_in(
     trace_id: Option<String>,
 ) -> ApiResult<(StatusCode, Json<StartRunResponse>)> {
     let extract::Json(request) = body?;
-    if let Some(key) = &request.idempotency_key
-        && (key.is_empty() || key.len() > 256)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            "idempotency_key must be 1 to 256 characters",
-        ));
-    }
-    // W3C baggage is kept as sent (ASCII, within the spec's 8192-byte cap)
-    // and handed to every attempt's worker.
-    let baggage = headers
-        .get("baggage")
-        .and_then(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|b| !b.is_empty() && b.len() <= 8192)
-        .map(str::to_owned);
+    check_idempotency_key(&request)?;
+    let baggage = baggage(headers);
     let started = state
         .store()
         .start_run(NewRun {
@@ -194,6 +182,76 @@ async fn start_run_in(
         })
         .await?;
     Ok((StatusCode::ACCEPTED, Json(started)))
+}
+
+fn check_idempotency_key(request: &StartRunRequest) -> ApiResult<()> {
+    if let Some(key) = &request.idempotency_key
+        && (key.is_empty() || key.len() > 256)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "idempotency_key must be 1 to 256 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// W3C baggage is kept as sent (ASCII, within the spec's 8192-byte cap)
+/// and handed to every attempt's worker.
+fn baggage(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("baggage")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|b| !b.is_empty() && b.len() <= 8192)
+        .map(str::to_owned)
+}
+
+/// Most runs one batch start may carry.
+const MAX_RUNS_PER_START: usize = weft_store::MAX_STARTS_PER_BATCH;
+
+/// Starts several runs of a workflow in one transaction: all or none. A
+/// caller's `traceparent` is joined by every run; without one each run has
+/// a trace of its own.
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs/batch", tag = "runs", params(("name" = String, Path), ("traceparent" = Option<String>, Header, description = "W3C trace context: every run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunsRequest, responses((status = 202, body = StartRunsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn start_runs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    extract::Json(request): extract::Json<StartRunsRequest>,
+) -> ApiResult<(StatusCode, Json<StartRunsResponse>)> {
+    if request.runs.is_empty() || request.runs.len() > MAX_RUNS_PER_START {
+        return Err(ApiError::bad_request(
+            "invalid_batch",
+            format!("a batch start carries 1 to {MAX_RUNS_PER_START} runs"),
+        ));
+    }
+    let parent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(weft_core::trace::parse_traceparent);
+    let baggage = baggage(&headers);
+    let request_id = request_id(&headers);
+    let mut batch = Vec::with_capacity(request.runs.len());
+    for run in request.runs {
+        check_idempotency_key(&run)?;
+        batch.push(NewRun {
+            workflow: name.clone(),
+            input: run.input,
+            idempotency_key: run.idempotency_key,
+            parent: parent.clone(),
+            trace_id: None,
+            baggage: baggage.clone(),
+            request_id: request_id.clone(),
+        });
+    }
+    let runs = state
+        .store()
+        .start_runs(&batch)
+        .await?
+        .into_iter()
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((StatusCode::ACCEPTED, Json(StartRunsResponse { runs })))
 }
 
 #[derive(Deserialize)]
@@ -824,6 +882,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         list_workflows,
         get_workflow,
         start_run,
+        start_runs,
         list_runs,
         get_run,
         run_events,

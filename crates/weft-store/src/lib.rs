@@ -18,6 +18,7 @@ mod gauges;
 mod migrate;
 mod results;
 mod runs;
+mod starts;
 mod time;
 mod transition;
 mod workflows;
@@ -36,6 +37,7 @@ pub use dispatch::{ClaimRequest, FailReport, WorkerSeen};
 pub use error::Error;
 pub use results::{Outcome, WorkerResult};
 pub use runs::{NewRun, RunFilter};
+pub use starts::MAX_STARTS_PER_BATCH;
 pub use time::{now_ms, parse_rfc3339, rfc3339};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -70,6 +72,8 @@ struct Inner {
     /// Woken whenever steps may have become ready: by this process's own
     /// commits, and on Postgres by `NOTIFY weft_ready` from any server.
     ready: Notify,
+    /// The group-commit queue of `start_run`, started on first use.
+    starts: std::sync::OnceLock<starts::StartQueue>,
 }
 
 impl Store {
@@ -91,6 +95,7 @@ impl Store {
                 definitions: RwLock::new(HashMap::new()),
                 observer: std::sync::OnceLock::new(),
                 ready: Notify::new(),
+                starts: std::sync::OnceLock::new(),
             }),
         };
         store.migrate().await?;

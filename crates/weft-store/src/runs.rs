@@ -7,16 +7,15 @@ use std::collections::HashMap;
 use serde_json::Value;
 use weft_api::{
     AttemptDetail, AttemptTiming, EventRecord, LogRecord, RunDetail, RunList, RunSummary,
-    RunTiming, StartRunResponse, StepDetail,
+    RunTiming, StepDetail,
 };
-use weft_core::{RunState, RunStatus, machine::Event, observe::Observation, trace::TraceParent};
+use weft_core::{RunStatus, machine::Event, trace::TraceParent};
 
 use crate::{
     Error, Result, Store, args,
     db::{Arg, Row, placeholders},
     now_ms, rfc3339,
     time::opt_rfc3339,
-    transition::EventRow,
 };
 
 /// A request to start a run.
@@ -80,124 +79,6 @@ fn json_or_null(text: Option<String>) -> Option<Value> {
 }
 
 impl Store {
-    pub async fn start_run(&self, new: NewRun) -> Result<StartRunResponse> {
-        let started = std::time::Instant::now();
-        let now = now_ms();
-        let mut tx = self.pool().begin().await?;
-        let version = self.latest_version(&mut tx, &new.workflow).await?;
-        let def = self.definition_in(&mut tx, &new.workflow, version).await?;
-        if let Some(key) = &new.idempotency_key {
-            let existing = tx
-                .fetch_optional(
-                    "SELECT run_id, trace_id FROM weft_runs WHERE workflow = $1 AND idempotency_key = $2",
-                    args![&new.workflow, key],
-                )
-                .await?;
-            if let Some(row) = existing {
-                return Ok(StartRunResponse {
-                    run_id: row.text("run_id"),
-                    trace_id: row.text("trace_id"),
-                    created: false,
-                });
-            }
-        }
-        let run_id = uuid::Uuid::now_v7().to_string();
-        let (trace_id, parent_span_id) = match &new.parent {
-            Some(parent) => (parent.trace_id.clone(), Some(parent.parent_span_id.clone())),
-            None => (
-                new.trace_id
-                    .clone()
-                    .filter(|t| weft_core::trace::is_trace_id(t) && t.bytes().any(|b| b != b'0'))
-                    .unwrap_or_else(|| random_hex(16)),
-                None,
-            ),
-        };
-        let span_id = random_hex(8);
-        let input_text = new.input.to_string();
-        let inserted = tx
-            .execute(
-                "INSERT INTO weft_runs (run_id, trace_id, span_id, parent_span_id, workflow, version, status, input, \
-                 idempotency_key, request_id, created_at, updated_at, baggage) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $10, $11) \
-                 ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-                args![
-                    &run_id,
-                    &trace_id,
-                    &span_id,
-                    parent_span_id.clone(),
-                    &new.workflow,
-                    version,
-                    input_text,
-                    new.idempotency_key.clone(),
-                    new.request_id.clone(),
-                    now,
-                    new.baggage.clone()
-                ],
-            )
-            .await?;
-        if inserted == 0 {
-            // Another request with the same key won the race: return its run.
-            drop(tx);
-            let row = self
-                .pool()
-                .fetch_optional(
-                    "SELECT run_id, trace_id FROM weft_runs WHERE workflow = $1 AND idempotency_key = $2",
-                    args![&new.workflow, new.idempotency_key.clone()],
-                )
-                .await?
-                .ok_or_else(|| Error::Conflict { code: "concurrent_update", message: "idempotent start raced; try again".into() })?;
-            return Ok(StartRunResponse {
-                run_id: row.text("run_id"),
-                trace_id: row.text("trace_id"),
-                created: false,
-            });
-        }
-        let mut data = serde_json::Map::new();
-        data.insert("version".into(), version.into());
-        if let Some(request_id) = &new.request_id {
-            data.insert("request_id".into(), request_id.clone().into());
-        }
-        let created = EventRow {
-            run_id: run_id.clone(),
-            kind: "run.created",
-            at: now,
-            step: None,
-            attempt: None,
-            data: Value::Object(data),
-        };
-        let mut run = crate::transition::LockedRun {
-            run_id: run_id.clone(),
-            trace_id: trace_id.clone(),
-            span_id,
-            parent_span_id,
-            created_at: now,
-            workflow: new.workflow.clone(),
-            version,
-            state: RunState::new(&def, new.input.clone()),
-            def,
-            steps_stored: false,
-        };
-        // The machine decides the steps' first state; they are inserted as such.
-        let applied = self
-            .apply_event(&mut tx, &mut run, Event::Start, now, vec![created])
-            .await?;
-        tx.commit().await?;
-        self.observer().observe(&Observation::RunStarted {
-            workflow: &new.workflow,
-        });
-        self.observe_applied(&run, &applied, now);
-        self.observe_operation("start_run", started);
-        tracing::info!(component = "engine", run_id = %run_id, trace_id = %trace_id, workflow = %new.workflow, "run created");
-        if applied.made_ready {
-            self.wake_pollers();
-        }
-        Ok(StartRunResponse {
-            run_id,
-            trace_id,
-            created: true,
-        })
-    }
-
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunList> {
         let limit = filter.limit.unwrap_or(50).clamp(1, 1000) as usize;
         let mut sql = format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE 1 = 1");

@@ -427,3 +427,161 @@ pub async fn bad_input_is_rejected_and_changes_nothing(db_url: String) {
     let runs = env.client.list_runs(&[]).await.expect("list runs").runs;
     assert!(runs.is_empty(), "no run was created: {runs:#?}");
 }
+
+/// The batch endpoints: starts in one request, results in one request, each
+/// answered like its single call; a bad batch is refused whole.
+pub async fn batch_endpoints(db_url: String) {
+    use weft_api::{PollRequest, ResultsRequest, StartRunsRequest, TaskError, TaskResult};
+    let env = Env::start(&db_url).await;
+    env.register(SIMPLE).await;
+    let runs: Vec<StartRunRequest> = (0..3)
+        .map(|i| StartRunRequest {
+            input: json!({"i": i}),
+            idempotency_key: (i == 2).then(|| "batch-key".to_owned()),
+        })
+        .collect();
+    let started = env
+        .client
+        .start_runs("simple", &StartRunsRequest { runs: runs.clone() })
+        .await
+        .expect("batch start")
+        .runs;
+    assert_eq!(started.len(), 3);
+    assert!(started.iter().all(|s| s.created));
+    // The same key again finds its run.
+    let again = env
+        .client
+        .start_runs(
+            "simple",
+            &StartRunsRequest {
+                runs: runs[2..].to_vec(),
+            },
+        )
+        .await
+        .expect("batch start again")
+        .runs;
+    assert!(!again[0].created);
+    assert_eq!(again[0].run_id, started[2].run_id);
+
+    // Refused whole: unknown workflow, empty batch, a bad key; nothing started.
+    for (path, body, status, code) in [
+        (
+            "/v1/workflows/nope/runs/batch",
+            json!({"runs": [{}]}),
+            404,
+            "workflow_not_found",
+        ),
+        (
+            "/v1/workflows/simple/runs/batch",
+            json!({"runs": []}),
+            400,
+            "invalid_batch",
+        ),
+        (
+            "/v1/workflows/simple/runs/batch",
+            json!({"runs": [{"input": 1}, {"idempotency_key": ""}]}),
+            400,
+            "invalid_idempotency_key",
+        ),
+        (
+            "/v1/workflows/simple/runs/batch",
+            json!({"runs": 5}),
+            400,
+            "invalid_json",
+        ),
+    ] {
+        let response = raw(
+            &env,
+            "POST",
+            path,
+            "application/json",
+            body.to_string().into_bytes(),
+            None,
+        )
+        .await;
+        assert_eq!(
+            (response.status, response.code()),
+            (status, code),
+            "{path} {body}: {}",
+            response.body
+        );
+    }
+    let listed = env
+        .client
+        .list_runs(&[("workflow", "simple".to_owned())])
+        .await
+        .expect("list")
+        .runs;
+    assert_eq!(listed.len(), 3, "refused batches started nothing");
+
+    // Results: two completions, one failure, one unknown lease, one answer each.
+    let tasks = env
+        .client
+        .poll(&PollRequest {
+            worker_id: "batch-worker".into(),
+            queues: vec!["default".into()],
+            handlers: vec!["simple.h".into()],
+            max_tasks: 10,
+            wait_ms: 0,
+        })
+        .await
+        .expect("poll")
+        .tasks;
+    assert_eq!(tasks.len(), 3);
+    let mut results: Vec<TaskResult> = tasks
+        .iter()
+        .map(|t| TaskResult {
+            lease_id: t.lease_id.clone(),
+            output: json!({"done": t.run_id}),
+            error: None,
+            timing: None,
+        })
+        .collect();
+    results[2].error = Some(TaskError {
+        message: "no".into(),
+        kind: None,
+        retryable: Some(false),
+    });
+    results.push(TaskResult {
+        lease_id: "not-a-lease".into(),
+        output: Value::Null,
+        error: None,
+        timing: None,
+    });
+    // A reason a worker may not report refuses the whole batch.
+    let mut bad = results.clone();
+    bad[0].error = Some(TaskError {
+        message: "x".into(),
+        kind: Some("lease_expired".into()),
+        retryable: None,
+    });
+    let err = env
+        .client
+        .results(&ResultsRequest { results: bad })
+        .await
+        .expect_err("a bad entry refuses the batch");
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(400), Some("invalid_error_kind"))
+    );
+    let answers = env
+        .client
+        .results(&ResultsRequest { results })
+        .await
+        .expect("results")
+        .results;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 409]);
+    assert_eq!(
+        answers[3].error.as_ref().map(|e| e.code.as_str()),
+        Some("stale_lease")
+    );
+    let ended: Vec<String> = {
+        let mut v = Vec::new();
+        for task in &tasks {
+            v.push(env.client.get_run(&task.run_id).await.expect("run").status);
+        }
+        v
+    };
+    assert_eq!(ended, vec!["completed", "completed", "failed"]);
+}

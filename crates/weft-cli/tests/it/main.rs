@@ -50,6 +50,7 @@ on_both_backends! {
     failures::cancel_reaches_the_handler,
     api::idempotent_start,
     api::bad_input_is_rejected_and_changes_nothing,
+    api::batch_endpoints,
     restart::server_restart_mid_runs,
     cli::cli_start_wait_run_runs,
 }

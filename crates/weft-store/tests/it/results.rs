@@ -1,5 +1,5 @@
-//! Batches of worker results: one transaction, one answer per result, the
-//! same outcome as the results sent one by one.
+//! Batches: worker results and run starts written in one transaction, one
+//! answer per item, the same outcome as the items sent one by one.
 
 use serde_json::json;
 use weft_core::Reason;
@@ -180,4 +180,67 @@ async fn check_result_batch_after_cancel(store: Store) {
             ..
         })
     ));
+}
+
+conformance!(check_start_batches);
+async fn check_start_batches(store: Store) {
+    register(&store, ONE).await;
+    let new = |i: i64, key: Option<&str>| weft_store::NewRun {
+        workflow: "one".into(),
+        input: json!({"i": i}),
+        idempotency_key: key.map(str::to_owned),
+        ..weft_store::NewRun::default()
+    };
+    // Two with one key in the same batch: one run, found by the second.
+    let batch = [new(1, None), new(2, Some("k")), new(3, Some("k"))];
+    let answers = store.start_runs(&batch).await.expect("start_runs");
+    let started: Vec<_> = answers.into_iter().map(|a| a.expect("started")).collect();
+    assert!(started[0].created && started[1].created);
+    assert!(!started[2].created);
+    assert_eq!(started[1].run_id, started[2].run_id);
+    assert_ne!(started[0].run_id, started[1].run_id);
+    let tasks = claim(&store, &["h"]).await;
+    assert_eq!(tasks.len(), 2, "one task per created run");
+
+    // An unknown workflow fails its own start only.
+    let mut unknown = new(4, None);
+    unknown.workflow = "nope".into();
+    let answers = store
+        .start_runs(&[unknown, new(5, None)])
+        .await
+        .expect("start_runs");
+    assert!(matches!(
+        &answers[0],
+        Err(Error::NotFound {
+            what: "workflow",
+            ..
+        })
+    ));
+    assert!(answers[1].as_ref().is_ok_and(|s| s.created));
+
+    // Concurrent single starts share transactions and each gets its own run.
+    let mut handles = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            store
+                .start_run(weft_store::NewRun {
+                    workflow: "one".into(),
+                    input: json!({"i": 100 + i}),
+                    ..weft_store::NewRun::default()
+                })
+                .await
+        }));
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    for handle in handles {
+        let started = handle.await.unwrap().expect("start_run");
+        assert!(started.created);
+        ids.insert(started.run_id);
+    }
+    assert_eq!(ids.len(), 40);
+    for id in &ids {
+        let run = store.get_run(id).await.unwrap();
+        assert_eq!(step(&run, "s").status, "ready");
+    }
 }
