@@ -247,6 +247,17 @@ impl Client {
         self.get(&format!("/v1/runs/{}", encode(id))).await
     }
 
+    /// The run once it has ended, or after `wait` (at most 60 s), whichever
+    /// comes first: one request instead of polling.
+    pub async fn wait_run(&self, id: &str, wait: Duration) -> Result<RunDetail> {
+        let path = format!("/v1/runs/{}?wait_ms={}", encode(id), wait.as_millis());
+        self.send(
+            self.request(Method::GET, &path)
+                .timeout(wait + Duration::from_secs(10)),
+        )
+        .await
+    }
+
     pub async fn run_events(&self, id: &str, after: Option<i64>) -> Result<EventList> {
         let mut path = format!("/v1/runs/{}/events", encode(id));
         if let Some(after) = after {

@@ -330,12 +330,36 @@ fn parse_since(text: &str) -> ApiResult<i64> {
     Ok(now_ms() - ago as i64)
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id")), responses((status = 200, body = RunDetail), (status = 404, body = ErrorBody)))]
+#[derive(Deserialize)]
+struct GetRunQuery {
+    /// Hold the request until the run has ended, at most this long.
+    wait_ms: Option<u64>,
+}
+
+/// The longest `wait_ms` a caller may ask for.
+const MAX_RUN_WAIT: Duration = Duration::from_secs(60);
+
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id"), ("wait_ms" = Option<u64>, Query, description = "Answer once the run has ended, or after this many milliseconds (at most 60000)")), responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(query): Query<GetRunQuery>,
 ) -> ApiResult<Json<RunDetail>> {
-    let mut run = state.store().get_run(&id).await?;
+    let mut run = match query.wait_ms {
+        None | Some(0) => state.store().get_run(&id).await?,
+        Some(ms) if ms > MAX_RUN_WAIT.as_millis() as u64 => {
+            return Err(ApiError::bad_request(
+                "invalid_wait",
+                format!("wait_ms is at most {}", MAX_RUN_WAIT.as_millis()),
+            ));
+        }
+        Some(ms) => {
+            state
+                .store()
+                .wait_run(&id, Duration::from_millis(ms))
+                .await?
+        }
+    };
     run.trace_url = trace_url(state.config.trace_url_template.as_deref(), &run.trace_id);
     if state.config.redact_api {
         redact_run(&state.config.redactor, &mut run);

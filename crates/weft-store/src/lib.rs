@@ -21,6 +21,7 @@ mod runs;
 mod starts;
 mod time;
 mod transition;
+mod waiters;
 mod workflows;
 
 use std::{
@@ -74,6 +75,8 @@ struct Inner {
     ready: Notify,
     /// The group-commit queue of `start_run`, started on first use.
     starts: std::sync::OnceLock<starts::StartQueue>,
+    /// Callers waiting for runs to end.
+    run_waiters: waiters::RunWaiters,
 }
 
 impl Store {
@@ -96,6 +99,7 @@ impl Store {
                 observer: std::sync::OnceLock::new(),
                 ready: Notify::new(),
                 starts: std::sync::OnceLock::new(),
+                run_waiters: waiters::RunWaiters::default(),
             }),
         };
         store.migrate().await?;

@@ -142,7 +142,12 @@ impl Store {
     }
 
     pub async fn get_run(&self, id: &str) -> Result<RunDetail> {
-        let run_id = self.resolve_run_id(id).await?;
+        // A run id needs no lookup of its own: reading its row answers 404.
+        let run_id = if weft_core::trace::is_trace_id(id) {
+            self.resolve_run_id(id).await?
+        } else {
+            id.to_owned()
+        };
         let row = self.run_row(&run_id, id).await?;
         let def = self
             .definition(&row.text("workflow"), row.int("version"))

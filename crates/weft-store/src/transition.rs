@@ -376,6 +376,7 @@ impl Store {
             match effect {
                 Effect::RunCompleted | Effect::RunFailed { .. } | Effect::RunCancelled => {
                     observer.observe(&Observation::RunFinished(self::run_record(run, now)));
+                    self.inner.run_waiters.finished(&run.run_id);
                 }
                 Effect::StepRetrying { step, .. } => {
                     observer.observe(&Observation::StepRetrying {

@@ -584,4 +584,20 @@ pub async fn batch_endpoints(db_url: String) {
         v
     };
     assert_eq!(ended, vec!["completed", "completed", "failed"]);
+
+    // Waiting for an ended run answers at once; a wait too long is refused.
+    let run = env
+        .client
+        .wait_run(&tasks[0].run_id, std::time::Duration::from_secs(30))
+        .await
+        .expect("wait");
+    assert_eq!(run.status, "completed");
+    let path = format!("/v1/runs/{}?wait_ms=600000", tasks[0].run_id);
+    let response = raw(&env, "GET", &path, "application/json", Vec::new(), None).await;
+    assert_eq!(
+        (response.status, response.code()),
+        (400, "invalid_wait"),
+        "{}",
+        response.body
+    );
 }

@@ -699,3 +699,46 @@ async fn check_logs(store: Store) {
         "stale_lease",
     );
 }
+
+const WAITED: &str = "
+name: waited
+steps:
+  - {name: s, handler: h}
+";
+
+conformance!(check_wait_for_run_end);
+async fn check_wait_for_run_end(store: Store) {
+    register(&store, WAITED).await;
+    let run_id = start(&store, "waited", json!({})).await;
+    // Not ended: the wait runs out and answers the run as it stands.
+    let waited = std::time::Instant::now();
+    let run = store
+        .wait_run(&run_id, Duration::from_millis(300))
+        .await
+        .expect("wait_run");
+    assert_eq!(run.status, "pending");
+    assert!(waited.elapsed() >= Duration::from_millis(300));
+
+    // Ended while waiting: the wait answers with the ended run, by trace id too.
+    let waiter = {
+        let store = store.clone();
+        let trace_id = run.trace_id.clone();
+        tokio::spawn(async move { store.wait_run(&trace_id, Duration::from_secs(30)).await })
+    };
+    let task = claim_one(&store, &["h"]).await;
+    complete(&store, &task, json!("done")).await;
+    let run = waiter.await.unwrap().expect("wait_run");
+    assert_eq!(run.run_id, run_id);
+    assert_eq!(run.status, "completed");
+
+    // Already ended: answered at once.
+    let run = store
+        .wait_run(&run_id, Duration::from_secs(30))
+        .await
+        .expect("wait_run");
+    assert_eq!(run.status, "completed");
+    assert!(matches!(
+        store.wait_run("no-such-run", Duration::from_secs(1)).await,
+        Err(weft_store::Error::NotFound { .. })
+    ));
+}
