@@ -299,26 +299,50 @@ impl Store {
             .collect();
         let mut started: Vec<String> = Vec::new();
         if !pending.is_empty() {
-            let list = placeholders(2, pending.len());
-            let sql = match self.dialect() {
-                Dialect::Postgres => format!(
-                    "UPDATE weft_runs SET status = 'running', started_at = $1, updated_at = $1 WHERE run_id IN \
-                     (SELECT run_id FROM weft_runs WHERE run_id IN ({list}) AND status = 'pending' FOR UPDATE SKIP LOCKED) \
-                     RETURNING run_id"
-                ),
-                Dialect::Sqlite => format!(
-                    "UPDATE weft_runs SET status = 'running', started_at = $1, updated_at = $1 \
-                     WHERE run_id IN ({list}) AND status = 'pending' RETURNING run_id"
-                ),
+            // Only the primary key may pick these rows: with `status` in the
+            // condition the planner can choose the active-runs index and walk
+            // every pending run (stale statistics make that look cheap).
+            started = match self.dialect() {
+                Dialect::Postgres => {
+                    let sql = format!(
+                        "SELECT run_id, status FROM weft_runs WHERE run_id IN ({}) FOR UPDATE SKIP LOCKED",
+                        placeholders(1, pending.len())
+                    );
+                    let locked: Vec<String> = tx
+                        .fetch_all(&sql, pending.iter().map(|id| Arg::from(*id)).collect())
+                        .await?
+                        .into_iter()
+                        .filter(|r| r.text("status") == "pending")
+                        .map(|r| r.text("run_id"))
+                        .collect();
+                    if !locked.is_empty() {
+                        let sql = format!(
+                            "UPDATE weft_runs SET status = 'running', started_at = $1, updated_at = $1 \
+                             WHERE run_id IN ({})",
+                            placeholders(2, locked.len())
+                        );
+                        let mut values = args![now];
+                        values.extend(locked.iter().map(Arg::from));
+                        tx.execute(&sql, values).await?;
+                    }
+                    locked
+                }
+                Dialect::Sqlite => {
+                    // `+status`: not an index column for the planner.
+                    let sql = format!(
+                        "UPDATE weft_runs SET status = 'running', started_at = $1, updated_at = $1 \
+                         WHERE run_id IN ({}) AND +status = 'pending' RETURNING run_id",
+                        placeholders(2, pending.len())
+                    );
+                    let mut values = args![now];
+                    values.extend(pending.iter().map(|id| Arg::from(*id)));
+                    tx.fetch_all(&sql, values)
+                        .await?
+                        .into_iter()
+                        .map(|r| r.text("run_id"))
+                        .collect()
+                }
             };
-            let mut values = args![now];
-            values.extend(pending.iter().map(|id| Arg::from(*id)));
-            started = tx
-                .fetch_all(&sql, values)
-                .await?
-                .into_iter()
-                .map(|r| r.text("run_id"))
-                .collect();
         }
         let mut events = Vec::with_capacity(attempts.len() + started.len());
         for a in attempts {

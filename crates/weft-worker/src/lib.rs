@@ -270,8 +270,8 @@ impl Worker {
         tracing::info!(component = "worker", worker_id = %self.worker_id, "worker stopped");
     }
 
-    /// Runs one task's handler and hands its result to the reporter; the
-    /// task's slot frees as soon as the handler is done.
+    /// Runs one task's handler and hands its result to the reporter,
+    /// returning once it is delivered.
     async fn execute(&self, task: Task, shutdown: CancellationToken, reporter: &report::Reporter) {
         let claimed = std::time::Instant::now();
         let task = Arc::new(task);
@@ -365,11 +365,14 @@ impl Worker {
                 timing,
             },
         };
-        reporter.send(report::Report {
-            task,
-            result,
-            handler_ms,
-        });
+        reporter
+            .send(report::Report {
+                task,
+                result,
+                handler_ms,
+                delivered: None,
+            })
+            .await;
     }
 }
 

@@ -2,7 +2,8 @@
 //! batches (`POST /v1/worker/results`, one transaction there). Nothing waits
 //! to fill a batch: a result is sent at once when no request is in flight,
 //! and the results that finish meanwhile go together in the next request.
-//! A server without the batch endpoint gets one `complete`/`fail` call each.
+//! A task keeps its slot until its result is delivered. A server without
+//! the batch endpoint gets one `complete`/`fail` call each.
 
 use std::sync::{
     Arc,
@@ -21,6 +22,8 @@ pub(crate) struct Report {
     pub task: Arc<Task>,
     pub result: TaskResult,
     pub handler_ms: i64,
+    /// Told once the result is delivered or given up on.
+    pub delivered: Option<oneshot::Sender<()>>,
 }
 
 enum Message {
@@ -42,9 +45,16 @@ impl Reporter {
         Reporter { queue }
     }
 
-    pub fn send(&self, report: Report) {
+    /// Hands a result over and waits until it is delivered (or given up
+    /// on): the task keeps its slot meanwhile, so results never pile up
+    /// beyond the worker's concurrency while their leases run out.
+    pub async fn send(&self, mut report: Report) {
+        let (delivered, wait) = oneshot::channel();
+        report.delivered = Some(delivered);
         // The loop lives as long as any handle, so this cannot fail.
-        let _ = self.queue.send(Message::Report(report));
+        if self.queue.send(Message::Report(report)).is_ok() {
+            let _ = wait.await;
+        }
     }
 
     /// Waits until every result handed over so far has been delivered (or
@@ -78,7 +88,12 @@ async fn send_loop(
             }
         }
         if !reports.is_empty() {
-            deliver(&client, &worker_id, &batches, reports).await;
+            deliver(&client, &worker_id, &batches, &reports).await;
+            for report in reports {
+                if let Some(delivered) = report.delivered {
+                    let _ = delivered.send(());
+                }
+            }
         }
         for done in flushes.drain(..) {
             let _ = done.send(());
@@ -86,7 +101,7 @@ async fn send_loop(
     }
 }
 
-async fn deliver(client: &Client, worker_id: &str, batches: &AtomicBool, reports: Vec<Report>) {
+async fn deliver(client: &Client, worker_id: &str, batches: &AtomicBool, reports: &[Report]) {
     if batches.load(Ordering::Relaxed) {
         let request = ResultsRequest {
             results: reports.iter().map(|r| r.result.clone()).collect(),
@@ -125,7 +140,7 @@ async fn deliver(client: &Client, worker_id: &str, batches: &AtomicBool, reports
             }
         }
     }
-    for report in &reports {
+    for report in reports {
         let outcome = match &report.result.error {
             None => client
                 .complete(
