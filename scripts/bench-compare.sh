@@ -3,17 +3,19 @@
 #
 #   scripts/bench-compare.sh
 #
-# 1. builds weft-bench in release;
+# 1. builds weft-bench and weft (the exec worker) in release;
 # 2. prepares the peers' harness (../shared/peers, beside the repository): a private working copy under target/bench-compare/peers
 #    (the shared directory stays untouched; PEERS_INPLACE=1 uses it in place), PostgreSQL 15 on 127.0.0.1:55432
 #    started as the peers' setup.sh starts it, and the selected peers installed with setup.sh's pinned versions
 #    (FULL_SETUP=1 runs `INSTALL=1 setup.sh` instead, which also installs Redis and every other peer);
-# 3. REPS rounds (default 3), interleaved: every Weft scenario on every backend once, then one round of the
-#    peers (`REPS=1 run_all.sh graphile-worker pg-boss dbos`);
+# 3. REPS rounds (default 3), interleaved: every Weft scenario on every backend once (and A and B again with each
+#    extra worker mode), then one round of the peers (`REPS=1 run_all.sh graphile-worker pg-boss dbos`);
 # 4. writes BENCHMARKS.md: medians [min..max] per variant, Weft/peer ratios, machine, versions, this command.
 # If the peers cannot be installed, the Weft half is still measured and BENCHMARKS.md names the missing peers.
 #
-# Environment: REPS (3), PEERS ("graphile-worker pg-boss dbos"), SKIP_PEERS=1, WEFT_SCENARIOS ("a a-batch b c"),
+# Environment: REPS (3), PEERS ("graphile-worker pg-boss dbos"), SKIP_PEERS=1, WEFT_SCENARIOS ("a a-batch b c d e f g"),
+# WEFT_WORKER_MODES ("process exec": extra --worker modes, each running WEFT_WORKER_SCENARIOS, "a b", on every backend;
+# empty: none), WEFT_EXEC_ARGS ("--n 2000": extra flags of the exec worker's lines, a process per step is slower),
 # WEFT_BACKENDS ("postgres sqlite"), WEFT_ARGS (extra weft-bench flags), WEFT_BENCH_BIN (use this binary, no build),
 # REPORT_ONLY (a session file from an earlier run: only rewrite BENCHMARKS.md), KEEP_PG=1 (leave the peers' Postgres up), QUIET_WAIT (20: seconds to wait for a
 # quiet machine before each run), PEERS_SRC (../shared/peers, beside the repository), OUT_DIR (target/bench-compare),
@@ -22,12 +24,15 @@ set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 # the command line to reproduce this session: the settings the caller gave
-COMMAND="$(for v in REPS PEERS SKIP_PEERS WEFT_SCENARIOS WEFT_BACKENDS WEFT_ARGS QUIET_WAIT FULL_SETUP PEERS_INPLACE; do
+COMMAND="$(for v in REPS PEERS SKIP_PEERS WEFT_SCENARIOS WEFT_BACKENDS WEFT_ARGS WEFT_WORKER_MODES WEFT_WORKER_SCENARIOS WEFT_EXEC_ARGS QUIET_WAIT FULL_SETUP PEERS_INPLACE; do
   [ -n "${!v+x}" ] && printf '%s=%q ' "$v" "${!v}"; done)scripts/bench-compare.sh"
 REPS=${REPS:-3}
 PEERS=${PEERS:-graphile-worker pg-boss dbos}
 SKIP_PEERS=${SKIP_PEERS:-0}
-WEFT_SCENARIOS=${WEFT_SCENARIOS:-a a-batch b c}
+WEFT_SCENARIOS=${WEFT_SCENARIOS:-a a-batch b c d e f g}
+WEFT_WORKER_MODES=${WEFT_WORKER_MODES-process exec}
+WEFT_WORKER_SCENARIOS=${WEFT_WORKER_SCENARIOS:-a b}
+WEFT_EXEC_ARGS=${WEFT_EXEC_ARGS---n 2000}
 WEFT_BACKENDS=${WEFT_BACKENDS:-postgres sqlite}
 WEFT_ARGS=${WEFT_ARGS:-}
 QUIET_WAIT=${QUIET_WAIT:-20}
@@ -67,8 +72,8 @@ if [ -n "${WEFT_BENCH_BIN:-}" ]; then
   BIN=$WEFT_BENCH_BIN
   say "session $SESSION_TS: using $BIN (no build)"
 else
-  say "session $SESSION_TS: building weft-bench (release)"
-  cargo build --release -p weft-bench || { say "cargo build failed"; exit 1; }
+  say "session $SESSION_TS: building weft-bench and weft (release)"
+  cargo build --release -p weft-bench -p weft-cli || { say "cargo build failed"; exit 1; }
   BIN=$ROOT/target/release/weft-bench
 fi
 
@@ -162,6 +167,18 @@ for r in $(seq "$REPS"); do
       # shellcheck disable=SC2086
       "$BIN" "$s" --backend "$backend" --out "$WEFT_JSONL" $WEFT_ARGS 2>>"$LOG" >/dev/null || say "weft-bench $s on $backend failed (see $LOG)"
       tail -n 1 "$LOG" >&2
+    done
+    # the same scenarios with the handlers in another process: an SDK worker of its own, the exec worker
+    for mode in $WEFT_WORKER_MODES; do
+      extra=""; [ "$mode" = exec ] && extra=$WEFT_EXEC_ARGS
+      for s in $WEFT_WORKER_SCENARIOS; do
+        python3 "$PEERS_SRC/common/wait_quiet.py" "$QUIET_WAIT" 0.05 2>/dev/null | sed 's/^/[bench-compare] /' >&2
+        say "round $r/$REPS: weft $s on $backend, --worker $mode"
+        # shellcheck disable=SC2086
+        "$BIN" "$s" --backend "$backend" --worker "$mode" --out "$WEFT_JSONL" $WEFT_ARGS $extra 2>>"$LOG" >/dev/null ||
+          say "weft-bench $s on $backend --worker $mode failed (see $LOG)"
+        tail -n 1 "$LOG" >&2
+      done
     done
   done
   if [ -n "$RUN_PEERS" ]; then

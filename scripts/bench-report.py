@@ -86,7 +86,8 @@ def main():
             "SQLite is a temp file (WAL, synchronous=FULL). A starts one run per HTTP request (sequentially, or 16 in "
             "flight for `enqueue=16 concurrent requests`), then starts the worker and times the drain from the first "
             "handler call until the store shows every run completed. B and C observe completion by polling "
-            "`GET /v1/runs/{id}` every 5 ms. Weft's peak RSS is the whole process (server + worker + driver); the peers' "
+            "`GET /v1/runs/{id}` every 5 ms. Weft's peak RSS is the whole process (server + worker + driver; with `--worker "
+            "process` or `exec`, plus the worker's process tree: see Worker modes); the peers' "
             "is the worker process tree only. The peers' clients write jobs to Postgres directly (one transaction per job); "
             "Weft's clients go through its HTTP API, so Weft's enqueue/s includes an HTTP round trip per run.", ""]
 
@@ -131,6 +132,125 @@ def main():
             rs = [r for r in groups[k] if "weft_timing_p50_ms" in r]
             obs = fmt([r["p50_ms"] if k[0] != "C" else r["lat"]["p50_ms"] for r in rs])
             out.append(f"| {k[0]} | {k[2]} | {obs} | " + " | ".join(fmt([r["weft_timing_p50_ms"].get(n) for r in rs]) for n in names) + " |")
+
+    # where the handlers run: the same A and B with each worker mode, against the in-process SDK worker
+    wrows = defaultdict(list)
+    for r in rows:
+        if r.get("peer") == "weft" and (r["test"] == "B" or (r["test"] == "A" and r.get("enqueue_concurrency", 1) == 1)):
+            wrows[(r.get("backend", "?"), r.get("worker", "sdk-inproc"))].append(r)
+    if len({w for _, w in wrows}) > 1:
+        order = {"sdk-inproc": 0, "sdk-process": 1, "exec": 2}
+        out += ["", "## Worker modes (Weft): where the handlers run", "",
+                "The same A (sequential enqueue) and B with the handlers in the harness process (`sdk-inproc`), in an SDK worker "
+                "of its own (`sdk-process`: `weft-bench` re-executed as a worker), and in the exec worker (`exec`: `weft worker "
+                "--handlers`, one `true` process per step). A process per step has its own cost: it is reported here, not hidden. "
+                "× is this mode's median over the in-process worker's median on the same backend. With a worker process, drain/s is timed "
+                "from the first claim the server committed, and peak RSS adds the worker process tree's peak to the harness's "
+                "(handler processes as sampled every 100 ms).", "",
+                "| backend | worker | A runs | A N | drain/s | × inproc | peak RSS MB | B runs | B p50 ms | × inproc | B p99 ms | × inproc |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for backend, worker in sorted(wrows, key=lambda k: (k[0], order.get(k[1], 9), k[1])):
+            rs = wrows[(backend, worker)]
+            base = wrows.get((backend, "sdk-inproc"), [])
+            a, b = [r for r in rs if r["test"] == "A"], [r for r in rs if r["test"] == "B"]
+            ba, bb = [r for r in base if r["test"] == "A"], [r for r in base if r["test"] == "B"]
+            mm = lambda xs, k: med([r.get(k) for r in xs])
+            out.append(f"| {backend} | {worker} | {len(a)} | {a[0]['n'] if a else '-'} | {fmt([r.get('drain_per_s') for r in a])} | "
+                       f"{ratio(mm(a, 'drain_per_s'), mm(ba, 'drain_per_s'))} | {fmt([r.get('peak_rss_mb') for r in a])} | {len(b)} | "
+                       f"{fmt([r.get('p50_ms') for r in b])} | {ratio(mm(b, 'p50_ms'), mm(bb, 'p50_ms'))} | "
+                       f"{fmt([r.get('p99_ms') for r in b])} | {ratio(mm(b, 'p99_ms'), mm(bb, 'p99_ms'))} |")
+
+    # E: the cost of observability, every signal off vs on
+    E_ = keys(lambda t: t == "E")
+    if E_:
+        target = next((r.get("target_cost_pct") for k in E_ for r in groups[k]), 5.0)
+        out += ["", "## E. Observability overhead (Weft): every signal off vs on", "",
+                f"Target: every signal on costs at most {target:g} % of throughput (A drain/s on ÷ off ≥ {1 - target / 100:.2f}). "
+                "A (`--e-n` runs, sequential enqueue) and B, each on a fresh database in a fresh child process, in the order "
+                "A off, A on, B off, B on. **Off**: logs at `error`, no trace pipeline, `/metrics` not scraped, gauge sweep daily "
+                "(the metrics registry itself has no switch). **On**, as `weft server` runs with them configured: JSON logs at "
+                "`info` to stderr and a daily file, OTLP/HTTP protobuf export of the server, run, attempt and `execute` spans to a "
+                "collector in the parent process, `/metrics` scraped every second, gauges every 5 s. The last columns are the "
+                "evidence that the signals were on (A's child). Ratios are medians of each session round's on ÷ off.", "",
+                "| variant | runs | A N | drain/s off | drain/s on | on ÷ off | cost % | within target | enqueue/s on ÷ off | "
+                "B p50 ms off | B p50 ms on | on ÷ off | B p99 ms off | B p99 ms on | on ÷ off | spans received (per run) | log file bytes | /metrics scrapes | foreign CPU |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for k in E_:
+            rs = groups[k]
+            g = lambda side, key: [r.get(side, {}).get(key) for r in rs]
+            q = lambda key: [r.get("ratio_on_off", {}).get(key) for r in rs]
+            sig = lambda key: [r.get("on", {}).get("a_signals", {}).get(key) for r in rs]
+            cost = med([r.get("throughput_cost_pct") for r in rs])
+            per_run = med(sig("spans_per_run"))
+            verdict = "-" if cost is None else ("yes" if cost <= target else "**no**")
+            out.append(f"| {k[2]} | {len(rs)} | {rs[0].get('n')} | {fmt(g('off', 'drain_per_s'))} | {fmt(g('on', 'drain_per_s'))} | "
+                       f"{fmt(q('drain_per_s'), 3)} | {fmt([r.get('throughput_cost_pct') for r in rs])} | {verdict} | "
+                       f"{fmt(q('enqueue_per_s'), 3)} | {fmt(g('off', 'p50_ms'))} | {fmt(g('on', 'p50_ms'))} | {fmt(q('p50_ms'), 3)} | "
+                       f"{fmt(g('off', 'p99_ms'))} | {fmt(g('on', 'p99_ms'))} | {fmt(q('p99_ms'), 3)} | "
+                       f"{fmt(sig('spans_received'), 0)}{'' if per_run is None else f' ({per_run:.2f}/run)'} | "
+                       f"{fmt(sig('log_file_bytes'), 0)} | {fmt(sig('metrics_scrapes'), 0)} | {fc(rs)} |")
+
+    # D, F, G: Weft only (the peers' harness has no fan-out, memory-at-rest or scale test)
+    D = keys(lambda t: t == "D")
+    if D:
+        out += ["", "## D. Fan-out (Weft): one run of 1 → 1,000 → 1 no-op steps", "",
+                "A root step, `--d-width` parallel steps depending on it and one join step depending on all of them; each line is "
+                "the median of `--d-rounds` runs one after the other, timed from the start request until the store shows the run "
+                "completed. Weft's own timing from `GET /v1/runs/{id}`: end-to-end created → finished, fan root finished → last "
+                "parallel step finished, fan-in last parallel step finished → join claimed.", "",
+                "| variant | runs | steps | rounds/run | wall ms | steps/s | Weft end-to-end ms | fan ms | fan-in ms | attempt queue-wait p50 ms | peak RSS MB | foreign CPU |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for k in D:
+            rs = groups[k]
+            wt = lambda n: fmt([r.get("weft_timing_ms", {}).get(n) for r in rs])
+            out.append(f"| {k[2]} | {len(rs)} | {rs[0].get('steps')} | {rs[0].get('rounds')} | {fmt([r.get('wall_ms') for r in rs])} | "
+                       f"{fmt([r.get('steps_per_s') for r in rs])} | {wt('run_end_to_end')} | {wt('fan')} | {wt('fan_in')} | "
+                       f"{wt('attempt_queue_wait_p50')} | {fmt([r.get('peak_rss_mb') for r in rs])} | {fc(rs)} |")
+    F = keys(lambda t: t == "F")
+    if F:
+        t = next((r.get("target_mb") for k in F for r in groups[k] if r.get("target_mb")), {"idle": 30, "queued": 150})
+        out += ["", f"## F. Memory (Weft): server RSS idle and with N runs queued — target ≤ {t['idle']:g} MB idle, ≤ {t['queued']:g} MB with 100,000 queued", "",
+                "VmRSS of the process holding the Weft server (axum, engine loops, store pool; SQLite's page cache too) and the "
+                "driver's HTTP client, read from /proc/self/status; Postgres's own processes are not included. Idle: after "
+                "start-up and `--f-idle-s` seconds. Queued: 2 s after the last of N one-step runs was started (through the batch "
+                "start endpoint, 500 runs a request, unless the variant says otherwise), no worker running. Then a worker drains them: its peak (VmHWM reset before the drain) includes the "
+                "in-process SDK worker.", "",
+                "| variant | runs | N | idle RSS MB | queued RSS MB | within target (idle, queued) | peak while queueing MB | enqueue/s | drain peak RSS MB | drain/s | process before the server MB | foreign CPU |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for k in F:
+            rs = groups[k]
+            mi, mq = med([r.get("idle_rss_mb") for r in rs]), med([r.get("queued_rss_mb") for r in rs])
+            yes = lambda v, lim: "-" if v is None else ("yes" if v <= lim else "**no**")
+            verdict = f"{yes(mi, t['idle'])}, {yes(mq, t['queued'])}" + ("" if rs[0].get("n") == 100000 else " (N ≠ 100,000)")
+            out.append(f"| {k[2]} | {len(rs)} | {rs[0].get('n')} | {fmt([r.get('idle_rss_mb') for r in rs])} | "
+                       f"{fmt([r.get('queued_rss_mb') for r in rs])} | {verdict} | {fmt([r.get('enqueue_peak_rss_mb') for r in rs])} | "
+                       f"{fmt([r.get('enqueue_per_s') for r in rs])} | {fmt([r.get('drain_peak_rss_mb') for r in rs])} | "
+                       f"{fmt([r.get('drain_per_s') for r in rs])} | {fmt([r.get('before_server_rss_mb') for r in rs])} | {fc(rs)} |")
+        if any(r.get("prior_scenarios_in_process") for k in F for r in groups[k]):
+            out += ["", "Some F lines ran after other scenarios in the same process: their memory includes what those left behind."]
+    G = keys(lambda t: t == "G")
+    if G:
+        target = next((r.get("target_ms") for k in G for r in groups[k]), 50)
+        out += ["", f"## G. Scale (Weft): list and show queries with 1,000,000 runs in the store — target ≤ {target:g} ms (p99)", "",
+                "Runs seeded straight into the server's migrated database: the rows of one completed and one failed real run "
+                "copied N times (runs, steps, attempts, history events), 1 % failed, spread over four workflows plus "
+                "`bench_scale_rare` (0.1 % of the runs, none failed); Postgres ANALYZEd after the load, as autovacuum would. Each "
+                "query is timed as an HTTP round trip through weft-client, one at a time, `--g-reps` times per run after three "
+                "unrecorded rounds; random runs for the lookups. Cells are medians [min..max] over runs of each run's p50 and p99.", "",
+                "| variant | query | runs | p50 ms | p99 ms | max ms | p99 within target | seeding s |",
+                "|---|---|---|---|---|---|---|---|"]
+        for k in G:
+            rs = groups[k]
+            names = list(rs[0].get("queries", {}))
+            for i, name in enumerate(names):
+                q = lambda key: [r.get("queries", {}).get(name, {}).get(key) for r in rs]
+                p99 = med(q("p99_ms"))
+                verdict = "-" if p99 is None else ("yes" if p99 <= target else "**no**")
+                out.append(f"| {k[2] if i == 0 else ''} | `{rs[0]['queries'][name].get('query', name)}` | {len(rs)} | {fmt(q('p50_ms'), 2)} | "
+                           f"{fmt(q('p99_ms'), 2)} | {fmt(q('max_ms'), 2)} | {verdict} | {fmt([r.get('seed_s') for r in rs]) if i == 0 else ''} |")
+        tried = sorted({"; ".join(r["try_sql"]) for k in G for r in groups[k] if r.get("try_sql")})
+        for sql in tried:
+            out += ["", f"`with --g-try-sql` rows ran this SQL on the seeded database before the queries (a fix being tried, not Weft's schema): `{sql}`"]
 
     # ratios of medians: rows = peer variants, columns = Weft variants
     def ratio_table(title, note, wk, pk, cell):

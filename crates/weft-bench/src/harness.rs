@@ -1,10 +1,13 @@
 //! What every scenario stands on: a fresh database per scenario (a database
 //! in a throwaway durable PostgreSQL cluster, or a temp SQLite file), the
 //! Weft server spawned in this process on a loopback port (wired as
-//! `weft server` wires it), an in-process SDK worker with no-op handlers, and
-//! a wait for a set of runs to end that asks the store, not the worker.
+//! `weft server` wires it), the worker (`--worker`: an SDK worker with no-op
+//! handlers in this process or in a child process, or the exec worker `weft
+//! worker` running `true` per step), and a wait for a set of runs to end
+//! that asks the store, not the worker.
 
 use std::{
+    path::PathBuf,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicU64, Ordering},
@@ -16,6 +19,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_client::Client;
+use weft_core::observe::{Fanout, GaugeSnapshot, Observation, Observer};
 use weft_engine::Engine;
 use weft_store::{PoolOptions, Settings, Store};
 use weft_testkit::{PgCluster, SqliteDb};
@@ -139,12 +143,47 @@ impl Databases {
 pub struct Server {
     pub url: String,
     pub store: Store,
+    /// Attempts claimed and ended, as the store reports them: the progress
+    /// and first-call mark of a worker in another process.
+    pub attempts: Arc<Calls>,
     shutdown: CancellationToken,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// Counts the attempts the store reports: the first claim stands for the
+/// first handler call and every ended attempt for one call, for workers
+/// whose handlers the harness cannot count itself.
+struct AttemptCounter(Arc<Calls>);
+
+impl Observer for AttemptCounter {
+    fn observe(&self, observation: &Observation<'_>) {
+        match observation {
+            Observation::AttemptClaimed { .. } => {
+                self.0.first.get_or_init(Instant::now);
+            }
+            Observation::AttemptFinished(_) => {
+                self.0.count.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    fn gauges(&self, _: &GaugeSnapshot) {}
+}
+
 impl Server {
     pub async fn start(database_url: &str, options: &ServerOptions) -> Result<Server> {
+        Server::start_with(database_url, options, weft_server::Config::default(), None).await
+    }
+
+    /// [`Server::start`] with a server configuration (signals) and, when
+    /// given, a gauge sweep interval other than the engine's default.
+    pub async fn start_with(
+        database_url: &str,
+        options: &ServerOptions,
+        mut config: weft_server::Config,
+        gauge_interval: Option<Duration>,
+    ) -> Result<Server> {
         let pool = PoolOptions {
             max_connections: options.db_pool_size,
             ..PoolOptions::default()
@@ -152,18 +191,27 @@ impl Server {
         let store = Store::connect_with(database_url, Settings::default(), &pool)
             .await
             .with_context(|| format!("cannot open the database at {database_url}"))?;
+        let defaults = weft_engine::Config::default();
         let engine = Engine::new(
             store.clone(),
             weft_engine::Config {
                 tick: options.engine_tick,
-                ..Default::default()
+                gauge_interval: gauge_interval.unwrap_or(defaults.gauge_interval),
+                ..defaults
             },
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .context("bind a loopback port")?;
         let url = format!("http://{}", listener.local_addr()?);
-        let app = weft_server::router(engine.clone(), weft_server::Config::default());
+        // Beside the server's own observers: one atomic add per attempt.
+        let attempts = Arc::new(Calls::default());
+        let counter: Arc<dyn Observer> = Arc::new(AttemptCounter(attempts.clone()));
+        config.observer = Some(match config.observer.take() {
+            Some(other) => Arc::new(Fanout(vec![other, counter])),
+            None => counter,
+        });
+        let app = weft_server::router(engine.clone(), config);
         let shutdown = CancellationToken::new();
         let engine_task = tokio::spawn(engine.run(shutdown.clone()));
         let http_shutdown = shutdown.clone();
@@ -175,6 +223,7 @@ impl Server {
         Ok(Server {
             url,
             store,
+            attempts,
             shutdown,
             tasks: vec![engine_task, http_task],
         })
@@ -242,6 +291,232 @@ impl InprocWorker {
     }
 }
 
+/// Where the handlers run (`--worker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WorkerMode {
+    /// An SDK worker on the harness's own runtime.
+    Inproc,
+    /// An SDK worker in its own OS process (this binary, re-executed with
+    /// the hidden `--worker-child`).
+    Process,
+    /// The exec worker, `weft worker --handlers`: one `true` process per step.
+    Exec,
+}
+
+impl WorkerMode {
+    /// The `worker` field and variant label of a result line.
+    pub fn label(self) -> &'static str {
+        match self {
+            WorkerMode::Inproc => "sdk-inproc",
+            WorkerMode::Process => "sdk-process",
+            WorkerMode::Exec => "exec",
+        }
+    }
+}
+
+/// How to start the worker of a scenario.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub mode: WorkerMode,
+    /// The `weft` binary, for `exec`.
+    pub weft_bin: Option<PathBuf>,
+    /// Log filter of a worker process (stderr).
+    pub log: String,
+}
+
+/// This binary, to re-execute as a child: `/proc/self/exe`, which still
+/// names it when a rebuild has replaced the file meanwhile.
+pub fn self_exe() -> Result<PathBuf> {
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe);
+    }
+    std::env::current_exe().context("locating weft-bench")
+}
+
+/// The `weft` binary: `--weft-bin`, else beside this executable (both are
+/// built into the same target directory).
+pub fn find_weft_bin(explicit: Option<&PathBuf>) -> Result<PathBuf> {
+    let path = match explicit {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()
+            .context("locating weft-bench")?
+            .with_file_name("weft"),
+    };
+    if !path.is_file() {
+        bail!(
+            "no weft binary at {} (build it: cargo build --release -p weft-cli, or pass --weft-bin)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// The OpenTelemetry and logging variables a child must not inherit: a
+/// worker process exports and logs nothing the scenario did not ask for.
+const CHILD_ENV_REMOVE: [&str; 14] = [
+    "OTEL_SDK_DISABLED",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_HEADERS",
+    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "WEFT_LOG_DIR",
+    "WEFT_LOG_FORMAT",
+    "RUST_LOG",
+];
+
+/// A scenario's worker, wherever it runs. `calls` counts handler calls (in
+/// process) or ended attempts as the store reports them (child processes).
+pub struct BenchWorker {
+    pub calls: Arc<Calls>,
+    inner: WorkerInner,
+}
+
+enum WorkerInner {
+    Inproc(InprocWorker),
+    Child {
+        child: tokio::process::Child,
+        /// The exec worker's handlers file.
+        _dir: Option<tempfile::TempDir>,
+    },
+}
+
+impl BenchWorker {
+    pub fn start(spec: &WorkerSpec, server: &Server, concurrency: usize) -> Result<BenchWorker> {
+        let (mut command, dir) = match spec.mode {
+            WorkerMode::Inproc => {
+                let worker = InprocWorker::start(&server.url, concurrency);
+                return Ok(BenchWorker {
+                    calls: worker.calls.clone(),
+                    inner: WorkerInner::Inproc(worker),
+                });
+            }
+            WorkerMode::Process => {
+                let mut command = tokio::process::Command::new(self_exe()?);
+                command
+                    .arg("--worker-child")
+                    .arg(&server.url)
+                    .arg("--concurrency")
+                    .arg(concurrency.to_string())
+                    .arg("--log")
+                    .arg(&spec.log)
+                    // Held open by `child`: the worker stops when it closes.
+                    .stdin(std::process::Stdio::piped());
+                (command, None)
+            }
+            WorkerMode::Exec => {
+                let weft = find_weft_bin(spec.weft_bin.as_ref())?;
+                let dir = tempfile::tempdir().context("temp dir for the handlers file")?;
+                let handlers = dir.path().join("handlers.toml");
+                std::fs::write(
+                    &handlers,
+                    format!("[handlers]\n\"{NOOP_HANDLER}\" = {{ command = [\"true\"] }}\n"),
+                )?;
+                let mut command = tokio::process::Command::new(weft);
+                command
+                    .arg("worker")
+                    .arg("--handlers")
+                    .arg(&handlers)
+                    .arg("--concurrency")
+                    .arg(concurrency.to_string())
+                    .arg("--worker-id")
+                    .arg("weft-bench-exec")
+                    .arg("--url")
+                    .arg(&server.url)
+                    .env("WEFT_LOG", &spec.log)
+                    .stdin(std::process::Stdio::null());
+                (command, Some(dir))
+            }
+        };
+        for name in CHILD_ENV_REMOVE {
+            command.env_remove(name);
+        }
+        command
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let child = command
+            .spawn()
+            .with_context(|| format!("starting the {} worker", spec.mode.label()))?;
+        Ok(BenchWorker {
+            calls: server.attempts.clone(),
+            inner: WorkerInner::Child { child, _dir: dir },
+        })
+    }
+
+    /// The worker's process id, when it has its own process.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.inner {
+            WorkerInner::Inproc(_) => None,
+            WorkerInner::Child { child, .. } => child.id(),
+        }
+    }
+
+    /// Stops the worker: in process, as `InprocWorker::stop`; a child gets
+    /// SIGTERM (it finishes the tasks in hand), and SIGKILL after 10 s.
+    pub async fn stop(self) {
+        match self.inner {
+            WorkerInner::Inproc(worker) => worker.stop().await,
+            WorkerInner::Child { mut child, _dir } => {
+                if let Some(pid) = child.id() {
+                    let _ = std::process::Command::new("kill")
+                        .arg("-TERM")
+                        .arg(pid.to_string())
+                        .status();
+                }
+                match tokio::time::timeout(Duration::from_secs(10), child.wait()).await {
+                    Ok(_) => {}
+                    Err(_) => {
+                        eprintln!(
+                            "[weft-bench] the worker process did not stop on SIGTERM: killing it"
+                        );
+                        let _ = child.kill().await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The body of `weft-bench --worker-child URL`: an SDK worker with the no-op
+/// handler against the server at `url`, until SIGTERM or SIGINT, or until
+/// stdin closes (the harness that started it is gone).
+pub async fn run_worker_child(url: &str, concurrency: usize) -> Result<()> {
+    let shutdown = CancellationToken::new();
+    let orphaned = shutdown.clone();
+    std::thread::spawn(move || {
+        use std::io::Read as _;
+        let mut buf = [0u8; 64];
+        while !matches!(std::io::stdin().read(&mut buf), Ok(0) | Err(_)) {}
+        orphaned.cancel();
+    });
+    let trigger = shutdown.clone();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("SIGTERM handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        trigger.cancel();
+    });
+    Worker::builder(Client::new(url))
+        .concurrency(concurrency)
+        .worker_id("weft-bench-process")
+        .handler(NOOP_HANDLER, |_ctx: weft_worker::TaskContext| async {
+            Ok(Value::Null)
+        })
+        .build()
+        .run(shutdown)
+        .await;
+    Ok(())
+}
+
 pub async fn register(client: &Client, (name, manifest): (&str, &str)) -> Result<()> {
     client
         .put_workflow(name, manifest)
@@ -275,7 +550,16 @@ pub async fn run_to_completion(
     let started = Instant::now();
     let run_id = start_run(client, workflow, i).await?;
     loop {
-        let run = client.get_run(&run_id).await.context("GET /v1/runs/{id}")?;
+        // `every` zero: one request the server holds until the run ends.
+        let run = if every.is_zero() {
+            let wait = timeout.min(Duration::from_secs(60));
+            client
+                .wait_run(&run_id, wait)
+                .await
+                .context("GET /v1/runs/{id}?wait_ms")?
+        } else {
+            client.get_run(&run_id).await.context("GET /v1/runs/{id}")?
+        };
         match run.status.as_str() {
             "completed" => return Ok((started.elapsed().as_secs_f64() * 1000.0, run_id)),
             "failed" | "cancelled" => bail!("run {run_id} ended {}: {:?}", run.status, run.error),
@@ -287,7 +571,9 @@ pub async fn run_to_completion(
                 run.status
             );
         }
-        tokio::time::sleep(every).await;
+        if !every.is_zero() {
+            tokio::time::sleep(every).await;
+        }
     }
 }
 

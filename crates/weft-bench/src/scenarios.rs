@@ -3,7 +3,7 @@
 //!
 //! - A, throughput: N one-step runs started over HTTP (one request per run,
 //!   sequentially, or `enqueue_concurrency` requests in flight), then drained
-//!   by an SDK worker started afterwards.
+//!   by the worker (`--worker`) started afterwards.
 //! - B, latency: one-step runs one at a time, start -> completion observed by
 //!   polling `GET /v1/runs/{id}`.
 //! - C, workflow: three-step linear workflows; the latency of sequential
@@ -11,13 +11,13 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use weft_client::Client;
 
 use crate::{
-    harness::{self, Backend, InprocWorker, ONE_STEP, Server, THREE_STEPS},
+    harness::{self, Backend, BenchWorker, ONE_STEP, Server, THREE_STEPS, WorkerSpec},
     stats::{self, round},
 };
 
@@ -29,10 +29,19 @@ pub struct Common {
     pub observe_every: Duration,
     pub warmup: usize,
     pub timeout: Duration,
+    pub worker: WorkerSpec,
 }
 
 impl Common {
+    /// `, worker=<mode>`: every variant label names where handlers ran.
+    fn worker_label(&self) -> String {
+        format!(", worker={}", self.worker.mode.label())
+    }
+
     fn observe(&self) -> String {
+        if self.observe_every.is_zero() {
+            return "GET /v1/runs/{id}?wait_ms (held until the run ends)".to_owned();
+        }
         format!(
             "poll GET /v1/runs/{{id}} every {} ms",
             self.observe_every.as_millis()
@@ -44,9 +53,14 @@ pub struct ThroughputArgs {
     pub n: usize,
     /// 1: one start request at a time; more: that many in flight.
     pub enqueue_concurrency: usize,
+    /// More than 1: runs per request to the batch start endpoint.
+    pub start_batch: usize,
 }
 
-fn enqueue_label(concurrency: usize) -> String {
+fn enqueue_label(concurrency: usize, batch: usize) -> String {
+    if batch > 1 {
+        return format!("batch start endpoint, {batch} runs per request");
+    }
     if concurrency <= 1 {
         "sequential".to_owned()
     } else {
@@ -61,12 +75,32 @@ async fn enqueue(
     workflow: &str,
     n: usize,
     in_flight: usize,
+    batch: usize,
     label: &str,
 ) -> Result<(Vec<String>, f64)> {
     let mut progress = harness::Progress::new(label, n as u64);
     let started = Instant::now();
     let mut ids = Vec::with_capacity(n);
-    if in_flight <= 1 {
+    if batch > 1 {
+        let indexes: Vec<usize> = (0..n).collect();
+        for chunk in indexes.chunks(batch) {
+            let request = weft_api::StartRunsRequest {
+                runs: chunk
+                    .iter()
+                    .map(|i| weft_api::StartRunRequest {
+                        input: json!({ "i": i }),
+                        idempotency_key: None,
+                    })
+                    .collect(),
+            };
+            let started = client
+                .start_runs(workflow, &request)
+                .await
+                .with_context(|| format!("starting {} runs of {workflow}", chunk.len()))?;
+            ids.extend(started.runs.into_iter().map(|r| r.run_id));
+            progress.show(ids.len() as u64);
+        }
+    } else if in_flight <= 1 {
         for i in 0..n {
             ids.push(harness::start_run(client, workflow, i).await?);
             progress.show(ids.len() as u64);
@@ -93,12 +127,16 @@ async fn enqueue(
 pub async fn throughput(server: &Server, common: &Common, args: &ThroughputArgs) -> Result<Value> {
     let client = Client::new(&server.url);
     harness::register(&client, ONE_STEP).await?;
-    let label = format!("A enqueue ({})", enqueue_label(args.enqueue_concurrency));
+    let label = format!(
+        "A enqueue ({})",
+        enqueue_label(args.enqueue_concurrency, args.start_batch)
+    );
     let (ids, enqueue_s) = enqueue(
         &client,
         ONE_STEP.0,
         args.n,
         args.enqueue_concurrency,
+        args.start_batch,
         &label,
     )
     .await?;
@@ -109,24 +147,27 @@ pub async fn throughput(server: &Server, common: &Common, args: &ThroughputArgs)
     );
 
     // The drain's peak: the kernel's high-water mark reset now, or else
-    // samples every 100 ms as the peers take them.
+    // samples every 100 ms as the peers take them. A worker process's tree
+    // (the exec worker's handler processes too) is sampled beside it.
     let rss_peak_resettable = stats::reset_peak_rss();
-    let sampled_peak = std::sync::Arc::new(std::sync::Mutex::new(0.0f64));
+    let spawned = Instant::now();
+    let worker = BenchWorker::start(&common.worker, server, common.concurrency)?;
+    let worker_pid = worker.pid();
+    let sampled_peak = std::sync::Arc::new(std::sync::Mutex::new((0.0f64, 0.0f64)));
     let rss_sampler = {
         let sampled_peak = sampled_peak.clone();
         tokio::spawn(async move {
             loop {
                 let now = stats::rss_mb().unwrap_or(0.0);
+                let tree = worker_pid.map(stats::tree_rss_mb).unwrap_or(0.0);
                 {
                     let mut peak = sampled_peak.lock().expect("rss lock");
-                    *peak = peak.max(now);
+                    *peak = (peak.0.max(now), peak.1.max(tree));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         })
     };
-    let spawned = Instant::now();
-    let worker = InprocWorker::start(&server.url, common.concurrency);
     let drained = harness::wait_completed(
         &server.store,
         &ids,
@@ -141,31 +182,43 @@ pub async fn throughput(server: &Server, common: &Common, args: &ThroughputArgs)
     )
     .await;
     rss_sampler.abort();
-    let sampled_peak = sampled_peak
-        .lock()
-        .expect("rss lock")
-        .max(stats::rss_mb().unwrap_or(0.0));
-    let peak_rss_mb = if rss_peak_resettable {
+    let (sampled_peak, worker_tree_peak) = *sampled_peak.lock().expect("rss lock");
+    let sampled_peak = sampled_peak.max(stats::rss_mb().unwrap_or(0.0));
+    let harness_peak_mb = if rss_peak_resettable {
         stats::peak_rss_mb()
     } else {
         None
     }
     .unwrap_or(sampled_peak);
+    // The worker process started after the reset: its own high-water mark
+    // covers the drain; its handler processes only as sampled.
+    let worker_peak_mb = worker_pid.map(|pid| {
+        stats::pid_peak_rss_mb(pid)
+            .unwrap_or(0.0)
+            .max(worker_tree_peak)
+    });
     let first = worker.calls.first();
     worker.stop().await;
     let drained = drained?;
 
     let mut result = json!({
         "test": "A",
-        "config": format!("{}, enqueue={}", common.backend.as_str(), enqueue_label(args.enqueue_concurrency)),
+        "config": format!("{}, enqueue={}{}", common.backend.as_str(), enqueue_label(args.enqueue_concurrency, args.start_batch), common.worker_label()),
         "concurrency": common.concurrency,
         "enqueue_concurrency": args.enqueue_concurrency,
         "n": args.n,
         "enqueue_s": round(enqueue_s, 3),
         "enqueue_per_s": round(args.n as f64 / enqueue_s, 1),
-        "peak_rss_mb": round(peak_rss_mb, 1),
-        "rss_scope": "whole harness process during the drain: server + engine + SDK worker + driver (Postgres not included)",
+        "peak_rss_mb": round(harness_peak_mb + worker_peak_mb.unwrap_or(0.0), 1),
+        "rss_scope": match worker_peak_mb {
+            None => "whole harness process during the drain: server + engine + SDK worker + driver (Postgres not included)",
+            Some(_) => "harness process (server + engine + driver) + worker process tree (its VmHWM, or the tree's VmRSS sum sampled every 100 ms when larger: short-lived handler processes only as sampled), each one's peak during the drain, summed (Postgres not included)",
+        },
     });
+    if let Some(worker_peak_mb) = worker_peak_mb {
+        result["harness_peak_rss_mb"] = json!(round(harness_peak_mb, 1));
+        result["worker_peak_rss_mb"] = json!(round(worker_peak_mb, 1));
+    }
     match (drained.at, first) {
         (Some(done_at), Some(first)) => {
             let drain_s = (done_at - first).as_secs_f64();
@@ -175,8 +228,11 @@ pub async fn throughput(server: &Server, common: &Common, args: &ThroughputArgs)
             result["drain_per_s"] = json!(round(args.n as f64 / drain_s, 1));
             result["from_spawn_s"] = json!(round(from_spawn_s, 3));
             result["from_spawn_per_s"] = json!(round(args.n as f64 / from_spawn_s, 1));
-            result["drain_measure"] =
-                json!("first handler call -> store shows every run completed");
+            result["drain_measure"] = json!(if worker_pid.is_none() {
+                "first handler call -> store shows every run completed"
+            } else {
+                "first claim committed -> store shows every run completed"
+            });
         }
         _ => {
             result["drained"] = json!(false);
@@ -190,14 +246,14 @@ pub async fn throughput(server: &Server, common: &Common, args: &ThroughputArgs)
 pub async fn latency(server: &Server, common: &Common, n: usize) -> Result<Value> {
     let client = Client::new(&server.url);
     harness::register(&client, ONE_STEP).await?;
-    let worker = InprocWorker::start(&server.url, common.concurrency);
+    let worker = BenchWorker::start(&common.worker, server, common.concurrency)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let samples = sequential(&client, common, ONE_STEP.0, n, "B").await;
     worker.stop().await;
     let (samples, run_ids) = samples?;
     let mut result = json!({
         "test": "B",
-        "config": common.backend.as_str(),
+        "config": format!("{}{}", common.backend.as_str(), common.worker_label()),
         "concurrency": common.concurrency,
         "observe": common.observe(),
         "weft_timing_p50_ms": timing_breakdown(&client, &run_ids).await?,
@@ -274,12 +330,14 @@ pub struct WorkflowArgs {
     pub n: usize,
     pub latency_n: usize,
     pub submit_concurrency: usize,
+    /// More than 1: workflows per request to the batch start endpoint.
+    pub submit_batch: usize,
 }
 
 pub async fn workflow(server: &Server, common: &Common, args: &WorkflowArgs) -> Result<Value> {
     let client = Client::new(&server.url);
     harness::register(&client, THREE_STEPS).await?;
-    let worker = InprocWorker::start(&server.url, common.concurrency);
+    let worker = BenchWorker::start(&common.worker, server, common.concurrency)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let outcome = async {
         let (samples, lat_run_ids) =
@@ -287,12 +345,16 @@ pub async fn workflow(server: &Server, common: &Common, args: &WorkflowArgs) -> 
         let breakdown = timing_breakdown(&client, &lat_run_ids).await?;
         let calls_before = worker.calls.count();
         let started = Instant::now();
-        let label = format!("C submit ({})", enqueue_label(args.submit_concurrency));
+        let label = format!(
+            "C submit ({})",
+            enqueue_label(args.submit_concurrency, args.submit_batch)
+        );
         let (ids, submit_s) = enqueue(
             &client,
             THREE_STEPS.0,
             args.n,
             args.submit_concurrency,
+            args.submit_batch,
             &label,
         )
         .await?;
@@ -322,8 +384,8 @@ pub async fn workflow(server: &Server, common: &Common, args: &WorkflowArgs) -> 
     let (samples, breakdown, submit_s, total_s, done) = outcome?;
     let mut result = json!({
         "test": "C",
-        "config": common.backend.as_str(),
-        "mode": format!("3-step linear workflow, submit={}", enqueue_label(args.submit_concurrency)),
+        "config": format!("{}{}", common.backend.as_str(), common.worker_label()),
+        "mode": format!("3-step linear workflow, submit={}", enqueue_label(args.submit_concurrency, args.submit_batch)),
         "concurrency": common.concurrency,
         "observe": common.observe(),
         "lat": stats::latency_summary(&samples),

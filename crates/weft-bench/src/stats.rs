@@ -70,6 +70,38 @@ pub fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
 }
 
+/// A field of `/proc/<pid>/status` (kB), of another process.
+fn pid_status_kb(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with(field))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse().ok())
+}
+
+/// Peak resident set size (VmHWM) of process `pid` over its life, in MB.
+pub fn pid_peak_rss_mb(pid: u32) -> Option<f64> {
+    pid_status_kb(pid, "VmHWM:").map(|kb| kb as f64 / 1024.0)
+}
+
+/// Resident set size now of `root` and every process below it, summed, in MB.
+pub fn tree_rss_mb(root: u32) -> f64 {
+    let table = proc_table();
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (&pid, entry) in &table {
+        children.entry(entry.ppid).or_default().push(pid);
+    }
+    let (mut kb, mut stack, mut seen) = (0u64, vec![root], HashSet::new());
+    while let Some(pid) = stack.pop() {
+        if seen.insert(pid) {
+            kb += pid_status_kb(pid, "VmRSS:").unwrap_or(0);
+            stack.extend(children.get(&pid).into_iter().flatten().copied());
+        }
+    }
+    kb as f64 / 1024.0
+}
+
 pub fn loadavg1() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
