@@ -85,12 +85,18 @@ impl Store {
             }
         }
         let lock = match self.dialect() {
-            Dialect::Postgres => " FOR UPDATE SKIP LOCKED",
+            Dialect::Postgres => " FOR UPDATE OF s SKIP LOCKED",
             Dialect::Sqlite => "",
         };
+        // The steps with their runs, in one round trip; only the steps are locked.
         let sql = format!(
-            "SELECT run_id, position, name, queue, handler, n_attempts, ready_at FROM weft_steps \
-             WHERE {filter} ORDER BY ready_at LIMIT {}{lock}",
+            "SELECT s.run_id, s.position, s.n_attempts, s.ready_at, r.trace_id, r.baggage, r.workflow, \
+             r.version, r.status AS run_status, r.input \
+             FROM weft_steps s JOIN weft_runs r ON r.run_id = s.run_id \
+             WHERE s.{} ORDER BY s.ready_at LIMIT {}{lock}",
+            filter
+                .replace(" AND queue", " AND s.queue")
+                .replace(" AND handler", " AND s.handler"),
             request.max_tasks.min(100)
         );
         let mut tx = self.pool().begin().await?;
@@ -103,7 +109,7 @@ impl Store {
         // transaction, it could predate the commit that made a step ready
         // (a dependant "claimed" before its dependency finished).
         let now = now_ms();
-        let mut runs = load_run_infos(&mut tx, &rows).await?;
+        let mut runs = run_infos(&rows);
         let mut tasks = Vec::with_capacity(rows.len());
         let mut attempts = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -712,34 +718,20 @@ struct RunInfo {
     input: Value,
 }
 
-/// The runs of a batch of claimed step rows, by run id.
-async fn load_run_infos(tx: &mut Tx, steps: &[crate::db::Row]) -> Result<HashMap<String, RunInfo>> {
-    let mut ids: Vec<String> = steps.iter().map(|r| r.text("run_id")).collect();
-    ids.sort();
-    ids.dedup();
-    let sql = format!(
-        "SELECT run_id, trace_id, baggage, workflow, version, status, input FROM weft_runs WHERE run_id IN ({})",
-        placeholders(1, ids.len())
-    );
-    let rows = tx
-        .fetch_all(&sql, ids.iter().map(Arg::from).collect())
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| {
-            (
-                row.text("run_id"),
-                RunInfo {
-                    trace_id: row.text("trace_id"),
-                    baggage: row.opt_text("baggage"),
-                    workflow: row.text("workflow"),
-                    version: row.int("version"),
-                    status: row.text("status"),
-                    input: serde_json::from_str(&row.text("input")).unwrap_or(Value::Null),
-                },
-            )
-        })
-        .collect())
+/// The runs of a batch of claimed step rows (joined to them), by run id.
+fn run_infos(steps: &[crate::db::Row]) -> HashMap<String, RunInfo> {
+    let mut runs = HashMap::new();
+    for row in steps {
+        runs.entry(row.text("run_id")).or_insert_with(|| RunInfo {
+            trace_id: row.text("trace_id"),
+            baggage: row.opt_text("baggage"),
+            workflow: row.text("workflow"),
+            version: row.int("version"),
+            status: row.text("run_status"),
+            input: serde_json::from_str(&row.text("input")).unwrap_or(Value::Null),
+        });
+    }
+    runs
 }
 
 /// Builds an attempt's timing buckets. Worker-reported numbers are clamped to

@@ -98,7 +98,7 @@ impl Store {
         timing: Option<WorkerTiming>,
         received_ms: i64,
     ) -> Result<()> {
-        self.finish_one(WorkerResult {
+        self.finish_one(&WorkerResult {
             lease_id: lease_id.to_owned(),
             outcome: Outcome::Completed(output),
             timing,
@@ -110,7 +110,7 @@ impl Store {
     /// Records a failed attempt: the step retries or fails per its policy.
     pub async fn fail(&self, lease_id: &str, report: FailReport, received_ms: i64) -> Result<()> {
         let timing = report.timing.clone();
-        self.finish_one(WorkerResult {
+        self.finish_one(&WorkerResult {
             lease_id: lease_id.to_owned(),
             outcome: Outcome::Failed(report),
             timing,
@@ -119,7 +119,7 @@ impl Store {
         .await
     }
 
-    async fn finish_one(&self, result: WorkerResult) -> Result<()> {
+    async fn finish_one(&self, result: &WorkerResult) -> Result<()> {
         let started = std::time::Instant::now();
         let mut tx = self.pool().begin().await?;
         let mut run = self
@@ -127,7 +127,7 @@ impl Store {
             .await?
             .ok_or_else(|| Error::stale_lease(&result.lease_id))?;
         let now = now_ms();
-        let written = self.write_result(&mut tx, &mut run, &result, now).await;
+        let written = self.write_result(&mut tx, &mut run, result, now).await;
         // A refused result may still have released its lease: keep that.
         if written.is_ok() || matches!(written, Err(Error::Conflict { .. })) {
             tx.commit().await?;
@@ -145,6 +145,14 @@ impl Store {
         let mut answers: Vec<Option<Result<()>>> = results.iter().map(|_| None).collect();
         if results.is_empty() {
             return Ok(Vec::new());
+        }
+        // One result: its run is found and locked through its lease at once.
+        if let [one] = results {
+            return match self.finish_one(one).await {
+                Ok(()) => Ok(vec![Ok(())]),
+                Err(err @ (Error::Conflict { .. } | Error::NotFound { .. })) => Ok(vec![Err(err)]),
+                Err(err) => Err(err),
+            };
         }
         let mut tx = self.pool().begin().await?;
         // Which run each lease belongs to; a lease not found is stale.
