@@ -13,7 +13,7 @@
 # 4. writes BENCHMARKS.md: medians [min..max] per variant, Weft/peer ratios, machine, versions, this command.
 # If the peers cannot be installed, the Weft half is still measured and BENCHMARKS.md names the missing peers.
 #
-# Environment: REPS (3), PEERS ("graphile-worker pg-boss dbos"), SKIP_PEERS=1, WEFT_SCENARIOS ("a a-batch b c d e f g"),
+# Environment: REPS (3), PEERS ("graphile-worker pg-boss dbos"), SKIP_PEERS=1, WEFT_SCENARIOS ("a a-batch a-bulk b c c-bulk d e f g"),
 # WEFT_WORKER_MODES ("process exec": extra --worker modes, each running WEFT_WORKER_SCENARIOS, "a b", on every backend;
 # empty: none), WEFT_EXEC_ARGS ("--n 2000": extra flags of the exec worker's lines, a process per step is slower),
 # WEFT_BACKENDS ("postgres sqlite"), WEFT_ARGS (extra weft-bench flags), WEFT_BENCH_BIN (use this binary, no build),
@@ -29,7 +29,7 @@ COMMAND="$(for v in REPS PEERS SKIP_PEERS WEFT_SCENARIOS WEFT_BACKENDS WEFT_ARGS
 REPS=${REPS:-3}
 PEERS=${PEERS:-graphile-worker pg-boss dbos}
 SKIP_PEERS=${SKIP_PEERS:-0}
-WEFT_SCENARIOS=${WEFT_SCENARIOS:-a a-batch b c d e f g}
+WEFT_SCENARIOS=${WEFT_SCENARIOS:-a a-batch a-bulk b c c-bulk d e f g}
 WEFT_WORKER_MODES=${WEFT_WORKER_MODES-process exec}
 WEFT_WORKER_SCENARIOS=${WEFT_WORKER_SCENARIOS:-a b}
 WEFT_EXEC_ARGS=${WEFT_EXEC_ARGS---n 2000}

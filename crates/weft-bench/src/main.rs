@@ -59,7 +59,7 @@ enum Scenario {
 #[derive(Debug, Parser)]
 #[command(
     name = "weft-bench",
-    about = "Weft's benchmark scenarios A (throughput), B (latency), C (workflows), in the peers' JSON line shape"
+    about = "Weft's benchmark scenarios A (throughput), B (latency), C (workflows), D (fan-out), E (signals overhead), F (memory), G (scale), in the peers' JSON line shape"
 )]
 struct Args {
     /// Scenarios to run, in this order, each on a fresh database and server.

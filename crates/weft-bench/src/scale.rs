@@ -11,11 +11,16 @@
 //! ids, workflow, input and times shifted to the copy's creation time. One
 //! copy in `failed_every` is of the failed run; workflows rotate over
 //! `bench_scale_0..`, except one copy in 1,000 (never a failed one with the
-//! default `failed_every`), which belongs to `bench_scale_rare`: the filter
-//! on a rare workflow is the one an index choice can make slow. The ids are arithmetic on the copy's index, so the
-//! driver can name any seeded run without asking the database. This is the
-//! one place weft-bench speaks SQL: it writes to the server's own migrated
-//! database over its own connection.
+//! default `failed_every`), which belongs to `bench_scale_rare`: a filter on
+//! a rare workflow is where an index or plan choice shows. The ids are
+//! arithmetic on the copy's index, so the driver can name any seeded run
+//! without asking the database.
+//!
+//! This is the one place weft-bench speaks SQL: it writes to the server's
+//! own migrated database over its own connection, and with `--g-explain`
+//! prints the plans of the statements behind the timed requests (copies of
+//! weft-store's, see `explained`); `--g-try-sql` runs SQL (an index to try)
+//! on the seeded database before the timed queries.
 
 use std::{
     collections::BTreeMap,
@@ -733,7 +738,11 @@ pub async fn scale(server: &Server, common: &Common, url: &str, args: &ScaleArgs
     let config = if args.try_sql.is_empty() {
         common.backend.as_str().to_owned()
     } else {
-        format!("{}, with --g-try-sql", common.backend.as_str())
+        format!(
+            "{}, with --g-try-sql: {}",
+            common.backend.as_str(),
+            args.try_sql.join("; ")
+        )
     };
     let mut result = json!({
         "test": "G",

@@ -250,6 +250,23 @@ impl Pool {
         Ok(self.fetch_all(sql, args).await?.into_iter().next())
     }
 
+    /// [`Pool::fetch_all`] planned for these very values, not from a cached
+    /// statement: for filters whose best plan depends on how selective the
+    /// values are (Postgres's generic plan for a cached statement can walk
+    /// the whole table for a rare workflow).
+    pub async fn fetch_all_planned(&self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, Error> {
+        match self {
+            Pool::Postgres(pool) => {
+                let rows = bind_pg(sqlx::query(AssertSqlSafe(sql)).persistent(false), args)
+                    .fetch_all(pool)
+                    .await
+                    .map_err(Error::from_sqlx)?;
+                Ok(convert_pg(rows))
+            }
+            Pool::Sqlite { .. } => self.fetch_all(sql, args).await,
+        }
+    }
+
     pub async fn execute(&self, sql: &str, args: Vec<Arg>) -> Result<u64, Error> {
         let mut tx = self.begin().await?;
         let n = tx.execute(sql, args).await?;

@@ -10,16 +10,24 @@ const POSTGRES: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_gauges.sql")),
     (3, include_str!("../migrations/0003_baggage.sql")),
     (4, include_str!("../migrations/0004_lease_attempt.sql")),
+    (
+        5,
+        include_str!("../migrations/0005_runs_by_workflow_status.sql"),
+    ),
 ];
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite.sql")),
     (2, include_str!("../migrations/0002_gauges.sql")),
     (3, include_str!("../migrations/0003_baggage.sql")),
     (4, include_str!("../migrations/0004_lease_attempt.sql")),
+    (
+        5,
+        include_str!("../migrations/0005_runs_by_workflow_status.sql"),
+    ),
 ];
 
 /// The schema version this build expects.
-pub const LATEST: i64 = 4;
+pub const LATEST: i64 = 5;
 
 /// An arbitrary constant naming Weft's migration advisory lock.
 const LOCK_KEY: i64 = 0x0077_6566_746d_6967;

@@ -109,7 +109,7 @@ impl Store {
             push(&mut sql, " AND run_id < ?", cursor.into());
         }
         sql.push_str(&format!(" ORDER BY run_id DESC LIMIT {}", limit + 1));
-        let rows = self.pool().fetch_all(&sql, values).await?;
+        let rows = self.pool().fetch_all_planned(&sql, values).await?;
         let mut runs: Vec<RunSummary> = rows.iter().map(run_summary).collect();
         let next_cursor = if runs.len() > limit {
             runs.truncate(limit);
