@@ -13,7 +13,8 @@
 # 4. writes BENCHMARKS.md: medians [min..max] per variant, Weft/peer ratios, machine, versions, this command.
 # If the peers cannot be installed, the Weft half is still measured and BENCHMARKS.md names the missing peers.
 #
-# Environment: REPS (3), PEERS ("graphile-worker pg-boss dbos"), SKIP_PEERS=1, WEFT_SCENARIOS ("a a-batch a-bulk b c c-bulk d e f g"),
+# Environment: REPS (3), PEERS ("graphile-worker pg-boss dbos"), SKIP_PEERS=1, WEFT_SCENARIOS ("a a-batch a-bulk b c c-bulk d e"),
+# WEFT_ONCE_SCENARIOS ("f g": minutes each, 100k queued runs and a 1M-run seed; run in the first round only),
 # WEFT_WORKER_MODES ("process exec": extra --worker modes, each running WEFT_WORKER_SCENARIOS, "a b", on every backend;
 # empty: none), WEFT_EXEC_ARGS ("--n 2000": extra flags of the exec worker's lines, a process per step is slower),
 # WEFT_BACKENDS ("postgres sqlite"), WEFT_ARGS (extra weft-bench flags), WEFT_BENCH_BIN (use this binary, no build),
@@ -24,12 +25,13 @@ set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 # the command line to reproduce this session: the settings the caller gave
-COMMAND="$(for v in REPS PEERS SKIP_PEERS WEFT_SCENARIOS WEFT_BACKENDS WEFT_ARGS WEFT_WORKER_MODES WEFT_WORKER_SCENARIOS WEFT_EXEC_ARGS QUIET_WAIT FULL_SETUP PEERS_INPLACE; do
+COMMAND="$(for v in REPS PEERS SKIP_PEERS WEFT_SCENARIOS WEFT_ONCE_SCENARIOS WEFT_BACKENDS WEFT_ARGS WEFT_WORKER_MODES WEFT_WORKER_SCENARIOS WEFT_EXEC_ARGS QUIET_WAIT FULL_SETUP PEERS_INPLACE; do
   [ -n "${!v+x}" ] && printf '%s=%q ' "$v" "${!v}"; done)scripts/bench-compare.sh"
 REPS=${REPS:-3}
 PEERS=${PEERS:-graphile-worker pg-boss dbos}
 SKIP_PEERS=${SKIP_PEERS:-0}
-WEFT_SCENARIOS=${WEFT_SCENARIOS:-a a-batch a-bulk b c c-bulk d e f g}
+WEFT_SCENARIOS=${WEFT_SCENARIOS:-a a-batch a-bulk b c c-bulk d e}
+WEFT_ONCE_SCENARIOS=${WEFT_ONCE_SCENARIOS-f g}
 WEFT_WORKER_MODES=${WEFT_WORKER_MODES-process exec}
 WEFT_WORKER_SCENARIOS=${WEFT_WORKER_SCENARIOS:-a b}
 WEFT_EXEC_ARGS=${WEFT_EXEC_ARGS---n 2000}
@@ -161,7 +163,9 @@ fi
 # ---- the rounds ----
 for r in $(seq "$REPS"); do
   for backend in $WEFT_BACKENDS; do
-    for s in $WEFT_SCENARIOS; do
+    scenarios=$WEFT_SCENARIOS
+    [ "$r" = 1 ] && scenarios="$scenarios $WEFT_ONCE_SCENARIOS"
+    for s in $scenarios; do
       python3 "$PEERS_SRC/common/wait_quiet.py" "$QUIET_WAIT" 0.05 2>/dev/null | sed 's/^/[bench-compare] /' >&2
       say "round $r/$REPS: weft $s on $backend"
       # shellcheck disable=SC2086
