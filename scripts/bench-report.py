@@ -70,7 +70,8 @@ def main():
 
     fc = lambda rs: fmt([r.get("foreign_cpu_cores") for r in rs], 2)
     out = ["# Benchmarks: Weft and its peers", ""]
-    out += [f"Session started {E('SESSION_TS')}; {E('REPS')} interleaved rounds (every Weft scenario, then one round of the peers). "
+    out += [f"Session started {E('SESSION_TS')}; {E('REPS')} interleaved rounds (every Weft scenario, then one round of the peers; "
+            "F and G, minutes each, in the first round only). "
             "Each cell is the median [min..max] over the runs of that variant. Numbers from a shared 2-core VM: "
             "`foreign CPU` is the CPU other tenants used during the run (cores); runs with more than ~0.15 are contaminated "
             "and should be read as pessimistic.", ""]
@@ -84,9 +85,11 @@ def main():
             "engine loops), an SDK worker (`weft-worker`, no-op handler) and the driver, which speaks HTTP to the server "
             "like any client. Postgres is a throwaway cluster with durable defaults (fsync on, synchronous_commit on); "
             "SQLite is a temp file (WAL, synchronous=FULL). A starts one run per HTTP request (sequentially, or 16 in "
-            "flight for `enqueue=16 concurrent requests`), then starts the worker and times the drain from the first "
-            "handler call until the store shows every run completed. B and C observe completion by polling "
-            "`GET /v1/runs/{id}` every 5 ms. Weft's peak RSS is the whole process (server + worker + driver; with `--worker "
+            "flight for `enqueue=16 concurrent requests`; concurrent starts share a transaction in the server), or 500 "
+            "per request through the batch start endpoint (`a-bulk`), then starts the worker and times the drain from "
+            "the first handler call until the store shows every run completed. The SDK worker sends the results that "
+            "finish together in one request (one transaction). B and C observe completion with "
+            "`GET /v1/runs/{id}?wait_ms=...`, which the server answers when the run ends. Weft's peak RSS is the whole process (server + worker + driver; with `--worker "
             "process` or `exec`, plus the worker's process tree: see Worker modes); the peers' "
             "is the worker process tree only. The peers' clients write jobs to Postgres directly (one transaction per job); "
             "Weft's clients go through its HTTP API, so Weft's enqueue/s includes an HTTP round trip per run.", ""]
@@ -124,7 +127,7 @@ def main():
                  "attempt_ingest", "attempt_total"]
         out += ["", "### Weft's own timing of the same runs (median over runs of the per-run median, whole ms)", "",
                 "From the timing Weft records per run and attempt (`GET /v1/runs/{id}`): `run_end_to_end` is created → finished "
-                "inside the engine; the rest of the observed latency is the HTTP start call and the 5 ms completion poll. "
+                "inside the engine; the rest of the observed latency is the HTTP start call and the wait request's answer. "
                 "`queue_wait` ready → claimed, `dispatch` claimed → handler start, `ingest` result received → committed, "
                 "`total` claimed → committed.", "",
                 "| test | variant | observed p50 | " + " | ".join(names) + " |", "|---|---|---|" + "---|" * len(names)]
