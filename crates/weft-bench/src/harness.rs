@@ -352,24 +352,10 @@ pub fn find_weft_bin(explicit: Option<&PathBuf>) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// The OpenTelemetry and logging variables a child must not inherit: a
-/// worker process exports and logs nothing the scenario did not ask for.
-const CHILD_ENV_REMOVE: [&str; 14] = [
-    "OTEL_SDK_DISABLED",
-    "OTEL_EXPORTER_OTLP_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-    "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_HEADERS",
-    "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
-    "OTEL_SERVICE_NAME",
-    "OTEL_RESOURCE_ATTRIBUTES",
-    "OTEL_TRACES_SAMPLER",
-    "OTEL_TRACES_SAMPLER_ARG",
-    "WEFT_LOG_DIR",
-    "WEFT_LOG_FORMAT",
-    "RUST_LOG",
-];
+/// The logging variables a child must not inherit, beside the OpenTelemetry
+/// ones (`Vars::NAMES`): a worker process exports and logs nothing the
+/// scenario did not ask for.
+const CHILD_LOG_ENV_REMOVE: [&str; 3] = ["WEFT_LOG_DIR", "WEFT_LOG_FORMAT", "RUST_LOG"];
 
 /// A scenario's worker, wherever it runs. `calls` counts handler calls (in
 /// process) or ended attempts as the store reports them (child processes).
@@ -434,7 +420,10 @@ impl BenchWorker {
                 (command, Some(dir))
             }
         };
-        for name in CHILD_ENV_REMOVE {
+        for name in weft_telemetry::traces::Vars::NAMES
+            .iter()
+            .chain(&CHILD_LOG_ENV_REMOVE)
+        {
             command.env_remove(name);
         }
         command

@@ -425,41 +425,21 @@ async fn run_scenario(
     memory::scenario_starting();
     let server = Server::start(url, options).await?;
     let result = match scenario {
-        Scenario::A => {
-            scenarios::throughput(
-                &server,
-                common,
-                &ThroughputArgs {
-                    n: args.n,
-                    enqueue_concurrency: 1,
-                    start_batch: 1,
+        Scenario::A | Scenario::ABatch | Scenario::ABulk => {
+            let a = ThroughputArgs {
+                n: args.n,
+                enqueue_concurrency: if scenario == Scenario::ABatch {
+                    args.enqueue_concurrency
+                } else {
+                    1
                 },
-            )
-            .await
-        }
-        Scenario::ABulk => {
-            scenarios::throughput(
-                &server,
-                common,
-                &ThroughputArgs {
-                    n: args.n,
-                    enqueue_concurrency: 1,
-                    start_batch: args.start_batch,
+                start_batch: if scenario == Scenario::ABulk {
+                    args.start_batch
+                } else {
+                    1
                 },
-            )
-            .await
-        }
-        Scenario::ABatch => {
-            scenarios::throughput(
-                &server,
-                common,
-                &ThroughputArgs {
-                    n: args.n,
-                    enqueue_concurrency: args.enqueue_concurrency,
-                    start_batch: 1,
-                },
-            )
-            .await
+            };
+            scenarios::throughput(&server, common, &a).await
         }
         Scenario::B => scenarios::latency(&server, common, args.b_n).await,
         Scenario::C | Scenario::CBulk => {
