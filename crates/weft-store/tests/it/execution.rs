@@ -210,6 +210,9 @@ async fn check_retry_then_complete(store: Store) {
     let mut task = claim_one(&store, &["flaky"]).await;
     for n in 1..=2 {
         assert_eq!(task.attempt, n);
+        // Taken before the call: the backoff counts from a moment inside it,
+        // and a slow commit must not make the retry look early.
+        let failed_at = Instant::now();
         store
             .fail(
                 &task.lease_id,
@@ -218,7 +221,6 @@ async fn check_retry_then_complete(store: Store) {
             )
             .await
             .unwrap();
-        let failed_at = Instant::now();
         let run = store.get_run(&run_id).await.unwrap();
         assert_eq!(run.status, "running");
         let s = step(&run, "s");
