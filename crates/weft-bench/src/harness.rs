@@ -526,6 +526,36 @@ pub async fn start_run(client: &Client, workflow: &str, i: usize) -> Result<Stri
         .run_id)
 }
 
+/// Starts runs `range` (input `{"i": i}`) in one request to the batch start
+/// endpoint; their run ids, in order.
+pub async fn start_runs(
+    client: &Client,
+    workflow: &str,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<String>> {
+    let request = weft_api::StartRunsRequest {
+        runs: range
+            .clone()
+            .map(|i| weft_api::StartRunRequest {
+                input: json!({ "i": i }),
+                idempotency_key: None,
+            })
+            .collect(),
+    };
+    let started = client
+        .start_runs(workflow, &request)
+        .await
+        .with_context(|| format!("starting runs {range:?} of {workflow} in one batch"))?;
+    if started.runs.len() != range.len() {
+        bail!(
+            "a batch of {} starts answered {} runs",
+            range.len(),
+            started.runs.len()
+        );
+    }
+    Ok(started.runs.into_iter().map(|r| r.run_id).collect())
+}
+
 /// Starts a run and polls `GET /v1/runs/{id}` every `every` until it ends;
 /// returns the milliseconds from just before the start request to the
 /// response that showed it completed, and the run id.

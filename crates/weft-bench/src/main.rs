@@ -28,7 +28,7 @@ use clap::Parser;
 use serde_json::{Map, Value, json};
 
 use harness::{Backend, Databases, Server, ServerOptions, WorkerMode, WorkerSpec};
-use scenarios::{Common, ThroughputArgs, WorkflowArgs};
+use scenarios::{Common, Enqueue, ThroughputArgs, WorkflowArgs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Scenario {
@@ -428,15 +428,17 @@ async fn run_scenario(
         Scenario::A | Scenario::ABatch | Scenario::ABulk => {
             let a = ThroughputArgs {
                 n: args.n,
-                enqueue_concurrency: if scenario == Scenario::ABatch {
-                    args.enqueue_concurrency
-                } else {
-                    1
-                },
-                start_batch: if scenario == Scenario::ABulk {
-                    args.start_batch
-                } else {
-                    1
+                enqueue: Enqueue {
+                    in_flight: if scenario == Scenario::ABatch {
+                        args.enqueue_concurrency
+                    } else {
+                        1
+                    },
+                    batch: if scenario == Scenario::ABulk {
+                        args.start_batch
+                    } else {
+                        1
+                    },
                 },
             };
             scenarios::throughput(&server, common, &a).await
@@ -446,11 +448,13 @@ async fn run_scenario(
             let c = WorkflowArgs {
                 n: args.c_n,
                 latency_n: args.c_lat_n,
-                submit_concurrency: args.c_submit_concurrency,
-                submit_batch: if scenario == Scenario::CBulk {
-                    args.start_batch
-                } else {
-                    1
+                submit: Enqueue {
+                    in_flight: args.c_submit_concurrency,
+                    batch: if scenario == Scenario::CBulk {
+                        args.start_batch
+                    } else {
+                        1
+                    },
                 },
             };
             scenarios::workflow(&server, common, &c).await

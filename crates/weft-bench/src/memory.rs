@@ -73,30 +73,6 @@ fn enqueue_path(args: &MemoryArgs) -> String {
     }
 }
 
-/// Starts runs `lo..hi` in one batch request; how many it started.
-async fn start_batch(client: &Client, lo: usize, hi: usize) -> Result<usize> {
-    let request = weft_api::StartRunsRequest {
-        runs: (lo..hi)
-            .map(|i| weft_api::StartRunRequest {
-                input: json!({ "i": i }),
-                idempotency_key: None,
-            })
-            .collect(),
-    };
-    let started = client
-        .start_runs(ONE_STEP.0, &request)
-        .await
-        .with_context(|| format!("starting runs {lo}..{hi} in one batch"))?;
-    if started.runs.len() != hi - lo {
-        bail!(
-            "a batch of {} starts answered {} runs",
-            hi - lo,
-            started.runs.len()
-        );
-    }
-    Ok(started.runs.len())
-}
-
 fn mb(v: Option<f64>) -> Value {
     v.map_or(Value::Null, |v| json!(round(v, 1)))
 }
@@ -190,10 +166,10 @@ pub async fn memory(server: &Server, common: &Common, args: &MemoryArgs) -> Resu
             .map(|lo| (lo, (lo + args.batch).min(args.n)))
             .collect();
         let mut results = futures::stream::iter(batches)
-            .map(|(lo, hi)| start_batch(&client, lo, hi))
+            .map(|(lo, hi)| harness::start_runs(&client, ONE_STEP.0, lo..hi))
             .buffer_unordered(BATCHES_IN_FLIGHT);
         while let Some(started) = results.next().await {
-            done += started?;
+            done += started?.len();
             progress.show(done as u64);
         }
     } else {

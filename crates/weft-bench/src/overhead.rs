@@ -555,8 +555,7 @@ async fn measure(
                 &args.common,
                 &ThroughputArgs {
                     n: args.n,
-                    enqueue_concurrency: 1,
-                    start_batch: 1,
+                    enqueue: scenarios::Enqueue::SEQUENTIAL,
                 },
             )
             .await

@@ -11,7 +11,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use weft_client::Client;
@@ -51,53 +51,54 @@ impl Common {
 
 pub struct ThroughputArgs {
     pub n: usize,
+    pub enqueue: Enqueue,
+}
+
+/// How a scenario starts its runs.
+#[derive(Debug, Clone, Copy)]
+pub struct Enqueue {
     /// 1: one start request at a time; more: that many in flight.
-    pub enqueue_concurrency: usize,
+    pub in_flight: usize,
     /// More than 1: runs per request to the batch start endpoint.
-    pub start_batch: usize,
+    pub batch: usize,
 }
 
-fn enqueue_label(concurrency: usize, batch: usize) -> String {
-    if batch > 1 {
-        return format!("batch start endpoint, {batch} runs per request");
-    }
-    if concurrency <= 1 {
-        "sequential".to_owned()
-    } else {
-        format!("{concurrency} concurrent requests")
+impl Enqueue {
+    pub const SEQUENTIAL: Enqueue = Enqueue {
+        in_flight: 1,
+        batch: 1,
+    };
+
+    fn label(self) -> String {
+        if self.batch > 1 {
+            return format!("batch start endpoint, {} runs per request", self.batch);
+        }
+        if self.in_flight <= 1 {
+            "sequential".to_owned()
+        } else {
+            format!("{} concurrent requests", self.in_flight)
+        }
     }
 }
 
-/// Starts `n` runs of `workflow`, `in_flight` requests at a time; returns the
-/// run ids in start order and the seconds it took.
+/// Starts `n` runs of `workflow` as `how` says; returns the run ids in
+/// start order and the seconds it took. Progress is shown as `what (how)`.
 async fn enqueue(
     client: &Client,
     workflow: &str,
     n: usize,
-    in_flight: usize,
-    batch: usize,
-    label: &str,
+    how: Enqueue,
+    what: &str,
 ) -> Result<(Vec<String>, f64)> {
+    let Enqueue { in_flight, batch } = how;
+    let label = format!("{what} ({})", how.label());
+    let label = label.as_str();
     let mut progress = harness::Progress::new(label, n as u64);
     let started = Instant::now();
     let mut ids = Vec::with_capacity(n);
     if batch > 1 {
-        let indexes: Vec<usize> = (0..n).collect();
-        for chunk in indexes.chunks(batch) {
-            let request = weft_api::StartRunsRequest {
-                runs: chunk
-                    .iter()
-                    .map(|i| weft_api::StartRunRequest {
-                        input: json!({ "i": i }),
-                        idempotency_key: None,
-                    })
-                    .collect(),
-            };
-            let started = client
-                .start_runs(workflow, &request)
-                .await
-                .with_context(|| format!("starting {} runs of {workflow}", chunk.len()))?;
-            ids.extend(started.runs.into_iter().map(|r| r.run_id));
+        for lo in (0..n).step_by(batch) {
+            ids.extend(harness::start_runs(client, workflow, lo..(lo + batch).min(n)).await?);
             progress.show(ids.len() as u64);
         }
     } else if in_flight <= 1 {
@@ -127,19 +128,7 @@ async fn enqueue(
 pub async fn throughput(server: &Server, common: &Common, args: &ThroughputArgs) -> Result<Value> {
     let client = Client::new(&server.url);
     harness::register(&client, ONE_STEP).await?;
-    let label = format!(
-        "A enqueue ({})",
-        enqueue_label(args.enqueue_concurrency, args.start_batch)
-    );
-    let (ids, enqueue_s) = enqueue(
-        &client,
-        ONE_STEP.0,
-        args.n,
-        args.enqueue_concurrency,
-        args.start_batch,
-        &label,
-    )
-    .await?;
+    let (ids, enqueue_s) = enqueue(&client, ONE_STEP.0, args.n, args.enqueue, "A enqueue").await?;
     eprintln!(
         "[weft-bench]   enqueued {} runs in {enqueue_s:.2}s ({:.0}/s)",
         args.n,
@@ -203,9 +192,9 @@ pub async fn throughput(server: &Server, common: &Common, args: &ThroughputArgs)
 
     let mut result = json!({
         "test": "A",
-        "config": format!("{}, enqueue={}{}", common.backend.as_str(), enqueue_label(args.enqueue_concurrency, args.start_batch), common.worker_label()),
+        "config": format!("{}, enqueue={}{}", common.backend.as_str(), args.enqueue.label(), common.worker_label()),
         "concurrency": common.concurrency,
-        "enqueue_concurrency": args.enqueue_concurrency,
+        "enqueue_concurrency": args.enqueue.in_flight,
         "n": args.n,
         "enqueue_s": round(enqueue_s, 3),
         "enqueue_per_s": round(args.n as f64 / enqueue_s, 1),
@@ -329,9 +318,7 @@ async fn sequential(
 pub struct WorkflowArgs {
     pub n: usize,
     pub latency_n: usize,
-    pub submit_concurrency: usize,
-    /// More than 1: workflows per request to the batch start endpoint.
-    pub submit_batch: usize,
+    pub submit: Enqueue,
 }
 
 pub async fn workflow(server: &Server, common: &Common, args: &WorkflowArgs) -> Result<Value> {
@@ -345,19 +332,8 @@ pub async fn workflow(server: &Server, common: &Common, args: &WorkflowArgs) -> 
         let breakdown = timing_breakdown(&client, &lat_run_ids).await?;
         let calls_before = worker.calls.count();
         let started = Instant::now();
-        let label = format!(
-            "C submit ({})",
-            enqueue_label(args.submit_concurrency, args.submit_batch)
-        );
-        let (ids, submit_s) = enqueue(
-            &client,
-            THREE_STEPS.0,
-            args.n,
-            args.submit_concurrency,
-            args.submit_batch,
-            &label,
-        )
-        .await?;
+        let (ids, submit_s) =
+            enqueue(&client, THREE_STEPS.0, args.n, args.submit, "C submit").await?;
         let drained = harness::wait_completed(
             &server.store,
             &ids,
@@ -385,7 +361,7 @@ pub async fn workflow(server: &Server, common: &Common, args: &WorkflowArgs) -> 
     let mut result = json!({
         "test": "C",
         "config": format!("{}{}", common.backend.as_str(), common.worker_label()),
-        "mode": format!("3-step linear workflow, submit={}", enqueue_label(args.submit_concurrency, args.submit_batch)),
+        "mode": format!("3-step linear workflow, submit={}", args.submit.label()),
         "concurrency": common.concurrency,
         "observe": common.observe(),
         "lat": stats::latency_summary(&samples),
