@@ -264,6 +264,12 @@ pub struct Task {
     /// The W3C `baggage` header the run was started with, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baggage: Option<String>,
+    /// Largest serialized output (bytes of JSON) the server accepts for this
+    /// attempt. A worker whose handler returns more fails the attempt at
+    /// once, not retried, with kind `invalid_output` and a message naming the
+    /// size and the limit. `0` (from servers that predate it) means unknown.
+    #[serde(default)]
+    pub max_output_bytes: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -324,15 +330,24 @@ pub struct ResultsResponse {
 pub struct ResultAnswer {
     pub lease_id: String,
     pub status: u16,
+    /// True when this lease's same outcome had already been applied (the
+    /// answer to an earlier send was lost): nothing changed, nothing to retry.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub already_applied: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorDetail>,
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TaskError {
     pub message: String,
     /// A failure reason the worker may report: `handler_error` (default),
-    /// `timeout`, `invalid_output` or `cancelled`.
+    /// `timeout`, `invalid_output`, `no_handler` (the command could not be
+    /// started) or `cancelled`.
     #[serde(default)]
     pub kind: Option<String>,
     /// False marks the error as permanent: no further attempt is made.
@@ -345,7 +360,23 @@ pub struct LogsRequest {
     pub lines: Vec<String>,
 }
 
+/// `POST /v1/worker/leases/{lease_id}/release`: the worker gives a claimed
+/// attempt back without a result (it is shutting down). The attempt ends
+/// `released` with reason `worker_shutdown` and the step is ready again at
+/// once; a release does not count against `max_attempts` (at most 3 releases
+/// per step, after which a release counts as a failed attempt).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct ReleaseRequest {
+    /// Why, for the history event and logs; free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct Ack {
     pub ok: bool,
+    /// True when a result was sent again for a lease whose same outcome was
+    /// already applied (the first answer was lost): nothing changed.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub already_applied: bool,
 }

@@ -363,6 +363,16 @@ impl Client {
         .await
     }
 
+    /// Gives a claimed attempt back without a result (worker shutdown): the
+    /// step is ready again at once and the release spends no attempt.
+    pub async fn release(&self, lease_id: &str, request: &ReleaseRequest) -> Result<Ack> {
+        self.post(
+            &format!("/v1/worker/leases/{}/release", encode(lease_id)),
+            request,
+        )
+        .await
+    }
+
     pub async fn append_logs(&self, lease_id: &str, lines: Vec<String>) -> Result<Ack> {
         self.post(
             &format!("/v1/worker/leases/{}/logs", encode(lease_id)),

@@ -622,7 +622,10 @@ async fn complete(
         .store()
         .complete(&lease_id, request.output, request.timing, received)
         .await?;
-    Ok(Json(Ack { ok: true }))
+    Ok(Json(Ack {
+        ok: true,
+        already_applied: false,
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/fail", tag = "worker", params(("lease_id" = String, Path)), request_body = FailRequest, responses((status = 200, body = Ack), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed")))]
@@ -634,7 +637,10 @@ async fn fail(
     let received = now_ms();
     let report = fail_report(request.error, request.timing)?;
     state.store().fail(&lease_id, report, received).await?;
-    Ok(Json(Ack { ok: true }))
+    Ok(Json(Ack {
+        ok: true,
+        already_applied: false,
+    }))
 }
 
 /// A worker's failure report, with only the reasons that are theirs to know.
@@ -707,6 +713,7 @@ async fn results(
             Ok(()) => ResultAnswer {
                 lease_id: result.lease_id,
                 status: 200,
+                already_applied: false,
                 error: None,
             },
             Err(err) => {
@@ -714,6 +721,7 @@ async fn results(
                 ResultAnswer {
                     lease_id: result.lease_id,
                     status: err.status().as_u16(),
+                    already_applied: false,
                     error: Some(ErrorDetail {
                         code: err.code().to_owned(),
                         message: err.to_string(),
@@ -738,7 +746,10 @@ async fn append_logs(
         ));
     }
     state.store().append_logs(&lease_id, &request.lines).await?;
-    Ok(Json(Ack { ok: true }))
+    Ok(Json(Ack {
+        ok: true,
+        already_applied: false,
+    }))
 }
 
 // ---- metrics ----

@@ -186,6 +186,7 @@ impl Store {
                     timeout_ms: step_def.timeout_ms.map(|t| t as i64),
                     lease_ms,
                     baggage: run.baggage.clone(),
+                    max_output_bytes: 0,
                 },
             });
             attempts.push(claim);
