@@ -154,7 +154,12 @@ pub async fn server(args: ServerArgs, tracing: Option<Tracing>) -> Result<()> {
 pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) -> Result<()> {
     let shutdown = shutdown_on_signal();
     let running = start_server(&args, &shutdown, tracing.as_ref()).await?;
-    let url = format!("http://{}", running.listen_addr);
+    // A wildcard listen address is reached on loopback.
+    let mut addr = running.listen_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}");
     let client = Client::new(&url);
     for (name, manifest) in demo::MANIFESTS {
         let response = client
@@ -180,10 +185,17 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
             started.push((workflow, run.run_id));
         }
     }
+    // The printed commands must reach this server: they name it unless it
+    // is where the CLI looks by default.
+    let url_flag = if url == crate::DEFAULT_URL {
+        String::new()
+    } else {
+        format!(" --url {url}")
+    };
     println!();
     println!(
-        "  Weft is running (embedded SQLite at {}).",
-        args.database_url
+        "  Weft is running (database {}).",
+        redact_url(&args.database_url)
     );
     println!();
     println!("  API        {url}/v1/runs");
@@ -191,12 +203,17 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
     println!("  Dashboard  {url}/");
     println!();
     for (workflow, run_id) in &started {
-        println!("  demo run   {workflow:<11} weft run {run_id}");
+        println!("  demo run   {workflow:<11} weft run {run_id}{url_flag}");
     }
     println!();
-    println!("  Try:  weft start etl --input '{{\"source\": \"s3://bucket/day.csv\"}}' --wait");
-    println!("        weft runs");
-    println!("        weft run <run_id or trace_id>");
+    println!(
+        "  Try:  weft start etl --input '{{\"source\": \"s3://bucket/day.csv\"}}' --wait{url_flag}"
+    );
+    println!("        weft runs{url_flag}");
+    println!("        weft run <run_id or trace_id>{url_flag}");
+    if !url_flag.is_empty() {
+        println!("        (or `export WEFT_URL={url}` once and drop --url)");
+    }
     println!();
     println!("  Ctrl-C to stop.");
     println!();
