@@ -322,13 +322,8 @@ fn parse_step(
     let heartbeat_timeout_ms = optional_duration(fields, &at, "heartbeat_timeout")?;
     let when = optional_str(fields, &at, "when")?;
     if let Some(expression) = &when {
-        condition::compile(expression).map_err(|err| {
-            invalid(
-                "invalid_when",
-                format!("{at}.when"),
-                format!("`when` does not compile: {err}"),
-            )
-        })?;
+        condition::compile(expression)
+            .map_err(|err| invalid(err.code, format!("{at}.when"), err.message))?;
     }
     let compensate = optional_str(fields, &at, "compensate")?;
     Ok(StepDef {
