@@ -10,7 +10,7 @@
 
 use std::sync::{
     Arc,
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
 };
 
 use cel::{
@@ -384,6 +384,25 @@ pub fn evaluate_with(
     steps: &Value,
     limits: &Limits,
 ) -> Result<bool, EvalError> {
+    evaluate_cancellable(
+        expression,
+        input,
+        steps,
+        limits,
+        &Arc::new(AtomicBool::new(false)),
+    )
+}
+
+/// [`evaluate_with`] that stops at its next iteration once `cancel` is set
+/// (by a caller that stopped waiting for it), so a condition given up on does
+/// not keep its thread busy.
+pub fn evaluate_cancellable(
+    expression: &str,
+    input: &Value,
+    steps: &Value,
+    limits: &Limits,
+    cancel: &Arc<AtomicBool>,
+) -> Result<bool, EvalError> {
     let fail = |message: String| EvalError(format!("`when` `{}`: {message}", excerpt(expression)));
     let program = parse(expression, limits).map_err(|err| fail(err.message))?;
     check_data_with(expression, input, steps, limits)?;
@@ -393,6 +412,7 @@ pub fn evaluate_with(
     let count = Arc::new(AtomicU64::new(0));
     let budget = limits.max_iterations;
     let counter = count.clone();
+    let cancelled = cancel.clone();
     let iteration: Box<
         dyn for<'c, 'a> Fn(
                 &mut cel::FunctionContext<'c, 'a>,
@@ -407,6 +427,9 @@ pub fn evaluate_with(
             .as_sizer()
             .map_or(0, |s| u64::try_from(*s.size().inner()).unwrap_or(0));
         let spent = counter.fetch_add(1 + size / 64, Ordering::Relaxed) + 1 + size / 64;
+        if cancelled.load(Ordering::Relaxed) {
+            return Err(ftx.error("cancelled: its caller stopped waiting"));
+        }
         if spent > budget {
             return Err(ftx.error(format!(
                 "over the budget of {budget} iterations for one condition"
@@ -527,6 +550,26 @@ mod tests {
             let err = evaluate_with(expression, &input, &json!({}), &small).unwrap_err();
             assert!(err.0.contains("10000 iterations"), "{expression}: {err}");
         }
+    }
+
+    #[test]
+    fn a_cancelled_evaluation_stops_at_its_next_iteration() {
+        let input = json!({"l": [1, 2, 3]});
+        let cancel = Arc::new(AtomicBool::new(true));
+        let err = evaluate_cancellable(
+            "input.l.all(x, x > 0)",
+            &input,
+            &json!({}),
+            &LIMITS,
+            &cancel,
+        )
+        .unwrap_err();
+        assert!(err.0.contains("cancelled"), "{err}");
+        // Without iterations there is nothing to stop.
+        assert_eq!(
+            evaluate_cancellable("input.l.size() == 3", &input, &json!({}), &LIMITS, &cancel),
+            Ok(true)
+        );
     }
 
     #[test]

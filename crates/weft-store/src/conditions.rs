@@ -9,6 +9,7 @@
 use std::{
     sync::{
         Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, Ordering},
         mpsc::{self, RecvTimeoutError, SyncSender, TrySendError},
     },
     time::{Duration, Instant},
@@ -25,6 +26,9 @@ pub const THREADS: usize = 2;
 pub const QUEUE: usize = 32;
 
 struct Job {
+    /// Set by the caller when it stops waiting: the evaluation then stops at
+    /// its next iteration.
+    cancel: Arc<AtomicBool>,
     expression: String,
     input: Value,
     steps: Value,
@@ -58,7 +62,22 @@ fn pool() -> &'static SyncSender<Job> {
                         if Instant::now() >= job.deadline {
                             continue;
                         }
-                        let result = condition::evaluate(&job.expression, &job.input, &job.steps);
+                        // A panic in the library fails this condition, not the thread.
+                        let result = std::panic::catch_unwind(|| {
+                            condition::evaluate_cancellable(
+                                &job.expression,
+                                &job.input,
+                                &job.steps,
+                                &condition::LIMITS,
+                                &job.cancel,
+                            )
+                        })
+                        .unwrap_or_else(|_| {
+                            Err(EvalError(format!(
+                                "`when` `{}`: the condition evaluator failed on it",
+                                condition::excerpt(&job.expression)
+                            )))
+                        });
                         let _ = job.reply.send(result);
                     }
                 });
@@ -70,9 +89,19 @@ fn pool() -> &'static SyncSender<Job> {
     })
 }
 
-/// Evaluates on the pool and waits at most [`TIME_LIMIT`] for the answer.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Pooled;
+/// Evaluates on the pool and waits at most `time_limit` for the answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Pooled {
+    pub time_limit: Duration,
+}
+
+impl Default for Pooled {
+    fn default() -> Self {
+        Pooled {
+            time_limit: TIME_LIMIT,
+        }
+    }
+}
 
 impl Evaluate for Pooled {
     fn evaluate(&self, expression: &str, input: &Value, steps: &Value) -> Result<bool, EvalError> {
@@ -85,11 +114,13 @@ impl Evaluate for Pooled {
             ))
         };
         let (reply, answer) = mpsc::sync_channel(1);
+        let cancel = Arc::new(AtomicBool::new(false));
         let job = Job {
+            cancel: cancel.clone(),
             expression: expression.to_owned(),
             input: input.clone(),
             steps: steps.clone(),
-            deadline: Instant::now() + TIME_LIMIT,
+            deadline: Instant::now() + self.time_limit,
             reply,
         };
         match pool().try_send(job) {
@@ -103,14 +134,15 @@ impl Evaluate for Pooled {
                 return Err(fail("the condition evaluators have stopped".to_owned()));
             }
         }
-        match answer.recv_timeout(TIME_LIMIT) {
+        match answer.recv_timeout(self.time_limit) {
             Ok(result) => result,
-            Err(RecvTimeoutError::Timeout) => Err(fail(format!(
-                "not decided within {} ms, the time limit for a condition",
-                TIME_LIMIT.as_millis()
-            ))),
-            Err(RecvTimeoutError::Disconnected) => {
-                Err(fail("not decided: its evaluator stopped".to_owned()))
+            // Disconnected: the job reached a thread after its deadline.
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                cancel.store(true, Ordering::Relaxed);
+                Err(fail(format!(
+                    "not decided within {} ms, the time limit for a condition",
+                    self.time_limit.as_millis()
+                )))
             }
         }
     }
@@ -138,13 +170,55 @@ mod tests {
     fn decides_on_the_pool() {
         let input = json!({"l": [1, 2, 3]});
         assert_eq!(
-            Pooled.evaluate("input.l.all(x, x > 0)", &input, &json!({})),
+            Pooled::default().evaluate("input.l.all(x, x > 0)", &input, &json!({})),
             Ok(true)
         );
-        let err = Pooled
+        let err = Pooled::default()
             .evaluate("input.missing > 1", &input, &json!({}))
             .unwrap_err();
         assert!(err.0.contains("input.missing"), "{err}");
+    }
+
+    #[test]
+    fn a_slow_condition_times_out_and_frees_its_thread() {
+        // Few iterations, each slow: a regex over ~900 KB, 5,000 times.
+        let input = json!({"l": (0..5000).collect::<Vec<_>>(), "s": "a".repeat(900_000)});
+        let slow = "input.l.exists(x, input.s.matches('a*b$'))";
+        let started = Instant::now();
+        let handles: Vec<_> = (0..THREADS)
+            .map(|_| {
+                let input = input.clone();
+                std::thread::spawn(move || {
+                    Pooled {
+                        time_limit: Duration::from_millis(20),
+                    }
+                    .evaluate(slow, &input, &json!({}))
+                })
+            })
+            .collect();
+        for handle in handles {
+            let err = handle.join().unwrap().unwrap_err();
+            assert!(err.0.contains("20 ms"), "names the limit: {err}");
+            assert!(
+                err.0.contains("input.s.matches"),
+                "names the expression: {err}"
+            );
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        // Cancelled at their next iteration, the threads are free again
+        // long before the slow conditions would have ended.
+        std::thread::sleep(Duration::from_millis(50));
+        let quick = Pooled {
+            time_limit: Duration::from_millis(100),
+        };
+        assert_eq!(
+            quick.evaluate("input.l.size() > 0", &input, &json!({})),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -155,7 +229,7 @@ mod tests {
             .map(|_| {
                 let input = input.clone();
                 std::thread::spawn(move || {
-                    Pooled.evaluate(
+                    Pooled::default().evaluate(
                         "input.l.all(x, input.l.all(y, x + y >= 0))",
                         &input,
                         &json!({}),

@@ -190,7 +190,7 @@ impl Store {
                     &mut run.state,
                     event,
                     cx,
-                    &crate::conditions::Pooled,
+                    &crate::conditions::Pooled::default(),
                 )
             })
         } else {
