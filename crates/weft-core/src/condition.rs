@@ -266,6 +266,15 @@ fn check_data_with(
     Ok(())
 }
 
+/// A function added to a CEL context, as the library takes it.
+type CelFunction = Box<
+    dyn for<'c, 'a> Fn(
+            &mut cel::FunctionContext<'c, 'a>,
+        ) -> Result<CowVal<'c, 'a>, cel::ExecutionError>
+        + Send
+        + Sync,
+>;
+
 /// The function every comprehension iteration goes through: it returns its
 /// argument and counts the iteration.
 const TICK: &str = "__weft_iteration";
@@ -413,13 +422,7 @@ pub fn evaluate_cancellable(
     let budget = limits.max_iterations;
     let counter = count.clone();
     let cancelled = cancel.clone();
-    let iteration: Box<
-        dyn for<'c, 'a> Fn(
-                &mut cel::FunctionContext<'c, 'a>,
-            ) -> Result<CowVal<'c, 'a>, cel::ExecutionError>
-            + Send
-            + Sync,
-    > = Box::new(move |ftx| {
+    let iteration: CelFunction = Box::new(move |ftx| {
         let Some(value) = ftx.args.first() else {
             return Err(ftx.error("expects one argument"));
         };
