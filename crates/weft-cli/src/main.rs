@@ -6,7 +6,7 @@ mod demo;
 mod output;
 mod serve;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -376,6 +376,8 @@ fn error_line(err: &anyhow::Error) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Processes that log (servers, workers with pipes to handlers, migrate)
+    // keep SIGPIPE ignored and never panic on output.
     if !cli.command.logs() {
         die_quietly_on_sigpipe();
     }
@@ -452,7 +454,10 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
         }
         Command::Migrate { database_url } => {
             let store = weft_store::Store::connect(&database_url, Default::default()).await?;
-            println!("schema at version {}", store.schema_version().await?);
+            // Its logs may share stdout: SIGPIPE stays ignored here, and a
+            // closed stdout must not fail a migration that succeeded.
+            let version = store.schema_version().await?;
+            let _ = writeln!(std::io::stdout(), "schema at version {version}");
             store.close().await;
         }
         Command::Apply { files, client } => {

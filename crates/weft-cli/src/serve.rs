@@ -192,31 +192,47 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
     } else {
         format!(" --url {url}")
     };
-    println!();
-    println!(
+    // Written without `println!`: a closed stdout (`weft dev | head`) must
+    // not take the server down with it.
+    use std::fmt::Write as _;
+    let mut banner = String::new();
+    let _ = writeln!(banner);
+    let _ = writeln!(
+        banner,
         "  Weft is running (database {}).",
         redact_url(&args.database_url)
     );
-    println!();
-    println!("  API        {url}/v1/runs");
-    println!("  Health     {url}/health");
-    println!("  Dashboard  {url}/");
-    println!();
+    let _ = writeln!(banner);
+    let _ = writeln!(banner, "  API        {url}/v1/runs");
+    let _ = writeln!(banner, "  Health     {url}/health");
+    let _ = writeln!(banner, "  Dashboard  {url}/");
+    let _ = writeln!(banner);
     for (workflow, run_id) in &started {
-        println!("  demo run   {workflow:<11} weft run {run_id}{url_flag}");
+        let _ = writeln!(
+            banner,
+            "  demo run   {workflow:<11} weft run {run_id}{url_flag}"
+        );
     }
-    println!();
-    println!(
+    let _ = writeln!(banner);
+    let _ = writeln!(
+        banner,
         "  Try:  weft start etl --input '{{\"source\": \"s3://bucket/day.csv\"}}' --wait{url_flag}"
     );
-    println!("        weft runs{url_flag}");
-    println!("        weft run <run_id or trace_id>{url_flag}");
+    let _ = writeln!(banner, "        weft runs{url_flag}");
+    let _ = writeln!(banner, "        weft run <run_id or trace_id>{url_flag}");
     if !url_flag.is_empty() {
-        println!("        (or `export WEFT_URL={url}` once and drop --url)");
+        let _ = writeln!(
+            banner,
+            "        (or `export WEFT_URL={url}` once and drop --url)"
+        );
     }
-    println!();
-    println!("  Ctrl-C to stop.");
-    println!();
+    let _ = writeln!(banner);
+    let _ = writeln!(banner, "  Ctrl-C to stop.");
+    let _ = writeln!(banner);
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, banner.as_bytes());
+    let _ = std::io::Write::flush(&mut stdout);
+    drop(stdout);
     let _ = worker_task.await;
     running.wait().await;
     Ok(())

@@ -138,6 +138,72 @@ async fn output_into_a_closed_pipe_ends_quietly() {
         );
         assert!(stderr.is_empty(), "`weft {}`: {stderr}", args.join(" "));
     }
+    // `weft migrate` prints one line too.
+    let other = weft_testkit::sqlite_database();
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let output = StdCommand::new(WEFT)
+        .args(["migrate", "--database-url", &other.url])
+        .env_remove("WEFT_LOG_FORMAT")
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run weft migrate");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "weft migrate: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_outlives_a_closed_stdout() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = weft_testkit::free_port();
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let child = StdCommand::new(WEFT)
+        .arg("dev")
+        .current_dir(dir.path())
+        .env("WEFT_LISTEN", format!("127.0.0.1:{port}"))
+        .env_remove("WEFT_DATABASE_URL")
+        .stdout(writer)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start weft dev");
+    let mut child = KillOnDrop(child);
+    let client = weft_client::Client::new(&format!("http://127.0.0.1:{port}"));
+    let deadline = Instant::now() + PATIENCE;
+    // The banner is written once the demo runs are started.
+    loop {
+        if let Ok(list) = client.list_runs(&[]).await
+            && list.runs.len() >= 3
+        {
+            break;
+        }
+        assert!(
+            child.0.try_wait().expect("poll weft dev").is_none(),
+            "weft dev exited"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "weft dev did not start its demo runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        child.0.try_wait().expect("poll weft dev").is_none(),
+        "weft dev died writing its banner to a closed pipe"
+    );
+    client.health().await.expect("still serving");
+}
+
+/// A child process killed when the test ends, pass or fail.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,15 +251,7 @@ async fn dev_on_another_port_prints_commands_that_work() {
         .stdout(Stdio::piped());
     let mut child = command.spawn().expect("start weft dev");
     let stdout = child.stdout.take().expect("stdout");
-    // Keep the process in a Proc-like guard: killed when the test ends.
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(child);
+    let _guard = KillOnDrop(child);
     let banner = tokio::task::spawn_blocking(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(stdout).lines() {
