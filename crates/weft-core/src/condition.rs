@@ -204,15 +204,7 @@ fn parse(expression: &str, limits: &Limits) -> Result<cel::Program, CompileError
             limits.max_depth
         )));
     }
-    let program = cel::Program::compile(expression).map_err(|err| {
-        // The parser's message repeats the source under each error: its first line says it.
-        let err = err.to_string();
-        let first = err.lines().next().unwrap_or_default();
-        CompileError {
-            code: "invalid_when",
-            message: format!("`when` does not compile: {}", excerpt(first)),
-        }
-    })?;
+    let program = compile_program(expression)?;
     check_tree(&program.expression().expr, 0, 0, limits)
         .map_err(|what| too_complex(format!("`when` {what}")))?;
     Ok(program)
@@ -222,6 +214,25 @@ fn parse(expression: &str, limits: &Limits) -> Result<cel::Program, CompileError
 /// `code` is `invalid_when` or `when_too_complex`.
 pub fn compile(expression: &str) -> Result<(), CompileError> {
     parse(expression, &LIMITS).map(|_| ())
+}
+
+/// Checks only that an expression compiles (code `invalid_when`): for
+/// conditions stored under earlier limits, which [`evaluate`] checks again.
+pub fn compile_syntax(expression: &str) -> Result<(), CompileError> {
+    compile_program(expression).map(|_| ())
+}
+
+/// The library's parse (it stops recursing at a depth of its own), with its
+/// message cut to the first line: the rest repeats the source under each error.
+fn compile_program(expression: &str) -> Result<cel::Program, CompileError> {
+    cel::Program::compile(expression).map_err(|err| {
+        let err = err.to_string();
+        let first = err.lines().next().unwrap_or_default();
+        CompileError {
+            code: "invalid_when",
+            message: format!("`when` does not compile: {}", excerpt(first)),
+        }
+    })
 }
 
 /// Bytes of `value` as JSON, counted without building the text.
@@ -519,6 +530,11 @@ mod tests {
             assert_eq!(err.code, "when_too_complex", "{expression:.40}");
             assert!(err.message.contains(needle), "{}", err.message);
         }
+        // Stored under earlier limits, an expression still parses; its
+        // evaluation applies the limits.
+        assert!(compile_syntax(nested).is_ok());
+        let err = evaluate(nested, &json!({"l": [1]}), &json!({})).unwrap_err();
+        assert!(err.0.contains("comprehensions"), "{err}");
         // Brackets inside strings are text.
         assert!(compile(&format!("input.x == '{}'", "(".repeat(100))).is_ok());
         assert!(compile("input.l.all(a, input.l.all(b, input.l.all(c, true)))").is_ok());
