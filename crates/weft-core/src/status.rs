@@ -106,6 +106,7 @@ string_enum!(
         UpstreamFailed => "upstream_failed",
         CompensationFailed => "compensation_failed",
         Rejected => "rejected",
+        ConditionError => "condition_error",
     }
 );
 

@@ -4,6 +4,7 @@
 
 mod api;
 mod cli;
+mod conditions;
 mod dag;
 mod failures;
 mod harness;
@@ -39,6 +40,8 @@ macro_rules! on_both_backends {
 // After the macro, which it uses too (its tests are then named
 // `telemetry::sqlite::...`, so `cargo nextest run telemetry` selects them).
 mod telemetry;
+// Plain tests of their own, on SQLite.
+mod cli_paths;
 
 on_both_backends! {
     dag::dag_order_exec_worker,
@@ -53,4 +56,5 @@ on_both_backends! {
     api::batch_endpoints,
     restart::server_restart_mid_runs,
     cli::cli_start_wait_run_runs,
+    conditions::heavy_condition_fails_its_step_without_stalling,
 }
