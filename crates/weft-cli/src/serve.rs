@@ -14,18 +14,23 @@ use weft_worker::Worker;
 
 use crate::{ServerArgs, demo, parse_duration};
 
-/// Cancels the token on SIGINT or SIGTERM.
-fn shutdown_on_signal() -> CancellationToken {
+/// How long requests still open at shutdown (event streams, slow clients)
+/// may run after the listener closed; parked long polls answer at once.
+const SERVER_DRAIN: Duration = Duration::from_secs(1);
+
+/// Cancels the token on SIGINT or SIGTERM; the line logged names the
+/// process (`component` = `server` or `worker`) and the signal.
+fn shutdown_on_signal(component: &'static str) -> CancellationToken {
     let token = CancellationToken::new();
     let trigger = token.clone();
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-        tracing::info!(component = "server", "shutting down");
+        let signal = tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        tracing::info!(component, signal, "shutting down");
         trigger.cancel();
     });
     token
@@ -102,8 +107,29 @@ async fn start_server(
     let engine_task = tokio::spawn(engine.run(shutdown.clone()));
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        if let Err(err) = weft_server::serve(listener, app, http_shutdown).await {
-            tracing::error!(component = "server", error = %err, "HTTP server failed");
+        // The listener stops accepting at once; requests in flight get
+        // SERVER_DRAIN to end (parked polls answer at once), then their
+        // connections are closed (event streams never end on their own).
+        let serve = weft_server::serve(listener, app, http_shutdown.clone());
+        tokio::pin!(serve);
+        let drained = tokio::select! {
+            served = &mut serve => Some(served),
+            _ = async {
+                http_shutdown.cancelled().await;
+                tracing::info!(component = "server", "listener closed; answering open requests");
+                tokio::time::sleep(SERVER_DRAIN).await;
+            } => None,
+        };
+        match drained {
+            Some(Err(err)) => {
+                tracing::error!(component = "server", error = %err, "HTTP server failed")
+            }
+            Some(Ok(())) => tracing::info!(component = "server", "HTTP server stopped"),
+            None => tracing::info!(
+                component = "server",
+                drain_ms = SERVER_DRAIN.as_millis() as u64,
+                "closing connections still open after the drain (event streams, slow requests)"
+            ),
         }
     });
     tracing::info!(component = "server", addr = %listen_addr, database = %redact_url(&args.database_url), "server started");
@@ -145,14 +171,15 @@ fn redact_url(url: &str) -> String {
 }
 
 pub async fn server(args: ServerArgs, tracing: Option<Tracing>) -> Result<()> {
-    let shutdown = shutdown_on_signal();
+    let shutdown = shutdown_on_signal("server");
     let running = start_server(&args, &shutdown, tracing.as_ref()).await?;
     running.wait().await;
+    tracing::info!(component = "server", "server stopped");
     Ok(())
 }
 
 pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) -> Result<()> {
-    let shutdown = shutdown_on_signal();
+    let shutdown = shutdown_on_signal("server");
     let running = start_server(&args, &shutdown, tracing.as_ref()).await?;
     let url = format!("http://{}", running.listen_addr);
     let client = Client::new(&url);
@@ -202,21 +229,41 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
     println!();
     let _ = worker_task.await;
     running.wait().await;
+    tracing::info!(component = "server", "server stopped");
     Ok(())
+}
+
+/// How `weft worker` runs, from its flags.
+pub struct WorkerOptions {
+    pub queues: Vec<String>,
+    pub concurrency: usize,
+    pub worker_id: Option<String>,
+    pub metrics_listen: Option<String>,
+    /// How long running handlers may finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
 }
 
 pub async fn exec_worker(
     handlers_file: &Path,
-    queues: Vec<String>,
-    concurrency: usize,
-    worker_id: Option<String>,
-    metrics_listen: Option<String>,
+    options: WorkerOptions,
     client: Client,
 ) -> Result<()> {
+    let WorkerOptions {
+        queues,
+        concurrency,
+        worker_id,
+        metrics_listen,
+        shutdown_grace,
+    } = options;
     let handlers = weft_worker::exec::load(handlers_file)?;
-    let shutdown = shutdown_on_signal();
+    // Each handler runs under `weft __supervise` (this binary), so its
+    // process group dies with the worker.
+    let supervisor =
+        std::env::current_exe().context("cannot find the weft binary to supervise handlers")?;
+    let shutdown = shutdown_on_signal("worker");
     let mut builder = Worker::builder(client)
         .concurrency(concurrency)
+        .shutdown_grace(shutdown_grace)
         .poll_wait(Duration::from_secs(20));
     let mut metrics_task = None;
     if let Some(addr) = metrics_listen {
@@ -241,7 +288,7 @@ pub async fn exec_worker(
     if let Some(id) = worker_id {
         builder = builder.worker_id(id);
     }
-    for (name, handler) in weft_worker::exec::handlers(handlers) {
+    for (name, handler) in weft_worker::exec::handlers_supervised(handlers, Some(supervisor)) {
         builder = builder.handler_arc(name, handler);
     }
     builder.build().run(shutdown).await;
