@@ -1,0 +1,403 @@
+//! The exec worker under faults (issue 10): a server restart while a result
+//! is on its way, a worker killed with -9 or stopped with SIGTERM mid-step,
+//! an output larger than the server takes, non-UTF-8 stderr, a handlers file
+//! in the current directory and commands that cannot start. Worker-side
+//! behaviour, so SQLite only.
+
+use std::{
+    fs,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+
+use crate::harness::{Env, PATIENCE, Proc, WEFT, process_alive, step, wait_until};
+
+/// Lines of a side-effect file (one per execution).
+fn lines(path: &std::path::Path) -> Vec<String> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+const ONCE: &str = "\
+name: once
+steps:
+  - name: a
+    handler: s.slow
+    heartbeat_timeout: 10s
+    retry: { max_attempts: 3, initial: 100ms, max: 100ms, jitter: false }
+";
+
+/// Case 1: a 3 s step; the server is killed 1 s in and back ~2.5 s later.
+/// The finished result is kept, its lease heartbeated, and delivered once
+/// the server is back: one execution, one attempt, run completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_survives_a_server_restart() {
+    let db = weft_testkit::sqlite_database();
+    let mut env = Env::start(&db.url).await;
+    env.register(ONCE).await;
+    let executions = env.path("executions");
+    let script = env.script(
+        "slow.sh",
+        &format!(
+            "cat > /dev/null\necho \"$WEFT_STEP $WEFT_ATTEMPT\" >> {}\nsleep 3\necho '{{\"done\": true}}'",
+            executions.display()
+        ),
+    );
+    let handlers = env.handlers_file("handlers.toml", &[("s.slow", &script)]);
+    let _worker = env.exec_worker(&handlers, "w1");
+    let run_id = env.start_run("once", json!({})).await;
+    wait_until("the handler to start", PATIENCE, || {
+        let executions = executions.clone();
+        async move { (!lines(&executions).is_empty()).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.server.kill();
+    // The handler finishes (t = 3 s) while the server is down.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    env.server.restart().await;
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.status, "completed", "run: {run:#?}");
+    assert_eq!(
+        lines(&executions),
+        vec!["a 1"],
+        "the handler ran exactly once"
+    );
+    let a = step(&run, "a");
+    assert_eq!(a.attempts.len(), 1, "attempts: {:#?}", a.attempts);
+    assert_eq!(a.output, Some(json!({"done": true})));
+}
+
+const SLOW: &str = "\
+name: slow
+steps:
+  - name: s
+    handler: s.slow
+    heartbeat_timeout: 2s
+    retry: { max_attempts: 3, initial: 100ms, max: 100ms, jitter: false }
+";
+
+/// Case 2: kill -9 an exec worker whose handler is a shell script with a
+/// child of its own: the supervisor takes both down within ~2 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handler_and_its_child_die_with_a_killed_worker() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    env.register(SLOW).await;
+    let pids = env.path("pids");
+    let script = env.script(
+        "slow.sh",
+        &format!(
+            "cat > /dev/null\nsleep 60 &\necho \"$$ $!\" > {}.tmp\nmv {0}.tmp {0}\nwait",
+            pids.display()
+        ),
+    );
+    let handlers = env.handlers_file("handlers.toml", &[("s.slow", &script)]);
+    let mut worker = env.exec_worker(&handlers, "w1");
+    env.start_run("slow", json!({})).await;
+    let (shell, child): (i32, i32) = wait_until("the handler and its child", PATIENCE, || {
+        let pids = pids.clone();
+        async move {
+            let text = fs::read_to_string(&pids).ok()?;
+            let mut it = text.split_whitespace().map(|p| p.parse::<i32>());
+            Some((it.next()?.ok()?, it.next()?.ok()?))
+        }
+    })
+    .await;
+    assert!(process_alive(shell) && process_alive(child));
+    worker.kill();
+    let killed = Instant::now();
+    wait_until(
+        "the handler and its child to die",
+        Duration::from_secs(3),
+        || async move { (!process_alive(shell) && !process_alive(child)).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "handler group gone {:?} after the worker's kill -9",
+        killed.elapsed()
+    );
+}
+
+const BIG: &str = "\
+name: big
+steps:
+  - name: produce
+    handler: s.big
+    retry: { max_attempts: 3, initial: 100ms, max: 100ms, jitter: false }
+";
+
+/// Case 3: an output larger than the server's body limit fails the step at
+/// once (first attempt, not retried) with reason `invalid_output` and an
+/// error naming the size, instead of expiring leases.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_output_fails_at_once_as_invalid_output() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start_with(&db.url, &["--max-body-bytes", "65536"]).await;
+    env.register(BIG).await;
+    let calls = env.path("calls");
+    let script = env.script(
+        "big.sh",
+        &format!(
+            "cat > /dev/null\necho call >> {}\nprintf '{{\"blob\": \"'\nhead -c 200000 /dev/zero | tr '\\0' x\nprintf '\"}}\\n'",
+            calls.display()
+        ),
+    );
+    let handlers = env.handlers_file("handlers.toml", &[("s.big", &script)]);
+    let _worker = env.exec_worker(&handlers, "w1");
+    let started = Instant::now();
+    let run_id = env.start_run("big", json!({})).await;
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.status, "failed", "run: {run:#?}");
+    let produce = step(&run, "produce");
+    assert_eq!(
+        produce.reason.as_deref(),
+        Some("invalid_output"),
+        "{produce:#?}"
+    );
+    assert_eq!(
+        produce.attempts.len(),
+        1,
+        "not retried: {:#?}",
+        produce.attempts
+    );
+    let error = produce.error.clone().unwrap_or_default();
+    assert!(error.contains("bytes"), "the error names the size: {error}");
+    assert_eq!(lines(&calls).len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "failed quickly, took {:?}",
+        started.elapsed()
+    );
+}
+
+const SHORT: &str = "\
+name: short
+steps:
+  - name: s
+    handler: s.short
+    retry: { max_attempts: 1 }
+";
+
+/// Case 4 (the part that needs no server change): SIGTERM stops polling but
+/// lets a running step finish within `--shutdown-grace` and deliver its
+/// result; the worker then exits 0. The run completes, nothing cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_step_finish_and_deliver() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    env.register(SHORT).await;
+    let started = env.path("started");
+    let script = env.script(
+        "short.sh",
+        &format!(
+            "cat > /dev/null\ntouch {}\nsleep 2\necho '{{\"finished\": true}}'",
+            started.display()
+        ),
+    );
+    let handlers = env.handlers_file("handlers.toml", &[("s.short", &script)]);
+    let mut worker = env.exec_worker_with(&handlers, "w1", &["--shutdown-grace", "20s"]);
+    let run_id = env.start_run("short", json!({})).await;
+    wait_until("the handler to start", PATIENCE, || {
+        let started = started.clone();
+        async move { started.exists().then_some(()) }
+    })
+    .await;
+    worker.signal(libc::SIGTERM);
+    let status = worker
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the worker exits once the step is delivered");
+    assert!(status.success(), "worker exit: {status:?}");
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.status, "completed", "run: {run:#?}");
+    let s = step(&run, "s");
+    assert_eq!(s.attempts.len(), 1);
+    assert_eq!(s.output, Some(json!({"finished": true})));
+    let log = worker.output();
+    assert!(log.contains("shutting down"), "log: {log}");
+    assert!(log.contains("worker stopped"), "log: {log}");
+}
+
+const LONG: &str = "\
+name: long
+steps:
+  - name: s
+    handler: s.long
+    heartbeat_timeout: 5s
+    retry: { max_attempts: 1 }
+";
+
+/// Case 4: SIGTERM mid-step with a short grace: the handler is stopped and
+/// its lease released (not failed, no attempt spent); a new worker then
+/// completes the step, and the run never fails as cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the release endpoint"]
+async fn sigterm_releases_an_unfinished_step() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    env.register(LONG).await;
+    let marker = env.path("first-done");
+    // The first execution hangs; any later one is quick.
+    let script = env.script(
+        "long.sh",
+        &format!(
+            "cat > /dev/null\nif [ -e {0} ]; then echo '{{\"ok\": true}}'; exit 0; fi\ntouch {0}\nsleep 60",
+            marker.display()
+        ),
+    );
+    let handlers = env.handlers_file("handlers.toml", &[("s.long", &script)]);
+    let mut w1 = env.exec_worker_with(&handlers, "w1", &["--shutdown-grace", "500ms"]);
+    let run_id = env.start_run("long", json!({})).await;
+    wait_until("the handler to start", PATIENCE, || {
+        let marker = marker.clone();
+        async move { marker.exists().then_some(()) }
+    })
+    .await;
+    w1.signal(libc::SIGTERM);
+    let status = w1
+        .wait_exit(Duration::from_secs(15))
+        .await
+        .expect("the worker exits after grace and stop timeout");
+    assert!(status.success(), "worker exit: {status:?}");
+    let _w2 = env.exec_worker(&handlers, "w2");
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.status, "completed", "run: {run:#?}");
+    let s = step(&run, "s");
+    assert_eq!(s.attempts[0].status, "released", "{:#?}", s.attempts);
+    assert_eq!(s.attempts[0].reason.as_deref(), Some("worker_shutdown"));
+    assert!(
+        run.steps
+            .iter()
+            .all(|s| s.reason.as_deref() != Some("cancelled"))
+    );
+}
+
+const NOISY: &str = "\
+name: noisy
+steps:
+  - name: n
+    handler: s.noisy
+    retry: { max_attempts: 1 }
+";
+
+/// Case 6: a handler writing invalid UTF-8 to stderr, then more lines,
+/// completes (exit 0); the bad line is kept with U+FFFD, later lines too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_utf8_stderr_is_decoded_lossily_and_read_to_the_end() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    env.register(NOISY).await;
+    let script = env.script(
+        "noisy.sh",
+        "cat > /dev/null\necho before >&2\nprintf 'caf\\351 au lait\\n' >&2\nsleep 0.5\n\
+         i=0; while [ $i -lt 200 ]; do echo \"after $i\" >&2; i=$((i+1)); done\necho '{\"ok\": true}'",
+    );
+    let handlers = env.handlers_file("handlers.toml", &[("s.noisy", &script)]);
+    let _worker = env.exec_worker(&handlers, "w1");
+    let run_id = env.start_run("noisy", json!({})).await;
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.status, "completed", "run: {run:#?}");
+    let logs = wait_until("all log lines", PATIENCE, || {
+        let client = env.client.clone();
+        let run_id = run_id.clone();
+        async move {
+            let logs = client.run_logs(&run_id, Some("n")).await.ok()?;
+            (logs.lines.len() >= 202).then_some(logs)
+        }
+    })
+    .await;
+    let text: Vec<&str> = logs.lines.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(text[0], "before");
+    assert_eq!(text[1], "caf\u{FFFD} au lait");
+    assert_eq!(text[201], "after 199");
+}
+
+const HELLO: &str = "\
+name: hello
+steps:
+  - name: h
+    handler: s.hello
+    retry: { max_attempts: 3, initial: 100ms, max: 100ms, jitter: false }
+";
+
+/// Case 10: `weft worker --handlers handlers.toml` (no directory part) from
+/// the handlers' own directory: commands resolve against it and run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handlers_file_in_the_current_directory() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    env.register(HELLO).await;
+    fs::create_dir(env.path("handlers")).unwrap();
+    fs::write(
+        env.path("handlers/hello.sh"),
+        "cat > /dev/null\necho '{\"hello\": \"world\"}'\n",
+    )
+    .unwrap();
+    fs::write(
+        env.path("handlers.toml"),
+        "[handlers]\n\"s.hello\" = \"sh handlers/hello.sh\"\n",
+    )
+    .unwrap();
+    let mut command = Command::new(WEFT);
+    command.current_dir(env.dir.path()).args([
+        "worker",
+        "--handlers",
+        "handlers.toml",
+        "--url",
+        &env.server.url,
+    ]);
+    let _worker = Proc::spawn("worker cwd", command, env.path("worker-cwd.log"));
+    let run_id = env.start_run("hello", json!({})).await;
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.status, "completed", "run: {run:#?}");
+    let h = step(&run, "h");
+    assert_eq!(h.attempts.len(), 1);
+    assert_eq!(h.output, Some(json!({"hello": "world"})));
+}
+
+/// Case 10: a command that cannot be started (missing program, missing
+/// working directory, a `sh -c` line whose program is missing) fails its
+/// step at once, not retried, reason `no_handler`, naming what is missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spawn_failures_fail_at_once_naming_what_is_missing() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    let cases = [
+        ("missing_program", "no-such-program-weft"),
+        ("missing_dir", "no-such-dir"),
+        ("missing_in_line", "no-such-program-weft"),
+    ];
+    for (name, _) in cases {
+        env.register(&format!(
+            "name: {name}\nsteps:\n  - name: s\n    handler: s.{name}\n    \
+             retry: {{ max_attempts: 5, initial: 100ms, max: 100ms, jitter: false }}\n"
+        ))
+        .await;
+    }
+    let handlers = env.path("handlers.toml");
+    fs::write(
+        &handlers,
+        "[handlers]\n\
+         \"s.missing_program\" = { command = [\"no-such-program-weft\"] }\n\
+         \"s.missing_dir\" = { command = [\"true\"], cwd = \"no-such-dir\" }\n\
+         \"s.missing_in_line\" = \"no-such-program-weft --flag\"\n",
+    )
+    .unwrap();
+    let _worker = env.exec_worker(&handlers, "w1");
+    for (name, names) in cases {
+        let run_id = env.start_run(name, json!({})).await;
+        let run = env.wait_finished(&run_id).await;
+        assert_eq!(run.status, "failed", "run: {run:#?}");
+        let s = step(&run, "s");
+        assert_eq!(s.reason.as_deref(), Some("no_handler"), "{s:#?}");
+        assert_eq!(s.attempts.len(), 1, "not retried: {s:#?}");
+        let error = s.error.clone().unwrap_or_default();
+        assert!(error.contains(names), "step {name}: {error}");
+    }
+}
