@@ -201,7 +201,7 @@ async fn sigterm_lets_a_running_step_finish_and_deliver() {
         ),
     );
     let handlers = env.handlers_file("handlers.toml", &[("s.short", &script)]);
-    let mut worker = env.exec_worker_with(&handlers, "w1", &["--shutdown-grace", "20s"]);
+    let mut worker = env.exec_worker(&handlers, "w1");
     let run_id = env.start_run("short", json!({})).await;
     wait_until("the handler to start", PATIENCE, || {
         let started = started.clone();
