@@ -401,3 +401,70 @@ async fn spawn_failures_fail_at_once_naming_what_is_missing() {
         assert!(error.contains(names), "step {name}: {error}");
     }
 }
+
+const PARKED: &str = "\
+name: parked
+steps:
+  - name: p
+    handler: s.nobody
+";
+
+/// Case 4, the server: on SIGTERM a long poll parked for 20 s is answered at
+/// once (no tasks) and an open event stream does not hold the process: it
+/// exits promptly and cleanly, saying so with `component="server"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sigterm_answers_parked_polls_and_exits_promptly() {
+    let db = weft_testkit::sqlite_database();
+    let mut env = Env::start(&db.url).await;
+    env.register(PARKED).await;
+    let run_id = env.start_run("parked", json!({})).await;
+    let mut stream = env
+        .http
+        .get(format!("{}/v1/runs/{run_id}/events/stream", env.server.url))
+        .send()
+        .await
+        .expect("open the event stream");
+    assert_eq!(stream.status().as_u16(), 200);
+    let _first = stream.chunk().await.expect("a first event");
+    let poll = {
+        let http = env.http.clone();
+        let url = format!("{}/v1/worker/poll", env.server.url);
+        tokio::spawn(async move {
+            let response = http
+                .post(url)
+                .json(&json!({
+                    "worker_id": "parked-poller", "queues": ["default"],
+                    "handlers": ["s.other"], "max_tasks": 1, "wait_ms": 20000
+                }))
+                .send()
+                .await;
+            (Instant::now(), response.map(|r| r.status().as_u16()))
+        })
+    };
+    // Let the poll park on the server.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = Instant::now();
+    env.server.proc.signal(libc::SIGTERM);
+    let (answered, status) = poll.await.expect("the poll task");
+    assert_eq!(status.ok(), Some(200), "the parked poll is answered");
+    assert!(
+        answered - signalled < Duration::from_secs(2),
+        "the parked poll answered {:?} after SIGTERM",
+        answered - signalled
+    );
+    let exit = env
+        .server
+        .proc
+        .wait_exit(Duration::from_secs(5))
+        .await
+        .expect("the server exits within 5 s of SIGTERM despite an open event stream");
+    assert!(exit.success(), "server exit: {exit:?}");
+    eprintln!("server exited {:?} after SIGTERM", signalled.elapsed());
+    let log = env.server.proc.output();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("shutting down") && l.contains("component=\"server\"")),
+        "log: {log}"
+    );
+    drop(stream);
+}
