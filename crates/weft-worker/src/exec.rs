@@ -670,6 +670,50 @@ mod tests {
         assert_eq!(list[1].env.get("MODE").map(String::as_str), Some("test"));
     }
 
+    #[tokio::test]
+    async fn lines_are_decoded_lossily_and_cut() {
+        let long = "y".repeat(MAX_LOG_LINE_BYTES + 10);
+        let input = format!("ok\r\ncaf\u{00e9}\n{long}\nlast");
+        let mut bytes = input.into_bytes();
+        // An invalid byte in the middle of the second line.
+        bytes[6] = 0xff;
+        let mut reader = LineReader::new(&bytes[..]);
+        assert_eq!(reader.next_line().await, Some(("ok".to_owned(), 2)));
+        let (line, _) = reader.next_line().await.unwrap();
+        assert!(line.starts_with("ca\u{FFFD}"), "{line:?}");
+        let (line, len) = reader.next_line().await.unwrap();
+        assert_eq!(len, MAX_LOG_LINE_BYTES);
+        assert!(line.ends_with('…'));
+        assert_eq!(reader.next_line().await, Some(("last".to_owned(), 4)));
+        assert_eq!(reader.next_line().await, None);
+    }
+
+    #[tokio::test]
+    async fn stdout_is_kept_up_to_the_cap_and_counted_whole() {
+        let data = vec![b'x'; 200_000];
+        let (kept, total) = read_capped(&data[..], 1000).await;
+        assert_eq!(kept.len(), 1000);
+        assert_eq!(total, 200_000);
+    }
+
+    #[test]
+    fn a_bare_handlers_file_name_is_in_the_current_directory() {
+        let dir = std::env::temp_dir().join(format!("weft-exec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("handlers.toml");
+        std::fs::write(&file, "[handlers]\nx = \"sh x.sh\"\n").unwrap();
+        // `dir/handlers.toml` and, from `dir`, `handlers.toml`: same base.
+        let list = load(&file).unwrap();
+        assert_eq!(list[0].cwd, std::fs::canonicalize(&dir).unwrap());
+        assert_eq!(
+            load(Path::new("no-such-handlers.toml"))
+                .unwrap_err()
+                .to_string(),
+            "cannot read handlers file no-such-handlers.toml: No such file or directory (os error 2)"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn rejects_bad_files() {
         assert!(parse("[handlers]\n", Path::new(".")).is_err());
