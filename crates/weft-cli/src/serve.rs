@@ -180,7 +180,10 @@ pub async fn server(args: ServerArgs, tracing: Option<Tracing>) -> Result<()> {
 
 pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) -> Result<()> {
     let shutdown = shutdown_on_signal("server");
-    let running = start_server(&args, &shutdown, tracing.as_ref()).await?;
+    // The server outlives the in-process worker, so the results of handlers
+    // finishing in the worker's shutdown grace are still delivered.
+    let server_shutdown = CancellationToken::new();
+    let running = start_server(&args, &server_shutdown, tracing.as_ref()).await?;
     let url = format!("http://{}", running.listen_addr);
     let client = Client::new(&url);
     for (name, manifest) in demo::MANIFESTS {
@@ -228,6 +231,7 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
     println!("  Ctrl-C to stop.");
     println!();
     let _ = worker_task.await;
+    server_shutdown.cancel();
     running.wait().await;
     tracing::info!(component = "server", "server stopped");
     Ok(())
@@ -258,8 +262,7 @@ pub async fn exec_worker(
     let handlers = weft_worker::exec::load(handlers_file)?;
     // Each handler runs under `weft __supervise` (this binary), so its
     // process group dies with the worker.
-    let supervisor =
-        std::env::current_exe().context("cannot find the weft binary to supervise handlers")?;
+    let supervisor = supervisor_binary()?;
     let shutdown = shutdown_on_signal("worker");
     let mut builder = Worker::builder(client)
         .concurrency(concurrency)
@@ -296,6 +299,17 @@ pub async fn exec_worker(
         let _ = task.await;
     }
     Ok(())
+}
+
+/// This binary, to re-execute as `weft __supervise`. On Linux
+/// `/proc/self/exe`, which still names the running binary after an upgrade
+/// replaced or deleted its file; elsewhere the path it was started from.
+fn supervisor_binary() -> Result<std::path::PathBuf> {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe.to_owned());
+    }
+    std::env::current_exe().context("cannot find the weft binary to supervise handlers")
 }
 
 /// Feeds the worker SDK's outcomes into the worker's metrics.

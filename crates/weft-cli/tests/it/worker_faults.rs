@@ -468,3 +468,36 @@ async fn server_sigterm_answers_parked_polls_and_exits_promptly() {
     );
     drop(stream);
 }
+
+/// A sibling of case 2: an upgrade replaces the `weft` binary under a
+/// running worker; its handlers' supervisors still start (the worker
+/// re-executes the running binary, not the path it was started from).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervisors_start_after_the_binary_is_replaced() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    env.register(HELLO).await;
+    let binary = env.path("weft");
+    fs::copy(WEFT, &binary).expect("copy the weft binary");
+    let script = env.script("hello.sh", "cat > /dev/null\necho '{\"hello\": 1}'");
+    let handlers = env.handlers_file("handlers.toml", &[("s.hello", &script)]);
+    let mut command = Command::new(&binary);
+    command.args([
+        "worker",
+        "--handlers",
+        &handlers.display().to_string(),
+        "--url",
+        &env.server.url,
+    ]);
+    let worker = Proc::spawn("worker copy", command, env.path("worker-copy.log"));
+    wait_until("the worker to start", PATIENCE, || {
+        let started = worker.output().contains("worker started");
+        async move { started.then_some(()) }
+    })
+    .await;
+    fs::remove_file(&binary).expect("remove the running binary");
+    let run_id = env.start_run("hello", json!({})).await;
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.status, "completed", "run: {run:#?}");
+    assert_eq!(step(&run, "h").attempts.len(), 1);
+}
