@@ -735,3 +735,33 @@ pub fn default_worker_id() -> String {
         rand::random::<u16>()
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(max_output_bytes: u64) -> Task {
+        serde_json::from_value(serde_json::json!({
+            "lease_id": "l", "run_id": "r", "trace_id": "t", "traceparent": "",
+            "workflow": "w", "step": "s", "handler": "h", "attempt": 1,
+            "input": {}, "lease_ms": 1000, "max_output_bytes": max_output_bytes
+        }))
+        .expect("a task")
+    }
+
+    #[test]
+    fn output_over_the_limit_fails_for_good_naming_size_and_limit() {
+        let output = serde_json::json!({"blob": "x".repeat(100)});
+        let size = serde_json::to_vec(&output).unwrap().len();
+        let err = check_output_size(&task(50), output.clone()).unwrap_err();
+        assert!(!err.retryable);
+        assert_eq!(err.kind.as_deref(), Some("invalid_output"));
+        assert_eq!(
+            err.message,
+            format!("output of {size} bytes exceeds the limit of 50 bytes")
+        );
+        assert!(check_output_size(&task(size as u64), output.clone()).is_ok());
+        // 0: the server did not say; nothing to check here.
+        assert!(check_output_size(&task(0), output).is_ok());
+    }
+}

@@ -304,7 +304,7 @@ async fn deliver(
                 if reports.len() > 1 {
                     let mut first = reports;
                     let second = first.split_off(first.len() / 2);
-                    tracing::debug!(
+                    tracing::info!(
                         component = "worker",
                         worker_id,
                         sizes = ?(first.len(), second.len()),

@@ -501,3 +501,70 @@ async fn supervisors_start_after_the_binary_is_replaced() {
     assert_eq!(run.status, "completed", "run: {run:#?}");
     assert_eq!(step(&run, "h").attempts.len(), 1);
 }
+
+/// Case 3, batches: results that finish together go in one request; when
+/// one of them makes the batch too large (413) the batch is split, the
+/// small results are delivered and only the oversized one fails, as
+/// `invalid_output` on its first attempt. Nothing is dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answered_413_is_split_and_nothing_is_dropped() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start_with(&db.url, &["--max-body-bytes", "65536"]).await;
+    let gate = env.path("gate");
+    let mut runs = Vec::new();
+    for (name, bytes) in [("small", 10), ("big", 100_000)] {
+        env.register(&format!(
+            "name: {name}\nsteps:\n  - name: s\n    handler: s.{name}\n    \
+             retry: {{ max_attempts: 3, initial: 100ms, max: 100ms, jitter: false }}\n"
+        ))
+        .await;
+        let script = env.script(
+            &format!("{name}.sh"),
+            &format!(
+                "cat > /dev/null\nwhile [ ! -e {} ]; do sleep 0.05; done\n\
+                 printf '{{\"blob\": \"'\nhead -c {bytes} /dev/zero | tr '\\0' x\nprintf '\"}}\\n'",
+                gate.display()
+            ),
+        );
+        runs.push((name, script));
+    }
+    let handlers = env.handlers_file(
+        "handlers.toml",
+        &[("s.small", &runs[0].1), ("s.big", &runs[1].1)],
+    );
+    let worker = env.exec_worker(&handlers, "w1");
+    let mut ids = Vec::new();
+    for name in ["small", "small", "big", "small", "small"] {
+        ids.push((name, env.start_run(name, json!({})).await));
+    }
+    // Every handler is running, then all finish at once.
+    wait_until("five running attempts", PATIENCE, || {
+        let client = env.client.clone();
+        let ids = ids.clone();
+        async move {
+            for (_, id) in &ids {
+                let run = client.get_run(id).await.ok()?;
+                if run.steps[0].status != "running" {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    fs::write(&gate, "").unwrap();
+    for (name, id) in &ids {
+        let run = env.wait_finished(id).await;
+        let s = step(&run, "s");
+        assert_eq!(s.attempts.len(), 1, "{name}: {:#?}", s.attempts);
+        if *name == "small" {
+            assert_eq!(run.status, "completed", "run: {run:#?}");
+        } else {
+            assert_eq!(run.status, "failed", "run: {run:#?}");
+            assert_eq!(s.reason.as_deref(), Some("invalid_output"), "{s:#?}");
+        }
+    }
+    // Whether the big result travelled in a batch depends on timing.
+    let split = worker.output().contains("sending it in halves");
+    eprintln!("batch split: {split}");
+}
