@@ -21,19 +21,33 @@ const SERVER_DRAIN: Duration = Duration::from_secs(1);
 /// Cancels the token on SIGINT or SIGTERM; the line logged names the
 /// process (`component` = `server` or `worker`) and the signal.
 fn shutdown_on_signal(component: &'static str) -> CancellationToken {
-    let token = CancellationToken::new();
-    let trigger = token.clone();
+    shutdown_on_signals(component).0
+}
+
+/// Like [`shutdown_on_signal`], with a second token cancelled by a second
+/// SIGINT or SIGTERM (stop now, without waiting out a grace period).
+fn shutdown_on_signals(component: &'static str) -> (CancellationToken, CancellationToken) {
+    let first = CancellationToken::new();
+    let second = CancellationToken::new();
+    let (on_first, on_second) = (first.clone(), second.clone());
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
-        let signal = tokio::select! {
-            _ = tokio::signal::ctrl_c() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
-        };
-        tracing::info!(component, signal, "shutting down");
-        trigger.cancel();
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .expect("SIGINT handler");
+        for (token, message) in [
+            (on_first, "shutting down"),
+            (on_second, "asked again to stop: stopping now"),
+        ] {
+            let signal = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            tracing::info!(component, signal, "{message}");
+            token.cancel();
+        }
     });
-    token
+    (first, second)
 }
 
 struct Running {
@@ -263,10 +277,11 @@ pub async fn exec_worker(
     // Each handler runs under `weft __supervise` (this binary), so its
     // process group dies with the worker.
     let supervisor = supervisor_binary()?;
-    let shutdown = shutdown_on_signal("worker");
+    let (shutdown, stop_now) = shutdown_on_signals("worker");
     let mut builder = Worker::builder(client)
         .concurrency(concurrency)
         .shutdown_grace(shutdown_grace)
+        .stop_now(stop_now)
         .poll_wait(Duration::from_secs(20));
     let mut metrics_task = None;
     if let Some(addr) = metrics_listen {

@@ -180,6 +180,7 @@ pub struct Worker {
     poll_wait: Duration,
     shutdown_grace: Duration,
     stop_timeout: Duration,
+    stop_now: CancellationToken,
 }
 
 pub struct Builder {
@@ -192,6 +193,7 @@ pub struct Builder {
     poll_wait: Duration,
     shutdown_grace: Duration,
     stop_timeout: Duration,
+    stop_now: CancellationToken,
 }
 
 impl Worker {
@@ -206,6 +208,7 @@ impl Worker {
             poll_wait: Duration::from_secs(20),
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             stop_timeout: DEFAULT_STOP_TIMEOUT,
+            stop_now: CancellationToken::new(),
         }
     }
 
@@ -311,10 +314,14 @@ impl Worker {
             "shutting down: polling stopped; waiting for running handlers to finish"
         );
         let all = self.concurrency as u32;
-        if tokio::time::timeout(self.shutdown_grace, slots.acquire_many(all))
-            .await
-            .is_err()
-        {
+        let finished = tokio::select! {
+            finished = tokio::time::timeout(self.shutdown_grace, slots.acquire_many(all)) => finished.is_ok(),
+            _ = self.stop_now.cancelled() => {
+                tracing::info!(component = "worker", worker_id = %self.worker_id, "asked again to stop: ending the shutdown grace now");
+                false
+            }
+        };
+        if !finished {
             let running = self.concurrency - slots.available_permits();
             tracing::info!(
                 component = "worker", worker_id = %self.worker_id, running,
@@ -703,6 +710,13 @@ impl Builder {
         self
     }
 
+    /// Once cancelled (e.g. on a second SIGTERM), a shutdown in progress
+    /// ends its grace at once: remaining handlers are stopped and released.
+    pub fn stop_now(mut self, token: CancellationToken) -> Self {
+        self.stop_now = token;
+        self
+    }
+
     pub fn build(self) -> Worker {
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         let queues = if self.queues.is_empty() {
@@ -720,6 +734,7 @@ impl Builder {
             poll_wait: self.poll_wait,
             shutdown_grace: self.shutdown_grace,
             stop_timeout: self.stop_timeout,
+            stop_now: self.stop_now,
         }
     }
 }

@@ -568,3 +568,41 @@ async fn a_batch_answered_413_is_split_and_nothing_is_dropped() {
     let split = worker.output().contains("sending it in halves");
     eprintln!("batch split: {split}");
 }
+
+/// Case 4: a second SIGTERM ends the shutdown grace at once; the handler
+/// group gets SIGTERM and the worker exits without waiting the 30 s grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_sigterm_ends_the_grace() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    env.register(LONG).await;
+    let marker = env.path("first-done");
+    let script = env.script(
+        "long.sh",
+        &format!("cat > /dev/null\ntouch {}\nsleep 60", marker.display()),
+    );
+    let handlers = env.handlers_file("handlers.toml", &[("s.long", &script)]);
+    let mut worker = env.exec_worker(&handlers, "w1");
+    env.start_run("long", json!({})).await;
+    wait_until("the handler to start", PATIENCE, || {
+        let marker = marker.clone();
+        async move { marker.exists().then_some(()) }
+    })
+    .await;
+    let signalled = Instant::now();
+    worker.signal(libc::SIGTERM);
+    wait_until("the first signal to be seen", PATIENCE, || {
+        let seen = worker.output().contains("waiting for running handlers");
+        async move { seen.then_some(()) }
+    })
+    .await;
+    worker.signal(libc::SIGTERM);
+    let status = worker
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("the worker exits soon after a second SIGTERM");
+    assert!(status.success(), "worker exit: {status:?}");
+    assert!(signalled.elapsed() < Duration::from_secs(10));
+    let log = worker.output();
+    assert!(log.contains("ending the shutdown grace now"), "log: {log}");
+}
