@@ -12,7 +12,9 @@
 //! command ends, exiting with the same status. When the socket reaches EOF
 //! while the command runs (the worker died or dropped the attempt), the
 //! supervisor sends SIGTERM to the group, then SIGKILL to it (itself
-//! included) after [`ORPHAN_KILL_AFTER`]. The command also gets
+//! included) after [`ORPHAN_KILL_AFTER`]. The supervisor ignores SIGTERM
+//! once the command runs, so a group SIGTERM (the worker's shutdown) lets a
+//! command that traps it finish while the supervisor reports. The command also gets
 //! `PR_SET_PDEATHSIG(SIGKILL)` on Linux, should the supervisor itself be
 //! killed. Timeouts and cancellations are unchanged: the worker kills the
 //! group, which holds the supervisor, the command and its children.
@@ -88,6 +90,13 @@ pub fn supervise(argv: &[String]) -> i32 {
         }
     };
     let _ = writeln!(report, "started {}", child.id());
+    // The worker's SIGTERM to the group at shutdown is for the command: the
+    // supervisor stays to report its end (dying would fire the command's
+    // PDEATHSIG). Set after the spawn, so the command keeps the default.
+    // SAFETY: signal has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGTERM, libc::SIG_IGN);
+    }
 
     let finished = Arc::new(AtomicBool::new(false));
     let watchdog = {
@@ -109,9 +118,8 @@ pub fn supervise(argv: &[String]) -> i32 {
             // The worker is gone: take the whole group down, grandchildren
             // included. SIGTERM first (ignored here, so this thread lives to
             // send the SIGKILL that ends the group and the supervisor).
-            // SAFETY: signal and killpg have no memory-safety preconditions.
+            // SAFETY: killpg has no memory-safety preconditions.
             unsafe {
-                libc::signal(libc::SIGTERM, libc::SIG_IGN);
                 libc::killpg(0, libc::SIGTERM);
             }
             std::thread::sleep(ORPHAN_KILL_AFTER);

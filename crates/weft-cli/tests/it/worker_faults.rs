@@ -606,3 +606,41 @@ async fn a_second_sigterm_ends_the_grace() {
     let log = worker.output();
     assert!(log.contains("ending the shutdown grace now"), "log: {log}");
 }
+
+/// Case 4: after the grace, the handler's group gets SIGTERM first; a
+/// handler that traps it may finish its cleanup (the supervisor stays and
+/// the handler is not killed with it) before the lease is released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_trapping_sigterm_cleans_up_at_shutdown() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    env.register(LONG).await;
+    let started = env.path("started");
+    let cleaned = env.path("cleaned");
+    let script = env.script(
+        "long.sh",
+        &format!(
+            "cat > /dev/null\ntrap 'sleep 0.5; touch {}; exit 1' TERM\ntouch {}\n\
+             sleep 60 &\nwait",
+            cleaned.display(),
+            started.display()
+        ),
+    );
+    let handlers = env.handlers_file("handlers.toml", &[("s.long", &script)]);
+    let mut worker = env.exec_worker_with(&handlers, "w1", &["--shutdown-grace", "200ms"]);
+    env.start_run("long", json!({})).await;
+    wait_until("the handler to start", PATIENCE, || {
+        let started = started.clone();
+        async move { started.exists().then_some(()) }
+    })
+    .await;
+    worker.signal(libc::SIGTERM);
+    worker
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("the worker exits after the grace");
+    assert!(
+        cleaned.exists(),
+        "the handler's SIGTERM trap ran to its end"
+    );
+}
