@@ -346,6 +346,8 @@ impl Worker {
         ));
         let cancel = CancellationToken::new();
         let heartbeat_stop = CancellationToken::new();
+        // Stops the heartbeats however this function ends.
+        let _heartbeat_guard = heartbeat_stop.clone().drop_guard();
         let heartbeats = tokio::spawn(heartbeat_loop(
             self.client.clone(),
             task.clone(),
@@ -415,7 +417,11 @@ impl Worker {
         let timeout = task
             .timeout_ms
             .map(|ms| Duration::from_millis(ms.max(0) as u64));
-        let call = handler.call(ctx).instrument(span.clone());
+        // In its own task, so a panic becomes a failure of this attempt
+        // rather than a task that dies while its lease is renewed for ever;
+        // aborted when dropped, so a timeout or cancellation still drops
+        // the handler (an exec handler's process group dies with it).
+        let call = HandlerTask(tokio::spawn(handler.call(ctx).instrument(span.clone())));
         tokio::pin!(call);
         let result = tokio::select! {
             result = &mut call => Some(result),
@@ -486,6 +492,43 @@ impl Worker {
             },
         };
         Some((result, handler_ms))
+    }
+}
+
+/// A handler running in its own task: aborted when dropped; awaiting it
+/// yields the handler's result, or a retryable failure if it panicked.
+struct HandlerTask(tokio::task::JoinHandle<Result<Value, HandlerError>>);
+
+impl Drop for HandlerTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Future for HandlerTask {
+    type Output = Result<Value, HandlerError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| match joined {
+            Ok(result) => result,
+            Err(err) if err.is_panic() => {
+                let panic = err.into_panic();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                Err(HandlerError::retryable(format!(
+                    "handler panicked: {message}"
+                )))
+            }
+            Err(err) => Err(HandlerError::retryable(format!(
+                "handler task ended: {err}"
+            ))),
+        })
     }
 }
 

@@ -644,3 +644,40 @@ async fn a_handler_trapping_sigterm_cleans_up_at_shutdown() {
         "the handler's SIGTERM trap ran to its end"
     );
 }
+
+const PANICKY: &str = "\
+name: panicky
+steps:
+  - name: p
+    handler: s.panicky
+    heartbeat_timeout: 2s
+    retry: { max_attempts: 2, initial: 100ms, max: 100ms, jitter: false }
+";
+
+/// A sibling of case 1: an SDK handler that panics fails its attempt (and
+/// is retried) instead of leaving a lease that its heartbeats keep alive
+/// for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_sdk_handler_fails_its_attempt() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    env.register(PANICKY).await;
+    let worker = env
+        .sdk_worker("sdk-1")
+        .handler("s.panicky", |ctx: weft_worker::TaskContext| async move {
+            if ctx.task.attempt == 1 {
+                panic!("boom on the first attempt");
+            }
+            Ok(json!({"attempt": ctx.task.attempt}))
+        })
+        .build();
+    let worker = crate::harness::SdkWorker::spawn(worker);
+    let run_id = env.start_run("panicky", json!({})).await;
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.status, "completed", "run: {run:#?}");
+    let p = step(&run, "p");
+    assert_eq!(p.attempts.len(), 2, "{:#?}", p.attempts);
+    let error = p.attempts[0].error.clone().unwrap_or_default();
+    assert!(error.contains("boom on the first attempt"), "{error}");
+    worker.stop().await;
+}
