@@ -109,10 +109,53 @@ impl TaskContext {
         self.cancel.is_cancelled()
     }
 
-    /// Sends log lines to the server, kept with this attempt.
+    /// Sends log lines to the server, kept with this attempt. A batch the
+    /// server finds too large (413) is sent in halves, a single line too
+    /// large is cut to [`LOG_LINE_CUT_BYTES`]; a failed send is tried again
+    /// a few times (within about a second), then the lines are dropped.
     pub async fn log(&self, lines: Vec<String>) {
-        if let Err(err) = self.client.append_logs(&self.task.lease_id, lines).await {
-            tracing::debug!(component = "worker", error = %err, "could not send step logs");
+        let mut queue = std::collections::VecDeque::from([(lines, false)]);
+        let mut retries = 0u32;
+        while let Some((batch, cut)) = queue.pop_front() {
+            let Err(err) = self
+                .client
+                .append_logs(&self.task.lease_id, batch.clone())
+                .await
+            else {
+                continue;
+            };
+            match err.status() {
+                Some(413) if batch.len() > 1 => {
+                    let mut first = batch;
+                    let second = first.split_off(first.len() / 2);
+                    queue.push_front((second, false));
+                    queue.push_front((first, false));
+                }
+                Some(413) if !cut => {
+                    let line = &batch[0];
+                    let mut end = LOG_LINE_CUT_BYTES.min(line.len());
+                    while !line.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    let short = format!(
+                        "{}… [cut from {} bytes: too large for the server]",
+                        &line[..end],
+                        line.len()
+                    );
+                    queue.push_front((vec![short], true));
+                }
+                _ if (err.is_transient() || matches!(err.status(), Some(408 | 429)))
+                    && retries < 3 =>
+                {
+                    tokio::time::sleep(report::jittered(Duration::from_millis(200 << retries)))
+                        .await;
+                    retries += 1;
+                    queue.push_front((batch, cut));
+                }
+                _ => {
+                    tracing::debug!(component = "worker", error = %err, lines = batch.len(), "could not send step logs");
+                }
+            }
         }
     }
 }
@@ -133,6 +176,9 @@ where
         Box::pin(self(ctx))
     }
 }
+
+/// A log line the server refuses as too large is cut to this many bytes.
+pub const LOG_LINE_CUT_BYTES: usize = 1024;
 
 /// The most tasks one poll may ask for (the server's limit).
 pub const MAX_TASKS_PER_POLL: usize = 100;

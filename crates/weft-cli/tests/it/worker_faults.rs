@@ -681,3 +681,43 @@ async fn a_panicking_sdk_handler_fails_its_attempt() {
     assert!(error.contains("boom on the first attempt"), "{error}");
     worker.stop().await;
 }
+
+/// A sibling of case 3: log lines that together exceed the server's body
+/// limit are sent in smaller batches, not dropped; a single line too large
+/// for it is cut and kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_batches_too_large_are_split_not_dropped() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start_with(&db.url, &["--max-body-bytes", "8192"]).await;
+    env.register(NOISY).await;
+    let script = env.script(
+        "noisy.sh",
+        "cat > /dev/null\nline=$(head -c 3000 /dev/zero | tr '\\0' a)\n\
+         i=0; while [ $i -lt 20 ]; do echo \"$i $line\" >&2; i=$((i+1)); done\n\
+         head -c 12000 /dev/zero | tr '\\0' b >&2; echo >&2\necho '{}'",
+    );
+    let handlers = env.handlers_file("handlers.toml", &[("s.noisy", &script)]);
+    let _worker = env.exec_worker(&handlers, "w1");
+    let run_id = env.start_run("noisy", json!({})).await;
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.status, "completed", "run: {run:#?}");
+    let logs = wait_until("all log lines", PATIENCE, || {
+        let client = env.client.clone();
+        let run_id = run_id.clone();
+        async move {
+            let logs = client.run_logs(&run_id, Some("n")).await.ok()?;
+            (logs.lines.len() >= 21).then_some(logs)
+        }
+    })
+    .await;
+    assert_eq!(logs.lines.len(), 21);
+    for (i, line) in logs.lines[..20].iter().enumerate() {
+        assert!(line.line.starts_with(&format!("{i} aaa")), "line {i}");
+        assert_eq!(line.line.len(), 3000 + format!("{i} ").len());
+    }
+    let last = &logs.lines[20].line;
+    assert!(
+        last.starts_with("bbb") && last.contains("cut from 12000 bytes"),
+        "{last:.80}"
+    );
+}
