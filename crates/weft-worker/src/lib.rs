@@ -117,14 +117,18 @@ impl TaskContext {
         let mut queue = std::collections::VecDeque::from([(lines, false)]);
         let mut retries = 0u32;
         while let Some((batch, cut)) = queue.pop_front() {
-            let Err(err) = self
-                .client
-                .append_logs(&self.task.lease_id, batch.clone())
-                .await
-            else {
-                continue;
+            let sent =
+                report::bounded(self.client.append_logs(&self.task.lease_id, batch.clone())).await;
+            let err = match sent {
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => Some(err),
+                None => None,
             };
-            match err.status() {
+            let status = err.as_ref().and_then(|err| err.status());
+            let transient = err
+                .as_ref()
+                .is_none_or(|err| err.is_transient() || matches!(err.status(), Some(408 | 429)));
+            match status {
                 Some(413) if batch.len() > 1 => {
                     let mut first = batch;
                     let second = first.split_off(first.len() / 2);
@@ -144,16 +148,20 @@ impl TaskContext {
                     );
                     queue.push_front((vec![short], true));
                 }
-                _ if (err.is_transient() || matches!(err.status(), Some(408 | 429)))
-                    && retries < 3 =>
-                {
+                _ if transient && retries < 3 => {
                     tokio::time::sleep(report::jittered(Duration::from_millis(200 << retries)))
                         .await;
                     retries += 1;
                     queue.push_front((batch, cut));
                 }
                 _ => {
-                    tracing::debug!(component = "worker", error = %err, lines = batch.len(), "could not send step logs");
+                    let error = err.map_or_else(|| "no answer".to_owned(), |err| err.to_string());
+                    tracing::debug!(
+                        component = "worker",
+                        error,
+                        lines = batch.len(),
+                        "could not send step logs"
+                    );
                 }
             }
         }
@@ -605,7 +613,15 @@ async fn release(client: &Client, worker_id: &str, task: &Task) {
     };
     let mut backoff = Duration::from_millis(100);
     for _ in 0..5 {
-        match client.release(&task.lease_id, &request).await {
+        let Some(released) = report::bounded(client.release(&task.lease_id, &request)).await else {
+            tracing::debug!(
+                component = "worker",
+                worker_id,
+                "release unanswered; retrying"
+            );
+            continue;
+        };
+        match released {
             Ok(_) => {
                 tracing::info!(
                     component = "worker", worker_id, run_id = %task.run_id, trace_id = %task.trace_id,
@@ -720,9 +736,14 @@ async fn heartbeat_loop(
         let sent = tokio::time::Instant::now();
         let renewed = tokio::select! {
             _ = stop.cancelled() => return,
-            renewed = client.heartbeat(&task.lease_id) => renewed,
+            renewed = report::bounded(client.heartbeat(&task.lease_id)) => renewed,
         };
         next = every;
+        let Some(renewed) = renewed else {
+            tracing::debug!(component = "worker", run_id = %task.run_id, step = %task.step, "heartbeat unanswered; will retry");
+            next = every.min(Duration::from_millis(500));
+            continue;
+        };
         match renewed {
             Ok(response) => {
                 lease.renewed(sent + lease_len);

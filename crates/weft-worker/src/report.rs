@@ -38,6 +38,17 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 /// Longest pause between delivery tries.
 const RETRY_MAX: Duration = Duration::from_secs(2);
 
+/// How long one request of the worker protocol (result, heartbeat, log,
+/// release) may go unanswered before it counts as failed and is retried: a
+/// server that accepts connections but never answers must not hold a
+/// result (and its slot) for ever.
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `call`'s outcome, or `None` when it takes longer than [`REQUEST_TIMEOUT`].
+pub(crate) async fn bounded<T>(call: impl std::future::Future<Output = T>) -> Option<T> {
+    tokio::time::timeout(REQUEST_TIMEOUT, call).await.ok()
+}
+
 /// What the worker knows of one attempt's lease: until when the server keeps
 /// it (from the last renewal the server acknowledged).
 #[derive(Debug)]
@@ -224,6 +235,10 @@ async fn send_loop(
     }
 }
 
+fn no_answer() -> String {
+    format!("no answer within {} s", REQUEST_TIMEOUT.as_secs())
+}
+
 /// How the server answered one result.
 enum Answer {
     /// Accepted, or refused for good: nothing more to do.
@@ -260,7 +275,10 @@ async fn deliver(
         let request = ResultsRequest {
             results: reports.iter().map(|r| r.result.clone()).collect(),
         };
-        match client.results(&request).await {
+        let Some(answer) = bounded(client.results(&request)).await else {
+            return Some((reports, no_answer()));
+        };
+        match answer {
             Ok(response) if response.results.len() == reports.len() => {
                 let mut retry = Vec::new();
                 let mut first_error = None;
@@ -332,29 +350,36 @@ async fn deliver(
     let mut retry = Vec::new();
     let mut first_error = None;
     for report in reports {
-        let outcome = match &report.result.error {
-            None => client
-                .complete(
-                    &report.result.lease_id,
-                    &CompleteRequest {
-                        output: report.result.output.clone(),
-                        timing: report.result.timing.clone(),
-                    },
-                )
-                .await
-                .map(|ack| ack.already_applied),
-            Some(error) => client
-                .fail(
-                    &report.result.lease_id,
-                    &FailRequest {
-                        error: error.clone(),
-                        timing: report.result.timing.clone(),
-                    },
-                )
-                .await
-                .map(|ack| ack.already_applied),
+        let outcome = bounded(async {
+            match &report.result.error {
+                None => client
+                    .complete(
+                        &report.result.lease_id,
+                        &CompleteRequest {
+                            output: report.result.output.clone(),
+                            timing: report.result.timing.clone(),
+                        },
+                    )
+                    .await
+                    .map(|ack| ack.already_applied),
+                Some(error) => client
+                    .fail(
+                        &report.result.lease_id,
+                        &FailRequest {
+                            error: error.clone(),
+                            timing: report.result.timing.clone(),
+                        },
+                    )
+                    .await
+                    .map(|ack| ack.already_applied),
+            }
+        })
+        .await;
+        let answer = match outcome {
+            Some(outcome) => classify(outcome),
+            None => Answer::Retry(no_answer()),
         };
-        match classify(outcome) {
+        match answer {
             Answer::Done(outcome) => {
                 log_outcome(worker_id, &report, outcome);
                 report.finish();

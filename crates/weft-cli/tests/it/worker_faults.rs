@@ -7,6 +7,10 @@
 use std::{
     fs,
     process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -720,4 +724,108 @@ async fn log_batches_too_large_are_split_not_dropped() {
         last.starts_with("bbb") && last.contains("cut from 12000 bytes"),
         "{last:.80}"
     );
+}
+
+/// A TCP proxy that can turn into a black hole: while it is on, new
+/// connections are accepted and held, and a connection that carries any
+/// byte is held open for ever with nothing forwarded (a network partition,
+/// not a refused connection).
+async fn blackhole_proxy(upstream: std::net::SocketAddr) -> (String, Arc<AtomicBool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let on = Arc::new(AtomicBool::new(false));
+    let switch = on.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((inbound, _)) = listener.accept().await else {
+                return;
+            };
+            let on = on.clone();
+            tokio::spawn(async move {
+                if on.load(Ordering::SeqCst) {
+                    let _held = inbound;
+                    return std::future::pending::<()>().await;
+                }
+                let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
+                    return;
+                };
+                let (mut ri, mut wi) = inbound.into_split();
+                let (mut ro, mut wo) = outbound.into_split();
+                let pump = |on: Arc<AtomicBool>| {
+                    move |mut r: tokio::net::tcp::OwnedReadHalf,
+                          mut w: tokio::net::tcp::OwnedWriteHalf| async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        loop {
+                            let n = match r.read(&mut buf).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => n,
+                            };
+                            if on.load(Ordering::SeqCst) {
+                                let _held = (r, w);
+                                return std::future::pending::<()>().await;
+                            }
+                            if w.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                };
+                tokio::join!(pump(on.clone())(ri, wo), pump(on)(ro, wi));
+            });
+        }
+    });
+    (url, switch)
+}
+
+/// A sibling of case 1: the server becomes unreachable without refusing
+/// connections (a partition) while a result is on its way; the request
+/// that hangs is given up after a timeout and the result delivered again
+/// once the network is back: one execution, run completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_stuck_in_a_partition_is_sent_again() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    env.register(
+        "name: parted\nsteps:\n  - name: a\n    handler: s.slow\n    heartbeat_timeout: 40s\n",
+    )
+    .await;
+    let upstream: std::net::SocketAddr = format!("127.0.0.1:{}", env.server.port).parse().unwrap();
+    let (proxy_url, blackhole) = blackhole_proxy(upstream).await;
+    let executions = env.path("executions");
+    let script = env.script(
+        "slow.sh",
+        &format!(
+            "cat > /dev/null\necho \"$WEFT_ATTEMPT\" >> {}\nsleep 2\necho '{{\"done\": true}}'",
+            executions.display()
+        ),
+    );
+    let handlers = env.handlers_file("handlers.toml", &[("s.slow", &script)]);
+    let mut command = Command::new(WEFT);
+    command.args([
+        "worker",
+        "--handlers",
+        &handlers.display().to_string(),
+        "--url",
+        &proxy_url,
+    ]);
+    let _worker = Proc::spawn("worker via proxy", command, env.path("worker-proxy.log"));
+    let run_id = env.start_run("parted", json!({})).await;
+    wait_until("the handler to start", PATIENCE, || {
+        let executions = executions.clone();
+        async move { (!lines(&executions).is_empty()).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    blackhole.store(true, Ordering::SeqCst);
+    // The handler finishes inside the partition; its result request hangs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    blackhole.store(false, Ordering::SeqCst);
+    let run = env
+        .wait_run(&run_id, "completed", Duration::from_secs(35), |run| {
+            run.status == "completed"
+        })
+        .await;
+    assert_eq!(step(&run, "a").attempts.len(), 1);
+    assert_eq!(lines(&executions), vec!["1"], "the handler ran once");
 }
