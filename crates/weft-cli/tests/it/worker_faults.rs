@@ -750,8 +750,8 @@ async fn blackhole_proxy(upstream: std::net::SocketAddr) -> (String, Arc<AtomicB
                 let Ok(outbound) = tokio::net::TcpStream::connect(upstream).await else {
                     return;
                 };
-                let (mut ri, mut wi) = inbound.into_split();
-                let (mut ro, mut wo) = outbound.into_split();
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
                 let pump = |on: Arc<AtomicBool>| {
                     move |mut r: tokio::net::tcp::OwnedReadHalf,
                           mut w: tokio::net::tcp::OwnedWriteHalf| async move {
