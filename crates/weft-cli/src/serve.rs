@@ -193,7 +193,7 @@ pub async fn server(args: ServerArgs, tracing: Option<Tracing>) -> Result<()> {
 }
 
 pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) -> Result<()> {
-    let shutdown = shutdown_on_signal("server");
+    let (shutdown, stop_now) = shutdown_on_signals("server");
     // The server outlives the in-process worker, so the results of handlers
     // finishing in the worker's shutdown grace are still delivered.
     let server_shutdown = CancellationToken::new();
@@ -207,7 +207,7 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
             .with_context(|| format!("registering example {name}"))?;
         tracing::info!(component = "cli", workflow = %response.name, version = response.version, "example workflow registered");
     }
-    let worker = demo::worker(client.clone()).build();
+    let worker = demo::worker(client.clone()).stop_now(stop_now).build();
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
     let mut started = Vec::new();
     if demo_runs {
