@@ -9,6 +9,7 @@ mod dag;
 mod failures;
 mod harness;
 mod restart;
+mod worker_faults;
 
 /// Generates one `#[tokio::test]` per backend for each `module::scenario`.
 macro_rules! on_both_backends {
