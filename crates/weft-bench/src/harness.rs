@@ -20,8 +20,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_client::Client;
 use weft_core::observe::{Fanout, GaugeSnapshot, Observation, Observer};
-use weft_engine::Engine;
-use weft_store::{PoolOptions, Settings, Store};
+use weft_server::wiring::{Running, StoreConfig, Wiring};
+use weft_store::{PoolOptions, Store};
 use weft_testkit::{PgCluster, SqliteDb};
 use weft_worker::Worker;
 
@@ -147,7 +147,7 @@ pub struct Server {
     /// and first-call mark of a worker in another process.
     pub attempts: Arc<Calls>,
     shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    running: Running,
 }
 
 /// Counts the attempts the store reports: the first claim stands for the
@@ -184,26 +184,6 @@ impl Server {
         mut config: weft_server::Config,
         gauge_interval: Option<Duration>,
     ) -> Result<Server> {
-        let pool = PoolOptions {
-            max_connections: options.db_pool_size,
-            ..PoolOptions::default()
-        };
-        let store = Store::connect_with(database_url, Settings::default(), &pool)
-            .await
-            .with_context(|| format!("cannot open the database at {database_url}"))?;
-        let defaults = weft_engine::Config::default();
-        let engine = Engine::new(
-            store.clone(),
-            weft_engine::Config {
-                tick: options.engine_tick,
-                gauge_interval: gauge_interval.unwrap_or(defaults.gauge_interval),
-                ..defaults
-            },
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("bind a loopback port")?;
-        let url = format!("http://{}", listener.local_addr()?);
         // Beside the server's own observers: one atomic add per attempt.
         let attempts = Arc::new(Calls::default());
         let counter: Arc<dyn Observer> = Arc::new(AttemptCounter(attempts.clone()));
@@ -211,30 +191,41 @@ impl Server {
             Some(other) => Arc::new(Fanout(vec![other, counter])),
             None => counter,
         });
-        let app = weft_server::router(engine.clone(), config);
+        let defaults = weft_engine::Config::default();
+        let wired = Wiring {
+            store: StoreConfig {
+                pool: PoolOptions {
+                    max_connections: options.db_pool_size,
+                    ..PoolOptions::default()
+                },
+                ..StoreConfig::new(database_url)
+            },
+            engine: weft_engine::Config {
+                tick: options.engine_tick,
+                gauge_interval: gauge_interval.unwrap_or(defaults.gauge_interval),
+                ..defaults
+            },
+            server: config,
+            listen: "127.0.0.1:0".to_owned(),
+        }
+        .build()
+        .await?;
         let shutdown = CancellationToken::new();
-        let engine_task = tokio::spawn(engine.run(shutdown.clone()));
-        let http_shutdown = shutdown.clone();
-        let http_task = tokio::spawn(async move {
-            if let Err(err) = weft_server::serve(listener, app, http_shutdown).await {
-                eprintln!("[weft-bench] HTTP server failed: {err}");
-            }
-        });
+        let running = wired.spawn(shutdown.clone());
         Ok(Server {
-            url,
-            store,
+            url: running.url(),
+            store: running.store.clone(),
             attempts,
             shutdown,
-            tasks: vec![engine_task, http_task],
+            running,
         })
     }
 
     pub async fn stop(self) {
         self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = task.await;
+        if let Err(err) = self.running.wait().await {
+            eprintln!("[weft-bench] HTTP server failed: {err}");
         }
-        self.store.close().await;
     }
 }
 

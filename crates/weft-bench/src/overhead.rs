@@ -531,10 +531,8 @@ async fn measure(
 ) -> Result<Value> {
     let (config, gauge_interval) = match &tracing {
         Some(tracing) => (
+            // The wiring adds the `RowSpans` observer of this pipeline.
             weft_server::Config {
-                observer: Some(
-                    Arc::new(tracing.row_spans()) as Arc<dyn weft_core::observe::Observer>
-                ),
                 tracing: Some(tracing.clone()),
                 ..Default::default()
             },

@@ -2,12 +2,12 @@
 //! `weft dev` (server + in-process worker + examples), and the exec worker.
 //! Each stops cleanly on SIGINT or SIGTERM.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{path::Path, time::Duration};
 
 use anyhow::{Context, Result};
 use tokio_util::sync::CancellationToken;
 use weft_client::Client;
-use weft_engine::Engine;
+use weft_server::wiring::{StoreConfig, Wired, Wiring};
 use weft_store::{PoolOptions, Settings, Store};
 use weft_telemetry::traces::Tracing;
 use weft_worker::Worker;
@@ -64,47 +64,48 @@ async fn start_server(
     let settings = Settings {
         lease: parse_duration("lease-timeout", &args.lease_timeout)?,
     };
-    let options = PoolOptions {
-        max_connections: args.db_pool_size,
-        ..PoolOptions::default()
-    };
-    let store = Store::connect_with(&args.database_url, settings, &options)
-        .await
-        .with_context(|| format!("cannot open the database at {}", args.database_url))?;
     let gauge_interval = parse_duration("gauge-interval", &args.gauge_interval)?;
     anyhow::ensure!(
         !gauge_interval.is_zero(),
         "--gauge-interval must be longer than 0"
     );
-    let engine_config = weft_engine::Config {
-        tick: parse_duration("engine-tick", &args.engine_tick)?,
-        gauge_interval,
-        ..Default::default()
-    };
-    let engine = Engine::new(store.clone(), engine_config);
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let listen_addr = listener.local_addr()?;
     let caps = weft_telemetry::metrics::Caps {
         workflows: args.metrics_max_workflows,
         ..Default::default()
     };
     let metrics = weft_server::Metrics::new(env!("CARGO_PKG_VERSION"), caps);
-    let app = weft_server::router(
-        engine.clone(),
-        weft_server::Config {
+    let wiring = Wiring {
+        store: StoreConfig {
+            database_url: args.database_url.clone(),
+            settings,
+            pool: PoolOptions {
+                max_connections: args.db_pool_size,
+                ..PoolOptions::default()
+            },
+        },
+        engine: weft_engine::Config {
+            tick: parse_duration("engine-tick", &args.engine_tick)?,
+            gauge_interval,
+            ..Default::default()
+        },
+        server: weft_server::Config {
             max_body_bytes: args.max_body_bytes,
             metrics: Some(metrics.clone()),
             redactor: weft_core::redact::Redactor::from_list(&args.redact_keys),
             redact_api: args.redact_api,
-            observer: tracing
-                .map(|t| Arc::new(t.row_spans()) as Arc<dyn weft_core::observe::Observer>),
             trace_url_template: args.trace_url_template.clone(),
             tracing: tracing.cloned(),
             ..Default::default()
         },
-    );
+        listen: args.listen.clone(),
+    };
+    let Wired {
+        store,
+        engine,
+        app,
+        listener,
+        addr: listen_addr,
+    } = wiring.build().await?;
     let mut extra_tasks = Vec::new();
     if let Some(addr) = &args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)

@@ -5,6 +5,7 @@ mod dashboard;
 mod error;
 mod extract;
 mod routes;
+pub mod wiring;
 
 use std::{net::SocketAddr, sync::Arc, time::Instant};
 

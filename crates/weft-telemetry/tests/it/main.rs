@@ -22,8 +22,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use weft_api::{RunDetail, StartRunRequest};
 use weft_client::Client;
-use weft_engine::Engine;
-use weft_store::{PoolOptions, Settings, Store};
+use weft_server::wiring::{Running, StoreConfig, Wiring};
+use weft_store::Settings;
 use weft_telemetry::traces::{Config, Protocol, SamplerConfig, Tracing};
 use weft_worker::{HandlerError, TaskContext, Worker};
 
@@ -36,58 +36,39 @@ const TRACE_URL: &str = "http://jaeger.test/trace/{trace_id}";
 /// One in-process server: store, engine loops and HTTP on a loopback port.
 struct Server {
     url: String,
-    store: Store,
     shutdown: CancellationToken,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    running: Running,
 }
 
 impl Server {
     async fn start(database_url: &str, tracing: Option<&Tracing>) -> Server {
-        let store = Store::connect_with(
-            database_url,
-            Settings {
-                lease: Duration::from_secs(10),
+        let wired = Wiring {
+            store: StoreConfig {
+                settings: Settings {
+                    lease: Duration::from_secs(10),
+                },
+                ..StoreConfig::new(database_url)
             },
-            &PoolOptions::default(),
-        )
-        .await
-        .expect("open the store");
-        let engine = Engine::new(
-            store.clone(),
-            weft_engine::Config {
+            engine: weft_engine::Config {
                 tick: Duration::from_millis(20),
                 ..Default::default()
             },
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = weft_server::router(
-            engine.clone(),
-            weft_server::Config {
-                observer: tracing
-                    .map(|t| Arc::new(t.row_spans()) as Arc<dyn weft_core::observe::Observer>),
+            server: weft_server::Config {
                 trace_url_template: Some(TRACE_URL.to_owned()),
                 tracing: tracing.cloned(),
                 ..Default::default()
             },
-        );
+            listen: "127.0.0.1:0".to_owned(),
+        }
+        .build()
+        .await
+        .expect("build the server");
         let shutdown = CancellationToken::new();
-        let tasks = vec![
-            tokio::spawn(engine.run(shutdown.clone())),
-            tokio::spawn({
-                let shutdown = shutdown.clone();
-                async move {
-                    weft_server::serve(listener, app, shutdown)
-                        .await
-                        .expect("serve")
-                }
-            }),
-        ];
+        let running = wired.spawn(shutdown.clone());
         Server {
-            url,
-            store,
+            url: running.url(),
             shutdown,
-            tasks,
+            running,
         }
     }
 
@@ -97,10 +78,7 @@ impl Server {
 
     async fn stop(self) {
         self.shutdown.cancel();
-        for task in self.tasks {
-            let _ = task.await;
-        }
-        self.store.close().await;
+        self.running.wait().await.expect("serve");
     }
 }
 
