@@ -1,0 +1,473 @@
+//! After a scenario: wait for the load to settle, then check every accepted
+//! run against the server and every step against the handlers' side-effect
+//! log, and count what went wrong.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    fmt,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use weft_api::{AttemptDetail, RunDetail};
+use weft_client::Client;
+
+use crate::load::Accepted;
+
+/// How long a handler may outlive its killed worker (the time to notice).
+const ORPHAN_GRACE_NS: i128 = 1_000_000_000;
+
+/// One handler execution from the side-effect log: its start line and, if
+/// the handler got that far, its end line (the side effect).
+#[derive(Clone, Debug)]
+pub struct Execution {
+    pub run_id: String,
+    pub step: String,
+    pub attempt: i64,
+    pub worker: String,
+    pub pid: u64,
+    /// Wall-clock nanoseconds of the start line.
+    pub start_ns: i128,
+    /// Wall-clock nanoseconds of the end line, if any.
+    pub end_ns: Option<i128>,
+}
+
+impl Execution {
+    /// Until when it certainly ran: its end, or its start when it has no end
+    /// line (killed before its side effect, or still running).
+    fn last_seen_ns(&self) -> i128 {
+        self.end_ns.unwrap_or(self.start_ns)
+    }
+}
+
+/// The executions in the log, in order of their start, and the number of
+/// lines that could not be read.
+pub fn read_executions(log: &Path) -> (Vec<Execution>, usize) {
+    let text = std::fs::read_to_string(log).expect("read the side-effect log");
+    let mut executions: Vec<Execution> = Vec::new();
+    // (run, step, attempt, worker, pid) → index of its execution.
+    let mut open: HashMap<(String, String, i64, String, u64), usize> = HashMap::new();
+    let mut malformed = 0;
+    for line in text.lines() {
+        let mut words = line.split(' ');
+        let kind = words.next().unwrap_or_default();
+        let fields: HashMap<&str, &str> = words.filter_map(|word| word.split_once('=')).collect();
+        let parsed = (|| {
+            Some((
+                fields.get("run")?.to_string(),
+                fields.get("step")?.to_string(),
+                fields.get("attempt")?.parse::<i64>().ok()?,
+                fields.get("worker")?.to_string(),
+                fields.get("pid")?.parse::<u64>().ok()?,
+                fields.get("epoch_ns")?.parse::<i128>().ok()?,
+            ))
+        })();
+        let Some((run_id, step, attempt, worker, pid, epoch_ns)) = parsed else {
+            malformed += 1;
+            continue;
+        };
+        let key = (run_id.clone(), step.clone(), attempt, worker.clone(), pid);
+        match kind {
+            "start" => {
+                open.insert(key, executions.len());
+                executions.push(Execution {
+                    run_id,
+                    step,
+                    attempt,
+                    worker,
+                    pid,
+                    start_ns: epoch_ns,
+                    end_ns: None,
+                });
+            }
+            "end" => match open.remove(&key) {
+                Some(index) => executions[index].end_ns = Some(epoch_ns),
+                None => malformed += 1,
+            },
+            _ => malformed += 1,
+        }
+    }
+    executions.sort_by_key(|e| e.start_ns);
+    (executions, malformed)
+}
+
+/// Whether an attempt ended because its worker let go of it or vanished:
+/// the only endings after which a step may run again.
+pub fn lapsed(attempt: &AttemptDetail) -> bool {
+    attempt.status == "released"
+        || matches!(
+            attempt.reason.as_deref(),
+            Some("lease_expired" | "worker_shutdown")
+        )
+}
+
+pub fn is_terminal(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "cancelled" | "compensated")
+}
+
+/// A scenario's figures; `violations` explains every non-zero failing count.
+#[derive(Default, Debug)]
+pub struct Figures {
+    pub scenario: String,
+    pub accepted: usize,
+    /// Starts answered 4xx or never accepted (load side).
+    pub refused: usize,
+    pub gave_up: usize,
+    /// Accepted starts the server does not know (404).
+    pub lost: usize,
+    /// Accepted runs not terminal when the settle bound passed.
+    pub stuck: usize,
+    pub completed: usize,
+    pub failed: usize,
+    /// Runs of the scenario's workflows the server has that no accepted start
+    /// names (a start whose answer was lost and never retried: none expected).
+    pub unaccounted: usize,
+    /// Handler executions in the side-effect log.
+    pub executions: usize,
+    /// Steps whose handler started more than once.
+    pub duplicated: usize,
+    /// Executions beyond the first of a step (the re-runs).
+    pub reruns: usize,
+    /// Attempts that ended `lease_expired`, `released` or `worker_shutdown`.
+    pub lapsed_attempts: usize,
+    /// Steps with two completed attempts.
+    pub double_completed: usize,
+    /// Pairs of executions of one step that ran at the same time.
+    pub overlaps: usize,
+    /// Re-runs not preceded by a lapsed attempt of the same step.
+    pub unjustified_reruns: usize,
+    /// Executions that ended (wrote their side effect) more than a second
+    /// after their worker was killed: handlers must die with their worker.
+    pub orphans: usize,
+    /// Completed attempts with no end line of that attempt in the log.
+    pub unlogged: usize,
+    pub malformed_lines: usize,
+    pub settle_seconds: f64,
+    pub violations: Vec<String>,
+}
+
+impl fmt::Display for Figures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "chaos {}: accepted={} lost={} stuck={} completed={} failed={} refused={} gave_up={} \
+             unaccounted={} executions={} duplicated={} reruns={} lapsed_attempts={} \
+             double_completed={} overlaps={} unjustified_reruns={} orphans={} unlogged={} malformed_lines={} \
+             settle={:.1}s",
+            self.scenario,
+            self.accepted,
+            self.lost,
+            self.stuck,
+            self.completed,
+            self.failed,
+            self.refused,
+            self.gave_up,
+            self.unaccounted,
+            self.executions,
+            self.duplicated,
+            self.reruns,
+            self.lapsed_attempts,
+            self.double_completed,
+            self.overlaps,
+            self.unjustified_reruns,
+            self.orphans,
+            self.unlogged,
+            self.malformed_lines,
+            self.settle_seconds,
+        )
+    }
+}
+
+impl Figures {
+    /// Panics, listing the violations, on any loss, stuck run, refused or
+    /// abandoned start, step completed twice, overlap, unjustified re-run,
+    /// orphaned handler or unlogged completion.
+    pub fn assert_clean(&self) {
+        let failing = [
+            ("lost", self.lost),
+            ("stuck", self.stuck),
+            ("refused", self.refused),
+            ("gave_up", self.gave_up),
+            ("double_completed", self.double_completed),
+            ("overlaps", self.overlaps),
+            ("unjustified_reruns", self.unjustified_reruns),
+            ("orphans", self.orphans),
+            ("unlogged", self.unlogged),
+        ];
+        let failing: Vec<String> = failing
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name}={n}"))
+            .collect();
+        if !failing.is_empty() {
+            let shown: Vec<&String> = self.violations.iter().take(40).collect();
+            panic!(
+                "chaos {} failed: {}\n{}\n{}",
+                self.scenario,
+                failing.join(" "),
+                self,
+                shown
+                    .iter()
+                    .map(|v| format!("  - {v}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+}
+
+/// Waits up to `settle` for every accepted run to end, then checks the runs
+/// and the side-effect log. `clients` are the servers to ask (any of them).
+pub async fn audit(
+    scenario: &str,
+    clients: &[Client],
+    accepted: &[Accepted],
+    workflows: &[&str],
+    effects: &Path,
+    kills: &[(String, i128)],
+    settle: Duration,
+) -> Figures {
+    let mut figures = Figures {
+        scenario: scenario.to_owned(),
+        accepted: accepted.len(),
+        ..Figures::default()
+    };
+    let began = Instant::now();
+    let mut details: BTreeMap<String, RunDetail> = BTreeMap::new();
+    let mut lost: HashSet<String> = HashSet::new();
+    let mut pending: Vec<&Accepted> = accepted.iter().collect();
+    let mut round = 0usize;
+    while !pending.is_empty() && began.elapsed() < settle {
+        let mut still = Vec::new();
+        for start in pending {
+            let client = &clients[round % clients.len()];
+            match get_run(client, &start.run_id).await {
+                Some(Ok(run)) => {
+                    let done = is_terminal(&run.status);
+                    details.insert(run.run_id.clone(), run);
+                    if !done {
+                        still.push(start);
+                    }
+                }
+                Some(Err(404)) => {
+                    lost.insert(start.run_id.clone());
+                }
+                _ => still.push(start),
+            }
+        }
+        pending = still;
+        round += 1;
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    figures.settle_seconds = began.elapsed().as_secs_f64();
+    figures.lost = lost.len();
+    for run_id in &lost {
+        figures.violations.push(format!(
+            "run {run_id} was accepted but the server does not know it"
+        ));
+    }
+    for start in &pending {
+        figures.stuck += 1;
+        let state = details
+            .get(&start.run_id)
+            .map(describe)
+            .unwrap_or_else(|| "never read".to_owned());
+        figures.violations.push(format!(
+            "run {} ({}) not terminal after {settle:?}: {state}",
+            start.run_id, start.key
+        ));
+    }
+    for run in details.values() {
+        match run.status.as_str() {
+            "completed" => figures.completed += 1,
+            "failed" => figures.failed += 1,
+            _ => {}
+        }
+    }
+    figures.unaccounted = count_unaccounted(&clients[0], accepted, workflows).await;
+
+    let (executions, malformed) = read_executions(effects);
+    figures.executions = executions.len();
+    for (worker, killed_ns) in kills {
+        for e in executions.iter().filter(|e| &e.worker == worker) {
+            let outlived = e
+                .end_ns
+                .is_some_and(|end| end > killed_ns + ORPHAN_GRACE_NS);
+            if outlived {
+                figures.orphans += 1;
+                figures.violations.push(format!(
+                    "run {} step {}: attempt {} (pid {}) ended {} ms after its worker {worker} was killed",
+                    e.run_id,
+                    e.step,
+                    e.attempt,
+                    e.pid,
+                    (e.end_ns.unwrap_or_default() - killed_ns) / 1_000_000
+                ));
+            }
+        }
+    }
+    figures.malformed_lines = malformed;
+    let mut by_step: BTreeMap<(String, String), Vec<&Execution>> = BTreeMap::new();
+    for execution in &executions {
+        by_step
+            .entry((execution.run_id.clone(), execution.step.clone()))
+            .or_default()
+            .push(execution);
+    }
+    for run in details.values() {
+        for step in &run.steps {
+            figures.lapsed_attempts += step.attempts.iter().filter(|a| lapsed(a)).count();
+            let completed: Vec<i64> = step
+                .attempts
+                .iter()
+                .filter(|a| a.status == "completed")
+                .map(|a| a.attempt)
+                .collect();
+            if completed.len() > 1 {
+                figures.double_completed += 1;
+                figures.violations.push(format!(
+                    "run {} step {}: attempts {completed:?} all completed",
+                    run.run_id, step.name
+                ));
+            }
+            let runs_of_step = by_step
+                .get(&(run.run_id.clone(), step.name.clone()))
+                .map(Vec::as_slice)
+                .unwrap_or_default();
+            for attempt in &completed {
+                let logged = runs_of_step
+                    .iter()
+                    .any(|e| e.attempt == *attempt && e.end_ns.is_some());
+                if !logged {
+                    figures.unlogged += 1;
+                    figures.violations.push(format!(
+                        "run {} step {}: attempt {attempt} completed but its handler logged no end",
+                        run.run_id, step.name
+                    ));
+                }
+            }
+            check_step(run, &step.name, &step.attempts, runs_of_step, &mut figures);
+        }
+    }
+    figures
+}
+
+/// Re-runs, overlaps and their justification for one step.
+fn check_step(
+    run: &RunDetail,
+    step: &str,
+    attempts: &[AttemptDetail],
+    executions: &[&Execution],
+    figures: &mut Figures,
+) {
+    if executions.len() > 1 {
+        figures.duplicated += 1;
+        figures.reruns += executions.len() - 1;
+    }
+    let show = |e: &Execution| {
+        format!(
+            "attempt {} on {} (pid {}) {}..{}",
+            e.attempt,
+            e.worker,
+            e.pid,
+            e.start_ns / 1_000_000,
+            e.end_ns
+                .map(|ns| (ns / 1_000_000).to_string())
+                .unwrap_or_else(|| "no end".to_owned())
+        )
+    };
+    for (i, later) in executions.iter().enumerate().skip(1) {
+        let earlier = executions[i - 1];
+        let earlier_attempt = attempts.iter().find(|a| a.attempt == earlier.attempt);
+        let justified = later.attempt > earlier.attempt && earlier_attempt.is_some_and(lapsed);
+        if !justified {
+            figures.unjustified_reruns += 1;
+            let ending = earlier_attempt
+                .map(|a| format!("{} ({})", a.status, a.reason.as_deref().unwrap_or("-")))
+                .unwrap_or_else(|| "no such attempt".to_owned());
+            figures.violations.push(format!(
+                "run {} step {step}: ran again ({}) after {} that ended {ending}, not a lapsed lease",
+                run.run_id,
+                show(later),
+                show(earlier)
+            ));
+        }
+        for other in &executions[..i] {
+            if later.start_ns < other.last_seen_ns() {
+                figures.overlaps += 1;
+                figures.violations.push(format!(
+                    "run {} step {step}: {} overlaps {} by {} ms",
+                    run.run_id,
+                    show(later),
+                    show(other),
+                    (other.last_seen_ns() - later.start_ns) / 1_000_000
+                ));
+            }
+        }
+    }
+}
+
+fn describe(run: &RunDetail) -> String {
+    let steps: Vec<String> = run
+        .steps
+        .iter()
+        .map(|s| {
+            let attempts: Vec<String> = s
+                .attempts
+                .iter()
+                .map(|a| {
+                    format!(
+                        "#{} {} {} {}",
+                        a.attempt,
+                        a.status,
+                        a.reason.as_deref().unwrap_or("-"),
+                        a.worker_id
+                    )
+                })
+                .collect();
+            format!("{}={} [{}]", s.name, s.status, attempts.join(", "))
+        })
+        .collect();
+    format!("{} {}", run.status, steps.join(" "))
+}
+
+/// The run, `Err(status)` for an HTTP error, `None` when nothing answered.
+async fn get_run(client: &Client, run_id: &str) -> Option<Result<RunDetail, u16>> {
+    match tokio::time::timeout(Duration::from_secs(10), client.get_run(run_id)).await {
+        Ok(Ok(run)) => Some(Ok(run)),
+        Ok(Err(err)) => err.status().map(Err),
+        Err(_) => None,
+    }
+}
+
+/// Runs of `workflows` on the server that no accepted start names.
+async fn count_unaccounted(client: &Client, accepted: &[Accepted], workflows: &[&str]) -> usize {
+    let known: HashSet<&str> = accepted.iter().map(|a| a.run_id.as_str()).collect();
+    let mut unaccounted = 0;
+    for workflow in workflows {
+        let mut cursor: Option<String> = None;
+        // Bounded: 100 pages of 1,000 is far beyond any profile.
+        for _ in 0..100 {
+            let mut query = vec![
+                ("workflow", workflow.to_string()),
+                ("limit", "1000".to_owned()),
+            ];
+            if let Some(cursor) = &cursor {
+                query.push(("cursor", cursor.clone()));
+            }
+            let page = client.list_runs(&query).await.expect("list runs");
+            unaccounted += page
+                .runs
+                .iter()
+                .filter(|r| !known.contains(r.run_id.as_str()))
+                .count();
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
+        }
+    }
+    unaccounted
+}
