@@ -12,13 +12,15 @@ use std::{
 use weft_api::{AttemptDetail, RunDetail};
 use weft_client::Client;
 
-use crate::load::Accepted;
+use crate::{load::Accepted, world::parse_uptime};
 
 /// How long a handler may outlive its killed worker (the time to notice).
-const ORPHAN_GRACE_NS: i128 = 1_000_000_000;
+const ORPHAN_GRACE_MS: i64 = 1_000;
 
-/// One handler execution from the side-effect log: its start line and, if
-/// the handler got that far, its end line (the side effect).
+/// One handler execution from the side-effect log: its start line, tick
+/// lines and, if the handler got that far, its end line (the side effect).
+/// Times are [`uptime_ms`](crate::world::uptime_ms): monotonic, one clock
+/// for every process.
 #[derive(Clone, Debug)]
 pub struct Execution {
     pub run_id: String,
@@ -26,18 +28,11 @@ pub struct Execution {
     pub attempt: i64,
     pub worker: String,
     pub pid: u64,
-    /// Wall-clock nanoseconds of the start line.
-    pub start_ns: i128,
-    /// Wall-clock nanoseconds of the end line, if any.
-    pub end_ns: Option<i128>,
-}
-
-impl Execution {
-    /// Until when it certainly ran: its end, or its start when it has no end
-    /// line (killed before its side effect, or still running).
-    fn last_seen_ns(&self) -> i128 {
-        self.end_ns.unwrap_or(self.start_ns)
-    }
+    pub start_ms: i64,
+    /// Its last line: until when it certainly ran.
+    pub last_ms: i64,
+    /// When it wrote its end line, if it did.
+    pub end_ms: Option<i64>,
 }
 
 /// The executions in the log, in order of their start, and the number of
@@ -59,16 +54,16 @@ pub fn read_executions(log: &Path) -> (Vec<Execution>, usize) {
                 fields.get("attempt")?.parse::<i64>().ok()?,
                 fields.get("worker")?.to_string(),
                 fields.get("pid")?.parse::<u64>().ok()?,
-                fields.get("epoch_ns")?.parse::<i128>().ok()?,
+                parse_uptime(fields.get("uptime")?)?,
             ))
         })();
-        let Some((run_id, step, attempt, worker, pid, epoch_ns)) = parsed else {
+        let Some((run_id, step, attempt, worker, pid, at_ms)) = parsed else {
             malformed += 1;
             continue;
         };
         let key = (run_id.clone(), step.clone(), attempt, worker.clone(), pid);
-        match kind {
-            "start" => {
+        match (kind, open.get(&key)) {
+            ("start", _) => {
                 open.insert(key, executions.len());
                 executions.push(Execution {
                     run_id,
@@ -76,18 +71,20 @@ pub fn read_executions(log: &Path) -> (Vec<Execution>, usize) {
                     attempt,
                     worker,
                     pid,
-                    start_ns: epoch_ns,
-                    end_ns: None,
+                    start_ms: at_ms,
+                    last_ms: at_ms,
+                    end_ms: None,
                 });
             }
-            "end" => match open.remove(&key) {
-                Some(index) => executions[index].end_ns = Some(epoch_ns),
-                None => malformed += 1,
-            },
+            ("tick", Some(&index)) => executions[index].last_ms = at_ms,
+            ("end", Some(&index)) => {
+                executions[index].last_ms = at_ms;
+                executions[index].end_ms = Some(at_ms);
+            }
             _ => malformed += 1,
         }
     }
-    executions.sort_by_key(|e| e.start_ns);
+    executions.sort_by_key(|e| e.start_ms);
     (executions, malformed)
 }
 
@@ -224,7 +221,7 @@ pub async fn audit(
     accepted: &[Accepted],
     workflows: &[&str],
     effects: &Path,
-    kills: &[(String, i128)],
+    kills: &[(String, i64)],
     settle: Duration,
 ) -> Figures {
     let mut figures = Figures {
@@ -290,25 +287,23 @@ pub async fn audit(
 
     let (executions, malformed) = read_executions(effects);
     figures.executions = executions.len();
-    for (worker, killed_ns) in kills {
+    figures.malformed_lines = malformed;
+    for (worker, killed_ms) in kills {
         for e in executions.iter().filter(|e| &e.worker == worker) {
-            let outlived = e
-                .end_ns
-                .is_some_and(|end| end > killed_ns + ORPHAN_GRACE_NS);
-            if outlived {
+            if e.last_ms > killed_ms + ORPHAN_GRACE_MS {
                 figures.orphans += 1;
                 figures.violations.push(format!(
-                    "run {} step {}: attempt {} (pid {}) ended {} ms after its worker {worker} was killed",
+                    "run {} step {}: attempt {} (pid {}) still ran {} ms after its worker {worker} was killed{}",
                     e.run_id,
                     e.step,
                     e.attempt,
                     e.pid,
-                    (e.end_ns.unwrap_or_default() - killed_ns) / 1_000_000
+                    e.last_ms - killed_ms,
+                    if e.end_ms.is_some() { ", and did its side effect" } else { "" }
                 ));
             }
         }
     }
-    figures.malformed_lines = malformed;
     let mut by_step: BTreeMap<(String, String), Vec<&Execution>> = BTreeMap::new();
     for execution in &executions {
         by_step
@@ -339,7 +334,7 @@ pub async fn audit(
             for attempt in &completed {
                 let logged = runs_of_step
                     .iter()
-                    .any(|e| e.attempt == *attempt && e.end_ns.is_some());
+                    .any(|e| e.attempt == *attempt && e.end_ms.is_some());
                 if !logged {
                     figures.unlogged += 1;
                     figures.violations.push(format!(
@@ -368,14 +363,13 @@ fn check_step(
     }
     let show = |e: &Execution| {
         format!(
-            "attempt {} on {} (pid {}) {}..{}",
+            "attempt {} on {} (pid {}) {}..{} ms{}",
             e.attempt,
             e.worker,
             e.pid,
-            e.start_ns / 1_000_000,
-            e.end_ns
-                .map(|ns| (ns / 1_000_000).to_string())
-                .unwrap_or_else(|| "no end".to_owned())
+            e.start_ms,
+            e.last_ms,
+            if e.end_ms.is_some() { "" } else { " (no end)" }
         )
     };
     for (i, later) in executions.iter().enumerate().skip(1) {
@@ -395,14 +389,14 @@ fn check_step(
             ));
         }
         for other in &executions[..i] {
-            if later.start_ns < other.last_seen_ns() {
+            if later.start_ms < other.last_ms {
                 figures.overlaps += 1;
                 figures.violations.push(format!(
                     "run {} step {step}: {} overlaps {} by {} ms",
                     run.run_id,
                     show(later),
                     show(other),
-                    (other.last_seen_ns() - later.start_ns) / 1_000_000
+                    other.last_ms - later.start_ms
                 ));
             }
         }

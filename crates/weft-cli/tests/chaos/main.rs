@@ -115,7 +115,7 @@ async fn postgres_restart() {
         servers: 1,
         workers: vec![(Exec, 0), (Sdk, 0)],
         runs: profile.pick(50, 300),
-        long_every: 0,
+        long_every: 5,
         load: profile.pick(Duration::from_secs(24), Duration::from_secs(120)),
         faults: vec![Fault::RestartPostgres; profile.pick(1, 3)],
         settle: profile.settle(),

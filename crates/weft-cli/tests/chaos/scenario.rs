@@ -11,7 +11,7 @@ use weft_client::Client;
 use crate::{
     audit::{self, Figures, read_executions},
     load,
-    world::{WorkerKind, World, now_ns, ready_status},
+    world::{WorkerKind, World, ready_status, uptime_ms},
 };
 
 /// The main workflow: a diamond of four steps, 2.4 s along its critical path.
@@ -158,11 +158,10 @@ pub async fn run(spec: Spec) -> Figures {
         outcome.retries
     );
     println!("{figures}");
-    println!(
-        "chaos {}: files in {}",
-        spec.name,
-        world.dir.path().display()
-    );
+    if std::env::var_os("WEFT_CHAOS_KEEP").is_some() {
+        let dir = world.dir.path().display();
+        println!("chaos {}: files kept in {dir}", spec.name);
+    }
     for violation in figures.violations.iter().take(40) {
         println!("  - {violation}");
     }
@@ -233,7 +232,7 @@ async fn busy_worker(
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let (executions, _) = read_executions(&world.effects);
-        let now_ns = now_ns();
+        let now_ms = uptime_ms();
         for (index, worker) in world.workers.iter().enumerate() {
             if worker.kind != kind {
                 continue;
@@ -241,9 +240,9 @@ async fn busy_worker(
             let id = worker.id();
             let busy = executions.iter().find(|e| {
                 e.worker == id
-                    && e.end_ns.is_none()
+                    && e.end_ms.is_none()
                     && step.is_none_or(|s| e.step == s)
-                    && age.contains(&((now_ns - e.start_ns) as f64 / 1e9))
+                    && age.contains(&((now_ms - e.start_ms) as f64 / 1e3))
             });
             if let Some(e) = busy {
                 return (
@@ -283,8 +282,11 @@ async fn restart_postgres(world: &mut World) -> String {
         }
     }
     let saw_503 = down.elapsed();
-    // Stay down a little longer: work piles up, workers and starts retry.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Stay down past the lease: work piles up, workers and starts retry, and
+    // the leases of steps still running lapse (their workers cannot renew
+    // them), so the handlers must stop before their steps run again.
+    let down_for = Duration::from_secs(7).saturating_sub(saw_503);
+    tokio::time::sleep(down_for.max(Duration::from_secs(3))).await;
     tokio::task::block_in_place(|| cluster.restart());
     let up = Instant::now();
     for server in &world.servers {

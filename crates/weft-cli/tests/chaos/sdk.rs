@@ -17,7 +17,7 @@ use weft_api::Task;
 use weft_client::Client;
 use weft_worker::{HandlerError, TaskContext, Worker};
 
-use crate::world::HANDLERS;
+use crate::world::{HANDLERS, TICK};
 
 /// The longest an SDK child lives, in case its parent vanished without
 /// killing it and the parent check below missed it.
@@ -30,14 +30,14 @@ pub async fn run(url: String, worker_id: String, log: PathBuf) {
         .worker_id(worker_id.clone())
         .concurrency(8)
         .poll_wait(Duration::from_secs(5));
-    for (name, seconds) in HANDLERS {
+    for (name, ticks) in HANDLERS {
         let log = log.clone();
         let worker_id = worker_id.clone();
-        let duration = Duration::from_secs_f64(*seconds);
+        let ticks = *ticks;
         builder = builder.handler(*name, move |ctx: TaskContext| {
             let log = log.clone();
             let worker_id = worker_id.clone();
-            async move { step(ctx, &log, &worker_id, duration).await }
+            async move { step(ctx, &log, &worker_id, ticks).await }
         });
     }
     let shutdown = CancellationToken::new();
@@ -56,14 +56,19 @@ async fn step(
     ctx: TaskContext,
     log: &Path,
     worker_id: &str,
-    duration: Duration,
+    ticks: u32,
 ) -> Result<Value, HandlerError> {
     let task = ctx.task.clone();
     append(log, "start", &task, worker_id);
-    tokio::select! {
-        _ = tokio::time::sleep(duration) => {}
-        // The lease was lost or the run cancelled: stop, as a handler should.
-        _ = ctx.cancellation().cancelled() => return Err(HandlerError::retryable("cancelled")),
+    for n in 1..=ticks {
+        tokio::select! {
+            _ = tokio::time::sleep(TICK) => {}
+            // The lease was lost or the run cancelled: stop, as a handler should.
+            _ = ctx.cancellation().cancelled() => return Err(HandlerError::retryable("cancelled")),
+        }
+        if n < ticks {
+            append(log, "tick", &task, worker_id);
+        }
     }
     append(log, "end", &task, worker_id);
     Ok(json!({"step": task.step, "attempt": task.attempt, "worker": worker_id}))
@@ -81,7 +86,7 @@ fn append(log: &Path, kind: &str, task: &Task, worker_id: &str) {
         .and_then(|text| text.split_whitespace().next().map(str::to_owned))
         .unwrap_or_default();
     let line = format!(
-        "{kind} run={} step={} attempt={} worker={worker_id} pid={} epoch_ns={epoch_ns} uptime={uptime}\n",
+        "{kind} run={} step={} attempt={} worker={worker_id} pid={} uptime={uptime} epoch_ns={epoch_ns}\n",
         task.run_id,
         task.step,
         task.attempt,

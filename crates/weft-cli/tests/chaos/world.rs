@@ -27,16 +27,21 @@ pub const SDK_CHILD_ID: &str = "WEFT_CHAOS_SDK_ID";
 /// The side-effect log the SDK child appends to.
 pub const SDK_CHILD_LOG: &str = "WEFT_CHAOS_SDK_LOG";
 
-/// How long each handler sleeps, by handler name (seconds), shared by the
-/// exec handlers and the SDK worker so both do the same work.
-pub const HANDLERS: &[(&str, f64)] = &[
-    ("chaos.quick", 0.3),
-    ("chaos.mid", 0.8),
-    ("chaos.slow", 1.8),
-    // Longer than the lease: a handler orphaned by a killed worker is still
-    // running when its step is re-run elsewhere, so the overlap shows.
-    ("chaos.long", 12.0),
+/// How long each handler works, by handler name, in ticks of [`TICK`]:
+/// shared by the exec handlers and the SDK worker so both do the same work.
+pub const HANDLERS: &[(&str, u32)] = &[
+    ("chaos.quick", 1),
+    ("chaos.mid", 3),
+    ("chaos.slow", 7),
+    // 12 s, longer than the lease: a handler orphaned by a killed worker, or
+    // one whose worker could not renew its lease, is still running when its
+    // step is claimed again, so the overlap shows.
+    ("chaos.long", 48),
 ];
+
+/// A handler's unit of work; it logs a `tick` line after each but the last,
+/// so the log shows until when a killed handler really ran.
+pub const TICK: Duration = Duration::from_millis(250);
 
 /// A child process, killed (SIGKILL) and reaped on drop.
 pub struct Proc {
@@ -148,12 +153,17 @@ pub fn signal(pid: u32, sig: i32) {
     }
 }
 
-/// Wall-clock nanoseconds since the epoch, as the side-effect log has them.
-pub fn now_ns() -> i128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_nanos() as i128
+/// The machine's monotonic clock as the side-effect log has it: milliseconds
+/// of `/proc/uptime` (10 ms resolution, the same for every process).
+pub fn uptime_ms() -> i64 {
+    let text = fs::read_to_string("/proc/uptime").expect("read /proc/uptime");
+    parse_uptime(text.split_whitespace().next().unwrap_or_default()).expect("a number")
+}
+
+/// `/proc/uptime`'s seconds (`1125.24`) as milliseconds.
+pub fn parse_uptime(seconds: &str) -> Option<i64> {
+    let seconds: f64 = seconds.parse().ok()?;
+    Some((seconds * 1000.0).round() as i64)
 }
 
 /// A plain HTTP client for the health probes, whose status codes matter.
@@ -313,8 +323,8 @@ pub struct World {
     pub db_url: String,
     /// Every handler execution appends its start and end lines here.
     pub effects: PathBuf,
-    /// Workers killed with SIGKILL: (worker id, wall-clock ns of the kill).
-    pub kills: Vec<(String, i128)>,
+    /// Workers killed with SIGKILL: (worker id, [`uptime_ms`] of the kill).
+    pub kills: Vec<(String, i64)>,
     pub dir: TempDir,
 }
 
@@ -330,7 +340,10 @@ impl World {
             dir.disable_cleanup(true);
         }
         let (postgres, db_url) = if postgres {
-            let cluster = weft_testkit::PgCluster::start();
+            // Commits must survive PostgreSQL being killed (`RestartPostgres`):
+            // a cluster that acknowledges them before the WAL write loses the
+            // last ones, and the runs they started, on every restart.
+            let cluster = weft_testkit::PgCluster::start_crash_safe();
             let url = cluster.create_database();
             (Some(cluster), url)
         } else {
@@ -380,7 +393,7 @@ impl World {
 
     /// kill -9 worker `index`, noting when, then starts its next incarnation.
     pub fn kill_worker(&mut self, index: usize) {
-        self.kills.push((self.workers[index].id(), now_ns()));
+        self.kills.push((self.workers[index].id(), uptime_ms()));
         self.workers[index].proc.kill();
         self.restart_worker(index);
     }
@@ -424,18 +437,18 @@ impl World {
     }
 
     /// A handlers file mapping every chaos handler to the step script, with
-    /// the side-effect log, the worker id and the handler's duration as
+    /// the side-effect log, the worker id and the handler's ticks as
     /// arguments.
     fn handlers_file(&self, worker_id: &str) -> PathBuf {
         let script = self.dir.path().join("step.sh");
         let mut text = String::from("[handlers]\n");
-        for (handler, seconds) in HANDLERS {
+        for (handler, ticks) in HANDLERS {
             let args = [
                 "sh".to_owned(),
                 script.display().to_string(),
                 self.effects.display().to_string(),
                 worker_id.to_owned(),
-                format!("{seconds}"),
+                ticks.to_string(),
             ];
             let args = serde_json::to_string(&args).expect("strings serialize");
             text.push_str(&format!("\"{handler}\" = {{ command = {args} }}\n"));
@@ -446,21 +459,28 @@ impl World {
     }
 }
 
-/// The exec handler: `sh step.sh LOG WORKER_ID SECONDS`. It appends a start
-/// line, sleeps, appends an end line (the step's side effect), then prints
-/// its output. Each line is one `printf` to an `O_APPEND` file, so lines from
-/// concurrent handlers never interleave. Times: wall-clock nanoseconds
-/// (`date +%s%N`, comparable across processes) and `/proc/uptime`
-/// (monotonic, 10 ms).
+/// The exec handler: `sh step.sh LOG WORKER_ID TICKS`. It appends a start
+/// line, a tick line every 0.25 s, then an end line (the step's side
+/// effect), and prints its output. Each line is one `printf` to an
+/// `O_APPEND` file, so lines from concurrent handlers never interleave.
+/// `uptime` (`/proc/uptime`: monotonic, the same in every process) orders
+/// events; `epoch_ns` (start and end) is for reading beside server logs.
 const STEP_SCRIPT: &str = r#"#!/bin/sh
-log="$1"; worker="$2"; seconds="$3"
+log="$1"; worker="$2"; ticks="$3"
 cat >/dev/null
-read uptime _ < /proc/uptime
-printf 'start run=%s step=%s attempt=%s worker=%s pid=%s epoch_ns=%s uptime=%s\n' \
-  "$WEFT_RUN_ID" "$WEFT_STEP" "$WEFT_ATTEMPT" "$worker" "$$" "$(date +%s%N)" "$uptime" >> "$log"
-sleep "$seconds"
-read uptime _ < /proc/uptime
-printf 'end run=%s step=%s attempt=%s worker=%s pid=%s epoch_ns=%s uptime=%s\n' \
-  "$WEFT_RUN_ID" "$WEFT_STEP" "$WEFT_ATTEMPT" "$worker" "$$" "$(date +%s%N)" "$uptime" >> "$log"
+line() {
+  read uptime _ < /proc/uptime
+  printf '%s run=%s step=%s attempt=%s worker=%s pid=%s uptime=%s epoch_ns=%s\n' \
+    "$1" "$WEFT_RUN_ID" "$WEFT_STEP" "$WEFT_ATTEMPT" "$worker" "$$" "$uptime" "$2" >> "$log"
+}
+line start "$(date +%s%N)"
+n=1
+while :; do
+  sleep 0.25
+  [ "$n" -ge "$ticks" ] && break
+  line tick -
+  n=$((n + 1))
+done
+line end "$(date +%s%N)"
 printf '{"step": "%s", "attempt": %s, "worker": "%s"}\n' "$WEFT_STEP" "$WEFT_ATTEMPT" "$worker"
 "#;
