@@ -136,6 +136,12 @@ pub struct Figures {
     /// Executions that ended (wrote their side effect) more than a second
     /// after their worker was killed: handlers must die with their worker.
     pub orphans: usize,
+    /// Executions that finished (logged their end) on a worker that was never
+    /// killed, yet whose attempt ended `lease_expired`: a finished result the
+    /// worker did not deliver within its lease. Printed, not failed on (a
+    /// lease can lapse for real on a starved machine), but each one is a
+    /// re-run that should not have been.
+    pub dropped_results: usize,
     /// Completed attempts with no end line of that attempt in the log.
     pub unlogged: usize,
     pub malformed_lines: usize,
@@ -149,7 +155,7 @@ impl fmt::Display for Figures {
             f,
             "chaos {}: accepted={} lost={} stuck={} completed={} failed={} refused={} gave_up={} \
              unaccounted={} executions={} duplicated={} reruns={} lapsed_attempts={} \
-             double_completed={} overlaps={} unjustified_reruns={} orphans={} unlogged={} malformed_lines={} \
+             double_completed={} overlaps={} unjustified_reruns={} orphans={} dropped_results={} unlogged={} malformed_lines={} \
              settle={:.1}s",
             self.scenario,
             self.accepted,
@@ -168,6 +174,7 @@ impl fmt::Display for Figures {
             self.overlaps,
             self.unjustified_reruns,
             self.orphans,
+            self.dropped_results,
             self.unlogged,
             self.malformed_lines,
             self.settle_seconds,
@@ -341,6 +348,14 @@ pub async fn audit(
                         "run {} step {}: attempt {attempt} completed but its handler logged no end",
                         run.run_id, step.name
                     ));
+                }
+            }
+            for e in runs_of_step {
+                let attempt = step.attempts.iter().find(|a| a.attempt == e.attempt);
+                let expired = attempt.is_some_and(|a| a.reason.as_deref() == Some("lease_expired"));
+                let worker_killed = kills.iter().any(|(worker, _)| worker == &e.worker);
+                if e.end_ms.is_some() && expired && !worker_killed {
+                    figures.dropped_results += 1;
                 }
             }
             check_step(run, &step.name, &step.attempts, runs_of_step, &mut figures);
