@@ -358,7 +358,13 @@ pub async fn audit(
                     figures.dropped_results += 1;
                 }
             }
-            check_step(run, &step.name, &step.attempts, runs_of_step, &mut figures);
+            check_step(
+                &run.run_id,
+                &step.name,
+                &step.attempts,
+                runs_of_step,
+                &mut figures,
+            );
         }
     }
     figures
@@ -366,7 +372,7 @@ pub async fn audit(
 
 /// Re-runs, overlaps and their justification for one step.
 fn check_step(
-    run: &RunDetail,
+    run_id: &str,
     step: &str,
     attempts: &[AttemptDetail],
     executions: &[&Execution],
@@ -397,8 +403,7 @@ fn check_step(
                 .map(|a| format!("{} ({})", a.status, a.reason.as_deref().unwrap_or("-")))
                 .unwrap_or_else(|| "no such attempt".to_owned());
             figures.violations.push(format!(
-                "run {} step {step}: ran again ({}) after {} that ended {ending}, not a lapsed lease",
-                run.run_id,
+                "run {run_id} step {step}: ran again ({}) after {} that ended {ending}, not a lapsed lease",
                 show(later),
                 show(earlier)
             ));
@@ -407,8 +412,7 @@ fn check_step(
             if later.start_ms < other.last_ms {
                 figures.overlaps += 1;
                 figures.violations.push(format!(
-                    "run {} step {step}: {} overlaps {} by {} ms",
-                    run.run_id,
+                    "run {run_id} step {step}: {} overlaps {} by {} ms",
                     show(later),
                     show(other),
                     other.last_ms - later.start_ms
@@ -479,4 +483,79 @@ async fn count_unaccounted(client: &Client, accepted: &[Accepted], workflows: &[
         }
     }
     unaccounted
+}
+
+/// The auditor itself, on a made-up log: what it must see and must not.
+#[test]
+fn the_audit_tells_lapsed_reruns_from_overlaps_and_unjustified_ones() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = dir.path().join("effects.log");
+    let line = |kind: &str, step: &str, attempt: i64, worker: &str, pid: u64, uptime: &str| {
+        format!(
+            "{kind} run=r step={step} attempt={attempt} worker={worker} pid={pid} uptime={uptime} epoch_ns=-\n"
+        )
+    };
+    let text = [
+        // a: attempt 1 killed mid-step (no end), attempt 2 after its lapse: fine.
+        line("start", "a", 1, "w1", 10, "100.00"),
+        line("tick", "a", 1, "w1", 10, "100.25"),
+        line("start", "a", 2, "w2", 20, "106.00"),
+        line("end", "a", 2, "w2", 20, "106.50"),
+        // b: attempt 1 still ticking when attempt 2 starts: an overlap.
+        line("start", "b", 1, "w1", 11, "100.00"),
+        line("tick", "b", 1, "w1", 11, "107.00"),
+        line("start", "b", 2, "w2", 21, "106.00"),
+        line("end", "b", 2, "w2", 21, "108.00"),
+        // c: ran again after an attempt that ended as a cancel: unjustified.
+        line("start", "c", 1, "w1", 12, "100.00"),
+        line("start", "c", 2, "w2", 22, "101.00"),
+        line("end", "c", 2, "w2", 22, "102.00"),
+        "garbage\n".to_owned(),
+    ]
+    .concat();
+    std::fs::write(&log, text).expect("write the log");
+    let (executions, malformed) = read_executions(&log);
+    assert_eq!((executions.len(), malformed), (6, 1));
+    let attempts = |first: serde_json::Value| -> Vec<AttemptDetail> {
+        let attempt = |n: i64, extra: serde_json::Value| {
+            let mut a = serde_json::json!({
+                "attempt": n, "worker_id": "w", "span_id": "s",
+                "claimed_at": "2026-01-01T00:00:00Z", "reason": null, "status": "completed"
+            });
+            a.as_object_mut()
+                .expect("an object")
+                .extend(extra.as_object().expect("an object").clone());
+            serde_json::from_value(a).expect("an attempt")
+        };
+        vec![attempt(1, first), attempt(2, serde_json::json!({}))]
+    };
+    let lapsed = attempts(serde_json::json!({"status": "failed", "reason": "lease_expired"}));
+    let cancelled = attempts(serde_json::json!({"status": "failed", "reason": "cancelled"}));
+    let of =
+        |step: &str| -> Vec<&Execution> { executions.iter().filter(|e| e.step == step).collect() };
+
+    let mut figures = Figures::default();
+    check_step("r", "a", &lapsed, &of("a"), &mut figures);
+    assert_eq!(
+        (figures.reruns, figures.overlaps, figures.unjustified_reruns),
+        (1, 0, 0)
+    );
+
+    let mut figures = Figures::default();
+    check_step("r", "b", &lapsed, &of("b"), &mut figures);
+    assert_eq!(
+        (figures.overlaps, figures.unjustified_reruns),
+        (1, 0),
+        "{:?}",
+        figures.violations
+    );
+
+    let mut figures = Figures::default();
+    check_step("r", "c", &cancelled, &of("c"), &mut figures);
+    assert_eq!(
+        (figures.overlaps, figures.unjustified_reruns),
+        (0, 1),
+        "{:?}",
+        figures.violations
+    );
 }
