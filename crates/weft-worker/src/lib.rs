@@ -411,6 +411,15 @@ impl Worker {
         ));
         let outcome = self.run_handler(&task, claimed, cancel, stop).await;
         match outcome {
+            Some(_) if lease.given_up() => {
+                // Stopped because the lease may have lapsed: the step is the
+                // server's to hand out again, as `lease_expired`.
+                tracing::warn!(
+                    component = "worker", run_id = %task.run_id, trace_id = %task.trace_id,
+                    step = %task.step, attempt = task.attempt,
+                    "handler stopped before its lease could lapse; no result is sent"
+                );
+            }
             Some((result, handler_ms)) => {
                 reporter
                     .send(report::Report {
@@ -716,8 +725,11 @@ async fn sleep_or_forever(duration: Option<Duration>) {
 /// Renews the lease every third of its length (sooner after a failed
 /// renewal) until `stop`, recording each acknowledged renewal in `lease`:
 /// it keeps running after the handler ends, until its result is delivered.
-/// Cancels the handler when the server asks (`cancel_requested`) or the
-/// lease is gone (409).
+/// Cancels the handler when the server asks (`cancel_requested`), when the
+/// lease is gone (409), and when no renewal was acknowledged for so long that
+/// the lease may lapse (the server or its database unreachable for about a
+/// lease's length): past that point the step may be claimed elsewhere, so
+/// the handler must already be stopped for no two executions to overlap.
 async fn heartbeat_loop(
     client: Client,
     task: Arc<Task>,
@@ -727,16 +739,31 @@ async fn heartbeat_loop(
 ) {
     let lease_len = Duration::from_millis(task.lease_ms.max(0) as u64);
     let every = Duration::from_millis((task.lease_ms.max(300) / 3) as u64);
+    let margin = lapse_margin(lease_len);
     let mut next = every;
     loop {
+        // The moment the lease may lapse unrenewed, less a margin for the
+        // handler's kill to land before another worker can claim the step.
+        let lapsing = lease
+            .deadline()
+            .checked_sub(margin)
+            .unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(next) => {}
+            _ = tokio::time::sleep_until(lapsing), if !cancel.is_cancelled() => {
+                stop_lapsing(&task, &cancel, &lease);
+                continue;
+            }
         }
         let sent = tokio::time::Instant::now();
         let renewed = tokio::select! {
             _ = stop.cancelled() => return,
             renewed = report::bounded(client.heartbeat(&task.lease_id)) => renewed,
+            _ = tokio::time::sleep_until(lapsing), if !cancel.is_cancelled() => {
+                stop_lapsing(&task, &cancel, &lease);
+                continue;
+            }
         };
         next = every;
         let Some(renewed) = renewed else {
@@ -765,6 +792,22 @@ async fn heartbeat_loop(
             }
         }
     }
+}
+
+/// How long before an unrenewed lease's end the handler is stopped: a tenth
+/// of the lease, between 100 ms and 1 s.
+fn lapse_margin(lease_len: Duration) -> Duration {
+    (lease_len / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+fn stop_lapsing(task: &Task, cancel: &CancellationToken, lease: &report::Lease) {
+    lease.give_up();
+    tracing::warn!(
+        component = "worker", run_id = %task.run_id, trace_id = %task.trace_id, step = %task.step,
+        attempt = task.attempt, lease_ms = task.lease_ms,
+        "no lease renewal acknowledged for about the lease's length; stopping the handler before the lease lapses"
+    );
+    cancel.cancel();
 }
 
 impl Builder {

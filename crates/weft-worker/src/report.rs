@@ -54,13 +54,27 @@ pub(crate) async fn bounded<T>(call: impl std::future::Future<Output = T>) -> Op
 #[derive(Debug)]
 pub(crate) struct Lease {
     deadline: Mutex<Instant>,
+    /// Set when the worker stopped the handler because no renewal was
+    /// acknowledged for about the lease's length: its result is not sent,
+    /// and the server records the attempt as `lease_expired` once it lapses.
+    given_up: std::sync::atomic::AtomicBool,
 }
 
 impl Lease {
     pub fn new(deadline: Instant) -> Lease {
         Lease {
             deadline: Mutex::new(deadline),
+            given_up: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub fn give_up(&self) {
+        self.given_up
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn given_up(&self) -> bool {
+        self.given_up.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The lease is known to last until at least `deadline`.

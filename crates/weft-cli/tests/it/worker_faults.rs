@@ -829,3 +829,69 @@ async fn a_result_stuck_in_a_partition_is_sent_again() {
     assert_eq!(step(&run, "a").attempts.len(), 1);
     assert_eq!(lines(&executions), vec!["1"], "the handler ran once");
 }
+
+const LAPSING: &str = "\
+name: lapsing
+steps:
+  - name: a
+    handler: s.lapsing
+    heartbeat_timeout: 2s
+    retry: { max_attempts: 3, initial: 100ms, max: 100ms, jitter: false }
+";
+
+/// A server (or its database) unreachable for longer than the lease: the
+/// worker cannot renew, so it stops the handler before the lease can lapse
+/// and sends no result; the step may then be claimed elsewhere without two
+/// executions overlapping. Found by the chaos suite's Postgres restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_is_stopped_before_its_unrenewed_lease_lapses() {
+    let db = weft_testkit::sqlite_database();
+    let mut env = Env::start(&db.url).await;
+    env.register(LAPSING).await;
+    let pids = env.path("pids");
+    let script = env.script(
+        "lapsing.sh",
+        &format!(
+            "cat > /dev/null\necho \"$WEFT_ATTEMPT $$\" >> {}\n\
+             if [ \"$WEFT_ATTEMPT\" = 1 ]; then sleep 30; fi\necho '{{\"done\": true}}'",
+            pids.display()
+        ),
+    );
+    let handlers = env.handlers_file("handlers.toml", &[("s.lapsing", &script)]);
+    let _worker = env.exec_worker(&handlers, "w1");
+    let run_id = env.start_run("lapsing", json!({})).await;
+    let first: i32 = wait_until("the first attempt's handler", PATIENCE, || {
+        let pids = pids.clone();
+        async move {
+            let text = fs::read_to_string(&pids).ok()?;
+            text.lines().next()?.strip_prefix("1 ")?.trim().parse().ok()
+        }
+    })
+    .await;
+    env.server.kill();
+    let killed = Instant::now();
+    // The last renewal was at most now; the lease (2 s) lapses by then.
+    wait_until(
+        "the handler to be stopped before its lease lapses",
+        Duration::from_secs(2),
+        || async move { (!process_alive(first)).then_some(()) },
+    )
+    .await;
+    eprintln!(
+        "handler stopped {:?} after the server went away",
+        killed.elapsed()
+    );
+    env.server.restart().await;
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.status, "completed", "run: {run:#?}");
+    let a = step(&run, "a");
+    assert_eq!(a.attempts.len(), 2, "attempts: {:#?}", a.attempts);
+    // The step declares a heartbeat timeout, so the lapse is named for it.
+    assert_eq!(
+        a.attempts[0].reason.as_deref(),
+        Some("heartbeat_timeout"),
+        "{:#?}",
+        a.attempts
+    );
+    assert_eq!(a.attempts[1].status, "completed");
+}
