@@ -1,4 +1,17 @@
 //! A typed HTTP client for Weft's API, used by the CLI and the worker SDK.
+//!
+//! Every method sends one HTTP request (JSON bodies, the types of
+//! `weft_api`) and answers the decoded 2xx body, or an [`Error`]:
+//! [`Error::Api`] when the server answered an error status (its JSON error
+//! `code`, e.g. 404 `run_not_found`, 409 `stale_lease`, 413
+//! `body_too_large`), [`Error::Transport`] when it could not be reached,
+//! [`Error::Decode`] when a 2xx body is not the expected JSON. Errors common
+//! to every endpoint are not repeated on each method: 400 `invalid_json` /
+//! `invalid_body` / `invalid_path` / `invalid_query` for a malformed
+//! request, 413 for a body over the server's `--max-body-bytes`, 503
+//! `unavailable` when the database cannot be reached, 500 `internal`.
+
+#![deny(missing_docs)]
 
 use std::{sync::Once, time::Duration};
 
@@ -6,27 +19,41 @@ use reqwest::{Method, StatusCode};
 use serde::{Serialize, de::DeserializeOwned};
 use weft_api::*;
 
+/// Why a call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The server answered with an error body.
+    /// The server answered with a non-2xx status.
     #[error("{message} ({code}, HTTP {status})")]
     Api {
+        /// The HTTP status (400, 404, 409, 413, 503, ...).
         status: u16,
+        /// The stable error code of the JSON error body (`run_not_found`,
+        /// `stale_lease`, ...). When the body is not Weft's JSON error (a
+        /// proxy's page), `not_found` for a 404 and `http_error` otherwise.
         code: String,
+        /// The human-readable message of the error body, or the first 500
+        /// characters of a body that is not Weft's JSON error.
         message: String,
     },
-    /// The server could not be reached or the connection broke.
+    /// The server could not be reached, the connection broke, or the request
+    /// timed out (connecting is limited to 5 s; long polls and waits to their
+    /// wait plus 10 s).
     #[error("cannot reach the Weft server at {url}: {source}")]
     Transport {
+        /// The base URL the client was made with.
         url: String,
+        /// The HTTP client's error.
         #[source]
         source: reqwest::Error,
     },
+    /// A 2xx answer whose body is not the JSON this call expects (a server of
+    /// another version, or not a Weft server); the serde error's text.
     #[error("unexpected response from the server: {0}")]
     Decode(String),
 }
 
 impl Error {
+    /// The HTTP status of an [`Error::Api`]; `None` for the other kinds.
     pub fn status(&self) -> Option<u16> {
         match self {
             Error::Api { status, .. } => Some(*status),
@@ -34,6 +61,8 @@ impl Error {
         }
     }
 
+    /// The error code of an [`Error::Api`] (`stale_lease`, ...); `None` for
+    /// the other kinds.
     pub fn code(&self) -> Option<&str> {
         match self {
             Error::Api { code, .. } => Some(code),
@@ -51,8 +80,11 @@ impl Error {
     }
 }
 
+/// The result of every [`Client`] call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A handle on one Weft server. Cheap to clone: clones share one connection
+/// pool (idle connections are kept 60 s).
 #[derive(Debug, Clone)]
 pub struct Client {
     base: String,
@@ -81,6 +113,13 @@ fn encode(segment: &str) -> String {
 }
 
 impl Client {
+    /// A client of the server at `base_url` (`http://127.0.0.1:8080`; a
+    /// trailing `/` is ignored). Nothing is sent until the first call.
+    ///
+    /// # Panics
+    ///
+    /// If the HTTP client cannot be built (no usable TLS provider), which
+    /// does not happen with the crate's own `rustls` setup.
     pub fn new(base_url: &str) -> Client {
         install_crypto();
         let http = reqwest::Client::builder()
@@ -95,11 +134,14 @@ impl Client {
         }
     }
 
+    /// Sends `token` as `Authorization: Bearer <token>` on every request
+    /// (`None`: no header).
     pub fn with_token(mut self, token: Option<String>) -> Client {
         self.token = token;
         self
     }
 
+    /// The server's base URL, without a trailing `/`.
     pub fn base_url(&self) -> &str {
         &self.base
     }
@@ -151,7 +193,14 @@ impl Client {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
-    /// Registers a manifest (YAML or JSON text) under its name.
+    /// `PUT /v1/workflows/{name}`: registers a manifest (YAML or JSON text)
+    /// as the next version of workflow `name`. Answers the version: a new one
+    /// (HTTP 201) or the latest when the manifest is unchanged (200, same
+    /// version). 400 with a validation code (`name_mismatch` when the
+    /// manifest's `name` is not `name`, `invalid_manifest`, or the code of
+    /// the manifest error, whose message names the field); 409
+    /// `concurrent_update` when another registration of the same name won
+    /// the race (try again).
     pub async fn put_workflow(&self, name: &str, manifest: &str) -> Result<PutWorkflowResponse> {
         let request = self
             .request(Method::PUT, &format!("/v1/workflows/{}", encode(name)))
@@ -160,14 +209,24 @@ impl Client {
         self.send(request).await
     }
 
+    /// `GET /v1/workflows`: every workflow with its latest version.
     pub async fn list_workflows(&self) -> Result<WorkflowList> {
         self.get("/v1/workflows").await
     }
 
+    /// `GET /v1/workflows/{name}`: the latest version of a workflow, its
+    /// manifest and steps. 404 `workflow_not_found`.
     pub async fn get_workflow(&self, name: &str) -> Result<WorkflowDetail> {
         self.get(&format!("/v1/workflows/{}", encode(name))).await
     }
 
+    /// `POST /v1/workflows/{workflow}/runs`: starts a run of the latest
+    /// version with `request.input`. Answers (HTTP 202) the run's id and
+    /// trace id; with an `idempotency_key` already used for this workflow,
+    /// the run that key started (nothing new is started). 404
+    /// `workflow_not_found`; 400 `invalid_idempotency_key`; 409
+    /// `concurrent_update` when two starts with the same key raced (try
+    /// again).
     pub async fn start_run(
         &self,
         workflow: &str,
@@ -177,7 +236,11 @@ impl Client {
             .await
     }
 
-    /// Starts several runs of a workflow in one request and one transaction.
+    /// `POST /v1/workflows/{workflow}/runs/batch`: starts several runs of a
+    /// workflow in one request and one transaction. Answers (HTTP 202) one
+    /// entry per requested run, in order, each what [`Client::start_run`]
+    /// would have answered. 400 `invalid_batch` (empty or too many runs);
+    /// 404 `workflow_not_found`.
     pub async fn start_runs(
         &self,
         workflow: &str,
@@ -190,7 +253,10 @@ impl Client {
         .await
     }
 
-    /// Starts a run carrying the caller's W3C `traceparent`.
+    /// [`Client::start_run`] carrying the caller's W3C `traceparent`
+    /// (`00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`): the run joins
+    /// that trace. A malformed header is ignored by the server (the run gets
+    /// a trace of its own).
     pub async fn start_run_traced(
         &self,
         workflow: &str,
@@ -207,8 +273,10 @@ impl Client {
         self.send(builder).await
     }
 
-    /// Starts a run with the caller's W3C trace context: `traceparent` makes
-    /// the run join that trace, `baggage` is handed to every attempt's worker.
+    /// [`Client::start_run`] with the caller's W3C trace context:
+    /// `traceparent` makes the run join that trace, `baggage` (the W3C
+    /// `baggage` header value) is handed to every attempt's worker. `None`
+    /// sends no header.
     pub async fn start_run_with_context(
         &self,
         workflow: &str,
@@ -229,7 +297,13 @@ impl Client {
         self.send(builder.json(request)).await
     }
 
-    /// Lists runs; `query` holds `(name, value)` filter pairs such as `("status", "failed")`.
+    /// `GET /v1/runs`: one page of runs, newest first. `query` holds
+    /// `(name, value)` pairs, sent URL-encoded: `workflow`, `status`
+    /// (`pending`, `running`, `succeeded`, `failed`, `cancelled`, ...),
+    /// `trace_id`, `since` (RFC 3339 time or a duration back from now, `1h`),
+    /// `limit` (page size) and `cursor` (the previous page's `next_cursor`).
+    /// 400 `invalid_status`, `invalid_since`, `invalid_limit` or
+    /// `invalid_cursor`.
     pub async fn list_runs(&self, query: &[(&str, String)]) -> Result<RunList> {
         let pairs: Vec<String> = query
             .iter()
@@ -243,12 +317,17 @@ impl Client {
         self.get(&path).await
     }
 
+    /// `GET /v1/runs/{id}`: a run with its steps, attempts and timing; `id` is
+    /// a run id or a trace id (32 hex digits). 404 `run_not_found`.
     pub async fn get_run(&self, id: &str) -> Result<RunDetail> {
         self.get(&format!("/v1/runs/{}", encode(id))).await
     }
 
-    /// The run once it has ended, or after `wait` (at most 60 s), whichever
-    /// comes first: one request instead of polling.
+    /// `GET /v1/runs/{id}?wait_ms=`: the run once it has ended, or as it is
+    /// after `wait` (sent in whole milliseconds, at most 60 s), whichever
+    /// comes first: one request instead of polling. The HTTP request times
+    /// out after `wait` + 10 s ([`Error::Transport`]). 400 `invalid_wait`
+    /// for a `wait` over 60 s; 404 `run_not_found`.
     pub async fn wait_run(&self, id: &str, wait: Duration) -> Result<RunDetail> {
         let path = format!("/v1/runs/{}?wait_ms={}", encode(id), wait.as_millis());
         self.send(
@@ -258,6 +337,9 @@ impl Client {
         .await
     }
 
+    /// `GET /v1/runs/{id}/events`: the run's history events in order, only
+    /// those with a `seq` greater than `after` when given (to page or to
+    /// follow). 404 `run_not_found`.
     pub async fn run_events(&self, id: &str, after: Option<i64>) -> Result<EventList> {
         let mut path = format!("/v1/runs/{}/events", encode(id));
         if let Some(after) = after {
@@ -266,6 +348,9 @@ impl Client {
         self.get(&path).await
     }
 
+    /// `GET /v1/runs/{id}/logs`: the log lines workers sent for the run's
+    /// attempts (exec handlers' stderr), of one step when `step` is given.
+    /// 404 `run_not_found`.
     pub async fn run_logs(&self, id: &str, step: Option<&str>) -> Result<LogList> {
         let mut path = format!("/v1/runs/{}/logs", encode(id));
         if let Some(step) = step {
@@ -274,6 +359,10 @@ impl Client {
         self.get(&path).await
     }
 
+    /// `POST /v1/runs/{id}/cancel`: cancels a pending or running run and
+    /// answers it as it now is; its running attempts learn it from their next
+    /// heartbeat. 404 `run_not_found`; 409 `invalid_state` when the run has
+    /// already ended.
     pub async fn cancel_run(&self, id: &str) -> Result<RunSummary> {
         self.post(
             &format!("/v1/runs/{}/cancel", encode(id)),
@@ -282,6 +371,10 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/runs/{id}/retry`: runs a failed or cancelled run again from
+    /// its failed and cancelled steps, and answers it as it now is. 404
+    /// `run_not_found`; 409 `invalid_state` when the run did not fail and was
+    /// not cancelled.
     pub async fn retry_run(&self, id: &str) -> Result<RunSummary> {
         self.post(
             &format!("/v1/runs/{}/retry", encode(id)),
@@ -290,6 +383,11 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/runs/{id}/steps/{step}/approve` (`approve`) or `.../reject`:
+    /// decides an approval step that is waiting; a rejection fails the run,
+    /// with `message` (default `rejected`) as the reason's message. Answers
+    /// the run as it now is. 404 `run_not_found` or `step_not_found`; 409
+    /// `invalid_state` when the step is not waiting for a decision.
     pub async fn decide(
         &self,
         id: &str,
@@ -305,6 +403,11 @@ impl Client {
         .await
     }
 
+    /// `GET /health`: the server's status (`ok` or `degraded`), version,
+    /// uptime in seconds and its checks (database, migrations, engine), as
+    /// JSON. Answered whether the server is healthy (HTTP 200) or degraded
+    /// (503): read `status`. Only [`Error::Transport`] or [`Error::Decode`]
+    /// (a body that is not JSON), never [`Error::Api`].
     pub async fn health(&self) -> Result<serde_json::Value> {
         // /health answers 503 with the same body when degraded: return it either way.
         let response = self
@@ -323,7 +426,13 @@ impl Client {
 
     // ---- worker protocol ----
 
-    /// Long-polls for tasks. The HTTP timeout is the wait plus a margin.
+    /// `POST /v1/worker/poll`: claims up to `request.max_tasks` (1 to 100)
+    /// ready steps whose handler is in `request.handlers`, each under a new
+    /// lease. With none ready the server holds the request up to
+    /// `request.wait_ms` milliseconds (it caps the wait, 30 s by default) and
+    /// answers an empty list. The HTTP request times out after `wait_ms` +
+    /// 10 s ([`Error::Transport`]). 400 `invalid_worker_id` (empty or over
+    /// 256 characters), `no_handlers` or `invalid_max_tasks`.
     pub async fn poll(&self, request: &PollRequest) -> Result<PollResponse> {
         let timeout = Duration::from_millis(request.wait_ms) + Duration::from_secs(10);
         self.send(
@@ -334,6 +443,12 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/worker/leases/{lease_id}/heartbeat`: extends the lease by
+    /// its duration from now. `cancel_requested` is true, and the lease is
+    /// not extended, when the handler should stop: its run ended or was
+    /// cancelled, its attempt no longer runs, or its start-to-close deadline
+    /// passed. 409 `stale_lease` when the lease is no longer held (expired,
+    /// reaped, or its result applied): the step may belong to another worker.
     pub async fn heartbeat(&self, lease_id: &str) -> Result<HeartbeatResponse> {
         self.post(
             &format!("/v1/worker/leases/{}/heartbeat", encode(lease_id)),
@@ -342,6 +457,14 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/worker/leases/{lease_id}/complete`: the attempt succeeded
+    /// with `request.output`; ends the attempt and releases the lease.
+    /// `Ack.already_applied` is true when the server answers a re-sent result
+    /// (after a lost answer) whose same outcome it had already applied. 409 `stale_lease` (the
+    /// lease is gone: nothing changed), `attempt_not_running` (the run ended
+    /// or the step was retried meanwhile: only the lease is released) or
+    /// `deadline_exceeded` (sent after the step's timeout: recorded as a
+    /// timeout, not a success); 413 for an output over the body limit.
     pub async fn complete(&self, lease_id: &str, request: &CompleteRequest) -> Result<Ack> {
         self.post(
             &format!("/v1/worker/leases/{}/complete", encode(lease_id)),
@@ -350,11 +473,25 @@ impl Client {
         .await
     }
 
-    /// Several attempts' results in one request (one transaction on the server).
+    /// `POST /v1/worker/results`: several attempts' results (at most 1000) in
+    /// one request and one transaction on the server. Answers one
+    /// `ResultAnswer` per result, in order, each with the status and error
+    /// its own [`Client::complete`] or [`Client::fail`] call would have got
+    /// (200, or 409 `stale_lease`, ...). The whole request fails, changing
+    /// nothing, with 400 `too_many_results` or `invalid_error_kind`, 413 when
+    /// the batch is over the body limit (split it and send the halves), or
+    /// 503 when the database cannot be reached.
     pub async fn results(&self, request: &ResultsRequest) -> Result<ResultsResponse> {
         self.post("/v1/worker/results", request).await
     }
 
+    /// `POST /v1/worker/leases/{lease_id}/fail`: the attempt failed with
+    /// `request.error`; ends the attempt and releases the lease, and the step
+    /// is retried or fails by its retry policy (`error.retryable: false` never
+    /// retries; by default `invalid_output` and `no_handler` do not either).
+    /// 400 `invalid_error_kind` when `error.kind` is not one of
+    /// `handler_error`, `timeout`, `invalid_output`, `cancelled`,
+    /// `no_handler`; 409 as [`Client::complete`].
     pub async fn fail(&self, lease_id: &str, request: &FailRequest) -> Result<Ack> {
         self.post(
             &format!("/v1/worker/leases/{}/fail", encode(lease_id)),
@@ -363,8 +500,12 @@ impl Client {
         .await
     }
 
-    /// Gives a claimed attempt back without a result (worker shutdown): the
-    /// step is ready again at once and the release spends no attempt.
+    /// `POST /v1/worker/leases/{lease_id}/release`: gives a claimed attempt
+    /// back without a result (worker shutdown): the attempt ends `released`
+    /// (reason `worker_shutdown`, with `request.message`), the step is ready
+    /// again at once and the release spends no attempt (at most 3 releases
+    /// per step). 409 `stale_lease` when the lease is no longer held; a
+    /// server without this endpoint answers 404.
     pub async fn release(&self, lease_id: &str, request: &ReleaseRequest) -> Result<Ack> {
         self.post(
             &format!("/v1/worker/leases/{}/release", encode(lease_id)),
@@ -373,6 +514,10 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/worker/leases/{lease_id}/logs`: appends `lines` (at most
+    /// 10,000; the handler's stderr, one entry per line) to the attempt's log.
+    /// 400 `too_many_lines`; 409 `stale_lease` when the lease is no longer
+    /// held.
     pub async fn append_logs(&self, lease_id: &str, lines: Vec<String>) -> Result<Ack> {
         self.post(
             &format!("/v1/worker/leases/{}/logs", encode(lease_id)),

@@ -35,16 +35,27 @@ use crate::{Handler, HandlerError, HandlerFuture, TaskContext};
 /// Exit status a command uses to say "do not retry".
 pub const PERMANENT_FAILURE_EXIT: i32 = 100;
 
+/// Why a handlers file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The file could not be read.
     #[error("cannot read handlers file {path}: {source}")]
     Read {
+        /// The file as given.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// The file is not a valid handlers file (see [`parse`]).
     #[error("handlers file {path} is not valid: {message}")]
-    Invalid { path: PathBuf, message: String },
+    Invalid {
+        /// The file as given.
+        path: PathBuf,
+        /// What is wrong: the TOML error with its line, an empty
+        /// `[handlers]` table, or the handler whose command is empty.
+        message: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,10 +91,14 @@ enum Command {
 /// One handler: how to start its command.
 #[derive(Debug, Clone)]
 pub struct ExecHandler {
+    /// The handler name steps refer to (`inventory.reserve`).
     pub name: String,
     /// `sh -c LINE` or an argv.
     pub argv: Vec<String>,
+    /// Variables set for the command, beside the worker's environment and
+    /// the `WEFT_*` / `TRACEPARENT` / `BAGGAGE` variables of the task.
     pub env: BTreeMap<String, String>,
+    /// The directory the command runs in.
     pub cwd: PathBuf,
     /// The `weft` binary that runs the command under `weft __supervise`
     /// (see [`supervise`]), so the command's whole process group dies with
@@ -110,6 +125,18 @@ pub fn load(path: &Path) -> Result<Vec<ExecHandler>, Error> {
     })
 }
 
+/// Parses a handlers file's text: a `[handlers]` table whose entries are a
+/// command line (`"name" = "./reserve.sh"`, run as `sh -c LINE`) or a table
+/// `{ command = LINE or [argv...], env = { K = "v" }, cwd = "dir" }`.
+/// `cwd` is resolved against `base` (canonicalized when it exists), which is
+/// also the working directory when `cwd` is absent. Handlers come out sorted
+/// by name, unsupervised (`supervisor: None`).
+///
+/// # Errors
+///
+/// The message of a TOML error (syntax, an unknown field or a wrongly
+/// shaped entry), of an empty `[handlers]` table, or of a handler whose
+/// command is empty.
 pub fn parse(text: &str, base: &Path) -> Result<Vec<ExecHandler>, String> {
     let file: HandlersFile = toml::from_str(text).map_err(|err| err.to_string())?;
     if file.handlers.is_empty() {

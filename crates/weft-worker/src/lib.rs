@@ -10,6 +10,8 @@
 //! claimed with; a lost lease (409) means another worker may own the step,
 //! so the result is dropped, never retried under another lease.
 
+#![deny(missing_docs)]
+
 pub mod exec;
 mod report;
 mod supervise;
@@ -25,13 +27,20 @@ use tracing::Instrument;
 use weft_api::{PollRequest, ReleaseRequest, Task, TaskError, TaskResult, WorkerTiming};
 use weft_client::Client;
 
-/// Why a handler failed.
+/// Why a handler failed: sent to the server as the attempt's `TaskError`
+/// (`POST /v1/worker/leases/{lease_id}/fail` or in a results batch). Any
+/// `Display` error converts into a retryable one, so handlers can use `?`.
 #[derive(Debug, Clone)]
 pub struct HandlerError {
+    /// The failure's text, shown as the step's error and in history.
     pub message: String,
-    /// `handler_error` unless said otherwise: `timeout`, `invalid_output`, `cancelled`.
+    /// The failure's reason; `None` is `handler_error`. The server knows only
+    /// `handler_error`, `timeout`, `invalid_output`, `cancelled` and
+    /// `no_handler`: it refuses any other kind (400 `invalid_error_kind`) and
+    /// the result is then dropped, the attempt ending when its lease lapses.
     pub kind: Option<String>,
-    /// False: do not retry, fail the step now.
+    /// False: do not retry, fail the step now. True: retried while the
+    /// step's retry policy has attempts left.
     pub retryable: bool,
 }
 
@@ -54,6 +63,8 @@ impl HandlerError {
         }
     }
 
+    /// The same error with [`HandlerError::kind`] set to `kind` (one of the
+    /// reasons listed there).
     pub fn with_kind(mut self, kind: &str) -> Self {
         self.kind = Some(kind.to_owned());
         self
@@ -69,6 +80,8 @@ impl<E: std::fmt::Display> From<E> for HandlerError {
 /// What a handler gets: the task, a cancellation token, and a way to log.
 #[derive(Clone)]
 pub struct TaskContext {
+    /// The claimed attempt as the server handed it out: run, step, attempt
+    /// number, lease id, input, timeouts in ms, trace context.
     pub task: Arc<Task>,
     cancel: CancellationToken,
     client: Client,
@@ -105,6 +118,9 @@ impl TaskContext {
         &self.cancel
     }
 
+    /// Whether [`TaskContext::cancellation`] has fired: the handler should
+    /// stop (the attempt is reported cancelled or timed out, or, at
+    /// shutdown, released unless the handler ends within the stop timeout).
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()
     }
@@ -168,10 +184,18 @@ impl TaskContext {
     }
 }
 
+/// What a [`Handler`] returns: the step's output (any JSON value, at most
+/// the task's `max_output_bytes` when the server says it) or why it failed.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send>>;
 
 /// A step handler. Closures `Fn(TaskContext) -> impl Future<Output = Result<Value, HandlerError>>` are handlers.
 pub trait Handler: Send + Sync + 'static {
+    /// Runs one attempt. The future runs in its own task: a panic fails the
+    /// attempt (retryable, "handler panicked: ..."), and the future is
+    /// dropped when the step's timeout passes (kind `timeout`), when the
+    /// attempt is cancelled (kind `cancelled`), or at shutdown when it has
+    /// not ended within [`Builder::stop_timeout`] after the grace (the lease
+    /// is then released).
     fn call(&self, ctx: TaskContext) -> HandlerFuture;
 }
 
@@ -208,10 +232,13 @@ const POLL_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Receives what a worker does, for handler-side metrics. Implemented by the
 /// binary over weft-telemetry; the SDK itself knows no exporter.
 pub trait WorkerObserver: Send + Sync + 'static {
+    /// A handler was called for a claimed task.
     fn task_started(&self, handler: &str);
-    /// `outcome`: completed, failed, timeout or cancelled.
+    /// A handler ended; `outcome`: completed, failed, timeout or cancelled;
+    /// `seconds`: from its call to its end.
     fn task_finished(&self, handler: &str, outcome: &str, seconds: f64);
-    /// `outcome`: tasks, empty or error.
+    /// A poll was answered; `outcome`: tasks, empty or error; `seconds`: how
+    /// long the request took (long polls included).
     fn polled(&self, outcome: &str, seconds: f64);
 }
 
@@ -223,6 +250,8 @@ impl WorkerObserver for NoObserver {
     fn polled(&self, _: &str, _: f64) {}
 }
 
+/// A worker process's poll loop and its handlers, built by
+/// [`Worker::builder`] and started with [`Worker::run`].
 #[derive(Clone)]
 pub struct Worker {
     observer: Arc<dyn WorkerObserver>,
@@ -237,6 +266,8 @@ pub struct Worker {
     stop_now: CancellationToken,
 }
 
+/// Configures a [`Worker`]; every setting has a default, only handlers need
+/// registering.
 pub struct Builder {
     observer: Option<Arc<dyn WorkerObserver>>,
     client: Client,
@@ -251,6 +282,11 @@ pub struct Builder {
 }
 
 impl Worker {
+    /// A builder for a worker that talks to the server through `client`,
+    /// with the defaults: a generated id ([`default_worker_id`]), queue
+    /// `default`, concurrency 8, polls held up to 20 s, a 30 s shutdown grace
+    /// ([`DEFAULT_SHUTDOWN_GRACE`]) and a 5 s stop timeout
+    /// ([`DEFAULT_STOP_TIMEOUT`]).
     pub fn builder(client: Client) -> Builder {
         Builder {
             observer: None,
@@ -266,6 +302,7 @@ impl Worker {
         }
     }
 
+    /// The id this worker polls with, shown in attempts and logs.
     pub fn worker_id(&self) -> &str {
         &self.worker_id
     }
@@ -817,33 +854,46 @@ impl Builder {
         self
     }
 
+    /// The worker's id, 1 to 256 characters (the server refuses others with
+    /// 400 `invalid_worker_id`, and the worker keeps retrying its poll);
+    /// default [`default_worker_id`].
     pub fn worker_id(mut self, id: impl Into<String>) -> Self {
         self.worker_id = Some(id.into());
         self
     }
 
+    /// Adds a queue to poll; with none added, the worker polls `default`.
     pub fn queue(mut self, queue: impl Into<String>) -> Self {
         self.queues.push(queue.into());
         self
     }
 
+    /// Registers `handler` for the steps whose `handler` is `name` (a second
+    /// registration of a name replaces the first). The worker claims only
+    /// steps of registered handlers; with none the server refuses its polls
+    /// (400 `no_handlers`).
     pub fn handler(mut self, name: impl Into<String>, handler: impl Handler) -> Self {
         self.handlers.insert(name.into(), Arc::new(handler));
         self
     }
 
+    /// [`Builder::handler`] for a handler already shared, e.g. from
+    /// [`exec::handlers`].
     pub fn handler_arc(mut self, name: impl Into<String>, handler: Arc<dyn Handler>) -> Self {
         self.handlers.insert(name.into(), handler);
         self
     }
 
-    /// How many tasks run at once.
+    /// How many tasks run at once (at least 1; default 8). A poll asks for as
+    /// many tasks as there are free slots, at most [`MAX_TASKS_PER_POLL`].
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.max(1);
         self
     }
 
-    /// How long the server may hold an empty poll.
+    /// How long the server may hold a poll while no task is ready (default
+    /// 20 s; sent in whole milliseconds, the server caps it, at 30 s by
+    /// default).
     pub fn poll_wait(mut self, wait: Duration) -> Self {
         self.poll_wait = wait;
         self
@@ -870,6 +920,7 @@ impl Builder {
         self
     }
 
+    /// The worker, ready to [`Worker::run`].
     pub fn build(self) -> Worker {
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         let queues = if self.queues.is_empty() {
