@@ -200,11 +200,7 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
     let server_shutdown = CancellationToken::new();
     let running = start_server(&args, &server_shutdown, tracing.as_ref()).await?;
     // A wildcard listen address is reached on loopback.
-    let mut addr = running.listen_addr;
-    if addr.ip().is_unspecified() {
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    let url = format!("http://{addr}");
+    let url = weft_server::wiring::local_url(running.listen_addr);
     let client = Client::new(&url);
     for (name, manifest) in demo::MANIFESTS {
         let response = client

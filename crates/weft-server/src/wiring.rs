@@ -182,14 +182,10 @@ pub struct Running {
 }
 
 impl Running {
-    /// `http://{addr}`, with a wildcard address (`0.0.0.0`, `::`) replaced by
-    /// loopback so a client in this process can reach it.
+    /// The server's URL as a client on this machine reaches it; see
+    /// [`local_url`].
     pub fn url(&self) -> String {
-        let mut addr = self.addr;
-        if addr.ip().is_unspecified() {
-            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-        }
-        format!("http://{addr}")
+        local_url(self.addr)
     }
 
     /// Waits for the engine and the HTTP server to stop (after the
@@ -209,4 +205,13 @@ impl Running {
         self.store.close().await;
         served
     }
+}
+
+/// `http://{addr}` for a listen address, with a wildcard address (`0.0.0.0`,
+/// `::`) replaced by IPv4 loopback so a client on this machine can reach it.
+pub fn local_url(mut addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }
