@@ -76,6 +76,7 @@ async fn start_server(
         engine.clone(),
         weft_server::Config {
             max_body_bytes: args.max_body_bytes,
+            body_read_timeout: parse_duration("body-read-timeout", &args.body_read_timeout)?,
             metrics: Some(metrics.clone()),
             redactor: weft_core::redact::Redactor::from_list(&args.redact_keys),
             redact_api: args.redact_api,
@@ -100,9 +101,13 @@ async fn start_server(
         }));
     }
     let engine_task = tokio::spawn(engine.run(shutdown.clone()));
+    let serve_options = weft_server::ServeOptions {
+        header_read_timeout: parse_duration("header-read-timeout", &args.header_read_timeout)?,
+    };
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        if let Err(err) = weft_server::serve(listener, app, http_shutdown).await {
+        if let Err(err) = weft_server::serve_with(listener, app, http_shutdown, serve_options).await
+        {
             tracing::error!(component = "server", error = %err, "HTTP server failed");
         }
     });
