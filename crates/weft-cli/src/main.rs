@@ -74,6 +74,10 @@ pub struct ServerArgs {
     /// How often timers and the lease reaper run (e.g. 200ms).
     #[arg(long, env = "WEFT_ENGINE_TICK", default_value = "200ms")]
     pub engine_tick: String,
+    /// Longest a worker's poll is held when there is no work (e.g. 30s); a
+    /// poll asking for longer is answered after this.
+    #[arg(long, env = "WEFT_MAX_POLL_WAIT", default_value = "30s")]
+    pub max_poll_wait: String,
     /// How often the gauges of /metrics are recomputed from the database (e.g. 5s).
     #[arg(long, env = "WEFT_GAUGE_INTERVAL", default_value = "5s")]
     pub gauge_interval: String,

@@ -59,6 +59,7 @@ async fn start_server(
     );
     let engine_config = weft_engine::Config {
         tick: parse_duration("engine-tick", &args.engine_tick)?,
+        max_poll_wait: parse_duration("max-poll-wait", &args.max_poll_wait)?,
         gauge_interval,
         ..Default::default()
     };

@@ -27,7 +27,7 @@ pub struct Json<T>(pub T);
 impl<S, T> FromRequest<S> for Json<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned + Validate,
+    T: DeserializeOwned + Validate + utoipa::ToSchema,
 {
     type Rejection = ApiError;
 
@@ -38,12 +38,16 @@ where
         } else {
             &bytes
         };
-        let value: T = serde_json::from_slice(bytes).map_err(|err| {
+        let invalid = |err: &dyn std::fmt::Display| {
             ApiError::bad_request(
                 "invalid_json",
                 format!("request body is not valid JSON for this endpoint: {err}"),
             )
-        })?;
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|err| invalid(&err))?;
+        crate::conform::conform(&T::name(), &mut value).map_err(|err| invalid(&err))?;
+        let value: T = serde_json::from_value(value).map_err(|err| invalid(&err))?;
         value.validate()?;
         Ok(Json(value))
     }

@@ -1,6 +1,7 @@
 //! Weft's HTTP server: the API of SPEC §3, the worker protocol and health
 //! endpoints, on axum. The only crate that knows HTTP on the server side.
 
+mod conform;
 mod dashboard;
 mod error;
 mod extract;

@@ -139,7 +139,7 @@ impl Validate for LogsQuery {
 
 // ---- workflows ----
 
-#[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body(content = String, description = "The manifest, YAML or JSON", content_type = "application/yaml"), responses((status = 201, body = PutWorkflowResponse, description = "A new version"), (status = 200, body = PutWorkflowResponse, description = "Unchanged"), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body(content = String, description = "The manifest, YAML or JSON", content_type = "application/yaml"), responses((status = 201, body = PutWorkflowResponse, description = "A new version"), (status = 200, body = PutWorkflowResponse, description = "Unchanged"), (status = 400, body = ErrorBody, description = "The manifest is not a valid workflow, with the code and path of the first error: invalid_manifest, missing_field, unknown_field, invalid_type, invalid_name, invalid_duration (out of its documented range), invalid_retry, too_many_steps, duplicate_step, unknown_dependency, duplicate_dependency, cycle, invalid_when, name_mismatch. Most of these (cycles, dependencies, CEL) cannot be stated in JSON Schema."), (status = 413, body = ErrorBody)))]
 async fn put_workflow(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -1045,6 +1045,17 @@ pub fn openapi_document() -> Value {
             target.insert(key.clone(), value.clone());
         }
     }
+    let schemas_without_required: Vec<String> = doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+        .map(|schemas| {
+            schemas
+                .iter()
+                .filter(|(_, s)| s.get("required").is_none())
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return doc;
     };
@@ -1057,6 +1068,18 @@ pub fn openapi_document() -> Value {
                 continue;
             };
             let has_body = op.contains_key("requestBody");
+            // An empty body reads as `{}`: optional when nothing in it is required.
+            let body_ref = op
+                .get("requestBody")
+                .and_then(|b| b.pointer("/content/application~1json/schema/$ref"))
+                .and_then(Value::as_str)
+                .map(|r| r.trim_start_matches("#/components/schemas/").to_owned());
+            if let Some(name) = body_ref
+                && schemas_without_required.contains(&name)
+                && let Some(body) = op.get_mut("requestBody")
+            {
+                body["required"] = json!(false);
+            }
             let params = op
                 .get("parameters")
                 .and_then(Value::as_array)
@@ -1072,6 +1095,9 @@ pub fn openapi_document() -> Value {
                 match (param["in"].as_str(), param["name"].as_str()) {
                     (Some("query"), Some("status")) => {
                         param["schema"] = json!({"type": "string", "enum": statuses});
+                    }
+                    (Some("query"), Some("cursor")) => {
+                        param["schema"] = json!({"type": "string", "pattern": CURSOR_PATTERN});
                     }
                     (Some("query"), Some("since")) => {
                         param["schema"] = json!({"oneOf": [
@@ -1204,5 +1230,173 @@ fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
     ]
 }
 
+/// A run list's cursor: the `next_cursor` of a page, a run id (a UUID).
+const CURSOR_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
 /// What `since` accepts besides an RFC 3339 time: a duration back from now.
 const SINCE_DURATION_PATTERN: &str = "^([0-9]{1,9}(ms|s|m|h|d))+$";
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::openapi_document;
+    use crate::limits;
+
+    fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                ops.push((path.clone(), method.clone(), op.clone()));
+            }
+        }
+        ops
+    }
+
+    fn param<'a>(doc: &'a Value, path: &str, method: &str, name: &str) -> &'a Value {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+    }
+
+    /// Case 19: every status an operation can answer is documented with the
+    /// error schema.
+    #[test]
+    fn every_operation_documents_its_error_statuses() {
+        let doc = openapi_document();
+        for (path, method, op) in operations(&doc) {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let responses = op["responses"].as_object().unwrap();
+            let mut expected = vec!["500", "503"];
+            if op.get("requestBody").is_some() || op.get("parameters").is_some() {
+                expected.push("400");
+            }
+            if op.get("requestBody").is_some() {
+                expected.extend(["408", "413"]);
+            }
+            if path.contains('{') {
+                expected.push("404");
+            }
+            for status in expected {
+                let response = responses
+                    .get(status)
+                    .unwrap_or_else(|| panic!("{method} {path} does not document {status}"));
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+
+    /// Case 19: the bounds the server checks are the ones the document states.
+    #[test]
+    fn the_document_states_every_bound_the_server_checks() {
+        let doc = openapi_document();
+        let schema = |name: &str, field: &str| {
+            doc.pointer(&format!("/components/schemas/{name}/properties/{field}"))
+                .unwrap_or_else(|| panic!("no {name}.{field}"))
+                .clone()
+        };
+        assert_eq!(
+            schema("PollRequest", "handlers")["maxItems"],
+            limits::MAX_HANDLERS_PER_POLL
+        );
+        assert_eq!(
+            schema("PollRequest", "handlers")["items"]["maxLength"],
+            limits::MAX_NAME_LEN
+        );
+        assert_eq!(
+            schema("PollRequest", "queues")["maxItems"],
+            limits::MAX_QUEUES_PER_POLL
+        );
+        assert_eq!(
+            schema("PollRequest", "max_tasks")["maximum"],
+            limits::MAX_TASKS_PER_POLL
+        );
+        assert_eq!(
+            schema("PollRequest", "wait_ms")["maximum"],
+            limits::MAX_WAIT_MS
+        );
+        assert_eq!(
+            schema("PollRequest", "worker_id")["pattern"],
+            limits::NO_CONTROL_PATTERN
+        );
+        assert_eq!(
+            schema("StartRunsRequest", "runs")["maxItems"],
+            limits::MAX_RUNS_PER_START
+        );
+        assert_eq!(
+            schema("ResultsRequest", "results")["maxItems"],
+            limits::MAX_RESULTS_PER_BATCH
+        );
+        assert_eq!(
+            schema("LogsRequest", "lines")["maxItems"],
+            limits::MAX_LOG_LINES
+        );
+        assert_eq!(
+            schema("LogsRequest", "lines")["items"]["maxLength"],
+            limits::MAX_LOG_LINE_LEN
+        );
+        assert_eq!(
+            schema("TaskError", "message")["maxLength"],
+            limits::MAX_ERROR_MESSAGE_LEN
+        );
+        assert_eq!(
+            schema("WorkerTiming", "handler_ms")["maximum"],
+            limits::MAX_TIMING_MS
+        );
+        assert_eq!(
+            schema("StartRunRequest", "idempotency_key")["maxLength"],
+            limits::MAX_IDEMPOTENCY_KEY_LEN
+        );
+        assert_eq!(
+            schema("DecisionRequest", "message")["maxLength"],
+            limits::MAX_MESSAGE_LEN
+        );
+
+        let limit = param(&doc, "/v1/runs", "get", "limit");
+        assert_eq!(limit["schema"]["maximum"], limits::MAX_LIST_LIMIT);
+        assert_eq!(limit["schema"]["minimum"], 1);
+        let statuses: Vec<&str> = weft_core::RunStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(
+            param(&doc, "/v1/runs", "get", "status")["schema"]["enum"],
+            serde_json::json!(statuses)
+        );
+        let wait = param(&doc, "/v1/runs/{id}", "get", "wait_ms");
+        assert_eq!(wait["schema"]["maximum"], limits::MAX_WAIT_MS);
+        for (path, method) in [
+            ("/v1/workflows/{name}", "get"),
+            ("/v1/runs/{id}", "get"),
+            ("/v1/worker/leases/{lease_id}/complete", "post"),
+        ] {
+            let p = &param(
+                &doc,
+                path,
+                method,
+                path.rsplit('{').next().unwrap().split('}').next().unwrap(),
+            )["schema"];
+            assert_eq!(p["maxLength"], limits::MAX_PATH_PARAM_LEN, "{path}");
+            assert_eq!(p["pattern"], limits::NO_CONTROL_PATTERN, "{path}");
+        }
+        // An empty body reads as `{}`: optional exactly where nothing in it is required.
+        assert_eq!(
+            doc["paths"]["/v1/workflows/{name}/runs"]["post"]["requestBody"]["required"],
+            false
+        );
+        assert_eq!(
+            doc["paths"]["/v1/worker/poll"]["post"]["requestBody"]["required"],
+            true
+        );
+    }
+}

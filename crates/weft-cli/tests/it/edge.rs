@@ -591,3 +591,86 @@ pub async fn slash_in_workflow_names(db_url: String) {
         .unwrap();
     assert_eq!(listed.runs.len(), 1);
 }
+
+/// What the API fuzzer (scripts/fuzz-api) found, each kept as a case: the
+/// server must agree with its own OpenAPI document in both directions.
+pub async fn fuzzer_findings(db_url: String) {
+    let env = Env::start(&db_url).await;
+    env.register(SIMPLE).await;
+    // A struct sent as an array was read field by field (serde's sequence form).
+    let answer = send(
+        &env,
+        "POST",
+        "/v1/worker/results",
+        Some(json!({"results": [{"lease_id": "l", "timing": [null, null]}]})),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (400, "invalid_json"),
+        "{}",
+        answer.body
+    );
+    let answer = send(
+        &env,
+        "POST",
+        "/v1/workflows/simple/runs/batch",
+        Some(json!({"runs": [[null, null]]})),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        (answer.status, answer.code()),
+        (400, "invalid_json"),
+        "{}",
+        answer.body
+    );
+    assert!(env.client.list_runs(&[]).await.unwrap().runs.is_empty());
+    // An integer written with a zero fraction is an integer in JSON Schema.
+    let answer = send(
+        &env,
+        "POST",
+        "/v1/worker/poll",
+        Some(json!({"worker_id": "w", "handlers": ["h"], "max_tasks": 2.0, "wait_ms": 10.0})),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // A start with no body at all is documented as optional and accepted.
+    let started = env
+        .http
+        .post(format!("{}/v1/workflows/simple/runs", env.server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status().as_u16(), 202);
+    let doc: Value = env
+        .http
+        .get(format!("{}/openapi.json", env.server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        doc["paths"]["/v1/workflows/{name}/runs"]["post"]["requestBody"]["required"],
+        false
+    );
+    // A cursor is documented as a run id: anything else is refused.
+    let answer = send(&env, "GET", "/v1/runs?cursor=", None, &[]).await;
+    assert_eq!((answer.status, answer.code()), (400, "invalid_cursor"));
+    let cursor = doc["paths"]["/v1/runs"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "cursor")
+        .unwrap();
+    assert!(
+        cursor["schema"]["pattern"]
+            .as_str()
+            .unwrap()
+            .contains("{12}")
+    );
+}

@@ -78,6 +78,12 @@ mod edge_sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fuzzer_findings() {
+        let db = weft_testkit::sqlite_database();
+        crate::edge::fuzzer_findings(db.url.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn slash_in_workflow_names() {
         let db = weft_testkit::sqlite_database();
         crate::edge::slash_in_workflow_names(db.url.clone()).await;
