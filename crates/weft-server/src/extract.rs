@@ -20,8 +20,9 @@ use crate::{
 pub struct BodyReadTimeout(pub std::time::Duration);
 
 /// A JSON body, checked against the bounds of [`Validate`] before a handler
-/// sees it. An empty body deserializes from `{}` so optional-only requests
-/// (e.g. starting a run with no input) can omit it.
+/// sees it. An empty body (no bytes) deserializes from `{}` so optional-only
+/// requests (e.g. starting a run with no input) can omit it; the OpenAPI
+/// document marks those bodies optional.
 pub struct Json<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>
@@ -33,11 +34,8 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = body_bytes(req, state).await?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
+        // Only a body of no bytes at all: whitespace alone is not JSON.
+        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         let invalid = |err: &dyn std::fmt::Display| {
             ApiError::bad_request(
                 "invalid_json",

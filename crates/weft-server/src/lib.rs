@@ -143,11 +143,26 @@ pub fn router(engine: Engine, config: Config) -> Router {
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(Extension(body_timeout))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_answer,
+        ))
         .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(log_request))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(middleware::from_fn(check_request_id))
+}
+
+/// A handler that panicked answers 500 `internal` in the JSON error shape
+/// (and is logged as a failed request), rather than a dropped connection.
+fn panic_answer(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(component = "server", panic = %what, "handler panicked");
+    ApiError::Internal("the request handler failed".to_owned()).into_response()
 }
 
 /// Longest client-supplied `x-request-id` kept; a longer one, or one with

@@ -658,6 +658,16 @@ pub async fn fuzzer_findings(db_url: String) {
         doc["paths"]["/v1/workflows/{name}/runs"]["post"]["requestBody"]["required"],
         false
     );
+    // Whitespace alone is not an empty body but invalid JSON.
+    let blank = env
+        .http
+        .post(format!("{}/v1/worker/leases/nope/complete", env.server.url))
+        .header("content-type", "application/json")
+        .body("\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blank.status().as_u16(), 400);
     // A cursor is documented as a run id: anything else is refused.
     let answer = send(&env, "GET", "/v1/runs?cursor=", None, &[]).await;
     assert_eq!((answer.status, answer.code()), (400, "invalid_cursor"));
