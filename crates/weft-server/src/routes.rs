@@ -139,7 +139,7 @@ impl Validate for LogsQuery {
 
 // ---- workflows ----
 
-#[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body(content = String, description = "The manifest, YAML or JSON", content_type = "application/yaml"), responses((status = 201, body = PutWorkflowResponse, description = "A new version"), (status = 200, body = PutWorkflowResponse, description = "Unchanged"), (status = 400, body = ErrorBody, description = "The manifest is not a valid workflow, with the code and path of the first error: invalid_manifest, missing_field, unknown_field, invalid_type, invalid_name, invalid_duration (out of its documented range), invalid_retry, too_many_steps, duplicate_step, unknown_dependency, duplicate_dependency, cycle, invalid_when, name_mismatch. Most of these (cycles, dependencies, CEL) cannot be stated in JSON Schema."), (status = 413, body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body(content = String, description = "The manifest, YAML or JSON. Ranges: `timeout` 1ms to 7d, `heartbeat_timeout` 1ms to 1d, a sleep's `duration` 1ms to 365d, `retry.initial` up to 1d, `retry.max` up to 7d, `retry.max_attempts` 1 to 1000, `retry.multiplier` 1 to 10, at most 2000 steps, names 1 to 128 characters of letters, digits, `.`, `_`, `-`, `/`, `description` up to 4096 characters.", content_type = "application/yaml"), responses((status = 201, body = PutWorkflowResponse, description = "A new version"), (status = 200, body = PutWorkflowResponse, description = "Unchanged"), (status = 400, body = ErrorBody, description = "The manifest is not a valid workflow, with the code and path of the first error: invalid_manifest, missing_field, unknown_field, invalid_type, invalid_name, invalid_duration (out of its documented range), invalid_retry, too_many_steps, duplicate_step, unknown_dependency, duplicate_dependency, cycle, invalid_when, name_mismatch. Most of these (cycles, dependencies, CEL) cannot be stated in JSON Schema."), (status = 413, body = ErrorBody)))]
 async fn put_workflow(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -1389,6 +1389,18 @@ mod tests {
             assert_eq!(p["maxLength"], limits::MAX_PATH_PARAM_LEN, "{path}");
             assert_eq!(p["pattern"], limits::NO_CONTROL_PATTERN, "{path}");
         }
+        // Semantic manifest errors cannot be JSON Schema: their 400 says so.
+        let put = &doc["paths"]["/v1/workflows/{name}"]["put"];
+        let refused = put["responses"]["400"]["description"].as_str().unwrap();
+        assert!(
+            refused.contains("cycle") && refused.contains("invalid_when"),
+            "{refused}"
+        );
+        let manifest = put["requestBody"]["description"].as_str().unwrap();
+        assert!(
+            manifest.contains("7d") && manifest.contains("2000 steps"),
+            "{manifest}"
+        );
         // An empty body reads as `{}`: optional exactly where nothing in it is required.
         assert_eq!(
             doc["paths"]["/v1/workflows/{name}/runs"]["post"]["requestBody"]["required"],
