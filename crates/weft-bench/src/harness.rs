@@ -207,6 +207,7 @@ impl Server {
             },
             server: config,
             listen: "127.0.0.1:0".to_owned(),
+            serve: Default::default(),
         }
         .build()
         .await?;

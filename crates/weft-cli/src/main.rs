@@ -75,9 +75,21 @@ pub struct ServerArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "WEFT_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers; then the
+    /// connection is closed (e.g. 10s).
+    #[arg(long, env = "WEFT_HEADER_READ_TIMEOUT", default_value = "10s")]
+    pub header_read_timeout: String,
+    /// How long a client may take to send a request's body; then it is
+    /// answered 408 (e.g. 30s). Long polls and streams are not cut by it.
+    #[arg(long, env = "WEFT_BODY_READ_TIMEOUT", default_value = "30s")]
+    pub body_read_timeout: String,
     /// How often timers and the lease reaper run (e.g. 200ms).
     #[arg(long, env = "WEFT_ENGINE_TICK", default_value = "200ms")]
     pub engine_tick: String,
+    /// Longest a worker's poll is held when there is no work (e.g. 30s); a
+    /// poll asking for longer is answered after this.
+    #[arg(long, env = "WEFT_MAX_POLL_WAIT", default_value = "30s")]
+    pub max_poll_wait: String,
     /// How often the gauges of /metrics are recomputed from the database (e.g. 5s).
     #[arg(long, env = "WEFT_GAUGE_INTERVAL", default_value = "5s")]
     pub gauge_interval: String,

@@ -85,11 +85,13 @@ async fn start_server(
         },
         engine: weft_engine::Config {
             tick: parse_duration("engine-tick", &args.engine_tick)?,
+            max_poll_wait: parse_duration("max-poll-wait", &args.max_poll_wait)?,
             gauge_interval,
             ..Default::default()
         },
         server: weft_server::Config {
             max_body_bytes: args.max_body_bytes,
+            body_read_timeout: parse_duration("body-read-timeout", &args.body_read_timeout)?,
             metrics: Some(metrics.clone()),
             redactor: weft_core::redact::Redactor::from_list(&args.redact_keys),
             redact_api: args.redact_api,
@@ -98,6 +100,9 @@ async fn start_server(
             ..Default::default()
         },
         listen: args.listen.clone(),
+        serve: weft_server::ServeOptions {
+            header_read_timeout: parse_duration("header-read-timeout", &args.header_read_timeout)?,
+        },
     };
     let Wired {
         store,
@@ -105,6 +110,7 @@ async fn start_server(
         app,
         listener,
         addr: listen_addr,
+        serve: serve_options,
     } = wiring.build().await?;
     let mut extra_tasks = Vec::new();
     if let Some(addr) = &args.metrics_listen {
@@ -125,7 +131,7 @@ async fn start_server(
         // The listener stops accepting at once; requests in flight get
         // SERVER_DRAIN to end (parked polls answer at once), then their
         // connections are closed (event streams never end on their own).
-        let serve = weft_server::serve(listener, app, http_shutdown.clone());
+        let serve = weft_server::serve_with(listener, app, http_shutdown.clone(), serve_options);
         tokio::pin!(serve);
         let drained = tokio::select! {
             served = &mut serve => Some(served),

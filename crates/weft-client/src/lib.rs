@@ -124,7 +124,10 @@ impl Client {
         install_crypto();
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
+            // Below the server's default header read timeout (10 s), which
+            // also closes idle keep-alive connections: a pooled connection is
+            // dropped here before the server can close it under a request.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("an HTTP client builds");
         Client {

@@ -155,6 +155,15 @@ impl Definition {
         let name = required_str(root, "$", "name")?;
         check_name(&name, "name")?;
         let description = optional_str(root, "$", "description")?;
+        if let Some(text) = &description
+            && text.chars().count() > MAX_DESCRIPTION_LEN
+        {
+            return Err(invalid(
+                "invalid_description",
+                "description",
+                format!("a description is at most {MAX_DESCRIPTION_LEN} characters"),
+            ));
+        }
         let queue = optional_str(root, "$", "queue")?.unwrap_or_else(|| "default".to_owned());
         check_name(&queue, "queue")?;
         let raw_steps = root
@@ -167,6 +176,16 @@ impl Definition {
                 "empty_workflow",
                 "steps",
                 "a workflow needs at least one step",
+            ));
+        }
+        if raw_steps.len() > MAX_STEPS {
+            return Err(invalid(
+                "too_many_steps",
+                "steps",
+                format!(
+                    "a workflow has at most {MAX_STEPS} steps (this one has {})",
+                    raw_steps.len()
+                ),
             ));
         }
 
@@ -274,7 +293,7 @@ fn parse_step(
                 )
             })?;
             StepKind::Sleep {
-                duration_ms: parse_duration(&text, &format!("{at}.duration"))?,
+                duration_ms: parse_duration(&text, &format!("{at}.duration"), max_ms::SLEEP)?,
             }
         }
         "approval" => StepKind::Approval,
@@ -342,14 +361,18 @@ fn parse_step(
         None | Some(Value::Null) => RetryPolicy::default(),
         Some(raw) => parse_retry(raw, &format!("{at}.retry"))?,
     };
-    let timeout_ms = optional_duration(fields, &at, "timeout")?;
-    let heartbeat_timeout_ms = optional_duration(fields, &at, "heartbeat_timeout")?;
+    let timeout_ms = optional_duration(fields, &at, "timeout", max_ms::TIMEOUT)?;
+    let heartbeat_timeout_ms =
+        optional_duration(fields, &at, "heartbeat_timeout", max_ms::HEARTBEAT_TIMEOUT)?;
     let when = optional_str(fields, &at, "when")?;
     if let Some(expression) = &when {
         condition::compile_syntax(expression)
             .map_err(|err| invalid(err.code, format!("{at}.when"), err.message))?;
     }
     let compensate = optional_str(fields, &at, "compensate")?;
+    if let Some(handler) = &compensate {
+        check_name(handler, &format!("{at}.compensate"))?;
+    }
     Ok(StepDef {
         name,
         kind,
@@ -406,10 +429,10 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
             }
         };
     }
-    if let Some(ms) = optional_duration(fields, at, "initial")? {
+    if let Some(ms) = optional_duration(fields, at, "initial", max_ms::RETRY_INITIAL)? {
         policy.initial_ms = ms;
     }
-    if let Some(ms) = optional_duration(fields, at, "max")? {
+    if let Some(ms) = optional_duration(fields, at, "max", max_ms::RETRY_MAX)? {
         policy.max_ms = ms;
     }
     if policy.max_ms < policy.initial_ms {
@@ -559,21 +582,48 @@ fn optional_duration(
     fields: &Map<String, Value>,
     at: &str,
     key: &str,
+    max: u64,
 ) -> Result<Option<u64>, ValidationError> {
     match optional_str(fields, at, key)? {
         None => Ok(None),
-        Some(text) => parse_duration(&text, &field_path(at, key)).map(Some),
+        Some(text) => parse_duration(&text, &field_path(at, key), max).map(Some),
     }
 }
 
-fn parse_duration(text: &str, path: &str) -> Result<u64, ValidationError> {
+/// The longest value of each duration field of a manifest, in milliseconds
+/// (every duration is at least 1 ms). Past it a manifest is refused with
+/// `invalid_duration` at the field's path.
+pub mod max_ms {
+    const DAY: u64 = 86_400_000;
+    /// `steps[].timeout`: 7 days.
+    pub const TIMEOUT: u64 = 7 * DAY;
+    /// `steps[].heartbeat_timeout`: 1 day.
+    pub const HEARTBEAT_TIMEOUT: u64 = DAY;
+    /// `steps[].duration` of a sleep step: 365 days.
+    pub const SLEEP: u64 = 365 * DAY;
+    /// `steps[].retry.initial`: 1 day.
+    pub const RETRY_INITIAL: u64 = DAY;
+    /// `steps[].retry.max`: 7 days.
+    pub const RETRY_MAX: u64 = 7 * DAY;
+}
+
+/// Most steps in one workflow.
+pub const MAX_STEPS: usize = 2000;
+
+/// Longest `description`, in characters.
+pub const MAX_DESCRIPTION_LEN: usize = 4096;
+
+fn parse_duration(text: &str, path: &str, max: u64) -> Result<u64, ValidationError> {
     let ms =
         duration::parse_ms(text).map_err(|message| invalid("invalid_duration", path, message))?;
-    if ms == 0 {
+    if ms == 0 || ms > max {
         return Err(invalid(
             "invalid_duration",
             path,
-            "a duration must be longer than zero",
+            format!(
+                "`{text}` is out of range: a duration here is from 1ms to {}",
+                duration::format_ms(max)
+            ),
         ));
     }
     Ok(ms)
@@ -762,6 +812,61 @@ steps:
         check_error("{\"name\": ", "invalid_manifest", "$");
         check_error("name: [unclosed\n", "invalid_manifest", "$");
         check_error("- just a list\n", "invalid_manifest", "$");
+    }
+
+    #[test]
+    fn numeric_fields_are_held_to_their_documented_ranges() {
+        let step = |fields: &str| format!("name: w\nsteps:\n  - {{name: a, {fields}}}\n");
+        let cases = [
+            ("handler: h, timeout: 8d", "steps[a].timeout"),
+            ("handler: h, timeout: 0s", "steps[a].timeout"),
+            (
+                "handler: h, heartbeat_timeout: 25h",
+                "steps[a].heartbeat_timeout",
+            ),
+            ("kind: sleep, duration: 366d", "steps[a].duration"),
+            (
+                "handler: h, retry: {initial: 2d, max: 3d}",
+                "steps[a].retry.initial",
+            ),
+            ("handler: h, retry: {max: 8d}", "steps[a].retry.max"),
+            ("handler: h, timeout: 99999999999999d", "steps[a].timeout"),
+        ];
+        for (fields, path) in cases {
+            check_error(&step(fields), "invalid_duration", path);
+        }
+        // The bounds themselves are accepted.
+        let def = Definition::parse(&step(
+            "handler: h, timeout: 7d, heartbeat_timeout: 1d, retry: {initial: 1d, max: 7d}",
+        ))
+        .unwrap();
+        assert_eq!(def.steps[0].timeout_ms, Some(max_ms::TIMEOUT));
+        Definition::parse(&step("kind: sleep, duration: 365d")).unwrap();
+        check_error(
+            &step("handler: h, retry: {max_attempts: 1001}"),
+            "invalid_retry",
+            "steps[a].retry.max_attempts",
+        );
+        check_error(
+            &step("handler: h, retry: {multiplier: 11}"),
+            "invalid_retry",
+            "steps[a].retry.multiplier",
+        );
+        check_error(
+            &step("handler: h, compensate: 'not a name'"),
+            "invalid_name",
+            "steps[a].compensate",
+        );
+        let long = format!(
+            "name: w\ndescription: {}\nsteps:\n  - {{name: a, handler: h}}\n",
+            "x".repeat(MAX_DESCRIPTION_LEN + 1)
+        );
+        check_error(&long, "invalid_description", "description");
+        let steps: Vec<Value> = (0..=MAX_STEPS)
+            .map(|i| serde_json::json!({"name": format!("s{i}"), "handler": "h"}))
+            .collect();
+        let many = serde_json::json!({"name": "w", "steps": steps}).to_string();
+        check_error(&many, "too_many_steps", "steps");
     }
 
     #[test]

@@ -44,9 +44,33 @@ pub fn parse_ms(text: &str) -> Result<u64, String> {
     Ok(total)
 }
 
+/// Formats milliseconds in the largest unit that divides them exactly
+/// (`7d`, `90s`, `1500ms`): a form [`parse_ms`] reads back.
+pub fn format_ms(ms: u64) -> String {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms > 0 && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    format!("{ms}ms")
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse_ms;
+    use super::{format_ms, parse_ms};
+
+    #[test]
+    fn formats_in_the_largest_exact_unit() {
+        for ms in [1, 999, 1_000, 90_000, 3_600_000, 86_400_000 * 7, 1_500] {
+            assert_eq!(parse_ms(&format_ms(ms)), Ok(ms), "{}", format_ms(ms));
+        }
+        assert_eq!(format_ms(604_800_000), "7d");
+    }
 
     #[test]
     fn parses_and_rejects() {

@@ -63,6 +63,28 @@ pub(crate) struct RunsQuery {
     cursor: Option<String>,
 }
 
+impl crate::limits::Validate for RunsQuery {
+    fn validate(&self) -> Result<(), ApiError> {
+        for (field, value) in [
+            ("workflow", &self.workflow),
+            ("status", &self.status),
+            ("trace_id", &self.trace_id),
+            ("cursor", &self.cursor),
+        ] {
+            if let Some(value) = value {
+                crate::limits::check_text(
+                    "invalid_query",
+                    field,
+                    value,
+                    0,
+                    crate::limits::MAX_QUERY_TEXT_LEN,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }

@@ -1,6 +1,14 @@
 //! `ApiError`: every error the API returns, each with a stable code and
 //! status. Converting an error has no side effects; logging of failed
 //! requests happens in the request middleware.
+//!
+//! The codes of the HTTP edge itself (the rest come from validation and the
+//! store): `invalid_json`, `invalid_body`, `invalid_path`, `invalid_query`
+//! (400, malformed or out-of-range input; bounds in [`crate::limits`]),
+//! `route_not_found` (404), `method_not_allowed` (405, with `Allow`),
+//! `request_timeout` (408, the body did not arrive in time),
+//! `payload_too_large` (413, over `--max-body-bytes`), `unavailable` (503)
+//! and `internal` (500).
 
 use axum::{
     Json,
@@ -19,6 +27,19 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("request body is larger than the server allows (see --max-body-bytes)")]
     TooLarge,
+    #[error("the request body did not arrive within {0} s")]
+    Timeout(u64),
+    #[error("{0}")]
+    RouteNotFound(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    /// Any other status a layer answered, with its stable code.
+    #[error("{message}")]
+    Other {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+    },
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -33,12 +54,52 @@ impl ApiError {
         }
     }
 
+    /// The JSON error for a bare status a layer or axum answered (`text`
+    /// is its plain-text body, if any).
+    pub fn from_status(status: StatusCode, text: String) -> Self {
+        let message = |default: &str| {
+            if text.is_empty() {
+                default.to_owned()
+            } else {
+                text.clone()
+            }
+        };
+        match status {
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(message(
+                "this route does not accept this method (see the Allow header)",
+            )),
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge,
+            StatusCode::NOT_FOUND => ApiError::RouteNotFound(message("no such route")),
+            StatusCode::REQUEST_TIMEOUT => ApiError::Other {
+                status,
+                code: "request_timeout",
+                message: message("the request did not arrive in time"),
+            },
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::Other {
+                status,
+                code: "unsupported_media_type",
+                message: message("unsupported content type"),
+            },
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(message("unavailable")),
+            s if s.is_server_error() => ApiError::Internal(message("unexpected error")),
+            _ => ApiError::Other {
+                status,
+                code: "bad_request",
+                message: message("the request cannot be served"),
+            },
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::NotFound { .. } => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Other { status, .. } => *status,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -54,7 +115,11 @@ impl ApiError {
             ApiError::NotFound { what: "step", .. } => "step_not_found",
             ApiError::NotFound { what: "lease", .. } => "stale_lease",
             ApiError::NotFound { .. } => "not_found",
-            ApiError::TooLarge => "body_too_large",
+            ApiError::TooLarge => "payload_too_large",
+            ApiError::Timeout(_) => "request_timeout",
+            ApiError::RouteNotFound(_) => "route_not_found",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Other { code, .. } => code,
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -92,6 +157,13 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, ApiError::Timeout(_)) {
+            // Part of the body is still unread: the connection cannot be reused.
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         response.extensions_mut().insert(ErrorCode(self.code()));
         response
     }

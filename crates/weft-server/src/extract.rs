@@ -9,38 +9,60 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::ApiError;
+use crate::{
+    ApiError,
+    limits::{self, Validate},
+};
 
-/// A JSON body. An empty body deserializes from `{}` so optional-only
-/// requests (e.g. starting a run with no input) can omit it.
+/// How long reading a request body may take; installed as a request
+/// extension by the router (see `Config::body_read_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub std::time::Duration);
+
+/// A JSON body, checked against the bounds of [`Validate`] before a handler
+/// sees it. An empty body (no bytes) deserializes from `{}` so optional-only
+/// requests (e.g. starting a run with no input) can omit it; the OpenAPI
+/// document marks those bodies optional.
 pub struct Json<T>(pub T);
 
 impl<S, T> FromRequest<S> for Json<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned,
+    T: DeserializeOwned + Validate + utoipa::ToSchema,
 {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = body_bytes(req, state).await?;
-        let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-            b"{}"
-        } else {
-            &bytes
-        };
-        serde_json::from_slice(bytes).map(Json).map_err(|err| {
+        // Only a body of no bytes at all: whitespace alone is not JSON.
+        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+        let invalid = |err: &dyn std::fmt::Display| {
             ApiError::bad_request(
                 "invalid_json",
                 format!("request body is not valid JSON for this endpoint: {err}"),
             )
-        })
+        };
+        let mut value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|err| invalid(&err))?;
+        crate::conform::conform(&T::name(), &mut value).map_err(|err| invalid(&err))?;
+        let value: T = serde_json::from_value(value).map_err(|err| invalid(&err))?;
+        value.validate()?;
+        Ok(Json(value))
     }
 }
 
-/// The raw body, with the size limit mapped to 413.
+/// The raw body, with the size limit mapped to 413 and a body that does not
+/// arrive within the [`BodyReadTimeout`] to 408.
 pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(|rejection| {
+    let timeout = req
+        .extensions()
+        .get::<BodyReadTimeout>()
+        .map_or(crate::DEFAULT_BODY_READ_TIMEOUT, |t| t.0);
+    let read = Bytes::from_request(req, state);
+    let Ok(result) = tokio::time::timeout(timeout, read).await else {
+        return Err(ApiError::Timeout(timeout.as_secs()));
+    };
+    result.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge
         } else {
@@ -49,7 +71,8 @@ pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
     })
 }
 
-/// Path parameters with a JSON error on mismatch.
+/// Path parameters with a JSON error on mismatch; every parameter is at
+/// most [`limits::MAX_PATH_PARAM_LEN`] bytes with no control characters.
 pub struct Path<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for Path<T>
@@ -60,6 +83,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))?;
+        for (key, value) in &raw {
+            limits::check_text("invalid_path", key, value, 1, limits::MAX_PATH_PARAM_LEN)?;
+        }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| Path(value))
@@ -67,20 +96,24 @@ where
     }
 }
 
-/// Query parameters with a JSON error on mismatch.
+/// Query parameters with a JSON error on mismatch, checked against the
+/// bounds of [`Validate`].
 pub struct Query<T>(pub T);
 
 impl<S, T> FromRequestParts<S> for Query<T>
 where
     S: Send + Sync,
-    T: DeserializeOwned,
+    T: DeserializeOwned + Validate,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
-            .map(|axum::extract::Query(value)| Query(value))
             .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+            .and_then(|axum::extract::Query(value): axum::extract::Query<T>| {
+                value.validate()?;
+                Ok(Query(value))
+            })
     }
 }

@@ -1,20 +1,26 @@
 //! Weft's HTTP server: the API of SPEC §3, the worker protocol and health
 //! endpoints, on axum. The only crate that knows HTTP on the server side.
 
+mod conform;
 mod dashboard;
 mod error;
 mod extract;
+pub mod limits;
 mod routes;
 pub mod wiring;
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
-    Router,
+    Extension, Router,
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    http::HeaderName,
+    http::{HeaderName, HeaderValue, header},
     middleware::{self, Next},
-    response::Response,
+    response::{IntoResponse, Response},
 };
 use tokio_util::sync::CancellationToken;
 use tower_http::request_id::{
@@ -49,6 +55,34 @@ pub struct Config {
     /// run then get a live server span, the parent of the run's span.
     /// `None` does no span work at all.
     pub tracing: Option<weft_telemetry::traces::Tracing>,
+    /// How long a client may take to send a request body once its headers
+    /// are in; past it the request is answered 408 `request_timeout` and the
+    /// connection closed. A read timeout only: long polls, `?wait_ms` and
+    /// event streams are not cut short by it.
+    pub body_read_timeout: Duration,
+}
+
+/// Default of [`Config::body_read_timeout`].
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default of [`ServeOptions::header_read_timeout`].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a listener's connections are served.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeOptions {
+    /// How long a client may take to send a request's headers (from its
+    /// first byte, and for an idle keep-alive connection from the previous
+    /// answer); past it the connection is closed without an answer.
+    pub header_read_timeout: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
 }
 
 impl Default for Config {
@@ -62,6 +96,7 @@ impl Default for Config {
             observer: None,
             trace_url_template: None,
             tracing: None,
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
     }
 }
@@ -85,6 +120,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Builds the router; `serve` runs it.
 pub fn router(engine: Engine, config: Config) -> Router {
     let max_body = config.max_body_bytes;
+    let body_timeout = extract::BodyReadTimeout(config.body_read_timeout);
     let metrics = config
         .metrics
         .clone()
@@ -107,9 +143,89 @@ pub fn router(engine: Engine, config: Config) -> Router {
         .route_layer(middleware::from_fn_with_state(metrics, record_http))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(Extension(body_timeout))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_answer,
+        ))
+        .layer(middleware::from_fn(json_errors))
         .layer(middleware::from_fn(log_request))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+        .layer(middleware::from_fn(check_request_id))
+}
+
+/// A handler that panicked answers 500 `internal` in the JSON error shape
+/// (and is logged as a failed request), rather than a dropped connection.
+fn panic_answer(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_default();
+    tracing::error!(component = "server", panic = %what, "handler panicked");
+    ApiError::Internal("the request handler failed".to_owned()).into_response()
+}
+
+/// Longest client-supplied `x-request-id` kept; a longer one, or one with
+/// other characters than letters, digits and `-_.:/+=@`, is replaced by a
+/// generated id (it is echoed, logged and stored with the run).
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+
+fn valid_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= MAX_REQUEST_ID_LEN
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
+}
+
+/// Drops a client's `x-request-id` that is too long or has odd characters,
+/// so that the next layer generates one instead.
+async fn check_request_id(mut request: Request, next: Next) -> Response {
+    let headers = request.headers_mut();
+    let bad = headers
+        .get_all(&REQUEST_ID)
+        .iter()
+        .enumerate()
+        .any(|(i, value)| i > 0 || !valid_request_id(value));
+    if bad {
+        headers.remove(&REQUEST_ID);
+    }
+    next.run(request).await
+}
+
+/// Gives every error answer that did not come from an [`ApiError`] (axum's
+/// own 405, a rejection of a layer) the JSON error shape with a stable code,
+/// keeping its status and headers (`Allow` of a 405).
+async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error())
+        || response.extensions().get::<error::ErrorCode>().is_some()
+    {
+        return response;
+    }
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let mut answer = ApiError::from_status(parts.status, text).into_response();
+    for (name, value) in &parts.headers {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            answer.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    answer
 }
 
 /// The request id of a request (client-supplied or generated).
@@ -180,15 +296,60 @@ async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
-/// Serves until `shutdown` is cancelled, then finishes in-flight requests.
+/// Serves until `shutdown` is cancelled, then finishes in-flight requests;
+/// with the default [`ServeOptions`].
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    serve_with(listener, app, shutdown, ServeOptions::default()).await
+}
+
+/// Serves HTTP/1.1 until `shutdown` is cancelled, then stops accepting and
+/// waits for in-flight requests. Unlike `axum::serve`, a connection whose
+/// headers do not arrive within `options.header_read_timeout` is closed.
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    options: ServeOptions,
+) -> std::io::Result<()> {
+    use hyper_util::{
+        rt::{TokioIo, TokioTimer},
+        server::graceful::GracefulShutdown,
+        service::TowerToHyperService,
+    };
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(component = "server", addr = ?addr, "listening");
-    axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait, do not spin.
+                    tracing::warn!(component = "server", error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+            () = shutdown.cancelled() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(component = "server", error = %err, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }

@@ -27,6 +27,7 @@ use weft_store::{ClaimRequest, FailReport, NewRun, Outcome, RunFilter, WorkerRes
 use crate::{
     ApiError, AppState,
     extract::{self, Path, Query},
+    limits::{self, Validate},
     request_id,
 };
 
@@ -64,16 +65,81 @@ pub(crate) fn routes() -> Router<AppState> {
         .fallback(not_found)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound {
-        what: "route",
-        id: "this path".to_owned(),
+/// Unknown routes. A path under a resource whose name holds a raw `/` gets
+/// a hint: names may contain `/` but it must be sent as `%2F`.
+async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    let path = uri.path();
+    let shown: String = path.chars().take(200).collect();
+    let nested = ["/v1/workflows/", "/v1/runs/", "/v1/worker/leases/"]
+        .iter()
+        .any(|prefix| path.starts_with(prefix));
+    let hint = if nested {
+        "; a `/` inside a workflow, step or run name must be sent percent-encoded as %2F"
+    } else {
+        ""
+    };
+    ApiError::RouteNotFound(format!("no route for {method} {shown}{hint}"))
+}
+
+impl Validate for WorkflowQuery {
+    fn validate(&self) -> ApiResult<()> {
+        if let Some(version) = self.version {
+            limits::check_range("invalid_version", "version", version, 1, i64::MAX)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for ListRunsQuery {
+    fn validate(&self) -> ApiResult<()> {
+        for (field, value) in [
+            ("workflow", &self.workflow),
+            ("trace_id", &self.trace_id),
+            ("since", &self.since),
+            ("cursor", &self.cursor),
+            ("status", &self.status),
+        ] {
+            if let Some(value) = value {
+                limits::check_text("invalid_query", field, value, 0, limits::MAX_QUERY_TEXT_LEN)?;
+            }
+        }
+        if let Some(limit) = self.limit {
+            limits::check_range("invalid_limit", "limit", limit, 1, limits::MAX_LIST_LIMIT)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for GetRunQuery {
+    fn validate(&self) -> ApiResult<()> {
+        if let Some(ms) = self.wait_ms {
+            limits::check_range("invalid_wait", "wait_ms", ms, 0, limits::MAX_WAIT_MS)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for EventsQuery {
+    fn validate(&self) -> ApiResult<()> {
+        if let Some(after) = self.after {
+            limits::check_range("invalid_query", "after", after, 0, i64::MAX)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for LogsQuery {
+    fn validate(&self) -> ApiResult<()> {
+        if let Some(step) = &self.step {
+            limits::check_text("invalid_query", "step", step, 1, limits::MAX_PATH_PARAM_LEN)?;
+        }
+        Ok(())
     }
 }
 
 // ---- workflows ----
 
-#[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path)), request_body(content = String, description = "The manifest, YAML or JSON", content_type = "application/yaml"), responses((status = 201, body = PutWorkflowResponse, description = "A new version"), (status = 200, body = PutWorkflowResponse, description = "Unchanged"), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body(content = String, description = "The manifest, YAML or JSON. Ranges: `timeout` 1ms to 7d, `heartbeat_timeout` 1ms to 1d, a sleep's `duration` 1ms to 365d, `retry.initial` up to 1d, `retry.max` up to 7d, `retry.max_attempts` 1 to 1000, `retry.multiplier` 1 to 10, at most 2000 steps, names 1 to 128 characters of letters, digits, `.`, `_`, `-`, `/`, `description` up to 4096 characters.", content_type = "application/yaml"), responses((status = 201, body = PutWorkflowResponse, description = "A new version"), (status = 200, body = PutWorkflowResponse, description = "Unchanged"), (status = 400, body = ErrorBody, description = "The manifest is not a valid workflow, with the code and path of the first error: invalid_manifest, missing_field, unknown_field, invalid_type, invalid_name, invalid_duration (out of its documented range), invalid_retry, too_many_steps, duplicate_step, unknown_dependency, duplicate_dependency, cycle, invalid_when, name_mismatch. Most of these (cycles, dependencies, CEL) cannot be stated in JSON Schema."), (status = 413, body = ErrorBody)))]
 async fn put_workflow(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -113,7 +179,7 @@ struct WorkflowQuery {
     version: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path), ("version" = Option<i64>, Query)), responses((status = 200, body = WorkflowDetail), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("version" = Option<i64>, Query, minimum = 1)), responses((status = 200, body = WorkflowDetail), (status = 404, body = ErrorBody)))]
 async fn get_workflow(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -126,7 +192,7 @@ async fn get_workflow(
 
 // ---- runs ----
 
-#[utoipa::path(post, path = "/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path), ("traceparent" = Option<String>, Header, description = "W3C trace context: the run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunRequest, responses((status = 202, body = StartRunResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("traceparent" = Option<String>, Header, description = "W3C trace context: the run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunRequest, responses((status = 202, body = StartRunResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn start_run(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -186,7 +252,7 @@ async fn start_run_in(
 
 fn check_idempotency_key(request: &StartRunRequest) -> ApiResult<()> {
     if let Some(key) = &request.idempotency_key
-        && (key.is_empty() || key.len() > 256)
+        && (key.is_empty() || key.chars().count() > limits::MAX_IDEMPOTENCY_KEY_LEN)
     {
         return Err(ApiError::bad_request(
             "invalid_idempotency_key",
@@ -213,7 +279,7 @@ const MAX_RUNS_PER_START: usize = weft_store::MAX_STARTS_PER_BATCH;
 /// Starts several runs of a workflow in one transaction: all or none. A
 /// caller's `traceparent` is joined by every run; without one each run has
 /// a trace of its own.
-#[utoipa::path(post, path = "/v1/workflows/{name}/runs/batch", tag = "runs", params(("name" = String, Path), ("traceparent" = Option<String>, Header, description = "W3C trace context: every run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunsRequest, responses((status = 202, body = StartRunsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs/batch", tag = "runs", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("traceparent" = Option<String>, Header, description = "W3C trace context: every run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunsRequest, responses((status = 202, body = StartRunsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn start_runs(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -265,7 +331,7 @@ struct ListRunsQuery {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query), ("status" = Option<String>, Query), ("trace_id" = Option<String>, Query), ("since" = Option<String>, Query, description = "RFC 3339 time or a duration back from now"), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)), responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("status" = Option<String>, Query), ("trace_id" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("since" = Option<String>, Query, description = "RFC 3339 time, or a duration back from now (`90s`, `1h30m`)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
 async fn list_runs(
     State(state): State<AppState>,
     Query(query): Query<ListRunsQuery>,
@@ -321,13 +387,23 @@ fn parse_since(text: &str) -> ApiResult<i64> {
     if let Some(ms) = weft_store::parse_rfc3339(text) {
         return Ok(ms);
     }
-    let ago = weft_core::duration::parse_ms(text).map_err(|_| {
+    let invalid = || {
         ApiError::bad_request(
             "invalid_since",
             format!("`{text}` is neither an RFC 3339 time nor a duration like 1h"),
         )
-    })?;
-    Ok(now_ms() - ago as i64)
+    };
+    // The documented form only (digits then a unit, repeated, no spaces).
+    let well_formed = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_alphanumeric())
+        && text
+            .split(|c: char| c.is_ascii_alphabetic())
+            .all(|digits| digits.len() <= 9);
+    if !well_formed {
+        return Err(invalid());
+    }
+    let ago = weft_core::duration::parse_ms(text).map_err(|_| invalid())?;
+    Ok(now_ms().saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX)))
 }
 
 #[derive(Deserialize)]
@@ -339,7 +415,7 @@ struct GetRunQuery {
 /// The longest `wait_ms` a caller may ask for.
 const MAX_RUN_WAIT: Duration = Duration::from_secs(60);
 
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id"), ("wait_ms" = Option<u64>, Query, description = "Answer once the run has ended, or after this many milliseconds (at most 60000)")), responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("wait_ms" = Option<u64>, Query, minimum = 0, maximum = 60000, description = "Answer once the run has ended, or after this many milliseconds (at most 60000)")), responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -372,7 +448,7 @@ struct EventsQuery {
     after: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path), ("after" = Option<i64>, Query)), responses((status = 200, body = EventList), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("after" = Option<i64>, Query, minimum = 0, description = "Only events after this `seq`")), responses((status = 200, body = EventList), (status = 404, body = ErrorBody)))]
 async fn run_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -389,7 +465,7 @@ async fn run_events(
 
 /// Server-sent events: the run's history, then new events as they are
 /// written, until the run ends. Each SSE event's id is the history `seq`.
-#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path)), responses((status = 200, description = "Server-sent events, one per history event", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, description = "Server-sent events, one per history event", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
 async fn run_event_stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -499,7 +575,7 @@ struct LogsQuery {
     step: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path), ("step" = Option<String>, Query)), responses((status = 200, body = LogList), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("step" = Option<String>, Query, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = LogList), (status = 404, body = ErrorBody)))]
 async fn run_logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -510,7 +586,7 @@ async fn run_logs(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path)), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -518,7 +594,7 @@ async fn cancel_run(
     Ok(Json(state.store().cancel_run(&id).await?))
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path)), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn retry_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -526,7 +602,7 @@ async fn retry_run(
     Ok(Json(state.store().retry_run(&id).await?))
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/approve", tag = "runs", params(("id" = String, Path), ("step" = String, Path)), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/approve", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("step" = String, Path, description = "Step name", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn approve_step(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,
@@ -540,7 +616,7 @@ async fn approve_step(
     ))
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/reject", tag = "runs", params(("id" = String, Path), ("step" = String, Path)), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/reject", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("step" = String, Path, description = "Step name", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn reject_step(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,
@@ -561,7 +637,7 @@ async fn poll(
     State(state): State<AppState>,
     extract::Json(request): extract::Json<PollRequest>,
 ) -> ApiResult<Json<PollResponse>> {
-    if request.worker_id.is_empty() || request.worker_id.len() > 256 {
+    if request.worker_id.is_empty() || request.worker_id.chars().count() > 256 {
         return Err(ApiError::bad_request(
             "invalid_worker_id",
             "worker_id must be 1 to 256 characters",
@@ -603,7 +679,7 @@ async fn poll(
     Ok(Json(PollResponse { tasks: polled? }))
 }
 
-#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/heartbeat", tag = "worker", params(("lease_id" = String, Path)), responses((status = 200, body = HeartbeatResponse), (status = 409, body = ErrorBody, description = "The lease is no longer held")))]
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/heartbeat", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = HeartbeatResponse), (status = 409, body = ErrorBody, description = "The lease is no longer held")))]
 async fn heartbeat(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -611,7 +687,7 @@ async fn heartbeat(
     Ok(Json(state.store().heartbeat(&lease_id).await?))
 }
 
-#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/complete", tag = "worker", params(("lease_id" = String, Path)), request_body = CompleteRequest, responses((status = 200, body = Ack), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed")))]
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/complete", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = CompleteRequest, responses((status = 200, body = Ack), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed")))]
 async fn complete(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -628,7 +704,7 @@ async fn complete(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/fail", tag = "worker", params(("lease_id" = String, Path)), request_body = FailRequest, responses((status = 200, body = Ack), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed")))]
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/fail", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = FailRequest, responses((status = 200, body = Ack), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed")))]
 async fn fail(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -733,7 +809,7 @@ async fn results(
     Ok(Json(ResultsResponse { results }))
 }
 
-#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/logs", tag = "worker", params(("lease_id" = String, Path)), request_body = LogsRequest, responses((status = 200, body = Ack), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/logs", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = LogsRequest, responses((status = 200, body = Ack), (status = 409, body = ErrorBody)))]
 async fn append_logs(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -942,7 +1018,397 @@ pub(crate) struct ApiDoc;
 
 /// The OpenAPI document, generated from the handlers' annotations and the
 /// `weft-api` types.
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+async fn openapi() -> Json<Value> {
+    Json(openapi_document())
+}
+
+/// The OpenAPI document as served: the generated one, plus what the
+/// annotations cannot say. Every operation lists each error status it can
+/// answer with the error schema (400 for malformed or out-of-range input,
+/// 404, 408 and 413 for bodies, 500 and 503); the run status filter is an
+/// enum and `since` either a date-time or a duration.
+pub fn openapi_document() -> Value {
     use utoipa::OpenApi;
-    Json(ApiDoc::openapi())
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    let statuses: Vec<Value> = RunStatus::ALL.iter().map(|s| json!(s.as_str())).collect();
+    for (schema, property, bounds) in schema_bounds() {
+        let Some(target) = doc
+            .pointer_mut(&format!(
+                "/components/schemas/{schema}/properties/{property}"
+            ))
+            .and_then(Value::as_object_mut)
+        else {
+            // A schema no route refers to is not in the document.
+            continue;
+        };
+        for (key, value) in bounds.as_object().expect("bounds are an object") {
+            target.insert(key.clone(), value.clone());
+        }
+    }
+    let schemas_without_required: Vec<String> = doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+        .map(|schemas| {
+            schemas
+                .iter()
+                .filter(|(_, s)| s.get("required").is_none())
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return doc;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (_method, op) in item.iter_mut() {
+            let Some(op) = op.as_object_mut() else {
+                continue;
+            };
+            let has_body = op.contains_key("requestBody");
+            // An empty body reads as `{}`: optional when nothing in it is required.
+            let body_ref = op
+                .get("requestBody")
+                .and_then(|b| b.pointer("/content/application~1json/schema/$ref"))
+                .and_then(Value::as_str)
+                .map(|r| r.trim_start_matches("#/components/schemas/").to_owned());
+            if let Some(name) = body_ref
+                && schemas_without_required.contains(&name)
+                && let Some(body) = op.get_mut("requestBody")
+            {
+                body["required"] = json!(false);
+            }
+            let params = op
+                .get("parameters")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let has_path_param = params.iter().any(|p| p["in"] == "path");
+            for param in op
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                match (param["in"].as_str(), param["name"].as_str()) {
+                    (Some("query"), Some("status")) => {
+                        param["schema"] = json!({"type": "string", "enum": statuses});
+                    }
+                    (Some("query"), Some("cursor")) => {
+                        param["schema"] = json!({"type": "string", "pattern": CURSOR_PATTERN});
+                    }
+                    (Some("query"), Some("since")) => {
+                        param["schema"] = json!({"oneOf": [
+                            {"type": "string", "format": "date-time"},
+                            {"type": "string", "pattern": SINCE_DURATION_PATTERN},
+                        ]});
+                    }
+                    _ => {}
+                }
+            }
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let api = path.starts_with("/v1/");
+            let mut add = |status: &str, description: &str| {
+                responses.entry(status.to_owned()).or_insert_with(|| {
+                    json!({
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+                    })
+                });
+            };
+            if api && (has_body || !params.is_empty()) {
+                add(
+                    "400",
+                    "Malformed or out-of-range input: `invalid_json`, `invalid_path`, `invalid_query` or the field's own code",
+                );
+            }
+            if api && has_path_param {
+                add(
+                    "404",
+                    "No such resource, or no such route (`route_not_found`)",
+                );
+            }
+            if has_body {
+                add("408", "The body did not arrive in time (`request_timeout`)");
+                add(
+                    "413",
+                    "The body is larger than `--max-body-bytes` (`payload_too_large`)",
+                );
+            }
+            if api {
+                add("500", "Unexpected server error (`internal`)");
+                add("503", "The database is unavailable (`unavailable`)");
+            }
+        }
+    }
+    doc
+}
+
+/// The bounds of [`crate::limits`] on the request schemas' properties:
+/// `(schema, property, constraints)`; `items` constrains a list's items.
+fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
+    use limits::*;
+    let name = json!({"type": "string", "minLength": 1, "maxLength": MAX_NAME_LEN, "pattern": NO_CONTROL_PATTERN});
+    let timing = json!({"minimum": 0, "maximum": MAX_TIMING_MS});
+    vec![
+        (
+            "StartRunRequest",
+            "idempotency_key",
+            json!({"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LEN, "pattern": NO_CONTROL_PATTERN}),
+        ),
+        (
+            "StartRunsRequest",
+            "runs",
+            json!({"minItems": 1, "maxItems": MAX_RUNS_PER_START}),
+        ),
+        (
+            "DecisionRequest",
+            "message",
+            json!({"maxLength": MAX_MESSAGE_LEN}),
+        ),
+        (
+            "ReleaseRequest",
+            "message",
+            json!({"maxLength": MAX_MESSAGE_LEN}),
+        ),
+        (
+            "PollRequest",
+            "worker_id",
+            json!({"minLength": 1, "maxLength": MAX_WORKER_ID_LEN, "pattern": NO_CONTROL_PATTERN}),
+        ),
+        (
+            "PollRequest",
+            "handlers",
+            json!({"minItems": 1, "maxItems": MAX_HANDLERS_PER_POLL, "items": name}),
+        ),
+        (
+            "PollRequest",
+            "queues",
+            json!({"minItems": 1, "maxItems": MAX_QUEUES_PER_POLL, "items": name}),
+        ),
+        (
+            "PollRequest",
+            "max_tasks",
+            json!({"minimum": 1, "maximum": MAX_TASKS_PER_POLL}),
+        ),
+        (
+            "PollRequest",
+            "wait_ms",
+            json!({"minimum": 0, "maximum": MAX_WAIT_MS}),
+        ),
+        ("WorkerTiming", "dispatch_ms", timing.clone()),
+        ("WorkerTiming", "handler_ms", timing),
+        (
+            "TaskError",
+            "message",
+            json!({"maxLength": MAX_ERROR_MESSAGE_LEN}),
+        ),
+        (
+            "TaskError",
+            "kind",
+            json!({"enum": ["handler_error", "timeout", "invalid_output", "cancelled", "no_handler", null]}),
+        ),
+        (
+            "TaskResult",
+            "lease_id",
+            json!({"minLength": 1, "maxLength": MAX_LEASE_ID_LEN, "pattern": NO_CONTROL_PATTERN}),
+        ),
+        (
+            "ResultsRequest",
+            "results",
+            json!({"maxItems": MAX_RESULTS_PER_BATCH}),
+        ),
+        (
+            "LogsRequest",
+            "lines",
+            json!({"maxItems": MAX_LOG_LINES, "items": {"type": "string", "maxLength": MAX_LOG_LINE_LEN}}),
+        ),
+    ]
+}
+
+/// A run list's cursor: the `next_cursor` of a page, a run id (a UUID).
+const CURSOR_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// What `since` accepts besides an RFC 3339 time: a duration back from now.
+const SINCE_DURATION_PATTERN: &str = "^([0-9]{1,9}(ms|s|m|h|d))+$";
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::openapi_document;
+    use crate::limits;
+
+    fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                ops.push((path.clone(), method.clone(), op.clone()));
+            }
+        }
+        ops
+    }
+
+    fn param<'a>(doc: &'a Value, path: &str, method: &str, name: &str) -> &'a Value {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+    }
+
+    /// Case 19: every status an operation can answer is documented with the
+    /// error schema.
+    #[test]
+    fn every_operation_documents_its_error_statuses() {
+        let doc = openapi_document();
+        for (path, method, op) in operations(&doc) {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let responses = op["responses"].as_object().unwrap();
+            let mut expected = vec!["500", "503"];
+            if op.get("requestBody").is_some() || op.get("parameters").is_some() {
+                expected.push("400");
+            }
+            if op.get("requestBody").is_some() {
+                expected.extend(["408", "413"]);
+            }
+            if path.contains('{') {
+                expected.push("404");
+            }
+            for status in expected {
+                let response = responses
+                    .get(status)
+                    .unwrap_or_else(|| panic!("{method} {path} does not document {status}"));
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+
+    /// Case 19: the bounds the server checks are the ones the document states.
+    #[test]
+    fn the_document_states_every_bound_the_server_checks() {
+        let doc = openapi_document();
+        let schema = |name: &str, field: &str| {
+            doc.pointer(&format!("/components/schemas/{name}/properties/{field}"))
+                .unwrap_or_else(|| panic!("no {name}.{field}"))
+                .clone()
+        };
+        assert_eq!(
+            schema("PollRequest", "handlers")["maxItems"],
+            limits::MAX_HANDLERS_PER_POLL
+        );
+        assert_eq!(
+            schema("PollRequest", "handlers")["items"]["maxLength"],
+            limits::MAX_NAME_LEN
+        );
+        assert_eq!(
+            schema("PollRequest", "queues")["maxItems"],
+            limits::MAX_QUEUES_PER_POLL
+        );
+        assert_eq!(
+            schema("PollRequest", "max_tasks")["maximum"],
+            limits::MAX_TASKS_PER_POLL
+        );
+        assert_eq!(
+            schema("PollRequest", "wait_ms")["maximum"],
+            limits::MAX_WAIT_MS
+        );
+        assert_eq!(
+            schema("PollRequest", "worker_id")["pattern"],
+            limits::NO_CONTROL_PATTERN
+        );
+        assert_eq!(
+            schema("StartRunsRequest", "runs")["maxItems"],
+            limits::MAX_RUNS_PER_START
+        );
+        assert_eq!(
+            schema("ResultsRequest", "results")["maxItems"],
+            limits::MAX_RESULTS_PER_BATCH
+        );
+        assert_eq!(
+            schema("LogsRequest", "lines")["maxItems"],
+            limits::MAX_LOG_LINES
+        );
+        assert_eq!(
+            schema("LogsRequest", "lines")["items"]["maxLength"],
+            limits::MAX_LOG_LINE_LEN
+        );
+        assert_eq!(
+            schema("TaskError", "message")["maxLength"],
+            limits::MAX_ERROR_MESSAGE_LEN
+        );
+        assert_eq!(
+            schema("WorkerTiming", "handler_ms")["maximum"],
+            limits::MAX_TIMING_MS
+        );
+        assert_eq!(
+            schema("StartRunRequest", "idempotency_key")["maxLength"],
+            limits::MAX_IDEMPOTENCY_KEY_LEN
+        );
+        assert_eq!(
+            schema("DecisionRequest", "message")["maxLength"],
+            limits::MAX_MESSAGE_LEN
+        );
+
+        let limit = param(&doc, "/v1/runs", "get", "limit");
+        assert_eq!(limit["schema"]["maximum"], limits::MAX_LIST_LIMIT);
+        assert_eq!(limit["schema"]["minimum"], 1);
+        let statuses: Vec<&str> = weft_core::RunStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(
+            param(&doc, "/v1/runs", "get", "status")["schema"]["enum"],
+            serde_json::json!(statuses)
+        );
+        let wait = param(&doc, "/v1/runs/{id}", "get", "wait_ms");
+        assert_eq!(wait["schema"]["maximum"], limits::MAX_WAIT_MS);
+        for (path, method) in [
+            ("/v1/workflows/{name}", "get"),
+            ("/v1/runs/{id}", "get"),
+            ("/v1/worker/leases/{lease_id}/complete", "post"),
+        ] {
+            let p = &param(
+                &doc,
+                path,
+                method,
+                path.rsplit('{').next().unwrap().split('}').next().unwrap(),
+            )["schema"];
+            assert_eq!(p["maxLength"], limits::MAX_PATH_PARAM_LEN, "{path}");
+            assert_eq!(p["pattern"], limits::NO_CONTROL_PATTERN, "{path}");
+        }
+        // Semantic manifest errors cannot be JSON Schema: their 400 says so.
+        let put = &doc["paths"]["/v1/workflows/{name}"]["put"];
+        let refused = put["responses"]["400"]["description"].as_str().unwrap();
+        assert!(
+            refused.contains("cycle") && refused.contains("invalid_when"),
+            "{refused}"
+        );
+        let manifest = put["requestBody"]["description"].as_str().unwrap();
+        assert!(
+            manifest.contains("7d") && manifest.contains("2000 steps"),
+            "{manifest}"
+        );
+        // An empty body reads as `{}`: optional exactly where nothing in it is required.
+        assert_eq!(
+            doc["paths"]["/v1/workflows/{name}/runs"]["post"]["requestBody"]["required"],
+            false
+        );
+        assert_eq!(
+            doc["paths"]["/v1/worker/poll"]["post"]["requestBody"]["required"],
+            true
+        );
+    }
 }

@@ -13,7 +13,7 @@ use weft_core::observe::{Fanout, Observer};
 use weft_engine::Engine;
 use weft_store::{PoolOptions, Settings, Store};
 
-use crate::Config;
+use crate::{Config, ServeOptions};
 
 /// Which database the store opens and how it pools connections.
 #[derive(Debug, Clone)]
@@ -52,6 +52,8 @@ pub struct Wiring {
     /// The address to listen on, `host:port`; port 0 picks a free port
     /// (read it from [`Wired::addr`]).
     pub listen: String,
+    /// How the listener's connections are served (the header read timeout).
+    pub serve: ServeOptions,
 }
 
 /// Why a server could not be built.
@@ -92,6 +94,9 @@ pub struct Wired {
     pub listener: TcpListener,
     /// The address the listener is bound to (the real port when 0 was asked).
     pub addr: SocketAddr,
+    /// The serve options from [`Wiring::serve`], for a caller that runs its
+    /// own serve loop with [`crate::serve_with`].
+    pub serve: ServeOptions,
 }
 
 impl Wiring {
@@ -109,6 +114,7 @@ impl Wiring {
             engine: engine_config,
             mut server,
             listen,
+            serve,
         } = self;
         let store = Store::connect_with(
             &store_config.database_url,
@@ -151,6 +157,7 @@ impl Wiring {
             app,
             listener,
             addr,
+            serve,
         })
     }
 }
@@ -158,10 +165,15 @@ impl Wiring {
 impl Wired {
     /// Runs the engine's sweeps and serves HTTP, each on its own task, until
     /// `shutdown` is cancelled (in-flight requests then finish; see
-    /// [`crate::serve`]).
+    /// [`crate::serve_with`]).
     pub fn spawn(self, shutdown: CancellationToken) -> Running {
         let engine = tokio::spawn(self.engine.run(shutdown.clone()));
-        let http = tokio::spawn(crate::serve(self.listener, self.app, shutdown));
+        let http = tokio::spawn(crate::serve_with(
+            self.listener,
+            self.app,
+            shutdown,
+            self.serve,
+        ));
         Running {
             store: self.store,
             addr: self.addr,

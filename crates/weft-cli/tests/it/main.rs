@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod conditions;
 mod dag;
+mod edge;
 mod failures;
 mod harness;
 mod restart;
@@ -58,4 +59,38 @@ on_both_backends! {
     restart::server_restart_mid_runs,
     cli::cli_start_wait_run_runs,
     conditions::heavy_condition_fails_its_step_without_stalling,
+    edge::request_bounds,
+}
+
+/// The HTTP edge's tests that do not depend on the backend run on SQLite.
+mod edge_sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn read_timeouts() {
+        let db = weft_testkit::sqlite_database();
+        crate::edge::read_timeouts(db.url.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fallbacks_answer_json() {
+        let db = weft_testkit::sqlite_database();
+        crate::edge::fallbacks_answer_json(db.url.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn request_ids_are_capped() {
+        let db = weft_testkit::sqlite_database();
+        crate::edge::request_ids_are_capped(db.url.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn fuzzer_findings() {
+        let db = weft_testkit::sqlite_database();
+        crate::edge::fuzzer_findings(db.url.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slash_in_workflow_names() {
+        let db = weft_testkit::sqlite_database();
+        crate::edge::slash_in_workflow_names(db.url.clone()).await;
+    }
 }

@@ -19,6 +19,7 @@ fn wiring(database_url: &str, listen: &str) -> Wiring {
         },
         server: weft_server::Config::default(),
         listen: listen.to_owned(),
+        serve: Default::default(),
     }
 }
 

@@ -59,6 +59,7 @@ impl Server {
                 ..Default::default()
             },
             listen: "127.0.0.1:0".to_owned(),
+            serve: Default::default(),
         }
         .build()
         .await

@@ -1,0 +1,340 @@
+//! Bounds on every list, string and number a request carries, checked before
+//! a handler (and so SQL) sees it: a request outside them is answered 400
+//! with a stable code. Each bound is stated in `/openapi.json` too (the
+//! `#[schema]` attributes of `weft-api` and the parameters of `routes.rs`
+//! carry the same numbers; a test compares them).
+//!
+//! Lengths count characters (Unicode scalar values), as JSON Schema's
+//! `maxLength` does.
+
+use weft_api::{
+    CompleteRequest, DecisionRequest, FailRequest, LogsRequest, PollRequest, ReleaseRequest,
+    ResultsRequest, StartRunRequest, StartRunsRequest, TaskError, TaskResult, WorkerTiming,
+};
+
+use crate::ApiError;
+
+/// Longest path parameter (workflow name, run id, step, lease id), in characters.
+pub const MAX_PATH_PARAM_LEN: usize = 256;
+/// Longest `worker_id`.
+pub const MAX_WORKER_ID_LEN: usize = 256;
+/// Longest handler or queue name in a poll (manifests allow 128; see
+/// `weft_core::definition`).
+pub const MAX_NAME_LEN: usize = 128;
+/// Most handler names in one poll.
+pub const MAX_HANDLERS_PER_POLL: usize = 1000;
+/// Most queue names in one poll.
+pub const MAX_QUEUES_PER_POLL: usize = 100;
+/// Most tasks one poll may ask for.
+pub const MAX_TASKS_PER_POLL: u32 = 100;
+/// Longest `wait_ms` of a poll or of `GET /v1/runs/{id}`, in milliseconds.
+pub const MAX_WAIT_MS: u64 = 60_000;
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 256;
+/// Most runs in one batch start.
+pub const MAX_RUNS_PER_START: usize = weft_store::MAX_STARTS_PER_BATCH;
+/// Most results in one `POST /v1/worker/results`.
+pub const MAX_RESULTS_PER_BATCH: usize = 1000;
+/// Longest lease id in a results batch.
+pub const MAX_LEASE_ID_LEN: usize = 256;
+/// Longest error message a worker reports, in characters.
+pub const MAX_ERROR_MESSAGE_LEN: usize = 262_144;
+/// Most log lines in one request.
+pub const MAX_LOG_LINES: usize = 10_000;
+/// Longest log line, in characters.
+pub const MAX_LOG_LINE_LEN: usize = 65_536;
+/// Longest free-text message of an approval decision or a release.
+pub const MAX_MESSAGE_LEN: usize = 4096;
+/// Largest worker-measured duration (`dispatch_ms`, `handler_ms`): 366 days.
+pub const MAX_TIMING_MS: i64 = 366 * 86_400_000;
+/// Largest `limit` of a run list.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+/// Longest `cursor`, `since`, `trace_id` or filter value of a run list.
+pub const MAX_QUERY_TEXT_LEN: usize = 256;
+
+/// The regular expression (ECMA 262, as in the OpenAPI document) of text
+/// that carries no control characters: identifiers and names.
+pub const NO_CONTROL_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F]*$";
+
+/// A request type's bounds.
+pub trait Validate {
+    /// `Err` is a 400 naming the field and the bound.
+    fn validate(&self) -> Result<(), ApiError>;
+}
+
+/// Checks a string's length in characters and that it carries no control
+/// characters (identifiers end up in URLs, logs and metric labels).
+pub fn check_text(
+    code: &'static str,
+    field: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+) -> Result<(), ApiError> {
+    let len = value.chars().count();
+    if len < min || len > max {
+        return Err(ApiError::bad_request(
+            code,
+            format!("`{field}` must be {min} to {max} characters (has {len})"),
+        ));
+    }
+    if value.chars().any(|c| c.is_ascii_control()) {
+        return Err(ApiError::bad_request(
+            code,
+            format!("`{field}` must not contain control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a free-text field's length only (control characters are kept).
+pub fn check_len(code: &'static str, field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+    let len = value.chars().count();
+    if len > max {
+        return Err(ApiError::bad_request(
+            code,
+            format!("`{field}` is {len} characters; at most {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a list's size.
+pub fn check_count(
+    code: &'static str,
+    field: &str,
+    len: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), ApiError> {
+    if len < min || len > max {
+        return Err(ApiError::bad_request(
+            code,
+            format!("`{field}` must have {min} to {max} items (has {len})"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a number's range.
+pub fn check_range<T: PartialOrd + std::fmt::Display>(
+    code: &'static str,
+    field: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<(), ApiError> {
+    if value < min || value > max {
+        return Err(ApiError::bad_request(
+            code,
+            format!("`{field}` must be from {min} to {max} (is {value})"),
+        ));
+    }
+    Ok(())
+}
+
+impl Validate for StartRunRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        if let Some(key) = &self.idempotency_key {
+            check_text(
+                "invalid_idempotency_key",
+                "idempotency_key",
+                key,
+                1,
+                MAX_IDEMPOTENCY_KEY_LEN,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for StartRunsRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        check_count(
+            "invalid_batch",
+            "runs",
+            self.runs.len(),
+            1,
+            MAX_RUNS_PER_START,
+        )?;
+        self.runs.iter().try_for_each(Validate::validate)
+    }
+}
+
+impl Validate for DecisionRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        if let Some(message) = &self.message {
+            check_len("invalid_message", "message", message, MAX_MESSAGE_LEN)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for ReleaseRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        if let Some(message) = &self.message {
+            check_len("invalid_message", "message", message, MAX_MESSAGE_LEN)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for PollRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        check_text(
+            "invalid_worker_id",
+            "worker_id",
+            &self.worker_id,
+            1,
+            MAX_WORKER_ID_LEN,
+        )?;
+        if self.handlers.is_empty() {
+            return Err(ApiError::bad_request(
+                "no_handlers",
+                "a worker must name the handlers it serves",
+            ));
+        }
+        check_count(
+            "too_many_handlers",
+            "handlers",
+            self.handlers.len(),
+            1,
+            MAX_HANDLERS_PER_POLL,
+        )?;
+        for handler in &self.handlers {
+            check_text("invalid_handler", "handlers[]", handler, 1, MAX_NAME_LEN)?;
+        }
+        check_count(
+            "invalid_queues",
+            "queues",
+            self.queues.len(),
+            1,
+            MAX_QUEUES_PER_POLL,
+        )?;
+        for queue in &self.queues {
+            check_text("invalid_queues", "queues[]", queue, 1, MAX_NAME_LEN)?;
+        }
+        check_range(
+            "invalid_max_tasks",
+            "max_tasks",
+            self.max_tasks,
+            1,
+            MAX_TASKS_PER_POLL,
+        )?;
+        check_range("invalid_wait", "wait_ms", self.wait_ms, 0, MAX_WAIT_MS)
+    }
+}
+
+impl Validate for WorkerTiming {
+    fn validate(&self) -> Result<(), ApiError> {
+        for (field, value) in [
+            ("timing.dispatch_ms", self.dispatch_ms),
+            ("timing.handler_ms", self.handler_ms),
+        ] {
+            if let Some(ms) = value {
+                check_range("invalid_timing", field, ms, 0, MAX_TIMING_MS)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Validate for TaskError {
+    fn validate(&self) -> Result<(), ApiError> {
+        check_len(
+            "invalid_message",
+            "error.message",
+            &self.message,
+            MAX_ERROR_MESSAGE_LEN,
+        )
+    }
+}
+
+impl Validate for CompleteRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        self.timing.as_ref().map_or(Ok(()), Validate::validate)
+    }
+}
+
+impl Validate for FailRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        self.error.validate()?;
+        self.timing.as_ref().map_or(Ok(()), Validate::validate)
+    }
+}
+
+impl Validate for TaskResult {
+    fn validate(&self) -> Result<(), ApiError> {
+        check_text(
+            "invalid_lease_id",
+            "results[].lease_id",
+            &self.lease_id,
+            1,
+            MAX_LEASE_ID_LEN,
+        )?;
+        if let Some(error) = &self.error {
+            error.validate()?;
+        }
+        self.timing.as_ref().map_or(Ok(()), Validate::validate)
+    }
+}
+
+impl Validate for ResultsRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        check_count(
+            "too_many_results",
+            "results",
+            self.results.len(),
+            0,
+            MAX_RESULTS_PER_BATCH,
+        )?;
+        self.results.iter().try_for_each(Validate::validate)
+    }
+}
+
+impl Validate for LogsRequest {
+    fn validate(&self) -> Result<(), ApiError> {
+        check_count(
+            "too_many_lines",
+            "lines",
+            self.lines.len(),
+            0,
+            MAX_LOG_LINES,
+        )?;
+        for line in &self.lines {
+            check_len("line_too_long", "lines[]", line, MAX_LOG_LINE_LEN)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_count_characters_and_refuse_control_characters() {
+        assert!(check_text("c", "f", &"é".repeat(128), 1, 128).is_ok());
+        assert!(check_text("c", "f", &"é".repeat(129), 1, 128).is_err());
+        assert!(check_text("c", "f", "", 1, 128).is_err());
+        assert!(check_text("c", "f", "a\u{0}b", 1, 128).is_err());
+        assert!(check_text("c", "f", "a\nb", 1, 128).is_err());
+        assert!(check_len("c", "f", "a\nb", 3).is_ok());
+    }
+
+    #[test]
+    fn a_poll_with_too_many_handlers_is_refused_with_its_code() {
+        let poll = PollRequest {
+            worker_id: "w".to_owned(),
+            queues: vec!["default".to_owned()],
+            handlers: (0..40_000).map(|i| format!("h{i}")).collect(),
+            max_tasks: 1,
+            wait_ms: 0,
+        };
+        let err = poll.validate().unwrap_err();
+        assert_eq!(
+            (err.status().as_u16(), err.code()),
+            (400, "too_many_handlers")
+        );
+    }
+}
