@@ -4,12 +4,15 @@
 //! `weft_api`) and answers the decoded 2xx body, or an [`Error`]:
 //! [`Error::Api`] when the server answered an error status (its JSON error
 //! `code`, e.g. 404 `run_not_found`, 409 `stale_lease`, 413
-//! `body_too_large`), [`Error::Transport`] when it could not be reached,
+//! `payload_too_large`), [`Error::Transport`] when it could not be reached,
 //! [`Error::Decode`] when a 2xx body is not the expected JSON. Errors common
 //! to every endpoint are not repeated on each method: 400 `invalid_json` /
 //! `invalid_body` / `invalid_path` / `invalid_query` for a malformed
-//! request, 413 for a body over the server's `--max-body-bytes`, 503
-//! `unavailable` when the database cannot be reached, 500 `internal`.
+//! request (a path parameter is 1 to 256 characters without control
+//! characters), 413 `payload_too_large` for a body over the server's
+//! `--max-body-bytes`, 503 `unavailable` when the database cannot be
+//! reached, 500 `internal`. The bounds behind each 400 are stated in the
+//! server's `/openapi.json`.
 
 #![deny(missing_docs)]
 
@@ -388,9 +391,10 @@ impl Client {
 
     /// `POST /v1/runs/{id}/steps/{step}/approve` (`approve`) or `.../reject`:
     /// decides an approval step that is waiting; a rejection fails the run,
-    /// with `message` (default `rejected`) as the reason's message. Answers
-    /// the run as it now is. 404 `run_not_found` or `step_not_found`; 409
-    /// `invalid_state` when the step is not waiting for a decision.
+    /// with `message` (default `rejected`; at most 4096 characters, else 400
+    /// `invalid_message`) as the reason's message. Answers the run as it now
+    /// is. 404 `run_not_found` or `step_not_found`; 409 `invalid_state` when
+    /// the step is not waiting for a decision.
     pub async fn decide(
         &self,
         id: &str,
@@ -432,10 +436,12 @@ impl Client {
     /// `POST /v1/worker/poll`: claims up to `request.max_tasks` (1 to 100)
     /// ready steps whose handler is in `request.handlers`, each under a new
     /// lease. With none ready the server holds the request up to
-    /// `request.wait_ms` milliseconds (it caps the wait, 30 s by default) and
-    /// answers an empty list. The HTTP request times out after `wait_ms` +
-    /// 10 s ([`Error::Transport`]). 400 `invalid_worker_id` (empty or over
-    /// 256 characters), `no_handlers` or `invalid_max_tasks`.
+    /// `request.wait_ms` milliseconds (at most 60,000; the server holds it no
+    /// longer than its `--max-poll-wait`, 30 s by default) and answers an
+    /// empty list. The HTTP request times out after `wait_ms` + 10 s
+    /// ([`Error::Transport`]). 400 `invalid_worker_id` (empty or over 256
+    /// characters), `no_handlers`, `too_many_handlers`, `invalid_handler`,
+    /// `invalid_queues`, `invalid_max_tasks` or `invalid_wait`.
     pub async fn poll(&self, request: &PollRequest) -> Result<PollResponse> {
         let timeout = Duration::from_millis(request.wait_ms) + Duration::from_secs(10);
         self.send(
@@ -481,7 +487,8 @@ impl Client {
     /// `ResultAnswer` per result, in order, each with the status and error
     /// its own [`Client::complete`] or [`Client::fail`] call would have got
     /// (200, or 409 `stale_lease`, ...). The whole request fails, changing
-    /// nothing, with 400 `too_many_results` or `invalid_error_kind`, 413 when
+    /// nothing, with 400 `too_many_results`, `invalid_error_kind`,
+    /// `invalid_lease_id`, `invalid_message` or `invalid_timing`, 413 when
     /// the batch is over the body limit (split it and send the halves), or
     /// 503 when the database cannot be reached.
     pub async fn results(&self, request: &ResultsRequest) -> Result<ResultsResponse> {
@@ -494,7 +501,8 @@ impl Client {
     /// retries; by default `invalid_output` and `no_handler` do not either).
     /// 400 `invalid_error_kind` when `error.kind` is not one of
     /// `handler_error`, `timeout`, `invalid_output`, `cancelled`,
-    /// `no_handler`; 409 as [`Client::complete`].
+    /// `no_handler`, `invalid_message` for a message over 262,144 characters;
+    /// 409 as [`Client::complete`].
     pub async fn fail(&self, lease_id: &str, request: &FailRequest) -> Result<Ack> {
         self.post(
             &format!("/v1/worker/leases/{}/fail", encode(lease_id)),
@@ -507,8 +515,9 @@ impl Client {
     /// back without a result (worker shutdown): the attempt ends `released`
     /// (reason `worker_shutdown`, with `request.message`), the step is ready
     /// again at once and the release spends no attempt (at most 3 releases
-    /// per step). 409 `stale_lease` when the lease is no longer held; a
-    /// server without this endpoint answers 404.
+    /// per step). 400 `invalid_message` for a message over 4096 characters;
+    /// 409 `stale_lease` when the lease is no longer held; a server without
+    /// this endpoint answers 404.
     pub async fn release(&self, lease_id: &str, request: &ReleaseRequest) -> Result<Ack> {
         self.post(
             &format!("/v1/worker/leases/{}/release", encode(lease_id)),
@@ -518,9 +527,9 @@ impl Client {
     }
 
     /// `POST /v1/worker/leases/{lease_id}/logs`: appends `lines` (at most
-    /// 10,000; the handler's stderr, one entry per line) to the attempt's log.
-    /// 400 `too_many_lines`; 409 `stale_lease` when the lease is no longer
-    /// held.
+    /// 10,000 of at most 65,536 characters each; the handler's stderr, one
+    /// entry per line) to the attempt's log. 400 `too_many_lines` or
+    /// `line_too_long`; 409 `stale_lease` when the lease is no longer held.
     pub async fn append_logs(&self, lease_id: &str, lines: Vec<String>) -> Result<Ack> {
         self.post(
             &format!("/v1/worker/leases/{}/logs", encode(lease_id)),

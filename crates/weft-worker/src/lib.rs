@@ -32,7 +32,10 @@ use weft_client::Client;
 /// `Display` error converts into a retryable one, so handlers can use `?`.
 #[derive(Debug, Clone)]
 pub struct HandlerError {
-    /// The failure's text, shown as the step's error and in history.
+    /// The failure's text, shown as the step's error and in history. At most
+    /// 262,144 characters: the server refuses a longer one (400
+    /// `invalid_message`) and the result is dropped, as for an unknown
+    /// [`HandlerError::kind`].
     pub message: String,
     /// The failure's reason; `None` is `handler_error`. The server knows only
     /// `handler_error`, `timeout`, `invalid_output`, `cancelled` and
@@ -125,10 +128,15 @@ impl TaskContext {
         self.cancel.is_cancelled()
     }
 
-    /// Sends log lines to the server, kept with this attempt. A batch the
-    /// server finds too large (413) is sent in halves, a single line too
-    /// large is cut to [`LOG_LINE_CUT_BYTES`]; a failed send is tried again
-    /// a few times (within about a second), then the lines are dropped.
+    /// Sends log lines to the server (`POST /v1/worker/leases/{lease_id}/logs`),
+    /// kept with this attempt. A batch the server finds too large (413) is
+    /// sent in halves, a single line too large is cut to
+    /// [`LOG_LINE_CUT_BYTES`]; a failed send (no answer, 5xx, 408, 429) is
+    /// tried again a few times (within about a second), then the lines are
+    /// dropped. Any other refusal drops the batch at once: more than 10,000
+    /// lines (400 `too_many_lines`), a line over 65,536 characters (400
+    /// `line_too_long`), a lease no longer held (409 `stale_lease`). Never
+    /// fails the handler; a dropped batch is logged at debug level.
     pub async fn log(&self, lines: Vec<String>) {
         let mut queue = std::collections::VecDeque::from([(lines, false)]);
         let mut retries = 0u32;
@@ -892,8 +900,9 @@ impl Builder {
     }
 
     /// How long the server may hold a poll while no task is ready (default
-    /// 20 s; sent in whole milliseconds, the server caps it, at 30 s by
-    /// default).
+    /// 20 s; sent in whole milliseconds; the server holds a poll no longer
+    /// than its `--max-poll-wait`, 30 s by default, and refuses a wait over
+    /// 60 s with 400 `invalid_wait`, which the worker keeps retrying).
     pub fn poll_wait(mut self, wait: Duration) -> Self {
         self.poll_wait = wait;
         self
