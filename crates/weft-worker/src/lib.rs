@@ -114,6 +114,10 @@ impl TaskContext {
     /// large is cut to [`LOG_LINE_CUT_BYTES`]; a failed send is tried again
     /// a few times (within about a second), then the lines are dropped.
     pub async fn log(&self, lines: Vec<String>) {
+        let lines: Vec<String> = lines
+            .into_iter()
+            .map(|line| cut_text(line, exec::MAX_LOG_LINE_BYTES))
+            .collect();
         let mut queue = std::collections::VecDeque::from([(lines, false)]);
         let mut retries = 0u32;
         while let Some((batch, cut)) = queue.pop_front() {
@@ -547,7 +551,7 @@ impl Worker {
                 lease_id,
                 output: Value::Null,
                 error: Some(TaskError {
-                    message: err.message,
+                    message: cut_text(err.message, MAX_ERROR_MESSAGE_BYTES),
                     kind: err.kind,
                     retryable: Some(err.retryable),
                 }),
@@ -794,6 +798,25 @@ async fn heartbeat_loop(
     }
 }
 
+/// Longest failure message sent, in bytes: well under what the server
+/// takes, so a long message is cut (marked `…`) rather than refused.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in `…`
+/// when it was cut.
+pub(crate) fn cut_text(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
 /// How long before an unrenewed lease's end the handler is stopped: a tenth
 /// of the lease, between 100 ms and 1 s.
 fn lapse_margin(lease_len: Duration) -> Duration {
@@ -906,6 +929,16 @@ pub fn default_worker_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary() {
+        let text = "é".repeat(100);
+        let cut = super::cut_text(text.clone(), 51);
+        assert!(cut.len() <= 51, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert_eq!(super::cut_text("short".into(), 51), "short");
+        assert_eq!(super::cut_text(text.clone(), 200), text);
+    }
+
     use super::*;
 
     fn task(max_output_bytes: u64) -> Task {
