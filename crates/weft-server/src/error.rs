@@ -54,7 +54,7 @@ impl ApiError {
             ApiError::NotFound { what: "step", .. } => "step_not_found",
             ApiError::NotFound { what: "lease", .. } => "stale_lease",
             ApiError::NotFound { .. } => "not_found",
-            ApiError::TooLarge => "body_too_large",
+            ApiError::TooLarge => "payload_too_large",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }

@@ -313,7 +313,7 @@ pub async fn bad_input_is_rejected_and_changes_nothing(db_url: String) {
     .await;
     assert_eq!(
         (response.status, response.code()),
-        (413, "body_too_large"),
+        (413, "payload_too_large"),
         "{}",
         response.body
     );
@@ -329,7 +329,7 @@ pub async fn bad_input_is_rejected_and_changes_nothing(db_url: String) {
     .await;
     assert_eq!(
         (response.status, response.code()),
-        (413, "body_too_large"),
+        (413, "payload_too_large"),
         "{}",
         response.body
     );

@@ -18,9 +18,15 @@ where
     Fut: Future<Output = ()>,
 {
     let db = weft_testkit::sqlite_database();
-    let store = Store::connect(&db.url, Settings { lease })
-        .await
-        .expect("connect to SQLite");
+    let store = Store::connect(
+        &db.url,
+        Settings {
+            lease,
+            ..Settings::default()
+        },
+    )
+    .await
+    .expect("connect to SQLite");
     check(store.clone()).await;
     store.close().await;
     drop(db);
@@ -37,9 +43,15 @@ where
         .await
         .expect("start PostgreSQL");
     let url = cluster.create_database();
-    let store = Store::connect(&url, Settings { lease })
-        .await
-        .expect("connect to PostgreSQL");
+    let store = Store::connect(
+        &url,
+        Settings {
+            lease,
+            ..Settings::default()
+        },
+    )
+    .await
+    .expect("connect to PostgreSQL");
     check(store.clone()).await;
     store.close().await;
     drop(cluster);
