@@ -380,19 +380,23 @@ impl Store {
     }
 
     /// For results whose lease is gone: whether each one's attempt already
-    /// ended with the same outcome (the same kind of end; for a failure the
-    /// same reason and message; an output over the limit matches the
-    /// `invalid_output` failure it was recorded as). An attempt that ended
+    /// ended with the same outcome (completed with an equal output; failed
+    /// with the same reason and message; an output over the limit matches
+    /// the `invalid_output` failure it was recorded as). An attempt that ended
     /// otherwise (reaped, timed out, cancelled, released) does not match.
     async fn already_applied(&self, tx: &mut Tx, sent: &[WorkerResult]) -> Result<Vec<bool>> {
         let mut ended: HashMap<String, Row> = HashMap::new();
         for chunk in sent.chunks(500) {
             let sql = format!(
-                "SELECT lease_id, status, reason, error FROM weft_attempts WHERE lease_id IN ({})",
+                "SELECT a.lease_id, a.status, a.reason, a.error, s.output FROM weft_attempts a \
+                 JOIN weft_steps s ON s.run_id = a.run_id AND s.position = a.position \
+                 WHERE a.lease_id IN ({})",
                 placeholders(1, chunk.len())
             );
             let values = chunk.iter().map(|r| Arg::from(&r.lease_id)).collect();
             for row in tx.fetch_all(&sql, values).await? {
+                // A completed attempt's output is its step's (a completed
+                // step never runs again).
                 ended.insert(row.text("lease_id"), row);
             }
         }
@@ -608,7 +612,10 @@ pub(crate) fn json_size(value: &Value) -> u64 {
 fn same_outcome(row: &Row, outcome: &Outcome, max_output_bytes: u64) -> bool {
     let reason = row.opt_text("reason");
     match (row.text("status").as_str(), outcome) {
-        ("completed", Outcome::Completed(_)) => true,
+        ("completed", Outcome::Completed(output)) => row
+            .opt_text("output")
+            .and_then(|stored| serde_json::from_str::<Value>(&stored).ok())
+            .is_some_and(|stored| stored == *output),
         ("failed", Outcome::Completed(output)) => {
             reason.as_deref() == Some(Reason::InvalidOutput.as_str())
                 && json_size(output) > max_output_bytes

@@ -8,6 +8,7 @@ mod dag;
 mod failures;
 mod harness;
 mod restart;
+mod robustness;
 
 /// Generates one `#[tokio::test]` per backend for each `module::scenario`.
 macro_rules! on_both_backends {
@@ -53,4 +54,9 @@ on_both_backends! {
     api::batch_endpoints,
     restart::server_restart_mid_runs,
     cli::cli_start_wait_run_runs,
+    robustness::results_sent_again_and_released_leases,
+    robustness::output_over_the_limit_fails_at_once,
+    robustness::nul_and_control_characters,
+    robustness::idempotency_key_bound_to_input,
+    robustness::retried_runs_are_counted,
 }
