@@ -759,7 +759,7 @@ pub(crate) fn attempt_timing(
     }
 }
 
-fn truncate(line: &str, max: usize) -> String {
+pub(crate) fn truncate(line: &str, max: usize) -> String {
     if line.len() <= max {
         return line.to_owned();
     }

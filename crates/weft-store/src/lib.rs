@@ -36,7 +36,7 @@ use weft_core::{Definition, observe::Observer};
 pub use db::{Dialect, PoolOptions};
 pub use dispatch::{ClaimRequest, FailReport, WorkerSeen};
 pub use error::Error;
-pub use results::{Outcome, Recorded, WorkerResult};
+pub use results::{MAX_ERROR_BYTES, Outcome, Recorded, WorkerResult};
 pub use runs::{NewRun, RunFilter};
 pub use starts::MAX_STARTS_PER_BATCH;
 pub use time::{now_ms, parse_rfc3339, rfc3339};

@@ -149,13 +149,29 @@ impl Store {
         lease_id: &str,
         message: Option<String>,
         received_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<Recorded> {
         let started = std::time::Instant::now();
         let mut tx = self.pool().begin().await?;
-        let mut run = self
-            .lock_run_of_lease(&mut tx, lease_id)
-            .await?
-            .ok_or_else(|| Error::stale_lease(lease_id))?;
+        let Some(mut run) = self.lock_run_of_lease(&mut tx, lease_id).await? else {
+            // Sent again after its answer was lost: the attempt ended by a
+            // release already.
+            let row = tx
+                .fetch_optional(
+                    "SELECT status, reason FROM weft_attempts WHERE lease_id = $1",
+                    args![lease_id],
+                )
+                .await?;
+            tx.commit().await?;
+            let released = row.is_some_and(|row| {
+                row.opt_text("reason").as_deref() == Some(Reason::WorkerShutdown.as_str())
+                    && matches!(row.text("status").as_str(), "released" | "failed")
+            });
+            return if released {
+                Ok(Recorded::AlreadyApplied)
+            } else {
+                Err(Error::stale_lease(lease_id))
+            };
+        };
         let now = now_ms();
         let lease = self.take_lease(&mut tx, lease_id).await?;
         let position = lease.int("position") as usize;
@@ -180,9 +196,11 @@ impl Store {
             .and_then(|row| row.opt_int("n"))
             .unwrap_or(0) as u32;
         let released = releases < MAX_RELEASES;
-        let message = message
-            .filter(|m| !m.trim().is_empty())
-            .unwrap_or_else(|| "the worker shut down before the attempt finished".to_owned());
+        let message = stored_error(
+            message
+                .filter(|m| !m.trim().is_empty())
+                .unwrap_or_else(|| "the worker shut down before the attempt finished".to_owned()),
+        );
         let claimed_at = lease.int("claimed_at");
         let ready_at = lease.opt_int("ready_at").unwrap_or(claimed_at);
         let timing = attempt_timing(ready_at, claimed_at, received_ms, now, None);
@@ -257,7 +275,7 @@ impl Store {
             late: false,
         };
         self.report_written(&run, &written, now, started);
-        Ok(())
+        Ok(Recorded::Applied)
     }
 
     async fn finish_one(&self, result: &WorkerResult) -> Result<Recorded> {
@@ -466,6 +484,10 @@ impl Store {
                     timing: result.timing.clone(),
                 })
             }
+            Outcome::Failed(report) => Outcome::Failed(FailReport {
+                message: stored_error(report.message.clone()),
+                ..report.clone()
+            }),
             other => other.clone(),
         };
         let claimed_at = lease.int("claimed_at");
@@ -590,6 +612,21 @@ impl Store {
     }
 }
 
+/// Most bytes of a worker's error message kept (in the attempt, the step,
+/// the run and the history event, each): a handler that puts megabytes of
+/// output in its error must not bloat every row that quotes it.
+pub const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+/// A worker's error message as stored: cut to [`MAX_ERROR_BYTES`] at a
+/// character boundary, with `…` marking the cut.
+pub(crate) fn stored_error(message: String) -> String {
+    if message.len() <= MAX_ERROR_BYTES {
+        message
+    } else {
+        crate::dispatch::truncate(&message, MAX_ERROR_BYTES)
+    }
+}
+
 /// The size in bytes of `value` serialised as compact JSON (as stored).
 pub(crate) fn json_size(value: &Value) -> u64 {
     struct Count(u64);
@@ -622,7 +659,10 @@ fn same_outcome(row: &Row, outcome: &Outcome, max_output_bytes: u64) -> bool {
         }
         ("failed", Outcome::Failed(report)) => {
             reason.as_deref() == Some(report.reason.as_str())
-                && row.opt_text("error") == Some(crate::db::storable_text(report.message.clone()))
+                && row.opt_text("error")
+                    == Some(crate::db::storable_text(stored_error(
+                        report.message.clone(),
+                    )))
         }
         _ => false,
     }

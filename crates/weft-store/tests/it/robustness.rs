@@ -105,7 +105,7 @@ async fn check_a_result_sent_again_is_already_applied(store: Store) {
     assert_eq!(snapshot(&store, &run).await, before, "nothing changed");
 
     // A lease that lapsed and was reaped: the worker's late result is stale,
-    // whatever it says.
+    // whatever it says; and a release of it is no release.
     let task = claim_after_timers(&store, &["h"]).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
     reap_until_one(&store).await;
@@ -120,6 +120,38 @@ async fn check_a_result_sent_again_is_already_applied(store: Store) {
             .fail(&task.lease_id, failure("boom", true), now_ms())
             .await,
         "stale_lease",
+    );
+    assert_conflict(
+        store.release(&task.lease_id, None, now_ms()).await,
+        "stale_lease",
+    );
+
+    // A huge error message is kept cut (in every row that quotes it), and
+    // the same report sent again still matches it.
+    let run = start(&store, "once", json!({})).await;
+    let task = claim_one(&store, &["h"]).await;
+    let huge = failure(&"é".repeat(100_000), false);
+    store
+        .fail(&task.lease_id, huge.clone(), now_ms())
+        .await
+        .expect("fail with a huge message");
+    let detail = store.get_run(&run).await.expect("get_run");
+    let error = detail.error.clone().unwrap_or_default();
+    assert!(
+        error.len() <= weft_store::MAX_ERROR_BYTES + 3 && error.ends_with('…'),
+        "{} bytes",
+        error.len()
+    );
+    assert_eq!(
+        step(&detail, "s").attempts[0].error.as_deref(),
+        Some(error.as_str())
+    );
+    assert_eq!(
+        store
+            .fail(&task.lease_id, huge, now_ms())
+            .await
+            .expect("sent again"),
+        Recorded::AlreadyApplied
     );
 
     // The batch endpoint answers each the same way.
@@ -233,9 +265,13 @@ async fn check_a_released_attempt_spends_nothing_up_to_the_cap(store: Store) {
             .release(&task.lease_id, Some(format!("shutdown {n}")), now_ms())
             .await
             .expect("release");
-        assert_conflict(
-            store.release(&task.lease_id, None, now_ms()).await,
-            "stale_lease",
+        // Sent again after a lost answer: already done.
+        assert_eq!(
+            store
+                .release(&task.lease_id, None, now_ms())
+                .await
+                .expect("release sent again"),
+            Recorded::AlreadyApplied
         );
         let detail = store.get_run(&run).await.expect("get_run");
         assert_eq!(step(&detail, "s").status, "ready", "ready again at once");
