@@ -59,4 +59,5 @@ on_both_backends! {
     robustness::nul_and_control_characters,
     robustness::idempotency_key_bound_to_input,
     robustness::retried_runs_are_counted,
+    robustness::failure_logs_carry_the_masked_error,
 }

@@ -453,3 +453,66 @@ pub async fn retried_runs_are_counted(db_url: String) {
     assert_eq!((started, retried, finished), (1.0, 1.0, 2.0), "{text}");
     assert_eq!(started + retried - finished, 0.0, "no run active");
 }
+
+/// A failure's log lines carry its error text, with the run input's secret
+/// values masked, and the `step.ready` of the next attempt names it.
+pub async fn failure_logs_carry_the_masked_error(db_url: String) {
+    let env = Env::start(&db_url).await;
+    env.register(
+        "\
+name: masked
+steps:
+  - name: only
+    handler: h.fake
+    retry: { max_attempts: 2, initial: 10ms, jitter: false }
+",
+    )
+    .await;
+    let run_id = env
+        .start_run(
+            "masked",
+            json!({"user": "ada", "db": {"password": "hunter2-secret"}}),
+        )
+        .await;
+    let mut failure = fail("login ada:hunter2-secret refused");
+    failure.error.retryable = Some(true);
+    let task = claim_one(&env).await;
+    env.client
+        .fail(&task.lease_id, &failure)
+        .await
+        .expect("fail");
+    let task = claim_one(&env).await;
+    assert_eq!(task.attempt, 2);
+    env.client
+        .fail(&task.lease_id, &fail("still hunter2-secret"))
+        .await
+        .expect("fail");
+    assert_eq!(env.wait_finished(&run_id).await.status, "failed");
+    let events = env.client.run_events(&run_id, None).await.expect("events");
+    let ready: Vec<_> = events
+        .events
+        .iter()
+        .filter(|e| e.kind == "step.ready")
+        .map(|e| e.attempt)
+        .collect();
+    assert_eq!(ready, vec![Some(1), Some(2)]);
+    let log = wait_until("the failure lines in the server log", PATIENCE, || {
+        let log = env.server.proc.output();
+        async move { log.contains("run failed").then_some(log) }
+    })
+    .await;
+    let line = |message: &str| -> String {
+        log.lines()
+            .find(|l| l.contains(message) && l.contains(&run_id))
+            .unwrap_or_else(|| panic!("no `{message}` line for the run in:\n{log}"))
+            .to_owned()
+    };
+    assert!(
+        line("step will retry").contains("login ada:[redacted] refused"),
+        "{}",
+        line("step will retry")
+    );
+    assert!(line("step failed").contains("still [redacted]"));
+    assert!(line("run failed").contains("still [redacted]"));
+    assert!(!log.contains("hunter2-secret"), "a secret reached the log");
+}
