@@ -671,7 +671,7 @@ async fn fail(
 /// `released` (reason `worker_shutdown`), the step is ready again at once
 /// and the release spends no attempt, for at most 3 releases per step; past
 /// that a release counts as a failed attempt with reason `worker_shutdown`.
-#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/release", tag = "worker", params(("lease_id" = String, Path)), request_body = ReleaseRequest, responses((status = 200, body = Ack, description = "Released: the step is ready again (or, past 3 releases of the step, the release was recorded as a failed attempt); `already_applied` when sent again after the release was made"), (status = 409, body = ErrorBody, description = "`stale_lease`: the lease is gone; `attempt_not_running`: its run ended meanwhile")))]
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/release", tag = "worker", params(("lease_id" = String, Path)), request_body = ReleaseRequest, responses((status = 200, body = Ack, description = "Released: the step is ready again (or, past 3 releases of the step, the release was recorded as a failed attempt); `already_applied` when sent again after the release was made"), (status = 409, body = ErrorBody, description = "`stale_lease`: the lease is gone; `attempt_not_running`: its run ended meanwhile; `deadline_exceeded`: past the step's start-to-close timeout, recorded as timed out")))]
 async fn release(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,

@@ -140,8 +140,10 @@ impl Store {
     /// spends none of its budget, for the first [`MAX_RELEASES`] releases of
     /// a step; past that the release is recorded as a failed attempt (reason
     /// `worker_shutdown`, retried per the step's policy). Fails with
-    /// `stale_lease` when the lease is gone and `attempt_not_running` when
-    /// its attempt no longer counts (the lease is dropped then too).
+    /// `stale_lease` when the lease is gone, `attempt_not_running` when its
+    /// attempt no longer counts (the lease is dropped then too), and
+    /// `deadline_exceeded` after the step's start-to-close deadline (the
+    /// attempt is recorded as timed out, as a late result would be).
     ///
     /// [`MAX_RELEASES`]: weft_core::machine::MAX_RELEASES
     pub async fn release(
@@ -173,6 +175,36 @@ impl Store {
             };
         };
         let now = now_ms();
+        // Past its start-to-close deadline the attempt timed out: a release
+        // then is the timeout the reaper would record, not a free retry.
+        let late = tx
+            .fetch_optional(
+                "SELECT deadline_at FROM weft_leases WHERE lease_id = $1",
+                args![lease_id],
+            )
+            .await?
+            .and_then(|row| row.opt_int("deadline_at"))
+            .is_some_and(|deadline| received_ms > deadline);
+        if late {
+            let result = WorkerResult {
+                lease_id: lease_id.to_owned(),
+                outcome: Outcome::Failed(FailReport {
+                    reason: Reason::Timeout,
+                    message: String::new(),
+                    retryable: true,
+                    timing: None,
+                }),
+                timing: None,
+                received_ms,
+            };
+            let written = self.write_result(&mut tx, &mut run, &result, now).await;
+            if written.is_ok() || matches!(written, Err(Error::Conflict { .. })) {
+                tx.commit().await?;
+            }
+            let written = written?;
+            self.report_written(&run, &written, now, started);
+            return written_outcome(&run, &written);
+        }
         let lease = self.take_lease(&mut tx, lease_id).await?;
         let position = lease.int("position") as usize;
         let attempt = lease.int("attempt");

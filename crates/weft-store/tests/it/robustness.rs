@@ -338,6 +338,25 @@ async fn check_a_released_attempt_spends_nothing_up_to_the_cap(store: Store) {
         ]
     );
 
+    // A release after the step's start-to-close deadline is the timeout.
+    register(
+        &store,
+        "name: slow\nsteps:\n  - {name: s, handler: h, timeout: 100ms, retry: {max_attempts: 1}}\n",
+    )
+    .await;
+    let run = start(&store, "slow", json!({})).await;
+    let task = claim_one(&store, &["h"]).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_conflict(
+        store.release(&task.lease_id, None, now_ms()).await,
+        "deadline_exceeded",
+    );
+    let detail = store.get_run(&run).await.expect("get_run");
+    assert_eq!(
+        (detail.status.as_str(), detail.reason.as_deref()),
+        ("failed", Some("timeout"))
+    );
+
     // A release for an attempt whose run was cancelled changes nothing.
     let run = start(&store, "once", json!({})).await;
     let task = claim_one(&store, &["h"]).await;
