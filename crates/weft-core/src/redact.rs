@@ -133,15 +133,25 @@ impl Redactor {
 pub const MIN_MASKED_CHARS: usize = 3;
 
 /// `text` with each of `secrets` replaced by `"[redacted]"` wherever it
-/// occurs; `secrets` as [`Redactor::secrets`] returns them (longest first).
+/// occurs, in one pass (the longest secret wins where several match at one
+/// place; a replacement is never searched again).
 pub fn mask_secrets(text: &str, secrets: &[String]) -> String {
-    let mut masked = text.to_owned();
-    for secret in secrets {
-        if !secret.is_empty() && masked.contains(secret.as_str()) {
-            masked = masked.replace(secret.as_str(), REDACTED);
-        }
+    let secrets: Vec<&str> = secrets
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if secrets.is_empty() {
+        return text.to_owned();
     }
-    masked
+    match aho_corasick::AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+        .build(&secrets)
+    {
+        Ok(matcher) => matcher.replace_all(text, &vec![REDACTED; secrets.len()]),
+        // Only a pathological pattern set is refused: hide the whole text.
+        Err(_) => REDACTED.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -194,6 +204,11 @@ mod tests {
         assert_eq!(
             redactor.secrets(&input),
             vec!["sk-live-123", "hunter2", "sk-live", "987654", "abcdef"]
+        );
+        // A secret that is part of the replacement text is not masked into it.
+        assert_eq!(
+            mask_secrets("act now", &["act".to_owned(), "now".to_owned()]),
+            "[redacted] [redacted]"
         );
         // No secrets, or none in the text: unchanged.
         assert_eq!(redactor.mask_text("plain", &json!({"x": 1})), "plain");
