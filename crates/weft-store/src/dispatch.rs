@@ -605,7 +605,7 @@ impl Store {
                 attempt: Some(lease.attempt),
                 data: serde_json::json!({"reason": reason.as_str(), "error": message, "retryable": true}),
             });
-            tracing::info!(component = "engine", run_id = %lease.run_id, workflow = %run.workflow, step = %step_name, attempt = lease.attempt, reason = reason.as_str(), error = %message, "attempt reaped");
+            tracing::info!(component = "engine", run_id = %lease.run_id, trace_id = %run.trace_id, workflow = %run.workflow, step = %step_name, attempt = lease.attempt, reason = reason.as_str(), error = %message, "attempt reaped");
             let previous_span_id =
                 previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?;
             let event = Event::AttemptFailed {
