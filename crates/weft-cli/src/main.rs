@@ -6,7 +6,7 @@ mod demo;
 mod output;
 mod serve;
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -25,15 +25,13 @@ struct Cli {
     command: Command,
 }
 
+/// The server the client commands talk to unless `--url` or `WEFT_URL` says otherwise.
+pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+
 #[derive(Args, Clone)]
 struct ClientArgs {
     /// The Weft server to talk to.
-    #[arg(
-        long,
-        env = "WEFT_URL",
-        default_value = "http://127.0.0.1:8080",
-        global = true
-    )]
+    #[arg(long, env = "WEFT_URL", default_value = DEFAULT_URL, global = true, value_parser = server_url)]
     url: String,
     /// API token, when the server requires one.
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true, global = true)]
@@ -41,6 +39,20 @@ struct ClientArgs {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+}
+
+/// Checks a `--url` / `WEFT_URL` value: an http(s) URL with a host, so a
+/// bare `localhost:8080` is refused up front rather than as an unreachable server.
+fn server_url(text: &str) -> Result<String, String> {
+    let rest = text
+        .strip_prefix("http://")
+        .or_else(|| text.strip_prefix("https://"));
+    match rest {
+        Some(rest) if !rest.is_empty() && !rest.starts_with('/') => Ok(text.to_owned()),
+        _ => Err(format!(
+            "the server's URL must start with http:// or https:// and name a host, like {DEFAULT_URL}"
+        )),
+    }
 }
 
 impl ClientArgs {
@@ -171,6 +183,9 @@ enum Command {
         since: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Continue a listing where the previous page ended (the cursor it printed).
+        #[arg(long)]
+        cursor: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -301,8 +316,71 @@ impl Command {
     }
 }
 
+/// One-shot commands die quietly of SIGPIPE when their reader goes away
+/// (`weft runs | head -1`), as `cat` does, instead of panicking in `println!`.
+/// Long-running processes keep Rust's default (ignored): a worker writes to
+/// handlers' pipes and must survive a handler that closed its stdin.
+#[cfg(unix)]
+#[allow(unsafe_code)]
+fn die_quietly_on_sigpipe() {
+    // SAFETY: resetting a signal disposition before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn die_quietly_on_sigpipe() {}
+
+/// An error as one line: each cause once (an error that already prints its
+/// source is not followed by it again), and for an unreachable server the
+/// URL tried and how to point the CLI elsewhere.
+fn error_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    if let Some(weft_client::Error::Transport { url, source }) = err
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<weft_client::Error>())
+    {
+        // The innermost cause says what happened ("Connection refused");
+        // reqwest's own wording repeats the URL around it.
+        let mut root: &dyn std::error::Error = source;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        let context: Vec<String> = err
+            .chain()
+            .take_while(|cause| cause.downcast_ref::<weft_client::Error>().is_none())
+            .map(|cause| cause.to_string())
+            .collect();
+        let mut text = context.join(": ");
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        line = format!(
+            "{text}cannot reach the Weft server at {url} ({root}); start one with `weft dev` \
+             or `weft server`, or point the CLI at yours with --url or WEFT_URL"
+        );
+    }
+    line
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Processes that log (servers, workers with pipes to handlers, migrate)
+    // keep SIGPIPE ignored and never panic on output.
+    if !cli.command.logs() {
+        die_quietly_on_sigpipe();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -342,7 +420,7 @@ fn main() -> ExitCode {
     match outcome {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", error_line(&err));
             ExitCode::FAILURE
         }
     }
@@ -376,7 +454,10 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
         }
         Command::Migrate { database_url } => {
             let store = weft_store::Store::connect(&database_url, Default::default()).await?;
-            println!("schema at version {}", store.schema_version().await?);
+            // Its logs may share stdout: SIGPIPE stays ignored here, and a
+            // closed stdout must not fail a migration that succeeded.
+            let version = store.schema_version().await?;
+            let _ = writeln!(std::io::stdout(), "schema at version {version}");
             store.close().await;
         }
         Command::Apply { files, client } => {
@@ -461,9 +542,12 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             trace_id,
             since,
             limit,
+            cursor,
             client,
         } => {
             let mut query = vec![("limit", limit.to_string())];
+            // The command that prints the next page: this one's filters.
+            let mut next_page = String::from("weft runs");
             for (name, value) in [
                 ("workflow", workflow),
                 ("status", status),
@@ -471,14 +555,25 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 ("since", since),
             ] {
                 if let Some(value) = value {
+                    next_page.push_str(&format!(
+                        " --{} {}",
+                        name.replace('_', "-"),
+                        shell_word(&value)
+                    ));
                     query.push((name, value));
                 }
+            }
+            if limit != 20 {
+                next_page.push_str(&format!(" --limit {limit}"));
+            }
+            if let Some(cursor) = cursor {
+                query.push(("cursor", cursor));
             }
             let list = client.client().list_runs(&query).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
-                output::runs(&list);
+                output::runs(&list, &next_page);
             }
         }
         Command::Run {
@@ -564,6 +659,16 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `text` as one shell word: as is when it is plain, else single-quoted.
+fn shell_word(text: &str) -> String {
+    let plain = |c: char| c.is_ascii_alphanumeric() || "._:/@=+-,".contains(c);
+    if !text.is_empty() && text.chars().all(plain) {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
 }
 
 fn print_summary(run: &weft_api::RunSummary, json: bool) -> Result<()> {

@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Duration};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use weft_api::{RunDetail, RunList, WorkflowSummary};
+use weft_api::{RunDetail, RunList, StepDetail, WorkflowSummary};
 use weft_client::Client;
 
 /// Prints rows as left-aligned columns under a header.
@@ -70,7 +70,9 @@ pub fn workflows(list: &[WorkflowSummary]) {
     );
 }
 
-pub fn runs(list: &RunList) {
+/// Prints a page of runs; when there are more, the command for the next
+/// page: `next_page` (this listing's command and filters) with `--cursor`.
+pub fn runs(list: &RunList, next_page: &str) {
     let now = Utc::now().timestamp_millis();
     let rows: Vec<Vec<String>> = list
         .runs
@@ -96,7 +98,7 @@ pub fn runs(list: &RunList) {
         &rows,
     );
     if let Some(cursor) = &list.next_cursor {
-        println!("(more: --cursor {cursor})");
+        println!("(more: {next_page} --cursor {cursor})");
     }
 }
 
@@ -144,11 +146,7 @@ pub fn run(run: &RunDetail) {
             rows.push(vec![
                 step.name.clone(),
                 a.attempt.to_string(),
-                if a.attempt == step.attempts.len() as i64 {
-                    step.status.clone()
-                } else {
-                    a.status.clone()
-                },
+                a.status.clone(),
                 opt(&a.reason),
                 a.worker_id.clone(),
                 if a.timing.is_some() {
@@ -163,6 +161,28 @@ pub fn run(run: &RunDetail) {
                     "-".into()
                 },
                 opt(&a.error),
+            ]);
+        }
+        // A step between attempts (retrying, ready again after a release)
+        // gets a row of its own: its status is no attempt's.
+        if let Some(last) = step.attempts.last()
+            && last.status != step.status
+            && !matches!(step.status.as_str(), "completed" | "failed" | "cancelled")
+        {
+            let due = step
+                .due_at
+                .as_ref()
+                .map_or_else(|| "-".into(), |t| format!("until {t}"));
+            rows.push(vec![
+                step.name.clone(),
+                "-".into(),
+                step.status.clone(),
+                "-".into(),
+                "-".into(),
+                due,
+                "-".into(),
+                "-".into(),
+                "-".into(),
             ]);
         }
     }
@@ -244,17 +264,7 @@ pub async fn follow(client: &Client, id: &str, quiet: bool) -> Result<RunDetail>
             for step in &run.steps {
                 let state = (step.status.clone(), step.attempts.len());
                 if seen.get(&step.name) != Some(&state) {
-                    let detail = match (&step.reason, &step.error) {
-                        (Some(reason), Some(error)) => format!(" ({reason}: {error})"),
-                        (Some(reason), None) => format!(" ({reason})"),
-                        _ => String::new(),
-                    };
-                    let attempt = if step.attempts.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" attempt {}", step.attempts.len())
-                    };
-                    println!("  {:<16} {}{attempt}{detail}", step.name, step.status);
+                    println!("  {:<16} {}", step.name, progress(step));
                     seen.insert(step.name.clone(), state);
                 }
             }
@@ -276,6 +286,47 @@ pub async fn follow(client: &Client, id: &str, quiet: bool) -> Result<RunDetail>
             return Ok(run);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A step's progress line after its name: its status, the attempt it is on,
+/// and a reason and error only where they describe that state. A step's
+/// `reason` and `error` keep the last failed attempt's until the step ends,
+/// so a step running (or queued for) a new attempt shows none of them, and a
+/// step waiting to retry names the attempt they came from.
+fn progress(step: &StepDetail) -> String {
+    let detail = |reason: &Option<String>, error: &Option<String>| match (reason, error) {
+        (Some(reason), Some(error)) => format!(" ({reason}: {error})"),
+        (Some(reason), None) => format!(" ({reason})"),
+        (None, Some(error)) => format!(" ({error})"),
+        (None, None) => String::new(),
+    };
+    let attempts = step.attempts.len();
+    match step.status.as_str() {
+        "retrying" => {
+            let last = step.attempts.last();
+            format!(
+                "retrying after attempt {attempts}{}",
+                detail(
+                    &last.and_then(|a| a.reason.clone()).or(step.reason.clone()),
+                    &last.and_then(|a| a.error.clone()).or(step.error.clone()),
+                )
+            )
+        }
+        "failed" | "cancelled" | "skipped" => {
+            let attempt = if attempts == 0 {
+                String::new()
+            } else {
+                format!(" attempt {attempts}")
+            };
+            format!(
+                "{}{attempt}{}",
+                step.status,
+                detail(&step.reason, &step.error)
+            )
+        }
+        status if attempts == 0 || status == "ready" || status == "pending" => status.to_owned(),
+        status => format!("{status} attempt {attempts}"),
     }
 }
 

@@ -156,7 +156,12 @@ pub async fn server(args: ServerArgs, tracing: Option<Tracing>) -> Result<()> {
 pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) -> Result<()> {
     let shutdown = shutdown_on_signal();
     let running = start_server(&args, &shutdown, tracing.as_ref()).await?;
-    let url = format!("http://{}", running.listen_addr);
+    // A wildcard listen address is reached on loopback.
+    let mut addr = running.listen_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}");
     let client = Client::new(&url);
     for (name, manifest) in demo::MANIFESTS {
         let response = client
@@ -182,26 +187,54 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
             started.push((workflow, run.run_id));
         }
     }
-    println!();
-    println!(
-        "  Weft is running (embedded SQLite at {}).",
-        args.database_url
+    // The printed commands must reach this server: they name it unless it
+    // is where the CLI looks by default.
+    let url_flag = if url == crate::DEFAULT_URL {
+        String::new()
+    } else {
+        format!(" --url {url}")
+    };
+    // Written without `println!`: a closed stdout (`weft dev | head`) must
+    // not take the server down with it.
+    use std::fmt::Write as _;
+    let mut banner = String::new();
+    let _ = writeln!(banner);
+    let _ = writeln!(
+        banner,
+        "  Weft is running (database {}).",
+        redact_url(&args.database_url)
     );
-    println!();
-    println!("  API        {url}/v1/runs");
-    println!("  Health     {url}/health");
-    println!("  Dashboard  {url}/");
-    println!();
+    let _ = writeln!(banner);
+    let _ = writeln!(banner, "  API        {url}/v1/runs");
+    let _ = writeln!(banner, "  Health     {url}/health");
+    let _ = writeln!(banner, "  Dashboard  {url}/");
+    let _ = writeln!(banner);
     for (workflow, run_id) in &started {
-        println!("  demo run   {workflow:<11} weft run {run_id}");
+        let _ = writeln!(
+            banner,
+            "  demo run   {workflow:<11} weft run {run_id}{url_flag}"
+        );
     }
-    println!();
-    println!("  Try:  weft start etl --input '{{\"source\": \"s3://bucket/day.csv\"}}' --wait");
-    println!("        weft runs");
-    println!("        weft run <run_id or trace_id>");
-    println!();
-    println!("  Ctrl-C to stop.");
-    println!();
+    let _ = writeln!(banner);
+    let _ = writeln!(
+        banner,
+        "  Try:  weft start etl --input '{{\"source\": \"s3://bucket/day.csv\"}}' --wait{url_flag}"
+    );
+    let _ = writeln!(banner, "        weft runs{url_flag}");
+    let _ = writeln!(banner, "        weft run <run_id or trace_id>{url_flag}");
+    if !url_flag.is_empty() {
+        let _ = writeln!(
+            banner,
+            "        (or `export WEFT_URL={url}` once and drop --url)"
+        );
+    }
+    let _ = writeln!(banner);
+    let _ = writeln!(banner, "  Ctrl-C to stop.");
+    let _ = writeln!(banner);
+    let mut stdout = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut stdout, banner.as_bytes());
+    let _ = std::io::Write::flush(&mut stdout);
+    drop(stdout);
     let _ = worker_task.await;
     running.wait().await;
     Ok(())

@@ -105,9 +105,19 @@ impl Definition {
             .collect()
     }
 
-    /// Parses a manifest; YAML is a superset of JSON, but JSON goes through
-    /// serde_json for its exact error messages.
+    /// Parses and validates a manifest being registered; YAML is a superset
+    /// of JSON, but JSON goes through serde_json for its exact error messages.
     pub fn parse(text: &str) -> Result<Definition, ValidationError> {
+        let def = Self::parse_stored(text)?;
+        def.check_condition_limits()?;
+        Ok(def)
+    }
+
+    /// Parses a manifest already stored, which an earlier version may have
+    /// accepted under looser limits: as [`Definition::parse`] but without
+    /// the static limits of `when` conditions (`when_too_complex`), which are
+    /// checked again each time a condition is evaluated.
+    pub fn parse_stored(text: &str) -> Result<Definition, ValidationError> {
         let trimmed = text.trim_start();
         let value: Value = if trimmed.starts_with('{') {
             serde_json::from_str(text)
@@ -123,6 +133,20 @@ impl Definition {
         Self::from_value(&value)
     }
 
+    /// The static limits of every `when` (`when_too_complex`: size, depth,
+    /// nesting of comprehensions; see `condition::LIMITS`).
+    fn check_condition_limits(&self) -> Result<(), ValidationError> {
+        for step in &self.steps {
+            if let Some(expression) = &step.when {
+                condition::compile(expression).map_err(|err| {
+                    invalid(err.code, format!("steps[{}].when", step.name), err.message)
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Validates a parsed manifest, as [`Definition::parse_stored`] does.
     pub fn from_value(value: &Value) -> Result<Definition, ValidationError> {
         let root = value
             .as_object()
@@ -322,13 +346,8 @@ fn parse_step(
     let heartbeat_timeout_ms = optional_duration(fields, &at, "heartbeat_timeout")?;
     let when = optional_str(fields, &at, "when")?;
     if let Some(expression) = &when {
-        condition::compile(expression).map_err(|err| {
-            invalid(
-                "invalid_when",
-                format!("{at}.when"),
-                format!("`when` does not compile: {err}"),
-            )
-        })?;
+        condition::compile_syntax(expression)
+            .map_err(|err| invalid(err.code, format!("{at}.when"), err.message))?;
     }
     let compensate = optional_str(fields, &at, "compensate")?;
     Ok(StepDef {
@@ -753,5 +772,25 @@ steps:
         // `NO` stays a string, so a workflow named after a country code is not `false`.
         let err = Definition::parse("name: NO\nsteps:\n  - {name: a, handler: h}\n");
         assert_eq!(err.unwrap().name, "NO");
+    }
+
+    #[test]
+    fn stored_manifests_keep_loading_under_stricter_condition_limits() {
+        let manifest = "name: w\nsteps:\n  - {name: a, handler: h, when: 'input.l.all(a, input.l.all(b, input.l.all(c, input.l.all(d, true))))'}\n";
+        let err = Definition::parse(manifest).unwrap_err();
+        assert_eq!(
+            (err.code, err.path.as_str()),
+            ("when_too_complex", "steps[a].when")
+        );
+        let def = Definition::parse_stored(manifest).expect("a stored manifest loads");
+        assert!(def.steps[0].when.is_some());
+        assert_eq!(
+            Definition::parse_stored(
+                "name: w\nsteps:\n  - {name: a, handler: h, when: 'input.x >'}\n"
+            )
+            .unwrap_err()
+            .code,
+            "invalid_when"
+        );
     }
 }

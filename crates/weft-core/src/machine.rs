@@ -261,11 +261,25 @@ pub enum Rejected {
     NotApproval(String),
 }
 
+/// [`apply_with`] evaluating `when` conditions on the calling thread.
 pub fn apply(
     def: &Definition,
     state: &mut RunState,
     event: Event,
     cx: Context,
+) -> Result<Vec<Effect>, Rejected> {
+    apply_with(def, state, event, cx, &condition::Inline)
+}
+
+/// Applies `event` to `state`, returning the effects to persist; `conditions`
+/// evaluates the `when` of each step the event makes runnable (a condition
+/// that cannot decide fails its step with reason `condition_error`).
+pub fn apply_with(
+    def: &Definition,
+    state: &mut RunState,
+    event: Event,
+    cx: Context,
+    conditions: &dyn condition::Evaluate,
 ) -> Result<Vec<Effect>, Rejected> {
     let mut effects = Vec::new();
     if let Some(step) = event_step(&event)
@@ -276,7 +290,7 @@ pub fn apply(
     match event {
         Event::Start => {
             expect_run(state, &[RunStatus::Pending], "pending")?;
-            advance(def, state, cx, &mut effects);
+            advance(def, state, cx, conditions, &mut effects);
         }
         Event::Claimed { step } => {
             expect_active(state)?;
@@ -291,7 +305,7 @@ pub fn apply(
             expect_active(state)?;
             expect_step(def, state, step, StepStatus::Running, "running")?;
             complete_step(state, step, output, &mut effects);
-            advance(def, state, cx, &mut effects);
+            advance(def, state, cx, conditions, &mut effects);
         }
         Event::AttemptFailed {
             step,
@@ -341,7 +355,7 @@ pub fn apply(
                 let message = format!(
                     "released {releases} times already (at most {MAX_RELEASES}), so this release counts as a failed attempt: {message}"
                 );
-                return apply(
+                return apply_with(
                     def,
                     state,
                     Event::AttemptFailed {
@@ -351,6 +365,7 @@ pub fn apply(
                         retryable: true,
                     },
                     cx,
+                    conditions,
                 );
             }
         }
@@ -367,7 +382,7 @@ pub fn apply(
                 StepStatus::Waiting if due => {
                     s.due_at = None;
                     complete_step(state, step, Value::Null, &mut effects);
-                    advance(def, state, cx, &mut effects);
+                    advance(def, state, cx, conditions, &mut effects);
                 }
                 // A timer that fired twice (two engines, or a restart) is a no-op.
                 _ => {}
@@ -383,7 +398,7 @@ pub fn apply(
                 serde_json::json!({"approved": true}),
                 &mut effects,
             );
-            advance(def, state, cx, &mut effects);
+            advance(def, state, cx, conditions, &mut effects);
         }
         Event::Reject { step, message } => {
             expect_active(state)?;
@@ -435,7 +450,7 @@ pub fn apply(
             state.reason = None;
             state.error = None;
             effects.push(Effect::RunRetried);
-            advance(def, state, cx, &mut effects);
+            advance(def, state, cx, conditions, &mut effects);
         }
     }
     Ok(effects)
@@ -544,7 +559,13 @@ fn fail_run(
 /// Moves every pending step whose dependencies are satisfied forward, in
 /// topological order so that a skipped step unblocks its dependants at once,
 /// then completes the run when every step is done.
-fn advance(def: &Definition, state: &mut RunState, cx: Context, effects: &mut Vec<Effect>) {
+fn advance(
+    def: &Definition,
+    state: &mut RunState,
+    cx: Context,
+    conditions: &dyn condition::Evaluate,
+    effects: &mut Vec<Effect>,
+) {
     if state.status.is_terminal() {
         return;
     }
@@ -563,24 +584,24 @@ fn advance(def: &Definition, state: &mut RunState, cx: Context, effects: &mut Ve
         if let Some(expression) = &step_def.when {
             let outputs = completed_outputs(def, state);
             let steps = dependency_outputs_all(&outputs);
-            match condition::evaluate(expression, &state.input, &steps) {
+            match conditions.evaluate(expression, &state.input, &steps) {
                 Ok(true) => {}
                 Ok(false) => {
                     state.steps[step].status = StepStatus::Skipped;
                     effects.push(Effect::StepSkipped { step });
                     continue;
                 }
-                Err(message) => {
+                Err(condition::EvalError(message)) => {
                     let s = &mut state.steps[step];
                     s.status = StepStatus::Failed;
-                    s.reason = Some(Reason::HandlerError);
+                    s.reason = Some(Reason::ConditionError);
                     let message = format!("`when` could not be evaluated: {message}");
                     s.error = Some(message.clone());
                     effects.push(Effect::StepFailed {
                         step,
-                        reason: Reason::HandlerError,
+                        reason: Reason::ConditionError,
                     });
-                    fail_run(state, step, Reason::HandlerError, message, effects);
+                    fail_run(state, step, Reason::ConditionError, message, effects);
                     return;
                 }
             }

@@ -11,6 +11,7 @@
 //! - A lease is the only right to report an attempt's result: a result for a
 //!   lease that is gone (expired, reaped, re-claimed) is rejected as stale.
 
+mod conditions;
 pub mod db;
 mod dispatch;
 mod error;

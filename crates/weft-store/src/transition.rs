@@ -181,11 +181,24 @@ impl Store {
             now_ms: now,
             random: rand::random::<f64>(),
         };
-        let effects = machine::apply(&run.def, &mut run.state, event, cx).map_err(|rejected| {
-            Error::Conflict {
-                code: "invalid_state",
-                message: rejected.to_string(),
-            }
+        // `when` conditions are evaluated on their own pool, with a time
+        // limit, while this thread lets the runtime's other tasks move on.
+        let effects = if run.def.steps.iter().any(|s| s.when.is_some()) {
+            crate::conditions::blocking(|| {
+                machine::apply_with(
+                    &run.def,
+                    &mut run.state,
+                    event,
+                    cx,
+                    &crate::conditions::Pooled::default(),
+                )
+            })
+        } else {
+            machine::apply(&run.def, &mut run.state, event, cx)
+        }
+        .map_err(|rejected| Error::Conflict {
+            code: "invalid_state",
+            message: rejected.to_string(),
         })?;
         if effects.is_empty() {
             if !run.steps_stored {

@@ -175,7 +175,7 @@ impl Store {
             what: "workflow",
             id: format!("{name} v{version}"),
         })?;
-        let def = Definition::parse(&row.text("manifest")).map_err(|err| {
+        let def = Definition::parse_stored(&row.text("manifest")).map_err(|err| {
             Error::Corrupt(format!("stored manifest of {name} v{version}: {err}"))
         })?;
         let def = Arc::new(def);

@@ -4,6 +4,7 @@
 
 mod api;
 mod cli;
+mod conditions;
 mod dag;
 mod failures;
 mod harness;
@@ -40,6 +41,8 @@ macro_rules! on_both_backends {
 // After the macro, which it uses too (its tests are then named
 // `telemetry::sqlite::...`, so `cargo nextest run telemetry` selects them).
 mod telemetry;
+// Plain tests of their own, on SQLite.
+mod cli_paths;
 
 on_both_backends! {
     dag::dag_order_exec_worker,
@@ -60,4 +63,5 @@ on_both_backends! {
     robustness::idempotency_key_bound_to_input,
     robustness::retried_runs_are_counted,
     robustness::failure_logs_carry_the_masked_error,
+    conditions::heavy_condition_fails_its_step_without_stalling,
 }
