@@ -136,8 +136,20 @@ enum Command {
         /// handler time, polls) at /metrics on this address.
         #[arg(long, env = "WEFT_WORKER_METRICS_LISTEN")]
         metrics_listen: Option<String>,
+        /// On SIGTERM or SIGINT, how long running handlers may finish (e.g.
+        /// 30s); the rest get SIGTERM, then SIGKILL, and their steps are
+        /// released to run again without spending an attempt.
+        #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "30s")]
+        shutdown_grace: String,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Internal: runs one exec handler command and kills its process group
+    /// when the worker that started it dies.
+    #[command(name = "__supervise", hide = true)]
+    Supervise {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        argv: Vec<String>,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -376,6 +388,11 @@ fn error_line(err: &anyhow::Error) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The handler supervisor runs no async runtime and logs nothing.
+    if let Command::Supervise { argv } = &cli.command {
+        let code = weft_worker::exec::supervise(argv);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     // Processes that log (servers, workers with pipes to handlers, migrate)
     // keep SIGPIPE ignored and never panic on output.
     if !cli.command.logs() {
@@ -440,18 +457,23 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             concurrency,
             worker_id,
             metrics_listen,
+            shutdown_grace,
             client,
         } => {
             serve::exec_worker(
                 &handlers,
-                queues,
-                concurrency,
-                worker_id,
-                metrics_listen,
+                serve::WorkerOptions {
+                    queues,
+                    concurrency,
+                    worker_id,
+                    metrics_listen,
+                    shutdown_grace: parse_duration("shutdown-grace", &shutdown_grace)?,
+                },
                 client.client(),
             )
             .await?;
         }
+        Command::Supervise { .. } => unreachable!("handled before the runtime starts"),
         Command::Migrate { database_url } => {
             let store = weft_store::Store::connect(&database_url, Default::default()).await?;
             // Its logs may share stdout: SIGPIPE stays ignored here, and a

@@ -14,21 +14,40 @@ use weft_worker::Worker;
 
 use crate::{ServerArgs, demo, parse_duration};
 
-/// Cancels the token on SIGINT or SIGTERM.
-fn shutdown_on_signal() -> CancellationToken {
-    let token = CancellationToken::new();
-    let trigger = token.clone();
+/// How long requests still open at shutdown (event streams, slow clients)
+/// may run after the listener closed; parked long polls answer at once.
+const SERVER_DRAIN: Duration = Duration::from_secs(1);
+
+/// Cancels the token on SIGINT or SIGTERM; the line logged names the
+/// process (`component` = `server` or `worker`) and the signal.
+fn shutdown_on_signal(component: &'static str) -> CancellationToken {
+    shutdown_on_signals(component).0
+}
+
+/// Like [`shutdown_on_signal`], with a second token cancelled by a second
+/// SIGINT or SIGTERM (stop now, without waiting out a grace period).
+fn shutdown_on_signals(component: &'static str) -> (CancellationToken, CancellationToken) {
+    let first = CancellationToken::new();
+    let second = CancellationToken::new();
+    let (on_first, on_second) = (first.clone(), second.clone());
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .expect("SIGINT handler");
+        for (token, message) in [
+            (on_first, "shutting down"),
+            (on_second, "asked again to stop: stopping now"),
+        ] {
+            let signal = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            tracing::info!(component, signal, "{message}");
+            token.cancel();
         }
-        tracing::info!(component = "server", "shutting down");
-        trigger.cancel();
     });
-    token
+    (first, second)
 }
 
 struct Running {
@@ -104,8 +123,29 @@ async fn start_server(
     let engine_task = tokio::spawn(engine.run(shutdown.clone()));
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        if let Err(err) = weft_server::serve(listener, app, http_shutdown).await {
-            tracing::error!(component = "server", error = %err, "HTTP server failed");
+        // The listener stops accepting at once; requests in flight get
+        // SERVER_DRAIN to end (parked polls answer at once), then their
+        // connections are closed (event streams never end on their own).
+        let serve = weft_server::serve(listener, app, http_shutdown.clone());
+        tokio::pin!(serve);
+        let drained = tokio::select! {
+            served = &mut serve => Some(served),
+            _ = async {
+                http_shutdown.cancelled().await;
+                tracing::info!(component = "server", "listener closed; answering open requests");
+                tokio::time::sleep(SERVER_DRAIN).await;
+            } => None,
+        };
+        match drained {
+            Some(Err(err)) => {
+                tracing::error!(component = "server", error = %err, "HTTP server failed")
+            }
+            Some(Ok(())) => tracing::info!(component = "server", "HTTP server stopped"),
+            None => tracing::info!(
+                component = "server",
+                drain_ms = SERVER_DRAIN.as_millis() as u64,
+                "closing connections still open after the drain (event streams, slow requests)"
+            ),
         }
     });
     tracing::info!(component = "server", addr = %listen_addr, database = %redact_url(&args.database_url), "server started");
@@ -147,15 +187,19 @@ fn redact_url(url: &str) -> String {
 }
 
 pub async fn server(args: ServerArgs, tracing: Option<Tracing>) -> Result<()> {
-    let shutdown = shutdown_on_signal();
+    let shutdown = shutdown_on_signal("server");
     let running = start_server(&args, &shutdown, tracing.as_ref()).await?;
     running.wait().await;
+    tracing::info!(component = "server", "server stopped");
     Ok(())
 }
 
 pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) -> Result<()> {
-    let shutdown = shutdown_on_signal();
-    let running = start_server(&args, &shutdown, tracing.as_ref()).await?;
+    let (shutdown, stop_now) = shutdown_on_signals("server");
+    // The server outlives the in-process worker, so the results of handlers
+    // finishing in the worker's shutdown grace are still delivered.
+    let server_shutdown = CancellationToken::new();
+    let running = start_server(&args, &server_shutdown, tracing.as_ref()).await?;
     // A wildcard listen address is reached on loopback.
     let mut addr = running.listen_addr;
     if addr.ip().is_unspecified() {
@@ -170,7 +214,7 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
             .with_context(|| format!("registering example {name}"))?;
         tracing::info!(component = "cli", workflow = %response.name, version = response.version, "example workflow registered");
     }
-    let worker = demo::worker(client.clone()).build();
+    let worker = demo::worker(client.clone()).stop_now(stop_now).build();
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
     let mut started = Vec::new();
     if demo_runs {
@@ -236,22 +280,43 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
     let _ = std::io::Write::flush(&mut stdout);
     drop(stdout);
     let _ = worker_task.await;
+    server_shutdown.cancel();
     running.wait().await;
+    tracing::info!(component = "server", "server stopped");
     Ok(())
+}
+
+/// How `weft worker` runs, from its flags.
+pub struct WorkerOptions {
+    pub queues: Vec<String>,
+    pub concurrency: usize,
+    pub worker_id: Option<String>,
+    pub metrics_listen: Option<String>,
+    /// How long running handlers may finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
 }
 
 pub async fn exec_worker(
     handlers_file: &Path,
-    queues: Vec<String>,
-    concurrency: usize,
-    worker_id: Option<String>,
-    metrics_listen: Option<String>,
+    options: WorkerOptions,
     client: Client,
 ) -> Result<()> {
+    let WorkerOptions {
+        queues,
+        concurrency,
+        worker_id,
+        metrics_listen,
+        shutdown_grace,
+    } = options;
     let handlers = weft_worker::exec::load(handlers_file)?;
-    let shutdown = shutdown_on_signal();
+    // Each handler runs under `weft __supervise` (this binary), so its
+    // process group dies with the worker.
+    let supervisor = supervisor_binary()?;
+    let (shutdown, stop_now) = shutdown_on_signals("worker");
     let mut builder = Worker::builder(client)
         .concurrency(concurrency)
+        .shutdown_grace(shutdown_grace)
+        .stop_now(stop_now)
         .poll_wait(Duration::from_secs(20));
     let mut metrics_task = None;
     if let Some(addr) = metrics_listen {
@@ -276,7 +341,7 @@ pub async fn exec_worker(
     if let Some(id) = worker_id {
         builder = builder.worker_id(id);
     }
-    for (name, handler) in weft_worker::exec::handlers(handlers) {
+    for (name, handler) in weft_worker::exec::handlers_supervised(handlers, Some(supervisor)) {
         builder = builder.handler_arc(name, handler);
     }
     builder.build().run(shutdown).await;
@@ -284,6 +349,17 @@ pub async fn exec_worker(
         let _ = task.await;
     }
     Ok(())
+}
+
+/// This binary, to re-execute as `weft __supervise`. On Linux
+/// `/proc/self/exe`, which still names the running binary after an upgrade
+/// replaced or deleted its file; elsewhere the path it was started from.
+fn supervisor_binary() -> Result<std::path::PathBuf> {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe.to_owned());
+    }
+    std::env::current_exe().context("cannot find the weft binary to supervise handlers")
 }
 
 /// Feeds the worker SDK's outcomes into the worker's metrics.

@@ -56,6 +56,8 @@ struct Inner {
     /// Epoch ms of the last completed sweep, for readiness.
     last_tick_ms: AtomicI64,
     workers_touched: Mutex<HashMap<String, Instant>>,
+    /// Cancelled when `run` sees its shutdown: parked polls answer at once.
+    stopping: CancellationToken,
 }
 
 impl Engine {
@@ -66,6 +68,7 @@ impl Engine {
                 config,
                 last_tick_ms: AtomicI64::new(0),
                 workers_touched: Mutex::new(HashMap::new()),
+                stopping: CancellationToken::new(),
             }),
         }
     }
@@ -83,8 +86,15 @@ impl Engine {
         self.inner.last_tick_ms.load(Ordering::Relaxed)
     }
 
-    /// Runs the loops until `shutdown` is cancelled.
+    /// Runs the loops until `shutdown` is cancelled; then long polls
+    /// parked in [`Engine::poll`] answer at once (with no tasks).
     pub async fn run(self, shutdown: CancellationToken) {
+        let stopping = self.inner.stopping.clone();
+        let relay = shutdown.clone();
+        tokio::spawn(async move {
+            relay.cancelled().await;
+            stopping.cancel();
+        });
         let listen = {
             let store = self.inner.store.clone();
             let shutdown = shutdown.clone();
@@ -180,6 +190,8 @@ impl Engine {
             tokio::select! {
                 _ = &mut notified => {}
                 _ = tokio::time::sleep(nap) => {}
+                // Shutting down: answer now rather than hold the worker.
+                _ = self.inner.stopping.cancelled() => return Ok(Vec::new()),
             }
         }
     }

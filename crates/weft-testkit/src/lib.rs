@@ -18,9 +18,21 @@ pub struct PgCluster {
     port: u16,
     as_postgres_user: bool,
     bin: PathBuf,
-    /// fsync, synchronous_commit and full_page_writes left at PostgreSQL's
-    /// defaults (on), for benchmarks; tests turn them off for speed.
-    durable: bool,
+    durability: Durability,
+}
+
+/// What a cluster's commits survive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    /// fsync, synchronous_commit and full_page_writes off: fastest; a
+    /// `stop` (crash) loses the last commits. For tests that never stop it.
+    None,
+    /// synchronous_commit on, fsync and full_page_writes off: a commit is in
+    /// the WAL (the kernel's page cache) before it is acknowledged, so it
+    /// survives the server processes being killed, not the machine crashing.
+    ProcessCrash,
+    /// PostgreSQL's defaults (all on), for benchmarks.
+    Full,
 }
 
 fn is_root() -> bool {
@@ -71,17 +83,26 @@ pub fn free_port() -> u16 {
 
 impl PgCluster {
     /// Starts a fresh cluster with fsync off (tests only: benchmarks keep it on).
+    /// Its `synchronous_commit` is off too, so a [`PgCluster::stop`] loses the
+    /// last commits: tests that stop it use [`PgCluster::start_crash_safe`].
     pub fn start() -> PgCluster {
-        Self::start_with(false)
+        Self::start_with(Durability::None)
+    }
+
+    /// Starts a fresh cluster whose acknowledged commits survive a
+    /// [`PgCluster::stop`] (`synchronous_commit` on; fsync off, so not a
+    /// machine crash): for tests that crash and restart the database.
+    pub fn start_crash_safe() -> PgCluster {
+        Self::start_with(Durability::ProcessCrash)
     }
 
     /// Starts a fresh cluster with PostgreSQL's durable defaults (fsync on,
     /// `synchronous_commit` on, full page writes), for benchmarks.
     pub fn start_durable() -> PgCluster {
-        Self::start_with(true)
+        Self::start_with(Durability::Full)
     }
 
-    fn start_with(durable: bool) -> PgCluster {
+    fn start_with(durability: Durability) -> PgCluster {
         let bin = find_pg_bin();
         let dir = tempfile::Builder::new()
             .prefix("weft-pg-")
@@ -103,7 +124,7 @@ impl PgCluster {
             port: 0,
             as_postgres_user,
             bin,
-            durable,
+            durability,
         };
         let mut initdb = cluster.pg_command("initdb");
         initdb.args(["-D"]).arg(&data).args([
@@ -116,7 +137,7 @@ impl PgCluster {
             "--locale=C",
             "--no-instructions",
         ]);
-        if !durable {
+        if durability != Durability::Full {
             initdb.arg("--no-sync");
         }
         let out = initdb.output().expect("run initdb");
@@ -149,10 +170,10 @@ impl PgCluster {
     }
 
     fn pg_ctl_start(&self) -> bool {
-        let speed = if self.durable {
-            ""
-        } else {
-            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        let speed = match self.durability {
+            Durability::Full => "",
+            Durability::ProcessCrash => " -c fsync=off -c full_page_writes=off",
+            Durability::None => " -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
         };
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1{speed} -c max_connections=200",
@@ -172,7 +193,9 @@ impl PgCluster {
             .unwrap_or(false)
     }
 
-    /// Stops the server abruptly, as a crash would.
+    /// Stops the server abruptly, as a crash would (`pg_ctl stop -m
+    /// immediate`, waiting until it is down). Start it again with
+    /// [`PgCluster::restart`].
     pub fn stop(&self) {
         let _ = self
             .pg_command("pg_ctl")
@@ -184,7 +207,8 @@ impl PgCluster {
             .status();
     }
 
-    /// Starts it again on the same port after `stop`.
+    /// Starts it again on the same port after `stop` (crash recovery runs
+    /// first); waits until it accepts connections, panics if it cannot start.
     pub fn restart(&self) {
         assert!(self.pg_ctl_start(), "pg_ctl restart failed");
     }

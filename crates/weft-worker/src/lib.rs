@@ -12,6 +12,7 @@
 
 pub mod exec;
 mod report;
+mod supervise;
 
 pub use report::MAX_RESULTS_PER_REQUEST;
 
@@ -21,7 +22,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
-use weft_api::{FailRequest, PollRequest, Task, TaskError, TaskResult, WorkerTiming};
+use weft_api::{PollRequest, ReleaseRequest, Task, TaskError, TaskResult, WorkerTiming};
 use weft_client::Client;
 
 /// Why a handler failed.
@@ -99,7 +100,7 @@ impl TaskContext {
     }
 
     /// Cancelled when the run is cancelled, the attempt timed out, the lease
-    /// was lost, or the worker shuts down.
+    /// was lost, or the worker's shutdown grace is over.
     pub fn cancellation(&self) -> &CancellationToken {
         &self.cancel
     }
@@ -108,10 +109,61 @@ impl TaskContext {
         self.cancel.is_cancelled()
     }
 
-    /// Sends log lines to the server, kept with this attempt.
+    /// Sends log lines to the server, kept with this attempt. A batch the
+    /// server finds too large (413) is sent in halves, a single line too
+    /// large is cut to [`LOG_LINE_CUT_BYTES`]; a failed send is tried again
+    /// a few times (within about a second), then the lines are dropped.
     pub async fn log(&self, lines: Vec<String>) {
-        if let Err(err) = self.client.append_logs(&self.task.lease_id, lines).await {
-            tracing::debug!(component = "worker", error = %err, "could not send step logs");
+        let mut queue = std::collections::VecDeque::from([(lines, false)]);
+        let mut retries = 0u32;
+        while let Some((batch, cut)) = queue.pop_front() {
+            let sent =
+                report::bounded(self.client.append_logs(&self.task.lease_id, batch.clone())).await;
+            let err = match sent {
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => Some(err),
+                None => None,
+            };
+            let status = err.as_ref().and_then(|err| err.status());
+            let transient = err
+                .as_ref()
+                .is_none_or(|err| err.is_transient() || matches!(err.status(), Some(408 | 429)));
+            match status {
+                Some(413) if batch.len() > 1 => {
+                    let mut first = batch;
+                    let second = first.split_off(first.len() / 2);
+                    queue.push_front((second, false));
+                    queue.push_front((first, false));
+                }
+                Some(413) if !cut => {
+                    let line = &batch[0];
+                    let mut end = LOG_LINE_CUT_BYTES.min(line.len());
+                    while !line.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    let short = format!(
+                        "{}… [cut from {} bytes: too large for the server]",
+                        &line[..end],
+                        line.len()
+                    );
+                    queue.push_front((vec![short], true));
+                }
+                _ if transient && retries < 3 => {
+                    tokio::time::sleep(report::jittered(Duration::from_millis(200 << retries)))
+                        .await;
+                    retries += 1;
+                    queue.push_front((batch, cut));
+                }
+                _ => {
+                    let error = err.map_or_else(|| "no answer".to_owned(), |err| err.to_string());
+                    tracing::debug!(
+                        component = "worker",
+                        error,
+                        lines = batch.len(),
+                        "could not send step logs"
+                    );
+                }
+            }
         }
     }
 }
@@ -133,8 +185,25 @@ where
     }
 }
 
+/// A log line the server refuses as too large is cut to this many bytes.
+pub const LOG_LINE_CUT_BYTES: usize = 1024;
+
 /// The most tasks one poll may ask for (the server's limit).
 pub const MAX_TASKS_PER_POLL: usize = 100;
+
+/// How long running handlers may finish after a shutdown begins, unless
+/// [`Builder::shutdown_grace`] says otherwise.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// How long a handler stopped at shutdown (cancelled; exec handlers get
+/// SIGTERM) may take to end before it is killed, unless
+/// [`Builder::stop_timeout`] says otherwise.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// First pause before polling again after a failed poll; doubles per failure.
+const POLL_RETRY_FIRST: Duration = Duration::from_millis(200);
+/// Longest pause between polls while the server is unreachable.
+const POLL_RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// Receives what a worker does, for handler-side metrics. Implemented by the
 /// binary over weft-telemetry; the SDK itself knows no exporter.
@@ -163,6 +232,9 @@ pub struct Worker {
     handlers: Arc<HashMap<String, Arc<dyn Handler>>>,
     concurrency: usize,
     poll_wait: Duration,
+    shutdown_grace: Duration,
+    stop_timeout: Duration,
+    stop_now: CancellationToken,
 }
 
 pub struct Builder {
@@ -173,6 +245,9 @@ pub struct Builder {
     handlers: HashMap<String, Arc<dyn Handler>>,
     concurrency: usize,
     poll_wait: Duration,
+    shutdown_grace: Duration,
+    stop_timeout: Duration,
+    stop_now: CancellationToken,
 }
 
 impl Worker {
@@ -185,6 +260,9 @@ impl Worker {
             handlers: HashMap::new(),
             concurrency: 8,
             poll_wait: Duration::from_secs(20),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            stop_timeout: DEFAULT_STOP_TIMEOUT,
+            stop_now: CancellationToken::new(),
         }
     }
 
@@ -192,8 +270,13 @@ impl Worker {
         &self.worker_id
     }
 
-    /// Polls and runs tasks until `shutdown` is cancelled, then waits for the
-    /// tasks in hand to finish (their handlers see the cancellation).
+    /// Polls and runs tasks until `shutdown` is cancelled, then shuts down
+    /// gracefully: polling stops, running handlers get the shutdown grace
+    /// (see [`Builder::shutdown_grace`]) to finish and their results are
+    /// delivered; the handlers still running after it are cancelled (exec
+    /// handlers: SIGTERM to the process group, SIGKILL after
+    /// [`Builder::stop_timeout`]) and their leases released, so the steps are
+    /// ready again at once without spending an attempt.
     pub async fn run(self, shutdown: CancellationToken) {
         let handlers: Vec<String> = {
             let mut names: Vec<String> = self.handlers.keys().cloned().collect();
@@ -206,7 +289,11 @@ impl Worker {
         );
         let slots = Arc::new(Semaphore::new(self.concurrency));
         let reporter = report::Reporter::spawn(self.client.clone(), self.worker_id.clone());
-        let mut backoff = Duration::from_millis(200);
+        // Cancelled when the shutdown grace is over: handlers still running stop.
+        let stop = CancellationToken::new();
+        let mut backoff = POLL_RETRY_FIRST;
+        // Failed polls in a row: the outage is logged when it starts and ends.
+        let mut failed_polls = 0u32;
         while !shutdown.is_cancelled() {
             // Wait for at least one free slot, then ask for as many as are free.
             let first = tokio::select! {
@@ -242,68 +329,144 @@ impl Worker {
                 .polled(poll_outcome, poll_started.elapsed().as_secs_f64());
             match polled {
                 Ok(response) => {
-                    backoff = Duration::from_millis(200);
+                    if failed_polls > 0 {
+                        tracing::info!(component = "worker", worker_id = %self.worker_id, failed_polls, "reconnected to the server");
+                    }
+                    failed_polls = 0;
+                    backoff = POLL_RETRY_FIRST;
                     for task in response.tasks {
                         let permit = permits.pop().expect("no more tasks than permits");
                         let worker = self.clone();
-                        let shutdown = shutdown.clone();
+                        let stop = stop.clone();
                         let reporter = reporter.clone();
                         tokio::spawn(async move {
-                            worker.execute(task, shutdown, &reporter).await;
+                            worker.execute(task, stop, &reporter).await;
                             drop(permit);
                         });
                     }
                 }
                 Err(err) => {
-                    tracing::warn!(component = "worker", worker_id = %self.worker_id, error = %err, retry_in_ms = backoff.as_millis() as u64, "poll failed");
+                    let pause = report::jittered(backoff);
+                    if failed_polls == 0 {
+                        tracing::warn!(component = "worker", worker_id = %self.worker_id, error = %err, "poll failed; reconnecting with backoff");
+                    } else {
+                        tracing::debug!(component = "worker", worker_id = %self.worker_id, error = %err, retry_in_ms = pause.as_millis() as u64, "poll failed again");
+                    }
+                    failed_polls += 1;
                     tokio::select! {
                         _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(backoff) => {}
+                        _ = tokio::time::sleep(pause) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff = (backoff * 2).min(POLL_RETRY_MAX);
                 }
             }
         }
-        // Let running tasks finish and report.
-        let _ = slots.acquire_many(self.concurrency as u32).await;
+        let running = self.concurrency - slots.available_permits();
+        tracing::info!(
+            component = "worker", worker_id = %self.worker_id, running,
+            grace_ms = self.shutdown_grace.as_millis() as u64,
+            "shutting down: polling stopped; waiting for running handlers to finish"
+        );
+        let all = self.concurrency as u32;
+        let finished = tokio::select! {
+            finished = tokio::time::timeout(self.shutdown_grace, slots.acquire_many(all)) => finished.is_ok(),
+            _ = self.stop_now.cancelled() => {
+                tracing::info!(component = "worker", worker_id = %self.worker_id, "asked again to stop: ending the shutdown grace now");
+                false
+            }
+        };
+        if !finished {
+            let running = self.concurrency - slots.available_permits();
+            tracing::info!(
+                component = "worker", worker_id = %self.worker_id, running,
+                stop_timeout_ms = self.stop_timeout.as_millis() as u64,
+                "shutdown grace over; stopping the remaining handlers and releasing their leases"
+            );
+            stop.cancel();
+            let _ = slots.acquire_many(all).await;
+        }
         reporter.flush().await;
         tracing::info!(component = "worker", worker_id = %self.worker_id, "worker stopped");
     }
 
     /// Runs one task's handler and hands its result to the reporter,
-    /// returning once it is delivered.
-    async fn execute(&self, task: Task, shutdown: CancellationToken, reporter: &report::Reporter) {
-        let claimed = std::time::Instant::now();
+    /// returning once it is delivered (the lease is heartbeated until then);
+    /// or, when `stop` ends the handler, releases the lease.
+    async fn execute(&self, task: Task, stop: CancellationToken, reporter: &report::Reporter) {
+        let claimed = tokio::time::Instant::now();
         let task = Arc::new(task);
-        let cancel = shutdown.child_token();
+        let lease = Arc::new(report::Lease::new(
+            claimed + Duration::from_millis(task.lease_ms.max(0) as u64),
+        ));
+        let cancel = CancellationToken::new();
+        let heartbeat_stop = CancellationToken::new();
+        // Stops the heartbeats however this function ends.
+        let _heartbeat_guard = heartbeat_stop.clone().drop_guard();
+        let heartbeats = tokio::spawn(heartbeat_loop(
+            self.client.clone(),
+            task.clone(),
+            cancel.clone(),
+            heartbeat_stop.clone(),
+            lease.clone(),
+        ));
+        let outcome = self.run_handler(&task, claimed, cancel, stop).await;
+        match outcome {
+            Some(_) if lease.given_up() => {
+                // Stopped because the lease may have lapsed: the step is the
+                // server's to hand out again, as `lease_expired`.
+                tracing::warn!(
+                    component = "worker", run_id = %task.run_id, trace_id = %task.trace_id,
+                    step = %task.step, attempt = task.attempt,
+                    "handler stopped before its lease could lapse; no result is sent"
+                );
+            }
+            Some((result, handler_ms)) => {
+                reporter
+                    .send(report::Report {
+                        task: task.clone(),
+                        result,
+                        handler_ms,
+                        lease,
+                        shrunk: false,
+                        delivered: None,
+                    })
+                    .await;
+            }
+            None => release(&self.client, &self.worker_id, &task).await,
+        }
+        heartbeat_stop.cancel();
+        let _ = heartbeats.await;
+    }
+
+    /// The handler's result as the server takes it, with the handler's time;
+    /// `None` when the worker's shutdown stopped it (the lease is to be
+    /// released, not failed).
+    async fn run_handler(
+        &self,
+        task: &Arc<Task>,
+        claimed: tokio::time::Instant,
+        cancel: CancellationToken,
+        stop: CancellationToken,
+    ) -> Option<(TaskResult, i64)> {
         let Some(handler) = self.handlers.get(&task.handler).cloned() else {
             let error = TaskError {
                 message: format!("no handler `{}` on this worker", task.handler),
                 kind: Some("no_handler".into()),
                 retryable: Some(false),
             };
-            let _ = self
-                .client
-                .fail(
-                    &task.lease_id,
-                    &FailRequest {
-                        error,
-                        timing: None,
-                    },
-                )
-                .await;
-            return;
+            let result = TaskResult {
+                lease_id: task.lease_id.clone(),
+                output: Value::Null,
+                error: Some(error),
+                timing: None,
+            };
+            return Some((result, 0));
         };
         tracing::debug!(
             component = "worker", worker_id = %self.worker_id, run_id = %task.run_id, trace_id = %task.trace_id,
             workflow = %task.workflow, step = %task.step, attempt = task.attempt, "attempt started"
         );
-        let heartbeats = tokio::spawn(heartbeat_loop(
-            self.client.clone(),
-            task.clone(),
-            cancel.clone(),
-        ));
-        let span = execute_span(&task, &self.worker_id);
+        let span = execute_span(task, &self.worker_id);
         let traceparent = exported_traceparent(&span).unwrap_or_else(|| task.traceparent.clone());
         let ctx = TaskContext {
             task: task.clone(),
@@ -311,20 +474,47 @@ impl Worker {
             client: self.client.clone(),
             traceparent,
         };
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         self.observer.task_started(&task.handler);
         let dispatch_ms = (started - claimed).as_millis() as i64;
         let timeout = task
             .timeout_ms
             .map(|ms| Duration::from_millis(ms.max(0) as u64));
+        // In its own task, so a panic becomes a failure of this attempt
+        // rather than a task that dies while its lease is renewed for ever;
+        // aborted when dropped, so a timeout or cancellation still drops
+        // the handler (an exec handler's process group dies with it).
+        let call = HandlerTask(tokio::spawn(handler.call(ctx).instrument(span.clone())));
+        tokio::pin!(call);
         let result = tokio::select! {
-            result = handler.call(ctx).instrument(span.clone()) => result,
-            _ = cancel.cancelled() => Err(HandlerError::retryable("attempt cancelled").with_kind("cancelled")),
-            _ = sleep_or_forever(timeout) => Err(HandlerError::retryable(format!(
+            result = &mut call => Some(result),
+            _ = cancel.cancelled() => Some(Err(HandlerError::retryable("attempt cancelled").with_kind("cancelled"))),
+            _ = sleep_or_forever(timeout) => Some(Err(HandlerError::retryable(format!(
                 "handler exceeded the step timeout of {} ms", task.timeout_ms.unwrap_or(0)
-            )).with_kind("timeout")),
+            )).with_kind("timeout"))),
+            _ = stop.cancelled() => {
+                tracing::info!(
+                    component = "worker", worker_id = %self.worker_id, run_id = %task.run_id, trace_id = %task.trace_id,
+                    step = %task.step, attempt = task.attempt, "stopping the handler: the worker is shutting down"
+                );
+                cancel.cancel();
+                match tokio::time::timeout(self.stop_timeout, &mut call).await {
+                    // It finished after all: its output is as good as any.
+                    Ok(Ok(output)) => Some(Ok(output)),
+                    _ => None,
+                }
+            }
         };
         let handler_ms = started.elapsed().as_millis() as i64;
+        let Some(result) = result else {
+            self.observer.task_finished(
+                &task.handler,
+                "cancelled",
+                started.elapsed().as_secs_f64(),
+            );
+            return None;
+        };
+        let result = result.and_then(|output| check_output_size(task, output));
         let task_outcome = match &result {
             Ok(_) => "completed",
             Err(err) => match err.kind.as_deref() {
@@ -341,7 +531,6 @@ impl Worker {
         }
         drop(span);
         cancel.cancel();
-        heartbeats.abort();
         let timing = Some(WorkerTiming {
             dispatch_ms: Some(dispatch_ms),
             handler_ms: Some(handler_ms),
@@ -365,15 +554,117 @@ impl Worker {
                 timing,
             },
         };
-        reporter
-            .send(report::Report {
-                task,
-                result,
-                handler_ms,
-                delivered: None,
-            })
-            .await;
+        Some((result, handler_ms))
     }
+}
+
+/// A handler running in its own task: aborted when dropped; awaiting it
+/// yields the handler's result, or a retryable failure if it panicked.
+struct HandlerTask(tokio::task::JoinHandle<Result<Value, HandlerError>>);
+
+impl Drop for HandlerTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Future for HandlerTask {
+    type Output = Result<Value, HandlerError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        Pin::new(&mut self.0).poll(cx).map(|joined| match joined {
+            Ok(result) => result,
+            Err(err) if err.is_panic() => {
+                let panic = err.into_panic();
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "no message".to_owned());
+                Err(HandlerError::retryable(format!(
+                    "handler panicked: {message}"
+                )))
+            }
+            Err(err) => Err(HandlerError::retryable(format!(
+                "handler task ended: {err}"
+            ))),
+        })
+    }
+}
+
+/// Fails an output larger than the task's `max_output_bytes` (when known):
+/// permanently, kind `invalid_output`, naming the size and the limit.
+fn check_output_size(task: &Task, output: Value) -> Result<Value, HandlerError> {
+    if task.max_output_bytes == 0 {
+        return Ok(output);
+    }
+    let size = serde_json::to_vec(&output).map_or(0, |v| v.len()) as u64;
+    if size > task.max_output_bytes {
+        return Err(HandlerError::permanent(report::too_large_message(
+            "output",
+            size,
+            task.max_output_bytes,
+        ))
+        .with_kind("invalid_output"));
+    }
+    Ok(output)
+}
+
+/// Gives an unfinished attempt back at shutdown: the step is ready again at
+/// once and no attempt is spent. A server without the endpoint (404) lets
+/// the lease lapse instead; nothing is ever reported as a failure.
+async fn release(client: &Client, worker_id: &str, task: &Task) {
+    let request = ReleaseRequest {
+        message: Some("the worker shut down before the handler finished".to_owned()),
+    };
+    let mut backoff = Duration::from_millis(100);
+    for _ in 0..5 {
+        let Some(released) = report::bounded(client.release(&task.lease_id, &request)).await else {
+            tracing::debug!(
+                component = "worker",
+                worker_id,
+                "release unanswered; retrying"
+            );
+            continue;
+        };
+        match released {
+            Ok(_) => {
+                tracing::info!(
+                    component = "worker", worker_id, run_id = %task.run_id, trace_id = %task.trace_id,
+                    step = %task.step, attempt = task.attempt, "lease released"
+                );
+                return;
+            }
+            Err(err) if err.status() == Some(404) || err.status() == Some(405) => {
+                tracing::info!(
+                    component = "worker", worker_id, run_id = %task.run_id, trace_id = %task.trace_id,
+                    step = %task.step, attempt = task.attempt, error = %err,
+                    "the server cannot release this lease; it will lapse and the step retry"
+                );
+                return;
+            }
+            Err(err) if err.is_transient() || matches!(err.status(), Some(408 | 429)) => {
+                tracing::debug!(component = "worker", worker_id, error = %err, "release failed; retrying");
+                tokio::time::sleep(report::jittered(backoff)).await;
+                backoff *= 2;
+            }
+            Err(err) => {
+                tracing::info!(
+                    component = "worker", worker_id, run_id = %task.run_id, trace_id = %task.trace_id,
+                    step = %task.step, attempt = task.attempt, error = %err, "lease not released"
+                );
+                return;
+            }
+        }
+    }
+    tracing::warn!(
+        component = "worker", worker_id, run_id = %task.run_id, trace_id = %task.trace_id,
+        step = %task.step, attempt = task.attempt,
+        "could not reach the server to release the lease; it will lapse and the step retry"
+    );
 }
 
 /// The span a handler runs in, parented on the attempt's span.
@@ -431,32 +722,92 @@ async fn sleep_or_forever(duration: Option<Duration>) {
     }
 }
 
-/// Renews the lease every third of its length; cancels the handler when the
-/// server asks (`cancel_requested`) or the lease is gone (409).
-async fn heartbeat_loop(client: Client, task: Arc<Task>, cancel: CancellationToken) {
+/// Renews the lease every third of its length (sooner after a failed
+/// renewal) until `stop`, recording each acknowledged renewal in `lease`:
+/// it keeps running after the handler ends, until its result is delivered.
+/// Cancels the handler when the server asks (`cancel_requested`), when the
+/// lease is gone (409), and when no renewal was acknowledged for so long that
+/// the lease may lapse (the server or its database unreachable for about a
+/// lease's length): past that point the step may be claimed elsewhere, so
+/// the handler must already be stopped for no two executions to overlap.
+async fn heartbeat_loop(
+    client: Client,
+    task: Arc<Task>,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+    lease: Arc<report::Lease>,
+) {
+    let lease_len = Duration::from_millis(task.lease_ms.max(0) as u64);
     let every = Duration::from_millis((task.lease_ms.max(300) / 3) as u64);
+    let margin = lapse_margin(lease_len);
+    let mut next = every;
     loop {
+        // The moment the lease may lapse unrenewed, less a margin for the
+        // handler's kill to land before another worker can claim the step.
+        let lapsing = lease
+            .deadline()
+            .checked_sub(margin)
+            .unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(every) => {}
-        }
-        match client.heartbeat(&task.lease_id).await {
-            Ok(response) if response.cancel_requested => {
-                tracing::info!(component = "worker", run_id = %task.run_id, trace_id = %task.trace_id, step = %task.step, attempt = task.attempt, "cancel requested by the server");
-                cancel.cancel();
-                return;
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(next) => {}
+            _ = tokio::time::sleep_until(lapsing), if !cancel.is_cancelled() => {
+                stop_lapsing(&task, &cancel, &lease);
+                continue;
             }
-            Ok(_) => {}
-            Err(err) if err.status() == Some(409) => {
-                tracing::info!(component = "worker", run_id = %task.run_id, trace_id = %task.trace_id, step = %task.step, attempt = task.attempt, "lease lost; stopping the handler");
-                cancel.cancel();
+        }
+        let sent = tokio::time::Instant::now();
+        let renewed = tokio::select! {
+            _ = stop.cancelled() => return,
+            renewed = report::bounded(client.heartbeat(&task.lease_id)) => renewed,
+            _ = tokio::time::sleep_until(lapsing), if !cancel.is_cancelled() => {
+                stop_lapsing(&task, &cancel, &lease);
+                continue;
+            }
+        };
+        next = every;
+        let Some(renewed) = renewed else {
+            tracing::debug!(component = "worker", run_id = %task.run_id, step = %task.step, "heartbeat unanswered; will retry");
+            next = every.min(Duration::from_millis(500));
+            continue;
+        };
+        match renewed {
+            Ok(response) => {
+                lease.renewed(sent + lease_len);
+                if response.cancel_requested && !cancel.is_cancelled() {
+                    tracing::info!(component = "worker", run_id = %task.run_id, trace_id = %task.trace_id, step = %task.step, attempt = task.attempt, "cancel requested by the server");
+                    cancel.cancel();
+                }
+            }
+            Err(err) if err.status() == Some(409) || err.status() == Some(404) => {
+                if !cancel.is_cancelled() {
+                    tracing::info!(component = "worker", run_id = %task.run_id, trace_id = %task.trace_id, step = %task.step, attempt = task.attempt, "lease lost; stopping the handler");
+                    cancel.cancel();
+                }
                 return;
             }
             Err(err) => {
-                tracing::warn!(component = "worker", run_id = %task.run_id, step = %task.step, error = %err, "heartbeat failed; will retry");
+                tracing::debug!(component = "worker", run_id = %task.run_id, step = %task.step, error = %err, "heartbeat failed; will retry");
+                next = every.min(Duration::from_millis(500));
             }
         }
     }
+}
+
+/// How long before an unrenewed lease's end the handler is stopped: a tenth
+/// of the lease, between 100 ms and 1 s.
+fn lapse_margin(lease_len: Duration) -> Duration {
+    (lease_len / 10).clamp(Duration::from_millis(100), Duration::from_secs(1))
+}
+
+fn stop_lapsing(task: &Task, cancel: &CancellationToken, lease: &report::Lease) {
+    lease.give_up();
+    tracing::warn!(
+        component = "worker", run_id = %task.run_id, trace_id = %task.trace_id, step = %task.step,
+        attempt = task.attempt, lease_ms = task.lease_ms,
+        "no lease renewal acknowledged for about the lease's length; stopping the handler before the lease lapses"
+    );
+    cancel.cancel();
 }
 
 impl Builder {
@@ -498,6 +849,27 @@ impl Builder {
         self
     }
 
+    /// How long running handlers may finish once shutdown begins (default
+    /// 30 s); their results are delivered. Zero stops them at once.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.shutdown_grace = grace;
+        self
+    }
+
+    /// How long a handler stopped at shutdown may take to end before it is
+    /// given up on (exec handlers: SIGTERM, then SIGKILL after this; default 5 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Once cancelled (e.g. on a second SIGTERM), a shutdown in progress
+    /// ends its grace at once: remaining handlers are stopped and released.
+    pub fn stop_now(mut self, token: CancellationToken) -> Self {
+        self.stop_now = token;
+        self
+    }
+
     pub fn build(self) -> Worker {
         let worker_id = self.worker_id.unwrap_or_else(default_worker_id);
         let queues = if self.queues.is_empty() {
@@ -513,6 +885,9 @@ impl Builder {
             handlers: Arc::new(self.handlers),
             concurrency: self.concurrency,
             poll_wait: self.poll_wait,
+            shutdown_grace: self.shutdown_grace,
+            stop_timeout: self.stop_timeout,
+            stop_now: self.stop_now,
         }
     }
 }
@@ -527,4 +902,34 @@ pub fn default_worker_id() -> String {
         std::process::id(),
         rand::random::<u16>()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn task(max_output_bytes: u64) -> Task {
+        serde_json::from_value(serde_json::json!({
+            "lease_id": "l", "run_id": "r", "trace_id": "t", "traceparent": "",
+            "workflow": "w", "step": "s", "handler": "h", "attempt": 1,
+            "input": {}, "lease_ms": 1000, "max_output_bytes": max_output_bytes
+        }))
+        .expect("a task")
+    }
+
+    #[test]
+    fn output_over_the_limit_fails_for_good_naming_size_and_limit() {
+        let output = serde_json::json!({"blob": "x".repeat(100)});
+        let size = serde_json::to_vec(&output).unwrap().len();
+        let err = check_output_size(&task(50), output.clone()).unwrap_err();
+        assert!(!err.retryable);
+        assert_eq!(err.kind.as_deref(), Some("invalid_output"));
+        assert_eq!(
+            err.message,
+            format!("output of {size} bytes exceeds the limit of 50 bytes")
+        );
+        assert!(check_output_size(&task(size as u64), output.clone()).is_ok());
+        // 0: the server did not say; nothing to check here.
+        assert!(check_output_size(&task(0), output).is_ok());
+    }
 }

@@ -10,6 +10,7 @@ mod failures;
 mod harness;
 mod restart;
 mod robustness;
+mod worker_faults;
 
 /// Generates one `#[tokio::test]` per backend for each `module::scenario`.
 macro_rules! on_both_backends {
