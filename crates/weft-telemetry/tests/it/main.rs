@@ -47,6 +47,7 @@ impl Server {
             database_url,
             Settings {
                 lease: Duration::from_secs(10),
+                ..Settings::default()
             },
             &PoolOptions::default(),
         )
