@@ -228,11 +228,13 @@ impl Client {
 
     /// `POST /v1/workflows/{workflow}/runs`: starts a run of the latest
     /// version with `request.input`. Answers (HTTP 202) the run's id and
-    /// trace id; with an `idempotency_key` already used for this workflow,
-    /// the run that key started (nothing new is started). 404
-    /// `workflow_not_found`; 400 `invalid_idempotency_key`; 409
-    /// `concurrent_update` when two starts with the same key raced (try
-    /// again).
+    /// trace id; with an `idempotency_key` that already started a run of
+    /// this workflow with an equal input (compared as canonical JSON), that
+    /// run, `created: false` (nothing new is started). 404
+    /// `workflow_not_found`; 400 for an invalid input or key
+    /// (`invalid_idempotency_key`); 409 `idempotency_key_reused` when the key
+    /// started a run with a different input, or `concurrent_update` when two
+    /// starts with the same key raced (try again).
     pub async fn start_run(
         &self,
         workflow: &str,
@@ -467,9 +469,11 @@ impl Client {
     }
 
     /// `POST /v1/worker/leases/{lease_id}/complete`: the attempt succeeded
-    /// with `request.output`; ends the attempt and releases the lease.
-    /// `Ack.already_applied` is true when the server answers a re-sent result
-    /// (after a lost answer) whose same outcome it had already applied. 409 `stale_lease` (the
+    /// with `request.output`; ends the attempt and releases the lease. An
+    /// output over the task's `max_output_bytes` is applied as a permanent
+    /// failure with reason `invalid_output`. `Ack.already_applied` is true
+    /// when the server answers a re-sent result (after a lost answer) whose
+    /// same outcome it had already applied. 409 `stale_lease` (the
     /// lease is gone: nothing changed), `attempt_not_running` (the run ended
     /// or the step was retried meanwhile: only the lease is released) or
     /// `deadline_exceeded` (sent after the step's timeout: recorded as a
@@ -514,10 +518,14 @@ impl Client {
     /// `POST /v1/worker/leases/{lease_id}/release`: gives a claimed attempt
     /// back without a result (worker shutdown): the attempt ends `released`
     /// (reason `worker_shutdown`, with `request.message`), the step is ready
-    /// again at once and the release spends no attempt (at most 3 releases
-    /// per step). 400 `invalid_message` for a message over 4096 characters;
-    /// 409 `stale_lease` when the lease is no longer held; a server without
-    /// this endpoint answers 404.
+    /// again at once and the release spends no attempt; past 3 releases of
+    /// the step, a release counts as a failed attempt with reason
+    /// `worker_shutdown`. `Ack.already_applied` when sent again after the
+    /// release was made. 400 `invalid_message` for a message over 4096
+    /// characters; 409 `stale_lease` (the lease is gone),
+    /// `attempt_not_running` (its run ended meanwhile) or
+    /// `deadline_exceeded` (past the step's start-to-close timeout: recorded
+    /// as timed out); a server older than this endpoint answers 404.
     pub async fn release(&self, lease_id: &str, request: &ReleaseRequest) -> Result<Ack> {
         self.post(
             &format!("/v1/worker/leases/{}/release", encode(lease_id)),

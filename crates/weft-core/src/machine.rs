@@ -103,6 +103,16 @@ pub enum Event {
         message: String,
         retryable: bool,
     },
+    /// A worker shutting down handed a running attempt back (`release`).
+    /// `releases` is how many earlier attempts of the step were released;
+    /// under [`MAX_RELEASES`] the step is ready again at once and the attempt
+    /// spends none of its budget, past it the release is an
+    /// `AttemptFailed` with reason `worker_shutdown`.
+    AttemptReleased {
+        step: usize,
+        releases: u32,
+        message: String,
+    },
     /// A `retrying` step's backoff or a sleep step's duration is over.
     TimerFired {
         step: usize,
@@ -117,6 +127,11 @@ pub enum Event {
     Cancel,
     Retry,
 }
+
+/// Most releases one step may have (over its whole life) before a release
+/// counts as a failed attempt, so a crash-looping worker cannot cycle a step
+/// for ever.
+pub const MAX_RELEASES: u32 = 3;
 
 /// What the store must persist. Each effect is also one history event.
 #[derive(Debug, Clone, PartialEq)]
@@ -322,6 +337,38 @@ pub fn apply_with(
                 fail_run(state, step, reason, message, &mut effects);
             }
         }
+        Event::AttemptReleased {
+            step,
+            releases,
+            message,
+        } => {
+            expect_active(state)?;
+            expect_step(def, state, step, StepStatus::Running, "running")?;
+            if releases < MAX_RELEASES {
+                let s = &mut state.steps[step];
+                // The released attempt keeps its number but not its cost.
+                s.attempt_base += 1;
+                s.status = StepStatus::Ready;
+                s.due_at = None;
+                effects.push(Effect::StepReady { step });
+            } else {
+                let message = format!(
+                    "released {releases} times already (at most {MAX_RELEASES}), so this release counts as a failed attempt: {message}"
+                );
+                return apply_with(
+                    def,
+                    state,
+                    Event::AttemptFailed {
+                        step,
+                        reason: Reason::WorkerShutdown,
+                        message,
+                        retryable: true,
+                    },
+                    cx,
+                    conditions,
+                );
+            }
+        }
         Event::TimerFired { step } => {
             expect_active(state)?;
             let s = &mut state.steps[step];
@@ -414,6 +461,7 @@ fn event_step(event: &Event) -> Option<usize> {
         Event::Claimed { step }
         | Event::AttemptCompleted { step, .. }
         | Event::AttemptFailed { step, .. }
+        | Event::AttemptReleased { step, .. }
         | Event::TimerFired { step }
         | Event::Approve { step }
         | Event::Reject { step, .. } => Some(step),
@@ -996,6 +1044,96 @@ steps:
                   run=running nap=completed ok=completed go=ready
             "#]],
         );
+    }
+
+    #[test]
+    fn releases_spend_no_attempt_until_the_cap() {
+        let manifest = "name: r\nsteps:\n  - {name: work, handler: h, retry: {max_attempts: 2, initial: 1s, jitter: false}}\n";
+        let released = |releases| Event::AttemptReleased {
+            step: 0,
+            releases,
+            message: "shutting down".into(),
+        };
+        trace(
+            manifest,
+            Value::Null,
+            &[
+                (0, Event::Start),
+                (1, Event::Claimed { step: 0 }),
+                (2, released(0)),
+                (3, Event::Claimed { step: 0 }),
+                (4, released(1)),
+                (5, Event::Claimed { step: 0 }),
+                (6, released(2)),
+                (7, released(3)),
+                (8, Event::Claimed { step: 0 }),
+                (9, released(3)),
+                (1009, Event::TimerFired { step: 0 }),
+                (1010, Event::Claimed { step: 0 }),
+                (1011, released(3)),
+            ],
+            expect![[r#"
+                t=0 Start
+                  -> step.ready(work)
+                  run=pending work=ready
+                t=1 Claimed { step: 0 }
+                  -> step.running(work) run.started
+                  run=running work=running
+                t=2 AttemptReleased { step: 0, releases: 0, message: "shutting down" }
+                  -> step.ready(work)
+                  run=running work=ready
+                t=3 Claimed { step: 0 }
+                  -> step.running(work)
+                  run=running work=running
+                t=4 AttemptReleased { step: 0, releases: 1, message: "shutting down" }
+                  -> step.ready(work)
+                  run=running work=ready
+                t=5 Claimed { step: 0 }
+                  -> step.running(work)
+                  run=running work=running
+                t=6 AttemptReleased { step: 0, releases: 2, message: "shutting down" }
+                  -> step.ready(work)
+                  run=running work=ready
+                t=7 AttemptReleased { step: 0, releases: 3, message: "shutting down" }
+                  -> REJECTED: step `work` is ready, not running
+                  run=running work=ready
+                t=8 Claimed { step: 0 }
+                  -> step.running(work)
+                  run=running work=running
+                t=9 AttemptReleased { step: 0, releases: 3, message: "shutting down" }
+                  -> step.retrying(work)
+                  run=running work=retrying
+                t=1009 TimerFired { step: 0 }
+                  -> step.ready(work)
+                  run=running work=ready
+                t=1010 Claimed { step: 0 }
+                  -> step.running(work)
+                  run=running work=running
+                t=1011 AttemptReleased { step: 0, releases: 3, message: "shutting down" }
+                  -> step.failed(work) run.failed
+                  run=failed work=failed
+            "#]],
+        );
+        // Three releases cost nothing: five claims, two of them counted.
+        let def = Definition::parse(manifest).unwrap();
+        let mut state = RunState::new(&def, Value::Null);
+        let cx = Context {
+            now_ms: 0,
+            random: 0.0,
+        };
+        apply(&def, &mut state, Event::Start, cx).unwrap();
+        for releases in 0..3 {
+            apply(&def, &mut state, Event::Claimed { step: 0 }, cx).unwrap();
+            apply(&def, &mut state, released(releases), cx).unwrap();
+        }
+        assert_eq!(
+            (state.steps[0].n_attempts, state.steps[0].attempt_base),
+            (3, 3)
+        );
+        apply(&def, &mut state, Event::Claimed { step: 0 }, cx).unwrap();
+        apply(&def, &mut state, released(3), cx).unwrap();
+        assert_eq!(state.steps[0].reason, Some(Reason::WorkerShutdown));
+        assert_eq!(state.steps[0].status, StepStatus::Retrying);
     }
 
     #[test]

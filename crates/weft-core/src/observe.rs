@@ -18,6 +18,11 @@ pub enum Observation<'a> {
     },
     /// A run reached a final status (again, after `weft retry`).
     RunFinished(RunRecord<'a>),
+    /// A terminal run was retried (`weft retry`): it is active again and
+    /// will finish once more. Started + retried − finished = active.
+    RunRetried {
+        workflow: &'a str,
+    },
     AttemptClaimed {
         queue: &'a str,
         queue_wait_ms: i64,

@@ -80,6 +80,78 @@ impl Redactor {
             other => other.clone(),
         }
     }
+
+    /// The values found under sensitive keys anywhere in `value` (every
+    /// string and number beneath such a key, at any depth), longest first,
+    /// without duplicates and without values shorter than
+    /// [`MIN_MASKED_CHARS`] characters.
+    pub fn secrets(&self, value: &Value) -> Vec<String> {
+        fn leaves(value: &Value, out: &mut Vec<String>) {
+            match value {
+                Value::String(text) => out.push(text.clone()),
+                Value::Number(number) => out.push(number.to_string()),
+                Value::Array(items) => items.iter().for_each(|item| leaves(item, out)),
+                Value::Object(map) => map.values().for_each(|inner| leaves(inner, out)),
+                Value::Bool(_) | Value::Null => {}
+            }
+        }
+        fn walk(redactor: &Redactor, value: &Value, out: &mut Vec<String>) {
+            match value {
+                Value::Object(map) => {
+                    for (key, inner) in map {
+                        if redactor.is_sensitive(key) {
+                            leaves(inner, out);
+                        } else {
+                            walk(redactor, inner, out);
+                        }
+                    }
+                }
+                Value::Array(items) => items.iter().for_each(|item| walk(redactor, item, out)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        walk(self, value, &mut found);
+        found.retain(|secret| secret.chars().count() >= MIN_MASKED_CHARS);
+        // Longest first, so a secret that contains another is masked whole.
+        found.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        found.dedup();
+        found
+    }
+
+    /// `text` with every value found under a sensitive key of `input` (see
+    /// [`Redactor::secrets`]) replaced by `"[redacted]"` wherever it occurs:
+    /// the free-text side of the one rule, for error messages and log lines
+    /// that may quote a run's input.
+    pub fn mask_text(&self, text: &str, input: &Value) -> String {
+        mask_secrets(text, &self.secrets(input))
+    }
+}
+
+/// Values shorter than this many characters are not masked in free text: a
+/// one- or two-character value would blank out unrelated words and numbers.
+pub const MIN_MASKED_CHARS: usize = 3;
+
+/// `text` with each of `secrets` replaced by `"[redacted]"` wherever it
+/// occurs, in one pass (the longest secret wins where several match at one
+/// place; a replacement is never searched again).
+pub fn mask_secrets(text: &str, secrets: &[String]) -> String {
+    let secrets: Vec<&str> = secrets
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if secrets.is_empty() {
+        return text.to_owned();
+    }
+    match aho_corasick::AhoCorasick::builder()
+        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
+        .build(&secrets)
+    {
+        Ok(matcher) => matcher.replace_all(text, &vec![REDACTED; secrets.len()]),
+        // Only a pathological pattern set is refused: hide the whole text.
+        Err(_) => REDACTED.to_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -111,5 +183,35 @@ mod tests {
             Redactor::default().redact(&json!([1, "password"])),
             json!([1, "password"])
         );
+    }
+
+    #[test]
+    fn masks_secret_values_wherever_they_appear_in_free_text() {
+        let redactor = Redactor::from_list("ssn");
+        let input = json!({
+            "user": "ada",
+            "db_password": "hunter2",
+            "nested": [{"api_key": "sk-live-123", "ok": "visible"}],
+            "credentials": {"deep": ["abcdef", 987654]},
+            "ssn": "12",
+            "token_prefix": "sk-live"
+        });
+        let text = "connect ada:hunter2@db failed; key sk-live-123 (prefix sk-live) and abcdef/987654 rejected; ok=visible ssn=12";
+        assert_eq!(
+            redactor.mask_text(text, &input),
+            "connect ada:[redacted]@db failed; key [redacted] (prefix [redacted]) and [redacted]/[redacted] rejected; ok=visible ssn=12"
+        );
+        assert_eq!(
+            redactor.secrets(&input),
+            vec!["sk-live-123", "hunter2", "sk-live", "987654", "abcdef"]
+        );
+        // A secret that is part of the replacement text is not masked into it.
+        assert_eq!(
+            mask_secrets("act now", &["act".to_owned(), "now".to_owned()]),
+            "[redacted] [redacted]"
+        );
+        // No secrets, or none in the text: unchanged.
+        assert_eq!(redactor.mask_text("plain", &json!({"x": 1})), "plain");
+        assert_eq!(redactor.mask_text("plain", &Value::Null), "plain");
     }
 }

@@ -4,10 +4,10 @@
 use std::fmt;
 
 macro_rules! string_enum {
-    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $text:literal),+ $(,)? }) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum $name { $($variant),+ }
+        pub enum $name { $($(#[$vmeta])* $variant),+ }
 
         impl $name {
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -90,6 +90,9 @@ string_enum!(
         Completed => "completed",
         Failed => "failed",
         Cancelled => "cancelled",
+        /// Handed back by a worker shutting down: the step was made ready
+        /// again at once and the attempt spent none of its budget.
+        Released => "released",
     }
 );
 
@@ -106,7 +109,12 @@ string_enum!(
         UpstreamFailed => "upstream_failed",
         CompensationFailed => "compensation_failed",
         Rejected => "rejected",
+        /// The worker shut down before the attempt finished (a release).
+        WorkerShutdown => "worker_shutdown",
+        /// A step's `when` condition could not be evaluated.
         ConditionError => "condition_error",
+        /// An approval step was not decided in time.
+        ApprovalTimeout => "approval_timeout",
     }
 );
 

@@ -17,12 +17,14 @@ use serde_json::{Value, json};
 use weft_api::{
     Ack, CompleteRequest, DecisionRequest, ErrorBody, ErrorDetail, EventList, FailRequest,
     HeartbeatResponse, LogList, LogsRequest, PollRequest, PollResponse, PutWorkflowResponse,
-    ResultAnswer, ResultsRequest, ResultsResponse, RunDetail, RunList, RunSummary, StartRunRequest,
-    StartRunResponse, StartRunsRequest, StartRunsResponse, TaskError, WorkerTiming, WorkflowDetail,
-    WorkflowList,
+    ReleaseRequest, ResultAnswer, ResultsRequest, ResultsResponse, RunDetail, RunList, RunSummary,
+    StartRunRequest, StartRunResponse, StartRunsRequest, StartRunsResponse, TaskError,
+    WorkerTiming, WorkflowDetail, WorkflowList,
 };
 use weft_core::{Definition, Reason, RunStatus};
-use weft_store::{ClaimRequest, FailReport, NewRun, Outcome, RunFilter, WorkerResult, now_ms};
+use weft_store::{
+    ClaimRequest, FailReport, NewRun, Outcome, Recorded, RunFilter, WorkerResult, now_ms,
+};
 
 use crate::{
     ApiError, AppState,
@@ -52,6 +54,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/v1/worker/leases/{lease_id}/heartbeat", post(heartbeat))
         .route("/v1/worker/leases/{lease_id}/complete", post(complete))
         .route("/v1/worker/leases/{lease_id}/fail", post(fail))
+        .route("/v1/worker/leases/{lease_id}/release", post(release))
         .route("/v1/worker/leases/{lease_id}/logs", post(append_logs))
         .route("/v1/worker/results", post(results))
         .route("/health/live", get(live))
@@ -192,7 +195,7 @@ async fn get_workflow(
 
 // ---- runs ----
 
-#[utoipa::path(post, path = "/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("traceparent" = Option<String>, Header, description = "W3C trace context: the run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunRequest, responses((status = 202, body = StartRunResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("traceparent" = Option<String>, Header, description = "W3C trace context: the run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunRequest, responses((status = 202, body = StartRunResponse, description = "Started, or the run its idempotency key already started with an equal input (`created: false`)"), (status = 400, body = ErrorBody, description = "Invalid input, or a name or key with control characters"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`idempotency_key_reused`: the key already started a run with a different input (compared as canonical JSON, key order ignored)")))]
 async fn start_run(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -233,6 +236,7 @@ async fn start_run_in(
     trace_id: Option<String>,
 ) -> ApiResult<(StatusCode, Json<StartRunResponse>)> {
     let extract::Json(request) = body?;
+    check_identifier("invalid_name", "workflow name", &name)?;
     check_idempotency_key(&request)?;
     let baggage = baggage(headers);
     let started = state
@@ -251,15 +255,32 @@ async fn start_run_in(
 }
 
 fn check_idempotency_key(request: &StartRunRequest) -> ApiResult<()> {
-    if let Some(key) = &request.idempotency_key
-        && (key.is_empty() || key.chars().count() > limits::MAX_IDEMPOTENCY_KEY_LEN)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            "idempotency_key must be 1 to 256 characters",
-        ));
+    if let Some(key) = &request.idempotency_key {
+        if key.is_empty() || key.chars().count() > limits::MAX_IDEMPOTENCY_KEY_LEN {
+            return Err(ApiError::bad_request(
+                "invalid_idempotency_key",
+                "idempotency_key must be 1 to 256 characters",
+            ));
+        }
+        check_identifier("invalid_idempotency_key", "idempotency_key", key)?;
     }
     Ok(())
+}
+
+/// Refuses an identifier (a name, a key, a worker id) holding a NUL or any
+/// other control character: such a string cannot be stored alike on both
+/// backends, shown in a log line or used in a URL. 400 with `code`.
+fn check_identifier(code: &'static str, what: &str, value: &str) -> ApiResult<()> {
+    match value.chars().find(|c| c.is_control()) {
+        Some(c) => Err(ApiError::bad_request(
+            code,
+            format!(
+                "{what} must not contain control characters (found U+{:04X})",
+                u32::from(c)
+            ),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// W3C baggage is kept as sent (ASCII, within the spec's 8192-byte cap)
@@ -279,7 +300,7 @@ const MAX_RUNS_PER_START: usize = weft_store::MAX_STARTS_PER_BATCH;
 /// Starts several runs of a workflow in one transaction: all or none. A
 /// caller's `traceparent` is joined by every run; without one each run has
 /// a trace of its own.
-#[utoipa::path(post, path = "/v1/workflows/{name}/runs/batch", tag = "runs", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("traceparent" = Option<String>, Header, description = "W3C trace context: every run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunsRequest, responses((status = 202, body = StartRunsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs/batch", tag = "runs", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("traceparent" = Option<String>, Header, description = "W3C trace context: every run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunsRequest, responses((status = 202, body = StartRunsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`idempotency_key_reused` by one of the runs: nothing was started")))]
 async fn start_runs(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -296,6 +317,7 @@ async fn start_runs(
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(weft_core::trace::parse_traceparent);
+    check_identifier("invalid_name", "workflow name", &name)?;
     let baggage = baggage(&headers);
     let request_id = request_id(&headers);
     let mut batch = Vec::with_capacity(request.runs.len());
@@ -311,12 +333,7 @@ async fn start_runs(
             request_id: request_id.clone(),
         });
     }
-    let runs = state
-        .store()
-        .start_runs(&batch)
-        .await?
-        .into_iter()
-        .collect::<Result<Vec<_>, _>>()?;
+    let runs = state.store().start_runs_all_or_none(&batch).await?;
     Ok((StatusCode::ACCEPTED, Json(StartRunsResponse { runs })))
 }
 
@@ -643,11 +660,18 @@ async fn poll(
             "worker_id must be 1 to 256 characters",
         ));
     }
+    check_identifier("invalid_worker_id", "worker_id", &request.worker_id)?;
     if request.handlers.is_empty() {
         return Err(ApiError::bad_request(
             "no_handlers",
             "a worker must name the handlers it serves",
         ));
+    }
+    for handler in &request.handlers {
+        check_identifier("invalid_handler", "a handler name", handler)?;
+    }
+    for queue in &request.queues {
+        check_identifier("invalid_queue", "a queue name", queue)?;
     }
     if request.max_tasks == 0 || request.max_tasks > 100 {
         return Err(ApiError::bad_request(
@@ -687,24 +711,24 @@ async fn heartbeat(
     Ok(Json(state.store().heartbeat(&lease_id).await?))
 }
 
-#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/complete", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = CompleteRequest, responses((status = 200, body = Ack), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed")))]
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/complete", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = CompleteRequest, responses((status = 200, body = Ack, description = "Applied; `already_applied` when this lease's same result had been applied before (an earlier answer was lost). An output over `Task.max_output_bytes` is applied as a permanent failure, reason `invalid_output`"), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed"), (status = 413, body = ErrorBody, description = "`payload_too_large`: the body is over the server's limit")))]
 async fn complete(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
     extract::Json(request): extract::Json<CompleteRequest>,
 ) -> ApiResult<Json<Ack>> {
     let received = now_ms();
-    state
+    let recorded = state
         .store()
         .complete(&lease_id, request.output, request.timing, received)
         .await?;
     Ok(Json(Ack {
         ok: true,
-        already_applied: false,
+        already_applied: recorded == Recorded::AlreadyApplied,
     }))
 }
 
-#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/fail", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = FailRequest, responses((status = 200, body = Ack), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed")))]
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/fail", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = FailRequest, responses((status = 200, body = Ack, description = "Applied; `already_applied` when this lease's same failure had been applied before"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed")))]
 async fn fail(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -712,10 +736,31 @@ async fn fail(
 ) -> ApiResult<Json<Ack>> {
     let received = now_ms();
     let report = fail_report(request.error, request.timing)?;
-    state.store().fail(&lease_id, report, received).await?;
+    let recorded = state.store().fail(&lease_id, report, received).await?;
     Ok(Json(Ack {
         ok: true,
-        already_applied: false,
+        already_applied: recorded == Recorded::AlreadyApplied,
+    }))
+}
+
+/// A worker shutting down hands an attempt back: the attempt ends
+/// `released` (reason `worker_shutdown`), the step is ready again at once
+/// and the release spends no attempt, for at most 3 releases per step; past
+/// that a release counts as a failed attempt with reason `worker_shutdown`.
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/release", tag = "worker", params(("lease_id" = String, Path)), request_body = ReleaseRequest, responses((status = 200, body = Ack, description = "Released: the step is ready again (or, past 3 releases of the step, the release was recorded as a failed attempt); `already_applied` when sent again after the release was made"), (status = 409, body = ErrorBody, description = "`stale_lease`: the lease is gone; `attempt_not_running`: its run ended meanwhile; `deadline_exceeded`: past the step's start-to-close timeout, recorded as timed out")))]
+async fn release(
+    State(state): State<AppState>,
+    Path(lease_id): Path<String>,
+    extract::Json(request): extract::Json<ReleaseRequest>,
+) -> ApiResult<Json<Ack>> {
+    let received = now_ms();
+    let recorded = state
+        .store()
+        .release(&lease_id, request.message, received)
+        .await?;
+    Ok(Json(Ack {
+        ok: true,
+        already_applied: recorded == Recorded::AlreadyApplied,
     }))
 }
 
@@ -786,10 +831,10 @@ async fn results(
         .into_iter()
         .zip(answers)
         .map(|(result, answer)| match answer {
-            Ok(()) => ResultAnswer {
+            Ok(recorded) => ResultAnswer {
                 lease_id: result.lease_id,
                 status: 200,
-                already_applied: false,
+                already_applied: recorded == Recorded::AlreadyApplied,
                 error: None,
             },
             Err(err) => {
@@ -1007,6 +1052,7 @@ async fn health(State(state): State<AppState>) -> impl IntoResponse {
         heartbeat,
         complete,
         fail,
+        release,
         results,
         append_logs,
         live,

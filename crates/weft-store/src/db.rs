@@ -379,6 +379,21 @@ impl Tx {
     }
 }
 
+/// Every text the store writes or looks up, made storable the same way on
+/// both backends: a NUL (which PostgreSQL's TEXT cannot hold) becomes U+FFFD.
+/// JSON documents never reach here with a raw NUL (serialised JSON escapes it
+/// as `\u0000`), so they round-trip exactly; free text from workers (error
+/// messages, log lines) is stored with the replacement character instead of
+/// being refused, so a failure report is never lost. Identifiers with control
+/// characters are refused at the edge, before this.
+pub fn storable_text(text: String) -> String {
+    if text.contains('\0') {
+        text.replace('\0', "\u{FFFD}")
+    } else {
+        text
+    }
+}
+
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
 
@@ -386,7 +401,7 @@ fn bind_pg(mut query: PgQuery<'_>, args: Vec<Arg>) -> PgQuery<'_> {
     for arg in args {
         query = match arg {
             Arg::Int(v) => query.bind(v),
-            Arg::Text(v) => query.bind(v),
+            Arg::Text(v) => query.bind(storable_text(v)),
             Arg::NullInt => query.bind(None::<i64>),
             Arg::NullText => query.bind(None::<String>),
         };
@@ -398,7 +413,7 @@ fn bind_sqlite(mut query: SqliteQuery<'_>, args: Vec<Arg>) -> SqliteQuery<'_> {
     for arg in args {
         query = match arg {
             Arg::Int(v) => query.bind(v),
-            Arg::Text(v) => query.bind(v),
+            Arg::Text(v) => query.bind(storable_text(v)),
             Arg::NullInt => query.bind(None::<i64>),
             Arg::NullText => query.bind(None::<String>),
         };

@@ -186,7 +186,7 @@ impl Store {
                     timeout_ms: step_def.timeout_ms.map(|t| t as i64),
                     lease_ms,
                     baggage: run.baggage.clone(),
-                    max_output_bytes: 0,
+                    max_output_bytes: self.settings().max_output_bytes,
                 },
             });
             attempts.push(claim);
@@ -605,7 +605,7 @@ impl Store {
                 attempt: Some(lease.attempt),
                 data: serde_json::json!({"reason": reason.as_str(), "error": message, "retryable": true}),
             });
-            tracing::info!(component = "engine", run_id = %lease.run_id, workflow = %run.workflow, step = %step_name, attempt = lease.attempt, reason = reason.as_str(), "attempt reaped");
+            tracing::info!(component = "engine", run_id = %lease.run_id, trace_id = %run.trace_id, workflow = %run.workflow, step = %step_name, attempt = lease.attempt, reason = reason.as_str(), error = %message, "attempt reaped");
             let previous_span_id =
                 previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?;
             let event = Event::AttemptFailed {
@@ -759,7 +759,7 @@ pub(crate) fn attempt_timing(
     }
 }
 
-fn truncate(line: &str, max: usize) -> String {
+pub(crate) fn truncate(line: &str, max: usize) -> String {
     if line.len() <= max {
         return line.to_owned();
     }

@@ -37,25 +37,49 @@ use weft_core::{Definition, observe::Observer};
 pub use db::{Dialect, PoolOptions};
 pub use dispatch::{ClaimRequest, FailReport, WorkerSeen};
 pub use error::Error;
-pub use results::{Outcome, WorkerResult};
+pub use results::{MAX_ERROR_BYTES, Outcome, Recorded, WorkerResult};
 pub use runs::{NewRun, RunFilter};
 pub use starts::MAX_STARTS_PER_BATCH;
 pub use time::{now_ms, parse_rfc3339, rfc3339};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Engine-wide settings the store needs to hand out leases.
+/// Engine-wide settings the store needs to hand out leases and judge results.
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// How long a claimed attempt's lease lasts without a heartbeat, for steps
     /// that declare no `heartbeat_timeout` of their own.
     pub lease: Duration,
+    /// Largest step output accepted, in bytes of its serialised JSON. Handed
+    /// to workers on every task (`Task.max_output_bytes`); a `complete` whose
+    /// output is larger is recorded as a permanent failure with reason
+    /// `invalid_output`. Keep it below the server's body limit:
+    /// [`max_output_bytes_for`] derives it.
+    pub max_output_bytes: u64,
+    /// The redaction rule: log lines that quote an error mask the run
+    /// input's secret values with it.
+    pub redactor: weft_core::redact::Redactor,
+}
+
+/// Bytes of a result request that are not the output itself (lease id,
+/// timing, JSON framing), kept free under the body limit.
+pub const OUTPUT_ENVELOPE_BYTES: u64 = 64 * 1024;
+
+/// The largest output that still fits in a request of `max_body_bytes`:
+/// the body limit minus [`OUTPUT_ENVELOPE_BYTES`] (at least 1 KiB).
+pub fn max_output_bytes_for(max_body_bytes: u64) -> u64 {
+    max_body_bytes
+        .saturating_sub(OUTPUT_ENVELOPE_BYTES)
+        .max(1024)
 }
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             lease: Duration::from_secs(30),
+            // The server's default body limit is 4 MiB.
+            max_output_bytes: max_output_bytes_for(4 * 1024 * 1024),
+            redactor: weft_core::redact::Redactor::default(),
         }
     }
 }

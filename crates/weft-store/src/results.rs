@@ -11,7 +11,7 @@ use serde_json::Value;
 use weft_api::WorkerTiming;
 use weft_core::{
     AttemptStatus, Reason, StepStatus,
-    machine::Event,
+    machine::{Event, MAX_RELEASES},
     observe::{AttemptRecord, Observation, Timing},
 };
 
@@ -28,6 +28,16 @@ use crate::{
 pub enum Outcome {
     Completed(Value),
     Failed(FailReport),
+}
+
+/// How a result was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Applied now, under its live lease.
+    Applied,
+    /// The lease's attempt had already ended with this same outcome (the
+    /// answer to an earlier send was lost): nothing changed.
+    AlreadyApplied,
 }
 
 /// One result, as received.
@@ -97,7 +107,7 @@ impl Store {
         output: Value,
         timing: Option<WorkerTiming>,
         received_ms: i64,
-    ) -> Result<()> {
+    ) -> Result<Recorded> {
         self.finish_one(&WorkerResult {
             lease_id: lease_id.to_owned(),
             outcome: Outcome::Completed(output),
@@ -108,7 +118,12 @@ impl Store {
     }
 
     /// Records a failed attempt: the step retries or fails per its policy.
-    pub async fn fail(&self, lease_id: &str, report: FailReport, received_ms: i64) -> Result<()> {
+    pub async fn fail(
+        &self,
+        lease_id: &str,
+        report: FailReport,
+        received_ms: i64,
+    ) -> Result<Recorded> {
         let timing = report.timing.clone();
         self.finish_one(&WorkerResult {
             lease_id: lease_id.to_owned(),
@@ -119,13 +134,197 @@ impl Store {
         .await
     }
 
-    async fn finish_one(&self, result: &WorkerResult) -> Result<()> {
+    /// Hands a running attempt back: its worker is shutting down. The lease
+    /// is deleted and the attempt ends `released` with reason
+    /// `worker_shutdown`; the step is ready again at once and the attempt
+    /// spends none of its budget, for the first [`MAX_RELEASES`] releases of
+    /// a step; past that the release is recorded as a failed attempt (reason
+    /// `worker_shutdown`, retried per the step's policy). Fails with
+    /// `stale_lease` when the lease is gone, `attempt_not_running` when its
+    /// attempt no longer counts (the lease is dropped then too), and
+    /// `deadline_exceeded` after the step's start-to-close deadline (the
+    /// attempt is recorded as timed out, as a late result would be).
+    ///
+    /// [`MAX_RELEASES`]: weft_core::machine::MAX_RELEASES
+    pub async fn release(
+        &self,
+        lease_id: &str,
+        message: Option<String>,
+        received_ms: i64,
+    ) -> Result<Recorded> {
         let started = std::time::Instant::now();
         let mut tx = self.pool().begin().await?;
-        let mut run = self
-            .lock_run_of_lease(&mut tx, &result.lease_id)
+        let Some(mut run) = self.lock_run_of_lease(&mut tx, lease_id).await? else {
+            // Sent again after its answer was lost: the attempt ended by a
+            // release already.
+            let row = tx
+                .fetch_optional(
+                    "SELECT status, reason FROM weft_attempts WHERE lease_id = $1",
+                    args![lease_id],
+                )
+                .await?;
+            tx.commit().await?;
+            let released = row.is_some_and(|row| {
+                row.opt_text("reason").as_deref() == Some(Reason::WorkerShutdown.as_str())
+                    && matches!(row.text("status").as_str(), "released" | "failed")
+            });
+            return if released {
+                Ok(Recorded::AlreadyApplied)
+            } else {
+                Err(Error::stale_lease(lease_id))
+            };
+        };
+        let now = now_ms();
+        // Past its start-to-close deadline the attempt timed out: a release
+        // then is the timeout the reaper would record, not a free retry.
+        let late = tx
+            .fetch_optional(
+                "SELECT deadline_at FROM weft_leases WHERE lease_id = $1",
+                args![lease_id],
+            )
             .await?
-            .ok_or_else(|| Error::stale_lease(&result.lease_id))?;
+            .and_then(|row| row.opt_int("deadline_at"))
+            .is_some_and(|deadline| received_ms > deadline);
+        if late {
+            let result = WorkerResult {
+                lease_id: lease_id.to_owned(),
+                outcome: Outcome::Failed(FailReport {
+                    reason: Reason::Timeout,
+                    message: String::new(),
+                    retryable: true,
+                    timing: None,
+                }),
+                timing: None,
+                received_ms,
+            };
+            let written = self.write_result(&mut tx, &mut run, &result, now).await;
+            if written.is_ok() || matches!(written, Err(Error::Conflict { .. })) {
+                tx.commit().await?;
+            }
+            let written = written?;
+            self.report_written(&run, &written, now, started);
+            return written_outcome(&run, &written);
+        }
+        let lease = self.take_lease(&mut tx, lease_id).await?;
+        let position = lease.int("position") as usize;
+        let attempt = lease.int("attempt");
+        let step_state = &run.state.steps[position];
+        if step_state.status != StepStatus::Running || i64::from(step_state.n_attempts) != attempt {
+            tx.commit().await?; // the lease's release stands
+            return Err(Error::Conflict {
+                code: "attempt_not_running",
+                message: format!(
+                    "attempt {attempt} of step `{}` no longer counts: its run is {}",
+                    run.def.steps[position].name, run.state.status
+                ),
+            });
+        }
+        let releases = tx
+            .fetch_optional(
+                "SELECT COUNT(*) AS n FROM weft_attempts WHERE run_id = $1 AND position = $2 AND status = 'released'",
+                args![&run.run_id, position],
+            )
+            .await?
+            .and_then(|row| row.opt_int("n"))
+            .unwrap_or(0) as u32;
+        let released = releases < MAX_RELEASES;
+        let message = stored_error(
+            message
+                .filter(|m| !m.trim().is_empty())
+                .unwrap_or_else(|| "the worker shut down before the attempt finished".to_owned()),
+        );
+        let claimed_at = lease.int("claimed_at");
+        let ready_at = lease.opt_int("ready_at").unwrap_or(claimed_at);
+        let timing = attempt_timing(ready_at, claimed_at, received_ms, now, None);
+        let (status, kind) = if released {
+            (AttemptStatus::Released, "attempt.released")
+        } else {
+            (AttemptStatus::Failed, "attempt.failed")
+        };
+        let reason = Reason::WorkerShutdown;
+        tx.execute(
+            "UPDATE weft_attempts SET status = $2, reason = $3, error = $4, finished_at = $5, timing = $6 WHERE lease_id = $1",
+            args![
+                lease_id,
+                status.as_str(),
+                reason.as_str(),
+                &message,
+                now,
+                serde_json::to_string(&timing).expect("timing serializes")
+            ],
+        )
+        .await?;
+        let attempt_event = EventRow {
+            run_id: run.run_id.clone(),
+            kind,
+            at: now,
+            step: Some(run.def.steps[position].name.clone()),
+            attempt: Some(attempt),
+            data: serde_json::json!({
+                "timing": timing,
+                "reason": reason.as_str(),
+                "error": &message,
+                "releases": releases + 1,
+                "retryable": true,
+            }),
+        };
+        let previous_span_id =
+            previous_span_id(&mut tx, &run.run_id, position as i64, attempt).await?;
+        let event = Event::AttemptReleased {
+            step: position,
+            releases,
+            message: message.clone(),
+        };
+        let applied = self
+            .apply_event(&mut tx, &mut run, event, now, vec![attempt_event])
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            component = "engine",
+            run_id = %run.run_id,
+            trace_id = %run.trace_id,
+            workflow = %run.workflow,
+            step = %run.def.steps[position].name,
+            attempt,
+            releases = releases + 1,
+            counted = !released,
+            "attempt released"
+        );
+        let written = Written {
+            ended: EndedAttempt {
+                position,
+                attempt,
+                span_id: lease.text("span_id"),
+                previous_span_id,
+                worker_id: lease.text("worker_id"),
+                claimed_at,
+                status,
+                reason: Some(reason),
+                error: Some(message),
+                timing: observed_timing(&timing),
+            },
+            applied,
+            late: false,
+        };
+        self.report_written(&run, &written, now, started);
+        Ok(Recorded::Applied)
+    }
+
+    async fn finish_one(&self, result: &WorkerResult) -> Result<Recorded> {
+        let started = std::time::Instant::now();
+        let mut tx = self.pool().begin().await?;
+        let Some(mut run) = self.lock_run_of_lease(&mut tx, &result.lease_id).await? else {
+            // The lease is gone: this may be a result sent again after its
+            // first answer was lost.
+            let found = self
+                .already_applied(&mut tx, std::slice::from_ref(result))
+                .await?;
+            tx.commit().await?;
+            return match found.as_slice() {
+                [true] => Ok(Recorded::AlreadyApplied),
+                _ => Err(Error::stale_lease(&result.lease_id)),
+            };
+        };
         let now = now_ms();
         let written = self.write_result(&mut tx, &mut run, result, now).await;
         // A refused result may still have released its lease: keep that.
@@ -140,23 +339,25 @@ impl Store {
     /// Records a batch of results in one transaction. Each result gets its
     /// own answer, as `complete`/`fail` would have given it; an error of the
     /// database fails the whole batch and changes nothing.
-    pub async fn finish_batch(&self, results: &[WorkerResult]) -> Result<Vec<Result<()>>> {
+    pub async fn finish_batch(&self, results: &[WorkerResult]) -> Result<Vec<Result<Recorded>>> {
         let started = std::time::Instant::now();
-        let mut answers: Vec<Option<Result<()>>> = results.iter().map(|_| None).collect();
+        let mut answers: Vec<Option<Result<Recorded>>> = results.iter().map(|_| None).collect();
         if results.is_empty() {
             return Ok(Vec::new());
         }
         // One result: its run is found and locked through its lease at once.
         if let [one] = results {
             return match self.finish_one(one).await {
-                Ok(()) => Ok(vec![Ok(())]),
+                Ok(recorded) => Ok(vec![Ok(recorded)]),
                 Err(err @ (Error::Conflict { .. } | Error::NotFound { .. })) => Ok(vec![Err(err)]),
                 Err(err) => Err(err),
             };
         }
         let mut tx = self.pool().begin().await?;
-        // Which run each lease belongs to; a lease not found is stale.
+        // Which run each lease belongs to; a lease not found is stale, or
+        // its result was already applied.
         let mut by_run: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut gone: Vec<usize> = Vec::new();
         for chunk in (0..results.len()).collect::<Vec<_>>().chunks(500) {
             let sql = format!(
                 "SELECT lease_id, run_id FROM weft_leases WHERE lease_id IN ({})",
@@ -175,8 +376,19 @@ impl Store {
             for &i in chunk {
                 match runs.get(&results[i].lease_id) {
                     Some(run_id) => by_run.entry(run_id.clone()).or_default().push(i),
-                    None => answers[i] = Some(Err(Error::stale_lease(&results[i].lease_id))),
+                    None => gone.push(i),
                 }
+            }
+        }
+        if !gone.is_empty() {
+            let sent: Vec<WorkerResult> = gone.iter().map(|&i| results[i].clone()).collect();
+            let found = self.already_applied(&mut tx, &sent).await?;
+            for (&i, applied) in gone.iter().zip(found) {
+                answers[i] = Some(if applied {
+                    Ok(Recorded::AlreadyApplied)
+                } else {
+                    Err(Error::stale_lease(&results[i].lease_id))
+                });
             }
         }
         let now = now_ms();
@@ -217,6 +429,38 @@ impl Store {
             .collect())
     }
 
+    /// For results whose lease is gone: whether each one's attempt already
+    /// ended with the same outcome (completed with an equal output; failed
+    /// with the same reason and message; an output over the limit matches
+    /// the `invalid_output` failure it was recorded as). An attempt that ended
+    /// otherwise (reaped, timed out, cancelled, released) does not match.
+    async fn already_applied(&self, tx: &mut Tx, sent: &[WorkerResult]) -> Result<Vec<bool>> {
+        let mut ended: HashMap<String, Row> = HashMap::new();
+        for chunk in sent.chunks(500) {
+            let sql = format!(
+                "SELECT a.lease_id, a.status, a.reason, a.error, s.output FROM weft_attempts a \
+                 JOIN weft_steps s ON s.run_id = a.run_id AND s.position = a.position \
+                 WHERE a.lease_id IN ({})",
+                placeholders(1, chunk.len())
+            );
+            let values = chunk.iter().map(|r| Arg::from(&r.lease_id)).collect();
+            for row in tx.fetch_all(&sql, values).await? {
+                // A completed attempt's output is its step's (a completed
+                // step never runs again).
+                ended.insert(row.text("lease_id"), row);
+            }
+        }
+        let limit = self.settings().max_output_bytes;
+        Ok(sent
+            .iter()
+            .map(|result| {
+                ended
+                    .get(&result.lease_id)
+                    .is_some_and(|row| same_outcome(row, &result.outcome, limit))
+            })
+            .collect())
+    }
+
     /// Writes one result into `tx`, its run locked: takes the lease, ends
     /// the attempt, applies the event. Refusals (`stale_lease`,
     /// `attempt_not_running`) are conflicts that wrote only the lease's release.
@@ -251,12 +495,30 @@ impl Store {
         let late = lease
             .opt_int("deadline_at")
             .is_some_and(|deadline| result.received_ms > deadline);
+        let limit = self.settings().max_output_bytes;
         let outcome = match &result.outcome {
             _ if late => Outcome::Failed(FailReport {
                 reason: Reason::Timeout,
                 message: "the result arrived after the step's start-to-close timeout".to_owned(),
                 retryable: true,
                 timing: result.timing.clone(),
+            }),
+            // Too large to keep or hand on: a permanent failure of the step,
+            // answered as applied so that the worker does not send it again.
+            Outcome::Completed(output) if json_size(output) > limit => {
+                Outcome::Failed(FailReport {
+                    reason: Reason::InvalidOutput,
+                    message: format!(
+                        "the step's output is {} bytes of JSON, over the server's limit of {limit} bytes (max_output_bytes)",
+                        json_size(output)
+                    ),
+                    retryable: false,
+                    timing: result.timing.clone(),
+                })
+            }
+            Outcome::Failed(report) => Outcome::Failed(FailReport {
+                message: stored_error(report.message.clone()),
+                ..report.clone()
             }),
             other => other.clone(),
         };
@@ -344,10 +606,10 @@ impl Store {
         ));
         self.observe_applied(run, &written.applied, now);
         self.observe_operation(
-            if written.ended.status == AttemptStatus::Completed {
-                "complete"
-            } else {
-                "fail"
+            match written.ended.status {
+                AttemptStatus::Completed => "complete",
+                AttemptStatus::Released => "release",
+                _ => "fail",
             },
             started,
         );
@@ -382,8 +644,64 @@ impl Store {
     }
 }
 
+/// Most bytes of a worker's error message kept (in the attempt, the step,
+/// the run and the history event, each): a handler that puts megabytes of
+/// output in its error must not bloat every row that quotes it.
+pub const MAX_ERROR_BYTES: usize = 16 * 1024;
+
+/// A worker's error message as stored: cut to [`MAX_ERROR_BYTES`] at a
+/// character boundary, with `…` marking the cut.
+pub(crate) fn stored_error(message: String) -> String {
+    if message.len() <= MAX_ERROR_BYTES {
+        message
+    } else {
+        crate::dispatch::truncate(&message, MAX_ERROR_BYTES)
+    }
+}
+
+/// The size in bytes of `value` serialised as compact JSON (as stored).
+pub(crate) fn json_size(value: &Value) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("a JSON value serializes");
+    count.0
+}
+
+/// Whether an ended attempt's row (`status`, `reason`, `error`) records
+/// `outcome`: see [`Store::already_applied`].
+fn same_outcome(row: &Row, outcome: &Outcome, max_output_bytes: u64) -> bool {
+    let reason = row.opt_text("reason");
+    match (row.text("status").as_str(), outcome) {
+        ("completed", Outcome::Completed(output)) => row
+            .opt_text("output")
+            .and_then(|stored| serde_json::from_str::<Value>(&stored).ok())
+            .is_some_and(|stored| stored == *output),
+        ("failed", Outcome::Completed(output)) => {
+            reason.as_deref() == Some(Reason::InvalidOutput.as_str())
+                && json_size(output) > max_output_bytes
+        }
+        ("failed", Outcome::Failed(report)) => {
+            reason.as_deref() == Some(report.reason.as_str())
+                && row.opt_text("error")
+                    == Some(crate::db::storable_text(stored_error(
+                        report.message.clone(),
+                    )))
+        }
+        _ => false,
+    }
+}
+
 /// The answer to a written result: a late one was recorded as a timeout.
-fn written_outcome(run: &LockedRun, written: &Written) -> Result<()> {
+fn written_outcome(run: &LockedRun, written: &Written) -> Result<Recorded> {
     if written.late {
         return Err(Error::Conflict {
             code: "deadline_exceeded",
@@ -393,7 +711,7 @@ fn written_outcome(run: &LockedRun, written: &Written) -> Result<()> {
             ),
         });
     }
-    Ok(())
+    Ok(Recorded::Applied)
 }
 
 /// The span id of the attempt before `attempt` of the same step, if any: a

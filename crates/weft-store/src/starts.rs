@@ -49,7 +49,7 @@ async fn write_loop(inner: Weak<Inner>, mut receiver: mpsc::UnboundedReceiver<(N
         let Some(inner) = inner.upgrade() else { return };
         let store = Store { inner };
         let (runs, waiters): (Vec<NewRun>, Vec<Waiter>) = batch.into_iter().unzip();
-        match store.write_starts(&runs, false).await {
+        match store.write_starts(&runs, false, false).await {
             Ok(answers) => {
                 for (waiter, answer) in waiters.into_iter().zip(answers) {
                     let _ = waiter.send(answer);
@@ -58,7 +58,10 @@ async fn write_loop(inner: Weak<Inner>, mut receiver: mpsc::UnboundedReceiver<(N
             // The batch failed whole: each start alone gets its own answer.
             Err(_) if runs.len() > 1 => {
                 for (new, waiter) in runs.into_iter().zip(waiters) {
-                    let answer = match store.write_starts(std::slice::from_ref(&new), false).await {
+                    let answer = match store
+                        .write_starts(std::slice::from_ref(&new), false, false)
+                        .await
+                    {
                         Ok(mut answers) => answers.pop().expect("one answer"),
                         Err(err) => Err(err),
                     };
@@ -107,13 +110,26 @@ impl Store {
     /// unknown workflow fails only its own start); an error of the database
     /// fails the whole batch and writes nothing.
     pub async fn start_runs(&self, batch: &[NewRun]) -> Result<Vec<Result<StartRunResponse>>> {
-        self.write_starts(batch, true).await
+        self.write_starts(batch, true, false).await
     }
 
+    /// Starts several runs in one transaction, all or none: the first start
+    /// refused (unknown workflow, an idempotency key reused with another
+    /// input) is the answer and nothing is written.
+    pub async fn start_runs_all_or_none(&self, batch: &[NewRun]) -> Result<Vec<StartRunResponse>> {
+        self.write_starts(batch, true, true)
+            .await?
+            .into_iter()
+            .collect()
+    }
+
+    /// Writes a batch of starts. With `all_or_none`, a refused start rolls
+    /// the whole batch back (its answers are returned, nothing committed).
     async fn write_starts(
         &self,
         batch: &[NewRun],
         log: bool,
+        all_or_none: bool,
     ) -> Result<Vec<Result<StartRunResponse>>> {
         let started = std::time::Instant::now();
         if batch.is_empty() {
@@ -129,11 +145,20 @@ impl Store {
                     answers.push(Ok(answer));
                     written.extend(run);
                 }
-                Err(err @ (Error::NotFound { .. } | Error::Invalid { .. })) => {
-                    answers.push(Err(err))
-                }
+                Err(
+                    err @ (Error::NotFound { .. }
+                    | Error::Invalid { .. }
+                    | Error::Conflict {
+                        code: "idempotency_key_reused",
+                        ..
+                    }),
+                ) => answers.push(Err(err)),
                 Err(err) => return Err(err),
             }
+        }
+        if all_or_none && answers.iter().any(Result::is_err) {
+            drop(tx); // rolled back: nothing of the batch is written
+            return Ok(answers);
         }
         tx.commit().await?;
         let mut made_ready = false;
@@ -261,20 +286,38 @@ fn log_created(workflow: &str, started: &StartRunResponse) {
     tracing::info!(component = "engine", run_id = %started.run_id, trace_id = %started.trace_id, workflow, "run created");
 }
 
-/// The run an idempotency key already started, if any.
+/// The run an idempotency key already started, if any. The key is bound to
+/// its first input: a start with the same key and a different input (as
+/// canonical JSON: key order ignored) is refused, `idempotency_key_reused`.
 async fn existing_run(tx: &mut Tx, new: &NewRun) -> Result<Option<StartRunResponse>> {
     let Some(key) = &new.idempotency_key else {
         return Ok(None);
     };
-    Ok(tx
+    let Some(row) = tx
         .fetch_optional(
-            "SELECT run_id, trace_id FROM weft_runs WHERE workflow = $1 AND idempotency_key = $2",
+            "SELECT run_id, trace_id, input FROM weft_runs WHERE workflow = $1 AND idempotency_key = $2",
             args![&new.workflow, key],
         )
         .await?
-        .map(|row| StartRunResponse {
-            run_id: row.text("run_id"),
-            trace_id: row.text("trace_id"),
-            created: false,
-        }))
+    else {
+        return Ok(None);
+    };
+    let stored: Value = serde_json::from_str(&row.text("input"))
+        .map_err(|err| Error::Corrupt(format!("run input: {err}")))?;
+    // `Value` equality compares objects by key, whatever their order.
+    if stored != new.input {
+        return Err(Error::Conflict {
+            code: "idempotency_key_reused",
+            message: format!(
+                "idempotency key `{key}` already started run {} of `{}` with a different input",
+                row.text("run_id"),
+                new.workflow
+            ),
+        });
+    }
+    Ok(Some(StartRunResponse {
+        run_id: row.text("run_id"),
+        trace_id: row.text("trace_id"),
+        created: false,
+    }))
 }

@@ -311,13 +311,10 @@ impl Store {
         }
         for effect in &effects {
             let (step, attempt) = match effect.step() {
-                Some(p) => {
-                    let n = run.state.steps[p].n_attempts;
-                    (
-                        Some(run.def.steps[p].name.clone()),
-                        (n > 0).then_some(i64::from(n)),
-                    )
-                }
+                Some(p) => (
+                    Some(run.def.steps[p].name.clone()),
+                    effect_attempt(run, effect, p),
+                ),
                 None => (None, None),
             };
             let mut data = effect.data();
@@ -342,8 +339,22 @@ impl Store {
                     .await?;
             }
         }
-        for effect in &effects {
-            log_effect(run, effect);
+        if effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::RunFailed { .. } | Effect::StepFailed { .. } | Effect::StepRetrying { .. }
+            )
+        }) {
+            // Failures are logged with their error, the run input's secret
+            // values masked (found once per transition).
+            let secrets = self.settings().redactor.secrets(&run.state.input);
+            for effect in &effects {
+                log_effect(run, effect, &secrets);
+            }
+        } else {
+            for effect in &effects {
+                log_effect(run, effect, &[]);
+            }
         }
         Ok(Applied {
             effects,
@@ -391,6 +402,11 @@ impl Store {
                     observer.observe(&Observation::RunFinished(self::run_record(run, now)));
                     self.inner.run_waiters.finished(&run.run_id);
                 }
+                Effect::RunRetried => {
+                    observer.observe(&Observation::RunRetried {
+                        workflow: &run.workflow,
+                    });
+                }
                 Effect::StepRetrying { step, .. } => {
                     observer.observe(&Observation::StepRetrying {
                         workflow: &run.workflow,
@@ -403,7 +419,23 @@ impl Store {
     }
 }
 
-fn log_effect(run: &LockedRun, effect: &Effect) {
+/// The attempt a step effect's history event names: the attempt that just
+/// ran for most, the next one for `step.ready` (the attempt it is ready
+/// for); none for a step that never ran and is not about to.
+fn effect_attempt(run: &LockedRun, effect: &Effect, position: usize) -> Option<i64> {
+    let n = i64::from(run.state.steps[position].n_attempts);
+    match effect {
+        Effect::StepReady { .. } => Some(n + 1),
+        _ => (n > 0).then_some(n),
+    }
+}
+
+/// A step's or run's error for a log line, secret values masked.
+fn masked_error(error: Option<&str>, secrets: &[String]) -> String {
+    weft_core::redact::mask_secrets(error.unwrap_or(""), secrets)
+}
+
+fn log_effect(run: &LockedRun, effect: &Effect, secrets: &[String]) {
     let run_id = run.run_id.as_str();
     let workflow = run.workflow.as_str();
     let trace_id = run.trace_id.as_str();
@@ -424,6 +456,7 @@ fn log_effect(run: &LockedRun, effect: &Effect) {
                 trace_id,
                 workflow,
                 reason = reason.as_str(),
+                error = %masked_error(run.state.error.as_deref(), secrets),
                 "run failed"
             )
         }
@@ -451,6 +484,8 @@ fn log_effect(run: &LockedRun, effect: &Effect) {
             step = run.def.steps[*step].name.as_str(),
             attempt = run.state.steps[*step].n_attempts,
             delay_ms,
+            reason = run.state.steps[*step].reason.map_or("", |r| r.as_str()),
+            error = %masked_error(run.state.steps[*step].error.as_deref(), secrets),
             "step will retry"
         ),
         Effect::StepFailed { step, reason } => tracing::info!(
@@ -459,7 +494,9 @@ fn log_effect(run: &LockedRun, effect: &Effect) {
             trace_id,
             workflow,
             step = run.def.steps[*step].name.as_str(),
+            attempt = run.state.steps[*step].n_attempts,
             reason = reason.as_str(),
+            error = %masked_error(run.state.steps[*step].error.as_deref(), secrets),
             "step failed"
         ),
         other => tracing::debug!(

@@ -190,6 +190,7 @@ use weft_core::observe::{Observation, Observer};
 struct Families {
     runs_started: Family<WorkflowLabels, Counter>,
     runs_finished: Family<WorkflowStatusLabels, Counter>,
+    runs_retried: Family<WorkflowLabels, Counter>,
     step_attempts: Family<AttemptLabels, Counter>,
     step_retries: Family<StepLabels, Counter>,
     leases_expired: Family<QueueLabels, Counter>,
@@ -235,6 +236,7 @@ impl Metrics {
         let f = Families {
             runs_started: Family::default(),
             runs_finished: Family::default(),
+            runs_retried: Family::default(),
             step_attempts: Family::default(),
             step_retries: Family::default(),
             leases_expired: Family::default(),
@@ -265,6 +267,11 @@ impl Metrics {
             "runs_finished",
             "Runs that reached a final status, by workflow and status",
             f.runs_finished.clone(),
+        );
+        registry.register(
+            "runs_retried",
+            "Terminal runs made active again by a retry, by workflow: started + retried - finished = active",
+            f.runs_retried.clone(),
         );
         registry.register(
             "step_attempts",
@@ -417,6 +424,16 @@ impl Metrics {
 
     fn queue(&self, name: &str) -> String {
         self.inner.queues.apply(name)
+    }
+
+    /// Counts a terminal run retried (`weft retry`): it will finish again.
+    pub fn run_retried(&self, workflow: &str) {
+        self.f()
+            .runs_retried
+            .get_or_create(&WorkflowLabels {
+                workflow: self.workflow(workflow),
+            })
+            .inc();
     }
 
     pub fn run_started(&self, workflow: &str) {
@@ -644,6 +661,7 @@ impl Observer for Metrics {
     fn observe(&self, observation: &Observation<'_>) {
         match *observation {
             Observation::RunStarted { workflow } => self.run_started(workflow),
+            Observation::RunRetried { workflow } => self.run_retried(workflow),
             Observation::RunFinished(ref run) => self.run_finished(
                 run.workflow,
                 run.status.as_str(),

@@ -32,10 +32,8 @@ use weft_client::Client;
 /// `Display` error converts into a retryable one, so handlers can use `?`.
 #[derive(Debug, Clone)]
 pub struct HandlerError {
-    /// The failure's text, shown as the step's error and in history. At most
-    /// 262,144 characters: the server refuses a longer one (400
-    /// `invalid_message`) and the result is dropped, as for an unknown
-    /// [`HandlerError::kind`].
+    /// The failure's text, shown as the step's error and in history; sent
+    /// cut to [`MAX_ERROR_MESSAGE_BYTES`] (ending in `…`).
     pub message: String,
     /// The failure's reason; `None` is `handler_error`. The server knows only
     /// `handler_error`, `timeout`, `invalid_output`, `cancelled` and
@@ -129,15 +127,20 @@ impl TaskContext {
     }
 
     /// Sends log lines to the server (`POST /v1/worker/leases/{lease_id}/logs`),
-    /// kept with this attempt. A batch the server finds too large (413) is
-    /// sent in halves, a single line too large is cut to
+    /// kept with this attempt. Each line is first cut to
+    /// [`exec::MAX_LOG_LINE_BYTES`] (ending in `…`). A batch the server finds
+    /// too large (413) is sent in halves, a single line too large is cut to
     /// [`LOG_LINE_CUT_BYTES`]; a failed send (no answer, 5xx, 408, 429) is
     /// tried again a few times (within about a second), then the lines are
     /// dropped. Any other refusal drops the batch at once: more than 10,000
-    /// lines (400 `too_many_lines`), a line over 65,536 characters (400
-    /// `line_too_long`), a lease no longer held (409 `stale_lease`). Never
-    /// fails the handler; a dropped batch is logged at debug level.
+    /// lines (400 `too_many_lines`), a lease no longer held (409
+    /// `stale_lease`). Never fails the handler; a dropped batch is logged at
+    /// debug level.
     pub async fn log(&self, lines: Vec<String>) {
+        let lines: Vec<String> = lines
+            .into_iter()
+            .map(|line| cut_text(line, exec::MAX_LOG_LINE_BYTES))
+            .collect();
         let mut queue = std::collections::VecDeque::from([(lines, false)]);
         let mut retries = 0u32;
         while let Some((batch, cut)) = queue.pop_front() {
@@ -592,7 +595,7 @@ impl Worker {
                 lease_id,
                 output: Value::Null,
                 error: Some(TaskError {
-                    message: err.message,
+                    message: cut_text(err.message, MAX_ERROR_MESSAGE_BYTES),
                     kind: err.kind,
                     retryable: Some(err.retryable),
                 }),
@@ -839,6 +842,25 @@ async fn heartbeat_loop(
     }
 }
 
+/// Longest failure message sent, in bytes: well under what the server
+/// takes, so a long message is cut (marked `…`) rather than refused.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, ending in `…`
+/// when it was cut.
+pub(crate) fn cut_text(mut text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push('…');
+    text
+}
+
 /// How long before an unrenewed lease's end the handler is stopped: a tenth
 /// of the lease, between 100 ms and 1 s.
 fn lapse_margin(lease_len: Duration) -> Duration {
@@ -966,6 +988,16 @@ pub fn default_worker_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_texts_are_cut_on_a_character_boundary() {
+        let text = "é".repeat(100);
+        let cut = super::cut_text(text.clone(), 51);
+        assert!(cut.len() <= 51, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert_eq!(super::cut_text("short".into(), 51), "short");
+        assert_eq!(super::cut_text(text.clone(), 200), text);
+    }
+
     use super::*;
 
     fn task(max_output_bytes: u64) -> Task {

@@ -10,6 +10,7 @@ mod edge;
 mod failures;
 mod harness;
 mod restart;
+mod robustness;
 mod worker_faults;
 
 /// Generates one `#[tokio::test]` per backend for each `module::scenario`.
@@ -58,6 +59,12 @@ on_both_backends! {
     api::batch_endpoints,
     restart::server_restart_mid_runs,
     cli::cli_start_wait_run_runs,
+    robustness::results_sent_again_and_released_leases,
+    robustness::output_over_the_limit_fails_at_once,
+    robustness::nul_and_control_characters,
+    robustness::idempotency_key_bound_to_input,
+    robustness::retried_runs_are_counted,
+    robustness::failure_logs_carry_the_masked_error,
     conditions::heavy_condition_fails_its_step_without_stalling,
     edge::request_bounds,
 }

@@ -241,7 +241,6 @@ steps:
 /// its lease released (not failed, no attempt spent); a new worker then
 /// completes the step, and the run never fails as cancelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the release endpoint"]
 async fn sigterm_releases_an_unfinished_step() {
     let db = weft_testkit::sqlite_database();
     let env = Env::start(&db.url).await;

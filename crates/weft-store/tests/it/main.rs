@@ -10,6 +10,19 @@ macro_rules! conformance {
     ($check:ident) => {
         conformance!($check, lease_ms = 30_000);
     };
+    ($check:ident, settings = $settings:expr) => {
+        mod $check {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                crate::support::on_sqlite_with($settings, super::$check).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                crate::support::on_postgres_with($settings, super::$check).await;
+            }
+        }
+    };
     ($check:ident, lease_ms = $lease:expr) => {
         mod $check {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,5 +49,6 @@ mod leases;
 mod listing;
 mod observations;
 mod results;
+mod robustness;
 mod support;
 mod workflows;

@@ -121,10 +121,22 @@ async fn check_result_batches(store: Store) {
             < event_index(&history, "step.ready", Some("join"))
     );
 
-    // The same batch again changes nothing: every lease is gone.
+    // The same batch again changes nothing: every lease is gone, and each
+    // result was already applied (the first answer may have been lost).
     let before = snapshot(&store, &fan).await;
     let again = store.finish_batch(&batch[..3]).await.expect("finish_batch");
     for answer in again {
+        assert!(
+            matches!(answer, Ok(weft_store::Recorded::AlreadyApplied)),
+            "{answer:?}"
+        );
+    }
+    // Other outputs for the same leases are refused.
+    let other: Vec<WorkerResult> = fan_tasks
+        .iter()
+        .map(|t| completed(&t.lease_id, json!("other")))
+        .collect();
+    for answer in store.finish_batch(&other).await.expect("finish_batch") {
         assert!(
             matches!(
                 answer,
@@ -191,8 +203,9 @@ async fn check_start_batches(store: Store) {
         idempotency_key: key.map(str::to_owned),
         ..weft_store::NewRun::default()
     };
-    // Two with one key in the same batch: one run, found by the second.
-    let batch = [new(1, None), new(2, Some("k")), new(3, Some("k"))];
+    // Two with one key (and one input) in the same batch: one run, found by
+    // the second.
+    let batch = [new(1, None), new(2, Some("k")), new(2, Some("k"))];
     let answers = store.start_runs(&batch).await.expect("start_runs");
     let started: Vec<_> = answers.into_iter().map(|a| a.expect("started")).collect();
     assert!(started[0].created && started[1].created);

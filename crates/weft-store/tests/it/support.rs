@@ -17,8 +17,24 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: Future<Output = ()>,
 {
+    on_sqlite_with(
+        Settings {
+            lease,
+            ..Settings::default()
+        },
+        check,
+    )
+    .await
+}
+
+/// Runs a check against a store with these settings on a fresh SQLite file.
+pub async fn on_sqlite_with<F, Fut>(settings: Settings, check: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let db = weft_testkit::sqlite_database();
-    let store = Store::connect(&db.url, Settings { lease })
+    let store = Store::connect(&db.url, settings)
         .await
         .expect("connect to SQLite");
     check(store.clone()).await;
@@ -33,11 +49,28 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: Future<Output = ()>,
 {
+    on_postgres_with(
+        Settings {
+            lease,
+            ..Settings::default()
+        },
+        check,
+    )
+    .await
+}
+
+/// Runs a check against a store with these settings on a fresh PostgreSQL
+/// cluster's database.
+pub async fn on_postgres_with<F, Fut>(settings: Settings, check: F)
+where
+    F: FnOnce(Store) -> Fut,
+    Fut: Future<Output = ()>,
+{
     let cluster = tokio::task::spawn_blocking(weft_testkit::PgCluster::start)
         .await
         .expect("start PostgreSQL");
     let url = cluster.create_database();
-    let store = Store::connect(&url, Settings { lease })
+    let store = Store::connect(&url, settings)
         .await
         .expect("connect to PostgreSQL");
     check(store.clone()).await;

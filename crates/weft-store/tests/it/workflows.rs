@@ -182,9 +182,17 @@ async fn check_start_run(store: Store) {
     };
     let first = store.start_run(keyed("k-1", "starter")).await.unwrap();
     assert!(first.created);
-    let mut second_request = keyed("k-1", "starter");
-    second_request.input = json!({"attempt": 2});
-    let second = store.start_run(second_request).await.unwrap();
+    // Another input under the same key is refused.
+    let mut reused = keyed("k-1", "starter");
+    reused.input = json!({"attempt": 2});
+    assert!(matches!(
+        store.start_run(reused).await,
+        Err(weft_store::Error::Conflict {
+            code: "idempotency_key_reused",
+            ..
+        })
+    ));
+    let second = store.start_run(keyed("k-1", "starter")).await.unwrap();
     assert!(!second.created);
     assert_eq!(
         (second.run_id.as_str(), second.trace_id.as_str()),

@@ -46,6 +46,7 @@ impl Server {
             store: StoreConfig {
                 settings: Settings {
                     lease: Duration::from_secs(10),
+                    ..Settings::default()
                 },
                 ..StoreConfig::new(database_url)
             },
