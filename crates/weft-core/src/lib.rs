@@ -5,6 +5,7 @@
 //! randomness of its own: time and jitter come in as arguments, so every rule
 //! here is a pure function that tests can drive with data.
 
+pub mod clock;
 pub mod condition;
 pub mod definition;
 pub mod duration;

@@ -20,6 +20,11 @@ use tokio_util::sync::CancellationToken;
 use weft_api::Task;
 use weft_store::{ClaimRequest, Store, now_ms};
 
+/// How often the store's clock is re-measured against the database's.
+const CLOCK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+/// A clock further than this from the database's is logged (milliseconds).
+const CLOCK_SKEW_WARN_MS: i64 = 1_000;
+
 #[derive(Debug, Clone)]
 pub struct Config {
     /// How often the timer and reaper sweeps run.
@@ -118,6 +123,33 @@ impl Engine {
                 }
             })
         };
+        // Keeps the store's clock on the database's (PostgreSQL), so lease
+        // and timer deadlines mean the same to every server.
+        let clock = {
+            let store = self.inner.store.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(CLOCK_SYNC_INTERVAL);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = interval.tick() => {}
+                    }
+                    match store.sync_clock().await {
+                        Ok(offset) if offset.abs() > CLOCK_SKEW_WARN_MS => tracing::warn!(
+                            component = "engine",
+                            offset_ms = offset,
+                            "this server's clock is off the database's; times are corrected to the database's clock"
+                        ),
+                        Ok(_) => {}
+                        Err(err) => {
+                            tracing::debug!(component = "engine", error = %err, "clock sync failed; keeping the last correction")
+                        }
+                    }
+                }
+            })
+        };
         let mut interval = tokio::time::interval(self.inner.config.tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -131,6 +163,7 @@ impl Engine {
         }
         let _ = listen.await;
         let _ = gauges.await;
+        let _ = clock.await;
         tracing::info!(component = "engine", "engine stopped");
     }
 

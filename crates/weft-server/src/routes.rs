@@ -365,7 +365,7 @@ async fn list_runs(
     };
     let since_ms = match &query.since {
         None => None,
-        Some(text) => Some(parse_since(text)?),
+        Some(text) => Some(parse_since(text, state.store().now_ms())?),
     };
     if let Some(limit) = query.limit
         && (limit == 0 || limit > 1000)
@@ -400,7 +400,7 @@ pub(crate) fn trace_url(template: Option<&str>, trace_id: &str) -> Option<String
     template.map(|t| t.replace("{trace_id}", trace_id))
 }
 
-fn parse_since(text: &str) -> ApiResult<i64> {
+fn parse_since(text: &str, now_ms: i64) -> ApiResult<i64> {
     if let Some(ms) = weft_store::parse_rfc3339(text) {
         return Ok(ms);
     }
@@ -420,7 +420,7 @@ fn parse_since(text: &str) -> ApiResult<i64> {
         return Err(invalid());
     }
     let ago = weft_core::duration::parse_ms(text).map_err(|_| invalid())?;
-    Ok(now_ms().saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX)))
+    Ok(now_ms.saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX)))
 }
 
 #[derive(Deserialize)]
@@ -550,7 +550,7 @@ impl EventFollower {
                 .run_events(&self.run_id, Some(self.low_water))
                 .await
                 .unwrap_or_default();
-            let settled_before = now_ms() - COMMIT_LAG_MS;
+            let settled_before = self.store.now_ms() - COMMIT_LAG_MS;
             let mut batch = Vec::new();
             let mut ended = false;
             let mut settled_prefix = true;
@@ -717,7 +717,7 @@ async fn complete(
     Path(lease_id): Path<String>,
     extract::Json(request): extract::Json<CompleteRequest>,
 ) -> ApiResult<Json<Ack>> {
-    let received = now_ms();
+    let received = state.store().now_ms();
     let recorded = state
         .store()
         .complete(&lease_id, request.output, request.timing, received)
@@ -734,7 +734,7 @@ async fn fail(
     Path(lease_id): Path<String>,
     extract::Json(request): extract::Json<FailRequest>,
 ) -> ApiResult<Json<Ack>> {
-    let received = now_ms();
+    let received = state.store().now_ms();
     let report = fail_report(request.error, request.timing)?;
     let recorded = state.store().fail(&lease_id, report, received).await?;
     Ok(Json(Ack {
@@ -753,7 +753,7 @@ async fn release(
     Path(lease_id): Path<String>,
     extract::Json(request): extract::Json<ReleaseRequest>,
 ) -> ApiResult<Json<Ack>> {
-    let received = now_ms();
+    let received = state.store().now_ms();
     let recorded = state
         .store()
         .release(&lease_id, request.message, received)
@@ -803,7 +803,7 @@ async fn results(
     State(state): State<AppState>,
     extract::Json(request): extract::Json<ResultsRequest>,
 ) -> ApiResult<Json<ResultsResponse>> {
-    let received = now_ms();
+    let received = state.store().now_ms();
     if request.results.len() > MAX_RESULTS_PER_BATCH {
         return Err(ApiError::bad_request(
             "too_many_results",

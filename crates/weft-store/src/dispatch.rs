@@ -18,7 +18,6 @@ use weft_core::{
 use crate::{
     Error, Result, Store, args,
     db::{Arg, Dialect, Tx, placeholders},
-    now_ms,
     results::{EndedAttempt, observed_timing, previous_span_id},
     rfc3339,
     runs::random_hex,
@@ -108,7 +107,7 @@ impl Store {
         // The claim time is read only once the rows are ours: read before the
         // transaction, it could predate the commit that made a step ready
         // (a dependant "claimed" before its dependency finished).
-        let now = now_ms();
+        let now = self.now_ms();
         let mut runs = run_infos(&rows);
         let mut tasks = Vec::with_capacity(rows.len());
         let mut attempts = Vec::with_capacity(rows.len());
@@ -383,7 +382,7 @@ impl Store {
     /// Renews a lease. Answers `cancel_requested` when the run has ended or
     /// the attempt no longer counts; a lease that is gone is a conflict.
     pub async fn heartbeat(&self, lease_id: &str) -> Result<HeartbeatResponse> {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.pool().begin().await?;
         let row = tx
             .fetch_optional(
@@ -427,7 +426,7 @@ impl Store {
             )
             .await?
             .ok_or_else(|| Error::stale_lease(lease_id))?;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.pool().begin().await?;
         for chunk in lines.chunks(200) {
             let mut sql =
@@ -454,7 +453,7 @@ impl Store {
     /// Fires due timers: retry backoffs and sleeps. Idempotent, so any number
     /// of engines may run it. Returns how many were fired.
     pub async fn fire_due_timers(&self, limit: u32) -> Result<usize> {
-        let now = now_ms();
+        let now = self.now_ms();
         let due = self
             .pool()
             .fetch_all(
@@ -501,7 +500,7 @@ impl Store {
     /// `heartbeat_timeout` when the step declared one) or whose start-to-close
     /// deadline passed (`timeout`). Idempotent. Returns how many were reaped.
     pub async fn reap(&self, limit: u32) -> Result<usize> {
-        let now = now_ms();
+        let now = self.now_ms();
         let rows = self
             .pool()
             .fetch_all(
@@ -657,7 +656,7 @@ impl Store {
             .execute(
                 "INSERT INTO weft_workers (worker_id, queues, handlers, last_seen_at) VALUES ($1, $2, $3, $4) \
                  ON CONFLICT (worker_id) DO UPDATE SET queues = $2, handlers = $3, last_seen_at = $4",
-                args![worker_id, queues.join(","), handlers.join(","), now_ms()],
+                args![worker_id, queues.join(","), handlers.join(","), self.now_ms()],
             )
             .await
             .map(|_| ())

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use weft_core::observe::GaugeSnapshot;
 
-use crate::{Result, Store, now_ms};
+use crate::{Result, Store};
 
 /// A worker that polled within this window counts as active.
 pub const WORKER_ACTIVE_MS: i64 = 30_000;
@@ -13,7 +13,7 @@ pub const WORKER_ACTIVE_MS: i64 = 30_000;
 impl Store {
     pub async fn gauge_snapshot(&self) -> Result<GaugeSnapshot> {
         let started = std::time::Instant::now();
-        let now = now_ms();
+        let now = self.now_ms();
         let pool = self.pool();
         let runs_active = pool
             .fetch_all(

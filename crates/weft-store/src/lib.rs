@@ -40,7 +40,7 @@ pub use error::Error;
 pub use results::{MAX_ERROR_BYTES, Outcome, Recorded, WorkerResult};
 pub use runs::{NewRun, RunFilter};
 pub use starts::MAX_STARTS_PER_BATCH;
-pub use time::{now_ms, parse_rfc3339, rfc3339};
+pub use time::{ManualClock, SystemClock, now_ms, parse_rfc3339, rfc3339};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -59,6 +59,11 @@ pub struct Settings {
     /// The redaction rule: log lines that quote an error mask the run
     /// input's secret values with it.
     pub redactor: weft_core::redact::Redactor,
+    /// The clock every row's time is read from ([`SystemClock`] by default).
+    /// On PostgreSQL the store corrects it to the database's clock
+    /// ([`Store::sync_clock`]), so servers whose own clocks disagree still
+    /// agree on lease and timer deadlines.
+    pub clock: Arc<dyn weft_core::clock::Clock>,
 }
 
 /// Bytes of a result request that are not the output itself (lease id,
@@ -80,6 +85,7 @@ impl Default for Settings {
             // The server's default body limit is 4 MiB.
             max_output_bytes: max_output_bytes_for(4 * 1024 * 1024),
             redactor: weft_core::redact::Redactor::default(),
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -102,6 +108,9 @@ struct Inner {
     starts: std::sync::OnceLock<starts::StartQueue>,
     /// Callers waiting for runs to end.
     run_waiters: waiters::RunWaiters,
+    /// Milliseconds added to `settings.clock` to read the database's clock
+    /// (PostgreSQL; 0 on SQLite, whose file lives with its one writer).
+    clock_offset_ms: std::sync::atomic::AtomicI64,
 }
 
 impl Store {
@@ -125,10 +134,59 @@ impl Store {
                 ready: Notify::new(),
                 starts: std::sync::OnceLock::new(),
                 run_waiters: waiters::RunWaiters::default(),
+                clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
             }),
         };
         store.migrate().await?;
+        store.sync_clock().await?;
         Ok(store)
+    }
+
+    /// The time every row is written and judged by, in epoch milliseconds:
+    /// the settings' clock, on PostgreSQL corrected to the database's clock
+    /// as last measured by [`Store::sync_clock`]. Servers sharing a database
+    /// therefore agree on lease and timer deadlines even when their own
+    /// clocks are skewed.
+    pub fn now_ms(&self) -> i64 {
+        self.inner.settings.clock.now_ms()
+            + self
+                .inner
+                .clock_offset_ms
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Measures how far the settings' clock is from the database's and
+    /// corrects [`Store::now_ms`] by it (PostgreSQL; a no-op on SQLite).
+    /// Called on connect and by the engine every few seconds. Returns the
+    /// correction in milliseconds; its error is half the round trip.
+    ///
+    /// Errors: [`Error::Unavailable`] when the database cannot be reached
+    /// (the last correction stays in force).
+    pub async fn sync_clock(&self) -> Result<i64> {
+        if self.dialect() != Dialect::Postgres {
+            return Ok(0);
+        }
+        let clock = &self.inner.settings.clock;
+        let before = clock.now_ms();
+        let row = self
+            .pool()
+            .fetch_optional(
+                "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT AS now_ms",
+                Vec::new(),
+            )
+            .await?;
+        let after = clock.now_ms();
+        let Some(row) = row else {
+            return Ok(self
+                .inner
+                .clock_offset_ms
+                .load(std::sync::atomic::Ordering::Relaxed));
+        };
+        let offset = row.int("now_ms") - (before + (after - before) / 2);
+        self.inner
+            .clock_offset_ms
+            .store(offset, std::sync::atomic::Ordering::Relaxed);
+        Ok(offset)
     }
 
     /// Installs the observer that turns transitions into metrics. Once per

@@ -19,7 +19,6 @@ use crate::{
     Error, Result, Store, args,
     db::{Arg, Row, Tx, placeholders},
     dispatch::{FailReport, attempt_timing},
-    now_ms,
     transition::{Applied, EventRow, LockedRun},
 };
 
@@ -174,7 +173,7 @@ impl Store {
                 Err(Error::stale_lease(lease_id))
             };
         };
-        let now = now_ms();
+        let now = self.now_ms();
         // Past its start-to-close deadline the attempt timed out: a release
         // then is the timeout the reaper would record, not a free retry.
         let late = tx
@@ -325,7 +324,7 @@ impl Store {
                 _ => Err(Error::stale_lease(&result.lease_id)),
             };
         };
-        let now = now_ms();
+        let now = self.now_ms();
         let written = self.write_result(&mut tx, &mut run, result, now).await;
         // A refused result may still have released its lease: keep that.
         if written.is_ok() || matches!(written, Err(Error::Conflict { .. })) {
@@ -391,7 +390,7 @@ impl Store {
                 });
             }
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let mut done: Vec<(LockedRun, Vec<(usize, Written)>)> = Vec::with_capacity(by_run.len());
         // Run-id order: concurrent batches lock runs in the same order.
         for (run_id, indexes) in by_run {

@@ -14,7 +14,7 @@ use weft_core::{RunStatus, machine::Event, trace::TraceParent};
 use crate::{
     Error, Result, Store, args,
     db::{Arg, Row, placeholders},
-    now_ms, rfc3339,
+    rfc3339,
     time::opt_rfc3339,
 };
 
@@ -297,7 +297,7 @@ impl Store {
         make_event: impl FnOnce(&crate::transition::LockedRun) -> Result<Event>,
     ) -> Result<RunSummary> {
         let run_id = self.resolve_run_id(id).await?;
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.pool().begin().await?;
         let mut run = self.lock_run(&mut tx, &run_id).await?;
         let event = make_event(&run)?;

@@ -13,7 +13,6 @@ use weft_core::{RunState, machine::Event, observe::Observation};
 use crate::{
     Error, Inner, Result, Store, args,
     db::Tx,
-    now_ms,
     runs::{NewRun, random_hex},
     transition::{Applied, EventRow, LockedRun},
 };
@@ -135,7 +134,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let now = now_ms();
+        let now = self.now_ms();
         let mut tx = self.pool().begin().await?;
         let mut answers = Vec::with_capacity(batch.len());
         let mut written = Vec::new();

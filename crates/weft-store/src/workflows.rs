@@ -6,7 +6,7 @@ use std::sync::Arc;
 use weft_api::{PutWorkflowResponse, WorkflowDetail, WorkflowSummary};
 use weft_core::Definition;
 
-use crate::{Error, Result, Store, args, now_ms, rfc3339};
+use crate::{Error, Result, Store, args, rfc3339};
 
 impl Store {
     /// Registers a definition. The same manifest as the latest version is a
@@ -31,7 +31,7 @@ impl Store {
         let version = latest.map_or(1, |row| row.int("version") + 1);
         tx.execute(
             "INSERT INTO weft_workflows (name, version, manifest, created_at) VALUES ($1, $2, $3, $4)",
-            args![&def.name, version, &def.canonical, now_ms()],
+            args![&def.name, version, &def.canonical, self.now_ms()],
         )
         .await
         .map_err(|err| match err {

@@ -309,15 +309,16 @@ pub async fn nul_and_control_characters(db_url: String) {
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_idempotency_key"))
     );
+    // Every path parameter is checked once, at the edge, for every route.
     let (status, body) = post(&env, "/v1/workflows/o%00ne/runs", &json!({"input": 1})).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (400, Some("invalid_name"))
+        (400, Some("invalid_path"))
     );
     for (field, value, code) in [
         ("worker_id", json!("w\u{0}"), "invalid_worker_id"),
         ("handlers", json!(["h.fake\u{0}"]), "invalid_handler"),
-        ("queues", json!(["default\n"]), "invalid_queue"),
+        ("queues", json!(["default\n"]), "invalid_queues"),
     ] {
         let mut request = serde_json::to_value(poll_request("w")).unwrap();
         request[field] = value;

@@ -43,6 +43,7 @@ macro_rules! conformance {
     };
 }
 
+mod clock;
 mod concurrency;
 mod execution;
 mod leases;
