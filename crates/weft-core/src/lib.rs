@@ -7,6 +7,7 @@
 
 pub mod condition;
 pub mod definition;
+pub mod diagnosis;
 pub mod duration;
 pub mod machine;
 pub mod observe;
