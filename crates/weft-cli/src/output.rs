@@ -10,7 +10,7 @@ use weft_api::{RunDetail, RunList, StepDetail, WorkflowSummary};
 use weft_client::Client;
 
 /// Prints rows as left-aligned columns under a header.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {

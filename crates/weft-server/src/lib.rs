@@ -2,6 +2,7 @@
 //! endpoints, on axum. The only crate that knows HTTP on the server side.
 
 mod dashboard;
+mod diagnostics;
 mod error;
 mod extract;
 mod routes;

@@ -61,6 +61,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/", get(crate::dashboard::runs_page))
         .route("/runs/{id}", get(crate::dashboard::run_page))
+        .merge(crate::diagnostics::routes())
         .fallback(not_found)
 }
 
@@ -584,6 +585,12 @@ async fn poll(
         queues: request.queues,
         handlers: request.handlers,
         max_tasks: request.max_tasks,
+        meta: weft_store::WorkerMeta {
+            host: request.host,
+            pid: request.pid,
+            version: request.version,
+            concurrency: request.concurrency,
+        },
     };
     let started = std::time::Instant::now();
     let polled = state
@@ -944,5 +951,7 @@ pub(crate) struct ApiDoc;
 /// `weft-api` types.
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     use utoipa::OpenApi;
-    Json(ApiDoc::openapi())
+    let mut doc = ApiDoc::openapi();
+    doc.merge(crate::diagnostics::DiagnosticsDoc::openapi());
+    Json(doc)
 }

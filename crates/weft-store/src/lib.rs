@@ -23,6 +23,7 @@ mod starts;
 mod time;
 mod transition;
 mod waiters;
+mod workers;
 mod workflows;
 
 use std::{
@@ -41,6 +42,7 @@ pub use results::{Outcome, WorkerResult};
 pub use runs::{NewRun, RunFilter};
 pub use starts::MAX_STARTS_PER_BATCH;
 pub use time::{now_ms, parse_rfc3339, rfc3339};
+pub use workers::{QueueCounts, WorkerMeta, WorkerRecord};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
