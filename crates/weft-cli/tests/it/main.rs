@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod conditions;
 mod dag;
+mod doctor;
 mod failures;
 mod harness;
 mod restart;
@@ -57,4 +58,6 @@ on_both_backends! {
     restart::server_restart_mid_runs,
     cli::cli_start_wait_run_runs,
     conditions::heavy_condition_fails_its_step_without_stalling,
+    doctor::doctor_no_worker_handler_approval_sleep,
+    doctor::doctor_poison_input_and_lease_expired_loop,
 }
