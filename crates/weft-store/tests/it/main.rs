@@ -37,4 +37,5 @@ mod listing;
 mod observations;
 mod results;
 mod support;
+mod workers;
 mod workflows;
