@@ -314,3 +314,96 @@ steps:
         "{all:#}"
     );
 }
+
+pub async fn doctor_running_long_saturated_cancel_pending(db_url: String) {
+    // A wider liveness window: the stubborn worker below polls only once.
+    let mut flags = FLAGS.to_vec();
+    flags[3] = "60s";
+    let env = Env::start_with(&db_url, &flags).await;
+    env.register("name: dr_slow\nsteps:\n  - {name: grind, handler: dr.slow}\n")
+        .await;
+    let first = env.start_run("dr_slow", json!({})).await;
+    // A worker with one slot that takes the step, heartbeats its lease and
+    // never finishes (nor stops when the run is cancelled).
+    let tasks = env
+        .client
+        .poll(&weft_api::PollRequest {
+            worker_id: "dr-stubborn".to_owned(),
+            queues: vec!["default".to_owned()],
+            handlers: vec!["dr.slow".to_owned()],
+            max_tasks: 1,
+            wait_ms: 5000,
+            host: Some("box-7".to_owned()),
+            pid: Some(7),
+            version: Some("0.0.0".to_owned()),
+            concurrency: Some(1),
+        })
+        .await
+        .expect("poll")
+        .tasks;
+    assert_eq!(tasks.len(), 1);
+    let lease = tasks[0].lease_id.clone();
+    let beats = {
+        let client = env.client.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = client.heartbeat(&lease).await;
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        })
+    };
+
+    let (code, d) = wait_cause(&env, &first, "running_long").await;
+    assert_eq!(code, 1, "{d:#}");
+    let s = only_step(&d, "grind");
+    let evidence = s["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with("attempt 1 running on worker dr-stubborn for")
+            && evidence.contains("last heartbeat"),
+        "{s:#}"
+    );
+    assert_eq!(s["command"], format!("weft logs {first} --step grind"));
+    wait_gauge(&env, "running_long", 1.0).await;
+
+    // Its one slot is taken: the next run's step waits on a full worker.
+    let second = env.start_run("dr_slow", json!({})).await;
+    let (code, d) = wait_cause(&env, &second, "worker_saturated").await;
+    assert_eq!(code, 1, "{d:#}");
+    let s = only_step(&d, "grind");
+    assert!(
+        s["evidence"]
+            .as_str()
+            .unwrap()
+            .ends_with("1 live worker(s) serve it, all 1 slots in use"),
+        "{s:#}"
+    );
+    assert_eq!(s["command"], "weft queues --queue default");
+    wait_gauge(&env, "worker_saturated", 1.0).await;
+    let (_, workers) = cli(&env, &["workers"]);
+    let w = &workers["workers"][0];
+    assert_eq!(
+        (&w["slots_in_use"], &w["concurrency"], &w["host"]),
+        (&json!(1), &json!(1), &json!("box-7")),
+        "{workers:#}"
+    );
+    assert!(w["last_heartbeat"].is_string(), "{w:#}");
+
+    // Cancelled, but the handler holds on to its lease.
+    let (_, cancelled) = cli(&env, &["cancel", &first]);
+    assert_eq!(cancelled["status"], "cancelled");
+    let (code, d) = wait_cause(&env, &first, "cancel_pending").await;
+    assert_eq!(code, 1, "{d:#}");
+    let s = only_step(&d, "grind");
+    assert!(
+        s["evidence"]
+            .as_str()
+            .unwrap()
+            .starts_with("run cancelled; worker dr-stubborn still holds the lease of attempt 1"),
+        "{s:#}"
+    );
+    assert_eq!(s["command"], "weft workers --queue default");
+    wait_gauge(&env, "cancel_pending", 1.0).await;
+    let (code, all) = cli(&env, &["doctor"]);
+    assert_eq!((code, &all["stalled"]), (1, &json!(2)), "{all:#}");
+    beats.abort();
+}

@@ -60,4 +60,5 @@ on_both_backends! {
     conditions::heavy_condition_fails_its_step_without_stalling,
     doctor::doctor_no_worker_handler_approval_sleep,
     doctor::doctor_poison_input_and_lease_expired_loop,
+    doctor::doctor_running_long_saturated_cancel_pending,
 }
