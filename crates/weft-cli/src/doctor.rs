@@ -6,6 +6,10 @@ use weft_api::{Diagnostics, QueueList, RunDiagnosisView, WorkerList};
 
 use crate::output::table;
 
+/// How long `weft start --wait` watches a run make no progress before it
+/// prints the run's diagnosis.
+pub const NO_PROGRESS: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Seconds since an RFC 3339 time, as `12s`, `3m04s` or `2h05m`.
 fn age(text: &str) -> String {
     let Ok(t) = DateTime::parse_from_rfc3339(text) else {

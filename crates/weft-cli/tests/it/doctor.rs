@@ -407,3 +407,33 @@ pub async fn doctor_running_long_saturated_cancel_pending(db_url: String) {
     assert_eq!((code, &all["stalled"]), (1, &json!(2)), "{all:#}");
     beats.abort();
 }
+
+/// `weft start --wait` on a run no worker can take says why instead of
+/// hanging silently.
+pub async fn doctor_start_wait_says_why(db_url: String) {
+    let env = Env::start_with(&db_url, FLAGS).await;
+    env.register("name: dr_wait\nsteps:\n  - {name: only, handler: dr.none, queue: drw}\n")
+        .await;
+    let out_path = env.path("start-wait.out");
+    let mut child = Command::new(WEFT)
+        .args(["start", "dr_wait", "--wait", "--url", &env.server.url])
+        .stdout(std::fs::File::create(&out_path).expect("output file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run weft start --wait");
+    let text = wait_until("weft start --wait to explain the stall", PATIENCE, || {
+        let out_path = out_path.clone();
+        async move {
+            let text = std::fs::read_to_string(&out_path).ok()?;
+            text.contains("why  only: no_worker_for_queue (stalled)")
+                .then_some(text)
+        }
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.contains("weft worker --handlers handlers.toml --queue drw"),
+        "{text}"
+    );
+}

@@ -61,4 +61,5 @@ on_both_backends! {
     doctor::doctor_no_worker_handler_approval_sleep,
     doctor::doctor_poison_input_and_lease_expired_loop,
     doctor::doctor_running_long_saturated_cancel_pending,
+    doctor::doctor_start_wait_says_why,
 }
