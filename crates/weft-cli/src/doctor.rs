@@ -198,3 +198,37 @@ pub fn diagnostics(d: &Diagnostics) {
         println!("not stalled: {}", healthy.join(", "));
     }
 }
+
+/// The lines `weft status` adds: stuck runs and queues with work but no live
+/// worker. Silent when the server cannot say (an older server).
+pub async fn status(client: &weft_client::Client) {
+    let query = [("stalled", "true".to_owned()), ("limit", "0".to_owned())];
+    if let Ok(d) = client.diagnostics(&query).await {
+        println!();
+        let causes: Vec<String> = d
+            .causes
+            .iter()
+            .map(|g| format!("{} {}", g.cause, g.count))
+            .collect();
+        if d.stalled == 0 {
+            println!("stuck runs  none");
+        } else {
+            println!(
+                "stuck runs  {} ({}); see `weft doctor`",
+                d.stalled,
+                causes.join(", ")
+            );
+        }
+    }
+    if let Ok(q) = client.list_queues(&[]).await {
+        let orphaned: Vec<&str> = q
+            .queues
+            .iter()
+            .filter(|q| q.pollers == 0 && q.ready > 0)
+            .map(|q| q.queue.as_str())
+            .collect();
+        if !orphaned.is_empty() {
+            println!("queues without workers  {}", orphaned.join(", "));
+        }
+    }
+}

@@ -778,6 +778,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 println!("{}", serde_json::to_string_pretty(&health)?);
             } else {
                 output::health(&health);
+                doctor::status(&client.client()).await;
             }
             if health["status"] != "ok" {
                 return Ok(ExitCode::FAILURE);

@@ -131,6 +131,8 @@ pub async fn doctor_no_worker_handler_approval_sleep(db_url: String) {
         "weft worker --handlers handlers.toml --queue drq"
     );
     wait_gauge(&env, "no_worker_for_queue", 1.0).await;
+    let (_, text) = cli_text(&env, &["status"]);
+    assert!(text.contains("queues without workers  drq"), "{text}");
 
     // Healthy waits: shown, exit 0, not in the gauge.
     let (code, d) = wait_cause(&env, &gate, "waiting_approval").await;
@@ -210,6 +212,28 @@ pub async fn doctor_no_worker_handler_approval_sleep(db_url: String) {
     let (code, text) = cli_text(&env, &["doctor"]);
     assert_eq!(code, 1);
     assert!(text.contains("no_worker_for_handler — 1 run(s)"), "{text}");
+    let (_, text) = cli_text(&env, &["status"]);
+    assert!(
+        text.contains("stuck runs  1 (no_worker_for_handler 1); see `weft doctor`"),
+        "{text}"
+    );
+    let doc: Value = env
+        .http
+        .get(format!("{}/openapi.json", env.server.url))
+        .send()
+        .await
+        .expect("openapi")
+        .json()
+        .await
+        .expect("openapi json");
+    for path in [
+        "/v1/workers",
+        "/v1/queues",
+        "/v1/runs/{id}/diagnosis",
+        "/v1/diagnostics",
+    ] {
+        assert!(doc["paths"][path].is_object(), "{path} is not documented");
+    }
 
     // Approving ends the gate's wait; the diagnosis of a finished run is empty.
     let (code, _) = cli(&env, &["approve", &gate, "ok"]);
