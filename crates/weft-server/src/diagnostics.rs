@@ -21,7 +21,7 @@ use crate::{
 type ApiResult<T> = Result<T, ApiError>;
 
 /// The most runs one `GET /v1/diagnostics` examines.
-pub const SCAN_LIMIT: usize = 50_000;
+pub const SCAN_LIMIT: usize = 10_000;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
