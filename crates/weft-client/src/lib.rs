@@ -246,6 +246,28 @@ impl Client {
         self.get(&path).await
     }
 
+    /// `GET /v1/workers`, with query pairs such as `("queue", q)` or `("all", "true")`.
+    pub async fn list_workers(&self, query: &[(&str, String)]) -> Result<weft_api::WorkerList> {
+        self.get(&with_query("/v1/workers", query)).await
+    }
+
+    /// `GET /v1/queues`, optionally `("queue", q)`.
+    pub async fn list_queues(&self, query: &[(&str, String)]) -> Result<weft_api::QueueList> {
+        self.get(&with_query("/v1/queues", query)).await
+    }
+
+    /// `GET /v1/runs/{id}/diagnosis`: why the run is not moving.
+    pub async fn run_diagnosis(&self, id: &str) -> Result<weft_api::RunDiagnosisView> {
+        self.get(&format!("/v1/runs/{}/diagnosis", encode(id)))
+            .await
+    }
+
+    /// `GET /v1/diagnostics`: every run not moving, by cause, worst first
+    /// (query pairs `limit`, `offset`, `cause`, `stalled`).
+    pub async fn diagnostics(&self, query: &[(&str, String)]) -> Result<weft_api::Diagnostics> {
+        self.get(&with_query("/v1/diagnostics", query)).await
+    }
+
     pub async fn get_run(&self, id: &str) -> Result<RunDetail> {
         self.get(&format!("/v1/runs/{}", encode(id))).await
     }
@@ -383,4 +405,16 @@ impl Client {
         )
         .await
     }
+}
+
+/// `path?k=v&...` with each part encoded, or `path` alone.
+fn with_query(path: &str, query: &[(&str, String)]) -> String {
+    if query.is_empty() {
+        return path.to_owned();
+    }
+    let pairs: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
 }
