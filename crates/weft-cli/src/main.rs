@@ -3,6 +3,7 @@
 //! the only place in Weft that reads the environment.
 
 mod demo;
+mod doctor;
 mod output;
 mod serve;
 
@@ -113,6 +114,31 @@ pub struct ServerArgs {
     /// details and the dashboard then carry it.
     #[arg(long, env = "WEFT_TRACE_URL_TEMPLATE")]
     pub trace_url_template: Option<String>,
+    #[command(flatten)]
+    pub diagnosis: DiagnosisArgs,
+}
+
+/// Thresholds of `weft doctor`, the diagnosis endpoints and `weft_runs_stalled`.
+#[derive(Args, Clone, Debug)]
+pub struct DiagnosisArgs {
+    /// A worker counts as live while it polled within this window (longer than its poll wait, 20s).
+    #[arg(long, env = "WEFT_WORKER_LIVE_WINDOW", default_value = "45s")]
+    pub worker_live_window: String,
+    /// A step attempt running longer than this is `running_long`.
+    #[arg(long, env = "WEFT_RUNNING_LONG_AFTER", default_value = "1h")]
+    pub running_long_after: String,
+    /// An approval waiting longer than this counts as stalled.
+    #[arg(long, env = "WEFT_APPROVAL_STALLED_AFTER", default_value = "24h")]
+    pub approval_stalled_after: String,
+    /// A timer due longer ago than this is `overdue_timer` (the engine is not sweeping).
+    #[arg(long, env = "WEFT_TIMER_OVERDUE_AFTER", default_value = "1m")]
+    pub timer_overdue_after: String,
+    /// A ready step waiting on busy workers longer than this is `worker_saturated`.
+    #[arg(long, env = "WEFT_SATURATED_AFTER", default_value = "5m")]
+    pub saturated_after: String,
+    /// Worker rows not heard from for this long are deleted.
+    #[arg(long, env = "WEFT_WORKER_RETENTION", default_value = "24h")]
+    pub worker_retention: String,
 }
 
 #[derive(Subcommand)]
@@ -267,6 +293,42 @@ enum Command {
         step: String,
         #[arg(long)]
         message: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Workers the server has heard from: host, pid, queues, handlers, slots, last poll.
+    Workers {
+        /// Only workers polling this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        /// Also workers no longer live.
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Queues: ready and running steps, oldest ready age, live pollers, handlers served.
+    Queues {
+        /// Only this queue.
+        #[arg(long)]
+        queue: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Why runs are not moving: every stalled run by cause, worst first, with the
+    /// command that resolves it (or one run's diagnosis). Exits 1 when something is stalled.
+    Doctor {
+        /// One run (run_id) instead of all.
+        id: Option<String>,
+        /// Only this cause (e.g. no_worker_for_queue).
+        #[arg(long)]
+        cause: Option<String>,
+        /// Runs shown per cause.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Skip this many runs of each cause.
+        #[arg(long, default_value_t = 0)]
+        offset: u32,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -623,6 +685,10 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 println!("{}", serde_json::to_string_pretty(&run)?);
             } else {
                 output::run(&run);
+                // Why each unfinished step is where it is.
+                if let Ok(why) = client.client().run_diagnosis(&run.run_id).await {
+                    doctor::why(&why);
+                }
             }
         }
         Command::Logs { id, step, client } => {
@@ -680,12 +746,73 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             let run = client.client().decide(&id, &step, false, message).await?;
             print_summary(&run, client.json)?;
         }
+        Command::Workers { queue, all, client } => {
+            let mut query = Vec::new();
+            if let Some(queue) = queue {
+                query.push(("queue", queue));
+            }
+            if all {
+                query.push(("all", "true".to_owned()));
+            }
+            let list = client.client().list_workers(&query).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                doctor::workers(&list);
+            }
+        }
+        Command::Queues { queue, client } => {
+            let query: Vec<(&str, String)> = queue.map(|q| ("queue", q)).into_iter().collect();
+            let list = client.client().list_queues(&query).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                doctor::queues(&list);
+            }
+        }
+        Command::Doctor {
+            id: Some(id),
+            client,
+            ..
+        } => {
+            let diagnosis = client.client().run_diagnosis(&id).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&diagnosis)?);
+            } else {
+                doctor::run_diagnosis(&diagnosis);
+            }
+            if diagnosis.stalled {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Command::Doctor {
+            id: None,
+            cause,
+            limit,
+            offset,
+            client,
+        } => {
+            let mut query = vec![("limit", limit.to_string()), ("offset", offset.to_string())];
+            if let Some(cause) = cause {
+                query.push(("cause", cause));
+            }
+            let diagnostics = client.client().diagnostics(&query).await?;
+            if client.json {
+                println!("{}", serde_json::to_string_pretty(&diagnostics)?);
+            } else {
+                doctor::diagnostics(&diagnostics);
+            }
+            if diagnostics.stalled > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Status { client } => {
             let health = client.client().health().await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&health)?);
             } else {
                 output::health(&health);
+                doctor::status(&client.client()).await;
             }
             if health["status"] != "ok" {
                 return Ok(ExitCode::FAILURE);

@@ -10,7 +10,7 @@ use weft_api::{RunDetail, RunList, StepDetail, WorkflowSummary};
 use weft_client::Client;
 
 /// Prints rows as left-aligned columns under a header.
-fn table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for row in rows {
         for (i, cell) in row.iter().enumerate() {
@@ -250,6 +250,9 @@ fn timeline(run: &RunDetail) {
 pub async fn follow(client: &Client, id: &str, quiet: bool) -> Result<RunDetail> {
     let mut seen: HashMap<String, (String, usize)> = HashMap::new();
     let mut failures = 0;
+    // After this long without a step changing, say why (once per stall).
+    let mut last_change = std::time::Instant::now();
+    let mut explained = false;
     loop {
         let run = match client.get_run(id).await {
             Ok(run) => run,
@@ -266,7 +269,15 @@ pub async fn follow(client: &Client, id: &str, quiet: bool) -> Result<RunDetail>
                 if seen.get(&step.name) != Some(&state) {
                     println!("  {:<16} {}", step.name, progress(step));
                     seen.insert(step.name.clone(), state);
+                    last_change = std::time::Instant::now();
+                    explained = false;
                 }
+            }
+            if !explained && last_change.elapsed() >= crate::doctor::NO_PROGRESS {
+                if let Ok(why) = client.run_diagnosis(id).await {
+                    crate::doctor::why(&why);
+                }
+                explained = true;
             }
         }
         if matches!(

@@ -90,6 +90,8 @@ async fn start_server(
             tick: parse_duration("engine-tick", &args.engine_tick)?,
             max_poll_wait: parse_duration("max-poll-wait", &args.max_poll_wait)?,
             gauge_interval,
+            diagnosis: thresholds(&args.diagnosis)?,
+            worker_retention: parse_duration("worker-retention", &args.diagnosis.worker_retention)?,
             ..Default::default()
         },
         server: weft_server::Config {
@@ -381,6 +383,21 @@ impl weft_worker::WorkerObserver for WorkerMetricsObserver {
     fn polled(&self, outcome: &str, seconds: f64) {
         self.0.polled(outcome, seconds);
     }
+}
+
+/// The diagnosis thresholds from their flags.
+fn thresholds(args: &crate::DiagnosisArgs) -> Result<weft_core::diagnosis::Thresholds> {
+    let ms = |flag: &str, text: &str| -> Result<i64> {
+        Ok(i64::try_from(parse_duration(flag, text)?.as_millis()).unwrap_or(i64::MAX))
+    };
+    Ok(weft_core::diagnosis::Thresholds {
+        worker_live_ms: ms("worker-live-window", &args.worker_live_window)?,
+        running_long_ms: ms("running-long-after", &args.running_long_after)?,
+        approval_ms: ms("approval-stalled-after", &args.approval_stalled_after)?,
+        overdue_timer_ms: ms("timer-overdue-after", &args.timer_overdue_after)?,
+        saturated_ms: ms("saturated-after", &args.saturated_after)?,
+        repeat_attempts: 2,
+    })
 }
 
 #[cfg(test)]

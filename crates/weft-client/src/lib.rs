@@ -325,6 +325,38 @@ impl Client {
         self.get(&path).await
     }
 
+    /// `GET /v1/workers`: the workers seen polling, live ones only unless
+    /// `("all", "true")` (then also those past the liveness window, until
+    /// their retention ends); `("queue", q)` keeps the workers polling `q`
+    /// (1 to 128 characters). Pairs are sent URL-encoded.
+    pub async fn list_workers(&self, query: &[(&str, String)]) -> Result<weft_api::WorkerList> {
+        self.get(&with_query("/v1/workers", query)).await
+    }
+
+    /// `GET /v1/queues`: every queue's ready and running steps, the age in
+    /// seconds of its oldest ready step, and its live pollers and their
+    /// handlers; `("queue", q)` keeps one queue.
+    pub async fn list_queues(&self, query: &[(&str, String)]) -> Result<weft_api::QueueList> {
+        self.get(&with_query("/v1/queues", query)).await
+    }
+
+    /// `GET /v1/runs/{id}/diagnosis`: why the run's steps are not moving, a
+    /// stable cause code per step; `id` is a run id or a trace id. 404
+    /// `run_not_found`.
+    pub async fn run_diagnosis(&self, id: &str) -> Result<weft_api::RunDiagnosisView> {
+        self.get(&format!("/v1/runs/{}/diagnosis", encode(id)))
+            .await
+    }
+
+    /// `GET /v1/diagnostics`: every run not moving, by cause, worst first.
+    /// Query pairs: `limit` (runs per cause, default 20, 1 to 500), `offset`
+    /// (runs of each cause skipped, at most 10,000), `cause` (only that
+    /// cause), `stalled` (`true`: only stalled causes). 400 `invalid_cause`
+    /// for an unknown cause, `invalid_query` for a bad number.
+    pub async fn diagnostics(&self, query: &[(&str, String)]) -> Result<weft_api::Diagnostics> {
+        self.get(&with_query("/v1/diagnostics", query)).await
+    }
+
     /// `GET /v1/runs/{id}`: a run with its steps, attempts and timing; `id` is
     /// a run id or a trace id (32 hex digits). 404 `run_not_found`.
     pub async fn get_run(&self, id: &str) -> Result<RunDetail> {
@@ -545,4 +577,16 @@ impl Client {
         )
         .await
     }
+}
+
+/// `path?k=v&...` with each part encoded, or `path` alone.
+fn with_query(path: &str, query: &[(&str, String)]) -> String {
+    if query.is_empty() {
+        return path.to_owned();
+    }
+    let pairs: Vec<String> = query
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect();
+    format!("{path}?{}", pairs.join("&"))
 }

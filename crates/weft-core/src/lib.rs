@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod condition;
 pub mod definition;
+pub mod diagnosis;
 pub mod duration;
 pub mod machine;
 pub mod observe;

@@ -36,6 +36,10 @@ pub struct Config {
     pub max_poll_wait: Duration,
     /// How often gauges are recomputed from the database.
     pub gauge_interval: Duration,
+    /// The thresholds of the diagnosis rules (`weft doctor`, `weft_runs_stalled`).
+    pub diagnosis: weft_core::diagnosis::Thresholds,
+    /// Worker rows not heard from for this long are deleted.
+    pub worker_retention: Duration,
 }
 
 impl Default for Config {
@@ -45,6 +49,8 @@ impl Default for Config {
             poll_recheck: Duration::from_secs(1),
             max_poll_wait: Duration::from_secs(30),
             gauge_interval: Duration::from_secs(5),
+            diagnosis: weft_core::diagnosis::Thresholds::default(),
+            worker_retention: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -109,6 +115,9 @@ impl Engine {
             let store = self.inner.store.clone();
             let shutdown = shutdown.clone();
             let every = self.inner.config.gauge_interval;
+            let thresholds = self.inner.config.diagnosis;
+            let retention =
+                i64::try_from(self.inner.config.worker_retention.as_millis()).unwrap_or(i64::MAX);
             tokio::spawn(async move {
                 let mut interval = tokio::time::interval(every);
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -117,8 +126,14 @@ impl Engine {
                         _ = shutdown.cancelled() => return,
                         _ = interval.tick() => {}
                     }
-                    if let Err(err) = store.refresh_gauges().await {
+                    if let Err(err) = store.refresh_gauges_with(&thresholds).await {
                         tracing::warn!(component = "engine", error = %err, "gauge sweep failed");
+                    }
+                    if let Err(err) = store
+                        .forget_workers(now_ms().saturating_sub(retention))
+                        .await
+                    {
+                        tracing::debug!(component = "engine", error = %err, "could not forget gone workers");
                     }
                 }
             })
@@ -246,7 +261,12 @@ impl Engine {
             && let Err(err) = self
                 .inner
                 .store
-                .touch_worker(&request.worker_id, &request.queues, &request.handlers)
+                .record_worker(
+                    &request.worker_id,
+                    &request.queues,
+                    &request.handlers,
+                    &request.meta,
+                )
                 .await
         {
             tracing::debug!(component = "engine", error = %err, "could not record worker");

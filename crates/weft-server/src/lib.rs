@@ -3,6 +3,7 @@
 
 mod conform;
 mod dashboard;
+mod diagnostics;
 mod error;
 mod extract;
 pub mod limits;

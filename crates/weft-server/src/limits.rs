@@ -49,6 +49,8 @@ pub const MAX_MESSAGE_LEN: usize = 4096;
 pub const MAX_TIMING_MS: i64 = 366 * 86_400_000;
 /// Largest `limit` of a run list.
 pub const MAX_LIST_LIMIT: u32 = 1000;
+/// Most slots a worker may say it has (`PollRequest.concurrency`).
+pub const MAX_WORKER_CONCURRENCY: u32 = 100_000;
 /// Longest `cursor`, `since`, `trace_id` or filter value of a run list.
 pub const MAX_QUERY_TEXT_LEN: usize = 256;
 
@@ -221,7 +223,23 @@ impl Validate for PollRequest {
             1,
             MAX_TASKS_PER_POLL,
         )?;
-        check_range("invalid_wait", "wait_ms", self.wait_ms, 0, MAX_WAIT_MS)
+        check_range("invalid_wait", "wait_ms", self.wait_ms, 0, MAX_WAIT_MS)?;
+        if let Some(host) = &self.host {
+            check_text("invalid_worker_meta", "host", host, 1, MAX_NAME_LEN * 2)?;
+        }
+        if let Some(version) = &self.version {
+            check_text("invalid_worker_meta", "version", version, 1, MAX_NAME_LEN)?;
+        }
+        if let Some(concurrency) = self.concurrency {
+            check_range(
+                "invalid_worker_meta",
+                "concurrency",
+                concurrency,
+                1,
+                MAX_WORKER_CONCURRENCY,
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -330,6 +348,10 @@ mod tests {
             handlers: (0..40_000).map(|i| format!("h{i}")).collect(),
             max_tasks: 1,
             wait_ms: 0,
+            host: None,
+            pid: None,
+            version: None,
+            concurrency: None,
         };
         let err = poll.validate().unwrap_err();
         assert_eq!(

@@ -65,6 +65,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/metrics", get(metrics))
         .route("/", get(crate::dashboard::runs_page))
         .route("/runs/{id}", get(crate::dashboard::run_page))
+        .merge(crate::diagnostics::routes())
         .fallback(not_found)
 }
 
@@ -684,6 +685,12 @@ async fn poll(
         queues: request.queues,
         handlers: request.handlers,
         max_tasks: request.max_tasks,
+        meta: weft_store::WorkerMeta {
+            host: request.host,
+            pid: request.pid,
+            version: request.version,
+            concurrency: request.concurrency,
+        },
     };
     let started = std::time::Instant::now();
     let polled = state
@@ -1075,7 +1082,9 @@ async fn openapi() -> Json<Value> {
 /// enum and `since` either a date-time or a duration.
 pub fn openapi_document() -> Value {
     use utoipa::OpenApi;
-    let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+    let mut api = ApiDoc::openapi();
+    api.merge(crate::diagnostics::DiagnosticsDoc::openapi());
+    let mut doc = serde_json::to_value(api).expect("the document serializes");
     let statuses: Vec<Value> = RunStatus::ALL.iter().map(|s| json!(s.as_str())).collect();
     for (schema, property, bounds) in schema_bounds() {
         let Some(target) = doc
@@ -1245,6 +1254,21 @@ fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
             "PollRequest",
             "wait_ms",
             json!({"minimum": 0, "maximum": MAX_WAIT_MS}),
+        ),
+        (
+            "PollRequest",
+            "host",
+            json!({"minLength": 1, "maxLength": MAX_NAME_LEN * 2, "pattern": NO_CONTROL_PATTERN}),
+        ),
+        (
+            "PollRequest",
+            "version",
+            json!({"minLength": 1, "maxLength": MAX_NAME_LEN, "pattern": NO_CONTROL_PATTERN}),
+        ),
+        (
+            "PollRequest",
+            "concurrency",
+            json!({"minimum": 1, "maximum": limits::MAX_WORKER_CONCURRENCY}),
         ),
         ("WorkerTiming", "dispatch_ms", timing.clone()),
         ("WorkerTiming", "handler_ms", timing),

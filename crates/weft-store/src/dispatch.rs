@@ -24,12 +24,14 @@ use crate::{
     transition::{EventRow, insert_events},
 };
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ClaimRequest {
     pub worker_id: String,
     pub queues: Vec<String>,
     pub handlers: Vec<String>,
     pub max_tasks: u32,
+    /// What the worker said about itself, recorded with its row.
+    pub meta: crate::WorkerMeta,
 }
 
 /// A worker's report that an attempt failed.

@@ -3,15 +3,26 @@
 
 use std::collections::BTreeMap;
 
-use weft_core::observe::GaugeSnapshot;
+use weft_core::{
+    diagnosis::{self, Thresholds},
+    observe::GaugeSnapshot,
+};
 
 use crate::{Result, Store};
 
-/// A worker that polled within this window counts as active.
-pub const WORKER_ACTIVE_MS: i64 = 30_000;
+/// The most runs the stalled gauge diagnoses per sweep (by run id; past it
+/// the counts are a lower bound). About 0.5 s on 10,000 runs on a debug build.
+pub const STALLED_SCAN_LIMIT: usize = 10_000;
 
 impl Store {
+    /// The snapshot under the default diagnosis thresholds.
     pub async fn gauge_snapshot(&self) -> Result<GaugeSnapshot> {
+        self.gauge_snapshot_with(&Thresholds::default()).await
+    }
+
+    /// Reads the gauges; `weft_runs_stalled` is counted by the diagnosis rules
+    /// under `thresholds`, each run once under its worst step's cause.
+    pub async fn gauge_snapshot_with(&self, thresholds: &Thresholds) -> Result<GaugeSnapshot> {
         let started = std::time::Instant::now();
         let now = self.now_ms();
         let pool = self.pool();
@@ -38,18 +49,24 @@ impl Store {
             .map(|r| (r.text("queue"), r.int("n")))
             .collect();
         let mut workers_active: BTreeMap<String, i64> = BTreeMap::new();
-        for worker in self.workers_seen(now - WORKER_ACTIVE_MS).await? {
-            for queue in worker.queues {
-                *workers_active.entry(queue).or_insert(0) += 1;
+        let workers = self.list_workers(now - thresholds.worker_live_ms).await?;
+        for worker in &workers {
+            for queue in &worker.queues {
+                *workers_active.entry(queue.clone()).or_insert(0) += 1;
             }
         }
-        // A run is stalled for want of a worker when a ready step of it sits
-        // on a queue that no worker has polled lately.
-        let no_worker: i64 = ready_rows
-            .iter()
-            .filter(|r| !workers_active.contains_key(&r.text("queue")))
-            .map(|r| r.int("runs"))
-            .sum();
+        // The same rules as `weft doctor`: each run counted once, under its
+        // worst step's cause, when that cause is a stalled one.
+        let views: Vec<_> = workers.iter().map(|w| w.view()).collect();
+        let mut stalled: BTreeMap<&'static str, i64> = diagnosis::stalled_labels()
+            .map(|c| (c.as_str(), 0))
+            .collect();
+        for run in self.diagnosis_views(None, STALLED_SCAN_LIMIT).await? {
+            let d = diagnosis::diagnose(&run, &views, thresholds, now);
+            if let (true, Some(cause)) = (d.stalled, d.cause) {
+                *stalled.entry(cause.as_str()).or_insert(0) += 1;
+            }
+        }
         let (pool_open, pool_idle) = self.pool_connections();
         let snapshot = GaugeSnapshot {
             runs_active,
@@ -68,7 +85,10 @@ impl Store {
                 })
                 .collect(),
             workers_active: workers_active.into_iter().collect(),
-            runs_stalled: vec![("no_worker".to_owned(), no_worker)],
+            runs_stalled: stalled
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
             pool_open: i64::from(pool_open),
             pool_idle: i64::from(pool_idle),
         };
@@ -78,7 +98,12 @@ impl Store {
 
     /// Reads a snapshot and hands it to the observer.
     pub async fn refresh_gauges(&self) -> Result<()> {
-        let snapshot = self.gauge_snapshot().await?;
+        self.refresh_gauges_with(&Thresholds::default()).await
+    }
+
+    /// Reads a snapshot under `thresholds` and hands it to the observer.
+    pub async fn refresh_gauges_with(&self, thresholds: &Thresholds) -> Result<()> {
+        let snapshot = self.gauge_snapshot_with(thresholds).await?;
         self.observer().gauges(&snapshot);
         Ok(())
     }

@@ -14,6 +14,7 @@ const POSTGRES: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/0005_runs_by_workflow_status.sql"),
     ),
+    (6, include_str!("../migrations/0006_workers.sql")),
 ];
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite.sql")),
@@ -24,10 +25,11 @@ const SQLITE: &[(i64, &str)] = &[
         5,
         include_str!("../migrations/0005_runs_by_workflow_status.sql"),
     ),
+    (6, include_str!("../migrations/0006_workers.sql")),
 ];
 
 /// The schema version this build expects.
-pub const LATEST: i64 = 5;
+pub const LATEST: i64 = 7;
 
 /// An arbitrary constant naming Weft's migration advisory lock.
 const LOCK_KEY: i64 = 0x0077_6566_746d_6967;

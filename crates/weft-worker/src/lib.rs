@@ -362,6 +362,10 @@ impl Worker {
                 handlers: handlers.clone(),
                 max_tasks: permits.len() as u32,
                 wait_ms: self.poll_wait.as_millis() as u64,
+                host: Some(host_name()),
+                pid: Some(std::process::id()),
+                version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+                concurrency: u32::try_from(self.concurrency).ok(),
             };
             let poll_started = std::time::Instant::now();
             let polled = tokio::select! {
@@ -974,11 +978,16 @@ impl Builder {
     }
 }
 
+/// This machine's host name (`/etc/hostname`), or `worker`.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "worker".into())
+}
+
 /// `host-pid-random`: unique per process, readable in tables.
 pub fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "worker".into());
+    let host = host_name();
     format!(
         "{host}-{}-{:04x}",
         std::process::id(),

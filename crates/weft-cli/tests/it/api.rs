@@ -523,6 +523,10 @@ pub async fn batch_endpoints(db_url: String) {
             handlers: vec!["simple.h".into()],
             max_tasks: 10,
             wait_ms: 0,
+            host: None,
+            pid: None,
+            version: None,
+            concurrency: None,
         })
         .await
         .expect("poll")

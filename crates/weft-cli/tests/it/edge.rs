@@ -465,6 +465,10 @@ pub async fn request_bounds(db_url: String) {
             handlers: (0..1000).map(|i| format!("h{i}")).collect(),
             max_tasks: 100,
             wait_ms: 0,
+            host: Some("h".repeat(256)),
+            pid: Some(u32::MAX),
+            version: Some("v".repeat(128)),
+            concurrency: Some(100_000),
         })
         .await
         .expect("a poll at the bounds is served");

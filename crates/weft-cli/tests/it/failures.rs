@@ -355,6 +355,10 @@ steps:
         handlers: vec!["stale.fake".to_owned()],
         max_tasks: 1,
         wait_ms: 5000,
+        host: None,
+        pid: None,
+        version: None,
+        concurrency: None,
     };
 
     let first = env.client.poll(&poll("fake-1")).await.expect("poll").tasks;

@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod conditions;
 mod dag;
+mod doctor;
 mod edge;
 mod failures;
 mod harness;
@@ -67,6 +68,10 @@ on_both_backends! {
     robustness::failure_logs_carry_the_masked_error,
     conditions::heavy_condition_fails_its_step_without_stalling,
     edge::request_bounds,
+    doctor::doctor_no_worker_handler_approval_sleep,
+    doctor::doctor_poison_input_and_lease_expired_loop,
+    doctor::doctor_running_long_saturated_cancel_pending,
+    doctor::doctor_start_wait_says_why,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.

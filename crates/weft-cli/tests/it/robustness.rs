@@ -27,6 +27,10 @@ fn poll_request(worker_id: &str) -> PollRequest {
         handlers: vec!["h.fake".to_owned()],
         max_tasks: 1,
         wait_ms: 5000,
+        host: None,
+        pid: None,
+        version: None,
+        concurrency: None,
     }
 }
 

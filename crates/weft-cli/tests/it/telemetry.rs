@@ -685,7 +685,7 @@ pub async fn gauges_return_to_zero(db_url: String) {
         run_ids.push(env.start_run("tel_gauge", json!({})).await);
     }
     let ready = [("queue", "default")];
-    let no_worker = [("reason", "no_worker")];
+    let no_worker = [("reason", "no_worker_for_queue")];
     let queued = env
         .wait_metrics("3 ready steps stalled for want of a worker", |s| {
             value(s, "weft_steps_ready", &ready) == Some(3.0)

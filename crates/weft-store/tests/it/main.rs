@@ -52,4 +52,5 @@ mod observations;
 mod results;
 mod robustness;
 mod support;
+mod workers;
 mod workflows;

@@ -99,6 +99,7 @@ pub async fn start(store: &Store, workflow: &str, input: Value) -> String {
 
 pub fn claim_request(worker_id: &str, handlers: &[&str], max_tasks: u32) -> ClaimRequest {
     ClaimRequest {
+        meta: Default::default(),
         worker_id: worker_id.to_owned(),
         queues: vec!["default".to_owned()],
         handlers: handlers.iter().map(|h| (*h).to_owned()).collect(),

@@ -1,0 +1,931 @@
+//! Why a run is not moving: one pure function from plain descriptions of a
+//! run (its unfinished steps, their attempts and leases), the live workers and
+//! the thresholds, to a closed set of causes with their evidence and the
+//! command that resolves or inspects each. `weft doctor`, the diagnosis
+//! endpoints, the `why` lines of `weft run` and `weft_runs_stalled` all come
+//! from here, so they cannot disagree.
+//!
+//! Times are epoch milliseconds; `now` is an argument (no clock here).
+
+use std::fmt;
+
+use crate::status::{AttemptStatus, RunStatus, StepStatus};
+
+/// Declares the closed set of causes, each with its stable code, whether it is
+/// a stalled cause (feeds the gauge, the exit status of `weft doctor`) and its
+/// rank (lower is worse, "worst first").
+macro_rules! causes {
+    ($($(#[$meta:meta])* $variant:ident => $text:literal, stalled: $stalled:literal, rank: $rank:literal;)+) => {
+        /// Why one step (and, through its worst step, one run) is not moving.
+        /// Stable codes: they are JSON values and metric labels.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Cause { $($(#[$meta])* $variant),+ }
+
+        impl Cause {
+            /// Every cause, reserved ones included, so a label set is stable.
+            pub const ALL: &'static [Cause] = &[$(Cause::$variant),+];
+
+            /// The stable code (`no_worker_for_queue`, ...).
+            pub fn as_str(self) -> &'static str {
+                match self { $(Cause::$variant => $text),+ }
+            }
+
+            /// The cause a code names, if any.
+            pub fn parse(text: &str) -> Option<Cause> {
+                match text { $($text => Some(Cause::$variant),)+ _ => None }
+            }
+
+            /// True for causes that mean "stuck" (as opposed to a healthy wait).
+            pub fn is_stalled(self) -> bool {
+                match self { $(Cause::$variant => $stalled),+ }
+            }
+
+            /// Severity order, 0 the worst.
+            pub fn rank(self) -> u8 {
+                match self { $(Cause::$variant => $rank),+ }
+            }
+        }
+    };
+}
+
+causes! {
+    /// A ready step on a queue that no live worker polls.
+    NoWorkerForQueue => "no_worker_for_queue", stalled: true, rank: 0;
+    /// A ready step whose queue is polled, but by no live worker with its handler.
+    NoWorkerForHandler => "no_worker_for_handler", stalled: true, rank: 1;
+    /// The step's last attempts all failed with the same reason and message.
+    PoisonInput => "poison_input", stalled: true, rank: 2;
+    /// The step's last attempts all lost their lease: a worker crashing on it.
+    LeaseExpiredLoop => "lease_expired_loop", stalled: true, rank: 3;
+    /// A timer (backoff or sleep) due longer ago than the overdue threshold: the
+    /// engine is not sweeping.
+    OverdueTimer => "overdue_timer", stalled: true, rank: 4;
+    /// Ready work, live workers able to take it, no free slot, for longer than
+    /// the threshold.
+    WorkerSaturated => "worker_saturated", stalled: true, rank: 5;
+    /// Running past the threshold.
+    RunningLong => "running_long", stalled: true, rank: 6;
+    /// The run was cancelled but a handler still holds a live lease.
+    CancelPending => "cancel_pending", stalled: true, rank: 7;
+    /// Reserved: the workflow is paused.
+    WorkflowPaused => "workflow_paused", stalled: true, rank: 8;
+    /// Reserved: database claim or commit latency above its threshold (a system
+    /// finding, never the cause of one run).
+    DatabaseSlow => "database_slow", stalled: true, rank: 9;
+    /// An approval step waiting for a decision.
+    WaitingApproval => "waiting_approval", stalled: false, rank: 10;
+    /// In backoff before its next attempt.
+    Retrying => "retrying", stalled: false, rank: 11;
+    /// Reserved: held back by a concurrency limit.
+    WaitingConcurrency => "waiting_concurrency", stalled: false, rank: 12;
+    /// Reserved: held back by a rate limit.
+    WaitingRateLimit => "waiting_rate_limit", stalled: false, rank: 13;
+    /// A sleep step (or a backoff) until its due time.
+    WaitingTimer => "waiting_timer", stalled: false, rank: 14;
+    /// Waiting on steps it depends on.
+    WaitingDependencies => "waiting_dependencies", stalled: false, rank: 15;
+    /// Ready, with a live worker able to take it: just queued.
+    Queued => "queued", stalled: false, rank: 16;
+    /// Running under a live lease, within its threshold.
+    Running => "running", stalled: false, rank: 17;
+}
+
+impl fmt::Display for Cause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The labels `weft_runs_stalled{reason}` always carries (0 when none).
+pub fn stalled_labels() -> impl Iterator<Item = Cause> {
+    Cause::ALL
+        .iter()
+        .copied()
+        .filter(|c| c.is_stalled() || *c == Cause::WaitingApproval)
+        .filter(|c| *c != Cause::DatabaseSlow)
+}
+
+/// Thresholds of the rules, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Thresholds {
+    /// A worker is live while it polled within this window (longer than the
+    /// longest poll wait).
+    pub worker_live_ms: i64,
+    /// A running attempt older than this is `running_long`.
+    pub running_long_ms: i64,
+    /// An approval waiting longer than this is stalled.
+    pub approval_ms: i64,
+    /// A timer due longer ago than this is `overdue_timer`.
+    pub overdue_timer_ms: i64,
+    /// A ready step waiting on busy workers longer than this is `worker_saturated`.
+    pub saturated_ms: i64,
+    /// How many of the last attempts must agree for `poison_input` and
+    /// `lease_expired_loop` (at least 2).
+    pub repeat_attempts: usize,
+}
+
+impl Default for Thresholds {
+    fn default() -> Self {
+        Thresholds {
+            worker_live_ms: 45_000,
+            running_long_ms: 3_600_000,
+            approval_ms: 86_400_000,
+            overdue_timer_ms: 60_000,
+            saturated_ms: 300_000,
+            repeat_attempts: 2,
+        }
+    }
+}
+
+/// One worker as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WorkerView {
+    pub worker_id: String,
+    pub queues: Vec<String>,
+    pub handlers: Vec<String>,
+    /// Tasks at once, when the worker said.
+    pub concurrency: Option<u32>,
+    /// Live leases held (from the lease rows).
+    pub slots_in_use: u32,
+    /// Epoch ms of the last poll recorded.
+    pub last_poll_ms: i64,
+}
+
+impl WorkerView {
+    /// Live: polled within the window.
+    pub fn is_live(&self, now: i64, t: &Thresholds) -> bool {
+        now - self.last_poll_ms <= t.worker_live_ms
+    }
+
+    fn has_free_slot(&self) -> bool {
+        self.concurrency.is_none_or(|c| self.slots_in_use < c)
+    }
+}
+
+/// One finished or running attempt of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptView {
+    pub attempt: u32,
+    pub status: AttemptStatus,
+    /// Failure reason code (`handler_error`, `lease_expired`, ...).
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    pub worker_id: String,
+    pub claimed_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+/// What kind of step, as far as the rules care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepKindView {
+    Task,
+    Sleep,
+    Approval,
+}
+
+/// A live lease on a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseView {
+    pub worker_id: String,
+    pub attempt: u32,
+    pub claimed_at: i64,
+    /// Last heartbeat: expiry minus lease length.
+    pub last_heartbeat_ms: i64,
+}
+
+/// One unfinished step of a run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepView {
+    pub name: String,
+    pub kind: StepKindView,
+    pub queue: String,
+    pub handler: Option<String>,
+    pub status: StepStatus,
+    /// The steps it depends on, with their status.
+    pub depends_on: Vec<(String, StepStatus)>,
+    /// Attempts oldest first (the current ones only, since the last retry of the run).
+    pub attempts: Vec<AttemptView>,
+    /// The retry policy's maximum attempts.
+    pub max_attempts: u32,
+    pub ready_at: Option<i64>,
+    pub due_at: Option<i64>,
+    pub updated_at: i64,
+    pub lease: Option<LeaseView>,
+}
+
+/// A run to diagnose: not terminal, or cancelled with leases still live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunView {
+    pub run_id: String,
+    pub workflow: String,
+    pub status: RunStatus,
+    /// Unfinished steps, and for a cancelled run the steps still leased.
+    pub steps: Vec<StepView>,
+}
+
+/// The diagnosis of one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepDiagnosis {
+    pub step: String,
+    pub cause: Cause,
+    /// Since when the step has been in this situation (epoch ms).
+    pub since_ms: i64,
+    /// What was seen, for a human.
+    pub evidence: String,
+    /// The command that resolves or inspects it.
+    pub command: String,
+}
+
+/// The diagnosis of one run: each unfinished step's cause and the worst.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunDiagnosis {
+    pub run_id: String,
+    pub workflow: String,
+    pub status: RunStatus,
+    /// The worst step's cause (`None` for a run with no unfinished step).
+    pub cause: Option<Cause>,
+    pub stalled: bool,
+    /// The worst step's `since_ms`.
+    pub since_ms: Option<i64>,
+    pub steps: Vec<StepDiagnosis>,
+}
+
+/// Diagnoses a run against the live workers.
+pub fn diagnose(run: &RunView, workers: &[WorkerView], t: &Thresholds, now: i64) -> RunDiagnosis {
+    let live: Vec<&WorkerView> = workers.iter().filter(|w| w.is_live(now, t)).collect();
+    let steps: Vec<StepDiagnosis> = run
+        .steps
+        .iter()
+        .map(|s| diagnose_step(run, s, &live, t, now))
+        .collect();
+    let worst = steps
+        .iter()
+        .min_by_key(|d| (d.cause.rank(), d.since_ms))
+        .cloned();
+    RunDiagnosis {
+        run_id: run.run_id.clone(),
+        workflow: run.workflow.clone(),
+        status: run.status,
+        cause: worst.as_ref().map(|d| d.cause),
+        stalled: worst.as_ref().is_some_and(|d| is_stalled(d, t, now)),
+        since_ms: worst.map(|d| d.since_ms),
+        steps,
+    }
+}
+
+/// A step diagnosis counts as stalled: a stalled cause, or an approval older
+/// than its threshold.
+pub fn is_stalled(d: &StepDiagnosis, t: &Thresholds, now: i64) -> bool {
+    d.cause.is_stalled() || (d.cause == Cause::WaitingApproval && now - d.since_ms > t.approval_ms)
+}
+
+/// Orders diagnoses worst first: stalled before waiting, then by cause rank,
+/// then the longest stuck first.
+pub fn worst_first(runs: &mut [RunDiagnosis]) {
+    runs.sort_by_key(|r| {
+        (
+            !r.stalled,
+            r.cause.map_or(u8::MAX, Cause::rank),
+            r.since_ms.unwrap_or(i64::MAX),
+            r.run_id.clone(),
+        )
+    });
+}
+
+fn step_diag(
+    step: &StepView,
+    cause: Cause,
+    since_ms: i64,
+    evidence: String,
+    command: String,
+) -> StepDiagnosis {
+    StepDiagnosis {
+        step: step.name.clone(),
+        cause,
+        since_ms,
+        evidence,
+        command,
+    }
+}
+
+fn secs(ms: i64) -> String {
+    let s = (ms.max(0) as f64) / 1000.0;
+    if s < 10.0 {
+        format!("{s:.1}s")
+    } else {
+        format!("{}s", s.round() as i64)
+    }
+}
+
+fn diagnose_step(
+    run: &RunView,
+    step: &StepView,
+    live: &[&WorkerView],
+    t: &Thresholds,
+    now: i64,
+) -> StepDiagnosis {
+    let rid = &run.run_id;
+    let logs = format!("weft logs {rid} --step {}", step.name);
+    if run.status == RunStatus::Cancelled {
+        let (worker, since) = step
+            .lease
+            .as_ref()
+            .map_or((String::from("?"), step.updated_at), |l| {
+                (l.worker_id.clone(), l.claimed_at)
+            });
+        return step_diag(
+            step,
+            Cause::CancelPending,
+            since,
+            format!(
+                "run cancelled; worker {worker} still holds the lease of attempt {} (the handler has not stopped)",
+                step.lease.as_ref().map_or(0, |l| l.attempt)
+            ),
+            format!("weft workers --queue {}", step.queue),
+        );
+    }
+    // A repeated failure says more than the state it left the step in.
+    if matches!(step.status, StepStatus::Ready | StepStatus::Retrying)
+        && let Some(d) = repeated_failure(step, t, &logs)
+    {
+        return d;
+    }
+    match step.status {
+        StepStatus::Pending => {
+            let waiting: Vec<String> = step
+                .depends_on
+                .iter()
+                .filter(|(_, s)| !s.satisfies_dependants())
+                .map(|(n, s)| format!("{n} ({s})"))
+                .collect();
+            step_diag(
+                step,
+                Cause::WaitingDependencies,
+                step.updated_at,
+                format!(
+                    "waits on {}",
+                    if waiting.is_empty() {
+                        "its dependencies".to_owned()
+                    } else {
+                        waiting.join(", ")
+                    }
+                ),
+                format!("weft run {rid}"),
+            )
+        }
+        StepStatus::Ready => ready_step(run, step, live, t, now),
+        StepStatus::Retrying | StepStatus::Waiting => {
+            let due = step.due_at;
+            if step.kind == StepKindView::Approval
+                || (step.status == StepStatus::Waiting && due.is_none())
+            {
+                return step_diag(
+                    step,
+                    Cause::WaitingApproval,
+                    step.updated_at,
+                    format!("approval requested {} ago", secs(now - step.updated_at)),
+                    format!("weft approve {rid} {}", step.name),
+                );
+            }
+            let due = due.unwrap_or(step.updated_at);
+            if now - due > t.overdue_timer_ms {
+                return step_diag(
+                    step,
+                    Cause::OverdueTimer,
+                    due,
+                    format!(
+                        "timer due {} ago and not fired: is the engine sweeping?",
+                        secs(now - due)
+                    ),
+                    "weft status".to_owned(),
+                );
+            }
+            if step.status == StepStatus::Retrying {
+                let last = step.attempts.last();
+                let n = step.attempts.len();
+                let error = last.map_or(String::new(), |a| {
+                    format!(
+                        "; last error {}: {}",
+                        a.reason.as_deref().unwrap_or("?"),
+                        a.message.as_deref().unwrap_or("")
+                    )
+                });
+                return step_diag(
+                    step,
+                    Cause::Retrying,
+                    step.updated_at,
+                    format!(
+                        "attempt {} of {} next, in {}{error}",
+                        n + 1,
+                        step.max_attempts,
+                        secs(due - now)
+                    ),
+                    logs,
+                );
+            }
+            step_diag(
+                step,
+                Cause::WaitingTimer,
+                step.updated_at,
+                format!("sleeping until due in {}", secs(due - now)),
+                format!("weft run {rid}"),
+            )
+        }
+        StepStatus::Running => {
+            let (since, beat, worker, attempt) = step.lease.as_ref().map_or(
+                (
+                    step.updated_at,
+                    None,
+                    "?".to_owned(),
+                    step.attempts.len() as u32,
+                ),
+                |l| {
+                    (
+                        l.claimed_at,
+                        Some(l.last_heartbeat_ms),
+                        l.worker_id.clone(),
+                        l.attempt,
+                    )
+                },
+            );
+            let beat = beat.map_or("no live lease".to_owned(), |b| {
+                format!("last heartbeat {} ago", secs(now - b))
+            });
+            let cause = if now - since > t.running_long_ms {
+                Cause::RunningLong
+            } else {
+                Cause::Running
+            };
+            step_diag(
+                step,
+                cause,
+                since,
+                format!(
+                    "attempt {attempt} running on worker {worker} for {}, {beat}",
+                    secs(now - since)
+                ),
+                logs,
+            )
+        }
+        // Terminal statuses are not passed in; say what was seen anyway.
+        other => step_diag(
+            step,
+            Cause::Running,
+            step.updated_at,
+            format!("step is {other}"),
+            format!("weft run {rid}"),
+        ),
+    }
+}
+
+/// `poison_input` or `lease_expired_loop` from the last attempts.
+fn repeated_failure(step: &StepView, t: &Thresholds, logs: &str) -> Option<StepDiagnosis> {
+    let k = t.repeat_attempts.max(2);
+    let finished: Vec<&AttemptView> = step
+        .attempts
+        .iter()
+        .filter(|a| a.status != AttemptStatus::Running)
+        .collect();
+    if finished.len() < k {
+        return None;
+    }
+    let last = &finished[finished.len() - k..];
+    let since = last[0].finished_at.unwrap_or(last[0].claimed_at);
+    let lost = |a: &AttemptView| {
+        matches!(
+            a.reason.as_deref(),
+            Some("lease_expired" | "heartbeat_timeout")
+        )
+    };
+    if last.iter().all(|a| lost(a)) {
+        let workers: Vec<&str> = last.iter().map(|a| a.worker_id.as_str()).collect();
+        return Some(step_diag(
+            step,
+            Cause::LeaseExpiredLoop,
+            since,
+            format!(
+                "the last {k} attempts lost their lease (workers {}): a worker crashing on it",
+                workers.join(", ")
+            ),
+            logs.to_owned(),
+        ));
+    }
+    let first = last[0];
+    let same = first.status == AttemptStatus::Failed
+        && first.reason.is_some()
+        && !lost(first)
+        && first.reason.as_deref() != Some("cancelled")
+        && last.iter().all(|a| {
+            a.status == AttemptStatus::Failed
+                && a.reason == first.reason
+                && a.message == first.message
+        });
+    if same {
+        return Some(step_diag(
+            step,
+            Cause::PoisonInput,
+            since,
+            format!(
+                "the last {k} attempts failed the same way: {}: {}",
+                first.reason.as_deref().unwrap_or("?"),
+                first.message.as_deref().unwrap_or("")
+            ),
+            logs.to_owned(),
+        ));
+    }
+    None
+}
+
+fn ready_step(
+    run: &RunView,
+    step: &StepView,
+    live: &[&WorkerView],
+    t: &Thresholds,
+    now: i64,
+) -> StepDiagnosis {
+    let since = step.ready_at.unwrap_or(step.updated_at);
+    let q = &step.queue;
+    let on_queue: Vec<&&WorkerView> = live.iter().filter(|w| w.queues.contains(q)).collect();
+    if on_queue.is_empty() {
+        return step_diag(
+            step,
+            Cause::NoWorkerForQueue,
+            since,
+            format!(
+                "ready for {}; no live worker polls queue {q}",
+                secs(now - since)
+            ),
+            format!("weft worker --handlers handlers.toml --queue {q}"),
+        );
+    }
+    let handler = step.handler.as_deref().unwrap_or("");
+    let able: Vec<&&&WorkerView> = on_queue
+        .iter()
+        .filter(|w| w.handlers.iter().any(|h| h == handler))
+        .collect();
+    if able.is_empty() {
+        return step_diag(
+            step,
+            Cause::NoWorkerForHandler,
+            since,
+            format!(
+                "ready for {}; {} live worker(s) poll queue {q} but none serves handler {handler}",
+                secs(now - since),
+                on_queue.len()
+            ),
+            format!("weft workers --queue {q}"),
+        );
+    }
+    let free = able.iter().any(|w| w.has_free_slot());
+    if !free && now - since > t.saturated_ms {
+        let used: u32 = able.iter().map(|w| w.slots_in_use).sum();
+        return step_diag(
+            step,
+            Cause::WorkerSaturated,
+            since,
+            format!(
+                "ready for {}; {} live worker(s) serve it, all {used} slots in use",
+                secs(now - since),
+                able.len()
+            ),
+            format!("weft queues --queue {q}"),
+        );
+    }
+    let _ = run;
+    step_diag(
+        step,
+        Cause::Queued,
+        since,
+        format!(
+            "ready for {}; {} live worker(s) serve it",
+            secs(now - since),
+            able.len()
+        ),
+        format!("weft workers --queue {q}"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000;
+
+    fn t() -> Thresholds {
+        Thresholds {
+            worker_live_ms: 10_000,
+            running_long_ms: 60_000,
+            approval_ms: 120_000,
+            overdue_timer_ms: 5_000,
+            saturated_ms: 30_000,
+            repeat_attempts: 2,
+        }
+    }
+
+    fn step(name: &str, status: StepStatus) -> StepView {
+        StepView {
+            name: name.to_owned(),
+            kind: StepKindView::Task,
+            queue: "default".to_owned(),
+            handler: Some("h".to_owned()),
+            status,
+            depends_on: Vec::new(),
+            attempts: Vec::new(),
+            max_attempts: 3,
+            ready_at: Some(NOW - 20_000),
+            due_at: None,
+            updated_at: NOW - 20_000,
+            lease: None,
+        }
+    }
+
+    fn failed(attempt: u32, reason: &str, message: &str) -> AttemptView {
+        AttemptView {
+            attempt,
+            status: AttemptStatus::Failed,
+            reason: Some(reason.to_owned()),
+            message: Some(message.to_owned()),
+            worker_id: format!("w{attempt}"),
+            claimed_at: NOW - 50_000 + i64::from(attempt) * 1000,
+            finished_at: Some(NOW - 49_500 + i64::from(attempt) * 1000),
+        }
+    }
+
+    fn worker(handlers: &[&str], concurrency: Option<u32>, used: u32) -> WorkerView {
+        WorkerView {
+            worker_id: "w".to_owned(),
+            queues: vec!["default".to_owned()],
+            handlers: handlers.iter().map(|h| (*h).to_owned()).collect(),
+            concurrency,
+            slots_in_use: used,
+            last_poll_ms: NOW - 1_000,
+        }
+    }
+
+    fn run(status: RunStatus, steps: Vec<StepView>) -> RunView {
+        RunView {
+            run_id: "r1".to_owned(),
+            workflow: "wf".to_owned(),
+            status,
+            steps,
+        }
+    }
+
+    /// One line per step: cause, stalled, since (relative to now), evidence, command.
+    fn render(run: &RunView, workers: &[WorkerView]) -> String {
+        let d = diagnose(run, workers, &t(), NOW);
+        let mut out = format!(
+            "run {} cause={} stalled={}\n",
+            d.run_id,
+            d.cause.map_or("-", Cause::as_str),
+            d.stalled
+        );
+        for s in &d.steps {
+            out.push_str(&format!(
+                "  {}: {} (-{}ms) {} | {}\n",
+                s.step,
+                s.cause,
+                NOW - s.since_ms,
+                s.evidence,
+                s.command
+            ));
+        }
+        out
+    }
+
+    fn check(run: &RunView, workers: &[WorkerView], expect: expect_test::Expect) {
+        expect.assert_eq(&render(run, workers));
+    }
+
+    use expect_test::expect;
+
+    #[test]
+    fn codes_round_trip_and_reserved_names_exist() {
+        for c in Cause::ALL {
+            assert_eq!(Cause::parse(c.as_str()), Some(*c));
+        }
+        for reserved in [
+            "workflow_paused",
+            "waiting_concurrency",
+            "waiting_rate_limit",
+            "database_slow",
+        ] {
+            assert!(Cause::parse(reserved).is_some(), "{reserved}");
+        }
+        // Cause names never reuse a failure reason.
+        for r in crate::status::Reason::ALL {
+            assert!(Cause::parse(r.as_str()).is_none(), "{r}");
+        }
+        let labels: Vec<&str> = stalled_labels().map(Cause::as_str).collect();
+        assert!(labels.contains(&"no_worker_for_queue"));
+        assert!(!labels.contains(&"queued"));
+    }
+
+    #[test]
+    fn no_worker_for_queue_then_handler_then_saturated() {
+        let r = run(RunStatus::Running, vec![step("a", StepStatus::Ready)]);
+        check(
+            &r,
+            &[],
+            expect![[r#"
+            run r1 cause=no_worker_for_queue stalled=true
+              a: no_worker_for_queue (-20000ms) ready for 20s; no live worker polls queue default | weft worker --handlers handlers.toml --queue default
+        "#]],
+        );
+        // A worker gone quiet past the window is not live.
+        let mut gone = worker(&["h"], None, 0);
+        gone.last_poll_ms = NOW - 11_000;
+        assert_eq!(
+            diagnose(&r, &[gone], &t(), NOW).cause,
+            Some(Cause::NoWorkerForQueue)
+        );
+        check(
+            &r,
+            &[worker(&["other"], None, 0)],
+            expect![[r#"
+            run r1 cause=no_worker_for_handler stalled=true
+              a: no_worker_for_handler (-20000ms) ready for 20s; 1 live worker(s) poll queue default but none serves handler h | weft workers --queue default
+        "#]],
+        );
+        check(
+            &r,
+            &[worker(&["h"], Some(2), 2)],
+            expect![[r#"
+            run r1 cause=queued stalled=false
+              a: queued (-20000ms) ready for 20s; 1 live worker(s) serve it | weft workers --queue default
+        "#]],
+        );
+        let mut old = r.clone();
+        old.steps[0].ready_at = Some(NOW - 40_000);
+        check(
+            &old,
+            &[worker(&["h"], Some(2), 2)],
+            expect![[r#"
+            run r1 cause=worker_saturated stalled=true
+              a: worker_saturated (-40000ms) ready for 40s; 1 live worker(s) serve it, all 2 slots in use | weft queues --queue default
+        "#]],
+        );
+        // A free slot anywhere: just queued.
+        check(
+            &old,
+            &[worker(&["h"], Some(2), 1)],
+            expect![[r#"
+            run r1 cause=queued stalled=false
+              a: queued (-40000ms) ready for 40s; 1 live worker(s) serve it | weft workers --queue default
+        "#]],
+        );
+    }
+
+    #[test]
+    fn repeated_failures_win_over_retrying_and_no_worker() {
+        let mut s = step("charge", StepStatus::Retrying);
+        s.due_at = Some(NOW + 3_000);
+        s.attempts = vec![failed(1, "handler_error", "boom")];
+        let r = run(RunStatus::Running, vec![s.clone()]);
+        check(
+            &r,
+            &[worker(&["h"], None, 0)],
+            expect![[r#"
+                run r1 cause=retrying stalled=false
+                  charge: retrying (-20000ms) attempt 2 of 3 next, in 3.0s; last error handler_error: boom | weft logs r1 --step charge
+            "#]],
+        );
+        s.attempts.push(failed(2, "handler_error", "boom"));
+        check(
+            &run(RunStatus::Running, vec![s.clone()]),
+            &[worker(&["h"], None, 0)],
+            expect![[r#"
+            run r1 cause=poison_input stalled=true
+              charge: poison_input (-48500ms) the last 2 attempts failed the same way: handler_error: boom | weft logs r1 --step charge
+        "#]],
+        );
+        // Different messages: just retrying.
+        s.attempts[1].message = Some("other".to_owned());
+        assert_eq!(
+            diagnose(&run(RunStatus::Running, vec![s.clone()]), &[], &t(), NOW).cause,
+            Some(Cause::Retrying)
+        );
+        // Lost leases, now ready with no worker at all: the crash loop wins.
+        let mut s = step("charge", StepStatus::Ready);
+        s.attempts = vec![
+            failed(1, "lease_expired", "lease expired"),
+            failed(2, "heartbeat_timeout", "x"),
+        ];
+        check(
+            &run(RunStatus::Running, vec![s]),
+            &[],
+            expect![[r#"
+            run r1 cause=lease_expired_loop stalled=true
+              charge: lease_expired_loop (-48500ms) the last 2 attempts lost their lease (workers w1, w2): a worker crashing on it | weft logs r1 --step charge
+        "#]],
+        );
+    }
+
+    #[test]
+    fn timers_approvals_dependencies() {
+        let mut nap = step("nap", StepStatus::Waiting);
+        nap.kind = StepKindView::Sleep;
+        nap.handler = None;
+        nap.due_at = Some(NOW + 60_000);
+        let mut ok = step("ok", StepStatus::Pending);
+        ok.kind = StepKindView::Approval;
+        ok.depends_on = vec![
+            ("nap".to_owned(), StepStatus::Waiting),
+            ("x".to_owned(), StepStatus::Completed),
+        ];
+        let r = run(RunStatus::Running, vec![nap.clone(), ok]);
+        check(
+            &r,
+            &[],
+            expect![[r#"
+            run r1 cause=waiting_timer stalled=false
+              nap: waiting_timer (-20000ms) sleeping until due in 60s | weft run r1
+              ok: waiting_dependencies (-20000ms) waits on nap (waiting) | weft run r1
+        "#]],
+        );
+        nap.due_at = Some(NOW - 6_000);
+        check(
+            &run(RunStatus::Running, vec![nap]),
+            &[],
+            expect![[r#"
+            run r1 cause=overdue_timer stalled=true
+              nap: overdue_timer (-6000ms) timer due 6.0s ago and not fired: is the engine sweeping? | weft status
+        "#]],
+        );
+        let mut ap = step("ok", StepStatus::Waiting);
+        ap.kind = StepKindView::Approval;
+        ap.handler = None;
+        check(
+            &run(RunStatus::Running, vec![ap.clone()]),
+            &[],
+            expect![[r#"
+            run r1 cause=waiting_approval stalled=false
+              ok: waiting_approval (-20000ms) approval requested 20s ago | weft approve r1 ok
+        "#]],
+        );
+        ap.updated_at = NOW - 200_000;
+        let d = diagnose(&run(RunStatus::Running, vec![ap]), &[], &t(), NOW);
+        assert_eq!((d.cause, d.stalled), (Some(Cause::WaitingApproval), true));
+    }
+
+    #[test]
+    fn running_long_and_cancel_pending() {
+        let mut s = step("slow", StepStatus::Running);
+        s.lease = Some(LeaseView {
+            worker_id: "w9".to_owned(),
+            attempt: 1,
+            claimed_at: NOW - 70_000,
+            last_heartbeat_ms: NOW - 2_000,
+        });
+        check(
+            &run(RunStatus::Running, vec![s.clone()]),
+            &[],
+            expect![[r#"
+            run r1 cause=running_long stalled=true
+              slow: running_long (-70000ms) attempt 1 running on worker w9 for 70s, last heartbeat 2.0s ago | weft logs r1 --step slow
+        "#]],
+        );
+        s.lease.as_mut().unwrap().claimed_at = NOW - 5_000;
+        assert_eq!(
+            diagnose(&run(RunStatus::Running, vec![s.clone()]), &[], &t(), NOW).cause,
+            Some(Cause::Running)
+        );
+        check(
+            &run(RunStatus::Cancelled, vec![s]),
+            &[],
+            expect![[r#"
+            run r1 cause=cancel_pending stalled=true
+              slow: cancel_pending (-5000ms) run cancelled; worker w9 still holds the lease of attempt 1 (the handler has not stopped) | weft workers --queue default
+        "#]],
+        );
+    }
+
+    #[test]
+    fn worst_step_names_the_run_and_runs_sort_worst_first() {
+        let mut a = step("a", StepStatus::Ready);
+        a.ready_at = Some(NOW - 1_000);
+        let mut b = step("b", StepStatus::Waiting);
+        b.kind = StepKindView::Approval;
+        b.handler = None;
+        let r = run(RunStatus::Running, vec![b, a]);
+        let d = diagnose(&r, &[], &t(), NOW);
+        assert_eq!(
+            (d.cause, d.since_ms),
+            (Some(Cause::NoWorkerForQueue), Some(NOW - 1_000))
+        );
+        let mut waiting = d.clone();
+        waiting.run_id = "r0".to_owned();
+        waiting.cause = Some(Cause::WaitingApproval);
+        waiting.stalled = false;
+        let mut older = d.clone();
+        older.run_id = "r2".to_owned();
+        older.since_ms = Some(NOW - 9_000);
+        let mut handler = d.clone();
+        handler.run_id = "r3".to_owned();
+        handler.cause = Some(Cause::NoWorkerForHandler);
+        let mut all = vec![waiting, handler, d, older];
+        worst_first(&mut all);
+        let order: Vec<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
+        assert_eq!(order, ["r2", "r1", "r3", "r0"]);
+    }
+}

@@ -1,0 +1,310 @@
+//! Workers, queues and why runs are not moving: `GET /v1/workers`,
+//! `GET /v1/queues`, `GET /v1/runs/{id}/diagnosis` and `GET /v1/diagnostics`,
+//! every diagnosis from `weft_core::diagnosis` under the engine's thresholds.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use axum::{Json, Router, extract::State, routing::get};
+use serde::Deserialize;
+use weft_api::{
+    CauseGroup, Diagnostics, ErrorBody, QueueInfo, QueueList, RunDiagnosisView, StepDiagnosisView,
+    WorkerInfo, WorkerList,
+};
+use weft_core::diagnosis::{self, Cause, RunDiagnosis, Thresholds};
+use weft_store::{WorkerRecord, rfc3339};
+
+use crate::{
+    ApiError, AppState,
+    extract::{Path, Query},
+};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// The most runs `GET /v1/diagnostics` lists per cause (`limit`).
+pub const MAX_DIAGNOSTICS_LIMIT: u32 = 500;
+
+/// The most runs one `GET /v1/diagnostics` examines.
+pub const SCAN_LIMIT: usize = 10_000;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/workers", get(list_workers))
+        .route("/v1/queues", get(list_queues))
+        .route("/v1/runs/{id}/diagnosis", get(run_diagnosis))
+        .route("/v1/diagnostics", get(diagnostics))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(list_workers, list_queues, run_diagnosis, diagnostics))]
+pub(crate) struct DiagnosticsDoc;
+
+fn thresholds(state: &AppState) -> Thresholds {
+    state.engine.config().diagnosis
+}
+
+#[derive(Deserialize)]
+struct WorkersQuery {
+    queue: Option<String>,
+    /// Also workers past the liveness window (until their retention ends).
+    #[serde(default)]
+    all: bool,
+}
+
+fn worker_info(w: &WorkerRecord, t: &Thresholds, now: i64) -> WorkerInfo {
+    WorkerInfo {
+        worker_id: w.worker_id.clone(),
+        host: w.meta.host.clone(),
+        pid: w.meta.pid,
+        version: w.meta.version.clone(),
+        queues: w.queues.clone(),
+        handlers: w.handlers.clone(),
+        concurrency: w.meta.concurrency,
+        slots_in_use: w.slots_in_use,
+        first_seen: rfc3339(w.first_seen_ms),
+        last_poll: rfc3339(w.last_poll_ms),
+        last_heartbeat: w.last_heartbeat_ms.map(rfc3339),
+        live: w.view().is_live(now, t),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/workers", tag = "workers", params(("queue" = Option<String>, Query, description = "Only workers polling this queue", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("all" = Option<bool>, Query, description = "Also workers no longer live")), responses((status = 200, body = WorkerList)))]
+async fn list_workers(
+    State(state): State<AppState>,
+    Query(query): Query<WorkersQuery>,
+) -> ApiResult<Json<WorkerList>> {
+    let t = thresholds(&state);
+    let now = state.store().now_ms();
+    let since = if query.all { 0 } else { now - t.worker_live_ms };
+    let workers = state
+        .store()
+        .list_workers(since)
+        .await?
+        .iter()
+        .filter(|w| query.queue.as_ref().is_none_or(|q| w.queues.contains(q)))
+        .map(|w| worker_info(w, &t, now))
+        .collect();
+    Ok(Json(WorkerList { workers }))
+}
+
+#[derive(Deserialize)]
+struct QueuesQuery {
+    queue: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/queues", tag = "workers", params(("queue" = Option<String>, Query, description = "Only this queue", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = QueueList)))]
+async fn list_queues(
+    State(state): State<AppState>,
+    Query(query): Query<QueuesQuery>,
+) -> ApiResult<Json<QueueList>> {
+    let t = thresholds(&state);
+    let now = state.store().now_ms();
+    let store = state.store();
+    let counts = store.queue_counts().await?;
+    let workers = store.list_workers(now - t.worker_live_ms).await?;
+    let mut names: BTreeSet<String> = counts.keys().cloned().collect();
+    let mut pollers: BTreeMap<&str, (u32, BTreeSet<&str>)> = BTreeMap::new();
+    for w in &workers {
+        for q in &w.queues {
+            names.insert(q.clone());
+            let entry = pollers.entry(q.as_str()).or_default();
+            entry.0 += 1;
+            entry.1.extend(w.handlers.iter().map(String::as_str));
+        }
+    }
+    let queues = names
+        .into_iter()
+        .filter(|q| query.queue.as_ref().is_none_or(|want| want == q))
+        .map(|q| {
+            let c = counts.get(&q).cloned().unwrap_or_default();
+            let (n, handlers) = pollers.get(q.as_str()).cloned().unwrap_or_default();
+            QueueInfo {
+                ready: c.ready,
+                running: c.running,
+                oldest_ready_age_seconds: c
+                    .oldest_ready_ms
+                    .map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0),
+                pollers: n,
+                handlers: handlers.into_iter().map(str::to_owned).collect(),
+                queue: q,
+            }
+        })
+        .collect();
+    Ok(Json(QueueList { queues }))
+}
+
+/// The wire form of one run's diagnosis.
+pub(crate) fn view(d: &RunDiagnosis, t: &Thresholds, now: i64) -> RunDiagnosisView {
+    RunDiagnosisView {
+        run_id: d.run_id.clone(),
+        workflow: d.workflow.clone(),
+        status: d.status.as_str().to_owned(),
+        cause: d.cause.map(|c| c.as_str().to_owned()),
+        stalled: d.stalled,
+        stuck_since: d.since_ms.map(rfc3339),
+        steps: d
+            .steps
+            .iter()
+            .map(|s| StepDiagnosisView {
+                step: s.step.clone(),
+                cause: s.cause.as_str().to_owned(),
+                stalled: diagnosis::is_stalled(s, t, now),
+                since: rfc3339(s.since_ms),
+                evidence: s.evidence.clone(),
+                command: s.command.clone(),
+            })
+            .collect(),
+    }
+}
+
+async fn diagnose_all(
+    state: &AppState,
+    run_id: Option<&str>,
+) -> ApiResult<(Vec<RunDiagnosis>, Thresholds, i64, bool)> {
+    let t = thresholds(state);
+    let store = state.store();
+    let views = store.diagnosis_views(run_id, SCAN_LIMIT + 1).await?;
+    let truncated = views.len() > SCAN_LIMIT;
+    let now = state.store().now_ms();
+    let workers: Vec<_> = store
+        .list_workers(now - t.worker_live_ms)
+        .await?
+        .iter()
+        .map(WorkerRecord::view)
+        .collect();
+    let mut runs: Vec<RunDiagnosis> = views
+        .iter()
+        .take(SCAN_LIMIT)
+        .map(|r| diagnosis::diagnose(r, &workers, &t, now))
+        .collect();
+    diagnosis::worst_first(&mut runs);
+    Ok((runs, t, now, truncated))
+}
+
+#[utoipa::path(get, path = "/v1/runs/{id}/diagnosis", tag = "runs", params(("id" = String, Path, description = "Run id or trace id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = RunDiagnosisView), (status = 404, body = ErrorBody)))]
+async fn run_diagnosis(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunDiagnosisView>> {
+    let (runs, t, now, _) = diagnose_all(&state, Some(&id)).await?;
+    let run = runs.first().ok_or(ApiError::NotFound {
+        what: "run",
+        id: id.clone(),
+    })?;
+    Ok(Json(view(run, &t, now)))
+}
+
+#[derive(Deserialize)]
+struct DiagnosticsQuery {
+    /// Runs listed per cause.
+    limit: Option<u32>,
+    /// Skip this many runs of each cause.
+    offset: Option<u32>,
+    /// Only this cause.
+    cause: Option<String>,
+    /// Only stalled causes.
+    #[serde(default)]
+    stalled: bool,
+}
+
+#[utoipa::path(get, path = "/v1/diagnostics", tag = "runs", params(("limit" = Option<u32>, Query, description = "Runs listed per cause (default 20, at most 500)", minimum = 1, maximum = 500), ("offset" = Option<u32>, Query, description = "Skip this many runs of each cause", minimum = 0, maximum = 10000), ("cause" = Option<String>, Query, description = "Only this cause", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("stalled" = Option<bool>, Query, description = "Only stalled causes")), responses((status = 200, body = Diagnostics), (status = 400, body = ErrorBody)))]
+async fn diagnostics(
+    State(state): State<AppState>,
+    Query(query): Query<DiagnosticsQuery>,
+) -> ApiResult<Json<Diagnostics>> {
+    let want = match query.cause.as_deref() {
+        Some(c) => Some(Cause::parse(c).ok_or_else(|| {
+            ApiError::bad_request("invalid_cause", format!("no such cause `{c}`"))
+        })?),
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(20).min(500) as usize;
+    let offset = query.offset.unwrap_or(0) as usize;
+    let (runs, t, now, truncated) = diagnose_all(&state, None).await?;
+    let examined = runs.len() as u64;
+    let stalled = runs.iter().filter(|r| r.stalled).count() as u64;
+    // Runs arrive worst first, so groups form in that order too.
+    let mut groups: Vec<(Cause, bool, Vec<&RunDiagnosis>)> = Vec::new();
+    for run in &runs {
+        let Some(cause) = run.cause else { continue };
+        if want.is_some_and(|w| w != cause) || (query.stalled && !run.stalled) {
+            continue;
+        }
+        match groups
+            .iter_mut()
+            .find(|(c, s, _)| *c == cause && *s == run.stalled)
+        {
+            Some(g) => g.2.push(run),
+            None => groups.push((cause, run.stalled, vec![run])),
+        }
+    }
+    Ok(Json(Diagnostics {
+        stalled,
+        examined,
+        truncated,
+        causes: groups
+            .into_iter()
+            .map(|(cause, stalled, runs)| CauseGroup {
+                cause: cause.as_str().to_owned(),
+                stalled,
+                count: runs.len() as u64,
+                runs: runs
+                    .into_iter()
+                    .skip(offset)
+                    .take(limit)
+                    .map(|r| view(r, &t, now))
+                    .collect(),
+            })
+            .collect(),
+    }))
+}
+
+impl crate::limits::Validate for WorkersQuery {
+    fn validate(&self) -> ApiResult<()> {
+        if let Some(queue) = &self.queue {
+            crate::limits::check_text(
+                "invalid_query",
+                "queue",
+                queue,
+                1,
+                crate::limits::MAX_NAME_LEN,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl crate::limits::Validate for QueuesQuery {
+    fn validate(&self) -> ApiResult<()> {
+        if let Some(queue) = &self.queue {
+            crate::limits::check_text(
+                "invalid_query",
+                "queue",
+                queue,
+                1,
+                crate::limits::MAX_NAME_LEN,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl crate::limits::Validate for DiagnosticsQuery {
+    fn validate(&self) -> ApiResult<()> {
+        if let Some(limit) = self.limit {
+            crate::limits::check_range("invalid_limit", "limit", limit, 1, MAX_DIAGNOSTICS_LIMIT)?;
+        }
+        if let Some(offset) = self.offset {
+            crate::limits::check_range("invalid_query", "offset", offset, 0, SCAN_LIMIT as u32)?;
+        }
+        if let Some(cause) = &self.cause {
+            crate::limits::check_text(
+                "invalid_query",
+                "cause",
+                cause,
+                1,
+                crate::limits::MAX_NAME_LEN,
+            )?;
+        }
+        Ok(())
+    }
+}

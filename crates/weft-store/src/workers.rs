@@ -1,0 +1,370 @@
+//! Workers and queues as the store knows them, and the reads behind a run's
+//! diagnosis. A worker row is written by the poll path at most every few
+//! seconds (the engine throttles it); slots in use and the last heartbeat are
+//! read from the lease rows, so nothing is written per task or heartbeat.
+
+use std::collections::{BTreeMap, HashMap};
+
+use weft_core::{
+    AttemptStatus, RunStatus, StepStatus,
+    definition::StepKind,
+    diagnosis::{AttemptView, LeaseView, RunView, StepKindView, StepView, WorkerView},
+};
+
+use crate::{Result, Store, args, db::placeholders};
+
+/// What a worker says about itself in its polls (every field optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerMeta {
+    pub host: Option<String>,
+    pub pid: Option<u32>,
+    pub version: Option<String>,
+    pub concurrency: Option<u32>,
+}
+
+/// One worker row with its lease figures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerRecord {
+    pub worker_id: String,
+    pub meta: WorkerMeta,
+    pub queues: Vec<String>,
+    pub handlers: Vec<String>,
+    /// Epoch ms.
+    pub first_seen_ms: i64,
+    /// Epoch ms of the last recorded poll.
+    pub last_poll_ms: i64,
+    /// Live leases held.
+    pub slots_in_use: u32,
+    /// Epoch ms of the latest heartbeat (or claim) among its live leases.
+    pub last_heartbeat_ms: Option<i64>,
+}
+
+impl WorkerRecord {
+    /// The view the diagnosis rules take.
+    pub fn view(&self) -> WorkerView {
+        WorkerView {
+            worker_id: self.worker_id.clone(),
+            queues: self.queues.clone(),
+            handlers: self.handlers.clone(),
+            concurrency: self.meta.concurrency,
+            slots_in_use: self.slots_in_use,
+            last_poll_ms: self.last_poll_ms,
+        }
+    }
+}
+
+/// Per-queue figures: ready and running steps and the oldest ready step.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueCounts {
+    pub ready: i64,
+    pub running: i64,
+    /// Epoch ms the oldest ready step became ready.
+    pub oldest_ready_ms: Option<i64>,
+}
+
+fn split(s: Option<String>) -> Vec<String> {
+    s.unwrap_or_default()
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Run ids per `IN (...)` statement.
+const CHUNK: usize = 400;
+
+impl Store {
+    /// Records a worker's poll: its queues, handlers and what it said about
+    /// itself; `first_seen_at` is kept from the first write.
+    pub async fn record_worker(
+        &self,
+        worker_id: &str,
+        queues: &[String],
+        handlers: &[String],
+        meta: &WorkerMeta,
+    ) -> Result<()> {
+        let now = self.now_ms();
+        self.pool()
+            .execute(
+                "INSERT INTO weft_workers (worker_id, queues, handlers, last_seen_at, host, pid, version, concurrency, first_seen_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $4) \
+                 ON CONFLICT (worker_id) DO UPDATE SET queues = $2, handlers = $3, last_seen_at = $4, \
+                 host = $5, pid = $6, version = $7, concurrency = $8",
+                args![
+                    worker_id,
+                    queues.join(","),
+                    handlers.join(","),
+                    now,
+                    meta.host.clone(),
+                    meta.pid.map(i64::from),
+                    meta.version.clone(),
+                    meta.concurrency.map(i64::from)
+                ],
+            )
+            .await
+            .map(|_| ())
+    }
+
+    /// Workers that polled at or after `since_ms`, with their lease figures,
+    /// by worker id.
+    pub async fn list_workers(&self, since_ms: i64) -> Result<Vec<WorkerRecord>> {
+        let pool = self.pool();
+        let rows = pool
+            .fetch_all(
+                "SELECT worker_id, queues, handlers, last_seen_at, host, pid, version, concurrency, first_seen_at \
+                 FROM weft_workers WHERE last_seen_at >= $1 ORDER BY worker_id",
+                args![since_ms],
+            )
+            .await?;
+        let leases: HashMap<String, (i64, Option<i64>)> = pool
+            .fetch_all(
+                "SELECT worker_id, COUNT(*) AS n, MAX(expires_at - lease_ms) AS beat FROM weft_leases GROUP BY worker_id",
+                Vec::new(),
+            )
+            .await?
+            .into_iter()
+            .map(|r| (r.text("worker_id"), (r.int("n"), r.opt_int("beat"))))
+            .collect();
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let id = r.text("worker_id");
+                let (n, beat) = leases.get(&id).copied().unwrap_or((0, None));
+                let last = r.int("last_seen_at");
+                WorkerRecord {
+                    meta: WorkerMeta {
+                        host: r.opt_text("host"),
+                        pid: r.opt_int("pid").and_then(|p| u32::try_from(p).ok()),
+                        version: r.opt_text("version"),
+                        concurrency: r.opt_int("concurrency").and_then(|c| u32::try_from(c).ok()),
+                    },
+                    queues: split(r.opt_text("queues")),
+                    handlers: split(r.opt_text("handlers")),
+                    first_seen_ms: r.opt_int("first_seen_at").unwrap_or(last),
+                    last_poll_ms: last,
+                    slots_in_use: u32::try_from(n).unwrap_or(u32::MAX),
+                    last_heartbeat_ms: beat,
+                    worker_id: id,
+                }
+            })
+            .collect())
+    }
+
+    /// Deletes worker rows not heard from since `before_ms`; returns how many.
+    pub async fn forget_workers(&self, before_ms: i64) -> Result<u64> {
+        self.pool()
+            .execute(
+                "DELETE FROM weft_workers WHERE last_seen_at < $1",
+                args![before_ms],
+            )
+            .await
+    }
+
+    /// Ready and running steps per queue.
+    pub async fn queue_counts(&self) -> Result<BTreeMap<String, QueueCounts>> {
+        let pool = self.pool();
+        let mut out: BTreeMap<String, QueueCounts> = BTreeMap::new();
+        for r in pool
+            .fetch_all(
+                "SELECT queue, COUNT(*) AS n, MIN(ready_at) AS oldest FROM weft_steps WHERE status = 'ready' GROUP BY queue",
+                Vec::new(),
+            )
+            .await?
+        {
+            let q = out.entry(r.text("queue")).or_default();
+            q.ready = r.int("n");
+            q.oldest_ready_ms = r.opt_int("oldest");
+        }
+        for r in pool
+            .fetch_all(
+                "SELECT queue, COUNT(*) AS n FROM weft_steps WHERE status = 'running' GROUP BY queue",
+                Vec::new(),
+            )
+            .await?
+        {
+            out.entry(r.text("queue")).or_default().running = r.int("n");
+        }
+        Ok(out)
+    }
+
+    /// The runs a diagnosis covers: every run not terminal, and cancelled
+    /// runs whose leases are still live; `run_id` narrows it to one run (any
+    /// status). At most `limit` runs, by run id.
+    pub async fn diagnosis_views(
+        &self,
+        run_id: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<RunView>> {
+        let pool = self.pool();
+        let runs = match run_id {
+            Some(id) => {
+                let id = self.resolve_run_id(id).await?;
+                pool.fetch_all(
+                    "SELECT run_id, workflow, version, status FROM weft_runs WHERE run_id = $1",
+                    args![id],
+                )
+                .await?
+            }
+            None => {
+                pool.fetch_all(
+                    "SELECT run_id, workflow, version, status FROM weft_runs WHERE status IN ('pending', 'running') \
+                     UNION SELECT run_id, workflow, version, status FROM weft_runs WHERE status = 'cancelled' \
+                     AND run_id IN (SELECT run_id FROM weft_leases) ORDER BY run_id LIMIT $1",
+                    args![limit as i64],
+                )
+                .await?
+            }
+        };
+        let mut views = Vec::with_capacity(runs.len());
+        for chunk in runs.chunks(CHUNK) {
+            let ids: Vec<String> = chunk.iter().map(|r| r.text("run_id")).collect();
+            let list = placeholders(1, ids.len());
+            let args = || ids.iter().map(crate::db::Arg::from).collect::<Vec<_>>();
+            let steps = pool
+                .fetch_all(
+                    &format!(
+                        "SELECT run_id, position, name, queue, handler, status, attempt_base, ready_at, due_at, updated_at \
+                         FROM weft_steps WHERE run_id IN ({list}) ORDER BY run_id, position"
+                    ),
+                    args(),
+                )
+                .await?;
+            let attempts = pool
+                .fetch_all(
+                    &format!(
+                        "SELECT a.run_id, a.position, a.attempt, a.status, a.reason, a.error, a.worker_id, a.claimed_at, a.finished_at \
+                         FROM weft_attempts a JOIN weft_steps s ON s.run_id = a.run_id AND s.position = a.position \
+                         WHERE a.run_id IN ({list}) AND s.status IN ('ready', 'running', 'retrying', 'waiting') \
+                         AND a.attempt > s.attempt_base ORDER BY a.run_id, a.position, a.attempt"
+                    ),
+                    args(),
+                )
+                .await?;
+            let leases = pool
+                .fetch_all(
+                    &format!(
+                        "SELECT l.run_id, l.position, l.attempt, l.worker_id, l.lease_ms, l.expires_at, \
+                         COALESCE(l.claimed_at, a.claimed_at) AS claimed_at \
+                         FROM weft_leases l LEFT JOIN weft_attempts a ON a.lease_id = l.lease_id WHERE l.run_id IN ({list})"
+                    ),
+                    args(),
+                )
+                .await?;
+            let mut attempts_of: HashMap<(String, i64), Vec<AttemptView>> = HashMap::new();
+            for a in attempts {
+                attempts_of
+                    .entry((a.text("run_id"), a.int("position")))
+                    .or_default()
+                    .push(AttemptView {
+                        attempt: a.int("attempt") as u32,
+                        status: AttemptStatus::parse(&a.text("status"))
+                            .unwrap_or(AttemptStatus::Failed),
+                        reason: a.opt_text("reason"),
+                        message: a.opt_text("error"),
+                        worker_id: a.text("worker_id"),
+                        claimed_at: a.int("claimed_at"),
+                        finished_at: a.opt_int("finished_at"),
+                    });
+            }
+            let mut lease_of: HashMap<(String, i64), LeaseView> = HashMap::new();
+            for l in leases {
+                lease_of.insert(
+                    (l.text("run_id"), l.int("position")),
+                    LeaseView {
+                        worker_id: l.text("worker_id"),
+                        attempt: l.int("attempt") as u32,
+                        claimed_at: l.opt_int("claimed_at").unwrap_or(0),
+                        last_heartbeat_ms: l.int("expires_at") - l.int("lease_ms"),
+                    },
+                );
+            }
+            let mut steps_of: HashMap<String, Vec<&crate::db::Row>> = HashMap::new();
+            for s in &steps {
+                steps_of.entry(s.text("run_id")).or_default().push(s);
+            }
+            for run in chunk {
+                let id = run.text("run_id");
+                let status = RunStatus::parse(&run.text("status")).unwrap_or(RunStatus::Running);
+                let def = self
+                    .definition(&run.text("workflow"), run.int("version"))
+                    .await
+                    .ok();
+                let rows = steps_of.remove(&id).unwrap_or_default();
+                let status_of: HashMap<String, StepStatus> = rows
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.text("name"),
+                            StepStatus::parse(&s.text("status")).unwrap_or(StepStatus::Pending),
+                        )
+                    })
+                    .collect();
+                let mut step_views = Vec::new();
+                for s in rows {
+                    let position = s.int("position");
+                    let step_status = status_of[&s.text("name")];
+                    let key = (id.clone(), position);
+                    let lease = lease_of.remove(&key);
+                    let unfinished = matches!(
+                        step_status,
+                        StepStatus::Pending
+                            | StepStatus::Ready
+                            | StepStatus::Running
+                            | StepStatus::Retrying
+                            | StepStatus::Waiting
+                    );
+                    let wanted = if status == RunStatus::Cancelled {
+                        lease.is_some()
+                    } else {
+                        unfinished
+                    };
+                    if !wanted {
+                        continue;
+                    }
+                    let step_def = def.as_ref().and_then(|d| d.steps.get(position as usize));
+                    let kind = match step_def.map(|d| &d.kind) {
+                        Some(StepKind::Sleep { .. }) => StepKindView::Sleep,
+                        Some(StepKind::Approval) => StepKindView::Approval,
+                        _ => StepKindView::Task,
+                    };
+                    step_views.push(StepView {
+                        name: s.text("name"),
+                        kind,
+                        queue: s.text("queue"),
+                        handler: s.opt_text("handler"),
+                        status: step_status,
+                        depends_on: step_def
+                            .map(|d| {
+                                d.depends_on
+                                    .iter()
+                                    .map(|n| {
+                                        (
+                                            n.clone(),
+                                            status_of
+                                                .get(n)
+                                                .copied()
+                                                .unwrap_or(StepStatus::Pending),
+                                        )
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        attempts: attempts_of.remove(&key).unwrap_or_default(),
+                        max_attempts: step_def.map_or(1, |d| d.retry.max_attempts),
+                        ready_at: s.opt_int("ready_at"),
+                        due_at: s.opt_int("due_at"),
+                        updated_at: s.int("updated_at"),
+                        lease,
+                    });
+                }
+                views.push(RunView {
+                    run_id: id,
+                    workflow: run.text("workflow"),
+                    status,
+                    steps: step_views,
+                });
+            }
+        }
+        Ok(views)
+    }
+}
