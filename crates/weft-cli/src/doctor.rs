@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use weft_api::{Diagnostics, QueueList, RunDiagnosisView, WorkerList};
 
-use crate::output::table;
+use crate::table::table;
 
 /// How long `weft start --wait` watches a run make no progress before it
 /// prints the run's diagnosis.

@@ -6,6 +6,7 @@ mod demo;
 mod doctor;
 mod output;
 mod serve;
+mod table;
 
 use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 

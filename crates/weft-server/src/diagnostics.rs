@@ -67,7 +67,7 @@ fn worker_info(w: &WorkerRecord, t: &Thresholds, now: i64) -> WorkerInfo {
     }
 }
 
-#[utoipa::path(get, path = "/v1/workers", tag = "workers", params(("queue" = Option<String>, Query, description = "Only workers polling this queue", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("all" = Option<bool>, Query, description = "Also workers no longer live")), responses((status = 200, body = WorkerList)))]
+#[utoipa::path(get, path = "/v1/workers", tag = "workers", params(("queue" = Option<String>, Query, description = "Only workers polling this queue", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("all" = Option<bool>, Query, description = "Also workers no longer live")), responses((status = 200, body = WorkerList)))]
 async fn list_workers(
     State(state): State<AppState>,
     Query(query): Query<WorkersQuery>,
@@ -91,7 +91,7 @@ struct QueuesQuery {
     queue: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/queues", tag = "workers", params(("queue" = Option<String>, Query, description = "Only this queue", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = QueueList)))]
+#[utoipa::path(get, path = "/v1/queues", tag = "workers", params(("queue" = Option<String>, Query, description = "Only this queue", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = QueueList)))]
 async fn list_queues(
     State(state): State<AppState>,
     Query(query): Query<QueuesQuery>,
@@ -180,7 +180,7 @@ async fn diagnose_all(
     Ok((runs, t, now, truncated))
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/diagnosis", tag = "runs", params(("id" = String, Path, description = "Run id or trace id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = RunDiagnosisView), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/diagnosis", tag = "runs", params(("id" = String, Path, description = "Run id or trace id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunDiagnosisView), (status = 404, body = ErrorBody)))]
 async fn run_diagnosis(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -206,7 +206,7 @@ struct DiagnosticsQuery {
     stalled: bool,
 }
 
-#[utoipa::path(get, path = "/v1/diagnostics", tag = "runs", params(("limit" = Option<u32>, Query, description = "Runs listed per cause (default 20, at most 500)", minimum = 1, maximum = 500), ("offset" = Option<u32>, Query, description = "Skip this many runs of each cause", minimum = 0, maximum = 10000), ("cause" = Option<String>, Query, description = "Only this cause", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("stalled" = Option<bool>, Query, description = "Only stalled causes")), responses((status = 200, body = Diagnostics), (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/diagnostics", tag = "runs", params(("limit" = Option<u32>, Query, description = "Runs listed per cause (default 20, at most 500; 0 for the counts alone)", minimum = 0, maximum = 500), ("offset" = Option<u32>, Query, description = "Skip this many runs of each cause", minimum = 0, maximum = 10000), ("cause" = Option<String>, Query, description = "Only this cause", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("stalled" = Option<bool>, Query, description = "Only stalled causes")), responses((status = 200, body = Diagnostics), (status = 400, body = ErrorBody)))]
 async fn diagnostics(
     State(state): State<AppState>,
     Query(query): Query<DiagnosticsQuery>,
@@ -291,7 +291,7 @@ impl crate::limits::Validate for QueuesQuery {
 impl crate::limits::Validate for DiagnosticsQuery {
     fn validate(&self) -> ApiResult<()> {
         if let Some(limit) = self.limit {
-            crate::limits::check_range("invalid_limit", "limit", limit, 1, MAX_DIAGNOSTICS_LIMIT)?;
+            crate::limits::check_range("invalid_limit", "limit", limit, 0, MAX_DIAGNOSTICS_LIMIT)?;
         }
         if let Some(offset) = self.offset {
             crate::limits::check_range("invalid_query", "offset", offset, 0, SCAN_LIMIT as u32)?;

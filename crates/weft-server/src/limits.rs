@@ -49,6 +49,8 @@ pub const MAX_MESSAGE_LEN: usize = 4096;
 pub const MAX_TIMING_MS: i64 = 366 * 86_400_000;
 /// Largest `limit` of a run list.
 pub const MAX_LIST_LIMIT: u32 = 1000;
+/// Largest process id a worker may report (Linux's `PID_MAX_LIMIT`, 2^22).
+pub const MAX_PID: u32 = 4_194_304;
 /// Most slots a worker may say it has (`PollRequest.concurrency`).
 pub const MAX_WORKER_CONCURRENCY: u32 = 100_000;
 /// Longest `cursor`, `since`, `trace_id` or filter value of a run list.
@@ -56,7 +58,7 @@ pub const MAX_QUERY_TEXT_LEN: usize = 256;
 
 /// The regular expression (ECMA 262, as in the OpenAPI document) of text
 /// that carries no control characters: identifiers and names.
-pub const NO_CONTROL_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F]*$";
+pub const NO_CONTROL_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$";
 
 /// A request type's bounds.
 pub trait Validate {
@@ -80,7 +82,9 @@ pub fn check_text(
             format!("`{field}` must be {min} to {max} characters (has {len})"),
         ));
     }
-    if value.chars().any(|c| c.is_ascii_control()) {
+    // Unicode's control characters: C0, DEL and C1 (`char::is_control`),
+    // as NO_CONTROL_PATTERN says.
+    if value.chars().any(char::is_control) {
         return Err(ApiError::bad_request(
             code,
             format!("`{field}` must not contain control characters"),
@@ -229,6 +233,9 @@ impl Validate for PollRequest {
         }
         if let Some(version) = &self.version {
             check_text("invalid_worker_meta", "version", version, 1, MAX_NAME_LEN)?;
+        }
+        if let Some(pid) = self.pid {
+            check_range("invalid_worker_meta", "pid", pid, 1, MAX_PID)?;
         }
         if let Some(concurrency) = self.concurrency {
             check_range(

@@ -143,7 +143,7 @@ impl Validate for LogsQuery {
 
 // ---- workflows ----
 
-#[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body(content = String, description = "The manifest, YAML or JSON. Ranges: `timeout` 1ms to 7d, `heartbeat_timeout` 1ms to 1d, a sleep's `duration` 1ms to 365d, `retry.initial` up to 1d, `retry.max` up to 7d, `retry.max_attempts` 1 to 1000, `retry.multiplier` 1 to 10, at most 2000 steps, names 1 to 128 characters of letters, digits, `.`, `_`, `-`, `/`, `description` up to 4096 characters.", content_type = "application/yaml"), responses((status = 201, body = PutWorkflowResponse, description = "A new version"), (status = 200, body = PutWorkflowResponse, description = "Unchanged"), (status = 400, body = ErrorBody, description = "The manifest is not a valid workflow, with the code and path of the first error: invalid_manifest, missing_field, unknown_field, invalid_type, invalid_name, invalid_duration (out of its documented range), invalid_retry, too_many_steps, duplicate_step, unknown_dependency, duplicate_dependency, cycle, invalid_when, name_mismatch. Most of these (cycles, dependencies, CEL) cannot be stated in JSON Schema."), (status = 413, body = ErrorBody)))]
+#[utoipa::path(put, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body(content = String, description = "The manifest, YAML or JSON. Ranges: `timeout` 1ms to 7d, `heartbeat_timeout` 1ms to 1d, a sleep's `duration` 1ms to 365d, `retry.initial` up to 1d, `retry.max` up to 7d, `retry.max_attempts` 1 to 1000, `retry.multiplier` 1 to 10, at most 2000 steps, names 1 to 128 characters of letters, digits, `.`, `_`, `-`, `/`, `description` up to 4096 characters.", content_type = "application/yaml"), responses((status = 201, body = PutWorkflowResponse, description = "A new version"), (status = 200, body = PutWorkflowResponse, description = "Unchanged"), (status = 400, body = ErrorBody, description = "The manifest is not a valid workflow, with the code and path of the first error: invalid_manifest, missing_field, unknown_field, invalid_type, invalid_name, invalid_duration (out of its documented range), invalid_retry, too_many_steps, duplicate_step, unknown_dependency, duplicate_dependency, cycle, invalid_when, name_mismatch. Most of these (cycles, dependencies, CEL) cannot be stated in JSON Schema."), (status = 413, body = ErrorBody)))]
 async fn put_workflow(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -183,7 +183,7 @@ struct WorkflowQuery {
     version: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("version" = Option<i64>, Query, minimum = 1)), responses((status = 200, body = WorkflowDetail), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/workflows/{name}", tag = "workflows", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("version" = Option<i64>, Query, minimum = 1)), responses((status = 200, body = WorkflowDetail), (status = 404, body = ErrorBody)))]
 async fn get_workflow(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -196,7 +196,7 @@ async fn get_workflow(
 
 // ---- runs ----
 
-#[utoipa::path(post, path = "/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("traceparent" = Option<String>, Header, description = "W3C trace context: the run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunRequest, responses((status = 202, body = StartRunResponse, description = "Started, or the run its idempotency key already started with an equal input (`created: false`)"), (status = 400, body = ErrorBody, description = "Invalid input, or a name or key with control characters"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`idempotency_key_reused`: the key already started a run with a different input (compared as canonical JSON, key order ignored)")))]
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("traceparent" = Option<String>, Header, description = "W3C trace context: the run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunRequest, responses((status = 202, body = StartRunResponse, description = "Started, or the run its idempotency key already started with an equal input (`created: false`)"), (status = 400, body = ErrorBody, description = "Invalid input, or a name or key with control characters"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`idempotency_key_reused`: the key already started a run with a different input (compared as canonical JSON, key order ignored)")))]
 async fn start_run(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -301,7 +301,7 @@ const MAX_RUNS_PER_START: usize = weft_store::MAX_STARTS_PER_BATCH;
 /// Starts several runs of a workflow in one transaction: all or none. A
 /// caller's `traceparent` is joined by every run; without one each run has
 /// a trace of its own.
-#[utoipa::path(post, path = "/v1/workflows/{name}/runs/batch", tag = "runs", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("traceparent" = Option<String>, Header, description = "W3C trace context: every run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunsRequest, responses((status = 202, body = StartRunsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`idempotency_key_reused` by one of the runs: nothing was started")))]
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs/batch", tag = "runs", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("traceparent" = Option<String>, Header, description = "W3C trace context: every run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunsRequest, responses((status = 202, body = StartRunsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`idempotency_key_reused` by one of the runs: nothing was started")))]
 async fn start_runs(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -349,7 +349,7 @@ struct ListRunsQuery {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("status" = Option<String>, Query), ("trace_id" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("since" = Option<String>, Query, description = "RFC 3339 time, or a duration back from now (`90s`, `1h30m`)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("status" = Option<String>, Query), ("trace_id" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("since" = Option<String>, Query, description = "RFC 3339 time, or a duration back from now (`90s`, `1h30m`)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
 async fn list_runs(
     State(state): State<AppState>,
     Query(query): Query<ListRunsQuery>,
@@ -433,7 +433,7 @@ struct GetRunQuery {
 /// The longest `wait_ms` a caller may ask for.
 const MAX_RUN_WAIT: Duration = Duration::from_secs(60);
 
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("wait_ms" = Option<u64>, Query, minimum = 0, maximum = 60000, description = "Answer once the run has ended, or after this many milliseconds (at most 60000)")), responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("wait_ms" = Option<u64>, Query, minimum = 0, maximum = 60000, description = "Answer once the run has ended, or after this many milliseconds (at most 60000)")), responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn get_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -466,7 +466,7 @@ struct EventsQuery {
     after: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("after" = Option<i64>, Query, minimum = 0, description = "Only events after this `seq`")), responses((status = 200, body = EventList), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("after" = Option<i64>, Query, minimum = 0, description = "Only events after this `seq`")), responses((status = 200, body = EventList), (status = 404, body = ErrorBody)))]
 async fn run_events(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -483,7 +483,7 @@ async fn run_events(
 
 /// Server-sent events: the run's history, then new events as they are
 /// written, until the run ends. Each SSE event's id is the history `seq`.
-#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, description = "Server-sent events, one per history event", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, description = "Server-sent events, one per history event", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
 async fn run_event_stream(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -593,7 +593,7 @@ struct LogsQuery {
     step: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("step" = Option<String>, Query, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = LogList), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = Option<String>, Query, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = LogList), (status = 404, body = ErrorBody)))]
 async fn run_logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -604,7 +604,7 @@ async fn run_logs(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn cancel_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -612,7 +612,7 @@ async fn cancel_run(
     Ok(Json(state.store().cancel_run(&id).await?))
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn retry_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -620,7 +620,7 @@ async fn retry_run(
     Ok(Json(state.store().retry_run(&id).await?))
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/approve", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("step" = String, Path, description = "Step name", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/approve", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = String, Path, description = "Step name", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn approve_step(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,
@@ -634,7 +634,7 @@ async fn approve_step(
     ))
 }
 
-#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/reject", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$"), ("step" = String, Path, description = "Step name", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/reject", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = String, Path, description = "Step name", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn reject_step(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,
@@ -710,7 +710,7 @@ async fn poll(
     Ok(Json(PollResponse { tasks: polled? }))
 }
 
-#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/heartbeat", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), responses((status = 200, body = HeartbeatResponse), (status = 409, body = ErrorBody, description = "The lease is no longer held")))]
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/heartbeat", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = HeartbeatResponse), (status = 409, body = ErrorBody, description = "The lease is no longer held")))]
 async fn heartbeat(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -718,7 +718,7 @@ async fn heartbeat(
     Ok(Json(state.store().heartbeat(&lease_id).await?))
 }
 
-#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/complete", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = CompleteRequest, responses((status = 200, body = Ack, description = "Applied; `already_applied` when this lease's same result had been applied before (an earlier answer was lost). An output over `Task.max_output_bytes` is applied as a permanent failure, reason `invalid_output`"), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed"), (status = 413, body = ErrorBody, description = "`payload_too_large`: the body is over the server's limit")))]
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/complete", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = CompleteRequest, responses((status = 200, body = Ack, description = "Applied; `already_applied` when this lease's same result had been applied before (an earlier answer was lost). An output over `Task.max_output_bytes` is applied as a permanent failure, reason `invalid_output`"), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed"), (status = 413, body = ErrorBody, description = "`payload_too_large`: the body is over the server's limit")))]
 async fn complete(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -735,7 +735,7 @@ async fn complete(
     }))
 }
 
-#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/fail", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = FailRequest, responses((status = 200, body = Ack, description = "Applied; `already_applied` when this lease's same failure had been applied before"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed")))]
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/fail", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = FailRequest, responses((status = 200, body = Ack, description = "Applied; `already_applied` when this lease's same failure had been applied before"), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed")))]
 async fn fail(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -754,7 +754,7 @@ async fn fail(
 /// `released` (reason `worker_shutdown`), the step is ready again at once
 /// and the release spends no attempt, for at most 3 releases per step; past
 /// that a release counts as a failed attempt with reason `worker_shutdown`.
-#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/release", tag = "worker", params(("lease_id" = String, Path)), request_body = ReleaseRequest, responses((status = 200, body = Ack, description = "Released: the step is ready again (or, past 3 releases of the step, the release was recorded as a failed attempt); `already_applied` when sent again after the release was made"), (status = 409, body = ErrorBody, description = "`stale_lease`: the lease is gone; `attempt_not_running`: its run ended meanwhile; `deadline_exceeded`: past the step's start-to-close timeout, recorded as timed out")))]
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/release", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = ReleaseRequest, responses((status = 200, body = Ack, description = "Released: the step is ready again (or, past 3 releases of the step, the release was recorded as a failed attempt); `already_applied` when sent again after the release was made"), (status = 409, body = ErrorBody, description = "`stale_lease`: the lease is gone; `attempt_not_running`: its run ended meanwhile; `deadline_exceeded`: past the step's start-to-close timeout, recorded as timed out")))]
 async fn release(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -861,7 +861,7 @@ async fn results(
     Ok(Json(ResultsResponse { results }))
 }
 
-#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/logs", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F]*$")), request_body = LogsRequest, responses((status = 200, body = Ack), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/logs", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = LogsRequest, responses((status = 200, body = Ack), (status = 409, body = ErrorBody)))]
 async fn append_logs(
     State(state): State<AppState>,
     Path(lease_id): Path<String>,
@@ -1086,6 +1086,10 @@ pub fn openapi_document() -> Value {
     api.merge(crate::diagnostics::DiagnosticsDoc::openapi());
     let mut doc = serde_json::to_value(api).expect("the document serializes");
     let statuses: Vec<Value> = RunStatus::ALL.iter().map(|s| json!(s.as_str())).collect();
+    let causes: Vec<Value> = weft_core::diagnosis::Cause::ALL
+        .iter()
+        .map(|c| json!(c.as_str()))
+        .collect();
     for (schema, property, bounds) in schema_bounds() {
         let Some(target) = doc
             .pointer_mut(&format!(
@@ -1150,6 +1154,9 @@ pub fn openapi_document() -> Value {
                 match (param["in"].as_str(), param["name"].as_str()) {
                     (Some("query"), Some("status")) => {
                         param["schema"] = json!({"type": "string", "enum": statuses});
+                    }
+                    (Some("query"), Some("cause")) => {
+                        param["schema"] = json!({"type": "string", "enum": causes});
                     }
                     (Some("query"), Some("cursor")) => {
                         param["schema"] = json!({"type": "string", "pattern": CURSOR_PATTERN});
@@ -1264,6 +1271,11 @@ fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
             "PollRequest",
             "version",
             json!({"minLength": 1, "maxLength": MAX_NAME_LEN, "pattern": NO_CONTROL_PATTERN}),
+        ),
+        (
+            "PollRequest",
+            "pid",
+            json!({"minimum": 1, "maximum": limits::MAX_PID}),
         ),
         (
             "PollRequest",

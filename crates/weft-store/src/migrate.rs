@@ -28,8 +28,12 @@ const SQLITE: &[(i64, &str)] = &[
     (6, include_str!("../migrations/0006_workers.sql")),
 ];
 
-/// The schema version this build expects.
-pub const LATEST: i64 = 7;
+/// The schema version this build expects: the last script's.
+pub const LATEST: i64 = 6;
+const _: () = assert!(
+    POSTGRES[POSTGRES.len() - 1].0 == LATEST && SQLITE[SQLITE.len() - 1].0 == LATEST,
+    "LATEST must be the last migration's version"
+);
 
 /// An arbitrary constant naming Weft's migration advisory lock.
 const LOCK_KEY: i64 = 0x0077_6566_746d_6967;

@@ -466,7 +466,7 @@ pub async fn request_bounds(db_url: String) {
             max_tasks: 100,
             wait_ms: 0,
             host: Some("h".repeat(256)),
-            pid: Some(u32::MAX),
+            pid: Some(4_194_304),
             version: Some("v".repeat(128)),
             concurrency: Some(100_000),
         })
@@ -687,4 +687,60 @@ pub async fn fuzzer_findings(db_url: String) {
             .unwrap()
             .contains("{12}")
     );
+    // The document's identifier pattern and the server's check agree on
+    // every Unicode control character (C0, DEL and C1): a C1 character was
+    // refused by some checks while the pattern allowed it.
+    let pattern = doc["components"]["schemas"]["PollRequest"]["properties"]["worker_id"]["pattern"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(pattern.contains("\\u009F"), "{pattern}");
+    for path in [
+        "/v1/workflows/a%C2%90b/runs",
+        "/v1/worker/leases/l%C2%89/release",
+    ] {
+        let answer = send(&env, "POST", path, Some(json!({})), &[]).await;
+        assert_eq!(answer.status, 400, "{path}: {}", answer.body);
+    }
+    let answer = send(
+        &env,
+        "POST",
+        "/v1/worker/poll",
+        Some(json!({"worker_id": "w\u{0085}", "handlers": ["h"]})),
+        &[],
+    )
+    .await;
+    assert_eq!((answer.status, answer.code()), (400, "invalid_worker_id"));
+    // A pid past what the document states is refused, not accepted.
+    let answer = send(
+        &env,
+        "POST",
+        "/v1/worker/poll",
+        Some(json!({"worker_id": "w", "handlers": ["h"], "pid": 2_147_483_648_u64, "wait_ms": 0})),
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    // `cause` is one of the diagnosis's causes, listed in the document.
+    let diagnostics = doc["paths"]["/v1/diagnostics"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "cause")
+        .unwrap();
+    assert!(
+        diagnostics["schema"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("no_worker_for_queue"))
+    );
+    let answer = send(
+        &env,
+        "GET",
+        "/v1/diagnostics?limit=0&cause=queued",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
 }
