@@ -475,7 +475,9 @@ impl Client {
     /// empty list. The HTTP request times out after `wait_ms` + 10 s
     /// ([`Error::Transport`]). 400 `invalid_worker_id` (empty or over 256
     /// characters), `no_handlers`, `too_many_handlers`, `invalid_handler`,
-    /// `invalid_queues`, `invalid_max_tasks` or `invalid_wait`.
+    /// `invalid_queues`, `invalid_max_tasks`, `invalid_wait`, or
+    /// `invalid_worker_meta` (the `host`, `version`, `pid` or `concurrency`
+    /// a worker describes itself with, out of bounds).
     pub async fn poll(&self, request: &PollRequest) -> Result<PollResponse> {
         let timeout = Duration::from_millis(request.wait_ms) + Duration::from_secs(10);
         self.send(
