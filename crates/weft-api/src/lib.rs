@@ -357,6 +357,16 @@ fn is_false(value: &bool) -> bool {
     !*value
 }
 
+/// The failure kinds a worker may report in [`TaskError::kind`]; any other
+/// is refused with 400 `invalid_error_kind`.
+pub const WORKER_FAILURE_KINDS: &[&str] = &[
+    "handler_error",
+    "timeout",
+    "invalid_output",
+    "cancelled",
+    "no_handler",
+];
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TaskError {
     pub message: String,

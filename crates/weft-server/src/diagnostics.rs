@@ -258,33 +258,29 @@ async fn diagnostics(
     }))
 }
 
+/// A `queue` filter is a queue name.
+fn check_queue_filter(queue: Option<&str>) -> ApiResult<()> {
+    match queue {
+        Some(queue) => crate::limits::check_text(
+            "invalid_query",
+            "queue",
+            queue,
+            1,
+            crate::limits::MAX_NAME_LEN,
+        ),
+        None => Ok(()),
+    }
+}
+
 impl crate::limits::Validate for WorkersQuery {
     fn validate(&self) -> ApiResult<()> {
-        if let Some(queue) = &self.queue {
-            crate::limits::check_text(
-                "invalid_query",
-                "queue",
-                queue,
-                1,
-                crate::limits::MAX_NAME_LEN,
-            )?;
-        }
-        Ok(())
+        check_queue_filter(self.queue.as_deref())
     }
 }
 
 impl crate::limits::Validate for QueuesQuery {
     fn validate(&self) -> ApiResult<()> {
-        if let Some(queue) = &self.queue {
-            crate::limits::check_text(
-                "invalid_query",
-                "queue",
-                queue,
-                1,
-                crate::limits::MAX_NAME_LEN,
-            )?;
-        }
-        Ok(())
+        check_queue_filter(self.queue.as_deref())
     }
 }
 

@@ -783,7 +783,8 @@ fn fail_report(error: TaskError, timing: Option<WorkerTiming>) -> ApiResult<Fail
             return Err(ApiError::bad_request(
                 "invalid_error_kind",
                 format!(
-                    "`{other}` is not a reason a worker may report (handler_error, timeout, invalid_output, cancelled, no_handler)"
+                    "`{other}` is not a reason a worker may report ({})",
+                    weft_api::WORKER_FAILURE_KINDS.join(", ")
                 ),
             ));
         }

@@ -207,16 +207,9 @@ impl Store {
         let lease = self.take_lease(&mut tx, lease_id).await?;
         let position = lease.int("position") as usize;
         let attempt = lease.int("attempt");
-        let step_state = &run.state.steps[position];
-        if step_state.status != StepStatus::Running || i64::from(step_state.n_attempts) != attempt {
+        if let Err(err) = attempt_still_counts(&run, position, attempt) {
             tx.commit().await?; // the lease's release stands
-            return Err(Error::Conflict {
-                code: "attempt_not_running",
-                message: format!(
-                    "attempt {attempt} of step `{}` no longer counts: its run is {}",
-                    run.def.steps[position].name, run.state.status
-                ),
-            });
+            return Err(err);
         }
         let releases = tx
             .fetch_optional(
@@ -475,19 +468,10 @@ impl Store {
         let lease = self.take_lease(tx, lease_id).await?;
         let position = lease.int("position") as usize;
         let attempt = lease.int("attempt");
-        let step_state = &run.state.steps[position];
-        if step_state.status != StepStatus::Running || i64::from(step_state.n_attempts) != attempt {
-            // The run ended (cancelled or failed elsewhere) while this attempt
-            // was out, or it was retried since: release the lease, record
-            // nothing else.
-            return Err(Error::Conflict {
-                code: "attempt_not_running",
-                message: format!(
-                    "attempt {attempt} of step `{}` no longer counts: its run is {}",
-                    run.def.steps[position].name, run.state.status
-                ),
-            });
-        }
+        // The run ended (cancelled or failed elsewhere) while this attempt
+        // was out, or it was retried since: release the lease, record
+        // nothing else.
+        attempt_still_counts(run, position, attempt)?;
         // A result that arrives after the start-to-close deadline is the
         // timeout the reaper would have recorded a moment later: record it as
         // such, so the outcome does not depend on which came first.
@@ -700,6 +684,22 @@ fn same_outcome(row: &Row, outcome: &Outcome, max_output_bytes: u64) -> bool {
 }
 
 /// The answer to a written result: a late one was recorded as a timeout.
+/// `Conflict` `attempt_not_running` unless attempt `attempt` is the one step
+/// `position` is running now.
+fn attempt_still_counts(run: &LockedRun, position: usize, attempt: i64) -> Result<()> {
+    let step_state = &run.state.steps[position];
+    if step_state.status != StepStatus::Running || i64::from(step_state.n_attempts) != attempt {
+        return Err(Error::Conflict {
+            code: "attempt_not_running",
+            message: format!(
+                "attempt {attempt} of step `{}` no longer counts: its run is {}",
+                run.def.steps[position].name, run.state.status
+            ),
+        });
+    }
+    Ok(())
+}
+
 fn written_outcome(run: &LockedRun, written: &Written) -> Result<Recorded> {
     if written.late {
         return Err(Error::Conflict {

@@ -36,9 +36,9 @@ pub struct HandlerError {
     /// cut to [`MAX_ERROR_MESSAGE_BYTES`] (ending in `…`).
     pub message: String,
     /// The failure's reason; `None` is `handler_error`. The server knows only
-    /// `handler_error`, `timeout`, `invalid_output`, `cancelled` and
-    /// `no_handler`: it refuses any other kind (400 `invalid_error_kind`) and
-    /// the result is then dropped, the attempt ending when its lease lapses.
+    /// [`weft_api::WORKER_FAILURE_KINDS`] (`handler_error`, `timeout`,
+    /// `invalid_output`, `cancelled`, `no_handler`); any other kind is sent
+    /// as a `handler_error` whose message starts with `[kind]`.
     pub kind: Option<String>,
     /// False: do not retry, fail the step now. True: retried while the
     /// step's retry policy has attempts left.
@@ -598,11 +598,7 @@ impl Worker {
             Err(err) => TaskResult {
                 lease_id,
                 output: Value::Null,
-                error: Some(TaskError {
-                    message: cut_text(err.message, MAX_ERROR_MESSAGE_BYTES),
-                    kind: err.kind,
-                    retryable: Some(err.retryable),
-                }),
+                error: Some(reportable_error(err)),
                 timing,
             },
         };
@@ -846,6 +842,24 @@ async fn heartbeat_loop(
     }
 }
 
+/// A handler's error as the server takes it: a kind the server does not know
+/// is reported as a `handler_error` whose message names it (an unknown kind
+/// would be refused, and the failure lost until the lease lapsed); the
+/// message is cut to [`MAX_ERROR_MESSAGE_BYTES`].
+fn reportable_error(err: HandlerError) -> TaskError {
+    let (kind, message) = match err.kind {
+        Some(kind) if !weft_api::WORKER_FAILURE_KINDS.contains(&kind.as_str()) => {
+            (None, format!("[{kind}] {}", err.message))
+        }
+        kind => (kind, err.message),
+    };
+    TaskError {
+        message: cut_text(message, MAX_ERROR_MESSAGE_BYTES),
+        kind,
+        retryable: Some(err.retryable),
+    }
+}
+
 /// Longest failure message sent, in bytes: well under what the server
 /// takes, so a long message is cut (marked `…`) rather than refused.
 pub const MAX_ERROR_MESSAGE_BYTES: usize = 64 * 1024;
@@ -997,6 +1011,20 @@ pub fn default_worker_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unknown_failure_kind_is_reported_as_a_handler_error_naming_it() {
+        let err = super::HandlerError::permanent("card declined").with_kind("payment_declined");
+        let reported = super::reportable_error(err);
+        assert_eq!(reported.kind, None);
+        assert_eq!(reported.message, "[payment_declined] card declined");
+        assert_eq!(reported.retryable, Some(false));
+        let err = super::HandlerError::retryable("slow").with_kind("timeout");
+        assert_eq!(
+            super::reportable_error(err).kind.as_deref(),
+            Some("timeout")
+        );
+    }
+
     #[test]
     fn long_texts_are_cut_on_a_character_boundary() {
         let text = "é".repeat(100);
