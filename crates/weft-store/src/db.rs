@@ -13,7 +13,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
-use crate::Error;
+use crate::{Error, error::Problem};
 
 /// A bound query argument. NULLs carry their type: Postgres will not put a
 /// NULL typed as text into a BIGINT column.
@@ -88,9 +88,14 @@ pub enum Val {
     Int(i64),
     Real(f64),
     Text(String),
+    /// A value no accessor can read (e.g. a BLOB in a text column).
+    Unreadable,
 }
 
-/// A result row, decoded by column name.
+/// A result row, decoded by column name. Every accessor answers
+/// [`Error::Corrupt`] (naming the column and, when the row has a `run_id`
+/// column, the run) for a missing column, a NULL where a value is required or
+/// a value of the wrong type: a bad row is an error, never a panic.
 #[derive(Debug, Clone)]
 pub struct Row {
     columns: Arc<[String]>,
@@ -98,41 +103,90 @@ pub struct Row {
 }
 
 impl Row {
-    fn get(&self, column: &str) -> &Val {
+    fn get(&self, column: &str) -> Result<&Val, Error> {
         let index = self
             .columns
             .iter()
             .position(|c| c == column)
-            .unwrap_or_else(|| panic!("query has no column `{column}`"));
-        &self.values[index]
+            .ok_or_else(|| self.corrupt(column, Problem::MissingColumn))?;
+        Ok(&self.values[index])
     }
 
-    pub fn int(&self, column: &str) -> i64 {
-        self.opt_int(column)
-            .unwrap_or_else(|| panic!("column `{column}` is NULL"))
-    }
-
-    pub fn opt_int(&self, column: &str) -> Option<i64> {
-        match self.get(column) {
-            Val::Int(v) => Some(*v),
-            Val::Real(v) => Some(*v as i64),
-            Val::Text(text) => text.parse().ok(),
-            Val::Null => None,
-        }
-    }
-
-    pub fn text(&self, column: &str) -> String {
-        self.opt_text(column)
-            .unwrap_or_else(|| panic!("column `{column}` is NULL"))
-    }
-
-    pub fn opt_text(&self, column: &str) -> Option<String> {
-        match self.get(column) {
+    /// The run this row belongs to, if it has a readable `run_id` column.
+    pub fn run_id(&self) -> Option<String> {
+        let index = self.columns.iter().position(|c| c == "run_id")?;
+        match &self.values[index] {
             Val::Text(text) => Some(text.clone()),
-            Val::Int(v) => Some(v.to_string()),
-            Val::Real(v) => Some(v.to_string()),
-            Val::Null => None,
+            _ => None,
         }
+    }
+
+    /// An [`Error::Corrupt`] for `column` of this row.
+    pub fn corrupt(&self, column: &str, problem: Problem) -> Error {
+        Error::corrupt(column, self.run_id(), problem)
+    }
+
+    /// A required integer column.
+    pub fn int(&self, column: &str) -> Result<i64, Error> {
+        self.opt_int(column)?
+            .ok_or_else(|| self.corrupt(column, Problem::Null))
+    }
+
+    /// A nullable integer column; a value that is not an integer is corrupt.
+    pub fn opt_int(&self, column: &str) -> Result<Option<i64>, Error> {
+        match self.get(column)? {
+            Val::Int(v) => Ok(Some(*v)),
+            Val::Real(v) if v.fract() == 0.0 => Ok(Some(*v as i64)),
+            Val::Text(text) => text.parse().map(Some).map_err(|_| {
+                self.corrupt(
+                    column,
+                    Problem::WrongType {
+                        expected: "an integer",
+                    },
+                )
+            }),
+            Val::Real(_) => Err(self.corrupt(
+                column,
+                Problem::WrongType {
+                    expected: "an integer",
+                },
+            )),
+            Val::Null => Ok(None),
+            Val::Unreadable => Err(self.corrupt(
+                column,
+                Problem::WrongType {
+                    expected: "an integer",
+                },
+            )),
+        }
+    }
+
+    /// A required text column.
+    pub fn text(&self, column: &str) -> Result<String, Error> {
+        self.opt_text(column)?
+            .ok_or_else(|| self.corrupt(column, Problem::Null))
+    }
+
+    /// A nullable text column; a number stored in it reads as its digits.
+    pub fn opt_text(&self, column: &str) -> Result<Option<String>, Error> {
+        match self.get(column)? {
+            Val::Text(text) => Ok(Some(text.clone())),
+            Val::Int(v) => Ok(Some(v.to_string())),
+            Val::Real(v) => Ok(Some(v.to_string())),
+            Val::Null => Ok(None),
+            Val::Unreadable => Err(self.corrupt(column, Problem::WrongType { expected: "text" })),
+        }
+    }
+
+    /// A required status column parsed with its enum's `parse`: an unknown
+    /// word is corrupt, never a default.
+    pub fn status<T>(
+        &self,
+        column: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+    ) -> Result<T, Error> {
+        let text = self.text(column)?;
+        parse(&text).ok_or_else(|| self.corrupt(column, Problem::UnknownValue(text)))
     }
 }
 
@@ -445,8 +499,9 @@ fn convert_pg(rows: Vec<sqlx::postgres::PgRow>) -> Vec<Row> {
                         "FLOAT8" => Val::Real(row.get::<f64, _>(i)),
                         "FLOAT4" => Val::Real(f64::from(row.get::<f32, _>(i))),
                         "BOOL" => Val::Int(i64::from(row.get::<bool, _>(i))),
-                        "NUMERIC" => Val::Text(row.get::<String, _>(i)),
-                        _ => Val::Text(row.get::<String, _>(i)),
+                        _ => row
+                            .try_get::<String, _>(i)
+                            .map_or(Val::Unreadable, Val::Text),
                     }
                 })
                 .collect();
@@ -474,7 +529,9 @@ fn convert_sqlite(rows: Vec<sqlx::sqlite::SqliteRow>) -> Vec<Row> {
                     match raw.type_info().name() {
                         "INTEGER" | "BOOLEAN" => Val::Int(row.get::<i64, _>(i)),
                         "REAL" => Val::Real(row.get::<f64, _>(i)),
-                        _ => Val::Text(row.get::<String, _>(i)),
+                        _ => row
+                            .try_get::<String, _>(i)
+                            .map_or(Val::Unreadable, Val::Text),
                     }
                 })
                 .collect();

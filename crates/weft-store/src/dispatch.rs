@@ -16,7 +16,7 @@ use weft_core::{
 };
 
 use crate::{
-    Error, Result, Store, args,
+    Error, Problem, Result, Store, args,
     db::{Arg, Dialect, Tx, placeholders},
     results::{EndedAttempt, observed_timing, previous_span_id},
     rfc3339,
@@ -110,11 +110,41 @@ impl Store {
         // transaction, it could predate the commit that made a step ready
         // (a dependant "claimed" before its dependency finished).
         let now = self.now_ms();
-        let mut runs = run_infos(&rows);
+        // The runs of the claimed rows, by run id. A run with a corrupt row
+        // is left out of this claim (logged once) and its steps untouched:
+        // one bad row never stops the others being claimed.
+        let mut runs: HashMap<String, RunInfo> = HashMap::new();
+        let mut bad: std::collections::HashSet<String> = Default::default();
+        for row in &rows {
+            let run_id = row.text("run_id")?;
+            if runs.contains_key(&run_id) || bad.contains(&run_id) {
+                continue;
+            }
+            match run_info(row).and_then(|info| check_step_row(row).map(|()| info)) {
+                Ok(info) => {
+                    runs.insert(run_id, info);
+                }
+                Err(err @ Error::Corrupt(_)) => {
+                    self.skip_corrupt("claim", &err);
+                    bad.insert(run_id);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|row| {
+                row.text("run_id").is_ok_and(|id| !bad.contains(&id)) && check_step_row(row).is_ok()
+            })
+            .collect();
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
         let mut tasks = Vec::with_capacity(rows.len());
         let mut attempts = Vec::with_capacity(rows.len());
         for row in &rows {
-            let run_id = row.text("run_id");
+            let run_id = row.text("run_id")?;
             let run = runs.get(&run_id).ok_or_else(|| Error::NotFound {
                 what: "run",
                 id: run_id.clone(),
@@ -122,8 +152,20 @@ impl Store {
             let def = self
                 .definition_in(&mut tx, &run.workflow, run.version)
                 .await?;
-            let position = row.int("position");
-            let step_def = &def.steps[position as usize];
+            let position = row.int("position")?;
+            let Some(step_def) = usize::try_from(position)
+                .ok()
+                .and_then(|p| def.steps.get(p))
+            else {
+                let err = row.corrupt(
+                    "position",
+                    Problem::WrongType {
+                        expected: "a step of the run's definition",
+                    },
+                );
+                self.skip_corrupt("claim", &err);
+                continue;
+            };
             let outputs = if step_def.deps.is_empty() {
                 BTreeMap::new()
             } else {
@@ -138,22 +180,22 @@ impl Store {
                     .into_iter()
                     .map(|r| {
                         let output = r
-                            .opt_text("output")
+                            .opt_text("output")?
                             .and_then(|t| serde_json::from_str(&t).ok())
                             .unwrap_or(Value::Null);
-                        (r.text("name"), output)
+                        Ok((r.text("name")?, output))
                     })
-                    .collect()
+                    .collect::<Result<_>>()?
             };
             let input =
                 weft_core::machine::task_input(&def, position as usize, &run.input, &outputs);
-            let attempt = row.int("n_attempts") + 1;
+            let attempt = row.int("n_attempts")? + 1;
             let lease_ms = step_def
                 .heartbeat_timeout_ms
                 .unwrap_or(self.settings().lease.as_millis() as u64)
                 as i64;
             let deadline = step_def.timeout_ms.map(|t| now + t as i64);
-            let ready_at = row.opt_int("ready_at").unwrap_or(now);
+            let ready_at = row.opt_int("ready_at")?.unwrap_or(now);
             let claim = NewAttempt {
                 run_id: run_id.clone(),
                 position,
@@ -320,9 +362,9 @@ impl Store {
                         .fetch_all(&sql, pending.iter().map(|id| Arg::from(*id)).collect())
                         .await?
                         .into_iter()
-                        .filter(|r| r.text("status") == "pending")
+                        .filter(|r| r.text("status").is_ok_and(|s| s == "pending"))
                         .map(|r| r.text("run_id"))
-                        .collect();
+                        .collect::<Result<_>>()?;
                     if !locked.is_empty() {
                         let sql = format!(
                             "UPDATE weft_runs SET status = 'running', started_at = $1, updated_at = $1 \
@@ -348,7 +390,7 @@ impl Store {
                         .await?
                         .into_iter()
                         .map(|r| r.text("run_id"))
-                        .collect()
+                        .collect::<Result<_>>()?
                 }
             };
         }
@@ -396,13 +438,13 @@ impl Store {
             .await?
             .ok_or_else(|| Error::stale_lease(lease_id))?;
         let run_ended =
-            weft_core::RunStatus::parse(&row.text("run_status")).is_none_or(|s| s.is_terminal());
+            weft_core::RunStatus::parse(&row.text("run_status")?).is_none_or(|s| s.is_terminal());
         // Past its start-to-close deadline the attempt no longer counts, even
         // before the reaper has ended it: the worker should stop now.
         let timed_out = row
-            .opt_int("deadline_at")
+            .opt_int("deadline_at")?
             .is_some_and(|deadline| deadline <= now);
-        let cancel_requested = run_ended || timed_out || row.text("attempt_status") != "running";
+        let cancel_requested = run_ended || timed_out || row.text("attempt_status")? != "running";
         if !cancel_requested {
             tx.execute(
                 "UPDATE weft_leases SET expires_at = $2 + lease_ms WHERE lease_id = $1",
@@ -434,9 +476,9 @@ impl Store {
             let mut sql =
                 String::from("INSERT INTO weft_logs (run_id, step, attempt, at, line) VALUES ");
             let mut values = args![
-                row.text("run_id"),
-                row.text("name"),
-                row.int("attempt"),
+                row.text("run_id")?,
+                row.text("name")?,
+                row.int("attempt")?,
                 now
             ];
             for (i, line) in chunk.iter().enumerate() {
@@ -468,7 +510,7 @@ impl Store {
         let mut fired = 0;
         for row in due {
             let mut tx = self.pool().begin().await?;
-            let mut run = match self.lock_run(&mut tx, &row.text("run_id")).await {
+            let mut run = match self.lock_run(&mut tx, &row.text("run_id")?).await {
                 Ok(run) => run,
                 Err(Error::NotFound { .. }) => continue,
                 Err(err) => return Err(err),
@@ -481,7 +523,7 @@ impl Store {
                     &mut tx,
                     &mut run,
                     Event::TimerFired {
-                        step: row.int("position") as usize,
+                        step: row.int("position")? as usize,
                     },
                     now,
                     Vec::new(),
@@ -514,7 +556,7 @@ impl Store {
             .await?;
         let mut reaped = 0;
         for row in rows {
-            let lease_id = row.text("lease_id");
+            let lease_id = row.text("lease_id")?;
             let mut tx = self.pool().begin().await?;
             let Some(mut run) = self.lock_run_of_lease(&mut tx, &lease_id).await? else {
                 continue; // finished or reaped meanwhile
@@ -531,11 +573,11 @@ impl Store {
             let Some(check) = check else { continue };
             let lease = LeaseRow {
                 run_id: run.run_id.clone(),
-                position: check.int("position"),
-                attempt: check.int("attempt"),
+                position: check.int("position")?,
+                attempt: check.int("attempt")?,
             };
-            let timed_out = check.opt_int("deadline_at").is_some_and(|d| d <= now);
-            let expired = check.int("expires_at") <= now;
+            let timed_out = check.opt_int("deadline_at")?.is_some_and(|d| d <= now);
+            let expired = check.int("expires_at")? <= now;
             if !timed_out && !expired {
                 continue; // renewed by a heartbeat in the meantime
             }
@@ -545,7 +587,7 @@ impl Store {
             )
             .await?;
             let position = lease.position as usize;
-            if check.text("status") != "running"
+            if check.text("status")? != "running"
                 || run.state.steps[position].status != StepStatus::Running
             {
                 tx.commit().await?; // an attempt of an ended run: just drop its lease
@@ -574,9 +616,9 @@ impl Store {
                         .to_owned(),
                 )
             };
-            let claimed_at = check.int("claimed_at");
+            let claimed_at = check.int("claimed_at")?;
             let timing = attempt_timing(
-                check.opt_int("ready_at").unwrap_or(claimed_at),
+                check.opt_int("ready_at")?.unwrap_or(claimed_at),
                 claimed_at,
                 now,
                 now,
@@ -627,9 +669,9 @@ impl Store {
             let ended = EndedAttempt {
                 position,
                 attempt: lease.attempt,
-                span_id: check.text("span_id"),
+                span_id: check.text("span_id")?,
                 previous_span_id,
-                worker_id: check.text("worker_id"),
+                worker_id: check.text("worker_id")?,
                 claimed_at,
                 status: AttemptStatus::Failed,
                 reason: Some(reason),
@@ -680,13 +722,15 @@ impl Store {
         };
         Ok(rows
             .into_iter()
-            .map(|r| WorkerSeen {
-                worker_id: r.text("worker_id"),
-                queues: split(r.text("queues")),
-                handlers: split(r.text("handlers")),
-                last_seen_ms: r.int("last_seen_at"),
+            .map(|r| {
+                Ok(WorkerSeen {
+                    worker_id: r.text("worker_id")?,
+                    queues: split(r.text("queues")?),
+                    handlers: split(r.text("handlers")?),
+                    last_seen_ms: r.int("last_seen_at")?,
+                })
             })
-            .collect())
+            .collect::<Result<_>>()?)
     }
 }
 
@@ -720,20 +764,28 @@ struct RunInfo {
     input: Value,
 }
 
-/// The runs of a batch of claimed step rows (joined to them), by run id.
-fn run_infos(steps: &[crate::db::Row]) -> HashMap<String, RunInfo> {
-    let mut runs = HashMap::new();
-    for row in steps {
-        runs.entry(row.text("run_id")).or_insert_with(|| RunInfo {
-            trace_id: row.text("trace_id"),
-            baggage: row.opt_text("baggage"),
-            workflow: row.text("workflow"),
-            version: row.int("version"),
-            status: row.text("run_status"),
-            input: serde_json::from_str(&row.text("input")).unwrap_or(Value::Null),
-        });
-    }
-    runs
+/// A claimed step row's run (joined to it); a corrupt row is an error.
+fn run_info(row: &crate::db::Row) -> Result<RunInfo> {
+    Ok(RunInfo {
+        trace_id: row.text("trace_id")?,
+        baggage: row.opt_text("baggage")?,
+        workflow: row.text("workflow")?,
+        version: row.int("version")?,
+        status: row
+            .status("run_status", weft_core::RunStatus::parse)?
+            .as_str()
+            .to_owned(),
+        input: serde_json::from_str(&row.text("input")?).unwrap_or(Value::Null),
+    })
+}
+
+/// Checks the step columns the claim reads, so that a corrupt step row is
+/// found before anything is written.
+fn check_step_row(row: &crate::db::Row) -> Result<()> {
+    row.int("position")?;
+    row.int("n_attempts")?;
+    row.opt_int("ready_at")?;
+    Ok(())
 }
 
 /// Builds an attempt's timing buckets. Worker-reported numbers are clamped to

@@ -18,12 +18,90 @@ pub enum Error {
     Database(#[source] sqlx::Error),
     #[error("bad database configuration: {0}")]
     Config(String),
-    /// A stored row does not decode (a bug or a manual edit).
+    /// A stored row does not decode (a bug or a manual edit): what is
+    /// corrupt, where, and for which run when the row names one.
     #[error("corrupt stored data: {0}")]
-    Corrupt(String),
+    Corrupt(Box<Corruption>),
+}
+
+/// What is wrong with a stored row, for [`Error::Corrupt`]. It names places
+/// and the kind of fault, never the stored values themselves (they may hold
+/// secrets), except an unknown status, which is a closed word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Corruption {
+    /// The column or stored document that does not decode, e.g. `status`
+    /// or `run input`.
+    pub column: String,
+    /// The run the row belongs to, when the row names one.
+    pub run_id: Option<String>,
+    /// What was wrong with it.
+    pub problem: Problem,
+}
+
+/// The kind of fault in a [`Corruption`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The query's result has no such column.
+    MissingColumn,
+    /// The column is NULL where a value is required.
+    Null,
+    /// The value has the wrong type; `expected` names the type wanted.
+    WrongType { expected: &'static str },
+    /// A status (or other closed word) that the enums do not know.
+    UnknownValue(String),
+    /// A stored JSON document does not parse; the parser's message.
+    BadJson(String),
+    /// Something required is absent (e.g. no schema version recorded).
+    Absent,
+    /// The run has a different number of step rows than its definition steps.
+    StepCount { rows: usize, defined: usize },
+}
+
+impl std::fmt::Display for Corruption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.problem {
+            Problem::MissingColumn => write!(f, "column `{}` missing from the row", self.column)?,
+            Problem::Null => write!(f, "column `{}` is NULL", self.column)?,
+            Problem::WrongType { expected } => {
+                write!(f, "column `{}` is not {expected}", self.column)?
+            }
+            Problem::UnknownValue(value) => {
+                write!(f, "column `{}` holds unknown value `{value}`", self.column)?
+            }
+            Problem::BadJson(err) => write!(f, "{} is not valid JSON: {err}", self.column)?,
+            Problem::Absent => write!(f, "{} is absent", self.column)?,
+            Problem::StepCount { rows, defined } => write!(
+                f,
+                "{}: {rows} step rows where the definition has {defined} steps",
+                self.column
+            )?,
+        }
+        if let Some(run_id) = &self.run_id {
+            write!(f, " (run `{run_id}`)")?;
+        }
+        Ok(())
+    }
 }
 
 impl Error {
+    /// A [`Error::Corrupt`] for `column` of `run_id`'s row.
+    pub fn corrupt(column: impl Into<String>, run_id: Option<String>, problem: Problem) -> Self {
+        Error::Corrupt(Box::new(Corruption {
+            column: column.into(),
+            run_id,
+            problem,
+        }))
+    }
+
+    /// The run whose row is corrupt, if this is [`Error::Corrupt`] and the row
+    /// named one: sweeps skip that run.
+    pub fn corrupt_run(&self) -> Option<&str> {
+        match self {
+            Error::Corrupt(c) => c.run_id.as_deref(),
+            _ => None,
+        }
+    }
+
     pub(crate) fn from_sqlx(err: sqlx::Error) -> Self {
         match &err {
             sqlx::Error::Io(_)

@@ -33,8 +33,8 @@ impl Store {
             )
             .await?
             .iter()
-            .map(|r| (r.text("workflow"), r.text("status"), r.int("n")))
-            .collect();
+            .map(|r| Ok((r.text("workflow")?, r.text("status")?, r.int("n")?)))
+            .collect::<Result<_>>()?;
         let ready_rows = pool
             .fetch_all(
                 "SELECT queue, COUNT(*) AS n, MIN(ready_at) AS oldest, COUNT(DISTINCT run_id) AS runs \
@@ -46,8 +46,8 @@ impl Store {
             .fetch_all("SELECT queue, COUNT(*) AS n FROM weft_steps WHERE status = 'running' GROUP BY queue", Vec::new())
             .await?
             .iter()
-            .map(|r| (r.text("queue"), r.int("n")))
-            .collect();
+            .map(|r| Ok((r.text("queue")?, r.int("n")?)))
+            .collect::<Result<_>>()?;
         let mut workers_active: BTreeMap<String, i64> = BTreeMap::new();
         let workers = self.list_workers(now - thresholds.worker_live_ms).await?;
         for worker in &workers {
@@ -72,18 +72,18 @@ impl Store {
             runs_active,
             steps_ready: ready_rows
                 .iter()
-                .map(|r| (r.text("queue"), r.int("n")))
-                .collect(),
+                .map(|r| Ok((r.text("queue")?, r.int("n")?)))
+                .collect::<Result<_>>()?,
             steps_running,
             oldest_ready_age_seconds: ready_rows
                 .iter()
                 .map(|r| {
-                    (
-                        r.text("queue"),
-                        ((now - r.opt_int("oldest").unwrap_or(now)).max(0)) as f64 / 1000.0,
-                    )
+                    Ok((
+                        r.text("queue")?,
+                        ((now - r.opt_int("oldest")?.unwrap_or(now)).max(0)) as f64 / 1000.0,
+                    ))
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
             workers_active: workers_active.into_iter().collect(),
             runs_stalled: stalled
                 .into_iter()

@@ -37,7 +37,7 @@ use weft_core::{Definition, observe::Observer};
 
 pub use db::{Dialect, PoolOptions};
 pub use dispatch::{ClaimRequest, FailReport, WorkerSeen};
-pub use error::Error;
+pub use error::{Corruption, Error, Problem};
 pub use results::{MAX_ERROR_BYTES, Outcome, Recorded, WorkerResult};
 pub use runs::{NewRun, RunFilter};
 pub use starts::MAX_STARTS_PER_BATCH;
@@ -113,6 +113,9 @@ struct Inner {
     /// Milliseconds added to `settings.clock` to read the database's clock
     /// (PostgreSQL; 0 on SQLite, whose file lives with its one writer).
     clock_offset_ms: std::sync::atomic::AtomicI64,
+    /// Runs whose rows were found corrupt, so that each is logged once, not
+    /// on every sweep.
+    corrupt_runs: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Store {
@@ -137,6 +140,7 @@ impl Store {
                 starts: std::sync::OnceLock::new(),
                 run_waiters: waiters::RunWaiters::default(),
                 clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
+                corrupt_runs: Default::default(),
             }),
         };
         store.migrate().await?;
@@ -184,7 +188,7 @@ impl Store {
                 .clock_offset_ms
                 .load(std::sync::atomic::Ordering::Relaxed));
         };
-        let offset = row.int("now_ms") - (before + (after - before) / 2);
+        let offset = row.int("now_ms")? - (before + (after - before) / 2);
         self.inner
             .clock_offset_ms
             .store(offset, std::sync::atomic::Ordering::Relaxed);
@@ -228,6 +232,47 @@ impl Store {
     /// looking for work, then await it, so that no wake-up is missed.
     pub fn ready_notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.inner.ready.notified()
+    }
+
+    /// Notes that a sweep, the claim or a listing skipped a row because it
+    /// is corrupt: logged once per run (once per distinct error for a row
+    /// that names no run), so that one bad row neither stalls the engine nor
+    /// floods the log. Returns whether this was the first time.
+    pub fn skip_corrupt(&self, during: &str, err: &Error) -> bool {
+        let key = match err.corrupt_run() {
+            Some(run_id) => run_id.to_owned(),
+            None => err.to_string(),
+        };
+        let first = self
+            .inner
+            .corrupt_runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key);
+        if first {
+            tracing::error!(
+                component = "store",
+                run_id = err.corrupt_run().unwrap_or(""),
+                during,
+                error = %err,
+                "corrupt row skipped"
+            );
+        }
+        first
+    }
+
+    /// The runs found corrupt so far (see [`Store::skip_corrupt`]).
+    pub fn corrupt_runs(&self) -> Vec<String> {
+        let mut runs: Vec<String> = self
+            .inner
+            .corrupt_runs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect();
+        runs.sort();
+        runs
     }
 
     pub(crate) fn wake_pollers(&self) {

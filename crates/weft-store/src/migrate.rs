@@ -3,7 +3,7 @@
 //! `weft_schema`. On Postgres an advisory lock keeps servers starting together
 //! from migrating at once.
 
-use crate::{Error, Result, Store, db::Pool};
+use crate::{Error, Problem, Result, Store, db::Pool};
 
 const POSTGRES: &[(i64, &str)] = &[
     (1, include_str!("../migrations/postgres.sql")),
@@ -61,7 +61,9 @@ impl Store {
                 Vec::new(),
             )
             .await?
-            .and_then(|row| row.opt_int("version"))
+            .map(|row| row.opt_int("version"))
+            .transpose()?
+            .flatten()
             .unwrap_or(0);
         for &(version, script) in scripts {
             if version <= applied {
@@ -88,8 +90,10 @@ impl Store {
                 Vec::new(),
             )
             .await?;
-        row.and_then(|r| r.opt_int("version"))
-            .ok_or_else(|| Error::Corrupt("no schema version recorded".into()))
+        row.map(|r| r.opt_int("version"))
+            .transpose()?
+            .flatten()
+            .ok_or_else(|| Error::corrupt("weft_schema version", None, Problem::Absent))
     }
 
     pub fn expected_schema_version() -> i64 {

@@ -163,10 +163,13 @@ impl Store {
                 )
                 .await?;
             tx.commit().await?;
-            let released = row.is_some_and(|row| {
-                row.opt_text("reason").as_deref() == Some(Reason::WorkerShutdown.as_str())
-                    && matches!(row.text("status").as_str(), "released" | "failed")
-            });
+            let released = match row {
+                Some(row) => {
+                    row.opt_text("reason")?.as_deref() == Some(Reason::WorkerShutdown.as_str())
+                        && matches!(row.text("status")?.as_str(), "released" | "failed")
+                }
+                None => false,
+            };
             return if released {
                 Ok(Recorded::AlreadyApplied)
             } else {
@@ -182,7 +185,9 @@ impl Store {
                 args![lease_id],
             )
             .await?
-            .and_then(|row| row.opt_int("deadline_at"))
+            .map(|row| row.opt_int("deadline_at"))
+            .transpose()?
+            .flatten()
             .is_some_and(|deadline| received_ms > deadline);
         if late {
             let result = WorkerResult {
@@ -205,8 +210,8 @@ impl Store {
             return written_outcome(&run, &written);
         }
         let lease = self.take_lease(&mut tx, lease_id).await?;
-        let position = lease.int("position") as usize;
-        let attempt = lease.int("attempt");
+        let position = lease.int("position")? as usize;
+        let attempt = lease.int("attempt")?;
         if let Err(err) = attempt_still_counts(&run, position, attempt) {
             tx.commit().await?; // the lease's release stands
             return Err(err);
@@ -217,7 +222,9 @@ impl Store {
                 args![&run.run_id, position],
             )
             .await?
-            .and_then(|row| row.opt_int("n"))
+            .map(|row| row.opt_int("n"))
+            .transpose()?
+            .flatten()
             .unwrap_or(0) as u32;
         let released = releases < MAX_RELEASES;
         let message = stored_error(
@@ -225,8 +232,8 @@ impl Store {
                 .filter(|m| !m.trim().is_empty())
                 .unwrap_or_else(|| "the worker shut down before the attempt finished".to_owned()),
         );
-        let claimed_at = lease.int("claimed_at");
-        let ready_at = lease.opt_int("ready_at").unwrap_or(claimed_at);
+        let claimed_at = lease.int("claimed_at")?;
+        let ready_at = lease.opt_int("ready_at")?.unwrap_or(claimed_at);
         let timing = attempt_timing(ready_at, claimed_at, received_ms, now, None);
         let (status, kind) = if released {
             (AttemptStatus::Released, "attempt.released")
@@ -286,9 +293,9 @@ impl Store {
             ended: EndedAttempt {
                 position,
                 attempt,
-                span_id: lease.text("span_id"),
+                span_id: lease.text("span_id")?,
                 previous_span_id,
-                worker_id: lease.text("worker_id"),
+                worker_id: lease.text("worker_id")?,
                 claimed_at,
                 status,
                 reason: Some(reason),
@@ -363,8 +370,8 @@ impl Store {
                 .fetch_all(&sql, values)
                 .await?
                 .into_iter()
-                .map(|r| (r.text("lease_id"), r.text("run_id")))
-                .collect();
+                .map(|r| Ok((r.text("lease_id")?, r.text("run_id")?)))
+                .collect::<Result<_>>()?;
             for &i in chunk {
                 match runs.get(&results[i].lease_id) {
                     Some(run_id) => by_run.entry(run_id.clone()).or_default().push(i),
@@ -439,18 +446,16 @@ impl Store {
             for row in tx.fetch_all(&sql, values).await? {
                 // A completed attempt's output is its step's (a completed
                 // step never runs again).
-                ended.insert(row.text("lease_id"), row);
+                ended.insert(row.text("lease_id")?, row);
             }
         }
         let limit = self.settings().max_output_bytes;
-        Ok(sent
-            .iter()
-            .map(|result| {
-                ended
-                    .get(&result.lease_id)
-                    .is_some_and(|row| same_outcome(row, &result.outcome, limit))
+        sent.iter()
+            .map(|result| match ended.get(&result.lease_id) {
+                Some(row) => same_outcome(row, &result.outcome, limit),
+                None => Ok(false),
             })
-            .collect())
+            .collect()
     }
 
     /// Writes one result into `tx`, its run locked: takes the lease, ends
@@ -466,8 +471,8 @@ impl Store {
         let lease_id = result.lease_id.as_str();
         // Taken under the run lock: the reaper may have taken it meanwhile.
         let lease = self.take_lease(tx, lease_id).await?;
-        let position = lease.int("position") as usize;
-        let attempt = lease.int("attempt");
+        let position = lease.int("position")? as usize;
+        let attempt = lease.int("attempt")?;
         // The run ended (cancelled or failed elsewhere) while this attempt
         // was out, or it was retried since: release the lease, record
         // nothing else.
@@ -476,7 +481,7 @@ impl Store {
         // timeout the reaper would have recorded a moment later: record it as
         // such, so the outcome does not depend on which came first.
         let late = lease
-            .opt_int("deadline_at")
+            .opt_int("deadline_at")?
             .is_some_and(|deadline| result.received_ms > deadline);
         let limit = self.settings().max_output_bytes;
         let outcome = match &result.outcome {
@@ -505,8 +510,8 @@ impl Store {
             }),
             other => other.clone(),
         };
-        let claimed_at = lease.int("claimed_at");
-        let ready_at = lease.opt_int("ready_at").unwrap_or(claimed_at);
+        let claimed_at = lease.int("claimed_at")?;
+        let ready_at = lease.opt_int("ready_at")?.unwrap_or(claimed_at);
         let timing = attempt_timing(
             ready_at,
             claimed_at,
@@ -562,9 +567,9 @@ impl Store {
             ended: EndedAttempt {
                 position,
                 attempt,
-                span_id: lease.text("span_id"),
+                span_id: lease.text("span_id")?,
                 previous_span_id,
-                worker_id: lease.text("worker_id"),
+                worker_id: lease.text("worker_id")?,
                 claimed_at,
                 status,
                 reason,
@@ -613,7 +618,7 @@ impl Store {
             )
             .await?
             .ok_or_else(|| Error::stale_lease(lease_id))?;
-        if row.opt_text("span_id").is_some() {
+        if row.opt_text("span_id")?.is_some() {
             return Ok(row);
         }
         // A lease written before its row carried the attempt's details.
@@ -661,11 +666,11 @@ pub(crate) fn json_size(value: &Value) -> u64 {
 
 /// Whether an ended attempt's row (`status`, `reason`, `error`) records
 /// `outcome`: see [`Store::already_applied`].
-fn same_outcome(row: &Row, outcome: &Outcome, max_output_bytes: u64) -> bool {
-    let reason = row.opt_text("reason");
-    match (row.text("status").as_str(), outcome) {
+fn same_outcome(row: &Row, outcome: &Outcome, max_output_bytes: u64) -> Result<bool> {
+    let reason = row.opt_text("reason")?;
+    Ok(match (row.text("status")?.as_str(), outcome) {
         ("completed", Outcome::Completed(output)) => row
-            .opt_text("output")
+            .opt_text("output")?
             .and_then(|stored| serde_json::from_str::<Value>(&stored).ok())
             .is_some_and(|stored| stored == *output),
         ("failed", Outcome::Completed(output)) => {
@@ -674,13 +679,13 @@ fn same_outcome(row: &Row, outcome: &Outcome, max_output_bytes: u64) -> bool {
         }
         ("failed", Outcome::Failed(report)) => {
             reason.as_deref() == Some(report.reason.as_str())
-                && row.opt_text("error")
+                && row.opt_text("error")?
                     == Some(crate::db::storable_text(stored_error(
                         report.message.clone(),
                     )))
         }
         _ => false,
-    }
+    })
 }
 
 /// The answer to a written result: a late one was recorded as a timeout.
@@ -730,7 +735,7 @@ pub(crate) async fn previous_span_id(
             args![run_id, position, attempt - 1],
         )
         .await?;
-    Ok(row.map(|r| r.text("span_id")))
+    row.map(|r| r.text("span_id")).transpose()
 }
 
 pub(crate) fn observed_timing(timing: &weft_api::AttemptTiming) -> Timing {

@@ -9,10 +9,10 @@ use weft_api::{
     AttemptDetail, AttemptTiming, EventRecord, LogRecord, RunDetail, RunList, RunSummary,
     RunTiming, StepDetail,
 };
-use weft_core::{RunStatus, machine::Event, trace::TraceParent};
+use weft_core::{AttemptStatus, RunStatus, StepStatus, machine::Event, trace::TraceParent};
 
 use crate::{
-    Error, Result, Store, args,
+    Error, Problem, Result, Store, args,
     db::{Arg, Row, placeholders},
     rfc3339,
     time::opt_rfc3339,
@@ -60,18 +60,18 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 
 const RUN_COLUMNS: &str = "run_id, trace_id, workflow, version, status, reason, error, input, output, request_id, created_at, started_at, finished_at";
 
-fn run_summary(row: &Row) -> RunSummary {
-    RunSummary {
-        run_id: row.text("run_id"),
-        trace_id: row.text("trace_id"),
-        workflow: row.text("workflow"),
-        version: row.int("version"),
-        status: row.text("status"),
-        reason: row.opt_text("reason"),
-        created_at: rfc3339(row.int("created_at")),
-        started_at: opt_rfc3339(row.opt_int("started_at")),
-        finished_at: opt_rfc3339(row.opt_int("finished_at")),
-    }
+fn run_summary(row: &Row) -> Result<RunSummary> {
+    Ok(RunSummary {
+        run_id: row.text("run_id")?,
+        trace_id: row.text("trace_id")?,
+        workflow: row.text("workflow")?,
+        version: row.int("version")?,
+        status: row.status("status", RunStatus::parse)?.as_str().to_owned(),
+        reason: row.opt_text("reason")?,
+        created_at: rfc3339(row.int("created_at")?),
+        started_at: opt_rfc3339(row.opt_int("started_at")?),
+        finished_at: opt_rfc3339(row.opt_int("finished_at")?),
+    })
 }
 
 fn json_or_null(text: Option<String>) -> Option<Value> {
@@ -110,10 +110,24 @@ impl Store {
         }
         sql.push_str(&format!(" ORDER BY run_id DESC LIMIT {}", limit + 1));
         let rows = self.pool().fetch_all_planned(&sql, values).await?;
-        let mut runs: Vec<RunSummary> = rows.iter().map(run_summary).collect();
-        let next_cursor = if runs.len() > limit {
-            runs.truncate(limit);
-            runs.last().map(|r| r.run_id.clone())
+        // A corrupt run is left out of the page (and logged once), so that
+        // one bad row does not hide every other run; the cursor still moves
+        // past it.
+        let more = rows.len() > limit;
+        let page = &rows[..rows.len().min(limit)];
+        let runs: Vec<RunSummary> = page
+            .iter()
+            .filter_map(|row| match run_summary(row) {
+                Ok(run) => Some(run),
+                Err(err @ Error::Corrupt(_)) => {
+                    self.skip_corrupt("list runs", &err);
+                    None
+                }
+                Err(_) => None,
+            })
+            .collect();
+        let next_cursor = if more {
+            page.last().and_then(Row::run_id)
         } else {
             None
         };
@@ -135,6 +149,7 @@ impl Store {
                 .await?
         };
         row.map(|r| r.text("run_id"))
+            .transpose()?
             .ok_or_else(|| Error::NotFound {
                 what: "run",
                 id: id.to_owned(),
@@ -150,7 +165,7 @@ impl Store {
         };
         let row = self.run_row(&run_id, id).await?;
         let def = self
-            .definition(&row.text("workflow"), row.int("version"))
+            .definition(&row.text("workflow")?, row.int("version")?)
             .await?;
         let step_rows = self
             .pool()
@@ -170,43 +185,56 @@ impl Store {
         let mut attempts: HashMap<i64, Vec<AttemptDetail>> = HashMap::new();
         for a in attempt_rows {
             attempts
-                .entry(a.int("position"))
+                .entry(a.int("position")?)
                 .or_default()
                 .push(AttemptDetail {
-                    attempt: a.int("attempt"),
-                    status: a.text("status"),
-                    reason: a.opt_text("reason"),
-                    worker_id: a.text("worker_id"),
-                    span_id: a.text("span_id"),
-                    claimed_at: rfc3339(a.int("claimed_at")),
-                    finished_at: opt_rfc3339(a.opt_int("finished_at")),
-                    error: a.opt_text("error"),
+                    attempt: a.int("attempt")?,
+                    status: a
+                        .status("status", AttemptStatus::parse)?
+                        .as_str()
+                        .to_owned(),
+                    reason: a.opt_text("reason")?,
+                    worker_id: a.text("worker_id")?,
+                    span_id: a.text("span_id")?,
+                    claimed_at: rfc3339(a.int("claimed_at")?),
+                    finished_at: opt_rfc3339(a.opt_int("finished_at")?),
+                    error: a.opt_text("error")?,
                     timing: a
-                        .opt_text("timing")
+                        .opt_text("timing")?
                         .and_then(|t| serde_json::from_str::<AttemptTiming>(&t).ok()),
                 });
         }
         let steps = step_rows
             .iter()
             .map(|s| {
-                let position = s.int("position");
-                let step_def = &def.steps[position as usize];
-                StepDetail {
+                let position = s.int("position")?;
+                let step_def = usize::try_from(position)
+                    .ok()
+                    .and_then(|p| def.steps.get(p))
+                    .ok_or_else(|| {
+                        s.corrupt(
+                            "position",
+                            Problem::WrongType {
+                                expected: "a step of the run's definition",
+                            },
+                        )
+                    })?;
+                Ok(StepDetail {
                     name: step_def.name.clone(),
                     kind: step_def.kind.as_str().to_owned(),
                     handler: step_def.handler().map(str::to_owned),
                     queue: step_def.queue.clone(),
                     depends_on: step_def.depends_on.clone(),
-                    status: s.text("status"),
-                    reason: s.opt_text("reason"),
-                    output: json_or_null(s.opt_text("output")),
-                    error: s.opt_text("error"),
-                    due_at: opt_rfc3339(s.opt_int("due_at")),
+                    status: s.status("status", StepStatus::parse)?.as_str().to_owned(),
+                    reason: s.opt_text("reason")?,
+                    output: json_or_null(s.opt_text("output")?),
+                    error: s.opt_text("error")?,
+                    due_at: opt_rfc3339(s.opt_int("due_at")?),
                     attempts: attempts.remove(&position).unwrap_or_default(),
-                }
+                })
             })
-            .collect();
-        let created = row.int("created_at");
+            .collect::<Result<_>>()?;
+        let created = row.int("created_at")?;
         let first_claim = attempts_first_claim(
             &self
                 .pool()
@@ -215,25 +243,25 @@ impl Store {
                     args![&run_id],
                 )
                 .await?,
-        );
+        )?;
         Ok(RunDetail {
-            run_id: row.text("run_id"),
-            trace_id: row.text("trace_id"),
-            workflow: row.text("workflow"),
-            version: row.int("version"),
-            status: row.text("status"),
-            reason: row.opt_text("reason"),
-            error: row.opt_text("error"),
-            input: json_or_null(Some(row.text("input"))).unwrap_or(Value::Null),
-            output: json_or_null(row.opt_text("output")),
+            run_id: row.text("run_id")?,
+            trace_id: row.text("trace_id")?,
+            workflow: row.text("workflow")?,
+            version: row.int("version")?,
+            status: row.status("status", RunStatus::parse)?.as_str().to_owned(),
+            reason: row.opt_text("reason")?,
+            error: row.opt_text("error")?,
+            input: json_or_null(Some(row.text("input")?)).unwrap_or(Value::Null),
+            output: json_or_null(row.opt_text("output")?),
             created_at: rfc3339(created),
-            started_at: opt_rfc3339(row.opt_int("started_at")),
-            finished_at: opt_rfc3339(row.opt_int("finished_at")),
-            request_id: row.opt_text("request_id"),
+            started_at: opt_rfc3339(row.opt_int("started_at")?),
+            finished_at: opt_rfc3339(row.opt_int("finished_at")?),
+            request_id: row.opt_text("request_id")?,
             trace_url: None,
             timing: RunTiming {
                 schedule_to_start_ms: first_claim.map(|t| (t - created).max(0)),
-                end_to_end_ms: row.opt_int("finished_at").map(|t| (t - created).max(0)),
+                end_to_end_ms: row.opt_int("finished_at")?.map(|t| (t - created).max(0)),
             },
             steps,
         })
@@ -250,15 +278,17 @@ impl Store {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| EventRecord {
-                seq: r.int("seq"),
-                kind: r.text("type"),
-                at: rfc3339(r.int("at")),
-                step: r.opt_text("step"),
-                attempt: r.opt_int("attempt"),
-                data: json_or_null(Some(r.text("data"))).unwrap_or(Value::Null),
+            .map(|r| {
+                Ok(EventRecord {
+                    seq: r.int("seq")?,
+                    kind: r.text("type")?,
+                    at: rfc3339(r.int("at")?),
+                    step: r.opt_text("step")?,
+                    attempt: r.opt_int("attempt")?,
+                    data: json_or_null(Some(r.text("data")?)).unwrap_or(Value::Null),
+                })
             })
-            .collect())
+            .collect::<Result<_>>()?)
     }
 
     pub async fn run_logs(&self, id: &str, step: Option<&str>) -> Result<Vec<LogRecord>> {
@@ -280,14 +310,16 @@ impl Store {
         };
         Ok(rows
             .iter()
-            .map(|r| LogRecord {
-                seq: r.int("seq"),
-                at: rfc3339(r.int("at")),
-                step: r.text("step"),
-                attempt: r.int("attempt"),
-                line: r.text("line"),
+            .map(|r| {
+                Ok(LogRecord {
+                    seq: r.int("seq")?,
+                    at: rfc3339(r.int("at")?),
+                    step: r.text("step")?,
+                    attempt: r.int("attempt")?,
+                    line: r.text("line")?,
+                })
             })
-            .collect())
+            .collect::<Result<_>>()?)
     }
 
     /// Applies an operator's event (cancel, retry, approve, reject) to a run.
@@ -310,7 +342,7 @@ impl Store {
             self.wake_pollers();
         }
         let row = self.run_row(&run_id, id).await?;
-        Ok(run_summary(&row))
+        run_summary(&row)
     }
 
     /// Cancels a pending or running run. Running attempts learn it from their
@@ -364,8 +396,8 @@ impl Store {
             .await?;
         Ok(rows
             .iter()
-            .map(|r| (r.text("run_id"), r.text("status")))
-            .collect())
+            .map(|r| Ok((r.text("run_id")?, r.text("status")?)))
+            .collect::<Result<_>>()?)
     }
 }
 
@@ -385,6 +417,10 @@ impl Store {
     }
 }
 
-fn attempts_first_claim(row: &Option<Row>) -> Option<i64> {
-    row.as_ref().and_then(|r| r.opt_int("first"))
+fn attempts_first_claim(row: &Option<Row>) -> Result<Option<i64>> {
+    Ok(row
+        .as_ref()
+        .map(|r| r.opt_int("first"))
+        .transpose()?
+        .flatten())
 }

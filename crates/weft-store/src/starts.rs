@@ -11,7 +11,7 @@ use weft_api::StartRunResponse;
 use weft_core::{RunState, machine::Event, observe::Observation};
 
 use crate::{
-    Error, Inner, Result, Store, args,
+    Error, Inner, Problem, Result, Store, args,
     db::Tx,
     runs::{NewRun, random_hex},
     transition::{Applied, EventRow, LockedRun},
@@ -301,22 +301,22 @@ async fn existing_run(tx: &mut Tx, new: &NewRun) -> Result<Option<StartRunRespon
     else {
         return Ok(None);
     };
-    let stored: Value = serde_json::from_str(&row.text("input"))
-        .map_err(|err| Error::Corrupt(format!("run input: {err}")))?;
+    let stored: Value = serde_json::from_str(&row.text("input")?)
+        .map_err(|err| row.corrupt("input", Problem::BadJson(err.to_string())))?;
     // `Value` equality compares objects by key, whatever their order.
     if stored != new.input {
         return Err(Error::Conflict {
             code: "idempotency_key_reused",
             message: format!(
                 "idempotency key `{key}` already started run {} of `{}` with a different input",
-                row.text("run_id"),
+                row.text("run_id")?,
                 new.workflow
             ),
         });
     }
     Ok(Some(StartRunResponse {
-        run_id: row.text("run_id"),
-        trace_id: row.text("trace_id"),
+        run_id: row.text("run_id")?,
+        trace_id: row.text("trace_id")?,
         created: false,
     }))
 }

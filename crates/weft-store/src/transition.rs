@@ -12,7 +12,7 @@ use weft_core::{
 };
 
 use crate::{
-    Error, Result, Store, args,
+    Error, Problem, Result, Store, args,
     db::{Arg, Dialect, Tx},
 };
 
@@ -53,13 +53,17 @@ pub(crate) struct CancelledAttempt {
     pub claimed_at: i64,
 }
 
-fn parse_json(text: Option<String>, what: &str) -> Result<Option<Value>> {
-    text.map(|t| serde_json::from_str(&t).map_err(|err| Error::Corrupt(format!("{what}: {err}"))))
-        .transpose()
-}
-
-fn parse_status<T>(text: &str, parse: fn(&str) -> Option<T>) -> Result<T> {
-    parse(text).ok_or_else(|| Error::Corrupt(format!("unknown status `{text}`")))
+fn parse_json(text: Option<String>, what: &str, run_id: &str) -> Result<Option<Value>> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|err| {
+            Error::corrupt(
+                what,
+                Some(run_id.to_owned()),
+                Problem::BadJson(err.to_string()),
+            )
+        })
+    })
+    .transpose()
 }
 
 impl Store {
@@ -105,10 +109,10 @@ impl Store {
         let Some(row) = tx.fetch_optional(&sql, args![key]).await? else {
             return Ok(None);
         };
-        let run_id = row.text("run_id");
+        let run_id = row.text("run_id")?;
         let run_id = run_id.as_str();
-        let workflow = row.text("workflow");
-        let version = row.int("version");
+        let workflow = row.text("workflow")?;
+        let version = row.int("version")?;
         let def = self.definition_in(tx, &workflow, version).await?;
         let step_rows = tx
             .fetch_all(
@@ -118,38 +122,42 @@ impl Store {
             )
             .await?;
         if step_rows.len() != def.steps.len() {
-            return Err(Error::Corrupt(format!(
-                "run {run_id} has {} step rows, its definition {}",
-                step_rows.len(),
-                def.steps.len()
-            )));
+            return Err(Error::corrupt(
+                "weft_steps",
+                Some(run_id.to_owned()),
+                Problem::StepCount {
+                    rows: step_rows.len(),
+                    defined: def.steps.len(),
+                },
+            ));
         }
         let mut steps = Vec::with_capacity(step_rows.len());
         for r in step_rows {
             steps.push(StepState {
-                status: parse_status(&r.text("status"), StepStatus::parse)?,
-                reason: r.opt_text("reason").and_then(|t| Reason::parse(&t)),
-                n_attempts: r.int("n_attempts") as u32,
-                attempt_base: r.int("attempt_base") as u32,
-                output: parse_json(r.opt_text("output"), "step output")?,
-                error: r.opt_text("error"),
-                due_at: r.opt_int("due_at"),
+                status: r.status("status", StepStatus::parse)?,
+                reason: r.opt_text("reason")?.and_then(|t| Reason::parse(&t)),
+                n_attempts: r.int("n_attempts")? as u32,
+                attempt_base: r.int("attempt_base")? as u32,
+                output: parse_json(r.opt_text("output")?, "step output", run_id)?,
+                error: r.opt_text("error")?,
+                due_at: r.opt_int("due_at")?,
             });
         }
         let state = RunState {
-            status: parse_status(&row.text("status"), RunStatus::parse)?,
-            reason: row.opt_text("reason").and_then(|t| Reason::parse(&t)),
-            error: row.opt_text("error"),
-            input: parse_json(Some(row.text("input")), "run input")?.unwrap_or(Value::Null),
-            output: parse_json(row.opt_text("output"), "run output")?,
+            status: row.status("status", RunStatus::parse)?,
+            reason: row.opt_text("reason")?.and_then(|t| Reason::parse(&t)),
+            error: row.opt_text("error")?,
+            input: parse_json(Some(row.text("input")?), "run input", run_id)?
+                .unwrap_or(Value::Null),
+            output: parse_json(row.opt_text("output")?, "run output", run_id)?,
             steps,
         };
         Ok(Some(LockedRun {
-            run_id: row.text("run_id"),
-            trace_id: row.text("trace_id"),
-            span_id: row.text("span_id"),
-            parent_span_id: row.opt_text("parent_span_id"),
-            created_at: row.int("created_at"),
+            run_id: row.text("run_id")?,
+            trace_id: row.text("trace_id")?,
+            span_id: row.text("span_id")?,
+            parent_span_id: row.opt_text("parent_span_id")?,
+            created_at: row.int("created_at")?,
             workflow,
             version,
             def,
@@ -292,13 +300,13 @@ impl Store {
                 )
                 .await?
             {
-                let claimed_at = row.int("claimed_at");
+                let claimed_at = row.int("claimed_at")?;
                 cancelled_attempts.push(CancelledAttempt {
-                    position: row.int("position") as usize,
-                    attempt: row.int("attempt"),
-                    span_id: row.text("span_id"),
-                    worker_id: row.text("worker_id"),
-                    ready_at: row.opt_int("ready_at").unwrap_or(claimed_at),
+                    position: row.int("position")? as usize,
+                    attempt: row.int("attempt")?,
+                    span_id: row.text("span_id")?,
+                    worker_id: row.text("worker_id")?,
+                    ready_at: row.opt_int("ready_at")?.unwrap_or(claimed_at),
                     claimed_at,
                 });
             }

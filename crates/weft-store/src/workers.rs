@@ -11,7 +11,7 @@ use weft_core::{
     diagnosis::{AttemptView, LeaseView, RunView, StepKindView, StepView, WorkerView},
 };
 
-use crate::{Result, Store, args, db::placeholders};
+use crate::{Error, Result, Store, args, db::placeholders};
 
 /// What a worker says about itself in its polls (every field optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -123,31 +123,33 @@ impl Store {
             )
             .await?
             .into_iter()
-            .map(|r| (r.text("worker_id"), (r.int("n"), r.opt_int("beat"))))
-            .collect();
+            .map(|r| Ok((r.text("worker_id")?, (r.int("n")?, r.opt_int("beat")?))))
+            .collect::<Result<_>>()?;
         Ok(rows
             .into_iter()
-            .map(|r| {
-                let id = r.text("worker_id");
+            .map(|r| -> Result<WorkerRecord> {
+                let id = r.text("worker_id")?;
                 let (n, beat) = leases.get(&id).copied().unwrap_or((0, None));
-                let last = r.int("last_seen_at");
-                WorkerRecord {
+                let last = r.int("last_seen_at")?;
+                Ok(WorkerRecord {
                     meta: WorkerMeta {
-                        host: r.opt_text("host"),
-                        pid: r.opt_int("pid").and_then(|p| u32::try_from(p).ok()),
-                        version: r.opt_text("version"),
-                        concurrency: r.opt_int("concurrency").and_then(|c| u32::try_from(c).ok()),
+                        host: r.opt_text("host")?,
+                        pid: r.opt_int("pid")?.and_then(|p| u32::try_from(p).ok()),
+                        version: r.opt_text("version")?,
+                        concurrency: r
+                            .opt_int("concurrency")?
+                            .and_then(|c| u32::try_from(c).ok()),
                     },
-                    queues: split(r.opt_text("queues")),
-                    handlers: split(r.opt_text("handlers")),
-                    first_seen_ms: r.opt_int("first_seen_at").unwrap_or(last),
+                    queues: split(r.opt_text("queues")?),
+                    handlers: split(r.opt_text("handlers")?),
+                    first_seen_ms: r.opt_int("first_seen_at")?.unwrap_or(last),
                     last_poll_ms: last,
                     slots_in_use: u32::try_from(n).unwrap_or(u32::MAX),
                     last_heartbeat_ms: beat,
                     worker_id: id,
-                }
+                })
             })
-            .collect())
+            .collect::<Result<_>>()?)
     }
 
     /// Deletes worker rows not heard from since `before_ms`; returns how many.
@@ -171,9 +173,9 @@ impl Store {
             )
             .await?
         {
-            let q = out.entry(r.text("queue")).or_default();
-            q.ready = r.int("n");
-            q.oldest_ready_ms = r.opt_int("oldest");
+            let q = out.entry(r.text("queue")?).or_default();
+            q.ready = r.int("n")?;
+            q.oldest_ready_ms = r.opt_int("oldest")?;
         }
         for r in pool
             .fetch_all(
@@ -182,7 +184,7 @@ impl Store {
             )
             .await?
         {
-            out.entry(r.text("queue")).or_default().running = r.int("n");
+            out.entry(r.text("queue")?).or_default().running = r.int("n")?;
         }
         Ok(out)
     }
@@ -217,7 +219,23 @@ impl Store {
         };
         let mut views = Vec::with_capacity(runs.len());
         for chunk in runs.chunks(CHUNK) {
-            let ids: Vec<String> = chunk.iter().map(|r| r.text("run_id")).collect();
+            let ids: Vec<String> = chunk
+                .iter()
+                .map(|r| r.text("run_id"))
+                .collect::<Result<_>>()?;
+            // Runs with a corrupt row: skipped (and logged once), never
+            // failing the whole diagnosis or the gauges built on it.
+            let mut bad: std::collections::HashSet<String> = Default::default();
+            let skip = |err: Error, bad: &mut std::collections::HashSet<String>| -> Result<()> {
+                if !matches!(err, Error::Corrupt(_)) {
+                    return Err(err);
+                }
+                self.skip_corrupt("diagnosis", &err);
+                if let Some(run_id) = err.corrupt_run() {
+                    bad.insert(run_id.to_owned());
+                }
+                Ok(())
+            };
             let list = placeholders(1, ids.len());
             let args = || ids.iter().map(crate::db::Arg::from).collect::<Vec<_>>();
             let steps = pool
@@ -252,119 +270,145 @@ impl Store {
                 .await?;
             let mut attempts_of: HashMap<(String, i64), Vec<AttemptView>> = HashMap::new();
             for a in attempts {
-                attempts_of
-                    .entry((a.text("run_id"), a.int("position")))
-                    .or_default()
-                    .push(AttemptView {
-                        attempt: a.int("attempt") as u32,
-                        status: AttemptStatus::parse(&a.text("status"))
-                            .unwrap_or(AttemptStatus::Failed),
-                        reason: a.opt_text("reason"),
-                        message: a.opt_text("error"),
-                        worker_id: a.text("worker_id"),
-                        claimed_at: a.int("claimed_at"),
-                        finished_at: a.opt_int("finished_at"),
-                    });
+                let view = (|| -> Result<_> {
+                    Ok((
+                        (a.text("run_id")?, a.int("position")?),
+                        AttemptView {
+                            attempt: a.int("attempt")? as u32,
+                            status: a.status("status", AttemptStatus::parse)?,
+                            reason: a.opt_text("reason")?,
+                            message: a.opt_text("error")?,
+                            worker_id: a.text("worker_id")?,
+                            claimed_at: a.int("claimed_at")?,
+                            finished_at: a.opt_int("finished_at")?,
+                        },
+                    ))
+                })();
+                match view {
+                    Ok((key, view)) => attempts_of.entry(key).or_default().push(view),
+                    Err(err) => skip(err, &mut bad)?,
+                }
             }
             let mut lease_of: HashMap<(String, i64), LeaseView> = HashMap::new();
             for l in leases {
-                lease_of.insert(
-                    (l.text("run_id"), l.int("position")),
-                    LeaseView {
-                        worker_id: l.text("worker_id"),
-                        attempt: l.int("attempt") as u32,
-                        claimed_at: l.opt_int("claimed_at").unwrap_or(0),
-                        last_heartbeat_ms: l.int("expires_at") - l.int("lease_ms"),
-                    },
-                );
+                let view = (|| -> Result<_> {
+                    Ok((
+                        (l.text("run_id")?, l.int("position")?),
+                        LeaseView {
+                            worker_id: l.text("worker_id")?,
+                            attempt: l.int("attempt")? as u32,
+                            claimed_at: l.opt_int("claimed_at")?.unwrap_or(0),
+                            last_heartbeat_ms: l.int("expires_at")? - l.int("lease_ms")?,
+                        },
+                    ))
+                })();
+                match view {
+                    Ok((key, view)) => {
+                        lease_of.insert(key, view);
+                    }
+                    Err(err) => skip(err, &mut bad)?,
+                }
             }
             let mut steps_of: HashMap<String, Vec<&crate::db::Row>> = HashMap::new();
             for s in &steps {
-                steps_of.entry(s.text("run_id")).or_default().push(s);
+                steps_of.entry(s.text("run_id")?).or_default().push(s);
             }
             for run in chunk {
-                let id = run.text("run_id");
-                let status = RunStatus::parse(&run.text("status")).unwrap_or(RunStatus::Running);
-                let def = self
-                    .definition(&run.text("workflow"), run.int("version"))
-                    .await
-                    .ok();
-                let rows = steps_of.remove(&id).unwrap_or_default();
-                let status_of: HashMap<String, StepStatus> = rows
-                    .iter()
-                    .map(|s| {
-                        (
-                            s.text("name"),
-                            StepStatus::parse(&s.text("status")).unwrap_or(StepStatus::Pending),
-                        )
-                    })
-                    .collect();
-                let mut step_views = Vec::new();
-                for s in rows {
-                    let position = s.int("position");
-                    let step_status = status_of[&s.text("name")];
-                    let key = (id.clone(), position);
-                    let lease = lease_of.remove(&key);
-                    let unfinished = matches!(
-                        step_status,
-                        StepStatus::Pending
-                            | StepStatus::Ready
-                            | StepStatus::Running
-                            | StepStatus::Retrying
-                            | StepStatus::Waiting
-                    );
-                    let wanted = if status == RunStatus::Cancelled {
-                        lease.is_some()
-                    } else {
-                        unfinished
-                    };
-                    if !wanted {
-                        continue;
-                    }
-                    let step_def = def.as_ref().and_then(|d| d.steps.get(position as usize));
-                    let kind = match step_def.map(|d| &d.kind) {
-                        Some(StepKind::Sleep { .. }) => StepKindView::Sleep,
-                        Some(StepKind::Approval) => StepKindView::Approval,
-                        _ => StepKindView::Task,
-                    };
-                    step_views.push(StepView {
-                        name: s.text("name"),
-                        kind,
-                        queue: s.text("queue"),
-                        handler: s.opt_text("handler"),
-                        status: step_status,
-                        depends_on: step_def
-                            .map(|d| {
-                                d.depends_on
-                                    .iter()
-                                    .map(|n| {
-                                        (
-                                            n.clone(),
-                                            status_of
-                                                .get(n)
-                                                .copied()
-                                                .unwrap_or(StepStatus::Pending),
-                                        )
-                                    })
-                                    .collect()
-                            })
-                            .unwrap_or_default(),
-                        attempts: attempts_of.remove(&key).unwrap_or_default(),
-                        max_attempts: step_def.map_or(1, |d| d.retry.max_attempts),
-                        ready_at: s.opt_int("ready_at"),
-                        due_at: s.opt_int("due_at"),
-                        updated_at: s.int("updated_at"),
-                        lease,
-                    });
+                let id = run.text("run_id")?;
+                if bad.contains(&id) {
+                    continue;
                 }
-                views.push(RunView {
-                    run_id: id,
-                    workflow: run.text("workflow"),
-                    status,
-                    steps: step_views,
-                });
+                let rows = steps_of.remove(&id).unwrap_or_default();
+                let view = self
+                    .run_view(run, id, rows, &mut attempts_of, &mut lease_of)
+                    .await;
+                match view {
+                    Ok(view) => views.push(view),
+                    Err(err) => skip(err, &mut bad)?,
+                }
             }
         }
         Ok(views)
+    }
+
+    /// One run's [`RunView`] from its rows; a corrupt row is an error.
+    async fn run_view(
+        &self,
+        run: &crate::db::Row,
+        id: String,
+        rows: Vec<&crate::db::Row>,
+        attempts_of: &mut HashMap<(String, i64), Vec<AttemptView>>,
+        lease_of: &mut HashMap<(String, i64), LeaseView>,
+    ) -> Result<RunView> {
+        let status = run.status("status", RunStatus::parse)?;
+        let def = self
+            .definition(&run.text("workflow")?, run.int("version")?)
+            .await
+            .ok();
+        let status_of: HashMap<String, StepStatus> = rows
+            .iter()
+            .map(|s| Ok((s.text("name")?, s.status("status", StepStatus::parse)?)))
+            .collect::<Result<_>>()?;
+        let mut step_views = Vec::new();
+        for s in rows {
+            let position = s.int("position")?;
+            let step_status = status_of[&s.text("name")?];
+            let key = (id.clone(), position);
+            let lease = lease_of.remove(&key);
+            let unfinished = matches!(
+                step_status,
+                StepStatus::Pending
+                    | StepStatus::Ready
+                    | StepStatus::Running
+                    | StepStatus::Retrying
+                    | StepStatus::Waiting
+            );
+            let wanted = if status == RunStatus::Cancelled {
+                lease.is_some()
+            } else {
+                unfinished
+            };
+            if !wanted {
+                continue;
+            }
+            let step_def = def.as_ref().and_then(|d| d.steps.get(position as usize));
+            let kind = match step_def.map(|d| &d.kind) {
+                Some(StepKind::Sleep { .. }) => StepKindView::Sleep,
+                Some(StepKind::Approval) => StepKindView::Approval,
+                _ => StepKindView::Task,
+            };
+            step_views.push(StepView {
+                name: s.text("name")?,
+                kind,
+                queue: s.text("queue")?,
+                handler: s.opt_text("handler")?,
+                status: step_status,
+                depends_on: step_def
+                    .map(|d| {
+                        d.depends_on
+                            .iter()
+                            .map(|n| {
+                                (
+                                    n.clone(),
+                                    status_of.get(n).copied().unwrap_or(StepStatus::Pending),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                attempts: attempts_of.remove(&key).unwrap_or_default(),
+                max_attempts: step_def.map_or(1, |d| d.retry.max_attempts),
+                ready_at: s.opt_int("ready_at")?,
+                due_at: s.opt_int("due_at")?,
+                updated_at: s.int("updated_at")?,
+                lease,
+            });
+        }
+        Ok(RunView {
+            run_id: id,
+            workflow: run.text("workflow")?,
+            status,
+            steps: step_views,
+        })
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use weft_api::{PutWorkflowResponse, WorkflowDetail, WorkflowSummary};
 use weft_core::Definition;
 
-use crate::{Error, Result, Store, args, rfc3339};
+use crate::{Error, Problem, Result, Store, args, rfc3339};
 
 impl Store {
     /// Registers a definition. The same manifest as the latest version is a
@@ -20,15 +20,18 @@ impl Store {
             )
             .await?;
         if let Some(row) = &latest
-            && row.text("manifest") == def.canonical
+            && row.text("manifest")? == def.canonical
         {
             return Ok(PutWorkflowResponse {
                 name: def.name.clone(),
-                version: row.int("version"),
+                version: row.int("version")?,
                 created: false,
             });
         }
-        let version = latest.map_or(1, |row| row.int("version") + 1);
+        let version = match latest {
+            Some(row) => row.int("version")? + 1,
+            None => 1,
+        };
         tx.execute(
             "INSERT INTO weft_workflows (name, version, manifest, created_at) VALUES ($1, $2, $3, $4)",
             args![&def.name, version, &def.canonical, self.now_ms()],
@@ -63,14 +66,14 @@ impl Store {
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let def = self
-                .definition(&row.text("name"), row.int("version"))
+                .definition(&row.text("name")?, row.int("version")?)
                 .await?;
             out.push(WorkflowSummary {
                 name: def.name.clone(),
-                version: row.int("version"),
+                version: row.int("version")?,
                 description: def.description.clone(),
                 steps: def.steps.len(),
-                created_at: rfc3339(row.int("created_at")),
+                created_at: rfc3339(row.int("created_at")?),
             });
         }
         Ok(out)
@@ -84,23 +87,34 @@ impl Store {
                 args![name],
             )
             .await?;
-        let versions: Vec<i64> = rows.iter().map(|r| r.int("version")).collect();
+        let versions: Vec<i64> = rows
+            .iter()
+            .map(|r| r.int("version"))
+            .collect::<Result<_>>()?;
         let row = match version {
-            Some(v) => rows.iter().find(|r| r.int("version") == v),
+            Some(v) => versions
+                .iter()
+                .position(|&n| n == v)
+                .and_then(|i| rows.get(i)),
             None => rows.last(),
         }
         .ok_or_else(|| Error::NotFound {
             what: "workflow",
             id: name.to_owned(),
         })?;
-        let def = self.definition(name, row.int("version")).await?;
+        let def = self.definition(name, row.int("version")?).await?;
         Ok(WorkflowDetail {
             name: name.to_owned(),
-            version: row.int("version"),
+            version: row.int("version")?,
             description: def.description.clone(),
-            created_at: rfc3339(row.int("created_at")),
-            manifest: serde_json::from_str(&row.text("manifest"))
-                .map_err(|err| Error::Corrupt(format!("manifest of {name}: {err}")))?,
+            created_at: rfc3339(row.int("created_at")?),
+            manifest: serde_json::from_str(&row.text("manifest")?).map_err(|err| {
+                Error::corrupt(
+                    format!("manifest of {name}"),
+                    None,
+                    Problem::BadJson(err.to_string()),
+                )
+            })?,
             versions,
         })
     }
@@ -112,7 +126,9 @@ impl Store {
             args![name],
         )
         .await?
-        .and_then(|row| row.opt_int("version"))
+        .map(|row| row.opt_int("version"))
+        .transpose()?
+        .flatten()
         .ok_or_else(|| Error::NotFound {
             what: "workflow",
             id: name.to_owned(),
@@ -175,8 +191,12 @@ impl Store {
             what: "workflow",
             id: format!("{name} v{version}"),
         })?;
-        let def = Definition::parse_stored(&row.text("manifest")).map_err(|err| {
-            Error::Corrupt(format!("stored manifest of {name} v{version}: {err}"))
+        let def = Definition::parse_stored(&row.text("manifest")?).map_err(|err| {
+            Error::corrupt(
+                format!("manifest of {name} v{version}"),
+                None,
+                Problem::BadJson(err.to_string()),
+            )
         })?;
         let def = Arc::new(def);
         self.inner
