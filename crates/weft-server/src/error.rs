@@ -7,8 +7,9 @@
 //! (400, malformed or out-of-range input; bounds in [`crate::limits`]),
 //! `route_not_found` (404), `method_not_allowed` (405, with `Allow`),
 //! `request_timeout` (408, the body did not arrive in time),
-//! `payload_too_large` (413, over `--max-body-bytes`), `unavailable` (503)
-//! and `internal` (500).
+//! `payload_too_large` (413, over `--max-body-bytes`), `unavailable` (503),
+//! `corrupt_row` (500, a stored row does not decode: the message names the
+//! column and run, never the stored values) and `internal` (500).
 
 use axum::{
     Json,
@@ -134,6 +135,11 @@ impl From<weft_store::Error> for ApiError {
             E::Conflict { code, message } => ApiError::Conflict { code, message },
             E::Invalid { code, message } => ApiError::BadRequest { code, message },
             E::Unavailable(_) => ApiError::Unavailable(err.to_string()),
+            E::Corrupt(_) => ApiError::Other {
+                status: StatusCode::INTERNAL_SERVER_ERROR,
+                code: "corrupt_row",
+                message: err.to_string(),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -89,12 +89,15 @@ impl Store {
             Dialect::Postgres => " FOR UPDATE OF s SKIP LOCKED",
             Dialect::Sqlite => "",
         };
-        // The steps with their runs, in one round trip; only the steps are locked.
+        // The steps with their runs, in one round trip; only the steps are
+        // locked. Runs found corrupt are left out, so they never fill a batch.
+        let (skip, skip_values) = self.not_corrupt("s.run_id", values.len() + 1);
+        values.extend(skip_values);
         let sql = format!(
             "SELECT s.run_id, s.position, s.n_attempts, s.ready_at, r.trace_id, r.baggage, r.workflow, \
              r.version, r.status AS run_status, r.input \
              FROM weft_steps s JOIN weft_runs r ON r.run_id = s.run_id \
-             WHERE s.{} ORDER BY s.ready_at LIMIT {}{lock}",
+             WHERE s.{}{skip} ORDER BY s.ready_at LIMIT {}{lock}",
             filter
                 .replace(" AND queue", " AND s.queue")
                 .replace(" AND handler", " AND s.handler"),
@@ -498,46 +501,73 @@ impl Store {
     /// of engines may run it. Returns how many were fired.
     pub async fn fire_due_timers(&self, limit: u32) -> Result<usize> {
         let now = self.now_ms();
+        let (skip, mut values) = self.not_corrupt("run_id", 2);
+        values.insert(0, Arg::from(now));
         let due = self
             .pool()
             .fetch_all(
                 &format!(
-                    "SELECT run_id, position FROM weft_steps WHERE due_at <= $1 AND status IN ('retrying', 'waiting') ORDER BY due_at LIMIT {limit}"
+                    "SELECT run_id, position FROM weft_steps WHERE due_at <= $1 AND status IN ('retrying', 'waiting'){skip} ORDER BY due_at LIMIT {limit}"
                 ),
-                args![now],
+                values,
             )
             .await?;
         let mut fired = 0;
         for row in due {
-            let mut tx = self.pool().begin().await?;
-            let mut run = match self.lock_run(&mut tx, &row.text("run_id")?).await {
-                Ok(run) => run,
-                Err(Error::NotFound { .. }) => continue,
+            match self.fire_timer(&row, now).await {
+                Ok(n) => fired += n,
+                // A corrupt run is skipped (logged once); the others fire.
+                Err(err @ Error::Corrupt(_)) => {
+                    let err = match row.run_id() {
+                        Some(run_id) => err.in_run(&run_id),
+                        None => err,
+                    };
+                    self.skip_corrupt("timers", &err);
+                }
                 Err(err) => return Err(err),
-            };
-            if run.state.status.is_terminal() {
-                continue;
-            }
-            let applied = self
-                .apply_event(
-                    &mut tx,
-                    &mut run,
-                    Event::TimerFired {
-                        step: row.int("position")? as usize,
-                    },
-                    now,
-                    Vec::new(),
-                )
-                .await?;
-            tx.commit().await?;
-            // A fired sleep may finish the run.
-            self.observe_applied(&run, &applied, now);
-            fired += usize::from(!applied.effects.is_empty());
-            if applied.made_ready {
-                self.wake_pollers();
             }
         }
         Ok(fired)
+    }
+
+    /// Fires one due timer row; returns 1 if it changed the run.
+    async fn fire_timer(&self, row: &crate::db::Row, now: i64) -> Result<usize> {
+        let mut tx = self.pool().begin().await?;
+        let mut run = match self.lock_run(&mut tx, &row.text("run_id")?).await {
+            Ok(run) => run,
+            Err(Error::NotFound { .. }) => return Ok(0),
+            Err(err) => return Err(err),
+        };
+        if run.state.status.is_terminal() {
+            return Ok(0);
+        }
+        let step = usize::try_from(row.int("position")?)
+            .ok()
+            .filter(|&p| p < run.state.steps.len())
+            .ok_or_else(|| {
+                row.corrupt(
+                    "position",
+                    Problem::WrongType {
+                        expected: "a step of the run's definition",
+                    },
+                )
+            })?;
+        let applied = self
+            .apply_event(
+                &mut tx,
+                &mut run,
+                Event::TimerFired { step },
+                now,
+                Vec::new(),
+            )
+            .await?;
+        tx.commit().await?;
+        // A fired sleep may finish the run.
+        self.observe_applied(&run, &applied, now);
+        if applied.made_ready {
+            self.wake_pollers();
+        }
+        Ok(usize::from(!applied.effects.is_empty()))
     }
 
     /// Ends attempts whose lease lapsed (worker gone: `lease_expired`, or
@@ -545,21 +575,42 @@ impl Store {
     /// deadline passed (`timeout`). Idempotent. Returns how many were reaped.
     pub async fn reap(&self, limit: u32) -> Result<usize> {
         let now = self.now_ms();
+        let (skip, mut values) = self.not_corrupt("run_id", 2);
+        values.insert(0, Arg::from(now));
         let rows = self
             .pool()
             .fetch_all(
                 &format!(
-                    "SELECT lease_id FROM weft_leases WHERE expires_at <= $1 OR deadline_at <= $1 ORDER BY expires_at LIMIT {limit}"
+                    "SELECT lease_id, run_id FROM weft_leases WHERE (expires_at <= $1 OR deadline_at <= $1){skip} ORDER BY expires_at LIMIT {limit}"
                 ),
-                args![now],
+                values,
             )
             .await?;
         let mut reaped = 0;
         for row in rows {
+            match self.reap_lease(&row, now).await {
+                Ok(n) => reaped += n,
+                // A corrupt run is skipped (logged once); the others are reaped.
+                Err(err @ Error::Corrupt(_)) => {
+                    let err = match row.run_id() {
+                        Some(run_id) => err.in_run(&run_id),
+                        None => err,
+                    };
+                    self.skip_corrupt("reaper", &err);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Reaps one lapsed lease row; returns 1 if its attempt was ended.
+    async fn reap_lease(&self, row: &crate::db::Row, now: i64) -> Result<usize> {
+        {
             let lease_id = row.text("lease_id")?;
             let mut tx = self.pool().begin().await?;
             let Some(mut run) = self.lock_run_of_lease(&mut tx, &lease_id).await? else {
-                continue; // finished or reaped meanwhile
+                return Ok(0); // finished or reaped meanwhile
             };
             // Read again under the run lock: a heartbeat or a result may have come.
             let check = tx
@@ -570,7 +621,7 @@ impl Store {
                     args![&lease_id],
                 )
                 .await?;
-            let Some(check) = check else { continue };
+            let Some(check) = check else { return Ok(0) };
             let lease = LeaseRow {
                 run_id: run.run_id.clone(),
                 position: check.int("position")?,
@@ -579,19 +630,29 @@ impl Store {
             let timed_out = check.opt_int("deadline_at")?.is_some_and(|d| d <= now);
             let expired = check.int("expires_at")? <= now;
             if !timed_out && !expired {
-                continue; // renewed by a heartbeat in the meantime
+                return Ok(0); // renewed by a heartbeat in the meantime
             }
             tx.execute(
                 "DELETE FROM weft_leases WHERE lease_id = $1",
                 args![&lease_id],
             )
             .await?;
-            let position = lease.position as usize;
-            if check.text("status")? != "running"
+            let position = usize::try_from(lease.position)
+                .ok()
+                .filter(|&p| p < run.state.steps.len() && p < run.def.steps.len())
+                .ok_or_else(|| {
+                    check.corrupt(
+                        "position",
+                        Problem::WrongType {
+                            expected: "a step of the run's definition",
+                        },
+                    )
+                })?;
+            if check.status("status", AttemptStatus::parse)? != AttemptStatus::Running
                 || run.state.steps[position].status != StepStatus::Running
             {
                 tx.commit().await?; // an attempt of an ended run: just drop its lease
-                continue;
+                return Ok(0);
             }
             let step_def = &run.def.steps[position];
             let step_name = step_def.name.clone();
@@ -681,12 +742,11 @@ impl Store {
             self.observer()
                 .observe(&Observation::AttemptFinished(ended.record(&run, now)));
             self.observe_applied(&run, &applied, now);
-            reaped += 1;
             if applied.made_ready {
                 self.wake_pollers();
             }
+            Ok(1)
         }
-        Ok(reaped)
     }
 
     /// Records that a worker polled, for "who serves this queue" views.

@@ -93,6 +93,19 @@ impl Error {
         }))
     }
 
+    /// Names `run_id` as the run of a [`Error::Corrupt`] whose row did not
+    /// say (a sweep knows which run it was working on); other errors pass
+    /// through unchanged.
+    pub fn in_run(self, run_id: &str) -> Self {
+        match self {
+            Error::Corrupt(mut c) if c.run_id.is_none() => {
+                c.run_id = Some(run_id.to_owned());
+                Error::Corrupt(c)
+            }
+            other => other,
+        }
+    }
+
     /// The run whose row is corrupt, if this is [`Error::Corrupt`] and the row
     /// named one: sweeps skip that run.
     pub fn corrupt_run(&self) -> Option<&str> {

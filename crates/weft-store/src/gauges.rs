@@ -34,7 +34,8 @@ impl Store {
             .await?
             .iter()
             .map(|r| Ok((r.text("workflow")?, r.text("status")?, r.int("n")?)))
-            .collect::<Result<_>>()?;
+            .filter_map(|row| self.or_skip("gauges", row))
+            .collect();
         let ready_rows = pool
             .fetch_all(
                 "SELECT queue, COUNT(*) AS n, MIN(ready_at) AS oldest, COUNT(DISTINCT run_id) AS runs \
@@ -47,7 +48,8 @@ impl Store {
             .await?
             .iter()
             .map(|r| Ok((r.text("queue")?, r.int("n")?)))
-            .collect::<Result<_>>()?;
+            .filter_map(|row| self.or_skip("gauges", row))
+            .collect();
         let mut workers_active: BTreeMap<String, i64> = BTreeMap::new();
         let workers = self.list_workers(now - thresholds.worker_live_ms).await?;
         for worker in &workers {
@@ -73,7 +75,8 @@ impl Store {
             steps_ready: ready_rows
                 .iter()
                 .map(|r| Ok((r.text("queue")?, r.int("n")?)))
-                .collect::<Result<_>>()?,
+                .filter_map(|row| self.or_skip("gauges", row))
+                .collect(),
             steps_running,
             oldest_ready_age_seconds: ready_rows
                 .iter()
@@ -83,7 +86,8 @@ impl Store {
                         ((now - r.opt_int("oldest")?.unwrap_or(now)).max(0)) as f64 / 1000.0,
                     ))
                 })
-                .collect::<Result<_>>()?,
+                .filter_map(|row| self.or_skip("gauges", row))
+                .collect(),
             workers_active: workers_active.into_iter().collect(),
             runs_stalled: stalled
                 .into_iter()
@@ -106,5 +110,19 @@ impl Store {
         let snapshot = self.gauge_snapshot_with(thresholds).await?;
         self.observer().gauges(&snapshot);
         Ok(())
+    }
+}
+
+impl Store {
+    /// The value of a decoded row, or `None` (logged once) if it is corrupt:
+    /// a bad row leaves a gauge short instead of failing the whole sweep.
+    pub(crate) fn or_skip<T>(&self, during: &str, row: Result<T>) -> Option<T> {
+        match row {
+            Ok(value) => Some(value),
+            Err(err) => {
+                self.skip_corrupt(during, &err);
+                None
+            }
+        }
     }
 }

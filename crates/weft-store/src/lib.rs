@@ -261,6 +261,23 @@ impl Store {
         first
     }
 
+    /// `AND <column> NOT IN (...)` over the runs found corrupt so far, with
+    /// placeholders from `$first`, and its arguments: sweeps leave those
+    /// runs out, so a bad row never fills a sweep's batch on every tick.
+    pub(crate) fn not_corrupt(&self, column: &str, first: usize) -> (String, Vec<db::Arg>) {
+        let runs = self.corrupt_runs();
+        if runs.is_empty() {
+            return (String::new(), Vec::new());
+        }
+        (
+            format!(
+                " AND {column} NOT IN ({})",
+                db::placeholders(first, runs.len())
+            ),
+            runs.into_iter().map(db::Arg::from).collect(),
+        )
+    }
+
     /// The runs found corrupt so far (see [`Store::skip_corrupt`]).
     pub fn corrupt_runs(&self) -> Vec<String> {
         let mut runs: Vec<String> = self
