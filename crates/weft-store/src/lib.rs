@@ -336,6 +336,14 @@ impl Store {
         }
     }
 
+    /// Runs one SQL statement as it is, outside every rule of the store; returns
+    /// the rows changed. For tests that damage a row on purpose (and repair
+    /// tools), never for the store's own work.
+    #[doc(hidden)]
+    pub async fn execute_unchecked(&self, sql: &str) -> Result<u64> {
+        self.pool().execute(sql, Vec::new()).await
+    }
+
     /// A cheap round trip, for readiness checks.
     pub async fn ping(&self) -> Result<()> {
         self.pool()

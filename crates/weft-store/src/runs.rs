@@ -163,6 +163,14 @@ impl Store {
         } else {
             id.to_owned()
         };
+        // A corrupt row of any of the run's tables names the run.
+        self.run_detail(&run_id, id)
+            .await
+            .map_err(|err| err.in_run(&run_id))
+    }
+
+    async fn run_detail(&self, run_id: &str, id: &str) -> Result<RunDetail> {
+        let run_id = run_id.to_owned();
         let row = self.run_row(&run_id, id).await?;
         let def = self
             .definition(&row.text("workflow")?, row.int("version")?)

@@ -45,6 +45,7 @@ macro_rules! conformance {
 
 mod clock;
 mod concurrency;
+mod corruption;
 mod execution;
 mod leases;
 mod listing;
