@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod conditions;
+mod corruption;
 mod dag;
 mod doctor;
 mod edge;
@@ -67,6 +68,7 @@ on_both_backends! {
     robustness::retried_runs_are_counted,
     robustness::failure_logs_carry_the_masked_error,
     conditions::heavy_condition_fails_its_step_without_stalling,
+    corruption::a_corrupt_row_is_a_json_500_and_the_engine_goes_on,
     edge::request_bounds,
     doctor::doctor_no_worker_handler_approval_sleep,
     doctor::doctor_poison_input_and_lease_expired_loop,
