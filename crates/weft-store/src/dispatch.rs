@@ -780,8 +780,7 @@ impl Store {
                 .map(str::to_owned)
                 .collect()
         };
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| {
                 Ok(WorkerSeen {
                     worker_id: r.text("worker_id")?,
@@ -790,7 +789,7 @@ impl Store {
                     last_seen_ms: r.int("last_seen_at")?,
                 })
             })
-            .collect::<Result<_>>()?)
+            .collect::<Result<_>>()
     }
 }
 

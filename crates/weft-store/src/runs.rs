@@ -284,8 +284,7 @@ impl Store {
                 args![&run_id, after_seq.unwrap_or(0)],
             )
             .await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
                 Ok(EventRecord {
                     seq: r.int("seq")?,
@@ -296,7 +295,7 @@ impl Store {
                     data: json_or_null(Some(r.text("data")?)).unwrap_or(Value::Null),
                 })
             })
-            .collect::<Result<_>>()?)
+            .collect::<Result<_>>()
     }
 
     pub async fn run_logs(&self, id: &str, step: Option<&str>) -> Result<Vec<LogRecord>> {
@@ -316,8 +315,7 @@ impl Store {
                     .await?
             }
         };
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| {
                 Ok(LogRecord {
                     seq: r.int("seq")?,
@@ -327,7 +325,7 @@ impl Store {
                     line: r.text("line")?,
                 })
             })
-            .collect::<Result<_>>()?)
+            .collect::<Result<_>>()
     }
 
     /// Applies an operator's event (cancel, retry, approve, reject) to a run.
@@ -402,10 +400,9 @@ impl Store {
             .pool()
             .fetch_all(&sql, run_ids.iter().map(Arg::from).collect())
             .await?;
-        Ok(rows
-            .iter()
+        rows.iter()
             .map(|r| Ok((r.text("run_id")?, r.text("status")?)))
-            .collect::<Result<_>>()?)
+            .collect::<Result<_>>()
     }
 }
 

@@ -125,8 +125,7 @@ impl Store {
             .into_iter()
             .map(|r| Ok((r.text("worker_id")?, (r.int("n")?, r.opt_int("beat")?))))
             .collect::<Result<_>>()?;
-        Ok(rows
-            .into_iter()
+        rows.into_iter()
             .map(|r| -> Result<WorkerRecord> {
                 let id = r.text("worker_id")?;
                 let (n, beat) = leases.get(&id).copied().unwrap_or((0, None));
@@ -149,7 +148,7 @@ impl Store {
                     worker_id: id,
                 })
             })
-            .collect::<Result<_>>()?)
+            .collect::<Result<_>>()
     }
 
     /// Deletes worker rows not heard from since `before_ms`; returns how many.
