@@ -178,6 +178,22 @@ impl Row {
         }
     }
 
+    /// A step position: a required integer below `n_steps` (the steps of the
+    /// run's definition); anything else is corrupt, never an index panic.
+    pub fn position(&self, column: &str, n_steps: usize) -> Result<usize, Error> {
+        usize::try_from(self.int(column)?)
+            .ok()
+            .filter(|&p| p < n_steps)
+            .ok_or_else(|| {
+                self.corrupt(
+                    column,
+                    Problem::WrongType {
+                        expected: "a step of the run's definition",
+                    },
+                )
+            })
+    }
+
     /// A required status column parsed with its enum's `parse`: an unknown
     /// word is corrupt, never a default.
     pub fn status<T>(

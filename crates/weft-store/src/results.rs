@@ -210,7 +210,7 @@ impl Store {
             return written_outcome(&run, &written);
         }
         let lease = self.take_lease(&mut tx, lease_id).await?;
-        let position = lease.int("position")? as usize;
+        let position = lease.position("position", run.def.steps.len())?;
         let attempt = lease.int("attempt")?;
         if let Err(err) = attempt_still_counts(&run, position, attempt) {
             tx.commit().await?; // the lease's release stands
@@ -471,7 +471,7 @@ impl Store {
         let lease_id = result.lease_id.as_str();
         // Taken under the run lock: the reaper may have taken it meanwhile.
         let lease = self.take_lease(tx, lease_id).await?;
-        let position = lease.int("position")? as usize;
+        let position = lease.position("position", run.def.steps.len())?;
         let attempt = lease.int("attempt")?;
         // The run ended (cancelled or failed elsewhere) while this attempt
         // was out, or it was retried since: release the lease, record

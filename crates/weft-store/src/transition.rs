@@ -302,7 +302,7 @@ impl Store {
             {
                 let claimed_at = row.int("claimed_at")?;
                 cancelled_attempts.push(CancelledAttempt {
-                    position: row.int("position")? as usize,
+                    position: row.position("position", run.def.steps.len())?,
                     attempt: row.int("attempt")?,
                     span_id: row.text("span_id")?,
                     worker_id: row.text("worker_id")?,
