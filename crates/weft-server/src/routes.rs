@@ -433,7 +433,7 @@ struct GetRunQuery {
 /// The longest `wait_ms` a caller may ask for.
 const MAX_RUN_WAIT: Duration = Duration::from_secs(60);
 
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("wait_ms" = Option<u64>, Query, minimum = 0, maximum = 60000, description = "Answer once the run has ended, or after this many milliseconds (at most 60000)")), responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("wait_ms" = Option<u64>, Query, minimum = 0, maximum = 60000, description = "Answer once the run has ended, or after this many milliseconds (at most 60000)")), responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody, description = "`corrupt_row`: a stored row of the run does not decode; the message names the column and run")))]
 async fn get_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
