@@ -440,14 +440,17 @@ impl Store {
             )
             .await?
             .ok_or_else(|| Error::stale_lease(lease_id))?;
-        let run_ended =
-            weft_core::RunStatus::parse(&row.text("run_status")?).is_none_or(|s| s.is_terminal());
+        let run_ended = row
+            .status("run_status", weft_core::RunStatus::parse)?
+            .is_terminal();
         // Past its start-to-close deadline the attempt no longer counts, even
         // before the reaper has ended it: the worker should stop now.
         let timed_out = row
             .opt_int("deadline_at")?
             .is_some_and(|deadline| deadline <= now);
-        let cancel_requested = run_ended || timed_out || row.text("attempt_status")? != "running";
+        let cancel_requested = run_ended
+            || timed_out
+            || row.status("attempt_status", AttemptStatus::parse)? != AttemptStatus::Running;
         if !cancel_requested {
             tx.execute(
                 "UPDATE weft_leases SET expires_at = $2 + lease_ms WHERE lease_id = $1",

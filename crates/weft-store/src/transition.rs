@@ -66,6 +66,15 @@ fn parse_json(text: Option<String>, what: &str, run_id: &str) -> Result<Option<V
     .transpose()
 }
 
+/// A row's nullable `reason`: a word the closed set does not know is corrupt.
+fn opt_reason(row: &crate::db::Row) -> Result<Option<Reason>> {
+    row.opt_text("reason")?
+        .map(|text| {
+            Reason::parse(&text).ok_or_else(|| row.corrupt("reason", Problem::UnknownValue(text)))
+        })
+        .transpose()
+}
+
 impl Store {
     /// Locks a run's row for the rest of the transaction and loads its state.
     pub(crate) async fn lock_run(&self, tx: &mut Tx, run_id: &str) -> Result<LockedRun> {
@@ -135,7 +144,7 @@ impl Store {
         for r in step_rows {
             steps.push(StepState {
                 status: r.status("status", StepStatus::parse)?,
-                reason: r.opt_text("reason")?.and_then(|t| Reason::parse(&t)),
+                reason: opt_reason(&r)?,
                 n_attempts: r.int("n_attempts")? as u32,
                 attempt_base: r.int("attempt_base")? as u32,
                 output: parse_json(r.opt_text("output")?, "step output", run_id)?,
@@ -145,7 +154,7 @@ impl Store {
         }
         let state = RunState {
             status: row.status("status", RunStatus::parse)?,
-            reason: row.opt_text("reason")?.and_then(|t| Reason::parse(&t)),
+            reason: opt_reason(&row)?,
             error: row.opt_text("error")?,
             input: parse_json(Some(row.text("input")?), "run input", run_id)?
                 .unwrap_or(Value::Null),
