@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 use weft_core::diagnosis::{self, Cause, Thresholds};
-use weft_store::{Store, WorkerMeta, now_ms};
+use weft_store::{Store, WorkerMeta};
 
 use crate::support::{claim_request, register, start};
 
@@ -53,16 +53,19 @@ async fn check_workers_recorded(store: Store) {
     assert_eq!(w.handlers, ["h", "g"]);
     assert_eq!(w.meta.concurrency, Some(4));
     assert_eq!(w.slots_in_use, 1, "slots in use come from the lease rows");
-    assert!(w.last_heartbeat_ms.is_some_and(|b| b <= now_ms()));
+    assert!(w.last_heartbeat_ms.is_some_and(|b| b <= store.now_ms()));
     // Retention: a row not heard from is deleted.
-    assert_eq!(store.list_workers(now_ms() + 1).await.unwrap().len(), 0);
-    assert_eq!(store.forget_workers(now_ms() + 1).await.unwrap(), 1);
+    assert_eq!(
+        store.list_workers(store.now_ms() + 1).await.unwrap().len(),
+        0
+    );
+    assert_eq!(store.forget_workers(store.now_ms() + 1).await.unwrap(), 1);
     assert!(store.list_workers(0).await.unwrap().is_empty());
 }
 
 /// Counts per stalled cause from the views, as `weft doctor` computes them.
 async fn doctor_counts(store: &Store, t: &Thresholds) -> BTreeMap<String, i64> {
-    let now = now_ms();
+    let now = store.now_ms();
     let workers: Vec<_> = store
         .list_workers(now - t.worker_live_ms)
         .await
@@ -124,7 +127,7 @@ async fn check_diagnosis_views_and_gauge_agree(store: Store) {
 
     // No worker at all: both runs want one.
     let one = store.diagnosis_views(Some(&orphan), 1).await.unwrap();
-    let d = diagnosis::diagnose(&one[0], &[], &t, now_ms());
+    let d = diagnosis::diagnose(&one[0], &[], &t, store.now_ms());
     assert_eq!(d.cause, Some(Cause::NoWorkerForQueue));
     let gauge = gauge_counts(&store, &t).await;
     assert_eq!(gauge["no_worker_for_queue"], 2);
