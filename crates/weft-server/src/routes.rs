@@ -237,8 +237,6 @@ async fn start_run_in(
     trace_id: Option<String>,
 ) -> ApiResult<(StatusCode, Json<StartRunResponse>)> {
     let extract::Json(request) = body?;
-    check_identifier("invalid_name", "workflow name", &name)?;
-    check_idempotency_key(&request)?;
     let baggage = baggage(headers);
     let started = state
         .store()
@@ -255,35 +253,6 @@ async fn start_run_in(
     Ok((StatusCode::ACCEPTED, Json(started)))
 }
 
-fn check_idempotency_key(request: &StartRunRequest) -> ApiResult<()> {
-    if let Some(key) = &request.idempotency_key {
-        if key.is_empty() || key.chars().count() > limits::MAX_IDEMPOTENCY_KEY_LEN {
-            return Err(ApiError::bad_request(
-                "invalid_idempotency_key",
-                "idempotency_key must be 1 to 256 characters",
-            ));
-        }
-        check_identifier("invalid_idempotency_key", "idempotency_key", key)?;
-    }
-    Ok(())
-}
-
-/// Refuses an identifier (a name, a key, a worker id) holding a NUL or any
-/// other control character: such a string cannot be stored alike on both
-/// backends, shown in a log line or used in a URL. 400 with `code`.
-fn check_identifier(code: &'static str, what: &str, value: &str) -> ApiResult<()> {
-    match value.chars().find(|c| c.is_control()) {
-        Some(c) => Err(ApiError::bad_request(
-            code,
-            format!(
-                "{what} must not contain control characters (found U+{:04X})",
-                u32::from(c)
-            ),
-        )),
-        None => Ok(()),
-    }
-}
-
 /// W3C baggage is kept as sent (ASCII, within the spec's 8192-byte cap)
 /// and handed to every attempt's worker.
 fn baggage(headers: &HeaderMap) -> Option<String> {
@@ -295,9 +264,6 @@ fn baggage(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Most runs one batch start may carry.
-const MAX_RUNS_PER_START: usize = weft_store::MAX_STARTS_PER_BATCH;
-
 /// Starts several runs of a workflow in one transaction: all or none. A
 /// caller's `traceparent` is joined by every run; without one each run has
 /// a trace of its own.
@@ -308,22 +274,14 @@ async fn start_runs(
     headers: HeaderMap,
     extract::Json(request): extract::Json<StartRunsRequest>,
 ) -> ApiResult<(StatusCode, Json<StartRunsResponse>)> {
-    if request.runs.is_empty() || request.runs.len() > MAX_RUNS_PER_START {
-        return Err(ApiError::bad_request(
-            "invalid_batch",
-            format!("a batch start carries 1 to {MAX_RUNS_PER_START} runs"),
-        ));
-    }
     let parent = headers
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .and_then(weft_core::trace::parse_traceparent);
-    check_identifier("invalid_name", "workflow name", &name)?;
     let baggage = baggage(&headers);
     let request_id = request_id(&headers);
     let mut batch = Vec::with_capacity(request.runs.len());
     for run in request.runs {
-        check_idempotency_key(&run)?;
         batch.push(NewRun {
             workflow: name.clone(),
             input: run.input,
@@ -655,31 +613,7 @@ async fn poll(
     State(state): State<AppState>,
     extract::Json(request): extract::Json<PollRequest>,
 ) -> ApiResult<Json<PollResponse>> {
-    if request.worker_id.is_empty() || request.worker_id.chars().count() > 256 {
-        return Err(ApiError::bad_request(
-            "invalid_worker_id",
-            "worker_id must be 1 to 256 characters",
-        ));
-    }
-    check_identifier("invalid_worker_id", "worker_id", &request.worker_id)?;
-    if request.handlers.is_empty() {
-        return Err(ApiError::bad_request(
-            "no_handlers",
-            "a worker must name the handlers it serves",
-        ));
-    }
-    for handler in &request.handlers {
-        check_identifier("invalid_handler", "a handler name", handler)?;
-    }
-    for queue in &request.queues {
-        check_identifier("invalid_queue", "a queue name", queue)?;
-    }
-    if request.max_tasks == 0 || request.max_tasks > 100 {
-        return Err(ApiError::bad_request(
-            "invalid_max_tasks",
-            "max_tasks must be from 1 to 100",
-        ));
-    }
+    // Bounds and identifiers were checked by the extractor (`limits.rs`).
     let claim = ClaimRequest {
         worker_id: request.worker_id,
         queues: request.queues,
@@ -1226,7 +1160,7 @@ fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
         (
             "StartRunsRequest",
             "runs",
-            json!({"minItems": 1, "maxItems": MAX_RUNS_PER_START}),
+            json!({"minItems": 1, "maxItems": limits::MAX_RUNS_PER_START}),
         ),
         (
             "DecisionRequest",
