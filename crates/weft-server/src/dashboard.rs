@@ -160,7 +160,7 @@ pub(crate) async fn run_page(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let mut run = state.store().get_run(&id).await?;
-    crate::routes::redact_run(&state.config.redactor, &mut run);
+    crate::present::redact_run(&state.config.redactor, &mut run);
     let terminal = RunStatus::parse(&run.status).is_some_and(|s| s.is_terminal());
     let millis = |t: &str| weft_store::parse_rfc3339(t);
     let start = millis(&run.created_at).unwrap_or(0);
@@ -174,15 +174,17 @@ pub(crate) async fn run_page(
     let pct = |t: i64| ((t - start).max(0) as f64 / span * 100.0).min(100.0);
     let mut body = String::new();
     // With a trace URL template the trace id links to the trace backend.
-    let trace =
-        match crate::routes::trace_url(state.config.trace_url_template.as_deref(), &run.trace_id) {
-            Some(url) => format!(
-                "<a href=\"{}\"><code>{}</code></a>",
-                escape(&url),
-                escape(&run.trace_id)
-            ),
-            None => format!("<code>{}</code>", escape(&run.trace_id)),
-        };
+    let trace = match crate::present::trace_url(
+        state.config.trace_url_template.as_deref(),
+        &run.trace_id,
+    ) {
+        Some(url) => format!(
+            "<a href=\"{}\"><code>{}</code></a>",
+            escape(&url),
+            escape(&run.trace_id)
+        ),
+        None => format!("<code>{}</code>", escape(&run.trace_id)),
+    };
     let _ = write!(
         body,
         "<table><tr><th>run</th><td><code>{}</code></td></tr><tr><th>trace id</th><td>{}</td></tr>\

@@ -7,6 +7,7 @@ mod diagnostics;
 mod error;
 mod extract;
 pub mod limits;
+mod present;
 mod routes;
 pub mod wiring;
 

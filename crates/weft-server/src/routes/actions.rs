@@ -1,0 +1,54 @@
+//! Actions people take on a run: cancel, retry, approve and reject.
+
+use axum::{Json, extract::State};
+use weft_api::{DecisionRequest, ErrorBody, RunSummary};
+
+use super::ApiResult;
+use crate::{
+    AppState,
+    extract::{self, Path},
+};
+
+#[utoipa::path(post, path = "/v1/runs/{id}/cancel", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn cancel_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunSummary>> {
+    Ok(Json(state.store().cancel_run(&id).await?))
+}
+
+#[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn retry_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RunSummary>> {
+    Ok(Json(state.store().retry_run(&id).await?))
+}
+
+#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/approve", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = String, Path, description = "Step name", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn approve_step(
+    State(state): State<AppState>,
+    Path((id, step)): Path<(String, String)>,
+    extract::Json(request): extract::Json<DecisionRequest>,
+) -> ApiResult<Json<RunSummary>> {
+    Ok(Json(
+        state
+            .store()
+            .decide(&id, &step, true, request.message)
+            .await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/reject", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = String, Path, description = "Step name", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub(crate) async fn reject_step(
+    State(state): State<AppState>,
+    Path((id, step)): Path<(String, String)>,
+    extract::Json(request): extract::Json<DecisionRequest>,
+) -> ApiResult<Json<RunSummary>> {
+    Ok(Json(
+        state
+            .store()
+            .decide(&id, &step, false, request.message)
+            .await?,
+    ))
+}

@@ -1,0 +1,466 @@
+//! The OpenAPI document: generated from the handlers' annotations, then
+//! completed with what annotations cannot say (error statuses, bounds).
+
+use axum::Json;
+use serde_json::{Value, json};
+use weft_core::RunStatus;
+
+use crate::limits::{self};
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Weft", description = "Durable workflows you can see into"),
+    paths(
+        super::workflows::put_workflow,
+        super::workflows::list_workflows,
+        super::workflows::get_workflow,
+        super::runs::start_run,
+        super::runs::start_runs,
+        super::runs::list_runs,
+        super::runs::get_run,
+        super::runs::run_events,
+        super::stream::run_event_stream,
+        super::runs::run_logs,
+        super::actions::cancel_run,
+        super::actions::retry_run,
+        super::actions::approve_step,
+        super::actions::reject_step,
+        super::worker::poll,
+        super::worker::heartbeat,
+        super::worker::complete,
+        super::worker::fail,
+        super::worker::release,
+        super::worker::results,
+        super::worker::append_logs,
+        super::health::live,
+        super::health::ready,
+        super::health::health
+    )
+)]
+pub(crate) struct ApiDoc;
+
+/// The OpenAPI document, generated from the handlers' annotations and the
+/// `weft-api` types.
+pub(crate) async fn openapi() -> Json<Value> {
+    Json(openapi_document())
+}
+
+/// The OpenAPI document as served: the generated one, plus what the
+/// annotations cannot say. Every operation lists each error status it can
+/// answer with the error schema (400 for malformed or out-of-range input,
+/// 404, 408 and 413 for bodies, 500 and 503); the run status filter is an
+/// enum and `since` either a date-time or a duration.
+pub fn openapi_document() -> Value {
+    use utoipa::OpenApi;
+    let mut api = ApiDoc::openapi();
+    api.merge(crate::diagnostics::DiagnosticsDoc::openapi());
+    let mut doc = serde_json::to_value(api).expect("the document serializes");
+    let statuses: Vec<Value> = RunStatus::ALL.iter().map(|s| json!(s.as_str())).collect();
+    let causes: Vec<Value> = weft_core::diagnosis::Cause::ALL
+        .iter()
+        .map(|c| json!(c.as_str()))
+        .collect();
+    for (schema, property, bounds) in schema_bounds() {
+        let Some(target) = doc
+            .pointer_mut(&format!(
+                "/components/schemas/{schema}/properties/{property}"
+            ))
+            .and_then(Value::as_object_mut)
+        else {
+            // A schema no route refers to is not in the document.
+            continue;
+        };
+        for (key, value) in bounds.as_object().expect("bounds are an object") {
+            target.insert(key.clone(), value.clone());
+        }
+    }
+    let schemas_without_required: Vec<String> = doc
+        .pointer("/components/schemas")
+        .and_then(Value::as_object)
+        .map(|schemas| {
+            schemas
+                .iter()
+                .filter(|(_, s)| s.get("required").is_none())
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
+        return doc;
+    };
+    for (path, item) in paths.iter_mut() {
+        let Some(item) = item.as_object_mut() else {
+            continue;
+        };
+        for (_method, op) in item.iter_mut() {
+            let Some(op) = op.as_object_mut() else {
+                continue;
+            };
+            let has_body = op.contains_key("requestBody");
+            // An empty body reads as `{}`: optional when nothing in it is required.
+            let body_ref = op
+                .get("requestBody")
+                .and_then(|b| b.pointer("/content/application~1json/schema/$ref"))
+                .and_then(Value::as_str)
+                .map(|r| r.trim_start_matches("#/components/schemas/").to_owned());
+            if let Some(name) = body_ref
+                && schemas_without_required.contains(&name)
+                && let Some(body) = op.get_mut("requestBody")
+            {
+                body["required"] = json!(false);
+            }
+            let params = op
+                .get("parameters")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let has_path_param = params.iter().any(|p| p["in"] == "path");
+            for param in op
+                .get_mut("parameters")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
+                match (param["in"].as_str(), param["name"].as_str()) {
+                    (Some("query"), Some("status")) => {
+                        param["schema"] = json!({"type": "string", "enum": statuses});
+                    }
+                    (Some("query"), Some("cause")) => {
+                        param["schema"] = json!({"type": "string", "enum": causes});
+                    }
+                    (Some("query"), Some("cursor")) => {
+                        param["schema"] = json!({"type": "string", "pattern": CURSOR_PATTERN});
+                    }
+                    (Some("query"), Some("since")) => {
+                        param["schema"] = json!({"oneOf": [
+                            {"type": "string", "format": "date-time"},
+                            {"type": "string", "pattern": SINCE_DURATION_PATTERN},
+                        ]});
+                    }
+                    _ => {}
+                }
+            }
+            let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let api = path.starts_with("/v1/");
+            let mut add = |status: &str, description: &str| {
+                responses.entry(status.to_owned()).or_insert_with(|| {
+                    json!({
+                        "description": description,
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+                    })
+                });
+            };
+            if api && (has_body || !params.is_empty()) {
+                add(
+                    "400",
+                    "Malformed or out-of-range input: `invalid_json`, `invalid_path`, `invalid_query` or the field's own code",
+                );
+            }
+            if api && has_path_param {
+                add(
+                    "404",
+                    "No such resource, or no such route (`route_not_found`)",
+                );
+            }
+            if has_body {
+                add("408", "The body did not arrive in time (`request_timeout`)");
+                add(
+                    "413",
+                    "The body is larger than `--max-body-bytes` (`payload_too_large`)",
+                );
+            }
+            if api {
+                add("500", "Unexpected server error (`internal`)");
+                add("503", "The database is unavailable (`unavailable`)");
+            }
+        }
+    }
+    doc
+}
+
+/// The bounds of [`crate::limits`] on the request schemas' properties:
+/// `(schema, property, constraints)`; `items` constrains a list's items.
+fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
+    use limits::*;
+    let name = json!({"type": "string", "minLength": 1, "maxLength": MAX_NAME_LEN, "pattern": NO_CONTROL_PATTERN});
+    let timing = json!({"minimum": 0, "maximum": MAX_TIMING_MS});
+    vec![
+        (
+            "StartRunRequest",
+            "idempotency_key",
+            json!({"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LEN, "pattern": NO_CONTROL_PATTERN}),
+        ),
+        (
+            "StartRunsRequest",
+            "runs",
+            json!({"minItems": 1, "maxItems": limits::MAX_RUNS_PER_START}),
+        ),
+        (
+            "DecisionRequest",
+            "message",
+            json!({"maxLength": MAX_MESSAGE_LEN}),
+        ),
+        (
+            "ReleaseRequest",
+            "message",
+            json!({"maxLength": MAX_MESSAGE_LEN}),
+        ),
+        (
+            "PollRequest",
+            "worker_id",
+            json!({"minLength": 1, "maxLength": MAX_WORKER_ID_LEN, "pattern": NO_CONTROL_PATTERN}),
+        ),
+        (
+            "PollRequest",
+            "handlers",
+            json!({"minItems": 1, "maxItems": MAX_HANDLERS_PER_POLL, "items": name}),
+        ),
+        (
+            "PollRequest",
+            "queues",
+            json!({"minItems": 1, "maxItems": MAX_QUEUES_PER_POLL, "items": name}),
+        ),
+        (
+            "PollRequest",
+            "max_tasks",
+            json!({"minimum": 1, "maximum": MAX_TASKS_PER_POLL}),
+        ),
+        (
+            "PollRequest",
+            "wait_ms",
+            json!({"minimum": 0, "maximum": MAX_WAIT_MS}),
+        ),
+        (
+            "PollRequest",
+            "host",
+            json!({"minLength": 1, "maxLength": MAX_NAME_LEN * 2, "pattern": NO_CONTROL_PATTERN}),
+        ),
+        (
+            "PollRequest",
+            "version",
+            json!({"minLength": 1, "maxLength": MAX_NAME_LEN, "pattern": NO_CONTROL_PATTERN}),
+        ),
+        (
+            "PollRequest",
+            "pid",
+            json!({"minimum": 1, "maximum": limits::MAX_PID}),
+        ),
+        (
+            "PollRequest",
+            "concurrency",
+            json!({"minimum": 1, "maximum": limits::MAX_WORKER_CONCURRENCY}),
+        ),
+        ("WorkerTiming", "dispatch_ms", timing.clone()),
+        ("WorkerTiming", "handler_ms", timing),
+        (
+            "TaskError",
+            "message",
+            json!({"maxLength": MAX_ERROR_MESSAGE_LEN}),
+        ),
+        (
+            "TaskError",
+            "kind",
+            json!({"enum": ["handler_error", "timeout", "invalid_output", "cancelled", "no_handler", null]}),
+        ),
+        (
+            "TaskResult",
+            "lease_id",
+            json!({"minLength": 1, "maxLength": MAX_LEASE_ID_LEN, "pattern": NO_CONTROL_PATTERN}),
+        ),
+        (
+            "ResultsRequest",
+            "results",
+            json!({"maxItems": MAX_RESULTS_PER_BATCH}),
+        ),
+        (
+            "LogsRequest",
+            "lines",
+            json!({"maxItems": MAX_LOG_LINES, "items": {"type": "string", "maxLength": MAX_LOG_LINE_LEN}}),
+        ),
+    ]
+}
+
+/// A run list's cursor: the `next_cursor` of a page, a run id (a UUID).
+const CURSOR_PATTERN: &str =
+    "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// What `since` accepts besides an RFC 3339 time: a duration back from now.
+const SINCE_DURATION_PATTERN: &str = "^([0-9]{1,9}(ms|s|m|h|d))+$";
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::openapi_document;
+    use crate::limits;
+
+    fn operations(doc: &Value) -> Vec<(String, String, Value)> {
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                ops.push((path.clone(), method.clone(), op.clone()));
+            }
+        }
+        ops
+    }
+
+    fn param<'a>(doc: &'a Value, path: &str, method: &str, name: &str) -> &'a Value {
+        doc["paths"][path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} has no parameter {name}"))
+    }
+
+    /// Case 19: every status an operation can answer is documented with the
+    /// error schema.
+    #[test]
+    fn every_operation_documents_its_error_statuses() {
+        let doc = openapi_document();
+        for (path, method, op) in operations(&doc) {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let responses = op["responses"].as_object().unwrap();
+            let mut expected = vec!["500", "503"];
+            if op.get("requestBody").is_some() || op.get("parameters").is_some() {
+                expected.push("400");
+            }
+            if op.get("requestBody").is_some() {
+                expected.extend(["408", "413"]);
+            }
+            if path.contains('{') {
+                expected.push("404");
+            }
+            for status in expected {
+                let response = responses
+                    .get(status)
+                    .unwrap_or_else(|| panic!("{method} {path} does not document {status}"));
+                assert_eq!(
+                    response["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+    }
+
+    /// Case 19: the bounds the server checks are the ones the document states.
+    #[test]
+    fn the_document_states_every_bound_the_server_checks() {
+        let doc = openapi_document();
+        let schema = |name: &str, field: &str| {
+            doc.pointer(&format!("/components/schemas/{name}/properties/{field}"))
+                .unwrap_or_else(|| panic!("no {name}.{field}"))
+                .clone()
+        };
+        assert_eq!(
+            schema("PollRequest", "handlers")["maxItems"],
+            limits::MAX_HANDLERS_PER_POLL
+        );
+        assert_eq!(
+            schema("PollRequest", "handlers")["items"]["maxLength"],
+            limits::MAX_NAME_LEN
+        );
+        assert_eq!(
+            schema("PollRequest", "queues")["maxItems"],
+            limits::MAX_QUEUES_PER_POLL
+        );
+        assert_eq!(
+            schema("PollRequest", "max_tasks")["maximum"],
+            limits::MAX_TASKS_PER_POLL
+        );
+        assert_eq!(
+            schema("PollRequest", "wait_ms")["maximum"],
+            limits::MAX_WAIT_MS
+        );
+        assert_eq!(
+            schema("PollRequest", "worker_id")["pattern"],
+            limits::NO_CONTROL_PATTERN
+        );
+        assert_eq!(
+            schema("StartRunsRequest", "runs")["maxItems"],
+            limits::MAX_RUNS_PER_START
+        );
+        assert_eq!(
+            schema("ResultsRequest", "results")["maxItems"],
+            limits::MAX_RESULTS_PER_BATCH
+        );
+        assert_eq!(
+            schema("LogsRequest", "lines")["maxItems"],
+            limits::MAX_LOG_LINES
+        );
+        assert_eq!(
+            schema("LogsRequest", "lines")["items"]["maxLength"],
+            limits::MAX_LOG_LINE_LEN
+        );
+        assert_eq!(
+            schema("TaskError", "message")["maxLength"],
+            limits::MAX_ERROR_MESSAGE_LEN
+        );
+        assert_eq!(
+            schema("WorkerTiming", "handler_ms")["maximum"],
+            limits::MAX_TIMING_MS
+        );
+        assert_eq!(
+            schema("StartRunRequest", "idempotency_key")["maxLength"],
+            limits::MAX_IDEMPOTENCY_KEY_LEN
+        );
+        assert_eq!(
+            schema("DecisionRequest", "message")["maxLength"],
+            limits::MAX_MESSAGE_LEN
+        );
+
+        let limit = param(&doc, "/v1/runs", "get", "limit");
+        assert_eq!(limit["schema"]["maximum"], limits::MAX_LIST_LIMIT);
+        assert_eq!(limit["schema"]["minimum"], 1);
+        let statuses: Vec<&str> = weft_core::RunStatus::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(
+            param(&doc, "/v1/runs", "get", "status")["schema"]["enum"],
+            serde_json::json!(statuses)
+        );
+        let wait = param(&doc, "/v1/runs/{id}", "get", "wait_ms");
+        assert_eq!(wait["schema"]["maximum"], limits::MAX_WAIT_MS);
+        for (path, method) in [
+            ("/v1/workflows/{name}", "get"),
+            ("/v1/runs/{id}", "get"),
+            ("/v1/worker/leases/{lease_id}/complete", "post"),
+        ] {
+            let p = &param(
+                &doc,
+                path,
+                method,
+                path.rsplit('{').next().unwrap().split('}').next().unwrap(),
+            )["schema"];
+            assert_eq!(p["maxLength"], limits::MAX_PATH_PARAM_LEN, "{path}");
+            assert_eq!(p["pattern"], limits::NO_CONTROL_PATTERN, "{path}");
+        }
+        // Semantic manifest errors cannot be JSON Schema: their 400 says so.
+        let put = &doc["paths"]["/v1/workflows/{name}"]["put"];
+        let refused = put["responses"]["400"]["description"].as_str().unwrap();
+        assert!(
+            refused.contains("cycle") && refused.contains("invalid_when"),
+            "{refused}"
+        );
+        let manifest = put["requestBody"]["description"].as_str().unwrap();
+        assert!(
+            manifest.contains("7d") && manifest.contains("2000 steps"),
+            "{manifest}"
+        );
+        // An empty body reads as `{}`: optional exactly where nothing in it is required.
+        assert_eq!(
+            doc["paths"]["/v1/workflows/{name}/runs"]["post"]["requestBody"]["required"],
+            false
+        );
+        assert_eq!(
+            doc["paths"]["/v1/worker/poll"]["post"]["requestBody"]["required"],
+            true
+        );
+    }
+}

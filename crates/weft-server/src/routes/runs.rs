@@ -1,0 +1,319 @@
+//! Runs: start (one or a batch), list, read, history and step logs.
+
+use std::time::Duration;
+
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+};
+use serde::Deserialize;
+use weft_api::{
+    ErrorBody, EventList, LogList, RunDetail, RunList, StartRunRequest, StartRunResponse,
+    StartRunsRequest, StartRunsResponse,
+};
+use weft_core::RunStatus;
+use weft_store::{NewRun, RunFilter};
+
+use super::ApiResult;
+use crate::present::{redact_run, trace_url};
+use crate::{
+    ApiError, AppState,
+    extract::{self, Path, Query},
+    limits::{self, Validate},
+    request_id,
+};
+
+impl Validate for ListRunsQuery {
+    fn validate(&self) -> ApiResult<()> {
+        for (field, value) in [
+            ("workflow", &self.workflow),
+            ("trace_id", &self.trace_id),
+            ("since", &self.since),
+            ("cursor", &self.cursor),
+            ("status", &self.status),
+        ] {
+            if let Some(value) = value {
+                limits::check_text("invalid_query", field, value, 0, limits::MAX_QUERY_TEXT_LEN)?;
+            }
+        }
+        if let Some(limit) = self.limit {
+            limits::check_range("invalid_limit", "limit", limit, 1, limits::MAX_LIST_LIMIT)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for GetRunQuery {
+    fn validate(&self) -> ApiResult<()> {
+        if let Some(ms) = self.wait_ms {
+            limits::check_range("invalid_wait", "wait_ms", ms, 0, limits::MAX_WAIT_MS)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for EventsQuery {
+    fn validate(&self) -> ApiResult<()> {
+        if let Some(after) = self.after {
+            limits::check_range("invalid_query", "after", after, 0, i64::MAX)?;
+        }
+        Ok(())
+    }
+}
+
+impl Validate for LogsQuery {
+    fn validate(&self) -> ApiResult<()> {
+        if let Some(step) = &self.step {
+            limits::check_text("invalid_query", "step", step, 1, limits::MAX_PATH_PARAM_LEN)?;
+        }
+        Ok(())
+    }
+}
+
+// ---- runs ----
+
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs", tag = "runs", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("traceparent" = Option<String>, Header, description = "W3C trace context: the run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunRequest, responses((status = 202, body = StartRunResponse, description = "Started, or the run its idempotency key already started with an equal input (`created: false`)"), (status = 400, body = ErrorBody, description = "Invalid input, or a name or key with control characters"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`idempotency_key_reused`: the key already started a run with a different input (compared as canonical JSON, key order ignored)")))]
+pub(crate) async fn start_run(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Result<extract::Json<StartRunRequest>, ApiError>,
+) -> ApiResult<(StatusCode, Json<StartRunResponse>)> {
+    let caller = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(weft_core::trace::parse_traceparent);
+    let Some(tracing) = &state.config.tracing else {
+        return start_run_in(&state, name, &headers, body, caller, None).await;
+    };
+    // The live server span: the run joins the trace under it.
+    let span = tracing.server_span(
+        caller.as_ref(),
+        "POST",
+        START_RUN_ROUTE,
+        request_id(&headers).as_deref(),
+    );
+    let (parent, trace_id) = (span.trace_parent(), span.trace_id());
+    let result = start_run_in(&state, name, &headers, body, parent, trace_id).await;
+    match &result {
+        Ok((status, Json(started))) => span.finish(status.as_u16(), Some(&started.run_id)),
+        Err(err) => span.finish(err.status().as_u16(), None),
+    }
+    result
+}
+
+const START_RUN_ROUTE: &str = "/v1/workflows/{name}/runs";
+
+async fn start_run_in(
+    state: &AppState,
+    name: String,
+    headers: &HeaderMap,
+    body: Result<extract::Json<StartRunRequest>, ApiError>,
+    parent: Option<weft_core::trace::TraceParent>,
+    trace_id: Option<String>,
+) -> ApiResult<(StatusCode, Json<StartRunResponse>)> {
+    let extract::Json(request) = body?;
+    let baggage = baggage(headers);
+    let started = state
+        .store()
+        .start_run(NewRun {
+            workflow: name,
+            input: request.input,
+            idempotency_key: request.idempotency_key,
+            parent,
+            trace_id,
+            baggage,
+            request_id: request_id(headers),
+        })
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(started)))
+}
+
+/// W3C baggage is kept as sent (ASCII, within the spec's 8192-byte cap)
+/// and handed to every attempt's worker.
+fn baggage(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("baggage")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|b| !b.is_empty() && b.len() <= 8192)
+        .map(str::to_owned)
+}
+
+/// Starts several runs of a workflow in one transaction: all or none. A
+/// caller's `traceparent` is joined by every run; without one each run has
+/// a trace of its own.
+#[utoipa::path(post, path = "/v1/workflows/{name}/runs/batch", tag = "runs", params(("name" = String, Path, description = "Workflow name; a `/` in it is sent as %2F", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("traceparent" = Option<String>, Header, description = "W3C trace context: every run joins this trace"), ("baggage" = Option<String>, Header, description = "W3C baggage, handed to every attempt's worker")), request_body = StartRunsRequest, responses((status = 202, body = StartRunsResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "`idempotency_key_reused` by one of the runs: nothing was started")))]
+pub(crate) async fn start_runs(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    extract::Json(request): extract::Json<StartRunsRequest>,
+) -> ApiResult<(StatusCode, Json<StartRunsResponse>)> {
+    let parent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(weft_core::trace::parse_traceparent);
+    let baggage = baggage(&headers);
+    let request_id = request_id(&headers);
+    let mut batch = Vec::with_capacity(request.runs.len());
+    for run in request.runs {
+        batch.push(NewRun {
+            workflow: name.clone(),
+            input: run.input,
+            idempotency_key: run.idempotency_key,
+            parent: parent.clone(),
+            trace_id: None,
+            baggage: baggage.clone(),
+            request_id: request_id.clone(),
+        });
+    }
+    let runs = state.store().start_runs_all_or_none(&batch).await?;
+    Ok((StatusCode::ACCEPTED, Json(StartRunsResponse { runs })))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct ListRunsQuery {
+    workflow: Option<String>,
+    status: Option<String>,
+    trace_id: Option<String>,
+    /// RFC 3339 time, or a duration back from now such as `1h`.
+    since: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("status" = Option<String>, Query), ("trace_id" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("since" = Option<String>, Query, description = "RFC 3339 time, or a duration back from now (`90s`, `1h30m`)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
+pub(crate) async fn list_runs(
+    State(state): State<AppState>,
+    Query(query): Query<ListRunsQuery>,
+) -> ApiResult<Json<RunList>> {
+    let status = match &query.status {
+        None => None,
+        Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
+            let known: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+            ApiError::bad_request(
+                "invalid_status",
+                format!("unknown run status `{text}` (one of {})", known.join(", ")),
+            )
+        })?),
+    };
+    let since_ms = match &query.since {
+        None => None,
+        Some(text) => Some(parse_since(text, state.store().now_ms())?),
+    };
+    if let Some(limit) = query.limit
+        && (limit == 0 || limit > 1000)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_limit",
+            "limit must be from 1 to 1000",
+        ));
+    }
+    let filter = RunFilter {
+        workflow: query.workflow,
+        status,
+        trace_id: query.trace_id,
+        since_ms,
+        limit: query.limit,
+        cursor: query.cursor,
+    };
+    Ok(Json(state.store().list_runs(&filter).await?))
+}
+
+fn parse_since(text: &str, now_ms: i64) -> ApiResult<i64> {
+    if let Some(ms) = weft_store::parse_rfc3339(text) {
+        return Ok(ms);
+    }
+    let invalid = || {
+        ApiError::bad_request(
+            "invalid_since",
+            format!("`{text}` is neither an RFC 3339 time nor a duration like 1h"),
+        )
+    };
+    // The documented form only (digits then a unit, repeated, no spaces).
+    let well_formed = !text.is_empty()
+        && text.bytes().all(|b| b.is_ascii_alphanumeric())
+        && text
+            .split(|c: char| c.is_ascii_alphabetic())
+            .all(|digits| digits.len() <= 9);
+    if !well_formed {
+        return Err(invalid());
+    }
+    let ago = weft_core::duration::parse_ms(text).map_err(|_| invalid())?;
+    Ok(now_ms.saturating_sub(i64::try_from(ago).unwrap_or(i64::MAX)))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct GetRunQuery {
+    /// Hold the request until the run has ended, at most this long.
+    wait_ms: Option<u64>,
+}
+
+/// The longest `wait_ms` a caller may ask for.
+const MAX_RUN_WAIT: Duration = Duration::from_secs(60);
+
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("wait_ms" = Option<u64>, Query, minimum = 0, maximum = 60000, description = "Answer once the run has ended, or after this many milliseconds (at most 60000)")), responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody, description = "`corrupt_row`: a stored row of the run does not decode; the message names the column and run")))]
+pub(crate) async fn get_run(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<GetRunQuery>,
+) -> ApiResult<Json<RunDetail>> {
+    let mut run = match query.wait_ms {
+        None | Some(0) => state.store().get_run(&id).await?,
+        Some(ms) if ms > MAX_RUN_WAIT.as_millis() as u64 => {
+            return Err(ApiError::bad_request(
+                "invalid_wait",
+                format!("wait_ms is at most {}", MAX_RUN_WAIT.as_millis()),
+            ));
+        }
+        Some(ms) => {
+            state
+                .store()
+                .wait_run(&id, Duration::from_millis(ms))
+                .await?
+        }
+    };
+    run.trace_url = trace_url(state.config.trace_url_template.as_deref(), &run.trace_id);
+    if state.config.redact_api {
+        redact_run(&state.config.redactor, &mut run);
+    }
+    Ok(Json(run))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct EventsQuery {
+    after: Option<i64>,
+}
+
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("after" = Option<i64>, Query, minimum = 0, description = "Only events after this `seq`")), responses((status = 200, body = EventList), (status = 404, body = ErrorBody)))]
+pub(crate) async fn run_events(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<EventsQuery>,
+) -> ApiResult<Json<EventList>> {
+    let mut events = state.store().run_events(&id, query.after).await?;
+    if state.config.redact_api {
+        for event in &mut events {
+            event.data = state.config.redactor.redact(&event.data);
+        }
+    }
+    Ok(Json(EventList { events }))
+}
+
+#[derive(Deserialize)]
+pub(crate) struct LogsQuery {
+    step: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = Option<String>, Query, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = LogList), (status = 404, body = ErrorBody)))]
+pub(crate) async fn run_logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> ApiResult<Json<LogList>> {
+    Ok(Json(LogList {
+        lines: state.store().run_logs(&id, query.step.as_deref()).await?,
+    }))
+}

@@ -1,0 +1,121 @@
+//! The run history as server-sent events, followed until the run ends.
+
+use std::{collections::BTreeSet, convert::Infallible, time::Duration};
+
+use axum::{
+    extract::State,
+    http::HeaderMap,
+    response::sse::{Event as SseEvent, KeepAlive, Sse},
+};
+use weft_api::ErrorBody;
+use weft_core::RunStatus;
+
+use super::ApiResult;
+use crate::{AppState, extract::Path};
+
+/// Server-sent events: the run's history, then new events as they are
+/// written, until the run ends. Each SSE event's id is the history `seq`.
+#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, description = "Server-sent events, one per history event", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
+pub(crate) async fn run_event_stream(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>>> {
+    let run_id = state.store().resolve_run_id(&id).await?;
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i64>().ok());
+    let store = state.store().clone();
+    let follower = EventFollower {
+        store,
+        run_id,
+        low_water: after.unwrap_or(0),
+        delivered: BTreeSet::new(),
+        done: false,
+    };
+    let stream = futures::stream::unfold(follower, |mut follower| async move {
+        let batch = follower.next_batch().await?;
+        Some((futures::stream::iter(batch), follower))
+    });
+    use futures::StreamExt;
+    Ok(Sse::new(stream.flatten()).keep_alive(KeepAlive::default()))
+}
+
+/// Follows a run's history for the SSE stream.
+///
+/// On Postgres, sequence numbers are taken before commit, so two
+/// transactions can commit out of `seq` order: a reader that only asks for
+/// `seq > last seen` could skip an event committed late. The follower
+/// therefore re-reads a window behind its newest event and remembers what it
+/// sent, and moves the window's floor only past events older than any
+/// transaction can plausibly stay open.
+struct EventFollower {
+    store: weft_store::Store,
+    run_id: String,
+    low_water: i64,
+    delivered: BTreeSet<i64>,
+    done: bool,
+}
+
+const COMMIT_LAG_MS: i64 = 10_000;
+
+impl EventFollower {
+    async fn run_ended(&self) -> bool {
+        let statuses = self
+            .store
+            .run_statuses(std::slice::from_ref(&self.run_id))
+            .await
+            .unwrap_or_default();
+        statuses
+            .get(&self.run_id)
+            .and_then(|s| RunStatus::parse(s))
+            .is_some_and(|s| s.is_terminal())
+    }
+
+    async fn next_batch(&mut self) -> Option<Vec<Result<SseEvent, Infallible>>> {
+        if self.done {
+            return None;
+        }
+        loop {
+            let events = self
+                .store
+                .run_events(&self.run_id, Some(self.low_water))
+                .await
+                .unwrap_or_default();
+            let settled_before = self.store.now_ms() - COMMIT_LAG_MS;
+            let mut batch = Vec::new();
+            let mut ended = false;
+            let mut settled_prefix = true;
+            for event in &events {
+                ended |= matches!(
+                    event.kind.as_str(),
+                    "run.completed" | "run.failed" | "run.cancelled"
+                );
+                if self.delivered.insert(event.seq) {
+                    batch.push(Ok(SseEvent::default()
+                        .id(event.seq.to_string())
+                        .event(event.kind.clone())
+                        .data(serde_json::to_string(event).unwrap_or_default())));
+                }
+                // Events come in seq order: the floor moves over a settled prefix.
+                settled_prefix &=
+                    weft_store::parse_rfc3339(&event.at).is_some_and(|at| at < settled_before);
+                if settled_prefix {
+                    self.low_water = event.seq;
+                }
+            }
+            self.delivered.retain(|&seq| seq > self.low_water);
+            if !batch.is_empty() {
+                return Some(batch);
+            }
+            // Nothing new: after the run's end event, or when a client
+            // reconnected past the end of a finished run, the stream is over.
+            if (ended || events.is_empty()) && self.run_ended().await {
+                self.done = true;
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
