@@ -1,6 +1,7 @@
 //! Weft's HTTP server: the API of SPEC §3, the worker protocol and health
 //! endpoints, on axum. The only crate that knows HTTP on the server side.
 
+pub mod auth;
 mod conform;
 mod dashboard;
 mod diagnostics;
@@ -143,6 +144,7 @@ pub fn router(engine: Engine, config: Config) -> Router {
     };
     routes::routes()
         .route_layer(middleware::from_fn_with_state(metrics, record_http))
+        .layer(middleware::from_fn(auth::authenticate))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(Extension(body_timeout))
