@@ -13,6 +13,7 @@ mod failures;
 mod harness;
 mod restart;
 mod robustness;
+mod upgrade;
 mod worker_faults;
 
 /// Generates one `#[tokio::test]` per backend for each `module::scenario`.
