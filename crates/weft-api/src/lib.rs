@@ -10,6 +10,8 @@
 //! in `/openapi.json`; a request outside them is answered 400 with the code
 //! the field names. Doc comments here are the OpenAPI `description`s.
 
+#![deny(missing_docs)]
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
