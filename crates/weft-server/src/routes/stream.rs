@@ -3,6 +3,7 @@
 use std::{collections::BTreeSet, convert::Infallible, time::Duration};
 
 use axum::{
+    Extension,
     extract::State,
     http::HeaderMap,
     response::sse::{Event as SseEvent, KeepAlive, Sse},
@@ -11,17 +12,39 @@ use weft_api::ErrorBody;
 use weft_core::RunStatus;
 
 use super::ApiResult;
-use crate::{AppState, extract::Path};
+use crate::{
+    AppState,
+    auth::Principal,
+    extract::{Path, Query},
+    present::{self, RunPresenter},
+};
+
+/// The stream's query: `redact=true` asks for redacted events where the
+/// caller's role would see clear ones.
+#[derive(serde::Deserialize)]
+pub(crate) struct StreamQuery {
+    redact: Option<bool>,
+}
+
+impl crate::limits::Validate for StreamQuery {
+    fn validate(&self) -> ApiResult<()> {
+        Ok(())
+    }
+}
 
 /// Server-sent events: the run's history, then new events as they are
 /// written, until the run ends. Each SSE event's id is the history `seq`.
-#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, description = "Server-sent events, one per history event", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("redact" = Option<bool>, Query, description = "Stream redacted events even where the caller's role sees clear data")), responses((status = 200, description = "Server-sent events, one per history event", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn run_event_stream(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
+    Query(query): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>>> {
     let run_id = state.store().resolve_run_id(&id).await?;
+    let redactor = present::redacts_for(&state.config, &caller, query.redact)
+        .then(|| state.config.redactor.clone());
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -33,6 +56,9 @@ pub(crate) async fn run_event_stream(
         low_water: after.unwrap_or(0),
         delivered: BTreeSet::new(),
         done: false,
+        redactor,
+        masker_stale: true,
+        masker: None,
     };
     let stream = futures::stream::unfold(follower, |mut follower| async move {
         let batch = follower.next_batch().await?;
@@ -56,11 +82,48 @@ struct EventFollower {
     low_water: i64,
     delivered: BTreeSet<i64>,
     done: bool,
+    /// Set when the caller gets redacted events.
+    redactor: Option<weft_core::redact::Redactor>,
+    /// The run's data changed since the masker was built (a step completed:
+    /// its output may hold new secrets), or no masker was built yet.
+    masker_stale: bool,
+    masker: Option<RunPresenter>,
 }
 
 const COMMIT_LAG_MS: i64 = 10_000;
 
 impl EventFollower {
+    /// Redacts a batch of events for a caller who gets redacted data. The
+    /// masker is built from the run's data once, and again after a step
+    /// completes (its output may name new secrets). If the run cannot be
+    /// read, the events' data is withheld rather than sent clear.
+    async fn redact(&mut self, events: &mut [weft_api::EventRecord]) {
+        let Some(redactor) = &self.redactor else {
+            return;
+        };
+        if events
+            .iter()
+            .any(|e| e.kind == "step.completed" || e.kind == "run.completed")
+        {
+            self.masker_stale = true;
+        }
+        if self.masker_stale && !events.is_empty() {
+            self.masker = match self.store.get_run(&self.run_id).await {
+                Ok(run) => Some(RunPresenter::new(redactor, &run)),
+                Err(_) => None,
+            };
+            self.masker_stale = self.masker.is_none();
+        }
+        match &self.masker {
+            Some(presenter) => presenter.events(events),
+            None => {
+                for event in events.iter_mut() {
+                    event.data = serde_json::Value::String(weft_core::redact::REDACTED.to_owned());
+                }
+            }
+        }
+    }
+
     async fn run_ended(&self) -> bool {
         let statuses = self
             .store
@@ -87,6 +150,8 @@ impl EventFollower {
             let mut batch = Vec::new();
             let mut ended = false;
             let mut settled_prefix = true;
+            let mut events = events;
+            self.redact(&mut events).await;
             for event in &events {
                 ended |= matches!(
                     event.kind.as_str(),
