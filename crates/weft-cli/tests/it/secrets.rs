@@ -98,6 +98,16 @@ exit 1"#,
         )
         .await;
     let base = env.server.url.clone();
+    // Followed live from the start: the stream's masker must learn the
+    // secret of `leak`'s output when that step completes.
+    let live_stream = tokio::spawn({
+        let http = env.http.clone();
+        let url = format!("{base}/v1/runs/{run_id}/events/stream");
+        async move {
+            let response = http.get(&url).send().await.expect("GET the stream");
+            response.text().await.expect("the stream to its end")
+        }
+    });
     let get = |path: String| {
         let http = env.http.clone();
         async move {
@@ -165,6 +175,12 @@ exit 1"#,
     let stream = get(format!("{base}/v1/runs/{run_id}/events/stream")).await;
     assert!(stream.contains("run.failed"), "{stream}");
     assert_clean("the event stream", &stream);
+    let live = live_stream.await.expect("the live stream");
+    assert!(
+        live.contains("step.completed") && live.contains("run.failed"),
+        "{live}"
+    );
+    assert_clean("the event stream followed live", &live);
     assert_clean("the run list", &get(format!("{base}/v1/runs")).await);
 
     // The dashboard, and every API link it offers.

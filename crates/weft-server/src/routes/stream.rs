@@ -147,21 +147,16 @@ impl EventFollower {
                 .await
                 .unwrap_or_default();
             let settled_before = self.store.now_ms() - COMMIT_LAG_MS;
-            let mut batch = Vec::new();
+            let mut fresh = Vec::new();
             let mut ended = false;
             let mut settled_prefix = true;
-            let mut events = events;
-            self.redact(&mut events).await;
             for event in &events {
                 ended |= matches!(
                     event.kind.as_str(),
                     "run.completed" | "run.failed" | "run.cancelled"
                 );
                 if self.delivered.insert(event.seq) {
-                    batch.push(Ok(SseEvent::default()
-                        .id(event.seq.to_string())
-                        .event(event.kind.clone())
-                        .data(serde_json::to_string(event).unwrap_or_default())));
+                    fresh.push(event.clone());
                 }
                 // Events come in seq order: the floor moves over a settled prefix.
                 settled_prefix &=
@@ -170,6 +165,18 @@ impl EventFollower {
                     self.low_water = event.seq;
                 }
             }
+            // Only events not sent before are redacted (the window behind
+            // the newest event is read again on every poll).
+            self.redact(&mut fresh).await;
+            let batch: Vec<_> = fresh
+                .iter()
+                .map(|event| {
+                    Ok(SseEvent::default()
+                        .id(event.seq.to_string())
+                        .event(event.kind.clone())
+                        .data(serde_json::to_string(event).unwrap_or_default()))
+                })
+                .collect();
             self.delivered.retain(|&seq| seq > self.low_water);
             if !batch.is_empty() {
                 return Some(batch);
