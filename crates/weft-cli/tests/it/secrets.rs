@@ -239,3 +239,46 @@ exit 1"#,
         assert_clean(&format!("span {}", span.name), &span.text);
     }
 }
+
+/// A redaction pattern that does not compile stops the server at startup,
+/// naming the pattern, from the flag or from the variable (one per line).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_redaction_pattern_stops_the_server() {
+    let db = weft_testkit::sqlite_database();
+    let run = |flag: Option<&str>, variable: Option<&str>| {
+        let mut command = tokio::process::Command::new(WEFT);
+        command
+            .args([
+                "server",
+                "--database-url",
+                &db.url,
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .env_remove("WEFT_REDACT_PATTERNS")
+            .kill_on_drop(true);
+        if let Some(pattern) = flag {
+            command.args(["--redact-patterns", pattern]);
+        }
+        if let Some(patterns) = variable {
+            command.env("WEFT_REDACT_PATTERNS", patterns);
+        }
+        async move {
+            tokio::time::timeout(PATIENCE, command.output())
+                .await
+                .expect("the server exits at once")
+                .expect("run the weft binary")
+        }
+    };
+    for output in [
+        run(Some("acct-(\\d+"), None).await,
+        run(None, Some("card-\\d{4}\nacct-(\\d+")).await,
+    ] {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("redaction pattern `acct-(\\d+`"),
+            "the error names the pattern: {stderr}"
+        );
+    }
+}
