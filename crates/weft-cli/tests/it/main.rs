@@ -14,6 +14,7 @@ mod harness;
 mod restart;
 mod robustness;
 mod secrets;
+mod upgrade;
 mod worker_faults;
 
 // The OTLP receiver of the telemetry tests, shared rather than copied.
