@@ -390,4 +390,29 @@ mod tests {
             })
         );
     }
+
+    proptest::proptest! {
+        /// Whatever surrounds them, every secret in a text is masked, and
+        /// masking never splits a character (any text, any secrets).
+        #[test]
+        fn no_secret_survives_masking(
+            pieces in proptest::collection::vec(("\\PC{0,12}", 0usize..3), 1..6),
+            secrets in proptest::collection::vec("[0-9A-F\"\\\\é🔑]{6,10}", 1..4),
+        ) {
+            let mut text = String::new();
+            for (filler, pick) in &pieces {
+                text.push_str(filler);
+                text.push_str(&secrets[pick % secrets.len()]);
+            }
+            let masked = masker(&secrets.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+                .mask(&text)
+                .into_owned();
+            for secret in &secrets {
+                proptest::prop_assert!(
+                    !masked.contains(secret.as_str()),
+                    "{secret:?} survives in {masked:?} (from {text:?})"
+                );
+            }
+        }
+    }
 }

@@ -1,5 +1,6 @@
 //! Turning store models into what people are shown: redaction and trace
-//! links. The one place a run's data is redacted on its way out: values
+//! links. The one place the server redacts a run's data on its way out
+//! (the store masks its own log lines and spans the same way): values
 //! under sensitive keys (`Redactor::redact`) and, in free text (errors, log
 //! lines, event data, diagnosis evidence), the secret values of the run's
 //! input and step outputs and the configured patterns (`TextMasker`). Stored
