@@ -36,6 +36,7 @@ pub(crate) async fn poll(
             version: request.version,
             concurrency: request.concurrency,
         },
+        token_id: None,
     };
     let started = std::time::Instant::now();
     let polled = state
