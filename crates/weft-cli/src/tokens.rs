@@ -390,12 +390,7 @@ async fn open(url: &str, pepper: &PepperArgs) -> Result<(Store, Pepper)> {
     )?;
     let store = Store::connect(url, Default::default())
         .await
-        .with_context(|| {
-            format!(
-                "cannot open the database at {}",
-                crate::serve::redact_url(url)
-            )
-        })?;
+        .context("cannot open the database named by --database-url")?;
     Ok((store, pepper))
 }
 
