@@ -160,6 +160,9 @@ pub struct AuthConfig {
     pub bootstrap_token: Option<String>,
 }
 
+/// Shortest `WEFT_BOOTSTRAP_TOKEN` accepted, in characters.
+pub const MIN_BOOTSTRAP_LEN: usize = 24;
+
 /// The name of the admin token stored from `WEFT_BOOTSTRAP_TOKEN`.
 pub const BOOTSTRAP_NAME: &str = "bootstrap";
 
@@ -193,7 +196,14 @@ pub enum StartupError {
          (or run with --auth off on a loopback address)"
     )]
     NoTokens,
-    /// The store failed.
+    /// The bootstrap token is too short to be a secret.
+    #[error(
+        "WEFT_BOOTSTRAP_TOKEN must be at least {MIN_BOOTSTRAP_LEN} characters (a long random \
+         secret, e.g. `openssl rand -hex 32`)"
+    )]
+    WeakBootstrap,
+    /// The store failed (a bootstrap token whose name `bootstrap` is taken
+    /// by another live token: revoke that one first).
     #[error("cannot prepare authentication")]
     Store(#[source] weft_store::Error),
 }
@@ -211,6 +221,9 @@ pub async fn prepare(store: &Store, config: &AuthConfig) -> Result<(), StartupEr
     }
     let pepper = config.pepper.as_ref().ok_or(StartupError::NoPepper)?;
     if let Some(token) = &config.bootstrap_token {
+        if token.trim().chars().count() < MIN_BOOTSTRAP_LEN {
+            return Err(StartupError::WeakBootstrap);
+        }
         let new = weft_store::NewToken {
             name: BOOTSTRAP_NAME.to_owned(),
             role: Role::Admin.as_str().to_owned(),

@@ -646,6 +646,22 @@ pub async fn startup_refusals_and_the_cli(db_url: String) {
 
     let (mut proc, started) = server_on(
         dir.path(),
+        "weak-bootstrap",
+        &db_url,
+        &loopback,
+        &["--auth", "required", "--bootstrap-token", "short"],
+    )
+    .await;
+    assert!(!started);
+    assert!(!proc.wait_exit(PATIENCE).await.expect("it exits").success());
+    assert!(
+        proc.output().contains("at least 24 characters"),
+        "{}",
+        proc.output()
+    );
+
+    let (mut proc, started) = server_on(
+        dir.path(),
         "explicitly-open",
         &db_url,
         &wildcard,
