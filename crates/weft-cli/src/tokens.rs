@@ -26,8 +26,8 @@ use weft_store::{NewToken, Pepper, Store};
 
 use crate::parse_duration;
 
-/// Where the token pepper comes from.
-#[derive(Args, Clone, Debug, Default)]
+/// Where the token pepper comes from. No `Debug`: it holds the pepper.
+#[derive(Args, Clone, Default)]
 pub struct PepperArgs {
     /// A file holding the token pepper (at least 16 bytes), the key of the
     /// stored token hashes: the same for every server and for `weft tokens
@@ -42,7 +42,7 @@ pub struct PepperArgs {
 }
 
 /// The server's authentication flags.
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone)]
 pub struct AuthArgs {
     /// `required` or `off`. Default: `off` when --listen is a loopback
     /// address, `required` otherwise. A non-loopback server runs open only
@@ -184,7 +184,7 @@ pub fn explain_startup(err: &weft_server::auth::StartupError, listen: &str) -> S
 }
 
 /// `weft tokens`.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum TokensCommand {
     /// Create a token and print it; it is shown only this once.
     Create {
@@ -219,7 +219,7 @@ pub enum TokensCommand {
 }
 
 /// Working on the database directly instead of through the API.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Clone)]
 pub struct DirectArgs {
     /// Write to this database directly instead of calling the server (how
     /// the first admin token is made); needs the servers' pepper.
