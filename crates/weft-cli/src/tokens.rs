@@ -419,6 +419,37 @@ mod tests {
     }
 
     #[test]
+    fn a_pepper_is_made_once_beside_an_sqlite_database() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("weft.db").display());
+        let args = super::PepperArgs::default();
+        let first = super::load_pepper(&args, &url).unwrap().expect("a pepper");
+        let file = dir.path().join("weft.db.pepper");
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only the owner reads it");
+        let second = super::load_pepper(&args, &url).unwrap().expect("a pepper");
+        // The same pepper both times: a hash made with one verifies with the other.
+        let (_, secret) = first.split("weft_0011223344556677_s3cret");
+        assert_eq!(first.split("x").0, second.split("x").0);
+        assert_eq!(secret, "s3cret");
+        assert!(
+            super::load_pepper(&args, "postgres://db/weft")
+                .unwrap()
+                .is_none()
+        );
+        let explicit = super::PepperArgs {
+            token_pepper: Some("a pepper given explicitly".into()),
+            ..Default::default()
+        };
+        assert!(
+            super::load_pepper(&explicit, "postgres://db/weft")
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    #[test]
     fn sqlite_files() {
         assert_eq!(
             sqlite_file("sqlite://weft.db").unwrap().to_str(),
