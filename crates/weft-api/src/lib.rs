@@ -17,7 +17,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 mod diagnostics;
+mod tokens;
 pub use diagnostics::*;
+pub use tokens::*;
 
 /// Every error response of the API: `{"error": {"code", "message"}}` (SPEC
 /// §3), with the 4xx or 5xx status the code belongs to. The statuses and

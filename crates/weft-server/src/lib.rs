@@ -33,6 +33,7 @@ use weft_engine::Engine;
 pub use weft_telemetry::metrics::Metrics;
 
 pub use error::ApiError;
+pub use routes::{RouteAccess, route_table};
 
 #[derive(Clone)]
 pub struct Config {
@@ -63,6 +64,8 @@ pub struct Config {
     /// connection closed. A read timeout only: long polls, `?wait_ms` and
     /// event streams are not cut short by it.
     pub body_read_timeout: Duration,
+    /// API tokens: whether they are required, the pepper, the cache.
+    pub auth: auth::AuthConfig,
 }
 
 /// Default of [`Config::body_read_timeout`].
@@ -100,6 +103,7 @@ impl Default for Config {
             trace_url_template: None,
             tracing: None,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -110,6 +114,7 @@ pub(crate) struct AppState {
     config: Arc<Config>,
     metrics: Metrics,
     started: Instant,
+    auth: Arc<auth::Authenticator>,
 }
 
 impl AppState {
@@ -136,15 +141,21 @@ pub fn router(engine: Engine, config: Config) -> Router {
         None => Arc::new(metrics.clone()),
     };
     engine.store().set_observer(observer);
+    let authenticator = auth::Authenticator::new(engine.store().clone(), config.auth.clone());
+    let metrics_open = config.auth.metrics_open;
     let state = AppState {
+        auth: authenticator.clone(),
         engine,
         config: Arc::new(config),
         metrics: metrics.clone(),
         started: Instant::now(),
     };
-    routes::routes()
+    routes::routes(metrics_open)
         .route_layer(middleware::from_fn_with_state(metrics, record_http))
-        .layer(middleware::from_fn(auth::authenticate))
+        .layer(middleware::from_fn_with_state(
+            authenticator,
+            auth::authenticate,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(Extension(body_timeout))

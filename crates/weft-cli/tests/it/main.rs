@@ -3,6 +3,7 @@
 //! throwaway PostgreSQL. Each scenario is written once and run on both.
 
 mod api;
+mod auth;
 mod cli;
 mod conditions;
 mod corruption;
@@ -82,10 +83,19 @@ on_both_backends! {
     doctor::doctor_poison_input_and_lease_expired_loop,
     doctor::doctor_running_long_saturated_cancel_pending,
     doctor::doctor_start_wait_says_why,
+    auth::every_route_by_every_caller,
+    auth::worker_tokens_keep_to_their_queues_and_leases,
+    auth::revocation_reaches_every_server,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
 mod edge_sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn auth_startup_refusals_and_the_cli() {
+        let db = weft_testkit::sqlite_database();
+        crate::auth::startup_refusals_and_the_cli(db.url.clone()).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn read_timeouts() {
         let db = weft_testkit::sqlite_database();
