@@ -7,7 +7,9 @@
 //! (400, malformed or out-of-range input; bounds in [`crate::limits`]),
 //! `route_not_found` (404), `method_not_allowed` (405, with `Allow`),
 //! `request_timeout` (408, the body did not arrive in time),
-//! `payload_too_large` (413, over `--max-body-bytes`), `unavailable` (503),
+//! `payload_too_large` (413, over `--max-body-bytes`), `rate_limited` (429,
+//! a caller over its request rate or long-poll cap, with `Retry-After`),
+//! `tls_required` (400, plain HTTP sent to an HTTPS port), `unavailable` (503),
 //! `corrupt_row` (500, a stored row does not decode: the message names the
 //! column and run, never the stored values) and `internal` (500).
 
@@ -40,6 +42,13 @@ pub enum ApiError {
         status: StatusCode,
         code: &'static str,
         message: String,
+    },
+    /// The caller is over one of its limits (`ratelimit.rs`).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        /// Sent as `Retry-After`, in whole seconds.
+        retry_after_secs: u64,
     },
     #[error("{0}")]
     Unavailable(String),
@@ -101,6 +110,7 @@ impl ApiError {
             ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Other { status, .. } => *status,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -121,6 +131,7 @@ impl ApiError {
             ApiError::RouteNotFound(_) => "route_not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Other { code, .. } => code,
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -168,6 +179,15 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = &self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_secs),
             );
         }
         response.extensions_mut().insert(ErrorCode(self.code()));

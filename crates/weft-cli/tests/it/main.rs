@@ -13,6 +13,7 @@ mod failures;
 mod harness;
 mod restart;
 mod robustness;
+mod tls;
 mod worker_faults;
 
 /// Generates one `#[tokio::test]` per backend for each `module::scenario`.
@@ -74,10 +75,17 @@ on_both_backends! {
     doctor::doctor_poison_input_and_lease_expired_loop,
     doctor::doctor_running_long_saturated_cancel_pending,
     doctor::doctor_start_wait_says_why,
+    tls::workflow_over_tls,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
 mod edge_sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_edges() {
+        let db = weft_testkit::sqlite_database();
+        crate::tls::tls_edges(db.url.clone()).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn read_timeouts() {
         let db = weft_testkit::sqlite_database();
