@@ -320,4 +320,69 @@ mod tests {
         assert!(wait <= Duration::from_secs(1), "{wait:?}");
         assert_eq!(limits.check_rate(&b), Ok(()), "b has its own bucket");
     }
+
+    /// Answers of the middleware for requests by `principal` (none: no
+    /// `Principal` at all) to `path`, through a real router.
+    async fn statuses(
+        limits: &Limits,
+        principal: Option<Principal>,
+        path: &str,
+        n: usize,
+    ) -> Vec<(u16, Option<String>)> {
+        use axum::{Router, body::Body, middleware, routing::get};
+        use tower::ServiceExt as _;
+        let mut app = Router::new()
+            .route("/v1/runs", get(|| async { "ok" }))
+            .route("/health/ready", get(|| async { "ok" }))
+            .route_layer(middleware::from_fn_with_state(limits.clone(), limit));
+        if let Some(principal) = principal {
+            app = app.layer(axum::Extension(principal));
+        }
+        let mut answers = Vec::new();
+        for _ in 0..n {
+            let request = axum::http::Request::get(path).body(Body::empty()).unwrap();
+            let response = app.clone().oneshot(request).await.unwrap();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            answers.push((response.status().as_u16(), retry_after));
+        }
+        answers
+    }
+
+    fn token(id: &str) -> Principal {
+        Principal {
+            name: format!("token {id}"),
+            role: crate::auth::Role::Worker,
+            queues: None,
+            token_id: Some(id.to_owned()),
+        }
+    }
+
+    #[tokio::test]
+    async fn callers_are_keyed_by_token_and_anonymous_ones_exempt() {
+        let limits = Limits::new(&Config {
+            requests_per_second: NonZeroU32::new(1),
+            burst: NonZeroU32::new(2).unwrap(),
+            ..Config::default()
+        });
+        let a = statuses(&limits, Some(token("a")), "/v1/runs", 3).await;
+        assert_eq!(a[..2], [(200, None), (200, None)]);
+        assert_eq!(a[2], (429, Some("1".to_owned())));
+        // Token b has its own bucket; a's probes are not limited.
+        let b = statuses(&limits, Some(token("b")), "/v1/runs", 2).await;
+        assert!(b.iter().all(|(status, _)| *status == 200), "{b:?}");
+        let probes = statuses(&limits, Some(token("a")), "/health/ready", 3).await;
+        assert!(
+            probes.iter().all(|(status, _)| *status == 200),
+            "{probes:?}"
+        );
+        // Without a token (authentication off), exempt by default.
+        let anonymous = statuses(&limits, Some(Principal::anonymous()), "/v1/runs", 5).await;
+        assert!(
+            anonymous.iter().all(|(status, _)| *status == 200),
+            "{anonymous:?}"
+        );
+    }
 }

@@ -11,6 +11,7 @@ mod doctor;
 mod edge;
 mod failures;
 mod harness;
+mod limits;
 mod restart;
 mod robustness;
 mod tls;
@@ -80,6 +81,18 @@ on_both_backends! {
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
 mod edge_sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn over_the_rate_is_429_for_that_caller_only() {
+        let db = weft_testkit::sqlite_database();
+        crate::limits::over_the_rate_is_429_for_that_caller_only(db.url.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn long_polls_are_capped_per_caller() {
+        let db = weft_testkit::sqlite_database();
+        crate::limits::long_polls_are_capped_per_caller(db.url.clone()).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn tls_edges() {
         let db = weft_testkit::sqlite_database();

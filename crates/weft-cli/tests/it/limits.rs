@@ -1,0 +1,182 @@
+//! Per-caller limits over real HTTP: a caller over its request rate gets
+//! 429 `rate_limited` with `Retry-After` while other callers and the health
+//! probes are unaffected, and a caller holding its most long polls gets 429
+//! for one more. Callers here have no token, so the server keys them by
+//! peer address (`--rate-limit-anonymous peer`); each test client binds its
+//! own loopback address (127.0.0.x) to be a distinct caller.
+
+use std::{net::IpAddr, time::Duration};
+
+use serde_json::{Value, json};
+
+use crate::harness::Env;
+
+/// A plain HTTP client whose connections come from `source`.
+fn client_from(source: [u8; 4]) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .local_address(IpAddr::from(source))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("an HTTP client builds")
+}
+
+async fn get(client: &reqwest::Client, url: &str) -> (u16, Option<String>, Value) {
+    let response = client.get(url).send().await.expect("an answer");
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = response.json().await.unwrap_or(Value::Null);
+    (status, retry_after, body)
+}
+
+/// One caller over its rate is answered 429 with `Retry-After`; another
+/// caller, and the first one's health probes, are not.
+pub async fn over_the_rate_is_429_for_that_caller_only(db_url: String) {
+    let env = Env::start_with(
+        &db_url,
+        &[
+            "--rate-limit-anonymous",
+            "peer",
+            "--rate-limit",
+            "1",
+            "--rate-limit-burst",
+            "5",
+        ],
+    )
+    .await;
+    let runs = format!("{}/v1/runs", env.server.url);
+    let noisy = client_from([127, 0, 0, 1]);
+    let quiet = client_from([127, 0, 0, 2]);
+
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for _ in 0..12 {
+        let (status, retry_after, body) = get(&noisy, &runs).await;
+        statuses.push(status);
+        if status == 429 && limited.is_none() {
+            limited = Some((retry_after, body));
+        }
+    }
+    assert!(
+        statuses[..5].iter().all(|s| *s == 200),
+        "the burst is served: {statuses:?}"
+    );
+    let (retry_after, body) = limited.unwrap_or_else(|| panic!("no 429 in {statuses:?}"));
+    assert_eq!(body["error"]["code"], json!("rate_limited"), "{body}");
+    let retry_after: u64 = retry_after
+        .expect("a Retry-After header")
+        .parse()
+        .expect("whole seconds");
+    assert!((1..=2).contains(&retry_after), "{retry_after}");
+
+    // The typed client reads the code and the wait.
+    let err = env
+        .client
+        .list_runs(&[])
+        .await
+        .expect_err("still over the rate");
+    assert_eq!(err.status(), Some(429));
+    assert_eq!(err.code(), Some("rate_limited"));
+    assert!(err.retry_after() >= Some(Duration::from_secs(1)), "{err:?}");
+
+    // Another caller, and the limited caller's probes, are served.
+    let (status, _, _) = get(&quiet, &runs).await;
+    assert_eq!(status, 200, "another caller is unaffected");
+    for probe in ["/health/live", "/health/ready", "/health"] {
+        let (status, _, _) = get(&noisy, &format!("{}{probe}", env.server.url)).await;
+        assert_eq!(status, 200, "{probe} is never limited");
+    }
+
+    // The 429s are counted by route like any answer.
+    let metrics = quiet
+        .get(format!("{}/metrics", env.server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("route=\"/v1/runs\"") && l.contains("status=\"429\"")),
+        "{metrics}"
+    );
+}
+
+/// A caller holding its most long polls gets 429 for one more, and can poll
+/// again once one returns; another caller's polls are not counted with its.
+pub async fn long_polls_are_capped_per_caller(db_url: String) {
+    let env = Env::start_with(
+        &db_url,
+        &[
+            "--rate-limit-anonymous",
+            "peer",
+            "--max-concurrent-polls",
+            "2",
+        ],
+    )
+    .await;
+    let poll_url = format!("{}/v1/worker/poll", env.server.url);
+    let poll = |source: [u8; 4], wait_ms: u64| {
+        let client = client_from(source);
+        let url = poll_url.clone();
+        async move {
+            let response = client
+                .post(&url)
+                .json(&json!({
+                    "worker_id": format!("w-{}", source[3]),
+                    "handlers": ["nothing.here"],
+                    "wait_ms": wait_ms,
+                }))
+                .send()
+                .await
+                .expect("an answer");
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            (status, retry_after, body)
+        }
+    };
+    // Two polls held open by 127.0.0.3 (nothing is ready: they wait).
+    let first = tokio::spawn(poll([127, 0, 0, 3], 4000));
+    let second = tokio::spawn(poll([127, 0, 0, 3], 4000));
+    // Once both are parked, one more from the same caller is refused (a
+    // probe sent before that is served in 100 ms: probes run one at a time,
+    // so a refusal means two polls were held).
+    let (status, retry_after, body) = crate::harness::wait_until(
+        "a third concurrent poll refused",
+        crate::harness::PATIENCE,
+        || async {
+            let answer = poll([127, 0, 0, 3], 100).await;
+            (answer.0 != 200).then_some(answer)
+        },
+    )
+    .await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], json!("rate_limited"), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("long polls"),
+        "{body}"
+    );
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    // Another caller polls meanwhile.
+    let (status, _, body) = poll([127, 0, 0, 4], 100).await;
+    assert_eq!(status, 200, "{body}");
+    // Once the held polls return, the caller may poll again.
+    for held in [first, second] {
+        let (status, _, body) = held.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, _, body) = poll([127, 0, 0, 3], 100).await;
+    assert_eq!(status, 200, "{body}");
+}
