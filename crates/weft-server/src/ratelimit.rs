@@ -41,6 +41,11 @@ pub const DEFAULT_MAX_CONCURRENT_POLLS: u32 = 64;
 /// Paths never limited: the probes of orchestrators and load balancers.
 const EXEMPT_PATHS: [&str; 4] = ["/health/live", "/health/ready", "/healthz", "/health"];
 
+/// Whether requests to `path` are never limited (health probes).
+pub(crate) fn is_exempt(path: &str) -> bool {
+    EXEMPT_PATHS.contains(&path)
+}
+
 /// The worker protocol's long poll, whose concurrent requests are capped.
 const POLL_PATH: &str = "/v1/worker/poll";
 
@@ -220,7 +225,7 @@ fn retry_after_secs(wait: Duration) -> u64 {
 /// rate, or already holding its most long polls.
 pub(crate) async fn limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
-    if EXEMPT_PATHS.contains(&path) {
+    if is_exempt(path) {
         return next.run(request).await;
     }
     let is_poll = path == POLL_PATH;
