@@ -524,6 +524,37 @@ fn log_outcome(worker_id: &str, report: &Report, outcome: Result<bool, weft_clie
 mod tests {
     use super::*;
 
+    fn limited(retry_after: Option<Duration>) -> weft_client::Error {
+        weft_client::Error::Api {
+            status: 429,
+            code: "rate_limited".to_owned(),
+            message: "over the rate".to_owned(),
+            retry_after,
+        }
+    }
+
+    #[test]
+    fn a_retry_waits_at_least_the_servers_retry_after() {
+        let backoff = Duration::from_millis(200);
+        for _ in 0..20 {
+            let pause = pause_after(&limited(Some(Duration::from_secs(3))), backoff);
+            assert_eq!(pause, Duration::from_secs(3));
+            let pause = pause_after(&limited(None), backoff);
+            assert!(pause <= backoff, "{pause:?}");
+        }
+        // A longer backoff wins over a shorter Retry-After.
+        let pause = pause_after(
+            &limited(Some(Duration::from_secs(1))),
+            Duration::from_secs(4),
+        );
+        assert!(pause >= Duration::from_secs(2), "{pause:?}");
+        // An absurd Retry-After is capped.
+        assert_eq!(
+            server_wait(&limited(Some(Duration::from_secs(86_400)))),
+            MAX_SERVER_WAIT
+        );
+    }
+
     #[test]
     fn too_large_names_size_and_limit() {
         assert_eq!(
