@@ -7,7 +7,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 mod diagnostics;
+mod tokens;
 pub use diagnostics::*;
+pub use tokens::*;
 
 /// Every error response: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

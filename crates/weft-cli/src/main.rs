@@ -7,6 +7,7 @@ mod doctor;
 mod output;
 mod serve;
 mod table;
+mod tokens;
 mod transport;
 
 use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
@@ -124,6 +125,8 @@ pub struct ServerArgs {
     pub diagnosis: DiagnosisArgs,
     #[command(flatten)]
     pub transport: transport::TransportArgs,
+    #[command(flatten)]
+    pub auth: tokens::AuthArgs,
 }
 
 /// Thresholds of `weft doctor`, the diagnosis endpoints and `weft_runs_stalled`.
@@ -341,6 +344,13 @@ enum Command {
         /// Skip this many runs of each cause.
         #[arg(long, default_value_t = 0)]
         offset: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// API tokens: create (shown once), list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        command: tokens::TokensCommand,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -577,6 +587,9 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             .await?;
         }
         Command::Supervise { .. } => unreachable!("handled before the runtime starts"),
+        Command::Tokens { command, client } => {
+            return tokens::run(command, client.client()?, client.json).await;
+        }
         Command::Migrate { database_url } => {
             let store = weft_store::Store::connect(&database_url, Default::default()).await?;
             // Its logs may share stdout: SIGPIPE stays ignored here, and a

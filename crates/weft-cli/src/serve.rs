@@ -105,6 +105,7 @@ async fn start_server(
             trace_url_template: args.trace_url_template.clone(),
             tracing: tracing.cloned(),
             rate_limits: args.transport.rate_limits()?,
+            auth: crate::tokens::auth_config(&args.auth, &args.database_url, &args.listen)?,
             ..Default::default()
         },
         listen: args.listen.clone(),
@@ -120,7 +121,12 @@ async fn start_server(
         listener,
         addr: listen_addr,
         serve: serve_options,
-    } = wiring.build().await?;
+    } = wiring.build().await.map_err(|err| match err {
+        weft_server::wiring::WiringError::Auth(err) => {
+            anyhow::anyhow!(crate::tokens::explain_startup(&err, &args.listen))
+        }
+        other => other.into(),
+    })?;
     let tls = serve_options.tls.is_some();
     let mut extra_tasks = Vec::new();
     if let Some(addr) = &args.metrics_listen {
@@ -184,7 +190,7 @@ impl Running {
 }
 
 /// Hides a password in a database URL before it is logged.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
@@ -223,7 +229,10 @@ pub async fn dev(
     let running = start_server(&args, &server_shutdown, tracing.as_ref()).await?;
     // A wildcard listen address is reached on loopback.
     let url = weft_server::wiring::local_url_with(running.listen_addr, running.tls);
-    let client = crate::transport::client(&url, ca_cert.as_deref(), None)?;
+    // With authentication required (a non-loopback --listen), the examples
+    // are registered and run with the bootstrap admin token.
+    let client =
+        crate::transport::client(&url, ca_cert.as_deref(), args.auth.bootstrap_token.clone())?;
     for (name, manifest) in demo::MANIFESTS {
         let response = client
             .put_workflow(name, manifest)

@@ -311,6 +311,29 @@ impl Client {
         self.send(request).await
     }
 
+    /// `POST /v1/tokens` (admin): creates an API token; the answer's `token`
+    /// is the only time its text is shown. 400 `invalid_role`,
+    /// `invalid_queues`, `invalid_expiry`; 409 `token_name_taken`.
+    pub async fn create_token(&self, request: &CreateTokenRequest) -> Result<CreatedToken> {
+        self.post("/v1/tokens", request).await
+    }
+
+    /// `GET /v1/tokens` (admin): every token, revoked ones included, without
+    /// their secrets.
+    pub async fn list_tokens(&self) -> Result<TokenList> {
+        self.get("/v1/tokens").await
+    }
+
+    /// `DELETE /v1/tokens/{id}` (admin): revokes a token by id or by the name
+    /// of a live token. 404 `token_not_found`.
+    pub async fn revoke_token(&self, name_or_id: &str) -> Result<TokenInfo> {
+        self.send(self.request(
+            Method::DELETE,
+            &format!("/v1/tokens/{}", encode(name_or_id)),
+        ))
+        .await
+    }
+
     /// `GET /v1/workflows`: every workflow with its latest version.
     pub async fn list_workflows(&self) -> Result<WorkflowList> {
         self.get("/v1/workflows").await

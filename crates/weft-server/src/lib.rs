@@ -35,6 +35,7 @@ use weft_engine::Engine;
 pub use weft_telemetry::metrics::Metrics;
 
 pub use error::ApiError;
+pub use routes::{RouteAccess, route_table};
 
 #[derive(Clone)]
 pub struct Config {
@@ -71,6 +72,8 @@ pub struct Config {
     pub tls: bool,
     /// Per-caller limits: requests per second and concurrent long polls.
     pub rate_limits: ratelimit::Config,
+    /// API tokens: whether they are required, the pepper, the cache.
+    pub auth: auth::AuthConfig,
 }
 
 /// Default of [`Config::body_read_timeout`].
@@ -114,6 +117,7 @@ impl Default for Config {
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             tls: false,
             rate_limits: ratelimit::Config::default(),
+            auth: auth::AuthConfig::default(),
         }
     }
 }
@@ -124,6 +128,7 @@ pub(crate) struct AppState {
     config: Arc<Config>,
     metrics: Metrics,
     started: Instant,
+    auth: Arc<auth::Authenticator>,
 }
 
 impl AppState {
@@ -151,13 +156,16 @@ pub fn router(engine: Engine, config: Config) -> Router {
     };
     engine.store().set_observer(observer);
     let rate_limits = ratelimit::Limits::new(&config.rate_limits);
+    let authenticator = auth::Authenticator::new(engine.store().clone(), config.auth.clone());
+    let metrics_open = config.auth.metrics_open;
     let state = AppState {
+        auth: authenticator.clone(),
         engine,
         config: Arc::new(config),
         metrics: metrics.clone(),
         started: Instant::now(),
     };
-    routes::routes()
+    routes::routes(metrics_open)
         // After authentication (an outer layer): limits are kept per caller;
         // inside the HTTP metrics, which count its 429s by route.
         .route_layer(middleware::from_fn_with_state(
@@ -165,7 +173,10 @@ pub fn router(engine: Engine, config: Config) -> Router {
             ratelimit::limit,
         ))
         .route_layer(middleware::from_fn_with_state(metrics, record_http))
-        .layer(middleware::from_fn(auth::authenticate))
+        .layer(middleware::from_fn_with_state(
+            authenticator,
+            auth::authenticate,
+        ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(Extension(body_timeout))

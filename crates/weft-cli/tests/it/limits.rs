@@ -180,3 +180,91 @@ pub async fn long_polls_are_capped_per_caller(db_url: String) {
     let (status, _, body) = poll([127, 0, 0, 3], 100).await;
     assert_eq!(status, 200, "{body}");
 }
+
+/// With authentication required, limits are kept per token: an operator
+/// token over its rate gets 429 while another token is served, and a worker
+/// token holding its one allowed long poll gets 429 for a second one.
+pub async fn limits_are_kept_per_token(db_url: String) {
+    let admin_token = "limits-bootstrap-admin-0123456789abcdef";
+    let env = Env::start_with_env(
+        &db_url,
+        &[
+            "--auth",
+            "required",
+            "--rate-limit",
+            "1",
+            "--rate-limit-burst",
+            "4",
+            "--max-concurrent-polls",
+            "1",
+        ],
+        &[("WEFT_BOOTSTRAP_TOKEN", admin_token)],
+    )
+    .await;
+    let admin = env.client.clone().with_token(Some(admin_token.to_owned()));
+    let create = |name: &str, role: &str| weft_api::CreateTokenRequest {
+        name: name.to_owned(),
+        role: role.to_owned(),
+        queues: None,
+        expires_in_seconds: None,
+    };
+    let noisy = admin
+        .create_token(&create("noisy", "operator"))
+        .await
+        .unwrap();
+    let quiet = admin
+        .create_token(&create("quiet", "operator"))
+        .await
+        .unwrap();
+    let worker = admin
+        .create_token(&create("poller", "worker"))
+        .await
+        .unwrap();
+    let as_token = |token: &str| env.client.clone().with_token(Some(token.to_owned()));
+
+    let noisy = as_token(&noisy.token);
+    let mut limited = None;
+    for _ in 0..12 {
+        if let Err(err) = noisy.list_runs(&[]).await {
+            limited = Some(err);
+            break;
+        }
+    }
+    let err = limited.expect("the noisy token is limited");
+    assert_eq!(err.status(), Some(429), "{err:?}");
+    assert_eq!(err.code(), Some("rate_limited"));
+    assert!(err.retry_after() >= Some(Duration::from_secs(1)), "{err:?}");
+    // Same address, another token: served.
+    as_token(&quiet.token)
+        .list_runs(&[])
+        .await
+        .expect("another token is unaffected");
+
+    // The worker token's one long poll is held; a second one is refused.
+    let poller = as_token(&worker.token);
+    let request = |wait_ms: u64| weft_api::PollRequest {
+        worker_id: "poller-1".to_owned(),
+        queues: vec!["default".to_owned()],
+        handlers: vec!["nothing.here".to_owned()],
+        max_tasks: 1,
+        wait_ms,
+        host: None,
+        pid: None,
+        version: None,
+        concurrency: None,
+    };
+    let held = {
+        let poller = poller.clone();
+        let request = request(3000);
+        tokio::spawn(async move { poller.poll(&request).await })
+    };
+    let refused = crate::harness::wait_until(
+        "a second concurrent poll refused",
+        crate::harness::PATIENCE,
+        || async { poller.poll(&request(100)).await.err() },
+    )
+    .await;
+    assert_eq!(refused.status(), Some(429), "{refused:?}");
+    assert_eq!(refused.code(), Some("rate_limited"));
+    held.await.unwrap().expect("the held poll is answered");
+}

@@ -88,6 +88,12 @@ mod edge_sqlite {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limits_are_kept_per_token() {
+        let db = weft_testkit::sqlite_database();
+        crate::limits::limits_are_kept_per_token(db.url.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn long_polls_are_capped_per_caller() {
         let db = weft_testkit::sqlite_database();
         crate::limits::long_polls_are_capped_per_caller(db.url.clone()).await;
