@@ -121,14 +121,15 @@ pub async fn long_polls_are_capped_per_caller(db_url: String) {
     )
     .await;
     let poll_url = format!("{}/v1/worker/poll", env.server.url);
-    let poll = |source: [u8; 4], wait_ms: u64| {
+    let poll = |source: [u8; 4], worker_id: &str, wait_ms: u64| {
         let client = client_from(source);
         let url = poll_url.clone();
+        let worker_id = worker_id.to_owned();
         async move {
             let response = client
                 .post(&url)
                 .json(&json!({
-                    "worker_id": format!("w-{}", source[3]),
+                    "worker_id": worker_id,
                     "handlers": ["nothing.here"],
                     "wait_ms": wait_ms,
                 }))
@@ -145,20 +146,12 @@ pub async fn long_polls_are_capped_per_caller(db_url: String) {
         }
     };
     // Two polls held open by 127.0.0.3 (nothing is ready: they wait).
-    let first = tokio::spawn(poll([127, 0, 0, 3], 4000));
-    let second = tokio::spawn(poll([127, 0, 0, 3], 4000));
-    // Once both are parked, one more from the same caller is refused (a
-    // probe sent before that is served in 100 ms: probes run one at a time,
-    // so a refusal means two polls were held).
-    let (status, retry_after, body) = crate::harness::wait_until(
-        "a third concurrent poll refused",
-        crate::harness::PATIENCE,
-        || async {
-            let answer = poll([127, 0, 0, 3], 100).await;
-            (answer.0 != 200).then_some(answer)
-        },
-    )
-    .await;
+    let first = tokio::spawn(poll([127, 0, 0, 3], "held-1", 4000));
+    let second = tokio::spawn(poll([127, 0, 0, 3], "held-2", 4000));
+    // Both are parked once the server lists both workers (a poll's slot is
+    // taken before it reaches the store, which records the worker).
+    wait_for_workers(&env.client, &["held-1", "held-2"]).await;
+    let (status, retry_after, body) = poll([127, 0, 0, 3], "third", 100).await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], json!("rate_limited"), "{body}");
     assert!(
@@ -170,15 +163,33 @@ pub async fn long_polls_are_capped_per_caller(db_url: String) {
     );
     assert_eq!(retry_after.as_deref(), Some("1"));
     // Another caller polls meanwhile.
-    let (status, _, body) = poll([127, 0, 0, 4], 100).await;
+    let (status, _, body) = poll([127, 0, 0, 4], "other", 100).await;
     assert_eq!(status, 200, "{body}");
     // Once the held polls return, the caller may poll again.
     for held in [first, second] {
         let (status, _, body) = held.await.unwrap();
         assert_eq!(status, 200, "{body}");
     }
-    let (status, _, body) = poll([127, 0, 0, 3], 100).await;
+    let (status, _, body) = poll([127, 0, 0, 3], "third", 100).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// Waits until the server lists every worker of `ids`.
+async fn wait_for_workers(client: &weft_client::Client, ids: &[&str]) {
+    crate::harness::wait_until(
+        "the held polls' workers listed",
+        crate::harness::PATIENCE,
+        || async {
+            let list = client
+                .list_workers(&[("all", "true".to_owned())])
+                .await
+                .ok()?;
+            ids.iter()
+                .all(|id| list.workers.iter().any(|w| w.worker_id == *id))
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// With authentication required, limits are kept per token: an operator
@@ -258,12 +269,11 @@ pub async fn limits_are_kept_per_token(db_url: String) {
         let request = request(3000);
         tokio::spawn(async move { poller.poll(&request).await })
     };
-    let refused = crate::harness::wait_until(
-        "a second concurrent poll refused",
-        crate::harness::PATIENCE,
-        || async { poller.poll(&request(100)).await.err() },
-    )
-    .await;
+    wait_for_workers(&admin, &["poller-1"]).await;
+    let refused = poller
+        .poll(&request(100))
+        .await
+        .expect_err("a second concurrent poll");
     assert_eq!(refused.status(), Some(429), "{refused:?}");
     assert_eq!(refused.code(), Some("rate_limited"));
     held.await.unwrap().expect("the held poll is answered");
