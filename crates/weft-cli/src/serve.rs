@@ -190,7 +190,7 @@ impl Running {
 }
 
 /// Hides a password in a database URL before it is logged.
-pub(crate) fn redact_url(url: &str) -> String {
+fn redact_url(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];

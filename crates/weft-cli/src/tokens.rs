@@ -26,8 +26,8 @@ use weft_store::{NewToken, Pepper, Store};
 
 use crate::parse_duration;
 
-/// Where the token pepper comes from.
-#[derive(Args, Clone, Debug, Default)]
+/// Where the token pepper comes from. No `Debug`: it holds the pepper.
+#[derive(Args, Clone, Default)]
 pub struct PepperArgs {
     /// A file holding the token pepper (at least 16 bytes), the key of the
     /// stored token hashes: the same for every server and for `weft tokens
@@ -42,7 +42,7 @@ pub struct PepperArgs {
 }
 
 /// The server's authentication flags.
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone)]
 pub struct AuthArgs {
     /// `required` or `off`. Default: `off` when --listen is a loopback
     /// address, `required` otherwise. A non-loopback server runs open only
@@ -184,7 +184,7 @@ pub fn explain_startup(err: &weft_server::auth::StartupError, listen: &str) -> S
 }
 
 /// `weft tokens`.
-#[derive(Subcommand, Debug)]
+#[derive(Subcommand)]
 pub enum TokensCommand {
     /// Create a token and print it; it is shown only this once.
     Create {
@@ -219,7 +219,7 @@ pub enum TokensCommand {
 }
 
 /// Working on the database directly instead of through the API.
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Clone)]
 pub struct DirectArgs {
     /// Write to this database directly instead of calling the server (how
     /// the first admin token is made); needs the servers' pepper.
@@ -390,12 +390,7 @@ async fn open(url: &str, pepper: &PepperArgs) -> Result<(Store, Pepper)> {
     )?;
     let store = Store::connect(url, Default::default())
         .await
-        .with_context(|| {
-            format!(
-                "cannot open the database at {}",
-                crate::serve::redact_url(url)
-            )
-        })?;
+        .context("cannot open the database named by --database-url")?;
     Ok((store, pepper))
 }
 
@@ -421,6 +416,37 @@ mod tests {
         ] {
             assert!(!is_loopback(addr), "{addr}");
         }
+    }
+
+    #[test]
+    fn a_pepper_is_made_once_beside_an_sqlite_database() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("weft.db").display());
+        let args = super::PepperArgs::default();
+        let first = super::load_pepper(&args, &url).unwrap().expect("a pepper");
+        let file = dir.path().join("weft.db.pepper");
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "only the owner reads it");
+        let second = super::load_pepper(&args, &url).unwrap().expect("a pepper");
+        // The same pepper both times: a hash made with one verifies with the other.
+        let (_, secret) = first.split("weft_0011223344556677_s3cret");
+        assert_eq!(first.split("x").0, second.split("x").0);
+        assert_eq!(secret, "s3cret");
+        assert!(
+            super::load_pepper(&args, "postgres://db/weft")
+                .unwrap()
+                .is_none()
+        );
+        let explicit = super::PepperArgs {
+            token_pepper: Some("a pepper given explicitly".into()),
+            ..Default::default()
+        };
+        assert!(
+            super::load_pepper(&explicit, "postgres://db/weft")
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

@@ -128,8 +128,8 @@ impl Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A handle on one Weft server. Cheap to clone: clones share one connection
-/// pool (idle connections are kept 60 s).
-#[derive(Debug, Clone)]
+/// pool (idle connections are kept 60 s). Its `Debug` never shows the token.
+#[derive(Clone)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
@@ -142,6 +142,15 @@ pub struct Client {
 pub struct CaCertError {
     /// What is wrong with it.
     pub reason: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "[hidden]"))
+            .finish()
+    }
 }
 
 fn install_crypto() {
@@ -714,4 +723,17 @@ fn with_query(path: &str, query: &[(&str, String)]) -> String {
         .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
         .collect();
     format!("{path}?{}", pairs.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Client;
+
+    #[test]
+    fn debug_hides_the_token() {
+        let client = Client::new("http://127.0.0.1:1").with_token(Some("weft_0_secret".into()));
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("[hidden]"), "{shown}");
+    }
 }

@@ -140,8 +140,8 @@ pub const DEFAULT_TOKEN_CACHE_TTL: Duration = Duration::from_secs(5);
 /// A token's `last_used_at` is written at most this often per server.
 pub const LAST_USED_INTERVAL_MS: i64 = 60_000;
 
-/// How callers are authenticated.
-#[derive(Debug, Clone)]
+/// How callers are authenticated. Its `Debug` hides the bootstrap token.
+#[derive(Clone)]
 pub struct AuthConfig {
     /// Whether a token is required.
     pub mode: AuthMode,
@@ -160,8 +160,26 @@ pub struct AuthConfig {
     pub bootstrap_token: Option<String>,
 }
 
+/// Shortest `WEFT_BOOTSTRAP_TOKEN` accepted, in characters.
+pub const MIN_BOOTSTRAP_LEN: usize = 24;
+
 /// The name of the admin token stored from `WEFT_BOOTSTRAP_TOKEN`.
 pub const BOOTSTRAP_NAME: &str = "bootstrap";
+
+impl fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("mode", &self.mode)
+            .field("pepper", &self.pepper)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("metrics_open", &self.metrics_open)
+            .field(
+                "bootstrap_token",
+                &self.bootstrap_token.as_ref().map(|_| "[hidden]"),
+            )
+            .finish()
+    }
+}
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -193,7 +211,14 @@ pub enum StartupError {
          (or run with --auth off on a loopback address)"
     )]
     NoTokens,
-    /// The store failed.
+    /// The bootstrap token is too short to be a secret.
+    #[error(
+        "WEFT_BOOTSTRAP_TOKEN must be at least {MIN_BOOTSTRAP_LEN} characters (a long random \
+         secret, e.g. `openssl rand -hex 32`)"
+    )]
+    WeakBootstrap,
+    /// The store failed (a bootstrap token whose name `bootstrap` is taken
+    /// by another live token: revoke that one first).
     #[error("cannot prepare authentication")]
     Store(#[source] weft_store::Error),
 }
@@ -211,6 +236,9 @@ pub async fn prepare(store: &Store, config: &AuthConfig) -> Result<(), StartupEr
     }
     let pepper = config.pepper.as_ref().ok_or(StartupError::NoPepper)?;
     if let Some(token) = &config.bootstrap_token {
+        if token.trim().chars().count() < MIN_BOOTSTRAP_LEN {
+            return Err(StartupError::WeakBootstrap);
+        }
         let new = weft_store::NewToken {
             name: BOOTSTRAP_NAME.to_owned(),
             role: Role::Admin.as_str().to_owned(),
@@ -592,7 +620,43 @@ impl Principal {
 
 #[cfg(test)]
 mod tests {
-    use super::Role;
+    use super::{Access, AuthConfig, AuthMode, Role};
+
+    #[test]
+    fn roles_by_access() {
+        let check = |access: Access, allowed: &[Role]| {
+            for role in Role::ALL {
+                assert_eq!(
+                    access.allows(role),
+                    allowed.contains(&role),
+                    "{access:?} {role}"
+                );
+            }
+        };
+        check(Access::Open, &Role::ALL);
+        check(
+            Access::Role(Role::Viewer),
+            &[Role::Viewer, Role::Operator, Role::Admin],
+        );
+        check(Access::Role(Role::Operator), &[Role::Operator, Role::Admin]);
+        check(Access::Role(Role::Admin), &[Role::Admin]);
+        check(Access::Role(Role::Worker), &[Role::Worker, Role::Admin]);
+        assert_eq!(Access::Metrics.resolve(true), Access::Open);
+        assert_eq!(Access::Metrics.resolve(false), Access::Role(Role::Viewer));
+        assert_eq!(AuthMode::parse("required"), Some(AuthMode::Required));
+        assert_eq!(AuthMode::parse("on"), None);
+    }
+
+    #[test]
+    fn debug_hides_secrets() {
+        let config = AuthConfig {
+            bootstrap_token: Some("a-bootstrap-secret".into()),
+            pepper: Some(weft_store::Pepper::new("a-pepper-secret-of-length").unwrap()),
+            ..AuthConfig::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+    }
 
     #[test]
     fn role_names_round_trip() {

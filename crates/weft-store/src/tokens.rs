@@ -143,11 +143,15 @@ pub struct NewToken {
 pub struct TokenRecord {
     /// The `<id>` of `weft_<id>_<secret>`.
     pub token_id: String,
+    /// Unique among live tokens; the actor of what the token does.
     pub name: String,
+    /// `admin`, `operator`, `viewer` or `worker`.
     pub role: String,
+    /// For worker tokens, the queues it may poll; `None` is any queue.
     pub queues: Option<Vec<String>>,
     /// Epoch milliseconds.
     pub created_at: i64,
+    /// Who created it (see [`NewToken::created_by`]).
     pub created_by: String,
     /// Epoch milliseconds; `None` never expires.
     pub expires_at: Option<i64>,
@@ -189,6 +193,7 @@ impl TokenRecord {
 /// A stored token with what verifying it needs.
 #[derive(Debug, Clone)]
 pub struct StoredToken {
+    /// The token's public fields.
     pub record: TokenRecord,
     /// Hex of the per-token salt.
     pub salt: String,

@@ -3,6 +3,7 @@
 //! throwaway PostgreSQL. Each scenario is written once and run on both.
 
 mod api;
+mod auth;
 mod cli;
 mod conditions;
 mod corruption;
@@ -77,6 +78,9 @@ on_both_backends! {
     doctor::doctor_running_long_saturated_cancel_pending,
     doctor::doctor_start_wait_says_why,
     tls::workflow_over_tls,
+    auth::every_route_by_every_caller,
+    auth::worker_tokens_keep_to_their_queues_and_leases,
+    auth::revocation_reaches_every_server,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
@@ -103,6 +107,12 @@ mod edge_sqlite {
     async fn tls_edges() {
         let db = weft_testkit::sqlite_database();
         crate::tls::tls_edges(db.url.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn auth_startup_refusals_and_the_cli() {
+        let db = weft_testkit::sqlite_database();
+        crate::auth::startup_refusals_and_the_cli(db.url.clone()).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,121 +63,52 @@ where
 }
 
 /// Every route, each with its access declared once, here.
+#[rustfmt::skip]
 fn table() -> Vec<Route> {
+    use crate::diagnostics as diag;
     use Access::Open;
     use Method as M;
     const VIEWER: Access = Access::Role(Role::Viewer);
     const OPERATOR: Access = Access::Role(Role::Operator);
     const ADMIN: Access = Access::Role(Role::Admin);
     const WORKER: Access = Access::Role(Role::Worker);
-    use crate::diagnostics as diag;
     vec![
-        at(M::GET, "/v1/workflows", VIEWER, workflows::list_workflows),
-        at(
-            M::PUT,
-            "/v1/workflows/{name}",
-            ADMIN,
-            workflows::put_workflow,
-        ),
-        at(
-            M::GET,
-            "/v1/workflows/{name}",
-            VIEWER,
-            workflows::get_workflow,
-        ),
-        at(
-            M::POST,
-            "/v1/workflows/{name}/runs",
-            OPERATOR,
-            runs::start_run,
-        ),
-        at(
-            M::POST,
-            "/v1/workflows/{name}/runs/batch",
-            OPERATOR,
-            runs::start_runs,
-        ),
-        at(M::GET, "/v1/runs", VIEWER, runs::list_runs),
-        at(M::GET, "/v1/runs/{id}", VIEWER, runs::get_run),
-        at(M::GET, "/v1/runs/{id}/events", VIEWER, runs::run_events),
-        at(
-            M::GET,
-            "/v1/runs/{id}/events/stream",
-            VIEWER,
-            stream::run_event_stream,
-        ),
-        at(M::GET, "/v1/runs/{id}/logs", VIEWER, runs::run_logs),
-        at(
-            M::POST,
-            "/v1/runs/{id}/cancel",
-            OPERATOR,
-            actions::cancel_run,
-        ),
-        at(M::POST, "/v1/runs/{id}/retry", OPERATOR, actions::retry_run),
-        at(
-            M::POST,
-            "/v1/runs/{id}/steps/{step}/approve",
-            OPERATOR,
-            actions::approve_step,
-        ),
-        at(
-            M::POST,
-            "/v1/runs/{id}/steps/{step}/reject",
-            OPERATOR,
-            actions::reject_step,
-        ),
-        at(
-            M::GET,
-            "/v1/runs/{id}/diagnosis",
-            VIEWER,
-            diag::run_diagnosis,
-        ),
-        at(M::GET, "/v1/diagnostics", VIEWER, diag::diagnostics),
-        at(M::GET, "/v1/workers", VIEWER, diag::list_workers),
-        at(M::GET, "/v1/queues", VIEWER, diag::list_queues),
-        at(M::POST, "/v1/tokens", ADMIN, tokens::create_token),
-        at(M::GET, "/v1/tokens", ADMIN, tokens::list_tokens),
-        at(M::DELETE, "/v1/tokens/{id}", ADMIN, tokens::revoke_token),
-        at(M::POST, "/v1/worker/poll", WORKER, worker::poll),
-        at(
-            M::POST,
-            "/v1/worker/leases/{lease_id}/heartbeat",
-            WORKER,
-            worker::heartbeat,
-        ),
-        at(
-            M::POST,
-            "/v1/worker/leases/{lease_id}/complete",
-            WORKER,
-            worker::complete,
-        ),
-        at(
-            M::POST,
-            "/v1/worker/leases/{lease_id}/fail",
-            WORKER,
-            worker::fail,
-        ),
-        at(
-            M::POST,
-            "/v1/worker/leases/{lease_id}/release",
-            WORKER,
-            worker::release,
-        ),
-        at(
-            M::POST,
-            "/v1/worker/leases/{lease_id}/logs",
-            WORKER,
-            worker::append_logs,
-        ),
-        at(M::POST, "/v1/worker/results", WORKER, worker::results),
-        at(M::GET, "/health/live", Open, health::live),
-        at(M::GET, "/health/ready", Open, health::ready),
-        at(M::GET, "/healthz", Open, health::ready),
-        at(M::GET, "/health", Open, health::health),
-        at(M::GET, "/openapi.json", Open, openapi::openapi),
-        at(M::GET, "/metrics", Access::Metrics, health::metrics),
-        at(M::GET, "/", VIEWER, crate::dashboard::runs_page),
-        at(M::GET, "/runs/{id}", VIEWER, crate::dashboard::run_page),
+        at(M::GET,    "/v1/workflows",                          VIEWER,   workflows::list_workflows),
+        at(M::PUT,    "/v1/workflows/{name}",                   ADMIN,    workflows::put_workflow),
+        at(M::GET,    "/v1/workflows/{name}",                   VIEWER,   workflows::get_workflow),
+        at(M::POST,   "/v1/workflows/{name}/runs",              OPERATOR, runs::start_run),
+        at(M::POST,   "/v1/workflows/{name}/runs/batch",        OPERATOR, runs::start_runs),
+        at(M::GET,    "/v1/runs",                               VIEWER,   runs::list_runs),
+        at(M::GET,    "/v1/runs/{id}",                          VIEWER,   runs::get_run),
+        at(M::GET,    "/v1/runs/{id}/events",                   VIEWER,   runs::run_events),
+        at(M::GET,    "/v1/runs/{id}/events/stream",            VIEWER,   stream::run_event_stream),
+        at(M::GET,    "/v1/runs/{id}/logs",                     VIEWER,   runs::run_logs),
+        at(M::POST,   "/v1/runs/{id}/cancel",                   OPERATOR, actions::cancel_run),
+        at(M::POST,   "/v1/runs/{id}/retry",                    OPERATOR, actions::retry_run),
+        at(M::POST,   "/v1/runs/{id}/steps/{step}/approve",     OPERATOR, actions::approve_step),
+        at(M::POST,   "/v1/runs/{id}/steps/{step}/reject",      OPERATOR, actions::reject_step),
+        at(M::GET,    "/v1/runs/{id}/diagnosis",                VIEWER,   diag::run_diagnosis),
+        at(M::GET,    "/v1/diagnostics",                        VIEWER,   diag::diagnostics),
+        at(M::GET,    "/v1/workers",                            VIEWER,   diag::list_workers),
+        at(M::GET,    "/v1/queues",                             VIEWER,   diag::list_queues),
+        at(M::POST,   "/v1/tokens",                             ADMIN,    tokens::create_token),
+        at(M::GET,    "/v1/tokens",                             ADMIN,    tokens::list_tokens),
+        at(M::DELETE, "/v1/tokens/{id}",                        ADMIN,    tokens::revoke_token),
+        at(M::POST,   "/v1/worker/poll",                        WORKER,   worker::poll),
+        at(M::POST,   "/v1/worker/leases/{lease_id}/heartbeat", WORKER,   worker::heartbeat),
+        at(M::POST,   "/v1/worker/leases/{lease_id}/complete",  WORKER,   worker::complete),
+        at(M::POST,   "/v1/worker/leases/{lease_id}/fail",      WORKER,   worker::fail),
+        at(M::POST,   "/v1/worker/leases/{lease_id}/release",   WORKER,   worker::release),
+        at(M::POST,   "/v1/worker/leases/{lease_id}/logs",      WORKER,   worker::append_logs),
+        at(M::POST,   "/v1/worker/results",                     WORKER,   worker::results),
+        at(M::GET,    "/health/live",                           Open,     health::live),
+        at(M::GET,    "/health/ready",                          Open,     health::ready),
+        at(M::GET,    "/healthz",                               Open,     health::ready),
+        at(M::GET,    "/health",                                Open,     health::health),
+        at(M::GET,    "/openapi.json",                          Open,     openapi::openapi),
+        at(M::GET,    "/metrics",                               Access::Metrics, health::metrics),
+        at(M::GET,    "/",                                      VIEWER,   crate::dashboard::runs_page),
+        at(M::GET,    "/runs/{id}",                             VIEWER,   crate::dashboard::run_page),
     ]
 }
 

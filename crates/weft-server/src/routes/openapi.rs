@@ -268,7 +268,22 @@ fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
     use limits::*;
     let name = json!({"type": "string", "minLength": 1, "maxLength": MAX_NAME_LEN, "pattern": NO_CONTROL_PATTERN});
     let timing = json!({"minimum": 0, "maximum": MAX_TIMING_MS});
+    let roles: Vec<&str> = crate::auth::Role::ALL
+        .map(crate::auth::Role::as_str)
+        .to_vec();
     vec![
+        ("CreateTokenRequest", "name", name.clone()),
+        ("CreateTokenRequest", "role", json!({"enum": roles})),
+        (
+            "CreateTokenRequest",
+            "queues",
+            json!({"minItems": 1, "maxItems": super::tokens::MAX_TOKEN_QUEUES, "items": name}),
+        ),
+        (
+            "CreateTokenRequest",
+            "expires_in_seconds",
+            json!({"minimum": 1, "maximum": super::tokens::MAX_TOKEN_LIFETIME_SECONDS}),
+        ),
         (
             "StartRunRequest",
             "idempotency_key",
