@@ -8,6 +8,7 @@ mod output;
 mod serve;
 mod table;
 mod tokens;
+mod transport;
 
 use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -42,6 +43,10 @@ struct ClientArgs {
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// Also trust the CA certificates in this PEM file (for an https:// URL
+    /// whose certificate a private CA signed).
+    #[arg(long, env = "WEFT_CA_CERT", global = true)]
+    ca_cert: Option<PathBuf>,
 }
 
 /// Checks a `--url` / `WEFT_URL` value: an http(s) URL with a host, so a
@@ -59,8 +64,8 @@ fn server_url(text: &str) -> Result<String, String> {
 }
 
 impl ClientArgs {
-    fn client(&self) -> Client {
-        Client::new(&self.url).with_token(self.token.clone())
+    fn client(&self) -> Result<Client> {
+        transport::client(&self.url, self.ca_cert.as_deref(), self.token.clone())
     }
 }
 
@@ -130,6 +135,8 @@ pub struct ServerArgs {
     #[command(flatten)]
     pub diagnosis: DiagnosisArgs,
     #[command(flatten)]
+    pub transport: transport::TransportArgs,
+    #[command(flatten)]
     pub auth: tokens::AuthArgs,
 }
 
@@ -165,6 +172,10 @@ enum Command {
         /// Do not start demo runs.
         #[arg(long)]
         no_demo: bool,
+        /// The CA that signed --tls-cert, for the in-process worker and the
+        /// printed commands (when the system does not trust it already).
+        #[arg(long, env = "WEFT_CA_CERT")]
+        ca_cert: Option<PathBuf>,
     },
     /// The HTTP API, worker protocol and engine loops.
     Server {
@@ -455,10 +466,23 @@ fn error_line(err: &anyhow::Error) -> String {
         }
         line.push_str(&text);
     }
-    if let Some(weft_client::Error::Transport { url, source }) = err
+    let client_error = err
         .chain()
-        .find_map(|cause| cause.downcast_ref::<weft_client::Error>())
+        .find_map(|cause| cause.downcast_ref::<weft_client::Error>());
+    if let Some(client_error) = client_error
+        && client_error.is_untrusted_certificate()
+        && let weft_client::Error::Transport { url, source } = client_error
     {
+        let mut root: &dyn std::error::Error = source;
+        while let Some(next) = root.source() {
+            root = next;
+        }
+        return format!(
+            "the server at {url} has a TLS certificate this client does not trust ({root}); \
+             pass the CA that signed it with --ca-cert or WEFT_CA_CERT"
+        );
+    }
+    if let Some(weft_client::Error::Transport { url, source }) = client_error {
         // The innermost cause says what happened ("Connection refused");
         // reqwest's own wording repeats the URL around it.
         let mut root: &dyn std::error::Error = source;
@@ -541,8 +565,12 @@ fn main() -> ExitCode {
 
 async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Result<ExitCode> {
     match cli.command {
-        Command::Dev { server, no_demo } => {
-            serve::dev(server, !no_demo, tracing).await?;
+        Command::Dev {
+            server,
+            no_demo,
+            ca_cert,
+        } => {
+            serve::dev(server, !no_demo, ca_cert, tracing).await?;
         }
         Command::Server { server } => {
             serve::server(server, tracing).await?;
@@ -565,13 +593,13 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                     metrics_listen,
                     shutdown_grace: parse_duration("shutdown-grace", &shutdown_grace)?,
                 },
-                client.client(),
+                client.client()?,
             )
             .await?;
         }
         Command::Supervise { .. } => unreachable!("handled before the runtime starts"),
         Command::Tokens { command, client } => {
-            return tokens::run(command, client.client(), client.json).await;
+            return tokens::run(command, client.client()?, client.json).await;
         }
         Command::Migrate { database_url } => {
             let store = weft_store::Store::connect(&database_url, Default::default()).await?;
@@ -582,7 +610,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             store.close().await;
         }
         Command::Apply { files, client } => {
-            let api = client.client();
+            let api = client.client()?;
             for file in files {
                 let text = std::fs::read_to_string(&file)
                     .with_context(|| format!("cannot read {}", file.display()))?;
@@ -609,7 +637,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             }
         }
         Command::Workflows { client } => {
-            let list = client.client().list_workflows().await?;
+            let list = client.client()?.list_workflows().await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -624,7 +652,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             client,
         } => {
             let input = parse_input(input.as_deref())?;
-            let api = client.client();
+            let api = client.client()?;
             let started = api
                 .start_run(
                     &workflow,
@@ -690,7 +718,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             if let Some(cursor) = cursor {
                 query.push(("cursor", cursor));
             }
-            let list = client.client().list_runs(&query).await?;
+            let list = client.client()?.list_runs(&query).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -702,7 +730,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             trace_url_template,
             client,
         } => {
-            let mut run = client.client().get_run(&id).await?;
+            let mut run = client.client()?.get_run(&id).await?;
             if run.trace_url.is_none() {
                 run.trace_url = trace_url_template.map(|t| t.replace("{trace_id}", &run.trace_id));
             }
@@ -711,13 +739,13 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             } else {
                 output::run(&run);
                 // Why each unfinished step is where it is.
-                if let Ok(why) = client.client().run_diagnosis(&run.run_id).await {
+                if let Ok(why) = client.client()?.run_diagnosis(&run.run_id).await {
                     doctor::why(&why);
                 }
             }
         }
         Command::Logs { id, step, client } => {
-            let logs = client.client().run_logs(&id, step.as_deref()).await?;
+            let logs = client.client()?.run_logs(&id, step.as_deref()).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&logs)?);
             } else {
@@ -727,7 +755,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             }
         }
         Command::Events { id, client } => {
-            let events = client.client().run_events(&id, None).await?;
+            let events = client.client()?.run_events(&id, None).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&events)?);
             } else {
@@ -742,7 +770,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             }
         }
         Command::Watch { id, client } => {
-            let run = output::follow(&client.client(), &id, client.json).await?;
+            let run = output::follow(&client.client()?, &id, client.json).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&run)?);
             }
@@ -751,15 +779,15 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             }
         }
         Command::Cancel { id, client } => {
-            let run = client.client().cancel_run(&id).await?;
+            let run = client.client()?.cancel_run(&id).await?;
             print_summary(&run, client.json)?;
         }
         Command::Retry { id, client } => {
-            let run = client.client().retry_run(&id).await?;
+            let run = client.client()?.retry_run(&id).await?;
             print_summary(&run, client.json)?;
         }
         Command::Approve { id, step, client } => {
-            let run = client.client().decide(&id, &step, true, None).await?;
+            let run = client.client()?.decide(&id, &step, true, None).await?;
             print_summary(&run, client.json)?;
         }
         Command::Reject {
@@ -768,7 +796,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             message,
             client,
         } => {
-            let run = client.client().decide(&id, &step, false, message).await?;
+            let run = client.client()?.decide(&id, &step, false, message).await?;
             print_summary(&run, client.json)?;
         }
         Command::Workers { queue, all, client } => {
@@ -779,7 +807,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             if all {
                 query.push(("all", "true".to_owned()));
             }
-            let list = client.client().list_workers(&query).await?;
+            let list = client.client()?.list_workers(&query).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -788,7 +816,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
         }
         Command::Queues { queue, client } => {
             let query: Vec<(&str, String)> = queue.map(|q| ("queue", q)).into_iter().collect();
-            let list = client.client().list_queues(&query).await?;
+            let list = client.client()?.list_queues(&query).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
@@ -800,7 +828,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             client,
             ..
         } => {
-            let diagnosis = client.client().run_diagnosis(&id).await?;
+            let diagnosis = client.client()?.run_diagnosis(&id).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&diagnosis)?);
             } else {
@@ -821,7 +849,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             if let Some(cause) = cause {
                 query.push(("cause", cause));
             }
-            let diagnostics = client.client().diagnostics(&query).await?;
+            let diagnostics = client.client()?.diagnostics(&query).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&diagnostics)?);
             } else {
@@ -832,12 +860,12 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             }
         }
         Command::Status { client } => {
-            let health = client.client().health().await?;
+            let health = client.client()?.health().await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&health)?);
             } else {
                 output::health(&health);
-                doctor::status(&client.client()).await;
+                doctor::status(&client.client()?).await;
             }
             if health["status"] != "ok" {
                 return Ok(ExitCode::FAILURE);

@@ -52,6 +52,8 @@ fn shutdown_on_signals(component: &'static str) -> (CancellationToken, Cancellat
 
 struct Running {
     listen_addr: std::net::SocketAddr,
+    /// Whether the listener serves HTTPS.
+    tls: bool,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     store: Store,
 }
@@ -106,12 +108,14 @@ async fn start_server(
             redact_api: args.redact_api,
             trace_url_template: args.trace_url_template.clone(),
             tracing: tracing.cloned(),
+            rate_limits: args.transport.rate_limits()?,
             auth: crate::tokens::auth_config(&args.auth, &args.database_url, &args.listen)?,
             ..Default::default()
         },
         listen: args.listen.clone(),
         serve: weft_server::ServeOptions {
             header_read_timeout: parse_duration("header-read-timeout", &args.header_read_timeout)?,
+            tls: args.transport.tls()?,
         },
     };
     let Wired {
@@ -127,6 +131,7 @@ async fn start_server(
         }
         other => other.into(),
     })?;
+    let tls = serve_options.tls.is_some();
     let mut extra_tasks = Vec::new();
     if let Some(addr) = &args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -168,11 +173,12 @@ async fn start_server(
             ),
         }
     });
-    tracing::info!(component = "server", addr = %listen_addr, database = %redact_url(&args.database_url), "server started");
+    tracing::info!(component = "server", addr = %listen_addr, tls, database = %redact_url(&args.database_url), "server started");
     let mut tasks = vec![engine_task, http_task];
     tasks.extend(extra_tasks);
     Ok(Running {
         listen_addr,
+        tls,
         tasks,
         store,
     })
@@ -214,17 +220,23 @@ pub async fn server(args: ServerArgs, tracing: Option<Tracing>) -> Result<()> {
     Ok(())
 }
 
-pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) -> Result<()> {
+pub async fn dev(
+    args: ServerArgs,
+    demo_runs: bool,
+    ca_cert: Option<std::path::PathBuf>,
+    tracing: Option<Tracing>,
+) -> Result<()> {
     let (shutdown, stop_now) = shutdown_on_signals("server");
     // The server outlives the in-process worker, so the results of handlers
     // finishing in the worker's shutdown grace are still delivered.
     let server_shutdown = CancellationToken::new();
     let running = start_server(&args, &server_shutdown, tracing.as_ref()).await?;
     // A wildcard listen address is reached on loopback.
-    let url = weft_server::wiring::local_url(running.listen_addr);
+    let url = weft_server::wiring::local_url_with(running.listen_addr, running.tls);
     // With authentication required (a non-loopback --listen), the examples
     // are registered and run with the bootstrap admin token.
-    let client = Client::new(&url).with_token(args.auth.bootstrap_token.clone());
+    let client =
+        crate::transport::client(&url, ca_cert.as_deref(), args.auth.bootstrap_token.clone())?;
     for (name, manifest) in demo::MANIFESTS {
         let response = client
             .put_workflow(name, manifest)
@@ -251,11 +263,14 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
     }
     // The printed commands must reach this server: they name it unless it
     // is where the CLI looks by default.
-    let url_flag = if url == crate::DEFAULT_URL {
+    let mut url_flag = if url == crate::DEFAULT_URL {
         String::new()
     } else {
         format!(" --url {url}")
     };
+    if let Some(ca_cert) = &ca_cert {
+        url_flag.push_str(&format!(" --ca-cert {}", ca_cert.display()));
+    }
     // Written without `println!`: a closed stdout (`weft dev | head`) must
     // not take the server down with it.
     use std::fmt::Write as _;

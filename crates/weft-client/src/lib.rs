@@ -37,6 +37,9 @@ pub enum Error {
         /// The human-readable message of the error body, or the first 500
         /// characters of a body that is not Weft's JSON error.
         message: String,
+        /// How long the server asked to wait before trying again (its
+        /// `Retry-After` header, in seconds, on 429 `rate_limited` and 503).
+        retry_after: Option<Duration>,
     },
     /// The server could not be reached, the connection broke, or the request
     /// timed out (connecting is limited to 5 s; long polls and waits to their
@@ -73,6 +76,44 @@ impl Error {
         }
     }
 
+    /// The wait the server asked for before trying again (`Retry-After` of
+    /// a 429 or 503); `None` when it gave none.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::Api { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// Whether the server could not be reached because its TLS certificate
+    /// is not trusted (signed by a CA that is neither in the system's roots
+    /// nor given with [`Client::with_ca_cert`], expired, or for another
+    /// name).
+    pub fn is_untrusted_certificate(&self) -> bool {
+        let Error::Transport { source, .. } = self else {
+            return false;
+        };
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(source);
+        while let Some(error) = cause {
+            // An I/O error's `source` skips the error it wraps (and I/O
+            // errors wrap each other): look inside each.
+            let mut inside = Some(error);
+            while let Some(candidate) = inside {
+                if let Some(rustls::Error::InvalidCertificate(_)) =
+                    candidate.downcast_ref::<rustls::Error>()
+                {
+                    return true;
+                }
+                inside = candidate
+                    .downcast_ref::<std::io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .map(|inner| inner as &(dyn std::error::Error + 'static));
+            }
+            cause = error.source();
+        }
+        false
+    }
+
     /// Whether the same call may succeed later (network trouble, 5xx).
     pub fn is_transient(&self) -> bool {
         match self {
@@ -93,6 +134,14 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+}
+
+/// A CA certificate file that cannot be used ([`Client::with_ca_cert`]).
+#[derive(Debug, thiserror::Error)]
+#[error("the CA certificate is not usable: {reason}")]
+pub struct CaCertError {
+    /// What is wrong with it.
+    pub reason: String,
 }
 
 impl std::fmt::Debug for Client {
@@ -133,13 +182,7 @@ impl Client {
     /// If the HTTP client cannot be built (no usable TLS provider), which
     /// does not happen with the crate's own `rustls` setup.
     pub fn new(base_url: &str) -> Client {
-        install_crypto();
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            // Below the server's default header read timeout (10 s), which
-            // also closes idle keep-alive connections: a pooled connection is
-            // dropped here before the server can close it under a request.
-            .pool_idle_timeout(Duration::from_secs(5))
+        let http = Client::http_builder()
             .build()
             .expect("an HTTP client builds");
         Client {
@@ -147,6 +190,46 @@ impl Client {
             http,
             token: None,
         }
+    }
+
+    /// A client of the server at `base_url` (usually `https://...`) that
+    /// also trusts the CA certificates in `ca_pem` (one or more PEM
+    /// `CERTIFICATE` sections), beside the system's roots: for a server whose
+    /// certificate a private CA signed.
+    ///
+    /// # Errors
+    ///
+    /// [`CaCertError`] when `ca_pem` holds no certificate or one that does
+    /// not parse.
+    pub fn with_ca_cert(base_url: &str, ca_pem: &[u8]) -> Result<Client, CaCertError> {
+        let invalid = |err: reqwest::Error| CaCertError {
+            reason: err.to_string(),
+        };
+        let certs = reqwest::Certificate::from_pem_bundle(ca_pem).map_err(invalid)?;
+        if certs.is_empty() {
+            return Err(CaCertError {
+                reason: "it holds no PEM certificate".to_owned(),
+            });
+        }
+        let http = Client::http_builder()
+            .tls_certs_merge(certs)
+            .build()
+            .map_err(invalid)?;
+        Ok(Client {
+            base: base_url.trim_end_matches('/').to_owned(),
+            http,
+            token: None,
+        })
+    }
+
+    fn http_builder() -> reqwest::ClientBuilder {
+        install_crypto();
+        reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            // Below the server's default header read timeout (10 s), which
+            // also closes idle keep-alive connections: a pooled connection is
+            // dropped here before the server can close it under a request.
+            .pool_idle_timeout(Duration::from_secs(5))
     }
 
     /// Sends `token` as `Authorization: Bearer <token>` on every request
@@ -170,7 +253,18 @@ impl Client {
             url: self.base.clone(),
             source,
         })?;
+        self.answer(response).await
+    }
+
+    /// A response's 2xx body, decoded, or its error.
+    async fn answer<T: DeserializeOwned>(&self, response: reqwest::Response) -> Result<T> {
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let bytes = response.bytes().await.map_err(|source| Error::Transport {
             url: self.base.clone(),
             source,
@@ -181,6 +275,7 @@ impl Client {
                     status: status.as_u16(),
                     code: body.error.code,
                     message: body.error.message,
+                    retry_after,
                 },
                 Err(_) => Error::Api {
                     status: status.as_u16(),
@@ -190,6 +285,7 @@ impl Client {
                         "http_error".into()
                     },
                     message: String::from_utf8_lossy(&bytes).chars().take(500).collect(),
+                    retry_after,
                 },
             });
         }
@@ -479,8 +575,8 @@ impl Client {
     /// `GET /health`: the server's status (`ok` or `degraded`), version,
     /// uptime in seconds and its checks (database, migrations, engine), as
     /// JSON. Answered whether the server is healthy (HTTP 200) or degraded
-    /// (503): read `status`. Only [`Error::Transport`] or [`Error::Decode`]
-    /// (a body that is not JSON), never [`Error::Api`].
+    /// (503): read `status`. [`Error::Api`] only for another status (400
+    /// `tls_required` when `http://` reached an HTTPS server).
     pub async fn health(&self) -> Result<serde_json::Value> {
         // /health answers 503 with the same body when degraded: return it either way.
         let response = self
@@ -491,6 +587,10 @@ impl Client {
                 url: self.base.clone(),
                 source,
             })?;
+        if response.status() != StatusCode::SERVICE_UNAVAILABLE {
+            // 200, or another error (a plain-HTTP request to an HTTPS port).
+            return self.answer(response).await;
+        }
         response
             .json()
             .await

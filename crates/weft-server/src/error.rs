@@ -7,7 +7,9 @@
 //! (400, malformed or out-of-range input; bounds in [`crate::limits`]),
 //! `route_not_found` (404), `method_not_allowed` (405, with `Allow`),
 //! `request_timeout` (408, the body did not arrive in time),
-//! `payload_too_large` (413, over `--max-body-bytes`), `unauthorized` (401,
+//! `payload_too_large` (413, over `--max-body-bytes`), `rate_limited` (429,
+//! a caller over its request rate or long-poll cap, with `Retry-After`),
+//! `tls_required` (400, plain HTTP sent to an HTTPS port), `unauthorized` (401,
 //! a missing, malformed, unknown, expired or revoked API token; answered with
 //! `WWW-Authenticate: Bearer`), `forbidden` (403, the token's role or queues
 //! do not allow the call, or the lease was claimed by another token),
@@ -44,6 +46,13 @@ pub enum ApiError {
         status: StatusCode,
         code: &'static str,
         message: String,
+    },
+    /// The caller is over one of its limits (`ratelimit.rs`).
+    #[error("{message}")]
+    RateLimited {
+        message: String,
+        /// Sent as `Retry-After`, in whole seconds.
+        retry_after_secs: u64,
     },
     /// No valid API token: 401 `unauthorized`, with `WWW-Authenticate`.
     #[error("{message}")]
@@ -116,6 +125,7 @@ impl ApiError {
             ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Other { status, .. } => *status,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -139,6 +149,7 @@ impl ApiError {
             ApiError::RouteNotFound(_) => "route_not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Other { code, .. } => code,
+            ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unauthorized { .. } => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::Unavailable(_) => "unavailable",
@@ -188,6 +199,15 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        if let ApiError::RateLimited {
+            retry_after_secs, ..
+        } = &self
+        {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(*retry_after_secs),
             );
         }
         if let ApiError::Unauthorized { invalid_token, .. } = &self {

@@ -9,7 +9,9 @@ mod error;
 mod extract;
 pub mod limits;
 mod present;
+pub mod ratelimit;
 mod routes;
+pub mod tls;
 pub mod wiring;
 
 use std::{
@@ -64,6 +66,12 @@ pub struct Config {
     /// connection closed. A read timeout only: long polls, `?wait_ms` and
     /// event streams are not cut short by it.
     pub body_read_timeout: Duration,
+    /// Whether the listener serves HTTPS (set by [`wiring::Wiring::build`]
+    /// from [`ServeOptions::tls`]): cookies the dashboard sets are then
+    /// `Secure`.
+    pub tls: bool,
+    /// Per-caller limits: requests per second and concurrent long polls.
+    pub rate_limits: ratelimit::Config,
     /// API tokens: whether they are required, the pepper, the cache.
     pub auth: auth::AuthConfig,
 }
@@ -75,18 +83,22 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How a listener's connections are served.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     /// How long a client may take to send a request's headers (from its
     /// first byte, and for an idle keep-alive connection from the previous
-    /// answer); past it the connection is closed without an answer.
+    /// answer); past it the connection is closed without an answer. Over
+    /// TLS it also bounds the handshake.
     pub header_read_timeout: Duration,
+    /// Serve HTTPS with this certificate; `None` serves plain HTTP.
+    pub tls: Option<tls::Tls>,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            tls: None,
         }
     }
 }
@@ -103,6 +115,8 @@ impl Default for Config {
             trace_url_template: None,
             tracing: None,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            tls: false,
+            rate_limits: ratelimit::Config::default(),
             auth: auth::AuthConfig::default(),
         }
     }
@@ -141,6 +155,7 @@ pub fn router(engine: Engine, config: Config) -> Router {
         None => Arc::new(metrics.clone()),
     };
     engine.store().set_observer(observer);
+    let rate_limits = ratelimit::Limits::new(&config.rate_limits);
     let authenticator = auth::Authenticator::new(engine.store().clone(), config.auth.clone());
     let metrics_open = config.auth.metrics_open;
     let state = AppState {
@@ -151,6 +166,12 @@ pub fn router(engine: Engine, config: Config) -> Router {
         started: Instant::now(),
     };
     routes::routes(metrics_open)
+        // After authentication (an outer layer): limits are kept per caller;
+        // inside the HTTP metrics, which count its 429s by route.
+        .route_layer(middleware::from_fn_with_state(
+            rate_limits,
+            ratelimit::limit,
+        ))
         .route_layer(middleware::from_fn_with_state(metrics, record_http))
         .layer(middleware::from_fn_with_state(
             authenticator,
@@ -321,31 +342,30 @@ pub async fn serve(
     serve_with(listener, app, shutdown, ServeOptions::default()).await
 }
 
-/// Serves HTTP/1.1 until `shutdown` is cancelled, then stops accepting and
-/// waits for in-flight requests. Unlike `axum::serve`, a connection whose
-/// headers do not arrive within `options.header_read_timeout` is closed.
+/// Serves HTTP/1.1 (over TLS when `options.tls` is set) until `shutdown`
+/// is cancelled, then stops accepting and waits for in-flight requests.
+/// Unlike `axum::serve`, a connection whose headers do not arrive within
+/// `options.header_read_timeout` is closed, and so is a TLS connection whose
+/// handshake does not finish within it. Each request carries its peer's
+/// address as `ConnectInfo<SocketAddr>`.
 pub async fn serve_with(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: CancellationToken,
     options: ServeOptions,
 ) -> std::io::Result<()> {
-    use hyper_util::{
-        rt::{TokioIo, TokioTimer},
-        server::graceful::GracefulShutdown,
-        service::TowerToHyperService,
-    };
+    use hyper_util::server::graceful::GracefulShutdown;
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(component = "server", addr = ?addr, "listening");
+    tracing::info!(component = "server", addr = ?addr, tls = options.tls.is_some(), "listening");
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
-        .timer(TokioTimer::new())
+        .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(options.header_read_timeout);
     let graceful = GracefulShutdown::new();
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(err) => {
                     // Out of file descriptors and the like: wait, do not spin.
                     tracing::warn!(component = "server", error = %err, "accept failed");
@@ -356,15 +376,71 @@ pub async fn serve_with(
             () = shutdown.cancelled() => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let app = app.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let Some(tls) = options.tls.clone() else {
+            tokio::spawn(serve_connection(builder, watcher, stream, app, peer));
+            continue;
+        };
+        let shutdown = shutdown.clone();
+        let handshake_timeout = options.header_read_timeout;
+        // The handshake runs on the connection's own task: a slow or silent
+        // client holds neither the accept loop nor, past the timeout, a task.
         tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(component = "server", error = %err, "connection ended");
+            let accepted = tokio::select! {
+                accepted = tls.accept(stream, handshake_timeout) => accepted,
+                () = shutdown.cancelled() => None,
+            };
+            match accepted {
+                Some(tls::Accepted::Tls(stream)) => {
+                    serve_connection(builder, watcher, *stream, app, peer).await
+                }
+                Some(tls::Accepted::PlainHttp(stream)) => {
+                    let answer = tower::service_fn(|_: Request<hyper::body::Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(tls::plain_http_answer())
+                    });
+                    serve_connection(builder, watcher, stream, answer, peer).await
+                }
+                None => {}
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Serves one connection (plain or TLS) with `service` until it closes,
+/// putting the peer's address into each request's extensions.
+async fn serve_connection<I, S>(
+    builder: hyper::server::conn::http1::Builder,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: I,
+    service: S,
+    peer: SocketAddr,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tower::Service<
+            Request<hyper::body::Incoming>,
+            Response = Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    use hyper_util::{rt::TokioIo, service::TowerToHyperService};
+    use tower::ServiceExt as _;
+    let service = service.map_request(move |mut request: Request<hyper::body::Incoming>| {
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        request
+    });
+    let connection = watcher
+        .watch(builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service)));
+    if let Err(err) = connection.await {
+        tracing::debug!(component = "server", error = %err, "connection ended");
+    }
 }

@@ -153,6 +153,7 @@ impl Wiring {
                 addr: listen.clone(),
                 source,
             })?;
+        server.tls = serve.tls.is_some();
         if let Some(tracing) = &server.tracing {
             let row_spans: Arc<dyn Observer> = Arc::new(tracing.row_spans());
             server.observer = Some(match server.observer.take() {
@@ -182,11 +183,12 @@ impl Wired {
             self.listener,
             self.app,
             shutdown,
-            self.serve,
+            self.serve.clone(),
         ));
         Running {
             store: self.store,
             addr: self.addr,
+            tls: self.serve.tls.is_some(),
             engine,
             http,
         }
@@ -199,15 +201,17 @@ pub struct Running {
     pub store: Store,
     /// The address the server listens on.
     pub addr: SocketAddr,
+    /// Whether the server speaks HTTPS.
+    pub tls: bool,
     engine: tokio::task::JoinHandle<()>,
     http: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
-    /// The server's URL as a client on this machine reaches it; see
-    /// [`local_url`].
+    /// The server's URL as a client on this machine reaches it (`https://`
+    /// when it serves TLS); see [`local_url`].
     pub fn url(&self) -> String {
-        local_url(self.addr)
+        local_url_with(self.addr, self.tls)
     }
 
     /// Waits for the engine and the HTTP server to stop (after the
@@ -231,9 +235,15 @@ impl Running {
 
 /// `http://{addr}` for a listen address, with a wildcard address (`0.0.0.0`,
 /// `::`) replaced by IPv4 loopback so a client on this machine can reach it.
-pub fn local_url(mut addr: SocketAddr) -> String {
+pub fn local_url(addr: SocketAddr) -> String {
+    local_url_with(addr, false)
+}
+
+/// [`local_url`], as `https://{addr}` when `tls` is set.
+pub fn local_url_with(mut addr: SocketAddr, tls: bool) -> String {
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    format!("http://{addr}")
+    let scheme = if tls { "https" } else { "http" };
+    format!("{scheme}://{addr}")
 }

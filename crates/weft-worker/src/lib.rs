@@ -398,8 +398,14 @@ impl Worker {
                     }
                 }
                 Err(err) => {
-                    let pause = report::jittered(backoff);
-                    if failed_polls == 0 {
+                    // A 429 (over the token's rate or long-poll cap) says
+                    // how long to wait: never sooner than that.
+                    let pause = report::pause_after(&err, backoff);
+                    if failed_polls == 0 && err.is_untrusted_certificate() {
+                        tracing::warn!(component = "worker", worker_id = %self.worker_id, error = %err,
+                            "the server's TLS certificate is not trusted: give the worker the CA that signed it \
+                             (weft worker --ca-cert, or Client::with_ca_cert); retrying with backoff");
+                    } else if failed_polls == 0 {
                         tracing::warn!(component = "worker", worker_id = %self.worker_id, error = %err, "poll failed; reconnecting with backoff");
                     } else {
                         tracing::debug!(component = "worker", worker_id = %self.worker_id, error = %err, retry_in_ms = pause.as_millis() as u64, "poll failed again");
@@ -703,7 +709,7 @@ async fn release(client: &Client, worker_id: &str, task: &Task) {
             }
             Err(err) if err.is_transient() || matches!(err.status(), Some(408 | 429)) => {
                 tracing::debug!(component = "worker", worker_id, error = %err, "release failed; retrying");
-                tokio::time::sleep(report::jittered(backoff)).await;
+                tokio::time::sleep(report::pause_after(&err, backoff)).await;
                 backoff *= 2;
             }
             Err(err) => {
@@ -843,7 +849,12 @@ async fn heartbeat_loop(
             }
             Err(err) => {
                 tracing::debug!(component = "worker", run_id = %task.run_id, step = %task.step, error = %err, "heartbeat failed; will retry");
-                next = every.min(Duration::from_millis(500));
+                // Sooner than usual, but not before the server's
+                // `Retry-After`; a lapsing lease still stops the handler.
+                next = every
+                    .min(Duration::from_millis(500))
+                    .max(report::server_wait(&err))
+                    .min(every);
             }
         }
     }

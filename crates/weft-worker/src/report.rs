@@ -96,6 +96,23 @@ pub(crate) fn jittered(base: Duration) -> Duration {
     base.mul_f64(rand::random_range(0.5..=1.0))
 }
 
+/// Longest `Retry-After` honoured: a server asking for more is asked again
+/// after this.
+const MAX_SERVER_WAIT: Duration = Duration::from_secs(60);
+
+/// How long the server asked to wait before the next try (`Retry-After` of
+/// a 429 `rate_limited` or a 503, at most [`MAX_SERVER_WAIT`]); zero when it
+/// did not say.
+pub(crate) fn server_wait(err: &weft_client::Error) -> Duration {
+    err.retry_after().unwrap_or_default().min(MAX_SERVER_WAIT)
+}
+
+/// The pause before trying again after `err`: the jittered backoff, or the
+/// server's `Retry-After` when that is longer.
+pub(crate) fn pause_after(err: &weft_client::Error, backoff: Duration) -> Duration {
+    jittered(backoff).max(server_wait(err))
+}
+
 /// One handler's result, with what its log line needs.
 pub(crate) struct Report {
     pub task: Arc<Task>,
@@ -210,8 +227,18 @@ async fn send_loop(
             chunks.push_back(live.by_ref().take(MAX_RESULTS_PER_REQUEST).collect());
         }
         let mut first_error = None;
+        // The longest wait the server asked for this round (`Retry-After`).
+        let mut asked_wait = Duration::ZERO;
         while let Some(chunk) = chunks.pop_front() {
-            let retry = deliver(&client, &worker_id, &batches, chunk, &mut chunks).await;
+            let retry = deliver(
+                &client,
+                &worker_id,
+                &batches,
+                chunk,
+                &mut chunks,
+                &mut asked_wait,
+            )
+            .await;
             if let Some((reports, error)) = retry {
                 pending.extend(reports);
                 first_error.get_or_insert(error);
@@ -243,7 +270,9 @@ async fn send_loop(
             .map(|r| r.lease.deadline())
             .min()
             .expect("pending is not empty");
-        let pause = jittered(backoff).min(earliest.saturating_duration_since(Instant::now()));
+        let pause = jittered(backoff)
+            .max(asked_wait)
+            .min(earliest.saturating_duration_since(Instant::now()));
         tokio::time::sleep(pause).await;
         backoff = (backoff * 2).min(RETRY_MAX);
     }
@@ -284,6 +313,7 @@ async fn deliver(
     batches: &AtomicBool,
     reports: Vec<Report>,
     chunks: &mut VecDeque<Vec<Report>>,
+    asked_wait: &mut Duration,
 ) -> Option<(Vec<Report>, String)> {
     if batches.load(Ordering::Relaxed) {
         let request = ResultsRequest {
@@ -303,6 +333,7 @@ async fn deliver(
                             status: answer.status,
                             code: error.code,
                             message: error.message,
+                            retry_after: None,
                         }),
                     };
                     match classify(outcome) {
@@ -352,6 +383,7 @@ async fn deliver(
                 return None;
             }
             Err(err) if err.status() == Some(408) || err.status() == Some(429) => {
+                *asked_wait = (*asked_wait).max(server_wait(&err));
                 return Some((reports, err.to_string()));
             }
             Err(err) if err.is_transient() => return Some((reports, err.to_string())),
@@ -389,6 +421,9 @@ async fn deliver(
             }
         })
         .await;
+        if let Some(Err(err)) = &outcome {
+            *asked_wait = (*asked_wait).max(server_wait(err));
+        }
         let answer = match outcome {
             Some(outcome) => classify(outcome),
             None => Answer::Retry(no_answer()),
@@ -488,6 +523,37 @@ fn log_outcome(worker_id: &str, report: &Report, outcome: Result<bool, weft_clie
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn limited(retry_after: Option<Duration>) -> weft_client::Error {
+        weft_client::Error::Api {
+            status: 429,
+            code: "rate_limited".to_owned(),
+            message: "over the rate".to_owned(),
+            retry_after,
+        }
+    }
+
+    #[test]
+    fn a_retry_waits_at_least_the_servers_retry_after() {
+        let backoff = Duration::from_millis(200);
+        for _ in 0..20 {
+            let pause = pause_after(&limited(Some(Duration::from_secs(3))), backoff);
+            assert_eq!(pause, Duration::from_secs(3));
+            let pause = pause_after(&limited(None), backoff);
+            assert!(pause <= backoff, "{pause:?}");
+        }
+        // A longer backoff wins over a shorter Retry-After.
+        let pause = pause_after(
+            &limited(Some(Duration::from_secs(1))),
+            Duration::from_secs(4),
+        );
+        assert!(pause >= Duration::from_secs(2), "{pause:?}");
+        // An absurd Retry-After is capped.
+        assert_eq!(
+            server_wait(&limited(Some(Duration::from_secs(86_400)))),
+            MAX_SERVER_WAIT
+        );
+    }
 
     #[test]
     fn too_large_names_size_and_limit() {

@@ -12,9 +12,11 @@ mod doctor;
 mod edge;
 mod failures;
 mod harness;
+mod limits;
 mod restart;
 mod robustness;
 mod secrets;
+mod tls;
 mod upgrade;
 mod worker_faults;
 
@@ -83,6 +85,7 @@ on_both_backends! {
     doctor::doctor_poison_input_and_lease_expired_loop,
     doctor::doctor_running_long_saturated_cancel_pending,
     doctor::doctor_start_wait_says_why,
+    tls::workflow_over_tls,
     auth::every_route_by_every_caller,
     auth::worker_tokens_keep_to_their_queues_and_leases,
     auth::revocation_reaches_every_server,
@@ -90,6 +93,30 @@ on_both_backends! {
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
 mod edge_sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn over_the_rate_is_429_for_that_caller_only() {
+        let db = weft_testkit::sqlite_database();
+        crate::limits::over_the_rate_is_429_for_that_caller_only(db.url.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn limits_are_kept_per_token() {
+        let db = weft_testkit::sqlite_database();
+        crate::limits::limits_are_kept_per_token(db.url.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn long_polls_are_capped_per_caller() {
+        let db = weft_testkit::sqlite_database();
+        crate::limits::long_polls_are_capped_per_caller(db.url.clone()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn tls_edges() {
+        let db = weft_testkit::sqlite_database();
+        crate::tls::tls_edges(db.url.clone()).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn auth_startup_refusals_and_the_cli() {
         let db = weft_testkit::sqlite_database();

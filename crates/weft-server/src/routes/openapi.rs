@@ -51,7 +51,8 @@ pub(crate) async fn openapi() -> Json<Value> {
 /// The OpenAPI document as served: the generated one, plus what the
 /// annotations cannot say. Every operation lists each error status it can
 /// answer with the error schema (400 for malformed or out-of-range input,
-/// 404, 408 and 413 for bodies, 500 and 503); the run status filter is an
+/// 404, 408 and 413 for bodies, 429 but on health probes, 500 and 503); the
+/// run status filter is an
 /// enum and `since` either a date-time or a duration.
 pub fn openapi_document() -> Value {
     use utoipa::OpenApi;
@@ -178,6 +179,16 @@ pub fn openapi_document() -> Value {
             if api {
                 add("500", "Unexpected server error (`internal`)");
                 add("503", "The database is unavailable (`unavailable`)");
+            }
+            if !crate::ratelimit::is_exempt(path) {
+                add(
+                    "429",
+                    "The caller is over its request rate, or (polls) holds its most long polls open (`rate_limited`); wait `Retry-After` seconds",
+                );
+                responses["429"]["headers"] = json!({"Retry-After": {
+                    "description": "Seconds to wait before trying again",
+                    "schema": {"type": "integer", "minimum": 1},
+                }});
             }
         }
     }
@@ -418,7 +429,7 @@ mod tests {
                 continue;
             }
             let responses = op["responses"].as_object().unwrap();
-            let mut expected = vec!["500", "503"];
+            let mut expected = vec!["429", "500", "503"];
             if op.get("requestBody").is_some() || op.get("parameters").is_some() {
                 expected.push("400");
             }
