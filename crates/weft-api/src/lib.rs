@@ -8,6 +8,8 @@ use utoipa::ToSchema;
 
 mod diagnostics;
 pub use diagnostics::*;
+mod people;
+pub use people::*;
 
 /// Every error response: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
@@ -212,8 +214,22 @@ pub struct LogRecord {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct DecisionRequest {
-    #[serde(default)]
+    /// Why: recorded as `comment` in the history event of the decision, and
+    /// a rejection's reason (default `rejected`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The former name of `comment`, still accepted (`comment` wins when
+    /// both are sent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(deprecated)]
     pub message: Option<String>,
+}
+
+impl DecisionRequest {
+    /// The decision's comment: `comment`, else `message`.
+    pub fn into_comment(self) -> Option<String> {
+        self.comment.or(self.message)
+    }
 }
 
 // ---- worker protocol ----

@@ -2,6 +2,7 @@
 //! that configures a process has an environment variable behind it; this is
 //! the only place in Weft that reads the environment.
 
+mod audit;
 mod demo;
 mod doctor;
 mod output;
@@ -38,6 +39,11 @@ struct ClientArgs {
     /// API token, when the server requires one.
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// The person these actions are for, recorded in history and the audit
+    /// log: beside the token's name as `on_behalf_of`, or, with no token, as
+    /// the actor (default: the OS user).
+    #[arg(long, env = "WEFT_ACTOR", global = true)]
+    actor: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -59,7 +65,9 @@ fn server_url(text: &str) -> Result<String, String> {
 
 impl ClientArgs {
     fn client(&self) -> Client {
-        Client::new(&self.url).with_token(self.token.clone())
+        Client::new(&self.url)
+            .with_token(self.token.clone())
+            .with_actor(audit::actor(self.actor.as_deref(), self.token.is_some()))
     }
 }
 
@@ -285,6 +293,9 @@ enum Command {
     Approve {
         id: String,
         step: String,
+        /// Why, recorded in the run's history.
+        #[arg(long, alias = "message")]
+        comment: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -292,8 +303,16 @@ enum Command {
     Reject {
         id: String,
         step: String,
-        #[arg(long)]
-        message: Option<String>,
+        /// Why, recorded in the run's history and as the run's error.
+        #[arg(long, alias = "message")]
+        comment: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The audit log of actions without a run (registrations, token changes), newest first.
+    Audit {
+        #[command(flatten)]
+        filter: audit::AuditArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -686,6 +705,9 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 println!("{}", serde_json::to_string_pretty(&run)?);
             } else {
                 output::run(&run);
+                if let Ok(events) = audit::all_events(&client.client(), &run.run_id).await {
+                    audit::print_actions(&events);
+                }
                 // Why each unfinished step is where it is.
                 if let Ok(why) = client.client().run_diagnosis(&run.run_id).await {
                     doctor::why(&why);
@@ -734,18 +756,26 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             let run = client.client().retry_run(&id).await?;
             print_summary(&run, client.json)?;
         }
-        Command::Approve { id, step, client } => {
-            let run = client.client().decide(&id, &step, true, None).await?;
+        Command::Approve {
+            id,
+            step,
+            comment,
+            client,
+        } => {
+            let run = client.client().decide(&id, &step, true, comment).await?;
             print_summary(&run, client.json)?;
         }
         Command::Reject {
             id,
             step,
-            message,
+            comment,
             client,
         } => {
-            let run = client.client().decide(&id, &step, false, message).await?;
+            let run = client.client().decide(&id, &step, false, comment).await?;
             print_summary(&run, client.json)?;
+        }
+        Command::Audit { filter, client } => {
+            audit::run(&client.client(), &filter, client.json).await?;
         }
         Command::Workers { queue, all, client } => {
             let mut query = Vec::new();

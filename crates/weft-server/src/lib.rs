@@ -1,12 +1,14 @@
 //! Weft's HTTP server: the API of SPEC §3, the worker protocol and health
 //! endpoints, on axum. The only crate that knows HTTP on the server side.
 
+mod actor;
 pub mod auth;
 mod conform;
 mod dashboard;
 mod diagnostics;
 mod error;
 mod extract;
+mod forgery;
 pub mod limits;
 mod present;
 mod routes;
@@ -144,6 +146,7 @@ pub fn router(engine: Engine, config: Config) -> Router {
     };
     routes::routes()
         .route_layer(middleware::from_fn_with_state(metrics, record_http))
+        .layer(middleware::from_fn(forgery::check))
         .layer(middleware::from_fn(auth::authenticate))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
@@ -326,6 +329,11 @@ pub async fn serve_with(
     };
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(component = "server", addr = ?addr, "listening");
+    // The forgery check holds a loopback listener to loopback `Host`s.
+    let app = match addr {
+        Some(addr) => app.layer(Extension(forgery::ListenerAddr(addr))),
+        None => app,
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

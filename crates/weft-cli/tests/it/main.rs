@@ -11,6 +11,7 @@ mod doctor;
 mod edge;
 mod failures;
 mod harness;
+mod people;
 mod restart;
 mod robustness;
 mod worker_faults;
@@ -74,6 +75,8 @@ on_both_backends! {
     doctor::doctor_poison_input_and_lease_expired_loop,
     doctor::doctor_running_long_saturated_cancel_pending,
     doctor::doctor_start_wait_says_why,
+    people::actors_in_history,
+    people::audit_log,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.

@@ -8,6 +8,7 @@ use axum::{
 
 use crate::{ApiError, AppState};
 mod actions;
+mod audit;
 mod health;
 mod openapi;
 mod runs;
@@ -44,6 +45,7 @@ pub(crate) fn routes() -> Router<AppState> {
             "/v1/runs/{id}/steps/{step}/reject",
             post(actions::reject_step),
         )
+        .route("/v1/audit", get(audit::list_audit))
         .route("/v1/worker/poll", post(worker::poll))
         .route(
             "/v1/worker/leases/{lease_id}/heartbeat",

@@ -25,6 +25,7 @@ use crate::limits::{self};
         super::actions::retry_run,
         super::actions::approve_step,
         super::actions::reject_step,
+        super::audit::list_audit,
         super::worker::poll,
         super::worker::heartbeat,
         super::worker::complete,
@@ -128,6 +129,10 @@ pub fn openapi_document() -> Value {
                     (Some("query"), Some("cause")) => {
                         param["schema"] = json!({"type": "string", "enum": causes});
                     }
+                    (Some("query"), Some("cursor")) if path == "/v1/audit" => {
+                        param["schema"] =
+                            json!({"type": "string", "pattern": "^[1-9][0-9]{0,17}$"});
+                    }
                     (Some("query"), Some("cursor")) => {
                         param["schema"] = json!({"type": "string", "pattern": CURSOR_PATTERN});
                     }
@@ -172,6 +177,10 @@ pub fn openapi_document() -> Value {
                 );
             }
             if api {
+                add(
+                    "403",
+                    "Refused as a possible forgery (see README, Security): `host_not_allowed` on a loopback listener, and for a POST, PUT or DELETE `origin_mismatch`, `client_header_required` (send `X-Weft-Client` or a JSON or YAML content type) or `csrf_token_invalid` (a session cookie without its CSRF token)",
+                );
                 add("500", "Unexpected server error (`internal`)");
                 add("503", "The database is unavailable (`unavailable`)");
             }
@@ -196,6 +205,11 @@ fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
             "StartRunsRequest",
             "runs",
             json!({"minItems": 1, "maxItems": limits::MAX_RUNS_PER_START}),
+        ),
+        (
+            "DecisionRequest",
+            "comment",
+            json!({"maxLength": MAX_MESSAGE_LEN}),
         ),
         (
             "DecisionRequest",
