@@ -12,7 +12,7 @@
 //!   cannot send cross-site without asking first (anything but
 //!   `application/x-www-form-urlencoded`, `multipart/form-data` and
 //!   `text/plain`, e.g. JSON or YAML), or be a dashboard form whose CSRF
-//!   token the session layer verified ([`crate::sessions`]); else 403
+//!   token the session layer (`sessions.rs`) verified; else 403
 //!   `client_header_required`. A body-less POST (cancel, retry) thus needs
 //!   the header: weft-client, the worker SDK, the CLI and the dashboard send
 //!   it.

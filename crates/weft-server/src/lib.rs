@@ -12,6 +12,7 @@ mod forgery;
 pub mod limits;
 mod present;
 mod routes;
+mod sessions;
 pub mod wiring;
 
 use std::{
@@ -65,6 +66,9 @@ pub struct Config {
     /// connection closed. A read timeout only: long polls, `?wait_ms` and
     /// event streams are not cut short by it.
     pub body_read_timeout: Duration,
+    /// Marks the dashboard's cookies `Secure` (sent over HTTPS only): set
+    /// when serving TLS, or behind a proxy that terminates it.
+    pub secure_cookies: bool,
 }
 
 /// Default of [`Config::body_read_timeout`].
@@ -102,6 +106,7 @@ impl Default for Config {
             trace_url_template: None,
             tracing: None,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            secure_cookies: false,
         }
     }
 }
@@ -148,6 +153,7 @@ pub fn router(engine: Engine, config: Config) -> Router {
         .route_layer(middleware::from_fn_with_state(metrics, record_http))
         .layer(middleware::from_fn(forgery::check))
         .layer(middleware::from_fn(auth::authenticate))
+        .layer(middleware::from_fn(sessions::layer))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(Extension(body_timeout))

@@ -446,3 +446,200 @@ async fn forged_writes_are_refused() {
     let done = env.wait_finished(&work).await;
     assert_eq!(done.status, "completed");
 }
+
+/// The `Set-Cookie` headers of a response.
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The `value` of the hidden `csrf` field of a page's form.
+fn hidden_csrf(page: &str) -> String {
+    let at = page
+        .find("name=\"csrf\" value=\"")
+        .unwrap_or_else(|| panic!("no csrf field in:\n{page}"));
+    let rest = &page[at + "name=\"csrf\" value=\"".len()..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+/// Sign-in sets the session cookie (HttpOnly, SameSite=Strict, Path=/); the
+/// cookie alone authenticates reads but never a write without the session's
+/// CSRF token; sign-out clears it. The sign-in form has a CSRF nonce of its
+/// own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_sign_in_session_and_csrf() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    env.register(GATE).await;
+    let run = env.start_run("gate", json!({})).await;
+    let browser = browser_client();
+    let url = &env.server.url;
+    let token = "weft_e2e_0123456789abcdef";
+
+    // The form, with its nonce in a cookie and in a hidden field.
+    let form = browser.get(format!("{url}/signin")).send().await.unwrap();
+    assert_eq!(form.status().as_u16(), 200);
+    let cookies = set_cookies(&form);
+    let nonce_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("weft_signin="))
+        .expect("the sign-in nonce cookie")
+        .clone();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/signin"] {
+        assert!(nonce_cookie.contains(attribute), "{nonce_cookie}");
+    }
+    let nonce = nonce_cookie["weft_signin=".len()..nonce_cookie.find(';').unwrap()].to_owned();
+    let page = form.text().await.unwrap();
+    assert_eq!(hidden_csrf(&page), nonce);
+    let runs_page = browser.get(format!("{url}/")).send().await.unwrap();
+    assert!(runs_page.text().await.unwrap().contains("href=\"/signin\""));
+
+    // A sign-in without the nonce, or with another, is refused.
+    let sign_in = |cookie: Option<String>, csrf: &str| {
+        let mut request = browser
+            .post(format!("{url}/signin"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("origin", url.as_str())
+            .body(format!("token={token}&csrf={csrf}"));
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.send()
+    };
+    let forged = sign_in(Some(format!("weft_signin={nonce}")), "0000")
+        .await
+        .unwrap();
+    assert_eq!(
+        error_code(forged).await,
+        (403, "csrf_token_invalid".to_owned())
+    );
+    let no_cookie = sign_in(None, &nonce).await.unwrap();
+    assert_eq!(no_cookie.status().as_u16(), 403);
+    assert!(
+        set_cookies(&no_cookie)
+            .iter()
+            .all(|c| !c.starts_with("weft_session="))
+    );
+
+    // Signed in: the session cookie, with the right attributes.
+    let signed = sign_in(Some(format!("weft_signin={nonce}")), &nonce)
+        .await
+        .unwrap();
+    assert_eq!(signed.status().as_u16(), 303);
+    assert_eq!(signed.headers()["location"], "/");
+    let cookies = set_cookies(&signed);
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("weft_session="))
+        .unwrap_or_else(|| panic!("no session cookie in {cookies:?}"));
+    assert!(
+        session.starts_with(&format!("weft_session={token};")),
+        "{session}"
+    );
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(
+            session.split("; ").any(|a| a == attribute),
+            "{attribute} in {session}"
+        );
+    }
+    assert!(
+        !session.contains("Secure"),
+        "plain HTTP: no Secure flag: {session}"
+    );
+    let session_cookie = format!("weft_session={token}");
+
+    // Reads with the cookie: the API, a dashboard page, the event stream.
+    for path in [
+        "/v1/runs".to_owned(),
+        format!("/runs/{run}"),
+        format!("/v1/runs/{run}/events"),
+        format!("/v1/runs/{run}/events/stream"),
+    ] {
+        let read = browser
+            .get(format!("{url}{path}"))
+            .header("cookie", &session_cookie)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(read.status().as_u16(), 200, "{path}");
+    }
+
+    // A write with the cookie alone is refused, whatever else it carries.
+    let cancel = format!("{url}/v1/runs/{run}/cancel");
+    for (name, value) in [
+        ("x-weft-client", "x"),
+        ("content-type", "application/json"),
+        ("x-weft-csrf", "00ff"),
+    ] {
+        let refused = browser
+            .post(&cancel)
+            .header("cookie", &session_cookie)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            error_code(refused).await,
+            (403, "csrf_token_invalid".to_owned()),
+            "{name}"
+        );
+    }
+    assert_eq!(env.client.get_run(&run).await.unwrap().status, "running");
+
+    // The signed-in page hands out the session's CSRF token; with it the
+    // write goes through (as the dashboard's own request would).
+    let page = browser
+        .get(format!("{url}/signin"))
+        .header("cookie", &session_cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Signed in"), "{page}");
+    let csrf = hidden_csrf(&page);
+    assert_eq!(csrf.len(), 64);
+    let accepted = browser
+        .post(&cancel)
+        .header("cookie", &session_cookie)
+        .header("x-weft-csrf", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status().as_u16(), 200);
+    assert_eq!(env.client.get_run(&run).await.unwrap().status, "cancelled");
+
+    // Sign-out: a form post with the token; without it, or from another
+    // site, refused.
+    let sign_out = |csrf: String, origin: &str| {
+        browser
+            .post(format!("{url}/signout"))
+            .header("cookie", &session_cookie)
+            .header("origin", origin)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("csrf={csrf}"))
+            .send()
+    };
+    let wrong = sign_out("ab".repeat(32), url).await.unwrap();
+    assert_eq!(
+        error_code(wrong).await,
+        (403, "csrf_token_invalid".to_owned())
+    );
+    let cross = sign_out(csrf.clone(), "http://evil.example").await.unwrap();
+    assert_eq!(error_code(cross).await, (403, "origin_mismatch".to_owned()));
+    let out = sign_out(csrf, url).await.unwrap();
+    assert_eq!(out.status().as_u16(), 303);
+    assert_eq!(out.headers()["location"], "/signin");
+    let cleared = set_cookies(&out);
+    assert!(
+        cleared
+            .iter()
+            .any(|c| c.starts_with("weft_session=;") && c.contains("Max-Age=0")),
+        "{cleared:?}"
+    );
+}

@@ -74,6 +74,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/", get(crate::dashboard::runs_page))
         .route("/runs/{id}", get(crate::dashboard::run_page))
         .merge(crate::diagnostics::routes())
+        .merge(crate::sessions::routes())
         .fallback(not_found)
 }
 
