@@ -5,7 +5,8 @@
 //!
 //! Every request on a loopback listener must be addressed to a loopback
 //! `Host` (`localhost`, `127.0.0.1`, `[::1]`, any port), else 403
-//! `host_not_allowed`. Every POST, PUT, PATCH and DELETE must:
+//! `host_not_allowed`. Every POST, PUT, PATCH and DELETE of an authenticated
+//! caller (with authentication off, everyone) must:
 //! - carry no `Origin`, or one whose host and port are the request's `Host`
 //!   (403 `origin_mismatch`);
 //! - and carry [`CLIENT_HEADER`] (any value), or a content type a browser
@@ -26,7 +27,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use crate::ApiError;
+use crate::{ApiError, auth::Principal};
 
 /// The header every Weft client sends (only its presence is checked). A
 /// browser cannot add it to a cross-site request without a CORS preflight,
@@ -79,7 +80,9 @@ fn judge(request: &Request) -> Result<(), ApiError> {
             ),
         ));
     }
-    if is_safe(request.method()) {
+    // A caller without a valid token (authentication on) can change nothing:
+    // authentication answers it 401 on every route that is not open.
+    if is_safe(request.method()) || request.extensions().get::<Principal>().is_none() {
         return Ok(());
     }
     if let Some(origin) = headers.get(header::ORIGIN) {

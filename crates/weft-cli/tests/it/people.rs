@@ -132,6 +132,20 @@ pub async fn actors_in_history(db_url: String) {
     assert!(shown.contains("by bob"), "{shown}");
     assert!(shown.contains("\"ship it\""), "{shown}");
 
+    // So does the dashboard's run page.
+    let page = env
+        .http
+        .get(format!("{}/runs/{run}", env.server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let actions = &page[page.find("<h2>Actions</h2>").expect("an Actions section")..];
+    assert!(actions.contains("<td>alice</td>"), "{actions}");
+    assert!(actions.contains("<td>bob</td>") && actions.contains("ship it"), "{actions}");
+
     // Reject over HTTP with today's `message` field and the actor header.
     let rejected = env
         .http
