@@ -144,7 +144,10 @@ pub async fn actors_in_history(db_url: String) {
         .unwrap();
     let actions = &page[page.find("<h2>Actions</h2>").expect("an Actions section")..];
     assert!(actions.contains("<td>alice</td>"), "{actions}");
-    assert!(actions.contains("<td>bob</td>") && actions.contains("ship it"), "{actions}");
+    assert!(
+        actions.contains("<td>bob</td>") && actions.contains("ship it"),
+        "{actions}"
+    );
 
     // Reject over HTTP with today's `message` field and the actor header.
     let rejected = env
