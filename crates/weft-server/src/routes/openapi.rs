@@ -126,6 +126,13 @@ pub fn openapi_document() -> Value {
                     (Some("query"), Some("status")) => {
                         param["schema"] = json!({"type": "string", "enum": statuses});
                     }
+                    (Some("query"), Some("action")) if path == "/v1/audit" => {
+                        let actions: Vec<Value> = weft_store::AuditAction::ALL
+                            .iter()
+                            .map(|a| json!(a.as_str()))
+                            .collect();
+                        param["schema"] = json!({"type": "string", "enum": actions});
+                    }
                     (Some("query"), Some("cause")) => {
                         param["schema"] = json!({"type": "string", "enum": causes});
                     }
