@@ -46,6 +46,8 @@ pub struct AuditEntry {
 /// A page of the audit log, newest first.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AuditList {
+    /// At most the request's `limit` (default 50, at most 1000) entries,
+    /// newest first.
     pub entries: Vec<AuditEntry>,
     /// Pass as `cursor` for the next (older) page; `null` on the last page.
     pub next_cursor: Option<String>,

@@ -119,6 +119,17 @@ pub struct ServerArgs {
     /// Redact inputs and outputs in API responses too (the dashboard always does).
     #[arg(long, env = "WEFT_REDACT_API")]
     pub redact_api: bool,
+    /// Extra regular expressions masked as `[redacted]` in free text (errors,
+    /// log lines, events), besides the built-in ones (bearer tokens,
+    /// `password=…`-style pairs, Weft tokens, database URL passwords). Repeat
+    /// the flag, or put one per line in the variable. A capture group named
+    /// `secret` masks only that group.
+    #[arg(
+        long = "redact-patterns",
+        env = "WEFT_REDACT_PATTERNS",
+        value_delimiter = '\n'
+    )]
+    pub redact_patterns: Vec<String>,
     /// Link to a run's trace, e.g. `http://jaeger:16686/trace/{trace_id}`: run
     /// details and the dashboard then carry it.
     #[arg(long, env = "WEFT_TRACE_URL_TEMPLATE")]

@@ -61,10 +61,14 @@ async fn start_server(
     shutdown: &CancellationToken,
     tracing: Option<&Tracing>,
 ) -> Result<Running> {
+    // One redaction rule, its patterns compiled once, for the store's log
+    // lines and spans and for what the server shows.
+    let redactor = weft_core::redact::Redactor::from_list(&args.redact_keys)
+        .with_patterns(&args.redact_patterns)?;
     let settings = Settings {
         lease: parse_duration("lease-timeout", &args.lease_timeout)?,
         max_output_bytes: weft_store::max_output_bytes_for(args.max_body_bytes as u64),
-        redactor: weft_core::redact::Redactor::from_list(&args.redact_keys),
+        redactor: redactor.clone(),
         ..Settings::default()
     };
     let gauge_interval = parse_duration("gauge-interval", &args.gauge_interval)?;
@@ -98,7 +102,7 @@ async fn start_server(
             max_body_bytes: args.max_body_bytes,
             body_read_timeout: parse_duration("body-read-timeout", &args.body_read_timeout)?,
             metrics: Some(metrics.clone()),
-            redactor: weft_core::redact::Redactor::from_list(&args.redact_keys),
+            redactor,
             redact_api: args.redact_api,
             trace_url_template: args.trace_url_template.clone(),
             tracing: tracing.cloned(),

@@ -11,6 +11,7 @@ pub mod definition;
 pub mod diagnosis;
 pub mod duration;
 pub mod machine;
+pub mod mask;
 pub mod observe;
 pub mod redact;
 pub mod retry;

@@ -1,11 +1,17 @@
 //! Redaction of sensitive values wherever Weft shows data outside the store:
 //! logs, the dashboard, API echoes, span attributes and events. One rule,
 //! used everywhere: a value under a key that looks sensitive becomes
-//! `"[redacted]"`, at any depth.
+//! `"[redacted]"`, at any depth; and in free text (errors, log lines, event
+//! data) the values found under such keys in a run's input and step outputs,
+//! and whatever the configured patterns match, become `"[redacted]"` too
+//! ([`Redactor::text_masker`], built on [`crate::mask`]).
+
+use std::sync::Arc;
 
 use serde_json::Value;
 
-pub const REDACTED: &str = "[redacted]";
+use crate::mask::Patterns;
+pub use crate::mask::{MIN_MASKED_CHARS, PatternError, REDACTED, TextMasker};
 
 /// Key fragments that mark a value as sensitive, matched case-insensitively
 /// anywhere in the key (`db_password`, `X-Api-Key`, `refresh_token`).
@@ -22,10 +28,14 @@ pub const DEFAULT_KEYS: &[&str] = &[
     "private_key",
 ];
 
-/// The keys to redact: the defaults plus extra ones (e.g. from `WEFT_REDACT_KEYS`).
+/// The keys to redact (the defaults plus extra ones, e.g. from
+/// `WEFT_REDACT_KEYS`) and the free-text patterns (the defaults of
+/// [`crate::mask::DEFAULT_PATTERNS`] plus extra ones, e.g. from
+/// `WEFT_REDACT_PATTERNS`), compiled once. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Redactor {
     fragments: Vec<String>,
+    patterns: Arc<Patterns>,
 }
 
 impl Default for Redactor {
@@ -35,6 +45,7 @@ impl Default for Redactor {
 }
 
 impl Redactor {
+    /// The default keys plus `extra`, with the default patterns.
     pub fn new(extra: &[String]) -> Self {
         let mut fragments: Vec<String> = DEFAULT_KEYS.iter().map(|k| (*k).to_owned()).collect();
         fragments.extend(
@@ -43,7 +54,25 @@ impl Redactor {
                 .map(|k| k.trim().to_ascii_lowercase())
                 .filter(|k| !k.is_empty()),
         );
-        Self { fragments }
+        let patterns =
+            Arc::new(Patterns::with_defaults(&[]).expect("the default redaction patterns compile"));
+        Self {
+            fragments,
+            patterns,
+        }
+    }
+
+    /// The same keys, with the default patterns followed by `extra` (each a
+    /// regular expression; a capture group named `secret` masks only that
+    /// group). Fails on a pattern that does not compile.
+    pub fn with_patterns(mut self, extra: &[String]) -> Result<Self, PatternError> {
+        self.patterns = Arc::new(Patterns::with_defaults(extra)?);
+        Ok(self)
+    }
+
+    /// The free-text patterns in force, as written.
+    pub fn patterns(&self) -> impl Iterator<Item = &str> {
+        self.patterns.as_strs()
     }
 
     /// Parses a comma-separated list of extra keys.
@@ -52,6 +81,7 @@ impl Redactor {
         Self::new(&extra)
     }
 
+    /// Whether `key` names a sensitive value.
     pub fn is_sensitive(&self, key: &str) -> bool {
         let key = key.to_ascii_lowercase();
         self.fragments
@@ -119,38 +149,40 @@ impl Redactor {
         found
     }
 
+    /// The masker of free text for one run: the secrets of every value in
+    /// `sources` (the run's input and its step outputs; see
+    /// [`Redactor::secrets`]) and the patterns. Build it once per view and
+    /// mask every error, log line and event of the run with it.
+    pub fn text_masker<'v>(&self, sources: impl IntoIterator<Item = &'v Value>) -> TextMasker {
+        let mut secrets: Vec<String> = sources
+            .into_iter()
+            .flat_map(|value| self.secrets(value))
+            .collect();
+        secrets.sort();
+        secrets.dedup();
+        TextMasker::new(&secrets, self.patterns.clone())
+    }
+
+    /// [`Redactor::text_masker`] over a run's state: its input and the
+    /// outputs of its steps so far.
+    pub fn run_masker(&self, state: &crate::machine::RunState) -> TextMasker {
+        self.text_masker(
+            std::iter::once(&state.input)
+                .chain(state.steps.iter().filter_map(|s| s.output.as_ref())),
+        )
+    }
+
+    /// The masker for text that no run's data reaches: the patterns alone.
+    pub fn pattern_masker(&self) -> TextMasker {
+        TextMasker::patterns_only(self.patterns.clone())
+    }
+
     /// `text` with every value found under a sensitive key of `input` (see
-    /// [`Redactor::secrets`]) replaced by `"[redacted]"` wherever it occurs:
-    /// the free-text side of the one rule, for error messages and log lines
-    /// that may quote a run's input.
+    /// [`Redactor::secrets`]) and every pattern match replaced by
+    /// `"[redacted]"`: the free-text side of the one rule, for a single text
+    /// (build a [`Redactor::text_masker`] for many).
     pub fn mask_text(&self, text: &str, input: &Value) -> String {
-        mask_secrets(text, &self.secrets(input))
-    }
-}
-
-/// Values shorter than this many characters are not masked in free text: a
-/// one- or two-character value would blank out unrelated words and numbers.
-pub const MIN_MASKED_CHARS: usize = 3;
-
-/// `text` with each of `secrets` replaced by `"[redacted]"` wherever it
-/// occurs, in one pass (the longest secret wins where several match at one
-/// place; a replacement is never searched again).
-pub fn mask_secrets(text: &str, secrets: &[String]) -> String {
-    let secrets: Vec<&str> = secrets
-        .iter()
-        .map(String::as_str)
-        .filter(|s| !s.is_empty())
-        .collect();
-    if secrets.is_empty() {
-        return text.to_owned();
-    }
-    match aho_corasick::AhoCorasick::builder()
-        .match_kind(aho_corasick::MatchKind::LeftmostLongest)
-        .build(&secrets)
-    {
-        Ok(matcher) => matcher.replace_all(text, &vec![REDACTED; secrets.len()]),
-        // Only a pathological pattern set is refused: hide the whole text.
-        Err(_) => REDACTED.to_owned(),
+        self.text_masker([input]).mask(text).into_owned()
     }
 }
 
@@ -193,25 +225,51 @@ mod tests {
             "db_password": "hunter2",
             "nested": [{"api_key": "sk-live-123", "ok": "visible"}],
             "credentials": {"deep": ["abcdef", 987654]},
-            "ssn": "12",
+            "ssn": "12345",
             "token_prefix": "sk-live"
         });
-        let text = "connect ada:hunter2@db failed; key sk-live-123 (prefix sk-live) and abcdef/987654 rejected; ok=visible ssn=12";
+        // Values of 6 characters or more are masked wherever they occur;
+        // the 5-character ssn is not.
+        let text = "connect ada:hunter2@db failed; key sk-live-123 (prefix sk-live) and abcdef/987654 rejected; ok visible ssn 12345";
         assert_eq!(
             redactor.mask_text(text, &input),
-            "connect ada:[redacted]@db failed; key [redacted] (prefix [redacted]) and [redacted]/[redacted] rejected; ok=visible ssn=12"
+            "connect ada:[redacted]@db failed; key [redacted] (prefix [redacted]) and [redacted]/[redacted] rejected; ok visible ssn 12345"
         );
         assert_eq!(
             redactor.secrets(&input),
             vec!["sk-live-123", "hunter2", "sk-live", "987654", "abcdef"]
         );
         // A secret that is part of the replacement text is not masked into it.
-        assert_eq!(
-            mask_secrets("act now", &["act".to_owned(), "now".to_owned()]),
-            "[redacted] [redacted]"
+        let masker = crate::mask::TextMasker::new(
+            &["redact".to_owned(), "now ok".to_owned()],
+            redactor.patterns.clone(),
         );
+        assert_eq!(masker.mask("redact now ok"), "[redacted] [redacted]");
         // No secrets, or none in the text: unchanged.
         assert_eq!(redactor.mask_text("plain", &json!({"x": 1})), "plain");
         assert_eq!(redactor.mask_text("plain", &Value::Null), "plain");
+    }
+
+    #[test]
+    fn one_masker_for_the_input_and_the_step_outputs() {
+        let redactor = Redactor::default()
+            .with_patterns(&[r"acct-\d+".to_owned()])
+            .unwrap();
+        let input = json!({"password": "from-the-input"});
+        let output = json!({"charge": {"api_token": "from-an-output"}, "n": 1});
+        let masker = redactor.text_masker([&input, &output]);
+        assert_eq!(
+            masker.mask("from-the-input, from-an-output, acct-42, password=x"),
+            "[redacted], [redacted], [redacted], password=[redacted]"
+        );
+        assert!(
+            Redactor::default()
+                .with_patterns(&["(".to_owned()])
+                .is_err()
+        );
+        assert_eq!(
+            Redactor::default().pattern_masker().mask("token=abc"),
+            "token=[redacted]"
+        );
     }
 }

@@ -163,7 +163,9 @@ pub(crate) async fn run_page(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let mut run = state.store().get_run(&id).await?;
-    crate::present::redact_run(&state.config.redactor, &mut run);
+    // The page always redacts: inputs, outputs, errors and log lines alike.
+    let presenter = crate::present::RunPresenter::new(&state.config.redactor, &run);
+    presenter.run(&mut run);
     let terminal = RunStatus::parse(&run.status).is_some_and(|s| s.is_terminal());
     let millis = |t: &str| weft_store::parse_rfc3339(t);
     let start = millis(&run.created_at).unwrap_or(0);
@@ -268,11 +270,11 @@ pub(crate) async fn run_page(
         }
     }
     body.push_str("</table>");
-    actions(
-        &mut body,
-        &state.store().run_events(&run.run_id, None).await?,
-    );
-    let logs = state.store().run_logs(&run.run_id, None).await?;
+    let mut events = state.store().run_events(&run.run_id, None).await?;
+    presenter.events(&mut events);
+    actions(&mut body, &events);
+    let mut logs = state.store().run_logs(&run.run_id, None).await?;
+    presenter.logs(&mut logs);
     if !logs.is_empty() {
         body.push_str("<h2>Logs</h2><table><tr><th>at</th><th>step</th><th>line</th></tr>");
         for line in logs.iter().rev().take(200).rev() {
@@ -287,9 +289,11 @@ pub(crate) async fn run_page(
         }
         body.push_str("</table>");
     }
+    // The links ask for redacted data, as this page shows it, whatever the
+    // caller's role would otherwise see.
     let _ = write!(
         body,
-        "<p><a href=\"/v1/runs/{id}\">JSON</a> · <a href=\"/v1/runs/{id}/events\">history</a></p>",
+        "<p><a href=\"/v1/runs/{id}?redact=true\">JSON</a> · <a href=\"/v1/runs/{id}/events?redact=true\">history</a> · <a href=\"/v1/runs/{id}/logs?redact=true\">logs</a></p>",
         id = escape(&run.run_id)
     );
     Ok(page(&format!("run {}", run.run_id), !terminal, &body))

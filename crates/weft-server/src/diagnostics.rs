@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::{Json, Router, extract::State, routing::get};
+use axum::{Extension, Json, Router, extract::State, routing::get};
 use serde::Deserialize;
 use weft_api::{
     CauseGroup, Diagnostics, ErrorBody, QueueInfo, QueueList, RunDiagnosisView, StepDiagnosisView,
@@ -15,7 +15,9 @@ use weft_store::{WorkerRecord, rfc3339};
 
 use crate::{
     ApiError, AppState,
+    auth::Principal,
     extract::{Path, Query},
+    present::{self, RunPresenter},
 };
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -183,6 +185,7 @@ async fn diagnose_all(
 #[utoipa::path(get, path = "/v1/runs/{id}/diagnosis", tag = "runs", params(("id" = String, Path, description = "Run id or trace id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunDiagnosisView), (status = 404, body = ErrorBody)))]
 async fn run_diagnosis(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunDiagnosisView>> {
     let (runs, t, now, _) = diagnose_all(&state, Some(&id)).await?;
@@ -190,7 +193,42 @@ async fn run_diagnosis(
         what: "run",
         id: id.clone(),
     })?;
-    Ok(Json(view(run, &t, now)))
+    let mut shown = view(run, &t, now);
+    redact_evidence(&state, &caller, std::slice::from_mut(&mut shown)).await?;
+    Ok(Json(shown))
+}
+
+/// Masks the evidence of diagnoses shown to a caller who gets redacted
+/// data: evidence that quotes a handler's error is masked with its run's
+/// secrets (the run is read for it), the rest with the patterns.
+async fn redact_evidence(
+    state: &AppState,
+    caller: &Principal,
+    views: &mut [RunDiagnosisView],
+) -> ApiResult<()> {
+    // Infallible today; a Result so a store read may fail the request later.
+    if !present::redacts(&state.config, caller) {
+        return Ok(());
+    }
+    let patterns = state.config.redactor.pattern_masker();
+    for view in views {
+        if present::quotes_errors(view) {
+            match state.store().get_run(&view.run_id).await {
+                Ok(run) => RunPresenter::new(&state.config.redactor, &run).diagnosis(view),
+                // The run is gone or unreadable: withhold the evidence.
+                Err(_) => {
+                    for step in &mut view.steps {
+                        step.evidence = weft_core::redact::REDACTED.to_owned();
+                    }
+                }
+            }
+        } else {
+            for step in &mut view.steps {
+                step.evidence = patterns.mask_owned(std::mem::take(&mut step.evidence));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -209,6 +247,7 @@ struct DiagnosticsQuery {
 #[utoipa::path(get, path = "/v1/diagnostics", tag = "runs", params(("limit" = Option<u32>, Query, description = "Runs listed per cause (default 20, at most 500; 0 for the counts alone)", minimum = 0, maximum = 500), ("offset" = Option<u32>, Query, description = "Skip this many runs of each cause", minimum = 0, maximum = 10000), ("cause" = Option<String>, Query, description = "Only this cause", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("stalled" = Option<bool>, Query, description = "Only stalled causes")), responses((status = 200, body = Diagnostics), (status = 400, body = ErrorBody)))]
 async fn diagnostics(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Query(query): Query<DiagnosticsQuery>,
 ) -> ApiResult<Json<Diagnostics>> {
     let want = match query.cause.as_deref() {
@@ -237,24 +276,28 @@ async fn diagnostics(
             None => groups.push((cause, run.stalled, vec![run])),
         }
     }
+    let mut causes: Vec<CauseGroup> = groups
+        .into_iter()
+        .map(|(cause, stalled, runs)| CauseGroup {
+            cause: cause.as_str().to_owned(),
+            stalled,
+            count: runs.len() as u64,
+            runs: runs
+                .into_iter()
+                .skip(offset)
+                .take(limit)
+                .map(|r| view(r, &t, now))
+                .collect(),
+        })
+        .collect();
+    for group in &mut causes {
+        redact_evidence(&state, &caller, &mut group.runs).await?;
+    }
     Ok(Json(Diagnostics {
         stalled,
         examined,
         truncated,
-        causes: groups
-            .into_iter()
-            .map(|(cause, stalled, runs)| CauseGroup {
-                cause: cause.as_str().to_owned(),
-                stalled,
-                count: runs.len() as u64,
-                runs: runs
-                    .into_iter()
-                    .skip(offset)
-                    .take(limit)
-                    .map(|r| view(r, &t, now))
-                    .collect(),
-            })
-            .collect(),
+        causes,
     }))
 }
 

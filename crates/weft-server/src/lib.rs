@@ -46,10 +46,10 @@ pub struct Config {
     /// The process's metrics; a fresh set when `None`. The router installs
     /// them as the store's observer.
     pub metrics: Option<Metrics>,
-    /// Which keys count as sensitive.
+    /// Which keys count as sensitive, and the free-text patterns.
     pub redactor: weft_core::redact::Redactor,
-    /// Also redact inputs, outputs and event data in API responses (the
-    /// dashboard always redacts).
+    /// Redact API responses for admins too (viewers and operators always
+    /// get redacted data, and the dashboard always redacts).
     pub redact_api: bool,
     /// Another observer of committed transitions, beside the metrics: the
     /// trace spans built from rows, when traces are exported.

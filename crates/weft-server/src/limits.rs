@@ -1,8 +1,9 @@
 //! Bounds on every list, string and number a request carries, checked before
 //! a handler (and so SQL) sees it: a request outside them is answered 400
 //! with a stable code. Each bound is stated in `/openapi.json` too (the
-//! `#[schema]` attributes of `weft-api` and the parameters of `routes/`
-//! carry the same numbers; a test compares them).
+//! request schemas of `weft-api` get these constants from
+//! `routes/openapi.rs`, and the parameters of `routes/` carry the same
+//! numbers; a test compares them).
 //!
 //! Lengths count characters (Unicode scalar values), as JSON Schema's
 //! `maxLength` does.

@@ -589,9 +589,12 @@ impl Store {
         now: i64,
         started: std::time::Instant,
     ) {
-        self.observer().observe(&Observation::AttemptFinished(
-            written.ended.record(run, now),
-        ));
+        // The span carries the error as people may see it.
+        let error = self.masked_for_people(run, written.ended.error.as_deref());
+        let mut record = written.ended.record(run, now);
+        record.error = error.as_deref();
+        self.observer()
+            .observe(&Observation::AttemptFinished(record));
         self.observe_applied(run, &written.applied, now);
         self.observe_operation(
             match written.ended.status {

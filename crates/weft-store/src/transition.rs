@@ -9,6 +9,7 @@ use weft_core::{
     AttemptStatus, Definition, Reason, RunState, RunStatus, StepState, StepStatus,
     machine::{self, Context, Effect, Event},
     observe::{AttemptRecord, Observation, RunRecord, Timing},
+    redact::TextMasker,
 };
 
 use crate::{
@@ -369,15 +370,16 @@ impl Store {
                 Effect::RunFailed { .. } | Effect::StepFailed { .. } | Effect::StepRetrying { .. }
             )
         }) {
-            // Failures are logged with their error, the run input's secret
-            // values masked (found once per transition).
-            let secrets = self.settings().redactor.secrets(&run.state.input);
+            // Failures are logged with their error, the secret values of the
+            // run's input and outputs and the patterns masked (one masker per
+            // transition).
+            let masker = self.settings().redactor.run_masker(&run.state);
             for effect in &effects {
-                log_effect(run, effect, &secrets);
+                log_effect(run, effect, Some(&masker));
             }
         } else {
             for effect in &effects {
-                log_effect(run, effect, &[]);
+                log_effect(run, effect, None);
             }
         }
         Ok(Applied {
@@ -423,7 +425,10 @@ impl Store {
         for effect in &applied.effects {
             match effect {
                 Effect::RunCompleted | Effect::RunFailed { .. } | Effect::RunCancelled => {
-                    observer.observe(&Observation::RunFinished(self::run_record(run, now)));
+                    let error = self.masked_for_people(run, run.state.error.as_deref());
+                    let mut record = self::run_record(run, now);
+                    record.error = error.as_deref();
+                    observer.observe(&Observation::RunFinished(record));
                     self.inner.run_waiters.finished(&run.run_id);
                 }
                 Effect::RunRetried => {
@@ -454,12 +459,31 @@ fn effect_attempt(run: &LockedRun, effect: &Effect, position: usize) -> Option<i
     }
 }
 
-/// A step's or run's error for a log line, secret values masked.
-fn masked_error(error: Option<&str>, secrets: &[String]) -> String {
-    weft_core::redact::mask_secrets(error.unwrap_or(""), secrets)
+impl Store {
+    /// A run's or attempt's error as people may see it (in span attributes
+    /// and events): the secrets of the run's input and outputs and the
+    /// configured patterns masked. The stored row keeps the clear text.
+    pub(crate) fn masked_for_people(&self, run: &LockedRun, error: Option<&str>) -> Option<String> {
+        error.map(|error| {
+            self.settings()
+                .redactor
+                .run_masker(&run.state)
+                .mask(error)
+                .into_owned()
+        })
+    }
 }
 
-fn log_effect(run: &LockedRun, effect: &Effect, secrets: &[String]) {
+/// A step's or run's error for a log line, secret values masked.
+fn masked_error(error: Option<&str>, masker: Option<&TextMasker>) -> String {
+    let error = error.unwrap_or("");
+    match masker {
+        Some(masker) => masker.mask(error).into_owned(),
+        None => error.to_owned(),
+    }
+}
+
+fn log_effect(run: &LockedRun, effect: &Effect, secrets: Option<&TextMasker>) {
     let run_id = run.run_id.as_str();
     let workflow = run.workflow.as_str();
     let trace_id = run.trace_id.as_str();

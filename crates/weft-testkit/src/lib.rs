@@ -284,6 +284,48 @@ impl PgCluster {
         );
         format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
     }
+
+    /// Runs a SQL script (a `pg_dump` in plain format, `COPY … FROM stdin`
+    /// included) with `psql` against the database of `url`, one made by
+    /// [`PgCluster::create_database`]; panics on the first error.
+    pub fn run_script(&self, url: &str, script: &str) {
+        let database = url.rsplit('/').next().expect("a database URL");
+        let mut child = self
+            .pg_command("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                "-d",
+                database,
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-f",
+                "-",
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run psql");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("psql's stdin");
+            stdin
+                .write_all(script.as_bytes())
+                .expect("feed the script to psql");
+        }
+        let out = child.wait_with_output().expect("wait for psql");
+        assert!(
+            out.status.success(),
+            "the SQL script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 impl Drop for PgCluster {

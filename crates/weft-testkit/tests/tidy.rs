@@ -1,7 +1,8 @@
 //! Tidy checks over the workspace's source, run with the normal suite (the
 //! way rust-analyzer's `xtask/src/tidy.rs` does): every `.rs` file opens with
-//! a `//!` line saying what it is for, and no two top-level modules of a
-//! crate refer to each other through `crate::` (a file cycle).
+//! a `//!` line saying what it is for, no two top-level modules of a
+//! crate refer to each other through `crate::` (a file cycle), and the API
+//! and SDK crates deny missing docs.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -188,5 +189,29 @@ fn crate_references_ignore_longer_identifiers() {
     assert_eq!(
         refs.into_iter().collect::<Vec<_>>(),
         ["claim", "db", "lease", "routes"].map(str::to_owned)
+    );
+}
+
+/// The crates whose public items are an API others program against: the
+/// wire types (their docs are the OpenAPI descriptions) and the SDK.
+const DOCUMENTED_CRATES: &[&str] = &["weft-api", "weft-client", "weft-worker"];
+
+#[test]
+fn the_api_and_sdk_crates_deny_missing_docs() {
+    let missing: Vec<&str> = DOCUMENTED_CRATES
+        .iter()
+        .copied()
+        .filter(|name| {
+            let lib = crates_dir().join(name).join("src/lib.rs");
+            let text =
+                fs::read_to_string(&lib).unwrap_or_else(|err| panic!("{}: {err}", lib.display()));
+            !text
+                .lines()
+                .any(|line| line.trim() == "#![deny(missing_docs)]")
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "these crates' lib.rs must carry `#![deny(missing_docs)]`: {missing:?}"
     );
 }

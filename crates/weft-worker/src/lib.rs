@@ -579,7 +579,14 @@ impl Worker {
             .task_finished(&task.handler, task_outcome, started.elapsed().as_secs_f64());
         if let Err(err) = &result {
             span.record("otel.status_code", "error");
-            span.record("otel.status_description", err.message.as_str());
+            // The kind, not the message: a handler's message may quote its
+            // input's secrets, and this process does not know the server's
+            // redaction rule. The server's `step.<name>` span carries the
+            // message, masked.
+            span.record(
+                "otel.status_description",
+                err.kind.as_deref().unwrap_or("handler_error"),
+            );
         }
         drop(span);
         cancel.cancel();

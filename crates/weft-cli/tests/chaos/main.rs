@@ -9,6 +9,10 @@
 //! The short profile (the default, in CI) takes a few minutes; set
 //! `WEFT_CHAOS=long` for the long one (run it with `--profile chaos-long`,
 //! whose timeouts allow it).
+//!
+//! The binary has its own harness (libtest-mimic, which speaks libtest's
+//! and nextest's command line): run with the variables of `world`'s
+//! `SDK_CHILD_*`, it is the SDK worker process the scenarios start and kill.
 
 mod audit;
 mod load;
@@ -49,7 +53,6 @@ async fn check(spec: Spec) {
     scenario::run(spec).await.assert_clean();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_server_kill9() {
     let profile = Profile::get();
     check(Spec {
@@ -66,7 +69,6 @@ async fn sqlite_server_kill9() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_server_kill9() {
     let profile = Profile::get();
     check(Spec {
@@ -83,7 +85,6 @@ async fn postgres_server_kill9() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_kill9_and_stop() {
     let profile = Profile::get();
     let round = [
@@ -106,7 +107,6 @@ async fn worker_kill9_and_stop() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart() {
     let profile = Profile::get();
     check(Spec {
@@ -123,7 +123,6 @@ async fn postgres_restart() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_four_workers() {
     let profile = Profile::get();
     check(Spec {
@@ -148,18 +147,60 @@ async fn two_servers_four_workers() {
     .await;
 }
 
-/// Not a test: the SDK worker process the scenarios start (this binary run
-/// again with `sdk_worker_process --exact --ignored` and the variables in
-/// `world`). Without them it returns at once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the chaos scenarios start it as their SDK worker process"]
-async fn sdk_worker_process() {
-    let (Ok(url), Ok(id), Ok(log)) = (
+/// A scenario's future, run to its end on a runtime of its own.
+type Scenario = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// A named scenario.
+type Named = (&'static str, fn() -> Scenario);
+
+/// The scenarios, by name.
+const SCENARIOS: &[Named] = &[
+    ("sqlite_server_kill9", || Box::pin(sqlite_server_kill9())),
+    (
+        "postgres_server_kill9",
+        || Box::pin(postgres_server_kill9()),
+    ),
+    (
+        "worker_kill9_and_stop",
+        || Box::pin(worker_kill9_and_stop()),
+    ),
+    ("postgres_restart", || Box::pin(postgres_restart())),
+    ("two_servers_four_workers", || {
+        Box::pin(two_servers_four_workers())
+    }),
+];
+
+/// Runs one scenario on a runtime of its own, as `#[tokio::test]` would.
+fn block_on(scenario: Scenario) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(scenario);
+}
+
+fn main() -> std::process::ExitCode {
+    // Started by a scenario as its SDK worker process.
+    if let (Ok(url), Ok(id), Ok(log)) = (
         std::env::var(world::SDK_CHILD_URL),
         std::env::var(world::SDK_CHILD_ID),
         std::env::var(world::SDK_CHILD_LOG),
-    ) else {
-        return;
-    };
-    sdk::run(url, id, log.into()).await;
+    ) {
+        block_on(Box::pin(sdk::run(url, id, log.into())));
+        return std::process::ExitCode::SUCCESS;
+    }
+    let mut arguments = libtest_mimic::Arguments::from_args();
+    // Each scenario loads the machine on its own: one at a time unless told.
+    arguments.test_threads.get_or_insert(1);
+    let trials = SCENARIOS
+        .iter()
+        .map(|&(name, scenario)| {
+            libtest_mimic::Trial::test(name, move || {
+                block_on(scenario());
+                Ok(())
+            })
+        })
+        .collect();
+    libtest_mimic::run(&arguments, trials).exit_code()
 }

@@ -1,6 +1,5 @@
 //! The SDK worker process of the chaos scenarios: this test binary, started
-//! again with `sdk_worker_process --exact --ignored` and the variables in
-//! `world`, runs a Rust SDK worker whose handlers do what the exec handlers
+//! again with the variables in `world`, runs a Rust SDK worker whose handlers do what the exec handlers
 //! do (start line, sleep, end line in the side-effect log), so it can be
 //! killed with SIGKILL mid-step like any other worker.
 

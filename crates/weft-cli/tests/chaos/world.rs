@@ -20,7 +20,7 @@ pub const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 pub const LEASE: &str = "5s";
 
 /// The environment variable that turns this test binary into an SDK worker
-/// (see `sdk_worker_process` in main.rs): the server URL.
+/// (see `main` in main.rs): the server URL.
 pub const SDK_CHILD_URL: &str = "WEFT_CHAOS_SDK_URL";
 /// The SDK child's worker id (also written to the side-effect log).
 pub const SDK_CHILD_ID: &str = "WEFT_CHAOS_SDK_ID";
@@ -427,7 +427,6 @@ impl World {
                 let exe = std::env::current_exe().expect("the test binary's path");
                 let mut command = Command::new(exe);
                 command
-                    .args(["sdk_worker_process", "--exact", "--ignored", "--nocapture"])
                     .env(SDK_CHILD_URL, server_url)
                     .env(SDK_CHILD_ID, id)
                     .env(SDK_CHILD_LOG, &self.effects);

@@ -14,7 +14,14 @@ mod harness;
 mod people;
 mod restart;
 mod robustness;
+mod secrets;
+mod upgrade;
 mod worker_faults;
+
+// The OTLP receiver of the telemetry tests, shared rather than copied.
+#[allow(dead_code)]
+#[path = "../../../weft-telemetry/tests/it/collector.rs"]
+mod collector;
 
 /// Generates one `#[tokio::test]` per backend for each `module::scenario`.
 macro_rules! on_both_backends {
@@ -68,6 +75,7 @@ on_both_backends! {
     robustness::idempotency_key_bound_to_input,
     robustness::retried_runs_are_counted,
     robustness::failure_logs_carry_the_masked_error,
+    secrets::secrets_stay_out_of_every_surface,
     conditions::heavy_condition_fails_its_step_without_stalling,
     corruption::a_corrupt_row_is_a_json_500_and_the_engine_goes_on,
     edge::request_bounds,

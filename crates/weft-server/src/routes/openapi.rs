@@ -283,7 +283,14 @@ fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
         (
             "TaskError",
             "kind",
-            json!({"enum": ["handler_error", "timeout", "invalid_output", "cancelled", "no_handler", null]}),
+            {
+                let mut kinds: Vec<Value> = weft_api::WORKER_FAILURE_KINDS
+                    .iter()
+                    .map(|kind| Value::from(*kind))
+                    .collect();
+                kinds.push(Value::Null);
+                json!({ "enum": kinds })
+            },
         ),
         (
             "TaskResult",

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::{
-    Json,
+    Extension, Json,
     extract::State,
     http::{HeaderMap, StatusCode},
 };
@@ -16,10 +16,11 @@ use weft_core::RunStatus;
 use weft_store::{Actor, NewRun, RunFilter};
 
 use super::ApiResult;
-use crate::present::{redact_run, trace_url};
+use crate::present::{RunPresenter, redacts_for, trace_url};
 use crate::{
     ApiError, AppState,
     actor::Acting,
+    auth::Principal,
     extract::{self, Path, Query},
     limits::{self, Validate},
     request_id,
@@ -209,14 +210,6 @@ pub(crate) async fn list_runs(
         None => None,
         Some(text) => Some(parse_since(text, state.store().now_ms())?),
     };
-    if let Some(limit) = query.limit
-        && (limit == 0 || limit > 1000)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_limit",
-            "limit must be from 1 to 1000",
-        ));
-    }
     let filter = RunFilter {
         workflow: query.workflow,
         status,
@@ -255,25 +248,19 @@ pub(super) fn parse_since(text: &str, now_ms: i64) -> ApiResult<i64> {
 pub(crate) struct GetRunQuery {
     /// Hold the request until the run has ended, at most this long.
     wait_ms: Option<u64>,
+    /// Answer redacted even where the caller's role would see clear data.
+    redact: Option<bool>,
 }
 
-/// The longest `wait_ms` a caller may ask for.
-const MAX_RUN_WAIT: Duration = Duration::from_secs(60);
-
-#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("wait_ms" = Option<u64>, Query, minimum = 0, maximum = 60000, description = "Answer once the run has ended, or after this many milliseconds (at most 60000)")), responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody, description = "`corrupt_row`: a stored row of the run does not decode; the message names the column and run")))]
+#[utoipa::path(get, path = "/v1/runs/{id}", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("wait_ms" = Option<u64>, Query, minimum = 0, maximum = 60000, description = "Answer once the run has ended, or after this many milliseconds (at most 60000)"), ("redact" = Option<bool>, Query, description = "Answer redacted even where the caller's role sees clear data (viewers and operators always get redacted data; admins with `--redact-api`)")), responses((status = 200, body = RunDetail), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, body = ErrorBody, description = "`corrupt_row`: a stored row of the run does not decode; the message names the column and run")))]
 pub(crate) async fn get_run(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     Query(query): Query<GetRunQuery>,
 ) -> ApiResult<Json<RunDetail>> {
     let mut run = match query.wait_ms {
         None | Some(0) => state.store().get_run(&id).await?,
-        Some(ms) if ms > MAX_RUN_WAIT.as_millis() as u64 => {
-            return Err(ApiError::bad_request(
-                "invalid_wait",
-                format!("wait_ms is at most {}", MAX_RUN_WAIT.as_millis()),
-            ));
-        }
         Some(ms) => {
             state
                 .store()
@@ -282,8 +269,9 @@ pub(crate) async fn get_run(
         }
     };
     run.trace_url = trace_url(state.config.trace_url_template.as_deref(), &run.trace_id);
-    if state.config.redact_api {
-        redact_run(&state.config.redactor, &mut run);
+    if redacts_for(&state.config, &caller, query.redact) {
+        let presenter = RunPresenter::new(&state.config.redactor, &run);
+        presenter.run(&mut run);
     }
     Ok(Json(run))
 }
@@ -291,19 +279,22 @@ pub(crate) async fn get_run(
 #[derive(Deserialize)]
 pub(crate) struct EventsQuery {
     after: Option<i64>,
+    /// Answer redacted even where the caller's role would see clear data.
+    redact: Option<bool>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("after" = Option<i64>, Query, minimum = 0, description = "Only events after this `seq`")), responses((status = 200, body = EventList), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("after" = Option<i64>, Query, minimum = 0, description = "Only events after this `seq`"), ("redact" = Option<bool>, Query, description = "Answer redacted even where the caller's role sees clear data")), responses((status = 200, body = EventList), (status = 404, body = ErrorBody)))]
 pub(crate) async fn run_events(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
 ) -> ApiResult<Json<EventList>> {
     let mut events = state.store().run_events(&id, query.after).await?;
-    if state.config.redact_api {
-        for event in &mut events {
-            event.data = state.config.redactor.redact(&event.data);
-        }
+    if redacts_for(&state.config, &caller, query.redact) {
+        // The run's data names the secrets to mask in the events' text.
+        let run = state.store().get_run(&id).await?;
+        RunPresenter::new(&state.config.redactor, &run).events(&mut events);
     }
     Ok(Json(EventList { events }))
 }
@@ -311,15 +302,21 @@ pub(crate) async fn run_events(
 #[derive(Deserialize)]
 pub(crate) struct LogsQuery {
     step: Option<String>,
+    /// Answer redacted even where the caller's role would see clear data.
+    redact: Option<bool>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = Option<String>, Query, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = LogList), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = Option<String>, Query, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("redact" = Option<bool>, Query, description = "Answer redacted even where the caller's role sees clear data")), responses((status = 200, body = LogList), (status = 404, body = ErrorBody)))]
 pub(crate) async fn run_logs(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     Query(query): Query<LogsQuery>,
 ) -> ApiResult<Json<LogList>> {
-    Ok(Json(LogList {
-        lines: state.store().run_logs(&id, query.step.as_deref()).await?,
-    }))
+    let mut lines = state.store().run_logs(&id, query.step.as_deref()).await?;
+    if redacts_for(&state.config, &caller, query.redact) {
+        let run = state.store().get_run(&id).await?;
+        RunPresenter::new(&state.config.redactor, &run).logs(&mut lines);
+    }
+    Ok(Json(LogList { lines }))
 }

@@ -3,6 +3,7 @@
 use std::{collections::BTreeSet, convert::Infallible, time::Duration};
 
 use axum::{
+    Extension,
     extract::State,
     http::HeaderMap,
     response::sse::{Event as SseEvent, KeepAlive, Sse},
@@ -11,17 +12,39 @@ use weft_api::ErrorBody;
 use weft_core::RunStatus;
 
 use super::ApiResult;
-use crate::{AppState, extract::Path};
+use crate::{
+    AppState,
+    auth::Principal,
+    extract::{Path, Query},
+    present::{self, RunPresenter},
+};
+
+/// The stream's query: `redact=true` asks for redacted events where the
+/// caller's role would see clear ones.
+#[derive(serde::Deserialize)]
+pub(crate) struct StreamQuery {
+    redact: Option<bool>,
+}
+
+impl crate::limits::Validate for StreamQuery {
+    fn validate(&self) -> ApiResult<()> {
+        Ok(())
+    }
+}
 
 /// Server-sent events: the run's history, then new events as they are
 /// written, until the run ends. Each SSE event's id is the history `seq`.
-#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, description = "Server-sent events, one per history event", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("redact" = Option<bool>, Query, description = "Stream redacted events even where the caller's role sees clear data")), responses((status = 200, description = "Server-sent events, one per history event", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn run_event_stream(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
+    Query(query): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>>> {
     let run_id = state.store().resolve_run_id(&id).await?;
+    let redactor = present::redacts_for(&state.config, &caller, query.redact)
+        .then(|| state.config.redactor.clone());
     let after = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -33,6 +56,9 @@ pub(crate) async fn run_event_stream(
         low_water: after.unwrap_or(0),
         delivered: BTreeSet::new(),
         done: false,
+        redactor,
+        masker_stale: true,
+        masker: None,
     };
     let stream = futures::stream::unfold(follower, |mut follower| async move {
         let batch = follower.next_batch().await?;
@@ -56,11 +82,48 @@ struct EventFollower {
     low_water: i64,
     delivered: BTreeSet<i64>,
     done: bool,
+    /// Set when the caller gets redacted events.
+    redactor: Option<weft_core::redact::Redactor>,
+    /// The run's data changed since the masker was built (a step completed:
+    /// its output may hold new secrets), or no masker was built yet.
+    masker_stale: bool,
+    masker: Option<RunPresenter>,
 }
 
 const COMMIT_LAG_MS: i64 = 10_000;
 
 impl EventFollower {
+    /// Redacts a batch of events for a caller who gets redacted data. The
+    /// masker is built from the run's data once, and again after a step
+    /// completes (its output may name new secrets). If the run cannot be
+    /// read, the events' data is withheld rather than sent clear.
+    async fn redact(&mut self, events: &mut [weft_api::EventRecord]) {
+        let Some(redactor) = &self.redactor else {
+            return;
+        };
+        if events
+            .iter()
+            .any(|e| e.kind == "step.completed" || e.kind == "run.completed")
+        {
+            self.masker_stale = true;
+        }
+        if self.masker_stale && !events.is_empty() {
+            self.masker = match self.store.get_run(&self.run_id).await {
+                Ok(run) => Some(RunPresenter::new(redactor, &run)),
+                Err(_) => None,
+            };
+            self.masker_stale = self.masker.is_none();
+        }
+        match &self.masker {
+            Some(presenter) => presenter.events(events),
+            None => {
+                for event in events.iter_mut() {
+                    event.data = serde_json::Value::String(weft_core::redact::REDACTED.to_owned());
+                }
+            }
+        }
+    }
+
     async fn run_ended(&self) -> bool {
         let statuses = self
             .store
@@ -84,7 +147,7 @@ impl EventFollower {
                 .await
                 .unwrap_or_default();
             let settled_before = self.store.now_ms() - COMMIT_LAG_MS;
-            let mut batch = Vec::new();
+            let mut fresh = Vec::new();
             let mut ended = false;
             let mut settled_prefix = true;
             for event in &events {
@@ -93,10 +156,7 @@ impl EventFollower {
                     "run.completed" | "run.failed" | "run.cancelled"
                 );
                 if self.delivered.insert(event.seq) {
-                    batch.push(Ok(SseEvent::default()
-                        .id(event.seq.to_string())
-                        .event(event.kind.clone())
-                        .data(serde_json::to_string(event).unwrap_or_default())));
+                    fresh.push(event.clone());
                 }
                 // Events come in seq order: the floor moves over a settled prefix.
                 settled_prefix &=
@@ -105,6 +165,18 @@ impl EventFollower {
                     self.low_water = event.seq;
                 }
             }
+            // Only events not sent before are redacted (the window behind
+            // the newest event is read again on every poll).
+            self.redact(&mut fresh).await;
+            let batch: Vec<_> = fresh
+                .iter()
+                .map(|event| {
+                    Ok(SseEvent::default()
+                        .id(event.seq.to_string())
+                        .event(event.kind.clone())
+                        .data(serde_json::to_string(event).unwrap_or_default()))
+                })
+                .collect();
             self.delivered.retain(|&seq| seq > self.low_water);
             if !batch.is_empty() {
                 return Some(batch);

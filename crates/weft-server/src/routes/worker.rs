@@ -145,9 +145,6 @@ fn fail_report(error: TaskError, timing: Option<WorkerTiming>) -> ApiResult<Fail
     })
 }
 
-/// Most results one batch may carry.
-const MAX_RESULTS_PER_BATCH: usize = 1000;
-
 /// Several attempts' results in one transaction. Each is answered as its
 /// own `complete`/`fail` call would have been (`status`, `error`); a bad
 /// entry fails the whole request with 400 and changes nothing.
@@ -157,15 +154,6 @@ pub(crate) async fn results(
     extract::Json(request): extract::Json<ResultsRequest>,
 ) -> ApiResult<Json<ResultsResponse>> {
     let received = state.store().now_ms();
-    if request.results.len() > MAX_RESULTS_PER_BATCH {
-        return Err(ApiError::bad_request(
-            "too_many_results",
-            format!(
-                "{} results in one request; at most {MAX_RESULTS_PER_BATCH}",
-                request.results.len()
-            ),
-        ));
-    }
     let mut batch = Vec::with_capacity(request.results.len());
     for result in request.results {
         let outcome = match result.error {
@@ -213,12 +201,6 @@ pub(crate) async fn append_logs(
     Path(lease_id): Path<String>,
     extract::Json(request): extract::Json<LogsRequest>,
 ) -> ApiResult<Json<Ack>> {
-    if request.lines.len() > 10_000 {
-        return Err(ApiError::bad_request(
-            "too_many_lines",
-            "at most 10000 log lines per request",
-        ));
-    }
     state.store().append_logs(&lease_id, &request.lines).await?;
     Ok(Json(Ack {
         ok: true,

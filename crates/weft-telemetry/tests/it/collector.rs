@@ -37,6 +37,11 @@ pub struct Span {
     pub links: Vec<String>,
     pub error: bool,
     pub service_name: Option<String>,
+    /// The whole span as received (attributes, events with their
+    /// attributes, status message), for tests that look for text anywhere
+    /// (weft-cli's end-to-end tests, which share this receiver).
+    #[allow(dead_code)]
+    pub text: String,
 }
 
 impl Span {
@@ -80,6 +85,7 @@ pub fn convert(span: ProtoSpan, service_name: Option<String>) -> Span {
             .as_ref()
             .is_some_and(|s| s.code() == StatusCode::Error),
         service_name,
+        text: format!("{span:?}"),
     }
 }
 
