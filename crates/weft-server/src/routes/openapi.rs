@@ -280,18 +280,14 @@ fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
             "message",
             json!({"maxLength": MAX_ERROR_MESSAGE_LEN}),
         ),
-        (
-            "TaskError",
-            "kind",
-            {
-                let mut kinds: Vec<Value> = weft_api::WORKER_FAILURE_KINDS
-                    .iter()
-                    .map(|kind| Value::from(*kind))
-                    .collect();
-                kinds.push(Value::Null);
-                json!({ "enum": kinds })
-            },
-        ),
+        ("TaskError", "kind", {
+            let mut kinds: Vec<Value> = weft_api::WORKER_FAILURE_KINDS
+                .iter()
+                .map(|kind| Value::from(*kind))
+                .collect();
+            kinds.push(Value::Null);
+            json!({ "enum": kinds })
+        }),
         (
             "TaskResult",
             "lease_id",
