@@ -28,8 +28,20 @@ pub(crate) fn actor(given: Option<&str>, has_token: bool) -> Option<String> {
     match given.map(str::trim) {
         Some(actor) if !actor.is_empty() => Some(actor.to_owned()),
         _ if has_token => None,
-        _ => whoami::username().ok().filter(|name| !name.is_empty()),
+        _ => whoami::username()
+            .ok()
+            .and_then(|name| actor_name(&name).ok()),
     }
+}
+
+/// Checks an actor's name as an HTTP header carries it: 1 to 256 printable
+/// ASCII characters (`--actor`, and the OS user, which is not sent otherwise).
+pub(crate) fn actor_name(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() || text.len() > 256 || !text.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Err("an actor is 1 to 256 printable ASCII characters".to_owned());
+    }
+    Ok(text.to_owned())
 }
 
 /// Prints the audit log, as a table or as the API's JSON.
@@ -175,6 +187,16 @@ mod tests {
             attempt: None,
             data,
         }
+    }
+
+    #[test]
+    fn actor_names_fit_a_header() {
+        assert_eq!(actor_name(" alice ").as_deref(), Ok("alice"));
+        assert!(actor_name("José").is_err());
+        assert!(actor_name("").is_err());
+        assert!(actor_name(&"x".repeat(257)).is_err());
+        assert_eq!(actor(Some("bob"), true).as_deref(), Some("bob"));
+        assert_eq!(actor(None, true), None);
     }
 
     #[test]

@@ -42,7 +42,7 @@ struct ClientArgs {
     /// The person these actions are for, recorded in history and the audit
     /// log: beside the token's name as `on_behalf_of`, or, with no token, as
     /// the actor (default: the OS user).
-    #[arg(long, env = "WEFT_ACTOR", global = true)]
+    #[arg(long, env = "WEFT_ACTOR", global = true, value_parser = audit::actor_name)]
     actor: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
