@@ -130,8 +130,36 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
 
 /// The session layer, outside authentication: see the module documentation.
 /// It puts `Authorization: Bearer <token>` on the requests the cookie may
-/// authenticate, and [`CsrfVerified`] on writes whose CSRF token matched.
-pub(crate) async fn layer(mut request: Request, next: Next) -> Response {
+/// authenticate, and [`CsrfVerified`] on writes whose CSRF token matched. A
+/// browser asking for a dashboard page without a valid session (401) is
+/// sent to the sign-in form instead (303), its stale cookie cleared.
+pub(crate) async fn layer(request: Request, next: Next) -> Response {
+    let page = is_page_request(&request);
+    let response = authenticate_with_cookie(request, next).await;
+    if !(page && response.status() == StatusCode::UNAUTHORIZED) {
+        return response;
+    }
+    let mut redirect = Redirect::to("/signin").into_response();
+    set_cookie(
+        &mut redirect,
+        format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
+    );
+    redirect
+}
+
+/// A browser's GET of a dashboard page (`/`, `/runs/{id}`).
+fn is_page_request(request: &Request) -> bool {
+    let path = request.uri().path();
+    request.method() == Method::GET
+        && (path == "/" || path.starts_with("/runs/"))
+        && request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
+}
+
+async fn authenticate_with_cookie(mut request: Request, next: Next) -> Response {
     let safe = matches!(*request.method(), Method::GET | Method::HEAD);
     let session = cookie(request.headers(), SESSION_COOKIE).filter(|t| cookie_safe(t));
     let signin = request.method() == Method::POST && request.uri().path() == "/signin";
@@ -366,6 +394,28 @@ mod tests {
         assert!(!csrf_matches("weft_abc_other", &token));
         assert!(!csrf_matches("weft_abc_secret", "00"));
         assert!(!csrf_matches("weft_abc_secret", "not hex"));
+    }
+
+    #[test]
+    fn dashboard_pages_are_told_from_api_reads() {
+        let request = |method: Method, path: &str, accept: &str| {
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::ACCEPT, accept)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let html = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8";
+        assert!(is_page_request(&request(Method::GET, "/", html)));
+        assert!(is_page_request(&request(Method::GET, "/runs/abc", html)));
+        assert!(!is_page_request(&request(Method::GET, "/v1/runs", html)));
+        assert!(!is_page_request(&request(
+            Method::GET,
+            "/",
+            "application/json"
+        )));
+        assert!(!is_page_request(&request(Method::POST, "/", html)));
     }
 
     #[test]
