@@ -17,7 +17,9 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 mod diagnostics;
+mod tokens;
 pub use diagnostics::*;
+pub use tokens::*;
 mod people;
 pub use people::*;
 

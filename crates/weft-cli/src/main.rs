@@ -8,6 +8,7 @@ mod doctor;
 mod output;
 mod serve;
 mod table;
+mod tokens;
 
 use std::{io::Write as _, path::PathBuf, process::ExitCode, time::Duration};
 
@@ -136,6 +137,8 @@ pub struct ServerArgs {
     pub trace_url_template: Option<String>,
     #[command(flatten)]
     pub diagnosis: DiagnosisArgs,
+    #[command(flatten)]
+    pub auth: tokens::AuthArgs,
 }
 
 /// Thresholds of `weft doctor`, the diagnosis endpoints and `weft_runs_stalled`.
@@ -363,6 +366,13 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// API tokens: create (shown once), list, revoke.
+    Tokens {
+        #[command(subcommand)]
+        command: tokens::TokensCommand,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Server health: status, version, uptime and each check.
     Status {
         #[command(flatten)]
@@ -579,6 +589,9 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             .await?;
         }
         Command::Supervise { .. } => unreachable!("handled before the runtime starts"),
+        Command::Tokens { command, client } => {
+            return tokens::run(command, client.client(), client.json).await;
+        }
         Command::Migrate { database_url } => {
             let store = weft_store::Store::connect(&database_url, Default::default()).await?;
             // Its logs may share stdout: SIGPIPE stays ignored here, and a

@@ -106,6 +106,7 @@ async fn start_server(
             redact_api: args.redact_api,
             trace_url_template: args.trace_url_template.clone(),
             tracing: tracing.cloned(),
+            auth: crate::tokens::auth_config(&args.auth, &args.database_url, &args.listen)?,
             ..Default::default()
         },
         listen: args.listen.clone(),
@@ -120,7 +121,12 @@ async fn start_server(
         listener,
         addr: listen_addr,
         serve: serve_options,
-    } = wiring.build().await?;
+    } = wiring.build().await.map_err(|err| match err {
+        weft_server::wiring::WiringError::Auth(err) => {
+            anyhow::anyhow!(crate::tokens::explain_startup(&err, &args.listen))
+        }
+        other => other.into(),
+    })?;
     let mut extra_tasks = Vec::new();
     if let Some(addr) = &args.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -216,7 +222,9 @@ pub async fn dev(args: ServerArgs, demo_runs: bool, tracing: Option<Tracing>) ->
     let running = start_server(&args, &server_shutdown, tracing.as_ref()).await?;
     // A wildcard listen address is reached on loopback.
     let url = weft_server::wiring::local_url(running.listen_addr);
-    let client = Client::new(&url);
+    // With authentication required (a non-loopback --listen), the examples
+    // are registered and run with the bootstrap admin token.
+    let client = Client::new(&url).with_token(args.auth.bootstrap_token.clone());
     for (name, manifest) in demo::MANIFESTS {
         let response = client
             .put_workflow(name, manifest)

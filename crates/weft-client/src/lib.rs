@@ -90,13 +90,22 @@ pub const CLIENT_NAME: &str = concat!("weft-client/", env!("CARGO_PKG_VERSION"))
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A handle on one Weft server. Cheap to clone: clones share one connection
-/// pool (idle connections are kept 60 s).
-#[derive(Debug, Clone)]
+/// pool (idle connections are kept 60 s). Its `Debug` never shows the token.
+#[derive(Clone)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
     actor: Option<String>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "[hidden]"))
+            .finish()
+    }
 }
 
 fn install_crypto() {
@@ -238,6 +247,29 @@ impl Client {
             .header("content-type", "application/yaml")
             .body(manifest.to_owned());
         self.send(request).await
+    }
+
+    /// `POST /v1/tokens` (admin): creates an API token; the answer's `token`
+    /// is the only time its text is shown. 400 `invalid_role`,
+    /// `invalid_queues`, `invalid_expiry`; 409 `token_name_taken`.
+    pub async fn create_token(&self, request: &CreateTokenRequest) -> Result<CreatedToken> {
+        self.post("/v1/tokens", request).await
+    }
+
+    /// `GET /v1/tokens` (admin): every token, revoked ones included, without
+    /// their secrets.
+    pub async fn list_tokens(&self) -> Result<TokenList> {
+        self.get("/v1/tokens").await
+    }
+
+    /// `DELETE /v1/tokens/{id}` (admin): revokes a token by id or by the name
+    /// of a live token. 404 `token_not_found`.
+    pub async fn revoke_token(&self, name_or_id: &str) -> Result<TokenInfo> {
+        self.send(self.request(
+            Method::DELETE,
+            &format!("/v1/tokens/{}", encode(name_or_id)),
+        ))
+        .await
     }
 
     /// `GET /v1/workflows`: every workflow with its latest version.
@@ -631,4 +663,17 @@ fn with_query(path: &str, query: &[(&str, String)]) -> String {
         .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
         .collect();
     format!("{path}?{}", pairs.join("&"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Client;
+
+    #[test]
+    fn debug_hides_the_token() {
+        let client = Client::new("http://127.0.0.1:1").with_token(Some("weft_0_secret".into()));
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("[hidden]"), "{shown}");
+    }
 }

@@ -1,10 +1,11 @@
 //! Workers, queues and why runs are not moving: `GET /v1/workers`,
 //! `GET /v1/queues`, `GET /v1/runs/{id}/diagnosis` and `GET /v1/diagnostics`,
 //! every diagnosis from `weft_core::diagnosis` under the engine's thresholds.
+//! Their routes (viewer) are in the route table (`routes/mod.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use axum::{Extension, Json, Router, extract::State, routing::get};
+use axum::{Extension, Json, extract::State};
 use serde::Deserialize;
 use weft_api::{
     CauseGroup, Diagnostics, ErrorBody, QueueInfo, QueueList, RunDiagnosisView, StepDiagnosisView,
@@ -28,14 +29,6 @@ pub const MAX_DIAGNOSTICS_LIMIT: u32 = 500;
 /// The most runs one `GET /v1/diagnostics` examines.
 pub const SCAN_LIMIT: usize = 10_000;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/workers", get(list_workers))
-        .route("/v1/queues", get(list_queues))
-        .route("/v1/runs/{id}/diagnosis", get(run_diagnosis))
-        .route("/v1/diagnostics", get(diagnostics))
-}
-
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(list_workers, list_queues, run_diagnosis, diagnostics))]
 pub(crate) struct DiagnosticsDoc;
@@ -45,7 +38,7 @@ fn thresholds(state: &AppState) -> Thresholds {
 }
 
 #[derive(Deserialize)]
-struct WorkersQuery {
+pub(crate) struct WorkersQuery {
     queue: Option<String>,
     /// Also workers past the liveness window (until their retention ends).
     #[serde(default)]
@@ -70,7 +63,7 @@ fn worker_info(w: &WorkerRecord, t: &Thresholds, now: i64) -> WorkerInfo {
 }
 
 #[utoipa::path(get, path = "/v1/workers", tag = "workers", params(("queue" = Option<String>, Query, description = "Only workers polling this queue", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("all" = Option<bool>, Query, description = "Also workers no longer live")), responses((status = 200, body = WorkerList)))]
-async fn list_workers(
+pub(crate) async fn list_workers(
     State(state): State<AppState>,
     Query(query): Query<WorkersQuery>,
 ) -> ApiResult<Json<WorkerList>> {
@@ -89,12 +82,12 @@ async fn list_workers(
 }
 
 #[derive(Deserialize)]
-struct QueuesQuery {
+pub(crate) struct QueuesQuery {
     queue: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/queues", tag = "workers", params(("queue" = Option<String>, Query, description = "Only this queue", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = QueueList)))]
-async fn list_queues(
+pub(crate) async fn list_queues(
     State(state): State<AppState>,
     Query(query): Query<QueuesQuery>,
 ) -> ApiResult<Json<QueueList>> {
@@ -183,7 +176,7 @@ async fn diagnose_all(
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}/diagnosis", tag = "runs", params(("id" = String, Path, description = "Run id or trace id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunDiagnosisView), (status = 404, body = ErrorBody)))]
-async fn run_diagnosis(
+pub(crate) async fn run_diagnosis(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
@@ -232,7 +225,7 @@ async fn redact_evidence(
 }
 
 #[derive(Deserialize)]
-struct DiagnosticsQuery {
+pub(crate) struct DiagnosticsQuery {
     /// Runs listed per cause.
     limit: Option<u32>,
     /// Skip this many runs of each cause.
@@ -245,7 +238,7 @@ struct DiagnosticsQuery {
 }
 
 #[utoipa::path(get, path = "/v1/diagnostics", tag = "runs", params(("limit" = Option<u32>, Query, description = "Runs listed per cause (default 20, at most 500; 0 for the counts alone)", minimum = 0, maximum = 500), ("offset" = Option<u32>, Query, description = "Skip this many runs of each cause", minimum = 0, maximum = 10000), ("cause" = Option<String>, Query, description = "Only this cause", min_length = 1, max_length = 128, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("stalled" = Option<bool>, Query, description = "Only stalled causes")), responses((status = 200, body = Diagnostics), (status = 400, body = ErrorBody)))]
-async fn diagnostics(
+pub(crate) async fn diagnostics(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Query(query): Query<DiagnosticsQuery>,

@@ -7,7 +7,11 @@
 //! (400, malformed or out-of-range input; bounds in [`crate::limits`]),
 //! `route_not_found` (404), `method_not_allowed` (405, with `Allow`),
 //! `request_timeout` (408, the body did not arrive in time),
-//! `payload_too_large` (413, over `--max-body-bytes`), `unavailable` (503),
+//! `payload_too_large` (413, over `--max-body-bytes`), `unauthorized` (401,
+//! a missing, malformed, unknown, expired or revoked API token; answered with
+//! `WWW-Authenticate: Bearer`), `forbidden` (403, the token's role or queues
+//! do not allow the call, or the lease was claimed by another token),
+//! `unavailable` (503),
 //! `corrupt_row` (500, a stored row does not decode: the message names the
 //! column and run, never the stored values) and `internal` (500).
 
@@ -41,6 +45,17 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
+    /// No valid API token: 401 `unauthorized`, with `WWW-Authenticate`.
+    #[error("{message}")]
+    Unauthorized {
+        message: String,
+        /// The token was presented but refused (RFC 6750 `invalid_token`),
+        /// rather than missing.
+        invalid_token: bool,
+    },
+    /// The caller's role or queues do not allow this call: 403 `forbidden`.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -101,6 +116,8 @@ impl ApiError {
             ApiError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Other { status, .. } => *status,
+            ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -114,6 +131,7 @@ impl ApiError {
             } => "workflow_not_found",
             ApiError::NotFound { what: "run", .. } => "run_not_found",
             ApiError::NotFound { what: "step", .. } => "step_not_found",
+            ApiError::NotFound { what: "token", .. } => "token_not_found",
             ApiError::NotFound { what: "lease", .. } => "stale_lease",
             ApiError::NotFound { .. } => "not_found",
             ApiError::TooLarge => "payload_too_large",
@@ -121,6 +139,8 @@ impl ApiError {
             ApiError::RouteNotFound(_) => "route_not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Other { code, .. } => code,
+            ApiError::Unauthorized { .. } => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -168,6 +188,17 @@ impl IntoResponse for ApiError {
             response.headers_mut().insert(
                 axum::http::header::CONNECTION,
                 axum::http::HeaderValue::from_static("close"),
+            );
+        }
+        if let ApiError::Unauthorized { invalid_token, .. } = &self {
+            let challenge = if *invalid_token {
+                "Bearer realm=\"weft\", error=\"invalid_token\""
+            } else {
+                "Bearer realm=\"weft\""
+            };
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static(challenge),
             );
         }
         response.extensions_mut().insert(ErrorCode(self.code()));

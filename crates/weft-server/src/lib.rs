@@ -36,6 +36,7 @@ use weft_engine::Engine;
 pub use weft_telemetry::metrics::Metrics;
 
 pub use error::ApiError;
+pub use routes::{RouteAccess, route_table};
 
 #[derive(Clone)]
 pub struct Config {
@@ -66,6 +67,8 @@ pub struct Config {
     /// connection closed. A read timeout only: long polls, `?wait_ms` and
     /// event streams are not cut short by it.
     pub body_read_timeout: Duration,
+    /// API tokens: whether they are required, the pepper, the cache.
+    pub auth: auth::AuthConfig,
     /// Marks the dashboard's cookies `Secure` (sent over HTTPS only): set
     /// when serving TLS, or behind a proxy that terminates it.
     pub secure_cookies: bool,
@@ -106,6 +109,7 @@ impl Default for Config {
             trace_url_template: None,
             tracing: None,
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            auth: auth::AuthConfig::default(),
             secure_cookies: false,
         }
     }
@@ -117,6 +121,7 @@ pub(crate) struct AppState {
     config: Arc<Config>,
     metrics: Metrics,
     started: Instant,
+    auth: Arc<auth::Authenticator>,
 }
 
 impl AppState {
@@ -143,16 +148,22 @@ pub fn router(engine: Engine, config: Config) -> Router {
         None => Arc::new(metrics.clone()),
     };
     engine.store().set_observer(observer);
+    let authenticator = auth::Authenticator::new(engine.store().clone(), config.auth.clone());
+    let metrics_open = config.auth.metrics_open;
     let state = AppState {
+        auth: authenticator.clone(),
         engine,
         config: Arc::new(config),
         metrics: metrics.clone(),
         started: Instant::now(),
     };
-    routes::routes()
+    routes::routes(metrics_open)
         .route_layer(middleware::from_fn_with_state(metrics, record_http))
         .layer(middleware::from_fn(forgery::check))
-        .layer(middleware::from_fn(auth::authenticate))
+        .layer(middleware::from_fn_with_state(
+            authenticator,
+            auth::authenticate,
+        ))
         .layer(middleware::from_fn(sessions::layer))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))

@@ -24,13 +24,12 @@
 use std::fmt::Write as _;
 
 use axum::{
-    Extension, Router,
+    Extension,
     body::Body,
     extract::{Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Redirect, Response},
-    routing::{get, post},
 };
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
@@ -52,13 +51,6 @@ const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// Longest token kept in a cookie, in bytes.
 const MAX_TOKEN_LEN: usize = 512;
-
-/// The dashboard's sign-in routes.
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/signin", get(signin_page).post(signin))
-        .route("/signout", post(signout))
-}
 
 /// The CSRF token of a session whose cookie holds `token`: lowercase hex of
 /// HMAC-SHA256(key = token, message = `weft-dashboard-csrf-v1`).
@@ -248,7 +240,7 @@ async fn signin_layer(mut request: Request, body: &[u8], next: Next) -> Response
 
 /// The token a sign-in form carried, for the handler to put in the cookie.
 #[derive(Clone)]
-struct SigninToken(String);
+pub(crate) struct SigninToken(String);
 
 /// Reads a form body (at most [`MAX_FORM_BYTES`]) and puts it back.
 async fn read_form(request: Request) -> Result<(Request, axum::body::Bytes), Response> {
@@ -280,7 +272,7 @@ fn secure(state: &AppState) -> &'static str {
 
 /// The sign-in page: the form (with a fresh double-submit nonce), or, for a
 /// signed-in session, who it is and the sign-out form.
-async fn signin_page(
+pub(crate) async fn signin_page(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
     headers: HeaderMap,
@@ -339,7 +331,7 @@ fn form_page(state: &AppState, status: StatusCode, problem: Option<&str>) -> Res
 /// `POST /signin` (form: `token`, `csrf`): a valid token is kept in the
 /// session cookie and the browser sent to the runs page (303); a token that
 /// is not valid gets the form again, 401.
-async fn signin(
+pub(crate) async fn signin(
     State(state): State<AppState>,
     principal: Option<Extension<Principal>>,
     token: Option<Extension<SigninToken>>,
@@ -370,7 +362,7 @@ async fn signin(
 
 /// `POST /signout` (form: `csrf`): clears the session cookie and sends the
 /// browser to the sign-in page (303).
-async fn signout(State(state): State<AppState>) -> Response {
+pub(crate) async fn signout(State(state): State<AppState>) -> Response {
     let mut response = Redirect::to("/signin").into_response();
     set_cookie(
         &mut response,

@@ -69,6 +69,10 @@ pub enum WiringError {
         #[source]
         source: weft_store::Error,
     },
+    /// Authentication is required but cannot work: no pepper, or no token
+    /// anyone could call the server with (see [`crate::auth::prepare`]).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::StartupError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}")]
     Listen {
@@ -100,12 +104,14 @@ pub struct Wired {
 }
 
 impl Wiring {
-    /// Opens the store (running its migrations), builds the engine and the
+    /// Opens the store (running its migrations), checks that authentication
+    /// can work (storing the bootstrap token), builds the engine and the
     /// router, and binds the listener, in that order.
     ///
     /// # Errors
     ///
     /// [`WiringError::Store`] when the database cannot be opened or migrated,
+    /// [`WiringError::Auth`] when authentication is required but cannot work,
     /// [`WiringError::Listen`] when the address cannot be bound (the store is
     /// then closed again).
     pub async fn build(self) -> Result<Wired, WiringError> {
@@ -126,6 +132,10 @@ impl Wiring {
             database_url: store_config.database_url.clone(),
             source,
         })?;
+        if let Err(err) = crate::auth::prepare(&store, &server.auth).await {
+            store.close().await;
+            return Err(err.into());
+        }
         let engine = Engine::new(store.clone(), engine_config);
         let listener = match TcpListener::bind(&listen).await {
             Ok(listener) => listener,

@@ -32,6 +32,10 @@ pub struct ClaimRequest {
     pub max_tasks: u32,
     /// What the worker said about itself, recorded with its row.
     pub meta: crate::WorkerMeta,
+    /// The API token the worker polled with, stored on each lease claimed:
+    /// only that token may report the lease's result. `None` with
+    /// authentication off.
+    pub token_id: Option<String>,
 }
 
 /// A worker's report that an attempt failed.
@@ -238,7 +242,7 @@ impl Store {
             attempts.push(claim);
         }
         let started_runs = self
-            .write_claims(&mut tx, &request.worker_id, &attempts, &mut runs, now)
+            .write_claims(&mut tx, request, &attempts, &mut runs, now)
             .await?;
         tx.commit().await?;
         for task in &tasks {
@@ -264,11 +268,12 @@ impl Store {
     async fn write_claims(
         &self,
         tx: &mut Tx,
-        worker_id: &str,
+        request: &ClaimRequest,
         attempts: &[NewAttempt],
         runs: &mut HashMap<String, RunInfo>,
         now: i64,
     ) -> Result<usize> {
+        let worker_id = &request.worker_id;
         let mut sql = String::from(
             "UPDATE weft_steps SET status = 'running', n_attempts = n_attempts + 1, updated_at = $1 \
              WHERE (run_id, position) IN (",
@@ -312,17 +317,17 @@ impl Store {
 
         const LEASE_COLUMNS: usize = 10;
         let mut sql = String::from(
-            "INSERT INTO weft_leases (worker_id, claimed_at, lease_id, run_id, position, attempt, queue, lease_ms, \
+            "INSERT INTO weft_leases (worker_id, claimed_at, token_id, lease_id, run_id, position, attempt, queue, lease_ms, \
              expires_at, deadline_at, span_id, ready_at) VALUES ",
         );
-        let mut values = args![worker_id, now];
+        let mut values = args![worker_id, now, request.token_id.as_deref()];
         for (i, a) in attempts.iter().enumerate() {
             if i > 0 {
                 sql.push_str(", ");
             }
             let mut tuple = String::new();
-            crate::db::push_tuple(&mut tuple, 3 + LEASE_COLUMNS * i, LEASE_COLUMNS);
-            sql.push_str("($1, $2, ");
+            crate::db::push_tuple(&mut tuple, 4 + LEASE_COLUMNS * i, LEASE_COLUMNS);
+            sql.push_str("($1, $2, $3, ");
             sql.push_str(&tuple[1..]);
             values.extend(args![
                 &a.lease_id,

@@ -22,6 +22,7 @@ mod results;
 mod runs;
 mod starts;
 mod time;
+mod tokens;
 mod transition;
 mod waiters;
 mod workers;
@@ -44,6 +45,7 @@ pub use results::{MAX_ERROR_BYTES, Outcome, Recorded, WorkerResult};
 pub use runs::{NewRun, RunFilter};
 pub use starts::MAX_STARTS_PER_BATCH;
 pub use time::{ManualClock, SystemClock, now_ms, parse_rfc3339, rfc3339};
+pub use tokens::{NewToken, Pepper, StoredToken, TOKEN_PREFIX, TokenRecord};
 pub use workers::{QueueCounts, WorkerMeta, WorkerRecord};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

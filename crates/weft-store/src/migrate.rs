@@ -15,6 +15,7 @@ const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/0005_runs_by_workflow_status.sql"),
     ),
     (6, include_str!("../migrations/0006_workers.sql")),
+    (7, include_str!("../migrations/0007_tokens.sql")),
     (8, include_str!("../migrations/0008_audit_postgres.sql")),
 ];
 const SQLITE: &[(i64, &str)] = &[
@@ -27,6 +28,7 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/0005_runs_by_workflow_status.sql"),
     ),
     (6, include_str!("../migrations/0006_workers.sql")),
+    (7, include_str!("../migrations/0007_tokens.sql")),
     (8, include_str!("../migrations/0008_audit_sqlite.sql")),
 ];
 

@@ -3,6 +3,7 @@
 //! throwaway PostgreSQL. Each scenario is written once and run on both.
 
 mod api;
+mod auth;
 mod cli;
 mod conditions;
 mod corruption;
@@ -12,6 +13,7 @@ mod edge;
 mod failures;
 mod harness;
 mod people;
+mod people_auth;
 mod restart;
 mod robustness;
 mod secrets;
@@ -85,10 +87,20 @@ on_both_backends! {
     doctor::doctor_start_wait_says_why,
     people::actors_in_history,
     people::audit_log,
+    people_auth::sessions_and_actors_with_tokens,
+    auth::every_route_by_every_caller,
+    auth::worker_tokens_keep_to_their_queues_and_leases,
+    auth::revocation_reaches_every_server,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
 mod edge_sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn auth_startup_refusals_and_the_cli() {
+        let db = weft_testkit::sqlite_database();
+        crate::auth::startup_refusals_and_the_cli(db.url.clone()).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn read_timeouts() {
         let db = weft_testkit::sqlite_database();

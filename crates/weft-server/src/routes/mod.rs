@@ -1,18 +1,26 @@
 //! The HTTP surface: every route of the API, the worker protocol, health and
-//! the dashboard, registered in one table; the handlers live beside it by concern.
+//! the dashboard, registered in one table with who may call each route
+//! ([`Access`]); the handlers live beside it by concern.
 
 use axum::{
     Router,
-    routing::{get, post, put},
+    handler::Handler,
+    http::Method,
+    middleware,
+    routing::{MethodFilter, MethodRouter, on},
 };
 
-use crate::{ApiError, AppState};
+use crate::{
+    ApiError, AppState,
+    auth::{self, Access, Role},
+};
 mod actions;
 mod audit;
 mod health;
 mod openapi;
 mod runs;
 mod stream;
+mod tokens;
 mod worker;
 mod workflows;
 
@@ -21,61 +29,114 @@ pub use openapi::openapi_document;
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
 
-pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/workflows", get(workflows::list_workflows))
-        .route(
-            "/v1/workflows/{name}",
-            put(workflows::put_workflow).get(workflows::get_workflow),
-        )
-        .route("/v1/workflows/{name}/runs", post(runs::start_run))
-        .route("/v1/workflows/{name}/runs/batch", post(runs::start_runs))
-        .route("/v1/runs", get(runs::list_runs))
-        .route("/v1/runs/{id}", get(runs::get_run))
-        .route("/v1/runs/{id}/events", get(runs::run_events))
-        .route("/v1/runs/{id}/events/stream", get(stream::run_event_stream))
-        .route("/v1/runs/{id}/logs", get(runs::run_logs))
-        .route("/v1/runs/{id}/cancel", post(actions::cancel_run))
-        .route("/v1/runs/{id}/retry", post(actions::retry_run))
-        .route(
-            "/v1/runs/{id}/steps/{step}/approve",
-            post(actions::approve_step),
-        )
-        .route(
-            "/v1/runs/{id}/steps/{step}/reject",
-            post(actions::reject_step),
-        )
-        .route("/v1/audit", get(audit::list_audit))
-        .route("/v1/worker/poll", post(worker::poll))
-        .route(
-            "/v1/worker/leases/{lease_id}/heartbeat",
-            post(worker::heartbeat),
-        )
-        .route(
-            "/v1/worker/leases/{lease_id}/complete",
-            post(worker::complete),
-        )
-        .route("/v1/worker/leases/{lease_id}/fail", post(worker::fail))
-        .route(
-            "/v1/worker/leases/{lease_id}/release",
-            post(worker::release),
-        )
-        .route(
-            "/v1/worker/leases/{lease_id}/logs",
-            post(worker::append_logs),
-        )
-        .route("/v1/worker/results", post(worker::results))
-        .route("/health/live", get(health::live))
-        .route("/health/ready", get(health::ready))
-        .route("/healthz", get(health::ready))
-        .route("/health", get(health::health))
-        .route("/openapi.json", get(openapi::openapi))
-        .route("/metrics", get(health::metrics))
-        .route("/", get(crate::dashboard::runs_page))
-        .route("/runs/{id}", get(crate::dashboard::run_page))
-        .merge(crate::diagnostics::routes())
-        .merge(crate::sessions::routes())
-        .fallback(not_found)
+/// One route of the table: its method, path template and who may call it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteAccess {
+    /// The HTTP method.
+    pub method: Method,
+    /// The path template as routed, e.g. `/v1/runs/{id}`.
+    pub path: &'static str,
+    /// Who may call it.
+    pub access: Access,
+}
+
+/// One route with its handler.
+struct Route {
+    access: RouteAccess,
+    handler: MethodRouter<AppState>,
+}
+
+/// A route of `method` at `path`, callable as `access` says.
+fn at<H, T>(method: Method, path: &'static str, access: Access, handler: H) -> Route
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = MethodFilter::try_from(method.clone()).expect("a routable method");
+    Route {
+        access: RouteAccess {
+            method,
+            path,
+            access,
+        },
+        handler: on(filter, handler),
+    }
+}
+
+/// Every route, each with its access declared once, here.
+#[rustfmt::skip]
+fn table() -> Vec<Route> {
+    use crate::diagnostics as diag;
+    use Access::Open;
+    use Method as M;
+    const VIEWER: Access = Access::Role(Role::Viewer);
+    const OPERATOR: Access = Access::Role(Role::Operator);
+    const ADMIN: Access = Access::Role(Role::Admin);
+    const WORKER: Access = Access::Role(Role::Worker);
+    vec![
+        at(M::GET,    "/v1/workflows",                          VIEWER,   workflows::list_workflows),
+        at(M::PUT,    "/v1/workflows/{name}",                   ADMIN,    workflows::put_workflow),
+        at(M::GET,    "/v1/workflows/{name}",                   VIEWER,   workflows::get_workflow),
+        at(M::POST,   "/v1/workflows/{name}/runs",              OPERATOR, runs::start_run),
+        at(M::POST,   "/v1/workflows/{name}/runs/batch",        OPERATOR, runs::start_runs),
+        at(M::GET,    "/v1/runs",                               VIEWER,   runs::list_runs),
+        at(M::GET,    "/v1/runs/{id}",                          VIEWER,   runs::get_run),
+        at(M::GET,    "/v1/runs/{id}/events",                   VIEWER,   runs::run_events),
+        at(M::GET,    "/v1/runs/{id}/events/stream",            VIEWER,   stream::run_event_stream),
+        at(M::GET,    "/v1/runs/{id}/logs",                     VIEWER,   runs::run_logs),
+        at(M::POST,   "/v1/runs/{id}/cancel",                   OPERATOR, actions::cancel_run),
+        at(M::POST,   "/v1/runs/{id}/retry",                    OPERATOR, actions::retry_run),
+        at(M::POST,   "/v1/runs/{id}/steps/{step}/approve",     OPERATOR, actions::approve_step),
+        at(M::POST,   "/v1/runs/{id}/steps/{step}/reject",      OPERATOR, actions::reject_step),
+        at(M::GET,    "/v1/runs/{id}/diagnosis",                VIEWER,   diag::run_diagnosis),
+        at(M::GET,    "/v1/diagnostics",                        VIEWER,   diag::diagnostics),
+        at(M::GET,    "/v1/workers",                            VIEWER,   diag::list_workers),
+        at(M::GET,    "/v1/queues",                             VIEWER,   diag::list_queues),
+        at(M::POST,   "/v1/tokens",                             ADMIN,    tokens::create_token),
+        at(M::GET,    "/v1/tokens",                             ADMIN,    tokens::list_tokens),
+        at(M::DELETE, "/v1/tokens/{id}",                        ADMIN,    tokens::revoke_token),
+        at(M::GET,    "/v1/audit",                              ADMIN,    audit::list_audit),
+        at(M::POST,   "/v1/worker/poll",                        WORKER,   worker::poll),
+        at(M::POST,   "/v1/worker/leases/{lease_id}/heartbeat", WORKER,   worker::heartbeat),
+        at(M::POST,   "/v1/worker/leases/{lease_id}/complete",  WORKER,   worker::complete),
+        at(M::POST,   "/v1/worker/leases/{lease_id}/fail",      WORKER,   worker::fail),
+        at(M::POST,   "/v1/worker/leases/{lease_id}/release",   WORKER,   worker::release),
+        at(M::POST,   "/v1/worker/leases/{lease_id}/logs",      WORKER,   worker::append_logs),
+        at(M::POST,   "/v1/worker/results",                     WORKER,   worker::results),
+        at(M::GET,    "/health/live",                           Open,     health::live),
+        at(M::GET,    "/health/ready",                          Open,     health::ready),
+        at(M::GET,    "/healthz",                               Open,     health::ready),
+        at(M::GET,    "/health",                                Open,     health::health),
+        at(M::GET,    "/openapi.json",                          Open,     openapi::openapi),
+        at(M::GET,    "/metrics",                               Access::Metrics, health::metrics),
+        at(M::GET,    "/",                                      VIEWER,   crate::dashboard::runs_page),
+        at(M::GET,    "/runs/{id}",                             VIEWER,   crate::dashboard::run_page),
+        at(M::GET,    "/signin",                                Open,     crate::sessions::signin_page),
+        at(M::POST,   "/signin",                                Open,     crate::sessions::signin),
+        at(M::POST,   "/signout",                               Open,     crate::sessions::signout),
+    ]
+}
+
+/// Every route the server serves and who may call it, as declared in the
+/// table (`/metrics` as [`Access::Metrics`], before its flag resolves it).
+pub fn route_table() -> Vec<RouteAccess> {
+    table().into_iter().map(|route| route.access).collect()
+}
+
+/// The router of every route in the table, each behind [`auth::require`]
+/// with its access; `metrics_open` resolves `/metrics`'s.
+pub(crate) fn routes(metrics_open: bool) -> Router<AppState> {
+    let mut router = Router::new();
+    for route in table() {
+        let access = route.access.access.resolve(metrics_open);
+        router = router.route(
+            route.access.path,
+            route
+                .handler
+                .route_layer(middleware::from_fn_with_state(access, auth::require)),
+        );
+    }
+    router.fallback(not_found)
 }
 
 /// Unknown routes. A path under a resource whose name holds a raw `/` gets

@@ -33,6 +33,9 @@ use crate::limits::{self};
         super::worker::release,
         super::worker::results,
         super::worker::append_logs,
+        super::tokens::create_token,
+        super::tokens::list_tokens,
+        super::tokens::revoke_token,
         super::health::live,
         super::health::ready,
         super::health::health
@@ -86,6 +89,7 @@ pub fn openapi_document() -> Value {
                 .collect()
         })
         .unwrap_or_default();
+    declare_security(&mut doc);
     let Some(paths) = doc.get_mut("paths").and_then(Value::as_object_mut) else {
         return doc;
     };
@@ -196,13 +200,95 @@ pub fn openapi_document() -> Value {
     doc
 }
 
+/// The bearer scheme, and each operation's `security` and required role
+/// from the route table: open operations have none; the others need a
+/// token (`Authorization: Bearer <token>`) and answer 401 `unauthorized`
+/// without a valid one and 403 `forbidden` when its role does not allow
+/// them. The role is stated in the operation's description.
+fn declare_security(doc: &mut Value) {
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API token, `weft_<id>_<secret>` (`weft tokens create`). Required unless the server runs with `--auth off`."
+        }
+    });
+    for route in super::route_table() {
+        let method = route.method.as_str().to_ascii_lowercase();
+        let Some(op) = doc
+            .pointer_mut(&format!(
+                "/paths/{}/{method}",
+                route.path.replace('~', "~0").replace('/', "~1")
+            ))
+            .and_then(Value::as_object_mut)
+        else {
+            continue;
+        };
+        let access = route.access;
+        let role_line = format!("Access: {}.", access.describe());
+        let description = match op.get("description").and_then(Value::as_str) {
+            Some(text) if !text.is_empty() => format!("{text}\n\n{role_line}"),
+            _ => role_line,
+        };
+        op.insert("description".to_owned(), json!(description));
+        if access == crate::auth::Access::Open {
+            op.insert("security".to_owned(), json!([]));
+            continue;
+        }
+        // `/metrics` may be open by flag: an empty requirement allows that.
+        let security = if access == crate::auth::Access::Metrics {
+            json!([{"bearer": []}, {}])
+        } else {
+            json!([{"bearer": []}])
+        };
+        op.insert("security".to_owned(), security);
+        let responses = op
+            .entry("responses")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+            .expect("responses are an object");
+        for (status, text) in [
+            (
+                "401",
+                "No valid API token (`unauthorized`): missing, malformed, unknown, expired or revoked; with `WWW-Authenticate: Bearer`",
+            ),
+            (
+                "403",
+                "The token's role or queues do not allow this call (`forbidden`)",
+            ),
+        ] {
+            responses.entry(status.to_owned()).or_insert_with(|| {
+                json!({
+                    "description": text,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+                })
+            });
+        }
+    }
+}
+
 /// The bounds of [`crate::limits`] on the request schemas' properties:
 /// `(schema, property, constraints)`; `items` constrains a list's items.
 fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
     use limits::*;
     let name = json!({"type": "string", "minLength": 1, "maxLength": MAX_NAME_LEN, "pattern": NO_CONTROL_PATTERN});
     let timing = json!({"minimum": 0, "maximum": MAX_TIMING_MS});
+    let roles: Vec<&str> = crate::auth::Role::ALL
+        .map(crate::auth::Role::as_str)
+        .to_vec();
     vec![
+        ("CreateTokenRequest", "name", name.clone()),
+        ("CreateTokenRequest", "role", json!({"enum": roles})),
+        (
+            "CreateTokenRequest",
+            "queues",
+            json!({"minItems": 1, "maxItems": super::tokens::MAX_TOKEN_QUEUES, "items": name}),
+        ),
+        (
+            "CreateTokenRequest",
+            "expires_in_seconds",
+            json!({"minimum": 1, "maximum": super::tokens::MAX_TOKEN_LIFETIME_SECONDS}),
+        ),
         (
             "StartRunRequest",
             "idempotency_key",

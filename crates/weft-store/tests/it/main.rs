@@ -54,5 +54,6 @@ mod observations;
 mod results;
 mod robustness;
 mod support;
+mod tokens;
 mod workers;
 mod workflows;

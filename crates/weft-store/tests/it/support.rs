@@ -104,6 +104,7 @@ pub fn claim_request(worker_id: &str, handlers: &[&str], max_tasks: u32) -> Clai
         queues: vec!["default".to_owned()],
         handlers: handlers.iter().map(|h| (*h).to_owned()).collect(),
         max_tasks,
+        token_id: None,
     }
 }
 
