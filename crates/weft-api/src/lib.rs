@@ -20,6 +20,8 @@ mod diagnostics;
 mod tokens;
 pub use diagnostics::*;
 pub use tokens::*;
+mod people;
+pub use people::*;
 
 /// Every error response of the API: `{"error": {"code", "message"}}` (SPEC
 /// §3), with the 4xx or 5xx status the code belongs to. The statuses and
@@ -411,11 +413,24 @@ pub struct LogRecord {
 /// (may be empty). Answered with the run's [`RunSummary`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct DecisionRequest {
-    /// For a rejection, the step's and the run's error message (default
-    /// `rejected`); an approval ignores it. At most 4096 characters (400
+    /// Why: recorded as `comment` in the history events of the decision
+    /// (beside its `actor`), and for a rejection the step's and the run's
+    /// error message (default `rejected`). At most 4096 characters (400
     /// `invalid_message`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// The former name of `comment`, still accepted (`comment` wins when
+    /// both are sent). At most 4096 characters (400 `invalid_message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(deprecated)]
     pub message: Option<String>,
+}
+
+impl DecisionRequest {
+    /// The decision's comment: `comment`, else `message`.
+    pub fn into_comment(self) -> Option<String> {
+        self.comment.or(self.message)
+    }
 }
 
 // ---- worker protocol ----

@@ -2,6 +2,7 @@
 //! that configures a process has an environment variable behind it; this is
 //! the only place in Weft that reads the environment.
 
+mod audit;
 mod demo;
 mod doctor;
 mod output;
@@ -40,6 +41,11 @@ struct ClientArgs {
     /// API token, when the server requires one.
     #[arg(long, env = "WEFT_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
+    /// The person these actions are for, recorded in history and the audit
+    /// log: beside the token's name as `on_behalf_of`, or, with no token, as
+    /// the actor (default: the OS user).
+    #[arg(long, env = "WEFT_ACTOR", global = true, value_parser = audit::actor_name)]
+    actor: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -65,7 +71,10 @@ fn server_url(text: &str) -> Result<String, String> {
 
 impl ClientArgs {
     fn client(&self) -> Result<Client> {
-        transport::client(&self.url, self.ca_cert.as_deref(), self.token.clone())
+        Ok(
+            transport::client(&self.url, self.ca_cert.as_deref(), self.token.clone())?
+                .with_actor(audit::actor(self.actor.as_deref(), self.token.is_some())),
+        )
     }
 }
 
@@ -117,6 +126,11 @@ pub struct ServerArgs {
     /// Redact inputs and outputs in API responses too (the dashboard always does).
     #[arg(long, env = "WEFT_REDACT_API")]
     pub redact_api: bool,
+    /// Mark the dashboard's session cookies `Secure` though this server
+    /// serves plain HTTP: behind a proxy that terminates TLS (with
+    /// `--tls-cert` they are `Secure` anyway).
+    #[arg(long, env = "WEFT_SECURE_COOKIES")]
+    pub secure_cookies: bool,
     /// Extra regular expressions masked as `[redacted]` in free text (errors,
     /// log lines, events), besides the built-in ones (bearer tokens,
     /// `password=…`-style pairs, Weft tokens, database URL passwords). Repeat
@@ -310,6 +324,9 @@ enum Command {
     Approve {
         id: String,
         step: String,
+        /// Why, recorded in the run's history.
+        #[arg(long, alias = "message")]
+        comment: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -317,8 +334,16 @@ enum Command {
     Reject {
         id: String,
         step: String,
-        #[arg(long)]
-        message: Option<String>,
+        /// Why, recorded in the run's history and as the run's error.
+        #[arg(long, alias = "message")]
+        comment: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// The audit log of actions without a run (registrations, token changes), newest first.
+    Audit {
+        #[command(flatten)]
+        filter: audit::AuditArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -738,6 +763,9 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 println!("{}", serde_json::to_string_pretty(&run)?);
             } else {
                 output::run(&run);
+                if let Ok(events) = audit::all_events(&client.client()?, &run.run_id).await {
+                    audit::print_actions(&events);
+                }
                 // Why each unfinished step is where it is.
                 if let Ok(why) = client.client()?.run_diagnosis(&run.run_id).await {
                     doctor::why(&why);
@@ -786,18 +814,26 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             let run = client.client()?.retry_run(&id).await?;
             print_summary(&run, client.json)?;
         }
-        Command::Approve { id, step, client } => {
-            let run = client.client()?.decide(&id, &step, true, None).await?;
+        Command::Approve {
+            id,
+            step,
+            comment,
+            client,
+        } => {
+            let run = client.client()?.decide(&id, &step, true, comment).await?;
             print_summary(&run, client.json)?;
         }
         Command::Reject {
             id,
             step,
-            message,
+            comment,
             client,
         } => {
-            let run = client.client()?.decide(&id, &step, false, message).await?;
+            let run = client.client()?.decide(&id, &step, false, comment).await?;
             print_summary(&run, client.json)?;
+        }
+        Command::Audit { filter, client } => {
+            audit::run(&client.client()?, &filter, client.json).await?;
         }
         Command::Workers { queue, all, client } => {
             let mut query = Vec::new();

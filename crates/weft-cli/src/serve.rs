@@ -106,6 +106,7 @@ async fn start_server(
             metrics: Some(metrics.clone()),
             redactor,
             redact_api: args.redact_api,
+            secure_cookies: args.secure_cookies,
             trace_url_template: args.trace_url_template.clone(),
             tracing: tracing.cloned(),
             rate_limits: args.transport.rate_limits()?,

@@ -124,6 +124,9 @@ impl Error {
     }
 }
 
+/// The value of `X-Weft-Client` this client sends.
+pub const CLIENT_NAME: &str = concat!("weft-client/", env!("CARGO_PKG_VERSION"));
+
 /// The result of every [`Client`] call.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -134,6 +137,7 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+    actor: Option<String>,
 }
 
 /// A CA certificate file that cannot be used ([`Client::with_ca_cert`]).
@@ -189,6 +193,7 @@ impl Client {
             base: base_url.trim_end_matches('/').to_owned(),
             http,
             token: None,
+            actor: None,
         }
     }
 
@@ -219,6 +224,7 @@ impl Client {
             base: base_url.trim_end_matches('/').to_owned(),
             http,
             token: None,
+            actor: None,
         })
     }
 
@@ -236,6 +242,16 @@ impl Client {
     /// (`None`: no header).
     pub fn with_token(mut self, token: Option<String>) -> Client {
         self.token = token;
+        self
+    }
+
+    /// Sends `actor` as `X-Weft-Actor` on every request: the person this
+    /// client acts for. With authentication on, the server records it as
+    /// `on_behalf_of` beside the token's name; with it off, as the `actor`
+    /// of starts, cancels, retries, decisions and registrations. `None`
+    /// (the default) sends no header.
+    pub fn with_actor(mut self, actor: Option<String>) -> Client {
+        self.actor = actor;
         self
     }
 
@@ -292,8 +308,18 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|err| Error::Decode(err.to_string()))
     }
 
+    /// Every request names its client (`X-Weft-Client`, which the server's
+    /// forgery protection asks of a POST, PUT or DELETE without a JSON
+    /// body) and, if set, its actor.
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method, format!("{}{}", self.base, path))
+        let request = self
+            .http
+            .request(method, format!("{}{}", self.base, path))
+            .header(weft_api::CLIENT_HEADER, CLIENT_NAME);
+        match &self.actor {
+            Some(actor) => request.header(weft_api::ACTOR_HEADER, actor),
+            None => request,
+        }
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
@@ -433,6 +459,17 @@ impl Client {
         self.send(builder.json(request)).await
     }
 
+    /// `GET /v1/audit`: one page of the audit log (registrations, token
+    /// changes), newest first. `query` holds `(name, value)` pairs: `action`
+    /// (`workflow.registered`, `token.created`, `token.revoked`), `actor`,
+    /// `since` (RFC 3339 time or a duration back from now), `limit` (1 to
+    /// 1000, default 50) and `cursor` (the previous page's `next_cursor`).
+    /// 400 `invalid_action`, `invalid_since`, `invalid_limit` or
+    /// `invalid_cursor`.
+    pub async fn list_audit(&self, query: &[(&str, String)]) -> Result<weft_api::AuditList> {
+        self.get(&with_query("/v1/audit", query)).await
+    }
+
     /// `GET /v1/runs`: one page of runs, newest first. `query` holds
     /// `(name, value)` pairs, sent URL-encoded: `workflow`, `status`
     /// (`pending`, `running`, `succeeded`, `failed`, `cancelled`, ...),
@@ -552,9 +589,10 @@ impl Client {
     }
 
     /// `POST /v1/runs/{id}/steps/{step}/approve` (`approve`) or `.../reject`:
-    /// decides an approval step that is waiting; a rejection fails the run,
-    /// with `message` (default `rejected`; at most 4096 characters, else 400
-    /// `invalid_message`) as the reason's message. Answers the run as it now
+    /// decides an approval step that is waiting, recording `comment` (at most
+    /// 4096 characters, else 400 `invalid_message`) in the decision's history
+    /// events; a rejection fails the run, with `comment` (default `rejected`)
+    /// as the reason's message. Answers the run as it now
     /// is. 404 `run_not_found` or `step_not_found`; 409 `invalid_state` when
     /// the step is not waiting for a decision.
     pub async fn decide(
@@ -562,12 +600,15 @@ impl Client {
         id: &str,
         step: &str,
         approve: bool,
-        message: Option<String>,
+        comment: Option<String>,
     ) -> Result<RunSummary> {
         let verb = if approve { "approve" } else { "reject" };
         self.post(
             &format!("/v1/runs/{}/steps/{}/{verb}", encode(id), encode(step)),
-            &DecisionRequest { message },
+            &DecisionRequest {
+                comment,
+                message: None,
+            },
         )
         .await
     }

@@ -18,7 +18,8 @@ use crate::{
     extract::{Path, Query},
 };
 
-fn escape(text: &str) -> String {
+/// Escapes text for HTML (elements and quoted attributes).
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -40,7 +41,9 @@ code{font-size:12px}.completed{color:#1a7f37}.failed{color:#cf222e}.cancelled{co
 .bar span{position:absolute;top:0;height:14px}.q{background:#d0d7de}.x{background:#54aeff}.f{background:#ff8182}\
 form input,form select{margin-right:.5rem}a{color:#0969da}";
 
-fn page(title: &str, refresh: bool, body: &str) -> Response {
+/// A whole dashboard page: the title, the header with its links, `body`
+/// (HTML), refreshed every 2 s when `refresh`.
+pub(crate) fn page(title: &str, refresh: bool, body: &str) -> Response {
     let meta = if refresh {
         "<meta http-equiv=\"refresh\" content=\"2\">"
     } else {
@@ -48,7 +51,7 @@ fn page(title: &str, refresh: bool, body: &str) -> Response {
     };
     Html(format!(
         "<!doctype html><html><head><meta charset=\"utf-8\">{meta}<title>{} · Weft</title><style>{STYLE}</style></head>\
-         <body><h1><a href=\"/\">Weft</a> · {}</h1>{body}</body></html>",
+         <body><p style=\"float:right\"><a href=\"/signin\">sign in</a></p><h1><a href=\"/\">Weft</a> · {}</h1>{body}</body></html>",
         escape(title),
         escape(title)
     ))
@@ -267,6 +270,9 @@ pub(crate) async fn run_page(
         }
     }
     body.push_str("</table>");
+    let mut events = state.store().run_events(&run.run_id, None).await?;
+    presenter.events(&mut events);
+    actions(&mut body, &events);
     let mut logs = state.store().run_logs(&run.run_id, None).await?;
     presenter.logs(&mut logs);
     if !logs.is_empty() {
@@ -291,6 +297,39 @@ pub(crate) async fn run_page(
         id = escape(&run.run_id)
     );
     Ok(page(&format!("run {}", run.run_id), !terminal, &body))
+}
+
+/// Who did what on the run: one row per person's action (the history
+/// events it wrote share their time and actor).
+fn actions(body: &mut String, events: &[weft_api::EventRecord]) {
+    let mut rows = String::new();
+    let mut last: Option<(&str, &str)> = None;
+    for event in events {
+        let text = |key: &str| event.data.get(key).and_then(|v| v.as_str());
+        let Some(actor) = text("actor") else { continue };
+        if last == Some((event.at.as_str(), actor)) {
+            continue;
+        }
+        last = Some((event.at.as_str(), actor));
+        let on_behalf_of = text("on_behalf_of")
+            .map(|o| format!(" <small>on behalf of {}</small>", escape(o)))
+            .unwrap_or_default();
+        let _ = write!(
+            rows,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}{on_behalf_of}</td><td>{}</td></tr>",
+            escape(&event.at),
+            escape(&event.kind),
+            escape(event.step.as_deref().unwrap_or("")),
+            escape(actor),
+            escape(text("comment").unwrap_or("")),
+        );
+    }
+    if !rows.is_empty() {
+        let _ = write!(
+            body,
+            "<h2>Actions</h2><table><tr><th>at</th><th>action</th><th>step</th><th>by</th><th>comment</th></tr>{rows}</table>"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -1,16 +1,19 @@
 //! Weft's HTTP server: the API of SPEC §3, the worker protocol and health
 //! endpoints, on axum. The only crate that knows HTTP on the server side.
 
+mod actor;
 pub mod auth;
 mod conform;
 mod dashboard;
 mod diagnostics;
 mod error;
 mod extract;
+mod forgery;
 pub mod limits;
 mod present;
 pub mod ratelimit;
 mod routes;
+mod sessions;
 pub mod tls;
 pub mod wiring;
 
@@ -74,6 +77,10 @@ pub struct Config {
     pub rate_limits: ratelimit::Config,
     /// API tokens: whether they are required, the pepper, the cache.
     pub auth: auth::AuthConfig,
+    /// Marks the dashboard's cookies `Secure` (sent over HTTPS only) even
+    /// when this listener serves plain HTTP: behind a proxy that terminates
+    /// TLS. With [`Config::tls`] they are `Secure` anyway.
+    pub secure_cookies: bool,
 }
 
 /// Default of [`Config::body_read_timeout`].
@@ -118,6 +125,7 @@ impl Default for Config {
             tls: false,
             rate_limits: ratelimit::Config::default(),
             auth: auth::AuthConfig::default(),
+            secure_cookies: false,
         }
     }
 }
@@ -173,10 +181,12 @@ pub fn router(engine: Engine, config: Config) -> Router {
             ratelimit::limit,
         ))
         .route_layer(middleware::from_fn_with_state(metrics, record_http))
+        .layer(middleware::from_fn(forgery::check))
         .layer(middleware::from_fn_with_state(
             authenticator,
             auth::authenticate,
         ))
+        .layer(middleware::from_fn(sessions::layer))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(Extension(body_timeout))
@@ -357,6 +367,11 @@ pub async fn serve_with(
     use hyper_util::server::graceful::GracefulShutdown;
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(component = "server", addr = ?addr, tls = options.tls.is_some(), "listening");
+    // The forgery check holds a loopback listener to loopback `Host`s.
+    let app = match addr {
+        Some(addr) => app.layer(Extension(forgery::ListenerAddr(addr))),
+        None => app,
+    };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())

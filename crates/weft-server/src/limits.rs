@@ -170,6 +170,9 @@ impl Validate for StartRunsRequest {
 
 impl Validate for DecisionRequest {
     fn validate(&self) -> Result<(), ApiError> {
+        if let Some(comment) = &self.comment {
+            check_len("invalid_message", "comment", comment, MAX_MESSAGE_LEN)?;
+        }
         if let Some(message) = &self.message {
             check_len("invalid_message", "message", message, MAX_MESSAGE_LEN)?;
         }

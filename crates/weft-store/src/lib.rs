@@ -11,6 +11,7 @@
 //! - A lease is the only right to report an attempt's result: a result for a
 //!   lease that is gone (expired, reaped, re-claimed) is rejected as stale.
 
+mod audit;
 mod conditions;
 pub mod db;
 mod dispatch;
@@ -36,6 +37,7 @@ use std::{
 use tokio::sync::Notify;
 use weft_core::{Definition, observe::Observer};
 
+pub use audit::{Actor, AuditAction, AuditFilter};
 pub use db::{Dialect, PoolOptions};
 pub use dispatch::{ClaimRequest, FailReport, WorkerSeen};
 pub use error::{Corruption, Error, Problem};

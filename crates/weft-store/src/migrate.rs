@@ -16,6 +16,7 @@ const POSTGRES: &[(i64, &str)] = &[
     ),
     (6, include_str!("../migrations/0006_workers.sql")),
     (7, include_str!("../migrations/0007_tokens.sql")),
+    (8, include_str!("../migrations/0008_audit_postgres.sql")),
 ];
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite.sql")),
@@ -28,10 +29,11 @@ const SQLITE: &[(i64, &str)] = &[
     ),
     (6, include_str!("../migrations/0006_workers.sql")),
     (7, include_str!("../migrations/0007_tokens.sql")),
+    (8, include_str!("../migrations/0008_audit_sqlite.sql")),
 ];
 
 /// The schema version this build expects: the last script's.
-pub const LATEST: i64 = 7;
+pub const LATEST: i64 = 8;
 const _: () = assert!(
     POSTGRES[POSTGRES.len() - 1].0 == LATEST && SQLITE[SQLITE.len() - 1].0 == LATEST,
     "LATEST must be the last migration's version"

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 use weft_api::{
     AttemptDetail, AttemptTiming, EventRecord, LogRecord, RunDetail, RunList, RunSummary,
     RunTiming, StepDetail,
@@ -12,7 +12,7 @@ use weft_api::{
 use weft_core::{AttemptStatus, RunStatus, StepStatus, machine::Event, trace::TraceParent};
 
 use crate::{
-    Error, Problem, Result, Store, args,
+    Actor, Error, Problem, Result, Store, args,
     db::{Arg, Row, placeholders},
     rfc3339,
     time::opt_rfc3339,
@@ -33,6 +33,8 @@ pub struct NewRun {
     /// The caller's W3C `baggage` header, handed to every attempt's worker.
     pub baggage: Option<String>,
     pub request_id: Option<String>,
+    /// Who started it, recorded in the `run.created` event and log line.
+    pub actor: Option<crate::Actor>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -328,10 +330,12 @@ impl Store {
             .collect::<Result<_>>()
     }
 
-    /// Applies an operator's event (cancel, retry, approve, reject) to a run.
+    /// Applies an operator's event (cancel, retry, approve, reject) to a run;
+    /// every event it writes carries `stamp` (who acted, and why).
     async fn operate(
         &self,
         id: &str,
+        stamp: Option<Map<String, Value>>,
         make_event: impl FnOnce(&crate::transition::LockedRun) -> Result<Event>,
     ) -> Result<RunSummary> {
         let run_id = self.resolve_run_id(id).await?;
@@ -339,10 +343,25 @@ impl Store {
         let mut tx = self.pool().begin().await?;
         let mut run = self.lock_run(&mut tx, &run_id).await?;
         let event = make_event(&run)?;
+        let action = event_name(&event);
+        run.stamp = stamp;
         let applied = self
             .apply_event(&mut tx, &mut run, event, now, Vec::new())
             .await?;
         tx.commit().await?;
+        if let Some(stamp) = &run.stamp {
+            let text = |key: &str| stamp.get(key).and_then(Value::as_str);
+            tracing::info!(
+                component = "engine",
+                run_id = %run_id,
+                trace_id = %run.trace_id,
+                action,
+                actor = text("actor"),
+                on_behalf_of = text("on_behalf_of"),
+                "run {action} by {}",
+                text("actor").unwrap_or("anonymous")
+            );
+        }
         self.observe_applied(&run, &applied, now);
         if applied.made_ready {
             self.wake_pollers();
@@ -354,12 +373,25 @@ impl Store {
     /// Cancels a pending or running run. Running attempts learn it from their
     /// next heartbeat (`cancel_requested`).
     pub async fn cancel_run(&self, id: &str) -> Result<RunSummary> {
-        self.operate(id, |_| Ok(Event::Cancel)).await
+        self.operate(id, None, |_| Ok(Event::Cancel)).await
+    }
+
+    /// [`Store::cancel_run`] by a person, recorded as `actor` (and
+    /// `on_behalf_of`) in the events it writes and its log line.
+    pub async fn cancel_run_as(&self, id: &str, actor: &Actor) -> Result<RunSummary> {
+        self.operate(id, Some(actor.event_fields()), |_| Ok(Event::Cancel))
+            .await
     }
 
     /// Re-runs a failed or cancelled run from its failed and cancelled steps.
     pub async fn retry_run(&self, id: &str) -> Result<RunSummary> {
-        self.operate(id, |_| Ok(Event::Retry)).await
+        self.operate(id, None, |_| Ok(Event::Retry)).await
+    }
+
+    /// [`Store::retry_run`] by a person, recorded like [`Store::cancel_run_as`].
+    pub async fn retry_run_as(&self, id: &str, actor: &Actor) -> Result<RunSummary> {
+        self.operate(id, Some(actor.event_fields()), |_| Ok(Event::Retry))
+            .await
     }
 
     /// Approves or rejects a waiting approval step.
@@ -370,7 +402,36 @@ impl Store {
         approve: bool,
         message: Option<String>,
     ) -> Result<RunSummary> {
-        self.operate(id, |run| {
+        self.decide_inner(id, step, approve, message, None).await
+    }
+
+    /// [`Store::decide`] by a person: the events it writes carry `actor`
+    /// (and `on_behalf_of`) and the decision's `comment`, if any.
+    pub async fn decide_as(
+        &self,
+        id: &str,
+        step: &str,
+        approve: bool,
+        comment: Option<String>,
+        actor: &Actor,
+    ) -> Result<RunSummary> {
+        let mut stamp = actor.event_fields();
+        if let Some(comment) = &comment {
+            stamp.insert("comment".into(), comment.clone().into());
+        }
+        self.decide_inner(id, step, approve, comment, Some(stamp))
+            .await
+    }
+
+    async fn decide_inner(
+        &self,
+        id: &str,
+        step: &str,
+        approve: bool,
+        message: Option<String>,
+        stamp: Option<Map<String, Value>>,
+    ) -> Result<RunSummary> {
+        self.operate(id, stamp, |run| {
             let position = run.def.step_index(step).ok_or_else(|| Error::NotFound {
                 what: "step",
                 id: step.to_owned(),
@@ -428,4 +489,15 @@ fn attempts_first_claim(row: &Option<Row>) -> Result<Option<i64>> {
         .map(|r| r.opt_int("first"))
         .transpose()?
         .flatten())
+}
+
+/// The action an operator's event is, for its log line.
+fn event_name(event: &Event) -> &'static str {
+    match event {
+        Event::Cancel => "cancelled",
+        Event::Retry => "retried",
+        Event::Approve { .. } => "approved",
+        Event::Reject { .. } => "rejected",
+        _ => "changed",
+    }
 }

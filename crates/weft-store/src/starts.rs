@@ -91,6 +91,7 @@ impl Store {
             .get_or_init(|| StartQueue::spawn(Arc::downgrade(&self.inner)));
         let (waiter, answer) = oneshot::channel();
         let workflow = new.workflow.clone();
+        let actor = new.actor.clone();
         queue
             .sender
             .send((new, waiter))
@@ -100,7 +101,7 @@ impl Store {
             .map_err(|_| Error::Unavailable(sqlx::Error::PoolClosed))??;
         // Logged here, in the caller's span (its request id), not the writer's.
         if started.created {
-            log_created(&workflow, &started);
+            log_created(&workflow, actor.as_ref(), &started);
         }
         Ok(started)
     }
@@ -177,7 +178,7 @@ impl Store {
                 if let Ok(started) = answer
                     && started.created
                 {
-                    log_created(&new.workflow, started);
+                    log_created(&new.workflow, new.actor.as_ref(), started);
                 }
             }
         }
@@ -246,6 +247,9 @@ impl Store {
         if let Some(request_id) = &new.request_id {
             data.insert("request_id".into(), request_id.clone().into());
         }
+        if let Some(actor) = &new.actor {
+            data.extend(actor.event_fields());
+        }
         let created = EventRow {
             run_id: run_id.clone(),
             kind: "run.created",
@@ -265,6 +269,7 @@ impl Store {
             state: RunState::new(&def, new.input.clone()),
             def,
             steps_stored: false,
+            stamp: None,
         };
         // The machine decides the steps' first state; they are inserted as such.
         let applied = self
@@ -281,8 +286,8 @@ impl Store {
     }
 }
 
-fn log_created(workflow: &str, started: &StartRunResponse) {
-    tracing::info!(component = "engine", run_id = %started.run_id, trace_id = %started.trace_id, workflow, "run created");
+fn log_created(workflow: &str, actor: Option<&crate::Actor>, started: &StartRunResponse) {
+    tracing::info!(component = "engine", run_id = %started.run_id, trace_id = %started.trace_id, workflow, actor = actor.map(|a| a.name.as_str()), on_behalf_of = actor.and_then(|a| a.on_behalf_of.as_deref()), "run created");
 }
 
 /// The run an idempotency key already started, if any. The key is bound to

@@ -32,6 +32,9 @@ pub(crate) struct LockedRun {
     /// False for a run being started: its step rows are inserted, whole, by
     /// the first `apply_event` instead of updated one by one.
     pub steps_stored: bool,
+    /// Fields added to the data of every event `apply_event` writes for its
+    /// effects: who acted (`actor`, `on_behalf_of`, `comment`).
+    pub stamp: Option<serde_json::Map<String, Value>>,
 }
 
 /// What a committed transition means for the rest of the process.
@@ -173,6 +176,7 @@ impl Store {
             def,
             state,
             steps_stored: true,
+            stamp: None,
         }))
     }
 
@@ -336,6 +340,9 @@ impl Store {
                 None => (None, None),
             };
             let mut data = effect.data();
+            if let (Some(stamp), Some(map)) = (&run.stamp, data.as_object_mut()) {
+                map.extend(stamp.clone());
+            }
             if matches!(effect, Effect::RunFailed { .. })
                 && let (Some(map), Some(error)) = (data.as_object_mut(), &run.state.error)
             {

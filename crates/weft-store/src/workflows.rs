@@ -6,12 +6,31 @@ use std::sync::Arc;
 use weft_api::{PutWorkflowResponse, WorkflowDetail, WorkflowSummary};
 use weft_core::Definition;
 
-use crate::{Error, Problem, Result, Store, args, rfc3339};
+use crate::{Actor, AuditAction, Error, Problem, Result, Store, args, rfc3339};
 
 impl Store {
     /// Registers a definition. The same manifest as the latest version is a
     /// no-op; a changed one becomes the next version. Runs keep their version.
     pub async fn put_workflow(&self, def: &Definition) -> Result<PutWorkflowResponse> {
+        self.register(def, None).await
+    }
+
+    /// [`Store::put_workflow`] by a person: a new version is recorded as
+    /// `workflow.registered` by `actor` in the audit log, in the same
+    /// transaction (an unchanged manifest records nothing).
+    pub async fn put_workflow_as(
+        &self,
+        def: &Definition,
+        actor: &Actor,
+    ) -> Result<PutWorkflowResponse> {
+        self.register(def, Some(actor)).await
+    }
+
+    async fn register(
+        &self,
+        def: &Definition,
+        actor: Option<&Actor>,
+    ) -> Result<PutWorkflowResponse> {
         let mut tx = self.pool().begin().await?;
         let latest = tx
             .fetch_optional(
@@ -32,9 +51,10 @@ impl Store {
             Some(row) => row.int("version")? + 1,
             None => 1,
         };
+        let now = self.now_ms();
         tx.execute(
             "INSERT INTO weft_workflows (name, version, manifest, created_at) VALUES ($1, $2, $3, $4)",
-            args![&def.name, version, &def.canonical, self.now_ms()],
+            args![&def.name, version, &def.canonical, now],
         )
         .await
         .map_err(|err| match err {
@@ -44,8 +64,20 @@ impl Store {
             },
             other => other,
         })?;
+        if let Some(actor) = actor {
+            let detail = serde_json::json!({ "version": version });
+            crate::audit::insert_audit(
+                &mut tx,
+                now,
+                actor,
+                AuditAction::WorkflowRegistered,
+                &def.name,
+                &detail,
+            )
+            .await?;
+        }
         tx.commit().await?;
-        tracing::info!(component = "server", workflow = %def.name, version, "workflow registered");
+        tracing::info!(component = "server", workflow = %def.name, version, actor = actor.map(|a| a.name.as_str()), on_behalf_of = actor.and_then(|a| a.on_behalf_of.as_deref()), "workflow registered");
         Ok(PutWorkflowResponse {
             name: def.name.clone(),
             version,

@@ -132,18 +132,18 @@ pub async fn read_timeouts(db_url: String) {
     let slow = tokio::task::spawn_blocking(move || {
         let headers = raw_tcp(
             port,
-            b"GET /health HTTP/1.1\r\nHost: x\r\n",
+            b"GET /health HTTP/1.1\r\nHost: localhost\r\n",
             Duration::from_secs(20),
         );
         let body = raw_tcp(
             port,
-            b"POST /v1/workflows/simple/runs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{}",
+            b"POST /v1/workflows/simple/runs HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{}",
             Duration::from_secs(20),
         );
         // A route that never reads its body answers at once.
         let unread = raw_tcp(
             port,
-            b"POST /v1/runs/nope/cancel HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{}",
+            b"POST /v1/runs/nope/cancel HTTP/1.1\r\nHost: localhost\r\nX-Weft-Client: raw\r\nContent-Length: 100\r\n\r\n{}",
             Duration::from_secs(20),
         );
         (headers, body, unread)

@@ -277,14 +277,34 @@ impl Server {
     }
 }
 
-/// A plain HTTP client for requests the typed client does not make.
+/// A plain HTTP client for requests the typed client does not make. It
+/// names itself with `X-Weft-Client`, as every Weft client does (see
+/// [`browser_client`] for one that does not).
 pub fn http_client() -> reqwest::Client {
-    // reqwest is built without a default TLS provider.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        weft_api::CLIENT_HEADER,
+        reqwest::header::HeaderValue::from_static("weft-e2e-tests"),
+    );
+    browser_builder()
+        .default_headers(headers)
         .build()
         .expect("an HTTP client builds")
+}
+
+/// An HTTP client that sends only what a browser's form or `fetch` would:
+/// no `X-Weft-Client`, and redirects not followed (so tests see them).
+pub fn browser_client() -> reqwest::Client {
+    browser_builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client builds")
+}
+
+fn browser_builder() -> reqwest::ClientBuilder {
+    // reqwest is built without a default TLS provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder().timeout(Duration::from_secs(30))
 }
 
 /// An in-process SDK worker, stopped on drop.

@@ -13,6 +13,8 @@ mod edge;
 mod failures;
 mod harness;
 mod limits;
+mod people;
+mod people_auth;
 mod restart;
 mod robustness;
 mod secrets;
@@ -86,6 +88,9 @@ on_both_backends! {
     doctor::doctor_running_long_saturated_cancel_pending,
     doctor::doctor_start_wait_says_why,
     tls::workflow_over_tls,
+    people::actors_in_history,
+    people::audit_log,
+    people_auth::sessions_and_actors_with_tokens,
     auth::every_route_by_every_caller,
     auth::worker_tokens_keep_to_their_queues_and_leases,
     auth::revocation_reaches_every_server,

@@ -6,6 +6,7 @@ use weft_api::{DecisionRequest, ErrorBody, RunSummary};
 use super::ApiResult;
 use crate::{
     AppState,
+    actor::Acting,
     extract::{self, Path},
 };
 
@@ -13,28 +14,31 @@ use crate::{
 pub(crate) async fn cancel_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Acting(actor): Acting,
 ) -> ApiResult<Json<RunSummary>> {
-    Ok(Json(state.store().cancel_run(&id).await?))
+    Ok(Json(state.store().cancel_run_as(&id, &actor).await?))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn retry_run(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Acting(actor): Acting,
 ) -> ApiResult<Json<RunSummary>> {
-    Ok(Json(state.store().retry_run(&id).await?))
+    Ok(Json(state.store().retry_run_as(&id, &actor).await?))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/approve", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = String, Path, description = "Step name", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn approve_step(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,
+    Acting(actor): Acting,
     extract::Json(request): extract::Json<DecisionRequest>,
 ) -> ApiResult<Json<RunSummary>> {
     Ok(Json(
         state
             .store()
-            .decide(&id, &step, true, request.message)
+            .decide_as(&id, &step, true, request.into_comment(), &actor)
             .await?,
     ))
 }
@@ -43,12 +47,13 @@ pub(crate) async fn approve_step(
 pub(crate) async fn reject_step(
     State(state): State<AppState>,
     Path((id, step)): Path<(String, String)>,
+    Acting(actor): Acting,
     extract::Json(request): extract::Json<DecisionRequest>,
 ) -> ApiResult<Json<RunSummary>> {
     Ok(Json(
         state
             .store()
-            .decide(&id, &step, false, request.message)
+            .decide_as(&id, &step, false, request.into_comment(), &actor)
             .await?,
     ))
 }

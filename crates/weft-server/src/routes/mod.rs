@@ -15,6 +15,7 @@ use crate::{
     auth::{self, Access, Role},
 };
 mod actions;
+mod audit;
 mod health;
 mod openapi;
 mod runs;
@@ -94,6 +95,7 @@ fn table() -> Vec<Route> {
         at(M::POST,   "/v1/tokens",                             ADMIN,    tokens::create_token),
         at(M::GET,    "/v1/tokens",                             ADMIN,    tokens::list_tokens),
         at(M::DELETE, "/v1/tokens/{id}",                        ADMIN,    tokens::revoke_token),
+        at(M::GET,    "/v1/audit",                              ADMIN,    audit::list_audit),
         at(M::POST,   "/v1/worker/poll",                        WORKER,   worker::poll),
         at(M::POST,   "/v1/worker/leases/{lease_id}/heartbeat", WORKER,   worker::heartbeat),
         at(M::POST,   "/v1/worker/leases/{lease_id}/complete",  WORKER,   worker::complete),
@@ -109,6 +111,9 @@ fn table() -> Vec<Route> {
         at(M::GET,    "/metrics",                               Access::Metrics, health::metrics),
         at(M::GET,    "/",                                      VIEWER,   crate::dashboard::runs_page),
         at(M::GET,    "/runs/{id}",                             VIEWER,   crate::dashboard::run_page),
+        at(M::GET,    "/signin",                                Open,     crate::sessions::signin_page),
+        at(M::POST,   "/signin",                                Open,     crate::sessions::signin),
+        at(M::POST,   "/signout",                               Open,     crate::sessions::signout),
     ]
 }
 

@@ -25,6 +25,7 @@ use crate::limits::{self};
         super::actions::retry_run,
         super::actions::approve_step,
         super::actions::reject_step,
+        super::audit::list_audit,
         super::worker::poll,
         super::worker::heartbeat,
         super::worker::complete,
@@ -130,8 +131,19 @@ pub fn openapi_document() -> Value {
                     (Some("query"), Some("status")) => {
                         param["schema"] = json!({"type": "string", "enum": statuses});
                     }
+                    (Some("query"), Some("action")) if path == "/v1/audit" => {
+                        let actions: Vec<Value> = weft_store::AuditAction::ALL
+                            .iter()
+                            .map(|a| json!(a.as_str()))
+                            .collect();
+                        param["schema"] = json!({"type": "string", "enum": actions});
+                    }
                     (Some("query"), Some("cause")) => {
                         param["schema"] = json!({"type": "string", "enum": causes});
+                    }
+                    (Some("query"), Some("cursor")) if path == "/v1/audit" => {
+                        param["schema"] =
+                            json!({"type": "string", "pattern": "^[1-9][0-9]{0,17}$"});
                     }
                     (Some("query"), Some("cursor")) => {
                         param["schema"] = json!({"type": "string", "pattern": CURSOR_PATTERN});
@@ -177,6 +189,10 @@ pub fn openapi_document() -> Value {
                 );
             }
             if api {
+                add(
+                    "403",
+                    "Refused as a possible forgery (see README, Security): `host_not_allowed` on a loopback listener, and for a POST, PUT or DELETE `origin_mismatch`, `client_header_required` (send `X-Weft-Client` or a JSON or YAML content type) or `csrf_token_invalid` (a session cookie without its CSRF token)",
+                );
                 add("500", "Unexpected server error (`internal`)");
                 add("503", "The database is unavailable (`unavailable`)");
             }
@@ -296,6 +312,11 @@ fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
         ),
         (
             "DecisionRequest",
+            "comment",
+            json!({"maxLength": MAX_MESSAGE_LEN}),
+        ),
+        (
+            "DecisionRequest",
             "message",
             json!({"maxLength": MAX_MESSAGE_LEN}),
         ),
@@ -356,18 +377,14 @@ fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
             "message",
             json!({"maxLength": MAX_ERROR_MESSAGE_LEN}),
         ),
-        (
-            "TaskError",
-            "kind",
-            {
-                let mut kinds: Vec<Value> = weft_api::WORKER_FAILURE_KINDS
-                    .iter()
-                    .map(|kind| Value::from(*kind))
-                    .collect();
-                kinds.push(Value::Null);
-                json!({ "enum": kinds })
-            },
-        ),
+        ("TaskError", "kind", {
+            let mut kinds: Vec<Value> = weft_api::WORKER_FAILURE_KINDS
+                .iter()
+                .map(|kind| Value::from(*kind))
+                .collect();
+            kinds.push(Value::Null);
+            json!({ "enum": kinds })
+        }),
         (
             "TaskResult",
             "lease_id",

@@ -13,12 +13,13 @@ use weft_api::{
     StartRunsRequest, StartRunsResponse,
 };
 use weft_core::RunStatus;
-use weft_store::{NewRun, RunFilter};
+use weft_store::{Actor, NewRun, RunFilter};
 
 use super::ApiResult;
 use crate::present::{RunPresenter, redacts_for, trace_url};
 use crate::{
     ApiError, AppState,
+    actor::Acting,
     auth::Principal,
     extract::{self, Path, Query},
     limits::{self, Validate},
@@ -78,6 +79,7 @@ impl Validate for LogsQuery {
 pub(crate) async fn start_run(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Acting(actor): Acting,
     headers: HeaderMap,
     body: Result<extract::Json<StartRunRequest>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<StartRunResponse>)> {
@@ -86,7 +88,7 @@ pub(crate) async fn start_run(
         .and_then(|v| v.to_str().ok())
         .and_then(weft_core::trace::parse_traceparent);
     let Some(tracing) = &state.config.tracing else {
-        return start_run_in(&state, name, &headers, body, caller, None).await;
+        return start_run_in(&state, name, actor, &headers, body, caller, None).await;
     };
     // The live server span: the run joins the trace under it.
     let span = tracing.server_span(
@@ -96,7 +98,7 @@ pub(crate) async fn start_run(
         request_id(&headers).as_deref(),
     );
     let (parent, trace_id) = (span.trace_parent(), span.trace_id());
-    let result = start_run_in(&state, name, &headers, body, parent, trace_id).await;
+    let result = start_run_in(&state, name, actor, &headers, body, parent, trace_id).await;
     match &result {
         Ok((status, Json(started))) => span.finish(status.as_u16(), Some(&started.run_id)),
         Err(err) => span.finish(err.status().as_u16(), None),
@@ -109,6 +111,7 @@ const START_RUN_ROUTE: &str = "/v1/workflows/{name}/runs";
 async fn start_run_in(
     state: &AppState,
     name: String,
+    actor: Actor,
     headers: &HeaderMap,
     body: Result<extract::Json<StartRunRequest>, ApiError>,
     parent: Option<weft_core::trace::TraceParent>,
@@ -126,6 +129,7 @@ async fn start_run_in(
             trace_id,
             baggage,
             request_id: request_id(headers),
+            actor: Some(actor),
         })
         .await?;
     Ok((StatusCode::ACCEPTED, Json(started)))
@@ -149,6 +153,7 @@ fn baggage(headers: &HeaderMap) -> Option<String> {
 pub(crate) async fn start_runs(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Acting(actor): Acting,
     headers: HeaderMap,
     extract::Json(request): extract::Json<StartRunsRequest>,
 ) -> ApiResult<(StatusCode, Json<StartRunsResponse>)> {
@@ -168,6 +173,7 @@ pub(crate) async fn start_runs(
             trace_id: None,
             baggage: baggage.clone(),
             request_id: request_id.clone(),
+            actor: Some(actor.clone()),
         });
     }
     let runs = state.store().start_runs_all_or_none(&batch).await?;
@@ -215,7 +221,7 @@ pub(crate) async fn list_runs(
     Ok(Json(state.store().list_runs(&filter).await?))
 }
 
-fn parse_since(text: &str, now_ms: i64) -> ApiResult<i64> {
+pub(super) fn parse_since(text: &str, now_ms: i64) -> ApiResult<i64> {
     if let Some(ms) = weft_store::parse_rfc3339(text) {
         return Ok(ms);
     }

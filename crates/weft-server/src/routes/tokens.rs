@@ -69,6 +69,7 @@ impl Validate for CreateTokenRequest {
 pub(crate) async fn create_token(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
+    crate::actor::Acting(actor): crate::actor::Acting,
     extract::Json(request): extract::Json<CreateTokenRequest>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     let Some(pepper) = &state.auth.config().pepper else {
@@ -88,6 +89,16 @@ pub(crate) async fn create_token(
         created_by: caller.name.clone(),
     };
     let (record, token) = state.store().create_token(&new, pepper).await?;
+    let detail = serde_json::json!({"name": record.name, "role": record.role, "queues": record.queues, "expires_at": record.expires_at});
+    state
+        .store()
+        .append_audit(
+            &actor,
+            weft_store::AuditAction::TokenCreated,
+            &record.token_id,
+            detail,
+        )
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedToken {
@@ -112,8 +123,19 @@ pub(crate) async fn list_tokens(State(state): State<AppState>) -> ApiResult<Json
 pub(crate) async fn revoke_token(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    crate::actor::Acting(actor): crate::actor::Acting,
 ) -> ApiResult<Json<TokenInfo>> {
     let record = state.store().revoke_token(&id).await?;
     state.auth.forget(&record.token_id);
+    let detail = serde_json::json!({"name": record.name});
+    state
+        .store()
+        .append_audit(
+            &actor,
+            weft_store::AuditAction::TokenRevoked,
+            &record.token_id,
+            detail,
+        )
+        .await?;
     Ok(Json(record.info()))
 }

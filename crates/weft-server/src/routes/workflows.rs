@@ -8,6 +8,7 @@ use weft_core::Definition;
 use super::ApiResult;
 use crate::{
     ApiError, AppState,
+    actor::Acting,
     extract::{self, Path, Query},
     limits::{self, Validate},
 };
@@ -27,6 +28,7 @@ impl Validate for WorkflowQuery {
 pub(crate) async fn put_workflow(
     State(state): State<AppState>,
     Path(name): Path<String>,
+    Acting(actor): Acting,
     request: axum::extract::Request,
 ) -> ApiResult<impl IntoResponse> {
     let body = extract::body_bytes(request, &state).await?;
@@ -42,7 +44,7 @@ pub(crate) async fn put_workflow(
             ),
         ));
     }
-    let response = state.store().put_workflow(&def).await?;
+    let response = state.store().put_workflow_as(&def, &actor).await?;
     let status = if response.created {
         StatusCode::CREATED
     } else {

@@ -2,6 +2,8 @@
 //! configuration structs serves on the port it was given, stops cleanly, and
 //! names what it could not open.
 
+mod sessions;
+
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;

@@ -43,6 +43,7 @@ macro_rules! conformance {
     };
 }
 
+mod audit;
 mod clock;
 mod concurrency;
 mod corruption;

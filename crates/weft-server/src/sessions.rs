@@ -1,0 +1,427 @@
+//! The dashboard's sign-in: a form (`GET/POST /signin`, `POST /signout`)
+//! that takes an API token and keeps it in a session cookie, and the CSRF
+//! protection of what that cookie may do.
+//!
+//! The cookie [`SESSION_COOKIE`] holds the token itself (`HttpOnly`,
+//! `SameSite=Strict`, `Path=/`, `Max-Age` [`SESSION_MAX_AGE_S`], `Secure`
+//! when the server serves TLS or [`crate::Config::secure_cookies`] is set): every request it
+//! authenticates is checked like a bearer token, so a revoked token stops
+//! working within the token cache's time, with no session table to keep in
+//! step. A request without an `Authorization` header that carries the cookie
+//! is authenticated with it:
+//! - a GET or HEAD (the API's reads, the dashboard's pages, the SSE stream,
+//!   which a browser's `EventSource` cannot send a header with) always;
+//! - a POST, PUT or DELETE only with the session's CSRF token, in the
+//!   [`weft_api::CSRF_HEADER`] header or, for a dashboard form, its `csrf`
+//!   field; without it the request is refused 403 `csrf_token_invalid`.
+//!
+//! The CSRF token is HMAC-SHA256 of a fixed label keyed by the session's
+//! token (hex): only a page that was served the token's session can know it,
+//! every server computes the same one, and it needs no stored state. The
+//! sign-in form itself is guarded by a double-submit nonce
+//! ([`SIGNIN_COOKIE`] and the form's `csrf` field).
+
+use std::fmt::Write as _;
+
+use axum::{
+    Extension,
+    body::Body,
+    extract::{Request, State},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
+    middleware::Next,
+    response::{IntoResponse, Redirect, Response},
+};
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::{ApiError, AppState, auth::Principal, forgery::CsrfVerified};
+
+/// The session cookie's name; its value is the API token.
+pub const SESSION_COOKIE: &str = "weft_session";
+
+/// The sign-in form's double-submit cookie (a random nonce, `Path=/signin`).
+pub const SIGNIN_COOKIE: &str = "weft_signin";
+
+/// How long a session cookie lasts, in seconds (12 hours); the token's own
+/// expiry and revocation end it sooner.
+pub const SESSION_MAX_AGE_S: u64 = 12 * 60 * 60;
+
+/// Largest form body the session layer reads for its `csrf` field, in bytes.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+/// Longest token kept in a cookie, in bytes.
+const MAX_TOKEN_LEN: usize = 512;
+
+/// The CSRF token of a session whose cookie holds `token`: lowercase hex of
+/// HMAC-SHA256(key = token, message = `weft-dashboard-csrf-v1`).
+pub fn csrf_token(token: &str) -> String {
+    hex::encode(csrf_mac(token).finalize().into_bytes())
+}
+
+fn csrf_mac(token: &str) -> Hmac<Sha256> {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(token.as_bytes()).expect("HMAC takes any key");
+    mac.update(b"weft-dashboard-csrf-v1");
+    mac
+}
+
+/// Whether `given` is the CSRF token of `token`'s session (constant time).
+fn csrf_matches(token: &str, given: &str) -> bool {
+    hex::decode(given.trim()).is_ok_and(|bytes| csrf_mac(token).verify_slice(&bytes).is_ok())
+}
+
+/// A cookie's value in a request's `Cookie` headers.
+fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.trim_matches('"').to_owned())
+        .filter(|value| !value.is_empty())
+}
+
+/// Whether a token can be kept in a cookie as it is: visible ASCII without
+/// `;`, `,`, `"`, `\` or spaces, 1 to 512 bytes.
+fn cookie_safe(token: &str) -> bool {
+    !token.is_empty()
+        && token.len() <= MAX_TOKEN_LEN
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'))
+}
+
+fn forbidden_csrf(message: &str) -> Response {
+    ApiError::Other {
+        status: StatusCode::FORBIDDEN,
+        code: "csrf_token_invalid",
+        message: message.to_owned(),
+    }
+    .into_response()
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| {
+            v.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// A form body's field.
+fn form_field(body: &[u8], name: &str) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The session layer, outside authentication: see the module documentation.
+/// It puts `Authorization: Bearer <token>` on the requests the cookie may
+/// authenticate, and [`CsrfVerified`] on writes whose CSRF token matched. A
+/// browser asking for a dashboard page without a valid session (401) is
+/// sent to the sign-in form instead (303), its stale cookie cleared.
+pub(crate) async fn layer(request: Request, next: Next) -> Response {
+    let page = is_page_request(&request);
+    let response = authenticate_with_cookie(request, next).await;
+    if !(page && response.status() == StatusCode::UNAUTHORIZED) {
+        return response;
+    }
+    let mut redirect = Redirect::to("/signin").into_response();
+    set_cookie(
+        &mut redirect,
+        format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
+    );
+    redirect
+}
+
+/// A browser's GET of a dashboard page (`/`, `/runs/{id}`).
+fn is_page_request(request: &Request) -> bool {
+    let path = request.uri().path();
+    request.method() == Method::GET
+        && (path == "/" || path.starts_with("/runs/"))
+        && request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
+}
+
+async fn authenticate_with_cookie(mut request: Request, next: Next) -> Response {
+    let safe = matches!(*request.method(), Method::GET | Method::HEAD);
+    let session = cookie(request.headers(), SESSION_COOKIE).filter(|t| cookie_safe(t));
+    let signin = request.method() == Method::POST && request.uri().path() == "/signin";
+    if request.headers().contains_key(header::AUTHORIZATION) && !signin {
+        // A bearer header cannot be sent cross-site: the cookie is not used.
+        return next.run(request).await;
+    }
+    if signin {
+        return match read_form(request).await {
+            Ok((request, body)) => signin_layer(request, &body, next).await,
+            Err(response) => response,
+        };
+    }
+    let Some(token) = session else {
+        return next.run(request).await;
+    };
+    if !safe {
+        let from_header = request
+            .headers()
+            .get(weft_api::CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let given = match from_header {
+            Some(given) => Some(given),
+            None if is_form(request.headers()) => {
+                let (read, body) = match read_form(request).await {
+                    Ok(read) => read,
+                    Err(response) => return response,
+                };
+                request = read;
+                form_field(&body, "csrf")
+            }
+            None => None,
+        };
+        match given {
+            Some(given) if csrf_matches(&token, &given) => {
+                request.extensions_mut().insert(CsrfVerified);
+            }
+            _ => {
+                return forbidden_csrf(
+                    "a POST, PUT or DELETE signed in with the dashboard's session cookie must carry \
+                     the session's CSRF token (`X-Weft-CSRF` or the form's `csrf` field)",
+                );
+            }
+        }
+    }
+    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
+        request.headers_mut().insert(header::AUTHORIZATION, value);
+    }
+    next.run(request).await
+}
+
+/// `POST /signin`: the double-submit nonce must match, then the form's token
+/// is the request's bearer token, so authentication judges it before the
+/// handler runs.
+async fn signin_layer(mut request: Request, body: &[u8], next: Next) -> Response {
+    let nonce = cookie(request.headers(), SIGNIN_COOKIE);
+    let given = form_field(body, "csrf");
+    match (nonce, given) {
+        (Some(nonce), Some(given))
+            if nonce.len() == given.len()
+                && nonce
+                    .bytes()
+                    .zip(given.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0 =>
+        {
+            request.extensions_mut().insert(CsrfVerified);
+        }
+        _ => {
+            return forbidden_csrf(
+                "the sign-in form's CSRF token is missing or stale: load /signin again",
+            );
+        }
+    }
+    request.headers_mut().remove(header::AUTHORIZATION);
+    if let Some(token) = form_field(body, "token").map(|t| t.trim().to_owned())
+        && cookie_safe(&token)
+        && let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}"))
+    {
+        request.headers_mut().insert(header::AUTHORIZATION, value);
+        request.extensions_mut().insert(SigninToken(token));
+    }
+    next.run(request).await
+}
+
+/// The token a sign-in form carried, for the handler to put in the cookie.
+#[derive(Clone)]
+pub(crate) struct SigninToken(String);
+
+/// Reads a form body (at most [`MAX_FORM_BYTES`]) and puts it back.
+async fn read_form(request: Request) -> Result<(Request, axum::body::Bytes), Response> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| ApiError::TooLarge.into_response())?;
+    let request = Request::from_parts(parts, Body::from(bytes.clone()));
+    Ok((request, bytes))
+}
+
+fn escape(text: &str) -> String {
+    crate::dashboard::escape(text)
+}
+
+fn set_cookie(response: &mut Response, value: String) {
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+}
+
+fn secure(state: &AppState) -> &'static str {
+    if state.config.tls || state.config.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+/// The sign-in page: the form (with a fresh double-submit nonce), or, for a
+/// signed-in session, who it is and the sign-out form.
+pub(crate) async fn signin_page(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+    headers: HeaderMap,
+) -> Response {
+    let session = cookie(&headers, SESSION_COOKIE).filter(|t| cookie_safe(t));
+    if let (Some(Extension(principal)), Some(token)) = (principal, session) {
+        let who = if principal.is_anonymous() {
+            "Signed in; authentication is off on this server, so every caller is the \
+             anonymous admin."
+                .to_owned()
+        } else {
+            format!(
+                "Signed in as <b>{}</b> ({}).",
+                escape(&principal.name),
+                principal.role
+            )
+        };
+        let body = format!(
+            "<p>{who}</p>\
+             <form method=\"post\" action=\"/signout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
+             <button>Sign out</button></form><p><a href=\"/\">runs</a></p>",
+            csrf_token(&token)
+        );
+        return crate::dashboard::page("sign in", false, &body);
+    }
+    form_page(&state, StatusCode::OK, None)
+}
+
+fn form_page(state: &AppState, status: StatusCode, problem: Option<&str>) -> Response {
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let mut body = String::new();
+    if let Some(problem) = problem {
+        let _ = write!(body, "<p class=\"failed\">{}</p>", escape(problem));
+    }
+    let _ = write!(
+        body,
+        "<form method=\"post\" action=\"/signin\"><input type=\"hidden\" name=\"csrf\" value=\"{nonce}\">\
+         <input type=\"password\" name=\"token\" placeholder=\"API token\" autocomplete=\"off\" required>\
+         <button>Sign in</button></form>\
+         <p><small>A token made with <code>weft tokens create</code>. It is kept in an HttpOnly cookie \
+         for {} hours, or until the token expires or is revoked.</small></p>",
+        SESSION_MAX_AGE_S / 3600
+    );
+    let mut response = crate::dashboard::page("sign in", false, &body);
+    *response.status_mut() = status;
+    set_cookie(
+        &mut response,
+        format!(
+            "{SIGNIN_COOKIE}={nonce}; Path=/signin; Max-Age=600; HttpOnly; SameSite=Strict{}",
+            secure(state)
+        ),
+    );
+    response
+}
+
+/// `POST /signin` (form: `token`, `csrf`): a valid token is kept in the
+/// session cookie and the browser sent to the runs page (303); a token that
+/// is not valid gets the form again, 401.
+pub(crate) async fn signin(
+    State(state): State<AppState>,
+    principal: Option<Extension<Principal>>,
+    token: Option<Extension<SigninToken>>,
+) -> Response {
+    let (Some(Extension(SigninToken(token))), Some(Extension(principal))) = (token, principal)
+    else {
+        return form_page(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            Some("That token is not valid (unknown, expired or revoked)."),
+        );
+    };
+    tracing::info!(component = "server", actor = %principal.name, role = %principal.role, "dashboard sign-in");
+    let mut response = Redirect::to("/").into_response();
+    set_cookie(
+        &mut response,
+        format!(
+            "{SESSION_COOKIE}={token}; Path=/; Max-Age={SESSION_MAX_AGE_S}; HttpOnly; SameSite=Strict{}",
+            secure(&state)
+        ),
+    );
+    set_cookie(
+        &mut response,
+        format!("{SIGNIN_COOKIE}=; Path=/signin; Max-Age=0; HttpOnly; SameSite=Strict"),
+    );
+    response
+}
+
+/// `POST /signout` (form: `csrf`): clears the session cookie and sends the
+/// browser to the sign-in page (303).
+pub(crate) async fn signout(State(state): State<AppState>) -> Response {
+    let mut response = Redirect::to("/signin").into_response();
+    set_cookie(
+        &mut response,
+        format!(
+            "{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+            secure(&state)
+        ),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_tokens_are_bound_to_their_session() {
+        let token = csrf_token("weft_abc_secret");
+        assert_eq!(token.len(), 64);
+        assert!(csrf_matches("weft_abc_secret", &token));
+        assert!(!csrf_matches("weft_abc_other", &token));
+        assert!(!csrf_matches("weft_abc_secret", "00"));
+        assert!(!csrf_matches("weft_abc_secret", "not hex"));
+    }
+
+    #[test]
+    fn dashboard_pages_are_told_from_api_reads() {
+        let request = |method: Method, path: &str, accept: &str| {
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header(header::ACCEPT, accept)
+                .body(Body::empty())
+                .unwrap()
+        };
+        let html = "text/html,application/xhtml+xml;q=0.9,*/*;q=0.8";
+        assert!(is_page_request(&request(Method::GET, "/", html)));
+        assert!(is_page_request(&request(Method::GET, "/runs/abc", html)));
+        assert!(!is_page_request(&request(Method::GET, "/v1/runs", html)));
+        assert!(!is_page_request(&request(
+            Method::GET,
+            "/",
+            "application/json"
+        )));
+        assert!(!is_page_request(&request(Method::POST, "/", html)));
+    }
+
+    #[test]
+    fn cookies_are_read_by_name() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::COOKIE,
+            "a=1; weft_session=tok; b=2".parse().unwrap(),
+        );
+        assert_eq!(cookie(&headers, SESSION_COOKIE).as_deref(), Some("tok"));
+        assert_eq!(cookie(&headers, "c"), None);
+        assert!(cookie_safe("weft_0123_abcDEF"));
+        assert!(!cookie_safe("a;b"));
+        assert!(!cookie_safe("a b"));
+        assert!(!cookie_safe(""));
+    }
+}
