@@ -686,6 +686,9 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 println!("{}", serde_json::to_string_pretty(&run)?);
             } else {
                 output::run(&run);
+                if let Ok(events) = client.client().run_events(&run.run_id, None).await {
+                    output::critical_path(&run, &events.events);
+                }
                 // Why each unfinished step is where it is.
                 if let Ok(why) = client.client().run_diagnosis(&run.run_id).await {
                     doctor::why(&why);

@@ -69,8 +69,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/health", get(health::health))
         .route("/openapi.json", get(openapi::openapi))
         .route("/metrics", get(health::metrics))
-        .route("/", get(crate::dashboard::runs_page))
-        .route("/runs/{id}", get(crate::dashboard::run_page))
+        .merge(crate::dashboard::routes())
         .merge(crate::diagnostics::routes())
         .fallback(not_found)
 }
