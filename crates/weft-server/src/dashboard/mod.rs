@@ -69,6 +69,14 @@ fn env() -> &'static Environment<'static> {
     ENV.get_or_init(|| {
         let mut env = Environment::new();
         env.set_auto_escape_callback(|_| AutoEscape::Html);
+        // An absent value (`None`) shows as nothing, not as `none`.
+        env.set_formatter(|out, state, value| {
+            if value.is_none() || value.is_undefined() {
+                Ok(())
+            } else {
+                minijinja::escape_formatter(out, state, value)
+            }
+        });
         for (name, source) in TEMPLATES {
             env.add_template(name, source)
                 .unwrap_or_else(|e| panic!("dashboard template {name}: {e}"));
@@ -218,6 +226,16 @@ mod tests {
             .unwrap();
         assert!(html.contains("&lt;script&gt;alert(1)&lt;"), "{html}");
         assert!(!html.contains("<script>alert"), "{html}");
+        let shown = env
+            .render_str(
+                "[{{ a }}|{{ b }}]",
+                minijinja::context! { a => None::<String>, b => "<i>" },
+            )
+            .unwrap();
+        assert_eq!(
+            shown, "[|&lt;i&gt;]",
+            "none shows as nothing, the rest escaped"
+        );
         for (name, _) in super::TEMPLATES {
             env.get_template(name).unwrap();
         }
