@@ -202,6 +202,22 @@ async fn dashboard_in_chromium() {
             .await,
         1
     );
+    // The first page keeps its rows live: a run started now appears
+    // without a reload.
+    browser.goto(&env, "/").await;
+    browser.js("window.__kept = 'runs'; return true").await;
+    let new_id = env.start_run("dash_stuck", json!({"late": true})).await;
+    browser
+        .until(
+            "the new run's row appears",
+            &format!("return !!document.querySelector('#runs-body tr[data-run=\"{new_id}\"]')"),
+        )
+        .await;
+    assert_eq!(
+        browser.js("return window.__kept").await,
+        json!("runs"),
+        "no reload"
+    );
     // An invalid filter is shown, not ignored.
     browser.goto(&env, "/?status=bogus").await;
     browser.shot("runs-error").await;

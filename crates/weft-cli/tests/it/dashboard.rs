@@ -291,6 +291,45 @@ pub async fn dashboard_pages(db_url: String) {
         response.headers()
     );
 
+    // Cursor pages: 50 runs a page, the next page keeps the filters.
+    let batch = weft_api::StartRunsRequest {
+        runs: (0..55)
+            .map(|i| weft_api::StartRunRequest {
+                input: json!({"i": i}),
+                idempotency_key: None,
+            })
+            .collect(),
+    };
+    env.client
+        .start_runs("dash_stuck", &batch)
+        .await
+        .expect("start a batch");
+    let (_, page) = get(&env, "/?workflow=dash_stuck").await;
+    assert_eq!(page.matches("<tr data-run=").count(), 50, "{page}");
+    let next = page
+        .split("id=\"older\" href=\"")
+        .nth(1)
+        .and_then(|p| p.split('"').next())
+        .expect("a link to older runs")
+        .replace("&amp;", "&")
+        .replace("&#x2f;", "/");
+    assert!(
+        next.contains("workflow=dash_stuck") && next.contains("cursor="),
+        "{next}"
+    );
+    let (status, older) = get(&env, &next).await;
+    assert_eq!(status, 200, "{older}");
+    assert_eq!(
+        older.matches("<tr data-run=").count(),
+        6,
+        "the rest, with the first stuck run:\n{older}"
+    );
+    assert!(
+        older.contains(&stuck_id) && !older.contains("id=\"older\""),
+        "{older}"
+    );
+    assert!(!older.contains("data-live"), "older pages are not live");
+
     // `weft run` prints the same critical path.
     let output = tokio::process::Command::new(WEFT)
         .args(["run", &run_id, "--url", &env.server.url])

@@ -46,6 +46,7 @@ macro_rules! conformance {
 mod clock;
 mod concurrency;
 mod corruption;
+mod counts;
 mod execution;
 mod leases;
 mod listing;
