@@ -164,6 +164,7 @@ pub async fn dashboard_pages(db_url: String) {
         ("/?q=not-an-id", "neither a run id nor a trace id"),
         ("/?cursor=nope", "is not a cursor"),
         ("/?since=1h&until=2h", "must be before"),
+        ("/?workflow=nope", "no workflow `nope` is registered"),
     ] {
         let (status, page) = get(&env, query).await;
         assert_eq!(status, 400, "{query}:\n{page}");

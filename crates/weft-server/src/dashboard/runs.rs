@@ -184,6 +184,26 @@ pub(crate) async fn runs_page(
             .await);
         }
     };
+    // A workflow that was never registered is a typo, not an empty list.
+    if let Some(workflow) = &parsed.list.workflow {
+        match store.get_workflow(workflow, None).await {
+            Ok(_) => {}
+            Err(weft_store::Error::NotFound { .. }) => {
+                let message = format!("no workflow `{workflow}` is registered");
+                let page = page(
+                    &state,
+                    &f,
+                    StatusCode::BAD_REQUEST,
+                    Some(message),
+                    Vec::new(),
+                    Vec::new(),
+                    None,
+                );
+                return Ok(page.await);
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
     let list = store.list_runs(&parsed.list).await?;
     let counts = store
         .count_runs_by_status(&parsed.counts, COUNT_CAP)
