@@ -344,6 +344,13 @@ async fn dashboard_in_chromium() {
         "selection kept"
     );
     assert_eq!(browser.count("#dag .node.st-completed").await, 2);
+    // The Gantt grew a critical path lane in place, its size with it.
+    let rows = browser.count("#gantt .row").await;
+    assert_eq!(rows, 3, "two attempts and the critical path lane");
+    let height = browser
+        .js("return Number(document.getElementById('gantt').getAttribute('height'))")
+        .await;
+    assert_eq!(height.as_f64(), Some((24 + rows * 20) as f64), "{height}");
 
     // Workflows and a diff between two versions.
     browser.goto(&env, "/workflows").await;
@@ -376,4 +383,36 @@ async fn dashboard_in_chromium() {
     browser.client.close().await.expect("end the session");
     gate.stop().await;
     worker.stop().await;
+}
+
+/// The smoke subset on PostgreSQL: the runs list and a run page's graph,
+/// Gantt and critical path render the same from the other backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_smoke_on_postgres() {
+    let cluster = weft_testkit::PgCluster::start();
+    let url = cluster.create_database();
+    let env = Env::start(&url).await;
+    let worker = dashboard::seed(&env).await;
+    let run_id = env.start_run("dash", json!({"n": 1})).await;
+    assert_eq!(env.wait_finished(&run_id).await.status, "completed");
+    let browser = Browser::start(&env).await;
+    browser.goto(&env, "/?workflow=dash").await;
+    assert_eq!(
+        browser
+            .count(&format!("#runs-body tr[data-run=\"{run_id}\"]"))
+            .await,
+        1
+    );
+    browser.goto(&env, &format!("/runs/{run_id}")).await;
+    browser.shot("run-postgres").await;
+    assert_eq!(browser.count("#dag .node.st-completed").await, 5);
+    assert_eq!(browser.count("#gantt .row").await, 7);
+    let crit = browser
+        .js("return [...document.querySelectorAll('#dag .node.crit')].map(n => n.dataset.step)")
+        .await;
+    assert_eq!(crit, json!(["fetch", "left", "join", "notify"]));
+    browser.client.close().await.expect("end the session");
+    worker.stop().await;
+    drop(env);
+    drop(cluster);
 }

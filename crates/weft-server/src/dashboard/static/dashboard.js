@@ -12,7 +12,10 @@
   function swap(doc, ids) {
     for (const id of ids) {
       const next = doc.getElementById(id), cur = document.getElementById(id);
-      if (next && cur && next.innerHTML !== cur.innerHTML) cur.innerHTML = next.innerHTML;
+      if (!next || !cur) continue;
+      // An SVG's size and viewBox change with its content.
+      for (const a of next.attributes) if (cur.getAttribute(a.name) !== a.value) cur.setAttribute(a.name, a.value);
+      if (next.innerHTML !== cur.innerHTML) cur.innerHTML = next.innerHTML;
     }
   }
 
@@ -63,7 +66,7 @@
           if (!doc) return;
           const open = [...document.querySelectorAll("details.step[open]")].map((d) => d.id);
           const x = window.scrollX, y = window.scrollY;
-          swap(doc, ["run-facts", "critical-path", "dag", "gantt", "steps", "step-details", "history"]);
+          swap(doc, ["run-facts", "critical-path", "dag", "gantt-span", "gantt", "steps", "step-details", "history"]);
           open.forEach((id) => { const d = document.getElementById(id); if (d) d.open = true; });
           select(selected);
           window.scrollTo(x, y);
