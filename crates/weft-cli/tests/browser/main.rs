@@ -231,7 +231,19 @@ async fn dashboard_in_chromium() {
 
     // Run page: one node per step, coloured by status; the critical path.
     browser.goto(&env, &format!("/runs/{run_id}")).await;
+    // The whole page for review (README's screenshot), then back to a
+    // window the page scrolls in.
+    browser
+        .client
+        .set_window_size(1200, 1500)
+        .await
+        .expect("a taller window");
     browser.shot("run").await;
+    browser
+        .client
+        .set_window_size(1200, 700)
+        .await
+        .expect("the usual window");
     assert_eq!(browser.count("#dag .node").await, 5);
     let fill = browser
         .js("return getComputedStyle(document.querySelector('#dag .node[data-step=left] rect')).fill")

@@ -22,7 +22,7 @@ use weft_core::{
 use super::{PageResult, dag, format, render};
 use crate::AppState;
 
-const GANTT_WIDTH: f64 = 760.0;
+const GANTT_WIDTH: f64 = 700.0;
 const GANTT_LABELS: f64 = 150.0;
 const ROW_HEIGHT: f64 = 20.0;
 
