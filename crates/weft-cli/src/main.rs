@@ -764,6 +764,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             } else {
                 output::run(&run);
                 if let Ok(events) = audit::all_events(&client.client()?, &run.run_id).await {
+                    output::critical_path(&run, &events);
                     audit::print_actions(&events);
                 }
                 // Why each unfinished step is where it is.

@@ -6,7 +6,7 @@ use std::{collections::HashMap, time::Duration};
 use anyhow::Result;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use weft_api::{RunDetail, RunList, StepDetail, WorkflowSummary};
+use weft_api::{EventRecord, RunDetail, RunList, StepDetail, WorkflowSummary};
 use weft_client::Client;
 
 use crate::table::table;
@@ -173,6 +173,63 @@ pub fn run(run: &RunDetail) {
         &rows,
     );
     timeline(run);
+}
+
+/// The run's critical path (`weft_core::critical_path`): the steps that set
+/// its duration, then each stretch of time on it.
+pub fn critical_path(run: &RunDetail, events: &[EventRecord]) {
+    use weft_core::critical_path::{AttemptTimes, StepTimes};
+    let mut steps: Vec<StepTimes> = run
+        .steps
+        .iter()
+        .map(|s| StepTimes {
+            name: s.name.clone(),
+            depends_on: s.depends_on.clone(),
+            attempts: s
+                .attempts
+                .iter()
+                .filter_map(|a| {
+                    Some(AttemptTimes {
+                        attempt: a.attempt,
+                        claimed_ms: millis(&a.claimed_at)?,
+                        finished_ms: a.finished_at.as_deref().and_then(millis),
+                    })
+                })
+                .collect(),
+            ..StepTimes::default()
+        })
+        .collect();
+    StepTimes::from_events(
+        &mut steps,
+        events
+            .iter()
+            .filter_map(|e| Some((e.kind.as_str(), e.step.as_deref(), millis(&e.at)?))),
+    );
+    let now = run
+        .finished_at
+        .as_deref()
+        .and_then(millis)
+        .unwrap_or_else(|| Utc::now().timestamp_millis());
+    let path = weft_core::critical_path::critical_path(&steps, now);
+    if path.steps.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "critical path  {}  ({})",
+        path.steps.join(" → "),
+        human_ms(path.total_ms)
+    );
+    for s in &path.segments {
+        let attempt = s.attempt.map_or_else(String::new, |a| format!("#{a}"));
+        println!(
+            "  {:<20} {:<4} {:<11} {}",
+            s.step,
+            attempt,
+            s.kind.as_str(),
+            human_ms(s.duration_ms())
+        );
+    }
 }
 
 /// One bar per attempt on a shared time axis: `.` waiting in the queue,

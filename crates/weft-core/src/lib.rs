@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod condition;
+pub mod critical_path;
 pub mod definition;
 pub mod diagnosis;
 pub mod duration;

@@ -67,6 +67,17 @@ impl RunPresenter {
         shown
     }
 
+    /// One free text (an error, a log line) as people are shown it.
+    pub(crate) fn text(&self, text: &str) -> String {
+        self.masker.mask(text).into_owned()
+    }
+
+    /// One JSON value as people are shown it: the key rule, then the free
+    /// text inside it masked.
+    pub(crate) fn shown(&self, value: &serde_json::Value) -> serde_json::Value {
+        self.value(value)
+    }
+
     /// Inputs, outputs and every run, step and attempt error of `run`.
     pub(crate) fn run(&self, run: &mut RunDetail) {
         run.input = self.value(&run.input);

@@ -21,8 +21,6 @@
 //! sign-in form itself is guarded by a double-submit nonce
 //! ([`SIGNIN_COOKIE`] and the form's `csrf` field).
 
-use std::fmt::Write as _;
-
 use axum::{
     Extension,
     body::Body,
@@ -139,11 +137,18 @@ pub(crate) async fn layer(request: Request, next: Next) -> Response {
     redirect
 }
 
-/// A browser's GET of a dashboard page (`/`, `/runs/{id}`).
+/// A browser's GET of a dashboard page (`/`, `/runs/{id}`, `/workflows`,
+/// `/workflows/{name}`, `/workers`, `/stuck`).
 fn is_page_request(request: &Request) -> bool {
     let path = request.uri().path();
+    let page = path == "/"
+        || path.starts_with("/runs/")
+        || path == "/workflows"
+        || path.starts_with("/workflows/")
+        || path == "/workers"
+        || path == "/stuck";
     request.method() == Method::GET
-        && (path == "/" || path.starts_with("/runs/"))
+        && page
         && request
             .headers()
             .get(header::ACCEPT)
@@ -252,10 +257,6 @@ async fn read_form(request: Request) -> Result<(Request, axum::body::Bytes), Res
     Ok((request, bytes))
 }
 
-fn escape(text: &str) -> String {
-    crate::dashboard::escape(text)
-}
-
 fn set_cookie(response: &mut Response, value: String) {
     if let Ok(value) = HeaderValue::from_str(&value) {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -279,45 +280,38 @@ pub(crate) async fn signin_page(
 ) -> Response {
     let session = cookie(&headers, SESSION_COOKIE).filter(|t| cookie_safe(t));
     if let (Some(Extension(principal)), Some(token)) = (principal, session) {
-        let who = if principal.is_anonymous() {
-            "Signed in; authentication is off on this server, so every caller is the \
-             anonymous admin."
-                .to_owned()
-        } else {
-            format!(
-                "Signed in as <b>{}</b> ({}).",
-                escape(&principal.name),
-                principal.role
-            )
-        };
-        let body = format!(
-            "<p>{who}</p>\
-             <form method=\"post\" action=\"/signout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
-             <button>Sign out</button></form><p><a href=\"/\">runs</a></p>",
-            csrf_token(&token)
+        return crate::dashboard::render(
+            StatusCode::OK,
+            "signin.html",
+            "sign in",
+            "signin",
+            None,
+            minijinja::context! {
+                signed_in => true,
+                anonymous => principal.is_anonymous(),
+                name => principal.name,
+                role => principal.role.as_str(),
+                csrf => csrf_token(&token),
+            },
         );
-        return crate::dashboard::page("sign in", false, &body);
     }
     form_page(&state, StatusCode::OK, None)
 }
 
 fn form_page(state: &AppState, status: StatusCode, problem: Option<&str>) -> Response {
     let nonce = uuid::Uuid::new_v4().simple().to_string();
-    let mut body = String::new();
-    if let Some(problem) = problem {
-        let _ = write!(body, "<p class=\"failed\">{}</p>", escape(problem));
-    }
-    let _ = write!(
-        body,
-        "<form method=\"post\" action=\"/signin\"><input type=\"hidden\" name=\"csrf\" value=\"{nonce}\">\
-         <input type=\"password\" name=\"token\" placeholder=\"API token\" autocomplete=\"off\" required>\
-         <button>Sign in</button></form>\
-         <p><small>A token made with <code>weft tokens create</code>. It is kept in an HttpOnly cookie \
-         for {} hours, or until the token expires or is revoked.</small></p>",
-        SESSION_MAX_AGE_S / 3600
+    let mut response = crate::dashboard::render(
+        status,
+        "signin.html",
+        "sign in",
+        "signin",
+        problem,
+        minijinja::context! {
+            signed_in => false,
+            csrf => nonce,
+            hours => SESSION_MAX_AGE_S / 3600,
+        },
     );
-    let mut response = crate::dashboard::page("sign in", false, &body);
-    *response.status_mut() = status;
     set_cookie(
         &mut response,
         format!(

@@ -8,6 +8,7 @@ mod cli;
 mod conditions;
 mod corruption;
 mod dag;
+mod dashboard;
 mod doctor;
 mod edge;
 mod failures;
@@ -63,6 +64,7 @@ mod cli_paths;
 on_both_backends! {
     dag::dag_order_exec_worker,
     dag::dag_order_sdk_worker,
+    dashboard::dashboard_pages,
     failures::retries_then_success,
     failures::timeout_kills_the_handler,
     failures::worker_killed_mid_step,

@@ -302,7 +302,11 @@ pub async fn tls_edges(db_url: String) {
     // Inside TLS: unfinished headers are closed, a short body gets 408.
     let ca_pem = certs.ca_pem.clone();
     let inside = tokio::task::spawn_blocking(move || {
-        let headers = over_tls(port, &ca_pem, b"GET /health HTTP/1.1\r\nHost: localhost\r\n");
+        let headers = over_tls(
+            port,
+            &ca_pem,
+            b"GET /health HTTP/1.1\r\nHost: localhost\r\n",
+        );
         let body = over_tls(
             port,
             &ca_pem,

@@ -66,6 +66,7 @@ where
 /// Every route, each with its access declared once, here.
 #[rustfmt::skip]
 fn table() -> Vec<Route> {
+    use crate::dashboard as dash;
     use crate::diagnostics as diag;
     use Access::Open;
     use Method as M;
@@ -109,8 +110,13 @@ fn table() -> Vec<Route> {
         at(M::GET,    "/health",                                Open,     health::health),
         at(M::GET,    "/openapi.json",                          Open,     openapi::openapi),
         at(M::GET,    "/metrics",                               Access::Metrics, health::metrics),
-        at(M::GET,    "/",                                      VIEWER,   crate::dashboard::runs_page),
-        at(M::GET,    "/runs/{id}",                             VIEWER,   crate::dashboard::run_page),
+        at(M::GET,    "/",                                      VIEWER,   dash::runs_page),
+        at(M::GET,    "/runs/{id}",                             VIEWER,   dash::run_page),
+        at(M::GET,    "/workflows",                             VIEWER,   dash::workflows_page),
+        at(M::GET,    "/workflows/{name}",                      VIEWER,   dash::workflow_page),
+        at(M::GET,    "/workers",                               VIEWER,   dash::workers_page),
+        at(M::GET,    "/stuck",                                 VIEWER,   dash::stuck_page),
+        at(M::GET,    "/static/{file}",                         Open,     dash::asset),
         at(M::GET,    "/signin",                                Open,     crate::sessions::signin_page),
         at(M::POST,   "/signin",                                Open,     crate::sessions::signin),
         at(M::POST,   "/signout",                               Open,     crate::sessions::signout),

@@ -47,6 +47,7 @@ mod audit;
 mod clock;
 mod concurrency;
 mod corruption;
+mod counts;
 mod execution;
 mod leases;
 mod listing;

@@ -1,0 +1,514 @@
+//! A run's page: the graph laid out from the definition with nodes coloured
+//! by status, a Gantt of every attempt on one time axis (queue wait,
+//! dispatch, handler, ingest, backoff gaps, waits), the critical path in
+//! both, each step's input, output, error, attempts, logs and timing, and the
+//! history. The script follows the run's SSE stream while it is not over.
+
+use std::collections::BTreeMap;
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+};
+use minijinja::context;
+use serde::Serialize;
+use serde_json::Value;
+use weft_api::{RunDetail, StepDetail};
+use weft_core::{
+    RunStatus,
+    critical_path::{self, AttemptTimes, CriticalPath, StepTimes},
+};
+
+use super::{PageResult, dag, format, render};
+use crate::AppState;
+
+const GANTT_WIDTH: f64 = 700.0;
+const GANTT_LABELS: f64 = 150.0;
+const ROW_HEIGHT: f64 = 20.0;
+
+fn ms(t: &str) -> Option<i64> {
+    weft_store::parse_rfc3339(t)
+}
+
+fn pretty(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default()
+}
+
+/// The critical path's input from a run's rows and history.
+pub(crate) fn step_times(run: &RunDetail, events: &[weft_api::EventRecord]) -> Vec<StepTimes> {
+    let mut steps: Vec<StepTimes> = run
+        .steps
+        .iter()
+        .map(|s| StepTimes {
+            name: s.name.clone(),
+            depends_on: s.depends_on.clone(),
+            attempts: s
+                .attempts
+                .iter()
+                .filter_map(|a| {
+                    Some(AttemptTimes {
+                        attempt: a.attempt,
+                        claimed_ms: ms(&a.claimed_at)?,
+                        finished_ms: a.finished_at.as_deref().and_then(ms),
+                    })
+                })
+                .collect(),
+            ..StepTimes::default()
+        })
+        .collect();
+    let parsed: Vec<(&str, Option<&str>, i64)> = events
+        .iter()
+        .filter_map(|e| Some((e.kind.as_str(), e.step.as_deref(), ms(&e.at)?)))
+        .collect();
+    StepTimes::from_events(&mut steps, parsed);
+    steps
+}
+
+#[derive(Serialize)]
+struct Seg {
+    kind: &'static str,
+    x: f64,
+    w: f64,
+    title: String,
+}
+
+#[derive(Serialize)]
+struct Row {
+    label: String,
+    step: String,
+    attempt: String,
+    y: f64,
+    crit: bool,
+    segs: Vec<Seg>,
+}
+
+#[derive(Serialize)]
+struct Tick {
+    x: f64,
+    label: String,
+}
+
+#[derive(Serialize)]
+struct Gantt {
+    width: f64,
+    height: f64,
+    span: String,
+    rows: Vec<Row>,
+    ticks: Vec<Tick>,
+    kinds: Vec<&'static str>,
+}
+
+fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1: i64) -> Gantt {
+    let span = (t1 - t0).max(1) as f64;
+    let plot = GANTT_WIDTH - GANTT_LABELS - 10.0;
+    let x = |t: i64| GANTT_LABELS + ((t - t0).max(0) as f64 / span * plot).min(plot);
+    let seg = |kind: &'static str, a: i64, b: i64, what: &str| Seg {
+        kind,
+        x: x(a),
+        w: (x(b) - x(a)).max(1.0),
+        title: format!(
+            "{what} {}: {}",
+            kind.replace('_', " "),
+            format::human_ms(b - a)
+        ),
+    };
+    let on_path = |step: &str, attempt: Option<i64>| {
+        path.segments
+            .iter()
+            .any(|s| s.step == step && (attempt.is_none() || s.attempt == attempt))
+    };
+    let mut rows = Vec::new();
+    for (step, st) in run.steps.iter().zip(times) {
+        if step.attempts.is_empty() {
+            if let Some(start) = st.waiting_ms {
+                let end = st.ended_ms.unwrap_or(t1);
+                rows.push((
+                    format!("{} (wait)", step.name),
+                    step.name.clone(),
+                    String::new(),
+                    on_path(&step.name, None),
+                    vec![seg("wait", start, end, &step.name)],
+                ));
+            }
+            continue;
+        }
+        let mut prev_end: Option<i64> = None;
+        for a in &step.attempts {
+            let Some(claimed) = ms(&a.claimed_at) else {
+                continue;
+            };
+            let finished = a.finished_at.as_deref().and_then(ms);
+            let what = format!("{} #{}", step.name, a.attempt);
+            let mut segs = Vec::new();
+            let queued = claimed - a.timing.as_ref().map_or(0, |t| t.queue_wait_ms);
+            if let Some(prev) = prev_end
+                && queued > prev
+            {
+                segs.push(seg("backoff", prev, queued, &what));
+            }
+            match (&a.timing, finished) {
+                (Some(t), Some(end)) => {
+                    segs.push(seg("queue_wait", queued, claimed, &what));
+                    let dispatch = t.dispatch_ms.unwrap_or(0);
+                    match t.handler_ms {
+                        Some(handler) => {
+                            segs.push(seg("dispatch", claimed, claimed + dispatch, &what));
+                            let kind = if a.status == "failed" {
+                                "failed"
+                            } else {
+                                "handler"
+                            };
+                            segs.push(seg(
+                                kind,
+                                claimed + dispatch,
+                                claimed + dispatch + handler,
+                                &what,
+                            ));
+                        }
+                        None => {
+                            let kind = if a.status == "failed" {
+                                "failed"
+                            } else {
+                                "running"
+                            };
+                            segs.push(seg(kind, claimed, end - t.ingest_ms, &what));
+                        }
+                    }
+                    segs.push(seg("ingest", end - t.ingest_ms, end, &what));
+                }
+                (_, end) => {
+                    let kind = if a.status == "failed" {
+                        "failed"
+                    } else {
+                        "running"
+                    };
+                    segs.push(seg(kind, claimed, end.unwrap_or(t1), &what));
+                }
+            }
+            prev_end = Some(finished.unwrap_or(t1));
+            rows.push((
+                format!("{} #{}", step.name, a.attempt),
+                step.name.clone(),
+                a.attempt.to_string(),
+                on_path(&step.name, Some(a.attempt)),
+                segs,
+            ));
+        }
+        // Still backing off, or ready again and waiting for a worker.
+        if let (Some(prev), false) = (prev_end, st.ended_ms.is_some())
+            && !matches!(step.status.as_str(), "running")
+            && prev < t1
+            && let Some(row) = rows.last_mut()
+        {
+            row.4.push(seg("backoff", prev, t1, &step.name));
+        }
+    }
+    if !path.segments.is_empty() {
+        rows.push((
+            "critical path".to_owned(),
+            String::new(),
+            String::new(),
+            true,
+            path.segments
+                .iter()
+                .map(|s| {
+                    let mut g = seg(s.kind.as_str(), s.start_ms, s.end_ms, &s.step);
+                    g.kind = s.kind.as_str();
+                    g
+                })
+                .collect(),
+        ));
+    }
+    let rows: Vec<Row> = rows
+        .into_iter()
+        .enumerate()
+        .map(|(i, (label, step, attempt, crit, segs))| Row {
+            label,
+            step,
+            attempt,
+            y: 18.0 + i as f64 * ROW_HEIGHT,
+            crit,
+            segs,
+        })
+        .collect();
+    let ticks = (0..=4)
+        .map(|i| {
+            let t = t0 + (t1 - t0) * i / 4;
+            Tick {
+                x: x(t),
+                label: format!("+{}", format::human_ms(t - t0)),
+            }
+        })
+        .collect();
+    Gantt {
+        width: GANTT_WIDTH,
+        height: 24.0 + rows.len() as f64 * ROW_HEIGHT,
+        span: format::human_ms(t1 - t0),
+        rows,
+        ticks,
+        kinds: vec![
+            "queue_wait",
+            "dispatch",
+            "handler",
+            "ingest",
+            "running",
+            "failed",
+            "backoff",
+            "wait",
+        ],
+    }
+}
+
+#[derive(Serialize)]
+struct NodeView {
+    name: String,
+    label: String,
+    status: String,
+    crit: bool,
+    x: f64,
+    y: f64,
+    w: f64,
+    h: f64,
+    cx: f64,
+    cy: f64,
+}
+
+#[derive(Serialize)]
+struct EdgeView {
+    from: String,
+    to: String,
+    d: String,
+    crit: bool,
+}
+
+pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
+    if id.len() > 256 || id.chars().any(char::is_control) {
+        return Err(super::PageError::bad_request("that is not a run id"));
+    }
+    let store = state.store();
+    let id = store.resolve_run_id(&id).await?;
+    let raw = store.get_run(&id).await?;
+    let events = store.run_events(&id, None).await?;
+    let logs = store.run_logs(&id, None).await?;
+    let def = store.definition(&raw.workflow, raw.version).await?;
+    // Every value and free text a person sees goes through `crate::present`:
+    // the key rule, and the secrets of the run's input and outputs masked.
+    let presenter = crate::present::RunPresenter::new(&state.config.redactor, &raw);
+    let text = |t: &str| presenter.text(t);
+    let mut run = raw.clone();
+    presenter.run(&mut run);
+    let now = store.now_ms();
+    let terminal = RunStatus::parse(&run.status).is_some_and(|s| s.is_terminal());
+    let t0 = ms(&run.created_at).unwrap_or(now);
+    let end = run.finished_at.as_deref().and_then(ms).unwrap_or(now);
+    let t1 = end.max(t0 + 1);
+    let times = step_times(&run, &events);
+    let path = critical_path::critical_path(&times, if terminal { end } else { now });
+
+    // The graph, from the definition's steps and dependencies.
+    let shape: Vec<(String, Vec<String>)> = def
+        .steps
+        .iter()
+        .map(|s| (s.name.clone(), s.depends_on.clone()))
+        .collect();
+    let laid = dag::layout(&shape);
+    let status_of = |name: &str| {
+        run.steps
+            .iter()
+            .find(|s| s.name == name)
+            .map_or_else(|| "pending".to_owned(), |s| s.status.clone())
+    };
+    let crit_edge =
+        |from: &str, to: &str| path.steps.windows(2).any(|w| w[0] == from && w[1] == to);
+    let nodes: Vec<NodeView> = laid
+        .nodes
+        .iter()
+        .map(|n| NodeView {
+            label: n.name.clone(),
+            status: status_of(&n.name),
+            crit: path.steps.contains(&n.name),
+            x: n.x,
+            y: n.y,
+            w: n.w,
+            h: n.h,
+            cx: n.x + n.w / 2.0,
+            cy: n.y + n.h / 2.0,
+            name: n.name.clone(),
+        })
+        .collect();
+    let edges: Vec<EdgeView> = laid
+        .edges
+        .iter()
+        .map(|e| EdgeView {
+            crit: crit_edge(&e.from, &e.to),
+            from: e.from.clone(),
+            to: e.to.clone(),
+            d: e.d.clone(),
+        })
+        .collect();
+
+    // Each step's input as the claim builds it, then redacted.
+    let outputs: BTreeMap<String, Value> = raw
+        .steps
+        .iter()
+        .filter_map(|s| Some((s.name.clone(), s.output.clone()?)))
+        .collect();
+    let mut by_step: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
+    for line in &logs {
+        by_step
+            .entry(line.step.as_str())
+            .or_default()
+            .push(serde_json::json!({
+                "at": format::short_time(&line.at),
+                "attempt": line.attempt,
+                "line": text(&line.line),
+            }));
+    }
+    let steps: Vec<Value> = run
+        .steps
+        .iter()
+        .map(|s| {
+            step_view(
+                s, &def, &raw.input, &outputs, &presenter, &text, &by_step, &path,
+            )
+        })
+        .collect();
+
+    let history: Vec<Value> = events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "seq": e.seq,
+                "at": format::short_time(&e.at),
+                "kind": e.kind,
+                "step": e.step,
+                "attempt": e.attempt,
+                "data": presenter.shown(&e.data).to_string(),
+            })
+        })
+        .collect();
+    let actions = actions(&events, &presenter);
+    let trace_url =
+        crate::present::trace_url(state.config.trace_url_template.as_deref(), &run.trace_id);
+    let gantt = gantt(&run, &times, &path, t0, t1);
+    let critical = context! {
+        steps => path.steps,
+        total => format::human_ms(path.total_ms),
+        segments => path.segments.iter().map(|s| context! {
+            step => s.step, kind => s.kind.as_str(), dur => format::human_ms(s.duration_ms()),
+        }).collect::<Vec<_>>(),
+    };
+    let legend = [
+        "completed",
+        "running",
+        "ready",
+        "retrying",
+        "waiting",
+        "failed",
+        "skipped",
+        "cancelled",
+        "pending",
+    ];
+    Ok(render(
+        StatusCode::OK,
+        "run.html",
+        &format!("Run {}", run.run_id),
+        "run",
+        None,
+        context! {
+            run => context! {
+                run_id => run.run_id, trace_id => run.trace_id, trace_url,
+                workflow => run.workflow, version => run.version,
+                status => run.status, reason => run.reason, terminal,
+                error => run.error.as_deref().map(text),
+                created => format::short_time(&run.created_at),
+                took => format::human_ms(end - t0) + if terminal { "" } else { " so far" },
+            },
+            dag => context! { width => laid.width, height => laid.height, nodes, edges },
+            gantt, critical, steps, history, legend, actions,
+        },
+    ))
+}
+
+/// Who did what on the run: one row per person's action (the history
+/// events one action writes share their time and actor).
+fn actions(
+    events: &[weft_api::EventRecord],
+    presenter: &crate::present::RunPresenter,
+) -> Vec<Value> {
+    let mut rows = Vec::new();
+    let mut last: Option<(&str, &str)> = None;
+    for event in events {
+        let text = |key: &str| event.data.get(key).and_then(|v| v.as_str());
+        let Some(actor) = text("actor") else { continue };
+        if last == Some((event.at.as_str(), actor)) {
+            continue;
+        }
+        last = Some((event.at.as_str(), actor));
+        rows.push(serde_json::json!({
+            "at": format::short_time(&event.at),
+            "kind": event.kind,
+            "step": event.step,
+            "actor": actor,
+            "on_behalf_of": text("on_behalf_of"),
+            "comment": text("comment").map(|c| presenter.text(c)),
+        }));
+    }
+    rows
+}
+
+#[allow(clippy::too_many_arguments)]
+fn step_view(
+    s: &StepDetail,
+    def: &weft_core::Definition,
+    run_input: &Value,
+    outputs: &BTreeMap<String, Value>,
+    presenter: &crate::present::RunPresenter,
+    text: &dyn Fn(&str) -> String,
+    logs: &BTreeMap<&str, Vec<Value>>,
+    path: &CriticalPath,
+) -> Value {
+    let input = def
+        .steps
+        .iter()
+        .position(|d| d.name == s.name)
+        .filter(|_| !s.attempts.is_empty())
+        .map(|i| presenter.shown(&weft_core::machine::task_input(def, i, run_input, outputs)));
+    let dur = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), format::human_ms);
+    let attempts: Vec<Value> = s
+        .attempts
+        .iter()
+        .map(|a| {
+            let t = a.timing.as_ref();
+            serde_json::json!({
+                "attempt": a.attempt,
+                "status": a.status,
+                "reason": a.reason,
+                "worker": a.worker_id,
+                "claimed": format::short_time(&a.claimed_at),
+                "queue_wait": dur(t.map(|t| t.queue_wait_ms)),
+                "dispatch": dur(t.and_then(|t| t.dispatch_ms)),
+                "handler": dur(t.and_then(|t| t.handler_ms)),
+                "ingest": dur(t.map(|t| t.ingest_ms)),
+                "total": dur(t.map(|t| t.total_ms)),
+                "error": a.error.as_deref().map(text),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": s.name,
+        "kind": s.kind,
+        "handler": s.handler,
+        "queue": s.queue,
+        "deps": s.depends_on,
+        "status": s.status,
+        "reason": s.reason,
+        "due": s.due_at.as_deref().map(format::short_time),
+        "input": input.as_ref().map(pretty).unwrap_or_default(),
+        "output": s.output.as_ref().map(pretty).unwrap_or_default(),
+        "error": s.error.as_deref().map(text),
+        "attempts": attempts,
+        "logs": logs.get(s.name.as_str()).cloned().unwrap_or_default(),
+        "crit": path.steps.contains(&s.name),
+    })
+}
