@@ -11,15 +11,18 @@
 //! - A lease is the only right to report an attempt's result: a result for a
 //!   lease that is gone (expired, reaped, re-claimed) is rejected as stale.
 
+mod attempts;
+mod claim;
 mod conditions;
 pub mod db;
-mod dispatch;
 mod error;
 mod gauges;
+mod leases;
 mod migrate;
 mod results;
 mod runs;
 mod starts;
+mod sweeps;
 mod time;
 mod transition;
 mod waiters;
@@ -35,13 +38,14 @@ use std::{
 use tokio::sync::Notify;
 use weft_core::{Definition, observe::Observer};
 
+pub use claim::ClaimRequest;
 pub use db::{Dialect, PoolOptions};
-pub use dispatch::{ClaimRequest, FailReport, WorkerSeen};
 pub use error::{Corruption, Error, Problem};
-pub use results::{MAX_ERROR_BYTES, Outcome, Recorded, WorkerResult};
+pub use results::{FailReport, Outcome, Recorded, WorkerResult};
 pub use runs::{NewRun, RunFilter};
 pub use starts::MAX_STARTS_PER_BATCH;
 pub use time::{ManualClock, SystemClock, now_ms, parse_rfc3339, rfc3339};
+pub use weft_core::attempt::MAX_ERROR_BYTES;
 pub use workers::{QueueCounts, WorkerMeta, WorkerRecord};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

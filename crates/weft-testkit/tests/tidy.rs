@@ -13,7 +13,6 @@ use std::{
 /// the check. Each entry is a sorted pair `(crate, module, module)`.
 const KNOWN_CYCLES: &[(&str, &str, &str)] = &[
     ("weft-server", "dashboard", "routes"),
-    ("weft-store", "dispatch", "results"),
     ("weft-telemetry", "spans", "traces"),
 ];
 
