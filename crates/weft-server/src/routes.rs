@@ -514,10 +514,7 @@ impl EventFollower {
             let mut ended = false;
             let mut settled_prefix = true;
             for event in &events {
-                ended |= matches!(
-                    event.kind.as_str(),
-                    "run.completed" | "run.failed" | "run.cancelled"
-                );
+                ended |= weft_core::EventKind::parse(&event.kind).is_some_and(|k| k.ends_run());
                 if self.delivered.insert(event.seq) {
                     batch.push(Ok(SseEvent::default()
                         .id(event.seq.to_string())
