@@ -273,12 +273,12 @@ pub fn apply_with(
     }
     match event {
         Event::Start => {
-            expect_run(state, &[RunStatus::Pending], "pending")?;
+            expect_run(state, &[RunStatus::Pending], RunStatus::Pending.as_str())?;
             advance(def, state, cx, conditions, &mut effects);
         }
         Event::AttemptCompleted { step, output } => {
             expect_active(state)?;
-            expect_step(def, state, step, StepStatus::Running, "running")?;
+            expect_step(def, state, step, StepStatus::Running)?;
             complete_step(state, step, output, &mut effects);
             advance(def, state, cx, conditions, &mut effects);
         }
@@ -289,7 +289,7 @@ pub fn apply_with(
             retryable,
         } => {
             expect_active(state)?;
-            expect_step(def, state, step, StepStatus::Running, "running")?;
+            expect_step(def, state, step, StepStatus::Running)?;
             let policy = &def.steps[step].retry;
             let s = &mut state.steps[step];
             let used = s.n_attempts.saturating_sub(s.attempt_base);
@@ -314,7 +314,7 @@ pub fn apply_with(
         }
         Event::AttemptReleased { step } => {
             expect_active(state)?;
-            expect_step(def, state, step, StepStatus::Running, "running")?;
+            expect_step(def, state, step, StepStatus::Running)?;
             let s = &mut state.steps[step];
             // The released attempt keeps its number but not its cost.
             s.attempt_base += 1;
@@ -344,7 +344,7 @@ pub fn apply_with(
         Event::Approve { step } => {
             expect_active(state)?;
             expect_approval(def, step)?;
-            expect_step(def, state, step, StepStatus::Waiting, "waiting")?;
+            expect_step(def, state, step, StepStatus::Waiting)?;
             complete_step(
                 state,
                 step,
@@ -356,7 +356,7 @@ pub fn apply_with(
         Event::Reject { step, message } => {
             expect_active(state)?;
             expect_approval(def, step)?;
-            expect_step(def, state, step, StepStatus::Waiting, "waiting")?;
+            expect_step(def, state, step, StepStatus::Waiting)?;
             let s = &mut state.steps[step];
             s.status = StepStatus::Failed;
             s.reason = Some(Reason::Rejected);
@@ -446,7 +446,6 @@ fn expect_step(
     state: &RunState,
     step: usize,
     status: StepStatus,
-    expected: &'static str,
 ) -> Result<(), Rejected> {
     let actual = state.steps[step].status;
     if actual == status {
@@ -455,7 +454,7 @@ fn expect_step(
         Err(Rejected::StepStatus {
             step: def.steps[step].name.clone(),
             status: actual,
-            expected,
+            expected: status.as_str(),
         })
     }
 }

@@ -21,6 +21,7 @@ mod leases;
 mod migrate;
 mod results;
 mod runs;
+mod sql;
 mod starts;
 mod sweeps;
 mod time;
