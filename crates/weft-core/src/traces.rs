@@ -81,6 +81,7 @@ fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected: Expect) {
             match apply(&def, state, event, cx) {
                 Ok(effects) => {
                     for e in effects {
+                        assert_in_catalogue(e.kind(), &e.data());
                         lines.push(match e.step() {
                             Some(i) => format!("{}({})", e.kind(), name(i)),
                             None => e.kind().to_string(),
@@ -155,6 +156,10 @@ fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected: Expect) {
                         LEASE_MS,
                     );
                     claim.apply(&mut state.status, &mut state.steps[step]);
+                    assert_in_catalogue(
+                        crate::EventKind::AttemptClaimed,
+                        &claim.data("worker-1", "00f067aa0ba902b7"),
+                    );
                     for kind in claim.events() {
                         lines.push(match kind {
                             crate::EventKind::AttemptClaimed => {
@@ -246,6 +251,14 @@ fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected: Expect) {
                     if end.status == AttemptStatus::Released {
                         released[step] += 1;
                     }
+                    let timing = serde_json::json!({"queue_wait_ms": 0});
+                    assert_in_catalogue(end.kind.expect("an event"), &end.data(timing));
+                    if end.lease_expired {
+                        assert_in_catalogue(
+                            crate::EventKind::LeaseExpired,
+                            &end.lease_expired_data(),
+                        );
+                    }
                     lines.push(ending(step, &o, &end));
                     run_event(
                         &mut state,
@@ -272,6 +285,28 @@ fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected: Expect) {
         .unwrap();
     }
     expected.assert_eq(&out);
+}
+
+/// Every key of an event's payload is a field the catalogue lists for its
+/// kind, and every field it lists as always there is there (`run.failed`'s
+/// `error` aside: the store adds the run's error to it).
+fn assert_in_catalogue(kind: crate::EventKind, data: &Value) {
+    let map = data.as_object().expect("a payload is an object");
+    for key in map.keys() {
+        assert!(
+            kind.fields().iter().any(|f| f.name == key),
+            "{kind} carries `{key}`, which the catalogue does not list"
+        );
+    }
+    for field in kind.fields().iter().filter(|f| f.always) {
+        if (kind, field.name) != (crate::EventKind::RunFailed, "error") {
+            assert!(
+                map.contains_key(field.name),
+                "{kind} without `{}`",
+                field.name
+            );
+        }
+    }
 }
 
 const LINEAR: &str = "name: etl\nsteps:\n  - {name: extract, handler: h, retry: {max_attempts: 2, initial: 1s, jitter: false}}\n  - {name: load, handler: h, depends_on: [extract]}\n";
@@ -797,5 +832,30 @@ fn releases_keep_the_budget_until_the_cap() {
             .error
             .as_deref()
             .is_some_and(|e| e.starts_with("released 3 times already") && e.ends_with(": bye"))
+    );
+}
+
+#[test]
+fn a_when_that_cannot_be_evaluated_fails_the_run() {
+    let manifest = "name: w\nsteps:\n  - {name: first, handler: h}\n  - {name: second, handler: h, depends_on: [first], when: \"input.n > 1\"}\n";
+    trace(
+        manifest,
+        serde_json::json!({"n": "not a number"}),
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(Value::Null))),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(first)
+              run=pending first=ready second=pending
+            t=1 Claim(first)
+              -> attempt.claimed(first#1) run.started
+              run=running first=running second=pending
+            t=2 Result(first, Completed(Null))
+              -> attempt.completed(first#1 completed) step.completed(first) step.failed(second) run.failed
+              run=failed first=completed second=failed
+        "#]],
     );
 }
