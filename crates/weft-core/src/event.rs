@@ -65,7 +65,8 @@ macro_rules! event_kinds {
         /// The kind of a history event: `<subject>.<what happened>`, where the
         /// subject is the run, one of its steps, an attempt of a step, or an
         /// attempt's lease.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        /// Ordered as in the catalogue.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         pub enum EventKind { $($(#[$meta])* $variant),+ }
 
         impl EventKind {

@@ -112,7 +112,7 @@ impl Store {
     /// `deadline_exceeded` after the step's start-to-close deadline (the
     /// attempt is recorded as timed out, as a late result would be).
     ///
-    /// [`MAX_RELEASES`]: weft_core::machine::MAX_RELEASES
+    /// [`MAX_RELEASES`]: weft_core::attempt::MAX_RELEASES
     pub async fn release(
         &self,
         lease_id: &str,

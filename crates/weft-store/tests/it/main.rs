@@ -47,6 +47,7 @@ mod clock;
 mod concurrency;
 mod corruption;
 mod execution;
+mod history;
 mod leases;
 mod listing;
 mod observations;
