@@ -676,7 +676,10 @@ pub async fn scale(server: &Server, common: &Common, url: &str, args: &ScaleArgs
     }
     let total_runs = conn.count("SELECT COUNT(*) FROM weft_runs").await?;
     let failed_runs = conn
-        .count("SELECT COUNT(*) FROM weft_runs WHERE status = 'failed'")
+        .count(&format!(
+            "SELECT COUNT(*) FROM weft_runs WHERE status = '{}'",
+            weft_core::RunStatus::Failed.as_str()
+        ))
         .await?;
     eprintln!(
         "[weft-bench]   G seeded {} runs ({failed_runs} failed) in {insert_s:.1}s (+ {analyze_s:.1}s ANALYZE); rows: {}",

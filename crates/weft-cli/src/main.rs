@@ -5,6 +5,7 @@
 mod audit;
 mod demo;
 mod doctor;
+mod events;
 mod output;
 mod serve;
 mod table;
@@ -296,9 +297,14 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// The history of a run, one event per line.
+    /// The history of a run, one event per line; `weft events catalog`
+    /// lists every event kind with its payload fields.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
     Events {
-        id: String,
+        #[command(subcommand)]
+        command: Option<events::EventsCommand>,
+        #[arg(required = true)]
+        id: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -783,7 +789,12 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 }
             }
         }
-        Command::Events { id, client } => {
+        Command::Events {
+            command: Some(command),
+            ..
+        } => events::run(command)?,
+        Command::Events { id, client, .. } => {
+            let id = id.expect("clap requires an id without a subcommand");
             let events = client.client()?.run_events(&id, None).await?;
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&events)?);

@@ -9,6 +9,8 @@
 //! `weft run` build the views from a run's attempt rows and its step events
 //! (`StepTimes::from_events`).
 
+use crate::EventKind;
+
 /// What a stretch of time on the critical path was spent on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SegmentKind {
@@ -98,7 +100,7 @@ impl StepTimes {
         let events: Vec<_> = events.into_iter().collect();
         let start = events
             .iter()
-            .rposition(|(kind, _, _)| *kind == "run.retried")
+            .rposition(|(kind, _, _)| EventKind::parse(kind) == Some(EventKind::RunRetried))
             .map_or(0, |i| i + 1);
         for step in steps.iter_mut() {
             step.ready_ms.clear();
@@ -109,12 +111,15 @@ impl StepTimes {
             let Some(step) = name.and_then(|n| steps.iter_mut().find(|s| s.name == n)) else {
                 continue;
             };
-            match *kind {
-                "step.ready" => step.ready_ms.push(*at),
-                "step.waiting" => step.waiting_ms = step.waiting_ms.or(Some(*at)),
-                "step.completed" | "step.failed" | "step.skipped" | "step.cancelled" => {
-                    step.ended_ms = Some(*at)
-                }
+            match EventKind::parse(kind) {
+                Some(EventKind::StepReady) => step.ready_ms.push(*at),
+                Some(EventKind::StepWaiting) => step.waiting_ms = step.waiting_ms.or(Some(*at)),
+                Some(
+                    EventKind::StepCompleted
+                    | EventKind::StepFailed
+                    | EventKind::StepSkipped
+                    | EventKind::StepCancelled,
+                ) => step.ended_ms = Some(*at),
                 _ => {}
             }
         }

@@ -5,12 +5,14 @@
 //! randomness of its own: time and jitter come in as arguments, so every rule
 //! here is a pure function that tests can drive with data.
 
+pub mod attempt;
 pub mod clock;
 pub mod condition;
 pub mod critical_path;
 pub mod definition;
 pub mod diagnosis;
 pub mod duration;
+pub mod event;
 pub mod machine;
 pub mod mask;
 pub mod observe;
@@ -18,8 +20,11 @@ pub mod redact;
 pub mod retry;
 pub mod status;
 pub mod trace;
+#[cfg(test)]
+mod traces;
 
 pub use definition::{Definition, StepDef, StepKind, ValidationError};
+pub use event::EventKind;
 pub use machine::{Effect, Event, RunState, StepState};
 pub use retry::{Backoff, RetryPolicy};
 pub use status::{AttemptStatus, Reason, RunStatus, StepStatus};

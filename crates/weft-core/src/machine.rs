@@ -4,7 +4,9 @@
 //! effects that the store must persist (a row update and a history event
 //! each). The store loads the state under the run's lock, applies one event and
 //! writes the effects in the same transaction, so a crash never leaves a
-//! half-applied transition.
+//! half-applied transition. What a claim does and how an attempt ends are
+//! decided in `attempt.rs`, which hands this machine the attempt's event;
+//! the text-trace tests of both are in `traces.rs`.
 //!
 //! Rules that are easy to miss:
 //! - A `skipped` step (its `when` was false) satisfies its dependants; its
@@ -22,6 +24,7 @@ use serde_json::{Map, Value};
 use crate::{
     Reason, RunStatus, StepStatus, condition,
     definition::{Definition, StepKind, dependency_outputs},
+    event::EventKind,
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -87,12 +90,6 @@ impl RunState {
 pub enum Event {
     /// The run was created: make its root steps ready.
     Start,
-    /// A worker claimed a ready step. The store performs this transition in
-    /// its claim query (it is the hot path and takes no run lock); it is here so
-    /// that traces and tests show the whole life of a step.
-    Claimed {
-        step: usize,
-    },
     AttemptCompleted {
         step: usize,
         output: Value,
@@ -103,15 +100,12 @@ pub enum Event {
         message: String,
         retryable: bool,
     },
-    /// A worker shutting down handed a running attempt back (`release`).
-    /// `releases` is how many earlier attempts of the step were released;
-    /// under [`MAX_RELEASES`] the step is ready again at once and the attempt
-    /// spends none of its budget, past it the release is an
-    /// `AttemptFailed` with reason `worker_shutdown`.
+    /// A worker shutting down handed a running attempt back (`release`) and
+    /// the release is free (`attempt::release` decides; past its cap a
+    /// release is an `AttemptFailed`): the step is ready again at once and
+    /// the attempt spends none of its budget.
     AttemptReleased {
         step: usize,
-        releases: u32,
-        message: String,
     },
     /// A `retrying` step's backoff or a sleep step's duration is over.
     TimerFired {
@@ -128,19 +122,11 @@ pub enum Event {
     Retry,
 }
 
-/// Most releases one step may have (over its whole life) before a release
-/// counts as a failed attempt, so a crash-looping worker cannot cycle a step
-/// for ever.
-pub const MAX_RELEASES: u32 = 3;
-
 /// What the store must persist. Each effect is also one history event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     RunStarted,
     StepReady {
-        step: usize,
-    },
-    StepClaimed {
         step: usize,
     },
     StepSkipped {
@@ -175,22 +161,21 @@ pub enum Effect {
 }
 
 impl Effect {
-    /// The history event type this effect is recorded as.
-    pub fn event_type(&self) -> &'static str {
+    /// The kind of history event this effect is recorded as.
+    pub fn kind(&self) -> EventKind {
         match self {
-            Effect::RunStarted => "run.started",
-            Effect::StepReady { .. } => "step.ready",
-            Effect::StepClaimed { .. } => "step.running",
-            Effect::StepSkipped { .. } => "step.skipped",
-            Effect::StepWaiting { .. } => "step.waiting",
-            Effect::StepCompleted { .. } => "step.completed",
-            Effect::StepRetrying { .. } => "step.retrying",
-            Effect::StepFailed { .. } => "step.failed",
-            Effect::StepCancelled { .. } => "step.cancelled",
-            Effect::RunCompleted => "run.completed",
-            Effect::RunFailed { .. } => "run.failed",
-            Effect::RunCancelled => "run.cancelled",
-            Effect::RunRetried => "run.retried",
+            Effect::RunStarted => EventKind::RunStarted,
+            Effect::StepReady { .. } => EventKind::StepReady,
+            Effect::StepSkipped { .. } => EventKind::StepSkipped,
+            Effect::StepWaiting { .. } => EventKind::StepWaiting,
+            Effect::StepCompleted { .. } => EventKind::StepCompleted,
+            Effect::StepRetrying { .. } => EventKind::StepRetrying,
+            Effect::StepFailed { .. } => EventKind::StepFailed,
+            Effect::StepCancelled { .. } => EventKind::StepCancelled,
+            Effect::RunCompleted => EventKind::RunCompleted,
+            Effect::RunFailed { .. } => EventKind::RunFailed,
+            Effect::RunCancelled => EventKind::RunCancelled,
+            Effect::RunRetried => EventKind::RunRetried,
         }
     }
 
@@ -198,7 +183,6 @@ impl Effect {
     pub fn step(&self) -> Option<usize> {
         match *self {
             Effect::StepReady { step }
-            | Effect::StepClaimed { step }
             | Effect::StepSkipped { step }
             | Effect::StepWaiting { step, .. }
             | Effect::StepCompleted { step }
@@ -289,21 +273,12 @@ pub fn apply_with(
     }
     match event {
         Event::Start => {
-            expect_run(state, &[RunStatus::Pending], "pending")?;
+            expect_run(state, &[RunStatus::Pending], RunStatus::Pending.as_str())?;
             advance(def, state, cx, conditions, &mut effects);
-        }
-        Event::Claimed { step } => {
-            expect_active(state)?;
-            expect_step(def, state, step, StepStatus::Ready, "ready")?;
-            let s = &mut state.steps[step];
-            s.status = StepStatus::Running;
-            s.n_attempts += 1;
-            effects.push(Effect::StepClaimed { step });
-            mark_started(state, &mut effects);
         }
         Event::AttemptCompleted { step, output } => {
             expect_active(state)?;
-            expect_step(def, state, step, StepStatus::Running, "running")?;
+            expect_step(def, state, step, StepStatus::Running)?;
             complete_step(state, step, output, &mut effects);
             advance(def, state, cx, conditions, &mut effects);
         }
@@ -314,7 +289,7 @@ pub fn apply_with(
             retryable,
         } => {
             expect_active(state)?;
-            expect_step(def, state, step, StepStatus::Running, "running")?;
+            expect_step(def, state, step, StepStatus::Running)?;
             let policy = &def.steps[step].retry;
             let s = &mut state.steps[step];
             let used = s.n_attempts.saturating_sub(s.attempt_base);
@@ -337,37 +312,15 @@ pub fn apply_with(
                 fail_run(state, step, reason, message, &mut effects);
             }
         }
-        Event::AttemptReleased {
-            step,
-            releases,
-            message,
-        } => {
+        Event::AttemptReleased { step } => {
             expect_active(state)?;
-            expect_step(def, state, step, StepStatus::Running, "running")?;
-            if releases < MAX_RELEASES {
-                let s = &mut state.steps[step];
-                // The released attempt keeps its number but not its cost.
-                s.attempt_base += 1;
-                s.status = StepStatus::Ready;
-                s.due_at = None;
-                effects.push(Effect::StepReady { step });
-            } else {
-                let message = format!(
-                    "released {releases} times already (at most {MAX_RELEASES}), so this release counts as a failed attempt: {message}"
-                );
-                return apply_with(
-                    def,
-                    state,
-                    Event::AttemptFailed {
-                        step,
-                        reason: Reason::WorkerShutdown,
-                        message,
-                        retryable: true,
-                    },
-                    cx,
-                    conditions,
-                );
-            }
+            expect_step(def, state, step, StepStatus::Running)?;
+            let s = &mut state.steps[step];
+            // The released attempt keeps its number but not its cost.
+            s.attempt_base += 1;
+            s.status = StepStatus::Ready;
+            s.due_at = None;
+            effects.push(Effect::StepReady { step });
         }
         Event::TimerFired { step } => {
             expect_active(state)?;
@@ -391,7 +344,7 @@ pub fn apply_with(
         Event::Approve { step } => {
             expect_active(state)?;
             expect_approval(def, step)?;
-            expect_step(def, state, step, StepStatus::Waiting, "waiting")?;
+            expect_step(def, state, step, StepStatus::Waiting)?;
             complete_step(
                 state,
                 step,
@@ -403,7 +356,7 @@ pub fn apply_with(
         Event::Reject { step, message } => {
             expect_active(state)?;
             expect_approval(def, step)?;
-            expect_step(def, state, step, StepStatus::Waiting, "waiting")?;
+            expect_step(def, state, step, StepStatus::Waiting)?;
             let s = &mut state.steps[step];
             s.status = StepStatus::Failed;
             s.reason = Some(Reason::Rejected);
@@ -458,8 +411,7 @@ pub fn apply_with(
 
 fn event_step(event: &Event) -> Option<usize> {
     match *event {
-        Event::Claimed { step }
-        | Event::AttemptCompleted { step, .. }
+        Event::AttemptCompleted { step, .. }
         | Event::AttemptFailed { step, .. }
         | Event::AttemptReleased { step, .. }
         | Event::TimerFired { step }
@@ -494,7 +446,6 @@ fn expect_step(
     state: &RunState,
     step: usize,
     status: StepStatus,
-    expected: &'static str,
 ) -> Result<(), Rejected> {
     let actual = state.steps[step].status;
     if actual == status {
@@ -503,7 +454,7 @@ fn expect_step(
         Err(Rejected::StepStatus {
             step: def.steps[step].name.clone(),
             status: actual,
-            expected,
+            expected: status.as_str(),
         })
     }
 }
@@ -673,491 +624,4 @@ pub fn task_input(
         "input": run_input,
         "steps": dependency_outputs(def, step, outputs),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use expect_test::{Expect, expect};
-    use std::fmt::Write;
-
-    /// Applies events in order and renders each with its effects and the step
-    /// statuses after it, one line per event.
-    fn trace(manifest: &str, input: Value, events: &[(i64, Event)], expected: Expect) {
-        let def = Definition::parse(manifest).unwrap();
-        let mut state = RunState::new(&def, input);
-        let mut out = String::new();
-        for (now_ms, event) in events {
-            let label = format!("{event:?}");
-            let result = apply(
-                &def,
-                &mut state,
-                event.clone(),
-                Context {
-                    now_ms: *now_ms,
-                    random: 0.5,
-                },
-            );
-            let effects = match result {
-                Ok(effects) => effects
-                    .iter()
-                    .map(|e| match e.step() {
-                        Some(i) => format!("{}({})", e.event_type(), def.steps[i].name),
-                        None => e.event_type().to_owned(),
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                Err(err) => format!("REJECTED: {err}"),
-            };
-            let steps: Vec<String> = def
-                .steps
-                .iter()
-                .zip(&state.steps)
-                .map(|(d, s)| format!("{}={}", d.name, s.status))
-                .collect();
-            writeln!(
-                out,
-                "t={now_ms} {label}\n  -> {effects}\n  run={} {}",
-                state.status,
-                steps.join(" ")
-            )
-            .unwrap();
-        }
-        expected.assert_eq(&out);
-    }
-
-    const LINEAR: &str = "name: etl\nsteps:\n  - {name: extract, handler: h, retry: {max_attempts: 2, initial: 1s, jitter: false}}\n  - {name: load, handler: h, depends_on: [extract]}\n";
-
-    #[test]
-    fn linear_with_one_retry() {
-        trace(
-            LINEAR,
-            serde_json::json!({}),
-            &[
-                (0, Event::Start),
-                (10, Event::Claimed { step: 0 }),
-                (
-                    20,
-                    Event::AttemptFailed {
-                        step: 0,
-                        reason: Reason::HandlerError,
-                        message: "boom".into(),
-                        retryable: true,
-                    },
-                ),
-                (500, Event::TimerFired { step: 0 }),
-                (1020, Event::TimerFired { step: 0 }),
-                (1030, Event::Claimed { step: 0 }),
-                (
-                    1040,
-                    Event::AttemptCompleted {
-                        step: 0,
-                        output: serde_json::json!(1),
-                    },
-                ),
-                (1050, Event::Claimed { step: 1 }),
-                (
-                    1060,
-                    Event::AttemptCompleted {
-                        step: 1,
-                        output: serde_json::json!(2),
-                    },
-                ),
-                (1070, Event::Cancel),
-            ],
-            expect![[r#"
-                t=0 Start
-                  -> step.ready(extract)
-                  run=pending extract=ready load=pending
-                t=10 Claimed { step: 0 }
-                  -> step.running(extract) run.started
-                  run=running extract=running load=pending
-                t=20 AttemptFailed { step: 0, reason: HandlerError, message: "boom", retryable: true }
-                  -> step.retrying(extract)
-                  run=running extract=retrying load=pending
-                t=500 TimerFired { step: 0 }
-                  -> 
-                  run=running extract=retrying load=pending
-                t=1020 TimerFired { step: 0 }
-                  -> step.ready(extract)
-                  run=running extract=ready load=pending
-                t=1030 Claimed { step: 0 }
-                  -> step.running(extract)
-                  run=running extract=running load=pending
-                t=1040 AttemptCompleted { step: 0, output: Number(1) }
-                  -> step.completed(extract) step.ready(load)
-                  run=running extract=completed load=ready
-                t=1050 Claimed { step: 1 }
-                  -> step.running(load)
-                  run=running extract=completed load=running
-                t=1060 AttemptCompleted { step: 1, output: Number(2) }
-                  -> step.completed(load) run.completed
-                  run=completed extract=completed load=completed
-                t=1070 Cancel
-                  -> REJECTED: run is completed, not pending or running
-                  run=completed extract=completed load=completed
-            "#]],
-        );
-    }
-
-    #[test]
-    fn retries_exhausted_fail_the_run_and_retry_resumes_it() {
-        trace(
-            LINEAR,
-            serde_json::json!({}),
-            &[
-                (0, Event::Start),
-                (1, Event::Claimed { step: 0 }),
-                (
-                    2,
-                    Event::AttemptFailed {
-                        step: 0,
-                        reason: Reason::Timeout,
-                        message: "slow".into(),
-                        retryable: true,
-                    },
-                ),
-                (1002, Event::TimerFired { step: 0 }),
-                (1003, Event::Claimed { step: 0 }),
-                (
-                    1004,
-                    Event::AttemptFailed {
-                        step: 0,
-                        reason: Reason::LeaseExpired,
-                        message: "gone".into(),
-                        retryable: true,
-                    },
-                ),
-                (1005, Event::Retry),
-                (1006, Event::Claimed { step: 0 }),
-                (
-                    1007,
-                    Event::AttemptCompleted {
-                        step: 0,
-                        output: Value::Null,
-                    },
-                ),
-            ],
-            expect![[r#"
-                t=0 Start
-                  -> step.ready(extract)
-                  run=pending extract=ready load=pending
-                t=1 Claimed { step: 0 }
-                  -> step.running(extract) run.started
-                  run=running extract=running load=pending
-                t=2 AttemptFailed { step: 0, reason: Timeout, message: "slow", retryable: true }
-                  -> step.retrying(extract)
-                  run=running extract=retrying load=pending
-                t=1002 TimerFired { step: 0 }
-                  -> step.ready(extract)
-                  run=running extract=ready load=pending
-                t=1003 Claimed { step: 0 }
-                  -> step.running(extract)
-                  run=running extract=running load=pending
-                t=1004 AttemptFailed { step: 0, reason: LeaseExpired, message: "gone", retryable: true }
-                  -> step.failed(extract) step.cancelled(load) run.failed
-                  run=failed extract=failed load=cancelled
-                t=1005 Retry
-                  -> run.retried step.ready(extract)
-                  run=running extract=ready load=pending
-                t=1006 Claimed { step: 0 }
-                  -> step.running(extract)
-                  run=running extract=running load=pending
-                t=1007 AttemptCompleted { step: 0, output: Null }
-                  -> step.completed(extract) step.ready(load)
-                  run=running extract=completed load=ready
-            "#]],
-        );
-    }
-
-    const FAN: &str = r#"
-name: fan
-steps:
-  - {name: split, handler: h}
-  - {name: a, handler: h, depends_on: [split]}
-  - {name: b, handler: h, depends_on: [split], when: "input.with_b"}
-  - {name: join, handler: h, depends_on: [a, b]}
-"#;
-
-    #[test]
-    fn fan_out_fan_in_with_a_skipped_branch() {
-        trace(
-            FAN,
-            serde_json::json!({"with_b": false}),
-            &[
-                (0, Event::Start),
-                (1, Event::Claimed { step: 0 }),
-                (
-                    2,
-                    Event::AttemptCompleted {
-                        step: 0,
-                        output: Value::Null,
-                    },
-                ),
-                (3, Event::Claimed { step: 1 }),
-                (
-                    4,
-                    Event::AttemptCompleted {
-                        step: 1,
-                        output: Value::Null,
-                    },
-                ),
-                (
-                    5,
-                    Event::AttemptCompleted {
-                        step: 1,
-                        output: Value::Null,
-                    },
-                ),
-                (6, Event::Claimed { step: 3 }),
-                (
-                    7,
-                    Event::AttemptCompleted {
-                        step: 3,
-                        output: serde_json::json!("done"),
-                    },
-                ),
-            ],
-            expect![[r#"
-                t=0 Start
-                  -> step.ready(split)
-                  run=pending split=ready a=pending b=pending join=pending
-                t=1 Claimed { step: 0 }
-                  -> step.running(split) run.started
-                  run=running split=running a=pending b=pending join=pending
-                t=2 AttemptCompleted { step: 0, output: Null }
-                  -> step.completed(split) step.ready(a) step.skipped(b)
-                  run=running split=completed a=ready b=skipped join=pending
-                t=3 Claimed { step: 1 }
-                  -> step.running(a)
-                  run=running split=completed a=running b=skipped join=pending
-                t=4 AttemptCompleted { step: 1, output: Null }
-                  -> step.completed(a) step.ready(join)
-                  run=running split=completed a=completed b=skipped join=ready
-                t=5 AttemptCompleted { step: 1, output: Null }
-                  -> REJECTED: step `a` is completed, not running
-                  run=running split=completed a=completed b=skipped join=ready
-                t=6 Claimed { step: 3 }
-                  -> step.running(join)
-                  run=running split=completed a=completed b=skipped join=running
-                t=7 AttemptCompleted { step: 3, output: String("done") }
-                  -> step.completed(join) run.completed
-                  run=completed split=completed a=completed b=skipped join=completed
-            "#]],
-        );
-    }
-
-    #[test]
-    fn non_retryable_failure_and_cancel() {
-        trace(
-            FAN,
-            serde_json::json!({"with_b": true}),
-            &[
-                (0, Event::Start),
-                (1, Event::Claimed { step: 0 }),
-                (
-                    2,
-                    Event::AttemptCompleted {
-                        step: 0,
-                        output: Value::Null,
-                    },
-                ),
-                (3, Event::Claimed { step: 1 }),
-                (4, Event::Claimed { step: 2 }),
-                (
-                    5,
-                    Event::AttemptFailed {
-                        step: 2,
-                        reason: Reason::InvalidOutput,
-                        message: "bad".into(),
-                        retryable: false,
-                    },
-                ),
-            ],
-            expect![[r#"
-                t=0 Start
-                  -> step.ready(split)
-                  run=pending split=ready a=pending b=pending join=pending
-                t=1 Claimed { step: 0 }
-                  -> step.running(split) run.started
-                  run=running split=running a=pending b=pending join=pending
-                t=2 AttemptCompleted { step: 0, output: Null }
-                  -> step.completed(split) step.ready(a) step.ready(b)
-                  run=running split=completed a=ready b=ready join=pending
-                t=3 Claimed { step: 1 }
-                  -> step.running(a)
-                  run=running split=completed a=running b=ready join=pending
-                t=4 Claimed { step: 2 }
-                  -> step.running(b)
-                  run=running split=completed a=running b=running join=pending
-                t=5 AttemptFailed { step: 2, reason: InvalidOutput, message: "bad", retryable: false }
-                  -> step.failed(b) step.cancelled(a) step.cancelled(join) run.failed
-                  run=failed split=completed a=cancelled b=failed join=cancelled
-            "#]],
-        );
-        trace(
-            FAN,
-            serde_json::json!({"with_b": true}),
-            &[(0, Event::Start), (1, Event::Cancel), (2, Event::Retry)],
-            expect![[r#"
-                t=0 Start
-                  -> step.ready(split)
-                  run=pending split=ready a=pending b=pending join=pending
-                t=1 Cancel
-                  -> step.cancelled(split) step.cancelled(a) step.cancelled(b) step.cancelled(join) run.cancelled
-                  run=cancelled split=cancelled a=cancelled b=cancelled join=cancelled
-                t=2 Retry
-                  -> run.retried step.ready(split)
-                  run=running split=ready a=pending b=pending join=pending
-            "#]],
-        );
-    }
-
-    #[test]
-    fn sleep_and_approval() {
-        let manifest = "name: s\nsteps:\n  - {name: nap, kind: sleep, duration: 1s}\n  - {name: ok, kind: approval, depends_on: [nap]}\n  - {name: go, handler: h, depends_on: [ok]}\n";
-        trace(
-            manifest,
-            Value::Null,
-            &[
-                (0, Event::Start),
-                (999, Event::TimerFired { step: 0 }),
-                (1000, Event::TimerFired { step: 0 }),
-                (1001, Event::Approve { step: 2 }),
-                (1002, Event::Approve { step: 1 }),
-            ],
-            expect![[r#"
-                t=0 Start
-                  -> step.waiting(nap) run.started
-                  run=running nap=waiting ok=pending go=pending
-                t=999 TimerFired { step: 0 }
-                  -> 
-                  run=running nap=waiting ok=pending go=pending
-                t=1000 TimerFired { step: 0 }
-                  -> step.completed(nap) step.waiting(ok)
-                  run=running nap=completed ok=waiting go=pending
-                t=1001 Approve { step: 2 }
-                  -> REJECTED: step `go` is not an approval step
-                  run=running nap=completed ok=waiting go=pending
-                t=1002 Approve { step: 1 }
-                  -> step.completed(ok) step.ready(go)
-                  run=running nap=completed ok=completed go=ready
-            "#]],
-        );
-    }
-
-    #[test]
-    fn releases_spend_no_attempt_until_the_cap() {
-        let manifest = "name: r\nsteps:\n  - {name: work, handler: h, retry: {max_attempts: 2, initial: 1s, jitter: false}}\n";
-        let released = |releases| Event::AttemptReleased {
-            step: 0,
-            releases,
-            message: "shutting down".into(),
-        };
-        trace(
-            manifest,
-            Value::Null,
-            &[
-                (0, Event::Start),
-                (1, Event::Claimed { step: 0 }),
-                (2, released(0)),
-                (3, Event::Claimed { step: 0 }),
-                (4, released(1)),
-                (5, Event::Claimed { step: 0 }),
-                (6, released(2)),
-                (7, released(3)),
-                (8, Event::Claimed { step: 0 }),
-                (9, released(3)),
-                (1009, Event::TimerFired { step: 0 }),
-                (1010, Event::Claimed { step: 0 }),
-                (1011, released(3)),
-            ],
-            expect![[r#"
-                t=0 Start
-                  -> step.ready(work)
-                  run=pending work=ready
-                t=1 Claimed { step: 0 }
-                  -> step.running(work) run.started
-                  run=running work=running
-                t=2 AttemptReleased { step: 0, releases: 0, message: "shutting down" }
-                  -> step.ready(work)
-                  run=running work=ready
-                t=3 Claimed { step: 0 }
-                  -> step.running(work)
-                  run=running work=running
-                t=4 AttemptReleased { step: 0, releases: 1, message: "shutting down" }
-                  -> step.ready(work)
-                  run=running work=ready
-                t=5 Claimed { step: 0 }
-                  -> step.running(work)
-                  run=running work=running
-                t=6 AttemptReleased { step: 0, releases: 2, message: "shutting down" }
-                  -> step.ready(work)
-                  run=running work=ready
-                t=7 AttemptReleased { step: 0, releases: 3, message: "shutting down" }
-                  -> REJECTED: step `work` is ready, not running
-                  run=running work=ready
-                t=8 Claimed { step: 0 }
-                  -> step.running(work)
-                  run=running work=running
-                t=9 AttemptReleased { step: 0, releases: 3, message: "shutting down" }
-                  -> step.retrying(work)
-                  run=running work=retrying
-                t=1009 TimerFired { step: 0 }
-                  -> step.ready(work)
-                  run=running work=ready
-                t=1010 Claimed { step: 0 }
-                  -> step.running(work)
-                  run=running work=running
-                t=1011 AttemptReleased { step: 0, releases: 3, message: "shutting down" }
-                  -> step.failed(work) run.failed
-                  run=failed work=failed
-            "#]],
-        );
-        // Three releases cost nothing: five claims, two of them counted.
-        let def = Definition::parse(manifest).unwrap();
-        let mut state = RunState::new(&def, Value::Null);
-        let cx = Context {
-            now_ms: 0,
-            random: 0.0,
-        };
-        apply(&def, &mut state, Event::Start, cx).unwrap();
-        for releases in 0..3 {
-            apply(&def, &mut state, Event::Claimed { step: 0 }, cx).unwrap();
-            apply(&def, &mut state, released(releases), cx).unwrap();
-        }
-        assert_eq!(
-            (state.steps[0].n_attempts, state.steps[0].attempt_base),
-            (3, 3)
-        );
-        apply(&def, &mut state, Event::Claimed { step: 0 }, cx).unwrap();
-        apply(&def, &mut state, released(3), cx).unwrap();
-        assert_eq!(state.steps[0].reason, Some(Reason::WorkerShutdown));
-        assert_eq!(state.steps[0].status, StepStatus::Retrying);
-    }
-
-    #[test]
-    fn run_output_is_the_leaves_outputs() {
-        let def = Definition::parse(LINEAR).unwrap();
-        let mut state = RunState::new(&def, Value::Null);
-        let cx = Context {
-            now_ms: 0,
-            random: 0.0,
-        };
-        apply(&def, &mut state, Event::Start, cx).unwrap();
-        for (step, output) in [
-            (0, serde_json::json!(1)),
-            (1, serde_json::json!({"rows": 3})),
-        ] {
-            apply(&def, &mut state, Event::Claimed { step }, cx).unwrap();
-            apply(
-                &def,
-                &mut state,
-                Event::AttemptCompleted { step, output },
-                cx,
-            )
-            .unwrap();
-        }
-        assert_eq!(state.output, Some(serde_json::json!({"load": {"rows": 3}})));
-    }
 }

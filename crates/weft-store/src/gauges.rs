@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 use weft_core::{
+    RunStatus, StepStatus,
     diagnosis::{self, Thresholds},
     observe::GaugeSnapshot,
 };
 
-use crate::{Result, Store};
+use crate::{Result, Store, sql::quoted};
 
 /// The most runs the stalled gauge diagnoses per sweep (by run id; past it
 /// the counts are a lower bound). About 0.5 s on 10,000 runs on a debug build.
@@ -28,7 +29,10 @@ impl Store {
         let pool = self.pool();
         let runs_active = pool
             .fetch_all(
-                "SELECT workflow, status, COUNT(*) AS n FROM weft_runs WHERE status IN ('pending', 'running') GROUP BY workflow, status",
+                &format!(
+                    "SELECT workflow, status, COUNT(*) AS n FROM weft_runs WHERE status IN ({}) GROUP BY workflow, status",
+                    quoted(&[RunStatus::Pending.as_str(), RunStatus::Running.as_str()])
+                ),
                 Vec::new(),
             )
             .await?
@@ -38,13 +42,22 @@ impl Store {
             .collect();
         let ready_rows = pool
             .fetch_all(
-                "SELECT queue, COUNT(*) AS n, MIN(ready_at) AS oldest, COUNT(DISTINCT run_id) AS runs \
-                 FROM weft_steps WHERE status = 'ready' GROUP BY queue",
+                &format!(
+                    "SELECT queue, COUNT(*) AS n, MIN(ready_at) AS oldest, COUNT(DISTINCT run_id) AS runs \
+                     FROM weft_steps WHERE status = '{}' GROUP BY queue",
+                    StepStatus::Ready.as_str()
+                ),
                 Vec::new(),
             )
             .await?;
         let steps_running = pool
-            .fetch_all("SELECT queue, COUNT(*) AS n FROM weft_steps WHERE status = 'running' GROUP BY queue", Vec::new())
+            .fetch_all(
+                &format!(
+                    "SELECT queue, COUNT(*) AS n FROM weft_steps WHERE status = '{}' GROUP BY queue",
+                    StepStatus::Running.as_str()
+                ),
+                Vec::new(),
+            )
             .await?
             .iter()
             .map(|r| Ok((r.text("queue")?, r.int("n")?)))

@@ -11,17 +11,21 @@
 //! - A lease is the only right to report an attempt's result: a result for a
 //!   lease that is gone (expired, reaped, re-claimed) is rejected as stale.
 
+mod attempts;
 mod audit;
+mod claim;
 mod conditions;
 pub mod db;
-mod dispatch;
 mod error;
 mod gauges;
+mod leases;
 mod migrate;
 mod results;
 mod run_counts;
 mod runs;
+mod sql;
 mod starts;
+mod sweeps;
 mod time;
 mod tokens;
 mod transition;
@@ -39,15 +43,16 @@ use tokio::sync::Notify;
 use weft_core::{Definition, observe::Observer};
 
 pub use audit::{Actor, AuditAction, AuditFilter};
+pub use claim::ClaimRequest;
 pub use db::{Dialect, PoolOptions};
-pub use dispatch::{ClaimRequest, FailReport, WorkerSeen};
 pub use error::{Corruption, Error, Problem};
-pub use results::{MAX_ERROR_BYTES, Outcome, Recorded, WorkerResult};
+pub use results::{FailReport, Outcome, Recorded, WorkerResult};
 pub use run_counts::{CountFilter, StatusCount, run_id_floor};
 pub use runs::{NewRun, RunFilter};
 pub use starts::MAX_STARTS_PER_BATCH;
 pub use time::{ManualClock, SystemClock, now_ms, parse_rfc3339, rfc3339};
 pub use tokens::{NewToken, Pepper, StoredToken, TOKEN_PREFIX, TokenRecord};
+pub use weft_core::attempt::MAX_ERROR_BYTES;
 pub use workers::{QueueCounts, WorkerMeta, WorkerRecord};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

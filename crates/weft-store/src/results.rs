@@ -10,17 +10,26 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use weft_api::WorkerTiming;
 use weft_core::{
-    AttemptStatus, Reason, StepStatus,
-    machine::{Event, MAX_RELEASES},
-    observe::{AttemptRecord, Observation, Timing},
+    AttemptStatus, Reason,
+    attempt::{self, End, Report, json_size, stored_error},
+    observe::Observation,
 };
 
 use crate::{
     Error, Result, Store, args,
+    attempts::{Which, previous_span_id, stored_timing},
     db::{Arg, Row, Tx, placeholders},
-    dispatch::{FailReport, attempt_timing},
-    transition::{Applied, EventRow, LockedRun},
+    transition::{Applied, EndedAttempt, EventRow, LockedRun},
 };
+
+/// A worker's report that an attempt failed.
+#[derive(Debug, Clone)]
+pub struct FailReport {
+    pub reason: Reason,
+    pub message: String,
+    pub retryable: bool,
+    pub timing: Option<WorkerTiming>,
+}
 
 /// What a worker reports for one attempt.
 #[derive(Debug, Clone)]
@@ -47,47 +56,6 @@ pub struct WorkerResult {
     pub timing: Option<WorkerTiming>,
     /// When the server received it (epoch ms): deadlines are judged by it.
     pub received_ms: i64,
-}
-
-/// An attempt that ended, as its span and metrics need it.
-#[derive(Debug)]
-pub(crate) struct EndedAttempt {
-    pub position: usize,
-    pub attempt: i64,
-    pub span_id: String,
-    pub previous_span_id: Option<String>,
-    pub worker_id: String,
-    pub claimed_at: i64,
-    pub status: AttemptStatus,
-    pub reason: Option<Reason>,
-    pub error: Option<String>,
-    pub timing: Timing,
-}
-
-impl EndedAttempt {
-    pub(crate) fn record<'a>(&'a self, run: &'a LockedRun, now: i64) -> AttemptRecord<'a> {
-        let step = &run.def.steps[self.position];
-        AttemptRecord {
-            run_id: &run.run_id,
-            trace_id: &run.trace_id,
-            run_span_id: &run.span_id,
-            run_parent_span_id: run.parent_span_id.as_deref(),
-            span_id: &self.span_id,
-            previous_span_id: self.previous_span_id.as_deref(),
-            workflow: &run.workflow,
-            version: run.version,
-            step: &step.name,
-            attempt: self.attempt,
-            queue: &step.queue,
-            worker_id: &self.worker_id,
-            claimed_at_ms: self.claimed_at,
-            finished_at_ms: now,
-            status: self.status,
-            reason: self.reason,
-            error: self.error.as_deref(),
-            timing: self.timing,
-        }
-    }
 }
 
 /// A result written in the open transaction, to report once it commits.
@@ -144,7 +112,7 @@ impl Store {
     /// `deadline_exceeded` after the step's start-to-close deadline (the
     /// attempt is recorded as timed out, as a late result would be).
     ///
-    /// [`MAX_RELEASES`]: weft_core::machine::MAX_RELEASES
+    /// [`MAX_RELEASES`]: weft_core::attempt::MAX_RELEASES
     pub async fn release(
         &self,
         lease_id: &str,
@@ -166,7 +134,10 @@ impl Store {
             let released = match row {
                 Some(row) => {
                     row.opt_text("reason")?.as_deref() == Some(Reason::WorkerShutdown.as_str())
-                        && matches!(row.text("status")?.as_str(), "released" | "failed")
+                        && matches!(
+                            AttemptStatus::parse(&row.text("status")?),
+                            Some(AttemptStatus::Released | AttemptStatus::Failed)
+                        )
                 }
                 None => false,
             };
@@ -177,38 +148,6 @@ impl Store {
             };
         };
         let now = self.now_ms();
-        // Past its start-to-close deadline the attempt timed out: a release
-        // then is the timeout the reaper would record, not a free retry.
-        let late = tx
-            .fetch_optional(
-                "SELECT deadline_at FROM weft_leases WHERE lease_id = $1",
-                args![lease_id],
-            )
-            .await?
-            .map(|row| row.opt_int("deadline_at"))
-            .transpose()?
-            .flatten()
-            .is_some_and(|deadline| received_ms > deadline);
-        if late {
-            let result = WorkerResult {
-                lease_id: lease_id.to_owned(),
-                outcome: Outcome::Failed(FailReport {
-                    reason: Reason::Timeout,
-                    message: String::new(),
-                    retryable: true,
-                    timing: None,
-                }),
-                timing: None,
-                received_ms,
-            };
-            let written = self.write_result(&mut tx, &mut run, &result, now).await;
-            if written.is_ok() || matches!(written, Err(Error::Conflict { .. })) {
-                tx.commit().await?;
-            }
-            let written = written?;
-            self.report_written(&run, &written, now, started);
-            return written_outcome(&run, &written);
-        }
         let lease = self.take_lease(&mut tx, lease_id).await?;
         let position = lease.position("position", run.def.steps.len())?;
         let attempt = lease.int("attempt")?;
@@ -216,97 +155,56 @@ impl Store {
             tx.commit().await?; // the lease's release stands
             return Err(err);
         }
-        let releases = tx
-            .fetch_optional(
-                "SELECT COUNT(*) AS n FROM weft_attempts WHERE run_id = $1 AND position = $2 AND status = 'released'",
+        // Past its start-to-close deadline the attempt timed out: a release
+        // then is the timeout the reaper would record, not a free retry, and
+        // the step's earlier releases do not matter.
+        let deadline_at = lease.opt_int("deadline_at")?;
+        let late = deadline_at.is_some_and(|deadline| received_ms > deadline);
+        let releases = if late {
+            0
+        } else {
+            tx.fetch_optional(
+                &format!(
+                    "SELECT COUNT(*) AS n FROM weft_attempts WHERE run_id = $1 AND position = $2 AND status = '{}'",
+                    AttemptStatus::Released.as_str()
+                ),
                 args![&run.run_id, position],
             )
             .await?
             .map(|row| row.opt_int("n"))
             .transpose()?
             .flatten()
-            .unwrap_or(0) as u32;
-        let released = releases < MAX_RELEASES;
-        let message = stored_error(
-            message
-                .filter(|m| !m.trim().is_empty())
-                .unwrap_or_else(|| "the worker shut down before the attempt finished".to_owned()),
-        );
-        let claimed_at = lease.int("claimed_at")?;
-        let ready_at = lease.opt_int("ready_at")?.unwrap_or(claimed_at);
-        let timing = attempt_timing(ready_at, claimed_at, received_ms, now, None);
-        let (status, kind) = if released {
-            (AttemptStatus::Released, "attempt.released")
-        } else {
-            (AttemptStatus::Failed, "attempt.failed")
+            .unwrap_or(0) as u32
         };
-        let reason = Reason::WorkerShutdown;
-        tx.execute(
-            "UPDATE weft_attempts SET status = $2, reason = $3, error = $4, finished_at = $5, timing = $6 WHERE lease_id = $1",
-            args![
+        let end = attempt::release(position, releases, message, received_ms, deadline_at);
+        let written = self
+            .write_end(
+                &mut tx,
+                &mut run,
                 lease_id,
-                status.as_str(),
-                reason.as_str(),
-                &message,
+                &lease,
+                end,
+                None,
+                received_ms,
                 now,
-                serde_json::to_string(&timing).expect("timing serializes")
-            ],
-        )
-        .await?;
-        let attempt_event = EventRow {
-            run_id: run.run_id.clone(),
-            kind,
-            at: now,
-            step: Some(run.def.steps[position].name.clone()),
-            attempt: Some(attempt),
-            data: serde_json::json!({
-                "timing": timing,
-                "reason": reason.as_str(),
-                "error": &message,
-                "releases": releases + 1,
-                "retryable": true,
-            }),
-        };
-        let previous_span_id =
-            previous_span_id(&mut tx, &run.run_id, position as i64, attempt).await?;
-        let event = Event::AttemptReleased {
-            step: position,
-            releases,
-            message: message.clone(),
-        };
-        let applied = self
-            .apply_event(&mut tx, &mut run, event, now, vec![attempt_event])
+            )
             .await?;
         tx.commit().await?;
-        tracing::info!(
-            component = "engine",
-            run_id = %run.run_id,
-            trace_id = %run.trace_id,
-            workflow = %run.workflow,
-            step = %run.def.steps[position].name,
-            attempt,
-            releases = releases + 1,
-            counted = !released,
-            "attempt released"
-        );
-        let written = Written {
-            ended: EndedAttempt {
-                position,
+        if !written.late {
+            tracing::info!(
+                component = "engine",
+                run_id = %run.run_id,
+                trace_id = %run.trace_id,
+                workflow = %run.workflow,
+                step = %run.def.steps[position].name,
                 attempt,
-                span_id: lease.text("span_id")?,
-                previous_span_id,
-                worker_id: lease.text("worker_id")?,
-                claimed_at,
-                status,
-                reason: Some(reason),
-                error: Some(message),
-                timing: observed_timing(&timing),
-            },
-            applied,
-            late: false,
-        };
+                releases = releases + 1,
+                counted = written.ended.status != AttemptStatus::Released,
+                "attempt released"
+            );
+        }
         self.report_written(&run, &written, now, started);
-        Ok(Recorded::Applied)
+        written_outcome(&run, &written)
     }
 
     async fn finish_one(&self, result: &WorkerResult) -> Result<Recorded> {
@@ -477,89 +375,74 @@ impl Store {
         // was out, or it was retried since: release the lease, record
         // nothing else.
         attempt_still_counts(run, position, attempt)?;
-        // A result that arrives after the start-to-close deadline is the
-        // timeout the reaper would have recorded a moment later: record it as
-        // such, so the outcome does not depend on which came first.
-        let late = lease
-            .opt_int("deadline_at")?
-            .is_some_and(|deadline| result.received_ms > deadline);
-        let limit = self.settings().max_output_bytes;
-        let outcome = match &result.outcome {
-            _ if late => Outcome::Failed(FailReport {
-                reason: Reason::Timeout,
-                message: "the result arrived after the step's start-to-close timeout".to_owned(),
-                retryable: true,
-                timing: result.timing.clone(),
-            }),
-            // Too large to keep or hand on: a permanent failure of the step,
-            // answered as applied so that the worker does not send it again.
-            Outcome::Completed(output) if json_size(output) > limit => {
-                Outcome::Failed(FailReport {
-                    reason: Reason::InvalidOutput,
-                    message: format!(
-                        "the step's output is {} bytes of JSON, over the server's limit of {limit} bytes (max_output_bytes)",
-                        json_size(output)
-                    ),
-                    retryable: false,
-                    timing: result.timing.clone(),
-                })
-            }
-            Outcome::Failed(report) => Outcome::Failed(FailReport {
-                message: stored_error(report.message.clone()),
-                ..report.clone()
-            }),
-            other => other.clone(),
+        let report = match &result.outcome {
+            Outcome::Completed(output) => Report::Completed(output.clone()),
+            Outcome::Failed(report) => Report::Failed {
+                reason: report.reason,
+                message: report.message.clone(),
+                retryable: report.retryable,
+            },
         };
-        let claimed_at = lease.int("claimed_at")?;
-        let ready_at = lease.opt_int("ready_at")?.unwrap_or(claimed_at);
-        let timing = attempt_timing(
-            ready_at,
-            claimed_at,
+        let end = attempt::result(
+            position,
+            report,
+            result.received_ms,
+            lease.opt_int("deadline_at")?,
+            self.settings().max_output_bytes,
+        );
+        self.write_end(
+            tx,
+            run,
+            lease_id,
+            &lease,
+            end,
+            result.timing.as_ref(),
             result.received_ms,
             now,
-            result.timing.as_ref(),
-        );
-        let timing_json = serde_json::to_string(&timing).expect("timing serializes");
-        let (status, event, kind, reason, error, data) = match outcome {
-            Outcome::Completed(output) => (
-                AttemptStatus::Completed,
-                Event::AttemptCompleted {
-                    step: position,
-                    output,
-                },
-                "attempt.completed",
-                None,
-                None,
-                serde_json::json!({"timing": timing}),
-            ),
-            Outcome::Failed(report) => (
-                AttemptStatus::Failed,
-                Event::AttemptFailed {
-                    step: position,
-                    reason: report.reason,
-                    message: report.message.clone(),
-                    retryable: report.retryable,
-                },
-                "attempt.failed",
-                Some(report.reason),
-                Some(report.message.clone()),
-                serde_json::json!({"timing": timing, "reason": report.reason.as_str(), "error": report.message, "retryable": report.retryable}),
-            ),
-        };
-        tx.execute(
-            "UPDATE weft_attempts SET status = $2, reason = $3, error = $4, finished_at = $5, timing = $6 WHERE lease_id = $1",
-            args![lease_id, status.as_str(), reason.map(|r| r.as_str()), error.clone(), now, timing_json],
         )
-        .await?;
+        .await
+    }
+
+    /// Writes an attempt's end as the core decided it (its lease taken, its
+    /// run locked): the attempt row, its history event, and the run's
+    /// transition. `worker` is the worker's own timing, if it sent one.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_end(
+        &self,
+        tx: &mut Tx,
+        run: &mut LockedRun,
+        lease_id: &str,
+        lease: &Row,
+        end: End,
+        worker: Option<&WorkerTiming>,
+        received_ms: i64,
+        now: i64,
+    ) -> Result<Written> {
+        let position = lease.position("position", run.def.steps.len())?;
+        let attempt = lease.int("attempt")?;
+        let claimed_at = lease.int("claimed_at")?;
+        let ready_at = lease.opt_int("ready_at")?.unwrap_or(claimed_at);
+        let timing = attempt::timing(
+            ready_at,
+            claimed_at,
+            received_ms,
+            now,
+            worker.and_then(|w| w.dispatch_ms),
+            worker.and_then(|w| w.handler_ms),
+        );
+        let stored = stored_timing(&timing);
+        self.end_attempts(tx, Which::Lease(lease_id), &end, now, Some(&stored))
+            .await?;
         let attempt_event = EventRow {
             run_id: run.run_id.clone(),
-            kind,
+            kind: end.kind.expect("a worker's result has an event"),
             at: now,
             step: Some(run.def.steps[position].name.clone()),
             attempt: Some(attempt),
-            data,
+            data: end.data(serde_json::to_value(&stored).expect("timing serializes")),
         };
         let previous_span_id = previous_span_id(tx, &run.run_id, position as i64, attempt).await?;
+        let event = end.event.expect("a worker's result is told to the run");
         let applied = self
             .apply_event(tx, run, event, now, vec![attempt_event])
             .await?;
@@ -571,13 +454,13 @@ impl Store {
                 previous_span_id,
                 worker_id: lease.text("worker_id")?,
                 claimed_at,
-                status,
-                reason,
-                error,
-                timing: observed_timing(&timing),
+                status: end.status,
+                reason: end.reason,
+                error: end.error,
+                timing,
             },
             applied,
-            late,
+            late: end.late,
         })
     }
 
@@ -608,95 +491,39 @@ impl Store {
             self.wake_pollers();
         }
     }
-
-    /// Deletes a lease (its run locked) and returns what its attempt's end
-    /// needs: position, attempt, span id, worker, ready, claim and deadline
-    /// times. Fails with `stale_lease` when the lease is gone.
-    pub(crate) async fn take_lease(&self, tx: &mut Tx, lease_id: &str) -> Result<Row> {
-        let row = tx
-            .fetch_optional(
-                "DELETE FROM weft_leases WHERE lease_id = $1 \
-                 RETURNING position, attempt, span_id, worker_id, ready_at, claimed_at, deadline_at",
-                args![lease_id],
-            )
-            .await?
-            .ok_or_else(|| Error::stale_lease(lease_id))?;
-        if row.opt_text("span_id")?.is_some() {
-            return Ok(row);
-        }
-        // A lease written before its row carried the attempt's details.
-        tx.fetch_optional(
-            "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at, deadline_at \
-             FROM weft_attempts WHERE lease_id = $1",
-            args![lease_id],
-        )
-        .await?
-        .ok_or_else(|| Error::stale_lease(lease_id))
-    }
-}
-
-/// Most bytes of a worker's error message kept (in the attempt, the step,
-/// the run and the history event, each): a handler that puts megabytes of
-/// output in its error must not bloat every row that quotes it.
-pub const MAX_ERROR_BYTES: usize = 16 * 1024;
-
-/// A worker's error message as stored: cut to [`MAX_ERROR_BYTES`] at a
-/// character boundary, with `…` marking the cut.
-pub(crate) fn stored_error(message: String) -> String {
-    if message.len() <= MAX_ERROR_BYTES {
-        message
-    } else {
-        crate::dispatch::truncate(&message, MAX_ERROR_BYTES)
-    }
-}
-
-/// The size in bytes of `value` serialised as compact JSON (as stored).
-pub(crate) fn json_size(value: &Value) -> u64 {
-    struct Count(u64);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut count = Count(0);
-    serde_json::to_writer(&mut count, value).expect("a JSON value serializes");
-    count.0
 }
 
 /// Whether an ended attempt's row (`status`, `reason`, `error`) records
 /// `outcome`: see [`Store::already_applied`].
 fn same_outcome(row: &Row, outcome: &Outcome, max_output_bytes: u64) -> Result<bool> {
     let reason = row.opt_text("reason")?;
-    Ok(match (row.text("status")?.as_str(), outcome) {
-        ("completed", Outcome::Completed(output)) => row
-            .opt_text("output")?
-            .and_then(|stored| serde_json::from_str::<Value>(&stored).ok())
-            .is_some_and(|stored| stored == *output),
-        ("failed", Outcome::Completed(output)) => {
-            reason.as_deref() == Some(Reason::InvalidOutput.as_str())
-                && json_size(output) > max_output_bytes
-        }
-        ("failed", Outcome::Failed(report)) => {
-            reason.as_deref() == Some(report.reason.as_str())
-                && row.opt_text("error")?
-                    == Some(crate::db::storable_text(stored_error(
-                        report.message.clone(),
-                    )))
-        }
-        _ => false,
-    })
+    Ok(
+        match (AttemptStatus::parse(&row.text("status")?), outcome) {
+            (Some(AttemptStatus::Completed), Outcome::Completed(output)) => row
+                .opt_text("output")?
+                .and_then(|stored| serde_json::from_str::<Value>(&stored).ok())
+                .is_some_and(|stored| stored == *output),
+            (Some(AttemptStatus::Failed), Outcome::Completed(output)) => {
+                reason.as_deref() == Some(Reason::InvalidOutput.as_str())
+                    && json_size(output) > max_output_bytes
+            }
+            (Some(AttemptStatus::Failed), Outcome::Failed(report)) => {
+                reason.as_deref() == Some(report.reason.as_str())
+                    && row.opt_text("error")?
+                        == Some(crate::db::storable_text(stored_error(
+                            report.message.clone(),
+                        )))
+            }
+            _ => false,
+        },
+    )
 }
 
 /// The answer to a written result: a late one was recorded as a timeout.
 /// `Conflict` `attempt_not_running` unless attempt `attempt` is the one step
 /// `position` is running now.
 fn attempt_still_counts(run: &LockedRun, position: usize, attempt: i64) -> Result<()> {
-    let step_state = &run.state.steps[position];
-    if step_state.status != StepStatus::Running || i64::from(step_state.n_attempts) != attempt {
+    if !attempt::still_counts(&run.state.steps[position], attempt) {
         return Err(Error::Conflict {
             code: "attempt_not_running",
             message: format!(
@@ -719,34 +546,4 @@ fn written_outcome(run: &LockedRun, written: &Written) -> Result<Recorded> {
         });
     }
     Ok(Recorded::Applied)
-}
-
-/// The span id of the attempt before `attempt` of the same step, if any: a
-/// retry's span links to it.
-pub(crate) async fn previous_span_id(
-    tx: &mut Tx,
-    run_id: &str,
-    position: i64,
-    attempt: i64,
-) -> Result<Option<String>> {
-    if attempt <= 1 {
-        return Ok(None);
-    }
-    let row = tx
-        .fetch_optional(
-            "SELECT span_id FROM weft_attempts WHERE run_id = $1 AND position = $2 AND attempt = $3",
-            args![run_id, position, attempt - 1],
-        )
-        .await?;
-    row.map(|r| r.text("span_id")).transpose()
-}
-
-pub(crate) fn observed_timing(timing: &weft_api::AttemptTiming) -> Timing {
-    Timing {
-        queue_wait_ms: timing.queue_wait_ms,
-        dispatch_ms: timing.dispatch_ms,
-        handler_ms: timing.handler_ms,
-        ingest_ms: timing.ingest_ms,
-        total_ms: timing.total_ms,
-    }
 }

@@ -441,7 +441,8 @@ impl Store {
             } else {
                 Event::Reject {
                     step: position,
-                    message: message.unwrap_or_else(|| "rejected".to_owned()),
+                    message: message
+                        .unwrap_or_else(|| weft_core::Reason::Rejected.as_str().to_owned()),
                 }
             })
         })

@@ -213,10 +213,13 @@ impl Store {
         let span_id = random_hex(8);
         let inserted = tx
             .execute(
-                "INSERT INTO weft_runs (run_id, trace_id, span_id, parent_span_id, workflow, version, status, input, \
-                 idempotency_key, request_id, created_at, updated_at, baggage) \
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $10, $11) \
-                 ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+                &format!(
+                    "INSERT INTO weft_runs (run_id, trace_id, span_id, parent_span_id, workflow, version, status, input, \
+                     idempotency_key, request_id, created_at, updated_at, baggage) \
+                     VALUES ($1, $2, $3, $4, $5, $6, '{}', $7, $8, $9, $10, $10, $11) \
+                     ON CONFLICT (workflow, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
+                    weft_core::RunStatus::Pending.as_str()
+                ),
                 args![
                     &run_id,
                     &trace_id,
@@ -252,7 +255,7 @@ impl Store {
         }
         let created = EventRow {
             run_id: run_id.clone(),
-            kind: "run.created",
+            kind: weft_core::EventKind::RunCreated,
             at: now,
             step: None,
             attempt: None,

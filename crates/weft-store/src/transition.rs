@@ -1,12 +1,14 @@
 //! Applying one state-machine event to a locked run and persisting the
 //! effects: the single path by which runs and steps change state (the claim
-//! of a ready step is the one exception, see `dispatch.rs`).
+//! of a ready step is the one exception, see `claim.rs`). Attempts still out
+//! when their run ends are ended here, through `attempts.rs`.
 
 use std::{collections::BTreeSet, sync::Arc};
 
 use serde_json::Value;
 use weft_core::{
-    AttemptStatus, Definition, Reason, RunState, RunStatus, StepState, StepStatus,
+    AttemptStatus, Definition, EventKind, Reason, RunState, RunStatus, StepState, StepStatus,
+    attempt,
     machine::{self, Context, Effect, Event},
     observe::{AttemptRecord, Observation, RunRecord, Timing},
     redact::TextMasker,
@@ -14,6 +16,7 @@ use weft_core::{
 
 use crate::{
     Error, Problem, Result, Store, args,
+    attempts::Which,
     db::{Arg, Dialect, Tx},
 };
 
@@ -43,18 +46,48 @@ pub(crate) struct Applied {
     pub effects: Vec<Effect>,
     pub made_ready: bool,
     /// Attempts that were still out when the run ended, now `cancelled`.
-    pub cancelled_attempts: Vec<CancelledAttempt>,
+    pub cancelled_attempts: Vec<EndedAttempt>,
 }
 
-/// An attempt row the end of its run marked `cancelled`, as it stood.
+/// An attempt that ended, as its span and metrics need it.
 #[derive(Debug)]
-pub(crate) struct CancelledAttempt {
+pub(crate) struct EndedAttempt {
     pub position: usize,
     pub attempt: i64,
     pub span_id: String,
+    pub previous_span_id: Option<String>,
     pub worker_id: String,
-    pub ready_at: i64,
     pub claimed_at: i64,
+    pub status: AttemptStatus,
+    pub reason: Option<Reason>,
+    pub error: Option<String>,
+    pub timing: Timing,
+}
+
+impl EndedAttempt {
+    pub(crate) fn record<'a>(&'a self, run: &'a LockedRun, now: i64) -> AttemptRecord<'a> {
+        let step = &run.def.steps[self.position];
+        AttemptRecord {
+            run_id: &run.run_id,
+            trace_id: &run.trace_id,
+            run_span_id: &run.span_id,
+            run_parent_span_id: run.parent_span_id.as_deref(),
+            span_id: &self.span_id,
+            previous_span_id: self.previous_span_id.as_deref(),
+            workflow: &run.workflow,
+            version: run.version,
+            step: &step.name,
+            attempt: self.attempt,
+            queue: &step.queue,
+            worker_id: &self.worker_id,
+            claimed_at_ms: self.claimed_at,
+            finished_at_ms: now,
+            status: self.status,
+            reason: self.reason,
+            error: self.error.as_deref(),
+            timing: self.timing,
+        }
+    }
 }
 
 fn parse_json(text: Option<String>, what: &str, run_id: &str) -> Result<Option<Value>> {
@@ -250,10 +283,13 @@ impl Store {
                 let s = &run.state.steps[position];
                 let output = s.output.as_ref().map(Value::to_string);
                 tx.execute(
-                    "UPDATE weft_steps SET status = $3, reason = $4, n_attempts = $5, attempt_base = $6, output = $7, \
-                     error = $8, due_at = $9, updated_at = $10, \
-                     ready_at = CASE WHEN $3 = 'ready' THEN $10 ELSE ready_at END \
-                     WHERE run_id = $1 AND position = $2",
+                    &format!(
+                        "UPDATE weft_steps SET status = $3, reason = $4, n_attempts = $5, attempt_base = $6, output = $7, \
+                         error = $8, due_at = $9, updated_at = $10, \
+                         ready_at = CASE WHEN $3 = '{ready}' THEN $10 ELSE ready_at END \
+                         WHERE run_id = $1 AND position = $2",
+                        ready = StepStatus::Ready.as_str()
+                    ),
                     args![
                         &run.run_id,
                         position,
@@ -284,10 +320,13 @@ impl Store {
         // Most step transitions leave the run as it was: no write, no index churn.
         if run_after != run_before {
             tx.execute(
-                "UPDATE weft_runs SET status = $2, reason = $3, error = $4, output = $5, updated_at = $6, \
-                 started_at = CASE WHEN started_at IS NULL AND $2 <> 'pending' THEN $6 ELSE started_at END, \
-                 finished_at = CASE WHEN $7 = 1 THEN COALESCE(finished_at, $6) ELSE NULL END \
-                 WHERE run_id = $1",
+                &format!(
+                    "UPDATE weft_runs SET status = $2, reason = $3, error = $4, output = $5, updated_at = $6, \
+                     started_at = CASE WHEN started_at IS NULL AND $2 <> '{pending}' THEN $6 ELSE started_at END, \
+                     finished_at = CASE WHEN $7 = 1 THEN COALESCE(finished_at, $6) ELSE NULL END \
+                     WHERE run_id = $1",
+                    pending = RunStatus::Pending.as_str()
+                ),
                 args![
                     &run.run_id,
                     status.as_str(),
@@ -301,35 +340,42 @@ impl Store {
             .await?;
         }
         let mut cancelled_attempts = Vec::new();
-        // A completed run has no step left running, so no attempt is out.
-        if terminal && !status_before.is_terminal() && status != RunStatus::Completed {
+        if let Some(end) = attempt::run_ended(status_before, status) {
             // Attempts still out stop counting; their leases stay so that the
             // next heartbeat answers `cancel_requested`. They are read first:
             // each ends here, and its span with it.
             for row in tx
                 .fetch_all(
-                    "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at FROM weft_attempts \
-                     WHERE run_id = $1 AND status = 'running'",
+                    &format!(
+                        "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at FROM weft_attempts \
+                         WHERE run_id = $1 AND status = '{}'",
+                        AttemptStatus::Running.as_str()
+                    ),
                     args![&run.run_id],
                 )
                 .await?
             {
                 let claimed_at = row.int("claimed_at")?;
-                cancelled_attempts.push(CancelledAttempt {
+                let ready_at = row.opt_int("ready_at")?.unwrap_or(claimed_at);
+                cancelled_attempts.push(EndedAttempt {
                     position: row.position("position", run.def.steps.len())?,
                     attempt: row.int("attempt")?,
                     span_id: row.text("span_id")?,
+                    previous_span_id: None,
                     worker_id: row.text("worker_id")?,
-                    ready_at: row.opt_int("ready_at")?.unwrap_or(claimed_at),
                     claimed_at,
+                    status: end.status,
+                    reason: end.reason,
+                    error: end.error.clone(),
+                    timing: Timing {
+                        queue_wait_ms: (claimed_at - ready_at).max(0),
+                        total_ms: (now - claimed_at).max(0),
+                        ..Timing::default()
+                    },
                 });
             }
-            tx.execute(
-                "UPDATE weft_attempts SET status = 'cancelled', reason = 'cancelled', finished_at = $2 \
-                 WHERE run_id = $1 AND status = 'running'",
-                args![&run.run_id, now],
-            )
-            .await?;
+            self.end_attempts(tx, Which::RunningIn(&run.run_id), &end, now, None)
+                .await?;
         }
         for effect in &effects {
             let (step, attempt) = match effect.step() {
@@ -350,7 +396,7 @@ impl Store {
             }
             events.push(EventRow {
                 run_id: run.run_id.clone(),
-                kind: effect.event_type(),
+                kind: effect.kind(),
                 at: now,
                 step,
                 attempt,
@@ -396,31 +442,7 @@ impl Store {
         let observer = self.observer();
         // Attempts end before their run: their spans are the run span's children.
         for cancelled in &applied.cancelled_attempts {
-            let step = &run.def.steps[cancelled.position];
-            observer.observe(&Observation::AttemptFinished(AttemptRecord {
-                run_id: &run.run_id,
-                trace_id: &run.trace_id,
-                run_span_id: &run.span_id,
-                run_parent_span_id: run.parent_span_id.as_deref(),
-                span_id: &cancelled.span_id,
-                previous_span_id: None,
-                workflow: &run.workflow,
-                version: run.version,
-                step: &step.name,
-                attempt: cancelled.attempt,
-                queue: &step.queue,
-                worker_id: &cancelled.worker_id,
-                claimed_at_ms: cancelled.claimed_at,
-                finished_at_ms: now,
-                status: AttemptStatus::Cancelled,
-                reason: Some(Reason::Cancelled),
-                error: None,
-                timing: Timing {
-                    queue_wait_ms: (cancelled.claimed_at - cancelled.ready_at).max(0),
-                    total_ms: (now - cancelled.claimed_at).max(0),
-                    ..Timing::default()
-                },
-            }));
+            observer.observe(&Observation::AttemptFinished(cancelled.record(run, now)));
         }
         for effect in &applied.effects {
             match effect {
@@ -552,7 +574,7 @@ fn log_effect(run: &LockedRun, effect: &Effect, secrets: Option<&TextMasker>) {
             run_id,
             trace_id,
             workflow,
-            event = other.event_type(),
+            event = other.kind().as_str(),
             "transition"
         ),
     }
@@ -602,7 +624,7 @@ async fn insert_steps(tx: &mut Tx, run: &LockedRun, now: i64) -> Result<()> {
 #[derive(Debug)]
 pub(crate) struct EventRow {
     pub run_id: String,
-    pub kind: &'static str,
+    pub kind: EventKind,
     pub at: i64,
     pub step: Option<String>,
     pub attempt: Option<i64>,
@@ -624,7 +646,7 @@ pub(crate) async fn insert_events(tx: &mut Tx, rows: &[EventRow]) -> Result<()> 
             crate::db::push_tuple(&mut sql, 1 + i * COLUMNS, COLUMNS);
             values.extend(args![
                 &row.run_id,
-                row.kind,
+                row.kind.as_str(),
                 row.at,
                 row.step.as_deref(),
                 row.attempt,

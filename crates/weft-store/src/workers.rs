@@ -167,7 +167,10 @@ impl Store {
         let mut out: BTreeMap<String, QueueCounts> = BTreeMap::new();
         for r in pool
             .fetch_all(
-                "SELECT queue, COUNT(*) AS n, MIN(ready_at) AS oldest FROM weft_steps WHERE status = 'ready' GROUP BY queue",
+                &format!(
+                    "SELECT queue, COUNT(*) AS n, MIN(ready_at) AS oldest FROM weft_steps WHERE status = '{}' GROUP BY queue",
+                    weft_core::StepStatus::Ready.as_str()
+                ),
                 Vec::new(),
             )
             .await?
@@ -178,7 +181,10 @@ impl Store {
         }
         for r in pool
             .fetch_all(
-                "SELECT queue, COUNT(*) AS n FROM weft_steps WHERE status = 'running' GROUP BY queue",
+                &format!(
+                    "SELECT queue, COUNT(*) AS n FROM weft_steps WHERE status = '{}' GROUP BY queue",
+                    weft_core::StepStatus::Running.as_str()
+                ),
                 Vec::new(),
             )
             .await?
@@ -207,10 +213,15 @@ impl Store {
                 .await?
             }
             None => {
+                use weft_core::RunStatus;
                 pool.fetch_all(
-                    "SELECT run_id, workflow, version, status FROM weft_runs WHERE status IN ('pending', 'running') \
-                     UNION SELECT run_id, workflow, version, status FROM weft_runs WHERE status = 'cancelled' \
-                     AND run_id IN (SELECT run_id FROM weft_leases) ORDER BY run_id LIMIT $1",
+                    &format!(
+                        "SELECT run_id, workflow, version, status FROM weft_runs WHERE status IN ({}) \
+                         UNION SELECT run_id, workflow, version, status FROM weft_runs WHERE status = '{}' \
+                         AND run_id IN (SELECT run_id FROM weft_leases) ORDER BY run_id LIMIT $1",
+                        crate::sql::quoted(&[RunStatus::Pending.as_str(), RunStatus::Running.as_str()]),
+                        RunStatus::Cancelled.as_str()
+                    ),
                     args![limit as i64],
                 )
                 .await?
@@ -251,8 +262,14 @@ impl Store {
                     &format!(
                         "SELECT a.run_id, a.position, a.attempt, a.status, a.reason, a.error, a.worker_id, a.claimed_at, a.finished_at \
                          FROM weft_attempts a JOIN weft_steps s ON s.run_id = a.run_id AND s.position = a.position \
-                         WHERE a.run_id IN ({list}) AND s.status IN ('ready', 'running', 'retrying', 'waiting') \
-                         AND a.attempt > s.attempt_base ORDER BY a.run_id, a.position, a.attempt"
+                         WHERE a.run_id IN ({list}) AND s.status IN ({unfinished}) \
+                         AND a.attempt > s.attempt_base ORDER BY a.run_id, a.position, a.attempt",
+                        unfinished = crate::sql::quoted(&[
+                            weft_core::StepStatus::Ready.as_str(),
+                            weft_core::StepStatus::Running.as_str(),
+                            weft_core::StepStatus::Retrying.as_str(),
+                            weft_core::StepStatus::Waiting.as_str(),
+                        ])
                     ),
                     args(),
                 )

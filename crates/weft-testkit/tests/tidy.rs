@@ -1,7 +1,9 @@
 //! Tidy checks over the workspace's source, run with the normal suite (the
 //! way rust-analyzer's `xtask/src/tidy.rs` does): every `.rs` file opens with
-//! a `//!` line saying what it is for, no two top-level modules of a
-//! crate refer to each other through `crate::` (a file cycle), and the API
+//! a `//!` line saying what it is for, no two top-level modules of a crate
+//! refer to each other through `crate::` (a file cycle), no status, reason or
+//! event kind is typed as a literal into SQL text or code (each enum's
+//! `as_str()` is the one source), one store file ends attempts, and the API
 //! and SDK crates deny missing docs.
 
 use std::{
@@ -12,10 +14,7 @@ use std::{
 
 /// File cycles that exist today and are being taken apart; a new one fails
 /// the check. Each entry is a sorted pair `(crate, module, module)`.
-const KNOWN_CYCLES: &[(&str, &str, &str)] = &[
-    ("weft-store", "dispatch", "results"),
-    ("weft-telemetry", "spans", "traces"),
-];
+const KNOWN_CYCLES: &[(&str, &str, &str)] = &[("weft-telemetry", "spans", "traces")];
 
 fn crates_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -213,5 +212,109 @@ fn the_api_and_sdk_crates_deny_missing_docs() {
     assert!(
         missing.is_empty(),
         "these crates' lib.rs must carry `#![deny(missing_docs)]`: {missing:?}"
+    );
+}
+
+/// A file's text before its first `#[cfg(test)]` line: tests are exempt
+/// from the vocabulary rules.
+fn code_part(text: &str) -> &str {
+    text.find("\n#[cfg(test)]").map_or(text, |end| &text[..end])
+}
+
+/// The rules' offences in one file's code, `label:line: what` each:
+/// a status or reason as an SQL string literal (`'running'`), an event kind
+/// as a Rust string literal (`"step.completed"`) outside the enum's file,
+/// an `UPDATE weft_attempts` outside the store's one writer of attempt ends.
+fn vocabulary_offences(label: &str, text: &str, words: &[&str], kinds: &[&str]) -> Vec<String> {
+    let kinds_home = label.ends_with("weft-core/src/event.rs");
+    let attempts_writer = label.ends_with("weft-store/src/attempts.rs");
+    let mut found = Vec::new();
+    for (n, line) in code_part(text).lines().enumerate() {
+        for word in words {
+            if line.contains(&format!("'{word}'")) {
+                found.push(format!(
+                    "{label}:{}: '{word}' (use its enum's as_str())",
+                    n + 1
+                ));
+            }
+        }
+        for kind in kinds {
+            if !kinds_home && line.contains(&format!("\"{kind}\"")) {
+                found.push(format!(
+                    "{label}:{}: \"{kind}\" (use weft_core::EventKind)",
+                    n + 1
+                ));
+            }
+        }
+        if !attempts_writer && line.contains("UPDATE weft_attempts") {
+            found.push(format!(
+                "{label}:{}: an attempt row changed outside weft-store/src/attempts.rs (end_attempts)",
+                n + 1
+            ));
+        }
+    }
+    found
+}
+
+fn vocabulary() -> (Vec<&'static str>, Vec<&'static str>) {
+    use weft_core::{AttemptStatus, EventKind, Reason, RunStatus, StepStatus};
+    let mut words: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+    words.extend(StepStatus::ALL.iter().map(|s| s.as_str()));
+    words.extend(AttemptStatus::ALL.iter().map(|s| s.as_str()));
+    words.extend(Reason::ALL.iter().map(|r| r.as_str()));
+    words.sort_unstable();
+    words.dedup();
+    let kinds = EventKind::ALL.iter().map(|k| k.as_str()).collect();
+    (words, kinds)
+}
+
+#[test]
+fn statuses_reasons_and_event_kinds_are_never_literals() {
+    let (words, kinds) = vocabulary();
+    let mut offences = Vec::new();
+    let Ok(entries) = fs::read_dir(crates_dir()) else {
+        panic!("cannot read crates/");
+    };
+    let mut n_files = 0;
+    for entry in entries.flatten() {
+        let mut files = Vec::new();
+        rust_files(&entry.path().join("src"), &mut files);
+        for file in files {
+            n_files += 1;
+            let text = fs::read_to_string(&file).unwrap_or_default();
+            let label = file.display().to_string();
+            offences.extend(vocabulary_offences(&label, &text, &words, &kinds));
+        }
+    }
+    assert!(n_files > 20, "found only {n_files} files");
+    assert!(
+        offences.is_empty(),
+        "statuses, reasons and event kinds come from their enums' as_str(), and only \
+         weft-store/src/attempts.rs ends attempts (migrations and tests are exempt):\n{}",
+        offences.join("\n")
+    );
+}
+
+#[test]
+fn the_vocabulary_check_finds_what_it_must() {
+    let (words, kinds) = vocabulary();
+    let sample = "let a = \"SELECT 1 FROM weft_steps WHERE status = 'ready'\";\n\
+                  let k = \"step.completed\";\n\
+                  tx.execute(\"UPDATE weft_attempts SET status = $2\");\n\
+                  let fine = format!(\"status = '{}'\", s.as_str());\n\
+                  #[cfg(test)]\nlet exempt = \"run.failed 'failed'\";\n";
+    let found = vocabulary_offences("crates/x/src/y.rs", sample, &words, &kinds);
+    assert_eq!(found.len(), 3, "{found:?}");
+    assert!(found[0].contains(":1: 'ready'"), "{found:?}");
+    assert!(found[1].contains(":2: \"step.completed\""), "{found:?}");
+    assert!(found[2].contains(":3: an attempt row"), "{found:?}");
+    assert!(
+        vocabulary_offences(
+            "crates/weft-core/src/event.rs",
+            "\"run.failed\"",
+            &words,
+            &kinds
+        )
+        .is_empty()
     );
 }

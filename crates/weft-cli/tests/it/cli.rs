@@ -1,5 +1,5 @@
 //! The `weft` CLI against a live server: `start --wait` exit statuses,
-//! `run` by trace id, and `runs --json`.
+//! `run` by trace id, `runs --json`, and `events` with its catalogue.
 
 use std::{process::Output, time::Duration};
 
@@ -164,4 +164,73 @@ pub async fn cli_start_wait_run_runs(db_url: String) {
     let output = weft(&env, &["runs", "--json", "--status", "failed"]).await;
     let list: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert_eq!(list["runs"].as_array().map(Vec::len), Some(1));
+
+    // `weft events catalog`: every kind with its fields, and every event of
+    // these runs' histories (`weft events <id>`) is of a kind it lists, its
+    // required fields present.
+    let output = weft(&env, &["events", "catalog", "--json"]).await;
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success(),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let catalog: Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|err| panic!("not JSON ({err}):\n{stdout}"));
+    let kinds: std::collections::BTreeMap<&str, &Value> = catalog["kinds"]
+        .as_array()
+        .expect("a kinds array")
+        .iter()
+        .map(|k| (k["kind"].as_str().expect("kind"), k))
+        .collect();
+    assert_eq!(kinds.len(), 18, "{stdout}");
+    assert!(!kinds.contains_key("step.running"), "no kind nobody writes");
+    let mut seen = std::collections::BTreeSet::new();
+    for id in [&ok_id, &fail_id] {
+        let output = weft(&env, &["events", id, "--json"]).await;
+        let history: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+        for event in history["events"].as_array().expect("events") {
+            let kind = event["type"].as_str().expect("type");
+            let entry = kinds
+                .get(kind)
+                .unwrap_or_else(|| panic!("{kind} is not in the catalogue"));
+            for field in entry["fields"].as_array().expect("fields") {
+                if field["required"] == true {
+                    let name = field["name"].as_str().expect("name");
+                    assert!(
+                        event["data"].get(name).is_some(),
+                        "{kind} without {name}: {event}"
+                    );
+                }
+            }
+            seen.insert(kind.to_owned());
+        }
+    }
+    for kind in [
+        "run.created",
+        "run.started",
+        "step.ready",
+        "attempt.claimed",
+        "attempt.completed",
+        "attempt.failed",
+        "step.failed",
+        "run.failed",
+        "run.completed",
+    ] {
+        assert!(seen.contains(kind), "{kind} in {seen:?}");
+    }
+    let output = weft(&env, &["events", "catalog"]).await;
+    let (stdout, _) = text(&output);
+    assert!(
+        output.status.success()
+            && stdout.contains("lease.expired")
+            && stdout.contains("queue_wait_ms"),
+        "{stdout}"
+    );
+    // A run's history still prints as text.
+    let output = weft(&env, &["events", &ok_id]).await;
+    let (stdout, stderr) = text(&output);
+    assert!(
+        output.status.success() && stdout.contains("attempt.completed"),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
 }

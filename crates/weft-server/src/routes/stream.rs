@@ -101,10 +101,12 @@ impl EventFollower {
         let Some(redactor) = &self.redactor else {
             return;
         };
-        if events
-            .iter()
-            .any(|e| e.kind == "step.completed" || e.kind == "run.completed")
-        {
+        if events.iter().any(|e| {
+            matches!(
+                weft_core::EventKind::parse(&e.kind),
+                Some(weft_core::EventKind::StepCompleted | weft_core::EventKind::RunCompleted)
+            )
+        }) {
             self.masker_stale = true;
         }
         if self.masker_stale && !events.is_empty() {
@@ -151,10 +153,7 @@ impl EventFollower {
             let mut ended = false;
             let mut settled_prefix = true;
             for event in &events {
-                ended |= matches!(
-                    event.kind.as_str(),
-                    "run.completed" | "run.failed" | "run.cancelled"
-                );
+                ended |= weft_core::EventKind::parse(&event.kind).is_some_and(|k| k.ends_run());
                 if self.delivered.insert(event.seq) {
                     fresh.push(event.clone());
                 }

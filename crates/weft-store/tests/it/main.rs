@@ -49,6 +49,7 @@ mod concurrency;
 mod corruption;
 mod counts;
 mod execution;
+mod history;
 mod leases;
 mod listing;
 mod observations;

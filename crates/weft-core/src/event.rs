@@ -1,0 +1,173 @@
+//! The closed vocabulary of history event kinds (`weft_events.type`, the
+//! SSE event names, `weft events catalog`), each with what it means and the
+//! fields of its `data` payload.
+//!
+//! Invariant: this is a public contract. A kind or a payload field, once
+//! here, keeps its name and meaning; later changes only add.
+
+use std::fmt;
+
+/// One field of an event's `data` object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    /// The JSON key.
+    pub name: &'static str,
+    /// The JSON shape: `integer`, `string`, `boolean` or `object`.
+    pub shape: &'static str,
+    /// Whether every event of the kind carries it.
+    pub always: bool,
+    /// What it holds, with its unit.
+    pub description: &'static str,
+}
+
+const fn field(
+    name: &'static str,
+    shape: &'static str,
+    always: bool,
+    description: &'static str,
+) -> Field {
+    Field {
+        name,
+        shape,
+        always,
+        description,
+    }
+}
+
+const REASON: Field = field(
+    "reason",
+    "string",
+    true,
+    "why, one of the closed set of reasons (handler_error, timeout, lease_expired, ...)",
+);
+const ERROR: Field = field("error", "string", true, "the error message, at most 16 KiB");
+const RETRYABLE: Field = field(
+    "retryable",
+    "boolean",
+    true,
+    "whether the failure may be retried under the step's policy",
+);
+const TIMING: Field = field(
+    "timing",
+    "object",
+    true,
+    "the attempt's timing buckets in ms: queue_wait_ms, dispatch_ms, handler_ms, ingest_ms, total_ms",
+);
+const RELEASES: Field = field(
+    "releases",
+    "integer",
+    true,
+    "how many attempts of the step have been released, this one included",
+);
+
+macro_rules! event_kinds {
+    ($($(#[$meta:meta])* $variant:ident => $text:literal, $description:literal, [$($field:expr),* $(,)?];)+) => {
+        /// The kind of a history event: `<subject>.<what happened>`, where the
+        /// subject is the run, one of its steps, an attempt of a step, or an
+        /// attempt's lease.
+        /// Ordered as in the catalogue.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum EventKind { $($(#[$meta])* $variant),+ }
+
+        impl EventKind {
+            /// Every kind, in catalogue order.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$variant),+];
+
+            /// The kind as stored and sent: `run.started`, `attempt.failed`, ...
+            pub const fn as_str(self) -> &'static str {
+                match self { $(EventKind::$variant => $text),+ }
+            }
+
+            /// The kind named `text`, if it is one.
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some(EventKind::$variant),)+ _ => None }
+            }
+
+            /// What an event of this kind means, one sentence.
+            pub const fn description(self) -> &'static str {
+                match self { $(EventKind::$variant => $description),+ }
+            }
+
+            /// The fields of its `data` object (beyond the columns every event
+            /// has: `seq`, `type`, `at`, `step`, `attempt`).
+            pub const fn fields(self) -> &'static [Field] {
+                match self { $(EventKind::$variant => { const FIELDS: &[Field] = &[$($field),*]; FIELDS }),+ }
+            }
+        }
+    };
+}
+
+event_kinds! {
+    RunCreated => "run.created", "The run was created from a stored version of its workflow.", [
+        field("version", "integer", true, "the workflow version the run follows"),
+        field("request_id", "string", false, "the id of the request that started it"),
+    ];
+    RunStarted => "run.started", "The run began: its first step was claimed or began waiting.", [];
+    RunCompleted => "run.completed", "Every step completed or was skipped; the run's output is its leaves' outputs.", [];
+    RunFailed => "run.failed", "A step failed for good; the steps not yet finished were cancelled.", [REASON, ERROR];
+    RunCancelled => "run.cancelled", "The run was cancelled by a caller.", [];
+    RunRetried => "run.retried", "A failed or cancelled run was retried: its failed and cancelled steps start again.", [];
+    StepReady => "step.ready", "The step may be claimed by a worker; `attempt` is the attempt it is ready for.", [];
+    StepSkipped => "step.skipped", "The step's `when` condition was false: it is done, with a null output.", [];
+    StepWaiting => "step.waiting", "A sleep step began its sleep, or an approval step began waiting for a decision.", [
+        field("until_ms", "integer", false, "when a sleep ends, epoch ms (absent for an approval)"),
+    ];
+    StepCompleted => "step.completed", "The step finished with an output.", [];
+    StepRetrying => "step.retrying", "An attempt failed and the step will be ready again after its backoff.", [
+        field("due_at_ms", "integer", true, "when the step is ready again, epoch ms"),
+        field("delay_ms", "integer", true, "the backoff, ms"),
+    ];
+    StepFailed => "step.failed", "The step failed for good (no attempts left, a permanent failure, a rejection or a `when` that could not be evaluated).", [REASON];
+    StepCancelled => "step.cancelled", "The step will not run: its run was cancelled or failed.", [REASON];
+    AttemptClaimed => "attempt.claimed", "A worker claimed the step under a lease: an attempt began.", [
+        field("worker_id", "string", true, "the worker that claimed it"),
+        field("span_id", "string", true, "the attempt's span id, 16 hex digits"),
+        field("queue_wait_ms", "integer", true, "ready → claimed, ms"),
+    ];
+    AttemptCompleted => "attempt.completed", "The attempt's worker reported success under its live lease.", [TIMING];
+    AttemptFailed => "attempt.failed", "The attempt failed: its worker reported an error, its result came after its deadline, its lease lapsed, or it was released once too often.", [
+        field("timing", "object", false, "the attempt's timing buckets in ms (absent when its lease lapsed)"),
+        REASON, ERROR, RETRYABLE,
+        field("releases", "integer", false, "present when a release counted as this failure: the step's releases, this one included"),
+    ];
+    AttemptReleased => "attempt.released", "The attempt's worker shut down and handed it back; the step is ready again and the attempt spent none of its budget.", [TIMING, REASON, ERROR, RELEASES, RETRYABLE];
+    LeaseExpired => "lease.expired", "The attempt's lease lapsed without a result (its worker stopped renewing it); an `attempt.failed` follows.", [
+        field("reason", "string", true, "lease_expired, or heartbeat_timeout when the step declares one"),
+    ];
+}
+
+impl EventKind {
+    /// Whether an event of this kind ends its run (a live stream ends with it).
+    pub fn ends_run(self) -> bool {
+        matches!(
+            self,
+            EventKind::RunCompleted | EventKind::RunFailed | EventKind::RunCancelled
+        )
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip_and_are_unique() {
+        let mut seen = std::collections::BTreeSet::new();
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(*kind));
+            assert!(seen.insert(kind.as_str()), "{kind} twice");
+            assert!(!kind.description().is_empty());
+            let names: std::collections::BTreeSet<_> =
+                kind.fields().iter().map(|f| f.name).collect();
+            assert_eq!(names.len(), kind.fields().len(), "{kind}: a field twice");
+        }
+        assert_eq!(EventKind::parse("step.running"), None);
+        assert_eq!(EventKind::ALL.len(), 18);
+    }
+}
