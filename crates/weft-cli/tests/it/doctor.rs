@@ -461,3 +461,118 @@ pub async fn doctor_start_wait_says_why(db_url: String) {
         "{text}"
     );
 }
+
+/// A server whose engine does not sweep (its tick is an hour): a sleep's
+/// timer goes overdue. Beside it the healthy waits that have no scenario of
+/// their own (a step waiting on its dependencies, a step in backoff) and an
+/// approval past its threshold, which turns stalled.
+pub async fn doctor_overdue_timer_dependencies_retrying_stale_approval(db_url: String) {
+    // The harness leaves its own tick out when a scenario sets one.
+    let mut flags = FLAGS.to_vec();
+    let approval = flags.len() - 1;
+    assert_eq!(flags[approval - 1], "--approval-stalled-after");
+    flags[approval] = "1s";
+    flags.extend(["--engine-tick", "1h"]);
+    let env = Env::start_with(&db_url, &flags).await;
+    env.register("name: dr_snooze\nsteps:\n  - {name: nap, kind: sleep, duration: 1s}\n")
+        .await;
+    env.register(
+        "name: dr_chain\nsteps:\n  - {name: first, handler: dr.none, queue: drdeps}\n  - {name: second, handler: dr.none, queue: drdeps, depends_on: [first]}\n",
+    )
+    .await;
+    env.register(
+        "\
+name: dr_flaky
+steps:
+  - name: call
+    handler: dr.flaky
+    queue: drflaky
+    retry: { max_attempts: 4, initial: 10m, max: 10m, jitter: false }
+",
+    )
+    .await;
+    env.register("name: dr_stale_gate\nsteps:\n  - {name: sign, kind: approval}\n")
+        .await;
+    let snooze = env.start_run("dr_snooze", json!({})).await;
+    let chain = env.start_run("dr_chain", json!({})).await;
+    let flaky = env.start_run("dr_flaky", json!({})).await;
+    let gate = env.start_run("dr_stale_gate", json!({})).await;
+
+    // The sleep was due a second after it started and nothing fired it.
+    let (code, d) = wait_cause(&env, &snooze, "overdue_timer").await;
+    assert_eq!((code, &d["stalled"]), (1, &json!(true)), "{d:#}");
+    let s = only_step(&d, "nap");
+    let evidence = s["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with("timer due ")
+            && evidence.ends_with(" ago and not fired: is the engine sweeping?"),
+        "{s:#}"
+    );
+    assert_eq!(s["command"], "weft status");
+    wait_gauge(&env, "overdue_timer", 1.0).await;
+    let (_, text) = cli_text(&env, &["run", &snooze]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("why  nap: overdue_timer (stalled)")),
+        "{text}"
+    );
+
+    // The second step waits on the first, which no worker takes.
+    let (code, d) = wait_cause(&env, &chain, "no_worker_for_queue").await;
+    assert_eq!(code, 1, "{d:#}");
+    let s = only_step(&d, "second");
+    assert_eq!(
+        (&s["cause"], &s["stalled"], &s["evidence"]),
+        (
+            &json!("waiting_dependencies"),
+            &json!(false),
+            &json!("waits on first (ready)")
+        ),
+        "{d:#}"
+    );
+    assert_eq!(s["command"], format!("weft run {chain}"));
+
+    // One failure, then ten minutes of backoff: retrying, a healthy wait.
+    let worker = SdkWorker::spawn(
+        env.sdk_worker("dr-flaky")
+            .queue("drflaky")
+            .handler("dr.flaky", |ctx: TaskContext| async move {
+                Err::<Value, _>(weft_worker::HandlerError::retryable(format!(
+                    "upstream 503 on attempt {}",
+                    ctx.task.attempt
+                )))
+            })
+            .build(),
+    );
+    let (code, d) = wait_cause(&env, &flaky, "retrying").await;
+    assert_eq!((code, &d["stalled"]), (0, &json!(false)), "{d:#}");
+    let s = only_step(&d, "call");
+    let evidence = s["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with("attempt 2 of 4 next, in ")
+            && evidence.ends_with("; last error handler_error: upstream 503 on attempt 1"),
+        "{s:#}"
+    );
+    assert_eq!(s["command"], format!("weft logs {flaky} --step call"));
+    worker.stop().await;
+
+    // An approval older than its threshold (1 s here) is stalled.
+    let (code, d) = wait_until("the approval to go stale", PATIENCE, || {
+        let (code, d) = cli(&env, &["doctor", &gate]);
+        async move { (d["stalled"] == true).then_some((code, d)) }
+    })
+    .await;
+    assert_eq!(
+        (code, &d["cause"]),
+        (1, &json!("waiting_approval")),
+        "{d:#}"
+    );
+    assert_eq!(
+        only_step(&d, "sign")["command"],
+        format!("weft approve {gate} sign")
+    );
+    wait_gauge(&env, "waiting_approval", 1.0).await;
+    // Healthy waits are shown but never counted as stalled.
+    let (code, all) = cli(&env, &["doctor"]);
+    assert_eq!((code, &all["stalled"]), (1, &json!(3)), "{all:#}");
+}

@@ -74,6 +74,7 @@ on_both_backends! {
     doctor::doctor_poison_input_and_lease_expired_loop,
     doctor::doctor_running_long_saturated_cancel_pending,
     doctor::doctor_start_wait_says_why,
+    doctor::doctor_overdue_timer_dependencies_retrying_stale_approval,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
