@@ -100,4 +100,19 @@ pub struct Diagnostics {
     /// True when more runs exist than one diagnosis examines.
     pub truncated: bool,
     pub causes: Vec<CauseGroup>,
+    /// Findings about the whole system rather than one run
+    /// (`database_slow`), as the answering server measured them.
+    #[serde(default)]
+    pub findings: Vec<SystemFindingView>,
+}
+
+/// A finding about the whole system (`database_slow`: claim or commit
+/// latency above its threshold).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SystemFindingView {
+    /// A stable cause code (`database_slow`).
+    pub cause: String,
+    pub evidence: String,
+    /// The command that inspects it.
+    pub command: String,
 }

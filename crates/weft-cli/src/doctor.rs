@@ -161,6 +161,10 @@ pub fn diagnostics(d: &Diagnostics) {
         .filter(|g| !g.stalled)
         .map(|g| g.count)
         .sum();
+    for f in &d.findings {
+        println!("STALLED: {}: {}", f.cause, f.evidence);
+        println!("    → {}", f.command);
+    }
     println!(
         "{} run(s) stalled, {waiting} waiting or moving, {} examined{}",
         d.stalled,
@@ -210,6 +214,9 @@ pub async fn status(client: &weft_client::Client) {
             .iter()
             .map(|g| format!("{} {}", g.cause, g.count))
             .collect();
+        for f in &d.findings {
+            println!("{}  {}", f.cause, f.evidence);
+        }
         if d.stalled == 0 {
             println!("stuck runs  none");
         } else {

@@ -69,8 +69,8 @@ causes! {
     CancelPending => "cancel_pending", stalled: true, rank: 7;
     /// Reserved: the workflow is paused.
     WorkflowPaused => "workflow_paused", stalled: true, rank: 8;
-    /// Reserved: database claim or commit latency above its threshold (a system
-    /// finding, never the cause of one run).
+    /// Database claim or commit latency above its threshold: a system finding
+    /// ([`system_findings`]), never the cause of one run.
     DatabaseSlow => "database_slow", stalled: true, rank: 9;
     /// An approval step waiting for a decision.
     WaitingApproval => "waiting_approval", stalled: false, rank: 10;
@@ -122,6 +122,9 @@ pub struct Thresholds {
     /// How many of the last attempts must agree for `poison_input` and
     /// `lease_expired_loop` (at least 2).
     pub repeat_attempts: usize,
+    /// Claims or commits whose recent p99 latency is above this are
+    /// `database_slow`.
+    pub database_slow_ms: i64,
 }
 
 impl Default for Thresholds {
@@ -133,8 +136,70 @@ impl Default for Thresholds {
             overdue_timer_ms: 60_000,
             saturated_ms: 300_000,
             repeat_attempts: 2,
+            database_slow_ms: 500,
         }
     }
+}
+
+/// The recent latency of one class of database operation, as one server
+/// measured it around its own calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyView {
+    /// `claim` (taking ready steps) or `commit` (a result or a start written).
+    pub operation: &'static str,
+    /// Operations measured within the window.
+    pub samples: usize,
+    /// The 99th percentile of those, in microseconds.
+    pub p99_us: u64,
+    /// The slowest of those, in microseconds.
+    pub max_us: u64,
+    /// How far back the window reaches, in milliseconds.
+    pub window_ms: i64,
+}
+
+/// A finding about the whole system rather than one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemFinding {
+    /// Always a system cause (today only [`Cause::DatabaseSlow`]).
+    pub cause: Cause,
+    /// What was seen, for a human.
+    pub evidence: String,
+    /// The command that inspects it.
+    pub command: String,
+}
+
+fn millis(us: u64) -> String {
+    format!("{:.1} ms", us as f64 / 1000.0)
+}
+
+/// The system findings from recent database latencies: `database_slow` when
+/// the p99 of claims or of commits is above `t.database_slow_ms`.
+pub fn system_findings(latency: &[LatencyView], t: &Thresholds) -> Vec<SystemFinding> {
+    let limit_us = u64::try_from(t.database_slow_ms.max(0))
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    let slow: Vec<String> = latency
+        .iter()
+        .filter(|l| l.samples > 0 && l.p99_us > limit_us)
+        .map(|l| {
+            format!(
+                "{} p99 {} (max {}) over {} in the last {}",
+                l.operation,
+                millis(l.p99_us),
+                millis(l.max_us),
+                l.samples,
+                secs(l.window_ms)
+            )
+        })
+        .collect();
+    if slow.is_empty() {
+        return Vec::new();
+    }
+    vec![SystemFinding {
+        cause: Cause::DatabaseSlow,
+        evidence: format!("{}; threshold {} ms", slow.join("; "), t.database_slow_ms),
+        command: "weft status".to_owned(),
+    }]
 }
 
 /// One worker as the store knows it.
@@ -619,6 +684,7 @@ mod tests {
             overdue_timer_ms: 5_000,
             saturated_ms: 30_000,
             repeat_attempts: 2,
+            database_slow_ms: 250,
         }
     }
 
@@ -898,6 +964,34 @@ mod tests {
               slow: cancel_pending (-5000ms) run cancelled; worker w9 still holds the lease of attempt 1 (the handler has not stopped) | weft workers --queue default
         "#]],
         );
+    }
+
+    #[test]
+    fn database_slow_from_the_p99_of_claims_or_commits() {
+        let view = |operation, samples, p99_us| LatencyView {
+            operation,
+            samples,
+            p99_us,
+            max_us: p99_us + 5_000,
+            window_ms: 60_000,
+        };
+        // Under the threshold, or nothing measured: no finding.
+        assert!(system_findings(&[view("claim", 10, 250_000)], &t()).is_empty());
+        assert!(system_findings(&[view("claim", 0, 900_000)], &t()).is_empty());
+        let findings = system_findings(
+            &[view("claim", 40, 812_300), view("commit", 12, 1_000)],
+            &t(),
+        );
+        expect![[r#"
+            [
+                SystemFinding {
+                    cause: DatabaseSlow,
+                    evidence: "claim p99 812.3 ms (max 817.3 ms) over 40 in the last 60s; threshold 250 ms",
+                    command: "weft status",
+                },
+            ]
+        "#]]
+        .assert_debug_eq(&findings);
     }
 
     #[test]

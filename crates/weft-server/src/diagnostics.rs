@@ -8,7 +8,7 @@ use axum::{Json, Router, extract::State, routing::get};
 use serde::Deserialize;
 use weft_api::{
     CauseGroup, Diagnostics, ErrorBody, QueueInfo, QueueList, RunDiagnosisView, StepDiagnosisView,
-    WorkerInfo, WorkerList,
+    SystemFindingView, WorkerInfo, WorkerList,
 };
 use weft_core::diagnosis::{self, Cause, RunDiagnosis, Thresholds};
 use weft_store::{WorkerRecord, rfc3339};
@@ -237,10 +237,19 @@ async fn diagnostics(
             None => groups.push((cause, run.stalled, vec![run])),
         }
     }
+    let findings = diagnosis::system_findings(&state.store().operation_latency(), &t)
+        .into_iter()
+        .map(|f| SystemFindingView {
+            cause: f.cause.as_str().to_owned(),
+            evidence: f.evidence,
+            command: f.command,
+        })
+        .collect();
     Ok(Json(Diagnostics {
         stalled,
         examined,
         truncated,
+        findings,
         causes: groups
             .into_iter()
             .map(|(cause, stalled, runs)| CauseGroup {

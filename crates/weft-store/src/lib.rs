@@ -16,6 +16,7 @@ pub mod db;
 mod dispatch;
 mod error;
 mod gauges;
+mod latency;
 mod migrate;
 mod results;
 mod runs;
@@ -116,6 +117,8 @@ struct Inner {
     /// Runs whose rows were found corrupt, so that each is logged once, not
     /// on every sweep.
     corrupt_runs: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Recent claim and commit durations, for `database_slow`.
+    latencies: latency::Latencies,
 }
 
 impl Store {
@@ -141,6 +144,7 @@ impl Store {
                 run_waiters: waiters::RunWaiters::default(),
                 clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
                 corrupt_runs: Default::default(),
+                latencies: Default::default(),
             }),
         };
         store.migrate().await?;
@@ -209,11 +213,16 @@ impl Store {
     }
 
     pub(crate) fn observe_operation(&self, op: &'static str, started: std::time::Instant) {
+        let elapsed = started.elapsed();
+        self.inner.latencies.record(op, elapsed);
         self.observer()
-            .observe(&weft_core::observe::Observation::Operation {
-                op,
-                elapsed: started.elapsed(),
-            });
+            .observe(&weft_core::observe::Observation::Operation { op, elapsed });
+    }
+
+    /// This server's claim and commit latencies over the last minute (p99 and
+    /// maximum), the evidence of `database_slow`.
+    pub fn operation_latency(&self) -> Vec<weft_core::diagnosis::LatencyView> {
+        self.inner.latencies.views()
     }
 
     pub fn dialect(&self) -> Dialect {

@@ -197,6 +197,8 @@ pub async fn doctor_no_worker_handler_approval_sleep(db_url: String) {
     let (code, all) = cli(&env, &["doctor"]);
     assert_eq!(code, 1, "{all:#}");
     assert_eq!(all["stalled"], 1, "{all:#}");
+    // Under the default database threshold (500 ms), no system finding.
+    assert_eq!(all["findings"], json!([]), "{all:#}");
     assert_eq!(
         all["causes"][0]["cause"], "no_worker_for_handler",
         "{all:#}"
@@ -575,4 +577,54 @@ steps:
     // Healthy waits are shown but never counted as stalled.
     let (code, all) = cli(&env, &["doctor"]);
     assert_eq!((code, &all["stalled"]), (1, &json!(3)), "{all:#}");
+}
+
+/// `database_slow` is a system finding: with its threshold at 0 ms every
+/// claim and commit this server measures is slow, so one run worked is
+/// enough for `weft doctor` and `weft status` to say so.
+pub async fn doctor_database_slow(db_url: String) {
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--database-slow-after", "0ms"]);
+    let env = Env::start_with(&db_url, &flags).await;
+    // Nothing measured yet: no finding.
+    let (code, all) = cli(&env, &["doctor"]);
+    assert_eq!((code, &all["findings"]), (0, &json!([])), "{all:#}");
+    env.register("name: dr_quick\nsteps:\n  - {name: one, handler: dr.quick}\n")
+        .await;
+    let worker = SdkWorker::spawn(
+        env.sdk_worker("dr-quick")
+            .handler("dr.quick", |_ctx: TaskContext| async move { Ok(json!({})) })
+            .build(),
+    );
+    let run = env.start_run("dr_quick", json!({})).await;
+    env.wait_finished(&run).await;
+    worker.stop().await;
+
+    let (code, all) = cli(&env, &["doctor"]);
+    assert_eq!((code, &all["stalled"]), (1, &json!(0)), "{all:#}");
+    let finding = &all["findings"][0];
+    assert_eq!(finding["cause"], "database_slow", "{all:#}");
+    assert_eq!(finding["command"], "weft status");
+    let evidence = finding["evidence"].as_str().unwrap();
+    assert!(
+        evidence.contains("claim p99 ")
+            && evidence.contains("commit p99 ")
+            && evidence.ends_with("; threshold 0 ms"),
+        "{evidence}"
+    );
+    let (code, text) = cli_text(&env, &["doctor"]);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("STALLED: database_slow: claim p99 "),
+        "{text}"
+    );
+    let (_, text) = cli_text(&env, &["status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("database_slow  claim p99 ")),
+        "{text}"
+    );
+    // A run's own diagnosis never names it.
+    let (code, d) = cli(&env, &["doctor", &run]);
+    assert_eq!((code, &d["cause"]), (0, &Value::Null), "{d:#}");
 }

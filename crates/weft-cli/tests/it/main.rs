@@ -75,6 +75,7 @@ on_both_backends! {
     doctor::doctor_running_long_saturated_cancel_pending,
     doctor::doctor_start_wait_says_why,
     doctor::doctor_overdue_timer_dependencies_retrying_stale_approval,
+    doctor::doctor_database_slow,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
