@@ -43,6 +43,9 @@ pub struct QueueInfo {
     pub pollers: u32,
     /// Handlers its live workers serve, sorted.
     pub handlers: Vec<String>,
+    /// Attempts completed in the last 60 seconds.
+    #[serde(default)]
+    pub throughput_last_minute: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

@@ -88,6 +88,7 @@ pub fn queues(list: &QueueList) {
                 q.running.to_string(),
                 format!("{:.1}s", q.oldest_ready_age_seconds),
                 q.pollers.to_string(),
+                q.throughput_last_minute.to_string(),
                 if q.handlers.is_empty() {
                     "-".to_owned()
                 } else {
@@ -103,6 +104,7 @@ pub fn queues(list: &QueueList) {
             "running",
             "oldest ready",
             "pollers",
+            "done/min",
             "handlers",
         ],
         &rows,

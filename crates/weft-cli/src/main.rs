@@ -312,7 +312,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Queues: ready and running steps, oldest ready age, live pollers, handlers served.
+    /// Queues: ready and running steps, oldest ready age, live pollers, attempts
+    /// completed in the last minute, handlers served.
     Queues {
         /// Only this queue.
         #[arg(long)]

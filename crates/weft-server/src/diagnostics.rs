@@ -125,6 +125,7 @@ async fn list_queues(
                     .map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0),
                 pollers: n,
                 handlers: handlers.into_iter().map(str::to_owned).collect(),
+                throughput_last_minute: c.completed_last_minute,
                 queue: q,
             }
         })

@@ -43,7 +43,7 @@ pub use results::{MAX_ERROR_BYTES, Outcome, Recorded, WorkerResult};
 pub use runs::{NewRun, RunFilter};
 pub use starts::MAX_STARTS_PER_BATCH;
 pub use time::{ManualClock, SystemClock, now_ms, parse_rfc3339, rfc3339};
-pub use workers::{QueueCounts, WorkerMeta, WorkerRecord};
+pub use workers::{QueueCounts, THROUGHPUT_WINDOW_MS, WorkerMeta, WorkerRecord};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

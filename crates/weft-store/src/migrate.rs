@@ -15,6 +15,7 @@ const POSTGRES: &[(i64, &str)] = &[
         include_str!("../migrations/0005_runs_by_workflow_status.sql"),
     ),
     (6, include_str!("../migrations/0006_workers.sql")),
+    (7, include_str!("../migrations/0007_attempts_finished.sql")),
 ];
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite.sql")),
@@ -26,10 +27,11 @@ const SQLITE: &[(i64, &str)] = &[
         include_str!("../migrations/0005_runs_by_workflow_status.sql"),
     ),
     (6, include_str!("../migrations/0006_workers.sql")),
+    (7, include_str!("../migrations/0007_attempts_finished.sql")),
 ];
 
 /// The schema version this build expects: the last script's.
-pub const LATEST: i64 = 6;
+pub const LATEST: i64 = 7;
 const _: () = assert!(
     POSTGRES[POSTGRES.len() - 1].0 == LATEST && SQLITE[SQLITE.len() - 1].0 == LATEST,
     "LATEST must be the last migration's version"

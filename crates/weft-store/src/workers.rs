@@ -53,14 +53,20 @@ impl WorkerRecord {
     }
 }
 
-/// Per-queue figures: ready and running steps and the oldest ready step.
+/// Per-queue figures: ready and running steps, the oldest ready step and
+/// the throughput.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueCounts {
     pub ready: i64,
     pub running: i64,
     /// Epoch ms the oldest ready step became ready.
     pub oldest_ready_ms: Option<i64>,
+    /// Attempts completed within [`THROUGHPUT_WINDOW_MS`] before now.
+    pub completed_last_minute: i64,
 }
+
+/// The window of [`QueueCounts::completed_last_minute`], in milliseconds.
+pub const THROUGHPUT_WINDOW_MS: i64 = 60_000;
 
 fn split(s: Option<String>) -> Vec<String> {
     s.unwrap_or_default()
@@ -161,7 +167,8 @@ impl Store {
             .await
     }
 
-    /// Ready and running steps per queue.
+    /// Ready and running steps and completed attempts of the last minute, per
+    /// queue (only queues with any of them).
     pub async fn queue_counts(&self) -> Result<BTreeMap<String, QueueCounts>> {
         let pool = self.pool();
         let mut out: BTreeMap<String, QueueCounts> = BTreeMap::new();
@@ -184,6 +191,21 @@ impl Store {
             .await?
         {
             out.entry(r.text("queue")?).or_default().running = r.int("n")?;
+        }
+        // From the completed attempts' own rows (weft_attempts_completed):
+        // nothing is counted on the result path.
+        for r in pool
+            .fetch_all(
+                "SELECT s.queue, COUNT(*) AS n FROM weft_attempts a \
+                 JOIN weft_steps s ON s.run_id = a.run_id AND s.position = a.position \
+                 WHERE a.status = 'completed' AND a.finished_at >= $1 GROUP BY s.queue",
+                args![self.now_ms() - THROUGHPUT_WINDOW_MS],
+            )
+            .await?
+        {
+            out.entry(r.text("queue")?)
+                .or_default()
+                .completed_last_minute = r.int("n")?;
         }
         Ok(out)
     }

@@ -599,6 +599,12 @@ pub async fn doctor_database_slow(db_url: String) {
     let run = env.start_run("dr_quick", json!({})).await;
     env.wait_finished(&run).await;
     worker.stop().await;
+    // Its one attempt is the queue's throughput of the last minute.
+    let (_, queues) = cli(&env, &["queues", "--queue", "default"]);
+    assert_eq!(
+        queues["queues"][0]["throughput_last_minute"], 1,
+        "{queues:#}"
+    );
 
     let (code, all) = cli(&env, &["doctor"]);
     assert_eq!((code, &all["stalled"]), (1, &json!(0)), "{all:#}");
