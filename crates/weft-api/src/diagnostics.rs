@@ -87,7 +87,8 @@ pub struct RunDiagnosisView {
 pub struct CauseGroup {
     pub cause: String,
     pub stalled: bool,
-    /// All runs under this cause.
+    /// All runs under this cause (counted whatever `limit`, `offset` and
+    /// the filters list).
     pub count: u64,
     /// The first of them, worst first, from `offset`.
     pub runs: Vec<RunDiagnosisView>,
@@ -98,9 +99,11 @@ pub struct CauseGroup {
 pub struct Diagnostics {
     /// Runs whose worst cause is a stalled one.
     pub stalled: u64,
-    /// Runs examined (non-terminal, or cancelled with a live lease).
+    /// Runs examined: every run with an unfinished step, and cancelled runs
+    /// with a live lease.
     pub examined: u64,
-    /// True when more runs exist than one diagnosis examines.
+    /// Always false: every run is counted (kept for clients of servers that
+    /// stopped at 10,000 runs).
     pub truncated: bool,
     pub causes: Vec<CauseGroup>,
     /// Findings about the whole system rather than one run

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use weft_core::diagnosis::LatencyView;
+use weft_core::diagnosis::{LatencyView, percentile};
 
 /// How far back the window reaches.
 pub const WINDOW: Duration = Duration::from_secs(60);
@@ -67,29 +67,9 @@ impl Latencies {
     }
 }
 
-/// The nearest-rank `p`th percentile of sorted values (0 when empty).
-pub(crate) fn percentile(sorted: &[u64], p: usize) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = (sorted.len() * p).div_ceil(100).max(1);
-    sorted[rank - 1]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        assert_eq!(percentile(&[], 99), 0);
-        assert_eq!(percentile(&[7], 99), 7);
-        let hundred: Vec<u64> = (1..=100).collect();
-        assert_eq!(percentile(&hundred, 99), 99);
-        assert_eq!(percentile(&hundred, 50), 50);
-        let thousand: Vec<u64> = (1..=1000).collect();
-        assert_eq!(percentile(&thousand, 99), 990);
-    }
 
     #[test]
     fn claims_and_commits_are_kept_apart_and_bounded() {

@@ -13,6 +13,7 @@
 
 mod conditions;
 pub mod db;
+mod diagnosis;
 mod dispatch;
 mod error;
 mod gauges;
@@ -37,6 +38,7 @@ use tokio::sync::Notify;
 use weft_core::{Definition, observe::Observer};
 
 pub use db::{Dialect, PoolOptions};
+pub use diagnosis::{CauseCount, P99_TTL, Page, Summary};
 pub use dispatch::{ClaimRequest, FailReport, WorkerSeen};
 pub use error::{Corruption, Error, Problem};
 pub use results::{MAX_ERROR_BYTES, Outcome, Recorded, WorkerResult};
@@ -119,6 +121,8 @@ struct Inner {
     corrupt_runs: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Recent claim and commit durations, for `database_slow`.
     latencies: latency::Latencies,
+    /// Each step's recent p99, for `running_long`.
+    p99s: diagnosis::P99Cache,
 }
 
 impl Store {
@@ -145,6 +149,7 @@ impl Store {
                 clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
                 corrupt_runs: Default::default(),
                 latencies: Default::default(),
+                p99s: Default::default(),
             }),
         };
         store.migrate().await?;
@@ -223,6 +228,10 @@ impl Store {
     /// maximum), the evidence of `database_slow`.
     pub fn operation_latency(&self) -> Vec<weft_core::diagnosis::LatencyView> {
         self.inner.latencies.views()
+    }
+
+    pub(crate) fn p99_cache(&self) -> &diagnosis::P99Cache {
+        &self.inner.p99s
     }
 
     pub fn dialect(&self) -> Dialect {

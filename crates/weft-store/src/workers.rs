@@ -238,6 +238,40 @@ impl Store {
                 .await?
             }
         };
+        self.views_of_rows(runs).await
+    }
+
+    /// The [`RunView`]s of these runs (any status), in the order given; runs
+    /// that do not exist or have a corrupt row are left out.
+    pub async fn diagnosis_views_of(&self, run_ids: &[String]) -> Result<Vec<RunView>> {
+        let mut runs = Vec::with_capacity(run_ids.len());
+        for chunk in run_ids.chunks(CHUNK) {
+            runs.extend(
+                self.pool()
+                    .fetch_all(
+                        &format!(
+                            "SELECT run_id, workflow, version, status FROM weft_runs WHERE run_id IN ({})",
+                            placeholders(1, chunk.len())
+                        ),
+                        chunk.iter().map(crate::db::Arg::from).collect(),
+                    )
+                    .await?,
+            );
+        }
+        let mut views = self.views_of_rows(runs).await?;
+        let order: HashMap<&str, usize> = run_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        views.sort_by_key(|v| order.get(v.run_id.as_str()).copied());
+        Ok(views)
+    }
+
+    /// The views of run rows (`run_id, workflow, version, status`), with the
+    /// p99 of each running step.
+    async fn views_of_rows(&self, runs: Vec<crate::db::Row>) -> Result<Vec<RunView>> {
+        let pool = self.pool();
         let mut views = Vec::with_capacity(runs.len());
         for chunk in runs.chunks(CHUNK) {
             let ids: Vec<String> = chunk
@@ -349,6 +383,7 @@ impl Store {
                 }
             }
         }
+        self.fill_p99s(&mut views).await?;
         Ok(views)
     }
 
@@ -423,6 +458,7 @@ impl Store {
                 due_at: s.opt_int("due_at")?,
                 updated_at: s.int("updated_at")?,
                 lease,
+                p99_ms: None,
             });
         }
         Ok(RunView {

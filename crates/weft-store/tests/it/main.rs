@@ -46,6 +46,7 @@ macro_rules! conformance {
 mod clock;
 mod concurrency;
 mod corruption;
+mod diagnosis;
 mod execution;
 mod leases;
 mod listing;
