@@ -385,7 +385,8 @@ pub async fn doctor_running_long_saturated_cancel_pending(db_url: String) {
     let evidence = s["evidence"].as_str().unwrap();
     assert!(
         evidence.starts_with("attempt 1 running on worker dr-stubborn for")
-            && evidence.contains("last heartbeat"),
+            && evidence.contains("last heartbeat")
+            && evidence.ends_with("; past the 2.0s threshold"),
         "{s:#}"
     );
     assert_eq!(s["command"], format!("weft logs {first} --step grind"));
@@ -633,4 +634,59 @@ pub async fn doctor_database_slow(db_url: String) {
     // A run's own diagnosis never names it.
     let (code, d) = cli(&env, &["doctor", &run]);
     assert_eq!((code, &d["cause"]), (0, &Value::Null), "{d:#}");
+}
+
+/// `running_long` from the step's own history: with the threshold at an
+/// hour, an attempt is long once it runs past the p99 of the step's last
+/// completed attempts (20 quick ones here).
+pub async fn doctor_running_long_past_p99(db_url: String) {
+    let mut flags = FLAGS.to_vec();
+    let long = flags
+        .iter()
+        .position(|f| *f == "--running-long-after")
+        .expect("the flag is set")
+        + 1;
+    flags[long] = "1h";
+    let env = Env::start_with(&db_url, &flags).await;
+    env.register("name: dr_history\nsteps:\n  - {name: fetch, handler: dr.fetch}\n")
+        .await;
+    let worker = SdkWorker::spawn(
+        env.sdk_worker("dr-history")
+            .concurrency(4)
+            .handler("dr.fetch", |ctx: TaskContext| async move {
+                if ctx.input()["input"]["hang"] == true {
+                    tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+                }
+                Ok(json!({}))
+            })
+            .build(),
+    );
+    let mut quick = Vec::new();
+    for _ in 0..weft_core::diagnosis::P99_MIN_SAMPLES {
+        quick.push(env.start_run("dr_history", json!({})).await);
+    }
+    for run in &quick {
+        env.wait_finished(run).await;
+    }
+    let hung = env.start_run("dr_history", json!({"hang": true})).await;
+    let (code, d) = wait_cause(&env, &hung, "running_long").await;
+    assert_eq!(code, 1, "{d:#}");
+    let s = only_step(&d, "fetch");
+    let evidence = s["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with("attempt 1 running on worker dr-history for")
+            && evidence.contains("last heartbeat")
+            && evidence.contains("; past the p99 of this step's recent attempts ("),
+        "{s:#}"
+    );
+    assert_eq!(s["command"], format!("weft logs {hung} --step fetch"));
+    wait_gauge(&env, "running_long", 1.0).await;
+    let (code, all) = cli(&env, &["doctor", "--cause", "running_long"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        all["causes"][0]["runs"][0]["run_id"],
+        hung.as_str(),
+        "{all:#}"
+    );
+    drop(worker);
 }

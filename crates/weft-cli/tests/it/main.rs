@@ -76,6 +76,7 @@ on_both_backends! {
     doctor::doctor_start_wait_says_why,
     doctor::doctor_overdue_timer_dependencies_retrying_stale_approval,
     doctor::doctor_database_slow,
+    doctor::doctor_running_long_past_p99,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
