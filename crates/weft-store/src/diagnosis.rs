@@ -288,6 +288,7 @@ impl Store {
             )
         };
         let (skip_active, skip_args) = self.not_corrupt("run_id", p.0.len() + 1);
+        let skip_cancelled = skip_active.replace(" run_id NOT IN", " r.run_id NOT IN");
         p.0.extend(skip_args);
         // The last `k` attempts of a ready or retrying step (they are all
         // finished): all lost their lease, or all failed alike.
@@ -389,8 +390,8 @@ impl Store {
             "WITH {p99_cte}\
              active AS (\
                SELECT run_id, workflow, status FROM weft_runs WHERE status IN ('pending', 'running'){skip_active} \
-               UNION ALL SELECT run_id, workflow, status FROM weft_runs WHERE status = 'cancelled' \
-               AND run_id IN (SELECT run_id FROM weft_leases){skip_active}), \
+               UNION ALL SELECT DISTINCT r.run_id, r.workflow, r.status FROM weft_leases l \
+               JOIN weft_runs r ON r.run_id = l.run_id WHERE r.status = 'cancelled'{skip_cancelled}), \
              b AS (\
                SELECT r.run_id, r.status AS run_status, s.position, s.status, s.queue, s.handler, \
                s.n_attempts, s.attempt_base, s.ready_at, s.due_at, s.updated_at, {p99_col} AS p99, \
