@@ -31,9 +31,17 @@ pub const P99_TTL: Duration = Duration::from_secs(60);
 /// should not wait a minute to count.
 const P99_UNKNOWN_TTL: Duration = Duration::from_secs(5);
 
+/// A step's rank and since folded into one sortable integer
+/// (`rank * KEY + since`), so a run's worst step is a plain `MIN` per run;
+/// `since` is clamped to `0..KEY` (epoch ms before the year 2286).
+const KEY: i64 = 10_000_000_000_000;
+
 /// Separates a queue from a handler (and a workflow from a step) in the keys
 /// the statement compares; identifiers never hold control characters.
 const SEP: &str = "\u{1f}";
+
+/// A run of a page: its `since` and id, the order within its group.
+type Listed = (i64, String);
 
 /// A (workflow, step) pair.
 type StepKey = (String, String);
@@ -290,6 +298,8 @@ impl Store {
         let (skip_active, skip_args) = self.not_corrupt("run_id", p.0.len() + 1);
         let skip_cancelled = skip_active.replace(" run_id NOT IN", " r.run_id NOT IN");
         p.0.extend(skip_args);
+        // Cancelled runs are found from the few lease rows (CROSS JOIN keeps
+        // SQLite from walking every run instead).
         // The last `k` attempts of a ready or retrying step (they are all
         // finished): all lost their lease, or all failed alike.
         let last_k =
@@ -368,30 +378,17 @@ impl Store {
             .map(|c| rank(*c))
             .collect();
         let stalled_case = format!(
-            "CASE WHEN w.rank IN ({}) OR (w.rank = {} AND {now_arg} - w.since > {approval}) THEN 1 ELSE 0 END",
+            "CASE WHEN k / {KEY} IN ({}) OR (k / {KEY} = {} AND {now_arg} - k % {KEY} > {approval}) \
+             THEN 1 ELSE 0 END",
             stalled_ranks.join(", "),
             rank(Cause::WaitingApproval)
         );
-        let mut filter = Vec::new();
-        if let Some(cause) = page.cause {
-            filter.push(format!("rank = {}", rank(cause)));
-        }
-        if page.stalled_only {
-            filter.push("stalled = 1".to_owned());
-        }
-        let filter = if filter.is_empty() {
-            String::new()
-        } else {
-            format!("WHERE {}", filter.join(" AND "))
-        };
-        let offset = p.push(page.offset);
-        let end = p.push(page.offset + page.limit);
         let sql = format!(
             "WITH {p99_cte}\
              active AS (\
                SELECT run_id, workflow, status FROM weft_runs WHERE status IN ('pending', 'running'){skip_active} \
                UNION ALL SELECT DISTINCT r.run_id, r.workflow, r.status FROM weft_leases l \
-               JOIN weft_runs r ON r.run_id = l.run_id WHERE r.status = 'cancelled'{skip_cancelled}), \
+               CROSS JOIN weft_runs r WHERE r.run_id = l.run_id AND r.status = 'cancelled'{skip_cancelled}), \
              b AS (\
                SELECT r.run_id, r.status AS run_status, s.position, s.status, s.queue, s.handler, \
                s.n_attempts, s.attempt_base, s.ready_at, s.due_at, s.updated_at, {p99_col} AS p99, \
@@ -403,32 +400,41 @@ impl Store {
                WHERE (r.status <> 'cancelled' AND s.status IN ('pending', 'ready', 'running', 'retrying', 'waiting')) \
                OR (r.status = 'cancelled' AND l.lease_id IS NOT NULL)), \
              c AS (SELECT b.*, {rank_case} AS rank FROM b), \
-             d AS (SELECT c.run_id, c.position, c.rank, {since_case} AS since FROM c WHERE c.rank IS NOT NULL), \
-             w AS (SELECT run_id, rank, since, \
-               ROW_NUMBER() OVER (PARTITION BY run_id ORDER BY rank, since, position) AS nth FROM d), \
-             runs AS (SELECT run_id, rank, since, {stalled_case} AS stalled FROM w WHERE nth = 1) \
-             SELECT 0 AS listed, CAST(NULL AS TEXT) AS run_id, CAST(rank AS BIGINT) AS rank, \
-               CAST(stalled AS BIGINT) AS stalled, COUNT(*) AS n FROM runs GROUP BY rank, stalled \
-             UNION ALL \
-             SELECT 1, run_id, CAST(rank AS BIGINT), CAST(stalled AS BIGINT), i FROM (\
-               SELECT run_id, rank, stalled, ROW_NUMBER() OVER (PARTITION BY rank, stalled \
-               ORDER BY since, run_id) AS i FROM runs {filter}) x WHERE i > {offset} AND i <= {end} \
-             ORDER BY 1, 5"
+             d0 AS (SELECT c.run_id, c.rank, {since_case} AS since FROM c WHERE c.rank IS NOT NULL), \
+             d AS (SELECT run_id, rank, CASE WHEN since < 0 THEN 0 WHEN since >= {KEY} THEN {KEY} - 1 \
+               ELSE since END AS since FROM d0), \
+             w AS (SELECT run_id, MIN(rank * {KEY} + since) AS k FROM d GROUP BY run_id), \
+             runs AS (SELECT run_id, k / {KEY} AS rank, k % {KEY} AS since, {stalled_case} AS stalled FROM w) "
         );
+        // The counts alone (the gauge, `weft status`) are grouped by the
+        // database; a page needs each run's place in its group, which is
+        // cheaper to sort here than with a window over every run.
+        let sql = if page.limit == 0 {
+            format!(
+                "{sql}SELECT CAST(rank AS BIGINT) AS rank, CAST(stalled AS BIGINT) AS stalled, \
+                 COUNT(*) AS n FROM runs GROUP BY rank, stalled"
+            )
+        } else {
+            format!(
+                "{sql}SELECT run_id, CAST(rank AS BIGINT) AS rank, CAST(since AS BIGINT) AS since, \
+                 CAST(stalled AS BIGINT) AS stalled FROM runs"
+            )
+        };
         let rows = self.pool().fetch_all_planned(&sql, p.0).await?;
-        let mut groups: BTreeMap<(bool, u8, bool), CauseCount> = BTreeMap::new();
+        // (worst first, rank, stalled) → the group and, for a page, its runs
+        // with their `since`.
+        let mut groups: BTreeMap<(bool, u8, bool), (CauseCount, Vec<Listed>)> = BTreeMap::new();
         for row in &rows {
             let decoded = (|| -> Result<_> {
-                Ok((
-                    row.int("listed")?,
-                    row.opt_text("run_id")?,
-                    row.int("rank")?,
-                    row.int("stalled")? == 1,
-                    row.int("n")?,
-                ))
+                let n = if page.limit == 0 { row.int("n")? } else { 1 };
+                let run = if page.limit == 0 {
+                    None
+                } else {
+                    Some((row.int("since")?, row.text("run_id")?))
+                };
+                Ok((row.int("rank")?, row.int("stalled")? == 1, n, run))
             })();
-            let Some((listed, run_id, rank, stalled, n)) = self.or_skip("diagnosis", decoded)
-            else {
+            let Some((rank, stalled, n, run)) = self.or_skip("diagnosis", decoded) else {
                 continue;
             };
             let Some(cause) = Cause::ALL
@@ -438,23 +444,40 @@ impl Store {
             else {
                 continue;
             };
-            let group = groups
+            let (group, runs) = groups
                 .entry((!stalled, cause.rank(), stalled))
-                .or_insert_with(|| CauseCount {
-                    cause,
-                    stalled,
-                    count: 0,
-                    run_ids: Vec::new(),
+                .or_insert_with(|| {
+                    (
+                        CauseCount {
+                            cause,
+                            stalled,
+                            count: 0,
+                            run_ids: Vec::new(),
+                        },
+                        Vec::new(),
+                    )
                 });
-            match (listed, run_id) {
-                (0, _) => group.count = u64::try_from(n).unwrap_or(0),
-                (_, Some(id)) => group.run_ids.push(id),
-                _ => {}
-            }
+            group.count += u64::try_from(n).unwrap_or(0);
+            runs.extend(run);
         }
+        let groups = groups
+            .into_values()
+            .map(|(mut group, mut runs)| {
+                let listed = page.cause.is_none_or(|c| c == group.cause)
+                    && (!page.stalled_only || group.stalled);
+                if listed {
+                    runs.sort_unstable();
+                    group.run_ids = runs
+                        .into_iter()
+                        .skip(page.offset)
+                        .take(page.limit)
+                        .map(|(_, id)| id)
+                        .collect();
+                }
+                group
+            })
+            .collect();
         self.observe_operation("diagnosis", started);
-        Ok(Summary {
-            groups: groups.into_values().collect(),
-        })
+        Ok(Summary { groups })
     }
 }
