@@ -62,6 +62,9 @@ pub struct QueueInfo {
     pub pollers: u32,
     /// Handlers its live workers serve, sorted.
     pub handlers: Vec<String>,
+    /// Attempts completed in the last 60 seconds.
+    #[serde(default)]
+    pub throughput_last_minute: i64,
 }
 
 /// The answer to `GET /v1/queues` (`?queue=` for one): every queue with
@@ -121,7 +124,8 @@ pub struct CauseGroup {
     pub cause: String,
     /// Whether this group's runs are stalled.
     pub stalled: bool,
-    /// All runs under this cause.
+    /// All runs under this cause (counted whatever `limit`, `offset` and
+    /// the filters list).
     pub count: u64,
     /// The first of them, worst first, from `offset`.
     /// At most `limit` (default 20, at most 500).
@@ -135,10 +139,29 @@ pub struct CauseGroup {
 pub struct Diagnostics {
     /// Runs whose worst cause is a stalled one.
     pub stalled: u64,
-    /// Runs examined (non-terminal, or cancelled with a live lease).
+    /// Runs examined: every run with an unfinished step, and cancelled runs
+    /// with a live lease.
     pub examined: u64,
-    /// True when more runs exist than one diagnosis examines.
+    /// Always false: every run is counted (kept for clients of servers that
+    /// stopped at 10,000 runs).
     pub truncated: bool,
     /// The groups, worst first, after the `cause` and `stalled` filters.
     pub causes: Vec<CauseGroup>,
+    /// Findings about the whole system rather than one run
+    /// (`database_slow`), as the answering server measured them.
+    #[serde(default)]
+    pub findings: Vec<SystemFindingView>,
+}
+
+/// A finding about the whole system (`database_slow`: claim or commit
+/// latency above its threshold).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SystemFindingView {
+    /// A stable cause code (`database_slow`).
+    pub cause: String,
+    /// What was measured, in words: the operation class, its p99 over the
+    /// last minute (ms) and the threshold it is above.
+    pub evidence: String,
+    /// The command that inspects it.
+    pub command: String,
 }

@@ -12,7 +12,9 @@
 //!     weft-bench a --worker exec        # the exec worker: a `true` process per step
 //!     weft-bench e --backend sqlite     # signals off vs on (child processes)
 //!     weft-bench d f g                  # fan-out, memory, 1,000,000-run scale (fanout.rs, memory.rs, scale.rs)
+//!     weft-bench h --backend sqlite     # weft doctor's diagnosis over G's seed and 10,000 stuck runs (diagnose.rs)
 
+mod diagnose;
 mod fanout;
 mod harness;
 mod memory;
@@ -52,6 +54,8 @@ enum Scenario {
     F,
     /// Scale: list and show queries with `--g-runs` runs seeded in the store.
     G,
+    /// Diagnosis at scale: `GET /v1/diagnostics` with G's seed and `--h-active` runs not moving.
+    H,
     /// a, a-batch, a-bulk, b, c, c-bulk, d, e, f, g.
     All,
 }
@@ -133,6 +137,15 @@ struct Args {
     /// an index to try (repeatable; the result's config says so).
     #[arg(long)]
     g_try_sql: Vec<String>,
+    /// H: runs not moving beside G's seed (a third stalled).
+    #[arg(long, default_value_t = 10_000)]
+    h_active: usize,
+    /// H: timed repetitions of each request.
+    #[arg(long, default_value_t = 30)]
+    h_reps: usize,
+    /// H: runs listed per cause.
+    #[arg(long, default_value_t = 20)]
+    h_limit: usize,
     /// Unrecorded runs before B's and C's sequential samples.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
@@ -488,6 +501,23 @@ async fn run_scenario(
             };
             scale::scale(&server, common, url, &g).await
         }
+        Scenario::H => {
+            let h = diagnose::DiagnoseArgs {
+                seed: scale::ScaleArgs {
+                    runs: args.g_runs,
+                    reps: 0,
+                    workflows: args.g_workflows,
+                    failed_every: args.g_failed_every,
+                    chunk: args.g_chunk,
+                    explain: false,
+                    try_sql: Vec::new(),
+                },
+                active: args.h_active,
+                reps: args.h_reps,
+                limit: args.h_limit,
+            };
+            diagnose::diagnose(&server, common, url, &h).await
+        }
         Scenario::E => unreachable!("run by overhead::overhead"),
         Scenario::All => unreachable!("expanded"),
     };
@@ -566,6 +596,7 @@ fn summary(r: &Value) -> String {
         Some("D") => fanout::summary(r),
         Some("F") => memory::summary(r),
         Some("G") => scale::summary(r),
+        Some("H") => diagnose::summary(r),
         _ => r.to_string(),
     }
 }

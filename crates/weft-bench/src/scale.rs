@@ -601,7 +601,36 @@ async fn query(client: &Client, seed: &Seed, n: usize, rng: &mut Rng, kind: &str
     Ok(())
 }
 
-pub async fn scale(server: &Server, common: &Common, url: &str, args: &ScaleArgs) -> Result<Value> {
+/// G's store: `args.runs` finished runs seeded beside two real ones.
+pub(crate) struct Seeded {
+    client: Client,
+    seed: Seed,
+    conn: Conn,
+    /// Seconds the inserts took, then the ANALYZE.
+    pub insert_s: f64,
+    pub analyze_s: f64,
+    /// Runs in the store once seeded, and how many failed.
+    pub total_runs: i64,
+    pub failed_runs: i64,
+    /// Rows written per table.
+    pub written: BTreeMap<String, u64>,
+}
+
+impl Seeded {
+    /// Ends the seeding connection.
+    pub(crate) async fn close(self) {
+        self.conn.close().await;
+    }
+}
+
+/// Registers G's workflows, makes the two template runs and copies them
+/// `args.runs` times into the server's database (see the module doc).
+pub(crate) async fn seed_store(
+    server: &Server,
+    common: &Common,
+    url: &str,
+    args: &ScaleArgs,
+) -> Result<Seeded> {
     if args.runs == 0 || args.workflows == 0 || args.failed_every == 0 || args.chunk == 0 {
         bail!("--g-runs, --g-workflows, --g-failed-every and --g-chunk must be at least 1");
     }
@@ -690,7 +719,29 @@ pub async fn scale(server: &Server, common: &Common, url: &str, args: &ScaleArgs
             .collect::<Vec<_>>()
             .join(", ")
     );
+    Ok(Seeded {
+        client,
+        seed,
+        conn,
+        insert_s,
+        analyze_s,
+        total_runs,
+        failed_runs,
+        written,
+    })
+}
 
+pub async fn scale(server: &Server, common: &Common, url: &str, args: &ScaleArgs) -> Result<Value> {
+    let Seeded {
+        client,
+        seed,
+        mut conn,
+        insert_s,
+        analyze_s,
+        total_runs,
+        failed_runs,
+        written,
+    } = seed_store(server, common, url, args).await?;
     let mut rng = Rng::new();
     // Warm-up, unrecorded: connections, the definition cache, the first pages.
     for _ in 0..3 {

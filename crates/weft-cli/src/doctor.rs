@@ -88,6 +88,7 @@ pub fn queues(list: &QueueList) {
                 q.running.to_string(),
                 format!("{:.1}s", q.oldest_ready_age_seconds),
                 q.pollers.to_string(),
+                q.throughput_last_minute.to_string(),
                 if q.handlers.is_empty() {
                     "-".to_owned()
                 } else {
@@ -103,6 +104,7 @@ pub fn queues(list: &QueueList) {
             "running",
             "oldest ready",
             "pollers",
+            "done/min",
             "handlers",
         ],
         &rows,
@@ -161,6 +163,10 @@ pub fn diagnostics(d: &Diagnostics) {
         .filter(|g| !g.stalled)
         .map(|g| g.count)
         .sum();
+    for f in &d.findings {
+        println!("STALLED: {}: {}", f.cause, f.evidence);
+        println!("    → {}", f.command);
+    }
     println!(
         "{} run(s) stalled, {waiting} waiting or moving, {} examined{}",
         d.stalled,
@@ -210,6 +216,9 @@ pub async fn status(client: &weft_client::Client) {
             .iter()
             .map(|g| format!("{} {}", g.cause, g.count))
             .collect();
+        for f in &d.findings {
+            println!("{}  {}", f.cause, f.evidence);
+        }
         if d.stalled == 0 {
             println!("stuck runs  none");
         } else {

@@ -173,6 +173,10 @@ pub struct DiagnosisArgs {
     /// A ready step waiting on busy workers longer than this is `worker_saturated`.
     #[arg(long, env = "WEFT_SATURATED_AFTER", default_value = "5m")]
     pub saturated_after: String,
+    /// Claims or commits whose p99 over the last minute is above this make
+    /// `database_slow` (a finding of `weft doctor` and `weft status`).
+    #[arg(long, env = "WEFT_DATABASE_SLOW_AFTER", default_value = "500ms")]
+    pub database_slow_after: String,
     /// Worker rows not heard from for this long are deleted.
     #[arg(long, env = "WEFT_WORKER_RETENTION", default_value = "24h")]
     pub worker_retention: String,
@@ -364,7 +368,8 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Queues: ready and running steps, oldest ready age, live pollers, handlers served.
+    /// Queues: ready and running steps, oldest ready age, live pollers, attempts
+    /// completed in the last minute, handlers served.
     Queues {
         /// Only this queue.
         #[arg(long)]
@@ -373,7 +378,8 @@ enum Command {
         client: ClientArgs,
     },
     /// Why runs are not moving: every stalled run by cause, worst first, with the
-    /// command that resolves it (or one run's diagnosis). Exits 1 when something is stalled.
+    /// command that resolves it (or one run's diagnosis), and system findings
+    /// (database_slow). Exits 1 when something is stalled.
     Doctor {
         /// One run (run_id) instead of all.
         id: Option<String>,
@@ -903,7 +909,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             } else {
                 doctor::diagnostics(&diagnostics);
             }
-            if diagnostics.stalled > 0 {
+            if diagnostics.stalled > 0 || !diagnostics.findings.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
         }

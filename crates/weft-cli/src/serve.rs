@@ -425,6 +425,7 @@ fn thresholds(args: &crate::DiagnosisArgs) -> Result<weft_core::diagnosis::Thres
         overdue_timer_ms: ms("timer-overdue-after", &args.timer_overdue_after)?,
         saturated_ms: ms("saturated-after", &args.saturated_after)?,
         repeat_attempts: 2,
+        database_slow_ms: ms("database-slow-after", &args.database_slow_after)?,
     })
 }
 

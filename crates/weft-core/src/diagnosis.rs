@@ -7,7 +7,7 @@
 //!
 //! Times are epoch milliseconds; `now` is an argument (no clock here).
 
-use std::fmt;
+use std::{collections::BTreeSet, fmt};
 
 use crate::status::{AttemptStatus, RunStatus, StepStatus};
 
@@ -63,14 +63,15 @@ causes! {
     /// Ready work, live workers able to take it, no free slot, for longer than
     /// the threshold.
     WorkerSaturated => "worker_saturated", stalled: true, rank: 5;
-    /// Running past the threshold.
+    /// Running past the threshold, or past the p99 of the step's recent
+    /// attempts.
     RunningLong => "running_long", stalled: true, rank: 6;
     /// The run was cancelled but a handler still holds a live lease.
     CancelPending => "cancel_pending", stalled: true, rank: 7;
     /// Reserved: the workflow is paused.
     WorkflowPaused => "workflow_paused", stalled: true, rank: 8;
-    /// Reserved: database claim or commit latency above its threshold (a system
-    /// finding, never the cause of one run).
+    /// Database claim or commit latency above its threshold: a system finding
+    /// ([`system_findings`]), never the cause of one run.
     DatabaseSlow => "database_slow", stalled: true, rank: 9;
     /// An approval step waiting for a decision.
     WaitingApproval => "waiting_approval", stalled: false, rank: 10;
@@ -111,7 +112,8 @@ pub struct Thresholds {
     /// A worker is live while it polled within this window (longer than the
     /// longest poll wait).
     pub worker_live_ms: i64,
-    /// A running attempt older than this is `running_long`.
+    /// A running attempt older than this is `running_long` (so is one older
+    /// than the p99 of its step's recent attempts, [`StepView::p99_ms`]).
     pub running_long_ms: i64,
     /// An approval waiting longer than this is stalled.
     pub approval_ms: i64,
@@ -122,6 +124,9 @@ pub struct Thresholds {
     /// How many of the last attempts must agree for `poison_input` and
     /// `lease_expired_loop` (at least 2).
     pub repeat_attempts: usize,
+    /// Claims or commits whose recent p99 latency is above this are
+    /// `database_slow`.
+    pub database_slow_ms: i64,
 }
 
 impl Default for Thresholds {
@@ -133,8 +138,70 @@ impl Default for Thresholds {
             overdue_timer_ms: 60_000,
             saturated_ms: 300_000,
             repeat_attempts: 2,
+            database_slow_ms: 500,
         }
     }
+}
+
+/// The recent latency of one class of database operation, as one server
+/// measured it around its own calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyView {
+    /// `claim` (taking ready steps) or `commit` (a result or a start written).
+    pub operation: &'static str,
+    /// Operations measured within the window.
+    pub samples: usize,
+    /// The 99th percentile of those, in microseconds.
+    pub p99_us: u64,
+    /// The slowest of those, in microseconds.
+    pub max_us: u64,
+    /// How far back the window reaches, in milliseconds.
+    pub window_ms: i64,
+}
+
+/// A finding about the whole system rather than one run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemFinding {
+    /// Always a system cause (today only [`Cause::DatabaseSlow`]).
+    pub cause: Cause,
+    /// What was seen, for a human.
+    pub evidence: String,
+    /// The command that inspects it.
+    pub command: String,
+}
+
+fn millis(us: u64) -> String {
+    format!("{:.1} ms", us as f64 / 1000.0)
+}
+
+/// The system findings from recent database latencies: `database_slow` when
+/// the p99 of claims or of commits is above `t.database_slow_ms`.
+pub fn system_findings(latency: &[LatencyView], t: &Thresholds) -> Vec<SystemFinding> {
+    let limit_us = u64::try_from(t.database_slow_ms.max(0))
+        .unwrap_or(0)
+        .saturating_mul(1000);
+    let slow: Vec<String> = latency
+        .iter()
+        .filter(|l| l.samples > 0 && l.p99_us > limit_us)
+        .map(|l| {
+            format!(
+                "{} p99 {} (max {}) over {} in the last {}",
+                l.operation,
+                millis(l.p99_us),
+                millis(l.max_us),
+                l.samples,
+                secs(l.window_ms)
+            )
+        })
+        .collect();
+    if slow.is_empty() {
+        return Vec::new();
+    }
+    vec![SystemFinding {
+        cause: Cause::DatabaseSlow,
+        evidence: format!("{}; threshold {} ms", slow.join("; "), t.database_slow_ms),
+        command: "weft status".to_owned(),
+    }]
 }
 
 /// One worker as the store knows it.
@@ -211,6 +278,93 @@ pub struct StepView {
     pub due_at: Option<i64>,
     pub updated_at: i64,
     pub lease: Option<LeaseView>,
+    /// The p99 duration (ms) of this step's recent completed attempts in its
+    /// workflow ([`p99_of`]), when enough are known; a running attempt past it
+    /// is `running_long`.
+    pub p99_ms: Option<i64>,
+}
+
+/// How many of a step's latest completed attempts its p99 is taken over.
+pub const P99_ATTEMPTS: usize = 1_000;
+
+/// Fewer completed attempts than this give no p99: a handful of quick runs
+/// would make every slower one "long".
+pub const P99_MIN_SAMPLES: usize = 20;
+
+/// The nearest-rank `p`th percentile of sorted values (0 when empty).
+pub fn percentile(sorted: &[u64], p: usize) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = (sorted.len() * p).div_ceil(100).max(1);
+    sorted[rank - 1]
+}
+
+/// The p99 of a step's recent attempt durations (ms, any order), or `None`
+/// with fewer than [`P99_MIN_SAMPLES`].
+pub fn p99_of(mut durations_ms: Vec<u64>) -> Option<i64> {
+    if durations_ms.len() < P99_MIN_SAMPLES {
+        return None;
+    }
+    durations_ms.sort_unstable();
+    i64::try_from(percentile(&durations_ms, 99)).ok()
+}
+
+/// What the live workers offer, as far as the rules for a ready step care:
+/// one value computed per diagnosis, used by [`diagnose`] and handed to the
+/// store's aggregate form of the rules, so the two cannot disagree.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WorkerFacts {
+    /// Queues some live worker polls.
+    pub queues: BTreeSet<String>,
+    /// `(queue, handler)` pairs some live worker serves.
+    pub served: BTreeSet<(String, String)>,
+    /// Served pairs none of whose live workers has a free slot.
+    pub full: BTreeSet<(String, String)>,
+}
+
+impl WorkerFacts {
+    /// The facts from the workers that are live at `now`.
+    pub fn of(workers: &[WorkerView], t: &Thresholds, now: i64) -> WorkerFacts {
+        let mut facts = WorkerFacts::default();
+        let mut free: BTreeSet<(String, String)> = BTreeSet::new();
+        for w in workers.iter().filter(|w| w.is_live(now, t)) {
+            for q in &w.queues {
+                facts.queues.insert(q.clone());
+                for h in &w.handlers {
+                    let pair = (q.clone(), h.clone());
+                    if w.has_free_slot() {
+                        free.insert(pair.clone());
+                    }
+                    facts.served.insert(pair);
+                }
+            }
+        }
+        facts.full = facts.served.difference(&free).cloned().collect();
+        facts
+    }
+
+    /// The cause of a ready step on `queue` for `handler` that has waited
+    /// `waited_ms`: the most specific of no worker for the queue, none for
+    /// the handler, every able worker full (past the threshold), or queued.
+    pub fn ready_cause(&self, queue: &str, handler: &str, waited_ms: i64, t: &Thresholds) -> Cause {
+        let pair = (queue.to_owned(), handler.to_owned());
+        if !self.queues.contains(queue) {
+            Cause::NoWorkerForQueue
+        } else if !self.served.contains(&pair) {
+            Cause::NoWorkerForHandler
+        } else if self.full.contains(&pair) && waited_ms > t.saturated_ms {
+            Cause::WorkerSaturated
+        } else {
+            Cause::Queued
+        }
+    }
+}
+
+/// Whether an attempt running for `elapsed_ms` is `running_long`: past the
+/// threshold, or past its step's p99.
+pub fn is_running_long(elapsed_ms: i64, p99_ms: Option<i64>, t: &Thresholds) -> bool {
+    elapsed_ms > t.running_long_ms || p99_ms.is_some_and(|p| elapsed_ms > p)
 }
 
 /// A run to diagnose: not terminal, or cancelled with leases still live.
@@ -253,10 +407,11 @@ pub struct RunDiagnosis {
 /// Diagnoses a run against the live workers.
 pub fn diagnose(run: &RunView, workers: &[WorkerView], t: &Thresholds, now: i64) -> RunDiagnosis {
     let live: Vec<&WorkerView> = workers.iter().filter(|w| w.is_live(now, t)).collect();
+    let facts = WorkerFacts::of(workers, t, now);
     let steps: Vec<StepDiagnosis> = run
         .steps
         .iter()
-        .map(|s| diagnose_step(run, s, &live, t, now))
+        .map(|s| diagnose_step(run, s, &live, &facts, t, now))
         .collect();
     let worst = steps
         .iter()
@@ -321,6 +476,7 @@ fn diagnose_step(
     run: &RunView,
     step: &StepView,
     live: &[&WorkerView],
+    facts: &WorkerFacts,
     t: &Thresholds,
     now: i64,
 ) -> StepDiagnosis {
@@ -373,7 +529,7 @@ fn diagnose_step(
                 format!("weft run {rid}"),
             )
         }
-        StepStatus::Ready => ready_step(run, step, live, t, now),
+        StepStatus::Ready => ready_step(step, live, facts, t, now),
         StepStatus::Retrying | StepStatus::Waiting => {
             let due = step.due_at;
             if step.kind == StepKindView::Approval
@@ -451,18 +607,30 @@ fn diagnose_step(
             let beat = beat.map_or("no live lease".to_owned(), |b| {
                 format!("last heartbeat {} ago", secs(now - b))
             });
-            let cause = if now - since > t.running_long_ms {
-                Cause::RunningLong
+            let elapsed = now - since;
+            let (cause, past) = if elapsed > t.running_long_ms {
+                (
+                    Cause::RunningLong,
+                    format!("; past the {} threshold", secs(t.running_long_ms)),
+                )
+            } else if is_running_long(elapsed, step.p99_ms, t) {
+                (
+                    Cause::RunningLong,
+                    format!(
+                        "; past the p99 of this step's recent attempts ({})",
+                        secs(step.p99_ms.unwrap_or(0))
+                    ),
+                )
             } else {
-                Cause::Running
+                (Cause::Running, String::new())
             };
             step_diag(
                 step,
                 cause,
                 since,
                 format!(
-                    "attempt {attempt} running on worker {worker} for {}, {beat}",
-                    secs(now - since)
+                    "attempt {attempt} running on worker {worker} for {}, {beat}{past}",
+                    secs(elapsed)
                 ),
                 logs,
             )
@@ -537,72 +705,60 @@ fn repeated_failure(step: &StepView, t: &Thresholds, logs: &str) -> Option<StepD
 }
 
 fn ready_step(
-    run: &RunView,
     step: &StepView,
     live: &[&WorkerView],
+    facts: &WorkerFacts,
     t: &Thresholds,
     now: i64,
 ) -> StepDiagnosis {
     let since = step.ready_at.unwrap_or(step.updated_at);
     let q = &step.queue;
-    let on_queue: Vec<&&WorkerView> = live.iter().filter(|w| w.queues.contains(q)).collect();
-    if on_queue.is_empty() {
-        return step_diag(
-            step,
-            Cause::NoWorkerForQueue,
-            since,
-            format!(
-                "ready for {}; no live worker polls queue {q}",
-                secs(now - since)
-            ),
-            format!("weft worker --handlers handlers.toml --queue {q}"),
-        );
-    }
     let handler = step.handler.as_deref().unwrap_or("");
+    let on_queue: Vec<&&WorkerView> = live.iter().filter(|w| w.queues.contains(q)).collect();
     let able: Vec<&&&WorkerView> = on_queue
         .iter()
         .filter(|w| w.handlers.iter().any(|h| h == handler))
         .collect();
-    if able.is_empty() {
-        return step_diag(
+    let waited = secs(now - since);
+    match facts.ready_cause(q, handler, now - since, t) {
+        Cause::NoWorkerForQueue => step_diag(
+            step,
+            Cause::NoWorkerForQueue,
+            since,
+            format!("ready for {waited}; no live worker polls queue {q}"),
+            format!("weft worker --handlers handlers.toml --queue {q}"),
+        ),
+        Cause::NoWorkerForHandler => step_diag(
             step,
             Cause::NoWorkerForHandler,
             since,
             format!(
-                "ready for {}; {} live worker(s) poll queue {q} but none serves handler {handler}",
-                secs(now - since),
+                "ready for {waited}; {} live worker(s) poll queue {q} but none serves handler {handler}",
                 on_queue.len()
             ),
             format!("weft workers --queue {q}"),
-        );
-    }
-    let free = able.iter().any(|w| w.has_free_slot());
-    if !free && now - since > t.saturated_ms {
-        let used: u32 = able.iter().map(|w| w.slots_in_use).sum();
-        return step_diag(
-            step,
-            Cause::WorkerSaturated,
-            since,
-            format!(
-                "ready for {}; {} live worker(s) serve it, all {used} slots in use",
-                secs(now - since),
-                able.len()
-            ),
-            format!("weft queues --queue {q}"),
-        );
-    }
-    let _ = run;
-    step_diag(
-        step,
-        Cause::Queued,
-        since,
-        format!(
-            "ready for {}; {} live worker(s) serve it",
-            secs(now - since),
-            able.len()
         ),
-        format!("weft workers --queue {q}"),
-    )
+        Cause::WorkerSaturated => {
+            let used: u32 = able.iter().map(|w| w.slots_in_use).sum();
+            step_diag(
+                step,
+                Cause::WorkerSaturated,
+                since,
+                format!(
+                    "ready for {waited}; {} live worker(s) serve it, all {used} slots in use",
+                    able.len()
+                ),
+                format!("weft queues --queue {q}"),
+            )
+        }
+        cause => step_diag(
+            step,
+            cause,
+            since,
+            format!("ready for {waited}; {} live worker(s) serve it", able.len()),
+            format!("weft workers --queue {q}"),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -619,6 +775,7 @@ mod tests {
             overdue_timer_ms: 5_000,
             saturated_ms: 30_000,
             repeat_attempts: 2,
+            database_slow_ms: 250,
         }
     }
 
@@ -636,6 +793,7 @@ mod tests {
             due_at: None,
             updated_at: NOW - 20_000,
             lease: None,
+            p99_ms: None,
         }
     }
 
@@ -881,13 +1039,29 @@ mod tests {
             &run(RunStatus::Running, vec![s.clone()]),
             &[],
             expect![[r#"
-            run r1 cause=running_long stalled=true
-              slow: running_long (-70000ms) attempt 1 running on worker w9 for 70s, last heartbeat 2.0s ago | weft logs r1 --step slow
-        "#]],
+                run r1 cause=running_long stalled=true
+                  slow: running_long (-70000ms) attempt 1 running on worker w9 for 70s, last heartbeat 2.0s ago; past the 60s threshold | weft logs r1 --step slow
+            "#]],
         );
         s.lease.as_mut().unwrap().claimed_at = NOW - 5_000;
         assert_eq!(
             diagnose(&run(RunStatus::Running, vec![s.clone()]), &[], &t(), NOW).cause,
+            Some(Cause::Running)
+        );
+        // Within the threshold but past the p99 of the step's history.
+        let mut quick = s.clone();
+        quick.p99_ms = Some(1_200);
+        check(
+            &run(RunStatus::Running, vec![quick.clone()]),
+            &[],
+            expect![[r#"
+                run r1 cause=running_long stalled=true
+                  slow: running_long (-5000ms) attempt 1 running on worker w9 for 5.0s, last heartbeat 2.0s ago; past the p99 of this step's recent attempts (1.2s) | weft logs r1 --step slow
+            "#]],
+        );
+        quick.p99_ms = Some(6_000);
+        assert_eq!(
+            diagnose(&run(RunStatus::Running, vec![quick]), &[], &t(), NOW).cause,
             Some(Cause::Running)
         );
         check(
@@ -898,6 +1072,93 @@ mod tests {
               slow: cancel_pending (-5000ms) run cancelled; worker w9 still holds the lease of attempt 1 (the handler has not stopped) | weft workers --queue default
         "#]],
         );
+    }
+
+    #[test]
+    fn p99_needs_enough_samples() {
+        assert_eq!(p99_of(vec![5; P99_MIN_SAMPLES - 1]), None);
+        let mut durations: Vec<u64> = (1..=200).collect();
+        durations.reverse();
+        assert_eq!(p99_of(durations), Some(198));
+        assert_eq!(percentile(&[], 99), 0);
+        assert_eq!(percentile(&[7], 99), 7);
+        let thousand: Vec<u64> = (1..=1000).collect();
+        assert_eq!(percentile(&thousand, 99), 990);
+    }
+
+    #[test]
+    fn worker_facts_decide_ready_steps() {
+        let mut busy = worker(&["h", "g"], Some(1), 1);
+        busy.queues.push("other".to_owned());
+        let mut gone = worker(&["x"], None, 0);
+        gone.last_poll_ms = NOW - 60_000;
+        let facts = WorkerFacts::of(&[busy.clone(), gone], &t(), NOW);
+        let pairs = |list: &[(&str, &str)]| -> BTreeSet<(String, String)> {
+            list.iter()
+                .map(|(q, h)| ((*q).to_owned(), (*h).to_owned()))
+                .collect()
+        };
+        assert_eq!(facts.queues, ["default", "other"].map(str::to_owned).into());
+        let all = pairs(&[
+            ("default", "h"),
+            ("default", "g"),
+            ("other", "h"),
+            ("other", "g"),
+        ]);
+        assert_eq!((&facts.served, &facts.full), (&all, &all));
+        // A free slot on one able worker is enough.
+        let mut idle = worker(&["h"], Some(2), 1);
+        idle.worker_id = "w2".to_owned();
+        let facts = WorkerFacts::of(&[busy, idle], &t(), NOW);
+        assert!(!facts.full.contains(&("default".to_owned(), "h".to_owned())));
+        assert_eq!(
+            facts.ready_cause("default", "h", 99_000, &t()),
+            Cause::Queued
+        );
+        assert_eq!(
+            facts.ready_cause("default", "g", 99_000, &t()),
+            Cause::WorkerSaturated
+        );
+        assert_eq!(
+            facts.ready_cause("default", "g", 1_000, &t()),
+            Cause::Queued
+        );
+        assert_eq!(
+            facts.ready_cause("default", "x", 0, &t()),
+            Cause::NoWorkerForHandler
+        );
+        assert_eq!(
+            facts.ready_cause("q", "h", 0, &t()),
+            Cause::NoWorkerForQueue
+        );
+    }
+
+    #[test]
+    fn database_slow_from_the_p99_of_claims_or_commits() {
+        let view = |operation, samples, p99_us| LatencyView {
+            operation,
+            samples,
+            p99_us,
+            max_us: p99_us + 5_000,
+            window_ms: 60_000,
+        };
+        // Under the threshold, or nothing measured: no finding.
+        assert!(system_findings(&[view("claim", 10, 250_000)], &t()).is_empty());
+        assert!(system_findings(&[view("claim", 0, 900_000)], &t()).is_empty());
+        let findings = system_findings(
+            &[view("claim", 40, 812_300), view("commit", 12, 1_000)],
+            &t(),
+        );
+        expect![[r#"
+            [
+                SystemFinding {
+                    cause: DatabaseSlow,
+                    evidence: "claim p99 812.3 ms (max 817.3 ms) over 40 in the last 60s; threshold 250 ms",
+                    command: "weft status",
+                },
+            ]
+        "#]]
+        .assert_debug_eq(&findings);
     }
 
     #[test]

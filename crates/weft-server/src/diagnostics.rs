@@ -9,10 +9,10 @@ use axum::{Extension, Json, extract::State};
 use serde::Deserialize;
 use weft_api::{
     CauseGroup, Diagnostics, ErrorBody, QueueInfo, QueueList, RunDiagnosisView, StepDiagnosisView,
-    WorkerInfo, WorkerList,
+    SystemFindingView, WorkerInfo, WorkerList,
 };
 use weft_core::diagnosis::{self, Cause, RunDiagnosis, Thresholds};
-use weft_store::{WorkerRecord, rfc3339};
+use weft_store::{Page, WorkerRecord, rfc3339};
 
 use crate::{
     ApiError, AppState,
@@ -26,8 +26,8 @@ type ApiResult<T> = Result<T, ApiError>;
 /// The most runs `GET /v1/diagnostics` lists per cause (`limit`).
 pub const MAX_DIAGNOSTICS_LIMIT: u32 = 500;
 
-/// The most runs one `GET /v1/diagnostics` examines.
-pub const SCAN_LIMIT: usize = 10_000;
+/// The furthest `GET /v1/diagnostics` pages into one cause (`offset`).
+pub const MAX_DIAGNOSTICS_OFFSET: u32 = 10_000;
 
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(list_workers, list_queues, run_diagnosis, diagnostics))]
@@ -120,6 +120,7 @@ pub(crate) async fn list_queues(
                     .map_or(0.0, |o| (now - o).max(0) as f64 / 1000.0),
                 pollers: n,
                 handlers: handlers.into_iter().map(str::to_owned).collect(),
+                throughput_last_minute: c.completed_last_minute,
                 queue: q,
             }
         })
@@ -151,28 +152,33 @@ pub(crate) fn view(d: &RunDiagnosis, t: &Thresholds, now: i64) -> RunDiagnosisVi
     }
 }
 
-async fn diagnose_all(
+/// One run's diagnosis under the engine's thresholds.
+async fn diagnose_one(
     state: &AppState,
-    run_id: Option<&str>,
-) -> ApiResult<(Vec<RunDiagnosis>, Thresholds, i64, bool)> {
+    run_id: &str,
+) -> ApiResult<Option<(RunDiagnosis, Thresholds, i64)>> {
     let t = thresholds(state);
     let store = state.store();
-    let views = store.diagnosis_views(run_id, SCAN_LIMIT + 1).await?;
-    let truncated = views.len() > SCAN_LIMIT;
-    let now = state.store().now_ms();
-    let workers: Vec<_> = store
+    let views = store.diagnosis_views(Some(run_id), 1).await?;
+    let now = store.now_ms();
+    let workers = live_workers(state, &t, now).await?;
+    Ok(views
+        .first()
+        .map(|r| (diagnosis::diagnose(r, &workers, &t, now), t, now)))
+}
+
+async fn live_workers(
+    state: &AppState,
+    t: &Thresholds,
+    now: i64,
+) -> ApiResult<Vec<diagnosis::WorkerView>> {
+    Ok(state
+        .store()
         .list_workers(now - t.worker_live_ms)
         .await?
         .iter()
         .map(WorkerRecord::view)
-        .collect();
-    let mut runs: Vec<RunDiagnosis> = views
-        .iter()
-        .take(SCAN_LIMIT)
-        .map(|r| diagnosis::diagnose(r, &workers, &t, now))
-        .collect();
-    diagnosis::worst_first(&mut runs);
-    Ok((runs, t, now, truncated))
+        .collect())
 }
 
 #[utoipa::path(get, path = "/v1/runs/{id}/diagnosis", tag = "runs", params(("id" = String, Path, description = "Run id or trace id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunDiagnosisView), (status = 404, body = ErrorBody)))]
@@ -181,12 +187,11 @@ pub(crate) async fn run_diagnosis(
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunDiagnosisView>> {
-    let (runs, t, now, _) = diagnose_all(&state, Some(&id)).await?;
-    let run = runs.first().ok_or(ApiError::NotFound {
+    let (run, t, now) = diagnose_one(&state, &id).await?.ok_or(ApiError::NotFound {
         what: "run",
         id: id.clone(),
     })?;
-    let mut shown = view(run, &t, now);
+    let mut shown = view(&run, &t, now);
     redact_evidence(&state, &caller, std::slice::from_mut(&mut shown)).await?;
     Ok(Json(shown))
 }
@@ -249,47 +254,69 @@ pub(crate) async fn diagnostics(
         })?),
         None => None,
     };
-    let limit = query.limit.unwrap_or(20).min(500) as usize;
+    let limit = query.limit.unwrap_or(20).min(MAX_DIAGNOSTICS_LIMIT) as usize;
     let offset = query.offset.unwrap_or(0) as usize;
-    let (runs, t, now, truncated) = diagnose_all(&state, None).await?;
-    let examined = runs.len() as u64;
-    let stalled = runs.iter().filter(|r| r.stalled).count() as u64;
-    // Runs arrive worst first, so groups form in that order too.
-    let mut groups: Vec<(Cause, bool, Vec<&RunDiagnosis>)> = Vec::new();
-    for run in &runs {
-        let Some(cause) = run.cause else { continue };
-        if want.is_some_and(|w| w != cause) || (query.stalled && !run.stalled) {
-            continue;
-        }
-        match groups
-            .iter_mut()
-            .find(|(c, s, _)| *c == cause && *s == run.stalled)
-        {
-            Some(g) => g.2.push(run),
-            None => groups.push((cause, run.stalled, vec![run])),
-        }
-    }
-    let mut causes: Vec<CauseGroup> = groups
-        .into_iter()
-        .map(|(cause, stalled, runs)| CauseGroup {
-            cause: cause.as_str().to_owned(),
-            stalled,
-            count: runs.len() as u64,
-            runs: runs
-                .into_iter()
-                .skip(offset)
-                .take(limit)
-                .map(|r| view(r, &t, now))
+    let t = thresholds(&state);
+    let store = state.store();
+    let now = store.now_ms();
+    let workers = live_workers(&state, &t, now).await?;
+    // Counts and the page's run ids from the aggregate form of the rules;
+    // only the listed runs are read in detail, for their evidence.
+    let summary = store
+        .diagnosis_summary(
+            &workers,
+            &t,
+            &Page {
+                limit,
+                offset,
+                cause: want,
+                stalled_only: query.stalled,
+            },
+        )
+        .await?;
+    let listed: Vec<String> = summary
+        .groups
+        .iter()
+        .flat_map(|g| g.run_ids.iter().cloned())
+        .collect();
+    let mut detail: BTreeMap<String, RunDiagnosis> = store
+        .diagnosis_views_of(&listed)
+        .await?
+        .iter()
+        .map(|r| (r.run_id.clone(), diagnosis::diagnose(r, &workers, &t, now)))
+        .collect();
+    let mut causes: Vec<CauseGroup> = summary
+        .groups
+        .iter()
+        .filter(|g| want.is_none_or(|w| w == g.cause) && (!query.stalled || g.stalled))
+        .map(|g| CauseGroup {
+            cause: g.cause.as_str().to_owned(),
+            stalled: g.stalled,
+            count: g.count,
+            runs: g
+                .run_ids
+                .iter()
+                .filter_map(|id| detail.remove(id))
+                .map(|r| view(&r, &t, now))
                 .collect(),
         })
         .collect();
     for group in &mut causes {
         redact_evidence(&state, &caller, &mut group.runs).await?;
     }
+    let findings = diagnosis::system_findings(&state.store().operation_latency(), &t)
+        .into_iter()
+        .map(|f| SystemFindingView {
+            cause: f.cause.as_str().to_owned(),
+            evidence: f.evidence,
+            command: f.command,
+        })
+        .collect();
     Ok(Json(Diagnostics {
-        stalled,
-        examined,
-        truncated,
+        stalled: summary.stalled(),
+        examined: summary.examined(),
+        truncated: false,
+        findings,
         causes,
     }))
 }
@@ -326,7 +353,13 @@ impl crate::limits::Validate for DiagnosticsQuery {
             crate::limits::check_range("invalid_limit", "limit", limit, 0, MAX_DIAGNOSTICS_LIMIT)?;
         }
         if let Some(offset) = self.offset {
-            crate::limits::check_range("invalid_query", "offset", offset, 0, SCAN_LIMIT as u32)?;
+            crate::limits::check_range(
+                "invalid_query",
+                "offset",
+                offset,
+                0,
+                MAX_DIAGNOSTICS_OFFSET,
+            )?;
         }
         if let Some(cause) = &self.cause {
             crate::limits::check_text(

@@ -11,10 +11,6 @@ use weft_core::{
 
 use crate::{Result, Store, sql::quoted};
 
-/// The most runs the stalled gauge diagnoses per sweep (by run id; past it
-/// the counts are a lower bound). About 0.5 s on 10,000 runs on a debug build.
-pub const STALLED_SCAN_LIMIT: usize = 10_000;
-
 impl Store {
     /// The snapshot under the default diagnosis thresholds.
     pub async fn gauge_snapshot(&self) -> Result<GaugeSnapshot> {
@@ -70,17 +66,19 @@ impl Store {
                 *workers_active.entry(queue.clone()).or_insert(0) += 1;
             }
         }
-        // The same rules as `weft doctor`: each run counted once, under its
-        // worst step's cause, when that cause is a stalled one.
+        // The same rules as `weft doctor`, in their aggregate SQL form: each
+        // run counted once, under its worst step's cause, when that cause is
+        // a stalled one (or an approval past its threshold).
         let views: Vec<_> = workers.iter().map(|w| w.view()).collect();
         let mut stalled: BTreeMap<&'static str, i64> = diagnosis::stalled_labels()
             .map(|c| (c.as_str(), 0))
             .collect();
-        for run in self.diagnosis_views(None, STALLED_SCAN_LIMIT).await? {
-            let d = diagnosis::diagnose(&run, &views, thresholds, now);
-            if let (true, Some(cause)) = (d.stalled, d.cause) {
-                *stalled.entry(cause.as_str()).or_insert(0) += 1;
-            }
+        let summary = self
+            .diagnosis_summary(&views, thresholds, &crate::Page::default())
+            .await?;
+        for group in summary.groups.iter().filter(|g| g.stalled) {
+            *stalled.entry(group.cause.as_str()).or_insert(0) +=
+                i64::try_from(group.count).unwrap_or(i64::MAX);
         }
         let (pool_open, pool_idle) = self.pool_connections();
         let snapshot = GaugeSnapshot {

@@ -16,8 +16,10 @@ mod audit;
 mod claim;
 mod conditions;
 pub mod db;
+mod diagnosis;
 mod error;
 mod gauges;
+mod latency;
 mod leases;
 mod migrate;
 mod results;
@@ -45,6 +47,7 @@ use weft_core::{Definition, observe::Observer};
 pub use audit::{Actor, AuditAction, AuditFilter};
 pub use claim::ClaimRequest;
 pub use db::{Dialect, PoolOptions};
+pub use diagnosis::{CauseCount, P99_TTL, Page, Summary};
 pub use error::{Corruption, Error, Problem};
 pub use results::{FailReport, Outcome, Recorded, WorkerResult};
 pub use run_counts::{CountFilter, StatusCount, run_id_floor};
@@ -53,7 +56,7 @@ pub use starts::MAX_STARTS_PER_BATCH;
 pub use time::{ManualClock, SystemClock, now_ms, parse_rfc3339, rfc3339};
 pub use tokens::{NewToken, Pepper, StoredToken, TOKEN_PREFIX, TokenRecord};
 pub use weft_core::attempt::MAX_ERROR_BYTES;
-pub use workers::{QueueCounts, WorkerMeta, WorkerRecord};
+pub use workers::{QueueCounts, THROUGHPUT_WINDOW_MS, WorkerMeta, WorkerRecord};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -127,6 +130,10 @@ struct Inner {
     /// Runs whose rows were found corrupt, so that each is logged once, not
     /// on every sweep.
     corrupt_runs: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Recent claim and commit durations, for `database_slow`.
+    latencies: latency::Latencies,
+    /// Each step's recent p99, for `running_long`.
+    p99s: diagnosis::P99Cache,
 }
 
 impl Store {
@@ -152,6 +159,8 @@ impl Store {
                 run_waiters: waiters::RunWaiters::default(),
                 clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
                 corrupt_runs: Default::default(),
+                latencies: Default::default(),
+                p99s: Default::default(),
             }),
         };
         store.migrate().await?;
@@ -220,11 +229,20 @@ impl Store {
     }
 
     pub(crate) fn observe_operation(&self, op: &'static str, started: std::time::Instant) {
+        let elapsed = started.elapsed();
+        self.inner.latencies.record(op, elapsed);
         self.observer()
-            .observe(&weft_core::observe::Observation::Operation {
-                op,
-                elapsed: started.elapsed(),
-            });
+            .observe(&weft_core::observe::Observation::Operation { op, elapsed });
+    }
+
+    /// This server's claim and commit latencies over the last minute (p99 and
+    /// maximum), the evidence of `database_slow`.
+    pub fn operation_latency(&self) -> Vec<weft_core::diagnosis::LatencyView> {
+        self.inner.latencies.views()
+    }
+
+    pub(crate) fn p99_cache(&self) -> &diagnosis::P99Cache {
+        &self.inner.p99s
     }
 
     pub fn dialect(&self) -> Dialect {

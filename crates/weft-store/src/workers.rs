@@ -53,14 +53,20 @@ impl WorkerRecord {
     }
 }
 
-/// Per-queue figures: ready and running steps and the oldest ready step.
+/// Per-queue figures: ready and running steps, the oldest ready step and
+/// the throughput.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueueCounts {
     pub ready: i64,
     pub running: i64,
     /// Epoch ms the oldest ready step became ready.
     pub oldest_ready_ms: Option<i64>,
+    /// Attempts completed within [`THROUGHPUT_WINDOW_MS`] before now.
+    pub completed_last_minute: i64,
 }
+
+/// The window of [`QueueCounts::completed_last_minute`], in milliseconds.
+pub const THROUGHPUT_WINDOW_MS: i64 = 60_000;
 
 fn split(s: Option<String>) -> Vec<String> {
     s.unwrap_or_default()
@@ -161,7 +167,8 @@ impl Store {
             .await
     }
 
-    /// Ready and running steps per queue.
+    /// Ready and running steps and completed attempts of the last minute, per
+    /// queue (only queues with any of them).
     pub async fn queue_counts(&self) -> Result<BTreeMap<String, QueueCounts>> {
         let pool = self.pool();
         let mut out: BTreeMap<String, QueueCounts> = BTreeMap::new();
@@ -190,6 +197,24 @@ impl Store {
             .await?
         {
             out.entry(r.text("queue")?).or_default().running = r.int("n")?;
+        }
+        // From the completed attempts' own rows (weft_attempts_completed):
+        // nothing is counted on the result path.
+        for r in pool
+            .fetch_all(
+                &format!(
+                    "SELECT s.queue, COUNT(*) AS n FROM weft_attempts a \
+                     JOIN weft_steps s ON s.run_id = a.run_id AND s.position = a.position \
+                     WHERE a.status = '{}' AND a.finished_at >= $1 GROUP BY s.queue",
+                    weft_core::AttemptStatus::Completed.as_str()
+                ),
+                args![self.now_ms() - THROUGHPUT_WINDOW_MS],
+            )
+            .await?
+        {
+            out.entry(r.text("queue")?)
+                .or_default()
+                .completed_last_minute = r.int("n")?;
         }
         Ok(out)
     }
@@ -227,6 +252,40 @@ impl Store {
                 .await?
             }
         };
+        self.views_of_rows(runs).await
+    }
+
+    /// The [`RunView`]s of these runs (any status), in the order given; runs
+    /// that do not exist or have a corrupt row are left out.
+    pub async fn diagnosis_views_of(&self, run_ids: &[String]) -> Result<Vec<RunView>> {
+        let mut runs = Vec::with_capacity(run_ids.len());
+        for chunk in run_ids.chunks(CHUNK) {
+            runs.extend(
+                self.pool()
+                    .fetch_all(
+                        &format!(
+                            "SELECT run_id, workflow, version, status FROM weft_runs WHERE run_id IN ({})",
+                            placeholders(1, chunk.len())
+                        ),
+                        chunk.iter().map(crate::db::Arg::from).collect(),
+                    )
+                    .await?,
+            );
+        }
+        let mut views = self.views_of_rows(runs).await?;
+        let order: HashMap<&str, usize> = run_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        views.sort_by_key(|v| order.get(v.run_id.as_str()).copied());
+        Ok(views)
+    }
+
+    /// The views of run rows (`run_id, workflow, version, status`), with the
+    /// p99 of each running step.
+    async fn views_of_rows(&self, runs: Vec<crate::db::Row>) -> Result<Vec<RunView>> {
+        let pool = self.pool();
         let mut views = Vec::with_capacity(runs.len());
         for chunk in runs.chunks(CHUNK) {
             let ids: Vec<String> = chunk
@@ -344,6 +403,7 @@ impl Store {
                 }
             }
         }
+        self.fill_p99s(&mut views).await?;
         Ok(views)
     }
 
@@ -418,6 +478,7 @@ impl Store {
                 due_at: s.opt_int("due_at")?,
                 updated_at: s.int("updated_at")?,
                 lease,
+                p99_ms: None,
             });
         }
         Ok(RunView {

@@ -197,6 +197,8 @@ pub async fn doctor_no_worker_handler_approval_sleep(db_url: String) {
     let (code, all) = cli(&env, &["doctor"]);
     assert_eq!(code, 1, "{all:#}");
     assert_eq!(all["stalled"], 1, "{all:#}");
+    // Under the default database threshold (500 ms), no system finding.
+    assert_eq!(all["findings"], json!([]), "{all:#}");
     assert_eq!(
         all["causes"][0]["cause"], "no_worker_for_handler",
         "{all:#}"
@@ -383,7 +385,8 @@ pub async fn doctor_running_long_saturated_cancel_pending(db_url: String) {
     let evidence = s["evidence"].as_str().unwrap();
     assert!(
         evidence.starts_with("attempt 1 running on worker dr-stubborn for")
-            && evidence.contains("last heartbeat"),
+            && evidence.contains("last heartbeat")
+            && evidence.ends_with("; past the 2.0s threshold"),
         "{s:#}"
     );
     assert_eq!(s["command"], format!("weft logs {first} --step grind"));
@@ -460,4 +463,230 @@ pub async fn doctor_start_wait_says_why(db_url: String) {
         text.contains("weft worker --handlers handlers.toml --queue drw"),
         "{text}"
     );
+}
+
+/// A server whose engine does not sweep (its tick is an hour): a sleep's
+/// timer goes overdue. Beside it the healthy waits that have no scenario of
+/// their own (a step waiting on its dependencies, a step in backoff) and an
+/// approval past its threshold, which turns stalled.
+pub async fn doctor_overdue_timer_dependencies_retrying_stale_approval(db_url: String) {
+    // The harness leaves its own tick out when a scenario sets one.
+    let mut flags = FLAGS.to_vec();
+    let approval = flags.len() - 1;
+    assert_eq!(flags[approval - 1], "--approval-stalled-after");
+    flags[approval] = "1s";
+    flags.extend(["--engine-tick", "1h"]);
+    let env = Env::start_with(&db_url, &flags).await;
+    env.register("name: dr_snooze\nsteps:\n  - {name: nap, kind: sleep, duration: 1s}\n")
+        .await;
+    env.register(
+        "name: dr_chain\nsteps:\n  - {name: first, handler: dr.none, queue: drdeps}\n  - {name: second, handler: dr.none, queue: drdeps, depends_on: [first]}\n",
+    )
+    .await;
+    env.register(
+        "\
+name: dr_flaky
+steps:
+  - name: call
+    handler: dr.flaky
+    queue: drflaky
+    retry: { max_attempts: 4, initial: 10m, max: 10m, jitter: false }
+",
+    )
+    .await;
+    env.register("name: dr_stale_gate\nsteps:\n  - {name: sign, kind: approval}\n")
+        .await;
+    let snooze = env.start_run("dr_snooze", json!({})).await;
+    let chain = env.start_run("dr_chain", json!({})).await;
+    let flaky = env.start_run("dr_flaky", json!({})).await;
+    let gate = env.start_run("dr_stale_gate", json!({})).await;
+
+    // The sleep was due a second after it started and nothing fired it.
+    let (code, d) = wait_cause(&env, &snooze, "overdue_timer").await;
+    assert_eq!((code, &d["stalled"]), (1, &json!(true)), "{d:#}");
+    let s = only_step(&d, "nap");
+    let evidence = s["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with("timer due ")
+            && evidence.ends_with(" ago and not fired: is the engine sweeping?"),
+        "{s:#}"
+    );
+    assert_eq!(s["command"], "weft status");
+    wait_gauge(&env, "overdue_timer", 1.0).await;
+    let (_, text) = cli_text(&env, &["run", &snooze]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("why  nap: overdue_timer (stalled)")),
+        "{text}"
+    );
+
+    // The second step waits on the first, which no worker takes.
+    let (code, d) = wait_cause(&env, &chain, "no_worker_for_queue").await;
+    assert_eq!(code, 1, "{d:#}");
+    let s = only_step(&d, "second");
+    assert_eq!(
+        (&s["cause"], &s["stalled"], &s["evidence"]),
+        (
+            &json!("waiting_dependencies"),
+            &json!(false),
+            &json!("waits on first (ready)")
+        ),
+        "{d:#}"
+    );
+    assert_eq!(s["command"], format!("weft run {chain}"));
+
+    // One failure, then ten minutes of backoff: retrying, a healthy wait.
+    let worker = SdkWorker::spawn(
+        env.sdk_worker("dr-flaky")
+            .queue("drflaky")
+            .handler("dr.flaky", |ctx: TaskContext| async move {
+                Err::<Value, _>(weft_worker::HandlerError::retryable(format!(
+                    "upstream 503 on attempt {}",
+                    ctx.task.attempt
+                )))
+            })
+            .build(),
+    );
+    let (code, d) = wait_cause(&env, &flaky, "retrying").await;
+    assert_eq!((code, &d["stalled"]), (0, &json!(false)), "{d:#}");
+    let s = only_step(&d, "call");
+    let evidence = s["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with("attempt 2 of 4 next, in ")
+            && evidence.ends_with("; last error handler_error: upstream 503 on attempt 1"),
+        "{s:#}"
+    );
+    assert_eq!(s["command"], format!("weft logs {flaky} --step call"));
+    worker.stop().await;
+
+    // An approval older than its threshold (1 s here) is stalled.
+    let (code, d) = wait_until("the approval to go stale", PATIENCE, || {
+        let (code, d) = cli(&env, &["doctor", &gate]);
+        async move { (d["stalled"] == true).then_some((code, d)) }
+    })
+    .await;
+    assert_eq!(
+        (code, &d["cause"]),
+        (1, &json!("waiting_approval")),
+        "{d:#}"
+    );
+    assert_eq!(
+        only_step(&d, "sign")["command"],
+        format!("weft approve {gate} sign")
+    );
+    wait_gauge(&env, "waiting_approval", 1.0).await;
+    // Healthy waits are shown but never counted as stalled.
+    let (code, all) = cli(&env, &["doctor"]);
+    assert_eq!((code, &all["stalled"]), (1, &json!(3)), "{all:#}");
+}
+
+/// `database_slow` is a system finding: with its threshold at 0 ms every
+/// claim and commit this server measures is slow, so one run worked is
+/// enough for `weft doctor` and `weft status` to say so.
+pub async fn doctor_database_slow(db_url: String) {
+    let mut flags = FLAGS.to_vec();
+    flags.extend(["--database-slow-after", "0ms"]);
+    let env = Env::start_with(&db_url, &flags).await;
+    // Nothing measured yet: no finding.
+    let (code, all) = cli(&env, &["doctor"]);
+    assert_eq!((code, &all["findings"]), (0, &json!([])), "{all:#}");
+    env.register("name: dr_quick\nsteps:\n  - {name: one, handler: dr.quick}\n")
+        .await;
+    let worker = SdkWorker::spawn(
+        env.sdk_worker("dr-quick")
+            .handler("dr.quick", |_ctx: TaskContext| async move { Ok(json!({})) })
+            .build(),
+    );
+    let run = env.start_run("dr_quick", json!({})).await;
+    env.wait_finished(&run).await;
+    worker.stop().await;
+    // Its one attempt is the queue's throughput of the last minute.
+    let (_, queues) = cli(&env, &["queues", "--queue", "default"]);
+    assert_eq!(
+        queues["queues"][0]["throughput_last_minute"], 1,
+        "{queues:#}"
+    );
+
+    let (code, all) = cli(&env, &["doctor"]);
+    assert_eq!((code, &all["stalled"]), (1, &json!(0)), "{all:#}");
+    let finding = &all["findings"][0];
+    assert_eq!(finding["cause"], "database_slow", "{all:#}");
+    assert_eq!(finding["command"], "weft status");
+    let evidence = finding["evidence"].as_str().unwrap();
+    assert!(
+        evidence.contains("claim p99 ")
+            && evidence.contains("commit p99 ")
+            && evidence.ends_with("; threshold 0 ms"),
+        "{evidence}"
+    );
+    let (code, text) = cli_text(&env, &["doctor"]);
+    assert_eq!(code, 1);
+    assert!(
+        text.contains("STALLED: database_slow: claim p99 "),
+        "{text}"
+    );
+    let (_, text) = cli_text(&env, &["status"]);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("database_slow  claim p99 ")),
+        "{text}"
+    );
+    // A run's own diagnosis never names it.
+    let (code, d) = cli(&env, &["doctor", &run]);
+    assert_eq!((code, &d["cause"]), (0, &Value::Null), "{d:#}");
+}
+
+/// `running_long` from the step's own history: with the threshold at an
+/// hour, an attempt is long once it runs past the p99 of the step's last
+/// completed attempts (20 quick ones here).
+pub async fn doctor_running_long_past_p99(db_url: String) {
+    let mut flags = FLAGS.to_vec();
+    let long = flags
+        .iter()
+        .position(|f| *f == "--running-long-after")
+        .expect("the flag is set")
+        + 1;
+    flags[long] = "1h";
+    let env = Env::start_with(&db_url, &flags).await;
+    env.register("name: dr_history\nsteps:\n  - {name: fetch, handler: dr.fetch}\n")
+        .await;
+    let worker = SdkWorker::spawn(
+        env.sdk_worker("dr-history")
+            .concurrency(4)
+            .handler("dr.fetch", |ctx: TaskContext| async move {
+                if ctx.input()["input"]["hang"] == true {
+                    tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+                }
+                Ok(json!({}))
+            })
+            .build(),
+    );
+    let mut quick = Vec::new();
+    for _ in 0..weft_core::diagnosis::P99_MIN_SAMPLES {
+        quick.push(env.start_run("dr_history", json!({})).await);
+    }
+    for run in &quick {
+        env.wait_finished(run).await;
+    }
+    let hung = env.start_run("dr_history", json!({"hang": true})).await;
+    let (code, d) = wait_cause(&env, &hung, "running_long").await;
+    assert_eq!(code, 1, "{d:#}");
+    let s = only_step(&d, "fetch");
+    let evidence = s["evidence"].as_str().unwrap();
+    assert!(
+        evidence.starts_with("attempt 1 running on worker dr-history for")
+            && evidence.contains("last heartbeat")
+            && evidence.contains("; past the p99 of this step's recent attempts ("),
+        "{s:#}"
+    );
+    assert_eq!(s["command"], format!("weft logs {hung} --step fetch"));
+    wait_gauge(&env, "running_long", 1.0).await;
+    let (code, all) = cli(&env, &["doctor", "--cause", "running_long"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        all["causes"][0]["runs"][0]["run_id"],
+        hung.as_str(),
+        "{all:#}"
+    );
+    drop(worker);
 }

@@ -173,11 +173,13 @@ fn spawn_server(
         db_url,
         "--listen",
         &format!("127.0.0.1:{port}"),
-        "--lease-timeout",
-        "1s",
-        "--engine-tick",
-        "100ms",
     ]);
+    // The suite's lease and tick, unless the scenario sets its own.
+    for (flag, value) in [("--lease-timeout", "1s"), ("--engine-tick", "100ms")] {
+        if !extra.iter().any(|e| e == flag) {
+            command.args([flag, value]);
+        }
+    }
     command.args(extra);
     command.envs(env.iter().map(|(k, v)| (k, v)));
     Proc::spawn(name, command, log)

@@ -96,6 +96,9 @@ on_both_backends! {
     auth::every_route_by_every_caller,
     auth::worker_tokens_keep_to_their_queues_and_leases,
     auth::revocation_reaches_every_server,
+    doctor::doctor_overdue_timer_dependencies_retrying_stale_approval,
+    doctor::doctor_database_slow,
+    doctor::doctor_running_long_past_p99,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.

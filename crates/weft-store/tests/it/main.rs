@@ -48,6 +48,7 @@ mod clock;
 mod concurrency;
 mod corruption;
 mod counts;
+mod diagnosis;
 mod execution;
 mod history;
 mod leases;

@@ -8,7 +8,7 @@ use serde_json::json;
 use weft_core::diagnosis::{self, Cause, Thresholds};
 use weft_store::{Store, WorkerMeta};
 
-use crate::support::{claim_request, register, start};
+use crate::support::{claim_request, complete, register, start};
 
 fn meta(concurrency: u32) -> WorkerMeta {
     WorkerMeta {
@@ -153,4 +153,37 @@ async fn check_diagnosis_views_and_gauge_agree(store: Store) {
         running.lease.as_ref().map(|l| l.worker_id.as_str()),
         Some("w1")
     );
+}
+
+conformance!(check_queue_throughput_from_completed_attempts);
+async fn check_queue_throughput_from_completed_attempts(store: Store) {
+    register(
+        &store,
+        "name: tp\nsteps:\n  - {name: a, handler: h, queue: fast}\n",
+    )
+    .await;
+    for _ in 0..3 {
+        start(&store, "tp", json!({})).await;
+    }
+    let mut request = claim_request("w1", &["h"], 3);
+    request.queues = vec!["fast".to_owned()];
+    let tasks = store.claim(&request).await.unwrap();
+    assert_eq!(tasks.len(), 3);
+    complete(&store, &tasks[0], json!(1)).await;
+    complete(&store, &tasks[1], json!(2)).await;
+    // Two completed, one still running: the running one is not throughput.
+    let counts = store.queue_counts().await.unwrap();
+    let fast = &counts["fast"];
+    assert_eq!((fast.running, fast.completed_last_minute), (1, 2));
+    // An attempt that finished more than a minute ago has left the window.
+    store
+        .execute_unchecked(&format!(
+            "UPDATE weft_attempts SET finished_at = {} WHERE lease_id = '{}'",
+            store.now_ms() - weft_store::THROUGHPUT_WINDOW_MS - 1_000,
+            tasks[0].lease_id
+        ))
+        .await
+        .unwrap();
+    let counts = store.queue_counts().await.unwrap();
+    assert_eq!(counts["fast"].completed_last_minute, 1);
 }
