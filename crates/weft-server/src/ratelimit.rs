@@ -179,20 +179,23 @@ impl Limits {
             .map_err(|not_until| not_until.wait_time_from(rate.clock().now()))
     }
 
-    /// A slot for one more long poll of `caller`, held until dropped; `None`
-    /// when the caller already holds the most allowed.
-    fn poll_slot(&self, caller: Caller) -> Option<PollSlot> {
-        let max = self.inner.max_polls?;
+    /// A slot for one more long poll of `caller`, held until dropped (`None`
+    /// when long polls are not capped); `Err(max)` when the caller already
+    /// holds the most allowed.
+    fn poll_slot(&self, caller: Caller) -> Result<Option<PollSlot>, u32> {
+        let Some(max) = self.inner.max_polls else {
+            return Ok(None);
+        };
         let mut polls = self.inner.polls.lock().expect("poll counts lock");
         let open = polls.entry(caller.clone()).or_insert(0);
         if *open >= max {
-            return None;
+            return Err(max);
         }
         *open += 1;
-        Some(PollSlot {
+        Ok(Some(PollSlot {
             limits: self.clone(),
             caller,
-        })
+        }))
     }
 }
 
@@ -244,16 +247,18 @@ pub(crate) async fn limit(State(limits): State<Limits>, request: Request, next: 
     if !is_poll {
         return next.run(request).await;
     }
-    let Some(slot) = limits.poll_slot(caller) else {
-        let max = limits.inner.max_polls.unwrap_or_default();
-        return ApiError::RateLimited {
-            message: format!(
-                "this caller already holds {max} long polls open (--max-concurrent-polls); \
+    let slot = match limits.poll_slot(caller) {
+        Ok(slot) => slot,
+        Err(max) => {
+            return ApiError::RateLimited {
+                message: format!(
+                    "this caller already holds {max} long polls open (--max-concurrent-polls); \
                  try again after the Retry-After delay"
-            ),
-            retry_after_secs: 1,
+                ),
+                retry_after_secs: 1,
+            }
+            .into_response();
         }
-        .into_response();
     };
     let response = next.run(request).await;
     drop(slot);
@@ -291,19 +296,36 @@ mod tests {
         });
         let a = Caller::Token("a".to_owned());
         let b = Caller::Token("b".to_owned());
-        let first = limits.poll_slot(a.clone()).expect("first slot");
-        let second = limits.poll_slot(a.clone()).expect("second slot");
-        assert!(limits.poll_slot(a.clone()).is_none(), "a third is refused");
-        assert!(
-            limits.poll_slot(b.clone()).is_some(),
-            "another caller is not"
-        );
+        let slot = |caller: &Caller| limits.poll_slot(caller.clone());
+        let first = slot(&a).expect("first slot");
+        let second = slot(&a).expect("second slot");
+        assert_eq!(slot(&a).err(), Some(2), "a third is refused");
+        assert!(slot(&b).is_ok(), "another caller is not");
         drop(first);
-        let third = limits.poll_slot(a.clone()).expect("a freed slot is reused");
+        let third = slot(&a).expect("a freed slot is reused");
         drop((second, third));
         assert!(
             limits.inner.polls.lock().unwrap().is_empty(),
             "callers with no open poll are forgotten"
+        );
+    }
+
+    #[tokio::test]
+    async fn uncapped_long_polls_are_never_refused() {
+        // `--max-concurrent-polls 0` turns the cap off: every poll passes.
+        let limits = Limits::new(&Config {
+            requests_per_second: None,
+            max_concurrent_polls: None,
+            ..Config::default()
+        });
+        let held: Vec<_> = (0..100)
+            .map(|_| limits.poll_slot(Caller::Token("a".to_owned())))
+            .collect();
+        assert!(held.iter().all(|s| matches!(s, Ok(None))));
+        let answers = statuses(&limits, Some(token("a")), POLL_PATH, 3).await;
+        assert!(
+            answers.iter().all(|(status, _)| *status == 200),
+            "{answers:?}"
         );
     }
 
@@ -338,6 +360,7 @@ mod tests {
         use tower::ServiceExt as _;
         let mut app = Router::new()
             .route("/v1/runs", get(|| async { "ok" }))
+            .route(POLL_PATH, get(|| async { "ok" }))
             .route("/health/ready", get(|| async { "ok" }))
             .route_layer(middleware::from_fn_with_state(limits.clone(), limit));
         if let Some(principal) = principal {
