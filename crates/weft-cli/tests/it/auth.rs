@@ -14,7 +14,7 @@ use weft_server::auth::{Access, Role};
 use crate::harness::{Env, PATIENCE, Proc, Server, WEFT, http_client, wait_until};
 
 /// The bootstrap admin token every scenario's server starts with.
-const ADMIN: &str = "bootstrap-admin-token-for-the-e2e-suite-0123456789";
+pub(crate) const ADMIN: &str = "bootstrap-admin-token-for-the-e2e-suite-0123456789";
 /// The pepper of every scenario's servers.
 const PEPPER: &str = "an e2e pepper of at least sixteen bytes";
 
@@ -36,7 +36,7 @@ steps:
 
 /// A server with authentication required, the bootstrap admin token, a
 /// short token cache, and its client holding the admin token.
-async fn secured(db_url: &str, extra: &[&str]) -> Env {
+pub(crate) async fn secured(db_url: &str, extra: &[&str]) -> Env {
     let mut flags = vec!["--auth", "required", "--token-cache", "300ms"];
     flags.extend_from_slice(extra);
     let mut env = Env::start_with_env(
@@ -208,7 +208,7 @@ fn sample(
 }
 
 /// Creates a token through the API; returns its text.
-async fn token(
+pub(crate) async fn token(
     env: &Env,
     name: &str,
     role: &str,

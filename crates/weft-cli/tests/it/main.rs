@@ -82,6 +82,7 @@ on_both_backends! {
     robustness::retried_runs_are_counted,
     robustness::failure_logs_carry_the_masked_error,
     secrets::secrets_stay_out_of_every_surface,
+    secrets::secrets_by_role,
     conditions::heavy_condition_fails_its_step_without_stalling,
     corruption::a_corrupt_row_is_a_json_500_and_the_engine_goes_on,
     edge::request_bounds,

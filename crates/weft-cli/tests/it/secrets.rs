@@ -240,6 +240,80 @@ exit 1"#,
     }
 }
 
+/// With authentication on, what the API shows depends on the caller's role:
+/// viewers and operators get redacted answers (run, events, logs, the event
+/// stream, the diagnosis), admins the clear data (without `--redact-api`).
+pub async fn secrets_by_role(db_url: String) {
+    use crate::auth::{secured, token};
+    let env = secured(&db_url, &[]).await;
+    env.register(
+        "name: quoting\nsteps:\n  - name: charge\n    handler: q.charge\n    retry: { max_attempts: 1 }\n",
+    )
+    .await;
+    let charge = env.script(
+        "charge.sh",
+        r#"IN=$(cat)
+echo "debug: charge got $IN" >&2
+ESC=$(printf '%s' "$IN" | sed 's/\\/\\\\/g; s/"/\\"/g')
+printf '{"error": {"message": "cannot charge with %s", "retryable": false}}\n' "$ESC"
+exit 1"#,
+    );
+    let handlers = env.handlers_file("handlers.toml", &[("q.charge", &charge)]);
+    let worker_token = token(&env, "w", "worker", None, None).await;
+    let _worker = env.exec_worker_with(&handlers, "w-roles", &["--token", &worker_token]);
+    let run_id = env
+        .start_run(
+            "quoting",
+            json!({"user": "ann", "password": "ROLE-SECRET-1"}),
+        )
+        .await;
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.status, "failed");
+    let viewer = token(&env, "v", "viewer", None, None).await;
+    let operator = token(&env, "o", "operator", None, None).await;
+    let base = env.server.url.clone();
+    let paths = [
+        format!("/v1/runs/{run_id}"),
+        format!("/v1/runs/{run_id}/events"),
+        format!("/v1/runs/{run_id}/logs"),
+        format!("/v1/runs/{run_id}/events/stream"),
+        format!("/v1/runs/{run_id}/diagnosis"),
+    ];
+    let read = |path: String, bearer: String| {
+        let http = env.http.clone();
+        let url = format!("{base}{path}");
+        async move {
+            let response = http
+                .get(&url)
+                .bearer_auth(bearer)
+                .send()
+                .await
+                .expect("GET");
+            assert!(
+                response.status().is_success(),
+                "GET {url}: {}",
+                response.status()
+            );
+            response.text().await.expect("a body")
+        }
+    };
+    for (role, bearer) in [("viewer", &viewer), ("operator", &operator)] {
+        for path in &paths {
+            let text = read(path.clone(), bearer.clone()).await;
+            assert!(
+                !text.contains("ROLE-SECRET-1"),
+                "{role} reads the secret at {path}:\n{text}"
+            );
+        }
+    }
+    // An admin sees the clear data, free text included.
+    let text = read(paths[0].clone(), crate::auth::ADMIN.to_owned()).await;
+    assert!(
+        text.contains("ROLE-SECRET-1"),
+        "the admin's answer is clear:\n{text}"
+    );
+}
+
 /// A redaction pattern that does not compile stops the server at startup,
 /// naming the pattern, from the flag or from the variable (one per line).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
