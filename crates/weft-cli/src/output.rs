@@ -178,33 +178,7 @@ pub fn run(run: &RunDetail) {
 /// The run's critical path (`weft_core::critical_path`): the steps that set
 /// its duration, then each stretch of time on it.
 pub fn critical_path(run: &RunDetail, events: &[EventRecord]) {
-    use weft_core::critical_path::{AttemptTimes, StepTimes};
-    let mut steps: Vec<StepTimes> = run
-        .steps
-        .iter()
-        .map(|s| StepTimes {
-            name: s.name.clone(),
-            depends_on: s.depends_on.clone(),
-            attempts: s
-                .attempts
-                .iter()
-                .filter_map(|a| {
-                    Some(AttemptTimes {
-                        attempt: a.attempt,
-                        claimed_ms: millis(&a.claimed_at)?,
-                        finished_ms: a.finished_at.as_deref().and_then(millis),
-                    })
-                })
-                .collect(),
-            ..StepTimes::default()
-        })
-        .collect();
-    StepTimes::from_events(
-        &mut steps,
-        events
-            .iter()
-            .filter_map(|e| Some((e.kind.as_str(), e.step.as_deref(), millis(&e.at)?))),
-    );
+    let steps = weft_server::critical_path_steps(run, events);
     let now = run
         .finished_at
         .as_deref()

@@ -38,6 +38,18 @@ use weft_engine::Engine;
 pub use weft_telemetry::metrics::Metrics;
 
 pub use error::ApiError;
+
+/// The input of [`weft_core::critical_path::critical_path`] from a run's
+/// rows and history as the API answers them: each step's dependencies and
+/// attempt times, and the `step.ready`/`step.waiting`/end events since the
+/// run's last retry. The dashboard's run page and `weft run` both draw the
+/// critical path from it.
+pub fn critical_path_steps(
+    run: &weft_api::RunDetail,
+    events: &[weft_api::EventRecord],
+) -> Vec<weft_core::critical_path::StepTimes> {
+    dashboard::step_times(run, events)
+}
 pub use routes::{RouteAccess, route_table};
 
 #[derive(Clone)]

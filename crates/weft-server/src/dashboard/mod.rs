@@ -24,7 +24,7 @@ mod runs;
 mod workflows;
 
 pub(crate) use ops::{stuck_page, workers_page};
-pub(crate) use run::run_page;
+pub(crate) use run::{run_page, step_times};
 pub(crate) use runs::runs_page;
 pub(crate) use workflows::{workflow_page, workflows_page};
 
