@@ -158,6 +158,25 @@ impl PgCluster {
         panic!("pg_ctl start failed; log:\n{log}");
     }
 
+    /// `psql` connected to `database` as `postgres`, stopping at the first
+    /// error.
+    fn psql(&self, database: &str) -> Command {
+        let mut command = self.pg_command("psql");
+        command.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+        ]);
+        command
+    }
+
     fn pg_command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
         if self.as_postgres_user {
@@ -225,21 +244,8 @@ impl PgCluster {
     /// returns its unaligned output, e.g. `SHOW fsync` -> `on`.
     pub fn query(&self, sql: &str) -> String {
         let out = self
-            .pg_command("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-c",
-            ])
+            .psql("postgres")
+            .args(["-At", "-c"])
             .arg(sql)
             .output()
             .expect("run psql");
@@ -260,20 +266,8 @@ impl PgCluster {
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
         let out = self
-            .pg_command("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                "postgres",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-            ])
+            .psql("postgres")
+            .arg("-c")
             .arg(format!("CREATE DATABASE {name}"))
             .output()
             .expect("run psql");
@@ -291,22 +285,8 @@ impl PgCluster {
     pub fn run_script(&self, url: &str, script: &str) {
         let database = url.rsplit('/').next().expect("a database URL");
         let mut child = self
-            .pg_command("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-U",
-                "postgres",
-                "-d",
-                database,
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-f",
-                "-",
-            ])
+            .psql(database)
+            .args(["-q", "-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
