@@ -179,24 +179,13 @@ pub async fn diagnose(
 }
 
 pub fn summary(r: &Value) -> String {
-    let queries: Vec<String> = QUERIES
-        .iter()
-        .map(|(kind, _)| {
-            let q = &r["queries"][kind];
-            let flag = if q["within_target"] == json!(false) {
-                " (over target)"
-            } else {
-                ""
-            };
-            format!("{kind} p50 {} / p99 {} ms{flag}", q["p50_ms"], q["p99_ms"])
-        })
-        .collect();
+    let queries = crate::scale::query_summaries(r, QUERIES.iter().map(|(kind, _)| *kind));
     format!(
         "H {}: {} runs in the store, {} not moving; target p99 <= {TARGET_MS} ms: {}; foreign CPU {} cores",
         r["backend"].as_str().unwrap_or("?"),
         r["runs_in_store"],
         r["active_runs"],
-        queries.join("; "),
+        queries,
         r["foreign_cpu_cores"],
     )
 }

@@ -885,11 +885,12 @@ fn explained(trace_id: &str) -> Vec<Explained> {
     ]
 }
 
-/// The human line for stderr.
-pub fn summary(r: &Value) -> String {
-    let queries: Vec<String> = QUERIES
-        .iter()
-        .map(|(kind, _)| {
+/// Each query's `p50 / p99` of a result line, `; `-separated, flagging
+/// those over target (scenarios G and H).
+pub fn query_summaries<'a>(r: &Value, kinds: impl IntoIterator<Item = &'a str>) -> String {
+    let queries: Vec<String> = kinds
+        .into_iter()
+        .map(|kind| {
             let q = &r["queries"][kind];
             let flag = if q["within_target"] == json!(false) {
                 " (over target)"
@@ -899,12 +900,18 @@ pub fn summary(r: &Value) -> String {
             format!("{kind} p50 {} / p99 {} ms{flag}", q["p50_ms"], q["p99_ms"])
         })
         .collect();
+    queries.join("; ")
+}
+
+/// The human line for stderr.
+pub fn summary(r: &Value) -> String {
+    let queries = query_summaries(r, QUERIES.iter().map(|(kind, _)| *kind));
     format!(
         "G {}: {} runs in the store (seeded in {}s); target p99 <= {TARGET_MS} ms: {}; foreign CPU {} cores",
         r["backend"].as_str().unwrap_or("?"),
         r["runs_in_store"],
         r["seed_s"],
-        queries.join("; "),
+        queries,
         r["foreign_cpu_cores"],
     )
 }
