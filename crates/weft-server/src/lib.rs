@@ -378,7 +378,8 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     use hyper_util::server::graceful::GracefulShutdown;
     let addr: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(component = "server", addr = ?addr, tls = options.tls.is_some(), "listening");
+    let shown = addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+    tracing::info!(component = "server", addr = %shown, tls = options.tls.is_some(), "listening");
     // The forgery check holds a loopback listener to loopback `Host`s.
     let app = match addr {
         Some(addr) => app.layer(Extension(forgery::ListenerAddr(addr))),
