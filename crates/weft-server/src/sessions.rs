@@ -137,18 +137,10 @@ pub(crate) async fn layer(request: Request, next: Next) -> Response {
     redirect
 }
 
-/// A browser's GET of a dashboard page (`/`, `/runs/{id}`, `/workflows`,
-/// `/workflows/{name}`, `/workers`, `/stuck`).
+/// A browser's GET of a dashboard page ([`crate::dashboard::is_page`]).
 fn is_page_request(request: &Request) -> bool {
-    let path = request.uri().path();
-    let page = path == "/"
-        || path.starts_with("/runs/")
-        || path == "/workflows"
-        || path.starts_with("/workflows/")
-        || path == "/workers"
-        || path == "/stuck";
     request.method() == Method::GET
-        && page
+        && crate::dashboard::is_page(request.uri().path())
         && request
             .headers()
             .get(header::ACCEPT)
@@ -402,6 +394,17 @@ mod tests {
             "application/json"
         )));
         assert!(!is_page_request(&request(Method::POST, "/", html)));
+        // Every viewer page of the route table outside the API is a page.
+        for route in crate::routes::route_table() {
+            let viewer = route.access == crate::auth::Access::Role(crate::auth::Role::Viewer);
+            if route.method == Method::GET && viewer && !route.path.starts_with("/v1/") {
+                let path = route.path.replace("{id}", "abc").replace("{name}", "pay");
+                assert!(
+                    is_page_request(&request(Method::GET, &path, html)),
+                    "{path}"
+                );
+            }
+        }
     }
 
     #[test]

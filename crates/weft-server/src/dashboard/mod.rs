@@ -24,6 +24,19 @@ mod runs;
 mod workflows;
 
 pub(crate) use ops::{stuck_page, workers_page};
+
+/// Whether `path` is one of the dashboard's pages (`/`, `/runs/{id}`,
+/// `/workflows`, `/workflows/{name}`, `/workers`, `/stuck`), the ones the
+/// route table lists with these handlers: a browser asking for one without a
+/// session is sent to sign in.
+pub(crate) fn is_page(path: &str) -> bool {
+    path == "/"
+        || path == "/workflows"
+        || path == "/workers"
+        || path == "/stuck"
+        || path.starts_with("/runs/")
+        || path.starts_with("/workflows/")
+}
 pub(crate) use run::{run_page, step_times};
 pub(crate) use runs::runs_page;
 pub(crate) use workflows::{workflow_page, workflows_page};
