@@ -160,3 +160,23 @@ async fn not_found(method: axum::http::Method, uri: axum::http::Uri) -> ApiError
     };
     ApiError::RouteNotFound(format!("no route for {method} {shown}{hint}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Method;
+
+    use crate::auth::{Access, Role};
+
+    /// Every viewer route outside the API is a dashboard page, so a browser
+    /// without a session is sent to sign in there (`dashboard::is_page`).
+    #[test]
+    fn every_viewer_route_outside_the_api_is_a_dashboard_page() {
+        for route in super::route_table() {
+            let viewer = route.access == Access::Role(Role::Viewer);
+            if route.method == Method::GET && viewer && !route.path.starts_with("/v1/") {
+                let path = route.path.replace("{id}", "abc").replace("{name}", "pay");
+                assert!(crate::dashboard::is_page(&path), "{path}");
+            }
+        }
+    }
+}
