@@ -1,5 +1,23 @@
-//! `when` conditions: CEL expressions over `{input, steps}`. The CEL library is
-//! used only here, so its frequent breaking releases touch one file.
+//! `when` conditions: CEL expressions over `{input, steps, upstream}`. The CEL
+//! library is used only here, so its frequent breaking releases touch one file.
+//!
+//! JSON values become CEL values by one rule, [`to_cel`]: `null` → `null`,
+//! booleans → `bool`, strings → `string`, arrays → `list`, objects → `map`
+//! with `string` keys, and a number → `int` when it is an integer that fits
+//! an i64, `uint` when it is an integer above `i64::MAX` (up to `u64::MAX`),
+//! `double` otherwise (a fraction or an exponent: `1.0` and `1e3` are
+//! doubles). CEL compares numbers of different kinds by value (`1 == 1.0`,
+//! `input.n > 0` for a uint) but does no arithmetic across kinds:
+//! `input.price + 1` is an error when `price` is `12.5`; write `1.0`, or
+//! convert with `double()` / `int()`. Overflow, division by zero and a
+//! missing key are errors, never a wrapped or made-up value.
+//!
+//! What a condition sees ([`Vars`]): `input`, the run input; `steps`, every
+//! step of the run by name, its output when it completed and `null`
+//! otherwise (skipped, failed, cancelled, not yet run); `upstream`, every
+//! step's outcome `{status, reason, error}`. A manifest being registered may
+//! name in `steps.X` / `upstream.X` only the step's ancestors
+//! ([`references`]).
 //!
 //! The library has no evaluation budget of its own, so a condition is held to
 //! [`LIMITS`]: static ones checked when a manifest is validated (size, depth,
@@ -65,12 +83,47 @@ pub struct CompileError {
 #[error("{0}")]
 pub struct EvalError(pub String);
 
+/// The variables a condition sees, each a JSON value turned into CEL by
+/// [`to_cel`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Vars {
+    /// The run's input.
+    pub input: Value,
+    /// `{step name: output}` for every step: its output when it completed,
+    /// `null` otherwise.
+    pub steps: Value,
+    /// `{step name: {status, reason, error}}` for every step.
+    pub upstream: Value,
+}
+
+impl Vars {
+    /// `input` and `steps` only, `upstream` empty.
+    pub fn new(input: Value, steps: Value) -> Self {
+        Vars {
+            input,
+            steps,
+            upstream: Value::Object(serde_json::Map::new()),
+        }
+    }
+}
+
+/// A condition's answer and, when the evaluator has a clock, how long it
+/// took (ms, including the wait for a free evaluator thread).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Evaluation {
+    /// `Ok(true)` runs the step, `Ok(false)` skips it.
+    pub result: Result<bool, EvalError>,
+    /// Wall time of the evaluation in ms; `None` from [`Inline`], which has
+    /// no clock.
+    pub condition_ms: Option<u64>,
+}
+
 /// How the state machine evaluates conditions. [`Inline`] evaluates on the
 /// calling thread; the store's evaluator runs [`evaluate`] on a bounded
 /// pool of threads with a time limit.
 pub trait Evaluate {
-    /// `Ok(true)` runs the step, `Ok(false)` skips it.
-    fn evaluate(&self, expression: &str, input: &Value, steps: &Value) -> Result<bool, EvalError>;
+    /// Evaluates `expression` over `vars`.
+    fn evaluate(&self, expression: &str, vars: &Vars) -> Evaluation;
 }
 
 /// [`evaluate`] on the calling thread: [`LIMITS`] bound its work, nothing
@@ -79,8 +132,116 @@ pub trait Evaluate {
 pub struct Inline;
 
 impl Evaluate for Inline {
-    fn evaluate(&self, expression: &str, input: &Value, steps: &Value) -> Result<bool, EvalError> {
-        evaluate(expression, input, steps)
+    fn evaluate(&self, expression: &str, vars: &Vars) -> Evaluation {
+        Evaluation {
+            result: evaluate(expression, vars),
+            condition_ms: None,
+        }
+    }
+}
+
+/// The one rule from JSON to CEL values (see the module doc): integers that
+/// fit an i64 are `int`, larger ones `uint`, every other number `double`;
+/// arrays are lists and objects maps with string keys. Total: it never fails.
+pub fn to_cel(value: &Value) -> cel::Value {
+    match value {
+        Value::Null => cel::Value::Null,
+        Value::Bool(b) => cel::Value::Bool(*b),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                cel::Value::Int(i)
+            } else if let Some(u) = n.as_u64() {
+                cel::Value::UInt(u)
+            } else {
+                // Without serde_json's arbitrary precision every other number
+                // is a finite f64.
+                cel::Value::Float(n.as_f64().unwrap_or(f64::NAN))
+            }
+        }
+        Value::String(s) => cel::Value::String(Arc::new(s.clone())),
+        Value::Array(items) => cel::Value::List(Arc::new(items.iter().map(to_cel).collect())),
+        Value::Object(map) => cel::Value::Map(cel::objects::Map {
+            map: Arc::new(
+                map.iter()
+                    .map(|(k, v)| (cel::objects::Key::String(Arc::new(k.clone())), to_cel(v)))
+                    .collect(),
+            ),
+        }),
+    }
+}
+
+/// A name a condition reads from `steps` or `upstream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reference {
+    /// `steps.X`, `steps["X"]`, `upstream.X` or `upstream["X"]`: the step `X`.
+    Step(String),
+    /// `steps` or `upstream` read other than by a fixed name (`steps[x]`,
+    /// `steps.size()`, `x in upstream`): which variable.
+    Dynamic(&'static str),
+}
+
+/// The step names a parsed expression reads from `steps` and `upstream`, in
+/// source order, for the static check at registration. A comprehension
+/// variable that shadows `steps` or `upstream` is not followed.
+pub fn references(expression: &str) -> Result<Vec<Reference>, CompileError> {
+    let program = compile_program(expression)?;
+    let mut found = Vec::new();
+    collect_references(&program.expression().expr, &mut found, 0);
+    Ok(found)
+}
+
+fn step_var(expr: &Expr) -> Option<&'static str> {
+    match expr {
+        Expr::Ident(name) if name == "steps" => Some("steps"),
+        Expr::Ident(name) if name == "upstream" => Some("upstream"),
+        _ => None,
+    }
+}
+
+fn collect_references(expr: &Expr, found: &mut Vec<Reference>, depth: usize) {
+    // The tree's depth is bounded by the limits checked before (and by the
+    // parser's own); this guard only keeps a pathological tree off the stack.
+    if depth > 256 {
+        return;
+    }
+    match expr {
+        Expr::Select(select) if step_var(&select.operand.expr).is_some() => {
+            found.push(Reference::Step(select.field.clone()));
+        }
+        Expr::Call(call)
+            if call.func_name == "_[_]"
+                && call.target.is_none()
+                && call.args.len() == 2
+                && step_var(&call.args[0].expr).is_some() =>
+        {
+            match &call.args[1].expr {
+                Expr::Literal(cel::common::ast::LiteralValue::String(name)) => {
+                    found.push(Reference::Step(name.inner().to_owned()));
+                }
+                other => {
+                    found.push(Reference::Dynamic(
+                        step_var(&call.args[0].expr).unwrap_or("steps"),
+                    ));
+                    collect_references(other, found, depth + 1);
+                }
+            }
+        }
+        Expr::Ident(_) => {
+            if let Some(var) = step_var(expr) {
+                found.push(Reference::Dynamic(var));
+            }
+        }
+        Expr::Comprehension(c)
+            if step_var(&Expr::Ident(c.iter_var.clone())).is_some()
+                || step_var(&Expr::Ident(c.accu_var.clone())).is_some() =>
+        {
+            collect_references(&c.iter_range.expr, found, depth + 1);
+        }
+        _ => {
+            for child in children(expr) {
+                collect_references(child, found, depth + 1);
+            }
+        }
     }
 }
 
@@ -255,21 +416,16 @@ fn json_bytes(value: &Value) -> usize {
 
 /// Checks the data a condition would see against `limits.max_data_bytes`.
 /// Cheap: callers run it before handing the evaluation elsewhere.
-pub fn check_data(expression: &str, input: &Value, steps: &Value) -> Result<(), EvalError> {
-    check_data_with(expression, input, steps, &LIMITS)
+pub fn check_data(expression: &str, vars: &Vars) -> Result<(), EvalError> {
+    check_data_with(expression, vars, &LIMITS)
 }
 
-fn check_data_with(
-    expression: &str,
-    input: &Value,
-    steps: &Value,
-    limits: &Limits,
-) -> Result<(), EvalError> {
-    let bytes = json_bytes(input) + json_bytes(steps);
+fn check_data_with(expression: &str, vars: &Vars, limits: &Limits) -> Result<(), EvalError> {
+    let bytes = json_bytes(&vars.input) + json_bytes(&vars.steps) + json_bytes(&vars.upstream);
     if bytes > limits.max_data_bytes {
         return Err(EvalError(format!(
-            "`when` `{}`: the run input and step outputs it sees are {bytes} bytes of JSON, \
-             over the limit of {} for conditions",
+            "`when` `{}`: the run input and step outputs and outcomes it sees are {bytes} \
+             bytes of JSON, over the limit of {} for conditions",
             excerpt(expression),
             limits.max_data_bytes
         )));
@@ -393,24 +549,13 @@ fn instrument_comprehension(c: &mut ComprehensionExpr) {
 /// an error: a condition that quietly treats `"no"` or `0` as true is worse
 /// than a failed run. Every error names the expression and, when one was
 /// exceeded, the limit.
-pub fn evaluate(expression: &str, input: &Value, steps: &Value) -> Result<bool, EvalError> {
-    evaluate_with(expression, input, steps, &LIMITS)
+pub fn evaluate(expression: &str, vars: &Vars) -> Result<bool, EvalError> {
+    evaluate_with(expression, vars, &LIMITS)
 }
 
 /// [`evaluate`] with other limits (tests use small ones).
-pub fn evaluate_with(
-    expression: &str,
-    input: &Value,
-    steps: &Value,
-    limits: &Limits,
-) -> Result<bool, EvalError> {
-    evaluate_cancellable(
-        expression,
-        input,
-        steps,
-        limits,
-        &Arc::new(AtomicBool::new(false)),
-    )
+pub fn evaluate_with(expression: &str, vars: &Vars, limits: &Limits) -> Result<bool, EvalError> {
+    evaluate_cancellable(expression, vars, limits, &Arc::new(AtomicBool::new(false)))
 }
 
 /// [`evaluate_with`] that stops at its next iteration once `cancel` is set
@@ -418,14 +563,13 @@ pub fn evaluate_with(
 /// not keep its thread busy.
 pub fn evaluate_cancellable(
     expression: &str,
-    input: &Value,
-    steps: &Value,
+    vars: &Vars,
     limits: &Limits,
     cancel: &Arc<AtomicBool>,
 ) -> Result<bool, EvalError> {
     let fail = |message: String| EvalError(format!("`when` `{}`: {message}", excerpt(expression)));
     let program = parse(expression, limits).map_err(|err| fail(err.message))?;
-    check_data_with(expression, input, steps, limits)?;
+    check_data_with(expression, vars, limits)?;
     let mut expr = program.expression().clone();
     instrument(&mut expr.expr);
 
@@ -456,12 +600,9 @@ pub fn evaluate_cancellable(
     context
         .add_function(TICK, iteration)
         .map_err(|err| fail(err.to_string()))?;
-    context
-        .add_variable("input", input)
-        .map_err(|err| fail(err.to_string()))?;
-    context
-        .add_variable("steps", steps)
-        .map_err(|err| fail(err.to_string()))?;
+    context.add_variable_from_value("input", to_cel(&vars.input));
+    context.add_variable_from_value("steps", to_cel(&vars.steps));
+    context.add_variable_from_value("upstream", to_cel(&vars.upstream));
     let result: ResolveResult = cel::Value::resolve(&expr, &context);
     if count.load(Ordering::Relaxed) > budget {
         return Err(fail(format!(
@@ -501,7 +642,7 @@ mod tests {
         ];
         for (expression, expected) in cases {
             assert_eq!(
-                evaluate(expression, &input, &steps).map_err(|_| ()),
+                evaluate(expression, &Vars::new(input.clone(), steps.clone())).map_err(|_| ()),
                 expected,
                 "{expression}"
             );
@@ -533,7 +674,7 @@ mod tests {
         // Stored under earlier limits, an expression still parses; its
         // evaluation applies the limits.
         assert!(compile_syntax(nested).is_ok());
-        let err = evaluate(nested, &json!({"l": [1]}), &json!({})).unwrap_err();
+        let err = evaluate(nested, &Vars::new(json!({"l": [1]}), json!({}))).unwrap_err();
         assert!(err.0.contains("comprehensions"), "{err}");
         // Brackets inside strings are text.
         assert!(compile(&format!("input.x == '{}'", "(".repeat(100))).is_ok());
@@ -546,8 +687,7 @@ mod tests {
         let started = std::time::Instant::now();
         let err = evaluate(
             "input.l.all(x, input.l.all(y, x + y >= 0))",
-            &input,
-            &json!({}),
+            &Vars::new(input.clone(), json!({})),
         )
         .unwrap_err();
         assert!(err.0.contains("100000 iterations"), "{err}");
@@ -566,7 +706,8 @@ mod tests {
                 max_iterations: 10_000,
                 ..LIMITS
             };
-            let err = evaluate_with(expression, &input, &json!({}), &small).unwrap_err();
+            let err = evaluate_with(expression, &Vars::new(input.clone(), json!({})), &small)
+                .unwrap_err();
             assert!(err.0.contains("10000 iterations"), "{expression}: {err}");
         }
     }
@@ -575,18 +716,13 @@ mod tests {
     fn a_cancelled_evaluation_stops_at_its_next_iteration() {
         let input = json!({"l": [1, 2, 3]});
         let cancel = Arc::new(AtomicBool::new(true));
-        let err = evaluate_cancellable(
-            "input.l.all(x, x > 0)",
-            &input,
-            &json!({}),
-            &LIMITS,
-            &cancel,
-        )
-        .unwrap_err();
+        let vars = Vars::new(input, json!({}));
+        let err =
+            evaluate_cancellable("input.l.all(x, x > 0)", &vars, &LIMITS, &cancel).unwrap_err();
         assert!(err.0.contains("cancelled"), "{err}");
         // Without iterations there is nothing to stop.
         assert_eq!(
-            evaluate_cancellable("input.l.size() == 3", &input, &json!({}), &LIMITS, &cancel),
+            evaluate_cancellable("input.l.size() == 3", &vars, &LIMITS, &cancel),
             Ok(true)
         );
     }
@@ -596,8 +732,7 @@ mod tests {
         let input = json!({"l": (0..1000).collect::<Vec<_>>(), "s": "x".repeat(64_000)});
         let err = evaluate(
             "input.l.map(x, input.s + input.s).size() > 0",
-            &input,
-            &json!({}),
+            &Vars::new(input, json!({})),
         )
         .unwrap_err();
         assert!(err.0.contains("iterations"), "{err}");
@@ -606,7 +741,7 @@ mod tests {
     #[test]
     fn the_data_a_condition_sees_is_capped() {
         let input = json!({"blob": "x".repeat(LIMITS.max_data_bytes)});
-        let err = evaluate("true", &input, &json!({})).unwrap_err();
+        let err = evaluate("true", &Vars::new(input, json!({}))).unwrap_err();
         assert!(
             err.0.contains("over the limit of 1048576"),
             "names the limit: {err}"

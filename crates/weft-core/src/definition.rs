@@ -49,6 +49,57 @@ impl StepKind {
     }
 }
 
+/// A step's trigger rule (`run_if`): which outcomes of its dependencies let
+/// it run. A dependency has *failed* when it is `failed`, or `cancelled` with
+/// reason `upstream_failed`; it has *succeeded* when it is `completed` or
+/// `skipped`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RunIf {
+    /// Every dependency succeeded (the default). A failed dependency marks
+    /// the step `cancelled` with reason `upstream_failed` at once.
+    #[default]
+    AllSucceeded,
+    /// Every dependency is done, whatever its outcome (cleanup).
+    AllDone,
+    /// Every dependency is done and at least one failed (notify); skipped
+    /// when none failed.
+    AnyFailed,
+    /// No dependency failed: as `all_succeeded` (a skipped dependency
+    /// satisfies its dependants in Weft), accepted under Airflow's name.
+    NoneFailed,
+}
+
+impl RunIf {
+    /// Every rule, in the order the manifest documentation lists them.
+    pub const ALL: &'static [RunIf] = &[
+        RunIf::AllSucceeded,
+        RunIf::AllDone,
+        RunIf::AnyFailed,
+        RunIf::NoneFailed,
+    ];
+
+    /// The rule as written in a manifest: `all_succeeded`, `all_done`, ...
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunIf::AllSucceeded => "all_succeeded",
+            RunIf::AllDone => "all_done",
+            RunIf::AnyFailed => "any_failed",
+            RunIf::NoneFailed => "none_failed",
+        }
+    }
+
+    /// The rule named `text`, if it is one.
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|r| r.as_str() == text)
+    }
+
+    /// Whether the step runs after a failed dependency (`all_done`,
+    /// `any_failed`): only such a step may say `handles_failure`.
+    pub const fn runs_after_failure(self) -> bool {
+        matches!(self, RunIf::AllDone | RunIf::AnyFailed)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct StepDef {
     pub name: String,
@@ -62,6 +113,12 @@ pub struct StepDef {
     pub heartbeat_timeout_ms: Option<u64>,
     pub when: Option<String>,
     pub compensate: Option<String>,
+    /// The trigger rule over the dependencies' outcomes.
+    pub run_if: RunIf,
+    /// Whether this step, once completed, consumes the failures of its
+    /// ancestors, so that a run whose every failure is consumed ends
+    /// `completed` (see `machine::settle`).
+    pub handles_failure: bool,
 }
 
 impl StepDef {
@@ -110,7 +167,77 @@ impl Definition {
     pub fn parse(text: &str) -> Result<Definition, ValidationError> {
         let def = Self::parse_stored(text)?;
         def.check_condition_limits()?;
+        def.check_condition_references()?;
         Ok(def)
+    }
+
+    /// Every step that `step` depends on, directly or not, as a mask over
+    /// `steps`.
+    pub fn ancestors(&self, step: usize) -> Vec<bool> {
+        let mut seen = vec![false; self.steps.len()];
+        let mut stack: Vec<usize> = self.steps[step].deps.clone();
+        while let Some(dep) = stack.pop() {
+            if !std::mem::replace(&mut seen[dep], true) {
+                stack.extend(&self.steps[dep].deps);
+            }
+        }
+        seen
+    }
+
+    /// The names a `when` reads from `steps` and `upstream` are the step's
+    /// ancestors (`unknown_step_reference`), read by a fixed name
+    /// (`dynamic_step_reference`). Checked at registration only: a stored
+    /// definition keeps loading, and a name outside its ancestors reads
+    /// `null` there.
+    fn check_condition_references(&self) -> Result<(), ValidationError> {
+        for (i, step) in self.steps.iter().enumerate() {
+            let Some(expression) = &step.when else {
+                continue;
+            };
+            let path = format!("steps[{}].when", step.name);
+            let references = condition::references(expression)
+                .map_err(|err| invalid(err.code, &path, err.message))?;
+            let ancestors = self.ancestors(i);
+            for reference in references {
+                match reference {
+                    condition::Reference::Dynamic(var) => {
+                        return Err(invalid(
+                            "dynamic_step_reference",
+                            &path,
+                            format!(
+                                "`when` reads `{var}` other than by a step's name \
+                                 (write `{var}.NAME` or `{var}[\"NAME\"]`, NAME an ancestor)"
+                            ),
+                        ));
+                    }
+                    condition::Reference::Step(name) => {
+                        let known = self.step_index(&name).is_some_and(|dep| ancestors[dep]);
+                        if !known {
+                            let mut names: Vec<&str> = (0..self.steps.len())
+                                .filter(|&d| ancestors[d])
+                                .map(|d| self.steps[d].name.as_str())
+                                .collect();
+                            names.sort_unstable();
+                            let listed = if names.is_empty() {
+                                "it has none".to_owned()
+                            } else {
+                                names.join(", ")
+                            };
+                            return Err(invalid(
+                                "unknown_step_reference",
+                                &path,
+                                format!(
+                                    "`when` names step `{name}`, which is not an ancestor of \
+                                     `{}` (its ancestors: {listed}); add it to `depends_on`",
+                                    step.name
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Parses a manifest already stored, which an earlier version may have
@@ -250,6 +377,8 @@ const STEP_FIELDS: &[&str] = &[
     "when",
     "compensate",
     "duration",
+    "run_if",
+    "handles_failure",
 ];
 
 fn parse_step(
@@ -373,6 +502,45 @@ fn parse_step(
     if let Some(handler) = &compensate {
         check_name(handler, &format!("{at}.compensate"))?;
     }
+    let run_if = match optional_str(fields, &at, "run_if")? {
+        None => RunIf::default(),
+        Some(text) => RunIf::parse(&text).ok_or_else(|| {
+            invalid(
+                "invalid_trigger_rule",
+                format!("{at}.run_if"),
+                format!(
+                    "unknown trigger rule `{text}` ({})",
+                    RunIf::ALL
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        })?,
+    };
+    let handles_failure = match fields.get("handles_failure") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(invalid(
+                "invalid_type",
+                format!("{at}.handles_failure"),
+                "`handles_failure` must be true or false",
+            ));
+        }
+    };
+    if handles_failure && !run_if.runs_after_failure() {
+        return Err(invalid(
+            "invalid_trigger_rule",
+            format!("{at}.handles_failure"),
+            format!(
+                "`handles_failure` needs `run_if: all_done` or `run_if: any_failed`: \
+                 a step with `run_if: {}` never runs after a failure",
+                run_if.as_str()
+            ),
+        ));
+    }
     Ok(StepDef {
         name,
         kind,
@@ -384,6 +552,8 @@ fn parse_step(
         heartbeat_timeout_ms,
         when,
         compensate,
+        run_if,
+        handles_failure,
     })
 }
 
@@ -897,5 +1067,81 @@ steps:
             .code,
             "invalid_when"
         );
+    }
+
+    #[test]
+    fn trigger_rules_parse_and_handles_failure_needs_one_that_runs_after_a_failure() {
+        let def = Definition::parse(
+            "name: w\nsteps:\n  - {name: a, handler: h}\n  - {name: b, handler: h, depends_on: [a], run_if: any_failed, handles_failure: true}\n  - {name: c, handler: h, depends_on: [a], run_if: all_done}\n  - {name: d, handler: h, depends_on: [a], run_if: none_failed}\n",
+        )
+        .unwrap();
+        let rules: Vec<_> = def
+            .steps
+            .iter()
+            .map(|s| (s.run_if, s.handles_failure))
+            .collect();
+        assert_eq!(
+            rules,
+            vec![
+                (RunIf::AllSucceeded, false),
+                (RunIf::AnyFailed, true),
+                (RunIf::AllDone, false),
+                (RunIf::NoneFailed, false),
+            ]
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, handler: h, run_if: sometimes}\n",
+            "invalid_trigger_rule",
+            "steps[a].run_if",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, handler: h, handles_failure: true}\n",
+            "invalid_trigger_rule",
+            "steps[a].handles_failure",
+        );
+        check_error(
+            "name: w\nsteps:\n  - {name: a, handler: h, handles_failure: 'yes'}\n",
+            "invalid_type",
+            "steps[a].handles_failure",
+        );
+    }
+
+    #[test]
+    fn a_when_may_name_only_the_steps_ancestors_by_a_fixed_name() {
+        let manifest = |when: &str| {
+            format!(
+                "name: w\nsteps:\n  - {{name: a, handler: h}}\n  - {{name: side, handler: h}}\n  - {{name: b, handler: h, depends_on: [a]}}\n  - {{name: c, handler: h, depends_on: [b], when: \"{when}\"}}\n"
+            )
+        };
+        for ok in [
+            "steps.b != null",
+            "steps.a.x > 1 && has(steps.b.y)",
+            "steps['a'] == null",
+            "upstream.a.status == 'failed'",
+            "input.l.all(x, x > 0)",
+            // A comprehension variable named like the context is not it.
+            "input.l.exists(steps, steps > 0)",
+        ] {
+            Definition::parse(&manifest(ok)).unwrap_or_else(|err| panic!("{ok}: {err}"));
+        }
+        for (bad, code) in [
+            ("steps.side != null", "unknown_step_reference"),
+            ("steps.nope != null", "unknown_step_reference"),
+            ("upstream.side.status == 'failed'", "unknown_step_reference"),
+            ("steps.c != null", "unknown_step_reference"),
+            ("steps[input.k] != null", "dynamic_step_reference"),
+            ("steps.size() > 0", "dynamic_step_reference"),
+            ("'a' in upstream", "dynamic_step_reference"),
+        ] {
+            check_error(&manifest(bad), code, "steps[c].when");
+        }
+        let err = Definition::parse(&manifest("steps.side != null")).unwrap_err();
+        assert!(
+            err.message.contains("`side`") && err.message.contains("a, b"),
+            "{err}"
+        );
+        // Stored definitions are not checked again: they keep loading.
+        let stored = Definition::parse_stored(&manifest("steps.side != null")).unwrap();
+        assert!(stored.steps[3].when.is_some());
     }
 }

@@ -53,6 +53,12 @@ const TIMING: Field = field(
     true,
     "the attempt's timing buckets in ms: queue_wait_ms, dispatch_ms, handler_ms, ingest_ms, total_ms",
 );
+const CONDITION_MS: Field = field(
+    "condition_ms",
+    "integer",
+    false,
+    "present when this event records the decision of the step's `when`: the time its evaluation took, ms",
+);
 const RELEASES: Field = field(
     "releases",
     "integer",
@@ -103,22 +109,23 @@ event_kinds! {
         field("request_id", "string", false, "the id of the request that started it"),
     ];
     RunStarted => "run.started", "The run began: its first step was claimed or began waiting.", [];
-    RunCompleted => "run.completed", "Every step completed or was skipped; the run's output is its leaves' outputs.", [];
-    RunFailed => "run.failed", "A step failed for good; the steps not yet finished were cancelled.", [REASON, ERROR];
+    RunCompleted => "run.completed", "Every step is done and every failure (if any) was consumed by a completed `handles_failure` step; the run's output is its leaves' outputs.", [];
+    RunFailed => "run.failed", "Nothing more can progress and a step's failure was not consumed by a completed `handles_failure` step: the run failed with that failure's reason and error.", [REASON, ERROR];
     RunCancelled => "run.cancelled", "The run was cancelled by a caller.", [];
     RunRetried => "run.retried", "A failed or cancelled run was retried: its failed and cancelled steps start again.", [];
-    StepReady => "step.ready", "The step may be claimed by a worker; `attempt` is the attempt it is ready for.", [];
-    StepSkipped => "step.skipped", "The step's `when` condition was false: it is done, with a null output.", [];
+    StepReady => "step.ready", "The step may be claimed by a worker; `attempt` is the attempt it is ready for.", [CONDITION_MS];
+    StepSkipped => "step.skipped", "The step's `when` condition was false, or its trigger rule `any_failed` cannot hold (no dependency failed): it is done, with a null output.", [CONDITION_MS];
     StepWaiting => "step.waiting", "A sleep step began its sleep, or an approval step began waiting for a decision.", [
         field("until_ms", "integer", false, "when a sleep ends, epoch ms (absent for an approval)"),
+        CONDITION_MS,
     ];
     StepCompleted => "step.completed", "The step finished with an output.", [];
     StepRetrying => "step.retrying", "An attempt failed and the step will be ready again after its backoff.", [
         field("due_at_ms", "integer", true, "when the step is ready again, epoch ms"),
         field("delay_ms", "integer", true, "the backoff, ms"),
     ];
-    StepFailed => "step.failed", "The step failed for good (no attempts left, a permanent failure, a rejection or a `when` that could not be evaluated).", [REASON];
-    StepCancelled => "step.cancelled", "The step will not run: its run was cancelled or failed.", [REASON];
+    StepFailed => "step.failed", "The step failed for good (no attempts left, a permanent failure, a rejection or a `when` that could not be evaluated: reason `condition_error`).", [REASON, CONDITION_MS];
+    StepCancelled => "step.cancelled", "The step will not run: its run was cancelled, or a dependency failed and its trigger rule needs them to succeed (reason `upstream_failed`).", [REASON];
     AttemptClaimed => "attempt.claimed", "A worker claimed the step under a lease: an attempt began.", [
         field("worker_id", "string", true, "the worker that claimed it"),
         field("span_id", "string", true, "the attempt's span id, 16 hex digits"),

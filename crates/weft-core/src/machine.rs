@@ -11,9 +11,13 @@
 //! Rules that are easy to miss:
 //! - A `skipped` step (its `when` was false) satisfies its dependants; its
 //!   output is `null`.
-//! - A step that fails for good fails the run at once; every step not yet
-//!   finished is cancelled with reason `upstream_failed`, and running attempts
-//!   learn it from their next heartbeat.
+//! - A step that fails for good marks only its dependants that cannot run
+//!   any more (trigger rule `all_succeeded` or `none_failed`, transitively)
+//!   `cancelled` with reason `upstream_failed`; other branches go on, and
+//!   `all_done` / `any_failed` steps run (or are skipped when their rule
+//!   cannot hold). The run is decided in one place, [`settle`], once nothing
+//!   more can progress: `failed`, or `completed` when every failure was
+//!   consumed by a completed `handles_failure` step.
 //! - `Retry` of a failed or cancelled run re-queues the failed and cancelled
 //!   steps with a fresh attempt budget; completed steps keep their outputs.
 
@@ -23,7 +27,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     Reason, RunStatus, StepStatus, condition,
-    definition::{Definition, StepKind, dependency_outputs},
+    definition::{Definition, RunIf, StepKind},
     event::EventKind,
 };
 
@@ -40,6 +44,9 @@ pub struct StepState {
     pub error: Option<String>,
     /// When a `retrying` or sleeping `waiting` step is due, in epoch ms.
     pub due_at: Option<i64>,
+    /// Time its `when` took, ms, when this transition evaluated it (not
+    /// stored: the store writes it into the event of the decision).
+    pub condition_ms: Option<u64>,
 }
 
 impl StepState {
@@ -52,6 +59,7 @@ impl StepState {
             output: None,
             error: None,
             due_at: None,
+            condition_ms: None,
         }
     }
 }
@@ -266,6 +274,9 @@ pub fn apply_with(
     conditions: &dyn condition::Evaluate,
 ) -> Result<Vec<Effect>, Rejected> {
     let mut effects = Vec::new();
+    for s in &mut state.steps {
+        s.condition_ms = None;
+    }
     if let Some(step) = event_step(&event)
         && (step >= state.steps.len() || step >= def.steps.len())
     {
@@ -309,7 +320,7 @@ pub fn apply_with(
                 s.status = StepStatus::Failed;
                 s.due_at = None;
                 effects.push(Effect::StepFailed { step, reason });
-                fail_run(state, step, reason, message, &mut effects);
+                advance(def, state, cx, conditions, &mut effects);
             }
         }
         Event::AttemptReleased { step } => {
@@ -365,7 +376,7 @@ pub fn apply_with(
                 step,
                 reason: Reason::Rejected,
             });
-            fail_run(state, step, Reason::Rejected, message, &mut effects);
+            advance(def, state, cx, conditions, &mut effects);
         }
         Event::Cancel => {
             expect_active(state)?;
@@ -483,33 +494,58 @@ fn mark_started(state: &mut RunState, effects: &mut Vec<Effect>) {
     }
 }
 
-fn fail_run(
-    state: &mut RunState,
-    failed_step: usize,
-    reason: Reason,
-    message: String,
-    effects: &mut Vec<Effect>,
-) {
-    for (step, s) in state.steps.iter_mut().enumerate() {
-        if step != failed_step && !s.status.is_terminal() {
-            s.status = StepStatus::Cancelled;
-            s.reason = Some(Reason::UpstreamFailed);
-            s.due_at = None;
-            effects.push(Effect::StepCancelled {
-                step,
-                reason: Reason::UpstreamFailed,
-            });
-        }
-    }
-    state.status = RunStatus::Failed;
-    state.reason = Some(reason);
-    state.error = Some(message);
-    effects.push(Effect::RunFailed { reason });
+/// What a pending step's trigger rule makes of its dependencies' outcomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// Some dependency is not done and the rule needs it.
+    Wait,
+    /// The rule holds: evaluate `when`, then run.
+    Run,
+    /// The rule can no longer hold and the step is not a failure's
+    /// casualty (`any_failed` with no dependency failed).
+    Skip,
+    /// A dependency failed and the rule needs them all to succeed.
+    UpstreamFailed,
 }
 
-/// Moves every pending step whose dependencies are satisfied forward, in
-/// topological order so that a skipped step unblocks its dependants at once,
-/// then completes the run when every step is done.
+/// Whether a step's outcome counts as a failure for its dependants' trigger
+/// rules: `failed`, or `cancelled` because of a failure upstream.
+pub fn is_failure(status: StepStatus, reason: Option<Reason>) -> bool {
+    status == StepStatus::Failed
+        || (status == StepStatus::Cancelled && reason == Some(Reason::UpstreamFailed))
+}
+
+fn trigger(def: &Definition, state: &RunState, step: usize) -> Trigger {
+    let deps = &def.steps[step].deps;
+    let outcome = |dep: usize| {
+        let s = &state.steps[dep];
+        (s.status.is_terminal(), is_failure(s.status, s.reason))
+    };
+    let all_done = deps.iter().all(|&d| outcome(d).0);
+    let any_failed = deps.iter().any(|&d| outcome(d).1);
+    match def.steps[step].run_if {
+        RunIf::AllSucceeded | RunIf::NoneFailed => {
+            if any_failed {
+                Trigger::UpstreamFailed
+            } else if deps
+                .iter()
+                .all(|&d| state.steps[d].status.satisfies_dependants())
+            {
+                Trigger::Run
+            } else {
+                Trigger::Wait
+            }
+        }
+        RunIf::AllDone if all_done => Trigger::Run,
+        RunIf::AnyFailed if all_done && any_failed => Trigger::Run,
+        RunIf::AnyFailed if all_done => Trigger::Skip,
+        RunIf::AllDone | RunIf::AnyFailed => Trigger::Wait,
+    }
+}
+
+/// Moves every pending step whose trigger rule is decided forward, in
+/// topological order so that a skipped or cancelled step unblocks (or
+/// cancels) its dependants at once, then [`settle`]s the run.
 fn advance(
     def: &Definition,
     state: &mut RunState,
@@ -524,18 +560,32 @@ fn advance(
         if state.steps[step].status != StepStatus::Pending {
             continue;
         }
-        let step_def = &def.steps[step];
-        if !step_def
-            .deps
-            .iter()
-            .all(|&dep| state.steps[dep].status.satisfies_dependants())
-        {
-            continue;
+        match trigger(def, state, step) {
+            Trigger::Wait => continue,
+            Trigger::UpstreamFailed => {
+                let s = &mut state.steps[step];
+                s.status = StepStatus::Cancelled;
+                s.reason = Some(Reason::UpstreamFailed);
+                s.due_at = None;
+                effects.push(Effect::StepCancelled {
+                    step,
+                    reason: Reason::UpstreamFailed,
+                });
+                continue;
+            }
+            Trigger::Skip => {
+                state.steps[step].status = StepStatus::Skipped;
+                effects.push(Effect::StepSkipped { step });
+                continue;
+            }
+            Trigger::Run => {}
         }
+        let step_def = &def.steps[step];
         if let Some(expression) = &step_def.when {
-            let outputs = completed_outputs(def, state);
-            let steps = dependency_outputs_all(&outputs);
-            match conditions.evaluate(expression, &state.input, &steps) {
+            let vars = condition_vars(def, state);
+            let evaluation = conditions.evaluate(expression, &vars);
+            state.steps[step].condition_ms = evaluation.condition_ms;
+            match evaluation.result {
                 Ok(true) => {}
                 Ok(false) => {
                     state.steps[step].status = StepStatus::Skipped;
@@ -546,14 +596,12 @@ fn advance(
                     let s = &mut state.steps[step];
                     s.status = StepStatus::Failed;
                     s.reason = Some(Reason::ConditionError);
-                    let message = format!("`when` could not be evaluated: {message}");
-                    s.error = Some(message.clone());
+                    s.error = Some(format!("`when` could not be evaluated: {message}"));
                     effects.push(Effect::StepFailed {
                         step,
                         reason: Reason::ConditionError,
                     });
-                    fail_run(state, step, Reason::ConditionError, message, effects);
-                    return;
+                    continue;
                 }
             }
         }
@@ -580,48 +628,131 @@ fn advance(
             }
         }
     }
-    if state.steps.iter().all(|s| s.status.satisfies_dependants()) {
-        let mut output = Map::new();
-        for leaf in def.leaves() {
-            output.insert(
-                def.steps[leaf].name.clone(),
-                state.steps[leaf].output.clone().unwrap_or(Value::Null),
-            );
+    settle(def, state, effects);
+}
+
+/// The one place a run is decided once nothing more can progress (every
+/// step is done): `failed` with the first (in manifest order) failure that
+/// no completed `handles_failure` descendant consumed, its reason and error;
+/// otherwise `completed`, its output the leaves' outputs. Does nothing while
+/// a step can still move. Returns whether it decided the run.
+///
+/// A failed step is consumed by a completed step with `handles_failure: true`
+/// that has it among its ancestors. Steps cancelled with `upstream_failed`
+/// are a failure's consequences, not failures of their own.
+pub fn settle(def: &Definition, state: &mut RunState, effects: &mut Vec<Effect>) -> bool {
+    if state.status.is_terminal() || !state.steps.iter().all(|s| s.status.is_terminal()) {
+        return false;
+    }
+    let mut consumed = vec![false; def.steps.len()];
+    for (handler, s) in state.steps.iter().enumerate() {
+        if s.status == StepStatus::Completed && def.steps[handler].handles_failure {
+            for (step, is_ancestor) in def.ancestors(handler).into_iter().enumerate() {
+                consumed[step] |= is_ancestor;
+            }
         }
-        state.output = Some(Value::Object(output));
-        mark_started(state, effects);
-        state.status = RunStatus::Completed;
-        effects.push(Effect::RunCompleted);
+    }
+    let unconsumed = state
+        .steps
+        .iter()
+        .enumerate()
+        .find(|&(step, s)| s.status == StepStatus::Failed && !consumed[step]);
+    if let Some((_, failed)) = unconsumed {
+        let reason = failed.reason.unwrap_or(Reason::HandlerError);
+        state.error = failed.error.clone();
+        state.status = RunStatus::Failed;
+        state.reason = Some(reason);
+        effects.push(Effect::RunFailed { reason });
+        return true;
+    }
+    let mut output = Map::new();
+    for leaf in def.leaves() {
+        output.insert(
+            def.steps[leaf].name.clone(),
+            state.steps[leaf].output.clone().unwrap_or(Value::Null),
+        );
+    }
+    state.output = Some(Value::Object(output));
+    mark_started(state, effects);
+    state.status = RunStatus::Completed;
+    effects.push(Effect::RunCompleted);
+    true
+}
+
+/// A step's outcome as its dependants see it under `upstream`:
+/// `{"status", "reason", "error"}` (reason and error `null` when there are
+/// none).
+pub fn outcome_json(status: StepStatus, reason: Option<Reason>, error: Option<&str>) -> Value {
+    serde_json::json!({
+        "status": status.as_str(),
+        "reason": reason.map(Reason::as_str),
+        "error": error,
+    })
+}
+
+/// What a condition sees: the run input, every step's output (`null` unless
+/// it completed) and every step's outcome.
+fn condition_vars(def: &Definition, state: &RunState) -> condition::Vars {
+    let mut steps = Map::new();
+    let mut upstream = Map::new();
+    for (d, s) in def.steps.iter().zip(&state.steps) {
+        let output = match s.status {
+            StepStatus::Completed => s.output.clone().unwrap_or(Value::Null),
+            _ => Value::Null,
+        };
+        steps.insert(d.name.clone(), output);
+        upstream.insert(
+            d.name.clone(),
+            outcome_json(s.status, s.reason, s.error.as_deref()),
+        );
+    }
+    condition::Vars {
+        input: state.input.clone(),
+        steps: Value::Object(steps),
+        upstream: Value::Object(upstream),
     }
 }
 
-fn completed_outputs(def: &Definition, state: &RunState) -> BTreeMap<String, Value> {
-    def.steps
-        .iter()
-        .zip(&state.steps)
-        .filter(|(_, s)| s.status == StepStatus::Completed)
-        .map(|(d, s)| (d.name.clone(), s.output.clone().unwrap_or(Value::Null)))
-        .collect()
+/// A dependency of a step being claimed, as the claim reads its row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Upstream {
+    pub status: StepStatus,
+    pub reason: Option<Reason>,
+    pub error: Option<String>,
+    /// Its output, used when it completed.
+    pub output: Option<Value>,
 }
 
-fn dependency_outputs_all(outputs: &BTreeMap<String, Value>) -> Value {
-    Value::Object(
-        outputs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    )
-}
-
-/// The input a task step receives: `{"input": ..., "steps": {dependency: output}}`.
+/// The input a task step receives: `{"input": ..., "steps": {dependency:
+/// output}, "upstream": {dependency: {status, reason, error}}}`. A
+/// dependency's output is `null` unless it completed; a dependency missing
+/// from `deps` reads as `pending`.
 pub fn task_input(
     def: &Definition,
     step: usize,
     run_input: &Value,
-    outputs: &BTreeMap<String, Value>,
+    deps: &BTreeMap<String, Upstream>,
 ) -> Value {
+    let mut steps = Map::new();
+    let mut upstream = Map::new();
+    for &dep in &def.steps[step].deps {
+        let name = &def.steps[dep].name;
+        let (output, outcome) = match deps.get(name) {
+            Some(u) => (
+                match u.status {
+                    StepStatus::Completed => u.output.clone().unwrap_or(Value::Null),
+                    _ => Value::Null,
+                },
+                outcome_json(u.status, u.reason, u.error.as_deref()),
+            ),
+            None => (Value::Null, outcome_json(StepStatus::Pending, None, None)),
+        };
+        steps.insert(name.clone(), output);
+        upstream.insert(name.clone(), outcome);
+    }
     serde_json::json!({
         "input": run_input,
-        "steps": dependency_outputs(def, step, outputs),
+        "steps": steps,
+        "upstream": upstream,
     })
 }

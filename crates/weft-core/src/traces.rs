@@ -473,7 +473,7 @@ fn fan_out_fan_in_with_a_skipped_branch() {
 }
 
 #[test]
-fn non_retryable_failure_cancels_the_attempts_still_out() {
+fn a_failure_cancels_its_dependants_and_lets_other_branches_finish() {
     trace(
         FAN,
         serde_json::json!({"with_b": true}),
@@ -504,14 +504,14 @@ fn non_retryable_failure_cancels_the_attempts_still_out() {
               -> attempt.claimed(b#1)
               run=running split=completed a=running b=running join=pending
             t=5 Result(b, Failed { reason: InvalidOutput, message: "bad", retryable: false })
-              -> attempt.failed(b#1 failed invalid_output) step.failed(b) step.cancelled(a) step.cancelled(join) run.failed [a#1 cancelled]
-              run=failed split=completed a=cancelled b=failed join=cancelled
+              -> attempt.failed(b#1 failed invalid_output) step.failed(b) step.cancelled(join)
+              run=running split=completed a=running b=failed join=cancelled
             t=6 Heartbeat(a)
-              -> cancel_requested
-              run=failed split=completed a=cancelled b=failed join=cancelled
+              -> renewed until 30006
+              run=running split=completed a=running b=failed join=cancelled
             t=7 Result(a, Completed(Null))
-              -> REFUSED: attempt_not_running
-              run=failed split=completed a=cancelled b=failed join=cancelled
+              -> attempt.completed(a#1 completed) step.completed(a) run.failed
+              run=failed split=completed a=completed b=failed join=cancelled
         "#]],
     );
     trace(
@@ -748,8 +748,8 @@ fn lapsed_leases_late_results_and_timeouts() {
               -> attempt.claimed(slow#3)
               run=running slow=running beat=ready
             t=3400 Release(slow)
-              -> attempt.failed(slow#3 failed timeout late) step.failed(slow) step.cancelled(beat) run.failed
-              run=failed slow=failed beat=cancelled
+              -> attempt.failed(slow#3 failed timeout late) step.failed(slow)
+              run=running slow=failed beat=ready
         "#]],
     );
 }
@@ -856,6 +856,251 @@ fn a_when_that_cannot_be_evaluated_fails_the_run() {
             t=2 Result(first, Completed(Null))
               -> attempt.completed(first#1 completed) step.completed(first) step.failed(second) run.failed
               run=failed first=completed second=failed
+        "#]],
+    );
+}
+
+/// `a` fails for good; `b` needs it (`all_succeeded`), `nf` too
+/// (`none_failed`); `cleanup` runs once `b` is done whatever happened
+/// (`all_done`); `notify` runs because something upstream failed
+/// (`any_failed`) and consumes the failure (`handles_failure`) only in the
+/// second manifest.
+const RULES: &str = "name: rules\nsteps:\n  - {name: a, handler: h, retry: {max_attempts: 1}}\n  - {name: side, handler: h}\n  - {name: b, handler: h, depends_on: [a]}\n  - {name: nf, handler: h, depends_on: [a], run_if: none_failed}\n  - {name: cleanup, handler: h, depends_on: [b, side], run_if: all_done}\n  - {name: notify, handler: h, depends_on: [b], run_if: any_failed}\n";
+
+#[test]
+fn trigger_rules_after_a_failure_run_cleanup_and_notify_and_the_run_fails() {
+    trace(
+        RULES,
+        Value::Null,
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Claim(1)),
+            (3, Result(0, failed(Reason::HandlerError, "boom", false))),
+            (4, Claim(5)),
+            (5, Result(5, ok(Value::Null))),
+            (6, Result(1, ok(Value::Null))),
+            (7, Claim(4)),
+            (8, Result(4, ok(Value::Null))),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(a) step.ready(side)
+              run=pending a=ready side=ready b=pending nf=pending cleanup=pending notify=pending
+            t=1 Claim(a)
+              -> attempt.claimed(a#1) run.started
+              run=running a=running side=ready b=pending nf=pending cleanup=pending notify=pending
+            t=2 Claim(side)
+              -> attempt.claimed(side#1)
+              run=running a=running side=running b=pending nf=pending cleanup=pending notify=pending
+            t=3 Result(a, Failed { reason: HandlerError, message: "boom", retryable: false })
+              -> attempt.failed(a#1 failed handler_error) step.failed(a) step.cancelled(b) step.cancelled(nf) step.ready(notify)
+              run=running a=failed side=running b=cancelled nf=cancelled cleanup=pending notify=ready
+            t=4 Claim(notify)
+              -> attempt.claimed(notify#1)
+              run=running a=failed side=running b=cancelled nf=cancelled cleanup=pending notify=running
+            t=5 Result(notify, Completed(Null))
+              -> attempt.completed(notify#1 completed) step.completed(notify)
+              run=running a=failed side=running b=cancelled nf=cancelled cleanup=pending notify=completed
+            t=6 Result(side, Completed(Null))
+              -> attempt.completed(side#1 completed) step.completed(side) step.ready(cleanup)
+              run=running a=failed side=completed b=cancelled nf=cancelled cleanup=ready notify=completed
+            t=7 Claim(cleanup)
+              -> attempt.claimed(cleanup#1)
+              run=running a=failed side=completed b=cancelled nf=cancelled cleanup=running notify=completed
+            t=8 Result(cleanup, Completed(Null))
+              -> attempt.completed(cleanup#1 completed) step.completed(cleanup) run.failed
+              run=failed a=failed side=completed b=cancelled nf=cancelled cleanup=completed notify=completed
+        "#]],
+    );
+}
+
+#[test]
+fn a_handles_failure_step_that_completes_consumes_the_failure() {
+    let manifest = RULES.replace(
+        "run_if: any_failed}",
+        "run_if: any_failed, handles_failure: true}",
+    );
+    trace(
+        &manifest,
+        Value::Null,
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, failed(Reason::HandlerError, "boom", false))),
+            (3, Claim(1)),
+            (4, Result(1, ok(Value::Null))),
+            (5, Claim(4)),
+            (6, Result(4, ok(Value::Null))),
+            (7, Claim(5)),
+            (8, Result(5, ok(Value::Null))),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(a) step.ready(side)
+              run=pending a=ready side=ready b=pending nf=pending cleanup=pending notify=pending
+            t=1 Claim(a)
+              -> attempt.claimed(a#1) run.started
+              run=running a=running side=ready b=pending nf=pending cleanup=pending notify=pending
+            t=2 Result(a, Failed { reason: HandlerError, message: "boom", retryable: false })
+              -> attempt.failed(a#1 failed handler_error) step.failed(a) step.cancelled(b) step.cancelled(nf) step.ready(notify)
+              run=running a=failed side=ready b=cancelled nf=cancelled cleanup=pending notify=ready
+            t=3 Claim(side)
+              -> attempt.claimed(side#1)
+              run=running a=failed side=running b=cancelled nf=cancelled cleanup=pending notify=ready
+            t=4 Result(side, Completed(Null))
+              -> attempt.completed(side#1 completed) step.completed(side) step.ready(cleanup)
+              run=running a=failed side=completed b=cancelled nf=cancelled cleanup=ready notify=ready
+            t=5 Claim(cleanup)
+              -> attempt.claimed(cleanup#1)
+              run=running a=failed side=completed b=cancelled nf=cancelled cleanup=running notify=ready
+            t=6 Result(cleanup, Completed(Null))
+              -> attempt.completed(cleanup#1 completed) step.completed(cleanup)
+              run=running a=failed side=completed b=cancelled nf=cancelled cleanup=completed notify=ready
+            t=7 Claim(notify)
+              -> attempt.claimed(notify#1)
+              run=running a=failed side=completed b=cancelled nf=cancelled cleanup=completed notify=running
+            t=8 Result(notify, Completed(Null))
+              -> attempt.completed(notify#1 completed) step.completed(notify) run.completed
+              run=completed a=failed side=completed b=cancelled nf=cancelled cleanup=completed notify=completed
+        "#]],
+    );
+}
+
+#[test]
+fn without_a_failure_any_failed_is_skipped_and_the_others_run() {
+    let manifest = RULES.replace(
+        "run_if: any_failed}",
+        "run_if: any_failed, handles_failure: true}",
+    );
+    trace(
+        &manifest,
+        Value::Null,
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(Value::Null))),
+            (3, Claim(1)),
+            (4, Result(1, ok(Value::Null))),
+            (5, Claim(2)),
+            (6, Claim(3)),
+            (7, Result(3, ok(Value::Null))),
+            (8, Result(2, ok(Value::Null))),
+            (9, Claim(4)),
+            (10, Result(4, ok(Value::Null))),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(a) step.ready(side)
+              run=pending a=ready side=ready b=pending nf=pending cleanup=pending notify=pending
+            t=1 Claim(a)
+              -> attempt.claimed(a#1) run.started
+              run=running a=running side=ready b=pending nf=pending cleanup=pending notify=pending
+            t=2 Result(a, Completed(Null))
+              -> attempt.completed(a#1 completed) step.completed(a) step.ready(b) step.ready(nf)
+              run=running a=completed side=ready b=ready nf=ready cleanup=pending notify=pending
+            t=3 Claim(side)
+              -> attempt.claimed(side#1)
+              run=running a=completed side=running b=ready nf=ready cleanup=pending notify=pending
+            t=4 Result(side, Completed(Null))
+              -> attempt.completed(side#1 completed) step.completed(side)
+              run=running a=completed side=completed b=ready nf=ready cleanup=pending notify=pending
+            t=5 Claim(b)
+              -> attempt.claimed(b#1)
+              run=running a=completed side=completed b=running nf=ready cleanup=pending notify=pending
+            t=6 Claim(nf)
+              -> attempt.claimed(nf#1)
+              run=running a=completed side=completed b=running nf=running cleanup=pending notify=pending
+            t=7 Result(nf, Completed(Null))
+              -> attempt.completed(nf#1 completed) step.completed(nf)
+              run=running a=completed side=completed b=running nf=completed cleanup=pending notify=pending
+            t=8 Result(b, Completed(Null))
+              -> attempt.completed(b#1 completed) step.completed(b) step.ready(cleanup) step.skipped(notify)
+              run=running a=completed side=completed b=completed nf=completed cleanup=ready notify=skipped
+            t=9 Claim(cleanup)
+              -> attempt.claimed(cleanup#1)
+              run=running a=completed side=completed b=completed nf=completed cleanup=running notify=skipped
+            t=10 Result(cleanup, Completed(Null))
+              -> attempt.completed(cleanup#1 completed) step.completed(cleanup) run.completed
+              run=completed a=completed side=completed b=completed nf=completed cleanup=completed notify=skipped
+        "#]],
+    );
+}
+
+#[test]
+fn a_failed_handles_failure_step_does_not_consume_and_retry_reruns_it() {
+    let manifest = "name: w\nsteps:\n  - {name: a, handler: h, retry: {max_attempts: 1}}\n  - {name: notify, handler: h, depends_on: [a], run_if: any_failed, handles_failure: true, retry: {max_attempts: 1}}\n";
+    trace(
+        manifest,
+        Value::Null,
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, failed(Reason::HandlerError, "boom", false))),
+            (3, Claim(1)),
+            (4, Result(1, failed(Reason::Timeout, "slow", false))),
+            (5, Run(Event::Retry)),
+            (6, Claim(0)),
+            (7, Result(0, ok(Value::Null))),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(a)
+              run=pending a=ready notify=pending
+            t=1 Claim(a)
+              -> attempt.claimed(a#1) run.started
+              run=running a=running notify=pending
+            t=2 Result(a, Failed { reason: HandlerError, message: "boom", retryable: false })
+              -> attempt.failed(a#1 failed handler_error) step.failed(a) step.ready(notify)
+              run=running a=failed notify=ready
+            t=3 Claim(notify)
+              -> attempt.claimed(notify#1)
+              run=running a=failed notify=running
+            t=4 Result(notify, Failed { reason: Timeout, message: "slow", retryable: false })
+              -> attempt.failed(notify#1 failed timeout) step.failed(notify) run.failed
+              run=failed a=failed notify=failed
+            t=5 Retry
+              -> run.retried step.ready(a)
+              run=running a=ready notify=pending
+            t=6 Claim(a)
+              -> attempt.claimed(a#2)
+              run=running a=running notify=pending
+            t=7 Result(a, Completed(Null))
+              -> attempt.completed(a#2 completed) step.completed(a) step.skipped(notify) run.completed
+              run=completed a=completed notify=skipped
+        "#]],
+    );
+}
+
+#[test]
+fn a_skipped_dependency_is_null_to_when() {
+    let manifest = "name: skipbranch\nsteps:\n  - {name: a, handler: h}\n  - {name: b, handler: h, depends_on: [a], when: 'input.run_b == true'}\n  - {name: d, handler: h, depends_on: [b], when: 'steps.b != null'}\n  - {name: e, handler: h, depends_on: [b], when: \"upstream.b.status == 'skipped'\"}\n";
+    trace(
+        manifest,
+        serde_json::json!({"run_b": false}),
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(Value::Null))),
+            (3, Claim(3)),
+            (4, Result(3, ok(Value::Null))),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(a)
+              run=pending a=ready b=pending d=pending e=pending
+            t=1 Claim(a)
+              -> attempt.claimed(a#1) run.started
+              run=running a=running b=pending d=pending e=pending
+            t=2 Result(a, Completed(Null))
+              -> attempt.completed(a#1 completed) step.completed(a) step.skipped(b) step.skipped(d) step.ready(e)
+              run=running a=completed b=skipped d=skipped e=ready
+            t=3 Claim(e)
+              -> attempt.claimed(e#1)
+              run=running a=completed b=skipped d=skipped e=running
+            t=4 Result(e, Completed(Null))
+              -> attempt.completed(e#1 completed) step.completed(e) run.completed
+              run=completed a=completed b=skipped d=skipped e=completed
         "#]],
     );
 }

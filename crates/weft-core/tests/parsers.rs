@@ -196,6 +196,6 @@ proptest! {
     ) {
         let _ = condition::compile(&expression);
         let input = json!({"x": 1, "a": {"b": [1, 2]}, "s": "t"});
-        let _ = condition::evaluate(&expression, &input, &json!({}));
+        let _ = condition::evaluate(&expression, &condition::Vars::new(input, json!({})));
     }
 }

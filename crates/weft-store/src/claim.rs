@@ -151,7 +151,8 @@ impl Store {
                 BTreeMap::new()
             } else {
                 let sql = format!(
-                    "SELECT name, output FROM weft_steps WHERE run_id = $1 AND position IN ({})",
+                    "SELECT name, output, status, reason, error FROM weft_steps \
+                     WHERE run_id = $1 AND position IN ({})",
                     placeholders(2, step_def.deps.len())
                 );
                 let mut values = args![&run_id];
@@ -162,9 +163,14 @@ impl Store {
                     .map(|r| {
                         let output = r
                             .opt_text("output")?
-                            .and_then(|t| serde_json::from_str(&t).ok())
-                            .unwrap_or(Value::Null);
-                        Ok((r.text("name")?, output))
+                            .and_then(|t| serde_json::from_str(&t).ok());
+                        let upstream = weft_core::machine::Upstream {
+                            status: r.status("status", StepStatus::parse)?,
+                            reason: crate::transition::opt_reason(&r)?,
+                            error: r.opt_text("error")?,
+                            output,
+                        };
+                        Ok((r.text("name")?, upstream))
                     })
                     .collect::<Result<_>>()?
             };

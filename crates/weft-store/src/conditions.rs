@@ -15,8 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-use weft_core::condition::{self, EvalError, Evaluate};
+use weft_core::condition::{self, EvalError, Evaluate, Evaluation, Vars};
 
 /// Longest one condition may take, queueing for a thread included.
 pub const TIME_LIMIT: Duration = Duration::from_millis(500);
@@ -30,8 +29,7 @@ struct Job {
     /// its next iteration.
     cancel: Arc<AtomicBool>,
     expression: String,
-    input: Value,
-    steps: Value,
+    vars: Vars,
     deadline: Instant,
     reply: SyncSender<Result<bool, EvalError>>,
 }
@@ -66,8 +64,7 @@ fn pool() -> &'static SyncSender<Job> {
                         let result = std::panic::catch_unwind(|| {
                             condition::evaluate_cancellable(
                                 &job.expression,
-                                &job.input,
-                                &job.steps,
+                                &job.vars,
                                 &condition::LIMITS,
                                 &job.cancel,
                             )
@@ -104,9 +101,21 @@ impl Default for Pooled {
 }
 
 impl Evaluate for Pooled {
-    fn evaluate(&self, expression: &str, input: &Value, steps: &Value) -> Result<bool, EvalError> {
+    fn evaluate(&self, expression: &str, vars: &Vars) -> Evaluation {
+        let started = Instant::now();
+        let result = self.decide(expression, vars);
+        Evaluation {
+            result,
+            condition_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
+        }
+    }
+}
+
+impl Pooled {
+    /// The condition's answer from the pool, within the time limit.
+    fn decide(&self, expression: &str, vars: &Vars) -> Result<bool, EvalError> {
         // Refuse oversized data before copying it to another thread.
-        condition::check_data(expression, input, steps)?;
+        condition::check_data(expression, vars)?;
         let fail = |message: String| {
             EvalError(format!(
                 "`when` `{}`: {message}",
@@ -118,8 +127,7 @@ impl Evaluate for Pooled {
         let job = Job {
             cancel: cancel.clone(),
             expression: expression.to_owned(),
-            input: input.clone(),
-            steps: steps.clone(),
+            vars: vars.clone(),
             deadline: Instant::now() + self.time_limit,
             reply,
         };
@@ -170,11 +178,14 @@ mod tests {
     fn decides_on_the_pool() {
         let input = json!({"l": [1, 2, 3]});
         assert_eq!(
-            Pooled::default().evaluate("input.l.all(x, x > 0)", &input, &json!({})),
+            Pooled::default().decide(
+                "input.l.all(x, x > 0)",
+                &Vars::new(input.clone(), json!({}))
+            ),
             Ok(true)
         );
         let err = Pooled::default()
-            .evaluate("input.missing > 1", &input, &json!({}))
+            .decide("input.missing > 1", &Vars::new(input.clone(), json!({})))
             .unwrap_err();
         assert!(err.0.contains("input.missing"), "{err}");
     }
@@ -192,7 +203,7 @@ mod tests {
                     Pooled {
                         time_limit: Duration::from_millis(20),
                     }
-                    .evaluate(slow, &input, &json!({}))
+                    .decide(slow, &Vars::new(input.clone(), json!({})))
                 })
             })
             .collect();
@@ -218,7 +229,7 @@ mod tests {
             time_limit: Duration::from_secs(2),
         };
         assert_eq!(
-            quick.evaluate("input.l.size() > 0", &input, &json!({})),
+            quick.decide("input.l.size() > 0", &Vars::new(input.clone(), json!({}))),
             Ok(true)
         );
     }
@@ -231,10 +242,9 @@ mod tests {
             .map(|_| {
                 let input = input.clone();
                 std::thread::spawn(move || {
-                    Pooled::default().evaluate(
+                    Pooled::default().decide(
                         "input.l.all(x, input.l.all(y, x + y >= 0))",
-                        &input,
-                        &json!({}),
+                        &Vars::new(input.clone(), json!({})),
                     )
                 })
             })

@@ -104,7 +104,8 @@ fn parse_json(text: Option<String>, what: &str, run_id: &str) -> Result<Option<V
 }
 
 /// A row's nullable `reason`: a word the closed set does not know is corrupt.
-fn opt_reason(row: &crate::db::Row) -> Result<Option<Reason>> {
+/// A row's `reason` column, `None` when NULL; an unknown reason is corrupt.
+pub(crate) fn opt_reason(row: &crate::db::Row) -> Result<Option<Reason>> {
     row.opt_text("reason")?
         .map(|text| {
             Reason::parse(&text).ok_or_else(|| row.corrupt("reason", Problem::UnknownValue(text)))
@@ -187,6 +188,7 @@ impl Store {
                 output: parse_json(r.opt_text("output")?, "step output", run_id)?,
                 error: r.opt_text("error")?,
                 due_at: r.opt_int("due_at")?,
+                condition_ms: None,
             });
         }
         let state = RunState {
@@ -388,6 +390,19 @@ impl Store {
             let mut data = effect.data();
             if let (Some(stamp), Some(map)) = (&run.stamp, data.as_object_mut()) {
                 map.extend(stamp.clone());
+            }
+            // The time a `when` took, on the event of the step's decision.
+            if let (Some(p), Some(map)) = (effect.step(), data.as_object_mut())
+                && let Some(ms) = run.state.steps[p].condition_ms
+                && matches!(
+                    effect,
+                    Effect::StepReady { .. }
+                        | Effect::StepWaiting { .. }
+                        | Effect::StepSkipped { .. }
+                        | Effect::StepFailed { .. }
+                )
+            {
+                map.insert("condition_ms".into(), ms.into());
             }
             if matches!(effect, Effect::RunFailed { .. })
                 && let (Some(map), Some(error)) = (data.as_object_mut(), &run.state.error)

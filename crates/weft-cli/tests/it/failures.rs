@@ -368,7 +368,10 @@ steps:
         (old.run_id.as_str(), old.step.as_str(), old.attempt),
         (run_id.as_str(), "only", 1)
     );
-    assert_eq!(old.input, json!({"input": {"k": "v"}, "steps": {}}));
+    assert_eq!(
+        old.input,
+        json!({"input": {"k": "v"}, "steps": {}, "upstream": {}})
+    );
     assert_eq!(old.lease_ms, 1000, "the server's --lease-timeout");
 
     // No heartbeat: the lease lapses and the reaper fails the attempt.

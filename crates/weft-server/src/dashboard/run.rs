@@ -348,10 +348,18 @@ pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<Strin
         .collect();
 
     // Each step's input as the claim builds it, then redacted.
-    let outputs: BTreeMap<String, Value> = raw
+    let outputs: BTreeMap<String, weft_core::machine::Upstream> = raw
         .steps
         .iter()
-        .filter_map(|s| Some((s.name.clone(), s.output.clone()?)))
+        .filter_map(|s| {
+            let upstream = weft_core::machine::Upstream {
+                status: weft_core::StepStatus::parse(&s.status)?,
+                reason: s.reason.as_deref().and_then(weft_core::Reason::parse),
+                error: s.error.clone(),
+                output: s.output.clone(),
+            };
+            Some((s.name.clone(), upstream))
+        })
         .collect();
     let mut by_step: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for line in &logs {
@@ -462,7 +470,7 @@ fn step_view(
     s: &StepDetail,
     def: &weft_core::Definition,
     run_input: &Value,
-    outputs: &BTreeMap<String, Value>,
+    outputs: &BTreeMap<String, weft_core::machine::Upstream>,
     presenter: &crate::present::RunPresenter,
     text: &dyn Fn(&str) -> String,
     logs: &BTreeMap<&str, Vec<Value>>,

@@ -64,7 +64,10 @@ async fn check_dag_order(store: Store) {
         ),
         (run_id.as_str(), started.trace_id.as_str(), "fan")
     );
-    assert_eq!(split.input, json!({"input": input, "steps": {}}));
+    assert_eq!(
+        split.input,
+        json!({"input": input, "steps": {}, "upstream": {}})
+    );
     let parts: Vec<&str> = split.traceparent.split('-').collect();
     assert_eq!(parts.len(), 4, "traceparent {}", split.traceparent);
     assert_eq!(
@@ -86,7 +89,7 @@ async fn check_dag_order(store: Store) {
     for task in &fanned {
         assert_eq!(
             task.input,
-            json!({"input": input, "steps": {"split": {"n": 2}}})
+            json!({"input": input, "steps": {"split": {"n": 2}}, "upstream": done(&["split"])})
         );
         assert_eq!(task.attempt, 1);
     }
@@ -104,7 +107,7 @@ async fn check_dag_order(store: Store) {
     assert_eq!(join.step, "join");
     assert_eq!(
         join.input,
-        json!({"input": input, "steps": {"a": "from a", "b": {"from": "b"}}})
+        json!({"input": input, "steps": {"a": "from a", "b": {"from": "b"}}, "upstream": done(&["a", "b"])})
     );
     complete(&store, &join, json!({"joined": true})).await;
     assert!(claim(&store, FAN_HANDLERS).await.is_empty());
@@ -298,6 +301,20 @@ steps:
     retry: {max_attempts: 1}
 ";
 
+/// The `upstream` key of a task input for dependencies that all completed.
+fn done(names: &[&str]) -> Value {
+    names
+        .iter()
+        .map(|n| {
+            (
+                (*n).to_owned(),
+                json!({"status": "completed", "reason": null, "error": null}),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 conformance!(check_non_retryable_failure);
 async fn check_non_retryable_failure(store: Store) {
     register(&store, BRITTLE).await;
@@ -318,6 +335,43 @@ async fn check_non_retryable_failure(store: Store) {
         .await
         .unwrap();
 
+    // Only the failed step's dependants are cancelled; the other branches go on.
+    let run = store.get_run(&run_id).await.unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.reason.as_deref()),
+        ("running", None)
+    );
+    let s = step(&run, "first");
+    assert_eq!(
+        (s.status.as_str(), s.reason.as_deref()),
+        ("failed", Some("invalid_output"))
+    );
+    assert_eq!(
+        attempt_statuses(s),
+        vec![(1, "failed", Some("invalid_output"))]
+    );
+    let second = step(&run, "second");
+    assert_eq!(
+        (second.status.as_str(), second.reason.as_deref()),
+        ("cancelled", Some("upstream_failed"))
+    );
+    assert_eq!(step(&run, "side").status, "running");
+    assert_eq!(step(&run, "once").status, "ready");
+    assert!(
+        !store
+            .heartbeat(&side.lease_id)
+            .await
+            .unwrap()
+            .cancel_requested
+    );
+    store
+        .complete(&side.lease_id, json!(1), None, weft_store::now_ms())
+        .await
+        .unwrap();
+    let once = claim_one(&store, &["once"]).await;
+    complete(&store, &once, json!("once")).await;
+
+    // Nothing more can progress: the run fails with the step's failure.
     let run = store.get_run(&run_id).await.unwrap();
     assert_eq!(
         (
@@ -328,42 +382,6 @@ async fn check_non_retryable_failure(store: Store) {
         ("failed", Some("invalid_output"), Some("not JSON"))
     );
     assert!(run.finished_at.is_some());
-    let s = step(&run, "first");
-    assert_eq!(
-        (s.status.as_str(), s.reason.as_deref()),
-        ("failed", Some("invalid_output"))
-    );
-    assert_eq!(
-        attempt_statuses(s),
-        vec![(1, "failed", Some("invalid_output"))]
-    );
-    for name in ["second", "side", "once"] {
-        let s = step(&run, name);
-        assert_eq!(
-            (s.status.as_str(), s.reason.as_deref()),
-            ("cancelled", Some("upstream_failed")),
-            "{name}"
-        );
-    }
-    // The attempt still out learns it from its heartbeat, and its result no longer counts.
-    assert_eq!(
-        attempt_statuses(step(&run, "side")),
-        vec![(1, "cancelled", Some("cancelled"))]
-    );
-    assert!(
-        store
-            .heartbeat(&side.lease_id)
-            .await
-            .unwrap()
-            .cancel_requested
-    );
-    assert_conflict(
-        store
-            .complete(&side.lease_id, json!(1), None, weft_store::now_ms())
-            .await,
-        "attempt_not_running",
-    );
-    assert_eq!(store.get_run(&run_id).await.unwrap().status, "failed");
     assert!(
         claim(&store, &["brittle", "after", "side", "once"])
             .await
@@ -379,7 +397,8 @@ async fn check_non_retryable_failure(store: Store) {
         event_kinds(&history)
     );
 
-    // A retryable failure with no attempts left fails the run too.
+    // A retryable failure with no attempts left fails the run too, once the
+    // other branches are done.
     let run_id = start(&store, "brittle", json!({})).await;
     let once = claim_one(&store, &["once"]).await;
     store
@@ -390,16 +409,18 @@ async fn check_non_retryable_failure(store: Store) {
         )
         .await
         .unwrap();
+    assert_eq!(store.get_run(&run_id).await.unwrap().status, "running");
+    for handler in ["brittle", "side", "after"] {
+        let task = claim_one(&store, &[handler]).await;
+        complete(&store, &task, json!(handler)).await;
+    }
     let run = store.get_run(&run_id).await.unwrap();
     assert_eq!(
         (run.status.as_str(), run.reason.as_deref()),
         ("failed", Some("handler_error"))
     );
     assert_eq!(step(&run, "once").status, "failed");
-    assert_eq!(
-        step(&run, "first").reason.as_deref(),
-        Some("upstream_failed")
-    );
+    assert_eq!(step(&run, "second").status, "completed");
 }
 
 const REPAIRABLE: &str = "
@@ -479,7 +500,7 @@ async fn check_retry_run(store: Store) {
     assert_eq!((second.step.as_str(), second.attempt), ("second", 2));
     assert_eq!(
         second.input,
-        json!({"input": {"x": 1}, "steps": {"first": {"made": "first"}}})
+        json!({"input": {"x": 1}, "steps": {"first": {"made": "first"}}, "upstream": done(&["first"])})
     );
     complete(&store, &second, json!("second ok")).await;
     let third = claim_one(&store, &["h"]).await;
@@ -525,7 +546,8 @@ async fn check_when_false_skips(store: Store) {
     assert_eq!(after.step, "after", "the skipped step's dependant runs");
     assert_eq!(
         after.input,
-        json!({"input": input, "steps": {"maybe": null}})
+        json!({"input": input, "steps": {"maybe": null},
+            "upstream": {"maybe": {"status": "skipped", "reason": null, "error": null}}})
     );
     complete(&store, &after, json!("after")).await;
     let run = store.get_run(&run_id).await.unwrap();
@@ -589,7 +611,10 @@ async fn check_sleep_step(store: Store) {
         started.elapsed()
     );
     assert_eq!(wake.step, "wake");
-    assert_eq!(wake.input, json!({"input": {}, "steps": {"nap": null}}));
+    assert_eq!(
+        wake.input,
+        json!({"input": {}, "steps": {"nap": null}, "upstream": done(&["nap"])})
+    );
     assert_eq!(
         store.fire_due_timers(100).await.unwrap(),
         0,
