@@ -20,6 +20,7 @@ mod restart;
 mod robustness;
 mod secrets;
 mod tls;
+mod trigger_rules;
 mod upgrade;
 mod worker_faults;
 
@@ -84,6 +85,7 @@ on_both_backends! {
     secrets::secrets_stay_out_of_every_surface,
     secrets::secrets_by_role,
     conditions::heavy_condition_fails_its_step_without_stalling,
+    trigger_rules::trigger_rules_and_the_when_context,
     corruption::a_corrupt_row_is_a_json_500_and_the_engine_goes_on,
     edge::request_bounds,
     doctor::doctor_no_worker_handler_approval_sleep,
