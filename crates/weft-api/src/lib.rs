@@ -520,7 +520,9 @@ pub struct Task {
     pub attempt: i64,
     /// The handler to run: one of the poll's `handlers`.
     pub handler: String,
-    /// `{"input": <run input>, "steps": {<dependency>: <output>}}`.
+    /// `{"input": <run input>, "steps": {<dependency>: <output>},
+    /// "upstream": {<dependency>: {"status", "reason", "error"}}}`; a
+    /// dependency's output is `null` unless it completed.
     pub input: Value,
     /// W3C traceparent of the attempt's span: the worker's span is its child.
     /// `00-<trace_id>-<span_id>-01` (W3C Trace Context).

@@ -91,7 +91,9 @@ pub struct TaskContext {
 }
 
 impl TaskContext {
-    /// `{"input": <run input>, "steps": {<dependency>: <output>}}`.
+    /// `{"input": <run input>, "steps": {<dependency>: <output>},
+    /// "upstream": {<dependency>: {"status", "reason", "error"}}}`; a
+    /// dependency's output is `null` unless it completed.
     pub fn input(&self) -> &Value {
         &self.task.input
     }
