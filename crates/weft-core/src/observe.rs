@@ -37,11 +37,37 @@ pub enum Observation<'a> {
     LeaseExpired {
         queue: &'a str,
     },
+    /// A step's `when` was decided, in a committed transition: the
+    /// condition's span is emitted whole.
+    ConditionDecided(ConditionRecord<'a>),
     /// A store operation and how long it took.
     Operation {
         op: &'static str,
         elapsed: Duration,
     },
+}
+
+/// A `when` decided: everything its span (`condition.<step>`, a child of
+/// the run span) needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConditionRecord<'a> {
+    pub run_id: &'a str,
+    /// The run's trace id (32 hex).
+    pub trace_id: &'a str,
+    /// The run span's id: the condition span's parent.
+    pub run_span_id: &'a str,
+    /// The caller's span the run joined, if any: the run's sampling follows it.
+    pub run_parent_span_id: Option<&'a str>,
+    pub workflow: &'a str,
+    pub version: i64,
+    pub step: &'a str,
+    /// Epoch ms of the transition that evaluated it: the span's end.
+    pub decided_at_ms: i64,
+    /// How long the evaluation took, ms: the span's length.
+    pub condition_ms: u64,
+    /// `true` (the step runs), `false` (skipped) or `error`
+    /// (`condition_error`).
+    pub result: &'static str,
 }
 
 /// A finished run as its row stands: everything the run's span needs.

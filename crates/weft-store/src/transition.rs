@@ -10,7 +10,7 @@ use weft_core::{
     AttemptStatus, Definition, EventKind, Reason, RunState, RunStatus, StepState, StepStatus,
     attempt,
     machine::{self, Context, Effect, Event},
-    observe::{AttemptRecord, Observation, RunRecord, Timing},
+    observe::{AttemptRecord, ConditionRecord, Observation, RunRecord, Timing},
     redact::TextMasker,
 };
 
@@ -47,6 +47,9 @@ pub(crate) struct Applied {
     pub made_ready: bool,
     /// Attempts that were still out when the run ended, now `cancelled`.
     pub cancelled_attempts: Vec<EndedAttempt>,
+    /// The `when` conditions this transition decided: (step position,
+    /// condition_ms, result `true` / `false` / `error`).
+    pub conditions: Vec<(usize, u64, &'static str)>,
 }
 
 /// An attempt that ended, as its span and metrics need it.
@@ -443,10 +446,25 @@ impl Store {
                 log_effect(run, effect, None);
             }
         }
+        let conditions = effects
+            .iter()
+            .filter_map(|effect| {
+                let p = effect.step()?;
+                let ms = run.state.steps[p].condition_ms?;
+                let result = match effect {
+                    Effect::StepReady { .. } | Effect::StepWaiting { .. } => "true",
+                    Effect::StepSkipped { .. } => "false",
+                    Effect::StepFailed { .. } => "error",
+                    _ => return None,
+                };
+                Some((p, ms, result))
+            })
+            .collect();
         Ok(Applied {
             effects,
             made_ready,
             cancelled_attempts,
+            conditions,
         })
     }
 }
@@ -458,6 +476,20 @@ impl Store {
         // Attempts end before their run: their spans are the run span's children.
         for cancelled in &applied.cancelled_attempts {
             observer.observe(&Observation::AttemptFinished(cancelled.record(run, now)));
+        }
+        for &(position, condition_ms, result) in &applied.conditions {
+            observer.observe(&Observation::ConditionDecided(ConditionRecord {
+                run_id: &run.run_id,
+                trace_id: &run.trace_id,
+                run_span_id: &run.span_id,
+                run_parent_span_id: run.parent_span_id.as_deref(),
+                workflow: &run.workflow,
+                version: run.version,
+                step: &run.def.steps[position].name,
+                decided_at_ms: now,
+                condition_ms,
+                result,
+            }));
         }
         for effect in &applied.effects {
             match effect {

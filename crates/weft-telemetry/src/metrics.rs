@@ -684,6 +684,8 @@ impl Observer for Metrics {
             Observation::StepRetrying { workflow, step } => self.step_retrying(workflow, step),
             Observation::LeaseExpired { queue } => self.lease_expired(queue),
             Observation::Operation { op, elapsed } => self.db_query(op, elapsed.as_secs_f64()),
+            // A span, not a metric.
+            Observation::ConditionDecided(_) => {}
         }
     }
 

@@ -3,7 +3,9 @@
 //! ids stored when it began and its stored start and end times. Whichever
 //! process commits the end emits the span, so an engine restart mid-run still
 //! yields one tree: `workflow.<name>` → `step.<step>` → the worker's
-//! `execute <handler>`.
+//! `execute <handler>`, and beside the steps `condition.<step>`, the time a
+//! step's `when` took (`weft.condition_ms`), emitted when its decision is
+//! committed.
 //!
 //! The SDK's `SpanBuilder` takes no ids of its own, so the provider's id
 //! generator ([`PresetIds`]) hands out the row's ids while a span is built.
@@ -25,7 +27,7 @@ use opentelemetry_sdk::trace::{
 };
 use weft_core::{
     AttemptStatus, RunStatus,
-    observe::{AttemptRecord, GaugeSnapshot, Observation, Observer, RunRecord},
+    observe::{AttemptRecord, ConditionRecord, GaugeSnapshot, Observation, Observer, RunRecord},
 };
 
 use crate::traces::SamplerConfig;
@@ -251,6 +253,52 @@ impl RowSpans {
     }
 }
 
+impl RowSpans {
+    /// `condition.<step>`: a child of the run span ending when the decision
+    /// was committed and as long as the evaluation took. Its own span id is
+    /// random: nothing links to it.
+    pub fn condition_span(&self, condition: &ConditionRecord<'_>) {
+        let (Ok(trace_id), Ok(run_span_id)) = (
+            TraceId::from_hex(condition.trace_id),
+            SpanId::from_hex(condition.run_span_id),
+        ) else {
+            tracing::warn!(
+                component = "telemetry",
+                run_id = condition.run_id,
+                "run row has malformed trace ids; no condition span"
+            );
+            return;
+        };
+        let caller = condition
+            .run_parent_span_id
+            .and_then(|p| SpanId::from_hex(p).ok());
+        let flags = if self.run_sampled(trace_id, caller) {
+            TraceFlags::SAMPLED
+        } else {
+            TraceFlags::default()
+        };
+        let ms = i64::try_from(condition.condition_ms).unwrap_or(i64::MAX);
+        let end = time(condition.decided_at_ms);
+        let builder = SpanBuilder::from_name(format!("condition.{}", condition.step))
+            .with_kind(SpanKind::Internal)
+            .with_start_time(time(condition.decided_at_ms.saturating_sub(ms)))
+            .with_attributes(vec![
+                KeyValue::new("weft.run_id", condition.run_id.to_owned()),
+                KeyValue::new("weft.workflow", condition.workflow.to_owned()),
+                KeyValue::new("weft.workflow_version", condition.version),
+                KeyValue::new("weft.step", condition.step.to_owned()),
+                KeyValue::new("weft.condition_ms", ms),
+                KeyValue::new("weft.condition.result", condition.result),
+            ]);
+        let parent = remote(trace_id, run_span_id, flags);
+        let mut span = self.tracer.build_with_context(builder, &parent);
+        if condition.result == "error" {
+            span.set_status(Status::error("condition_error"));
+        }
+        span.end_with_timestamp(end);
+    }
+}
+
 /// The semantic-conventions `exception` event.
 fn exception(kind: Option<&str>, message: Option<&str>, at: SystemTime) -> Event {
     let mut attributes = vec![KeyValue::new(
@@ -268,6 +316,7 @@ impl Observer for RowSpans {
         match observation {
             Observation::RunFinished(run) => self.run_span(run),
             Observation::AttemptFinished(attempt) => self.attempt_span(attempt),
+            Observation::ConditionDecided(condition) => self.condition_span(condition),
             _ => {}
         }
     }
@@ -394,6 +443,39 @@ mod tests {
         );
         assert_eq!(attr(span, "weft.reason"), None);
         assert_eq!(span.status, Status::Unset);
+    }
+
+    #[test]
+    fn a_condition_span_is_a_child_of_the_run_as_long_as_the_evaluation() {
+        let (spans, collected) = pipeline(SamplerConfig::ParentBasedAlwaysOn);
+        let condition = |result| ConditionRecord {
+            run_id: "r1",
+            trace_id: TRACE,
+            run_span_id: RUN_SPAN,
+            run_parent_span_id: None,
+            workflow: "etl",
+            version: 3,
+            step: "load",
+            decided_at_ms: 1_700_000_000_500,
+            condition_ms: 7,
+            result,
+        };
+        spans.condition_span(&condition("false"));
+        spans.condition_span(&condition("error"));
+        let out = collected.0.lock().unwrap();
+        let (skipped, failed) = (&out[0], &out[1]);
+        assert_eq!(skipped.name, "condition.load");
+        assert_eq!(skipped.span_context.trace_id().to_string(), TRACE);
+        assert_eq!(skipped.parent_span_id.to_string(), RUN_SPAN);
+        assert_eq!(skipped.start_time, time(1_700_000_000_493));
+        assert_eq!(skipped.end_time, time(1_700_000_000_500));
+        assert_eq!(attr(skipped, "weft.condition_ms").as_deref(), Some("7"));
+        assert_eq!(
+            attr(skipped, "weft.condition.result").as_deref(),
+            Some("false")
+        );
+        assert_eq!(skipped.status, Status::Unset);
+        assert_eq!(failed.status, Status::error("condition_error"));
     }
 
     #[test]

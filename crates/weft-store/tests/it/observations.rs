@@ -2,7 +2,8 @@
 //! and finished run is reported with the ids, times and outcome stored in its
 //! row (the attempt's span id is the one in its task's `traceparent`, a retry
 //! names the attempt before it, attempts cut short by the end of their run are
-//! reported `cancelled` before the run), and baggage rides to the task.
+//! reported `cancelled` before the run), baggage rides to the task, and each
+//! `when` decided is reported with its time and result.
 
 use std::sync::{Arc, Mutex};
 
@@ -14,7 +15,7 @@ use weft_core::{
 };
 use weft_store::{FailReport, NewRun, Store};
 
-use crate::support::{claim, claim_after_timers, complete, register, steps_of};
+use crate::support::{claim, claim_after_timers, complete, events, register, steps_of};
 
 /// What one observation said, owned.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +32,12 @@ enum Seen {
         trace_id: String,
         worker_id: String,
         in_order: bool,
+    },
+    Condition {
+        step: String,
+        result: &'static str,
+        run_span_id: String,
+        trace_id: String,
     },
     Run {
         status: String,
@@ -69,6 +76,12 @@ impl Observer for Recorder {
                 trace_id: r.trace_id.to_owned(),
                 version: r.version,
                 in_order: r.created_at_ms <= r.finished_at_ms,
+            },
+            Observation::ConditionDecided(c) => Seen::Condition {
+                step: c.step.to_owned(),
+                result: c.result,
+                run_span_id: c.run_span_id.to_owned(),
+                trace_id: c.trace_id.to_owned(),
             },
             _ => return,
         };
@@ -213,3 +226,81 @@ pub async fn check_observations_carry_span_rows(store: Store) {
     assert_ne!(run_span, &first_span);
 }
 conformance!(check_observations_carry_span_rows);
+
+const GUARDED: &str = "
+name: guarded
+steps:
+  - {name: a, handler: h}
+  - {name: go, handler: h, depends_on: [a], when: 'steps.a.go'}
+  - {name: stop, handler: h, depends_on: [a], when: '!steps.a.go'}
+  - {name: broken, handler: h, depends_on: [a], when: 'steps.a.nope > 1'}
+  - {name: plain, handler: h, depends_on: [a]}
+";
+
+conformance!(check_conditions_are_observed_with_their_time);
+async fn check_conditions_are_observed_with_their_time(store: Store) {
+    let recorder = Arc::new(Recorder::default());
+    store.set_observer(recorder.clone());
+    register(&store, GUARDED).await;
+    let started = store
+        .start_run(NewRun {
+            workflow: "guarded".to_owned(),
+            input: json!({}),
+            ..NewRun::default()
+        })
+        .await
+        .unwrap();
+    let tasks = claim(&store, &["h"]).await;
+    complete(&store, &tasks[0], json!({"go": true})).await;
+
+    let seen = recorder.0.lock().unwrap().clone();
+    let conditions: Vec<(&str, &str)> = seen
+        .iter()
+        .filter_map(|s| match s {
+            Seen::Condition {
+                step,
+                result,
+                run_span_id,
+                trace_id,
+            } => {
+                assert_eq!(trace_id, &started.trace_id);
+                assert_eq!(run_span_id.len(), 16);
+                Some((step.as_str(), *result))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        conditions,
+        [("go", "true"), ("stop", "false"), ("broken", "error")],
+        "one per `when`, none for a step without: {seen:#?}"
+    );
+    // The decision's event carries the time; a step without `when` has none.
+    let history = events(&store, &started.run_id).await;
+    let decided: Vec<(String, String, bool)> = history
+        .iter()
+        .filter(|e| {
+            matches!(
+                e.kind.as_str(),
+                "step.ready" | "step.skipped" | "step.failed"
+            ) && e.step.as_deref() != Some("a")
+        })
+        .map(|e| {
+            (
+                e.kind.clone(),
+                e.step.clone().unwrap_or_default(),
+                e.data["condition_ms"].is_u64(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String, bool)> = [
+        ("step.ready", "go", true),
+        ("step.skipped", "stop", true),
+        ("step.failed", "broken", true),
+        ("step.ready", "plain", false),
+    ]
+    .iter()
+    .map(|(k, s, t)| ((*k).to_owned(), (*s).to_owned(), *t))
+    .collect();
+    assert_eq!(decided, expected);
+}
