@@ -280,7 +280,8 @@ pub struct StepDetail {
     pub depends_on: Vec<String>,
     /// `pending` (dependencies not met), `ready` (queued), `running`
     /// (claimed), `retrying` (backoff), `waiting` (sleep or approval),
-    /// `completed`, `failed`, `skipped` (its `when` was false) or `cancelled`
+    /// `completed`, `failed`, `skipped` (its `when` was false, or its
+    /// `run_if: any_failed` found no failure) or `cancelled`
     /// (SPEC §1, States).
     pub status: String,
     /// The reason of its latest failure (kept while `retrying`),

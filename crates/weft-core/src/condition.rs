@@ -14,8 +14,8 @@
 //!
 //! What a condition sees ([`Vars`]): `input`, the run input; `steps`, every
 //! step of the run by name, its output when it completed and `null`
-//! otherwise (skipped, failed, cancelled, not yet run); `upstream`, every
-//! step's outcome `{status, reason, error}`. A manifest being registered may
+//! otherwise (skipped, failed, cancelled, not yet run); `upstream`, the
+//! outcome `{status, reason, error}` of each of the step's ancestors. A manifest being registered may
 //! name in `steps.X` / `upstream.X` only the step's ancestors
 //! ([`references`]).
 //!
@@ -92,7 +92,8 @@ pub struct Vars {
     /// `{step name: output}` for every step: its output when it completed,
     /// `null` otherwise.
     pub steps: Value,
-    /// `{step name: {status, reason, error}}` for every step.
+    /// `{step name: {status, reason, error}}` for each of the step's
+    /// ancestors.
     pub upstream: Value,
 }
 

@@ -582,7 +582,7 @@ fn advance(
         }
         let step_def = &def.steps[step];
         if let Some(expression) = &step_def.when {
-            let vars = condition_vars(def, state);
+            let vars = condition_vars(def, state, step);
             let evaluation = conditions.evaluate(expression, &vars);
             state.steps[step].condition_ms = evaluation.condition_ms;
             match evaluation.result {
@@ -690,21 +690,26 @@ pub fn outcome_json(status: StepStatus, reason: Option<Reason>, error: Option<&s
     })
 }
 
-/// What a condition sees: the run input, every step's output (`null` unless
-/// it completed) and every step's outcome.
-fn condition_vars(def: &Definition, state: &RunState) -> condition::Vars {
+/// What `step`'s condition sees: the run input, every step's output (`null`
+/// unless it completed; every step, so that a version stored before the
+/// ancestor check keeps reading what it read) and the outcome of each of its
+/// ancestors (`upstream` is newer than that check).
+fn condition_vars(def: &Definition, state: &RunState, step: usize) -> condition::Vars {
+    let ancestors = def.ancestors(step);
     let mut steps = Map::new();
     let mut upstream = Map::new();
-    for (d, s) in def.steps.iter().zip(&state.steps) {
+    for (i, (d, s)) in def.steps.iter().zip(&state.steps).enumerate() {
         let output = match s.status {
             StepStatus::Completed => s.output.clone().unwrap_or(Value::Null),
             _ => Value::Null,
         };
         steps.insert(d.name.clone(), output);
-        upstream.insert(
-            d.name.clone(),
-            outcome_json(s.status, s.reason, s.error.as_deref()),
-        );
+        if ancestors[i] {
+            upstream.insert(
+                d.name.clone(),
+                outcome_json(s.status, s.reason, s.error.as_deref()),
+            );
+        }
     }
     condition::Vars {
         input: state.input.clone(),
@@ -755,4 +760,79 @@ pub fn task_input(
         "steps": steps,
         "upstream": upstream,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// Records what each condition saw and answers true.
+    #[derive(Default)]
+    struct Seen(RefCell<Vec<condition::Vars>>);
+
+    impl condition::Evaluate for Seen {
+        fn evaluate(&self, _: &str, vars: &condition::Vars) -> condition::Evaluation {
+            self.0.borrow_mut().push(vars.clone());
+            condition::Evaluation {
+                result: Ok(true),
+                condition_ms: Some(3),
+            }
+        }
+    }
+
+    #[test]
+    fn a_condition_sees_every_step_and_its_ancestors_outcomes() {
+        let def = Definition::parse(
+            "name: w\nsteps:\n  - {name: a, handler: h}\n  - {name: side, handler: h}\n  - {name: b, handler: h, depends_on: [a], when: 'true'}\n",
+        )
+        .unwrap();
+        let mut state = RunState::new(&def, serde_json::json!({"k": 1}));
+        let cx = Context {
+            now_ms: 0,
+            random: 0.5,
+        };
+        let seen = Seen::default();
+        apply_with(&def, &mut state, Event::Start, cx, &seen).unwrap();
+        state.steps[0].status = StepStatus::Running;
+        let effects = apply_with(
+            &def,
+            &mut state,
+            Event::AttemptCompleted {
+                step: 0,
+                output: serde_json::json!({"rows": 2}),
+            },
+            cx,
+            &seen,
+        )
+        .unwrap();
+        assert!(effects.contains(&Effect::StepReady { step: 2 }));
+        assert_eq!(state.steps[2].condition_ms, Some(3));
+        let vars = seen.0.borrow();
+        assert_eq!(vars.len(), 1);
+        assert_eq!(vars[0].input, serde_json::json!({"k": 1}));
+        assert_eq!(
+            vars[0].steps,
+            serde_json::json!({"a": {"rows": 2}, "side": null, "b": null})
+        );
+        assert_eq!(
+            vars[0].upstream,
+            serde_json::json!({"a": {"status": "completed", "reason": null, "error": null}})
+        );
+        // The next transition does not carry the time over.
+        state.steps[1].status = StepStatus::Running;
+        apply_with(
+            &def,
+            &mut state,
+            Event::AttemptCompleted {
+                step: 1,
+                output: Value::Null,
+            },
+            cx,
+            &seen,
+        )
+        .unwrap();
+        assert_eq!(state.steps[2].condition_ms, None);
+    }
 }
