@@ -1074,9 +1074,12 @@ fn a_failed_handles_failure_step_does_not_consume_and_retry_reruns_it() {
 
 #[test]
 fn a_skipped_dependency_is_null_to_when() {
-    let manifest = "name: skipbranch\nsteps:\n  - {name: a, handler: h}\n  - {name: b, handler: h, depends_on: [a], when: 'input.run_b == true'}\n  - {name: d, handler: h, depends_on: [b], when: 'steps.b != null'}\n  - {name: e, handler: h, depends_on: [b], when: \"upstream.b.status == 'skipped'\"}\n";
+    let manifest = format!(
+        "name: skipbranch\nsteps:\n  - {{name: a, handler: h}}\n  - {{name: b, handler: h, depends_on: [a], when: 'input.run_b == true'}}\n  - {{name: d, handler: h, depends_on: [b], when: 'steps.b != null'}}\n  - {{name: e, handler: h, depends_on: [b], when: \"upstream.b.status == '{}'\"}}\n",
+        crate::StepStatus::Skipped.as_str()
+    );
     trace(
-        manifest,
+        &manifest,
         serde_json::json!({"run_b": false}),
         &[
             (0, Run(Event::Start)),
