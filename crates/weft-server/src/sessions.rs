@@ -68,6 +68,14 @@ fn csrf_matches(token: &str, given: &str) -> bool {
     hex::decode(given.trim()).is_ok_and(|bytes| csrf_mac(token).verify_slice(&bytes).is_ok())
 }
 
+/// The CSRF token of the session a request's cookie carries, if any: what a
+/// dashboard page hands its script for the actions it sends.
+pub(crate) fn session_csrf(headers: &HeaderMap) -> Option<String> {
+    cookie(headers, SESSION_COOKIE)
+        .filter(|t| cookie_safe(t))
+        .map(|t| csrf_token(&t))
+}
+
 /// A cookie's value in a request's `Cookie` headers.
 fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers

@@ -16,11 +16,13 @@ use serde::Serialize;
 
 use crate::ApiError;
 
+mod bulk;
 pub(crate) mod dag;
 pub(crate) mod format;
 mod ops;
 mod run;
 mod runs;
+mod session;
 mod workflows;
 
 pub(crate) use ops::{stuck_page, workers_page};

@@ -281,7 +281,11 @@ struct EdgeView {
     crit: bool,
 }
 
-pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
+pub(crate) async fn run_page(
+    State(state): State<AppState>,
+    session: super::session::PageSession,
+    Path(id): Path<String>,
+) -> PageResult {
     if id.len() > 256 || id.chars().any(char::is_control) {
         return Err(super::PageError::bad_request("that is not a run id"));
     }
@@ -388,6 +392,19 @@ pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<Strin
         })
         .collect();
     let actions = actions(&events, &presenter);
+    // The buttons that apply to the run's state (the role is `session`'s).
+    let status = RunStatus::parse(&run.status);
+    let buttons = context! {
+        cancel => matches!(status, Some(RunStatus::Pending | RunStatus::Running)),
+        retry => matches!(status, Some(RunStatus::Failed | RunStatus::Cancelled)),
+        approvals => run.steps.iter()
+            .filter(|s| s.kind == "approval" && s.status == "waiting")
+            .map(|s| {
+                let url = format!("/v1/runs/{}/steps/{}/", run.run_id, super::encode(&s.name));
+                context! { name => s.name, approve => format!("{url}approve"), reject => format!("{url}reject") }
+            })
+            .collect::<Vec<_>>(),
+    };
     let trace_url =
         crate::present::trace_url(state.config.trace_url_template.as_deref(), &run.trace_id);
     let gantt = gantt(&run, &times, &path, t0, t1);
@@ -425,7 +442,7 @@ pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<Strin
                 took => format::human_ms(end - t0) + if terminal { "" } else { " so far" },
             },
             dag => context! { width => laid.width, height => laid.height, nodes, edges },
-            gantt, critical, steps, history, legend, actions,
+            gantt, critical, steps, history, legend, actions, buttons, session,
         },
     ))
 }

@@ -25,7 +25,7 @@
     setInterval(async () => {
       if (document.hidden) return;
       const doc = await fetchPage();
-      if (doc) swap(doc, ["runs-body", "counts"]);
+      if (doc) swap(doc, ["runs-body", "counts", "bulk"]);
     }, 3000);
   }
 
@@ -42,6 +42,40 @@
     const d = document.getElementById("step-" + step);
     if (d) d.open = true;
   }
+  const RUN_PARTS = ["run-facts", "run-actions", "critical-path", "dag", "gantt-span", "gantt", "steps", "step-details", "run-people", "history"];
+  let es = null;
+  // Re-renders the run's parts in place, keeping scroll, open steps and the
+  // selection; follows the stream again if the run is live again (a retry).
+  async function refreshRun() {
+    const doc = await fetchPage();
+    if (!doc) return;
+    const open = [...document.querySelectorAll("details.step[open]")].map((d) => d.id);
+    const x = window.scrollX, y = window.scrollY;
+    swap(doc, RUN_PARTS);
+    open.forEach((id) => { const d = document.getElementById(id); if (d) d.open = true; });
+    select(selected);
+    window.scrollTo(x, y);
+    const st = document.getElementById("run-status");
+    live.dataset.status = st ? st.textContent : "";
+    const next = doc.getElementById("run-live");
+    if (next && next.dataset.follow) { live.dataset.follow = next.dataset.follow; delete live.dataset.ended; follow(); }
+    else if (es) { es.close(); es = null; live.removeAttribute("data-follow"); live.dataset.ended = "1"; }
+  }
+  function follow() {
+    const url = live.dataset.follow;
+    if (es || !url || !window.EventSource) return;
+    es = new EventSource(url);
+    let pending = false;
+    const refresh = () => {
+      if (pending) return;
+      pending = true;
+      setTimeout(() => { pending = false; refreshRun(); }, 150);
+    };
+    es.onmessage = refresh;
+    ["run.started", "step.ready", "step.running", "step.skipped", "step.waiting", "step.completed", "step.retrying",
+     "step.failed", "step.cancelled", "run.completed", "run.failed", "run.cancelled", "run.retried"]
+      .forEach((k) => es.addEventListener(k, refresh));
+  }
   if (live) {
     document.addEventListener("click", (ev) => {
       const el = ev.target.closest(".node, #gantt .row, #steps tr[data-step], #critical-path a");
@@ -53,33 +87,73 @@
       if (d && el.closest("#critical-path, #steps")) d.scrollIntoView({ block: "nearest" });
     });
     select(selected);
-    const follow = live.dataset.follow;
-    if (follow && window.EventSource) {
-      const es = new EventSource(follow);
-      let pending = false;
-      const refresh = async () => {
-        if (pending) return;
-        pending = true;
-        setTimeout(async () => {
-          pending = false;
-          const doc = await fetchPage();
-          if (!doc) return;
-          const open = [...document.querySelectorAll("details.step[open]")].map((d) => d.id);
-          const x = window.scrollX, y = window.scrollY;
-          swap(doc, ["run-facts", "critical-path", "dag", "gantt-span", "gantt", "steps", "step-details", "history"]);
-          open.forEach((id) => { const d = document.getElementById(id); if (d) d.open = true; });
-          select(selected);
-          window.scrollTo(x, y);
-          const st = document.getElementById("run-status");
-          live.dataset.status = st ? st.textContent : "";
-          const next = doc.getElementById("run-live");
-          if (next && !next.dataset.follow) { es.close(); live.removeAttribute("data-follow"); live.dataset.ended = "1"; }
-        }, 150);
-      };
-      es.onmessage = refresh;
-      ["run.started", "step.ready", "step.running", "step.skipped", "step.waiting", "step.completed", "step.retrying",
-       "step.failed", "step.cancelled", "run.completed", "run.failed", "run.cancelled", "run.retried"]
-        .forEach((k) => es.addEventListener(k, refresh));
-    }
+    follow();
   }
+
+  // Actions: a confirmation, then the JSON API with the session's CSRF token
+  // (the Origin check and X-Weft-Client cover a server without sign-in).
+  const problem = document.getElementById("action-error");
+  function showError(message) {
+    if (!problem) return;
+    problem.textContent = message;
+    problem.hidden = !message;
+  }
+  async function post(url, body) {
+    const headers = { "Content-Type": "application/json", Accept: "application/json", "X-Weft-Client": "weft-dashboard" };
+    if (document.body.dataset.csrf) headers["X-Weft-CSRF"] = document.body.dataset.csrf;
+    const res = await fetch(url, { method: "POST", headers, body: JSON.stringify(body || {}), credentials: "same-origin" });
+    let data = null;
+    try { data = await res.json(); } catch (_) { data = null; }
+    if (!res.ok) {
+      const e = data && data.error;
+      throw new Error(e ? e.message + " (" + e.code + ", HTTP " + res.status + ")" : "HTTP " + res.status);
+    }
+    return data;
+  }
+  // Asks in the page's <dialog>; resolves to null (backed out) or the comment.
+  function confirmAction(text, withComment) {
+    const dialog = document.getElementById("confirm");
+    if (!dialog || !dialog.showModal) return Promise.resolve(window.confirm(text) ? "" : null);
+    document.getElementById("confirm-text").textContent = text;
+    const row = document.getElementById("confirm-comment-row"), comment = document.getElementById("confirm-comment");
+    row.hidden = !withComment;
+    comment.value = "";
+    dialog.returnValue = "";
+    return new Promise((resolve) => {
+      dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok" ? comment.value : null), { once: true });
+      dialog.showModal();
+    });
+  }
+  window.weftAction = { post, confirmAction, showError };
+  document.addEventListener("click", async (ev) => {
+    const btn = ev.target.closest("button.act");
+    if (!btn) return;
+    ev.preventDefault();
+    let body = btn.dataset.body ? JSON.parse(btn.dataset.body) : {};
+    if (btn.dataset.input) {
+      const text = document.getElementById(btn.dataset.input).value.trim();
+      try {
+        body = { input: text ? JSON.parse(text) : {} };
+      } catch (err) {
+        showError("The input is not valid JSON: " + err.message);
+        return;
+      }
+    }
+    const comment = await confirmAction(btn.dataset.confirm || "Are you sure?", !!btn.dataset.comment);
+    if (comment === null) return;
+    if (btn.dataset.comment && comment.trim()) body.comment = comment.trim();
+    btn.disabled = true;
+    try {
+      const answer = await post(btn.dataset.url, body);
+      showError("");
+      document.dispatchEvent(new CustomEvent("weft:acted", { detail: { act: btn.dataset.act, answer } }));
+      if (live) await refreshRun();
+      else if (btn.dataset.then === "run" && answer && answer.run_id) location.assign("/runs/" + answer.run_id);
+      else if (btn.dataset.then === "reload") location.reload();
+    } catch (err) {
+      showError(err.message);
+    } finally {
+      btn.disabled = false;
+    }
+  });
 })();
