@@ -17,6 +17,8 @@ mod harness;
 #[path = "../it/dashboard.rs"]
 mod dashboard;
 
+mod actions;
+
 use std::{
     net::TcpListener,
     path::PathBuf,
