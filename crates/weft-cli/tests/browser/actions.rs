@@ -9,10 +9,11 @@
 use fantoccini::Locator;
 use serde_json::{Value, json};
 use weft_client::Client;
+use weft_worker::TaskContext;
 
 use crate::{
     Browser,
-    harness::{Env, PATIENCE, wait_until},
+    harness::{Env, PATIENCE, SdkWorker, wait_until},
 };
 
 /// A run that waits for a worker nobody runs: stays `pending` (its step
@@ -20,6 +21,9 @@ use crate::{
 pub(crate) const HOLD: &str = "name: act_hold\nsteps:\n  - name: orphan\n    handler: act.nobody\n";
 /// A run that waits for a person.
 pub(crate) const GATE: &str = "name: act_gate\nsteps:\n  - {name: ok, kind: approval}\n";
+
+/// A step with a 20 KB output and 250 log lines.
+pub(crate) const BIG: &str = "name: act_big\nsteps:\n  - name: big\n    handler: act.big\n";
 
 const COMMENT: &str = "<script>window.__weftAlerted = 1</script> looks right";
 
@@ -353,6 +357,77 @@ pub(crate) async fn actions_by_button(env: &Env, browser: &Browser, full: bool) 
     assert_eq!(run.workflow, "act_gate");
     assert_eq!(run.input, json!({"order": 42, "note": "<b>x</b>"}));
     browser.shot("workflow-started").await;
+
+    // Large payloads are clipped with a link to the whole; times toggle
+    // between UTC, local and relative.
+    env.register(BIG).await;
+    let worker = SdkWorker::spawn(
+        env.sdk_worker("act-worker")
+            .handler("act.big", |ctx: TaskContext| async move {
+                let lines: Vec<String> = (0..250).map(|i| format!("line {i}")).collect();
+                ctx.log(lines).await;
+                Ok(json!({"blob": "x".repeat(20_000)}))
+            })
+            .build(),
+    );
+    let big = env.start_run("act_big", json!({})).await;
+    assert_eq!(env.wait_finished(&big).await.status, "completed");
+    browser.goto(env, &format!("/runs/{big}#step-big")).await;
+    let clipped = browser
+        .js("return [...document.querySelectorAll('#step-big .clipped')].map(e => e.textContent)")
+        .await;
+    let clipped: Vec<&str> = clipped
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        clipped
+            .iter()
+            .any(|c| c.starts_with("the first 4 KB of 19.5 KB")),
+        "{clipped:?}"
+    );
+    assert!(
+        clipped
+            .iter()
+            .any(|c| c.starts_with("the last 200 lines; 50 earlier ones")),
+        "{clipped:?}"
+    );
+    let whole = browser
+        .js("return fetch(document.querySelector('#step-big .clipped a[href*=logs]').href).then(r => r.json()).then(j => j.lines.length)")
+        .await;
+    assert_eq!(whole, json!(250), "the link has every line");
+    assert!(
+        browser
+            .js("return document.body.innerHTML.length")
+            .await
+            .as_u64()
+            .unwrap_or(0)
+            < 40_000,
+        "the page stays small"
+    );
+    worker.stop().await;
+
+    browser.goto(env, "/?workflow=act_hold").await;
+    let utc = browser.text("#runs-body time.t").await;
+    assert_eq!(browser.text("#tz-toggle").await, "UTC");
+    browser.click("#tz-toggle").await;
+    assert_eq!(browser.text("#tz-toggle").await, "local");
+    assert_eq!(browser.text("#runs thead .tz").await, "(local)");
+    let title = browser
+        .js("return document.querySelector('#runs-body time.t').title")
+        .await;
+    assert_eq!(title, json!(format!("{utc} UTC")), "the UTC instant kept");
+    browser.click("#tz-toggle").await;
+    let relative = browser.text("#runs-body time.t").await;
+    assert!(relative.ends_with(" ago"), "{relative}");
+    // The choice is kept across pages.
+    browser.goto(env, &format!("/runs/{big}")).await;
+    let created = browser.text("#run-facts time.t").await;
+    assert!(created.ends_with(" ago"), "{created}");
+    browser.click("#tz-toggle").await;
+    assert_eq!(browser.text("#run-facts time.t").await.len(), 19);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,6 +20,7 @@ mod bulk;
 pub(crate) mod dag;
 pub(crate) mod format;
 mod ops;
+mod payload;
 mod run;
 mod runs;
 mod session;

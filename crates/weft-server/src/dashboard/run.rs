@@ -19,7 +19,11 @@ use weft_core::{
     critical_path::{self, AttemptTimes, CriticalPath, StepTimes},
 };
 
-use super::{PageResult, dag, format, render};
+use super::{
+    PageResult, dag, format,
+    payload::{MAX_EVENT_BYTES, MAX_LOG_LINES, MAX_SHOWN_BYTES, clip},
+    render,
+};
 use crate::AppState;
 
 const GANTT_WIDTH: f64 = 700.0;
@@ -387,7 +391,7 @@ pub(crate) async fn run_page(
                 "kind": e.kind,
                 "step": e.step,
                 "attempt": e.attempt,
-                "data": presenter.shown(&e.data).to_string(),
+                "data": clip(presenter.shown(&e.data).to_string(), MAX_EVENT_BYTES),
             })
         })
         .collect();
@@ -491,6 +495,7 @@ fn step_view(
         .position(|d| d.name == s.name)
         .filter(|_| !s.attempts.is_empty())
         .map(|i| presenter.shown(&weft_core::machine::task_input(def, i, run_input, outputs)));
+    let lines: &[Value] = logs.get(s.name.as_str()).map_or(&[], Vec::as_slice);
     let dur = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), format::human_ms);
     let attempts: Vec<Value> = s
         .attempts
@@ -521,11 +526,13 @@ fn step_view(
         "status": s.status,
         "reason": s.reason,
         "due": s.due_at.as_deref().map(format::short_time),
-        "input": input.as_ref().map(pretty).unwrap_or_default(),
-        "output": s.output.as_ref().map(pretty).unwrap_or_default(),
-        "error": s.error.as_deref().map(text),
+        "input": clip(input.as_ref().map(pretty).unwrap_or_default(), MAX_SHOWN_BYTES),
+        "output": clip(s.output.as_ref().map(pretty).unwrap_or_default(), MAX_SHOWN_BYTES),
+        "error": s.error.as_deref().map(|e| clip(text(e), MAX_SHOWN_BYTES)),
         "attempts": attempts,
-        "logs": logs.get(s.name.as_str()).cloned().unwrap_or_default(),
+        "logs": lines.get(lines.len().saturating_sub(MAX_LOG_LINES)..).unwrap_or_default(),
+        "logs_left_out": lines.len().saturating_sub(MAX_LOG_LINES),
+        "name_q": super::encode(&s.name),
         "crit": path.steps.contains(&s.name),
     })
 }

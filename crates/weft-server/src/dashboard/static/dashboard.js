@@ -157,3 +157,49 @@
     }
   });
 })();
+
+// Times: rendered in UTC (`2026-11-29 17:05:03`, readable without script);
+// the header's toggle shows them in UTC, local time or relative to now, the
+// choice kept in localStorage. The exact UTC instant stays in each title.
+(function () {
+  const MODES = ["UTC", "local", "relative"];
+  const toggle = document.getElementById("tz-toggle");
+  if (!toggle) return;
+  let mode = MODES.includes(localStorage.getItem("weft.tz")) ? localStorage.getItem("weft.tz") : "UTC";
+  const pad = (n) => String(n).padStart(2, "0");
+  function ago(ms) {
+    const s = Math.round(Math.abs(ms) / 1000), suffix = ms >= 0 ? " ago" : " from now";
+    if (s < 60) return s + " s" + suffix;
+    if (s < 3600) return Math.round(s / 60) + " min" + suffix;
+    if (s < 86400) return Math.round(s / 3600) + " h" + suffix;
+    return Math.round(s / 86400) + " d" + suffix;
+  }
+  function show(el) {
+    if (!el.dataset.utc) el.dataset.utc = el.textContent.trim();
+    const utc = el.dataset.utc, t = new Date(utc.replace(" ", "T") + "Z");
+    if (isNaN(t)) return;
+    el.setAttribute("datetime", t.toISOString());
+    el.title = utc + " UTC";
+    if (mode === "local") {
+      el.textContent = t.getFullYear() + "-" + pad(t.getMonth() + 1) + "-" + pad(t.getDate()) + " " +
+        pad(t.getHours()) + ":" + pad(t.getMinutes()) + ":" + pad(t.getSeconds());
+    } else if (mode === "relative") el.textContent = ago(Date.now() - t.getTime());
+    else el.textContent = utc;
+  }
+  function apply() {
+    document.querySelectorAll("time.t").forEach(show);
+    document.querySelectorAll(".tz").forEach((el) => { el.textContent = mode === "UTC" ? "(UTC)" : mode === "local" ? "(local)" : ""; });
+    toggle.textContent = mode;
+  }
+  toggle.hidden = false;
+  toggle.addEventListener("click", () => {
+    mode = MODES[(MODES.indexOf(mode) + 1) % MODES.length];
+    localStorage.setItem("weft.tz", mode);
+    apply();
+  });
+  // Parts swapped in by live updates come in UTC: show them in the mode.
+  new MutationObserver(() => { if (mode !== "UTC") document.querySelectorAll("time.t:not([datetime])").forEach(show); })
+    .observe(document.querySelector("main") || document.body, { childList: true, subtree: true });
+  apply();
+  if (mode === "relative") setInterval(apply, 30000);
+})();
