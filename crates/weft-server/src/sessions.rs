@@ -32,7 +32,11 @@ use axum::{
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::{ApiError, AppState, auth::Principal, forgery::CsrfVerified};
+use crate::{
+    ApiError, AppState,
+    auth::Principal,
+    forgery::{CsrfVerified, SessionCsrf},
+};
 
 /// The session cookie's name; its value is the API token.
 pub const SESSION_COOKIE: &str = "weft_session";
@@ -66,14 +70,6 @@ fn csrf_mac(token: &str) -> Hmac<Sha256> {
 /// Whether `given` is the CSRF token of `token`'s session (constant time).
 fn csrf_matches(token: &str, given: &str) -> bool {
     hex::decode(given.trim()).is_ok_and(|bytes| csrf_mac(token).verify_slice(&bytes).is_ok())
-}
-
-/// The CSRF token of the session a request's cookie carries, if any: what a
-/// dashboard page hands its script for the actions it sends.
-pub(crate) fn session_csrf(headers: &HeaderMap) -> Option<String> {
-    cookie(headers, SESSION_COOKIE)
-        .filter(|t| cookie_safe(t))
-        .map(|t| csrf_token(&t))
 }
 
 /// A cookie's value in a request's `Cookie` headers.
@@ -173,6 +169,10 @@ async fn authenticate_with_cookie(mut request: Request, next: Next) -> Response 
     let Some(token) = session else {
         return next.run(request).await;
     };
+    // A page served to this session hands its script the CSRF token.
+    request
+        .extensions_mut()
+        .insert(SessionCsrf(csrf_token(&token)));
     if !safe {
         let from_header = request
             .headers()

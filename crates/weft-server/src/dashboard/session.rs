@@ -8,7 +8,10 @@ use std::convert::Infallible;
 use axum::{extract::FromRequestParts, http::request::Parts};
 use serde::Serialize;
 
-use crate::auth::{Access, Principal, Role};
+use crate::{
+    auth::{Access, Principal, Role},
+    forgery::SessionCsrf,
+};
 
 /// The viewer of a page, as its template sees it (`session`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -32,7 +35,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PageSession {
             .is_some_and(|p| Access::Role(Role::Operator).allows(p.role));
         Ok(PageSession {
             can_act,
-            csrf: crate::sessions::session_csrf(&parts.headers),
+            csrf: parts.extensions.get::<SessionCsrf>().map(|c| c.0.clone()),
         })
     }
 }
