@@ -226,7 +226,17 @@ pub(crate) async fn actions_by_button(env: &Env, browser: &Browser, full: bool) 
     browser
         .click("#run-actions [data-approval=ok] button[data-act=approve]")
         .await;
-    let question = browser.confirm(Some(COMMENT)).await;
+    browser
+        .until(
+            "the confirmation opens",
+            "return document.getElementById('confirm').open",
+        )
+        .await;
+    browser.type_into("#confirm-comment", COMMENT).await;
+    // README's screenshot of the actions (docs/dashboard-actions.png).
+    browser.shot("run-approve-dialog").await;
+    let question = browser.text("#confirm-text").await;
+    browser.click("#confirm-ok").await;
     assert_eq!(question, "Approve step ok?");
     browser
         .until(

@@ -252,4 +252,12 @@ mod tests {
             "/?workflow=a%20b%26c"
         );
     }
+
+    /// Every page loads the same stylesheet and script: with a page's own
+    /// HTML (a few KB before its data) they stay far below 150 KB.
+    #[test]
+    fn the_assets_stay_small() {
+        let assets = super::CSS.len() + super::JS.len();
+        assert!(assets < 32 * 1024, "CSS + JS are {assets} bytes");
+    }
 }

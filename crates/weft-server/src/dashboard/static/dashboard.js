@@ -129,6 +129,7 @@
     const btn = ev.target.closest("button.act");
     if (!btn) return;
     ev.preventDefault();
+    showError("");
     let body = btn.dataset.body ? JSON.parse(btn.dataset.body) : {};
     if (btn.dataset.input) {
       const text = document.getElementById(btn.dataset.input).value.trim();
