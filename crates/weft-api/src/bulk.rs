@@ -37,8 +37,14 @@ pub struct BulkActionRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
     /// How many runs the caller expects the action to apply to, 0 to
-    /// [`MAX_BULK_RUNS`].
+    /// [`MAX_BULK_RUNS`]; not checked on a dry run.
+    #[serde(default)]
     pub expected: u32,
+    /// Only count: answer the matching runs (in `runs`, as they are now)
+    /// and change nothing. What `weft cancel --workflow …` shows before it
+    /// asks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
 }
 
 /// The answer of a bulk action: each run it changed, and each run that
@@ -48,7 +54,8 @@ pub struct BulkActionRequest {
 pub struct BulkActionResponse {
     /// How many runs matched (equal to the request's `expected`).
     pub matched: u32,
-    /// The runs acted on, as each single action answers.
+    /// The runs acted on, as each single action answers (on a dry run, the
+    /// runs that match, unchanged).
     pub runs: Vec<RunSummary>,
     /// The runs that were not, with why.
     pub refused: Vec<BulkRefusal>,

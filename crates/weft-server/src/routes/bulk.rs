@@ -7,6 +7,7 @@
 use axum::{Json, extract::State, http::StatusCode};
 use weft_api::{
     BulkActionRequest, BulkActionResponse, BulkRefusal, ErrorBody, ErrorDetail, MAX_BULK_RUNS,
+    RunSummary,
 };
 use weft_core::RunStatus;
 use weft_store::{Actor, RunFilter, run_id_floor};
@@ -59,7 +60,7 @@ impl Bulk {
     }
 }
 
-#[utoipa::path(post, path = "/v1/runs/cancel", tag = "runs", request_body = BulkActionRequest, responses((status = 200, body = BulkActionResponse, description = "Every matching pending or running run cancelled (a run that ended meanwhile is listed in `refused`)"), (status = 400, body = ErrorBody, description = "An invalid filter, or `too_many_runs`: more than 1000 runs match"), (status = 409, body = ErrorBody, description = "`count_changed`: the number of matching runs is not `expected`; nothing was done")))]
+#[utoipa::path(post, path = "/v1/runs/cancel", tag = "runs", request_body = BulkActionRequest, responses((status = 200, body = BulkActionResponse, description = "Every matching pending or running run cancelled (a run that ended meanwhile is listed in `refused`)"), (status = 400, body = ErrorBody, description = "An invalid filter, or `too_many_runs`: more than 1000 runs match"), (status = 404, body = ErrorBody, description = "`workflow_not_found`: the filter names a workflow never registered"), (status = 409, body = ErrorBody, description = "`count_changed`: the number of matching runs is not `expected`; nothing was done")))]
 pub(crate) async fn cancel_runs(
     State(state): State<AppState>,
     Acting(actor): Acting,
@@ -68,7 +69,7 @@ pub(crate) async fn cancel_runs(
     bulk(&state, Bulk::Cancel, &actor, request).await.map(Json)
 }
 
-#[utoipa::path(post, path = "/v1/runs/retry", tag = "runs", request_body = BulkActionRequest, responses((status = 200, body = BulkActionResponse, description = "Every matching failed or cancelled run retried (a run retried meanwhile is listed in `refused`)"), (status = 400, body = ErrorBody, description = "An invalid filter, or `too_many_runs`: more than 1000 runs match"), (status = 409, body = ErrorBody, description = "`count_changed`: the number of matching runs is not `expected`; nothing was done")))]
+#[utoipa::path(post, path = "/v1/runs/retry", tag = "runs", request_body = BulkActionRequest, responses((status = 200, body = BulkActionResponse, description = "Every matching failed or cancelled run retried (a run retried meanwhile is listed in `refused`)"), (status = 400, body = ErrorBody, description = "An invalid filter, or `too_many_runs`: more than 1000 runs match"), (status = 404, body = ErrorBody, description = "`workflow_not_found`: the filter names a workflow never registered"), (status = 409, body = ErrorBody, description = "`count_changed`: the number of matching runs is not `expected`; nothing was done")))]
 pub(crate) async fn retry_runs(
     State(state): State<AppState>,
     Acting(actor): Acting,
@@ -83,8 +84,15 @@ async fn bulk(
     actor: &Actor,
     request: BulkActionRequest,
 ) -> ApiResult<BulkActionResponse> {
-    let ids = matching(state, action, &request).await?;
-    let matched = u32::try_from(ids.len()).unwrap_or(u32::MAX);
+    let runs = matching(state, action, &request).await?;
+    let matched = u32::try_from(runs.len()).unwrap_or(u32::MAX);
+    if request.dry_run {
+        return Ok(BulkActionResponse {
+            matched,
+            runs,
+            refused: Vec::new(),
+        });
+    }
     if matched != request.expected {
         return Err(ApiError::Other {
             status: StatusCode::CONFLICT,
@@ -100,7 +108,7 @@ async fn bulk(
         matched,
         ..BulkActionResponse::default()
     };
-    for id in ids {
+    for id in runs.into_iter().map(|r| r.run_id) {
         let done = match action {
             Bulk::Cancel => store.cancel_run_as(&id, actor).await,
             Bulk::Retry => store.retry_run_as(&id, actor).await,
@@ -125,13 +133,13 @@ async fn bulk(
     Ok(answer)
 }
 
-/// The ids of the runs the filter matches and the action applies to, newest
-/// first; more than [`MAX_BULK_RUNS`] is 400 `too_many_runs`.
+/// The runs the filter matches and the action applies to, newest first;
+/// more than [`MAX_BULK_RUNS`] is 400 `too_many_runs`.
 async fn matching(
     state: &AppState,
     action: Bulk,
     request: &BulkActionRequest,
-) -> ApiResult<Vec<String>> {
+) -> ApiResult<Vec<RunSummary>> {
     let store = state.store();
     let now = store.now_ms();
     let status = match request.status.as_deref().filter(|s| !s.is_empty()) {
@@ -155,7 +163,11 @@ async fn matching(
     // smallest id, the key range a cursor walks.
     let until = time(&request.until)?.map(run_id_floor);
     let empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
-    let mut ids = Vec::new();
+    // A workflow that was never registered is a typo, not "nothing matched".
+    if let Some(workflow) = empty(&request.workflow) {
+        store.get_workflow(&workflow, None).await?;
+    }
+    let mut runs = Vec::new();
     for applies in action.applies_to() {
         if status.is_some_and(|s| s != applies) {
             continue;
@@ -172,8 +184,8 @@ async fn matching(
                     cursor: cursor.clone(),
                 })
                 .await?;
-            ids.extend(page.runs.into_iter().map(|r| r.run_id));
-            if ids.len() > MAX_BULK_RUNS as usize {
+            runs.extend(page.runs);
+            if runs.len() > MAX_BULK_RUNS as usize {
                 return Err(ApiError::bad_request(
                     "too_many_runs",
                     format!(
@@ -187,6 +199,6 @@ async fn matching(
             }
         }
     }
-    ids.sort_unstable_by(|a, b| b.cmp(a));
-    Ok(ids)
+    runs.sort_unstable_by(|a, b| b.run_id.cmp(&a.run_id));
+    Ok(runs)
 }
