@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 use weft_api::{RunDetail, StepDetail};
 use weft_core::{
-    RunStatus,
+    RunStatus, StepKind, StepStatus,
     critical_path::{self, AttemptTimes, CriticalPath, StepTimes},
 };
 
@@ -402,7 +402,10 @@ pub(crate) async fn run_page(
         cancel => matches!(status, Some(RunStatus::Pending | RunStatus::Running)),
         retry => matches!(status, Some(RunStatus::Failed | RunStatus::Cancelled)),
         approvals => run.steps.iter()
-            .filter(|s| s.kind == "approval" && s.status == "waiting")
+            .filter(|s| {
+                s.kind == StepKind::Approval.as_str()
+                    && StepStatus::parse(&s.status) == Some(StepStatus::Waiting)
+            })
             .map(|s| {
                 let url = format!("/v1/runs/{}/steps/{}/", run.run_id, super::encode(&s.name));
                 context! { name => s.name, approve => format!("{url}approve"), reject => format!("{url}reject") }
