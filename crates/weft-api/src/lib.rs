@@ -22,6 +22,8 @@ pub use diagnostics::*;
 pub use tokens::*;
 mod people;
 pub use people::*;
+mod bulk;
+pub use bulk::*;
 
 /// Every error response of the API: `{"error": {"code", "message"}}` (SPEC
 /// §3), with the 4xx or 5xx status the code belongs to. The statuses and

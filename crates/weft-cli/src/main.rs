@@ -3,6 +3,7 @@
 //! the only place in Weft that reads the environment.
 
 mod audit;
+mod bulk;
 mod demo;
 mod doctor;
 mod events;
@@ -318,15 +319,23 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Cancel a run.
+    /// Cancel a run, or with a filter instead of an id every pending or
+    /// running run it matches (counted, shown and confirmed first).
     Cancel {
-        id: String,
+        #[arg(required_unless_present_any = ["workflow", "status", "trace_id", "since", "until"], conflicts_with_all = ["workflow", "status", "trace_id", "since", "until", "yes"])]
+        id: Option<String>,
+        #[command(flatten)]
+        filter: bulk::BulkArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
-    /// Retry a failed or cancelled run from its failed steps.
+    /// Retry a failed or cancelled run from its failed steps, or with a
+    /// filter instead of an id every failed or cancelled run it matches.
     Retry {
-        id: String,
+        #[arg(required_unless_present_any = ["workflow", "status", "trace_id", "since", "until"], conflicts_with_all = ["workflow", "status", "trace_id", "since", "until", "yes"])]
+        id: Option<String>,
+        #[command(flatten)]
+        filter: bulk::BulkArgs,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -824,14 +833,14 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 return Ok(ExitCode::FAILURE);
             }
         }
-        Command::Cancel { id, client } => {
-            let run = client.client()?.cancel_run(&id).await?;
-            print_summary(&run, client.json)?;
-        }
-        Command::Retry { id, client } => {
-            let run = client.client()?.retry_run(&id).await?;
-            print_summary(&run, client.json)?;
-        }
+        Command::Cancel { id, filter, client } => match id {
+            Some(id) => print_summary(&client.client()?.cancel_run(&id).await?, client.json)?,
+            None => bulk::run(&client.client()?, false, &filter, client.json).await?,
+        },
+        Command::Retry { id, filter, client } => match id {
+            Some(id) => print_summary(&client.client()?.retry_run(&id).await?, client.json)?,
+            None => bulk::run(&client.client()?, true, &filter, client.json).await?,
+        },
         Command::Approve {
             id,
             step,

@@ -588,6 +588,26 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/runs/cancel`: cancels every pending or running run the
+    /// filter matches, if there are exactly `request.expected` of them (else
+    /// 409 `count_changed`, nothing done; more than 1000 is 400
+    /// `too_many_runs`). Answers the runs cancelled and those refused.
+    pub async fn cancel_runs(
+        &self,
+        request: &weft_api::BulkActionRequest,
+    ) -> Result<weft_api::BulkActionResponse> {
+        self.post("/v1/runs/cancel", request).await
+    }
+
+    /// `POST /v1/runs/retry`: [`Client::cancel_runs`] for retrying every
+    /// failed or cancelled run the filter matches.
+    pub async fn retry_runs(
+        &self,
+        request: &weft_api::BulkActionRequest,
+    ) -> Result<weft_api::BulkActionResponse> {
+        self.post("/v1/runs/retry", request).await
+    }
+
     /// `POST /v1/runs/{id}/steps/{step}/approve` (`approve`) or `.../reject`:
     /// decides an approval step that is waiting, recording `comment` (at most
     /// 4096 characters, else 400 `invalid_message`) in the decision's history

@@ -44,6 +44,12 @@ pub(crate) struct ListenerAddr(pub SocketAddr);
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CsrfVerified;
 
+/// Put into a request's extensions by the session layer when it came with a
+/// session cookie (and no `Authorization` header): that session's CSRF token,
+/// for a dashboard page to hand its script.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionCsrf(pub String);
+
 /// The middleware; see the module documentation.
 pub(crate) async fn check(request: Request, next: Next) -> Response {
     if let Err(refused) = judge(&request) {

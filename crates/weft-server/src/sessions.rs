@@ -32,7 +32,11 @@ use axum::{
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::{ApiError, AppState, auth::Principal, forgery::CsrfVerified};
+use crate::{
+    ApiError, AppState,
+    auth::Principal,
+    forgery::{CsrfVerified, SessionCsrf},
+};
 
 /// The session cookie's name; its value is the API token.
 pub const SESSION_COOKIE: &str = "weft_session";
@@ -165,6 +169,10 @@ async fn authenticate_with_cookie(mut request: Request, next: Next) -> Response 
     let Some(token) = session else {
         return next.run(request).await;
     };
+    // A page served to this session hands its script the CSRF token.
+    request
+        .extensions_mut()
+        .insert(SessionCsrf(csrf_token(&token)));
     if !safe {
         let from_header = request
             .headers()

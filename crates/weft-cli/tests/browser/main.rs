@@ -4,7 +4,8 @@
 //! and its error, the run page's DAG nodes and colours, selecting a node, the
 //! Gantt's segments, the critical path, a live update arriving while the page
 //! stays open (no reload, scroll and selection kept), a workflow diff,
-//! workers and queues, and stuck runs. Screenshots of each page are saved
+//! workers and queues, and stuck runs; the actions and their roles are in
+//! `actions.rs`. Screenshots of each page are saved
 //! under the test's output (`$CARGO_TARGET_TMPDIR/dashboard-screenshots`).
 
 // The end-to-end harness and the dashboard scenario's seed, shared with the
@@ -16,6 +17,8 @@ mod harness;
 #[allow(dead_code)]
 #[path = "../it/dashboard.rs"]
 mod dashboard;
+
+mod actions;
 
 use std::{
     net::TcpListener,

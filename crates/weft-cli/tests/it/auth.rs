@@ -176,6 +176,9 @@ fn sample(
         ("POST", "/v1/workflows/{name}/runs") => json_body(json!({"input": {}})),
         ("POST", "/v1/workflows/{name}/runs/batch") => json_body(json!({"runs": [{"input": {}}]})),
         ("POST", "/v1/runs/{id}/cancel" | "/v1/runs/{id}/retry") => None,
+        ("POST", "/v1/runs/cancel" | "/v1/runs/retry") => {
+            json_body(json!({"workflow": "pay", "status": "completed", "expected": 0}))
+        }
         ("POST", "/v1/runs/{id}/steps/{step}/approve" | "/v1/runs/{id}/steps/{step}/reject") => {
             json_body(json!({}))
         }

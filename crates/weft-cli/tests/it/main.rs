@@ -4,6 +4,7 @@
 
 mod api;
 mod auth;
+mod bulk;
 mod cli;
 mod conditions;
 mod corruption;
@@ -66,6 +67,7 @@ on_both_backends! {
     dag::dag_order_exec_worker,
     dag::dag_order_sdk_worker,
     dashboard::dashboard_pages,
+    bulk::bulk_cancel_and_retry,
     failures::retries_then_success,
     failures::timeout_kills_the_handler,
     failures::worker_killed_mid_step,

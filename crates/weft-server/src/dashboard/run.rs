@@ -15,11 +15,15 @@ use serde::Serialize;
 use serde_json::Value;
 use weft_api::{RunDetail, StepDetail};
 use weft_core::{
-    RunStatus,
+    RunStatus, StepKind, StepStatus,
     critical_path::{self, AttemptTimes, CriticalPath, StepTimes},
 };
 
-use super::{PageResult, dag, format, render};
+use super::{
+    PageResult, dag, format,
+    payload::{MAX_EVENT_BYTES, MAX_LOG_LINES, MAX_SHOWN_BYTES, clip},
+    render,
+};
 use crate::AppState;
 
 const GANTT_WIDTH: f64 = 700.0;
@@ -281,7 +285,11 @@ struct EdgeView {
     crit: bool,
 }
 
-pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<String>) -> PageResult {
+pub(crate) async fn run_page(
+    State(state): State<AppState>,
+    session: super::session::PageSession,
+    Path(id): Path<String>,
+) -> PageResult {
     if id.len() > 256 || id.chars().any(char::is_control) {
         return Err(super::PageError::bad_request("that is not a run id"));
     }
@@ -391,11 +399,27 @@ pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<Strin
                 "kind": e.kind,
                 "step": e.step,
                 "attempt": e.attempt,
-                "data": presenter.shown(&e.data).to_string(),
+                "data": clip(presenter.shown(&e.data).to_string(), MAX_EVENT_BYTES),
             })
         })
         .collect();
     let actions = actions(&events, &presenter);
+    // The buttons that apply to the run's state (the role is `session`'s).
+    let status = RunStatus::parse(&run.status);
+    let buttons = context! {
+        cancel => matches!(status, Some(RunStatus::Pending | RunStatus::Running)),
+        retry => matches!(status, Some(RunStatus::Failed | RunStatus::Cancelled)),
+        approvals => run.steps.iter()
+            .filter(|s| {
+                s.kind == StepKind::Approval.as_str()
+                    && StepStatus::parse(&s.status) == Some(StepStatus::Waiting)
+            })
+            .map(|s| {
+                let url = format!("/v1/runs/{}/steps/{}/", run.run_id, super::encode(&s.name));
+                context! { name => s.name, approve => format!("{url}approve"), reject => format!("{url}reject") }
+            })
+            .collect::<Vec<_>>(),
+    };
     let trace_url =
         crate::present::trace_url(state.config.trace_url_template.as_deref(), &run.trace_id);
     let gantt = gantt(&run, &times, &path, t0, t1);
@@ -433,7 +457,7 @@ pub(crate) async fn run_page(State(state): State<AppState>, Path(id): Path<Strin
                 took => format::human_ms(end - t0) + if terminal { "" } else { " so far" },
             },
             dag => context! { width => laid.width, height => laid.height, nodes, edges },
-            gantt, critical, steps, history, legend, actions,
+            gantt, critical, steps, history, legend, actions, buttons, session,
         },
     ))
 }
@@ -482,6 +506,7 @@ fn step_view(
         .position(|d| d.name == s.name)
         .filter(|_| !s.attempts.is_empty())
         .map(|i| presenter.shown(&weft_core::machine::task_input(def, i, run_input, outputs)));
+    let lines: &[Value] = logs.get(s.name.as_str()).map_or(&[], Vec::as_slice);
     let dur = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), format::human_ms);
     let attempts: Vec<Value> = s
         .attempts
@@ -512,11 +537,13 @@ fn step_view(
         "status": s.status,
         "reason": s.reason,
         "due": s.due_at.as_deref().map(format::short_time),
-        "input": input.as_ref().map(pretty).unwrap_or_default(),
-        "output": s.output.as_ref().map(pretty).unwrap_or_default(),
-        "error": s.error.as_deref().map(text),
+        "input": clip(input.as_ref().map(pretty).unwrap_or_default(), MAX_SHOWN_BYTES),
+        "output": clip(s.output.as_ref().map(pretty).unwrap_or_default(), MAX_SHOWN_BYTES),
+        "error": s.error.as_deref().map(|e| clip(text(e), MAX_SHOWN_BYTES)),
         "attempts": attempts,
-        "logs": logs.get(s.name.as_str()).cloned().unwrap_or_default(),
+        "logs": lines.get(lines.len().saturating_sub(MAX_LOG_LINES)..).unwrap_or_default(),
+        "logs_left_out": lines.len().saturating_sub(MAX_LOG_LINES),
+        "name_q": super::encode(&s.name),
         "crit": path.steps.contains(&s.name),
     })
 }

@@ -135,6 +135,7 @@ fn parse(f: &Filters, now: i64) -> Result<Parsed, String> {
 
 pub(crate) async fn runs_page(
     State(state): State<AppState>,
+    session: super::session::PageSession,
     query: Result<Query<BTreeMap<String, String>>, QueryRejection>,
 ) -> PageResult {
     let raw = match query {
@@ -157,12 +158,14 @@ pub(crate) async fn runs_page(
             Ok(id) => Ok(Redirect::to(&format!("/runs/{id}")).into_response()),
             Err(weft_store::Error::NotFound { .. }) => Ok(page(
                 &state,
+                &session,
                 &f,
                 StatusCode::NOT_FOUND,
                 Some(format!("no run `{}`", f.q)),
                 Vec::new(),
                 Vec::new(),
                 None,
+                Vec::new(),
             )
             .await),
             Err(err) => Err(err.into()),
@@ -174,12 +177,14 @@ pub(crate) async fn runs_page(
         Err(message) => {
             return Ok(page(
                 &state,
+                &session,
                 &f,
                 StatusCode::BAD_REQUEST,
                 Some(message),
                 Vec::new(),
                 Vec::new(),
                 None,
+                Vec::new(),
             )
             .await);
         }
@@ -192,12 +197,14 @@ pub(crate) async fn runs_page(
                 let message = format!("no workflow `{workflow}` is registered");
                 let page = page(
                     &state,
+                    &session,
                     &f,
                     StatusCode::BAD_REQUEST,
                     Some(message),
                     Vec::new(),
                     Vec::new(),
                     None,
+                    Vec::new(),
                 );
                 return Ok(page.await);
             }
@@ -208,6 +215,17 @@ pub(crate) async fn runs_page(
     let counts = store
         .count_runs_by_status(&parsed.counts, COUNT_CAP)
         .await?;
+    // Bulk cancel and retry of what the filters match, counted like the list.
+    let bulk = super::bulk::buttons(
+        &super::bulk::BulkFilter {
+            workflow: parsed.counts.workflow.as_deref(),
+            status: parsed.list.status,
+            trace_id: parsed.counts.trace_id.as_deref(),
+            since_ms: parsed.counts.since_ms,
+            until_ms: parsed.counts.until_ms,
+        },
+        &counts,
+    );
     let base = |status: &str| {
         href(
             "/",
@@ -252,24 +270,29 @@ pub(crate) async fn runs_page(
         .collect();
     Ok(page(
         &state,
+        &session,
         &f,
         StatusCode::OK,
         None,
         rows,
         counts,
         list.next_cursor,
+        bulk,
     )
     .await)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn page(
     state: &AppState,
+    session: &super::session::PageSession,
     f: &Filters,
     status: StatusCode,
     error: Option<String>,
     runs: Vec<RunRow>,
     counts: Vec<CountView>,
     next_cursor: Option<String>,
+    bulk: Vec<super::bulk::BulkButton>,
 ) -> axum::response::Response {
     let workflows: Vec<String> = state
         .store()
@@ -304,6 +327,7 @@ async fn page(
             cursor => !f.cursor.is_empty(),
             first_href => keep(""),
             next_href => next_cursor.as_deref().map(keep),
+            session, bulk,
         },
     )
 }

@@ -1,6 +1,7 @@
 //! Workflows: each with its versions, its runs in the last day and their
 //! failure rate (bounded counts); a version's manifest; a diff between two
-//! versions (`similar`, line by line over the canonical YAML).
+//! versions (`similar`, line by line over the canonical YAML); starting a run
+//! of the latest version with a JSON input.
 
 use axum::{
     extract::{Path, Query, State, rejection::QueryRejection},
@@ -102,18 +103,16 @@ fn version_arg(text: Option<&str>, what: &str) -> Result<Option<i64>, PageError>
     }
 }
 
+/// The manifest as YAML (`serde-saphyr`, the crate that parses manifests):
+/// stable, one field per line, so a diff shows the fields that changed.
 fn manifest_text(manifest: &serde_json::Value) -> String {
-    serde_saphyr_like(manifest)
-}
-
-/// The manifest as indented JSON: stable, one field per line, so a diff
-/// shows the fields that changed.
-fn serde_saphyr_like(value: &serde_json::Value) -> String {
-    serde_json::to_string_pretty(value).unwrap_or_default()
+    serde_saphyr::to_string(manifest)
+        .unwrap_or_else(|_| serde_json::to_string_pretty(manifest).unwrap_or_default())
 }
 
 pub(crate) async fn workflow_page(
     State(state): State<AppState>,
+    session: super::session::PageSession,
     Path(name): Path<String>,
     query: Result<Query<VersionQuery>, QueryRejection>,
 ) -> PageResult {
@@ -163,6 +162,9 @@ pub(crate) async fn workflow_page(
             manifest,
             diff,
             diff_from => diff_from.or(default_other),
+            latest => detail.versions.iter().max().is_none_or(|v| *v == detail.version),
+            start_url => format!("/v1/workflows/{}/runs", super::encode(&name)),
+            session,
         },
     ))
 }

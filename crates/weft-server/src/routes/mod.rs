@@ -16,6 +16,7 @@ use crate::{
 };
 mod actions;
 mod audit;
+mod bulk;
 mod health;
 mod openapi;
 mod runs;
@@ -85,6 +86,8 @@ fn table() -> Vec<Route> {
         at(M::GET,    "/v1/runs/{id}/events",                   VIEWER,   runs::run_events),
         at(M::GET,    "/v1/runs/{id}/events/stream",            VIEWER,   stream::run_event_stream),
         at(M::GET,    "/v1/runs/{id}/logs",                     VIEWER,   runs::run_logs),
+        at(M::POST,   "/v1/runs/cancel",                        OPERATOR, bulk::cancel_runs),
+        at(M::POST,   "/v1/runs/retry",                         OPERATOR, bulk::retry_runs),
         at(M::POST,   "/v1/runs/{id}/cancel",                   OPERATOR, actions::cancel_run),
         at(M::POST,   "/v1/runs/{id}/retry",                    OPERATOR, actions::retry_run),
         at(M::POST,   "/v1/runs/{id}/steps/{step}/approve",     OPERATOR, actions::approve_step),

@@ -25,6 +25,8 @@ use crate::limits::{self};
         super::actions::retry_run,
         super::actions::approve_step,
         super::actions::reject_step,
+        super::bulk::cancel_runs,
+        super::bulk::retry_runs,
         super::audit::list_audit,
         super::worker::poll,
         super::worker::heartbeat,
