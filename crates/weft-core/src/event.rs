@@ -53,6 +53,12 @@ const TIMING: Field = field(
     true,
     "the attempt's timing buckets in ms: queue_wait_ms, dispatch_ms, handler_ms, ingest_ms, total_ms",
 );
+const INDEX: Field = field(
+    "index",
+    "integer",
+    true,
+    "the child's index in its `for_each` list, from 0",
+);
 const RELEASES: Field = field(
     "releases",
     "integer",
@@ -119,6 +125,18 @@ event_kinds! {
     ];
     StepFailed => "step.failed", "The step failed for good (no attempts left, a permanent failure, a rejection or a `when` that could not be evaluated).", [REASON];
     StepCancelled => "step.cancelled", "The step will not run: its run was cancelled or failed.", [REASON];
+    StepFannedOut => "step.fanned_out", "A `for_each` step's list was evaluated: the step runs as one child per item (`step[i]`), the first `ready` of them ready now, the rest as others end (`max_parallel`).", [
+        field("count", "integer", true, "how many children (items)"),
+        field("ready", "integer", true, "how many of them are ready now"),
+    ];
+    ChildReady => "child.ready", "A pending child of a `for_each` step took the slot another one freed and may be claimed.", [INDEX];
+    ChildRetrying => "child.retrying", "A child's attempt failed and the child will be ready again after its backoff.", [
+        INDEX,
+        field("due_at_ms", "integer", true, "when the child is ready again, epoch ms"),
+        field("delay_ms", "integer", true, "the backoff, ms"),
+    ];
+    ChildCompleted => "child.completed", "A child of a `for_each` step finished with an output; the step completes when all have, its output their outputs in index order.", [INDEX];
+    ChildFailed => "child.failed", "A child failed for good: its step fails and the children still out are cancelled.", [INDEX, REASON, ERROR];
     AttemptClaimed => "attempt.claimed", "A worker claimed the step under a lease: an attempt began.", [
         field("worker_id", "string", true, "the worker that claimed it"),
         field("span_id", "string", true, "the attempt's span id, 16 hex digits"),
@@ -168,6 +186,6 @@ mod tests {
             assert_eq!(names.len(), kind.fields().len(), "{kind}: a field twice");
         }
         assert_eq!(EventKind::parse("step.running"), None);
-        assert_eq!(EventKind::ALL.len(), 18);
+        assert_eq!(EventKind::ALL.len(), 23);
     }
 }

@@ -26,6 +26,8 @@ pub const THREADS: usize = 2;
 pub const QUEUE: usize = 32;
 
 struct Job {
+    /// `when` (a boolean) or `for_each` (a list).
+    field: condition::Field,
     /// Set by the caller when it stops waiting: the evaluation then stops at
     /// its next iteration.
     cancel: Arc<AtomicBool>,
@@ -33,7 +35,7 @@ struct Job {
     input: Value,
     steps: Value,
     deadline: Instant,
-    reply: SyncSender<Result<bool, EvalError>>,
+    reply: SyncSender<Result<Value, EvalError>>,
 }
 
 fn pool() -> &'static SyncSender<Job> {
@@ -64,7 +66,8 @@ fn pool() -> &'static SyncSender<Job> {
                         }
                         // A panic in the library fails this condition, not the thread.
                         let result = std::panic::catch_unwind(|| {
-                            condition::evaluate_cancellable(
+                            condition::resolve(
+                                job.field,
                                 &job.expression,
                                 &job.input,
                                 &job.steps,
@@ -74,7 +77,8 @@ fn pool() -> &'static SyncSender<Job> {
                         })
                         .unwrap_or_else(|_| {
                             Err(EvalError(format!(
-                                "`when` `{}`: the condition evaluator failed on it",
+                                "`{}` `{}`: the condition evaluator failed on it",
+                                job.field.as_str(),
                                 condition::excerpt(&job.expression)
                             )))
                         });
@@ -105,17 +109,43 @@ impl Default for Pooled {
 
 impl Evaluate for Pooled {
     fn evaluate(&self, expression: &str, input: &Value, steps: &Value) -> Result<bool, EvalError> {
+        let value = self.resolve(condition::Field::When, expression, input, steps)?;
+        condition::decide(expression, value)
+    }
+
+    fn evaluate_list(
+        &self,
+        expression: &str,
+        input: &Value,
+        steps: &Value,
+    ) -> Result<Vec<Value>, EvalError> {
+        let value = self.resolve(condition::Field::ForEach, expression, input, steps)?;
+        condition::items(expression, value)
+    }
+}
+
+impl Pooled {
+    /// Evaluates `expression` on the pool to its JSON value.
+    fn resolve(
+        &self,
+        field: condition::Field,
+        expression: &str,
+        input: &Value,
+        steps: &Value,
+    ) -> Result<Value, EvalError> {
         // Refuse oversized data before copying it to another thread.
         condition::check_data(expression, input, steps)?;
         let fail = |message: String| {
             EvalError(format!(
-                "`when` `{}`: {message}",
+                "`{}` `{}`: {message}",
+                field.as_str(),
                 condition::excerpt(expression)
             ))
         };
         let (reply, answer) = mpsc::sync_channel(1);
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Job {
+            field,
             cancel: cancel.clone(),
             expression: expression.to_owned(),
             input: input.clone(),
