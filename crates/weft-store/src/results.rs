@@ -481,6 +481,7 @@ impl Store {
             ended: EndedAttempt {
                 position,
                 attempt,
+                index: item_index,
                 span_id: lease.text("span_id")?,
                 previous_span_id,
                 worker_id: lease.text("worker_id")?,

@@ -263,6 +263,7 @@ impl Store {
             let ended = EndedAttempt {
                 position,
                 attempt: lease.attempt,
+                index: item_index,
                 span_id: check.text("span_id")?,
                 previous_span_id,
                 worker_id: check.text("worker_id")?,

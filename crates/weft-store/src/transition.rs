@@ -65,6 +65,8 @@ pub(crate) struct Applied {
 pub(crate) struct EndedAttempt {
     pub position: usize,
     pub attempt: i64,
+    /// A `for_each` child's index, for a child's attempt.
+    pub index: Option<i64>,
     pub span_id: String,
     pub previous_span_id: Option<String>,
     pub worker_id: String,
@@ -89,6 +91,7 @@ impl EndedAttempt {
             version: run.version,
             step: &step.name,
             attempt: self.attempt,
+            index: self.index,
             queue: &step.queue,
             worker_id: &self.worker_id,
             claimed_at_ms: self.claimed_at,
@@ -386,7 +389,7 @@ impl Store {
             for row in tx
                 .fetch_all(
                     &format!(
-                        "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at FROM weft_attempts \
+                        "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at, item_index FROM weft_attempts \
                          WHERE run_id = $1 AND status = '{}'",
                         AttemptStatus::Running.as_str()
                     ),
@@ -399,6 +402,7 @@ impl Store {
                 cancelled_attempts.push(EndedAttempt {
                     position: row.position("position", run.def.steps.len())?,
                     attempt: row.int("attempt")?,
+                    index: row.opt_int("item_index")?,
                     span_id: row.text("span_id")?,
                     previous_span_id: None,
                     worker_id: row.text("worker_id")?,
