@@ -139,16 +139,22 @@ event_kinds! {
     ChildFailed => "child.failed", "A child failed for good: its step fails and the children still out are cancelled.", [INDEX, REASON, ERROR];
     AttemptClaimed => "attempt.claimed", "A worker claimed the step under a lease: an attempt began.", [
         field("worker_id", "string", true, "the worker that claimed it"),
+        field("index", "integer", false, "for an attempt of a `for_each` child: the child's index"),
         field("span_id", "string", true, "the attempt's span id, 16 hex digits"),
         field("queue_wait_ms", "integer", true, "ready → claimed, ms"),
     ];
-    AttemptCompleted => "attempt.completed", "The attempt's worker reported success under its live lease.", [TIMING];
+    AttemptCompleted => "attempt.completed", "The attempt's worker reported success under its live lease.", [TIMING,
+        field("index", "integer", false, "for an attempt of a `for_each` child: the child's index"),
+    ];
     AttemptFailed => "attempt.failed", "The attempt failed: its worker reported an error, its result came after its deadline, its lease lapsed, or it was released once too often.", [
         field("timing", "object", false, "the attempt's timing buckets in ms (absent when its lease lapsed)"),
         REASON, ERROR, RETRYABLE,
         field("releases", "integer", false, "present when a release counted as this failure: the step's releases, this one included"),
+        field("index", "integer", false, "for an attempt of a `for_each` child: the child's index"),
     ];
-    AttemptReleased => "attempt.released", "The attempt's worker shut down and handed it back; the step is ready again and the attempt spent none of its budget.", [TIMING, REASON, ERROR, RELEASES, RETRYABLE];
+    AttemptReleased => "attempt.released", "The attempt's worker shut down and handed it back; the step is ready again and the attempt spent none of its budget.", [TIMING, REASON, ERROR, RELEASES, RETRYABLE,
+        field("index", "integer", false, "for an attempt of a `for_each` child: the child's index"),
+    ];
     LeaseExpired => "lease.expired", "The attempt's lease lapsed without a result (its worker stopped renewing it); an `attempt.failed` follows.", [
         field("reason", "string", true, "lease_expired, or heartbeat_timeout when the step declares one"),
     ];

@@ -159,3 +159,125 @@ async fn check_for_each_a_non_list_or_too_many_items_fail_the_step(store: Store)
         assert_eq!(step(&run, "work").status, "failed");
     }
 }
+
+const RETRIED: &str = "
+name: retried
+steps:
+  - {name: work, handler: work, for_each: 'input.items', max_parallel: 1, retry: {max_attempts: 3, backoff: fixed, initial: 1s, jitter: false}}
+";
+
+conformance!(
+    check_for_each_a_child_retries_and_a_lapsed_child_lease_is_reaped,
+    lease_ms = 200
+);
+async fn check_for_each_a_child_retries_and_a_lapsed_child_lease_is_reaped(store: Store) {
+    register(&store, RETRIED).await;
+    let run_id = start(&store, "retried", json!({"items": ["x", "y"]})).await;
+    // Child 0 fails retryably: it holds the only slot through its backoff.
+    let first = claim_one(&store, &["work"]).await;
+    assert_eq!((index_of(&first), first.attempt), (0, 1));
+    store
+        .fail(
+            &first.lease_id,
+            FailReport {
+                reason: Reason::HandlerError,
+                message: "flaky".into(),
+                retryable: true,
+                timing: None,
+            },
+            weft_store::now_ms(),
+        )
+        .await
+        .unwrap();
+    assert!(claim(&store, &["work"]).await.is_empty(), "in its backoff");
+    let again = crate::support::eventually(
+        "child 0 after its backoff",
+        std::time::Duration::from_secs(10),
+        async || claim(&store, &["work"]).await.pop(),
+    )
+    .await;
+    assert_eq!((index_of(&again), again.attempt), (0, 2));
+    // Its worker vanishes: the reaper ends the attempt and the child retries.
+    crate::support::reap_until_one(&store).await;
+    let third = crate::support::eventually(
+        "child 0 after its lapsed lease",
+        std::time::Duration::from_secs(10),
+        async || claim(&store, &["work"]).await.pop(),
+    )
+    .await;
+    assert_eq!((index_of(&third), third.attempt), (0, 3));
+    complete(&store, &third, json!("X")).await;
+    let last = claim_one(&store, &["work"]).await;
+    assert_eq!((index_of(&last), last.attempt), (1, 4));
+    complete(&store, &last, json!("Y")).await;
+
+    let run = store.get_run(&run_id).await.unwrap();
+    assert_eq!(run.status, "completed");
+    let work = step(&run, "work");
+    assert_eq!(work.output, Some(json!(["X", "Y"])));
+    let attempts: Vec<(i64, Option<i64>, &str, Option<&str>)> = work
+        .attempts
+        .iter()
+        .map(|a| (a.attempt, a.index, a.status.as_str(), a.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        attempts,
+        [
+            (1, Some(0), "failed", Some("handler_error")),
+            (2, Some(0), "failed", Some("lease_expired")),
+            (3, Some(0), "completed", None),
+            (4, Some(1), "completed", None),
+        ]
+    );
+    let events = crate::support::events(&store, &run_id).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    for kind in [
+        "step.fanned_out",
+        "child.retrying",
+        "child.completed",
+        "child.ready",
+    ] {
+        assert!(kinds.contains(&kind), "no {kind} in {kinds:?}");
+    }
+}
+
+conformance!(check_for_each_cancel_stops_the_children_and_retry_expands_again);
+async fn check_for_each_cancel_stops_the_children_and_retry_expands_again(store: Store) {
+    let run_id = listed(&store, json!(["a", "b", "c"])).await;
+    let out = claim(&store, HANDLERS).await;
+    assert_eq!(out.len(), 2);
+    store.cancel_run(&run_id).await.unwrap();
+    let run = store.get_run(&run_id).await.unwrap();
+    assert_eq!(run.status, "cancelled");
+    assert_eq!(step(&run, "work").status, "cancelled");
+    let statuses: Vec<&str> = step(&run, "work")
+        .attempts
+        .iter()
+        .map(|a| a.status.as_str())
+        .collect();
+    assert_eq!(statuses, ["cancelled", "cancelled"]);
+    assert!(
+        claim(&store, HANDLERS).await.is_empty(),
+        "no child is claimable"
+    );
+    assert_conflict(
+        store
+            .complete(&out[0].lease_id, json!(1), None, weft_store::now_ms())
+            .await,
+        "attempt_not_running",
+    );
+
+    // A retry expands the list again; attempt numbers go on from the last.
+    store.retry_run(&run_id).await.unwrap();
+    let mut again = claim(&store, HANDLERS).await;
+    again.sort_by_key(index_of);
+    let seen: Vec<(i64, i64)> = again.iter().map(|t| (index_of(t), t.attempt)).collect();
+    assert_eq!(seen, [(0, 3), (1, 4)]);
+    for task in &again {
+        complete(&store, task, json!(index_of(task))).await;
+    }
+    let last = claim_one(&store, HANDLERS).await;
+    complete(&store, &last, json!(2)).await;
+    let after = claim_one(&store, HANDLERS).await;
+    assert_eq!(after.input["steps"]["work"], json!([0, 1, 2]));
+}
