@@ -54,6 +54,14 @@ async fn check_for_each_runs_a_window_and_gathers_in_order(store: Store) {
         "attempts numbered across the step"
     );
     assert!(claim(&store, HANDLERS).await.is_empty());
+    // The gauges count the running children, not their step.
+    let gauges = store.gauge_snapshot().await.unwrap();
+    assert_eq!(gauges.steps_running, [("default".to_owned(), 2)]);
+    assert!(
+        gauges.steps_ready.iter().all(|(_, n)| *n == 0),
+        "{:?}",
+        gauges.steps_ready
+    );
 
     // Each end frees one slot for the next child; complete out of order.
     let mut done = 0;
