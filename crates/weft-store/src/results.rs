@@ -165,10 +165,16 @@ impl Store {
         } else {
             tx.fetch_optional(
                 &format!(
-                    "SELECT COUNT(*) AS n FROM weft_attempts WHERE run_id = $1 AND position = $2 AND status = '{}'",
+                    "SELECT COUNT(*) AS n FROM weft_attempts WHERE run_id = $1 AND position = $2 AND status = '{}' \
+                     AND COALESCE(item_index, -1) = $3",
                     AttemptStatus::Released.as_str()
                 ),
-                args![&run.run_id, position],
+                // A `for_each` child's releases are its own.
+                args![
+                    &run.run_id,
+                    position,
+                    lease.opt_int("item_index")?.unwrap_or(-1)
+                ],
             )
             .await?
             .map(|row| row.opt_int("n"))

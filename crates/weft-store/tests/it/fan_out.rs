@@ -289,3 +289,33 @@ async fn check_for_each_cancel_stops_the_children_and_retry_expands_again(store:
     let after = claim_one(&store, HANDLERS).await;
     assert_eq!(after.input["steps"]["work"], json!([0, 1, 2]));
 }
+
+conformance!(check_for_each_a_released_child_is_ready_again_with_its_budget);
+async fn check_for_each_a_released_child_is_ready_again_with_its_budget(store: Store) {
+    register(&store, RETRIED).await;
+    let run_id = start(&store, "retried", json!({"items": ["x"]})).await;
+    // `max_attempts: 3`; releases spend none of it, up to their cap.
+    for attempt in 1..=3 {
+        let task = claim_one(&store, &["work"]).await;
+        assert_eq!((index_of(&task), task.attempt), (0, attempt));
+        store
+            .release(
+                &task.lease_id,
+                Some("shutting down".into()),
+                weft_store::now_ms(),
+            )
+            .await
+            .unwrap();
+    }
+    let task = claim_one(&store, &["work"]).await;
+    assert_eq!(task.attempt, 4);
+    complete(&store, &task, json!("X")).await;
+    let run = store.get_run(&run_id).await.unwrap();
+    assert_eq!(run.status, "completed");
+    let statuses: Vec<&str> = step(&run, "work")
+        .attempts
+        .iter()
+        .map(|a| a.status.as_str())
+        .collect();
+    assert_eq!(statuses, ["released", "released", "released", "completed"]);
+}
