@@ -9,8 +9,13 @@
 //! or waiting out a retry at once, whoever claims them. The outputs are
 //! gathered once, when the last child completes, in index order.
 //!
-//! Each completed child is a unit a saga compensation would undo
-//! ([`Children::completed`] says how many; their rows keep their outputs).
+//! Compensation hook (sagas): each completed child is a unit to undo. The
+//! store keeps every child's row (`weft_children`: index, item, output,
+//! status `completed`) and each child attempt carries its index
+//! (`weft_attempts.item_index`), so a compensation of a `for_each` step
+//! dispatches one undo per completed child, with that child's `item`,
+//! `index` and `output`; [`Children::completed`] says how many there are
+//! without reading them.
 
 use serde_json::Value;
 
