@@ -302,13 +302,37 @@ pub struct StepDetail {
     pub due_at: Option<String>,
     /// Its attempts, by attempt number.
     pub attempts: Vec<AttemptDetail>,
+    /// A `for_each` step's children (one per item, shown as `step[i]`),
+    /// once its list is expanded; absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub children: Option<ChildCounts>,
+}
+
+/// How a `for_each` step's children stand ([`StepDetail::children`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ChildCounts {
+    /// Children in all: the items of its list.
+    pub total: i64,
+    /// Not yet started: waiting for a slot (`max_parallel`).
+    pub pending: i64,
+    /// Ready, running or waiting out a retry's backoff.
+    pub in_flight: i64,
+    /// Completed.
+    pub completed: i64,
+    /// Failed for good (the first one fails the step).
+    pub failed: i64,
 }
 
 /// One attempt of a step: one claim by a worker (SPEC §1).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AttemptDetail {
-    /// The attempt's number, from 1.
+    /// The attempt's number, from 1. A `for_each` step numbers its
+    /// children's attempts in one sequence.
     pub attempt: i64,
+    /// For an attempt of a `for_each` child: the child's index in the list
+    /// (`step[index]`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<i64>,
     /// `running`, `completed`, `failed`, `cancelled` (its run ended while it
     /// was out) or `released` (handed back by a worker shutting down).
     pub status: String,

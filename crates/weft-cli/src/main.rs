@@ -7,6 +7,7 @@ mod bulk;
 mod demo;
 mod doctor;
 mod events;
+mod fan_out;
 mod output;
 mod serve;
 mod table;
@@ -291,6 +292,10 @@ enum Command {
         /// Link to the trace, e.g. `http://jaeger:16686/trace/{trace_id}`, when the server gives none.
         #[arg(long, env = "WEFT_TRACE_URL_TEMPLATE")]
         trace_url_template: Option<String>,
+        /// List each `for_each` child's attempts as `step[i]` instead of one
+        /// row of counts per step.
+        #[arg(long)]
+        children: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -774,6 +779,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
         Command::Run {
             id,
             trace_url_template,
+            children,
             client,
         } => {
             let mut run = client.client()?.get_run(&id).await?;
@@ -783,7 +789,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             if client.json {
                 println!("{}", serde_json::to_string_pretty(&run)?);
             } else {
-                output::run(&run);
+                output::run(&run, children);
                 if let Ok(events) = audit::all_events(&client.client()?, &run.run_id).await {
                     output::critical_path(&run, &events);
                     audit::print_actions(&events);

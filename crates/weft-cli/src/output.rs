@@ -82,7 +82,17 @@ pub fn runs(list: &RunList, next_page: &str) {
     }
 }
 
-pub fn run(run: &RunDetail) {
+/// A run's view. A `for_each` step's children are collapsed into one row
+/// with their counts, unless `expand_children` lists each child's attempts
+/// as `step[i]`.
+pub fn run(run: &RunDetail, expand_children: bool) {
+    if !expand_children {
+        return run_view(&crate::fan_out::collapsed(run));
+    }
+    run_view(run)
+}
+
+fn run_view(run: &RunDetail) {
     println!("run       {}", run.run_id);
     println!("trace_id  {}", run.trace_id);
     if let Some(url) = &run.trace_url {
@@ -108,6 +118,10 @@ pub fn run(run: &RunDetail) {
     println!();
     let mut rows = Vec::new();
     for step in &run.steps {
+        if let Some(row) = crate::fan_out::collapsed_row(step) {
+            rows.push(row);
+            continue;
+        }
         if step.attempts.is_empty() {
             rows.push(vec![
                 step.name.clone(),
@@ -124,7 +138,7 @@ pub fn run(run: &RunDetail) {
         for a in &step.attempts {
             let t = a.timing.clone().unwrap_or_default();
             rows.push(vec![
-                step.name.clone(),
+                crate::fan_out::attempt_name(&step.name, a),
                 a.attempt.to_string(),
                 a.status.clone(),
                 opt(&a.reason),
@@ -251,7 +265,11 @@ fn timeline(run: &RunDetail) {
             if a.status == "failed" {
                 bar[f.min(width)] = 'x';
             }
-            let label = format!("{}#{}", step.name, a.attempt);
+            let label = format!(
+                "{}#{}",
+                crate::fan_out::attempt_name(&step.name, a),
+                a.attempt
+            );
             println!("{label:>16} |{}|", bar.iter().collect::<String>());
         }
     }

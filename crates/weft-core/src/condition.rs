@@ -125,6 +125,13 @@ pub struct Evaluation {
 pub trait Evaluate {
     /// Evaluates `expression` over `vars`.
     fn evaluate(&self, expression: &str, vars: &Vars) -> Evaluation;
+
+    /// The items of a `for_each` list; anything but a list is an error.
+    /// Evaluated with [`evaluate_list`] on the calling thread unless the
+    /// evaluator says otherwise.
+    fn evaluate_list(&self, expression: &str, vars: &Vars) -> Result<Vec<Value>, EvalError> {
+        evaluate_list(expression, vars)
+    }
 }
 
 /// [`evaluate`] on the calling thread: [`LIMITS`] bound its work, nothing
@@ -568,7 +575,87 @@ pub fn evaluate_cancellable(
     limits: &Limits,
     cancel: &Arc<AtomicBool>,
 ) -> Result<bool, EvalError> {
-    let fail = |message: String| EvalError(format!("`when` `{}`: {message}", excerpt(expression)));
+    let value = resolve(Field::When, expression, vars, limits, cancel)?;
+    decide(expression, value)
+}
+
+/// The field an expression comes from, as its error messages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// A `when` condition: must yield a boolean.
+    When,
+    /// A `for_each` list: must yield a list.
+    ForEach,
+}
+
+impl Field {
+    /// The manifest field's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Field::When => "when",
+            Field::ForEach => "for_each",
+        }
+    }
+}
+
+/// A `when`'s answer from its JSON value: anything but a boolean is an error.
+pub fn decide(expression: &str, value: Value) -> Result<bool, EvalError> {
+    match value {
+        Value::Bool(result) => Ok(result),
+        other => Err(EvalError(format!(
+            "`when` `{}`: `when` must be a boolean, got {}",
+            excerpt(expression),
+            kind_of(&other)
+        ))),
+    }
+}
+
+/// A `for_each`'s items from its JSON value: anything but a list is an error.
+pub fn items(expression: &str, value: Value) -> Result<Vec<Value>, EvalError> {
+    match value {
+        Value::Array(items) => Ok(items),
+        other => Err(EvalError(format!(
+            "`for_each` `{}`: must yield a list, got {}",
+            excerpt(expression),
+            kind_of(&other)
+        ))),
+    }
+}
+
+fn kind_of(value: &Value) -> String {
+    match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("the boolean {b}"),
+        Value::Number(n) => format!("the number {n}"),
+        Value::String(_) => "a string".to_owned(),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Object(_) => "a map".to_owned(),
+    }
+}
+
+/// Evaluates a `for_each` expression within [`LIMITS`]: the list it yields.
+pub fn evaluate_list(expression: &str, vars: &Vars) -> Result<Vec<Value>, EvalError> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let value = resolve(Field::ForEach, expression, vars, &LIMITS, &cancel)?;
+    items(expression, value)
+}
+
+/// Evaluates `expression` (of the manifest field `field`) within `limits`
+/// to its value as JSON, stopping at its next iteration once `cancel` is set.
+pub fn resolve(
+    field: Field,
+    expression: &str,
+    vars: &Vars,
+    limits: &Limits,
+    cancel: &Arc<AtomicBool>,
+) -> Result<Value, EvalError> {
+    let fail = |message: String| {
+        EvalError(format!(
+            "`{}` `{}`: {message}",
+            field.as_str(),
+            excerpt(expression)
+        ))
+    };
     let program = parse(expression, limits).map_err(|err| fail(err.message))?;
     check_data_with(expression, vars, limits)?;
     let mut expr = program.expression().clone();
@@ -610,9 +697,13 @@ pub fn evaluate_cancellable(
             "stopped after {budget} iterations, the limit for one condition"
         )));
     }
-    match result.map_err(|err| fail(err.to_string()))? {
-        cel::Value::Bool(result) => Ok(result),
-        other => Err(fail(format!("`when` must be a boolean, got {other:?}"))),
+    let value = result.map_err(|err| fail(err.to_string()))?;
+    match value {
+        // Kept apart so a `when`'s message names the value as before.
+        cel::Value::Bool(result) => Ok(Value::Bool(result)),
+        other => other
+            .json()
+            .map_err(|err| fail(format!("its value has no JSON form: {err:?}"))),
     }
 }
 

@@ -119,6 +119,26 @@ pub struct StepDef {
     /// ancestors, so that a run whose every failure is consumed ends
     /// `completed` (see `machine::settle`).
     pub handles_failure: bool,
+    /// `for_each`: the step runs once per item of a list known at run time.
+    pub fan_out: Option<FanOut>,
+}
+
+/// Default `max_items` of a `for_each` step.
+pub const DEFAULT_MAX_ITEMS: u32 = 1_000;
+/// Largest `max_items` a manifest may set.
+pub const MAX_ITEMS_LIMIT: u32 = 10_000;
+
+/// A `for_each` step's fan-out: one child per item of the list `expression`
+/// yields (CEL over `{input, steps}`, held to the limits of conditions).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FanOut {
+    /// The CEL expression; it must yield a list.
+    pub expression: String,
+    /// Most items the list may have (1 to [`MAX_ITEMS_LIMIT`], default
+    /// [`DEFAULT_MAX_ITEMS`]); a longer list fails the step.
+    pub max_items: u32,
+    /// Most children ready or running at once; `None`: no limit.
+    pub max_parallel: Option<u32>,
 }
 
 impl StepDef {
@@ -269,6 +289,15 @@ impl Definition {
                     invalid(err.code, format!("steps[{}].when", step.name), err.message)
                 })?;
             }
+            if let Some(fan_out) = &step.fan_out {
+                condition::compile(&fan_out.expression).map_err(|err| {
+                    invalid(
+                        err.code,
+                        format!("steps[{}].for_each", step.name),
+                        err.message,
+                    )
+                })?;
+            }
         }
         Ok(())
     }
@@ -379,6 +408,9 @@ const STEP_FIELDS: &[&str] = &[
     "duration",
     "run_if",
     "handles_failure",
+    "for_each",
+    "max_items",
+    "max_parallel",
 ];
 
 fn parse_step(
@@ -441,6 +473,9 @@ fn parse_step(
             "timeout",
             "heartbeat_timeout",
             "compensate",
+            "for_each",
+            "max_items",
+            "max_parallel",
         ] {
             if fields.contains_key(field) {
                 return Err(invalid(
@@ -541,6 +576,7 @@ fn parse_step(
             ),
         ));
     }
+    let fan_out = parse_fan_out(fields, &at)?;
     Ok(StepDef {
         name,
         kind,
@@ -554,7 +590,55 @@ fn parse_step(
         compensate,
         run_if,
         handles_failure,
+        fan_out,
     })
+}
+
+/// `for_each`, `max_items` and `max_parallel` of a task step (the caller has
+/// refused them on other kinds).
+fn parse_fan_out(fields: &Map<String, Value>, at: &str) -> Result<Option<FanOut>, ValidationError> {
+    let expression = optional_str(fields, at, "for_each")?;
+    let Some(expression) = expression else {
+        for field in ["max_items", "max_parallel"] {
+            if fields.contains_key(field) {
+                return Err(invalid(
+                    "unknown_field",
+                    format!("{at}.{field}"),
+                    format!("`{field}` applies to `for_each` steps only"),
+                ));
+            }
+        }
+        return Ok(None);
+    };
+    condition::compile_syntax(&expression).map_err(|err| {
+        let code = if err.code == "invalid_when" {
+            "invalid_for_each"
+        } else {
+            err.code
+        };
+        invalid(code, format!("{at}.for_each"), err.message)
+    })?;
+    let count = |field: &str, max: u32| -> Result<Option<u32>, ValidationError> {
+        match fields.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_u64()
+                .filter(|&n| (1..=u64::from(max)).contains(&n))
+                .map(|n| Some(n as u32))
+                .ok_or_else(|| {
+                    invalid(
+                        "invalid_for_each",
+                        format!("{at}.{field}"),
+                        format!("must be a whole number from 1 to {max}"),
+                    )
+                }),
+        }
+    };
+    Ok(Some(FanOut {
+        expression,
+        max_items: count("max_items", MAX_ITEMS_LIMIT)?.unwrap_or(DEFAULT_MAX_ITEMS),
+        max_parallel: count("max_parallel", MAX_ITEMS_LIMIT)?,
+    }))
 }
 
 fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
@@ -1143,5 +1227,70 @@ steps:
         // Stored definitions are not checked again: they keep loading.
         let stored = Definition::parse_stored(&manifest("steps.side != null")).unwrap();
         assert!(stored.steps[3].when.is_some());
+    }
+
+    #[test]
+    fn for_each_fields_parse_with_their_defaults() {
+        let def = Definition::parse(
+            "name: w\nsteps:\n  - {name: list, handler: h}\n  - {name: each, handler: h, depends_on: [list], for_each: 'steps.list.items', max_parallel: 10}\n",
+        )
+        .unwrap();
+        assert_eq!(def.steps[0].fan_out, None);
+        assert_eq!(
+            def.steps[1].fan_out,
+            Some(FanOut {
+                expression: "steps.list.items".into(),
+                max_items: DEFAULT_MAX_ITEMS,
+                max_parallel: Some(10),
+            })
+        );
+        let def = Definition::parse(
+            "name: w\nsteps:\n  - {name: a, handler: h, for_each: 'input.xs', max_items: 10000}\n",
+        )
+        .unwrap();
+        let fan_out = def.steps[0].fan_out.as_ref().unwrap();
+        assert_eq!((fan_out.max_items, fan_out.max_parallel), (10_000, None));
+    }
+
+    #[test]
+    fn for_each_fields_are_validated() {
+        let step = |fields: &str| format!("name: w\nsteps:\n  - {{name: a, {fields}}}\n");
+        check_error(
+            &step("handler: h, for_each: 'input.xs >'"),
+            "invalid_for_each",
+            "steps[a].for_each",
+        );
+        check_error(
+            &step("handler: h, for_each: 'input.xs', max_items: 0"),
+            "invalid_for_each",
+            "steps[a].max_items",
+        );
+        check_error(
+            &step("handler: h, for_each: 'input.xs', max_items: 10001"),
+            "invalid_for_each",
+            "steps[a].max_items",
+        );
+        check_error(
+            &step("handler: h, for_each: 'input.xs', max_parallel: -1"),
+            "invalid_for_each",
+            "steps[a].max_parallel",
+        );
+        check_error(
+            &step("handler: h, max_parallel: 2"),
+            "unknown_field",
+            "steps[a].max_parallel",
+        );
+        check_error(
+            &step("kind: approval, for_each: 'input.xs'"),
+            "unknown_field",
+            "steps[a].for_each",
+        );
+        check_error(
+            &step(
+                "handler: h, for_each: 'input.l.all(a, input.l.all(b, input.l.all(c, input.l.all(d, true))))'",
+            ),
+            "when_too_complex",
+            "steps[a].for_each",
+        );
     }
 }

@@ -59,6 +59,12 @@ const CONDITION_MS: Field = field(
     false,
     "present when this event records the decision of the step's `when`: the time its evaluation took, ms",
 );
+const INDEX: Field = field(
+    "index",
+    "integer",
+    true,
+    "the child's index in its `for_each` list, from 0",
+);
 const RELEASES: Field = field(
     "releases",
     "integer",
@@ -126,18 +132,36 @@ event_kinds! {
     ];
     StepFailed => "step.failed", "The step failed for good (no attempts left, a permanent failure, a rejection or a `when` that could not be evaluated: reason `condition_error`).", [REASON, CONDITION_MS];
     StepCancelled => "step.cancelled", "The step will not run: its run was cancelled, or a dependency failed and its trigger rule needs them to succeed (reason `upstream_failed`).", [REASON];
+    StepFannedOut => "step.fanned_out", "A `for_each` step's list was evaluated: the step runs as one child per item (`step[i]`), the first `ready` of them ready now, the rest as others end (`max_parallel`).", [
+        field("count", "integer", true, "how many children (items)"),
+        field("ready", "integer", true, "how many of them are ready now"),
+    ];
+    ChildReady => "child.ready", "A pending child of a `for_each` step took the slot another one freed and may be claimed.", [INDEX];
+    ChildRetrying => "child.retrying", "A child's attempt failed and the child will be ready again after its backoff.", [
+        INDEX,
+        field("due_at_ms", "integer", true, "when the child is ready again, epoch ms"),
+        field("delay_ms", "integer", true, "the backoff, ms"),
+    ];
+    ChildCompleted => "child.completed", "A child of a `for_each` step finished with an output; the step completes when all have, its output their outputs in index order.", [INDEX];
+    ChildFailed => "child.failed", "A child failed for good: its step fails and the children still out are cancelled.", [INDEX, REASON, ERROR];
     AttemptClaimed => "attempt.claimed", "A worker claimed the step under a lease: an attempt began.", [
         field("worker_id", "string", true, "the worker that claimed it"),
+        field("index", "integer", false, "for an attempt of a `for_each` child: the child's index"),
         field("span_id", "string", true, "the attempt's span id, 16 hex digits"),
         field("queue_wait_ms", "integer", true, "ready → claimed, ms"),
     ];
-    AttemptCompleted => "attempt.completed", "The attempt's worker reported success under its live lease.", [TIMING];
+    AttemptCompleted => "attempt.completed", "The attempt's worker reported success under its live lease.", [TIMING,
+        field("index", "integer", false, "for an attempt of a `for_each` child: the child's index"),
+    ];
     AttemptFailed => "attempt.failed", "The attempt failed: its worker reported an error, its result came after its deadline, its lease lapsed, or it was released once too often.", [
         field("timing", "object", false, "the attempt's timing buckets in ms (absent when its lease lapsed)"),
         REASON, ERROR, RETRYABLE,
         field("releases", "integer", false, "present when a release counted as this failure: the step's releases, this one included"),
+        field("index", "integer", false, "for an attempt of a `for_each` child: the child's index"),
     ];
-    AttemptReleased => "attempt.released", "The attempt's worker shut down and handed it back; the step is ready again and the attempt spent none of its budget.", [TIMING, REASON, ERROR, RELEASES, RETRYABLE];
+    AttemptReleased => "attempt.released", "The attempt's worker shut down and handed it back; the step is ready again and the attempt spent none of its budget.", [TIMING, REASON, ERROR, RELEASES, RETRYABLE,
+        field("index", "integer", false, "for an attempt of a `for_each` child: the child's index"),
+    ];
     LeaseExpired => "lease.expired", "The attempt's lease lapsed without a result (its worker stopped renewing it); an `attempt.failed` follows.", [
         field("reason", "string", true, "lease_expired, or heartbeat_timeout when the step declares one"),
     ];
@@ -175,6 +199,6 @@ mod tests {
             assert_eq!(names.len(), kind.fields().len(), "{kind}: a field twice");
         }
         assert_eq!(EventKind::parse("step.running"), None);
-        assert_eq!(EventKind::ALL.len(), 18);
+        assert_eq!(EventKind::ALL.len(), 23);
     }
 }

@@ -29,6 +29,7 @@ use crate::{
     Reason, RunStatus, StepStatus, condition,
     definition::{Definition, RunIf, StepKind},
     event::EventKind,
+    fan_out::{self, ChildEnd, Children, Expansion, Next},
 };
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +48,8 @@ pub struct StepState {
     /// Time its `when` took, ms, when this transition evaluated it (not
     /// stored: the store writes it into the event of the decision).
     pub condition_ms: Option<u64>,
+    /// A `for_each` step's children counts, once its list is expanded.
+    pub children: Option<Children>,
 }
 
 impl StepState {
@@ -60,6 +63,7 @@ impl StepState {
             error: None,
             due_at: None,
             condition_ms: None,
+            children: None,
         }
     }
 }
@@ -128,6 +132,32 @@ pub enum Event {
     },
     Cancel,
     Retry,
+    /// A child of a `for_each` step completed. `gathered` holds every
+    /// child's output in index order (this one's included) when this is the
+    /// last child to complete (the store reads them then, and only then);
+    /// the parent's output is held to `max_output_bytes`.
+    ChildCompleted {
+        step: usize,
+        index: u32,
+        output: Value,
+        gathered: Option<Vec<Value>>,
+        max_output_bytes: u64,
+    },
+    /// A child's attempt failed; `attempts` is how many attempts the child
+    /// has spent (its own budget, under the step's retry policy).
+    ChildFailed {
+        step: usize,
+        index: u32,
+        reason: Reason,
+        message: String,
+        retryable: bool,
+        attempts: u32,
+    },
+    /// A child's attempt was handed back: the child is ready again.
+    ChildReleased {
+        step: usize,
+        index: u32,
+    },
 }
 
 /// What the store must persist. Each effect is also one history event.
@@ -166,6 +196,41 @@ pub enum Effect {
     },
     RunCancelled,
     RunRetried,
+    /// A `for_each` step expanded into one child per item; the first
+    /// `ready` are ready. The store writes the children's rows.
+    StepFannedOut {
+        step: usize,
+        items: Vec<Value>,
+        ready: u32,
+    },
+    /// Children `from..from + count` of a `for_each` step are ready.
+    ChildrenReady {
+        step: usize,
+        from: u32,
+        count: u32,
+    },
+    ChildRetrying {
+        step: usize,
+        index: u32,
+        due_at: i64,
+        delay_ms: u64,
+    },
+    ChildCompleted {
+        step: usize,
+        index: u32,
+        output: Value,
+    },
+    ChildFailed {
+        step: usize,
+        index: u32,
+        reason: Reason,
+        message: String,
+    },
+    /// A child handed back by its worker: ready again, its attempt unspent.
+    ChildReleased {
+        step: usize,
+        index: u32,
+    },
 }
 
 impl Effect {
@@ -184,6 +249,11 @@ impl Effect {
             Effect::RunFailed { .. } => EventKind::RunFailed,
             Effect::RunCancelled => EventKind::RunCancelled,
             Effect::RunRetried => EventKind::RunRetried,
+            Effect::StepFannedOut { .. } => EventKind::StepFannedOut,
+            Effect::ChildrenReady { .. } | Effect::ChildReleased { .. } => EventKind::ChildReady,
+            Effect::ChildRetrying { .. } => EventKind::ChildRetrying,
+            Effect::ChildCompleted { .. } => EventKind::ChildCompleted,
+            Effect::ChildFailed { .. } => EventKind::ChildFailed,
         }
     }
 
@@ -196,7 +266,13 @@ impl Effect {
             | Effect::StepCompleted { step }
             | Effect::StepRetrying { step, .. }
             | Effect::StepFailed { step, .. }
-            | Effect::StepCancelled { step, .. } => Some(step),
+            | Effect::StepCancelled { step, .. }
+            | Effect::StepFannedOut { step, .. }
+            | Effect::ChildrenReady { step, .. }
+            | Effect::ChildRetrying { step, .. }
+            | Effect::ChildCompleted { step, .. }
+            | Effect::ChildFailed { step, .. }
+            | Effect::ChildReleased { step, .. } => Some(step),
             _ => None,
         }
     }
@@ -220,6 +296,36 @@ impl Effect {
             | Effect::StepCancelled { reason, .. }
             | Effect::RunFailed { reason } => {
                 map.insert("reason".into(), reason.as_str().into());
+            }
+            Effect::StepFannedOut { items, ready, .. } => {
+                map.insert("count".into(), items.len().into());
+                map.insert("ready".into(), (*ready).into());
+            }
+            Effect::ChildrenReady { from, .. } => {
+                map.insert("index".into(), (*from).into());
+            }
+            Effect::ChildReleased { index, .. } | Effect::ChildCompleted { index, .. } => {
+                map.insert("index".into(), (*index).into());
+            }
+            Effect::ChildRetrying {
+                index,
+                due_at,
+                delay_ms,
+                ..
+            } => {
+                map.insert("index".into(), (*index).into());
+                map.insert("due_at_ms".into(), (*due_at).into());
+                map.insert("delay_ms".into(), (*delay_ms).into());
+            }
+            Effect::ChildFailed {
+                index,
+                reason,
+                message,
+                ..
+            } => {
+                map.insert("index".into(), (*index).into());
+                map.insert("reason".into(), reason.as_str().into());
+                map.insert("error".into(), message.clone().into());
             }
             _ => {}
         }
@@ -251,6 +357,10 @@ pub enum Rejected {
     NoSuchStep(usize),
     #[error("step `{0}` is not an approval step")]
     NotApproval(String),
+    #[error("step `{0}` has no children")]
+    NoChildren(String),
+    #[error("child {1} of step `{0}` completed last but its outputs were not gathered")]
+    NotGathered(String, u32),
 }
 
 /// [`apply_with`] evaluating `when` conditions on the calling thread.
@@ -395,6 +505,95 @@ pub fn apply_with(
             state.reason = Some(Reason::Cancelled);
             effects.push(Effect::RunCancelled);
         }
+        Event::ChildCompleted {
+            step,
+            index,
+            output,
+            gathered,
+            max_output_bytes,
+        } => {
+            expect_active(state)?;
+            expect_step(def, state, step, StepStatus::Running)?;
+            let mut counts = expect_children(def, state, step)?;
+            effects.push(Effect::ChildCompleted {
+                step,
+                index,
+                output,
+            });
+            let next = fan_out::child_ended(&mut counts, ChildEnd::Completed);
+            state.steps[step].children = Some(counts);
+            match next {
+                Next::Dispatch { from, count } => {
+                    if count > 0 {
+                        effects.push(Effect::ChildrenReady { step, from, count });
+                    }
+                }
+                Next::Gather => {
+                    let Some(outputs) = gathered else {
+                        return Err(Rejected::NotGathered(def.steps[step].name.clone(), index));
+                    };
+                    match fan_out::gather(outputs, max_output_bytes) {
+                        Ok(output) => {
+                            complete_step(state, step, output, &mut effects);
+                            advance(def, state, cx, conditions, &mut effects);
+                        }
+                        Err((reason, message)) => {
+                            fail_step(state, step, reason, message, &mut effects);
+                            advance(def, state, cx, conditions, &mut effects);
+                        }
+                    }
+                }
+                Next::FailParent => {}
+            }
+        }
+        Event::ChildFailed {
+            step,
+            index,
+            reason,
+            message,
+            retryable,
+            attempts,
+        } => {
+            expect_active(state)?;
+            expect_step(def, state, step, StepStatus::Running)?;
+            let mut counts = expect_children(def, state, step)?;
+            let policy = &def.steps[step].retry;
+            if retryable && attempts < policy.max_attempts {
+                let delay_ms = policy.delay_ms(attempts.max(1), cx.random);
+                let due_at = cx.now_ms + delay_ms as i64;
+                fan_out::child_ended(&mut counts, ChildEnd::Retrying);
+                effects.push(Effect::ChildRetrying {
+                    step,
+                    index,
+                    due_at,
+                    delay_ms,
+                });
+            } else {
+                fan_out::child_ended(&mut counts, ChildEnd::Failed);
+                state.steps[step].children = Some(counts);
+                effects.push(Effect::ChildFailed {
+                    step,
+                    index,
+                    reason,
+                    message: message.clone(),
+                });
+                let name = fan_out::child_name(&def.steps[step].name, index);
+                fail_step(
+                    state,
+                    step,
+                    reason,
+                    format!("{name}: {message}"),
+                    &mut effects,
+                );
+                advance(def, state, cx, conditions, &mut effects);
+            }
+        }
+        Event::ChildReleased { step, index } => {
+            expect_active(state)?;
+            expect_step(def, state, step, StepStatus::Running)?;
+            expect_children(def, state, step)?;
+            effects.push(Effect::ChildReleased { step, index });
+        }
         Event::Retry => {
             expect_run(
                 state,
@@ -404,6 +603,7 @@ pub fn apply_with(
             for s in state.steps.iter_mut() {
                 if matches!(s.status, StepStatus::Failed | StepStatus::Cancelled) {
                     s.status = StepStatus::Pending;
+                    s.children = None;
                     s.reason = None;
                     s.error = None;
                     s.due_at = None;
@@ -427,7 +627,10 @@ fn event_step(event: &Event) -> Option<usize> {
         | Event::AttemptReleased { step, .. }
         | Event::TimerFired { step }
         | Event::Approve { step }
-        | Event::Reject { step, .. } => Some(step),
+        | Event::Reject { step, .. }
+        | Event::ChildCompleted { step, .. }
+        | Event::ChildFailed { step, .. }
+        | Event::ChildReleased { step, .. } => Some(step),
         Event::Start | Event::Cancel | Event::Retry => None,
     }
 }
@@ -468,6 +671,30 @@ fn expect_step(
             expected: status.as_str(),
         })
     }
+}
+
+fn expect_children(def: &Definition, state: &RunState, step: usize) -> Result<Children, Rejected> {
+    state.steps[step]
+        .children
+        .ok_or_else(|| Rejected::NoChildren(def.steps[step].name.clone()))
+}
+
+/// Fails a step for good. The caller then [`advance`]s: its dependants are
+/// cancelled or run by their trigger rules, and the run settles once nothing
+/// more can move.
+fn fail_step(
+    state: &mut RunState,
+    step: usize,
+    reason: Reason,
+    message: String,
+    effects: &mut Vec<Effect>,
+) {
+    let s = &mut state.steps[step];
+    s.status = StepStatus::Failed;
+    s.reason = Some(reason);
+    s.error = Some(message.clone());
+    s.due_at = None;
+    effects.push(Effect::StepFailed { step, reason });
 }
 
 fn expect_approval(def: &Definition, step: usize) -> Result<(), Rejected> {
@@ -604,6 +831,34 @@ fn advance(
                     continue;
                 }
             }
+        }
+        if let (StepKind::Task { .. }, Some(spec)) = (&step_def.kind, &step_def.fan_out) {
+            // `when` held (or there is none): the list is evaluated once,
+            // with the same context.
+            let vars = condition_vars(def, state, step);
+            let evaluated = conditions.evaluate_list(&spec.expression, &vars);
+            match fan_out::expand(spec, evaluated) {
+                Expansion::Children {
+                    items,
+                    counts,
+                    ready,
+                } => {
+                    let s = &mut state.steps[step];
+                    s.status = StepStatus::Running;
+                    s.children = Some(counts);
+                    effects.push(Effect::StepFannedOut { step, items, ready });
+                    mark_started(state, effects);
+                }
+                Expansion::Empty => {
+                    state.steps[step].children = Some(Children::default());
+                    complete_step(state, step, Value::Array(Vec::new()), effects);
+                }
+                Expansion::Fail { reason, message } => {
+                    fail_step(state, step, reason, message, effects);
+                    continue;
+                }
+            }
+            continue;
         }
         let s = &mut state.steps[step];
         match step_def.kind {

@@ -123,6 +123,9 @@ pub struct AttemptRecord<'a> {
     pub version: i64,
     pub step: &'a str,
     pub attempt: i64,
+    /// A `for_each` child's index (`step[index]`); `None` for a step's own
+    /// attempt. Never a metric label: metrics keep the step name.
+    pub index: Option<i64>,
     pub queue: &'a str,
     pub worker_id: &'a str,
     /// Epoch milliseconds: claimed, and result committed.

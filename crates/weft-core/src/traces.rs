@@ -1107,3 +1107,212 @@ fn a_skipped_dependency_is_null_to_when() {
         "#]],
     );
 }
+
+const FAN_OUT: &str = "name: w\nsteps:\n  - {name: list, handler: h}\n  - {name: each, handler: h, depends_on: [list], for_each: \"steps.list.items\", max_items: 3, max_parallel: 2, retry: {max_attempts: 2}}\n  - {name: after, handler: h, depends_on: [each]}\n";
+
+fn child_done(index: u32, output: Value, gathered: Option<Vec<Value>>) -> Act {
+    Run(Event::ChildCompleted {
+        step: 1,
+        index,
+        output,
+        gathered,
+        max_output_bytes: MAX_OUTPUT_BYTES,
+    })
+}
+
+fn child_failed(index: u32, retryable: bool, attempts: u32) -> Act {
+    Run(Event::ChildFailed {
+        step: 1,
+        index,
+        reason: Reason::HandlerError,
+        message: "boom".into(),
+        retryable,
+        attempts,
+    })
+}
+
+#[test]
+fn for_each_children_run_in_a_window_and_gather_in_order() {
+    use serde_json::json;
+    trace(
+        FAN_OUT,
+        json!({}),
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(json!({"items": ["a", "b", "c"]})))),
+            (3, child_failed(1, true, 1)),
+            (4, child_done(0, json!("A"), None)),
+            (5, Run(Event::ChildReleased { step: 1, index: 2 })),
+            (6, child_done(2, json!("C"), None)),
+            (
+                7,
+                child_done(
+                    1,
+                    json!("B"),
+                    Some(vec![json!("A"), json!("B"), json!("C")]),
+                ),
+            ),
+            (8, Claim(2)),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(list)
+              run=pending list=ready each=pending after=pending
+            t=1 Claim(list)
+              -> attempt.claimed(list#1) run.started
+              run=running list=running each=pending after=pending
+            t=2 Result(list, Completed(Object {"items": Array [String("a"), String("b"), String("c")]}))
+              -> attempt.completed(list#1 completed) step.completed(list) step.fanned_out(each)
+              run=running list=completed each=running after=pending
+            t=3 ChildFailed { step: 1, index: 1, reason: HandlerError, message: "boom", retryable: true, attempts: 1 }
+              -> child.retrying(each)
+              run=running list=completed each=running after=pending
+            t=4 ChildCompleted { step: 1, index: 0, output: String("A"), gathered: None, max_output_bytes: 64 }
+              -> child.completed(each) child.ready(each)
+              run=running list=completed each=running after=pending
+            t=5 ChildReleased { step: 1, index: 2 }
+              -> child.ready(each)
+              run=running list=completed each=running after=pending
+            t=6 ChildCompleted { step: 1, index: 2, output: String("C"), gathered: None, max_output_bytes: 64 }
+              -> child.completed(each)
+              run=running list=completed each=running after=pending
+            t=7 ChildCompleted { step: 1, index: 1, output: String("B"), gathered: Some([String("A"), String("B"), String("C")]), max_output_bytes: 64 }
+              -> child.completed(each) step.completed(each) step.ready(after)
+              run=running list=completed each=completed after=ready
+            t=8 Claim(after)
+              -> attempt.claimed(after#1)
+              run=running list=completed each=completed after=running
+        "#]],
+    );
+}
+
+#[test]
+fn for_each_the_first_permanent_child_failure_fails_the_step_and_run() {
+    use serde_json::json;
+    trace(
+        FAN_OUT,
+        json!({}),
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(json!({"items": [1, 2]})))),
+            (3, child_failed(0, true, 2)),
+            (4, child_done(1, json!(2), None)),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(list)
+              run=pending list=ready each=pending after=pending
+            t=1 Claim(list)
+              -> attempt.claimed(list#1) run.started
+              run=running list=running each=pending after=pending
+            t=2 Result(list, Completed(Object {"items": Array [Number(1), Number(2)]}))
+              -> attempt.completed(list#1 completed) step.completed(list) step.fanned_out(each)
+              run=running list=completed each=running after=pending
+            t=3 ChildFailed { step: 1, index: 0, reason: HandlerError, message: "boom", retryable: true, attempts: 2 }
+              -> child.failed(each) step.failed(each) step.cancelled(after) run.failed
+              run=failed list=completed each=failed after=cancelled
+            t=4 ChildCompleted { step: 1, index: 1, output: Number(2), gathered: None, max_output_bytes: 64 }
+              -> REJECTED: run is failed, not pending or running
+              run=failed list=completed each=failed after=cancelled
+        "#]],
+    );
+}
+
+#[test]
+fn for_each_empty_lists_non_lists_and_too_many_items() {
+    use serde_json::json;
+    let acts = |items: Value| {
+        [
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(json!({ "items": items })))),
+        ]
+    };
+    trace(
+        FAN_OUT,
+        json!({}),
+        &acts(json!([])),
+        expect![[r#"
+        t=0 Start
+          -> step.ready(list)
+          run=pending list=ready each=pending after=pending
+        t=1 Claim(list)
+          -> attempt.claimed(list#1) run.started
+          run=running list=running each=pending after=pending
+        t=2 Result(list, Completed(Object {"items": Array []}))
+          -> attempt.completed(list#1 completed) step.completed(list) step.completed(each) step.ready(after)
+          run=running list=completed each=completed after=ready
+    "#]],
+    );
+    trace(
+        FAN_OUT,
+        json!({}),
+        &acts(json!("not a list")),
+        expect![[r#"
+        t=0 Start
+          -> step.ready(list)
+          run=pending list=ready each=pending after=pending
+        t=1 Claim(list)
+          -> attempt.claimed(list#1) run.started
+          run=running list=running each=pending after=pending
+        t=2 Result(list, Completed(Object {"items": String("not a list")}))
+          -> attempt.completed(list#1 completed) step.completed(list) step.failed(each) step.cancelled(after) run.failed
+          run=failed list=completed each=failed after=cancelled
+    "#]],
+    );
+    trace(
+        FAN_OUT,
+        json!({}),
+        &acts(json!([1, 2, 3, 4])),
+        expect![[r#"
+        t=0 Start
+          -> step.ready(list)
+          run=pending list=ready each=pending after=pending
+        t=1 Claim(list)
+          -> attempt.claimed(list#1) run.started
+          run=running list=running each=pending after=pending
+        t=2 Result(list, Completed(Object {"items": Array [Number(1), Number(2), Number(3), Number(4)]}))
+          -> attempt.completed(list#1 completed) step.completed(list) step.failed(each) step.cancelled(after) run.failed
+          run=failed list=completed each=failed after=cancelled
+    "#]],
+    );
+}
+
+#[test]
+fn for_each_gathered_outputs_over_the_limit_fail_the_step() {
+    use serde_json::json;
+    let long = json!("x".repeat(40));
+    trace(
+        FAN_OUT,
+        json!({}),
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(json!({"items": [1, 2]})))),
+            (3, child_done(0, long.clone(), None)),
+            (
+                4,
+                child_done(1, long.clone(), Some(vec![long.clone(), long])),
+            ),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(list)
+              run=pending list=ready each=pending after=pending
+            t=1 Claim(list)
+              -> attempt.claimed(list#1) run.started
+              run=running list=running each=pending after=pending
+            t=2 Result(list, Completed(Object {"items": Array [Number(1), Number(2)]}))
+              -> attempt.completed(list#1 completed) step.completed(list) step.fanned_out(each)
+              run=running list=completed each=running after=pending
+            t=3 ChildCompleted { step: 1, index: 0, output: String("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"), gathered: None, max_output_bytes: 64 }
+              -> child.completed(each)
+              run=running list=completed each=running after=pending
+            t=4 ChildCompleted { step: 1, index: 1, output: String("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"), gathered: Some([String("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"), String("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")]), max_output_bytes: 64 }
+              -> child.completed(each) step.failed(each) step.cancelled(after) run.failed
+              run=failed list=completed each=failed after=cancelled
+        "#]],
+    );
+}

@@ -67,7 +67,7 @@ impl Store {
         let row = tx
             .fetch_optional(
                 "DELETE FROM weft_leases WHERE lease_id = $1 \
-                 RETURNING position, attempt, span_id, worker_id, ready_at, claimed_at, deadline_at",
+                 RETURNING position, attempt, span_id, worker_id, ready_at, claimed_at, deadline_at, item_index",
                 args![lease_id],
             )
             .await?
@@ -77,7 +77,7 @@ impl Store {
         }
         // A lease written before its row carried the attempt's details.
         tx.fetch_optional(
-            "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at, deadline_at \
+            "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at, deadline_at, item_index \
              FROM weft_attempts WHERE lease_id = $1",
             args![lease_id],
         )

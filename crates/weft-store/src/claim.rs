@@ -53,7 +53,11 @@ impl Store {
         values.extend(request.handlers.iter().map(Arg::from));
         if self.dialect() == Dialect::Sqlite {
             // Look on a reader first, so an idle poll never takes SQLite's write lock.
-            let probe = format!("SELECT 1 AS one FROM weft_steps WHERE {filter} LIMIT 1");
+            // Ready children of `for_each` steps are filtered the same way.
+            let probe = format!(
+                "SELECT 1 AS one FROM weft_steps WHERE {filter} \
+                 UNION ALL SELECT 1 AS one FROM weft_children WHERE {filter} LIMIT 1"
+            );
             if self
                 .pool()
                 .fetch_optional(&probe, values.clone())
@@ -83,10 +87,6 @@ impl Store {
         );
         let mut tx = self.pool().begin().await?;
         let rows = tx.fetch_all(&sql, values).await?;
-        if rows.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
         // The claim time is read only once the rows are ours: read before the
         // transaction, it could predate the commit that made a step ready
         // (a dependant "claimed" before its dependency finished).
@@ -118,10 +118,6 @@ impl Store {
                 row.text("run_id").is_ok_and(|id| !bad.contains(&id)) && check_step_row(row).is_ok()
             })
             .collect();
-        if rows.is_empty() {
-            tx.commit().await?;
-            return Ok(Vec::new());
-        }
         let mut tasks = Vec::with_capacity(rows.len());
         let mut attempts = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -147,33 +143,7 @@ impl Store {
                 self.skip_corrupt("claim", &err);
                 continue;
             };
-            let outputs = if step_def.deps.is_empty() {
-                BTreeMap::new()
-            } else {
-                let sql = format!(
-                    "SELECT name, output, status, reason, error FROM weft_steps \
-                     WHERE run_id = $1 AND position IN ({})",
-                    placeholders(2, step_def.deps.len())
-                );
-                let mut values = args![&run_id];
-                values.extend(step_def.deps.iter().map(|&d| Arg::from(d)));
-                tx.fetch_all(&sql, values)
-                    .await?
-                    .into_iter()
-                    .map(|r| {
-                        let output = r
-                            .opt_text("output")?
-                            .and_then(|t| serde_json::from_str(&t).ok());
-                        let upstream = weft_core::machine::Upstream {
-                            status: r.status("status", StepStatus::parse)?,
-                            reason: crate::transition::opt_reason(&r)?,
-                            error: r.opt_text("error")?,
-                            output,
-                        };
-                        Ok((r.text("name")?, upstream))
-                    })
-                    .collect::<Result<_>>()?
-            };
+            let outputs = dependency_outputs(&mut tx, &run_id, &step_def.deps).await?;
             let input =
                 weft_core::machine::task_input(&def, position as usize, &run.input, &outputs);
             let decided = attempt::claim(
@@ -194,6 +164,7 @@ impl Store {
                 step: step_def.name.clone(),
                 queue: step_def.queue.clone(),
                 claim: decided,
+                item_index: None,
             };
             tracing::debug!(
                 component = "engine", run_id = %run_id, trace_id = %run.trace_id, workflow = %run.workflow,
@@ -220,6 +191,15 @@ impl Store {
                 },
             });
             attempts.push(claim);
+        }
+        let room = (request.max_tasks.min(100) as usize).saturating_sub(attempts.len());
+        if room > 0 {
+            self.claim_children(&mut tx, request, room, &mut runs, &mut tasks, &mut attempts)
+                .await?;
+        }
+        if attempts.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
         }
         let started_runs = self
             .write_claims(&mut tx, request, &attempts, &mut runs, now)
@@ -254,13 +234,32 @@ impl Store {
         now: i64,
     ) -> Result<usize> {
         let worker_id = &request.worker_id;
+        let (children, attempts_of_steps): (Vec<&NewAttempt>, Vec<&NewAttempt>) =
+            attempts.iter().partition(|a| a.item_index.is_some());
+        if !children.is_empty() {
+            let mut sql = format!(
+                "UPDATE weft_children SET status = '{}', n_attempts = n_attempts + 1, updated_at = $1 \
+                 WHERE (run_id, position, idx) IN (",
+                attempt::CLAIMED_STEP.as_str()
+            );
+            let mut values = args![now];
+            for (i, a) in children.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                crate::db::push_tuple(&mut sql, 2 + 3 * i, 3);
+                values.extend(args![&a.run_id, a.position, a.item_index]);
+            }
+            sql.push(')');
+            tx.execute(&sql, values).await?;
+        }
         let mut sql = format!(
             "UPDATE weft_steps SET status = '{}', n_attempts = n_attempts + 1, updated_at = $1 \
              WHERE (run_id, position) IN (",
             attempt::CLAIMED_STEP.as_str()
         );
         let mut values = args![now];
-        for (i, a) in attempts.iter().enumerate() {
+        for (i, a) in attempts_of_steps.iter().enumerate() {
             if i > 0 {
                 sql.push_str(", ");
             }
@@ -268,12 +267,14 @@ impl Store {
             values.extend(args![&a.run_id, a.position]);
         }
         sql.push(')');
-        tx.execute(&sql, values).await?;
+        if !attempts_of_steps.is_empty() {
+            tx.execute(&sql, values).await?;
+        }
 
-        const ATTEMPT_COLUMNS: usize = 7;
+        const ATTEMPT_COLUMNS: usize = 8;
         let mut sql = String::from(
             "INSERT INTO weft_attempts (worker_id, claimed_at, status, run_id, position, attempt, lease_id, span_id, \
-             ready_at, deadline_at) VALUES ",
+             ready_at, deadline_at, item_index) VALUES ",
         );
         let mut values = args![worker_id, now];
         for (i, a) in attempts.iter().enumerate() {
@@ -293,15 +294,16 @@ impl Store {
                 &a.lease_id,
                 &a.span_id,
                 a.claim.ready_at,
-                a.claim.deadline_at
+                a.claim.deadline_at,
+                a.item_index
             ]);
         }
         tx.execute(&sql, values).await?;
 
-        const LEASE_COLUMNS: usize = 10;
+        const LEASE_COLUMNS: usize = 11;
         let mut sql = String::from(
             "INSERT INTO weft_leases (worker_id, claimed_at, token_id, lease_id, run_id, position, attempt, queue, lease_ms, \
-             expires_at, deadline_at, span_id, ready_at) VALUES ",
+             expires_at, deadline_at, span_id, ready_at, item_index) VALUES ",
         );
         let mut values = args![worker_id, now, request.token_id.as_deref()];
         for (i, a) in attempts.iter().enumerate() {
@@ -322,7 +324,8 @@ impl Store {
                 a.claim.expires_at,
                 a.claim.deadline_at,
                 &a.span_id,
-                a.claim.ready_at
+                a.claim.ready_at,
+                a.item_index
             ]);
         }
         tx.execute(&sql, values).await?;
@@ -402,11 +405,13 @@ impl Store {
             }
             for kind in a.claim.events() {
                 let (step, attempt, data) = match kind {
-                    EventKind::AttemptClaimed => (
-                        Some(a.step.clone()),
-                        Some(a.attempt),
-                        a.claim.data(worker_id, &a.span_id),
-                    ),
+                    EventKind::AttemptClaimed => {
+                        let mut data = a.claim.data(worker_id, &a.span_id);
+                        if let (Some(index), Some(map)) = (a.item_index, data.as_object_mut()) {
+                            map.insert("index".into(), index.into());
+                        }
+                        (Some(a.step.clone()), Some(a.attempt), data)
+                    }
                     _ if starts_run => (None, None, serde_json::json!({})),
                     _ => continue,
                 };
@@ -425,6 +430,196 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Claims up to `room` ready children of `for_each` steps into the
+    /// batch (`tasks`, `attempts`; their runs into `runs`): the child rows
+    /// `FOR UPDATE SKIP LOCKED` as steps are, those whose backoff is over.
+    /// How many run at once is held by the parent's window (`max_parallel`
+    /// children ready at most, see `weft_core::fan_out`), so the claim needs
+    /// no count of its own. Each child's attempt is numbered from its
+    /// step's sequence (`children_claimed`, advanced here only).
+    async fn claim_children(
+        &self,
+        tx: &mut Tx,
+        request: &ClaimRequest,
+        room: usize,
+        runs: &mut HashMap<String, RunInfo>,
+        tasks: &mut Vec<Claimed>,
+        attempts: &mut Vec<NewAttempt>,
+    ) -> Result<()> {
+        let n_queues = request.queues.len();
+        let before = self.now_ms();
+        let mut values: Vec<Arg> = vec![Arg::from(before)];
+        values.extend(request.queues.iter().map(Arg::from));
+        values.extend(request.handlers.iter().map(Arg::from));
+        let (skip, skip_values) = self.not_corrupt("c.run_id", values.len() + 1);
+        values.extend(skip_values);
+        let lock = match self.dialect() {
+            Dialect::Postgres => " FOR UPDATE OF c SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "SELECT c.run_id, c.position, c.idx, c.item, c.ready_at, r.trace_id, r.baggage, r.workflow, \
+             r.version, r.status AS run_status, r.input \
+             FROM weft_children c JOIN weft_runs r ON r.run_id = c.run_id \
+             WHERE c.status = '{}' AND c.ready_at <= $1 AND c.queue IN ({}) AND c.handler IN ({}){skip} \
+             ORDER BY c.ready_at LIMIT {room}{lock}",
+            StepStatus::Ready.as_str(),
+            placeholders(2, n_queues),
+            placeholders(2 + n_queues, request.handlers.len()),
+        );
+        let rows = tx.fetch_all(&sql, values).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        // Read once the rows are ours (see `claim`): a child made ready by a
+        // sibling's end is claimed no earlier than that end.
+        let now = self.now_ms();
+        // Attempt numbers, per step: its sequence advanced by its children here.
+        let mut per_step: BTreeMap<(String, i64), i64> = BTreeMap::new();
+        for row in &rows {
+            *per_step
+                .entry((row.text("run_id")?, row.int("position")?))
+                .or_default() += 1;
+        }
+        let mut next: HashMap<(String, i64), i64> = HashMap::new();
+        for ((run_id, position), n) in &per_step {
+            let row = tx
+                .fetch_optional(
+                    "UPDATE weft_steps SET children_claimed = COALESCE(children_claimed, 0) + $3 \
+                     WHERE run_id = $1 AND position = $2 RETURNING children_claimed",
+                    args![run_id, *position, *n],
+                )
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    what: "step",
+                    id: format!("{run_id}/{position}"),
+                })?;
+            next.insert(
+                (run_id.clone(), *position),
+                row.int("children_claimed")? - n,
+            );
+        }
+        // The task input of each step, built once for all its children.
+        let mut inputs: HashMap<(String, i64), Value> = HashMap::new();
+        for row in &rows {
+            let run_id = row.text("run_id")?;
+            if !runs.contains_key(&run_id) {
+                runs.insert(run_id.clone(), run_info(row)?);
+            }
+            let run = &runs[&run_id];
+            let def = self.definition_in(tx, &run.workflow, run.version).await?;
+            let position = row.int("position")?;
+            let Some(step_def) = usize::try_from(position)
+                .ok()
+                .and_then(|p| def.steps.get(p))
+            else {
+                let err = row.corrupt(
+                    "position",
+                    Problem::WrongType {
+                        expected: "a step of the run's definition",
+                    },
+                );
+                self.skip_corrupt("claim", &err);
+                continue;
+            };
+            let key = (run_id.clone(), position);
+            if !inputs.contains_key(&key) {
+                let outputs = dependency_outputs(tx, &run_id, &step_def.deps).await?;
+                let input =
+                    weft_core::machine::task_input(&def, position as usize, &run.input, &outputs);
+                inputs.insert(key.clone(), input);
+            }
+            let index = row.int("idx")?;
+            let item: Value = serde_json::from_str(&row.text("item")?).unwrap_or(Value::Null);
+            let input = weft_core::fan_out::child_input(inputs[&key].clone(), item, index as u32);
+            let sequence = next.get_mut(&key).expect("counted above");
+            let decided = attempt::claim(
+                step_def,
+                run.status,
+                *sequence,
+                row.opt_int("ready_at")?,
+                now,
+                self.settings().lease.as_millis() as u64,
+            );
+            *sequence += 1;
+            let claim = NewAttempt {
+                run_id: run_id.clone(),
+                position,
+                attempt: decided.attempt,
+                lease_id: uuid::Uuid::new_v4().to_string(),
+                span_id: random_hex(8),
+                step: step_def.name.clone(),
+                queue: step_def.queue.clone(),
+                claim: decided,
+                item_index: Some(index),
+            };
+            tracing::debug!(
+                component = "engine", run_id = %run_id, trace_id = %run.trace_id, workflow = %run.workflow,
+                step = %step_def.name, index, attempt = decided.attempt, worker_id = %request.worker_id,
+                "child attempt claimed"
+            );
+            tasks.push(Claimed {
+                queue: step_def.queue.clone(),
+                queue_wait_ms: decided.queue_wait_ms,
+                task: Task {
+                    lease_id: claim.lease_id.clone(),
+                    run_id: run_id.clone(),
+                    trace_id: run.trace_id.clone(),
+                    workflow: run.workflow.clone(),
+                    step: step_def.name.clone(),
+                    attempt: decided.attempt,
+                    handler: step_def.handler().unwrap_or_default().to_owned(),
+                    input,
+                    traceparent: format_traceparent(&run.trace_id, &claim.span_id),
+                    deadline: decided.deadline_at.map(rfc3339),
+                    timeout_ms: step_def.timeout_ms.map(|t| t as i64),
+                    lease_ms: decided.lease_ms,
+                    baggage: run.baggage.clone(),
+                    max_output_bytes: self.settings().max_output_bytes,
+                },
+            });
+            attempts.push(claim);
+        }
+        Ok(())
+    }
+}
+
+/// A step's dependencies as its task input reads them (output, status,
+/// reason, error), by name.
+async fn dependency_outputs(
+    tx: &mut Tx,
+    run_id: &str,
+    deps: &[usize],
+) -> Result<BTreeMap<String, weft_core::machine::Upstream>> {
+    if deps.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let sql = format!(
+        "SELECT name, output, status, reason, error FROM weft_steps \
+         WHERE run_id = $1 AND position IN ({})",
+        placeholders(2, deps.len())
+    );
+    let mut values = args![run_id];
+    values.extend(deps.iter().map(|&d| Arg::from(d)));
+    tx.fetch_all(&sql, values)
+        .await?
+        .into_iter()
+        .map(|r| {
+            let output = r
+                .opt_text("output")?
+                .and_then(|t| serde_json::from_str(&t).ok());
+            let upstream = weft_core::machine::Upstream {
+                status: r.status("status", StepStatus::parse)?,
+                reason: crate::transition::opt_reason(&r)?,
+                error: r.opt_text("error")?,
+                output,
+            };
+            Ok((r.text("name")?, upstream))
+        })
+        .collect()
+}
+
 /// An attempt being claimed, before it is written.
 struct NewAttempt {
     run_id: String,
@@ -436,6 +631,8 @@ struct NewAttempt {
     queue: String,
     /// What the core decided for it.
     claim: attempt::Claim,
+    /// A `for_each` child's index; `None` for a step's own attempt.
+    item_index: Option<i64>,
 }
 
 /// A task with what the claim's observation needs.

@@ -15,6 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use serde_json::Value;
 use weft_core::condition::{self, EvalError, Evaluate, Evaluation, Vars};
 
 /// Longest one condition may take, queueing for a thread included.
@@ -25,13 +26,15 @@ pub const THREADS: usize = 2;
 pub const QUEUE: usize = 32;
 
 struct Job {
+    /// `when` (a boolean) or `for_each` (a list).
+    field: condition::Field,
     /// Set by the caller when it stops waiting: the evaluation then stops at
     /// its next iteration.
     cancel: Arc<AtomicBool>,
     expression: String,
     vars: Vars,
     deadline: Instant,
-    reply: SyncSender<Result<bool, EvalError>>,
+    reply: SyncSender<Result<Value, EvalError>>,
 }
 
 fn pool() -> &'static SyncSender<Job> {
@@ -62,7 +65,8 @@ fn pool() -> &'static SyncSender<Job> {
                         }
                         // A panic in the library fails this condition, not the thread.
                         let result = std::panic::catch_unwind(|| {
-                            condition::evaluate_cancellable(
+                            condition::resolve(
+                                job.field,
                                 &job.expression,
                                 &job.vars,
                                 &condition::LIMITS,
@@ -71,7 +75,8 @@ fn pool() -> &'static SyncSender<Job> {
                         })
                         .unwrap_or_else(|_| {
                             Err(EvalError(format!(
-                                "`when` `{}`: the condition evaluator failed on it",
+                                "`{}` `{}`: the condition evaluator failed on it",
+                                job.field.as_str(),
                                 condition::excerpt(&job.expression)
                             )))
                         });
@@ -109,22 +114,41 @@ impl Evaluate for Pooled {
             condition_ms: Some(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)),
         }
     }
+
+    fn evaluate_list(&self, expression: &str, vars: &Vars) -> Result<Vec<Value>, EvalError> {
+        let value = self.resolve(condition::Field::ForEach, expression, vars)?;
+        condition::items(expression, value)
+    }
 }
 
 impl Pooled {
-    /// The condition's answer from the pool, within the time limit.
+    /// A `when`'s answer from the pool, within the time limit.
     fn decide(&self, expression: &str, vars: &Vars) -> Result<bool, EvalError> {
+        self.resolve(condition::Field::When, expression, vars)
+            .and_then(|value| condition::decide(expression, value))
+    }
+
+    /// Evaluates `expression` on the pool to its JSON value, within the
+    /// time limit.
+    fn resolve(
+        &self,
+        field: condition::Field,
+        expression: &str,
+        vars: &Vars,
+    ) -> Result<Value, EvalError> {
         // Refuse oversized data before copying it to another thread.
         condition::check_data(expression, vars)?;
         let fail = |message: String| {
             EvalError(format!(
-                "`when` `{}`: {message}",
+                "`{}` `{}`: {message}",
+                field.as_str(),
                 condition::excerpt(expression)
             ))
         };
         let (reply, answer) = mpsc::sync_channel(1);
         let cancel = Arc::new(AtomicBool::new(false));
         let job = Job {
+            field,
             cancel: cancel.clone(),
             expression: expression.to_owned(),
             vars: vars.clone(),

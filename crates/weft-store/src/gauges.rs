@@ -40,17 +40,23 @@ impl Store {
             .fetch_all(
                 &format!(
                     "SELECT queue, COUNT(*) AS n, MIN(ready_at) AS oldest, COUNT(DISTINCT run_id) AS runs \
-                     FROM weft_steps WHERE status = '{}' GROUP BY queue",
-                    StepStatus::Ready.as_str()
+                     FROM (SELECT queue, ready_at, run_id FROM weft_steps WHERE status = '{ready}' \
+                     UNION ALL SELECT queue, ready_at, run_id FROM weft_children \
+                     WHERE status = '{ready}' AND ready_at <= $1) ready GROUP BY queue",
+                    ready = StepStatus::Ready.as_str()
                 ),
-                Vec::new(),
+                crate::args![now],
             )
             .await?;
         let steps_running = pool
             .fetch_all(
                 &format!(
-                    "SELECT queue, COUNT(*) AS n FROM weft_steps WHERE status = '{}' GROUP BY queue",
-                    StepStatus::Running.as_str()
+                    // A `for_each` step counts as its running children.
+                    "SELECT queue, COUNT(*) AS n FROM (SELECT queue FROM weft_steps \
+                     WHERE status = '{running}' AND children_total IS NULL \
+                     UNION ALL SELECT queue FROM weft_children WHERE status = '{running}') running \
+                     GROUP BY queue",
+                    running = StepStatus::Running.as_str()
                 ),
                 Vec::new(),
             )

@@ -13,6 +13,7 @@
 
 mod attempts;
 mod audit;
+mod children;
 mod claim;
 mod conditions;
 pub mod db;

@@ -151,7 +151,7 @@ impl Store {
         let lease = self.take_lease(&mut tx, lease_id).await?;
         let position = lease.position("position", run.def.steps.len())?;
         let attempt = lease.int("attempt")?;
-        if let Err(err) = attempt_still_counts(&run, position, attempt) {
+        if let Err(err) = lease_still_counts(&mut tx, &run, &lease, position, attempt).await {
             tx.commit().await?; // the lease's release stands
             return Err(err);
         }
@@ -165,10 +165,16 @@ impl Store {
         } else {
             tx.fetch_optional(
                 &format!(
-                    "SELECT COUNT(*) AS n FROM weft_attempts WHERE run_id = $1 AND position = $2 AND status = '{}'",
+                    "SELECT COUNT(*) AS n FROM weft_attempts WHERE run_id = $1 AND position = $2 AND status = '{}' \
+                     AND COALESCE(item_index, -1) = $3",
                     AttemptStatus::Released.as_str()
                 ),
-                args![&run.run_id, position],
+                // A `for_each` child's releases are its own.
+                args![
+                    &run.run_id,
+                    position,
+                    lease.opt_int("item_index")?.unwrap_or(-1)
+                ],
             )
             .await?
             .map(|row| row.opt_int("n"))
@@ -374,7 +380,7 @@ impl Store {
         // The run ended (cancelled or failed elsewhere) while this attempt
         // was out, or it was retried since: release the lease, record
         // nothing else.
-        attempt_still_counts(run, position, attempt)?;
+        lease_still_counts(tx, run, &lease, position, attempt).await?;
         let report = match &result.outcome {
             Outcome::Completed(output) => Report::Completed(output.clone()),
             Outcome::Failed(report) => Report::Failed {
@@ -433,23 +439,55 @@ impl Store {
         let stored = stored_timing(&timing);
         self.end_attempts(tx, Which::Lease(lease_id), &end, now, Some(&stored))
             .await?;
+        let item_index = lease.opt_int("item_index")?;
+        let mut data = end.data(serde_json::to_value(&stored).expect("timing serializes"));
+        if let (Some(index), Some(map)) = (item_index, data.as_object_mut()) {
+            map.insert("index".into(), index.into());
+        }
         let attempt_event = EventRow {
             run_id: run.run_id.clone(),
             kind: end.kind.expect("a worker's result has an event"),
             at: now,
             step: Some(run.def.steps[position].name.clone()),
             attempt: Some(attempt),
-            data: end.data(serde_json::to_value(&stored).expect("timing serializes")),
+            data,
         };
-        let previous_span_id = previous_span_id(tx, &run.run_id, position as i64, attempt).await?;
         let event = end.event.expect("a worker's result is told to the run");
-        let applied = self
-            .apply_event(tx, run, event, now, vec![attempt_event])
-            .await?;
+        let (previous_span_id, event) = match item_index {
+            None => (
+                previous_span_id(tx, &run.run_id, position as i64, attempt).await?,
+                Some(event),
+            ),
+            // A child's attempts are numbered across its step: the one before
+            // is a sibling's.
+            Some(index) => (
+                None,
+                crate::children::child_event(
+                    tx,
+                    run.view(),
+                    position,
+                    index,
+                    event,
+                    self.settings().max_output_bytes,
+                )
+                .await?,
+            ),
+        };
+        let applied = match event {
+            Some(event) => {
+                self.apply_event(tx, run, event, now, vec![attempt_event])
+                    .await?
+            }
+            None => {
+                crate::transition::insert_events(tx, &[attempt_event]).await?;
+                Applied::default()
+            }
+        };
         Ok(Written {
             ended: EndedAttempt {
                 position,
                 attempt,
+                index: item_index,
                 span_id: lease.text("span_id")?,
                 previous_span_id,
                 worker_id: lease.text("worker_id")?,
@@ -517,6 +555,32 @@ fn same_outcome(row: &Row, outcome: &Outcome, max_output_bytes: u64) -> Result<b
             _ => false,
         },
     )
+}
+
+/// [`attempt_still_counts`] for a lease's attempt: a child's (the lease
+/// names its `item_index`) counts while its step and the child run.
+async fn lease_still_counts(
+    tx: &mut Tx,
+    run: &LockedRun,
+    lease: &Row,
+    position: usize,
+    attempt: i64,
+) -> Result<()> {
+    let Some(index) = lease.opt_int("item_index")? else {
+        return attempt_still_counts(run, position, attempt);
+    };
+    if crate::children::is_running(tx, run.view(), position, index).await? {
+        Ok(())
+    } else {
+        Err(Error::Conflict {
+            code: "attempt_not_running",
+            message: format!(
+                "attempt {attempt} of `{}` no longer counts: its run is {}",
+                weft_core::fan_out::child_name(&run.def.steps[position].name, index as u32),
+                run.state.status
+            ),
+        })
+    }
 }
 
 /// The answer to a written result: a late one was recorded as a timeout.

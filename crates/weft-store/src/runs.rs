@@ -180,14 +180,18 @@ impl Store {
         let step_rows = self
             .pool()
             .fetch_all(
-                "SELECT position, status, reason, output, error, due_at FROM weft_steps WHERE run_id = $1 ORDER BY position",
+                &format!(
+                    "SELECT position, status, reason, output, error, due_at, {} FROM weft_steps \
+                     WHERE run_id = $1 ORDER BY position",
+                    crate::children::COUNT_COLUMNS
+                ),
                 args![&run_id],
             )
             .await?;
         let attempt_rows = self
             .pool()
             .fetch_all(
-                "SELECT position, attempt, status, reason, worker_id, span_id, claimed_at, finished_at, error, timing \
+                "SELECT position, attempt, status, reason, worker_id, span_id, claimed_at, finished_at, error, timing, item_index \
                  FROM weft_attempts WHERE run_id = $1 ORDER BY position, attempt",
                 args![&run_id],
             )
@@ -199,6 +203,7 @@ impl Store {
                 .or_default()
                 .push(AttemptDetail {
                     attempt: a.int("attempt")?,
+                    index: a.opt_int("item_index")?,
                     status: a
                         .status("status", AttemptStatus::parse)?
                         .as_str()
@@ -241,6 +246,13 @@ impl Store {
                     error: s.opt_text("error")?,
                     due_at: opt_rfc3339(s.opt_int("due_at")?),
                     attempts: attempts.remove(&position).unwrap_or_default(),
+                    children: crate::children::counts(s)?.map(|c| weft_api::ChildCounts {
+                        total: c.total.into(),
+                        pending: c.pending().into(),
+                        in_flight: c.in_flight.into(),
+                        completed: c.completed.into(),
+                        failed: c.failed.into(),
+                    }),
                 })
             })
             .collect::<Result<_>>()?;

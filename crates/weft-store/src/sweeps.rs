@@ -142,7 +142,7 @@ impl Store {
             let check = tx
                 .fetch_optional(
                     "SELECT l.position, l.attempt, l.expires_at, l.deadline_at, a.status, a.span_id, a.worker_id, \
-                     a.claimed_at, a.ready_at \
+                     a.claimed_at, a.ready_at, a.item_index \
                      FROM weft_leases l JOIN weft_attempts a ON a.lease_id = l.lease_id WHERE l.lease_id = $1",
                     args![&lease_id],
                 )
@@ -179,8 +179,16 @@ impl Store {
                 args![&lease_id],
             )
             .await?;
+            let item_index = check.opt_int("item_index")?;
+            let child_stopped = match item_index {
+                Some(index) => {
+                    !crate::children::is_running(&mut tx, run.view(), position, index).await?
+                }
+                None => false,
+            };
             if check.status("status", AttemptStatus::parse)? != AttemptStatus::Running
                 || run.state.steps[position].status != StepStatus::Running
+                || child_stopped
             {
                 tx.commit().await?; // an attempt of an ended run: just drop its lease
                 return Ok(0);
@@ -211,21 +219,42 @@ impl Store {
                 });
             }
             if let Some(kind) = end.kind {
+                let mut data = end.data(serde_json::to_value(&stored).expect("timing serializes"));
+                if let (Some(index), Some(map)) = (item_index, data.as_object_mut()) {
+                    map.insert("index".into(), index.into());
+                }
                 events.push(EventRow {
                     run_id: lease.run_id.clone(),
                     kind,
                     at: now,
                     step: Some(step_name.clone()),
                     attempt: Some(lease.attempt),
-                    data: end.data(serde_json::to_value(&stored).expect("timing serializes")),
+                    data,
                 });
             }
             let reason = end.reason.unwrap_or(Reason::LeaseExpired);
             let message = end.error.clone().unwrap_or_default();
             tracing::info!(component = "engine", run_id = %lease.run_id, trace_id = %run.trace_id, workflow = %run.workflow, step = %step_name, attempt = lease.attempt, reason = reason.as_str(), error = %message, "attempt reaped");
-            let previous_span_id =
-                previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?;
             let event = end.event.clone().expect("a lapse is told to the run");
+            let (previous_span_id, event) = match item_index {
+                None => (
+                    previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?,
+                    event,
+                ),
+                Some(index) => (
+                    None,
+                    crate::children::child_event(
+                        &mut tx,
+                        run.view(),
+                        position,
+                        index,
+                        event,
+                        self.settings().max_output_bytes,
+                    )
+                    .await?
+                    .expect("a running child's attempt ends as its child's event"),
+                ),
+            };
             let applied = self
                 .apply_event(&mut tx, &mut run, event, now, events)
                 .await?;
@@ -238,6 +267,7 @@ impl Store {
             let ended = EndedAttempt {
                 position,
                 attempt: lease.attempt,
+                index: item_index,
                 span_id: check.text("span_id")?,
                 previous_span_id,
                 worker_id: check.text("worker_id")?,

@@ -40,6 +40,17 @@ pub(crate) struct LockedRun {
     pub stamp: Option<serde_json::Map<String, Value>>,
 }
 
+impl LockedRun {
+    /// What the children's functions read of this run.
+    pub(crate) fn view(&self) -> crate::children::RunView<'_> {
+        crate::children::RunView {
+            run_id: &self.run_id,
+            def: &self.def,
+            state: &self.state,
+        }
+    }
+}
+
 /// What a committed transition means for the rest of the process.
 #[derive(Debug, Default)]
 pub(crate) struct Applied {
@@ -57,6 +68,8 @@ pub(crate) struct Applied {
 pub(crate) struct EndedAttempt {
     pub position: usize,
     pub attempt: i64,
+    /// A `for_each` child's index, for a child's attempt.
+    pub index: Option<i64>,
     pub span_id: String,
     pub previous_span_id: Option<String>,
     pub worker_id: String,
@@ -81,6 +94,7 @@ impl EndedAttempt {
             version: run.version,
             step: &step.name,
             attempt: self.attempt,
+            index: self.index,
             queue: &step.queue,
             worker_id: &self.worker_id,
             claimed_at_ms: self.claimed_at,
@@ -166,8 +180,11 @@ impl Store {
         let def = self.definition_in(tx, &workflow, version).await?;
         let step_rows = tx
             .fetch_all(
-                "SELECT position, status, reason, n_attempts, attempt_base, output, error, due_at \
-                 FROM weft_steps WHERE run_id = $1 ORDER BY position",
+                &format!(
+                    "SELECT position, status, reason, n_attempts, attempt_base, output, error, due_at, {} \
+                     FROM weft_steps WHERE run_id = $1 ORDER BY position",
+                    crate::children::COUNT_COLUMNS
+                ),
                 args![run_id],
             )
             .await?;
@@ -192,6 +209,7 @@ impl Store {
                 error: r.opt_text("error")?,
                 due_at: r.opt_int("due_at")?,
                 condition_ms: None,
+                children: crate::children::counts(&r)?,
             });
         }
         let state = RunState {
@@ -243,7 +261,12 @@ impl Store {
         };
         // `when` conditions are evaluated on their own pool, with a time
         // limit, while this thread lets the runtime's other tasks move on.
-        let effects = if run.def.steps.iter().any(|s| s.when.is_some()) {
+        let effects = if run
+            .def
+            .steps
+            .iter()
+            .any(|s| s.when.is_some() || s.fan_out.is_some())
+        {
             crate::conditions::blocking(|| {
                 machine::apply_with(
                     &run.def,
@@ -277,12 +300,25 @@ impl Store {
             .filter_map(Effect::step)
             .chain((0..steps_before.len()).filter(|&i| steps_before[i] != run.state.steps[i]))
             .collect();
+        for effect in &effects {
+            if let Effect::StepFannedOut { step, .. }
+            | Effect::ChildrenReady { step, .. }
+            | Effect::ChildRetrying { step, .. }
+            | Effect::ChildReleased { step, .. } = effect
+            {
+                made_ready = true;
+                ready_queues.insert(run.def.steps[*step].queue.clone());
+            }
+        }
         for &position in &touched {
             if run.state.steps[position].status == StepStatus::Ready {
                 made_ready = true;
                 ready_queues.insert(run.def.steps[position].queue.clone());
             }
         }
+        // Children rows before step rows, in the claim's order (it locks
+        // ready children, then their step's row).
+        crate::children::write_effects(tx, run.view(), &effects, now).await?;
         if run.steps_stored {
             for &position in &touched {
                 let s = &run.state.steps[position];
@@ -291,22 +327,28 @@ impl Store {
                     &format!(
                         "UPDATE weft_steps SET status = $3, reason = $4, n_attempts = $5, attempt_base = $6, output = $7, \
                          error = $8, due_at = $9, updated_at = $10, \
-                         ready_at = CASE WHEN $3 = '{ready}' THEN $10 ELSE ready_at END \
+                         ready_at = CASE WHEN $3 = '{ready}' THEN $10 ELSE ready_at END, \
+                         children_total = $11, children_dispatched = $12, children_in_flight = $13, \
+                         children_completed = $14, children_failed = $15 \
                          WHERE run_id = $1 AND position = $2",
                         ready = StepStatus::Ready.as_str()
                     ),
-                    args![
-                        &run.run_id,
-                        position,
-                        s.status.as_str(),
-                        s.reason.map(|r| r.as_str()),
-                        s.n_attempts,
-                        s.attempt_base,
-                        output,
-                        s.error.clone(),
-                        s.due_at,
-                        now
-                    ],
+                    {
+                        let mut values = args![
+                            &run.run_id,
+                            position,
+                            s.status.as_str(),
+                            s.reason.map(|r| r.as_str()),
+                            s.n_attempts,
+                            s.attempt_base,
+                            output,
+                            s.error.clone(),
+                            s.due_at,
+                            now
+                        ];
+                        values.extend(crate::children::count_args(s.children));
+                        values
+                    },
                 )
                 .await?;
             }
@@ -352,7 +394,7 @@ impl Store {
             for row in tx
                 .fetch_all(
                     &format!(
-                        "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at FROM weft_attempts \
+                        "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at, item_index FROM weft_attempts \
                          WHERE run_id = $1 AND status = '{}'",
                         AttemptStatus::Running.as_str()
                     ),
@@ -365,6 +407,7 @@ impl Store {
                 cancelled_attempts.push(EndedAttempt {
                     position: row.position("position", run.def.steps.len())?,
                     attempt: row.int("attempt")?,
+                    index: row.opt_int("item_index")?,
                     span_id: row.text("span_id")?,
                     previous_span_id: None,
                     worker_id: row.text("worker_id")?,
@@ -629,12 +672,13 @@ fn log_effect(run: &LockedRun, effect: &Effect, secrets: Option<&TextMasker>) {
 
 /// Inserts every step row of a run being started, as the machine left them.
 async fn insert_steps(tx: &mut Tx, run: &LockedRun, now: i64) -> Result<()> {
-    const COLUMNS: usize = 12;
+    const COLUMNS: usize = 17;
     let steps: Vec<(usize, &StepState)> = run.state.steps.iter().enumerate().collect();
     for chunk in steps.chunks(100) {
         let mut sql = String::from(
             "INSERT INTO weft_steps (run_id, updated_at, position, name, queue, handler, status, reason, \
-             n_attempts, attempt_base, output, error, due_at, ready_at) VALUES ",
+             n_attempts, attempt_base, output, error, due_at, ready_at, children_total, children_dispatched, \
+             children_in_flight, children_completed, children_failed) VALUES ",
         );
         let mut values: Vec<Arg> = args![&run.run_id, now];
         for (i, (position, s)) in chunk.iter().enumerate() {
@@ -661,6 +705,7 @@ async fn insert_steps(tx: &mut Tx, run: &LockedRun, now: i64) -> Result<()> {
                 s.due_at,
                 (s.status == StepStatus::Ready).then_some(now)
             ]);
+            values.extend(crate::children::count_args(s.children));
         }
         tx.execute(&sql, values).await?;
     }

@@ -211,6 +211,9 @@ impl RowSpans {
         if let Some(reason) = attempt.reason {
             attributes.push(KeyValue::new("weft.reason", reason.as_str()));
         }
+        if let Some(index) = attempt.index {
+            attributes.push(KeyValue::new("weft.for_each.index", index));
+        }
         if let Some(ms) = timing.dispatch_ms {
             attributes.push(KeyValue::new("weft.timing.dispatch_ms", ms));
         }
@@ -398,6 +401,7 @@ mod tests {
             version: 3,
             step: "load",
             attempt: n,
+            index: None,
             queue: "default",
             worker_id: "w-1",
             claimed_at_ms: 1_700_000_000_100,

@@ -13,6 +13,7 @@ mod dashboard;
 mod doctor;
 mod edge;
 mod failures;
+mod fan_out;
 mod harness;
 mod limits;
 mod people;
@@ -64,6 +65,8 @@ mod telemetry;
 mod cli_paths;
 
 on_both_backends! {
+    fan_out::for_each_thousand_items_ten_at_a_time,
+    fan_out::for_each_failures_and_edge_lists,
     dag::dag_order_exec_worker,
     dag::dag_order_sdk_worker,
     dashboard::dashboard_pages,

@@ -50,6 +50,7 @@ mod corruption;
 mod counts;
 mod diagnosis;
 mod execution;
+mod fan_out;
 mod history;
 mod leases;
 mod listing;
