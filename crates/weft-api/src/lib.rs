@@ -288,13 +288,15 @@ pub struct StepDetail {
     /// `cancelled`; `null` otherwise.
     pub reason: Option<String>,
     /// Once `completed`: the handler's output, `{"approved": true}` for an
-    /// approval, `null` for a sleep; `null` before. Redacted with
+    /// approval (`{"approved": true, "by": "timeout"}` when its timeout
+    /// approved it), `null` for a sleep; `null` before. Redacted with
     /// `--redact-api`.
     pub output: Option<Value>,
     /// The message of its latest failure (kept while `retrying`), or an
     /// approval's rejection message; `null` otherwise.
     pub error: Option<String>,
-    /// When a retrying step's backoff or a sleep ends.
+    /// When a retrying step's backoff or a sleep ends, or when a waiting
+    /// approval with a `timeout` is decided by it (`on_timeout`).
     /// RFC 3339 UTC; `null` otherwise.
     pub due_at: Option<String>,
     /// Its attempts, by attempt number.

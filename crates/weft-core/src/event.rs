@@ -110,7 +110,7 @@ event_kinds! {
     StepReady => "step.ready", "The step may be claimed by a worker; `attempt` is the attempt it is ready for.", [];
     StepSkipped => "step.skipped", "The step's `when` condition was false: it is done, with a null output.", [];
     StepWaiting => "step.waiting", "A sleep step began its sleep, or an approval step began waiting for a decision.", [
-        field("until_ms", "integer", false, "when a sleep ends, epoch ms (absent for an approval)"),
+        field("until_ms", "integer", false, "when a sleep ends, or when an approval with a `timeout` is decided by it, epoch ms (absent for an approval without one)"),
     ];
     StepCompleted => "step.completed", "The step finished with an output.", [];
     StepRetrying => "step.retrying", "An attempt failed and the step will be ready again after its backoff.", [

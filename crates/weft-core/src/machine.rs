@@ -23,7 +23,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     Reason, RunStatus, StepStatus, condition,
-    definition::{Definition, StepKind, dependency_outputs},
+    definition::{Definition, OnTimeout, StepKind, dependency_outputs},
     event::EventKind,
 };
 
@@ -334,8 +334,27 @@ pub fn apply_with(
                 }
                 StepStatus::Waiting if due => {
                     s.due_at = None;
-                    complete_step(state, step, Value::Null, &mut effects);
-                    advance(def, state, cx, conditions, &mut effects);
+                    match (&def.steps[step].kind, def.steps[step].on_timeout) {
+                        (StepKind::Approval, OnTimeout::Reject) => {
+                            let message = "no decision before the approval's timeout".to_owned();
+                            reject_step(
+                                state,
+                                step,
+                                Reason::ApprovalTimeout,
+                                message,
+                                &mut effects,
+                            );
+                        }
+                        (StepKind::Approval, OnTimeout::Approve) => {
+                            let output = serde_json::json!({"approved": true, "by": "timeout"});
+                            complete_step(state, step, output, &mut effects);
+                            advance(def, state, cx, conditions, &mut effects);
+                        }
+                        _ => {
+                            complete_step(state, step, Value::Null, &mut effects);
+                            advance(def, state, cx, conditions, &mut effects);
+                        }
+                    }
                 }
                 // A timer that fired twice (two engines, or a restart) is a no-op.
                 _ => {}
@@ -345,6 +364,7 @@ pub fn apply_with(
             expect_active(state)?;
             expect_approval(def, step)?;
             expect_step(def, state, step, StepStatus::Waiting)?;
+            state.steps[step].due_at = None;
             complete_step(
                 state,
                 step,
@@ -357,15 +377,7 @@ pub fn apply_with(
             expect_active(state)?;
             expect_approval(def, step)?;
             expect_step(def, state, step, StepStatus::Waiting)?;
-            let s = &mut state.steps[step];
-            s.status = StepStatus::Failed;
-            s.reason = Some(Reason::Rejected);
-            s.error = Some(message.clone());
-            effects.push(Effect::StepFailed {
-                step,
-                reason: Reason::Rejected,
-            });
-            fail_run(state, step, Reason::Rejected, message, &mut effects);
+            reject_step(state, step, Reason::Rejected, message, &mut effects);
         }
         Event::Cancel => {
             expect_active(state)?;
@@ -464,6 +476,24 @@ fn expect_approval(def: &Definition, step: usize) -> Result<(), Rejected> {
         StepKind::Approval => Ok(()),
         _ => Err(Rejected::NotApproval(def.steps[step].name.clone())),
     }
+}
+
+/// An approval step that ends without approval (`rejected`, or
+/// `approval_timeout`): the step fails, and with it the run.
+fn reject_step(
+    state: &mut RunState,
+    step: usize,
+    reason: Reason,
+    message: String,
+    effects: &mut Vec<Effect>,
+) {
+    let s = &mut state.steps[step];
+    s.status = StepStatus::Failed;
+    s.reason = Some(reason);
+    s.error = Some(message.clone());
+    s.due_at = None;
+    effects.push(Effect::StepFailed { step, reason });
+    fail_run(state, step, reason, message, effects);
 }
 
 fn complete_step(state: &mut RunState, step: usize, output: Value, effects: &mut Vec<Effect>) {
@@ -574,8 +604,11 @@ fn advance(
                 mark_started(state, effects);
             }
             StepKind::Approval => {
+                // With a `timeout`, the wait is a durable timer like a sleep's.
+                let until = step_def.timeout_ms.map(|t| cx.now_ms + t as i64);
                 s.status = StepStatus::Waiting;
-                effects.push(Effect::StepWaiting { step, until: None });
+                s.due_at = until;
+                effects.push(Effect::StepWaiting { step, until });
                 mark_started(state, effects);
             }
         }

@@ -3,6 +3,7 @@
 //! throwaway PostgreSQL. Each scenario is written once and run on both.
 
 mod api;
+mod approvals;
 mod auth;
 mod cli;
 mod conditions;
@@ -100,6 +101,8 @@ on_both_backends! {
     doctor::doctor_overdue_timer_dependencies_retrying_stale_approval,
     doctor::doctor_database_slow,
     doctor::doctor_running_long_past_p99,
+    approvals::approval_timeouts,
+    approvals::sleep_until_survives_restart,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
