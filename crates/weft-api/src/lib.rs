@@ -549,6 +549,14 @@ pub struct Task {
     /// size and the limit. `0` (from servers that predate it) means unknown.
     #[serde(default)]
     pub max_output_bytes: u64,
+    /// The same for every attempt of this unit of work (its retries, a
+    /// retry of the run, a redelivery after a lost lease) and different for
+    /// any other: a UUID (version 5, 36 characters) named by the run, the
+    /// step, the phase (forward or compensate) and the `for_each` index.
+    /// Pass it to downstream APIs (`Idempotency-Key`) so a side effect
+    /// happens once. Empty from servers that predate it.
+    #[serde(default)]
+    pub idempotency_key: String,
 }
 
 /// The answer to `POST /v1/worker/leases/{lease_id}/heartbeat`, which

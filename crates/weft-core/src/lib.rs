@@ -13,6 +13,7 @@ pub mod definition;
 pub mod diagnosis;
 pub mod duration;
 pub mod event;
+pub mod idempotency;
 pub mod machine;
 pub mod mask;
 pub mod observe;

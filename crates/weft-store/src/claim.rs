@@ -211,6 +211,12 @@ impl Store {
                     lease_ms: decided.lease_ms,
                     baggage: run.baggage.clone(),
                     max_output_bytes: self.settings().max_output_bytes,
+                    idempotency_key: weft_core::idempotency::key(
+                        &run_id,
+                        &step_def.name,
+                        weft_core::idempotency::Phase::Forward,
+                        None,
+                    ),
                 },
             });
             attempts.push(claim);

@@ -14,6 +14,7 @@ mod doctor;
 mod edge;
 mod failures;
 mod harness;
+mod idempotency;
 mod limits;
 mod people;
 mod people_auth;
@@ -103,6 +104,7 @@ on_both_backends! {
     doctor::doctor_running_long_past_p99,
     approvals::approval_timeouts,
     approvals::sleep_until_survives_restart,
+    idempotency::idempotency_key_is_stable_per_step,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
