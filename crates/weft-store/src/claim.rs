@@ -81,7 +81,7 @@ impl Store {
                 .replace(" AND handler", " AND s.handler"),
             request.max_tasks.min(100)
         );
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let rows = tx.fetch_all(&sql, values).await?;
         if rows.is_empty() {
             tx.commit().await?;

@@ -61,7 +61,7 @@ impl Store {
 
     /// Fires one due timer row; returns 1 if it changed the run.
     async fn fire_timer(&self, row: &crate::db::Row, now: i64) -> Result<usize> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let mut run = match self.lock_run(&mut tx, &row.text("run_id")?).await {
             Ok(run) => run,
             Err(Error::NotFound { .. }) => return Ok(0),
@@ -143,7 +143,7 @@ impl Store {
     async fn reap_lease(&self, row: &crate::db::Row, now: i64) -> Result<usize> {
         {
             let lease_id = row.text("lease_id")?;
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin().await?;
             let Some(mut run) = self.lock_run_of_lease(&mut tx, &lease_id).await? else {
                 return Ok(0); // finished or reaped meanwhile
             };

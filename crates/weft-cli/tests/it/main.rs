@@ -21,6 +21,7 @@ mod people_auth;
 mod restart;
 mod robustness;
 mod secrets;
+mod stream;
 mod tls;
 mod upgrade;
 mod worker_faults;
@@ -105,6 +106,7 @@ on_both_backends! {
     approvals::approval_timeouts,
     approvals::sleep_until_survives_restart,
     idempotency::idempotency_key_is_stable_per_step,
+    stream::event_stream_wakes_on_commits,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
