@@ -175,6 +175,18 @@ pub async fn sleep_until_survives_restart(db_url: String) {
     assert!(wake >= ms(&run.created_at) + 4000, "{until}");
     let shown = weft_ok(&env, &["run", &run_id]).await;
     assert!(shown.contains(&format!("waiting until {until}")), "{shown}");
+    // So does the dashboard's run page (to the second, as it shows times).
+    let page = env
+        .http
+        .get(format!("{}/runs/{run_id}", env.server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let short = until.replace('T', " ");
+    assert!(page.contains(&format!("until {}", &short[..19])), "{page}");
 
     env.server.kill();
     env.server.restart().await;
