@@ -159,10 +159,12 @@ const NAP: &str = "\
 name: nap
 steps:
   - {name: nap, kind: sleep, duration: 4s}
+  - {name: gate, kind: approval, timeout: 4s, on_timeout: approve}
 ";
 
-/// A sleep says until when (API `due_at`, `weft run`), and wakes on time
-/// after the server is killed with kill -9 and started again.
+/// A sleep says until when (API `due_at`, `weft run`, the dashboard), and
+/// it and an approval's timeout fire on time after the server is killed
+/// with kill -9 and started again.
 pub async fn sleep_until_survives_restart(db_url: String) {
     let mut env = Env::start(&db_url).await;
     env.register(NAP).await;
@@ -196,6 +198,11 @@ pub async fn sleep_until_survives_restart(db_url: String) {
         })
         .await;
     assert_eq!(run.status, "completed", "{run:#?}");
+    // The approval's timeout was a timer row too: decided after the restart.
+    assert_eq!(
+        step(&run, "gate").output,
+        Some(json!({"approved": true, "by": "timeout"}))
+    );
     let events = history(&env, &run_id).await;
     let woke = find(&events, "step.completed", Some("nap"));
     assert!(

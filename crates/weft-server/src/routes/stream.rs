@@ -39,7 +39,7 @@ impl crate::limits::Validate for StreamQuery {
 /// other servers within the server's `--stream-recheck`. If the store fails
 /// the stream ends with an SSE event of type `error` whose data is an
 /// `ErrorBody` (`{"error": {"code", "message"}}`).
-#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("redact" = Option<bool>, Query, description = "Stream redacted events even where the caller's role sees clear data")), responses((status = 200, description = "Server-sent events, one per history event", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("redact" = Option<bool>, Query, description = "Stream redacted events even where the caller's role sees clear data")), responses((status = 200, description = "Server-sent events, one per history event (type: the event kind, id: its seq, data: the event record); if the store fails, a last event of type `error` whose data is an ErrorBody", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn run_event_stream(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
