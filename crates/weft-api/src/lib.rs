@@ -291,13 +291,15 @@ pub struct StepDetail {
     /// `cancelled`; `null` otherwise.
     pub reason: Option<String>,
     /// Once `completed`: the handler's output, `{"approved": true}` for an
-    /// approval, `null` for a sleep; `null` before. Redacted with
+    /// approval (`{"approved": true, "by": "timeout"}` when its timeout
+    /// approved it), `null` for a sleep; `null` before. Redacted with
     /// `--redact-api`.
     pub output: Option<Value>,
     /// The message of its latest failure (kept while `retrying`), or an
     /// approval's rejection message; `null` otherwise.
     pub error: Option<String>,
-    /// When a retrying step's backoff or a sleep ends.
+    /// When a retrying step's backoff or a sleep ends, or when a waiting
+    /// approval with a `timeout` is decided by it (`on_timeout`).
     /// RFC 3339 UTC; `null` otherwise.
     pub due_at: Option<String>,
     /// Its attempts, by attempt number.
@@ -576,6 +578,14 @@ pub struct Task {
     /// size and the limit. `0` (from servers that predate it) means unknown.
     #[serde(default)]
     pub max_output_bytes: u64,
+    /// The same for every attempt of this unit of work (its retries, a
+    /// retry of the run, a redelivery after a lost lease) and different for
+    /// any other: a UUID (version 5, 36 characters) named by the run, the
+    /// step, the phase (forward or compensate) and the `for_each` index.
+    /// Pass it to downstream APIs (`Idempotency-Key`) so a side effect
+    /// happens once. Empty from servers that predate it.
+    #[serde(default)]
+    pub idempotency_key: String,
 }
 
 /// The answer to `POST /v1/worker/leases/{lease_id}/heartbeat`, which

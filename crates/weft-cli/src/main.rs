@@ -106,6 +106,11 @@ pub struct ServerArgs {
     /// How often timers and the lease reaper run (e.g. 200ms).
     #[arg(long, env = "WEFT_ENGINE_TICK", default_value = "200ms")]
     pub engine_tick: String,
+    /// How often an event stream reads its run's history again for events
+    /// written by other servers (e.g. 500ms); this server's own commits
+    /// reach its streams at once.
+    #[arg(long, env = "WEFT_STREAM_RECHECK", default_value = "500ms")]
+    pub stream_recheck: String,
     /// Longest a worker's poll is held when there is no work (e.g. 30s); a
     /// poll asking for longer is answered after this.
     #[arg(long, env = "WEFT_MAX_POLL_WAIT", default_value = "30s")]

@@ -123,10 +123,15 @@ fn run_view(run: &RunDetail) {
             continue;
         }
         if step.attempts.is_empty() {
+            // A sleep, or an approval with a `timeout`, says when it wakes.
+            let status = match (&step.due_at, step.status.as_str()) {
+                (Some(t), "waiting") => format!("waiting until {t}"),
+                _ => step.status.clone(),
+            };
             rows.push(vec![
                 step.name.clone(),
                 "-".into(),
-                step.status.clone(),
+                status,
                 opt(&step.reason),
                 "-".into(),
                 "-".into(),

@@ -71,6 +71,7 @@ async fn start_server(
         lease: parse_duration("lease-timeout", &args.lease_timeout)?,
         max_output_bytes: weft_store::max_output_bytes_for(args.max_body_bytes as u64),
         redactor: redactor.clone(),
+        follow_recheck: parse_duration("stream-recheck", &args.stream_recheck)?,
         ..Settings::default()
     };
     let gauge_interval = parse_duration("gauge-interval", &args.gauge_interval)?;

@@ -121,6 +121,9 @@ pub struct StepDef {
     pub handles_failure: bool,
     /// `for_each`: the step runs once per item of a list known at run time.
     pub fan_out: Option<FanOut>,
+    /// What an approval step's `timeout` decides when it passes with no
+    /// decision (`on_timeout`, default `reject`); unused by other kinds.
+    pub on_timeout: OnTimeout,
 }
 
 /// Default `max_items` of a `for_each` step.
@@ -139,6 +142,26 @@ pub struct FanOut {
     pub max_items: u32,
     /// Most children ready or running at once; `None`: no limit.
     pub max_parallel: Option<u32>,
+}
+
+/// An approval step's decision when its `timeout` passes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnTimeout {
+    /// The step fails with reason `approval_timeout`, failing the run.
+    #[default]
+    Reject,
+    /// The step completes with output `{"approved": true, "by": "timeout"}`.
+    Approve,
+}
+
+impl OnTimeout {
+    /// The manifest word: `reject` or `approve`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnTimeout::Reject => "reject",
+            OnTimeout::Approve => "approve",
+        }
+    }
 }
 
 impl StepDef {
@@ -411,6 +434,7 @@ const STEP_FIELDS: &[&str] = &[
     "for_each",
     "max_items",
     "max_parallel",
+    "on_timeout",
 ];
 
 fn parse_step(
@@ -477,6 +501,10 @@ fn parse_step(
             "max_items",
             "max_parallel",
         ] {
+            // An approval's `timeout` is how long it waits for a decision.
+            if field == "timeout" && matches!(kind, StepKind::Approval) {
+                continue;
+            }
             if fields.contains_key(field) {
                 return Err(invalid(
                     "unknown_field",
@@ -525,7 +553,32 @@ fn parse_step(
         None | Some(Value::Null) => RetryPolicy::default(),
         Some(raw) => parse_retry(raw, &format!("{at}.retry"))?,
     };
-    let timeout_ms = optional_duration(fields, &at, "timeout", max_ms::TIMEOUT)?;
+    let timeout_max = match kind {
+        StepKind::Approval => max_ms::APPROVAL_TIMEOUT,
+        _ => max_ms::TIMEOUT,
+    };
+    let timeout_ms = optional_duration(fields, &at, "timeout", timeout_max)?;
+    let on_timeout = match optional_str(fields, &at, "on_timeout")? {
+        _ if !matches!(kind, StepKind::Approval) && fields.contains_key("on_timeout") => {
+            return Err(invalid(
+                "unknown_field",
+                format!("{at}.on_timeout"),
+                "`on_timeout` applies to approval steps only",
+            ));
+        }
+        None => OnTimeout::default(),
+        Some(word) => match word.as_str() {
+            "reject" => OnTimeout::Reject,
+            "approve" => OnTimeout::Approve,
+            other => {
+                return Err(invalid(
+                    "invalid_value",
+                    format!("{at}.on_timeout"),
+                    format!("unknown `on_timeout` `{other}` (reject or approve)"),
+                ));
+            }
+        },
+    };
     let heartbeat_timeout_ms =
         optional_duration(fields, &at, "heartbeat_timeout", max_ms::HEARTBEAT_TIMEOUT)?;
     let when = optional_str(fields, &at, "when")?;
@@ -591,6 +644,7 @@ fn parse_step(
         run_if,
         handles_failure,
         fan_out,
+        on_timeout,
     })
 }
 
@@ -851,6 +905,8 @@ pub mod max_ms {
     const DAY: u64 = 86_400_000;
     /// `steps[].timeout`: 7 days.
     pub const TIMEOUT: u64 = 7 * DAY;
+    /// `steps[].timeout` of an approval step: 365 days.
+    pub const APPROVAL_TIMEOUT: u64 = 365 * DAY;
     /// `steps[].heartbeat_timeout`: 1 day.
     pub const HEARTBEAT_TIMEOUT: u64 = DAY;
     /// `steps[].duration` of a sleep step: 365 days.
@@ -1066,6 +1122,32 @@ steps:
         check_error("{\"name\": ", "invalid_manifest", "$");
         check_error("name: [unclosed\n", "invalid_manifest", "$");
         check_error("- just a list\n", "invalid_manifest", "$");
+    }
+
+    #[test]
+    fn approval_timeouts_parse_and_are_checked() {
+        let step = |fields: &str| format!("name: w\nsteps:\n  - {{name: a, {fields}}}\n");
+        let def =
+            Definition::parse(&step("kind: approval, timeout: 30d, on_timeout: approve")).unwrap();
+        assert_eq!(def.steps[0].timeout_ms, Some(30 * 86_400_000));
+        assert_eq!(def.steps[0].on_timeout, OnTimeout::Approve);
+        let def = Definition::parse(&step("kind: approval, timeout: 1h")).unwrap();
+        assert_eq!(def.steps[0].on_timeout, OnTimeout::Reject);
+        check_error(
+            &step("kind: approval, timeout: 1h, on_timeout: maybe"),
+            "invalid_value",
+            "steps[a].on_timeout",
+        );
+        check_error(
+            &step("handler: h, on_timeout: approve"),
+            "unknown_field",
+            "steps[a].on_timeout",
+        );
+        check_error(
+            &step("kind: approval, timeout: 366d"),
+            "invalid_duration",
+            "steps[a].timeout",
+        );
     }
 
     #[test]

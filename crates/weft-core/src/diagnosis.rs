@@ -532,7 +532,9 @@ fn diagnose_step(
         StepStatus::Ready => ready_step(step, live, facts, t, now),
         StepStatus::Retrying | StepStatus::Waiting => {
             let due = step.due_at;
-            if step.kind == StepKindView::Approval
+            // An approval with a `timeout` (a due time) is a timer: it is
+            // decided when due, never stalled waiting for a person.
+            if (step.kind == StepKindView::Approval && due.is_none())
                 || (step.status == StepStatus::Waiting && due.is_none())
             {
                 return step_diag(
@@ -579,11 +581,20 @@ fn diagnose_step(
                     logs,
                 );
             }
+            let evidence = if step.kind == StepKindView::Approval {
+                format!(
+                    "approval requested {} ago; its timeout decides in {}",
+                    secs(now - step.updated_at),
+                    secs(due - now)
+                )
+            } else {
+                format!("sleeping until due in {}", secs(due - now))
+            };
             step_diag(
                 step,
                 Cause::WaitingTimer,
                 step.updated_at,
-                format!("sleeping until due in {}", secs(due - now)),
+                evidence,
                 format!("weft run {rid}"),
             )
         }
@@ -1022,8 +1033,22 @@ mod tests {
         "#]],
         );
         ap.updated_at = NOW - 200_000;
-        let d = diagnose(&run(RunStatus::Running, vec![ap]), &[], &t(), NOW);
+        let d = diagnose(&run(RunStatus::Running, vec![ap.clone()]), &[], &t(), NOW);
         assert_eq!((d.cause, d.stalled), (Some(Cause::WaitingApproval), true));
+        // With a `timeout`, the approval is a timer: never stalled on a
+        // person, overdue only when its timeout passed unfired.
+        ap.due_at = Some(NOW + 60_000);
+        check(
+            &run(RunStatus::Running, vec![ap.clone()]),
+            &[],
+            expect![[r#"
+                run r1 cause=waiting_timer stalled=false
+                  ok: waiting_timer (-200000ms) approval requested 200s ago; its timeout decides in 60s | weft run r1
+            "#]],
+        );
+        ap.due_at = Some(NOW - 6_000);
+        let d = diagnose(&run(RunStatus::Running, vec![ap]), &[], &t(), NOW);
+        assert_eq!((d.cause, d.stalled), (Some(Cause::OverdueTimer), true));
     }
 
     #[test]

@@ -122,7 +122,7 @@ event_kinds! {
     StepReady => "step.ready", "The step may be claimed by a worker; `attempt` is the attempt it is ready for.", [CONDITION_MS];
     StepSkipped => "step.skipped", "The step's `when` condition was false, or its trigger rule `any_failed` cannot hold (no dependency failed): it is done, with a null output.", [CONDITION_MS];
     StepWaiting => "step.waiting", "A sleep step began its sleep, or an approval step began waiting for a decision.", [
-        field("until_ms", "integer", false, "when a sleep ends, epoch ms (absent for an approval)"),
+        field("until_ms", "integer", false, "when a sleep ends, or when an approval with a `timeout` is decided by it, epoch ms (absent for an approval without one)"),
         CONDITION_MS,
     ];
     StepCompleted => "step.completed", "The step finished with an output.", [];

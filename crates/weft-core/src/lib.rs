@@ -14,6 +14,7 @@ pub mod diagnosis;
 pub mod duration;
 pub mod event;
 pub mod fan_out;
+pub mod idempotency;
 pub mod machine;
 pub mod mask;
 pub mod observe;

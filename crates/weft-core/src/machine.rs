@@ -27,7 +27,7 @@ use serde_json::{Map, Value};
 
 use crate::{
     Reason, RunStatus, StepStatus, condition,
-    definition::{Definition, RunIf, StepKind},
+    definition::{Definition, OnTimeout, RunIf, StepKind},
     event::EventKind,
     fan_out::{self, ChildEnd, Children, Expansion, Next},
 };
@@ -455,8 +455,22 @@ pub fn apply_with(
                 }
                 StepStatus::Waiting if due => {
                     s.due_at = None;
-                    complete_step(state, step, Value::Null, &mut effects);
-                    advance(def, state, cx, conditions, &mut effects);
+                    match (&def.steps[step].kind, def.steps[step].on_timeout) {
+                        (StepKind::Approval, OnTimeout::Reject) => {
+                            let message = "no decision before the approval's timeout".to_owned();
+                            fail_step(state, step, Reason::ApprovalTimeout, message, &mut effects);
+                            advance(def, state, cx, conditions, &mut effects);
+                        }
+                        (StepKind::Approval, OnTimeout::Approve) => {
+                            let output = serde_json::json!({"approved": true, "by": "timeout"});
+                            complete_step(state, step, output, &mut effects);
+                            advance(def, state, cx, conditions, &mut effects);
+                        }
+                        _ => {
+                            complete_step(state, step, Value::Null, &mut effects);
+                            advance(def, state, cx, conditions, &mut effects);
+                        }
+                    }
                 }
                 // A timer that fired twice (two engines, or a restart) is a no-op.
                 _ => {}
@@ -466,6 +480,7 @@ pub fn apply_with(
             expect_active(state)?;
             expect_approval(def, step)?;
             expect_step(def, state, step, StepStatus::Waiting)?;
+            state.steps[step].due_at = None;
             complete_step(
                 state,
                 step,
@@ -877,8 +892,11 @@ fn advance(
                 mark_started(state, effects);
             }
             StepKind::Approval => {
+                // With a `timeout`, the wait is a durable timer like a sleep's.
+                let until = step_def.timeout_ms.map(|t| cx.now_ms + t as i64);
                 s.status = StepStatus::Waiting;
-                effects.push(Effect::StepWaiting { step, until: None });
+                s.due_at = until;
+                effects.push(Effect::StepWaiting { step, until });
                 mark_started(state, effects);
             }
         }

@@ -604,6 +604,81 @@ fn sleep_and_approval() {
 }
 
 #[test]
+fn approval_timeouts() {
+    // on_timeout: reject (the default) fails the step and the run.
+    let manifest = "name: a\nsteps:\n  - {name: ok, kind: approval, timeout: 1s}\n  - {name: go, handler: h, depends_on: [ok]}\n";
+    trace(
+        manifest,
+        Value::Null,
+        &[
+            (0, Run(Event::Start)),
+            (999, Run(Event::TimerFired { step: 0 })),
+            (1000, Run(Event::TimerFired { step: 0 })),
+            (1001, Run(Event::TimerFired { step: 0 })),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.waiting(ok) run.started
+              run=running ok=waiting go=pending
+            t=999 TimerFired { step: 0 }
+              -> 
+              run=running ok=waiting go=pending
+            t=1000 TimerFired { step: 0 }
+              -> step.failed(ok) step.cancelled(go) run.failed
+              run=failed ok=failed go=cancelled
+            t=1001 TimerFired { step: 0 }
+              -> REJECTED: run is failed, not pending or running
+              run=failed ok=failed go=cancelled
+        "#]],
+    );
+    // on_timeout: approve completes the step; a decision before the timeout
+    // wins and the late timer is a no-op.
+    let manifest = "name: a\nsteps:\n  - {name: ok, kind: approval, timeout: 1s, on_timeout: approve}\n  - {name: go, handler: h, depends_on: [ok]}\n";
+    trace(
+        manifest,
+        Value::Null,
+        &[
+            (0, Run(Event::Start)),
+            (1000, Run(Event::TimerFired { step: 0 })),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.waiting(ok) run.started
+              run=running ok=waiting go=pending
+            t=1000 TimerFired { step: 0 }
+              -> step.completed(ok) step.ready(go)
+              run=running ok=completed go=ready
+        "#]],
+    );
+    trace(
+        manifest,
+        Value::Null,
+        &[
+            (0, Run(Event::Start)),
+            (
+                500,
+                Run(Event::Reject {
+                    step: 0,
+                    message: "no".into(),
+                }),
+            ),
+            (1000, Run(Event::TimerFired { step: 0 })),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.waiting(ok) run.started
+              run=running ok=waiting go=pending
+            t=500 Reject { step: 0, message: "no" }
+              -> step.failed(ok) step.cancelled(go) run.failed
+              run=failed ok=failed go=cancelled
+            t=1000 TimerFired { step: 0 }
+              -> REJECTED: run is failed, not pending or running
+              run=failed ok=failed go=cancelled
+        "#]],
+    );
+}
+
+#[test]
 fn releases_spend_no_attempt_until_the_cap() {
     let manifest = "name: r\nsteps:\n  - {name: work, handler: h, retry: {max_attempts: 2, initial: 1s, jitter: false}}\n";
     trace(

@@ -124,7 +124,7 @@ impl Store {
         target: &str,
         detail: Value,
     ) -> Result<()> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         insert_audit(&mut tx, self.now_ms(), actor, action, target, &detail).await?;
         tx.commit().await?;
         tracing::info!(

@@ -85,7 +85,7 @@ impl Store {
                 .replace(" AND handler", " AND s.handler"),
             request.max_tasks.min(100)
         );
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let rows = tx.fetch_all(&sql, values).await?;
         // The claim time is read only once the rows are ours: read before the
         // transaction, it could predate the commit that made a step ready
@@ -188,6 +188,12 @@ impl Store {
                     lease_ms: decided.lease_ms,
                     baggage: run.baggage.clone(),
                     max_output_bytes: self.settings().max_output_bytes,
+                    idempotency_key: weft_core::idempotency::key(
+                        &run_id,
+                        &step_def.name,
+                        weft_core::idempotency::Phase::Forward,
+                        None,
+                    ),
                 },
             });
             attempts.push(claim);
@@ -577,6 +583,12 @@ impl Store {
                     lease_ms: decided.lease_ms,
                     baggage: run.baggage.clone(),
                     max_output_bytes: self.settings().max_output_bytes,
+                    idempotency_key: weft_core::idempotency::key(
+                        &run_id,
+                        &step_def.name,
+                        weft_core::idempotency::Phase::Forward,
+                        Some(index as u64),
+                    ),
                 },
             });
             attempts.push(claim);

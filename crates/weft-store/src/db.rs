@@ -287,13 +287,15 @@ impl Pool {
     /// read-then-write never fails half-way on a lock upgrade.
     pub async fn begin(&self) -> Result<Tx, Error> {
         match self {
-            Pool::Postgres(pool) => Ok(Tx::Postgres(pool.begin().await.map_err(Error::from_sqlx)?)),
-            Pool::Sqlite { write, .. } => Ok(Tx::Sqlite(
+            Pool::Postgres(pool) => Ok(Tx::new(TxConn::Postgres(
+                pool.begin().await.map_err(Error::from_sqlx)?,
+            ))),
+            Pool::Sqlite { write, .. } => Ok(Tx::new(TxConn::Sqlite(
                 write
                     .begin_with("BEGIN IMMEDIATE")
                     .await
                     .map_err(Error::from_sqlx)?,
-            )),
+            ))),
         }
     }
 
@@ -367,27 +369,60 @@ impl Pool {
 }
 
 /// A write transaction on either backend. Dropped without `commit`, it rolls back.
-pub enum Tx {
+pub struct Tx {
+    conn: TxConn,
+    /// Told the runs whose history this transaction wrote, once it commits.
+    hook: Option<CommitHook>,
+    /// Runs whose history this transaction wrote, each once.
+    runs: Vec<String>,
+}
+
+enum TxConn {
     Postgres(sqlx::Transaction<'static, Postgres>),
     Sqlite(sqlx::Transaction<'static, Sqlite>),
 }
 
+/// Called after a transaction committed with the ids of the runs whose
+/// history it wrote (never for a rollback or a failed commit).
+pub(crate) type CommitHook = std::sync::Arc<dyn Fn(&[String]) + Send + Sync>;
+
 impl Tx {
+    fn new(conn: TxConn) -> Tx {
+        Tx {
+            conn,
+            hook: None,
+            runs: Vec::new(),
+        }
+    }
+
+    /// Sets who is told of this transaction's history writes once it commits.
+    pub(crate) fn with_hook(mut self, hook: CommitHook) -> Tx {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Notes that this transaction wrote history events of `run_id`.
+    pub(crate) fn wrote_history(&mut self, run_id: &str) {
+        if !self.runs.iter().any(|r| r == run_id) {
+            self.runs.push(run_id.to_owned());
+        }
+    }
+
     pub fn dialect(&self) -> Dialect {
-        match self {
-            Tx::Postgres(_) => Dialect::Postgres,
-            Tx::Sqlite(_) => Dialect::Sqlite,
+        match self.conn {
+            TxConn::Postgres(_) => Dialect::Postgres,
+            TxConn::Sqlite(_) => Dialect::Sqlite,
         }
     }
 
     pub async fn execute(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64, Error> {
-        match self {
-            Tx::Postgres(tx) => Ok(bind_pg(sqlx::query(AssertSqlSafe(sql)), args)
+        match &mut self.conn {
+            TxConn::Postgres(tx) => Ok(bind_pg(sqlx::query(AssertSqlSafe(sql)), args)
                 .execute(&mut **tx)
                 .await
                 .map_err(Error::from_sqlx)?
                 .rows_affected()),
-            Tx::Sqlite(tx) => Ok(bind_sqlite(sqlx::query(AssertSqlSafe(sql)), args)
+            TxConn::Sqlite(tx) => Ok(bind_sqlite(sqlx::query(AssertSqlSafe(sql)), args)
                 .execute(&mut **tx)
                 .await
                 .map_err(Error::from_sqlx)?
@@ -396,15 +431,15 @@ impl Tx {
     }
 
     pub async fn fetch_all(&mut self, sql: &str, args: Vec<Arg>) -> Result<Vec<Row>, Error> {
-        match self {
-            Tx::Postgres(tx) => {
+        match &mut self.conn {
+            TxConn::Postgres(tx) => {
                 let rows = bind_pg(sqlx::query(AssertSqlSafe(sql)), args)
                     .fetch_all(&mut **tx)
                     .await
                     .map_err(Error::from_sqlx)?;
                 Ok(convert_pg(rows))
             }
-            Tx::Sqlite(tx) => {
+            TxConn::Sqlite(tx) => {
                 let rows = bind_sqlite(sqlx::query(AssertSqlSafe(sql)), args)
                     .fetch_all(&mut **tx)
                     .await
@@ -424,14 +459,14 @@ impl Tx {
 
     /// Runs a multi-statement script (migrations) inside the transaction.
     pub async fn execute_script(&mut self, sql: &str) -> Result<(), Error> {
-        match self {
-            Tx::Postgres(tx) => {
+        match &mut self.conn {
+            TxConn::Postgres(tx) => {
                 sqlx::raw_sql(AssertSqlSafe(sql))
                     .execute(&mut **tx)
                     .await
                     .map_err(Error::from_sqlx)?;
             }
-            Tx::Sqlite(tx) => {
+            TxConn::Sqlite(tx) => {
                 sqlx::raw_sql(AssertSqlSafe(sql))
                     .execute(&mut **tx)
                     .await
@@ -442,10 +477,16 @@ impl Tx {
     }
 
     pub async fn commit(self) -> Result<(), Error> {
-        match self {
-            Tx::Postgres(tx) => tx.commit().await.map_err(Error::from_sqlx),
-            Tx::Sqlite(tx) => tx.commit().await.map_err(Error::from_sqlx),
+        match self.conn {
+            TxConn::Postgres(tx) => tx.commit().await.map_err(Error::from_sqlx)?,
+            TxConn::Sqlite(tx) => tx.commit().await.map_err(Error::from_sqlx)?,
         }
+        if let Some(hook) = &self.hook
+            && !self.runs.is_empty()
+        {
+            hook(&self.runs);
+        }
+        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ impl Store {
     /// the attempt no longer counts; a lease that is gone is a conflict.
     pub async fn heartbeat(&self, lease_id: &str) -> Result<HeartbeatResponse> {
         let now = self.now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let row = tx
             .fetch_optional(
                 "SELECT l.lease_ms, l.deadline_at, a.status AS attempt_status, r.status AS run_status FROM weft_leases l \
@@ -61,7 +61,7 @@ impl Store {
             .await?
             .ok_or_else(|| Error::stale_lease(lease_id))?;
         let now = self.now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         for chunk in lines.chunks(200) {
             let mut sql =
                 String::from("INSERT INTO weft_logs (run_id, step, attempt, at, line) VALUES ");

@@ -19,6 +19,7 @@ mod conditions;
 pub mod db;
 mod diagnosis;
 mod error;
+mod follow;
 mod gauges;
 mod latency;
 mod leases;
@@ -50,6 +51,7 @@ pub use claim::ClaimRequest;
 pub use db::{Dialect, PoolOptions};
 pub use diagnosis::{CauseCount, P99_TTL, Page, Summary};
 pub use error::{Corruption, Error, Problem};
+pub use follow::RunFollow;
 pub use results::{FailReport, Outcome, Recorded, WorkerResult};
 pub use run_counts::{CountFilter, StatusCount, run_id_floor};
 pub use runs::{NewRun, RunFilter};
@@ -81,6 +83,11 @@ pub struct Settings {
     /// ([`Store::sync_clock`]), so servers whose own clocks disagree still
     /// agree on lease and timer deadlines.
     pub clock: Arc<dyn weft_core::clock::Clock>,
+    /// How often a follower of a run's history ([`Store::follow_run`], the
+    /// SSE stream) reads it again without a wake-up, for events written by
+    /// other servers; this server's own commits wake it at once. 500 ms by
+    /// default.
+    pub follow_recheck: Duration,
 }
 
 /// Bytes of a result request that are not the output itself (lease id,
@@ -103,6 +110,7 @@ impl Default for Settings {
             max_output_bytes: max_output_bytes_for(4 * 1024 * 1024),
             redactor: weft_core::redact::Redactor::default(),
             clock: Arc::new(SystemClock),
+            follow_recheck: Duration::from_millis(500),
         }
     }
 }
@@ -125,6 +133,8 @@ struct Inner {
     starts: std::sync::OnceLock<starts::StartQueue>,
     /// Callers waiting for runs to end.
     run_waiters: waiters::RunWaiters,
+    /// Followers of runs' histories (the SSE stream).
+    run_followers: Arc<follow::RunFollowers>,
     /// Milliseconds added to `settings.clock` to read the database's clock
     /// (PostgreSQL; 0 on SQLite, whose file lives with its one writer).
     clock_offset_ms: std::sync::atomic::AtomicI64,
@@ -158,6 +168,7 @@ impl Store {
                 ready: Notify::new(),
                 starts: std::sync::OnceLock::new(),
                 run_waiters: waiters::RunWaiters::default(),
+                run_followers: Default::default(),
                 clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
                 corrupt_runs: Default::default(),
                 latencies: Default::default(),

@@ -120,7 +120,7 @@ impl Store {
         received_ms: i64,
     ) -> Result<Recorded> {
         let started = std::time::Instant::now();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let Some(mut run) = self.lock_run_of_lease(&mut tx, lease_id).await? else {
             // Sent again after its answer was lost: the attempt ended by a
             // release already.
@@ -215,7 +215,7 @@ impl Store {
 
     async fn finish_one(&self, result: &WorkerResult) -> Result<Recorded> {
         let started = std::time::Instant::now();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let Some(mut run) = self.lock_run_of_lease(&mut tx, &result.lease_id).await? else {
             // The lease is gone: this may be a result sent again after its
             // first answer was lost.
@@ -256,7 +256,7 @@ impl Store {
                 Err(err) => Err(err),
             };
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         // Which run each lease belongs to; a lease not found is stale, or
         // its result was already applied.
         let mut by_run: BTreeMap<String, Vec<usize>> = BTreeMap::new();

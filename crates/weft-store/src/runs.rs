@@ -352,7 +352,7 @@ impl Store {
     ) -> Result<RunSummary> {
         let run_id = self.resolve_run_id(id).await?;
         let now = self.now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let mut run = self.lock_run(&mut tx, &run_id).await?;
         let event = make_event(&run)?;
         let action = event_name(&event);

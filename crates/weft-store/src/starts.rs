@@ -136,7 +136,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let now = self.now_ms();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let mut answers = Vec::with_capacity(batch.len());
         let mut written = Vec::new();
         for new in batch {

@@ -1,5 +1,5 @@
-//! The engine's sweeps over the store: due timers (retry backoffs, sleeps)
-//! and lapsed leases (the reaper). Each row is judged again under its run's
+//! The engine's sweeps over the store: due timers (retry backoffs, sleeps,
+//! approval timeouts) and lapsed leases (the reaper). Each row is judged again under its run's
 //! lock, so any number of engines may sweep at once; a corrupt run is
 //! skipped (logged once) and the others go on.
 
@@ -13,6 +13,9 @@ use crate::{
     db::Arg,
     transition::{EndedAttempt, EventRow},
 };
+
+/// The `actor` of the events an approval's `timeout` writes when it decides.
+pub(crate) const TIMEOUT_ACTOR: &str = "timeout";
 
 struct LeaseRow {
     run_id: String,
@@ -58,7 +61,7 @@ impl Store {
 
     /// Fires one due timer row; returns 1 if it changed the run.
     async fn fire_timer(&self, row: &crate::db::Row, now: i64) -> Result<usize> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let mut run = match self.lock_run(&mut tx, &row.text("run_id")?).await {
             Ok(run) => run,
             Err(Error::NotFound { .. }) => return Ok(0),
@@ -78,6 +81,12 @@ impl Store {
                     },
                 )
             })?;
+        if matches!(run.def.steps[step].kind, weft_core::StepKind::Approval) {
+            // An approval's timeout decides in the place of a person.
+            let mut stamp = serde_json::Map::new();
+            stamp.insert("actor".into(), TIMEOUT_ACTOR.into());
+            run.stamp = Some(stamp);
+        }
         let applied = self
             .apply_event(
                 &mut tx,
@@ -134,7 +143,7 @@ impl Store {
     async fn reap_lease(&self, row: &crate::db::Row, now: i64) -> Result<usize> {
         {
             let lease_id = row.text("lease_id")?;
-            let mut tx = self.pool().begin().await?;
+            let mut tx = self.begin().await?;
             let Some(mut run) = self.lock_run_of_lease(&mut tx, &lease_id).await? else {
                 return Ok(0); // finished or reaped meanwhile
             };

@@ -732,6 +732,7 @@ pub(crate) async fn insert_events(tx: &mut Tx, rows: &[EventRow]) -> Result<()> 
         sql.push_str("INSERT INTO weft_events (run_id, type, at, step, attempt, data) VALUES ");
         let mut values = Vec::with_capacity(chunk.len() * COLUMNS);
         for (i, row) in chunk.iter().enumerate() {
+            tx.wrote_history(&row.run_id);
             if i > 0 {
                 sql.push_str(", ");
             }

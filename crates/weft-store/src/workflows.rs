@@ -31,7 +31,7 @@ impl Store {
         def: &Definition,
         actor: Option<&Actor>,
     ) -> Result<PutWorkflowResponse> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let latest = tx
             .fetch_optional(
                 "SELECT version, manifest FROM weft_workflows WHERE name = $1 ORDER BY version DESC LIMIT 1",

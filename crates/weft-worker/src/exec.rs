@@ -6,7 +6,8 @@
 //! (no retry) when the command exits with status 100, or prints
 //! `{"error": {"message": "...", "retryable": false}}` on stdout. The
 //! environment carries `WEFT_RUN_ID`, `WEFT_TRACE_ID`, `WEFT_WORKFLOW`,
-//! `WEFT_STEP`, `WEFT_ATTEMPT`, `TRACEPARENT` (the worker's `execute` span when
+//! `WEFT_STEP`, `WEFT_ATTEMPT`, `WEFT_IDEMPOTENCY_KEY` (the same for every
+//! attempt of the step, `Task::idempotency_key`), `TRACEPARENT` (the worker's `execute` span when
 //! it exports spans, else the attempt's) and `BAGGAGE` when the run has some.
 //! Each command runs in its own process group, killed whole on timeout or
 //! cancellation, and (under the `weft __supervise` supervisor, see
@@ -305,6 +306,7 @@ impl ExecHandler {
             .env("WEFT_WORKFLOW", &task.workflow)
             .env("WEFT_STEP", &task.step)
             .env("WEFT_ATTEMPT", task.attempt.to_string())
+            .env("WEFT_IDEMPOTENCY_KEY", &task.idempotency_key)
             .env("TRACEPARENT", ctx.traceparent())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -110,6 +110,14 @@ impl TaskContext {
         &self.traceparent
     }
 
+    /// The key that is the same for every attempt of this step (retries,
+    /// redeliveries) and different for any other step, phase or `for_each`
+    /// index: pass it to downstream APIs so a side effect happens once.
+    /// A UUID; empty from servers that predate it.
+    pub fn idempotency_key(&self) -> &str {
+        &self.task.idempotency_key
+    }
+
     /// The W3C `baggage` the run was started with, if any.
     pub fn baggage(&self) -> Option<&str> {
         self.task.baggage.as_deref()

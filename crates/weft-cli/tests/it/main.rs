@@ -3,6 +3,7 @@
 //! throwaway PostgreSQL. Each scenario is written once and run on both.
 
 mod api;
+mod approvals;
 mod auth;
 mod bulk;
 mod cli;
@@ -15,12 +16,14 @@ mod edge;
 mod failures;
 mod fan_out;
 mod harness;
+mod idempotency;
 mod limits;
 mod people;
 mod people_auth;
 mod restart;
 mod robustness;
 mod secrets;
+mod stream;
 mod tls;
 mod trigger_rules;
 mod upgrade;
@@ -107,6 +110,10 @@ on_both_backends! {
     doctor::doctor_overdue_timer_dependencies_retrying_stale_approval,
     doctor::doctor_database_slow,
     doctor::doctor_running_long_past_p99,
+    approvals::approval_timeouts,
+    approvals::sleep_until_survives_restart,
+    idempotency::idempotency_key_is_stable_per_step,
+    stream::event_stream_wakes_on_commits,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.

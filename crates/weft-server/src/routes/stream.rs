@@ -8,13 +8,14 @@ use axum::{
     http::HeaderMap,
     response::sse::{Event as SseEvent, KeepAlive, Sse},
 };
-use weft_api::ErrorBody;
+use weft_api::{ErrorBody, ErrorDetail};
 use weft_core::RunStatus;
 
 use super::ApiResult;
 use crate::{
     AppState,
     auth::Principal,
+    error::ApiError,
     extract::{Path, Query},
     present::{self, RunPresenter},
 };
@@ -34,7 +35,11 @@ impl crate::limits::Validate for StreamQuery {
 
 /// Server-sent events: the run's history, then new events as they are
 /// written, until the run ends. Each SSE event's id is the history `seq`.
-#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("redact" = Option<bool>, Query, description = "Stream redacted events even where the caller's role sees clear data")), responses((status = 200, description = "Server-sent events, one per history event", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
+/// A commit on this server reaches the stream at once; events written by
+/// other servers within the server's `--stream-recheck`. If the store fails
+/// the stream ends with an SSE event of type `error` whose data is an
+/// `ErrorBody` (`{"error": {"code", "message"}}`).
+#[utoipa::path(get, path = "/v1/runs/{id}/events/stream", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("redact" = Option<bool>, Query, description = "Stream redacted events even where the caller's role sees clear data")), responses((status = 200, description = "Server-sent events, one per history event (type: the event kind, id: its seq, data: the event record); if the store fails, a last event of type `error` whose data is an ErrorBody", content_type = "text/event-stream"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn run_event_stream(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -51,6 +56,8 @@ pub(crate) async fn run_event_stream(
         .and_then(|v| v.parse::<i64>().ok());
     let store = state.store().clone();
     let follower = EventFollower {
+        follow: store.follow_run(&run_id),
+        recheck: store.settings().follow_recheck,
         store,
         run_id,
         low_water: after.unwrap_or(0),
@@ -77,6 +84,10 @@ pub(crate) async fn run_event_stream(
 /// sent, and moves the window's floor only past events older than any
 /// transaction can plausibly stay open.
 struct EventFollower {
+    /// Woken by this process's commits of the run's history.
+    follow: weft_store::RunFollow,
+    /// How long to wait for a wake-up before reading again anyway.
+    recheck: Duration,
     store: weft_store::Store,
     run_id: String,
     low_water: i64,
@@ -126,16 +137,32 @@ impl EventFollower {
         }
     }
 
-    async fn run_ended(&self) -> bool {
+    async fn run_ended(&self) -> weft_store::Result<bool> {
         let statuses = self
             .store
             .run_statuses(std::slice::from_ref(&self.run_id))
-            .await
-            .unwrap_or_default();
-        statuses
+            .await?;
+        Ok(statuses
             .get(&self.run_id)
             .and_then(|s| RunStatus::parse(s))
-            .is_some_and(|s| s.is_terminal())
+            .is_some_and(|s| s.is_terminal()))
+    }
+
+    /// Ends the stream with an SSE `error` event carrying the error's code
+    /// and message, as an API error body would.
+    fn fail(&mut self, err: weft_store::Error) -> Vec<Result<SseEvent, Infallible>> {
+        self.done = true;
+        tracing::warn!(component = "server", run_id = %self.run_id, error = %err, "event stream ended by a store error");
+        let err = ApiError::from(err);
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: err.code().to_owned(),
+                message: err.to_string(),
+            },
+        };
+        vec![Ok(SseEvent::default()
+            .event("error")
+            .data(serde_json::to_string(&body).unwrap_or_default()))]
     }
 
     async fn next_batch(&mut self) -> Option<Vec<Result<SseEvent, Infallible>>> {
@@ -143,11 +170,16 @@ impl EventFollower {
             return None;
         }
         loop {
-            let events = self
+            // Seen first, then read: a commit in between still wakes the wait.
+            self.follow.mark_seen();
+            let events = match self
                 .store
                 .run_events(&self.run_id, Some(self.low_water))
                 .await
-                .unwrap_or_default();
+            {
+                Ok(events) => events,
+                Err(err) => return Some(self.fail(err)),
+            };
             let settled_before = self.store.now_ms() - COMMIT_LAG_MS;
             let mut fresh = Vec::new();
             let mut ended = false;
@@ -165,7 +197,7 @@ impl EventFollower {
                 }
             }
             // Only events not sent before are redacted (the window behind
-            // the newest event is read again on every poll).
+            // the newest event is read again on every look).
             self.redact(&mut fresh).await;
             let batch: Vec<_> = fresh
                 .iter()
@@ -182,11 +214,19 @@ impl EventFollower {
             }
             // Nothing new: after the run's end event, or when a client
             // reconnected past the end of a finished run, the stream is over.
-            if (ended || events.is_empty()) && self.run_ended().await {
-                self.done = true;
-                return None;
+            if ended || events.is_empty() {
+                match self.run_ended().await {
+                    Ok(true) => {
+                        self.done = true;
+                        return None;
+                    }
+                    Ok(false) => {}
+                    Err(err) => return Some(self.fail(err)),
+                }
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            // Woken by this server's commit of the run's history, or read
+            // again after `recheck` for what other servers wrote.
+            self.follow.wait(self.recheck).await;
         }
     }
 }

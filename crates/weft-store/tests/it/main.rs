@@ -43,6 +43,7 @@ macro_rules! conformance {
     };
 }
 
+mod approvals;
 mod audit;
 mod clock;
 mod concurrency;
