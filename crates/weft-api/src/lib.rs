@@ -281,7 +281,9 @@ pub struct StepDetail {
     /// `pending` (dependencies not met), `ready` (queued), `running`
     /// (claimed), `retrying` (backoff), `waiting` (sleep or approval),
     /// `completed`, `failed`, `skipped` (its `when` was false) or `cancelled`
-    /// (SPEC §1, States).
+    /// (SPEC §1, States); while its run compensates, `compensating` (its undo
+    /// is dispatched), then `compensated`, or `failed` with reason
+    /// `compensation_failed`.
     pub status: String,
     /// The reason of its latest failure (kept while `retrying`),
     /// `upstream_failed` when another step's failure cancelled it, or
@@ -297,6 +299,15 @@ pub struct StepDetail {
     /// When a retrying step's backoff or a sleep ends.
     /// RFC 3339 UTC; `null` otherwise.
     pub due_at: Option<String>,
+    /// The step's `compensate` handler, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensate: Option<String>,
+    /// Where the step's compensation stands once its run compensates:
+    /// `pending` (its dependants' undos first), `ready`, `running`,
+    /// `retrying`, `completed`, `failed`, `skipped` or `cancelled` (the run
+    /// was cancelled first); absent when the step is not being undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<String>,
     /// Its attempts, by attempt number.
     pub attempts: Vec<AttemptDetail>,
 }
@@ -329,6 +340,17 @@ pub struct AttemptDetail {
     /// Where its time went; `null` while running, and for an attempt
     /// cancelled because its run ended.
     pub timing: Option<AttemptTiming>,
+    /// `forward` (the step's handler) or `compensate` (its `compensate`
+    /// handler, undoing the step: span `compensate.<step>`).
+    #[serde(default = "forward")]
+    pub kind: String,
+    /// For a compensation: the number of the forward attempt it undoes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undoes_attempt: Option<i64>,
+}
+
+fn forward() -> String {
+    "forward".to_owned()
 }
 
 /// Where an attempt's time went (SPEC §4, timing buckets).

@@ -12,8 +12,8 @@
 use serde_json::{Map, Value};
 
 use crate::{
-    AttemptStatus, Reason, RunStatus, StepStatus, definition::StepDef, event::EventKind,
-    machine::Event, machine::StepState, observe::Timing,
+    AttemptKind, AttemptStatus, Reason, RunStatus, StepStatus, UndoStatus, definition::StepDef,
+    event::EventKind, machine::Event, machine::StepState, observe::Timing,
 };
 
 /// Most releases one step may have (over its whole life) before a release
@@ -33,6 +33,11 @@ pub const CLAIMED_STEP: StepStatus = StepStatus::Running;
 pub const CLAIMED_ATTEMPT: AttemptStatus = AttemptStatus::Running;
 /// See [`CLAIMED_STEP`].
 pub const STARTED_RUN: RunStatus = RunStatus::Running;
+/// The undo status a claim of a step's compensation writes (the step row
+/// itself stays `compensating`).
+pub const CLAIMED_UNDO: UndoStatus = UndoStatus::Running;
+/// The undo status a claim of a compensation looks for.
+pub const READY_UNDO: UndoStatus = UndoStatus::Ready;
 
 /// What claiming one ready step decides. Times are epoch ms, durations ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,11 +57,17 @@ pub struct Claim {
     pub queue_wait_ms: i64,
     /// The run was still pending: this claim starts it (`run.started`).
     pub starts_run: bool,
+    /// Whether the attempt runs the step's handler or its `compensate`
+    /// handler.
+    pub kind: AttemptKind,
 }
 
 /// Decides the claim of a ready step whose row says `n_attempts` attempts so
-/// far and `ready_at`, in a run of status `run_status`, at `now`.
+/// far and `ready_at`, in a run of status `run_status`, at `now`; `kind`
+/// says whether the step's handler or its undo (a step whose undo is
+/// `ready`) is claimed.
 pub fn claim(
+    kind: AttemptKind,
     step: &StepDef,
     run_status: RunStatus,
     n_attempts: i64,
@@ -74,6 +85,7 @@ pub fn claim(
         ready_at,
         queue_wait_ms: (now - ready_at).max(0),
         starts_run: run_status == RunStatus::Pending,
+        kind,
     }
 }
 
@@ -81,7 +93,10 @@ impl Claim {
     /// The claim in a run's in-memory state (what the claim's SQL writes to
     /// the rows): the step runs one more attempt; a pending run starts.
     pub fn apply(&self, run_status: &mut RunStatus, step: &mut StepState) {
-        step.status = CLAIMED_STEP;
+        match self.kind {
+            AttemptKind::Forward => step.status = CLAIMED_STEP,
+            AttemptKind::Compensate => step.undo = Some(CLAIMED_UNDO),
+        }
         step.n_attempts += 1;
         if self.starts_run {
             *run_status = STARTED_RUN;
@@ -95,13 +110,17 @@ impl Claim {
             .chain(self.starts_run.then_some(EventKind::RunStarted))
     }
 
-    /// The `attempt.claimed` payload.
+    /// The `attempt.claimed` payload (`kind` only for a compensation).
     pub fn data(&self, worker_id: &str, span_id: &str) -> Value {
-        serde_json::json!({
+        let mut data = serde_json::json!({
             "worker_id": worker_id,
             "span_id": span_id,
             "queue_wait_ms": self.queue_wait_ms,
-        })
+        });
+        if self.kind == AttemptKind::Compensate {
+            data["kind"] = self.kind.as_str().into();
+        }
+        data
     }
 }
 
@@ -219,7 +238,7 @@ pub fn json_size(value: &Value) -> u64 {
 /// result or release for any other no longer counts (its run ended, or it
 /// was retried since).
 pub fn still_counts(step: &StepState, attempt: i64) -> bool {
-    step.status == StepStatus::Running && i64::from(step.n_attempts) == attempt
+    (step.status == StepStatus::Running || step.undoing()) && i64::from(step.n_attempts) == attempt
 }
 
 /// A worker's result for the attempt of step `position`, received at
@@ -401,11 +420,14 @@ pub fn release(
 }
 
 /// The attempts still out when their run went from `before` to `after`:
-/// when the run failed or was cancelled just now they end `cancelled` (their
-/// leases stay, so the next heartbeat answers `cancel_requested`). A
-/// completed run has no attempt out.
+/// when the run failed, was cancelled or began compensating just now they
+/// end `cancelled` (their leases stay, so the next heartbeat answers
+/// `cancel_requested`). A completed run has no attempt out.
 pub fn run_ended(before: RunStatus, after: RunStatus) -> Option<End> {
-    (after.is_terminal() && !before.is_terminal() && after != RunStatus::Completed).then_some(End {
+    let ends =
+        (after.is_terminal() || after == RunStatus::Compensating) && after != RunStatus::Completed;
+    let was_out = !before.is_terminal() || after == RunStatus::Compensating;
+    (ends && was_out && before != after).then_some(End {
         status: AttemptStatus::Cancelled,
         reason: Some(Reason::Cancelled),
         error: None,

@@ -20,7 +20,7 @@ pub struct ValidationError {
     pub message: String,
 }
 
-fn invalid(
+pub(crate) fn invalid(
     code: &'static str,
     path: impl Into<String>,
     message: impl Into<String>,
@@ -62,6 +62,9 @@ pub struct StepDef {
     pub heartbeat_timeout_ms: Option<u64>,
     pub when: Option<String>,
     pub compensate: Option<String>,
+    /// The retry policy of the `compensate` handler's attempts
+    /// (`compensate_retry`, same shape as `retry`; default: `retry`).
+    pub compensate_retry: RetryPolicy,
 }
 
 impl StepDef {
@@ -82,6 +85,9 @@ pub struct Definition {
     pub steps: Vec<StepDef>,
     /// Step indices such that every step comes after its dependencies.
     pub topo_order: Vec<usize>,
+    /// `compensate_on: [failure, cancel]`: a cancelled run is compensated
+    /// too (a failed one always is).
+    pub compensate_on_cancel: bool,
     /// The manifest as canonical JSON (sorted keys): what is stored, and what
     /// decides whether a re-registration is a new version.
     pub canonical: String,
@@ -151,7 +157,13 @@ impl Definition {
         let root = value
             .as_object()
             .ok_or_else(|| invalid("invalid_manifest", "$", "a manifest must be a mapping"))?;
-        check_fields(root, "$", &["name", "description", "queue", "steps"])?;
+        check_fields(
+            root,
+            "$",
+            &["name", "description", "queue", "steps", "compensate_on"],
+        )?;
+        let compensate_on_cancel =
+            crate::compensation::parse_compensate_on(root.get("compensate_on"))?;
         let name = required_str(root, "$", "name")?;
         check_name(&name, "name")?;
         let description = optional_str(root, "$", "description")?;
@@ -233,6 +245,7 @@ impl Definition {
             queue,
             steps,
             topo_order,
+            compensate_on_cancel,
             canonical: serde_json::to_string(value).expect("a JSON value serializes"),
         })
     }
@@ -249,6 +262,7 @@ const STEP_FIELDS: &[&str] = &[
     "heartbeat_timeout",
     "when",
     "compensate",
+    "compensate_retry",
     "duration",
 ];
 
@@ -312,6 +326,7 @@ fn parse_step(
             "timeout",
             "heartbeat_timeout",
             "compensate",
+            "compensate_retry",
         ] {
             if fields.contains_key(field) {
                 return Err(invalid(
@@ -373,6 +388,10 @@ fn parse_step(
     if let Some(handler) = &compensate {
         check_name(handler, &format!("{at}.compensate"))?;
     }
+    let compensate_retry = match fields.get("compensate_retry") {
+        None | Some(Value::Null) => retry.clone(),
+        Some(raw) => parse_retry(raw, &format!("{at}.compensate_retry"))?,
+    };
     Ok(StepDef {
         name,
         kind,
@@ -384,6 +403,7 @@ fn parse_step(
         heartbeat_timeout_ms,
         when,
         compensate,
+        compensate_retry,
     })
 }
 

@@ -7,6 +7,7 @@
 
 pub mod attempt;
 pub mod clock;
+pub mod compensation;
 pub mod condition;
 pub mod critical_path;
 pub mod definition;
@@ -22,9 +23,11 @@ pub mod status;
 pub mod trace;
 #[cfg(test)]
 mod traces;
+#[cfg(test)]
+mod traces_compensation;
 
 pub use definition::{Definition, StepDef, StepKind, ValidationError};
 pub use event::EventKind;
 pub use machine::{Effect, Event, RunState, StepState};
 pub use retry::{Backoff, RetryPolicy};
-pub use status::{AttemptStatus, Reason, RunStatus, StepStatus};
+pub use status::{AttemptKind, AttemptStatus, Reason, RunStatus, StepStatus, UndoStatus};

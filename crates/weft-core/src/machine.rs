@@ -16,13 +16,17 @@
 //!   learn it from their next heartbeat.
 //! - `Retry` of a failed or cancelled run re-queues the failed and cancelled
 //!   steps with a fresh attempt budget; completed steps keep their outputs.
+//! - A run that fails (or is cancelled under `compensate_on: [cancel]`) with
+//!   completed steps that have a `compensate` handler goes `compensating`
+//!   instead of ending: `compensation.rs` decides the undos, and results of
+//!   undo attempts come back through the same events as any attempt's.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
 use crate::{
-    Reason, RunStatus, StepStatus, condition,
+    Reason, RunStatus, StepStatus, UndoStatus, compensation, condition,
     definition::{Definition, StepKind, dependency_outputs},
     event::EventKind,
 };
@@ -38,8 +42,15 @@ pub struct StepState {
     pub attempt_base: u32,
     pub output: Option<Value>,
     pub error: Option<String>,
-    /// When a `retrying` or sleeping `waiting` step is due, in epoch ms.
+    /// When a `retrying` or sleeping `waiting` step (or a retrying undo) is
+    /// due, in epoch ms.
     pub due_at: Option<i64>,
+    /// Where the step's compensation stands; `None` unless it is being (or
+    /// was) undone.
+    pub undo: Option<UndoStatus>,
+    /// `n_attempts` when the step's undo began (or was last retried): the
+    /// `compensate_retry` budget counts from here.
+    pub undo_base: u32,
 }
 
 impl StepState {
@@ -52,7 +63,14 @@ impl StepState {
             output: None,
             error: None,
             due_at: None,
+            undo: None,
+            undo_base: 0,
         }
+    }
+
+    /// Whether the attempt out for this step is an undo (`compensate`).
+    pub fn undoing(&self) -> bool {
+        self.undo == Some(UndoStatus::Running)
     }
 }
 
@@ -120,6 +138,10 @@ pub enum Event {
     },
     Cancel,
     Retry,
+    /// An operator marks the step's failed undo as skipped.
+    SkipCompensation {
+        step: usize,
+    },
 }
 
 /// What the store must persist. Each effect is also one history event.
@@ -158,6 +180,37 @@ pub enum Effect {
     },
     RunCancelled,
     RunRetried,
+    CompensationStarted {
+        reason: Reason,
+        steps: Vec<String>,
+    },
+    /// The step's undo is ready to be claimed.
+    StepCompensating {
+        step: usize,
+    },
+    StepCompensated {
+        step: usize,
+    },
+    StepCompensationFailed {
+        step: usize,
+        reason: Reason,
+        /// The last undo attempt's error.
+        error: String,
+    },
+    /// The run is `compensated`, keeping its original `reason`.
+    CompensationCompleted {
+        reason: Reason,
+    },
+    CompensationFailed {
+        failed: Vec<String>,
+        reason: Reason,
+    },
+    CompensationSkipped {
+        step: usize,
+    },
+    CompensationCancelled {
+        not_run: Vec<String>,
+    },
 }
 
 impl Effect {
@@ -176,6 +229,14 @@ impl Effect {
             Effect::RunFailed { .. } => EventKind::RunFailed,
             Effect::RunCancelled => EventKind::RunCancelled,
             Effect::RunRetried => EventKind::RunRetried,
+            Effect::CompensationStarted { .. } => EventKind::CompensationStarted,
+            Effect::StepCompensating { .. } => EventKind::StepCompensating,
+            Effect::StepCompensated { .. } => EventKind::StepCompensated,
+            Effect::StepCompensationFailed { .. } => EventKind::StepCompensationFailed,
+            Effect::CompensationCompleted { .. } => EventKind::CompensationCompleted,
+            Effect::CompensationFailed { .. } => EventKind::CompensationFailed,
+            Effect::CompensationSkipped { .. } => EventKind::CompensationSkipped,
+            Effect::CompensationCancelled { .. } => EventKind::CompensationCancelled,
         }
     }
 
@@ -188,7 +249,11 @@ impl Effect {
             | Effect::StepCompleted { step }
             | Effect::StepRetrying { step, .. }
             | Effect::StepFailed { step, .. }
-            | Effect::StepCancelled { step, .. } => Some(step),
+            | Effect::StepCancelled { step, .. }
+            | Effect::StepCompensating { step }
+            | Effect::StepCompensated { step }
+            | Effect::StepCompensationFailed { step, .. }
+            | Effect::CompensationSkipped { step } => Some(step),
             _ => None,
         }
     }
@@ -210,8 +275,24 @@ impl Effect {
             }
             Effect::StepFailed { reason, .. }
             | Effect::StepCancelled { reason, .. }
-            | Effect::RunFailed { reason } => {
+            | Effect::RunFailed { reason }
+            | Effect::CompensationCompleted { reason } => {
                 map.insert("reason".into(), reason.as_str().into());
+            }
+            Effect::StepCompensationFailed { reason, error, .. } => {
+                map.insert("error".into(), error.clone().into());
+                map.insert("reason".into(), reason.as_str().into());
+            }
+            Effect::CompensationStarted { reason, steps } => {
+                map.insert("reason".into(), reason.as_str().into());
+                map.insert("steps".into(), steps.clone().into());
+            }
+            Effect::CompensationFailed { failed, reason } => {
+                map.insert("failed".into(), failed.clone().into());
+                map.insert("reason".into(), reason.as_str().into());
+            }
+            Effect::CompensationCancelled { not_run } => {
+                map.insert("not_run".into(), not_run.clone().into());
             }
             _ => {}
         }
@@ -243,6 +324,23 @@ pub enum Rejected {
     NoSuchStep(usize),
     #[error("step `{0}` is not an approval step")]
     NotApproval(String),
+    /// `Retry` of a run that was compensated (or whose compensation was
+    /// cancelled): its undos ran, so its forward steps must not run again.
+    #[error("run is {0} and its compensation began: it cannot be retried")]
+    Compensated(RunStatus),
+    #[error("step `{0}` has no failed compensation to skip")]
+    NoFailedUndo(String),
+}
+
+impl Rejected {
+    /// The stable error code the API answers with (409).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejected::Compensated(_) => "run_compensated",
+            Rejected::NoFailedUndo(_) => "no_failed_compensation",
+            _ => "invalid_state",
+        }
+    }
 }
 
 /// [`apply_with`] evaluating `when` conditions on the calling thread.
@@ -275,6 +373,30 @@ pub fn apply_with(
         Event::Start => {
             expect_run(state, &[RunStatus::Pending], RunStatus::Pending.as_str())?;
             advance(def, state, cx, conditions, &mut effects);
+        }
+        Event::AttemptCompleted { step, .. } if undo_out(state, step) => {
+            compensation::completed(def, state, step, &mut effects);
+        }
+        Event::AttemptFailed {
+            step,
+            reason,
+            message,
+            retryable,
+        } if undo_out(state, step) => {
+            compensation::failed(
+                def,
+                state,
+                step,
+                (reason, message, retryable),
+                cx,
+                &mut effects,
+            );
+        }
+        Event::AttemptReleased { step } if undo_out(state, step) => {
+            compensation::released(state, step, &mut effects);
+        }
+        Event::TimerFired { step } if state.status == RunStatus::Compensating => {
+            compensation::timer(state, step, cx, &mut effects);
         }
         Event::AttemptCompleted { step, output } => {
             expect_active(state)?;
@@ -309,7 +431,7 @@ pub fn apply_with(
                 s.status = StepStatus::Failed;
                 s.due_at = None;
                 effects.push(Effect::StepFailed { step, reason });
-                fail_run(state, step, reason, message, &mut effects);
+                fail_run(def, state, step, reason, message, &mut effects);
             }
         }
         Event::AttemptReleased { step } => {
@@ -365,7 +487,10 @@ pub fn apply_with(
                 step,
                 reason: Reason::Rejected,
             });
-            fail_run(state, step, Reason::Rejected, message, &mut effects);
+            fail_run(def, state, step, Reason::Rejected, message, &mut effects);
+        }
+        Event::Cancel if state.status == RunStatus::Compensating => {
+            compensation::cancel(def, state, &mut effects);
         }
         Event::Cancel => {
             expect_active(state)?;
@@ -380,9 +505,26 @@ pub fn apply_with(
                     });
                 }
             }
-            state.status = RunStatus::Cancelled;
             state.reason = Some(Reason::Cancelled);
+            if def.compensate_on_cancel
+                && compensation::begin(def, state, Reason::Cancelled, &mut effects)
+            {
+                return Ok(effects);
+            }
+            state.status = RunStatus::Cancelled;
             effects.push(Effect::RunCancelled);
+        }
+        Event::Retry if compensation::is_compensation_failed(state) => {
+            compensation::retry(def, state, &mut effects);
+        }
+        Event::Retry if state.steps.iter().any(|s| s.undo.is_some()) => {
+            return Err(Rejected::Compensated(state.status));
+        }
+        Event::SkipCompensation { step } => {
+            if state.steps[step].undo != Some(UndoStatus::Failed) {
+                return Err(Rejected::NoFailedUndo(def.steps[step].name.clone()));
+            }
+            compensation::skip(def, state, step, &mut effects);
         }
         Event::Retry => {
             expect_run(
@@ -416,9 +558,15 @@ fn event_step(event: &Event) -> Option<usize> {
         | Event::AttemptReleased { step, .. }
         | Event::TimerFired { step }
         | Event::Approve { step }
-        | Event::Reject { step, .. } => Some(step),
+        | Event::Reject { step, .. }
+        | Event::SkipCompensation { step } => Some(step),
         Event::Start | Event::Cancel | Event::Retry => None,
     }
+}
+
+/// Whether the attempt out for `step` is its undo, in a compensating run.
+fn undo_out(state: &RunState, step: usize) -> bool {
+    state.status == RunStatus::Compensating && state.steps[step].undoing()
 }
 
 fn expect_run(
@@ -483,7 +631,11 @@ fn mark_started(state: &mut RunState, effects: &mut Vec<Effect>) {
     }
 }
 
+/// The one point where the machine decides a run has failed: the steps not
+/// finished are cancelled, then the run either starts compensating (some
+/// completed step has a `compensate` handler) or ends `failed`.
 fn fail_run(
+    def: &Definition,
     state: &mut RunState,
     failed_step: usize,
     reason: Reason,
@@ -501,9 +653,12 @@ fn fail_run(
             });
         }
     }
-    state.status = RunStatus::Failed;
     state.reason = Some(reason);
     state.error = Some(message);
+    if compensation::begin(def, state, reason, effects) {
+        return;
+    }
+    state.status = RunStatus::Failed;
     effects.push(Effect::RunFailed { reason });
 }
 
@@ -552,7 +707,7 @@ fn advance(
                         step,
                         reason: Reason::ConditionError,
                     });
-                    fail_run(state, step, Reason::ConditionError, message, effects);
+                    fail_run(def, state, step, Reason::ConditionError, message, effects);
                     return;
                 }
             }

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use weft_api::Task;
 use weft_core::{
-    EventKind, RunStatus, StepStatus, attempt, observe::Observation, trace::format_traceparent,
+    AttemptKind, AttemptStatus, EventKind, Reason, RunStatus, StepStatus, attempt,
+    observe::Observation, trace::format_traceparent,
 };
 
 use crate::{
@@ -43,17 +44,26 @@ impl Store {
             return Ok(Vec::new());
         }
         let n_queues = request.queues.len();
-        let filter = format!(
-            "status = '{}' AND queue IN ({}) AND handler IN ({})",
-            StepStatus::Ready.as_str(),
-            placeholders(1, n_queues),
-            placeholders(1 + n_queues, request.handlers.len())
-        );
+        // A step is claimable when it is ready for its handler, or when its
+        // undo is ready for its `compensate` handler.
+        let filter = |p: &str| {
+            let handlers = placeholders(1 + n_queues, request.handlers.len());
+            format!(
+                "{p}queue IN ({}) AND (({p}status = '{}' AND {p}handler IN ({handlers})) \
+                 OR ({p}undo = '{}' AND {p}compensate_handler IN ({handlers})))",
+                placeholders(1, n_queues),
+                StepStatus::Ready.as_str(),
+                attempt::READY_UNDO.as_str(),
+            )
+        };
         let mut values: Vec<Arg> = request.queues.iter().map(Arg::from).collect();
         values.extend(request.handlers.iter().map(Arg::from));
         if self.dialect() == Dialect::Sqlite {
             // Look on a reader first, so an idle poll never takes SQLite's write lock.
-            let probe = format!("SELECT 1 AS one FROM weft_steps WHERE {filter} LIMIT 1");
+            let probe = format!(
+                "SELECT 1 AS one FROM weft_steps WHERE {} LIMIT 1",
+                filter("")
+            );
             if self
                 .pool()
                 .fetch_optional(&probe, values.clone())
@@ -72,14 +82,15 @@ impl Store {
         let (skip, skip_values) = self.not_corrupt("s.run_id", values.len() + 1);
         values.extend(skip_values);
         let sql = format!(
-            "SELECT s.run_id, s.position, s.n_attempts, s.ready_at, r.trace_id, r.baggage, r.workflow, \
-             r.version, r.status AS run_status, r.input \
+            "SELECT s.run_id, s.position, s.n_attempts, s.ready_at, s.undo, \
+             CASE WHEN s.undo = '{undo_ready}' THEN s.output END AS undo_output, \
+             r.trace_id, r.baggage, r.workflow, \
+             r.version, r.status AS run_status, r.reason AS run_reason, r.error AS run_error, r.input \
              FROM weft_steps s JOIN weft_runs r ON r.run_id = s.run_id \
-             WHERE s.{}{skip} ORDER BY s.ready_at LIMIT {}{lock}",
-            filter
-                .replace(" AND queue", " AND s.queue")
-                .replace(" AND handler", " AND s.handler"),
-            request.max_tasks.min(100)
+             WHERE {}{skip} ORDER BY s.ready_at LIMIT {}{lock}",
+            filter("s."),
+            request.max_tasks.min(100),
+            undo_ready = attempt::READY_UNDO.as_str(),
         );
         let mut tx = self.pool().begin().await?;
         let rows = tx.fetch_all(&sql, values).await?;
@@ -147,7 +158,12 @@ impl Store {
                 self.skip_corrupt("claim", &err);
                 continue;
             };
-            let outputs = if step_def.deps.is_empty() {
+            let kind = if row.opt_text("undo")?.as_deref() == Some(attempt::READY_UNDO.as_str()) {
+                AttemptKind::Compensate
+            } else {
+                AttemptKind::Forward
+            };
+            let outputs = if step_def.deps.is_empty() || kind == AttemptKind::Compensate {
                 BTreeMap::new()
             } else {
                 let sql = format!(
@@ -168,9 +184,48 @@ impl Store {
                     })
                     .collect::<Result<_>>()?
             };
-            let input =
-                weft_core::machine::task_input(&def, position as usize, &run.input, &outputs);
+            let (input, handler, undoes_attempt) = match kind {
+                AttemptKind::Forward => (
+                    weft_core::machine::task_input(&def, position as usize, &run.input, &outputs),
+                    step_def.handler().unwrap_or_default().to_owned(),
+                    None,
+                ),
+                AttemptKind::Compensate => {
+                    let output = row
+                        .opt_text("undo_output")?
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or(Value::Null);
+                    let input = weft_core::compensation::task_input(
+                        &run.input,
+                        &step_def.name,
+                        &output,
+                        run.reason,
+                        run.error.as_deref(),
+                    );
+                    // The forward attempt it undoes: the one that completed.
+                    let undoes = tx
+                        .fetch_optional(
+                            &format!(
+                                "SELECT MAX(attempt) AS attempt FROM weft_attempts \
+                                 WHERE run_id = $1 AND position = $2 AND kind = '{}' AND status = '{}'",
+                                AttemptKind::Forward.as_str(),
+                                AttemptStatus::Completed.as_str()
+                            ),
+                            args![&run_id, position],
+                        )
+                        .await?
+                        .map(|r| r.opt_int("attempt"))
+                        .transpose()?
+                        .flatten();
+                    (
+                        input,
+                        step_def.compensate.clone().unwrap_or_default(),
+                        undoes,
+                    )
+                }
+            };
             let decided = attempt::claim(
+                kind,
                 step_def,
                 run.status,
                 row.int("n_attempts")?,
@@ -188,6 +243,7 @@ impl Store {
                 step: step_def.name.clone(),
                 queue: step_def.queue.clone(),
                 claim: decided,
+                undoes_attempt,
             };
             tracing::debug!(
                 component = "engine", run_id = %run_id, trace_id = %run.trace_id, workflow = %run.workflow,
@@ -203,7 +259,7 @@ impl Store {
                     workflow: run.workflow.clone(),
                     step: step_def.name.clone(),
                     attempt,
-                    handler: step_def.handler().unwrap_or_default().to_owned(),
+                    handler,
                     input,
                     traceparent: format_traceparent(&run.trace_id, &claim.span_id),
                     deadline: decided.deadline_at.map(rfc3339),
@@ -248,10 +304,16 @@ impl Store {
         now: i64,
     ) -> Result<usize> {
         let worker_id = &request.worker_id;
+        // A claimed undo leaves the step `compensating`; its undo runs.
         let mut sql = format!(
-            "UPDATE weft_steps SET status = '{}', n_attempts = n_attempts + 1, updated_at = $1 \
+            "UPDATE weft_steps SET \
+             status = CASE WHEN undo = '{ready}' THEN status ELSE '{step}' END, \
+             undo = CASE WHEN undo = '{ready}' THEN '{running}' ELSE undo END, \
+             n_attempts = n_attempts + 1, updated_at = $1 \
              WHERE (run_id, position) IN (",
-            attempt::CLAIMED_STEP.as_str()
+            ready = attempt::READY_UNDO.as_str(),
+            step = attempt::CLAIMED_STEP.as_str(),
+            running = attempt::CLAIMED_UNDO.as_str(),
         );
         let mut values = args![now];
         for (i, a) in attempts.iter().enumerate() {
@@ -264,10 +326,10 @@ impl Store {
         sql.push(')');
         tx.execute(&sql, values).await?;
 
-        const ATTEMPT_COLUMNS: usize = 7;
+        const ATTEMPT_COLUMNS: usize = 9;
         let mut sql = String::from(
             "INSERT INTO weft_attempts (worker_id, claimed_at, status, run_id, position, attempt, lease_id, span_id, \
-             ready_at, deadline_at) VALUES ",
+             ready_at, deadline_at, kind, undoes_attempt) VALUES ",
         );
         let mut values = args![worker_id, now];
         for (i, a) in attempts.iter().enumerate() {
@@ -287,7 +349,9 @@ impl Store {
                 &a.lease_id,
                 &a.span_id,
                 a.claim.ready_at,
-                a.claim.deadline_at
+                a.claim.deadline_at,
+                a.claim.kind.as_str(),
+                a.undoes_attempt
             ]);
         }
         tx.execute(&sql, values).await?;
@@ -430,6 +494,8 @@ struct NewAttempt {
     queue: String,
     /// What the core decided for it.
     claim: attempt::Claim,
+    /// For a compensation: the forward attempt it undoes.
+    undoes_attempt: Option<i64>,
 }
 
 /// A task with what the claim's observation needs.
@@ -445,6 +511,9 @@ struct RunInfo {
     workflow: String,
     version: i64,
     status: RunStatus,
+    /// The run's failure, which a compensation's input carries.
+    reason: Option<Reason>,
+    error: Option<String>,
     input: Value,
 }
 
@@ -456,6 +525,8 @@ fn run_info(row: &crate::db::Row) -> Result<RunInfo> {
         workflow: row.text("workflow")?,
         version: row.int("version")?,
         status: row.status("run_status", RunStatus::parse)?,
+        reason: row.opt_text("run_reason")?.and_then(|r| Reason::parse(&r)),
+        error: row.opt_text("run_error")?,
         input: serde_json::from_str(&row.text("input")?).unwrap_or(Value::Null),
     })
 }

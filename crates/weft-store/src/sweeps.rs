@@ -31,9 +31,10 @@ impl Store {
             .pool()
             .fetch_all(
                 &format!(
-                    "SELECT run_id, position FROM weft_steps WHERE due_at <= $1 AND status IN ('{}', '{}'){skip} ORDER BY due_at LIMIT {limit}",
+                    "SELECT run_id, position FROM weft_steps WHERE due_at <= $1 AND (status IN ('{}', '{}') OR undo = '{}'){skip} ORDER BY due_at LIMIT {limit}",
                     StepStatus::Retrying.as_str(),
-                    StepStatus::Waiting.as_str()
+                    StepStatus::Waiting.as_str(),
+                    weft_core::UndoStatus::Retrying.as_str()
                 ),
                 values,
             )
@@ -180,7 +181,8 @@ impl Store {
             )
             .await?;
             if check.status("status", AttemptStatus::parse)? != AttemptStatus::Running
-                || run.state.steps[position].status != StepStatus::Running
+                || !(run.state.steps[position].status == StepStatus::Running
+                    || run.state.steps[position].undoing())
             {
                 tx.commit().await?; // an attempt of an ended run: just drop its lease
                 return Ok(0);
@@ -226,6 +228,7 @@ impl Store {
             let previous_span_id =
                 previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?;
             let event = end.event.clone().expect("a lapse is told to the run");
+            let kind = crate::results::attempt_kind(&run, position);
             let applied = self
                 .apply_event(&mut tx, &mut run, event, now, events)
                 .await?;
@@ -246,6 +249,7 @@ impl Store {
                 reason: end.reason,
                 error: end.error,
                 timing,
+                kind,
             };
             self.observer()
                 .observe(&Observation::AttemptFinished(ended.record(&run, now)));

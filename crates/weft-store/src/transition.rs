@@ -7,8 +7,8 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use serde_json::Value;
 use weft_core::{
-    AttemptStatus, Definition, EventKind, Reason, RunState, RunStatus, StepState, StepStatus,
-    attempt,
+    AttemptKind, AttemptStatus, Definition, EventKind, Reason, RunState, RunStatus, StepState,
+    StepStatus, UndoStatus, attempt,
     machine::{self, Context, Effect, Event},
     observe::{AttemptRecord, Observation, RunRecord, Timing},
     redact::TextMasker,
@@ -62,6 +62,8 @@ pub(crate) struct EndedAttempt {
     pub reason: Option<Reason>,
     pub error: Option<String>,
     pub timing: Timing,
+    /// Whether it ran the step's handler or its `compensate` handler.
+    pub kind: AttemptKind,
 }
 
 impl EndedAttempt {
@@ -86,6 +88,7 @@ impl EndedAttempt {
             reason: self.reason,
             error: self.error.as_deref(),
             timing: self.timing,
+            kind: self.kind,
         }
     }
 }
@@ -162,7 +165,7 @@ impl Store {
         let def = self.definition_in(tx, &workflow, version).await?;
         let step_rows = tx
             .fetch_all(
-                "SELECT position, status, reason, n_attempts, attempt_base, output, error, due_at \
+                "SELECT position, status, reason, n_attempts, attempt_base, output, error, due_at, undo, undo_base \
                  FROM weft_steps WHERE run_id = $1 ORDER BY position",
                 args![run_id],
             )
@@ -187,6 +190,14 @@ impl Store {
                 output: parse_json(r.opt_text("output")?, "step output", run_id)?,
                 error: r.opt_text("error")?,
                 due_at: r.opt_int("due_at")?,
+                undo: r
+                    .opt_text("undo")?
+                    .map(|text| {
+                        UndoStatus::parse(&text)
+                            .ok_or_else(|| r.corrupt("undo", Problem::UnknownValue(text)))
+                    })
+                    .transpose()?,
+                undo_base: r.int("undo_base")? as u32,
             });
         }
         let state = RunState {
@@ -252,7 +263,7 @@ impl Store {
             machine::apply(&run.def, &mut run.state, event, cx)
         }
         .map_err(|rejected| Error::Conflict {
-            code: "invalid_state",
+            code: rejected.code(),
             message: rejected.to_string(),
         })?;
         if effects.is_empty() {
@@ -273,7 +284,8 @@ impl Store {
             .chain((0..steps_before.len()).filter(|&i| steps_before[i] != run.state.steps[i]))
             .collect();
         for &position in &touched {
-            if run.state.steps[position].status == StepStatus::Ready {
+            let s = &run.state.steps[position];
+            if s.status == StepStatus::Ready || s.undo == Some(attempt::READY_UNDO) {
                 made_ready = true;
                 ready_queues.insert(run.def.steps[position].queue.clone());
             }
@@ -285,10 +297,12 @@ impl Store {
                 tx.execute(
                     &format!(
                         "UPDATE weft_steps SET status = $3, reason = $4, n_attempts = $5, attempt_base = $6, output = $7, \
-                         error = $8, due_at = $9, updated_at = $10, \
-                         ready_at = CASE WHEN $3 = '{ready}' THEN $10 ELSE ready_at END \
+                         error = $8, due_at = $9, updated_at = $10, undo = $11, undo_base = $12, \
+                         compensate_handler = COALESCE($13, compensate_handler), \
+                         ready_at = CASE WHEN $3 = '{ready}' OR $11 = '{undo_ready}' THEN $10 ELSE ready_at END \
                          WHERE run_id = $1 AND position = $2",
-                        ready = StepStatus::Ready.as_str()
+                        ready = StepStatus::Ready.as_str(),
+                        undo_ready = attempt::READY_UNDO.as_str()
                     ),
                     args![
                         &run.run_id,
@@ -300,7 +314,10 @@ impl Store {
                         output,
                         s.error.clone(),
                         s.due_at,
-                        now
+                        now,
+                        s.undo.map(|u| u.as_str()),
+                        s.undo_base,
+                        run.def.steps[position].compensate.as_deref()
                     ],
                 )
                 .await?;
@@ -347,7 +364,7 @@ impl Store {
             for row in tx
                 .fetch_all(
                     &format!(
-                        "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at FROM weft_attempts \
+                        "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at, kind FROM weft_attempts \
                          WHERE run_id = $1 AND status = '{}'",
                         AttemptStatus::Running.as_str()
                     ),
@@ -372,6 +389,7 @@ impl Store {
                         total_ms: (now - claimed_at).max(0),
                         ..Timing::default()
                     },
+                    kind: row.status("kind", AttemptKind::parse)?,
                 });
             }
             self.end_attempts(tx, Which::RunningIn(&run.run_id), &end, now, None)
@@ -446,7 +464,10 @@ impl Store {
         }
         for effect in &applied.effects {
             match effect {
-                Effect::RunCompleted | Effect::RunFailed { .. } | Effect::RunCancelled => {
+                Effect::RunCompleted
+                | Effect::RunFailed { .. }
+                | Effect::RunCancelled
+                | Effect::CompensationCompleted { .. } => {
                     let error = self.masked_for_people(run, run.state.error.as_deref());
                     let mut record = self::run_record(run, now);
                     record.error = error.as_deref();
@@ -476,7 +497,7 @@ impl Store {
 fn effect_attempt(run: &LockedRun, effect: &Effect, position: usize) -> Option<i64> {
     let n = i64::from(run.state.steps[position].n_attempts);
     match effect {
-        Effect::StepReady { .. } => Some(n + 1),
+        Effect::StepReady { .. } | Effect::StepCompensating { .. } => Some(n + 1),
         _ => (n > 0).then_some(n),
     }
 }

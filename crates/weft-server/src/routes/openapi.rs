@@ -25,6 +25,7 @@ use crate::limits::{self};
         super::actions::retry_run,
         super::actions::approve_step,
         super::actions::reject_step,
+        super::compensation::skip_compensation,
         super::audit::list_audit,
         super::worker::poll,
         super::worker::heartbeat,
