@@ -18,6 +18,7 @@ mod people;
 mod people_auth;
 mod restart;
 mod robustness;
+mod saga;
 mod secrets;
 mod tls;
 mod upgrade;
@@ -100,6 +101,12 @@ on_both_backends! {
     doctor::doctor_overdue_timer_dependencies_retrying_stale_approval,
     doctor::doctor_database_slow,
     doctor::doctor_running_long_past_p99,
+    saga::saga_chain_compensates_in_reverse,
+    saga::failing_compensation_then_retry,
+    saga::parallel_compensations,
+    saga::rejected_approval_compensates,
+    saga::server_killed_during_compensation,
+    saga::order_saga_example,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
