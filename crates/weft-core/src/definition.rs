@@ -20,7 +20,7 @@ pub struct ValidationError {
     pub message: String,
 }
 
-pub(crate) fn invalid(
+fn invalid(
     code: &'static str,
     path: impl Into<String>,
     message: impl Into<String>,
@@ -162,8 +162,7 @@ impl Definition {
             "$",
             &["name", "description", "queue", "steps", "compensate_on"],
         )?;
-        let compensate_on_cancel =
-            crate::compensation::parse_compensate_on(root.get("compensate_on"))?;
+        let compensate_on_cancel = parse_compensate_on(root.get("compensate_on"))?;
         let name = required_str(root, "$", "name")?;
         check_name(&name, "name")?;
         let description = optional_str(root, "$", "description")?;
@@ -249,6 +248,46 @@ impl Definition {
             canonical: serde_json::to_string(value).expect("a JSON value serializes"),
         })
     }
+}
+
+/// Parses the workflow's `compensate_on` (a list of `failure` and `cancel`;
+/// default `[failure]`): whether a cancelled run is compensated too.
+/// Failure is always compensated, so the list must name it.
+fn parse_compensate_on(raw: Option<&Value>) -> Result<bool, ValidationError> {
+    let items = match raw {
+        None | Some(Value::Null) => return Ok(false),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(invalid(
+                "invalid_type",
+                "compensate_on",
+                "`compensate_on` must be a list of `failure` and `cancel`",
+            ));
+        }
+    };
+    let mut failure = false;
+    let mut cancel = false;
+    for item in items {
+        match item.as_str() {
+            Some("failure") => failure = true,
+            Some("cancel") => cancel = true,
+            _ => {
+                return Err(invalid(
+                    "invalid_compensate_on",
+                    "compensate_on",
+                    "`compensate_on` lists `failure` and optionally `cancel`",
+                ));
+            }
+        }
+    }
+    if !failure {
+        return Err(invalid(
+            "invalid_compensate_on",
+            "compensate_on",
+            "`compensate_on` must include `failure`: a failed run is always compensated",
+        ));
+    }
+    Ok(cancel)
 }
 
 const STEP_FIELDS: &[&str] = &[

@@ -7,7 +7,6 @@
 
 pub mod attempt;
 pub mod clock;
-pub mod compensation;
 pub mod condition;
 pub mod critical_path;
 pub mod definition;
@@ -28,6 +27,6 @@ mod traces_compensation;
 
 pub use definition::{Definition, StepDef, StepKind, ValidationError};
 pub use event::EventKind;
-pub use machine::{Effect, Event, RunState, StepState};
+pub use machine::{Effect, Event, RunState, StepState, compensation};
 pub use retry::{Backoff, RetryPolicy};
 pub use status::{AttemptKind, AttemptStatus, Reason, RunStatus, StepStatus, UndoStatus};

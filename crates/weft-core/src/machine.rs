@@ -21,12 +21,14 @@
 //!   instead of ending: `compensation.rs` decides the undos, and results of
 //!   undo attempts come back through the same events as any attempt's.
 
+pub mod compensation;
+
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
 use crate::{
-    Reason, RunStatus, StepStatus, UndoStatus, compensation, condition,
+    Reason, RunStatus, StepStatus, UndoStatus, condition,
     definition::{Definition, StepKind, dependency_outputs},
     event::EventKind,
 };

@@ -21,51 +21,8 @@
 
 use serde_json::Value;
 
-use crate::{
-    Reason, RunStatus, StepStatus, UndoStatus,
-    definition::{Definition, ValidationError, invalid},
-    machine::{Context, Effect, RunState},
-};
-
-/// Parses the workflow's `compensate_on` (a list of `failure` and `cancel`;
-/// default `[failure]`): whether a cancelled run is compensated too.
-/// Failure is always compensated, so the list must name it.
-pub(crate) fn parse_compensate_on(raw: Option<&Value>) -> Result<bool, ValidationError> {
-    let items = match raw {
-        None | Some(Value::Null) => return Ok(false),
-        Some(Value::Array(items)) => items,
-        Some(_) => {
-            return Err(invalid(
-                "invalid_type",
-                "compensate_on",
-                "`compensate_on` must be a list of `failure` and `cancel`",
-            ));
-        }
-    };
-    let mut failure = false;
-    let mut cancel = false;
-    for item in items {
-        match item.as_str() {
-            Some("failure") => failure = true,
-            Some("cancel") => cancel = true,
-            _ => {
-                return Err(invalid(
-                    "invalid_compensate_on",
-                    "compensate_on",
-                    "`compensate_on` lists `failure` and optionally `cancel`",
-                ));
-            }
-        }
-    }
-    if !failure {
-        return Err(invalid(
-            "invalid_compensate_on",
-            "compensate_on",
-            "`compensate_on` must include `failure`: a failed run is always compensated",
-        ));
-    }
-    Ok(cancel)
-}
+use super::{Context, Effect, RunState};
+use crate::{Reason, RunStatus, StepStatus, UndoStatus, definition::Definition};
 
 /// The steps a failing run would undo: completed, with a `compensate` handler.
 fn to_undo(def: &Definition, state: &RunState) -> Vec<usize> {
