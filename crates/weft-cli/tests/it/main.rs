@@ -107,6 +107,7 @@ on_both_backends! {
     saga::rejected_approval_compensates,
     saga::server_killed_during_compensation,
     saga::order_saga_example,
+    saga::skip_a_failed_compensation,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.

@@ -352,3 +352,49 @@ pub async fn order_saga_example(db_url: String) {
         ["reserve o-1", "charge o-1 42", "refund o-1", "release o-1"]
     );
 }
+
+/// `weft compensation skip` marks a failed undo skipped, with its actor and
+/// comment in the history: the run ends `compensated`. Skipping an undo
+/// that did not fail is a 409.
+pub async fn skip_a_failed_compensation(db_url: String) {
+    let (env, _worker) = chain_env(&db_url).await;
+    fs::write(env.path("fail-do-s3"), "").unwrap();
+    fs::write(env.path("fail-undo-s2"), "").unwrap();
+    let run_id = env.start_run("chain", json!({})).await;
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.reason.as_deref(), Some("compensation_failed"));
+
+    let out = weft(&env, &["compensation", "skip", &run_id, "s1"]).await;
+    assert!(!out.status.success(), "s1's undo did not fail: {out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no_failed_compensation"),
+        "{out:?}"
+    );
+
+    let out = weft(
+        &env,
+        &[
+            "compensation",
+            "skip",
+            &run_id,
+            "s2",
+            "--comment",
+            "refunded by hand",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let run = env.client.get_run(&run_id).await.unwrap();
+    assert_eq!(run.status, "compensated", "{run:#?}");
+    assert_eq!(run.reason.as_deref(), Some("handler_error"));
+    assert_eq!(step(&run, "s2").undo.as_deref(), Some("skipped"));
+    let events = env.client.run_events(&run_id, None).await.unwrap().events;
+    let skipped = events
+        .iter()
+        .find(|e| e.kind == "compensation.skipped")
+        .expect("a compensation.skipped event");
+    assert_eq!(skipped.step.as_deref(), Some("s2"));
+    assert_eq!(skipped.data["comment"], "refunded by hand");
+    assert!(skipped.data["actor"].is_string(), "{:?}", skipped.data);
+    assert_eq!(events.last().unwrap().kind, "compensation.completed");
+}
