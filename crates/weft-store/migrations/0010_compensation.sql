@@ -12,3 +12,6 @@ ALTER TABLE weft_steps ADD COLUMN compensate_handler TEXT;
 ALTER TABLE weft_attempts ADD COLUMN kind TEXT NOT NULL DEFAULT 'forward';
 ALTER TABLE weft_attempts ADD COLUMN undoes_attempt INTEGER;
 CREATE INDEX IF NOT EXISTS weft_steps_undo_ready ON weft_steps (queue, ready_at) WHERE undo = 'ready';
+-- Runs compensating count as active (`weft_runs_active{status="compensating"}`).
+DROP INDEX IF EXISTS weft_runs_active;
+CREATE INDEX IF NOT EXISTS weft_runs_active ON weft_runs (workflow, status) WHERE status IN ('pending', 'running', 'compensating');

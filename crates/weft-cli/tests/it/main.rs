@@ -108,6 +108,7 @@ on_both_backends! {
     saga::server_killed_during_compensation,
     saga::order_saga_example,
     saga::skip_a_failed_compensation,
+    saga::compensation_spans_and_metrics,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.

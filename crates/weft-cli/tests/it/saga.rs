@@ -398,3 +398,101 @@ pub async fn skip_a_failed_compensation(db_url: String) {
     assert!(skipped.data["actor"].is_string(), "{:?}", skipped.data);
     assert_eq!(events.last().unwrap().kind, "compensation.completed");
 }
+
+/// The undo chain in the trace and the metrics: each undo is a
+/// `compensate.<step>` span under the run span, linked to the span of the
+/// forward attempt it undoes; `weft_compensations_total` counts the undos,
+/// `weft_step_attempts_total` does not.
+pub async fn compensation_spans_and_metrics(db_url: String) {
+    let collector = crate::collector::Collector::start_http().await;
+    let endpoint = collector.endpoint();
+    let env = Env::start_with_env(
+        &db_url,
+        &[],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ],
+    )
+    .await;
+    env.register(CHAIN).await;
+    let forward = recorder(&env, "do");
+    let undo = recorder(&env, "undo");
+    let handlers = env.handlers_file(
+        "handlers.toml",
+        &[("saga.do", &forward), ("saga.undo", &undo)],
+    );
+    let _worker = env.exec_worker(&handlers, "exec-1");
+    fs::write(env.path("fail-do-s3"), "").unwrap();
+    let run_id = env.start_run("chain", json!({})).await;
+    let run = env.wait_finished(&run_id).await;
+    assert_eq!(run.status, "compensated", "{run:#?}");
+    let spans = collector
+        .wait_for(&run.trace_id, "the run's and undos' spans", |spans| {
+            spans.iter().any(|s| s.name == "compensate.s1")
+                && spans.iter().any(|s| s.name == "compensate.s2")
+                && spans.iter().any(|s| s.name == "workflow.chain")
+        })
+        .await;
+    let run_span = spans
+        .iter()
+        .find(|s| s.name == "workflow.chain")
+        .expect("the run span");
+    for name in ["s1", "s2"] {
+        let forward = step(&run, name)
+            .attempts
+            .iter()
+            .find(|a| a.kind == "forward")
+            .unwrap();
+        let undo_attempt = step(&run, name)
+            .attempts
+            .iter()
+            .find(|a| a.kind == "compensate")
+            .unwrap();
+        let span = spans
+            .iter()
+            .find(|s| s.name == format!("compensate.{name}"))
+            .unwrap();
+        assert_eq!(span.parent_span_id, run_span.span_id, "{span:#?}");
+        assert_eq!(span.span_id, undo_attempt.span_id);
+        assert_eq!(span.links, [forward.span_id.clone()], "{span:#?}");
+        assert_eq!(span.attr("weft.attempt_kind"), Some("compensate"));
+    }
+
+    let metrics = env
+        .http
+        .get(format!("{}/metrics", env.server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .unwrap_or(0.0)
+            })
+            .sum()
+    };
+    assert_eq!(
+        value(r#"weft_compensations_total{workflow="chain",step="s2",status="completed"}"#),
+        1.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        value(r#"weft_compensations_total{workflow="chain",step="s1",status="completed"}"#),
+        1.0
+    );
+    // s1 ran one forward attempt: the undo is not among the step attempts.
+    assert_eq!(
+        value(r#"weft_step_attempts_total{workflow="chain",step="s1","#),
+        1.0,
+        "{metrics}"
+    );
+}
