@@ -45,6 +45,7 @@ macro_rules! conformance {
 
 mod audit;
 mod clock;
+mod compensation;
 mod concurrency;
 mod corruption;
 mod counts;
