@@ -455,7 +455,11 @@ pub async fn compensation_spans_and_metrics(db_url: String) {
             .unwrap();
         assert_eq!(span.parent_span_id, run_span.span_id, "{span:#?}");
         assert_eq!(span.span_id, undo_attempt.span_id);
-        assert_eq!(span.links, [forward.span_id.clone()], "{span:#?}");
+        assert_eq!(
+            span.links,
+            std::slice::from_ref(&forward.span_id),
+            "{span:#?}"
+        );
         assert_eq!(span.attr("weft.attempt_kind"), Some("compensate"));
     }
 
