@@ -420,14 +420,12 @@ pub fn release(
 }
 
 /// The attempts still out when their run went from `before` to `after`:
-/// when the run failed, was cancelled or began compensating just now they
-/// end `cancelled` (their leases stay, so the next heartbeat answers
-/// `cancel_requested`). A completed run has no attempt out.
+/// when the run failed or was cancelled just now they end `cancelled`
+/// (their leases stay, so the next heartbeat answers `cancel_requested`). A
+/// completed run has no attempt out. A run that begins compensating ends
+/// only the attempts of the steps it cancels ([`step_ended`]).
 pub fn run_ended(before: RunStatus, after: RunStatus) -> Option<End> {
-    let ends =
-        (after.is_terminal() || after == RunStatus::Compensating) && after != RunStatus::Completed;
-    let was_out = !before.is_terminal() || after == RunStatus::Compensating;
-    (ends && was_out && before != after).then_some(End {
+    (after.is_terminal() && !before.is_terminal() && after != RunStatus::Completed).then_some(End {
         status: AttemptStatus::Cancelled,
         reason: Some(Reason::Cancelled),
         error: None,
@@ -439,6 +437,15 @@ pub fn run_ended(before: RunStatus, after: RunStatus) -> Option<End> {
         timing_in_event: false,
         event: None,
     })
+}
+
+/// The attempt out for a step that went from `before` to `after` while its
+/// run did not end: a running step cancelled (its run began compensating)
+/// ends it `cancelled`, like [`run_ended`].
+pub fn step_ended(before: &StepState, after: &StepState) -> Option<End> {
+    (before.status == StepStatus::Running && after.status == StepStatus::Cancelled)
+        .then(|| run_ended(RunStatus::Running, RunStatus::Cancelled))
+        .flatten()
 }
 
 /// An attempt's timing buckets: `ready_at` → `claimed_at` → result received
@@ -476,18 +483,22 @@ pub struct Heartbeat {
     pub renew_until: Option<i64>,
 }
 
-/// Decides a heartbeat at `now` for an attempt of status `attempt` in a run
-/// of status `run`, its lease lasting `lease_ms`, its deadline `deadline_at`.
-/// Past the deadline the attempt no longer counts even before the reaper has
-/// ended it: the worker should stop now.
+/// Decides a heartbeat at `now` for an attempt of kind `kind` and status
+/// `attempt` in a run of status `run`, its lease lasting `lease_ms`, its
+/// deadline `deadline_at`. Past the deadline the attempt no longer counts
+/// even before the reaper has ended it: the worker should stop now. A
+/// forward attempt of a compensating run is asked to stop and its lease is
+/// not renewed (its result still counts until the lease lapses).
 pub fn heartbeat(
     run: RunStatus,
+    kind: AttemptKind,
     attempt: AttemptStatus,
     deadline_at: Option<i64>,
     lease_ms: i64,
     now: i64,
 ) -> Heartbeat {
     let cancel_requested = run.is_terminal()
+        || (run == RunStatus::Compensating && kind == AttemptKind::Forward)
         || deadline_at.is_some_and(|deadline| deadline <= now)
         || attempt != AttemptStatus::Running;
     Heartbeat {
@@ -517,7 +528,10 @@ mod tests {
         use AttemptStatus as A;
         use RunStatus as R;
         let check = |run, attempt, deadline, expected| {
-            assert_eq!(heartbeat(run, attempt, deadline, 100, 1000), expected);
+            assert_eq!(
+                heartbeat(run, AttemptKind::Forward, attempt, deadline, 100, 1000),
+                expected
+            );
         };
         let renewed = Heartbeat {
             cancel_requested: false,
@@ -533,6 +547,18 @@ mod tests {
         check(R::Cancelled, A::Cancelled, None, stop);
         check(R::Running, A::Cancelled, None, stop);
         check(R::Failed, A::Running, None, stop);
+        check(R::Compensating, A::Running, None, stop);
+        assert_eq!(
+            heartbeat(
+                R::Compensating,
+                AttemptKind::Compensate,
+                A::Running,
+                None,
+                100,
+                1000
+            ),
+            renewed
+        );
     }
 
     #[test]

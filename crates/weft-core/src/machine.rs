@@ -397,6 +397,14 @@ pub fn apply_with(
         Event::AttemptReleased { step } if undo_out(state, step) => {
             compensation::released(state, step, &mut effects);
         }
+        Event::AttemptCompleted { step, output } if drained_out(state, step) => {
+            compensation::drained_completed(def, state, step, output, &mut effects);
+        }
+        Event::AttemptFailed { step, .. } | Event::AttemptReleased { step }
+            if drained_out(state, step) =>
+        {
+            compensation::drained_ended(def, state, step, &mut effects);
+        }
         Event::TimerFired { step } if state.status == RunStatus::Compensating => {
             compensation::timer(state, step, cx, &mut effects);
         }
@@ -496,7 +504,12 @@ pub fn apply_with(
         }
         Event::Cancel => {
             expect_active(state)?;
-            for (step, s) in state.steps.iter_mut().enumerate() {
+            let compensates = def.compensate_on_cancel && compensation::will_compensate(def, state);
+            for step in 0..state.steps.len() {
+                if compensates && compensation::drains(def, state, step) {
+                    continue;
+                }
+                let s = &mut state.steps[step];
                 if !s.status.is_terminal() {
                     s.status = StepStatus::Cancelled;
                     s.reason = Some(Reason::Cancelled);
@@ -508,9 +521,7 @@ pub fn apply_with(
                 }
             }
             state.reason = Some(Reason::Cancelled);
-            if def.compensate_on_cancel
-                && compensation::begin(def, state, Reason::Cancelled, &mut effects)
-            {
+            if compensates && compensation::begin(def, state, Reason::Cancelled, &mut effects) {
                 return Ok(effects);
             }
             state.status = RunStatus::Cancelled;
@@ -569,6 +580,14 @@ fn event_step(event: &Event) -> Option<usize> {
 /// Whether the attempt out for `step` is its undo, in a compensating run.
 fn undo_out(state: &RunState, step: usize) -> bool {
     state.status == RunStatus::Compensating && state.steps[step].undoing()
+}
+
+/// Whether the attempt out for `step` is a forward attempt drained by a
+/// compensating run.
+fn drained_out(state: &RunState, step: usize) -> bool {
+    state.status == RunStatus::Compensating
+        && state.steps[step].status == StepStatus::Running
+        && state.steps[step].undo.is_none()
 }
 
 fn expect_run(
@@ -644,7 +663,12 @@ fn fail_run(
     message: String,
     effects: &mut Vec<Effect>,
 ) {
-    for (step, s) in state.steps.iter_mut().enumerate() {
+    let compensates = compensation::will_compensate(def, state);
+    for step in 0..state.steps.len() {
+        if compensates && compensation::drains(def, state, step) {
+            continue;
+        }
+        let s = &mut state.steps[step];
         if step != failed_step && !s.status.is_terminal() {
             s.status = StepStatus::Cancelled;
             s.reason = Some(Reason::UpstreamFailed);

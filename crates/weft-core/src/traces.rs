@@ -78,6 +78,7 @@ pub(crate) fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected:
                          event: Event,
                          lines: &mut Vec<String>| {
             let before = state.status;
+            let steps_before = state.steps.clone();
             match apply(&def, state, event, cx) {
                 Ok(effects) => {
                     for e in effects {
@@ -86,6 +87,15 @@ pub(crate) fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected:
                             Some(i) => format!("{}({})", e.kind(), name(i)),
                             None => e.kind().to_string(),
                         });
+                    }
+                    for (step, o) in outs.iter_mut().enumerate() {
+                        if let (Some(o), Some(end)) = (
+                            o.as_mut().filter(|o| o.status == AttemptStatus::Running),
+                            attempt::step_ended(&steps_before[step], &state.steps[step]),
+                        ) {
+                            o.status = end.status;
+                            lines.push(format!("[{}#{} {}]", name(step), o.attempt, end.status));
+                        }
                     }
                     if let Some(end) = attempt::run_ended(before, state.status) {
                         for (step, o) in outs.iter_mut().enumerate() {
@@ -192,6 +202,7 @@ pub(crate) fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected:
                 Some(o) => {
                     let beat = attempt::heartbeat(
                         state.status,
+                        o.claim.kind,
                         o.status,
                         o.claim.deadline_at,
                         o.claim.lease_ms,

@@ -320,7 +320,10 @@ fn cancel_with_compensate_on_cancel_undoes_the_completed_steps() {
             (6, Heartbeat(1)),
             (7, Result(1, ok(json!(2)))),
             (8, Claim(0)),
-            (9, Result(0, ok(json!(null)))),
+            (9, Claim(1)),
+            (10, Result(1, ok(json!(null)))),
+            (11, Claim(0)),
+            (12, Result(0, ok(json!(null)))),
         ],
         expect![[r#"
             t=0 Start
@@ -339,20 +342,88 @@ fn cancel_with_compensate_on_cancel_undoes_the_completed_steps() {
               -> renewed until 30004
               run=running a=completed b=running c=pending
             t=5 Cancel
-              -> step.cancelled(b) step.cancelled(c) compensation.started step.compensating(a) [b#1 cancelled]
-              run=compensating a=compensating/undo:ready b=cancelled c=cancelled
+              -> step.cancelled(c) compensation.started
+              run=compensating a=completed/undo:pending b=running c=cancelled
             t=6 Heartbeat(b)
               -> cancel_requested
-              run=compensating a=compensating/undo:ready b=cancelled c=cancelled
+              run=compensating a=completed/undo:pending b=running c=cancelled
             t=7 Result(b, Completed(Number(2)))
-              -> REFUSED: attempt_not_running
-              run=compensating a=compensating/undo:ready b=cancelled c=cancelled
+              -> attempt.completed(b#1 completed) step.completed(b) step.compensating(b)
+              run=compensating a=completed/undo:pending b=compensating/undo:ready c=cancelled
             t=8 Claim(a)
+              -> NOT CLAIMED: step is completed
+              run=compensating a=completed/undo:pending b=compensating/undo:ready c=cancelled
+            t=9 Claim(b)
+              -> attempt.claimed(b#2 compensate)
+              run=compensating a=completed/undo:pending b=compensating/undo:running c=cancelled
+            t=10 Result(b, Completed(Null))
+              -> attempt.completed(b#2 completed) step.compensated(b) step.compensating(a)
+              run=compensating a=compensating/undo:ready b=compensated/undo:completed c=cancelled
+            t=11 Claim(a)
               -> attempt.claimed(a#2 compensate)
-              run=compensating a=compensating/undo:running b=cancelled c=cancelled
-            t=9 Result(a, Completed(Null))
+              run=compensating a=compensating/undo:running b=compensated/undo:completed c=cancelled
+            t=12 Result(a, Completed(Null))
               -> attempt.completed(a#2 completed) step.compensated(a) compensation.completed
-              run=compensated a=compensated/undo:completed b=cancelled c=cancelled
+              run=compensated a=compensated/undo:completed b=compensated/undo:completed c=cancelled
+        "#]],
+    );
+}
+
+/// A step still running when the run fails is drained: asked to stop, its
+/// lease not renewed; when it lapses the step is cancelled (nothing to undo)
+/// and the undos of its dependencies go on.
+#[test]
+fn a_step_running_when_the_run_fails_is_drained_before_its_dependencies_are_undone() {
+    trace(
+        "name: saga\nsteps:\n  - {name: root, handler: h, compensate: undo}\n  - {name: x, handler: h, compensate: undo, depends_on: [root]}\n  - {name: y, handler: h, depends_on: [root], retry: {max_attempts: 1}}\n",
+        json!({}),
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(json!(0)))),
+            (3, Claim(1)),
+            (3, Claim(2)),
+            (4, Result(2, failed(Reason::HandlerError, "no", false))),
+            (5, Heartbeat(1)),
+            (6, Claim(0)),
+            (30_003, Lapse(1)),
+            (30_004, Claim(0)),
+            (30_005, Result(0, ok(json!(null)))),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(root)
+              run=pending root=ready x=pending y=pending
+            t=1 Claim(root)
+              -> attempt.claimed(root#1) run.started
+              run=running root=running x=pending y=pending
+            t=2 Result(root, Completed(Number(0)))
+              -> attempt.completed(root#1 completed) step.completed(root) step.ready(x) step.ready(y)
+              run=running root=completed x=ready y=ready
+            t=3 Claim(x)
+              -> attempt.claimed(x#1)
+              run=running root=completed x=running y=ready
+            t=3 Claim(y)
+              -> attempt.claimed(y#1)
+              run=running root=completed x=running y=running
+            t=4 Result(y, Failed { reason: HandlerError, message: "no", retryable: false })
+              -> attempt.failed(y#1 failed handler_error) step.failed(y) compensation.started
+              run=compensating root=completed/undo:pending x=running y=failed
+            t=5 Heartbeat(x)
+              -> cancel_requested
+              run=compensating root=completed/undo:pending x=running y=failed
+            t=6 Claim(root)
+              -> NOT CLAIMED: step is completed
+              run=compensating root=completed/undo:pending x=running y=failed
+            t=30003 Lapse(x)
+              -> lease.expired(x#1) attempt.failed(x#1 failed lease_expired) step.cancelled(x) step.compensating(root)
+              run=compensating root=compensating/undo:ready x=cancelled y=failed
+            t=30004 Claim(root)
+              -> attempt.claimed(root#2 compensate)
+              run=compensating root=compensating/undo:running x=cancelled y=failed
+            t=30005 Result(root, Completed(Null))
+              -> attempt.completed(root#2 completed) step.compensated(root) compensation.completed
+              run=compensated root=compensated/undo:completed x=cancelled y=failed
         "#]],
     );
 }

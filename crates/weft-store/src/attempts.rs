@@ -20,6 +20,9 @@ pub(crate) enum Which<'a> {
     Lease(&'a str),
     /// Every attempt of this run still running (its run just ended).
     RunningIn(&'a str),
+    /// The attempt of this run's step (by position) still running (its step
+    /// was just cancelled).
+    RunningAt(&'a str, usize),
 }
 
 impl Store {
@@ -38,6 +41,13 @@ impl Store {
             Which::RunningIn(run_id) => (
                 format!(
                     "run_id = $1 AND status = '{}'",
+                    AttemptStatus::Running.as_str()
+                ),
+                run_id,
+            ),
+            Which::RunningAt(run_id, position) => (
+                format!(
+                    "run_id = $1 AND position = {position} AND status = '{}'",
                     AttemptStatus::Running.as_str()
                 ),
                 run_id,

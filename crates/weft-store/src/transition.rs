@@ -357,15 +357,35 @@ impl Store {
             .await?;
         }
         let mut cancelled_attempts = Vec::new();
+        // Attempts still out stop counting when their run ends (or, in a run
+        // that begins compensating, when their step is cancelled); their
+        // leases stay so that the next heartbeat answers `cancel_requested`.
+        // They are read first: each ends here, and its span with it.
+        let mut ends: Vec<(Option<usize>, attempt::End)> = Vec::new();
         if let Some(end) = attempt::run_ended(status_before, status) {
-            // Attempts still out stop counting; their leases stay so that the
-            // next heartbeat answers `cancel_requested`. They are read first:
-            // each ends here, and its span with it.
+            ends.push((None, end));
+        } else {
+            for &position in &touched {
+                if let Some(end) =
+                    attempt::step_ended(&steps_before[position], &run.state.steps[position])
+                {
+                    ends.push((Some(position), end));
+                }
+            }
+        }
+        for (position, end) in ends {
+            let (filter, which) = match position {
+                None => (String::new(), Which::RunningIn(&run.run_id)),
+                Some(p) => (
+                    format!(" AND position = {p}"),
+                    Which::RunningAt(&run.run_id, p),
+                ),
+            };
             for row in tx
                 .fetch_all(
                     &format!(
                         "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at, kind FROM weft_attempts \
-                         WHERE run_id = $1 AND status = '{}'",
+                         WHERE run_id = $1 AND status = '{}'{filter}",
                         AttemptStatus::Running.as_str()
                     ),
                     args![&run.run_id],
@@ -392,8 +412,7 @@ impl Store {
                     kind: row.status("kind", AttemptKind::parse)?,
                 });
             }
-            self.end_attempts(tx, Which::RunningIn(&run.run_id), &end, now, None)
-                .await?;
+            self.end_attempts(tx, which, &end, now, None).await?;
         }
         for effect in &effects {
             let (step, attempt) = match effect.step() {

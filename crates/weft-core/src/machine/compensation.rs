@@ -5,6 +5,11 @@
 //! The rules, all decided here and applied through `machine::apply`:
 //! - The run goes `compensating` (keeping its failure reason and error);
 //!   each step to undo gets an undo status ([`UndoStatus`]) beside its own.
+//! - A step still running when the run fails, if it has a `compensate`
+//!   handler, is drained rather than cancelled: its worker is asked to stop
+//!   (`cancel_requested`) and its attempt ends as it will; completed, it is
+//!   undone like the others, otherwise it is cancelled. Undos of its
+//!   dependencies, and the end of the compensation, wait for it.
 //! - A step's undo becomes `ready` (the step row `compensating`) once the
 //!   undos of all its transitive dependants that have one have settled;
 //!   independent undos are ready together, so they run in parallel.
@@ -23,6 +28,20 @@ use serde_json::Value;
 
 use super::{Context, Effect, RunState};
 use crate::{Reason, RunStatus, StepStatus, UndoStatus, definition::Definition};
+
+/// Whether `step`, running when its run fails, is drained: its attempt may
+/// still complete, and then must be undone.
+pub(crate) fn drains(def: &Definition, state: &RunState, step: usize) -> bool {
+    state.steps[step].status == StepStatus::Running
+        && state.steps[step].undo.is_none()
+        && def.steps[step].compensate.is_some()
+}
+
+/// Whether a run failing (or cancelled under `compensate_on: [cancel]`) in
+/// `state` compensates: some step is to be undone, or may be once drained.
+pub(crate) fn will_compensate(def: &Definition, state: &RunState) -> bool {
+    !to_undo(def, state).is_empty() || (0..def.steps.len()).any(|i| drains(def, state, i))
+}
 
 /// The steps a failing run would undo: completed, with a `compensate` handler.
 fn to_undo(def: &Definition, state: &RunState) -> Vec<usize> {
@@ -44,7 +63,7 @@ pub(crate) fn begin(
     effects: &mut Vec<Effect>,
 ) -> bool {
     let steps = to_undo(def, state);
-    if steps.is_empty() {
+    if !will_compensate(def, state) {
         return false;
     }
     for &step in &steps {
@@ -71,7 +90,7 @@ fn dependants_settled(def: &Definition, state: &RunState, step: usize) -> bool {
         for (j, d) in def.steps.iter().enumerate() {
             if !seen[j] && d.deps.contains(&at) {
                 seen[j] = true;
-                if state.steps[j].undo.is_some_and(|u| !u.is_settled()) {
+                if state.steps[j].undo.is_some_and(|u| !u.is_settled()) || drains(def, state, j) {
                     return false;
                 }
                 stack.push(j);
@@ -105,10 +124,18 @@ pub(crate) fn advance(def: &Definition, state: &mut RunState, effects: &mut Vec<
         .steps
         .iter()
         .any(|s| s.undo.is_some_and(|u| !u.is_settled()))
+        || (0..def.steps.len()).any(|i| drains(def, state, i))
     {
         return;
     }
     let original = original_reason(state);
+    if state.steps.iter().all(|s| s.undo.is_none()) {
+        // Only drained steps, none of which completed: nothing was undone.
+        state.status = RunStatus::Failed;
+        state.reason = Some(original);
+        effects.push(Effect::RunFailed { reason: original });
+        return;
+    }
     let failed: Vec<String> = (0..def.steps.len())
         .filter(|&i| state.steps[i].undo == Some(UndoStatus::Failed))
         .map(|i| def.steps[i].name.clone())
@@ -144,6 +171,43 @@ pub fn original_reason(state: &RunState) -> Reason {
         .find(|s| s.status == StepStatus::Failed && s.reason != Some(Reason::CompensationFailed))
         .and_then(|s| s.reason)
         .unwrap_or(Reason::Cancelled)
+}
+
+/// The drained attempt of `step` completed: the step is, and its undo
+/// waits for its turn.
+pub(crate) fn drained_completed(
+    def: &Definition,
+    state: &mut RunState,
+    step: usize,
+    output: Value,
+    effects: &mut Vec<Effect>,
+) {
+    let s = &mut state.steps[step];
+    s.status = StepStatus::Completed;
+    s.output = Some(output);
+    s.undo = Some(UndoStatus::Pending);
+    s.undo_base = s.n_attempts;
+    effects.push(Effect::StepCompleted { step });
+    advance(def, state, effects);
+}
+
+/// The drained attempt of `step` failed, lapsed or was handed back: the
+/// step did not complete, so there is nothing to undo.
+pub(crate) fn drained_ended(
+    def: &Definition,
+    state: &mut RunState,
+    step: usize,
+    effects: &mut Vec<Effect>,
+) {
+    let s = &mut state.steps[step];
+    s.status = StepStatus::Cancelled;
+    s.reason = Some(Reason::UpstreamFailed);
+    s.due_at = None;
+    effects.push(Effect::StepCancelled {
+        step,
+        reason: Reason::UpstreamFailed,
+    });
+    advance(def, state, effects);
 }
 
 /// The running undo of `step` completed.
@@ -225,6 +289,16 @@ pub(crate) fn timer(state: &mut RunState, step: usize, cx: Context, effects: &mu
 pub(crate) fn cancel(def: &Definition, state: &mut RunState, effects: &mut Vec<Effect>) {
     let mut not_run = Vec::new();
     for (step, s) in state.steps.iter_mut().enumerate() {
+        if s.status == StepStatus::Running && s.undo.is_none() {
+            // Still draining: its attempt ends with the run.
+            s.status = StepStatus::Cancelled;
+            s.reason = Some(Reason::Cancelled);
+            effects.push(Effect::StepCancelled {
+                step,
+                reason: Reason::Cancelled,
+            });
+            continue;
+        }
         if s.undo.is_some_and(|u| !u.is_settled()) {
             s.undo = Some(UndoStatus::Cancelled);
             s.due_at = None;

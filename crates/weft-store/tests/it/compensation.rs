@@ -150,3 +150,66 @@ async fn check_compensation_attempts(store: Store) {
         gauges.runs_active
     );
 }
+
+const DRAIN: &str = "
+name: drain
+steps:
+  - {name: root, handler: h, compensate: undo_h}
+  - {name: slow, handler: h, compensate: undo_h, depends_on: [root]}
+  - {name: bad, handler: h, depends_on: [root], retry: {max_attempts: 1}}
+";
+
+conformance!(check_running_step_is_drained_then_undone);
+/// A step still running when its run fails is drained: its heartbeat asks
+/// it to stop, yet its result still counts while its lease lives; completed,
+/// it is undone before the step it depends on.
+async fn check_running_step_is_drained_then_undone(store: Store) {
+    register(&store, DRAIN).await;
+    let run_id = start(&store, "drain", json!({})).await;
+    let root = claim_one(&store, &["h"]).await;
+    complete(&store, &root, json!("root")).await;
+    let tasks = claim(&store, &["h"]).await;
+    let (slow, bad) = match tasks.as_slice() {
+        [a, b] if a.step == "slow" => (a.clone(), b.clone()),
+        [a, b] => (b.clone(), a.clone()),
+        other => panic!("expected slow and bad, got {other:?}"),
+    };
+    store
+        .fail(
+            &bad.lease_id,
+            FailReport {
+                reason: Reason::HandlerError,
+                message: "bad".into(),
+                retryable: false,
+                timing: None,
+            },
+            weft_store::now_ms(),
+        )
+        .await
+        .unwrap();
+    let run = store.get_run(&run_id).await.unwrap();
+    assert_eq!(run.status, "compensating");
+    assert_eq!(step(&run, "slow").status, "running");
+    assert_eq!(step(&run, "slow").attempts[0].status, "running");
+    assert!(
+        store
+            .heartbeat(&slow.lease_id)
+            .await
+            .unwrap()
+            .cancel_requested
+    );
+    // root's undo waits for slow to drain.
+    assert!(claim(&store, &["undo_h"]).await.is_empty());
+    complete(&store, &slow, json!("slow done")).await;
+    let undo_slow = claim_one(&store, &["undo_h"]).await;
+    assert_eq!(undo_slow.step, "slow");
+    assert_eq!(undo_slow.input["output"], "slow done");
+    assert!(claim(&store, &["undo_h"]).await.is_empty(), "root waits");
+    complete(&store, &undo_slow, json!(null)).await;
+    let undo_root = claim_one(&store, &["undo_h"]).await;
+    assert_eq!(undo_root.step, "root");
+    complete(&store, &undo_root, json!(null)).await;
+    let run = store.get_run(&run_id).await.unwrap();
+    assert_eq!(run.status, "compensated");
+    assert_eq!(step(&run, "slow").status, "compensated");
+}
