@@ -44,15 +44,21 @@ impl Store {
             return Ok(Vec::new());
         }
         let n_queues = request.queues.len();
+        let queues = placeholders(1, n_queues);
+        let handlers = placeholders(1 + n_queues, request.handlers.len());
         // A step is claimable when it is ready for its handler, or when its
-        // undo is ready for its `compensate` handler.
-        let filter = |p: &str| {
-            let handlers = placeholders(1 + n_queues, request.handlers.len());
+        // undo is ready for its `compensate` handler. Each is its own
+        // statement, walking its own partial index in `ready_at` order: one
+        // statement with both under an OR would sort every ready row.
+        let forward = |p: &str| {
             format!(
-                "{p}queue IN ({}) AND (({p}status = '{}' AND {p}handler IN ({handlers})) \
-                 OR ({p}undo = '{}' AND {p}compensate_handler IN ({handlers})))",
-                placeholders(1, n_queues),
+                "{p}status = '{}' AND {p}queue IN ({queues}) AND {p}handler IN ({handlers})",
                 StepStatus::Ready.as_str(),
+            )
+        };
+        let undo = |p: &str| {
+            format!(
+                "{p}undo = '{}' AND {p}queue IN ({queues}) AND {p}compensate_handler IN ({handlers})",
                 attempt::READY_UNDO.as_str(),
             )
         };
@@ -61,8 +67,9 @@ impl Store {
         if self.dialect() == Dialect::Sqlite {
             // Look on a reader first, so an idle poll never takes SQLite's write lock.
             let probe = format!(
-                "SELECT 1 AS one FROM weft_steps WHERE {} LIMIT 1",
-                filter("")
+                "SELECT 1 AS one FROM weft_steps WHERE ({}) OR ({}) LIMIT 1",
+                forward(""),
+                undo("")
             );
             if self
                 .pool()
@@ -77,23 +84,31 @@ impl Store {
             Dialect::Postgres => " FOR UPDATE OF s SKIP LOCKED",
             Dialect::Sqlite => "",
         };
-        // The steps with their runs, in one round trip; only the steps are
-        // locked. Runs found corrupt are left out, so they never fill a batch.
+        // The steps with their runs, in one round trip each; only the steps
+        // are locked. Runs found corrupt are left out, so they never fill a
+        // batch. Undos first: they are few, and a failed run waits on them.
         let (skip, skip_values) = self.not_corrupt("s.run_id", values.len() + 1);
         values.extend(skip_values);
-        let sql = format!(
-            "SELECT s.run_id, s.position, s.n_attempts, s.ready_at, s.undo, \
-             CASE WHEN s.undo = '{undo_ready}' THEN s.output END AS undo_output, \
-             r.trace_id, r.baggage, r.workflow, \
-             r.version, r.status AS run_status, r.reason AS run_reason, r.error AS run_error, r.input \
-             FROM weft_steps s JOIN weft_runs r ON r.run_id = s.run_id \
-             WHERE {}{skip} ORDER BY s.ready_at LIMIT {}{lock}",
-            filter("s."),
-            request.max_tasks.min(100),
-            undo_ready = attempt::READY_UNDO.as_str(),
-        );
+        let select = |filter: String, limit: u32| {
+            format!(
+                "SELECT s.run_id, s.position, s.n_attempts, s.ready_at, s.undo, \
+                 CASE WHEN s.undo = '{undo_ready}' THEN s.output END AS undo_output, \
+                 r.trace_id, r.baggage, r.workflow, \
+                 r.version, r.status AS run_status, r.reason AS run_reason, r.error AS run_error, r.input \
+                 FROM weft_steps s JOIN weft_runs r ON r.run_id = s.run_id \
+                 WHERE {filter}{skip} ORDER BY s.ready_at LIMIT {limit}{lock}",
+                undo_ready = attempt::READY_UNDO.as_str(),
+            )
+        };
+        let max_tasks = request.max_tasks.min(100);
         let mut tx = self.pool().begin().await?;
-        let rows = tx.fetch_all(&sql, values).await?;
+        let mut rows = tx
+            .fetch_all(&select(undo("s."), max_tasks), values.clone())
+            .await?;
+        if (rows.len() as u32) < max_tasks {
+            let more = max_tasks - rows.len() as u32;
+            rows.extend(tx.fetch_all(&select(forward("s."), more), values).await?);
+        }
         if rows.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
