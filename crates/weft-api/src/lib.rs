@@ -181,8 +181,9 @@ pub struct RunSummary {
     /// workflow changes.
     pub version: i64,
     /// The run's status: `pending` (no step started yet), `running`,
-    /// `completed`, `failed` or `cancelled`; `compensating` and `compensated`
-    /// are reserved for sagas (SPEC §1, States).
+    /// `completed`, `failed` or `cancelled`; `compensating` (a failed run
+    /// undoing its completed steps) and `compensated` (all undone; the run
+    /// keeps its failure reason) for sagas (SPEC §1, States).
     pub status: String,
     /// Why the run failed (the failing step's reason, e.g. `handler_error`,
     /// `timeout`, `rejected`) or `cancelled`; `null` otherwise. One of the
@@ -227,8 +228,9 @@ pub struct RunDetail {
     /// The workflow version the run started with.
     pub version: i64,
     /// The run's status: `pending` (no step started yet), `running`,
-    /// `completed`, `failed` or `cancelled`; `compensating` and `compensated`
-    /// are reserved for sagas (SPEC §1, States).
+    /// `completed`, `failed` or `cancelled`; `compensating` (a failed run
+    /// undoing its completed steps) and `compensated` (all undone; the run
+    /// keeps its failure reason) for sagas (SPEC §1, States).
     pub status: String,
     /// Why the run failed (the failing step's reason, e.g. `handler_error`,
     /// `timeout`, `rejected`) or `cancelled`; `null` otherwise. One of the
