@@ -183,8 +183,9 @@ pub struct RunSummary {
     /// workflow changes.
     pub version: i64,
     /// The run's status: `pending` (no step started yet), `running`,
-    /// `completed`, `failed` or `cancelled`; `compensating` and `compensated`
-    /// are reserved for sagas (SPEC §1, States).
+    /// `completed`, `failed` or `cancelled`; `compensating` (a failed run
+    /// undoing its completed steps) and `compensated` (all undone; the run
+    /// keeps its failure reason) for sagas (SPEC §1, States).
     pub status: String,
     /// Why the run failed (the failing step's reason, e.g. `handler_error`,
     /// `timeout`, `rejected`) or `cancelled`; `null` otherwise. One of the
@@ -229,8 +230,9 @@ pub struct RunDetail {
     /// The workflow version the run started with.
     pub version: i64,
     /// The run's status: `pending` (no step started yet), `running`,
-    /// `completed`, `failed` or `cancelled`; `compensating` and `compensated`
-    /// are reserved for sagas (SPEC §1, States).
+    /// `completed`, `failed` or `cancelled`; `compensating` (a failed run
+    /// undoing its completed steps) and `compensated` (all undone; the run
+    /// keeps its failure reason) for sagas (SPEC §1, States).
     pub status: String,
     /// Why the run failed (the failing step's reason, e.g. `handler_error`,
     /// `timeout`, `rejected`) or `cancelled`; `null` otherwise. One of the
@@ -284,7 +286,9 @@ pub struct StepDetail {
     /// (claimed), `retrying` (backoff), `waiting` (sleep or approval),
     /// `completed`, `failed`, `skipped` (its `when` was false, or its
     /// `run_if: any_failed` found no failure) or `cancelled`
-    /// (SPEC §1, States).
+    /// (SPEC §1, States); while its run compensates, `compensating` (its undo
+    /// is dispatched), then `compensated`, or `failed` with reason
+    /// `compensation_failed`.
     pub status: String,
     /// The reason of its latest failure (kept while `retrying`),
     /// `upstream_failed` when another step's failure cancelled it, or
@@ -302,6 +306,15 @@ pub struct StepDetail {
     /// approval with a `timeout` is decided by it (`on_timeout`).
     /// RFC 3339 UTC; `null` otherwise.
     pub due_at: Option<String>,
+    /// The step's `compensate` handler, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compensate: Option<String>,
+    /// Where the step's compensation stands once its run compensates:
+    /// `pending` (its dependants' undos first), `ready`, `running`,
+    /// `retrying`, `completed`, `failed`, `skipped` or `cancelled` (the run
+    /// was cancelled first); absent when the step is not being undone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undo: Option<String>,
     /// Its attempts, by attempt number.
     pub attempts: Vec<AttemptDetail>,
     /// A `for_each` step's children (one per item, shown as `step[i]`),
@@ -358,6 +371,17 @@ pub struct AttemptDetail {
     /// Where its time went; `null` while running, and for an attempt
     /// cancelled because its run ended.
     pub timing: Option<AttemptTiming>,
+    /// `forward` (the step's handler) or `compensate` (its `compensate`
+    /// handler, undoing the step: span `compensate.<step>`).
+    #[serde(default = "forward")]
+    pub kind: String,
+    /// For a compensation: the number of the forward attempt it undoes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undoes_attempt: Option<i64>,
+}
+
+fn forward() -> String {
+    "forward".to_owned()
 }
 
 /// Where an attempt's time went (SPEC §4, timing buckets).

@@ -12,6 +12,10 @@ pub const MANIFESTS: &[(&str, &str)] = &[
     ("etl", include_str!("../../../examples/etl.yaml")),
     ("thumbnails", include_str!("../../../examples/fanout.yaml")),
     ("flaky", include_str!("../../../examples/flaky.yaml")),
+    (
+        "order-saga",
+        include_str!("../../../examples/order-saga.yaml"),
+    ),
 ];
 
 pub fn demo_inputs() -> Vec<(&'static str, Value)> {
@@ -19,6 +23,7 @@ pub fn demo_inputs() -> Vec<(&'static str, Value)> {
         ("etl", json!({"source": "s3://example/day.csv"})),
         ("thumbnails", json!({"image": "cat.png", "size": 2048})),
         ("flaky", json!({"endpoint": "https://api.example.com"})),
+        ("order-saga", json!({"order_id": "o-1001", "amount": 42})),
     ]
 }
 
@@ -89,4 +94,30 @@ pub fn worker(client: Client) -> weft_worker::Builder {
         .handler("flaky.report", |_ctx: TaskContext| async move {
             Ok(json!({"reported": true}))
         })
+        .handler("order.reserve", |ctx: TaskContext| async move {
+            pause().await;
+            Ok(json!({"reservation_id": format!("res-{}", ctx.run_input()["order_id"])}))
+        })
+        .handler("order.charge", |ctx: TaskContext| async move {
+            pause().await;
+            Ok(json!({"payment_id": format!("pay-{}", ctx.run_input()["order_id"])}))
+        })
+        .handler("order.ship", |ctx: TaskContext| async move {
+            pause().await;
+            Err(HandlerError::permanent(format!(
+                "carrier rejected order {}",
+                ctx.run_input()["order_id"]
+            )))
+        })
+        .handler("order.release", undo)
+        .handler("order.refund", undo)
+        .handler("order.cancel_shipment", undo)
+}
+
+/// The order saga's undos: their input names the step undone and its output.
+async fn undo(ctx: TaskContext) -> Result<Value, HandlerError> {
+    pause().await;
+    let input = ctx.input();
+    ctx.log(vec![format!("undoing {}", input["step"])]).await;
+    Ok(json!({"undone": input["step"], "of": input["output"]}))
 }

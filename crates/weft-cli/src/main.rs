@@ -4,6 +4,7 @@
 
 mod audit;
 mod bulk;
+mod compensation;
 mod demo;
 mod doctor;
 mod events;
@@ -411,6 +412,13 @@ enum Command {
         /// Skip this many runs of each cause.
         #[arg(long, default_value_t = 0)]
         offset: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Saga compensation: skip a failed undo (`weft compensation skip RUN STEP`).
+    Compensation {
+        #[command(subcommand)]
+        command: compensation::CompensationCommand,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -868,6 +876,10 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             client,
         } => {
             let run = client.client()?.decide(&id, &step, false, comment).await?;
+            print_summary(&run, client.json)?;
+        }
+        Command::Compensation { command, client } => {
+            let run = compensation::run(command, &client.client()?).await?;
             print_summary(&run, client.json)?;
         }
         Command::Audit { filter, client } => {

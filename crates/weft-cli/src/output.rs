@@ -142,9 +142,14 @@ fn run_view(run: &RunDetail) {
         }
         for a in &step.attempts {
             let t = a.timing.clone().unwrap_or_default();
+            let attempt = if a.kind == "compensate" {
+                format!("{} undo", a.attempt)
+            } else {
+                a.attempt.to_string()
+            };
             rows.push(vec![
                 crate::fan_out::attempt_name(&step.name, a),
-                a.attempt.to_string(),
+                attempt,
                 a.status.clone(),
                 opt(&a.reason),
                 a.worker_id.clone(),
@@ -166,7 +171,10 @@ fn run_view(run: &RunDetail) {
         // gets a row of its own: its status is no attempt's.
         if let Some(last) = step.attempts.last()
             && last.status != step.status
-            && !matches!(step.status.as_str(), "completed" | "failed" | "cancelled")
+            && !matches!(
+                step.status.as_str(),
+                "completed" | "failed" | "cancelled" | "compensated"
+            )
         {
             let due = step
                 .due_at
@@ -191,7 +199,40 @@ fn run_view(run: &RunDetail) {
         ],
         &rows,
     );
+    undo_chain(run);
     timeline(run);
+}
+
+/// The saga's undo chain: the steps undone, in the order their undos ran,
+/// then those whose undo did not finish, with where it stands.
+fn undo_chain(run: &RunDetail) {
+    let mut undone: Vec<(&str, String, &str)> = run
+        .steps
+        .iter()
+        .filter_map(|s| {
+            let undo = s.undo.as_deref()?;
+            let first = s
+                .attempts
+                .iter()
+                .find(|a| a.kind == "compensate")
+                .map(|a| a.claimed_at.clone())
+                .unwrap_or_else(|| "~".into());
+            Some((s.name.as_str(), first, undo))
+        })
+        .collect();
+    if undone.is_empty() {
+        return;
+    }
+    undone.sort_by(|a, b| a.1.cmp(&b.1));
+    let chain: Vec<String> = undone
+        .iter()
+        .map(|(name, _, undo)| match *undo {
+            "completed" => (*name).to_owned(),
+            other => format!("{name} ({other})"),
+        })
+        .collect();
+    println!();
+    println!("undo: {}", chain.join(" → "));
 }
 
 /// The run's critical path (`weft_core::critical_path`): the steps that set

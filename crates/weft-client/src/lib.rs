@@ -633,6 +633,30 @@ impl Client {
         .await
     }
 
+    /// `POST /v1/runs/{id}/steps/{step}/compensation/skip`: marks the step's
+    /// failed compensation as skipped, with an optional `comment` recorded
+    /// beside the actor. [`Error::Api`] 409 `no_failed_compensation` unless
+    /// the step's undo failed.
+    pub async fn skip_compensation(
+        &self,
+        id: &str,
+        step: &str,
+        comment: Option<String>,
+    ) -> Result<RunSummary> {
+        self.post(
+            &format!(
+                "/v1/runs/{}/steps/{}/compensation/skip",
+                encode(id),
+                encode(step)
+            ),
+            &DecisionRequest {
+                comment,
+                message: None,
+            },
+        )
+        .await
+    }
+
     /// `GET /health`: the server's status (`ok` or `degraded`), version,
     /// uptime in seconds and its checks (database, migrations, engine), as
     /// JSON. Answered whether the server is healthy (HTTP 200) or degraded

@@ -12,8 +12,8 @@
 use serde_json::{Map, Value};
 
 use crate::{
-    AttemptStatus, Reason, RunStatus, StepStatus, definition::StepDef, event::EventKind,
-    machine::Event, machine::StepState, observe::Timing,
+    AttemptKind, AttemptStatus, Reason, RunStatus, StepStatus, UndoStatus, definition::StepDef,
+    event::EventKind, machine::Event, machine::StepState, observe::Timing,
 };
 
 /// Most releases one step may have (over its whole life) before a release
@@ -33,6 +33,11 @@ pub const CLAIMED_STEP: StepStatus = StepStatus::Running;
 pub const CLAIMED_ATTEMPT: AttemptStatus = AttemptStatus::Running;
 /// See [`CLAIMED_STEP`].
 pub const STARTED_RUN: RunStatus = RunStatus::Running;
+/// The undo status a claim of a step's compensation writes (the step row
+/// itself stays `compensating`).
+pub const CLAIMED_UNDO: UndoStatus = UndoStatus::Running;
+/// The undo status a claim of a compensation looks for.
+pub const READY_UNDO: UndoStatus = UndoStatus::Ready;
 
 /// What claiming one ready step decides. Times are epoch ms, durations ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,11 +57,17 @@ pub struct Claim {
     pub queue_wait_ms: i64,
     /// The run was still pending: this claim starts it (`run.started`).
     pub starts_run: bool,
+    /// Whether the attempt runs the step's handler or its `compensate`
+    /// handler.
+    pub kind: AttemptKind,
 }
 
 /// Decides the claim of a ready step whose row says `n_attempts` attempts so
-/// far and `ready_at`, in a run of status `run_status`, at `now`.
+/// far and `ready_at`, in a run of status `run_status`, at `now`; `kind`
+/// says whether the step's handler or its undo (a step whose undo is
+/// `ready`) is claimed.
 pub fn claim(
+    kind: AttemptKind,
     step: &StepDef,
     run_status: RunStatus,
     n_attempts: i64,
@@ -74,6 +85,7 @@ pub fn claim(
         ready_at,
         queue_wait_ms: (now - ready_at).max(0),
         starts_run: run_status == RunStatus::Pending,
+        kind,
     }
 }
 
@@ -81,7 +93,10 @@ impl Claim {
     /// The claim in a run's in-memory state (what the claim's SQL writes to
     /// the rows): the step runs one more attempt; a pending run starts.
     pub fn apply(&self, run_status: &mut RunStatus, step: &mut StepState) {
-        step.status = CLAIMED_STEP;
+        match self.kind {
+            AttemptKind::Forward => step.status = CLAIMED_STEP,
+            AttemptKind::Compensate => step.undo = Some(CLAIMED_UNDO),
+        }
         step.n_attempts += 1;
         if self.starts_run {
             *run_status = STARTED_RUN;
@@ -95,13 +110,17 @@ impl Claim {
             .chain(self.starts_run.then_some(EventKind::RunStarted))
     }
 
-    /// The `attempt.claimed` payload.
+    /// The `attempt.claimed` payload (`kind` only for a compensation).
     pub fn data(&self, worker_id: &str, span_id: &str) -> Value {
-        serde_json::json!({
+        let mut data = serde_json::json!({
             "worker_id": worker_id,
             "span_id": span_id,
             "queue_wait_ms": self.queue_wait_ms,
-        })
+        });
+        if self.kind == AttemptKind::Compensate {
+            data["kind"] = self.kind.as_str().into();
+        }
+        data
     }
 }
 
@@ -219,7 +238,7 @@ pub fn json_size(value: &Value) -> u64 {
 /// result or release for any other no longer counts (its run ended, or it
 /// was retried since).
 pub fn still_counts(step: &StepState, attempt: i64) -> bool {
-    step.status == StepStatus::Running && i64::from(step.n_attempts) == attempt
+    (step.status == StepStatus::Running || step.undoing()) && i64::from(step.n_attempts) == attempt
 }
 
 /// A worker's result for the attempt of step `position`, received at
@@ -401,9 +420,10 @@ pub fn release(
 }
 
 /// The attempts still out when their run went from `before` to `after`:
-/// when the run failed or was cancelled just now they end `cancelled` (their
-/// leases stay, so the next heartbeat answers `cancel_requested`). A
-/// completed run has no attempt out.
+/// when the run failed or was cancelled just now they end `cancelled`
+/// (their leases stay, so the next heartbeat answers `cancel_requested`). A
+/// completed run has no attempt out. A run that begins compensating ends
+/// only the attempts of the steps it cancels ([`step_ended`]).
 pub fn run_ended(before: RunStatus, after: RunStatus) -> Option<End> {
     (after.is_terminal() && !before.is_terminal() && after != RunStatus::Completed).then_some(End {
         status: AttemptStatus::Cancelled,
@@ -417,6 +437,15 @@ pub fn run_ended(before: RunStatus, after: RunStatus) -> Option<End> {
         timing_in_event: false,
         event: None,
     })
+}
+
+/// The attempt out for a step that went from `before` to `after` while its
+/// run did not end: a running step cancelled (its run began compensating)
+/// ends it `cancelled`, like [`run_ended`].
+pub fn step_ended(before: &StepState, after: &StepState) -> Option<End> {
+    (before.status == StepStatus::Running && after.status == StepStatus::Cancelled)
+        .then(|| run_ended(RunStatus::Running, RunStatus::Cancelled))
+        .flatten()
 }
 
 /// An attempt's timing buckets: `ready_at` → `claimed_at` → result received
@@ -454,18 +483,22 @@ pub struct Heartbeat {
     pub renew_until: Option<i64>,
 }
 
-/// Decides a heartbeat at `now` for an attempt of status `attempt` in a run
-/// of status `run`, its lease lasting `lease_ms`, its deadline `deadline_at`.
-/// Past the deadline the attempt no longer counts even before the reaper has
-/// ended it: the worker should stop now.
+/// Decides a heartbeat at `now` for an attempt of kind `kind` and status
+/// `attempt` in a run of status `run`, its lease lasting `lease_ms`, its
+/// deadline `deadline_at`. Past the deadline the attempt no longer counts
+/// even before the reaper has ended it: the worker should stop now. A
+/// forward attempt of a compensating run is asked to stop and its lease is
+/// not renewed (its result still counts until the lease lapses).
 pub fn heartbeat(
     run: RunStatus,
+    kind: AttemptKind,
     attempt: AttemptStatus,
     deadline_at: Option<i64>,
     lease_ms: i64,
     now: i64,
 ) -> Heartbeat {
     let cancel_requested = run.is_terminal()
+        || (run == RunStatus::Compensating && kind == AttemptKind::Forward)
         || deadline_at.is_some_and(|deadline| deadline <= now)
         || attempt != AttemptStatus::Running;
     Heartbeat {
@@ -495,7 +528,10 @@ mod tests {
         use AttemptStatus as A;
         use RunStatus as R;
         let check = |run, attempt, deadline, expected| {
-            assert_eq!(heartbeat(run, attempt, deadline, 100, 1000), expected);
+            assert_eq!(
+                heartbeat(run, AttemptKind::Forward, attempt, deadline, 100, 1000),
+                expected
+            );
         };
         let renewed = Heartbeat {
             cancel_requested: false,
@@ -511,6 +547,18 @@ mod tests {
         check(R::Cancelled, A::Cancelled, None, stop);
         check(R::Running, A::Cancelled, None, stop);
         check(R::Failed, A::Running, None, stop);
+        check(R::Compensating, A::Running, None, stop);
+        assert_eq!(
+            heartbeat(
+                R::Compensating,
+                AttemptKind::Compensate,
+                A::Running,
+                None,
+                100,
+                1000
+            ),
+            renewed
+        );
     }
 
     #[test]

@@ -124,6 +124,9 @@ pub struct StepDef {
     /// What an approval step's `timeout` decides when it passes with no
     /// decision (`on_timeout`, default `reject`); unused by other kinds.
     pub on_timeout: OnTimeout,
+    /// The retry policy of the `compensate` handler's attempts
+    /// (`compensate_retry`, same shape as `retry`; default: `retry`).
+    pub compensate_retry: RetryPolicy,
 }
 
 /// Default `max_items` of a `for_each` step.
@@ -182,6 +185,9 @@ pub struct Definition {
     pub steps: Vec<StepDef>,
     /// Step indices such that every step comes after its dependencies.
     pub topo_order: Vec<usize>,
+    /// `compensate_on: [failure, cancel]`: a cancelled run is compensated
+    /// too (a failed one always is).
+    pub compensate_on_cancel: bool,
     /// The manifest as canonical JSON (sorted keys): what is stored, and what
     /// decides whether a re-registration is a new version.
     pub canonical: String,
@@ -330,7 +336,12 @@ impl Definition {
         let root = value
             .as_object()
             .ok_or_else(|| invalid("invalid_manifest", "$", "a manifest must be a mapping"))?;
-        check_fields(root, "$", &["name", "description", "queue", "steps"])?;
+        check_fields(
+            root,
+            "$",
+            &["name", "description", "queue", "steps", "compensate_on"],
+        )?;
+        let compensate_on_cancel = parse_compensate_on(root.get("compensate_on"))?;
         let name = required_str(root, "$", "name")?;
         check_name(&name, "name")?;
         let description = optional_str(root, "$", "description")?;
@@ -412,9 +423,50 @@ impl Definition {
             queue,
             steps,
             topo_order,
+            compensate_on_cancel,
             canonical: serde_json::to_string(value).expect("a JSON value serializes"),
         })
     }
+}
+
+/// Parses the workflow's `compensate_on` (a list of `failure` and `cancel`;
+/// default `[failure]`): whether a cancelled run is compensated too.
+/// Failure is always compensated, so the list must name it.
+fn parse_compensate_on(raw: Option<&Value>) -> Result<bool, ValidationError> {
+    let items = match raw {
+        None | Some(Value::Null) => return Ok(false),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(invalid(
+                "invalid_type",
+                "compensate_on",
+                "`compensate_on` must be a list of `failure` and `cancel`",
+            ));
+        }
+    };
+    let mut failure = false;
+    let mut cancel = false;
+    for item in items {
+        match item.as_str() {
+            Some("failure") => failure = true,
+            Some("cancel") => cancel = true,
+            _ => {
+                return Err(invalid(
+                    "invalid_compensate_on",
+                    "compensate_on",
+                    "`compensate_on` lists `failure` and optionally `cancel`",
+                ));
+            }
+        }
+    }
+    if !failure {
+        return Err(invalid(
+            "invalid_compensate_on",
+            "compensate_on",
+            "`compensate_on` must include `failure`: a failed run is always compensated",
+        ));
+    }
+    Ok(cancel)
 }
 
 const STEP_FIELDS: &[&str] = &[
@@ -428,6 +480,7 @@ const STEP_FIELDS: &[&str] = &[
     "heartbeat_timeout",
     "when",
     "compensate",
+    "compensate_retry",
     "duration",
     "run_if",
     "handles_failure",
@@ -500,6 +553,7 @@ fn parse_step(
             "for_each",
             "max_items",
             "max_parallel",
+            "compensate_retry",
         ] {
             // An approval's `timeout` is how long it waits for a decision.
             if field == "timeout" && matches!(kind, StepKind::Approval) {
@@ -630,6 +684,10 @@ fn parse_step(
         ));
     }
     let fan_out = parse_fan_out(fields, &at)?;
+    let compensate_retry = match fields.get("compensate_retry") {
+        None | Some(Value::Null) => retry.clone(),
+        Some(raw) => parse_retry(raw, &format!("{at}.compensate_retry"))?,
+    };
     Ok(StepDef {
         name,
         kind,
@@ -645,6 +703,7 @@ fn parse_step(
         handles_failure,
         fan_out,
         on_timeout,
+        compensate_retry,
     })
 }
 

@@ -12,7 +12,7 @@ use std::fmt;
 pub struct Field {
     /// The JSON key.
     pub name: &'static str,
-    /// The JSON shape: `integer`, `string`, `boolean` or `object`.
+    /// The JSON shape: `integer`, `string`, `boolean`, `array` or `object`.
     pub shape: &'static str,
     /// Whether every event of the kind carries it.
     pub always: bool,
@@ -149,6 +149,7 @@ event_kinds! {
         field("index", "integer", false, "for an attempt of a `for_each` child: the child's index"),
         field("span_id", "string", true, "the attempt's span id, 16 hex digits"),
         field("queue_wait_ms", "integer", true, "ready → claimed, ms"),
+        field("kind", "string", false, "`compensate` when the attempt runs the step's `compensate` handler (absent for the step's own handler)"),
     ];
     AttemptCompleted => "attempt.completed", "The attempt's worker reported success under its live lease.", [TIMING,
         field("index", "integer", false, "for an attempt of a `for_each` child: the child's index"),
@@ -162,6 +163,27 @@ event_kinds! {
     AttemptReleased => "attempt.released", "The attempt's worker shut down and handed it back; the step is ready again and the attempt spent none of its budget.", [TIMING, REASON, ERROR, RELEASES, RETRYABLE,
         field("index", "integer", false, "for an attempt of a `for_each` child: the child's index"),
     ];
+    CompensationStarted => "compensation.started", "The run failed (or was cancelled under `compensate_on: [cancel]`) and its completed steps with a `compensate` handler are being undone; the run is `compensating`.", [
+        field("reason", "string", true, "the run's failure reason, which a compensated run keeps"),
+        field("steps", "array", true, "the steps to undo, by name"),
+    ];
+    StepCompensating => "step.compensating", "The step's compensation is ready to be claimed: every completed dependant's undo is done; `attempt` is the attempt it is ready for.", [];
+    StepCompensated => "step.compensated", "The step's compensation completed.", [];
+    StepCompensationFailed => "step.compensation_failed", "The step's compensation failed for good (no `compensate_retry` attempts left or a permanent failure).", [REASON, ERROR];
+    CompensationCompleted => "compensation.completed", "Every undo completed (or was skipped): the run is `compensated`, keeping its failure reason.", [
+        field("reason", "string", true, "the run's original failure reason"),
+    ];
+    CompensationFailed => "compensation.failed", "Every undo was attempted and some failed for good: the run fails with reason `compensation_failed` (a `run.failed` follows).", [
+        field("failed", "array", true, "the steps whose undo failed, by name"),
+        field("reason", "string", true, "the run's original failure reason"),
+    ];
+    CompensationSkipped => "compensation.skipped", "An operator marked the step's failed undo as skipped (`weft compensation skip`).", [
+        field("actor", "string", false, "who skipped it"),
+        field("comment", "string", false, "why, as they wrote it"),
+    ];
+    CompensationCancelled => "compensation.cancelled", "The run was cancelled while compensating: the undos not yet done will not run.", [
+        field("not_run", "array", true, "the steps whose undo did not run, by name"),
+    ];
     LeaseExpired => "lease.expired", "The attempt's lease lapsed without a result (its worker stopped renewing it); an `attempt.failed` follows.", [
         field("reason", "string", true, "lease_expired, or heartbeat_timeout when the step declares one"),
     ];
@@ -172,7 +194,10 @@ impl EventKind {
     pub fn ends_run(self) -> bool {
         matches!(
             self,
-            EventKind::RunCompleted | EventKind::RunFailed | EventKind::RunCancelled
+            EventKind::RunCompleted
+                | EventKind::RunFailed
+                | EventKind::RunCancelled
+                | EventKind::CompensationCompleted
         )
     }
 }
@@ -199,6 +224,6 @@ mod tests {
             assert_eq!(names.len(), kind.fields().len(), "{kind}: a field twice");
         }
         assert_eq!(EventKind::parse("step.running"), None);
-        assert_eq!(EventKind::ALL.len(), 23);
+        assert_eq!(EventKind::ALL.len(), 31);
     }
 }

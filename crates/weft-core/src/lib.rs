@@ -24,9 +24,11 @@ pub mod status;
 pub mod trace;
 #[cfg(test)]
 mod traces;
+#[cfg(test)]
+mod traces_compensation;
 
 pub use definition::{Definition, StepDef, StepKind, ValidationError};
 pub use event::EventKind;
-pub use machine::{Effect, Event, RunState, StepState};
+pub use machine::{Effect, Event, RunState, StepState, compensation};
 pub use retry::{Backoff, RetryPolicy};
-pub use status::{AttemptStatus, Reason, RunStatus, StepStatus};
+pub use status::{AttemptKind, AttemptStatus, Reason, RunStatus, StepStatus, UndoStatus};

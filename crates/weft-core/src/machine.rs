@@ -20,13 +20,19 @@
 //!   consumed by a completed `handles_failure` step.
 //! - `Retry` of a failed or cancelled run re-queues the failed and cancelled
 //!   steps with a fresh attempt budget; completed steps keep their outputs.
+//! - A run that fails (or is cancelled under `compensate_on: [cancel]`) with
+//!   completed steps that have a `compensate` handler goes `compensating`
+//!   instead of ending: `compensation.rs` decides the undos, and results of
+//!   undo attempts come back through the same events as any attempt's.
+
+pub mod compensation;
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
 use crate::{
-    Reason, RunStatus, StepStatus, condition,
+    Reason, RunStatus, StepStatus, UndoStatus, condition,
     definition::{Definition, OnTimeout, RunIf, StepKind},
     event::EventKind,
     fan_out::{self, ChildEnd, Children, Expansion, Next},
@@ -43,13 +49,20 @@ pub struct StepState {
     pub attempt_base: u32,
     pub output: Option<Value>,
     pub error: Option<String>,
-    /// When a `retrying` or sleeping `waiting` step is due, in epoch ms.
+    /// When a `retrying` or sleeping `waiting` step (or a retrying undo) is
+    /// due, in epoch ms.
     pub due_at: Option<i64>,
     /// Time its `when` took, ms, when this transition evaluated it (not
     /// stored: the store writes it into the event of the decision).
     pub condition_ms: Option<u64>,
     /// A `for_each` step's children counts, once its list is expanded.
     pub children: Option<Children>,
+    /// Where the step's compensation stands; `None` unless it is being (or
+    /// was) undone.
+    pub undo: Option<UndoStatus>,
+    /// `n_attempts` when the step's undo began (or was last retried): the
+    /// `compensate_retry` budget counts from here.
+    pub undo_base: u32,
 }
 
 impl StepState {
@@ -64,7 +77,14 @@ impl StepState {
             due_at: None,
             condition_ms: None,
             children: None,
+            undo: None,
+            undo_base: 0,
         }
+    }
+
+    /// Whether the attempt out for this step is an undo (`compensate`).
+    pub fn undoing(&self) -> bool {
+        self.undo == Some(UndoStatus::Running)
     }
 }
 
@@ -158,6 +178,10 @@ pub enum Event {
         step: usize,
         index: u32,
     },
+    /// An operator marks the step's failed undo as skipped.
+    SkipCompensation {
+        step: usize,
+    },
 }
 
 /// What the store must persist. Each effect is also one history event.
@@ -231,6 +255,37 @@ pub enum Effect {
         step: usize,
         index: u32,
     },
+    CompensationStarted {
+        reason: Reason,
+        steps: Vec<String>,
+    },
+    /// The step's undo is ready to be claimed.
+    StepCompensating {
+        step: usize,
+    },
+    StepCompensated {
+        step: usize,
+    },
+    StepCompensationFailed {
+        step: usize,
+        reason: Reason,
+        /// The last undo attempt's error.
+        error: String,
+    },
+    /// The run is `compensated`, keeping its original `reason`.
+    CompensationCompleted {
+        reason: Reason,
+    },
+    CompensationFailed {
+        failed: Vec<String>,
+        reason: Reason,
+    },
+    CompensationSkipped {
+        step: usize,
+    },
+    CompensationCancelled {
+        not_run: Vec<String>,
+    },
 }
 
 impl Effect {
@@ -254,6 +309,14 @@ impl Effect {
             Effect::ChildRetrying { .. } => EventKind::ChildRetrying,
             Effect::ChildCompleted { .. } => EventKind::ChildCompleted,
             Effect::ChildFailed { .. } => EventKind::ChildFailed,
+            Effect::CompensationStarted { .. } => EventKind::CompensationStarted,
+            Effect::StepCompensating { .. } => EventKind::StepCompensating,
+            Effect::StepCompensated { .. } => EventKind::StepCompensated,
+            Effect::StepCompensationFailed { .. } => EventKind::StepCompensationFailed,
+            Effect::CompensationCompleted { .. } => EventKind::CompensationCompleted,
+            Effect::CompensationFailed { .. } => EventKind::CompensationFailed,
+            Effect::CompensationSkipped { .. } => EventKind::CompensationSkipped,
+            Effect::CompensationCancelled { .. } => EventKind::CompensationCancelled,
         }
     }
 
@@ -272,7 +335,11 @@ impl Effect {
             | Effect::ChildRetrying { step, .. }
             | Effect::ChildCompleted { step, .. }
             | Effect::ChildFailed { step, .. }
-            | Effect::ChildReleased { step, .. } => Some(step),
+            | Effect::ChildReleased { step, .. }
+            | Effect::StepCompensating { step }
+            | Effect::StepCompensated { step }
+            | Effect::StepCompensationFailed { step, .. }
+            | Effect::CompensationSkipped { step } => Some(step),
             _ => None,
         }
     }
@@ -294,7 +361,8 @@ impl Effect {
             }
             Effect::StepFailed { reason, .. }
             | Effect::StepCancelled { reason, .. }
-            | Effect::RunFailed { reason } => {
+            | Effect::RunFailed { reason }
+            | Effect::CompensationCompleted { reason } => {
                 map.insert("reason".into(), reason.as_str().into());
             }
             Effect::StepFannedOut { items, ready, .. } => {
@@ -326,6 +394,21 @@ impl Effect {
                 map.insert("index".into(), (*index).into());
                 map.insert("reason".into(), reason.as_str().into());
                 map.insert("error".into(), message.clone().into());
+            }
+            Effect::StepCompensationFailed { reason, error, .. } => {
+                map.insert("error".into(), error.clone().into());
+                map.insert("reason".into(), reason.as_str().into());
+            }
+            Effect::CompensationStarted { reason, steps } => {
+                map.insert("reason".into(), reason.as_str().into());
+                map.insert("steps".into(), steps.clone().into());
+            }
+            Effect::CompensationFailed { failed, reason } => {
+                map.insert("failed".into(), failed.clone().into());
+                map.insert("reason".into(), reason.as_str().into());
+            }
+            Effect::CompensationCancelled { not_run } => {
+                map.insert("not_run".into(), not_run.clone().into());
             }
             _ => {}
         }
@@ -361,6 +444,23 @@ pub enum Rejected {
     NoChildren(String),
     #[error("child {1} of step `{0}` completed last but its outputs were not gathered")]
     NotGathered(String, u32),
+    /// `Retry` of a run that was compensated (or whose compensation was
+    /// cancelled): its undos ran, so its forward steps must not run again.
+    #[error("run is {0} and its compensation began: it cannot be retried")]
+    Compensated(RunStatus),
+    #[error("step `{0}` has no failed compensation to skip")]
+    NoFailedUndo(String),
+}
+
+impl Rejected {
+    /// The stable error code the API answers with (409).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejected::Compensated(_) => "run_compensated",
+            Rejected::NoFailedUndo(_) => "no_failed_compensation",
+            _ => "invalid_state",
+        }
+    }
 }
 
 /// [`apply_with`] evaluating `when` conditions on the calling thread.
@@ -396,6 +496,38 @@ pub fn apply_with(
         Event::Start => {
             expect_run(state, &[RunStatus::Pending], RunStatus::Pending.as_str())?;
             advance(def, state, cx, conditions, &mut effects);
+        }
+        Event::AttemptCompleted { step, .. } if undo_out(state, step) => {
+            compensation::completed(def, state, step, &mut effects);
+        }
+        Event::AttemptFailed {
+            step,
+            reason,
+            message,
+            retryable,
+        } if undo_out(state, step) => {
+            compensation::failed(
+                def,
+                state,
+                step,
+                (reason, message, retryable),
+                cx,
+                &mut effects,
+            );
+        }
+        Event::AttemptReleased { step } if undo_out(state, step) => {
+            compensation::released(state, step, &mut effects);
+        }
+        Event::AttemptCompleted { step, output } if drained_out(state, step) => {
+            compensation::drained_completed(def, state, step, output, &mut effects);
+        }
+        Event::AttemptFailed { step, .. } | Event::AttemptReleased { step }
+            if drained_out(state, step) =>
+        {
+            compensation::drained_ended(def, state, step, &mut effects);
+        }
+        Event::TimerFired { step } if state.status == RunStatus::Compensating => {
+            compensation::timer(state, step, cx, &mut effects);
         }
         Event::AttemptCompleted { step, output } => {
             expect_active(state)?;
@@ -503,9 +635,17 @@ pub fn apply_with(
             });
             advance(def, state, cx, conditions, &mut effects);
         }
+        Event::Cancel if state.status == RunStatus::Compensating => {
+            compensation::cancel(def, state, &mut effects);
+        }
         Event::Cancel => {
             expect_active(state)?;
-            for (step, s) in state.steps.iter_mut().enumerate() {
+            let compensates = def.compensate_on_cancel && compensation::will_compensate(def, state);
+            for step in 0..state.steps.len() {
+                if compensates && compensation::drains(def, state, step) {
+                    continue;
+                }
+                let s = &mut state.steps[step];
                 if !s.status.is_terminal() {
                     s.status = StepStatus::Cancelled;
                     s.reason = Some(Reason::Cancelled);
@@ -516,8 +656,11 @@ pub fn apply_with(
                     });
                 }
             }
-            state.status = RunStatus::Cancelled;
             state.reason = Some(Reason::Cancelled);
+            if compensates && compensation::begin(def, state, Reason::Cancelled, &mut effects) {
+                return Ok(effects);
+            }
+            state.status = RunStatus::Cancelled;
             effects.push(Effect::RunCancelled);
         }
         Event::ChildCompleted {
@@ -609,6 +752,18 @@ pub fn apply_with(
             expect_children(def, state, step)?;
             effects.push(Effect::ChildReleased { step, index });
         }
+        Event::Retry if compensation::is_compensation_failed(state) => {
+            compensation::retry(def, state, &mut effects);
+        }
+        Event::Retry if state.steps.iter().any(|s| s.undo.is_some()) => {
+            return Err(Rejected::Compensated(state.status));
+        }
+        Event::SkipCompensation { step } => {
+            if state.steps[step].undo != Some(UndoStatus::Failed) {
+                return Err(Rejected::NoFailedUndo(def.steps[step].name.clone()));
+            }
+            compensation::skip(def, state, step, &mut effects);
+        }
         Event::Retry => {
             expect_run(
                 state,
@@ -645,9 +800,23 @@ fn event_step(event: &Event) -> Option<usize> {
         | Event::Reject { step, .. }
         | Event::ChildCompleted { step, .. }
         | Event::ChildFailed { step, .. }
-        | Event::ChildReleased { step, .. } => Some(step),
+        | Event::ChildReleased { step, .. }
+        | Event::SkipCompensation { step } => Some(step),
         Event::Start | Event::Cancel | Event::Retry => None,
     }
+}
+
+/// Whether the attempt out for `step` is its undo, in a compensating run.
+fn undo_out(state: &RunState, step: usize) -> bool {
+    state.status == RunStatus::Compensating && state.steps[step].undoing()
+}
+
+/// Whether the attempt out for `step` is a forward attempt drained by a
+/// compensating run.
+fn drained_out(state: &RunState, step: usize) -> bool {
+    state.status == RunStatus::Compensating
+        && state.steps[step].status == StepStatus::Running
+        && state.steps[step].undo.is_none()
 }
 
 fn expect_run(
@@ -933,8 +1102,13 @@ pub fn settle(def: &Definition, state: &mut RunState, effects: &mut Vec<Effect>)
     if let Some((_, failed)) = unconsumed {
         let reason = failed.reason.unwrap_or(Reason::HandlerError);
         state.error = failed.error.clone();
-        state.status = RunStatus::Failed;
         state.reason = Some(reason);
+        // Compensation starts once the run has settled as failed: every
+        // step is done, so nothing is still running that it would undo.
+        if compensation::begin(def, state, reason, effects) {
+            return true;
+        }
+        state.status = RunStatus::Failed;
         effects.push(Effect::RunFailed { reason });
         return true;
     }

@@ -135,6 +135,10 @@ pub struct AttemptRecord<'a> {
     pub reason: Option<Reason>,
     pub error: Option<&'a str>,
     pub timing: Timing,
+    /// `compensate` for an attempt of the step's `compensate` handler (its
+    /// span is `compensate.<step>`, linked through `previous_span_id` to the
+    /// forward attempt it undoes; counted by `weft_compensations_total`).
+    pub kind: crate::AttemptKind,
 }
 
 /// A point-in-time view of the database, from which gauges are set.

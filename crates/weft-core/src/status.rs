@@ -118,6 +118,44 @@ string_enum!(
     }
 );
 
+string_enum!(
+    /// Where a step's compensation (its undo) stands, beside the step's own
+    /// status: `pending` (waiting for its dependants' undos) → `ready` →
+    /// `running` (→ `retrying` → `ready`) → `completed` | `failed`; an
+    /// operator may mark a failed one `skipped`; `cancelled` when the run was
+    /// cancelled before it ran. A step that is not being undone has none.
+    UndoStatus {
+        Pending => "pending",
+        Ready => "ready",
+        Running => "running",
+        Retrying => "retrying",
+        Completed => "completed",
+        Failed => "failed",
+        Skipped => "skipped",
+        Cancelled => "cancelled",
+    }
+);
+
+impl UndoStatus {
+    /// Whether the undo has settled: nothing more runs for it unless the run
+    /// is retried or the undo skipped.
+    pub fn is_settled(self) -> bool {
+        matches!(
+            self,
+            Self::Completed | Self::Failed | Self::Skipped | Self::Cancelled
+        )
+    }
+}
+
+string_enum!(
+    /// What an attempt does: run the step's handler (`forward`) or its
+    /// `compensate` handler (`compensate`, undoing a completed step).
+    AttemptKind {
+        Forward => "forward",
+        Compensate => "compensate",
+    }
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,6 +170,12 @@ mod tests {
         }
         for s in AttemptStatus::ALL {
             assert_eq!(AttemptStatus::parse(s.as_str()), Some(*s));
+        }
+        for u in UndoStatus::ALL {
+            assert_eq!(UndoStatus::parse(u.as_str()), Some(*u));
+        }
+        for k in AttemptKind::ALL {
+            assert_eq!(AttemptKind::parse(k.as_str()), Some(*k));
         }
         for r in Reason::ALL {
             assert_eq!(Reason::parse(r.as_str()), Some(*r));

@@ -17,7 +17,7 @@ use crate::{
 
 /// One thing that happens to a run, as the store sees it.
 #[derive(Debug, Clone)]
-enum Act {
+pub(crate) enum Act {
     /// A run or step event applied under the run lock.
     Run(Event),
     /// A worker claims the step (the claim query).
@@ -31,7 +31,7 @@ enum Act {
     Release(usize),
 }
 
-use Act::*;
+pub(crate) use Act::*;
 
 /// An attempt out (its lease row), as the harness tracks it.
 #[derive(Debug, Clone, Copy)]
@@ -42,11 +42,11 @@ struct Out {
     status: AttemptStatus,
 }
 
-fn ok(output: Value) -> Report {
+pub(crate) fn ok(output: Value) -> Report {
     Report::Completed(output)
 }
 
-fn failed(reason: Reason, message: &str, retryable: bool) -> Report {
+pub(crate) fn failed(reason: Reason, message: &str, retryable: bool) -> Report {
     Report::Failed {
         reason,
         message: message.to_owned(),
@@ -59,7 +59,7 @@ const MAX_OUTPUT_BYTES: u64 = 64;
 
 /// Applies `acts` in order and renders each with the history events it
 /// writes (attempts as `step#attempt`) and the statuses after it.
-fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected: Expect) {
+pub(crate) fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected: Expect) {
     let def = Definition::parse(manifest).unwrap();
     let mut state = RunState::new(&def, input);
     let mut outs: Vec<Option<Out>> = vec![None; def.steps.len()];
@@ -78,6 +78,7 @@ fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected: Expect) {
                          event: Event,
                          lines: &mut Vec<String>| {
             let before = state.status;
+            let steps_before = state.steps.clone();
             match apply(&def, state, event, cx) {
                 Ok(effects) => {
                     for e in effects {
@@ -86,6 +87,15 @@ fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected: Expect) {
                             Some(i) => format!("{}({})", e.kind(), name(i)),
                             None => e.kind().to_string(),
                         });
+                    }
+                    for (step, o) in outs.iter_mut().enumerate() {
+                        if let (Some(o), Some(end)) = (
+                            o.as_mut().filter(|o| o.status == AttemptStatus::Running),
+                            attempt::step_ended(&steps_before[step], &state.steps[step]),
+                        ) {
+                            o.status = end.status;
+                            lines.push(format!("[{}#{} {}]", name(step), o.attempt, end.status));
+                        }
                     }
                     if let Some(end) = attempt::run_ended(before, state.status) {
                         for (step, o) in outs.iter_mut().enumerate() {
@@ -144,10 +154,16 @@ fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected: Expect) {
             Run(event) => run_event(&mut state, &mut outs, event, &mut lines),
             Claim(step) => {
                 let s = &state.steps[step];
-                if s.status != crate::StepStatus::Ready {
+                let kind = if s.undo == Some(attempt::READY_UNDO) {
+                    crate::AttemptKind::Compensate
+                } else {
+                    crate::AttemptKind::Forward
+                };
+                if s.status != crate::StepStatus::Ready && kind == crate::AttemptKind::Forward {
                     lines.push(format!("NOT CLAIMED: step is {}", s.status));
                 } else {
                     let claim = attempt::claim(
+                        kind,
                         &def.steps[step],
                         state.status,
                         i64::from(s.n_attempts),
@@ -162,6 +178,11 @@ fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected: Expect) {
                     );
                     for kind in claim.events() {
                         lines.push(match kind {
+                            crate::EventKind::AttemptClaimed
+                                if claim.kind == crate::AttemptKind::Compensate =>
+                            {
+                                format!("{kind}({}#{} compensate)", name(step), claim.attempt)
+                            }
                             crate::EventKind::AttemptClaimed => {
                                 format!("{kind}({}#{})", name(step), claim.attempt)
                             }
@@ -181,6 +202,7 @@ fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected: Expect) {
                 Some(o) => {
                     let beat = attempt::heartbeat(
                         state.status,
+                        o.claim.kind,
                         o.status,
                         o.claim.deadline_at,
                         o.claim.lease_ms,
@@ -273,7 +295,10 @@ fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected: Expect) {
             .steps
             .iter()
             .zip(&state.steps)
-            .map(|(d, s)| format!("{}={}", d.name, s.status))
+            .map(|(d, s)| match s.undo {
+                Some(undo) => format!("{}={}/undo:{undo}", d.name, s.status),
+                None => format!("{}={}", d.name, s.status),
+            })
             .collect();
         writeln!(
             out,
@@ -866,7 +891,15 @@ fn run_output_is_the_leaves_outputs() {
         (0, serde_json::json!(1)),
         (1, serde_json::json!({"rows": 3})),
     ] {
-        let claim = attempt::claim(&def.steps[step], state.status, 0, None, 0, LEASE_MS);
+        let claim = attempt::claim(
+            crate::AttemptKind::Forward,
+            &def.steps[step],
+            state.status,
+            0,
+            None,
+            0,
+            LEASE_MS,
+        );
         claim.apply(&mut state.status, &mut state.steps[step]);
         let end = attempt::result(step, ok(output), 0, None, u64::MAX);
         apply(&def, &mut state, end.event.unwrap(), cx).unwrap();
@@ -886,8 +919,16 @@ fn releases_keep_the_budget_until_the_cap() {
     apply(&def, &mut state, Event::Start, cx).unwrap();
     let claim_and_release = |state: &mut RunState, releases| {
         let n = i64::from(state.steps[0].n_attempts);
-        attempt::claim(&def.steps[0], state.status, n, None, 0, LEASE_MS)
-            .apply(&mut state.status, &mut state.steps[0]);
+        attempt::claim(
+            crate::AttemptKind::Forward,
+            &def.steps[0],
+            state.status,
+            n,
+            None,
+            0,
+            LEASE_MS,
+        )
+        .apply(&mut state.status, &mut state.steps[0]);
         let end = attempt::release(0, releases, Some("bye".into()), 0, None);
         apply(&def, state, end.event.unwrap(), cx).unwrap();
     };

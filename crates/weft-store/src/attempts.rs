@@ -20,6 +20,9 @@ pub(crate) enum Which<'a> {
     Lease(&'a str),
     /// Every attempt of this run still running (its run just ended).
     RunningIn(&'a str),
+    /// The attempt of this run's step (by position) still running (its step
+    /// was just cancelled).
+    RunningAt(&'a str, usize),
 }
 
 impl Store {
@@ -38,6 +41,13 @@ impl Store {
             Which::RunningIn(run_id) => (
                 format!(
                     "run_id = $1 AND status = '{}'",
+                    AttemptStatus::Running.as_str()
+                ),
+                run_id,
+            ),
+            Which::RunningAt(run_id, position) => (
+                format!(
+                    "run_id = $1 AND position = {position} AND status = '{}'",
                     AttemptStatus::Running.as_str()
                 ),
                 run_id,
@@ -87,7 +97,8 @@ impl Store {
 }
 
 /// The span id of the attempt before `attempt` of the same step, if any: a
-/// retry's span links to it.
+/// retry's span links to it. A compensation's span links to the forward
+/// attempt it undoes instead.
 pub(crate) async fn previous_span_id(
     tx: &mut Tx,
     run_id: &str,
@@ -99,8 +110,9 @@ pub(crate) async fn previous_span_id(
     }
     let row = tx
         .fetch_optional(
-            "SELECT span_id FROM weft_attempts WHERE run_id = $1 AND position = $2 AND attempt = $3",
-            args![run_id, position, attempt - 1],
+            "SELECT span_id FROM weft_attempts WHERE run_id = $1 AND position = $2 AND attempt = \
+             COALESCE((SELECT undoes_attempt FROM weft_attempts WHERE run_id = $1 AND position = $2 AND attempt = $3), $4)",
+            args![run_id, position, attempt, attempt - 1],
         )
         .await?;
     row.map(|r| r.text("span_id")).transpose()

@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::Value;
 use weft_api::Task;
 use weft_core::{
-    EventKind, RunStatus, StepStatus, attempt, observe::Observation, trace::format_traceparent,
+    AttemptKind, AttemptStatus, EventKind, Reason, RunStatus, StepStatus, attempt,
+    observe::Observation, trace::format_traceparent,
 };
 
 use crate::{
@@ -43,20 +44,35 @@ impl Store {
             return Ok(Vec::new());
         }
         let n_queues = request.queues.len();
-        let filter = format!(
-            "status = '{}' AND queue IN ({}) AND handler IN ({})",
-            StepStatus::Ready.as_str(),
-            placeholders(1, n_queues),
-            placeholders(1 + n_queues, request.handlers.len())
-        );
+        let queues = placeholders(1, n_queues);
+        let handlers = placeholders(1 + n_queues, request.handlers.len());
+        // A step is claimable when it is ready for its handler, or when its
+        // undo is ready for its `compensate` handler. Each is its own
+        // statement, walking its own partial index in `ready_at` order: one
+        // statement with both under an OR would sort every ready row.
+        let forward = |p: &str| {
+            format!(
+                "{p}status = '{}' AND {p}queue IN ({queues}) AND {p}handler IN ({handlers})",
+                StepStatus::Ready.as_str(),
+            )
+        };
+        let undo = |p: &str| {
+            format!(
+                "{p}undo = '{}' AND {p}queue IN ({queues}) AND {p}compensate_handler IN ({handlers})",
+                attempt::READY_UNDO.as_str(),
+            )
+        };
         let mut values: Vec<Arg> = request.queues.iter().map(Arg::from).collect();
         values.extend(request.handlers.iter().map(Arg::from));
         if self.dialect() == Dialect::Sqlite {
             // Look on a reader first, so an idle poll never takes SQLite's write lock.
-            // Ready children of `for_each` steps are filtered the same way.
+            // Ready children of `for_each` steps are filtered like steps.
             let probe = format!(
-                "SELECT 1 AS one FROM weft_steps WHERE {filter} \
-                 UNION ALL SELECT 1 AS one FROM weft_children WHERE {filter} LIMIT 1"
+                "SELECT 1 AS one FROM weft_steps WHERE ({}) OR ({}) \
+                 UNION ALL SELECT 1 AS one FROM weft_children WHERE {} LIMIT 1",
+                forward(""),
+                undo(""),
+                forward("")
             );
             if self
                 .pool()
@@ -71,22 +87,31 @@ impl Store {
             Dialect::Postgres => " FOR UPDATE OF s SKIP LOCKED",
             Dialect::Sqlite => "",
         };
-        // The steps with their runs, in one round trip; only the steps are
-        // locked. Runs found corrupt are left out, so they never fill a batch.
+        // The steps with their runs, in one round trip each; only the steps
+        // are locked. Runs found corrupt are left out, so they never fill a
+        // batch. Undos first: they are few, and a failed run waits on them.
         let (skip, skip_values) = self.not_corrupt("s.run_id", values.len() + 1);
         values.extend(skip_values);
-        let sql = format!(
-            "SELECT s.run_id, s.position, s.n_attempts, s.ready_at, r.trace_id, r.baggage, r.workflow, \
-             r.version, r.status AS run_status, r.input \
-             FROM weft_steps s JOIN weft_runs r ON r.run_id = s.run_id \
-             WHERE s.{}{skip} ORDER BY s.ready_at LIMIT {}{lock}",
-            filter
-                .replace(" AND queue", " AND s.queue")
-                .replace(" AND handler", " AND s.handler"),
-            request.max_tasks.min(100)
-        );
+        let select = |filter: String, limit: u32| {
+            format!(
+                "SELECT s.run_id, s.position, s.n_attempts, s.ready_at, s.undo, \
+                 CASE WHEN s.undo = '{undo_ready}' THEN s.output END AS undo_output, \
+                 r.trace_id, r.baggage, r.workflow, \
+                 r.version, r.status AS run_status, r.reason AS run_reason, r.error AS run_error, r.input \
+                 FROM weft_steps s JOIN weft_runs r ON r.run_id = s.run_id \
+                 WHERE {filter}{skip} ORDER BY s.ready_at LIMIT {limit}{lock}",
+                undo_ready = attempt::READY_UNDO.as_str(),
+            )
+        };
+        let max_tasks = request.max_tasks.min(100);
         let mut tx = self.begin().await?;
-        let rows = tx.fetch_all(&sql, values).await?;
+        let mut rows = tx
+            .fetch_all(&select(undo("s."), max_tasks), values.clone())
+            .await?;
+        if (rows.len() as u32) < max_tasks {
+            let more = max_tasks - rows.len() as u32;
+            rows.extend(tx.fetch_all(&select(forward("s."), more), values).await?);
+        }
         // The claim time is read only once the rows are ours: read before the
         // transaction, it could predate the commit that made a step ready
         // (a dependant "claimed" before its dependency finished).
@@ -143,10 +168,58 @@ impl Store {
                 self.skip_corrupt("claim", &err);
                 continue;
             };
-            let outputs = dependency_outputs(&mut tx, &run_id, &step_def.deps).await?;
-            let input =
-                weft_core::machine::task_input(&def, position as usize, &run.input, &outputs);
+            let kind = if row.opt_text("undo")?.as_deref() == Some(attempt::READY_UNDO.as_str()) {
+                AttemptKind::Compensate
+            } else {
+                AttemptKind::Forward
+            };
+            let outputs = if kind == AttemptKind::Compensate {
+                BTreeMap::new()
+            } else {
+                dependency_outputs(&mut tx, &run_id, &step_def.deps).await?
+            };
+            let (input, handler, undoes_attempt) = match kind {
+                AttemptKind::Forward => (
+                    weft_core::machine::task_input(&def, position as usize, &run.input, &outputs),
+                    step_def.handler().unwrap_or_default().to_owned(),
+                    None,
+                ),
+                AttemptKind::Compensate => {
+                    let output = row
+                        .opt_text("undo_output")?
+                        .and_then(|t| serde_json::from_str(&t).ok())
+                        .unwrap_or(Value::Null);
+                    let input = weft_core::compensation::task_input(
+                        &run.input,
+                        &step_def.name,
+                        &output,
+                        run.reason,
+                        run.error.as_deref(),
+                    );
+                    // The forward attempt it undoes: the one that completed.
+                    let undoes = tx
+                        .fetch_optional(
+                            &format!(
+                                "SELECT MAX(attempt) AS attempt FROM weft_attempts \
+                                 WHERE run_id = $1 AND position = $2 AND kind = '{}' AND status = '{}'",
+                                AttemptKind::Forward.as_str(),
+                                AttemptStatus::Completed.as_str()
+                            ),
+                            args![&run_id, position],
+                        )
+                        .await?
+                        .map(|r| r.opt_int("attempt"))
+                        .transpose()?
+                        .flatten();
+                    (
+                        input,
+                        step_def.compensate.clone().unwrap_or_default(),
+                        undoes,
+                    )
+                }
+            };
             let decided = attempt::claim(
+                kind,
                 step_def,
                 run.status,
                 row.int("n_attempts")?,
@@ -165,6 +238,7 @@ impl Store {
                 queue: step_def.queue.clone(),
                 claim: decided,
                 item_index: None,
+                undoes_attempt,
             };
             tracing::debug!(
                 component = "engine", run_id = %run_id, trace_id = %run.trace_id, workflow = %run.workflow,
@@ -180,7 +254,7 @@ impl Store {
                     workflow: run.workflow.clone(),
                     step: step_def.name.clone(),
                     attempt,
-                    handler: step_def.handler().unwrap_or_default().to_owned(),
+                    handler,
                     input,
                     traceparent: format_traceparent(&run.trace_id, &claim.span_id),
                     deadline: decided.deadline_at.map(rfc3339),
@@ -191,7 +265,10 @@ impl Store {
                     idempotency_key: weft_core::idempotency::key(
                         &run_id,
                         &step_def.name,
-                        weft_core::idempotency::Phase::Forward,
+                        match kind {
+                            AttemptKind::Forward => weft_core::idempotency::Phase::Forward,
+                            AttemptKind::Compensate => weft_core::idempotency::Phase::Compensate,
+                        },
                         None,
                     ),
                 },
@@ -259,10 +336,16 @@ impl Store {
             sql.push(')');
             tx.execute(&sql, values).await?;
         }
+        // A claimed undo leaves the step `compensating`; its undo runs.
         let mut sql = format!(
-            "UPDATE weft_steps SET status = '{}', n_attempts = n_attempts + 1, updated_at = $1 \
+            "UPDATE weft_steps SET \
+             status = CASE WHEN undo = '{ready}' THEN status ELSE '{step}' END, \
+             undo = CASE WHEN undo = '{ready}' THEN '{running}' ELSE undo END, \
+             n_attempts = n_attempts + 1, updated_at = $1 \
              WHERE (run_id, position) IN (",
-            attempt::CLAIMED_STEP.as_str()
+            ready = attempt::READY_UNDO.as_str(),
+            step = attempt::CLAIMED_STEP.as_str(),
+            running = attempt::CLAIMED_UNDO.as_str(),
         );
         let mut values = args![now];
         for (i, a) in attempts_of_steps.iter().enumerate() {
@@ -277,10 +360,10 @@ impl Store {
             tx.execute(&sql, values).await?;
         }
 
-        const ATTEMPT_COLUMNS: usize = 8;
+        const ATTEMPT_COLUMNS: usize = 10;
         let mut sql = String::from(
             "INSERT INTO weft_attempts (worker_id, claimed_at, status, run_id, position, attempt, lease_id, span_id, \
-             ready_at, deadline_at, item_index) VALUES ",
+             ready_at, deadline_at, item_index, kind, undoes_attempt) VALUES ",
         );
         let mut values = args![worker_id, now];
         for (i, a) in attempts.iter().enumerate() {
@@ -301,7 +384,9 @@ impl Store {
                 &a.span_id,
                 a.claim.ready_at,
                 a.claim.deadline_at,
-                a.item_index
+                a.item_index,
+                a.claim.kind.as_str(),
+                a.undoes_attempt
             ]);
         }
         tx.execute(&sql, values).await?;
@@ -541,6 +626,7 @@ impl Store {
             let input = weft_core::fan_out::child_input(inputs[&key].clone(), item, index as u32);
             let sequence = next.get_mut(&key).expect("counted above");
             let decided = attempt::claim(
+                AttemptKind::Forward,
                 step_def,
                 run.status,
                 *sequence,
@@ -559,6 +645,7 @@ impl Store {
                 queue: step_def.queue.clone(),
                 claim: decided,
                 item_index: Some(index),
+                undoes_attempt: None,
             };
             tracing::debug!(
                 component = "engine", run_id = %run_id, trace_id = %run.trace_id, workflow = %run.workflow,
@@ -645,6 +732,8 @@ struct NewAttempt {
     claim: attempt::Claim,
     /// A `for_each` child's index; `None` for a step's own attempt.
     item_index: Option<i64>,
+    /// For a compensation: the forward attempt it undoes.
+    undoes_attempt: Option<i64>,
 }
 
 /// A task with what the claim's observation needs.
@@ -660,6 +749,9 @@ struct RunInfo {
     workflow: String,
     version: i64,
     status: RunStatus,
+    /// The run's failure, which a compensation's input carries.
+    reason: Option<Reason>,
+    error: Option<String>,
     input: Value,
 }
 
@@ -671,6 +763,8 @@ fn run_info(row: &crate::db::Row) -> Result<RunInfo> {
         workflow: row.text("workflow")?,
         version: row.int("version")?,
         status: row.status("run_status", RunStatus::parse)?,
+        reason: row.opt_text("run_reason")?.and_then(|r| Reason::parse(&r)),
+        error: row.opt_text("run_error")?,
         input: serde_json::from_str(&row.text("input")?).unwrap_or(Value::Null),
     })
 }

@@ -27,7 +27,11 @@ impl Store {
             .fetch_all(
                 &format!(
                     "SELECT workflow, status, COUNT(*) AS n FROM weft_runs WHERE status IN ({}) GROUP BY workflow, status",
-                    quoted(&[RunStatus::Pending.as_str(), RunStatus::Running.as_str()])
+                    quoted(&[
+                        RunStatus::Pending.as_str(),
+                        RunStatus::Running.as_str(),
+                        RunStatus::Compensating.as_str()
+                    ])
                 ),
                 Vec::new(),
             )

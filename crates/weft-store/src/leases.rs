@@ -19,7 +19,7 @@ impl Store {
         let mut tx = self.begin().await?;
         let row = tx
             .fetch_optional(
-                "SELECT l.lease_ms, l.deadline_at, a.status AS attempt_status, r.status AS run_status FROM weft_leases l \
+                "SELECT l.lease_ms, l.deadline_at, a.status AS attempt_status, a.kind, r.status AS run_status FROM weft_leases l \
                  JOIN weft_attempts a ON a.lease_id = l.lease_id JOIN weft_runs r ON r.run_id = l.run_id \
                  WHERE l.lease_id = $1",
                 args![lease_id],
@@ -28,6 +28,7 @@ impl Store {
             .ok_or_else(|| Error::stale_lease(lease_id))?;
         let beat = weft_core::attempt::heartbeat(
             row.status("run_status", weft_core::RunStatus::parse)?,
+            row.status("kind", weft_core::AttemptKind::parse)?,
             row.status("attempt_status", AttemptStatus::parse)?,
             row.opt_int("deadline_at")?,
             row.int("lease_ms")?,

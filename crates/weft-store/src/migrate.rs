@@ -18,6 +18,7 @@ const POSTGRES: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_tokens.sql")),
     (8, include_str!("../migrations/0008_audit_postgres.sql")),
     (9, include_str!("../migrations/0009_attempts_finished.sql")),
+    (10, include_str!("../migrations/0010_compensation.sql")),
     (11, include_str!("../migrations/0011_children.sql")),
 ];
 const SQLITE: &[(i64, &str)] = &[
@@ -33,6 +34,7 @@ const SQLITE: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_tokens.sql")),
     (8, include_str!("../migrations/0008_audit_sqlite.sql")),
     (9, include_str!("../migrations/0009_attempts_finished.sql")),
+    (10, include_str!("../migrations/0010_compensation.sql")),
     (11, include_str!("../migrations/0011_children.sql")),
 ];
 

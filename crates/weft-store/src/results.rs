@@ -453,6 +453,7 @@ impl Store {
             data,
         };
         let event = end.event.expect("a worker's result is told to the run");
+        let kind = attempt_kind(run, position);
         let (previous_span_id, event) = match item_index {
             None => (
                 previous_span_id(tx, &run.run_id, position as i64, attempt).await?,
@@ -496,6 +497,7 @@ impl Store {
                 reason: end.reason,
                 error: end.error,
                 timing,
+                kind,
             },
             applied,
             late: end.late,
@@ -610,4 +612,14 @@ fn written_outcome(run: &LockedRun, written: &Written) -> Result<Recorded> {
         });
     }
     Ok(Recorded::Applied)
+}
+
+/// What the attempt out for step `position` runs, judged before its end is
+/// applied: its `compensate` handler while the step's undo is running.
+pub(crate) fn attempt_kind(run: &LockedRun, position: usize) -> weft_core::AttemptKind {
+    if run.state.steps[position].undoing() {
+        weft_core::AttemptKind::Compensate
+    } else {
+        weft_core::AttemptKind::Forward
+    }
 }

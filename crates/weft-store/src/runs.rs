@@ -181,7 +181,7 @@ impl Store {
             .pool()
             .fetch_all(
                 &format!(
-                    "SELECT position, status, reason, output, error, due_at, {} FROM weft_steps \
+                    "SELECT position, status, reason, output, error, due_at, undo, {} FROM weft_steps \
                      WHERE run_id = $1 ORDER BY position",
                     crate::children::COUNT_COLUMNS
                 ),
@@ -191,7 +191,7 @@ impl Store {
         let attempt_rows = self
             .pool()
             .fetch_all(
-                "SELECT position, attempt, status, reason, worker_id, span_id, claimed_at, finished_at, error, timing, item_index \
+                "SELECT position, attempt, status, reason, worker_id, span_id, claimed_at, finished_at, error, timing, item_index, kind, undoes_attempt \
                  FROM weft_attempts WHERE run_id = $1 ORDER BY position, attempt",
                 args![&run_id],
             )
@@ -217,6 +217,11 @@ impl Store {
                     timing: a
                         .opt_text("timing")?
                         .and_then(|t| serde_json::from_str::<AttemptTiming>(&t).ok()),
+                    kind: a
+                        .status("kind", weft_core::AttemptKind::parse)?
+                        .as_str()
+                        .to_owned(),
+                    undoes_attempt: a.opt_int("undoes_attempt")?,
                 });
         }
         let steps = step_rows
@@ -245,6 +250,15 @@ impl Store {
                     output: json_or_null(s.opt_text("output")?),
                     error: s.opt_text("error")?,
                     due_at: opt_rfc3339(s.opt_int("due_at")?),
+                    compensate: step_def.compensate.clone(),
+                    undo: s
+                        .opt_text("undo")?
+                        .map(|u| {
+                            weft_core::UndoStatus::parse(&u)
+                                .map(|u| u.as_str().to_owned())
+                                .ok_or_else(|| s.corrupt("undo", Problem::UnknownValue(u)))
+                        })
+                        .transpose()?,
                     attempts: attempts.remove(&position).unwrap_or_default(),
                     children: crate::children::counts(s)?.map(|c| weft_api::ChildCounts {
                         total: c.total.into(),
@@ -406,6 +420,32 @@ impl Store {
             .await
     }
 
+    /// Marks the failed compensation of `step` as skipped (an operator's
+    /// escape hatch for an undo that can never succeed), recorded with its
+    /// actor and `comment`: a run whose failed undos are all skipped ends
+    /// `compensated`. `Conflict` `no_failed_compensation` unless the step's
+    /// undo failed.
+    pub async fn skip_compensation_as(
+        &self,
+        id: &str,
+        step: &str,
+        comment: Option<String>,
+        actor: &Actor,
+    ) -> Result<RunSummary> {
+        let mut stamp = actor.event_fields();
+        if let Some(comment) = &comment {
+            stamp.insert("comment".into(), comment.clone().into());
+        }
+        self.operate(id, Some(stamp), |run| {
+            let position = run.def.step_index(step).ok_or_else(|| Error::NotFound {
+                what: "step",
+                id: step.to_owned(),
+            })?;
+            Ok(Event::SkipCompensation { step: position })
+        })
+        .await
+    }
+
     /// Approves or rejects a waiting approval step.
     pub async fn decide(
         &self,
@@ -511,6 +551,7 @@ fn event_name(event: &Event) -> &'static str {
         Event::Retry => "retried",
         Event::Approve { .. } => "approved",
         Event::Reject { .. } => "rejected",
+        Event::SkipCompensation { .. } => "compensation skipped",
         _ => "changed",
     }
 }

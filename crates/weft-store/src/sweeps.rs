@@ -34,9 +34,10 @@ impl Store {
             .pool()
             .fetch_all(
                 &format!(
-                    "SELECT run_id, position FROM weft_steps WHERE due_at <= $1 AND status IN ('{}', '{}'){skip} ORDER BY due_at LIMIT {limit}",
+                    "SELECT run_id, position FROM weft_steps WHERE due_at <= $1 AND (status IN ('{}', '{}') OR undo = '{}'){skip} ORDER BY due_at LIMIT {limit}",
                     StepStatus::Retrying.as_str(),
-                    StepStatus::Waiting.as_str()
+                    StepStatus::Waiting.as_str(),
+                    weft_core::UndoStatus::Retrying.as_str()
                 ),
                 values,
             )
@@ -196,7 +197,8 @@ impl Store {
                 None => false,
             };
             if check.status("status", AttemptStatus::parse)? != AttemptStatus::Running
-                || run.state.steps[position].status != StepStatus::Running
+                || !(run.state.steps[position].status == StepStatus::Running
+                    || run.state.steps[position].undoing())
                 || child_stopped
             {
                 tx.commit().await?; // an attempt of an ended run: just drop its lease
@@ -245,6 +247,7 @@ impl Store {
             let message = end.error.clone().unwrap_or_default();
             tracing::info!(component = "engine", run_id = %lease.run_id, trace_id = %run.trace_id, workflow = %run.workflow, step = %step_name, attempt = lease.attempt, reason = reason.as_str(), error = %message, "attempt reaped");
             let event = end.event.clone().expect("a lapse is told to the run");
+            let kind = crate::results::attempt_kind(&run, position);
             let (previous_span_id, event) = match item_index {
                 None => (
                     previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?,
@@ -285,6 +288,7 @@ impl Store {
                 reason: end.reason,
                 error: end.error,
                 timing,
+                kind,
             };
             self.observer()
                 .observe(&Observation::AttemptFinished(ended.record(&run, now)));

@@ -7,8 +7,8 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use serde_json::Value;
 use weft_core::{
-    AttemptStatus, Definition, EventKind, Reason, RunState, RunStatus, StepState, StepStatus,
-    attempt,
+    AttemptKind, AttemptStatus, Definition, EventKind, Reason, RunState, RunStatus, StepState,
+    StepStatus, UndoStatus, attempt,
     machine::{self, Context, Effect, Event},
     observe::{AttemptRecord, ConditionRecord, Observation, RunRecord, Timing},
     redact::TextMasker,
@@ -78,6 +78,8 @@ pub(crate) struct EndedAttempt {
     pub reason: Option<Reason>,
     pub error: Option<String>,
     pub timing: Timing,
+    /// Whether it ran the step's handler or its `compensate` handler.
+    pub kind: AttemptKind,
 }
 
 impl EndedAttempt {
@@ -103,6 +105,7 @@ impl EndedAttempt {
             reason: self.reason,
             error: self.error.as_deref(),
             timing: self.timing,
+            kind: self.kind,
         }
     }
 }
@@ -181,7 +184,7 @@ impl Store {
         let step_rows = tx
             .fetch_all(
                 &format!(
-                    "SELECT position, status, reason, n_attempts, attempt_base, output, error, due_at, {} \
+                    "SELECT position, status, reason, n_attempts, attempt_base, output, error, due_at, undo, undo_base, {} \
                      FROM weft_steps WHERE run_id = $1 ORDER BY position",
                     crate::children::COUNT_COLUMNS
                 ),
@@ -210,6 +213,14 @@ impl Store {
                 due_at: r.opt_int("due_at")?,
                 condition_ms: None,
                 children: crate::children::counts(&r)?,
+                undo: r
+                    .opt_text("undo")?
+                    .map(|text| {
+                        UndoStatus::parse(&text)
+                            .ok_or_else(|| r.corrupt("undo", Problem::UnknownValue(text)))
+                    })
+                    .transpose()?,
+                undo_base: r.int("undo_base")? as u32,
             });
         }
         let state = RunState {
@@ -280,7 +291,7 @@ impl Store {
             machine::apply(&run.def, &mut run.state, event, cx)
         }
         .map_err(|rejected| Error::Conflict {
-            code: "invalid_state",
+            code: rejected.code(),
             message: rejected.to_string(),
         })?;
         if effects.is_empty() {
@@ -311,7 +322,8 @@ impl Store {
             }
         }
         for &position in &touched {
-            if run.state.steps[position].status == StepStatus::Ready {
+            let s = &run.state.steps[position];
+            if s.status == StepStatus::Ready || s.undo == Some(attempt::READY_UNDO) {
                 made_ready = true;
                 ready_queues.insert(run.def.steps[position].queue.clone());
             }
@@ -326,26 +338,31 @@ impl Store {
                 tx.execute(
                     &format!(
                         "UPDATE weft_steps SET status = $3, reason = $4, n_attempts = $5, attempt_base = $6, output = $7, \
-                         error = $8, due_at = $9, updated_at = $10, \
-                         ready_at = CASE WHEN $3 = '{ready}' THEN $10 ELSE ready_at END, \
-                         children_total = $11, children_dispatched = $12, children_in_flight = $13, \
-                         children_completed = $14, children_failed = $15 \
+                         error = $8, due_at = $9, updated_at = $10, undo = $11, undo_base = $12, \
+                         compensate_handler = COALESCE($13, compensate_handler), \
+                         ready_at = CASE WHEN $3 = '{ready}' OR $11 = '{undo_ready}' THEN $10 ELSE ready_at END, \
+                         children_total = $14, children_dispatched = $15, children_in_flight = $16, \
+                         children_completed = $17, children_failed = $18 \
                          WHERE run_id = $1 AND position = $2",
-                        ready = StepStatus::Ready.as_str()
+                        ready = StepStatus::Ready.as_str(),
+                        undo_ready = attempt::READY_UNDO.as_str()
                     ),
                     {
                         let mut values = args![
-                            &run.run_id,
-                            position,
-                            s.status.as_str(),
-                            s.reason.map(|r| r.as_str()),
-                            s.n_attempts,
-                            s.attempt_base,
-                            output,
-                            s.error.clone(),
-                            s.due_at,
-                            now
-                        ];
+                        &run.run_id,
+                        position,
+                        s.status.as_str(),
+                        s.reason.map(|r| r.as_str()),
+                        s.n_attempts,
+                        s.attempt_base,
+                        output,
+                        s.error.clone(),
+                        s.due_at,
+                        now,
+                        s.undo.map(|u| u.as_str()),
+                        s.undo_base,
+                        run.def.steps[position].compensate.as_deref()
+                    ];
                         values.extend(crate::children::count_args(s.children));
                         values
                     },
@@ -387,15 +404,35 @@ impl Store {
             .await?;
         }
         let mut cancelled_attempts = Vec::new();
+        // Attempts still out stop counting when their run ends (or, in a run
+        // that begins compensating, when their step is cancelled); their
+        // leases stay so that the next heartbeat answers `cancel_requested`.
+        // They are read first: each ends here, and its span with it.
+        let mut ends: Vec<(Option<usize>, attempt::End)> = Vec::new();
         if let Some(end) = attempt::run_ended(status_before, status) {
-            // Attempts still out stop counting; their leases stay so that the
-            // next heartbeat answers `cancel_requested`. They are read first:
-            // each ends here, and its span with it.
+            ends.push((None, end));
+        } else {
+            for &position in &touched {
+                if let Some(end) =
+                    attempt::step_ended(&steps_before[position], &run.state.steps[position])
+                {
+                    ends.push((Some(position), end));
+                }
+            }
+        }
+        for (position, end) in ends {
+            let (filter, which) = match position {
+                None => (String::new(), Which::RunningIn(&run.run_id)),
+                Some(p) => (
+                    format!(" AND position = {p}"),
+                    Which::RunningAt(&run.run_id, p),
+                ),
+            };
             for row in tx
                 .fetch_all(
                     &format!(
-                        "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at, item_index FROM weft_attempts \
-                         WHERE run_id = $1 AND status = '{}'",
+                        "SELECT position, attempt, span_id, worker_id, ready_at, claimed_at, item_index, kind FROM weft_attempts \
+                         WHERE run_id = $1 AND status = '{}'{filter}",
                         AttemptStatus::Running.as_str()
                     ),
                     args![&run.run_id],
@@ -420,10 +457,10 @@ impl Store {
                         total_ms: (now - claimed_at).max(0),
                         ..Timing::default()
                     },
+                    kind: row.status("kind", AttemptKind::parse)?,
                 });
             }
-            self.end_attempts(tx, Which::RunningIn(&run.run_id), &end, now, None)
-                .await?;
+            self.end_attempts(tx, which, &end, now, None).await?;
         }
         for effect in &effects {
             let (step, attempt) = match effect.step() {
@@ -536,7 +573,10 @@ impl Store {
         }
         for effect in &applied.effects {
             match effect {
-                Effect::RunCompleted | Effect::RunFailed { .. } | Effect::RunCancelled => {
+                Effect::RunCompleted
+                | Effect::RunFailed { .. }
+                | Effect::RunCancelled
+                | Effect::CompensationCompleted { .. } => {
                     let error = self.masked_for_people(run, run.state.error.as_deref());
                     let mut record = self::run_record(run, now);
                     record.error = error.as_deref();
@@ -566,7 +606,7 @@ impl Store {
 fn effect_attempt(run: &LockedRun, effect: &Effect, position: usize) -> Option<i64> {
     let n = i64::from(run.state.steps[position].n_attempts);
     match effect {
-        Effect::StepReady { .. } => Some(n + 1),
+        Effect::StepReady { .. } | Effect::StepCompensating { .. } => Some(n + 1),
         _ => (n > 0).then_some(n),
     }
 }

@@ -193,6 +193,7 @@ struct Families {
     runs_retried: Family<WorkflowLabels, Counter>,
     step_attempts: Family<AttemptLabels, Counter>,
     step_retries: Family<StepLabels, Counter>,
+    compensations: Family<StepStatusLabels, Counter>,
     leases_expired: Family<QueueLabels, Counter>,
     worker_polls: Family<PollLabels, Counter>,
     http_requests: Family<HttpLabels, Counter>,
@@ -239,6 +240,7 @@ impl Metrics {
             runs_retried: Family::default(),
             step_attempts: Family::default(),
             step_retries: Family::default(),
+            compensations: Family::default(),
             leases_expired: Family::default(),
             worker_polls: Family::default(),
             http_requests: Family::default(),
@@ -339,6 +341,11 @@ impl Metrics {
             "Store operation time, by operation",
             Unit::Seconds,
             f.db_query_duration.clone(),
+        );
+        registry.register(
+            "compensations",
+            "Compensation attempts (a step's `compensate` handler) ended, by workflow, step and status; not counted in step_attempts",
+            f.compensations.clone(),
         );
         registry.register(
             "runs_active",
@@ -500,6 +507,19 @@ impl Metrics {
                 .get_or_create(&StepLabels { workflow, step })
                 .observe(handler);
         }
+    }
+
+    /// One compensation attempt ended with `status` (`weft_compensations_total`).
+    pub fn compensation_finished(&self, workflow: &str, step: &str, status: &str) {
+        let (workflow, step) = self.step(workflow, step);
+        self.f()
+            .compensations
+            .get_or_create(&StepStatusLabels {
+                workflow,
+                step,
+                status: status.to_owned(),
+            })
+            .inc();
     }
 
     pub fn step_retrying(&self, workflow: &str, step: &str) {
@@ -672,6 +692,11 @@ impl Observer for Metrics {
                 queue,
                 queue_wait_ms,
             } => self.attempt_claimed(queue, queue_wait_ms as f64 / 1000.0),
+            Observation::AttemptFinished(ref attempt)
+                if attempt.kind == weft_core::AttemptKind::Compensate =>
+            {
+                self.compensation_finished(attempt.workflow, attempt.step, attempt.status.as_str())
+            }
             Observation::AttemptFinished(ref attempt) => self.attempt_finished(
                 attempt.workflow,
                 attempt.step,

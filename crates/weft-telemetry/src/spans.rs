@@ -26,7 +26,7 @@ use opentelemetry_sdk::trace::{
     IdGenerator, RandomIdGenerator, SamplingDecision, SdkTracer, ShouldSample,
 };
 use weft_core::{
-    AttemptStatus, RunStatus,
+    AttemptKind, AttemptStatus, RunStatus,
     observe::{AttemptRecord, ConditionRecord, GaugeSnapshot, Observation, Observer, RunRecord},
 };
 
@@ -221,7 +221,16 @@ impl RowSpans {
             attributes.push(KeyValue::new("weft.timing.handler_ms", ms));
         }
         let failed = attempt.status == AttemptStatus::Failed;
-        let mut builder = SpanBuilder::from_name(format!("step.{}", attempt.step))
+        // A compensation is `compensate.<step>`, linked (as a retry is to
+        // the attempt before it) to the forward attempt it undoes.
+        let name = match attempt.kind {
+            AttemptKind::Forward => format!("step.{}", attempt.step),
+            AttemptKind::Compensate => {
+                attributes.push(KeyValue::new("weft.attempt_kind", attempt.kind.as_str()));
+                format!("compensate.{}", attempt.step)
+            }
+        };
+        let mut builder = SpanBuilder::from_name(name)
             .with_kind(SpanKind::Internal)
             .with_start_time(time(attempt.claimed_at_ms))
             .with_attributes(attributes);
@@ -416,6 +425,7 @@ mod tests {
                 ingest_ms: 2,
                 total_ms: 300,
             },
+            kind: AttemptKind::Forward,
         }
     }
 

@@ -179,9 +179,12 @@ fn sample(
         ("POST", "/v1/runs/cancel" | "/v1/runs/retry") => {
             json_body(json!({"workflow": "pay", "status": "completed", "expected": 0}))
         }
-        ("POST", "/v1/runs/{id}/steps/{step}/approve" | "/v1/runs/{id}/steps/{step}/reject") => {
-            json_body(json!({}))
-        }
+        (
+            "POST",
+            "/v1/runs/{id}/steps/{step}/approve"
+            | "/v1/runs/{id}/steps/{step}/reject"
+            | "/v1/runs/{id}/steps/{step}/compensation/skip",
+        ) => json_body(json!({})),
         // The dashboard's sign-in: open, but a form without its CSRF nonce
         // is refused 403 `csrf_token_invalid` (not a matter of roles).
         ("POST", "/signin") => Some((

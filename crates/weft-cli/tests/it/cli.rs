@@ -183,6 +183,7 @@ pub async fn cli_start_wait_run_runs(db_url: String) {
         .map(|k| (k["kind"].as_str().expect("kind"), k))
         .collect();
     assert_eq!(kinds.len(), weft_core::EventKind::ALL.len(), "{stdout}");
+    assert!(kinds.contains_key("compensation.started"), "{stdout}");
     assert!(!kinds.contains_key("step.running"), "no kind nobody writes");
     let mut seen = std::collections::BTreeSet::new();
     for id in [&ok_id, &fail_id] {

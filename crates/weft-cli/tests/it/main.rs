@@ -22,6 +22,7 @@ mod people;
 mod people_auth;
 mod restart;
 mod robustness;
+mod saga;
 mod secrets;
 mod stream;
 mod tls;
@@ -114,6 +115,14 @@ on_both_backends! {
     approvals::sleep_until_survives_restart,
     idempotency::idempotency_key_is_stable_per_step,
     stream::event_stream_wakes_on_commits,
+    saga::saga_chain_compensates_in_reverse,
+    saga::failing_compensation_then_retry,
+    saga::parallel_compensations,
+    saga::rejected_approval_compensates,
+    saga::server_killed_during_compensation,
+    saga::order_saga_example,
+    saga::skip_a_failed_compensation,
+    saga::compensation_spans_and_metrics,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.

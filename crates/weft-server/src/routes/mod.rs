@@ -17,6 +17,7 @@ use crate::{
 mod actions;
 mod audit;
 mod bulk;
+mod compensation;
 mod health;
 mod openapi;
 mod runs;
@@ -92,6 +93,7 @@ fn table() -> Vec<Route> {
         at(M::POST,   "/v1/runs/{id}/retry",                    OPERATOR, actions::retry_run),
         at(M::POST,   "/v1/runs/{id}/steps/{step}/approve",     OPERATOR, actions::approve_step),
         at(M::POST,   "/v1/runs/{id}/steps/{step}/reject",      OPERATOR, actions::reject_step),
+        at(M::POST,   "/v1/runs/{id}/steps/{step}/compensation/skip", OPERATOR, compensation::skip_compensation),
         at(M::GET,    "/v1/runs/{id}/diagnosis",                VIEWER,   diag::run_diagnosis),
         at(M::GET,    "/v1/diagnostics",                        VIEWER,   diag::diagnostics),
         at(M::GET,    "/v1/workers",                            VIEWER,   diag::list_workers),

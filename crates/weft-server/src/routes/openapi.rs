@@ -27,6 +27,7 @@ use crate::limits::{self};
         super::actions::reject_step,
         super::bulk::cancel_runs,
         super::bulk::retry_runs,
+        super::compensation::skip_compensation,
         super::audit::list_audit,
         super::worker::poll,
         super::worker::heartbeat,

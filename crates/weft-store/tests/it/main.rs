@@ -46,6 +46,7 @@ macro_rules! conformance {
 mod approvals;
 mod audit;
 mod clock;
+mod compensation;
 mod concurrency;
 mod corruption;
 mod counts;
