@@ -8,20 +8,21 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
 
-use crate::{RetryPolicy, condition, duration, retry::Backoff};
+use crate::{ErrorCode, RetryPolicy, condition, duration, retry::Backoff};
 
 /// A validation failure: a stable `code`, the `path` of the offending field and
 /// a sentence for humans.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message}")]
 pub struct ValidationError {
-    pub code: &'static str,
+    /// The catalogue's code for what is wrong (`invalid_type`, `cycle`, ...).
+    pub code: ErrorCode,
     pub path: String,
     pub message: String,
 }
 
 fn invalid(
-    code: &'static str,
+    code: ErrorCode,
     path: impl Into<String>,
     message: impl Into<String>,
 ) -> ValidationError {
@@ -120,15 +121,25 @@ impl Definition {
     pub fn parse_stored(text: &str) -> Result<Definition, ValidationError> {
         let trimmed = text.trim_start();
         let value: Value = if trimmed.starts_with('{') {
-            serde_json::from_str(text)
-                .map_err(|err| invalid("invalid_manifest", "$", format!("not valid JSON: {err}")))?
+            serde_json::from_str(text).map_err(|err| {
+                invalid(
+                    ErrorCode::InvalidManifest,
+                    "$",
+                    format!("not valid JSON: {err}"),
+                )
+            })?
         } else {
             let options = serde_saphyr::options! {
                 strict_booleans: true,
                 leading_zero_numbers_as_strings: true,
             };
-            serde_saphyr::from_str_with_options(text, options)
-                .map_err(|err| invalid("invalid_manifest", "$", format!("not valid YAML: {err}")))?
+            serde_saphyr::from_str_with_options(text, options).map_err(|err| {
+                invalid(
+                    ErrorCode::InvalidManifest,
+                    "$",
+                    format!("not valid YAML: {err}"),
+                )
+            })?
         };
         Self::from_value(&value)
     }
@@ -148,9 +159,13 @@ impl Definition {
 
     /// Validates a parsed manifest, as [`Definition::parse_stored`] does.
     pub fn from_value(value: &Value) -> Result<Definition, ValidationError> {
-        let root = value
-            .as_object()
-            .ok_or_else(|| invalid("invalid_manifest", "$", "a manifest must be a mapping"))?;
+        let root = value.as_object().ok_or_else(|| {
+            invalid(
+                ErrorCode::InvalidManifest,
+                "$",
+                "a manifest must be a mapping",
+            )
+        })?;
         check_fields(root, "$", &["name", "description", "queue", "steps"])?;
         let name = required_str(root, "$", "name")?;
         check_name(&name, "name")?;
@@ -159,7 +174,7 @@ impl Definition {
             && text.chars().count() > MAX_DESCRIPTION_LEN
         {
             return Err(invalid(
-                "invalid_description",
+                ErrorCode::InvalidDescription,
                 "description",
                 format!("a description is at most {MAX_DESCRIPTION_LEN} characters"),
             ));
@@ -168,19 +183,19 @@ impl Definition {
         check_name(&queue, "queue")?;
         let raw_steps = root
             .get("steps")
-            .ok_or_else(|| invalid("missing_field", "steps", "a workflow needs `steps`"))?
+            .ok_or_else(|| invalid(ErrorCode::MissingField, "steps", "a workflow needs `steps`"))?
             .as_array()
-            .ok_or_else(|| invalid("invalid_type", "steps", "`steps` must be a list"))?;
+            .ok_or_else(|| invalid(ErrorCode::InvalidType, "steps", "`steps` must be a list"))?;
         if raw_steps.is_empty() {
             return Err(invalid(
-                "empty_workflow",
+                ErrorCode::EmptyWorkflow,
                 "steps",
                 "a workflow needs at least one step",
             ));
         }
         if raw_steps.len() > MAX_STEPS {
             return Err(invalid(
-                "too_many_steps",
+                ErrorCode::TooManySteps,
                 "steps",
                 format!(
                     "a workflow has at most {MAX_STEPS} steps (this one has {})",
@@ -195,7 +210,7 @@ impl Definition {
             let step = parse_step(raw, i, &queue)?;
             if index_by_name.insert(step.name.clone(), i).is_some() {
                 return Err(invalid(
-                    "duplicate_step",
+                    ErrorCode::DuplicateStep,
                     format!("steps[{}].name", step.name),
                     format!("step `{}` is declared twice", step.name),
                 ));
@@ -207,7 +222,7 @@ impl Definition {
             for dep in &step.depends_on {
                 let &index = index_by_name.get(dep).ok_or_else(|| {
                     invalid(
-                        "unknown_dependency",
+                        ErrorCode::UnknownDependency,
                         format!("steps[{}].depends_on", step.name),
                         format!(
                             "step `{}` depends on `{dep}`, which is not a step of this workflow",
@@ -217,7 +232,7 @@ impl Definition {
                 })?;
                 if deps.contains(&index) {
                     return Err(invalid(
-                        "duplicate_dependency",
+                        ErrorCode::DuplicateDependency,
                         format!("steps[{}].depends_on", step.name),
                         format!("step `{}` lists `{dep}` twice", step.name),
                     ));
@@ -259,7 +274,7 @@ fn parse_step(
 ) -> Result<StepDef, ValidationError> {
     let fields = raw.as_object().ok_or_else(|| {
         invalid(
-            "invalid_type",
+            ErrorCode::InvalidType,
             format!("steps[{position}]"),
             "a step must be a mapping",
         )
@@ -276,7 +291,7 @@ fn parse_step(
         "task" => {
             let handler = handler.ok_or_else(|| {
                 invalid(
-                    "missing_handler",
+                    ErrorCode::MissingHandler,
                     format!("{at}.handler"),
                     format!("task step `{name}` needs a `handler`"),
                 )
@@ -287,7 +302,7 @@ fn parse_step(
         "sleep" => {
             let text = duration_text.ok_or_else(|| {
                 invalid(
-                    "missing_field",
+                    ErrorCode::MissingField,
                     format!("{at}.duration"),
                     format!("sleep step `{name}` needs a `duration`"),
                 )
@@ -299,7 +314,7 @@ fn parse_step(
         "approval" => StepKind::Approval,
         other => {
             return Err(invalid(
-                "invalid_kind",
+                ErrorCode::InvalidKind,
                 format!("{at}.kind"),
                 format!("unknown step kind `{other}` (task, sleep or approval)"),
             ));
@@ -315,7 +330,7 @@ fn parse_step(
         ] {
             if fields.contains_key(field) {
                 return Err(invalid(
-                    "unknown_field",
+                    ErrorCode::UnknownField,
                     format!("{at}.{field}"),
                     format!(
                         "`{field}` applies to task steps, not to {} steps",
@@ -327,7 +342,7 @@ fn parse_step(
     }
     if !matches!(kind, StepKind::Sleep { .. }) && fields.contains_key("duration") {
         return Err(invalid(
-            "unknown_field",
+            ErrorCode::UnknownField,
             format!("{at}.duration"),
             "`duration` applies to sleep steps only",
         ));
@@ -340,7 +355,7 @@ fn parse_step(
             .map(|item| {
                 item.as_str().map(str::to_owned).ok_or_else(|| {
                     invalid(
-                        "invalid_type",
+                        ErrorCode::InvalidType,
                         format!("{at}.depends_on"),
                         "`depends_on` must be a list of step names",
                     )
@@ -349,7 +364,7 @@ fn parse_step(
             .collect::<Result<_, _>>()?,
         Some(_) => {
             return Err(invalid(
-                "invalid_type",
+                ErrorCode::InvalidType,
                 format!("{at}.depends_on"),
                 "`depends_on` must be a list of step names",
             ));
@@ -390,7 +405,7 @@ fn parse_step(
 fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
     let fields = raw
         .as_object()
-        .ok_or_else(|| invalid("invalid_type", at, "`retry` must be a mapping"))?;
+        .ok_or_else(|| invalid(ErrorCode::InvalidType, at, "`retry` must be a mapping"))?;
     check_fields(
         fields,
         at,
@@ -410,7 +425,7 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
             .filter(|&n| (1..=1000).contains(&n))
             .ok_or_else(|| {
                 invalid(
-                    "invalid_retry",
+                    ErrorCode::InvalidRetry,
                     format!("{at}.max_attempts"),
                     "must be a whole number from 1 to 1000",
                 )
@@ -422,7 +437,7 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
             "fixed" => Backoff::Fixed,
             other => {
                 return Err(invalid(
-                    "invalid_retry",
+                    ErrorCode::InvalidRetry,
                     format!("{at}.backoff"),
                     format!("unknown backoff `{other}` (exponential or fixed)"),
                 ));
@@ -437,7 +452,7 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
     }
     if policy.max_ms < policy.initial_ms {
         return Err(invalid(
-            "invalid_retry",
+            ErrorCode::InvalidRetry,
             format!("{at}.max"),
             "`max` must not be shorter than `initial`",
         ));
@@ -445,7 +460,7 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
     if let Some(value) = fields.get("jitter") {
         policy.jitter = value.as_bool().ok_or_else(|| {
             invalid(
-                "invalid_type",
+                ErrorCode::InvalidType,
                 format!("{at}.jitter"),
                 "`jitter` must be true or false",
             )
@@ -457,7 +472,7 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
             .filter(|&m| (1.0..=10.0).contains(&m))
             .ok_or_else(|| {
                 invalid(
-                    "invalid_retry",
+                    ErrorCode::InvalidRetry,
                     format!("{at}.multiplier"),
                     "must be a number from 1 to 10",
                 )
@@ -496,7 +511,7 @@ fn topological_order(steps: &[StepDef]) -> Result<Vec<usize>, ValidationError> {
                         .collect();
                     names.push(&steps[dep].name);
                     return Err(invalid(
-                        "cycle",
+                        ErrorCode::Cycle,
                         format!("steps[{}].depends_on", steps[node].name),
                         format!("dependency cycle: {}", names.join(" -> ")),
                     ));
@@ -531,7 +546,7 @@ fn check_fields(
                 format!("{at}.{key}")
             };
             return Err(invalid(
-                "unknown_field",
+                ErrorCode::UnknownField,
                 path,
                 format!("unknown field `{key}` (known: {})", known.join(", ")),
             ));
@@ -555,7 +570,7 @@ fn required_str(
 ) -> Result<String, ValidationError> {
     optional_str(fields, at, key)?.ok_or_else(|| {
         invalid(
-            "missing_field",
+            ErrorCode::MissingField,
             field_path(at, key),
             format!("`{key}` is required"),
         )
@@ -571,7 +586,7 @@ fn optional_str(
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.clone())),
         Some(_) => Err(invalid(
-            "invalid_type",
+            ErrorCode::InvalidType,
             field_path(at, key),
             format!("`{key}` must be a string"),
         )),
@@ -614,11 +629,11 @@ pub const MAX_STEPS: usize = 2000;
 pub const MAX_DESCRIPTION_LEN: usize = 4096;
 
 fn parse_duration(text: &str, path: &str, max: u64) -> Result<u64, ValidationError> {
-    let ms =
-        duration::parse_ms(text).map_err(|message| invalid("invalid_duration", path, message))?;
+    let ms = duration::parse_ms(text)
+        .map_err(|message| invalid(ErrorCode::InvalidDuration, path, message))?;
     if ms == 0 || ms > max {
         return Err(invalid(
-            "invalid_duration",
+            ErrorCode::InvalidDuration,
             path,
             format!(
                 "`{text}` is out of range: a duration here is from 1ms to {}",
@@ -641,7 +656,7 @@ fn check_name(name: &str, path: &str) -> Result<(), ValidationError> {
         Ok(())
     } else {
         Err(invalid(
-            "invalid_name",
+            ErrorCode::InvalidName,
             path,
             format!("`{name}` is not a valid name (1-128 letters, digits, '.', '_', '-', '/')"),
         ))
@@ -725,7 +740,7 @@ steps:
     fn check_error(manifest: &str, code: &str, path: &str) {
         let err = Definition::parse(manifest).expect_err(manifest);
         assert_eq!(
-            (err.code, err.path.as_str()),
+            (err.code.as_str(), err.path.as_str()),
             (code, path),
             "{manifest}\n=> {err}"
         );
@@ -884,7 +899,7 @@ steps:
         let manifest = "name: w\nsteps:\n  - {name: a, handler: h, when: 'input.l.all(a, input.l.all(b, input.l.all(c, input.l.all(d, true))))'}\n";
         let err = Definition::parse(manifest).unwrap_err();
         assert_eq!(
-            (err.code, err.path.as_str()),
+            (err.code.as_str(), err.path.as_str()),
             ("when_too_complex", "steps[a].when")
         );
         let def = Definition::parse_stored(manifest).expect("a stored manifest loads");

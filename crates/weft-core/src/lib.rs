@@ -12,6 +12,7 @@ pub mod critical_path;
 pub mod definition;
 pub mod diagnosis;
 pub mod duration;
+pub mod error_code;
 pub mod event;
 pub mod machine;
 pub mod mask;
@@ -24,6 +25,7 @@ pub mod trace;
 mod traces;
 
 pub use definition::{Definition, StepDef, StepKind, ValidationError};
+pub use error_code::ErrorCode;
 pub use event::EventKind;
 pub use machine::{Effect, Event, RunState, StepState};
 pub use retry::{Backoff, RetryPolicy};

@@ -33,6 +33,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use crate::{ApiError, AppState, auth::Principal, forgery::CsrfVerified};
+use weft_core::ErrorCode;
 
 /// The session cookie's name; its value is the API token.
 pub const SESSION_COOKIE: &str = "weft_session";
@@ -94,7 +95,7 @@ fn cookie_safe(token: &str) -> bool {
 fn forbidden_csrf(message: &str) -> Response {
     ApiError::Other {
         status: StatusCode::FORBIDDEN,
-        code: "csrf_token_invalid",
+        code: ErrorCode::CsrfTokenInvalid,
         message: message.to_owned(),
     }
     .into_response()

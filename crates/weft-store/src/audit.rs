@@ -165,7 +165,7 @@ impl Store {
                 .ok()
                 .filter(|id| *id > 0)
                 .ok_or_else(|| Error::Invalid {
-                    code: "invalid_cursor",
+                    code: weft_core::ErrorCode::InvalidCursor,
                     message: format!(
                         "`{}` is not a cursor from this API",
                         cursor.chars().take(100).collect::<String>()

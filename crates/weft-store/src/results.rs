@@ -525,7 +525,7 @@ fn same_outcome(row: &Row, outcome: &Outcome, max_output_bytes: u64) -> Result<b
 fn attempt_still_counts(run: &LockedRun, position: usize, attempt: i64) -> Result<()> {
     if !attempt::still_counts(&run.state.steps[position], attempt) {
         return Err(Error::Conflict {
-            code: "attempt_not_running",
+            code: weft_core::ErrorCode::AttemptNotRunning,
             message: format!(
                 "attempt {attempt} of step `{}` no longer counts: its run is {}",
                 run.def.steps[position].name, run.state.status
@@ -538,7 +538,7 @@ fn attempt_still_counts(run: &LockedRun, position: usize, attempt: i64) -> Resul
 fn written_outcome(run: &LockedRun, written: &Written) -> Result<Recorded> {
     if written.late {
         return Err(Error::Conflict {
-            code: "deadline_exceeded",
+            code: weft_core::ErrorCode::DeadlineExceeded,
             message: format!(
                 "attempt {} of step `{}` reported after its deadline; it was recorded as timed out",
                 written.ended.attempt, run.def.steps[written.ended.position].name

@@ -104,7 +104,7 @@ impl Store {
         if let Some(cursor) = &filter.cursor {
             if uuid::Uuid::parse_str(cursor).is_err() {
                 return Err(Error::Invalid {
-                    code: "invalid_cursor",
+                    code: weft_core::ErrorCode::InvalidCursor,
                     message: format!("`{cursor}` is not a cursor from this API"),
                 });
             }

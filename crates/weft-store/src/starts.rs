@@ -149,7 +149,7 @@ impl Store {
                     err @ (Error::NotFound { .. }
                     | Error::Invalid { .. }
                     | Error::Conflict {
-                        code: "idempotency_key_reused",
+                        code: weft_core::ErrorCode::IdempotencyKeyReused,
                         ..
                     }),
                 ) => answers.push(Err(err)),
@@ -240,7 +240,7 @@ impl Store {
             let existing = existing_run(tx, new)
                 .await?
                 .ok_or_else(|| Error::Conflict {
-                    code: "concurrent_update",
+                    code: weft_core::ErrorCode::ConcurrentUpdate,
                     message: "idempotent start raced; try again".into(),
                 })?;
             return Ok((existing, None));
@@ -314,7 +314,7 @@ async fn existing_run(tx: &mut Tx, new: &NewRun) -> Result<Option<StartRunRespon
     // `Value` equality compares objects by key, whatever their order.
     if stored != new.input {
         return Err(Error::Conflict {
-            code: "idempotency_key_reused",
+            code: weft_core::ErrorCode::IdempotencyKeyReused,
             message: format!(
                 "idempotency key `{key}` already started run {} of `{}` with a different input",
                 row.text("run_id")?,

@@ -315,7 +315,7 @@ impl Store {
             .await
             .map_err(|err| match err {
                 Error::Conflict { .. } => Error::Conflict {
-                    code: "token_name_taken",
+                    code: weft_core::ErrorCode::TokenNameTaken,
                     message: format!(
                         "a live token is already named `{}`; revoke it first or pick another name",
                         new.name

@@ -252,7 +252,7 @@ impl Store {
             machine::apply(&run.def, &mut run.state, event, cx)
         }
         .map_err(|rejected| Error::Conflict {
-            code: "invalid_state",
+            code: weft_core::ErrorCode::InvalidState,
             message: rejected.to_string(),
         })?;
         if effects.is_empty() {

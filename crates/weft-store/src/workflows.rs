@@ -59,7 +59,7 @@ impl Store {
         .await
         .map_err(|err| match err {
             Error::Conflict { .. } => Error::Conflict {
-                code: "concurrent_update",
+                code: weft_core::ErrorCode::ConcurrentUpdate,
                 message: format!("workflow `{}` was registered concurrently; try again", def.name),
             },
             other => other,

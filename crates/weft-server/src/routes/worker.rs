@@ -8,7 +8,7 @@ use weft_api::{
     PollRequest, PollResponse, ReleaseRequest, ResultAnswer, ResultsRequest, ResultsResponse,
     TaskError, WorkerTiming,
 };
-use weft_core::Reason;
+use weft_core::{ErrorCode, Reason};
 use weft_store::{ClaimRequest, FailReport, Outcome, Recorded, WorkerResult};
 
 use super::ApiResult;
@@ -138,7 +138,7 @@ fn fail_report(error: TaskError, timing: Option<WorkerTiming>) -> ApiResult<Fail
         Some("no_handler") => Reason::NoHandler,
         Some(other) => {
             return Err(ApiError::bad_request(
-                "invalid_error_kind",
+                ErrorCode::InvalidErrorKind,
                 format!(
                     "`{other}` is not a reason a worker may report ({})",
                     weft_api::WORKER_FAILURE_KINDS.join(", ")
@@ -220,7 +220,7 @@ fn error_answer(lease_id: String, err: ApiError) -> ResultAnswer {
         status: err.status().as_u16(),
         already_applied: false,
         error: Some(ErrorDetail {
-            code: err.code().to_owned(),
+            code: err.code().as_str().to_owned(),
             message: err.to_string(),
         }),
     }

@@ -188,7 +188,7 @@ async fn check_start_run(store: Store) {
     assert!(matches!(
         store.start_run(reused).await,
         Err(weft_store::Error::Conflict {
-            code: "idempotency_key_reused",
+            code: weft_core::ErrorCode::IdempotencyKeyReused,
             ..
         })
     ));
