@@ -4,6 +4,7 @@
 mod actor;
 pub mod auth;
 mod conform;
+mod convert;
 mod dashboard;
 mod diagnostics;
 mod error;

@@ -157,7 +157,10 @@ async fn start_run_in(
             actor: Some(actor),
         })
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(started)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(crate::convert::started_run(started)),
+    ))
 }
 
 /// W3C baggage is kept as sent (ASCII, within the spec's 8192-byte cap)
@@ -201,7 +204,13 @@ pub(crate) async fn start_runs(
             actor: Some(actor.clone()),
         });
     }
-    let runs = state.store().start_runs_all_or_none(&batch).await?;
+    let runs = state
+        .store()
+        .start_runs_all_or_none(&batch)
+        .await?
+        .into_iter()
+        .map(crate::convert::started_run)
+        .collect();
     Ok((StatusCode::ACCEPTED, Json(StartRunsResponse { runs })))
 }
 

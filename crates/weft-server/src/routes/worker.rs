@@ -66,7 +66,8 @@ pub(crate) async fn heartbeat(
     Path(lease_id): Path<String>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
     caller.check_lease(state.store(), &lease_id).await?;
-    Ok(Json(state.store().heartbeat(&lease_id).await?))
+    let beat = state.store().heartbeat(&lease_id).await?;
+    Ok(Json(crate::convert::heartbeat(beat)))
 }
 
 #[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/complete", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = CompleteRequest, responses((status = 200, body = Ack, description = "Applied; `already_applied` when this lease's same result had been applied before (an earlier answer was lost). An output over `Task.max_output_bytes` is applied as a permanent failure, reason `invalid_output`"), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed"), (status = 413, body = ErrorBody, description = "`payload_too_large`: the body is over the server's limit")))]
