@@ -3,8 +3,10 @@
 //! OpenAPI document states. Redaction of what people are shown is
 //! `present.rs`'s; this module only changes the form.
 
-use weft_api::{HeartbeatResponse, StartRunResponse};
-use weft_store::{Heartbeat, StartedRun};
+use weft_api::{
+    HeartbeatResponse, PutWorkflowResponse, StartRunResponse, WorkflowDetail, WorkflowSummary,
+};
+use weft_store::{Heartbeat, Registered, StartedRun, WorkflowInfo, WorkflowVersion, rfc3339};
 
 /// A start's answer.
 pub fn started_run(run: StartedRun) -> StartRunResponse {
@@ -19,5 +21,37 @@ pub fn started_run(run: StartedRun) -> StartRunResponse {
 pub fn heartbeat(beat: Heartbeat) -> HeartbeatResponse {
     HeartbeatResponse {
         cancel_requested: beat.cancel_requested,
+    }
+}
+
+/// A registration's answer.
+pub fn registered(put: Registered) -> PutWorkflowResponse {
+    PutWorkflowResponse {
+        name: put.name,
+        version: put.version,
+        created: put.created,
+    }
+}
+
+/// An item of the workflow list.
+pub fn workflow_summary(w: WorkflowInfo) -> WorkflowSummary {
+    WorkflowSummary {
+        name: w.name,
+        version: w.version,
+        description: w.description,
+        steps: w.steps,
+        created_at: rfc3339(w.created_at_ms),
+    }
+}
+
+/// One version of a workflow.
+pub fn workflow_detail(w: WorkflowVersion) -> WorkflowDetail {
+    WorkflowDetail {
+        name: w.name,
+        version: w.version,
+        description: w.description,
+        created_at: rfc3339(w.created_at_ms),
+        manifest: w.manifest,
+        versions: w.versions,
     }
 }

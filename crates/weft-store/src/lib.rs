@@ -60,6 +60,7 @@ pub use timing::StoredTiming;
 pub use tokens::{NewToken, Pepper, StoredToken, TOKEN_PREFIX, TokenRecord};
 pub use weft_core::attempt::MAX_ERROR_BYTES;
 pub use workers::{QueueCounts, THROUGHPUT_WINDOW_MS, WorkerMeta, WorkerRecord};
+pub use workflows::{Registered, WorkflowInfo, WorkflowVersion};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

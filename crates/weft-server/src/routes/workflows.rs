@@ -52,13 +52,19 @@ pub(crate) async fn put_workflow(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(response)))
+    Ok((status, Json(crate::convert::registered(response))))
 }
 
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows", responses((status = 200, body = WorkflowList)))]
 pub(crate) async fn list_workflows(State(state): State<AppState>) -> ApiResult<Json<WorkflowList>> {
     Ok(Json(WorkflowList {
-        workflows: state.store().list_workflows().await?,
+        workflows: state
+            .store()
+            .list_workflows()
+            .await?
+            .into_iter()
+            .map(crate::convert::workflow_summary)
+            .collect(),
     }))
 }
 
@@ -73,7 +79,6 @@ pub(crate) async fn get_workflow(
     Path(name): Path<String>,
     Query(query): Query<WorkflowQuery>,
 ) -> ApiResult<Json<WorkflowDetail>> {
-    Ok(Json(
-        state.store().get_workflow(&name, query.version).await?,
-    ))
+    let version = state.store().get_workflow(&name, query.version).await?;
+    Ok(Json(crate::convert::workflow_detail(version)))
 }
