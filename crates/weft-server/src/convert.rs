@@ -4,9 +4,13 @@
 //! `present.rs`'s; this module only changes the form.
 
 use weft_api::{
-    HeartbeatResponse, PutWorkflowResponse, StartRunResponse, WorkflowDetail, WorkflowSummary,
+    AuditEntry, AuditList, HeartbeatResponse, PutWorkflowResponse, StartRunResponse, TokenInfo,
+    WorkflowDetail, WorkflowSummary,
 };
-use weft_store::{Heartbeat, Registered, StartedRun, WorkflowInfo, WorkflowVersion, rfc3339};
+use weft_store::{
+    AuditPage, AuditRecord, Heartbeat, Registered, StartedRun, TokenRecord, WorkflowInfo,
+    WorkflowVersion, rfc3339,
+};
 
 /// A start's answer.
 pub fn started_run(run: StartedRun) -> StartRunResponse {
@@ -53,5 +57,40 @@ pub fn workflow_detail(w: WorkflowVersion) -> WorkflowDetail {
         created_at: rfc3339(w.created_at_ms),
         manifest: w.manifest,
         versions: w.versions,
+    }
+}
+
+/// A page of the audit log.
+pub fn audit_list(page: AuditPage) -> AuditList {
+    AuditList {
+        entries: page.entries.into_iter().map(audit_entry).collect(),
+        next_cursor: page.next_cursor,
+    }
+}
+
+fn audit_entry(e: AuditRecord) -> AuditEntry {
+    AuditEntry {
+        id: e.id,
+        at: rfc3339(e.at_ms),
+        actor: e.actor,
+        on_behalf_of: e.on_behalf_of,
+        action: e.action,
+        target: e.target,
+        detail: e.detail,
+    }
+}
+
+/// The API's view of a token (never its secret).
+pub fn token_info(record: &TokenRecord) -> TokenInfo {
+    TokenInfo {
+        token_id: record.token_id.clone(),
+        name: record.name.clone(),
+        role: record.role.clone(),
+        queues: record.queues.clone(),
+        created_at: rfc3339(record.created_at),
+        created_by: record.created_by.clone(),
+        expires_at: record.expires_at.map(rfc3339),
+        revoked_at: record.revoked_at.map(rfc3339),
+        last_used_at: record.last_used_at.map(rfc3339),
     }
 }

@@ -4,7 +4,7 @@
 mod actor;
 pub mod auth;
 mod conform;
-mod convert;
+pub mod convert;
 mod dashboard;
 mod diagnostics;
 mod error;

@@ -45,7 +45,7 @@ use std::{
 use tokio::sync::Notify;
 use weft_core::{Definition, observe::Observer};
 
-pub use audit::{Actor, AuditAction, AuditFilter};
+pub use audit::{Actor, AuditAction, AuditFilter, AuditPage, AuditRecord};
 pub use claim::ClaimRequest;
 pub use db::{Dialect, PoolOptions};
 pub use diagnosis::{CauseCount, P99_TTL, Page, Summary};

@@ -86,5 +86,6 @@ pub(crate) async fn list_audit(
         limit: query.limit,
         cursor: query.cursor,
     };
-    Ok(Json(state.store().list_audit(&filter).await?))
+    let page = state.store().list_audit(&filter).await?;
+    Ok(Json(crate::convert::audit_list(page)))
 }

@@ -116,7 +116,7 @@ pub(crate) async fn create_token(
         StatusCode::CREATED,
         Json(CreatedToken {
             token,
-            info: record.info(),
+            info: crate::convert::token_info(&record),
         }),
     ))
 }
@@ -126,7 +126,7 @@ pub(crate) async fn create_token(
 pub(crate) async fn list_tokens(State(state): State<AppState>) -> ApiResult<Json<TokenList>> {
     let tokens = state.store().list_tokens().await?;
     Ok(Json(TokenList {
-        tokens: tokens.iter().map(weft_store::TokenRecord::info).collect(),
+        tokens: tokens.iter().map(crate::convert::token_info).collect(),
     }))
 }
 
@@ -150,5 +150,5 @@ pub(crate) async fn revoke_token(
             detail,
         )
         .await?;
-    Ok(Json(record.info()))
+    Ok(Json(crate::convert::token_info(&record)))
 }
