@@ -1,15 +1,16 @@
 //! The store's domain read models turned into the API's wire types: times
 //! as RFC 3339, statuses as their strings, answers under the field names the
 //! OpenAPI document states. Redaction of what people are shown is
-//! `present.rs`'s; this module only changes the form.
+//! `present.rs`'s; this module only changes the form. Requests' worker
+//! timings go the other way, into the store's domain terms.
 
 use weft_api::{
     AuditEntry, AuditList, HeartbeatResponse, PutWorkflowResponse, StartRunResponse, TokenInfo,
-    WorkflowDetail, WorkflowSummary,
+    WorkerTiming, WorkflowDetail, WorkflowSummary,
 };
 use weft_store::{
-    AuditPage, AuditRecord, Heartbeat, Registered, StartedRun, TokenRecord, WorkflowInfo,
-    WorkflowVersion, rfc3339,
+    AuditPage, AuditRecord, Heartbeat, Registered, ReportedTiming, StartedRun, TokenRecord,
+    WorkflowInfo, WorkflowVersion, rfc3339,
 };
 
 /// A start's answer.
@@ -93,4 +94,12 @@ pub fn token_info(record: &TokenRecord) -> TokenInfo {
         revoked_at: record.revoked_at.map(rfc3339),
         last_used_at: record.last_used_at.map(rfc3339),
     }
+}
+
+/// A worker's own measures of an attempt, as the store takes them.
+pub fn reported_timing(timing: Option<WorkerTiming>) -> Option<ReportedTiming> {
+    timing.map(|t| ReportedTiming {
+        dispatch_ms: t.dispatch_ms,
+        handler_ms: t.handler_ms,
+    })
 }

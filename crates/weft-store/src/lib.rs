@@ -51,7 +51,7 @@ pub use db::{Dialect, PoolOptions};
 pub use diagnosis::{CauseCount, P99_TTL, Page, Summary};
 pub use error::{Corruption, Error, Problem};
 pub use leases::Heartbeat;
-pub use results::{FailReport, Outcome, Recorded, WorkerResult};
+pub use results::{FailReport, Outcome, Recorded, ReportedTiming, WorkerResult};
 pub use run_counts::{CountFilter, StatusCount, run_id_floor};
 pub use runs::{NewRun, RunFilter};
 pub use starts::{MAX_STARTS_PER_BATCH, StartedRun};

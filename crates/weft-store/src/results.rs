@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
-use weft_api::WorkerTiming;
 use weft_core::{
     AttemptStatus, Reason,
     attempt::{self, End, Report, json_size, stored_error},
@@ -22,13 +21,23 @@ use crate::{
     transition::{Applied, EndedAttempt, EventRow, LockedRun},
 };
 
+/// The parts of an attempt's time only its worker can measure, in
+/// milliseconds; clamped to the server's claim → result window when stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportedTiming {
+    /// Task received (claimed) → handler started.
+    pub dispatch_ms: Option<i64>,
+    /// The handler's run time.
+    pub handler_ms: Option<i64>,
+}
+
 /// A worker's report that an attempt failed.
 #[derive(Debug, Clone)]
 pub struct FailReport {
     pub reason: Reason,
     pub message: String,
     pub retryable: bool,
-    pub timing: Option<WorkerTiming>,
+    pub timing: Option<ReportedTiming>,
 }
 
 /// What a worker reports for one attempt.
@@ -53,7 +62,7 @@ pub enum Recorded {
 pub struct WorkerResult {
     pub lease_id: String,
     pub outcome: Outcome,
-    pub timing: Option<WorkerTiming>,
+    pub timing: Option<ReportedTiming>,
     /// When the server received it (epoch ms): deadlines are judged by it.
     pub received_ms: i64,
 }
@@ -72,7 +81,7 @@ impl Store {
         &self,
         lease_id: &str,
         output: Value,
-        timing: Option<WorkerTiming>,
+        timing: Option<ReportedTiming>,
         received_ms: i64,
     ) -> Result<Recorded> {
         self.finish_one(&WorkerResult {
@@ -414,7 +423,7 @@ impl Store {
         lease_id: &str,
         lease: &Row,
         end: End,
-        worker: Option<&WorkerTiming>,
+        worker: Option<&ReportedTiming>,
         received_ms: i64,
         now: i64,
     ) -> Result<Written> {

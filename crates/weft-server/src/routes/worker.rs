@@ -81,7 +81,12 @@ pub(crate) async fn complete(
     let received = state.store().now_ms();
     let recorded = state
         .store()
-        .complete(&lease_id, request.output, request.timing, received)
+        .complete(
+            &lease_id,
+            request.output,
+            crate::convert::reported_timing(request.timing),
+            received,
+        )
         .await?;
     Ok(Json(Ack {
         ok: true,
@@ -131,6 +136,7 @@ pub(crate) async fn release(
 
 /// A worker's failure report, with only the reasons that are theirs to know.
 fn fail_report(error: TaskError, timing: Option<WorkerTiming>) -> ApiResult<FailReport> {
+    let timing = crate::convert::reported_timing(timing);
     let reason = match error.kind.as_deref() {
         None | Some("handler_error") => Reason::HandlerError,
         Some("timeout") => Reason::Timeout,
@@ -178,7 +184,7 @@ pub(crate) async fn results(
         batch.push(WorkerResult {
             lease_id: result.lease_id,
             outcome,
-            timing: result.timing,
+            timing: crate::convert::reported_timing(result.timing),
             received_ms: received,
         });
     }
