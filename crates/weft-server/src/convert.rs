@@ -5,12 +5,12 @@
 //! timings go the other way, into the store's domain terms.
 
 use weft_api::{
-    AuditEntry, AuditList, HeartbeatResponse, PutWorkflowResponse, StartRunResponse, TokenInfo,
-    WorkerTiming, WorkflowDetail, WorkflowSummary,
+    AuditEntry, AuditList, HeartbeatResponse, PutWorkflowResponse, StartRunResponse, Task,
+    TokenInfo, WorkerTiming, WorkflowDetail, WorkflowSummary,
 };
 use weft_store::{
-    AuditPage, AuditRecord, Heartbeat, Registered, ReportedTiming, StartedRun, TokenRecord,
-    WorkflowInfo, WorkflowVersion, rfc3339,
+    AuditPage, AuditRecord, ClaimedTask, Heartbeat, Registered, ReportedTiming, StartedRun,
+    TokenRecord, WorkflowInfo, WorkflowVersion, rfc3339,
 };
 
 /// A start's answer.
@@ -102,4 +102,25 @@ pub fn reported_timing(timing: Option<WorkerTiming>) -> Option<ReportedTiming> {
         dispatch_ms: t.dispatch_ms,
         handler_ms: t.handler_ms,
     })
+}
+
+/// A claimed attempt as its worker receives it: the W3C `traceparent` of
+/// the attempt's span, the deadline in RFC 3339.
+pub fn task(t: ClaimedTask) -> Task {
+    Task {
+        traceparent: weft_core::trace::format_traceparent(&t.trace_id, &t.span_id),
+        deadline: t.deadline_at_ms.map(rfc3339),
+        lease_id: t.lease_id,
+        run_id: t.run_id,
+        trace_id: t.trace_id,
+        workflow: t.workflow,
+        step: t.step,
+        attempt: t.attempt,
+        handler: t.handler,
+        input: t.input,
+        timeout_ms: t.timeout_ms,
+        lease_ms: t.lease_ms,
+        baggage: t.baggage,
+        max_output_bytes: t.max_output_bytes,
+    }
 }

@@ -46,7 +46,7 @@ use tokio::sync::Notify;
 use weft_core::{Definition, observe::Observer};
 
 pub use audit::{Actor, AuditAction, AuditFilter, AuditPage, AuditRecord};
-pub use claim::ClaimRequest;
+pub use claim::{ClaimRequest, ClaimedTask};
 pub use db::{Dialect, PoolOptions};
 pub use diagnosis::{CauseCount, P99_TTL, Page, Summary};
 pub use error::{Corruption, Error, Problem};

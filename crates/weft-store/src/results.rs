@@ -100,7 +100,7 @@ impl Store {
         report: FailReport,
         received_ms: i64,
     ) -> Result<Recorded> {
-        let timing = report.timing.clone();
+        let timing = report.timing;
         self.finish_one(&WorkerResult {
             lease_id: lease_id.to_owned(),
             outcome: Outcome::Failed(report),
@@ -448,7 +448,7 @@ impl Store {
             at: now,
             step: Some(run.def.steps[position].name.clone()),
             attempt: Some(attempt),
-            data: end.data(serde_json::to_value(&stored).expect("timing serializes")),
+            data: end.data(serde_json::to_value(stored).expect("timing serializes")),
         };
         let previous_span_id = previous_span_id(tx, &run.run_id, position as i64, attempt).await?;
         let event = end.event.expect("a worker's result is told to the run");

@@ -56,7 +56,9 @@ pub(crate) async fn poll(
             .metrics
             .worker_poll(queue, outcome, started.elapsed().as_secs_f64());
     }
-    Ok(Json(PollResponse { tasks: polled? }))
+    Ok(Json(PollResponse {
+        tasks: polled?.into_iter().map(crate::convert::task).collect(),
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/heartbeat", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = HeartbeatResponse), (status = 409, body = ErrorBody, description = "The lease is no longer held")))]
