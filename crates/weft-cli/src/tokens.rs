@@ -264,7 +264,7 @@ pub async fn run(command: TokensCommand, client: Client, json: bool) -> Result<E
                     let (record, token) = made?;
                     CreatedToken {
                         token,
-                        info: record.info(),
+                        info: weft_server::convert::token_info(&record),
                     }
                 }
                 None => {
@@ -295,7 +295,10 @@ pub async fn run(command: TokensCommand, client: Client, json: bool) -> Result<E
                     let (store, _) = open(url, &direct.pepper).await?;
                     let listed = store.list_tokens().await;
                     store.close().await;
-                    listed?.iter().map(weft_store::TokenRecord::info).collect()
+                    listed?
+                        .iter()
+                        .map(weft_server::convert::token_info)
+                        .collect()
                 }
                 None => client.list_tokens().await?.tokens,
             };
@@ -344,7 +347,7 @@ pub async fn run(command: TokensCommand, client: Client, json: bool) -> Result<E
                     let (store, _) = open(url, &direct.pepper).await?;
                     let revoked = store.revoke_token(&name_or_id).await;
                     store.close().await;
-                    revoked?.info()
+                    weft_server::convert::token_info(&revoked?)
                 }
                 None => client.revoke_token(&name_or_id).await?,
             };

@@ -40,6 +40,8 @@ use cel::{
 };
 use serde_json::Value;
 
+use crate::ErrorCode;
+
 /// The bounds a `when` condition is held to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
@@ -73,7 +75,7 @@ pub const LIMITS: Limits = Limits {
 #[error("{message}")]
 pub struct CompileError {
     /// `invalid_when` (does not parse) or `when_too_complex` (over a static limit).
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
 }
 
@@ -268,7 +270,7 @@ pub fn excerpt(expression: &str) -> String {
 
 fn too_complex(message: String) -> CompileError {
     CompileError {
-        code: "when_too_complex",
+        code: ErrorCode::WhenTooComplex,
         message,
     }
 }
@@ -398,7 +400,7 @@ fn compile_program(expression: &str) -> Result<cel::Program, CompileError> {
         let err = err.to_string();
         let first = err.lines().next().unwrap_or_default();
         CompileError {
-            code: "invalid_when",
+            code: ErrorCode::InvalidWhen,
             message: format!("`when` does not compile: {}", excerpt(first)),
         }
     })

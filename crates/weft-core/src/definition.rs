@@ -8,20 +8,21 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
 
-use crate::{RetryPolicy, condition, duration, retry::Backoff};
+use crate::{ErrorCode, RetryPolicy, condition, duration, retry::Backoff};
 
 /// A validation failure: a stable `code`, the `path` of the offending field and
 /// a sentence for humans.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{path}: {message}")]
 pub struct ValidationError {
-    pub code: &'static str,
+    /// The catalogue's code for what is wrong (`invalid_type`, `cycle`, ...).
+    pub code: ErrorCode,
     pub path: String,
     pub message: String,
 }
 
 fn invalid(
-    code: &'static str,
+    code: ErrorCode,
     path: impl Into<String>,
     message: impl Into<String>,
 ) -> ValidationError {
@@ -251,7 +252,7 @@ impl Definition {
                 match reference {
                     condition::Reference::Dynamic(var) => {
                         return Err(invalid(
-                            "dynamic_step_reference",
+                            crate::ErrorCode::DynamicStepReference,
                             &path,
                             format!(
                                 "`when` reads `{var}` other than by a step's name \
@@ -273,7 +274,7 @@ impl Definition {
                                 names.join(", ")
                             };
                             return Err(invalid(
-                                "unknown_step_reference",
+                                crate::ErrorCode::UnknownStepReference,
                                 &path,
                                 format!(
                                     "`when` names step `{name}`, which is not an ancestor of \
@@ -296,15 +297,25 @@ impl Definition {
     pub fn parse_stored(text: &str) -> Result<Definition, ValidationError> {
         let trimmed = text.trim_start();
         let value: Value = if trimmed.starts_with('{') {
-            serde_json::from_str(text)
-                .map_err(|err| invalid("invalid_manifest", "$", format!("not valid JSON: {err}")))?
+            serde_json::from_str(text).map_err(|err| {
+                invalid(
+                    ErrorCode::InvalidManifest,
+                    "$",
+                    format!("not valid JSON: {err}"),
+                )
+            })?
         } else {
             let options = serde_saphyr::options! {
                 strict_booleans: true,
                 leading_zero_numbers_as_strings: true,
             };
-            serde_saphyr::from_str_with_options(text, options)
-                .map_err(|err| invalid("invalid_manifest", "$", format!("not valid YAML: {err}")))?
+            serde_saphyr::from_str_with_options(text, options).map_err(|err| {
+                invalid(
+                    ErrorCode::InvalidManifest,
+                    "$",
+                    format!("not valid YAML: {err}"),
+                )
+            })?
         };
         Self::from_value(&value)
     }
@@ -333,9 +344,13 @@ impl Definition {
 
     /// Validates a parsed manifest, as [`Definition::parse_stored`] does.
     pub fn from_value(value: &Value) -> Result<Definition, ValidationError> {
-        let root = value
-            .as_object()
-            .ok_or_else(|| invalid("invalid_manifest", "$", "a manifest must be a mapping"))?;
+        let root = value.as_object().ok_or_else(|| {
+            invalid(
+                ErrorCode::InvalidManifest,
+                "$",
+                "a manifest must be a mapping",
+            )
+        })?;
         check_fields(
             root,
             "$",
@@ -349,7 +364,7 @@ impl Definition {
             && text.chars().count() > MAX_DESCRIPTION_LEN
         {
             return Err(invalid(
-                "invalid_description",
+                ErrorCode::InvalidDescription,
                 "description",
                 format!("a description is at most {MAX_DESCRIPTION_LEN} characters"),
             ));
@@ -358,19 +373,19 @@ impl Definition {
         check_name(&queue, "queue")?;
         let raw_steps = root
             .get("steps")
-            .ok_or_else(|| invalid("missing_field", "steps", "a workflow needs `steps`"))?
+            .ok_or_else(|| invalid(ErrorCode::MissingField, "steps", "a workflow needs `steps`"))?
             .as_array()
-            .ok_or_else(|| invalid("invalid_type", "steps", "`steps` must be a list"))?;
+            .ok_or_else(|| invalid(ErrorCode::InvalidType, "steps", "`steps` must be a list"))?;
         if raw_steps.is_empty() {
             return Err(invalid(
-                "empty_workflow",
+                ErrorCode::EmptyWorkflow,
                 "steps",
                 "a workflow needs at least one step",
             ));
         }
         if raw_steps.len() > MAX_STEPS {
             return Err(invalid(
-                "too_many_steps",
+                ErrorCode::TooManySteps,
                 "steps",
                 format!(
                     "a workflow has at most {MAX_STEPS} steps (this one has {})",
@@ -385,7 +400,7 @@ impl Definition {
             let step = parse_step(raw, i, &queue)?;
             if index_by_name.insert(step.name.clone(), i).is_some() {
                 return Err(invalid(
-                    "duplicate_step",
+                    ErrorCode::DuplicateStep,
                     format!("steps[{}].name", step.name),
                     format!("step `{}` is declared twice", step.name),
                 ));
@@ -397,7 +412,7 @@ impl Definition {
             for dep in &step.depends_on {
                 let &index = index_by_name.get(dep).ok_or_else(|| {
                     invalid(
-                        "unknown_dependency",
+                        ErrorCode::UnknownDependency,
                         format!("steps[{}].depends_on", step.name),
                         format!(
                             "step `{}` depends on `{dep}`, which is not a step of this workflow",
@@ -407,7 +422,7 @@ impl Definition {
                 })?;
                 if deps.contains(&index) {
                     return Err(invalid(
-                        "duplicate_dependency",
+                        ErrorCode::DuplicateDependency,
                         format!("steps[{}].depends_on", step.name),
                         format!("step `{}` lists `{dep}` twice", step.name),
                     ));
@@ -438,7 +453,7 @@ fn parse_compensate_on(raw: Option<&Value>) -> Result<bool, ValidationError> {
         Some(Value::Array(items)) => items,
         Some(_) => {
             return Err(invalid(
-                "invalid_type",
+                crate::ErrorCode::InvalidType,
                 "compensate_on",
                 "`compensate_on` must be a list of `failure` and `cancel`",
             ));
@@ -452,7 +467,7 @@ fn parse_compensate_on(raw: Option<&Value>) -> Result<bool, ValidationError> {
             Some("cancel") => cancel = true,
             _ => {
                 return Err(invalid(
-                    "invalid_compensate_on",
+                    crate::ErrorCode::InvalidCompensateOn,
                     "compensate_on",
                     "`compensate_on` lists `failure` and optionally `cancel`",
                 ));
@@ -461,7 +476,7 @@ fn parse_compensate_on(raw: Option<&Value>) -> Result<bool, ValidationError> {
     }
     if !failure {
         return Err(invalid(
-            "invalid_compensate_on",
+            crate::ErrorCode::InvalidCompensateOn,
             "compensate_on",
             "`compensate_on` must include `failure`: a failed run is always compensated",
         ));
@@ -497,7 +512,7 @@ fn parse_step(
 ) -> Result<StepDef, ValidationError> {
     let fields = raw.as_object().ok_or_else(|| {
         invalid(
-            "invalid_type",
+            ErrorCode::InvalidType,
             format!("steps[{position}]"),
             "a step must be a mapping",
         )
@@ -514,7 +529,7 @@ fn parse_step(
         "task" => {
             let handler = handler.ok_or_else(|| {
                 invalid(
-                    "missing_handler",
+                    ErrorCode::MissingHandler,
                     format!("{at}.handler"),
                     format!("task step `{name}` needs a `handler`"),
                 )
@@ -525,7 +540,7 @@ fn parse_step(
         "sleep" => {
             let text = duration_text.ok_or_else(|| {
                 invalid(
-                    "missing_field",
+                    ErrorCode::MissingField,
                     format!("{at}.duration"),
                     format!("sleep step `{name}` needs a `duration`"),
                 )
@@ -537,7 +552,7 @@ fn parse_step(
         "approval" => StepKind::Approval,
         other => {
             return Err(invalid(
-                "invalid_kind",
+                ErrorCode::InvalidKind,
                 format!("{at}.kind"),
                 format!("unknown step kind `{other}` (task, sleep or approval)"),
             ));
@@ -561,7 +576,7 @@ fn parse_step(
             }
             if fields.contains_key(field) {
                 return Err(invalid(
-                    "unknown_field",
+                    ErrorCode::UnknownField,
                     format!("{at}.{field}"),
                     format!(
                         "`{field}` applies to task steps, not to {} steps",
@@ -573,7 +588,7 @@ fn parse_step(
     }
     if !matches!(kind, StepKind::Sleep { .. }) && fields.contains_key("duration") {
         return Err(invalid(
-            "unknown_field",
+            ErrorCode::UnknownField,
             format!("{at}.duration"),
             "`duration` applies to sleep steps only",
         ));
@@ -586,7 +601,7 @@ fn parse_step(
             .map(|item| {
                 item.as_str().map(str::to_owned).ok_or_else(|| {
                     invalid(
-                        "invalid_type",
+                        ErrorCode::InvalidType,
                         format!("{at}.depends_on"),
                         "`depends_on` must be a list of step names",
                     )
@@ -595,7 +610,7 @@ fn parse_step(
             .collect::<Result<_, _>>()?,
         Some(_) => {
             return Err(invalid(
-                "invalid_type",
+                ErrorCode::InvalidType,
                 format!("{at}.depends_on"),
                 "`depends_on` must be a list of step names",
             ));
@@ -615,7 +630,7 @@ fn parse_step(
     let on_timeout = match optional_str(fields, &at, "on_timeout")? {
         _ if !matches!(kind, StepKind::Approval) && fields.contains_key("on_timeout") => {
             return Err(invalid(
-                "unknown_field",
+                crate::ErrorCode::UnknownField,
                 format!("{at}.on_timeout"),
                 "`on_timeout` applies to approval steps only",
             ));
@@ -626,7 +641,7 @@ fn parse_step(
             "approve" => OnTimeout::Approve,
             other => {
                 return Err(invalid(
-                    "invalid_value",
+                    crate::ErrorCode::InvalidValue,
                     format!("{at}.on_timeout"),
                     format!("unknown `on_timeout` `{other}` (reject or approve)"),
                 ));
@@ -648,7 +663,7 @@ fn parse_step(
         None => RunIf::default(),
         Some(text) => RunIf::parse(&text).ok_or_else(|| {
             invalid(
-                "invalid_trigger_rule",
+                crate::ErrorCode::InvalidTriggerRule,
                 format!("{at}.run_if"),
                 format!(
                     "unknown trigger rule `{text}` ({})",
@@ -666,7 +681,7 @@ fn parse_step(
         Some(Value::Bool(b)) => *b,
         Some(_) => {
             return Err(invalid(
-                "invalid_type",
+                crate::ErrorCode::InvalidType,
                 format!("{at}.handles_failure"),
                 "`handles_failure` must be true or false",
             ));
@@ -674,7 +689,7 @@ fn parse_step(
     };
     if handles_failure && !run_if.runs_after_failure() {
         return Err(invalid(
-            "invalid_trigger_rule",
+            crate::ErrorCode::InvalidTriggerRule,
             format!("{at}.handles_failure"),
             format!(
                 "`handles_failure` needs `run_if: all_done` or `run_if: any_failed`: \
@@ -715,7 +730,7 @@ fn parse_fan_out(fields: &Map<String, Value>, at: &str) -> Result<Option<FanOut>
         for field in ["max_items", "max_parallel"] {
             if fields.contains_key(field) {
                 return Err(invalid(
-                    "unknown_field",
+                    crate::ErrorCode::UnknownField,
                     format!("{at}.{field}"),
                     format!("`{field}` applies to `for_each` steps only"),
                 ));
@@ -724,8 +739,8 @@ fn parse_fan_out(fields: &Map<String, Value>, at: &str) -> Result<Option<FanOut>
         return Ok(None);
     };
     condition::compile_syntax(&expression).map_err(|err| {
-        let code = if err.code == "invalid_when" {
-            "invalid_for_each"
+        let code = if err.code == crate::ErrorCode::InvalidWhen {
+            crate::ErrorCode::InvalidForEach
         } else {
             err.code
         };
@@ -740,7 +755,7 @@ fn parse_fan_out(fields: &Map<String, Value>, at: &str) -> Result<Option<FanOut>
                 .map(|n| Some(n as u32))
                 .ok_or_else(|| {
                     invalid(
-                        "invalid_for_each",
+                        crate::ErrorCode::InvalidForEach,
                         format!("{at}.{field}"),
                         format!("must be a whole number from 1 to {max}"),
                     )
@@ -757,7 +772,7 @@ fn parse_fan_out(fields: &Map<String, Value>, at: &str) -> Result<Option<FanOut>
 fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
     let fields = raw
         .as_object()
-        .ok_or_else(|| invalid("invalid_type", at, "`retry` must be a mapping"))?;
+        .ok_or_else(|| invalid(ErrorCode::InvalidType, at, "`retry` must be a mapping"))?;
     check_fields(
         fields,
         at,
@@ -777,7 +792,7 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
             .filter(|&n| (1..=1000).contains(&n))
             .ok_or_else(|| {
                 invalid(
-                    "invalid_retry",
+                    ErrorCode::InvalidRetry,
                     format!("{at}.max_attempts"),
                     "must be a whole number from 1 to 1000",
                 )
@@ -789,7 +804,7 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
             "fixed" => Backoff::Fixed,
             other => {
                 return Err(invalid(
-                    "invalid_retry",
+                    ErrorCode::InvalidRetry,
                     format!("{at}.backoff"),
                     format!("unknown backoff `{other}` (exponential or fixed)"),
                 ));
@@ -804,7 +819,7 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
     }
     if policy.max_ms < policy.initial_ms {
         return Err(invalid(
-            "invalid_retry",
+            ErrorCode::InvalidRetry,
             format!("{at}.max"),
             "`max` must not be shorter than `initial`",
         ));
@@ -812,7 +827,7 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
     if let Some(value) = fields.get("jitter") {
         policy.jitter = value.as_bool().ok_or_else(|| {
             invalid(
-                "invalid_type",
+                ErrorCode::InvalidType,
                 format!("{at}.jitter"),
                 "`jitter` must be true or false",
             )
@@ -824,7 +839,7 @@ fn parse_retry(raw: &Value, at: &str) -> Result<RetryPolicy, ValidationError> {
             .filter(|&m| (1.0..=10.0).contains(&m))
             .ok_or_else(|| {
                 invalid(
-                    "invalid_retry",
+                    ErrorCode::InvalidRetry,
                     format!("{at}.multiplier"),
                     "must be a number from 1 to 10",
                 )
@@ -863,7 +878,7 @@ fn topological_order(steps: &[StepDef]) -> Result<Vec<usize>, ValidationError> {
                         .collect();
                     names.push(&steps[dep].name);
                     return Err(invalid(
-                        "cycle",
+                        ErrorCode::Cycle,
                         format!("steps[{}].depends_on", steps[node].name),
                         format!("dependency cycle: {}", names.join(" -> ")),
                     ));
@@ -898,7 +913,7 @@ fn check_fields(
                 format!("{at}.{key}")
             };
             return Err(invalid(
-                "unknown_field",
+                ErrorCode::UnknownField,
                 path,
                 format!("unknown field `{key}` (known: {})", known.join(", ")),
             ));
@@ -922,7 +937,7 @@ fn required_str(
 ) -> Result<String, ValidationError> {
     optional_str(fields, at, key)?.ok_or_else(|| {
         invalid(
-            "missing_field",
+            ErrorCode::MissingField,
             field_path(at, key),
             format!("`{key}` is required"),
         )
@@ -938,7 +953,7 @@ fn optional_str(
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.clone())),
         Some(_) => Err(invalid(
-            "invalid_type",
+            ErrorCode::InvalidType,
             field_path(at, key),
             format!("`{key}` must be a string"),
         )),
@@ -983,11 +998,11 @@ pub const MAX_STEPS: usize = 2000;
 pub const MAX_DESCRIPTION_LEN: usize = 4096;
 
 fn parse_duration(text: &str, path: &str, max: u64) -> Result<u64, ValidationError> {
-    let ms =
-        duration::parse_ms(text).map_err(|message| invalid("invalid_duration", path, message))?;
+    let ms = duration::parse_ms(text)
+        .map_err(|message| invalid(ErrorCode::InvalidDuration, path, message))?;
     if ms == 0 || ms > max {
         return Err(invalid(
-            "invalid_duration",
+            ErrorCode::InvalidDuration,
             path,
             format!(
                 "`{text}` is out of range: a duration here is from 1ms to {}",
@@ -1010,7 +1025,7 @@ fn check_name(name: &str, path: &str) -> Result<(), ValidationError> {
         Ok(())
     } else {
         Err(invalid(
-            "invalid_name",
+            ErrorCode::InvalidName,
             path,
             format!("`{name}` is not a valid name (1-128 letters, digits, '.', '_', '-', '/')"),
         ))
@@ -1094,7 +1109,7 @@ steps:
     fn check_error(manifest: &str, code: &str, path: &str) {
         let err = Definition::parse(manifest).expect_err(manifest);
         assert_eq!(
-            (err.code, err.path.as_str()),
+            (err.code.as_str(), err.path.as_str()),
             (code, path),
             "{manifest}\n=> {err}"
         );
@@ -1279,7 +1294,7 @@ steps:
         let manifest = "name: w\nsteps:\n  - {name: a, handler: h, when: 'input.l.all(a, input.l.all(b, input.l.all(c, input.l.all(d, true))))'}\n";
         let err = Definition::parse(manifest).unwrap_err();
         assert_eq!(
-            (err.code, err.path.as_str()),
+            (err.code.as_str(), err.path.as_str()),
             ("when_too_complex", "steps[a].when")
         );
         let def = Definition::parse_stored(manifest).expect("a stored manifest loads");

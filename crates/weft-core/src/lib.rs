@@ -12,6 +12,7 @@ pub mod critical_path;
 pub mod definition;
 pub mod diagnosis;
 pub mod duration;
+pub mod error_code;
 pub mod event;
 pub mod fan_out;
 pub mod idempotency;
@@ -28,6 +29,7 @@ mod traces;
 mod traces_compensation;
 
 pub use definition::{Definition, StepDef, StepKind, ValidationError};
+pub use error_code::ErrorCode;
 pub use event::EventKind;
 pub use machine::{Effect, Event, RunState, StepState, compensation};
 pub use retry::{Backoff, RetryPolicy};

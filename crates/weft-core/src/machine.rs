@@ -454,11 +454,11 @@ pub enum Rejected {
 
 impl Rejected {
     /// The stable error code the API answers with (409).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::ErrorCode {
         match self {
-            Rejected::Compensated(_) => "run_compensated",
-            Rejected::NoFailedUndo(_) => "no_failed_compensation",
-            _ => "invalid_state",
+            Rejected::Compensated(_) => crate::ErrorCode::RunCompensated,
+            Rejected::NoFailedUndo(_) => crate::ErrorCode::NoFailedCompensation,
+            _ => crate::ErrorCode::InvalidState,
         }
     }
 }

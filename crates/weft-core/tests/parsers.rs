@@ -7,16 +7,12 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use weft_core::{Definition, ValidationError, condition, duration};
 
-/// Every code is a stable identifier: lower-case snake case.
+/// Every code is a stable identifier from the catalogue: lower-case snake case.
 fn assert_well_formed(err: &ValidationError) {
+    let code = err.code.as_str();
     assert!(
-        !err.code.is_empty()
-            && err
-                .code
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'_'),
-        "code {:?}",
-        err.code
+        !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+        "code {code:?}"
     );
     assert!(!err.path.is_empty(), "no path in {err}");
     assert!(!err.message.is_empty(), "no message in {err}");

@@ -17,7 +17,6 @@ use std::{
 };
 
 use tokio_util::sync::CancellationToken;
-use weft_api::Task;
 use weft_store::{ClaimRequest, Store, now_ms};
 
 /// How often the store's clock is re-measured against the database's.
@@ -216,7 +215,7 @@ impl Engine {
         &self,
         request: &ClaimRequest,
         wait: Duration,
-    ) -> Result<Vec<Task>, weft_store::Error> {
+    ) -> Result<Vec<weft_store::ClaimedTask>, weft_store::Error> {
         self.touch_worker(request).await;
         let wait = wait.min(self.inner.config.max_poll_wait);
         let deadline = tokio::time::Instant::now() + wait;

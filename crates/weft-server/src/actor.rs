@@ -6,6 +6,7 @@
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use weft_api::ACTOR_HEADER;
+use weft_core::ErrorCode;
 use weft_store::Actor;
 
 use crate::{ApiError, auth::Principal, limits};
@@ -31,7 +32,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Acting {
             Some(value) => {
                 let invalid = || {
                     ApiError::bad_request(
-                        "invalid_actor",
+                        ErrorCode::InvalidActor,
                         format!(
                             "`X-Weft-Actor` must be 1 to {MAX_ACTOR_LEN} characters of UTF-8 text without control characters"
                         ),
@@ -42,7 +43,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Acting {
                 if text.is_empty() || text.chars().any(char::is_control) {
                     return Err(invalid());
                 }
-                limits::check_len("invalid_actor", "X-Weft-Actor", text, MAX_ACTOR_LEN)?;
+                limits::check_len(ErrorCode::InvalidActor, "X-Weft-Actor", text, MAX_ACTOR_LEN)?;
                 Some(text.to_owned())
             }
         };

@@ -11,6 +11,7 @@ use weft_api::{
     CauseGroup, Diagnostics, ErrorBody, QueueInfo, QueueList, RunDiagnosisView, StepDiagnosisView,
     SystemFindingView, WorkerInfo, WorkerList,
 };
+use weft_core::ErrorCode;
 use weft_core::diagnosis::{self, Cause, RunDiagnosis, Thresholds};
 use weft_store::{Page, WorkerRecord, rfc3339};
 
@@ -250,7 +251,7 @@ pub(crate) async fn diagnostics(
 ) -> ApiResult<Json<Diagnostics>> {
     let want = match query.cause.as_deref() {
         Some(c) => Some(Cause::parse(c).ok_or_else(|| {
-            ApiError::bad_request("invalid_cause", format!("no such cause `{c}`"))
+            ApiError::bad_request(ErrorCode::InvalidCause, format!("no such cause `{c}`"))
         })?),
         None => None,
     };
@@ -325,7 +326,7 @@ pub(crate) async fn diagnostics(
 fn check_queue_filter(queue: Option<&str>) -> ApiResult<()> {
     match queue {
         Some(queue) => crate::limits::check_text(
-            "invalid_query",
+            ErrorCode::InvalidQuery,
             "queue",
             queue,
             1,
@@ -350,11 +351,17 @@ impl crate::limits::Validate for QueuesQuery {
 impl crate::limits::Validate for DiagnosticsQuery {
     fn validate(&self) -> ApiResult<()> {
         if let Some(limit) = self.limit {
-            crate::limits::check_range("invalid_limit", "limit", limit, 0, MAX_DIAGNOSTICS_LIMIT)?;
+            crate::limits::check_range(
+                ErrorCode::InvalidLimit,
+                "limit",
+                limit,
+                0,
+                MAX_DIAGNOSTICS_LIMIT,
+            )?;
         }
         if let Some(offset) = self.offset {
             crate::limits::check_range(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "offset",
                 offset,
                 0,
@@ -363,7 +370,7 @@ impl crate::limits::Validate for DiagnosticsQuery {
         }
         if let Some(cause) = &self.cause {
             crate::limits::check_text(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "cause",
                 cause,
                 1,

@@ -23,15 +23,16 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use weft_api::{ErrorBody, ErrorDetail};
+use weft_core::ErrorCode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    BadRequest { code: ErrorCode, message: String },
     #[error("{what} `{id}` not found")]
     NotFound { what: &'static str, id: String },
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     #[error("request body is larger than the server allows (see --max-body-bytes)")]
     TooLarge,
     #[error("the request body did not arrive within {0} s")]
@@ -44,7 +45,7 @@ pub enum ApiError {
     #[error("{message}")]
     Other {
         status: StatusCode,
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
     /// The caller is over one of its limits (`ratelimit.rs`).
@@ -72,7 +73,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError::BadRequest {
             code,
             message: message.into(),
@@ -97,19 +98,21 @@ impl ApiError {
             StatusCode::NOT_FOUND => ApiError::RouteNotFound(message("no such route")),
             StatusCode::REQUEST_TIMEOUT => ApiError::Other {
                 status,
-                code: "request_timeout",
+                code: ErrorCode::RequestTimeout,
                 message: message("the request did not arrive in time"),
             },
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::Other {
                 status,
-                code: "unsupported_media_type",
+                code: ErrorCode::UnsupportedMediaType,
                 message: message("unsupported content type"),
             },
-            StatusCode::SERVICE_UNAVAILABLE => ApiError::Unavailable(message("unavailable")),
+            StatusCode::SERVICE_UNAVAILABLE => {
+                ApiError::Unavailable(message(ErrorCode::Unavailable.as_str()))
+            }
             s if s.is_server_error() => ApiError::Internal(message("unexpected error")),
             _ => ApiError::Other {
                 status,
-                code: "bad_request",
+                code: ErrorCode::BadRequest,
                 message: message("the request cannot be served"),
             },
         }
@@ -133,27 +136,28 @@ impl ApiError {
         }
     }
 
-    pub fn code(&self) -> &'static str {
+    /// The catalogue code the error body carries.
+    pub fn code(&self) -> ErrorCode {
         match self {
-            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => *code,
             ApiError::NotFound {
                 what: "workflow", ..
-            } => "workflow_not_found",
-            ApiError::NotFound { what: "run", .. } => "run_not_found",
-            ApiError::NotFound { what: "step", .. } => "step_not_found",
-            ApiError::NotFound { what: "token", .. } => "token_not_found",
-            ApiError::NotFound { what: "lease", .. } => "stale_lease",
-            ApiError::NotFound { .. } => "not_found",
-            ApiError::TooLarge => "payload_too_large",
-            ApiError::Timeout(_) => "request_timeout",
-            ApiError::RouteNotFound(_) => "route_not_found",
-            ApiError::MethodNotAllowed(_) => "method_not_allowed",
-            ApiError::Other { code, .. } => code,
-            ApiError::RateLimited { .. } => "rate_limited",
-            ApiError::Unauthorized { .. } => "unauthorized",
-            ApiError::Forbidden(_) => "forbidden",
-            ApiError::Unavailable(_) => "unavailable",
-            ApiError::Internal(_) => "internal",
+            } => ErrorCode::WorkflowNotFound,
+            ApiError::NotFound { what: "run", .. } => ErrorCode::RunNotFound,
+            ApiError::NotFound { what: "step", .. } => ErrorCode::StepNotFound,
+            ApiError::NotFound { what: "token", .. } => ErrorCode::TokenNotFound,
+            ApiError::NotFound { what: "lease", .. } => ErrorCode::StaleLease,
+            ApiError::NotFound { .. } => ErrorCode::NotFound,
+            ApiError::TooLarge => ErrorCode::PayloadTooLarge,
+            ApiError::Timeout(_) => ErrorCode::RequestTimeout,
+            ApiError::RouteNotFound(_) => ErrorCode::RouteNotFound,
+            ApiError::MethodNotAllowed(_) => ErrorCode::MethodNotAllowed,
+            ApiError::Other { code, .. } => *code,
+            ApiError::RateLimited { .. } => ErrorCode::RateLimited,
+            ApiError::Unauthorized { .. } => ErrorCode::Unauthorized,
+            ApiError::Forbidden(_) => ErrorCode::Forbidden,
+            ApiError::Unavailable(_) => ErrorCode::Unavailable,
+            ApiError::Internal(_) => ErrorCode::Internal,
         }
     }
 }
@@ -168,7 +172,7 @@ impl From<weft_store::Error> for ApiError {
             E::Unavailable(_) => ApiError::Unavailable(err.to_string()),
             E::Corrupt(_) => ApiError::Other {
                 status: StatusCode::INTERNAL_SERVER_ERROR,
-                code: "corrupt_row",
+                code: ErrorCode::CorruptRow,
                 message: err.to_string(),
             },
             other => ApiError::Internal(other.to_string()),
@@ -189,7 +193,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code().to_owned(),
+                code: self.code().as_str().to_owned(),
                 message: self.to_string(),
             },
         };
@@ -221,11 +225,11 @@ impl IntoResponse for ApiError {
                 axum::http::HeaderValue::from_static(challenge),
             );
         }
-        response.extensions_mut().insert(ErrorCode(self.code()));
+        response.extensions_mut().insert(ResponseCode(self.code()));
         response
     }
 }
 
 /// Attached to error responses so the logging middleware can name the code.
 #[derive(Debug, Clone, Copy)]
-pub struct ErrorCode(pub &'static str);
+pub struct ResponseCode(pub ErrorCode);

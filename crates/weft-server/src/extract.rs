@@ -13,6 +13,7 @@ use crate::{
     ApiError,
     limits::{self, Validate},
 };
+use weft_core::ErrorCode;
 
 /// How long reading a request body may take; installed as a request
 /// extension by the router (see `Config::body_read_timeout`).
@@ -38,7 +39,7 @@ where
         let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         let invalid = |err: &dyn std::fmt::Display| {
             ApiError::bad_request(
-                "invalid_json",
+                ErrorCode::InvalidJson,
                 format!("request body is not valid JSON for this endpoint: {err}"),
             )
         };
@@ -66,7 +67,7 @@ pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::TooLarge
         } else {
-            ApiError::bad_request("invalid_body", rejection.body_text())
+            ApiError::bad_request(ErrorCode::InvalidBody, rejection.body_text())
         }
     })
 }
@@ -85,14 +86,24 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let raw = axum::extract::RawPathParams::from_request_parts(parts, state)
             .await
-            .map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))?;
+            .map_err(|rejection| {
+                ApiError::bad_request(ErrorCode::InvalidPath, rejection.body_text())
+            })?;
         for (key, value) in &raw {
-            limits::check_text("invalid_path", key, value, 1, limits::MAX_PATH_PARAM_LEN)?;
+            limits::check_text(
+                ErrorCode::InvalidPath,
+                key,
+                value,
+                1,
+                limits::MAX_PATH_PARAM_LEN,
+            )?;
         }
         axum::extract::Path::<T>::from_request_parts(parts, state)
             .await
             .map(|axum::extract::Path(value)| Path(value))
-            .map_err(|rejection| ApiError::bad_request("invalid_path", rejection.body_text()))
+            .map_err(|rejection| {
+                ApiError::bad_request(ErrorCode::InvalidPath, rejection.body_text())
+            })
     }
 }
 
@@ -110,7 +121,9 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         axum::extract::Query::<T>::from_request_parts(parts, state)
             .await
-            .map_err(|rejection| ApiError::bad_request("invalid_query", rejection.body_text()))
+            .map_err(|rejection| {
+                ApiError::bad_request(ErrorCode::InvalidQuery, rejection.body_text())
+            })
             .and_then(|axum::extract::Query(value): axum::extract::Query<T>| {
                 value.validate()?;
                 Ok(Query(value))

@@ -27,6 +27,8 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
+use weft_core::ErrorCode;
+
 use crate::{ApiError, auth::Principal};
 
 /// The header every Weft client sends (only its presence is checked). A
@@ -58,7 +60,7 @@ pub(crate) async fn check(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-fn forbidden(code: &'static str, message: String) -> ApiError {
+fn forbidden(code: ErrorCode, message: String) -> ApiError {
     ApiError::Other {
         status: StatusCode::FORBIDDEN,
         code,
@@ -78,7 +80,7 @@ fn judge(request: &Request) -> Result<(), ApiError> {
         && !is_loopback_host(host)
     {
         return Err(forbidden(
-            "host_not_allowed",
+            ErrorCode::HostNotAllowed,
             format!(
                 "this server listens on a loopback address and answers only requests addressed to \
                  localhost, 127.0.0.1 or [::1], not `{}` (protection against DNS rebinding)",
@@ -95,7 +97,7 @@ fn judge(request: &Request) -> Result<(), ApiError> {
         let origin = origin.to_str().unwrap_or("null");
         if !host.is_some_and(|host| same_origin(origin, host)) {
             return Err(forbidden(
-                "origin_mismatch",
+                ErrorCode::OriginMismatch,
                 format!(
                     "a {} from the web page at `{}` is refused: its Origin is not this server's Host",
                     request.method(),
@@ -111,7 +113,7 @@ fn judge(request: &Request) -> Result<(), ApiError> {
         return Ok(());
     }
     Err(forbidden(
-        "client_header_required",
+        ErrorCode::ClientHeaderRequired,
         format!(
             "a {} must carry the `X-Weft-Client` header or a JSON or YAML content type \
              (protection against cross-site request forgery)",

@@ -4,6 +4,7 @@
 mod actor;
 pub mod auth;
 mod conform;
+pub mod convert;
 mod dashboard;
 mod diagnostics;
 mod error;
@@ -260,7 +261,7 @@ async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
-        || response.extensions().get::<error::ErrorCode>().is_some()
+        || response.extensions().get::<error::ResponseCode>().is_some()
     {
         return response;
     }
@@ -343,7 +344,10 @@ async fn log_request(request: Request, next: Next) -> Response {
     let response = tracing::Instrument::instrument(next.run(request), span).await;
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let code = response.extensions().get::<error::ErrorCode>().map(|c| c.0);
+    let code = response
+        .extensions()
+        .get::<error::ResponseCode>()
+        .map(|c| c.0.as_str());
     if status >= 500 {
         tracing::error!(component = "server", request_id, method = %method, path, status, elapsed_ms, code, "request failed");
     } else if status >= 400 {

@@ -12,6 +12,7 @@ use weft_api::{
     CompleteRequest, DecisionRequest, FailRequest, LogsRequest, PollRequest, ReleaseRequest,
     ResultsRequest, StartRunRequest, StartRunsRequest, TaskError, TaskResult, WorkerTiming,
 };
+use weft_core::ErrorCode;
 
 use crate::ApiError;
 
@@ -70,7 +71,7 @@ pub trait Validate {
 /// Checks a string's length in characters and that it carries no control
 /// characters (identifiers end up in URLs, logs and metric labels).
 pub fn check_text(
-    code: &'static str,
+    code: ErrorCode,
     field: &str,
     value: &str,
     min: usize,
@@ -95,7 +96,7 @@ pub fn check_text(
 }
 
 /// Checks a free-text field's length only (control characters are kept).
-pub fn check_len(code: &'static str, field: &str, value: &str, max: usize) -> Result<(), ApiError> {
+pub fn check_len(code: ErrorCode, field: &str, value: &str, max: usize) -> Result<(), ApiError> {
     let len = value.chars().count();
     if len > max {
         return Err(ApiError::bad_request(
@@ -108,7 +109,7 @@ pub fn check_len(code: &'static str, field: &str, value: &str, max: usize) -> Re
 
 /// Checks a list's size.
 pub fn check_count(
-    code: &'static str,
+    code: ErrorCode,
     field: &str,
     len: usize,
     min: usize,
@@ -125,7 +126,7 @@ pub fn check_count(
 
 /// Checks a number's range.
 pub fn check_range<T: PartialOrd + std::fmt::Display>(
-    code: &'static str,
+    code: ErrorCode,
     field: &str,
     value: T,
     min: T,
@@ -144,7 +145,7 @@ impl Validate for StartRunRequest {
     fn validate(&self) -> Result<(), ApiError> {
         if let Some(key) = &self.idempotency_key {
             check_text(
-                "invalid_idempotency_key",
+                ErrorCode::InvalidIdempotencyKey,
                 "idempotency_key",
                 key,
                 1,
@@ -158,7 +159,7 @@ impl Validate for StartRunRequest {
 impl Validate for StartRunsRequest {
     fn validate(&self) -> Result<(), ApiError> {
         check_count(
-            "invalid_batch",
+            ErrorCode::InvalidBatch,
             "runs",
             self.runs.len(),
             1,
@@ -171,10 +172,20 @@ impl Validate for StartRunsRequest {
 impl Validate for DecisionRequest {
     fn validate(&self) -> Result<(), ApiError> {
         if let Some(comment) = &self.comment {
-            check_len("invalid_message", "comment", comment, MAX_MESSAGE_LEN)?;
+            check_len(
+                ErrorCode::InvalidMessage,
+                "comment",
+                comment,
+                MAX_MESSAGE_LEN,
+            )?;
         }
         if let Some(message) = &self.message {
-            check_len("invalid_message", "message", message, MAX_MESSAGE_LEN)?;
+            check_len(
+                ErrorCode::InvalidMessage,
+                "message",
+                message,
+                MAX_MESSAGE_LEN,
+            )?;
         }
         Ok(())
     }
@@ -183,7 +194,12 @@ impl Validate for DecisionRequest {
 impl Validate for ReleaseRequest {
     fn validate(&self) -> Result<(), ApiError> {
         if let Some(message) = &self.message {
-            check_len("invalid_message", "message", message, MAX_MESSAGE_LEN)?;
+            check_len(
+                ErrorCode::InvalidMessage,
+                "message",
+                message,
+                MAX_MESSAGE_LEN,
+            )?;
         }
         Ok(())
     }
@@ -192,7 +208,7 @@ impl Validate for ReleaseRequest {
 impl Validate for PollRequest {
     fn validate(&self) -> Result<(), ApiError> {
         check_text(
-            "invalid_worker_id",
+            ErrorCode::InvalidWorkerId,
             "worker_id",
             &self.worker_id,
             1,
@@ -200,50 +216,74 @@ impl Validate for PollRequest {
         )?;
         if self.handlers.is_empty() {
             return Err(ApiError::bad_request(
-                "no_handlers",
+                ErrorCode::NoHandlers,
                 "a worker must name the handlers it serves",
             ));
         }
         check_count(
-            "too_many_handlers",
+            ErrorCode::TooManyHandlers,
             "handlers",
             self.handlers.len(),
             1,
             MAX_HANDLERS_PER_POLL,
         )?;
         for handler in &self.handlers {
-            check_text("invalid_handler", "handlers[]", handler, 1, MAX_NAME_LEN)?;
+            check_text(
+                ErrorCode::InvalidHandler,
+                "handlers[]",
+                handler,
+                1,
+                MAX_NAME_LEN,
+            )?;
         }
         check_count(
-            "invalid_queues",
+            ErrorCode::InvalidQueues,
             "queues",
             self.queues.len(),
             1,
             MAX_QUEUES_PER_POLL,
         )?;
         for queue in &self.queues {
-            check_text("invalid_queues", "queues[]", queue, 1, MAX_NAME_LEN)?;
+            check_text(ErrorCode::InvalidQueues, "queues[]", queue, 1, MAX_NAME_LEN)?;
         }
         check_range(
-            "invalid_max_tasks",
+            ErrorCode::InvalidMaxTasks,
             "max_tasks",
             self.max_tasks,
             1,
             MAX_TASKS_PER_POLL,
         )?;
-        check_range("invalid_wait", "wait_ms", self.wait_ms, 0, MAX_WAIT_MS)?;
+        check_range(
+            ErrorCode::InvalidWait,
+            "wait_ms",
+            self.wait_ms,
+            0,
+            MAX_WAIT_MS,
+        )?;
         if let Some(host) = &self.host {
-            check_text("invalid_worker_meta", "host", host, 1, MAX_NAME_LEN * 2)?;
+            check_text(
+                ErrorCode::InvalidWorkerMeta,
+                "host",
+                host,
+                1,
+                MAX_NAME_LEN * 2,
+            )?;
         }
         if let Some(version) = &self.version {
-            check_text("invalid_worker_meta", "version", version, 1, MAX_NAME_LEN)?;
+            check_text(
+                ErrorCode::InvalidWorkerMeta,
+                "version",
+                version,
+                1,
+                MAX_NAME_LEN,
+            )?;
         }
         if let Some(pid) = self.pid {
-            check_range("invalid_worker_meta", "pid", pid, 1, MAX_PID)?;
+            check_range(ErrorCode::InvalidWorkerMeta, "pid", pid, 1, MAX_PID)?;
         }
         if let Some(concurrency) = self.concurrency {
             check_range(
-                "invalid_worker_meta",
+                ErrorCode::InvalidWorkerMeta,
                 "concurrency",
                 concurrency,
                 1,
@@ -261,7 +301,7 @@ impl Validate for WorkerTiming {
             ("timing.handler_ms", self.handler_ms),
         ] {
             if let Some(ms) = value {
-                check_range("invalid_timing", field, ms, 0, MAX_TIMING_MS)?;
+                check_range(ErrorCode::InvalidTiming, field, ms, 0, MAX_TIMING_MS)?;
             }
         }
         Ok(())
@@ -271,7 +311,7 @@ impl Validate for WorkerTiming {
 impl Validate for TaskError {
     fn validate(&self) -> Result<(), ApiError> {
         check_len(
-            "invalid_message",
+            ErrorCode::InvalidMessage,
             "error.message",
             &self.message,
             MAX_ERROR_MESSAGE_LEN,
@@ -295,7 +335,7 @@ impl Validate for FailRequest {
 impl Validate for TaskResult {
     fn validate(&self) -> Result<(), ApiError> {
         check_text(
-            "invalid_lease_id",
+            ErrorCode::InvalidLeaseId,
             "results[].lease_id",
             &self.lease_id,
             1,
@@ -311,7 +351,7 @@ impl Validate for TaskResult {
 impl Validate for ResultsRequest {
     fn validate(&self) -> Result<(), ApiError> {
         check_count(
-            "too_many_results",
+            ErrorCode::TooManyResults,
             "results",
             self.results.len(),
             0,
@@ -324,14 +364,14 @@ impl Validate for ResultsRequest {
 impl Validate for LogsRequest {
     fn validate(&self) -> Result<(), ApiError> {
         check_count(
-            "too_many_lines",
+            ErrorCode::TooManyLines,
             "lines",
             self.lines.len(),
             0,
             MAX_LOG_LINES,
         )?;
         for line in &self.lines {
-            check_len("line_too_long", "lines[]", line, MAX_LOG_LINE_LEN)?;
+            check_len(ErrorCode::LineTooLong, "lines[]", line, MAX_LOG_LINE_LEN)?;
         }
         Ok(())
     }
@@ -343,12 +383,12 @@ mod tests {
 
     #[test]
     fn lengths_count_characters_and_refuse_control_characters() {
-        assert!(check_text("c", "f", &"é".repeat(128), 1, 128).is_ok());
-        assert!(check_text("c", "f", &"é".repeat(129), 1, 128).is_err());
-        assert!(check_text("c", "f", "", 1, 128).is_err());
-        assert!(check_text("c", "f", "a\u{0}b", 1, 128).is_err());
-        assert!(check_text("c", "f", "a\nb", 1, 128).is_err());
-        assert!(check_len("c", "f", "a\nb", 3).is_ok());
+        assert!(check_text(ErrorCode::InvalidQuery, "f", &"é".repeat(128), 1, 128).is_ok());
+        assert!(check_text(ErrorCode::InvalidQuery, "f", &"é".repeat(129), 1, 128).is_err());
+        assert!(check_text(ErrorCode::InvalidQuery, "f", "", 1, 128).is_err());
+        assert!(check_text(ErrorCode::InvalidQuery, "f", "a\u{0}b", 1, 128).is_err());
+        assert!(check_text(ErrorCode::InvalidQuery, "f", "a\nb", 1, 128).is_err());
+        assert!(check_len(ErrorCode::InvalidQuery, "f", "a\nb", 3).is_ok());
     }
 
     #[test]
@@ -366,7 +406,7 @@ mod tests {
         };
         let err = poll.validate().unwrap_err();
         assert_eq!(
-            (err.status().as_u16(), err.code()),
+            (err.status().as_u16(), err.code().as_str()),
             (400, "too_many_handlers")
         );
     }

@@ -37,6 +37,7 @@ use crate::{
     auth::Principal,
     forgery::{CsrfVerified, SessionCsrf},
 };
+use weft_core::ErrorCode;
 
 /// The session cookie's name; its value is the API token.
 pub const SESSION_COOKIE: &str = "weft_session";
@@ -98,7 +99,7 @@ fn cookie_safe(token: &str) -> bool {
 fn forbidden_csrf(message: &str) -> Response {
     ApiError::Other {
         status: StatusCode::FORBIDDEN,
-        code: "csrf_token_invalid",
+        code: ErrorCode::CsrfTokenInvalid,
         message: message.to_owned(),
     }
     .into_response()

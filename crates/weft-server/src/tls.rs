@@ -12,6 +12,7 @@ use rustls::pki_types::{
 };
 use tokio::net::TcpStream;
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use weft_core::ErrorCode;
 
 /// The first byte of every TLS record that starts a handshake
 /// (`ContentType::Handshake`); a plain HTTP request starts with a method's
@@ -181,7 +182,7 @@ pub(crate) fn plain_http_answer() -> axum::response::Response {
     use axum::{http::StatusCode, response::IntoResponse};
     let mut response = crate::ApiError::Other {
         status: StatusCode::BAD_REQUEST,
-        code: "tls_required",
+        code: ErrorCode::TlsRequired,
         message: "this server speaks HTTPS only: use an https:// URL".to_owned(),
     }
     .into_response();

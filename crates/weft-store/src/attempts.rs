@@ -5,11 +5,10 @@
 //! Invariant: no other statement in the store changes a `weft_attempts`
 //! row's status; the claim inserts the rows, this ends them.
 
-use weft_api::AttemptTiming;
 use weft_core::{AttemptStatus, attempt::End, observe::Timing};
 
 use crate::{
-    Error, Result, Store, args,
+    Error, Result, Store, StoredTiming, args,
     db::{Row, Tx},
 };
 
@@ -34,7 +33,7 @@ impl Store {
         which: Which<'_>,
         end: &End,
         now: i64,
-        timing: Option<&AttemptTiming>,
+        timing: Option<&StoredTiming>,
     ) -> Result<u64> {
         let (condition, key) = match which {
             Which::Lease(lease_id) => ("lease_id = $1".to_owned(), lease_id),
@@ -119,12 +118,6 @@ pub(crate) async fn previous_span_id(
 }
 
 /// Timing buckets as the attempt row and its history event keep them.
-pub(crate) fn stored_timing(timing: &Timing) -> AttemptTiming {
-    AttemptTiming {
-        queue_wait_ms: timing.queue_wait_ms,
-        dispatch_ms: timing.dispatch_ms,
-        handler_ms: timing.handler_ms,
-        ingest_ms: timing.ingest_ms,
-        total_ms: timing.total_ms,
-    }
+pub(crate) fn stored_timing(timing: &Timing) -> StoredTiming {
+    StoredTiming::from(timing)
 }

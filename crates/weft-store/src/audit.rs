@@ -3,9 +3,35 @@
 //! actions that have no run: registrations and token changes.
 
 use serde_json::{Map, Value};
-use weft_api::{AuditEntry, AuditList};
 
-use crate::{Error, Result, Store, args, db::Arg, db::Row, db::Tx, rfc3339};
+use crate::{Error, Result, Store, args, db::Arg, db::Row, db::Tx};
+
+/// One entry of the audit log, as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// Increasing; the cursor of the next page is the last id of this one.
+    pub id: i64,
+    /// When the action was taken, epoch ms.
+    pub at_ms: i64,
+    /// Who took it.
+    pub actor: String,
+    /// Whom the actor said it acts for, if anyone.
+    pub on_behalf_of: Option<String>,
+    /// The action's name ([`AuditAction::as_str`]).
+    pub action: String,
+    /// What it was taken on (a token or workflow name).
+    pub target: String,
+    /// What else the action recorded.
+    pub detail: Value,
+}
+
+/// A page of the audit log, newest first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditPage {
+    pub entries: Vec<AuditRecord>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_cursor: Option<String>,
+}
 
 /// The person behind an action. With authentication on, `name` is the
 /// token's name and `on_behalf_of` what the caller said it acts for; with it
@@ -140,7 +166,7 @@ impl Store {
 
     /// A page of the audit log, newest first; `next_cursor` continues it.
     /// `Error::Invalid` `invalid_cursor` for a cursor this never answered.
-    pub async fn list_audit(&self, filter: &AuditFilter) -> Result<AuditList> {
+    pub async fn list_audit(&self, filter: &AuditFilter) -> Result<AuditPage> {
         let limit = filter.limit.unwrap_or(50).clamp(1, 1000) as usize;
         let mut sql = String::from(
             "SELECT id, at, actor, on_behalf_of, action, target, detail FROM weft_audit WHERE 1 = 1",
@@ -165,7 +191,7 @@ impl Store {
                 .ok()
                 .filter(|id| *id > 0)
                 .ok_or_else(|| Error::Invalid {
-                    code: "invalid_cursor",
+                    code: weft_core::ErrorCode::InvalidCursor,
                     message: format!(
                         "`{}` is not a cursor from this API",
                         cursor.chars().take(100).collect::<String>()
@@ -185,18 +211,18 @@ impl Store {
         } else {
             None
         };
-        Ok(AuditList {
+        Ok(AuditPage {
             entries,
             next_cursor,
         })
     }
 }
 
-fn audit_entry(row: &Row) -> Result<AuditEntry> {
+fn audit_entry(row: &Row) -> Result<AuditRecord> {
     let detail = row.text("detail")?;
-    Ok(AuditEntry {
+    Ok(AuditRecord {
         id: row.int("id")?,
-        at: rfc3339(row.int("at")?),
+        at_ms: row.int("at")?,
         actor: row.text("actor")?,
         on_behalf_of: row.opt_text("on_behalf_of")?,
         action: row.text("action")?,

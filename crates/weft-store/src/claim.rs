@@ -7,16 +7,14 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
-use weft_api::Task;
 use weft_core::{
     AttemptKind, AttemptStatus, EventKind, Reason, RunStatus, StepStatus, attempt,
-    observe::Observation, trace::format_traceparent,
+    observe::Observation,
 };
 
 use crate::{
     Error, Problem, Result, Store, args,
     db::{Arg, Dialect, Tx, placeholders},
-    rfc3339,
     runs::random_hex,
     transition::{EventRow, insert_events},
 };
@@ -35,10 +33,44 @@ pub struct ClaimRequest {
     pub token_id: Option<String>,
 }
 
+/// A claimed attempt, everything its worker is handed (the server turns it
+/// into the API's `Task`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedTask {
+    /// The lease the worker reports under.
+    pub lease_id: String,
+    pub run_id: String,
+    /// The run's trace id, 32 lowercase hex digits.
+    pub trace_id: String,
+    pub workflow: String,
+    pub step: String,
+    /// 1 for the first attempt of the step.
+    pub attempt: i64,
+    pub handler: String,
+    /// `{"input": <run input>, "steps": {<name>: <output>}}`.
+    pub input: Value,
+    /// The attempt span's id, 16 lowercase hex digits (with `trace_id`, the
+    /// worker's `traceparent`).
+    pub span_id: String,
+    /// The step's start-to-close deadline, epoch ms, when it has a timeout.
+    pub deadline_at_ms: Option<i64>,
+    /// The step's timeout, if any.
+    pub timeout_ms: Option<i64>,
+    /// How long the lease lives without a heartbeat.
+    pub lease_ms: i64,
+    /// The W3C baggage the run was started with.
+    pub baggage: Option<String>,
+    /// The largest output the server accepts, in bytes.
+    pub max_output_bytes: u64,
+    /// Stable per (run, step, phase, `for_each` index): see
+    /// `weft_core::idempotency::key`.
+    pub idempotency_key: String,
+}
+
 impl Store {
     /// Claims up to `max_tasks` ready steps for a worker. Returns at once;
     /// long polling is the engine's business.
-    pub async fn claim(&self, request: &ClaimRequest) -> Result<Vec<Task>> {
+    pub async fn claim(&self, request: &ClaimRequest) -> Result<Vec<ClaimedTask>> {
         let started = std::time::Instant::now();
         if request.queues.is_empty() || request.handlers.is_empty() || request.max_tasks == 0 {
             return Ok(Vec::new());
@@ -247,7 +279,7 @@ impl Store {
             tasks.push(Claimed {
                 queue: step_def.queue.clone(),
                 queue_wait_ms: decided.queue_wait_ms,
-                task: Task {
+                task: ClaimedTask {
                     lease_id: claim.lease_id.clone(),
                     run_id: run_id.clone(),
                     trace_id: run.trace_id.clone(),
@@ -256,8 +288,8 @@ impl Store {
                     attempt,
                     handler,
                     input,
-                    traceparent: format_traceparent(&run.trace_id, &claim.span_id),
-                    deadline: decided.deadline_at.map(rfc3339),
+                    span_id: claim.span_id.clone(),
+                    deadline_at_ms: decided.deadline_at,
                     timeout_ms: step_def.timeout_ms.map(|t| t as i64),
                     lease_ms: decided.lease_ms,
                     baggage: run.baggage.clone(),
@@ -655,7 +687,7 @@ impl Store {
             tasks.push(Claimed {
                 queue: step_def.queue.clone(),
                 queue_wait_ms: decided.queue_wait_ms,
-                task: Task {
+                task: ClaimedTask {
                     lease_id: claim.lease_id.clone(),
                     run_id: run_id.clone(),
                     trace_id: run.trace_id.clone(),
@@ -664,8 +696,8 @@ impl Store {
                     attempt: decided.attempt,
                     handler: step_def.handler().unwrap_or_default().to_owned(),
                     input,
-                    traceparent: format_traceparent(&run.trace_id, &claim.span_id),
-                    deadline: decided.deadline_at.map(rfc3339),
+                    span_id: claim.span_id.clone(),
+                    deadline_at_ms: decided.deadline_at,
                     timeout_ms: step_def.timeout_ms.map(|t| t as i64),
                     lease_ms: decided.lease_ms,
                     baggage: run.baggage.clone(),
@@ -738,7 +770,7 @@ struct NewAttempt {
 
 /// A task with what the claim's observation needs.
 struct Claimed {
-    task: Task,
+    task: ClaimedTask,
     queue: String,
     queue_wait_ms: i64,
 }

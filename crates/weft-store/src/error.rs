@@ -1,16 +1,18 @@
 //! The store's error type. Database errors are classified here, using sqlx's
 //! error kinds, so nothing above the store matches on `sqlx::Error`.
 
+use weft_core::ErrorCode;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{what} `{id}` not found")]
     NotFound { what: &'static str, id: String },
     /// The request conflicts with the current state; nothing was changed.
     #[error("{message}")]
-    Conflict { code: &'static str, message: String },
+    Conflict { code: ErrorCode, message: String },
     /// The request is malformed in a way only the store can tell.
     #[error("{message}")]
-    Invalid { code: &'static str, message: String },
+    Invalid { code: ErrorCode, message: String },
     /// The database cannot be reached or the pool is exhausted: try again.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
@@ -130,7 +132,7 @@ impl Error {
                     Error::Unavailable(err)
                 } else if db.is_unique_violation() {
                     Error::Conflict {
-                        code: "conflict",
+                        code: ErrorCode::Conflict,
                         message: db.message().to_owned(),
                     }
                 } else {
@@ -148,7 +150,7 @@ impl Error {
 
     pub(crate) fn stale_lease(lease_id: &str) -> Self {
         Error::Conflict {
-            code: "stale_lease",
+            code: ErrorCode::StaleLease,
             message: format!(
                 "lease `{lease_id}` is no longer held: it expired, was reaped or its attempt ended"
             ),

@@ -6,15 +6,22 @@
 //! attempt is out; reaping or a timeout deletes it, so a late worker's call
 //! finds no lease and is refused (`stale_lease`) without touching state.
 
-use weft_api::HeartbeatResponse;
 use weft_core::AttemptStatus;
 
 use crate::{Error, Result, Store, args, db::Arg};
 
+/// What a heartbeat answers (the server turns it into `Heartbeat`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// The run ended or the attempt no longer counts: the worker should stop;
+    /// the lease was not renewed.
+    pub cancel_requested: bool,
+}
+
 impl Store {
     /// Renews a lease. Answers `cancel_requested` when the run has ended or
     /// the attempt no longer counts; a lease that is gone is a conflict.
-    pub async fn heartbeat(&self, lease_id: &str) -> Result<HeartbeatResponse> {
+    pub async fn heartbeat(&self, lease_id: &str) -> Result<Heartbeat> {
         let now = self.now_ms();
         let mut tx = self.begin().await?;
         let row = tx
@@ -42,7 +49,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        Ok(HeartbeatResponse {
+        Ok(Heartbeat {
             cancel_requested: beat.cancel_requested,
         })
     }

@@ -31,6 +31,7 @@ mod sql;
 mod starts;
 mod sweeps;
 mod time;
+mod timing;
 mod tokens;
 mod transition;
 mod waiters;
@@ -46,20 +47,23 @@ use std::{
 use tokio::sync::Notify;
 use weft_core::{Definition, observe::Observer};
 
-pub use audit::{Actor, AuditAction, AuditFilter};
-pub use claim::ClaimRequest;
+pub use audit::{Actor, AuditAction, AuditFilter, AuditPage, AuditRecord};
+pub use claim::{ClaimRequest, ClaimedTask};
 pub use db::{Dialect, PoolOptions};
 pub use diagnosis::{CauseCount, P99_TTL, Page, Summary};
 pub use error::{Corruption, Error, Problem};
 pub use follow::RunFollow;
-pub use results::{FailReport, Outcome, Recorded, WorkerResult};
+pub use leases::Heartbeat;
+pub use results::{FailReport, Outcome, Recorded, ReportedTiming, WorkerResult};
 pub use run_counts::{CountFilter, StatusCount, run_id_floor};
 pub use runs::{NewRun, RunFilter};
-pub use starts::MAX_STARTS_PER_BATCH;
+pub use starts::{MAX_STARTS_PER_BATCH, StartedRun};
 pub use time::{ManualClock, SystemClock, now_ms, parse_rfc3339, rfc3339};
+pub use timing::StoredTiming;
 pub use tokens::{NewToken, Pepper, StoredToken, TOKEN_PREFIX, TokenRecord};
 pub use weft_core::attempt::MAX_ERROR_BYTES;
 pub use workers::{QueueCounts, THROUGHPUT_WINDOW_MS, WorkerMeta, WorkerRecord};
+pub use workflows::{Registered, WorkflowInfo, WorkflowVersion};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -8,7 +8,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
-use weft_api::WorkerTiming;
 use weft_core::{
     AttemptStatus, Reason,
     attempt::{self, End, Report, json_size, stored_error},
@@ -22,13 +21,23 @@ use crate::{
     transition::{Applied, EndedAttempt, EventRow, LockedRun},
 };
 
+/// The parts of an attempt's time only its worker can measure, in
+/// milliseconds; clamped to the server's claim → result window when stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportedTiming {
+    /// Task received (claimed) → handler started.
+    pub dispatch_ms: Option<i64>,
+    /// The handler's run time.
+    pub handler_ms: Option<i64>,
+}
+
 /// A worker's report that an attempt failed.
 #[derive(Debug, Clone)]
 pub struct FailReport {
     pub reason: Reason,
     pub message: String,
     pub retryable: bool,
-    pub timing: Option<WorkerTiming>,
+    pub timing: Option<ReportedTiming>,
 }
 
 /// What a worker reports for one attempt.
@@ -53,7 +62,7 @@ pub enum Recorded {
 pub struct WorkerResult {
     pub lease_id: String,
     pub outcome: Outcome,
-    pub timing: Option<WorkerTiming>,
+    pub timing: Option<ReportedTiming>,
     /// When the server received it (epoch ms): deadlines are judged by it.
     pub received_ms: i64,
 }
@@ -72,7 +81,7 @@ impl Store {
         &self,
         lease_id: &str,
         output: Value,
-        timing: Option<WorkerTiming>,
+        timing: Option<ReportedTiming>,
         received_ms: i64,
     ) -> Result<Recorded> {
         self.finish_one(&WorkerResult {
@@ -91,7 +100,7 @@ impl Store {
         report: FailReport,
         received_ms: i64,
     ) -> Result<Recorded> {
-        let timing = report.timing.clone();
+        let timing = report.timing;
         self.finish_one(&WorkerResult {
             lease_id: lease_id.to_owned(),
             outcome: Outcome::Failed(report),
@@ -420,7 +429,7 @@ impl Store {
         lease_id: &str,
         lease: &Row,
         end: End,
-        worker: Option<&WorkerTiming>,
+        worker: Option<&ReportedTiming>,
         received_ms: i64,
         now: i64,
     ) -> Result<Written> {
@@ -450,7 +459,7 @@ impl Store {
             at: now,
             step: Some(run.def.steps[position].name.clone()),
             attempt: Some(attempt),
-            data,
+            data: end.data(serde_json::to_value(stored).expect("timing serializes")),
         };
         let event = end.event.expect("a worker's result is told to the run");
         let kind = attempt_kind(run, position);
@@ -575,7 +584,7 @@ async fn lease_still_counts(
         Ok(())
     } else {
         Err(Error::Conflict {
-            code: "attempt_not_running",
+            code: weft_core::ErrorCode::AttemptNotRunning,
             message: format!(
                 "attempt {attempt} of `{}` no longer counts: its run is {}",
                 weft_core::fan_out::child_name(&run.def.steps[position].name, index as u32),
@@ -591,7 +600,7 @@ async fn lease_still_counts(
 fn attempt_still_counts(run: &LockedRun, position: usize, attempt: i64) -> Result<()> {
     if !attempt::still_counts(&run.state.steps[position], attempt) {
         return Err(Error::Conflict {
-            code: "attempt_not_running",
+            code: weft_core::ErrorCode::AttemptNotRunning,
             message: format!(
                 "attempt {attempt} of step `{}` no longer counts: its run is {}",
                 run.def.steps[position].name, run.state.status
@@ -604,7 +613,7 @@ fn attempt_still_counts(run: &LockedRun, position: usize, attempt: i64) -> Resul
 fn written_outcome(run: &LockedRun, written: &Written) -> Result<Recorded> {
     if written.late {
         return Err(Error::Conflict {
-            code: "deadline_exceeded",
+            code: weft_core::ErrorCode::DeadlineExceeded,
             message: format!(
                 "attempt {} of step `{}` reported after its deadline; it was recorded as timed out",
                 written.ended.attempt, run.def.steps[written.ended.position].name

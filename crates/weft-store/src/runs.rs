@@ -12,7 +12,7 @@ use weft_api::{
 use weft_core::{AttemptStatus, RunStatus, StepStatus, machine::Event, trace::TraceParent};
 
 use crate::{
-    Actor, Error, Problem, Result, Store, args,
+    Actor, Error, Problem, Result, Store, StoredTiming, args,
     db::{Arg, Row, placeholders},
     rfc3339,
     time::opt_rfc3339,
@@ -104,7 +104,7 @@ impl Store {
         if let Some(cursor) = &filter.cursor {
             if uuid::Uuid::parse_str(cursor).is_err() {
                 return Err(Error::Invalid {
-                    code: "invalid_cursor",
+                    code: weft_core::ErrorCode::InvalidCursor,
                     message: format!("`{cursor}` is not a cursor from this API"),
                 });
             }
@@ -216,7 +216,14 @@ impl Store {
                     error: a.opt_text("error")?,
                     timing: a
                         .opt_text("timing")?
-                        .and_then(|t| serde_json::from_str::<AttemptTiming>(&t).ok()),
+                        .and_then(|t| serde_json::from_str::<StoredTiming>(&t).ok())
+                        .map(|t| AttemptTiming {
+                            queue_wait_ms: t.queue_wait_ms,
+                            dispatch_ms: t.dispatch_ms,
+                            handler_ms: t.handler_ms,
+                            ingest_ms: t.ingest_ms,
+                            total_ms: t.total_ms,
+                        }),
                     kind: a
                         .status("kind", weft_core::AttemptKind::parse)?
                         .as_str()

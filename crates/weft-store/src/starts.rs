@@ -7,7 +7,6 @@ use std::sync::{Arc, Weak};
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use weft_api::StartRunResponse;
 use weft_core::{RunState, machine::Event, observe::Observation};
 
 use crate::{
@@ -17,10 +16,22 @@ use crate::{
     transition::{Applied, EventRow, LockedRun},
 };
 
+/// A started run, or the run an idempotency key matched: what a start
+/// answers (the server turns it into `StartedRun`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartedRun {
+    /// The run's id: a UUIDv7, lowercase and hyphenated.
+    pub run_id: String,
+    /// The run's trace id, 32 lowercase hex digits.
+    pub trace_id: String,
+    /// False when an idempotency key matched an existing run.
+    pub created: bool,
+}
+
 /// Most starts written in one transaction.
 pub const MAX_STARTS_PER_BATCH: usize = 500;
 
-type Waiter = oneshot::Sender<Result<StartRunResponse>>;
+type Waiter = oneshot::Sender<Result<StartedRun>>;
 
 /// The sending end of a store's start queue.
 pub(crate) struct StartQueue {
@@ -84,7 +95,7 @@ struct Written {
 
 impl Store {
     /// Starts one run; concurrent starts share a transaction.
-    pub async fn start_run(&self, new: NewRun) -> Result<StartRunResponse> {
+    pub async fn start_run(&self, new: NewRun) -> Result<StartedRun> {
         let queue = self
             .inner
             .starts
@@ -109,14 +120,14 @@ impl Store {
     /// Starts several runs in one transaction. Each gets its own answer (an
     /// unknown workflow fails only its own start); an error of the database
     /// fails the whole batch and writes nothing.
-    pub async fn start_runs(&self, batch: &[NewRun]) -> Result<Vec<Result<StartRunResponse>>> {
+    pub async fn start_runs(&self, batch: &[NewRun]) -> Result<Vec<Result<StartedRun>>> {
         self.write_starts(batch, true, false).await
     }
 
     /// Starts several runs in one transaction, all or none: the first start
     /// refused (unknown workflow, an idempotency key reused with another
     /// input) is the answer and nothing is written.
-    pub async fn start_runs_all_or_none(&self, batch: &[NewRun]) -> Result<Vec<StartRunResponse>> {
+    pub async fn start_runs_all_or_none(&self, batch: &[NewRun]) -> Result<Vec<StartedRun>> {
         self.write_starts(batch, true, true)
             .await?
             .into_iter()
@@ -130,7 +141,7 @@ impl Store {
         batch: &[NewRun],
         log: bool,
         all_or_none: bool,
-    ) -> Result<Vec<Result<StartRunResponse>>> {
+    ) -> Result<Vec<Result<StartedRun>>> {
         let started = std::time::Instant::now();
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -149,7 +160,7 @@ impl Store {
                     err @ (Error::NotFound { .. }
                     | Error::Invalid { .. }
                     | Error::Conflict {
-                        code: "idempotency_key_reused",
+                        code: weft_core::ErrorCode::IdempotencyKeyReused,
                         ..
                     }),
                 ) => answers.push(Err(err)),
@@ -193,7 +204,7 @@ impl Store {
         tx: &mut Tx,
         new: &NewRun,
         now: i64,
-    ) -> Result<(StartRunResponse, Option<Written>)> {
+    ) -> Result<(StartedRun, Option<Written>)> {
         let version = self.latest_version(tx, &new.workflow).await?;
         let def = self.definition_in(tx, &new.workflow, version).await?;
         if let Some(existing) = existing_run(tx, new).await? {
@@ -240,7 +251,7 @@ impl Store {
             let existing = existing_run(tx, new)
                 .await?
                 .ok_or_else(|| Error::Conflict {
-                    code: "concurrent_update",
+                    code: weft_core::ErrorCode::ConcurrentUpdate,
                     message: "idempotent start raced; try again".into(),
                 })?;
             return Ok((existing, None));
@@ -279,7 +290,7 @@ impl Store {
             .apply_event(tx, &mut run, Event::Start, now, vec![created])
             .await?;
         Ok((
-            StartRunResponse {
+            StartedRun {
                 run_id,
                 trace_id,
                 created: true,
@@ -289,14 +300,14 @@ impl Store {
     }
 }
 
-fn log_created(workflow: &str, actor: Option<&crate::Actor>, started: &StartRunResponse) {
+fn log_created(workflow: &str, actor: Option<&crate::Actor>, started: &StartedRun) {
     tracing::info!(component = "engine", run_id = %started.run_id, trace_id = %started.trace_id, workflow, actor = actor.map(|a| a.name.as_str()), on_behalf_of = actor.and_then(|a| a.on_behalf_of.as_deref()), "run created");
 }
 
 /// The run an idempotency key already started, if any. The key is bound to
 /// its first input: a start with the same key and a different input (as
 /// canonical JSON: key order ignored) is refused, `idempotency_key_reused`.
-async fn existing_run(tx: &mut Tx, new: &NewRun) -> Result<Option<StartRunResponse>> {
+async fn existing_run(tx: &mut Tx, new: &NewRun) -> Result<Option<StartedRun>> {
     let Some(key) = &new.idempotency_key else {
         return Ok(None);
     };
@@ -314,7 +325,7 @@ async fn existing_run(tx: &mut Tx, new: &NewRun) -> Result<Option<StartRunRespon
     // `Value` equality compares objects by key, whatever their order.
     if stored != new.input {
         return Err(Error::Conflict {
-            code: "idempotency_key_reused",
+            code: weft_core::ErrorCode::IdempotencyKeyReused,
             message: format!(
                 "idempotency key `{key}` already started run {} of `{}` with a different input",
                 row.text("run_id")?,
@@ -322,7 +333,7 @@ async fn existing_run(tx: &mut Tx, new: &NewRun) -> Result<Option<StartRunRespon
             ),
         });
     }
-    Ok(Some(StartRunResponse {
+    Ok(Some(StartedRun {
         run_id: row.text("run_id")?,
         trace_id: row.text("trace_id")?,
         created: false,

@@ -240,7 +240,7 @@ impl Store {
                     at: now,
                     step: Some(step_name.clone()),
                     attempt: Some(lease.attempt),
-                    data,
+                    data: end.data(serde_json::to_value(stored).expect("timing serializes")),
                 });
             }
             let reason = end.reason.unwrap_or(Reason::LeaseExpired);

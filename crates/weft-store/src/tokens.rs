@@ -18,7 +18,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-use crate::{Error, Problem, Result, Store, args, rfc3339};
+use crate::{Error, Problem, Result, Store, args};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -163,21 +163,6 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
-    /// The API's view of the token (never its secret).
-    pub fn info(&self) -> weft_api::TokenInfo {
-        weft_api::TokenInfo {
-            token_id: self.token_id.clone(),
-            name: self.name.clone(),
-            role: self.role.clone(),
-            queues: self.queues.clone(),
-            created_at: rfc3339(self.created_at),
-            created_by: self.created_by.clone(),
-            expires_at: self.expires_at.map(rfc3339),
-            revoked_at: self.revoked_at.map(rfc3339),
-            last_used_at: self.last_used_at.map(rfc3339),
-        }
-    }
-
     /// Whether the token is refused at `now_ms`: revoked, or past its expiry.
     pub fn refused_at(&self, now_ms: i64) -> Option<&'static str> {
         if self.revoked_at.is_some() {
@@ -315,7 +300,7 @@ impl Store {
             .await
             .map_err(|err| match err {
                 Error::Conflict { .. } => Error::Conflict {
-                    code: "token_name_taken",
+                    code: weft_core::ErrorCode::TokenNameTaken,
                     message: format!(
                         "a live token is already named `{}`; revoke it first or pick another name",
                         new.name

@@ -3,34 +3,65 @@
 
 use std::sync::Arc;
 
-use weft_api::{PutWorkflowResponse, WorkflowDetail, WorkflowSummary};
+use serde_json::Value;
 use weft_core::Definition;
 
-use crate::{Actor, AuditAction, Error, Problem, Result, Store, args, rfc3339};
+use crate::{Actor, AuditAction, Error, Problem, Result, Store, args};
+
+/// What registering a manifest did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The workflow's name.
+    pub name: String,
+    /// The latest version now: the new one, or the unchanged latest.
+    pub version: i64,
+    /// False when the manifest equals the latest version: nothing was written.
+    pub created: bool,
+}
+
+/// A workflow at its latest version, as the list reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowInfo {
+    pub name: String,
+    pub version: i64,
+    /// The manifest's `description`, if any.
+    pub description: Option<String>,
+    /// How many steps that version has.
+    pub steps: usize,
+    /// When that version was registered, epoch ms.
+    pub created_at_ms: i64,
+}
+
+/// One version of a workflow with its manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WorkflowVersion {
+    pub name: String,
+    pub version: i64,
+    /// The manifest's `description`, if any.
+    pub description: Option<String>,
+    /// When this version was registered, epoch ms.
+    pub created_at_ms: i64,
+    /// The stored canonical manifest (keys sorted), as JSON.
+    pub manifest: Value,
+    /// Every version registered, oldest first.
+    pub versions: Vec<i64>,
+}
 
 impl Store {
     /// Registers a definition. The same manifest as the latest version is a
     /// no-op; a changed one becomes the next version. Runs keep their version.
-    pub async fn put_workflow(&self, def: &Definition) -> Result<PutWorkflowResponse> {
+    pub async fn put_workflow(&self, def: &Definition) -> Result<Registered> {
         self.register(def, None).await
     }
 
     /// [`Store::put_workflow`] by a person: a new version is recorded as
     /// `workflow.registered` by `actor` in the audit log, in the same
     /// transaction (an unchanged manifest records nothing).
-    pub async fn put_workflow_as(
-        &self,
-        def: &Definition,
-        actor: &Actor,
-    ) -> Result<PutWorkflowResponse> {
+    pub async fn put_workflow_as(&self, def: &Definition, actor: &Actor) -> Result<Registered> {
         self.register(def, Some(actor)).await
     }
 
-    async fn register(
-        &self,
-        def: &Definition,
-        actor: Option<&Actor>,
-    ) -> Result<PutWorkflowResponse> {
+    async fn register(&self, def: &Definition, actor: Option<&Actor>) -> Result<Registered> {
         let mut tx = self.begin().await?;
         let latest = tx
             .fetch_optional(
@@ -41,7 +72,7 @@ impl Store {
         if let Some(row) = &latest
             && row.text("manifest")? == def.canonical
         {
-            return Ok(PutWorkflowResponse {
+            return Ok(Registered {
                 name: def.name.clone(),
                 version: row.int("version")?,
                 created: false,
@@ -59,7 +90,7 @@ impl Store {
         .await
         .map_err(|err| match err {
             Error::Conflict { .. } => Error::Conflict {
-                code: "concurrent_update",
+                code: weft_core::ErrorCode::ConcurrentUpdate,
                 message: format!("workflow `{}` was registered concurrently; try again", def.name),
             },
             other => other,
@@ -78,14 +109,14 @@ impl Store {
         }
         tx.commit().await?;
         tracing::info!(component = "server", workflow = %def.name, version, actor = actor.map(|a| a.name.as_str()), on_behalf_of = actor.and_then(|a| a.on_behalf_of.as_deref()), "workflow registered");
-        Ok(PutWorkflowResponse {
+        Ok(Registered {
             name: def.name.clone(),
             version,
             created: true,
         })
     }
 
-    pub async fn list_workflows(&self) -> Result<Vec<WorkflowSummary>> {
+    pub async fn list_workflows(&self) -> Result<Vec<WorkflowInfo>> {
         let rows = self
             .pool()
             .fetch_all(
@@ -100,18 +131,18 @@ impl Store {
             let def = self
                 .definition(&row.text("name")?, row.int("version")?)
                 .await?;
-            out.push(WorkflowSummary {
+            out.push(WorkflowInfo {
                 name: def.name.clone(),
                 version: row.int("version")?,
                 description: def.description.clone(),
                 steps: def.steps.len(),
-                created_at: rfc3339(row.int("created_at")?),
+                created_at_ms: row.int("created_at")?,
             });
         }
         Ok(out)
     }
 
-    pub async fn get_workflow(&self, name: &str, version: Option<i64>) -> Result<WorkflowDetail> {
+    pub async fn get_workflow(&self, name: &str, version: Option<i64>) -> Result<WorkflowVersion> {
         let rows = self
             .pool()
             .fetch_all(
@@ -135,11 +166,11 @@ impl Store {
             id: name.to_owned(),
         })?;
         let def = self.definition(name, row.int("version")?).await?;
-        Ok(WorkflowDetail {
+        Ok(WorkflowVersion {
             name: name.to_owned(),
             version: row.int("version")?,
             description: def.description.clone(),
-            created_at: rfc3339(row.int("created_at")?),
+            created_at_ms: row.int("created_at")?,
             manifest: serde_json::from_str(&row.text("manifest")?).map_err(|err| {
                 Error::corrupt(
                     format!("manifest of {name}"),

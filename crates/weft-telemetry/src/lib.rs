@@ -8,10 +8,14 @@
 //! Invariant: this is the only crate that knows exporters and exposition
 //! formats (Prometheus, OTLP).
 
+mod error;
 pub mod metrics;
 pub mod otlp_http;
+pub mod sampler;
 pub mod spans;
 pub mod traces;
+
+pub use error::{Error, KeyValueError};
 
 use std::io::IsTerminal;
 
@@ -70,7 +74,7 @@ fn stderr_layer(format: LogFormat) -> BoxedLayer {
 
 /// Installs the global subscriber. Call once, early in `main`. Noisy
 /// dependency logs are capped at `warn` unless the filter names them.
-pub fn init(config: &LogConfig) -> Result<LogGuard, String> {
+pub fn init(config: &LogConfig) -> Result<LogGuard, Error> {
     init_with_traces(config, None)
 }
 
@@ -79,23 +83,27 @@ pub fn init(config: &LogConfig) -> Result<LogGuard, String> {
 pub fn init_with_traces(
     config: &LogConfig,
     traces: Option<&traces::Tracing>,
-) -> Result<LogGuard, String> {
+) -> Result<LogGuard, Error> {
     let mut directives = config.filter.clone();
     for noisy in ["sqlx", "hyper", "h2", "tower", "reqwest", "rustls"] {
         if !directives.contains(noisy) {
             directives.push_str(&format!(",{noisy}=warn"));
         }
     }
-    let filter = EnvFilter::try_new(&directives)
-        .map_err(|err| format!("bad log filter `{}`: {err}", config.filter))?;
+    let filter = EnvFilter::try_new(&directives).map_err(|source| Error::LogFilter {
+        filter: config.filter.clone(),
+        source,
+    })?;
     let mut layers: Vec<BoxedLayer> = vec![stderr_layer(config.format)];
     if let Some(traces) = traces {
         layers.push(traces.layer().boxed());
     }
     let mut guard = LogGuard { _file: None };
     if let Some(dir) = &config.dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|err| format!("cannot create log dir {}: {err}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| Error::LogDir {
+            dir: dir.clone(),
+            source,
+        })?;
         let (writer, file_guard) =
             tracing_appender::non_blocking(tracing_appender::rolling::daily(dir, "weft.log"));
         layers.push(
@@ -114,6 +122,6 @@ pub fn init_with_traces(
         .with(layers)
         .with(filter)
         .try_init()
-        .map_err(|err| err.to_string())?;
+        .map_err(Error::SubscriberInstalled)?;
     Ok(guard)
 }

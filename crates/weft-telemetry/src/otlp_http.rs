@@ -23,6 +23,8 @@ use opentelemetry_sdk::{
 };
 use prost::Message as _;
 
+use crate::Error;
+
 /// Exports spans to `url` (the full traces URL, e.g.
 /// `http://collector:4318/v1/traces`).
 #[derive(Debug)]
@@ -41,9 +43,8 @@ impl HttpExporter {
         url: &str,
         headers: &[(String, String)],
         timeout: Duration,
-    ) -> Result<HttpExporter, String> {
-        let runtime = tokio::runtime::Handle::try_current()
-            .map_err(|_| "the OTLP/HTTP exporter must be built inside a Tokio runtime")?;
+    ) -> Result<HttpExporter, Error> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         // reqwest is built without a default TLS provider; pick ring, as the
         // client does. Installing twice is harmless.
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -51,18 +52,13 @@ impl HttpExporter {
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             .build()
-            .map_err(|err| format!("cannot build the OTLP/HTTP client: {err}"))?;
+            .map_err(Error::HttpClient)?;
         let mut map = reqwest::header::HeaderMap::new();
         for (key, value) in headers {
             let name = reqwest::header::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
-                .map_err(|_| {
-                    format!("OTEL_EXPORTER_OTLP_HEADERS: `{key}` is not a valid header name")
-                })?;
-            let value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
-                format!(
-                    "OTEL_EXPORTER_OTLP_HEADERS: the value of `{key}` is not a valid header value"
-                )
-            })?;
+                .map_err(|_| Error::HeaderName(key.clone()))?;
+            let value = reqwest::header::HeaderValue::from_str(value)
+                .map_err(|_| Error::HeaderValue(key.clone()))?;
             map.insert(name, value);
         }
         Ok(HttpExporter {

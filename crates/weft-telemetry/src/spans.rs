@@ -22,18 +22,44 @@ use opentelemetry::{
         TraceContextExt, TraceFlags, TraceId, TraceState, Tracer as _,
     },
 };
-use opentelemetry_sdk::trace::{
-    IdGenerator, RandomIdGenerator, SamplingDecision, SdkTracer, ShouldSample,
+use opentelemetry::{InstrumentationScope, trace::TracerProvider as _};
+use opentelemetry_sdk::{
+    Resource,
+    trace::{
+        IdGenerator, RandomIdGenerator, SamplingDecision, SdkTracer, SdkTracerProvider,
+        ShouldSample, SpanProcessor,
+    },
 };
 use weft_core::{
     AttemptKind, AttemptStatus, RunStatus,
     observe::{AttemptRecord, ConditionRecord, GaugeSnapshot, Observation, Observer, RunRecord},
 };
 
-use crate::traces::SamplerConfig;
+use crate::sampler::SamplerConfig;
 
 thread_local! {
     static PRESET: Cell<Option<(TraceId, SpanId)>> = const { Cell::new(None) };
+}
+
+/// A tracer provider over `processor` with Weft's id generator
+/// ([`PresetIds`]) and `sampler`, and its `weft` tracer: the pipeline
+/// `traces::Tracing` exports through, or a test's.
+pub(crate) fn provider(
+    processor: impl SpanProcessor + 'static,
+    sampler: SamplerConfig,
+    resource: Resource,
+) -> (SdkTracerProvider, SdkTracer) {
+    let provider = SdkTracerProvider::builder()
+        .with_span_processor(processor)
+        .with_sampler(sampler.sampler())
+        .with_id_generator(PresetIds)
+        .with_resource(resource)
+        .build();
+    let scope = InstrumentationScope::builder("weft")
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build();
+    let tracer = provider.tracer_with_scope(scope);
+    (provider, tracer)
 }
 
 /// Random ids, except while [`with_ids`] builds a span from a row.
@@ -349,7 +375,6 @@ mod tests {
     use weft_core::{Reason, observe::Timing};
 
     use super::*;
-    use crate::traces::Tracing;
 
     #[derive(Debug, Clone, Default)]
     struct Collected(Arc<Mutex<Vec<SpanData>>>);
@@ -363,12 +388,12 @@ mod tests {
 
     fn pipeline(sampler: SamplerConfig) -> (RowSpans, Collected) {
         let collected = Collected::default();
-        let tracing = Tracing::with_processor(
+        let (_provider, tracer) = provider(
             SimpleSpanProcessor::new(collected.clone()),
             sampler,
             Resource::builder_empty().build(),
         );
-        (tracing.row_spans(), collected)
+        (RowSpans::new(tracer, sampler), collected)
     }
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";

@@ -9,11 +9,11 @@
 use std::time::Duration;
 
 use opentelemetry::{
-    InstrumentationScope, KeyValue,
+    KeyValue,
     propagation::TextMapCompositePropagator,
     trace::{
         Span as _, SpanBuilder, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
-        Tracer as _, TracerProvider as _,
+        Tracer as _,
     },
 };
 use opentelemetry_otlp::{
@@ -23,7 +23,7 @@ use opentelemetry_otlp::{
 use opentelemetry_sdk::{
     Resource,
     propagation::{BaggagePropagator, TraceContextPropagator},
-    trace::{BatchSpanProcessor, Sampler, SdkTracer, SdkTracerProvider, SpanProcessor},
+    trace::{BatchSpanProcessor, SdkTracer, SdkTracerProvider, SpanProcessor},
 };
 use tracing::{Metadata, subscriber::Interest};
 use tracing_subscriber::{
@@ -34,9 +34,11 @@ use tracing_subscriber::{
 
 use weft_core::trace::TraceParent;
 
+pub use crate::sampler::SamplerConfig;
 use crate::{
+    Error, KeyValueError,
     otlp_http::HttpExporter,
-    spans::{PresetIds, RowSpans, remote},
+    spans::{self, RowSpans, remote},
 };
 
 /// How spans travel to the collector.
@@ -46,63 +48,6 @@ pub enum Protocol {
     Grpc,
     /// OTLP over HTTP with protobuf bodies (port 4318 by convention).
     HttpProtobuf,
-}
-
-/// Which traces are kept (`OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum SamplerConfig {
-    AlwaysOn,
-    AlwaysOff,
-    TraceIdRatio(f64),
-    ParentBasedAlwaysOn,
-    ParentBasedAlwaysOff,
-    ParentBasedTraceIdRatio(f64),
-}
-
-impl SamplerConfig {
-    /// Parses the standard sampler names; the ratio defaults to 1.0.
-    pub fn parse(name: &str, arg: Option<&str>) -> Result<SamplerConfig, String> {
-        let ratio = || -> Result<f64, String> {
-            match arg.map(str::trim).filter(|a| !a.is_empty()) {
-                None => Ok(1.0),
-                Some(text) => match text.parse::<f64>() {
-                    Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
-                    _ => Err(format!(
-                        "OTEL_TRACES_SAMPLER_ARG must be a ratio from 0 to 1, not `{text}`"
-                    )),
-                },
-            }
-        };
-        Ok(match name.trim() {
-            "always_on" => SamplerConfig::AlwaysOn,
-            "always_off" => SamplerConfig::AlwaysOff,
-            "traceidratio" => SamplerConfig::TraceIdRatio(ratio()?),
-            "parentbased_always_on" | "" => SamplerConfig::ParentBasedAlwaysOn,
-            "parentbased_always_off" => SamplerConfig::ParentBasedAlwaysOff,
-            "parentbased_traceidratio" => SamplerConfig::ParentBasedTraceIdRatio(ratio()?),
-            other => {
-                return Err(format!(
-                    "OTEL_TRACES_SAMPLER `{other}` is not supported (always_on, always_off, traceidratio, \
-                     parentbased_always_on, parentbased_always_off, parentbased_traceidratio)"
-                ));
-            }
-        })
-    }
-
-    pub(crate) fn sampler(self) -> Sampler {
-        match self {
-            SamplerConfig::AlwaysOn => Sampler::AlwaysOn,
-            SamplerConfig::AlwaysOff => Sampler::AlwaysOff,
-            SamplerConfig::TraceIdRatio(r) => Sampler::TraceIdRatioBased(r),
-            SamplerConfig::ParentBasedAlwaysOn => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-            SamplerConfig::ParentBasedAlwaysOff => {
-                Sampler::ParentBased(Box::new(Sampler::AlwaysOff))
-            }
-            SamplerConfig::ParentBasedTraceIdRatio(r) => {
-                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(r)))
-            }
-        }
-    }
 }
 
 /// The standard OpenTelemetry variables, as the binary read them (unset is
@@ -178,7 +123,7 @@ pub struct Config {
 impl Config {
     /// `Ok(None)` when no endpoint is set (or the SDK is disabled): traces
     /// are off. `default_service` names the service unless the variables do.
-    pub fn from_vars(vars: &Vars, default_service: &str) -> Result<Option<Config>, String> {
+    pub fn from_vars(vars: &Vars, default_service: &str) -> Result<Option<Config>, Error> {
         if vars
             .sdk_disabled
             .as_deref()
@@ -199,18 +144,8 @@ impl Config {
         {
             None | Some("grpc") => Protocol::Grpc,
             Some("http/protobuf") => Protocol::HttpProtobuf,
-            Some("http/json") => {
-                return Err(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL: http/json is not supported; use http/protobuf \
-                     (port 4318) or grpc (port 4317)"
-                        .to_owned(),
-                );
-            }
-            Some(other) => {
-                return Err(format!(
-                    "OTEL_EXPORTER_OTLP_PROTOCOL `{other}` is not one of grpc, http/protobuf"
-                ));
-            }
+            Some("http/json") => return Err(Error::HttpJsonProtocol),
+            Some(other) => return Err(Error::Protocol(other.to_owned())),
         };
         // The generic endpoint is a base URL for HTTP; the per-signal one is
         // used as given (the OTLP exporter specification).
@@ -221,14 +156,17 @@ impl Config {
             _ => endpoint.to_owned(),
         };
         let resource = match &vars.resource_attributes {
-            Some(text) => {
-                parse_key_values(text).map_err(|err| format!("OTEL_RESOURCE_ATTRIBUTES: {err}"))?
-            }
+            Some(text) => parse_key_values(text).map_err(|source| Error::KeyValues {
+                variable: "OTEL_RESOURCE_ATTRIBUTES",
+                source,
+            })?,
             None => Vec::new(),
         };
         let headers = match vars.traces_headers.as_ref().or(vars.headers.as_ref()) {
-            Some(text) => parse_key_values(text)
-                .map_err(|err| format!("OTEL_EXPORTER_OTLP_HEADERS: {err}"))?,
+            Some(text) => parse_key_values(text).map_err(|source| Error::KeyValues {
+                variable: "OTEL_EXPORTER_OTLP_HEADERS",
+                source,
+            })?,
             None => Vec::new(),
         };
         let service_name = vars
@@ -260,15 +198,15 @@ impl Config {
 /// Parses the W3C-style `key1=value1,key2=value2` lists of
 /// `OTEL_RESOURCE_ATTRIBUTES` and `OTEL_EXPORTER_OTLP_HEADERS`; values may be
 /// percent-encoded.
-pub fn parse_key_values(text: &str) -> Result<Vec<(String, String)>, String> {
+pub fn parse_key_values(text: &str) -> Result<Vec<(String, String)>, KeyValueError> {
     let mut pairs = Vec::new();
     for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
         let (key, value) = item
             .split_once('=')
-            .ok_or_else(|| format!("`{item}` is not key=value"))?;
+            .ok_or_else(|| KeyValueError::NotKeyValue(item.to_owned()))?;
         let key = key.trim();
         if key.is_empty() {
-            return Err(format!("`{item}` has an empty key"));
+            return Err(KeyValueError::EmptyKey(item.to_owned()));
         }
         pairs.push((key.to_owned(), percent_decode(value.trim())));
     }
@@ -306,7 +244,7 @@ impl Tracing {
     /// Builds the OTLP exporter and the provider, and installs them as the
     /// global provider and W3C trace-context + baggage propagator. Call from
     /// inside a Tokio runtime: the gRPC channel needs one.
-    pub fn start(config: &Config, version: &str) -> Result<Tracing, String> {
+    pub fn start(config: &Config, version: &str) -> Result<Tracing, Error> {
         let mut resource = Resource::builder_empty()
             .with_service_name(config.service_name.clone())
             .with_attribute(KeyValue::new("service.version", version.to_owned()));
@@ -327,11 +265,9 @@ impl Tracing {
                 if config.endpoint.starts_with("https://") {
                     builder = builder.with_tls_config(ClientTlsConfig::new().with_enabled_roots());
                 }
-                let exporter = builder.build().map_err(|err| {
-                    format!(
-                        "cannot build the OTLP exporter for {}: {err}",
-                        config.endpoint
-                    )
+                let exporter = builder.build().map_err(|source| Error::Exporter {
+                    endpoint: config.endpoint.clone(),
+                    source,
                 })?;
                 Tracing::with_processor(
                     BatchSpanProcessor::builder(exporter).build(),
@@ -363,16 +299,7 @@ impl Tracing {
         sampler: SamplerConfig,
         resource: Resource,
     ) -> Tracing {
-        let provider = SdkTracerProvider::builder()
-            .with_span_processor(processor)
-            .with_sampler(sampler.sampler())
-            .with_id_generator(PresetIds)
-            .with_resource(resource)
-            .build();
-        let scope = InstrumentationScope::builder("weft")
-            .with_version(env!("CARGO_PKG_VERSION"))
-            .build();
-        let tracer = provider.tracer_with_scope(scope);
+        let (provider, tracer) = spans::provider(processor, sampler, resource);
         Tracing {
             provider,
             tracer,
@@ -521,16 +448,13 @@ impl ServerSpan {
     }
 }
 
-fn headers_metadata(headers: &[(String, String)]) -> Result<MetadataMap, String> {
+fn headers_metadata(headers: &[(String, String)]) -> Result<MetadataMap, Error> {
     let mut map = http::HeaderMap::new();
     for (key, value) in headers {
-        let name =
-            http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes()).map_err(|_| {
-                format!("OTEL_EXPORTER_OTLP_HEADERS: `{key}` is not a valid header name")
-            })?;
-        let value = http::HeaderValue::from_str(value).map_err(|_| {
-            format!("OTEL_EXPORTER_OTLP_HEADERS: the value of `{key}` is not a valid header value")
-        })?;
+        let name = http::HeaderName::from_bytes(key.to_ascii_lowercase().as_bytes())
+            .map_err(|_| Error::HeaderName(key.clone()))?;
+        let value =
+            http::HeaderValue::from_str(value).map_err(|_| Error::HeaderValue(key.clone()))?;
         map.insert(name, value);
     }
     Ok(MetadataMap::from_headers(map))

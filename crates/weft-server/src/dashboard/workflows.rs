@@ -33,7 +33,12 @@ pub(crate) async fn workflows_page(State(state): State<AppState>) -> PageResult 
     let store = state.store();
     let now = store.now_ms();
     let mut rows = Vec::new();
-    for w in store.list_workflows().await? {
+    for w in store
+        .list_workflows()
+        .await?
+        .into_iter()
+        .map(crate::convert::workflow_summary)
+    {
         let filter = CountFilter {
             workflow: Some(w.name.clone()),
             since_ms: Some(now - WINDOW_MS),
@@ -120,7 +125,7 @@ pub(crate) async fn workflow_page(
     let store = state.store();
     let version = version_arg(query.version.as_deref(), "version")?;
     let diff_from = version_arg(query.diff.as_deref(), "diff")?;
-    let detail = store.get_workflow(&name, version).await?;
+    let detail = crate::convert::workflow_detail(store.get_workflow(&name, version).await?);
     let manifest = manifest_text(&detail.manifest);
     let diff = match diff_from {
         None => None,

@@ -4,6 +4,7 @@
 use axum::{Json, extract::State};
 use serde::Deserialize;
 use weft_api::{AuditList, ErrorBody};
+use weft_core::ErrorCode;
 use weft_store::{AuditAction, AuditFilter};
 
 use super::{ApiResult, runs::parse_since};
@@ -34,11 +35,23 @@ impl Validate for AuditQuery {
             ("cursor", &self.cursor),
         ] {
             if let Some(value) = value {
-                limits::check_text("invalid_query", field, value, 0, limits::MAX_QUERY_TEXT_LEN)?;
+                limits::check_text(
+                    ErrorCode::InvalidQuery,
+                    field,
+                    value,
+                    0,
+                    limits::MAX_QUERY_TEXT_LEN,
+                )?;
             }
         }
         if let Some(limit) = self.limit {
-            limits::check_range("invalid_limit", "limit", limit, 1, limits::MAX_LIST_LIMIT)?;
+            limits::check_range(
+                ErrorCode::InvalidLimit,
+                "limit",
+                limit,
+                1,
+                limits::MAX_LIST_LIMIT,
+            )?;
         }
         Ok(())
     }
@@ -54,7 +67,7 @@ pub(crate) async fn list_audit(
         Some(text) => Some(AuditAction::parse(text).ok_or_else(|| {
             let known: Vec<&str> = AuditAction::ALL.iter().map(|a| a.as_str()).collect();
             ApiError::bad_request(
-                "invalid_action",
+                ErrorCode::InvalidAction,
                 format!(
                     "unknown audit action `{text}` (one of {})",
                     known.join(", ")
@@ -73,5 +86,6 @@ pub(crate) async fn list_audit(
         limit: query.limit,
         cursor: query.cursor,
     };
-    Ok(Json(state.store().list_audit(&filter).await?))
+    let page = state.store().list_audit(&filter).await?;
+    Ok(Json(crate::convert::audit_list(page)))
 }

@@ -30,11 +30,17 @@ impl Validate for BulkActionRequest {
             ("until", &self.until),
         ] {
             if let Some(value) = value {
-                limits::check_text("invalid_query", field, value, 0, limits::MAX_QUERY_TEXT_LEN)?;
+                limits::check_text(
+                    weft_core::ErrorCode::InvalidQuery,
+                    field,
+                    value,
+                    0,
+                    limits::MAX_QUERY_TEXT_LEN,
+                )?;
             }
         }
         limits::check_range(
-            "invalid_expected",
+            weft_core::ErrorCode::InvalidExpected,
             "expected",
             self.expected,
             0,
@@ -96,7 +102,7 @@ async fn bulk(
     if matched != request.expected {
         return Err(ApiError::Other {
             status: StatusCode::CONFLICT,
-            code: "count_changed",
+            code: weft_core::ErrorCode::CountChanged,
             message: format!(
                 "{matched} runs match now, not the {} expected: nothing was done; count again",
                 request.expected
@@ -122,7 +128,7 @@ async fn bulk(
                 answer.refused.push(BulkRefusal {
                     run_id: id,
                     error: ErrorDetail {
-                        code: err.code().to_owned(),
+                        code: err.code().as_str().to_owned(),
                         message: err.to_string(),
                     },
                 });
@@ -147,7 +153,7 @@ async fn matching(
         Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
             let known: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
             ApiError::bad_request(
-                "invalid_status",
+                weft_core::ErrorCode::InvalidStatus,
                 format!("unknown run status `{text}` (one of {})", known.join(", ")),
             )
         })?),
@@ -187,7 +193,7 @@ async fn matching(
             runs.extend(page.runs);
             if runs.len() > MAX_BULK_RUNS as usize {
                 return Err(ApiError::bad_request(
-                    "too_many_runs",
+                    weft_core::ErrorCode::TooManyRuns,
                     format!(
                         "more than {MAX_BULK_RUNS} runs match: narrow the filter (workflow, status, time range) or act in several calls"
                     ),

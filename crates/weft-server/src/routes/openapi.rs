@@ -82,6 +82,12 @@ pub fn openapi_document() -> Value {
             target.insert(key.clone(), value.clone());
         }
     }
+    if let Some(code) = doc
+        .pointer_mut("/components/schemas/ErrorDetail/properties/code")
+        .and_then(Value::as_object_mut)
+    {
+        document_error_codes(code);
+    }
     let schemas_without_required: Vec<String> = doc
         .pointer("/components/schemas")
         .and_then(Value::as_object)
@@ -281,6 +287,27 @@ fn declare_security(doc: &mut Value) {
     }
 }
 
+/// The error body's `code` as the closed catalogue it is
+/// ([`weft_core::ErrorCode`]): an enum of every code, and each code's
+/// meaning and status appended to the field's description.
+fn document_error_codes(code: &mut serde_json::Map<String, Value>) {
+    let codes: Vec<Value> = weft_core::ErrorCode::ALL
+        .iter()
+        .map(|c| json!(c.as_str()))
+        .collect();
+    let mut description = code
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    description.push_str("\n\nThe codes (new codes may be added; none is renamed):");
+    for c in weft_core::ErrorCode::ALL {
+        description.push_str(&format!("\n- `{}`: {}", c.as_str(), c.description()));
+    }
+    code.insert("enum".to_owned(), Value::Array(codes));
+    code.insert("description".to_owned(), Value::String(description));
+}
+
 /// The bounds of [`crate::limits`] on the request schemas' properties:
 /// `(schema, property, constraints)`; `items` constrains a list's items.
 fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
@@ -470,6 +497,33 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The error body's `code` lists the whole catalogue, each code described.
+    #[test]
+    fn the_error_code_is_the_catalogue() {
+        let doc = openapi_document();
+        let code = &doc["components"]["schemas"]["ErrorDetail"]["properties"]["code"];
+        let listed: Vec<&str> = code["enum"]
+            .as_array()
+            .expect("an enum")
+            .iter()
+            .map(|c| c.as_str().expect("a string"))
+            .collect();
+        let catalogue: Vec<&str> = weft_core::ErrorCode::ALL
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
+        assert_eq!(listed, catalogue);
+        let description = code["description"].as_str().expect("a description");
+        assert!(description.contains("Match on this"), "{description}");
+        for c in weft_core::ErrorCode::ALL {
+            assert!(
+                description.contains(&format!("- `{}`: {}", c.as_str(), c.description())),
+                "{c} is not described"
+            );
+        }
+        assert!(listed.contains(&"stale_lease") && listed.contains(&"corrupt_row"));
     }
 
     /// Case 19: the bounds the server checks are the ones the document states.

@@ -12,6 +12,7 @@ use weft_api::{
     ErrorBody, EventList, LogList, RunDetail, RunList, StartRunRequest, StartRunResponse,
     StartRunsRequest, StartRunsResponse,
 };
+use weft_core::ErrorCode;
 use weft_core::RunStatus;
 use weft_store::{Actor, NewRun, RunFilter};
 
@@ -36,11 +37,23 @@ impl Validate for ListRunsQuery {
             ("status", &self.status),
         ] {
             if let Some(value) = value {
-                limits::check_text("invalid_query", field, value, 0, limits::MAX_QUERY_TEXT_LEN)?;
+                limits::check_text(
+                    ErrorCode::InvalidQuery,
+                    field,
+                    value,
+                    0,
+                    limits::MAX_QUERY_TEXT_LEN,
+                )?;
             }
         }
         if let Some(limit) = self.limit {
-            limits::check_range("invalid_limit", "limit", limit, 1, limits::MAX_LIST_LIMIT)?;
+            limits::check_range(
+                ErrorCode::InvalidLimit,
+                "limit",
+                limit,
+                1,
+                limits::MAX_LIST_LIMIT,
+            )?;
         }
         Ok(())
     }
@@ -49,7 +62,13 @@ impl Validate for ListRunsQuery {
 impl Validate for GetRunQuery {
     fn validate(&self) -> ApiResult<()> {
         if let Some(ms) = self.wait_ms {
-            limits::check_range("invalid_wait", "wait_ms", ms, 0, limits::MAX_WAIT_MS)?;
+            limits::check_range(
+                ErrorCode::InvalidWait,
+                "wait_ms",
+                ms,
+                0,
+                limits::MAX_WAIT_MS,
+            )?;
         }
         Ok(())
     }
@@ -58,7 +77,7 @@ impl Validate for GetRunQuery {
 impl Validate for EventsQuery {
     fn validate(&self) -> ApiResult<()> {
         if let Some(after) = self.after {
-            limits::check_range("invalid_query", "after", after, 0, i64::MAX)?;
+            limits::check_range(ErrorCode::InvalidQuery, "after", after, 0, i64::MAX)?;
         }
         Ok(())
     }
@@ -67,7 +86,13 @@ impl Validate for EventsQuery {
 impl Validate for LogsQuery {
     fn validate(&self) -> ApiResult<()> {
         if let Some(step) = &self.step {
-            limits::check_text("invalid_query", "step", step, 1, limits::MAX_PATH_PARAM_LEN)?;
+            limits::check_text(
+                ErrorCode::InvalidQuery,
+                "step",
+                step,
+                1,
+                limits::MAX_PATH_PARAM_LEN,
+            )?;
         }
         Ok(())
     }
@@ -132,7 +157,10 @@ async fn start_run_in(
             actor: Some(actor),
         })
         .await?;
-    Ok((StatusCode::ACCEPTED, Json(started)))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(crate::convert::started_run(started)),
+    ))
 }
 
 /// W3C baggage is kept as sent (ASCII, within the spec's 8192-byte cap)
@@ -176,7 +204,13 @@ pub(crate) async fn start_runs(
             actor: Some(actor.clone()),
         });
     }
-    let runs = state.store().start_runs_all_or_none(&batch).await?;
+    let runs = state
+        .store()
+        .start_runs_all_or_none(&batch)
+        .await?
+        .into_iter()
+        .map(crate::convert::started_run)
+        .collect();
     Ok((StatusCode::ACCEPTED, Json(StartRunsResponse { runs })))
 }
 
@@ -201,7 +235,7 @@ pub(crate) async fn list_runs(
         Some(text) => Some(RunStatus::parse(text).ok_or_else(|| {
             let known: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
             ApiError::bad_request(
-                "invalid_status",
+                ErrorCode::InvalidStatus,
                 format!("unknown run status `{text}` (one of {})", known.join(", ")),
             )
         })?),
@@ -227,7 +261,7 @@ pub(super) fn parse_since(text: &str, now_ms: i64) -> ApiResult<i64> {
     }
     let invalid = || {
         ApiError::bad_request(
-            "invalid_since",
+            ErrorCode::InvalidSince,
             format!("`{text}` is neither an RFC 3339 time nor a duration like 1h"),
         )
     };

@@ -156,7 +156,7 @@ impl EventFollower {
         let err = ApiError::from(err);
         let body = ErrorBody {
             error: ErrorDetail {
-                code: err.code().to_owned(),
+                code: err.code().as_str().to_owned(),
                 message: err.to_string(),
             },
         };

@@ -5,6 +5,7 @@
 
 use axum::{Extension, Json, extract::State, http::StatusCode};
 use weft_api::{CreateTokenRequest, CreatedToken, ErrorBody, TokenInfo, TokenList};
+use weft_core::ErrorCode;
 
 use super::ApiResult;
 use crate::{
@@ -22,10 +23,16 @@ pub const MAX_TOKEN_QUEUES: usize = 64;
 
 impl Validate for CreateTokenRequest {
     fn validate(&self) -> ApiResult<()> {
-        limits::check_text("invalid_name", "name", &self.name, 1, limits::MAX_NAME_LEN)?;
+        limits::check_text(
+            ErrorCode::InvalidName,
+            "name",
+            &self.name,
+            1,
+            limits::MAX_NAME_LEN,
+        )?;
         if Role::parse(&self.role).is_none() {
             return Err(ApiError::bad_request(
-                "invalid_role",
+                ErrorCode::InvalidRole,
                 format!(
                     "`role` must be one of {}, not `{}`",
                     Role::ALL.map(Role::as_str).join(", "),
@@ -36,24 +43,30 @@ impl Validate for CreateTokenRequest {
         if let Some(queues) = &self.queues {
             if self.role != Role::Worker.as_str() {
                 return Err(ApiError::bad_request(
-                    "invalid_queues",
+                    ErrorCode::InvalidQueues,
                     "`queues` applies to worker tokens only",
                 ));
             }
             limits::check_count(
-                "invalid_queues",
+                ErrorCode::InvalidQueues,
                 "queues",
                 queues.len(),
                 1,
                 MAX_TOKEN_QUEUES,
             )?;
             for queue in queues {
-                limits::check_text("invalid_queues", "queues[]", queue, 1, limits::MAX_NAME_LEN)?;
+                limits::check_text(
+                    ErrorCode::InvalidQueues,
+                    "queues[]",
+                    queue,
+                    1,
+                    limits::MAX_NAME_LEN,
+                )?;
             }
         }
         if let Some(seconds) = self.expires_in_seconds {
             limits::check_range(
-                "invalid_expiry",
+                ErrorCode::InvalidExpiry,
                 "expires_in_seconds",
                 seconds,
                 1,
@@ -74,7 +87,7 @@ pub(crate) async fn create_token(
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     let Some(pepper) = &state.auth.config().pepper else {
         return Err(ApiError::Conflict {
-            code: "no_token_pepper",
+            code: ErrorCode::NoTokenPepper,
             message: "this server has no token pepper to hash tokens with: set WEFT_TOKEN_PEPPER or --token-pepper-file".to_owned(),
         });
     };
@@ -103,7 +116,7 @@ pub(crate) async fn create_token(
         StatusCode::CREATED,
         Json(CreatedToken {
             token,
-            info: record.info(),
+            info: crate::convert::token_info(&record),
         }),
     ))
 }
@@ -113,7 +126,7 @@ pub(crate) async fn create_token(
 pub(crate) async fn list_tokens(State(state): State<AppState>) -> ApiResult<Json<TokenList>> {
     let tokens = state.store().list_tokens().await?;
     Ok(Json(TokenList {
-        tokens: tokens.iter().map(weft_store::TokenRecord::info).collect(),
+        tokens: tokens.iter().map(crate::convert::token_info).collect(),
     }))
 }
 
@@ -137,5 +150,5 @@ pub(crate) async fn revoke_token(
             detail,
         )
         .await?;
-    Ok(Json(record.info()))
+    Ok(Json(crate::convert::token_info(&record)))
 }

@@ -8,7 +8,7 @@ use weft_api::{
     PollRequest, PollResponse, ReleaseRequest, ResultAnswer, ResultsRequest, ResultsResponse,
     TaskError, WorkerTiming,
 };
-use weft_core::Reason;
+use weft_core::{ErrorCode, Reason};
 use weft_store::{ClaimRequest, FailReport, Outcome, Recorded, WorkerResult};
 
 use super::ApiResult;
@@ -56,7 +56,9 @@ pub(crate) async fn poll(
             .metrics
             .worker_poll(queue, outcome, started.elapsed().as_secs_f64());
     }
-    Ok(Json(PollResponse { tasks: polled? }))
+    Ok(Json(PollResponse {
+        tasks: polled?.into_iter().map(crate::convert::task).collect(),
+    }))
 }
 
 #[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/heartbeat", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = HeartbeatResponse), (status = 409, body = ErrorBody, description = "The lease is no longer held")))]
@@ -66,7 +68,8 @@ pub(crate) async fn heartbeat(
     Path(lease_id): Path<String>,
 ) -> ApiResult<Json<HeartbeatResponse>> {
     caller.check_lease(state.store(), &lease_id).await?;
-    Ok(Json(state.store().heartbeat(&lease_id).await?))
+    let beat = state.store().heartbeat(&lease_id).await?;
+    Ok(Json(crate::convert::heartbeat(beat)))
 }
 
 #[utoipa::path(post, path = "/v1/worker/leases/{lease_id}/complete", tag = "worker", params(("lease_id" = String, Path, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = CompleteRequest, responses((status = 200, body = Ack, description = "Applied; `already_applied` when this lease's same result had been applied before (an earlier answer was lost). An output over `Task.max_output_bytes` is applied as a permanent failure, reason `invalid_output`"), (status = 409, body = ErrorBody, description = "Stale lease: nothing changed"), (status = 413, body = ErrorBody, description = "`payload_too_large`: the body is over the server's limit")))]
@@ -80,7 +83,12 @@ pub(crate) async fn complete(
     let received = state.store().now_ms();
     let recorded = state
         .store()
-        .complete(&lease_id, request.output, request.timing, received)
+        .complete(
+            &lease_id,
+            request.output,
+            crate::convert::reported_timing(request.timing),
+            received,
+        )
         .await?;
     Ok(Json(Ack {
         ok: true,
@@ -130,6 +138,7 @@ pub(crate) async fn release(
 
 /// A worker's failure report, with only the reasons that are theirs to know.
 fn fail_report(error: TaskError, timing: Option<WorkerTiming>) -> ApiResult<FailReport> {
+    let timing = crate::convert::reported_timing(timing);
     let reason = match error.kind.as_deref() {
         None | Some("handler_error") => Reason::HandlerError,
         Some("timeout") => Reason::Timeout,
@@ -138,7 +147,7 @@ fn fail_report(error: TaskError, timing: Option<WorkerTiming>) -> ApiResult<Fail
         Some("no_handler") => Reason::NoHandler,
         Some(other) => {
             return Err(ApiError::bad_request(
-                "invalid_error_kind",
+                ErrorCode::InvalidErrorKind,
                 format!(
                     "`{other}` is not a reason a worker may report ({})",
                     weft_api::WORKER_FAILURE_KINDS.join(", ")
@@ -177,7 +186,7 @@ pub(crate) async fn results(
         batch.push(WorkerResult {
             lease_id: result.lease_id,
             outcome,
-            timing: result.timing,
+            timing: crate::convert::reported_timing(result.timing),
             received_ms: received,
         });
     }
@@ -220,7 +229,7 @@ fn error_answer(lease_id: String, err: ApiError) -> ResultAnswer {
         status: err.status().as_u16(),
         already_applied: false,
         error: Some(ErrorDetail {
-            code: err.code().to_owned(),
+            code: err.code().as_str().to_owned(),
             message: err.to_string(),
         }),
     }

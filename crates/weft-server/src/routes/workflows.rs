@@ -4,6 +4,7 @@ use axum::{Json, extract::State, http::StatusCode, response::IntoResponse};
 use serde::Deserialize;
 use weft_api::{ErrorBody, PutWorkflowResponse, WorkflowDetail, WorkflowList};
 use weft_core::Definition;
+use weft_core::ErrorCode;
 
 use super::ApiResult;
 use crate::{
@@ -16,7 +17,7 @@ use crate::{
 impl Validate for WorkflowQuery {
     fn validate(&self) -> ApiResult<()> {
         if let Some(version) = self.version {
-            limits::check_range("invalid_version", "version", version, 1, i64::MAX)?;
+            limits::check_range(ErrorCode::InvalidVersion, "version", version, 1, i64::MAX)?;
         }
         Ok(())
     }
@@ -32,12 +33,13 @@ pub(crate) async fn put_workflow(
     request: axum::extract::Request,
 ) -> ApiResult<impl IntoResponse> {
     let body = extract::body_bytes(request, &state).await?;
-    let text = std::str::from_utf8(&body)
-        .map_err(|_| ApiError::bad_request("invalid_manifest", "manifest is not UTF-8 text"))?;
+    let text = std::str::from_utf8(&body).map_err(|_| {
+        ApiError::bad_request(ErrorCode::InvalidManifest, "manifest is not UTF-8 text")
+    })?;
     let def = Definition::parse(text)?;
     if def.name != name {
         return Err(ApiError::bad_request(
-            "name_mismatch",
+            ErrorCode::NameMismatch,
             format!(
                 "the manifest names workflow `{}` but the URL names `{name}`",
                 def.name
@@ -50,13 +52,19 @@ pub(crate) async fn put_workflow(
     } else {
         StatusCode::OK
     };
-    Ok((status, Json(response)))
+    Ok((status, Json(crate::convert::registered(response))))
 }
 
 #[utoipa::path(get, path = "/v1/workflows", tag = "workflows", responses((status = 200, body = WorkflowList)))]
 pub(crate) async fn list_workflows(State(state): State<AppState>) -> ApiResult<Json<WorkflowList>> {
     Ok(Json(WorkflowList {
-        workflows: state.store().list_workflows().await?,
+        workflows: state
+            .store()
+            .list_workflows()
+            .await?
+            .into_iter()
+            .map(crate::convert::workflow_summary)
+            .collect(),
     }))
 }
 
@@ -71,7 +79,6 @@ pub(crate) async fn get_workflow(
     Path(name): Path<String>,
     Query(query): Query<WorkflowQuery>,
 ) -> ApiResult<Json<WorkflowDetail>> {
-    Ok(Json(
-        state.store().get_workflow(&name, query.version).await?,
-    ))
+    let version = state.store().get_workflow(&name, query.version).await?;
+    Ok(Json(crate::convert::workflow_detail(version)))
 }

@@ -213,7 +213,7 @@ async fn check_audit_log(store: Store) {
         matches!(
             bad,
             Err(Error::Invalid {
-                code: "invalid_cursor",
+                code: weft_core::ErrorCode::InvalidCursor,
                 ..
             })
         ),

@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 
 use serde_json::json;
-use weft_api::Task;
+use weft_store::ClaimedTask as Task;
 use weft_store::Store;
 
 use crate::support::{claim, claim_request, register, start};

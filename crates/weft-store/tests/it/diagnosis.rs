@@ -7,11 +7,11 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use weft_api::Task;
 use weft_core::{
     Reason,
     diagnosis::{self, Cause, Thresholds},
 };
+use weft_store::ClaimedTask as Task;
 use weft_store::{ClaimRequest, FailReport, Page, Store, WorkerMeta};
 
 use crate::support::{complete, register, start};

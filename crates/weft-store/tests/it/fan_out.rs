@@ -27,7 +27,7 @@ async fn listed(store: &Store, items: Value) -> String {
     run_id
 }
 
-fn index_of(task: &weft_api::Task) -> i64 {
+fn index_of(task: &weft_store::ClaimedTask) -> i64 {
     task.input["index"]
         .as_i64()
         .expect("a child's input has its index")

@@ -141,12 +141,9 @@ async fn check_timeouts(store: Store) {
     let claimed_at = Instant::now();
     let task = claim_one(&store, &["h"]).await;
     assert_eq!(task.timeout_ms, Some(200));
-    let deadline = weft_store::parse_rfc3339(
-        task.deadline
-            .as_deref()
-            .expect("a step with a timeout has a deadline"),
-    )
-    .unwrap();
+    let deadline = task
+        .deadline_at_ms
+        .expect("a step with a timeout has a deadline");
     let claimed = weft_store::parse_rfc3339(
         &store.get_run(&run_id).await.unwrap().steps[0].attempts[0].claimed_at,
     )

@@ -85,7 +85,7 @@ async fn check_result_batches(store: Store) {
         matches!(
             &answers[5],
             Err(Error::Conflict {
-                code: "stale_lease",
+                code: weft_core::ErrorCode::StaleLease,
                 ..
             })
         ),
@@ -141,7 +141,7 @@ async fn check_result_batches(store: Store) {
             matches!(
                 answer,
                 Err(Error::Conflict {
-                    code: "stale_lease",
+                    code: weft_core::ErrorCode::StaleLease,
                     ..
                 })
             ),
@@ -170,7 +170,7 @@ async fn check_result_batch_after_cancel(store: Store) {
         matches!(
             &answers[0],
             Err(Error::Conflict {
-                code: "attempt_not_running",
+                code: weft_core::ErrorCode::AttemptNotRunning,
                 ..
             })
         ),
@@ -188,7 +188,7 @@ async fn check_result_batch_after_cancel(store: Store) {
     assert!(matches!(
         &answers[0],
         Err(Error::Conflict {
-            code: "stale_lease",
+            code: weft_core::ErrorCode::StaleLease,
             ..
         })
     ));

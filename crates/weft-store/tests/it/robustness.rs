@@ -183,14 +183,14 @@ async fn check_a_result_sent_again_is_already_applied(store: Store) {
     assert!(matches!(
         &answers[2],
         Err(Error::Conflict {
-            code: "stale_lease",
+            code: weft_core::ErrorCode::StaleLease,
             ..
         })
     ));
     assert!(matches!(
         &answers[3],
         Err(Error::Conflict {
-            code: "stale_lease",
+            code: weft_core::ErrorCode::StaleLease,
             ..
         })
     ));
@@ -556,14 +556,14 @@ async fn check_an_idempotency_key_is_bound_to_its_input(store: Store) {
     assert!(matches!(
         &answers[2],
         Err(Error::Conflict {
-            code: "idempotency_key_reused",
+            code: weft_core::ErrorCode::IdempotencyKeyReused,
             ..
         })
     ));
     assert!(matches!(
         &answers[3],
         Err(Error::Conflict {
-            code: "idempotency_key_reused",
+            code: weft_core::ErrorCode::IdempotencyKeyReused,
             ..
         })
     ));
@@ -623,7 +623,7 @@ async fn check_an_idempotency_key_is_bound_to_its_input(store: Store) {
     assert!(by_input[1 - winner].iter().all(|a| matches!(
         a,
         Err(Error::Conflict {
-            code: "idempotency_key_reused",
+            code: weft_core::ErrorCode::IdempotencyKeyReused,
             ..
         })
     )));

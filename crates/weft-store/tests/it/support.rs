@@ -7,8 +7,9 @@ use std::{
 };
 
 use serde_json::Value;
-use weft_api::{EventRecord, RunDetail, StepDetail, Task};
+use weft_api::{EventRecord, RunDetail, StepDetail};
 use weft_core::Definition;
+use weft_store::ClaimedTask as Task;
 use weft_store::{ClaimRequest, Error, NewRun, Settings, Store};
 
 /// Runs a check against a store on a fresh SQLite file.

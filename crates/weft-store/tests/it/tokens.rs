@@ -53,7 +53,7 @@ async fn check_tokens(store: Store) {
         matches!(
             taken,
             Error::Conflict {
-                code: "token_name_taken",
+                code: weft_core::ErrorCode::TokenNameTaken,
                 ..
             }
         ),

@@ -572,9 +572,8 @@ async fn an_engine_restart_mid_run_still_yields_one_tree() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_endpoint_nothing_is_exported_and_handlers_get_the_attempt_span() {
     let vars = weft_telemetry::traces::Vars::from_lookup(|_| None);
-    assert_eq!(
-        Config::from_vars(&vars, "weft"),
-        Ok(None),
+    assert!(
+        matches!(Config::from_vars(&vars, "weft"), Ok(None)),
         "no endpoint: no exporter is built"
     );
     let db = weft_testkit::sqlite_database();
