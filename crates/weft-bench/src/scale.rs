@@ -447,6 +447,7 @@ async fn template_runs(
             let request = weft_api::StartRunRequest {
                 input,
                 idempotency_key: None,
+                ..Default::default()
             };
             let run_id = client.start_run(&workflow_name(0), &request).await?.run_id;
             let started = Instant::now();

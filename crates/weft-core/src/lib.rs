@@ -15,6 +15,7 @@ pub mod duration;
 pub mod event;
 pub mod machine;
 pub mod mask;
+pub mod metadata;
 pub mod observe;
 pub mod redact;
 pub mod retry;

@@ -21,6 +21,7 @@ mod error;
 mod gauges;
 mod latency;
 mod leases;
+mod metadata;
 mod migrate;
 mod results;
 mod run_counts;
@@ -50,7 +51,7 @@ pub use db::{Dialect, PoolOptions};
 pub use diagnosis::{CauseCount, P99_TTL, Page, Summary};
 pub use error::{Corruption, Error, Problem};
 pub use results::{FailReport, Outcome, Recorded, WorkerResult};
-pub use run_counts::{CountFilter, StatusCount, run_id_floor};
+pub use run_counts::{COUNTS_TTL, CountFilter, StatusCount, run_id_floor};
 pub use runs::{NewRun, RunFilter};
 pub use starts::MAX_STARTS_PER_BATCH;
 pub use time::{ManualClock, SystemClock, now_ms, parse_rfc3339, rfc3339};
@@ -134,6 +135,8 @@ struct Inner {
     latencies: latency::Latencies,
     /// Each step's recent p99, for `running_long`.
     p99s: diagnosis::P99Cache,
+    /// Recent counts of runs per status, for the runs list.
+    run_counts: run_counts::CountCache,
 }
 
 impl Store {
@@ -161,6 +164,7 @@ impl Store {
                 corrupt_runs: Default::default(),
                 latencies: Default::default(),
                 p99s: Default::default(),
+                run_counts: Default::default(),
             }),
         };
         store.migrate().await?;

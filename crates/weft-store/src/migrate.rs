@@ -18,6 +18,7 @@ const POSTGRES: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_tokens.sql")),
     (8, include_str!("../migrations/0008_audit_postgres.sql")),
     (9, include_str!("../migrations/0009_attempts_finished.sql")),
+    (12, include_str!("../migrations/0012_run_metadata.sql")),
 ];
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite.sql")),
@@ -32,10 +33,11 @@ const SQLITE: &[(i64, &str)] = &[
     (7, include_str!("../migrations/0007_tokens.sql")),
     (8, include_str!("../migrations/0008_audit_sqlite.sql")),
     (9, include_str!("../migrations/0009_attempts_finished.sql")),
+    (12, include_str!("../migrations/0012_run_metadata.sql")),
 ];
 
 /// The schema version this build expects: the last script's.
-pub const LATEST: i64 = 9;
+pub const LATEST: i64 = 12;
 const _: () = assert!(
     POSTGRES[POSTGRES.len() - 1].0 == LATEST && SQLITE[SQLITE.len() - 1].0 == LATEST,
     "LATEST must be the last migration's version"

@@ -53,6 +53,7 @@ mod execution;
 mod history;
 mod leases;
 mod listing;
+mod metadata;
 mod observations;
 mod results;
 mod robustness;
