@@ -14,6 +14,7 @@ mod edge;
 mod failures;
 mod harness;
 mod limits;
+mod metadata;
 mod people;
 mod people_auth;
 mod restart;
@@ -100,6 +101,7 @@ on_both_backends! {
     doctor::doctor_overdue_timer_dependencies_retrying_stale_approval,
     doctor::doctor_database_slow,
     doctor::doctor_running_long_past_p99,
+    metadata::run_metadata_api_and_cli,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.
