@@ -23,6 +23,7 @@ mod latency;
 mod leases;
 mod metadata;
 mod migrate;
+mod overview;
 mod results;
 mod run_counts;
 mod runs;
@@ -50,6 +51,9 @@ pub use claim::ClaimRequest;
 pub use db::{Dialect, PoolOptions};
 pub use diagnosis::{CauseCount, P99_TTL, Page, Summary};
 pub use error::{Corruption, Error, Problem};
+pub use overview::{
+    OVERVIEW_MAX_RUNS, OVERVIEW_TTL, Overview, OverviewRun, WorkflowOverview, quantile, summarize,
+};
 pub use results::{FailReport, Outcome, Recorded, WorkerResult};
 pub use run_counts::{COUNTS_TTL, CountFilter, StatusCount, run_id_floor};
 pub use runs::{NewRun, RunFilter};
@@ -137,6 +141,8 @@ struct Inner {
     p99s: diagnosis::P99Cache,
     /// Recent counts of runs per status, for the runs list.
     run_counts: run_counts::CountCache,
+    /// The last overview of the dashboard.
+    overview: overview::OverviewCache,
 }
 
 impl Store {
@@ -165,6 +171,7 @@ impl Store {
                 latencies: Default::default(),
                 p99s: Default::default(),
                 run_counts: Default::default(),
+                overview: Default::default(),
             }),
         };
         store.migrate().await?;

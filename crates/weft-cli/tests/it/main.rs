@@ -102,6 +102,7 @@ on_both_backends! {
     doctor::doctor_database_slow,
     doctor::doctor_running_long_past_p99,
     metadata::run_metadata_api_and_cli,
+    metadata::dashboard_metadata_and_overview,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.

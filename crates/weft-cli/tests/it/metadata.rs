@@ -302,3 +302,134 @@ pub async fn run_metadata_api_and_cli(db_url: String) {
     let (ok, _, stderr) = weft(args(&["start", "meta", "--meta", "novalue"])).await;
     assert!(!ok && stderr.contains("KEY=VALUE"), "{stderr}");
 }
+
+/// The dashboard's side: the runs list's metadata filter (with its counts,
+/// and the sensitive and malformed filters refused as visible errors), the
+/// run page's metadata (a sensitive value redacted), and `/overview`:
+/// started, failure rate and p95 per workflow with its SVG charts.
+pub async fn dashboard_metadata_and_overview(db_url: String) {
+    let env = crate::harness::Env::start(&db_url).await;
+    env.register("name: ov\nsteps:\n  - {name: s, handler: ov.h}\n")
+        .await;
+    env.register("name: ov_other\nsteps:\n  - {name: s, handler: ov.h}\n")
+        .await;
+    let worker = crate::harness::SdkWorker::spawn(
+        env.sdk_worker("ov-worker")
+            .handler("ov.h", |ctx: weft_worker::TaskContext| async move {
+                if ctx.task.input["input"]["fail"] == json!(true) {
+                    return Err(weft_worker::HandlerError::permanent("asked to fail"));
+                }
+                Ok(json!({}))
+            })
+            .build(),
+    );
+    let start =
+        |workflow: &'static str, input: Value, pairs: &'static [(&'static str, &'static str)]| {
+            let client = env.client.clone();
+            async move {
+                client
+                    .start_run(
+                        workflow,
+                        &StartRunRequest {
+                            input,
+                            metadata: meta(pairs),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .unwrap()
+                    .run_id
+            }
+        };
+    let a = start(
+        "ov",
+        json!({}),
+        &[("customer", "42"), ("api_token", SECRET)],
+    )
+    .await;
+    let b = start("ov", json!({}), &[("customer", "42")]).await;
+    let failed = start("ov", json!({"fail": true}), &[("customer", "42")]).await;
+    let other = start("ov", json!({}), &[("customer", "7")]).await;
+    let elsewhere = start("ov_other", json!({}), &[]).await;
+    for id in [&a, &b, &failed, &other, &elsewhere] {
+        env.wait_finished(id).await;
+    }
+    let get = |path: String| {
+        let http = env.http.clone();
+        let url = format!("{}{path}", env.server.url);
+        async move {
+            let response = http.get(url).send().await.unwrap();
+            (response.status().as_u16(), response.text().await.unwrap())
+        }
+    };
+
+    // The runs list, filtered by metadata.
+    let (status, page) = get("/?meta=customer%3D42".into()).await;
+    assert_eq!(status, 200, "{page}");
+    for id in [&a, &b, &failed] {
+        assert!(page.contains(id.as_str()), "{id} listed:\n{page}");
+    }
+    assert!(
+        !page.contains(other.as_str()) && !page.contains(elsewhere.as_str()),
+        "{page}"
+    );
+    assert!(
+        page.contains("completed <b>2</b>") && page.contains("failed <b>1</b>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("name=\"meta\" value=\"customer=42\""),
+        "the filter is kept:\n{page}"
+    );
+    let (status, page) = get("/?meta=customer%3D42+tier%3Dgold".into()).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("no runs match"), "{page}");
+    let (status, page) = get(format!("/?meta=api_token%3D{SECRET}")).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("is sensitive"), "{page}");
+    let (status, page) = get("/?meta=customer".into()).await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("is not key=value"), "{page}");
+
+    // The run page shows the metadata, the sensitive value redacted.
+    let (status, page) = get(format!("/runs/{a}")).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("id=\"run-metadata\""), "{page}");
+    assert!(page.contains("api_token=[redacted]"), "{page}");
+    assert!(!page.contains(SECRET), "{page}");
+    assert!(
+        page.contains("?meta=customer%3D42\">customer=42</a>"),
+        "{page}"
+    );
+
+    // The overview.
+    let (status, page) = get("/overview".into()).await;
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains("href=\"/overview\" aria-current=\"page\""),
+        "{page}"
+    );
+    let row = page
+        .split("<tr data-workflow=\"ov\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</tr>").next())
+        .unwrap_or_else(|| panic!("a row for ov:\n{page}"));
+    assert!(row.contains("</a></td><td>4</td>"), "4 started:\n{row}");
+    assert!(
+        row.contains("<td>3</td><td>1</td><td>0</td>"),
+        "3 completed, 1 failed:\n{row}"
+    );
+    assert!(row.contains("25.0%"), "failure rate 1 of 4:\n{row}");
+    assert_eq!(row.matches("<svg class=\"spark\"").count(), 3, "{row}");
+    assert_eq!(
+        row.matches("<rect ").count(),
+        36,
+        "12 bars per chart:\n{row}"
+    );
+    assert!(
+        row.contains("<title>4 runs</title>"),
+        "all four in one bar:\n{row}"
+    );
+    assert!(page.contains("<tr data-workflow=\"ov_other\">"), "{page}");
+    worker.stop().await;
+}

@@ -55,6 +55,7 @@ mod leases;
 mod listing;
 mod metadata;
 mod observations;
+mod overview;
 mod results;
 mod robustness;
 mod support;
