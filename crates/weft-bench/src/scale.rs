@@ -70,6 +70,10 @@ const MOD48: i64 = 1 << 48;
 const RARE: &str = "bench_scale_rare";
 const RARE_EVERY: i64 = 1000;
 const RARE_AT: i64 = 501;
+/// Seeded runs carry metadata `customer` = `c<i % CUSTOMERS>` (so each
+/// customer has runs / CUSTOMERS runs, 100 of a million) and `region` = `eu`
+/// (every run): the metadata filters' selective and unselective keys.
+const CUSTOMERS: i64 = 10_000;
 
 fn workflow_name(k: usize) -> String {
     format!("bench_scale_{k}")
@@ -328,6 +332,9 @@ impl Seed {
             "span_id" => "substr(g.trace_id, 17, 16)".to_owned(),
             "lease_id" => "g.run_id || '/' || t.lease_id".to_owned(),
             "idempotency_key" | "request_id" => "NULL".to_owned(),
+            "value" if table == "weft_run_metadata" => format!(
+                "CASE WHEN t.key = 'customer' THEN 'c' || (g.i % {CUSTOMERS}) ELSE t.value END"
+            ),
             "input" if table == "weft_runs" => {
                 "'{\"i\":' || g.i || CASE WHEN g.kind = 1 THEN ',\"fail\":true}' ELSE '}' END"
                     .to_owned()
@@ -447,6 +454,10 @@ async fn template_runs(
             let request = weft_api::StartRunRequest {
                 input,
                 idempotency_key: None,
+                metadata: [("customer", "template"), ("region", "eu")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
                 ..Default::default()
             };
             let run_id = client.start_run(&workflow_name(0), &request).await?.run_id;
@@ -526,6 +537,14 @@ const QUERIES: &[(&str, &str)] = &[
         "GET /v1/runs/{run_id}/events of a random seeded run",
     ),
     ("list_all", "GET /v1/runs (first page, no filter)"),
+    (
+        "list_meta",
+        "GET /v1/runs?meta.customer=C (C one of 10,000 customers at random: 0.01% of the runs; first page of 50)",
+    ),
+    (
+        "list_meta_and",
+        "GET /v1/runs?meta.customer=C&meta.region=eu&status=failed (a selective and an unselective metadata pair ANDed, with a status)",
+    ),
 ];
 
 /// One query of kind `kind` against random seeded runs; checks the answer.
@@ -596,6 +615,24 @@ async fn query(client: &Client, seed: &Seed, n: usize, rng: &mut Rng, kind: &str
         }
         "list_all" => {
             client.list_runs(&[]).await?;
+        }
+        "list_meta" | "list_meta_and" => {
+            let customer = format!("c{}", rng.below(CUSTOMERS as usize));
+            let mut filter = vec![("meta.customer", customer.clone())];
+            if kind == "list_meta_and" {
+                filter.push(("meta.region", "eu".to_owned()));
+                filter.push(("status", "failed".to_owned()));
+            }
+            let list = client.list_runs(&filter).await?;
+            if kind == "list_meta" && list.runs.is_empty() && n as i64 >= CUSTOMERS {
+                bail!("list_meta: no run of customer {customer}");
+            }
+            if list.runs.iter().any(|r| {
+                r.metadata.get("customer") != Some(&customer)
+                    || (kind == "list_meta_and" && r.status != "failed")
+            }) {
+                bail!("{kind}: a run of another customer or status came back");
+            }
         }
         other => bail!("unknown query {other}"),
     }
@@ -876,6 +913,14 @@ fn explained(trace_id: &str) -> Vec<Explained> {
             "list_trace",
             format!("{select} AND trace_id = $1 {page}"),
             &[trace_id],
+        ),
+        one(
+            "list_meta",
+            format!(
+                "SELECT r.run_id, r.status FROM weft_run_metadata m0 CROSS JOIN weft_runs r \
+                 WHERE r.run_id = m0.run_id AND m0.key = $1 AND m0.value = $2 ORDER BY m0.run_id DESC LIMIT 51"
+            ),
+            &["customer", "c42"],
         ),
         one(
             "resolve_trace",
