@@ -544,6 +544,17 @@ mod tests {
             schema("StartRunRequest", "idempotency_key")["maxLength"],
             limits::MAX_IDEMPOTENCY_KEY_LEN
         );
+        let metadata = schema("StartRunRequest", "metadata");
+        assert_eq!(metadata["maxProperties"], weft_core::metadata::MAX_KEYS);
+        assert_eq!(
+            metadata["propertyNames"]["pattern"],
+            weft_core::metadata::KEY_PATTERN
+        );
+        assert_eq!(
+            metadata["additionalProperties"]["maxLength"],
+            weft_core::metadata::MAX_VALUE_LEN
+        );
+        assert!(param(&doc, "/v1/runs", "get", "until")["schema"]["oneOf"].is_array());
         assert_eq!(
             schema("DecisionRequest", "message")["maxLength"],
             limits::MAX_MESSAGE_LEN
