@@ -458,7 +458,6 @@ async fn template_runs(
                     .into_iter()
                     .map(|(k, v)| (k.to_owned(), v.to_owned()))
                     .collect(),
-                ..Default::default()
             };
             let run_id = client.start_run(&workflow_name(0), &request).await?.run_id;
             let started = Instant::now();
@@ -916,10 +915,9 @@ fn explained(trace_id: &str) -> Vec<Explained> {
         ),
         one(
             "list_meta",
-            format!(
-                "SELECT r.run_id, r.status FROM weft_run_metadata m0 CROSS JOIN weft_runs r \
-                 WHERE r.run_id = m0.run_id AND m0.key = $1 AND m0.value = $2 ORDER BY m0.run_id DESC LIMIT 51"
-            ),
+            "SELECT r.run_id, r.status FROM weft_run_metadata m0 CROSS JOIN weft_runs r \
+             WHERE r.run_id = m0.run_id AND m0.key = $1 AND m0.value = $2 ORDER BY m0.run_id DESC LIMIT 51"
+                .to_owned(),
             &["customer", "c42"],
         ),
         one(

@@ -155,10 +155,13 @@ pub fn summarize(
         .collect()
 }
 
-/// The last overview read, with when and for which window and buckets.
+/// An overview read at `.0` for the window (ms) and buckets of `.1`.
+type CachedOverview = (Instant, (i64, usize), Overview);
+
+/// The last overview read.
 #[derive(Default)]
 pub(crate) struct OverviewCache {
-    last: Mutex<Option<(Instant, (i64, usize), Overview)>>,
+    last: Mutex<Option<CachedOverview>>,
 }
 
 impl Store {

@@ -24,10 +24,13 @@ pub const COUNTS_TTL: Duration = Duration::from_secs(5);
 /// Most filters whose counts are kept at once; the oldest goes first.
 const MAX_CACHED: usize = 256;
 
+/// Counts read at `.0`.
+type CachedCounts = (Instant, Vec<StatusCount>);
+
 /// Counts per filter and cap, with when they were read.
 #[derive(Default)]
 pub(crate) struct CountCache {
-    entries: Mutex<HashMap<(CountFilter, u32), (Instant, Vec<StatusCount>)>>,
+    entries: Mutex<HashMap<(CountFilter, u32), CachedCounts>>,
 }
 
 /// The smallest UUIDv7 minted at `ms` (epoch milliseconds): every run
