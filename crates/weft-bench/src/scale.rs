@@ -544,10 +544,29 @@ const QUERIES: &[(&str, &str)] = &[
         "list_meta_and",
         "GET /v1/runs?meta.customer=C&meta.region=eu&status=failed (a selective and an unselective metadata pair ANDed, with a status)",
     ),
+    (
+        "overview",
+        "Store::overview_between(last hour, 12 buckets), uncached: the dashboard overview's one bounded query and its summary, in process",
+    ),
+    (
+        "counts_hour",
+        "Store::count_runs_by_status(since 1h, cap 10,000), uncached: the runs list's counts per status, in process",
+    ),
+    (
+        "counts_all",
+        "Store::count_runs_by_status(no window, cap 10,000), uncached: every status's count capped, in process",
+    ),
 ];
 
 /// One query of kind `kind` against random seeded runs; checks the answer.
-async fn query(client: &Client, seed: &Seed, n: usize, rng: &mut Rng, kind: &str) -> Result<()> {
+async fn query(
+    client: &Client,
+    store: &weft_store::Store,
+    seed: &Seed,
+    n: usize,
+    rng: &mut Rng,
+    kind: &str,
+) -> Result<()> {
     let i = rng.below(n) as i64;
     let ids = seeded_ids(i, seed.created(i));
     let failed = i % seed.failed_every as i64 == 0;
@@ -614,6 +633,23 @@ async fn query(client: &Client, seed: &Seed, n: usize, rng: &mut Rng, kind: &str
         }
         "list_all" => {
             client.list_runs(&[]).await?;
+        }
+        "overview" => {
+            let now = store.now_ms();
+            let overview = store.overview_between(now - 3_600_000, now, 12).await?;
+            if overview.workflows.is_empty() {
+                bail!("overview: no runs in the last hour");
+            }
+        }
+        "counts_hour" | "counts_all" => {
+            let filter = weft_store::CountFilter {
+                since_ms: (kind == "counts_hour").then(|| store.now_ms() - 3_600_000),
+                ..Default::default()
+            };
+            let counts = store.count_runs_by_status(&filter, 10_000).await?;
+            if counts.iter().all(|c| c.count == 0) {
+                bail!("{kind}: nothing counted");
+            }
         }
         "list_meta" | "list_meta_and" => {
             let customer = format!("c{}", rng.below(CUSTOMERS as usize));
@@ -783,7 +819,7 @@ pub async fn scale(server: &Server, common: &Common, url: &str, args: &ScaleArgs
     // Warm-up, unrecorded: connections, the definition cache, the first pages.
     for _ in 0..3 {
         for (kind, _) in QUERIES {
-            query(&client, &seed, args.runs, &mut rng, kind).await?;
+            query(&client, &server.store, &seed, args.runs, &mut rng, kind).await?;
         }
     }
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -791,7 +827,7 @@ pub async fn scale(server: &Server, common: &Common, url: &str, args: &ScaleArgs
     for rep in 0..args.reps {
         for (kind, _) in QUERIES {
             let t = Instant::now();
-            query(&client, &seed, args.runs, &mut rng, kind).await?;
+            query(&client, &server.store, &seed, args.runs, &mut rng, kind).await?;
             samples
                 .entry(kind)
                 .or_default()
