@@ -12,6 +12,8 @@
 
 #![deny(missing_docs)]
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -120,6 +122,15 @@ pub struct StartRunRequest {
     /// characters without control characters (400 `invalid_idempotency_key`).
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// String keys and values to find the run by (`GET /v1/runs?meta.k=v`,
+    /// `weft runs --meta k=v`), like Temporal's search attributes: at most
+    /// 16 keys, each 1 to 64 letters, digits, `_`, `.` or `-` (not starting
+    /// with `.` or `-`), each value at most 256 characters without control
+    /// characters (400 `invalid_metadata`). Stored with the run and never
+    /// changed; values under sensitive keys (`api_token`, ...) are redacted
+    /// like the input. Not part of an idempotency key's comparison.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// Several runs of one workflow, started in one transaction.
@@ -198,11 +209,17 @@ pub struct RunSummary {
     /// When the run reached `completed`, `failed` or `cancelled`; `null`
     /// before.
     pub finished_at: Option<String>,
+    /// The metadata the run was started with (absent when none); values
+    /// under sensitive keys read `"[redacted]"` for callers shown redacted
+    /// data.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
 }
 
 /// The answer to `GET /v1/runs` (filters `workflow`, `status`, `trace_id`,
-/// `since`): one page of runs, newest first. Errors: 400 `invalid_status`,
-/// `invalid_since`, `invalid_limit`, `invalid_cursor`.
+/// `since`, `until` and `meta.<key>=<value>`, all ANDed): one page of runs,
+/// newest first. Errors: 400 `invalid_status`, `invalid_since`,
+/// `invalid_until`, `invalid_metadata`, `invalid_limit`, `invalid_cursor`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RunList {
     /// At most `limit` runs (default 50, at most 1000), newest first (by run
@@ -257,6 +274,11 @@ pub struct RunDetail {
     pub finished_at: Option<String>,
     /// The `x-request-id` of the request that started the run.
     pub request_id: Option<String>,
+    /// The metadata the run was started with (absent when none); values
+    /// under sensitive keys read `"[redacted]"` for callers shown redacted
+    /// data.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
     /// A link to the run's trace in the trace backend, when the server has a
     /// trace URL template (`WEFT_TRACE_URL_TEMPLATE`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -112,6 +112,7 @@ pub async fn diagnose(
                 .map(|_| StartRunRequest {
                     input: json!({}),
                     idempotency_key: None,
+                    ..Default::default()
                 })
                 .collect(),
         };

@@ -510,6 +510,7 @@ pub async fn start_run(client: &Client, workflow: &str, i: usize) -> Result<Stri
     let request = weft_api::StartRunRequest {
         input: json!({ "i": i }),
         idempotency_key: None,
+        ..Default::default()
     };
     Ok(client
         .start_run(workflow, &request)
@@ -531,6 +532,7 @@ pub async fn start_runs(
             .map(|i| weft_api::StartRunRequest {
                 input: json!({ "i": i }),
                 idempotency_key: None,
+                ..Default::default()
             })
             .collect(),
     };

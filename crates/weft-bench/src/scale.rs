@@ -70,6 +70,10 @@ const MOD48: i64 = 1 << 48;
 const RARE: &str = "bench_scale_rare";
 const RARE_EVERY: i64 = 1000;
 const RARE_AT: i64 = 501;
+/// Seeded runs carry metadata `customer` = `c<i % CUSTOMERS>` (so each
+/// customer has runs / CUSTOMERS runs, 100 of a million) and `region` = `eu`
+/// (every run): the metadata filters' selective and unselective keys.
+const CUSTOMERS: i64 = 10_000;
 
 fn workflow_name(k: usize) -> String {
     format!("bench_scale_{k}")
@@ -328,6 +332,9 @@ impl Seed {
             "span_id" => "substr(g.trace_id, 17, 16)".to_owned(),
             "lease_id" => "g.run_id || '/' || t.lease_id".to_owned(),
             "idempotency_key" | "request_id" => "NULL".to_owned(),
+            "value" if table == "weft_run_metadata" => format!(
+                "CASE WHEN t.key = 'customer' THEN 'c' || (g.i % {CUSTOMERS}) ELSE t.value END"
+            ),
             "input" if table == "weft_runs" => {
                 "'{\"i\":' || g.i || CASE WHEN g.kind = 1 THEN ',\"fail\":true}' ELSE '}' END"
                     .to_owned()
@@ -447,6 +454,10 @@ async fn template_runs(
             let request = weft_api::StartRunRequest {
                 input,
                 idempotency_key: None,
+                metadata: [("customer", "template"), ("region", "eu")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
             };
             let run_id = client.start_run(&workflow_name(0), &request).await?.run_id;
             let started = Instant::now();
@@ -525,10 +536,37 @@ const QUERIES: &[(&str, &str)] = &[
         "GET /v1/runs/{run_id}/events of a random seeded run",
     ),
     ("list_all", "GET /v1/runs (first page, no filter)"),
+    (
+        "list_meta",
+        "GET /v1/runs?meta.customer=C (C one of 10,000 customers at random: 0.01% of the runs; first page of 50)",
+    ),
+    (
+        "list_meta_and",
+        "GET /v1/runs?meta.customer=C&meta.region=eu&status=failed (a selective and an unselective metadata pair ANDed, with a status)",
+    ),
+    (
+        "overview",
+        "Store::overview_between(last hour, 12 buckets), uncached: the dashboard overview's one bounded query and its summary, in process",
+    ),
+    (
+        "counts_hour",
+        "Store::count_runs_by_status(since 1h, cap 10,000), uncached: the runs list's counts per status, in process",
+    ),
+    (
+        "counts_all",
+        "Store::count_runs_by_status(no window, cap 10,000), uncached: every status's count capped, in process",
+    ),
 ];
 
 /// One query of kind `kind` against random seeded runs; checks the answer.
-async fn query(client: &Client, seed: &Seed, n: usize, rng: &mut Rng, kind: &str) -> Result<()> {
+async fn query(
+    client: &Client,
+    store: &weft_store::Store,
+    seed: &Seed,
+    n: usize,
+    rng: &mut Rng,
+    kind: &str,
+) -> Result<()> {
     let i = rng.below(n) as i64;
     let ids = seeded_ids(i, seed.created(i));
     let failed = i % seed.failed_every as i64 == 0;
@@ -595,6 +633,41 @@ async fn query(client: &Client, seed: &Seed, n: usize, rng: &mut Rng, kind: &str
         }
         "list_all" => {
             client.list_runs(&[]).await?;
+        }
+        "overview" => {
+            let now = store.now_ms();
+            let overview = store.overview_between(now - 3_600_000, now, 12).await?;
+            if overview.workflows.is_empty() {
+                bail!("overview: no runs in the last hour");
+            }
+        }
+        "counts_hour" | "counts_all" => {
+            let filter = weft_store::CountFilter {
+                since_ms: (kind == "counts_hour").then(|| store.now_ms() - 3_600_000),
+                ..Default::default()
+            };
+            let counts = store.count_runs_by_status(&filter, 10_000).await?;
+            if counts.iter().all(|c| c.count == 0) {
+                bail!("{kind}: nothing counted");
+            }
+        }
+        "list_meta" | "list_meta_and" => {
+            let customer = format!("c{}", rng.below(CUSTOMERS as usize));
+            let mut filter = vec![("meta.customer", customer.clone())];
+            if kind == "list_meta_and" {
+                filter.push(("meta.region", "eu".to_owned()));
+                filter.push(("status", "failed".to_owned()));
+            }
+            let list = client.list_runs(&filter).await?;
+            if kind == "list_meta" && list.runs.is_empty() && n as i64 >= CUSTOMERS {
+                bail!("list_meta: no run of customer {customer}");
+            }
+            if list.runs.iter().any(|r| {
+                r.metadata.get("customer") != Some(&customer)
+                    || (kind == "list_meta_and" && r.status != "failed")
+            }) {
+                bail!("{kind}: a run of another customer or status came back");
+            }
         }
         other => bail!("unknown query {other}"),
     }
@@ -746,7 +819,7 @@ pub async fn scale(server: &Server, common: &Common, url: &str, args: &ScaleArgs
     // Warm-up, unrecorded: connections, the definition cache, the first pages.
     for _ in 0..3 {
         for (kind, _) in QUERIES {
-            query(&client, &seed, args.runs, &mut rng, kind).await?;
+            query(&client, &server.store, &seed, args.runs, &mut rng, kind).await?;
         }
     }
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
@@ -754,7 +827,7 @@ pub async fn scale(server: &Server, common: &Common, url: &str, args: &ScaleArgs
     for rep in 0..args.reps {
         for (kind, _) in QUERIES {
             let t = Instant::now();
-            query(&client, &seed, args.runs, &mut rng, kind).await?;
+            query(&client, &server.store, &seed, args.runs, &mut rng, kind).await?;
             samples
                 .entry(kind)
                 .or_default()
@@ -875,6 +948,13 @@ fn explained(trace_id: &str) -> Vec<Explained> {
             "list_trace",
             format!("{select} AND trace_id = $1 {page}"),
             &[trace_id],
+        ),
+        one(
+            "list_meta",
+            "SELECT r.run_id, r.status FROM weft_run_metadata m0 CROSS JOIN weft_runs r \
+             WHERE r.run_id = m0.run_id AND m0.key = $1 AND m0.value = $2 ORDER BY m0.run_id DESC LIMIT 51"
+                .to_owned(),
+            &["customer", "c42"],
         ),
         one(
             "resolve_trace",

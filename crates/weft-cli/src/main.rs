@@ -267,6 +267,9 @@ enum Command {
         input: Option<String>,
         #[arg(long)]
         idempotency_key: Option<String>,
+        /// Metadata to find the run by later (`weft runs --meta KEY=VALUE`); repeatable.
+        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+        meta: Vec<(String, String)>,
         /// Follow the run's progress; exit non-zero unless it completes.
         #[arg(long)]
         wait: bool,
@@ -284,6 +287,12 @@ enum Command {
         /// RFC 3339 time or a duration back from now, like 1h.
         #[arg(long)]
         since: Option<String>,
+        /// Only runs created before this: RFC 3339 time or a duration back from now.
+        #[arg(long)]
+        until: Option<String>,
+        /// Only runs started with this metadata; repeatable (all must match).
+        #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
+        meta: Vec<(String, String)>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
         /// Continue a listing where the previous page ended (the cursor it printed).
@@ -712,6 +721,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             workflow,
             input,
             idempotency_key,
+            meta,
             wait,
             client,
         } => {
@@ -723,6 +733,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                     &StartRunRequest {
                         input,
                         idempotency_key,
+                        metadata: meta.into_iter().collect(),
                     },
                 )
                 .await?;
@@ -754,10 +765,16 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
             status,
             trace_id,
             since,
+            until,
+            meta,
             limit,
             cursor,
             client,
         } => {
+            let meta: Vec<(String, String)> = meta
+                .into_iter()
+                .map(|(k, v)| (format!("meta.{k}"), v))
+                .collect();
             let mut query = vec![("limit", limit.to_string())];
             // The command that prints the next page: this one's filters.
             let mut next_page = String::from("weft runs");
@@ -766,6 +783,7 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                 ("status", status),
                 ("trace_id", trace_id),
                 ("since", since),
+                ("until", until),
             ] {
                 if let Some(value) = value {
                     next_page.push_str(&format!(
@@ -775,6 +793,14 @@ async fn run(cli: Cli, tracing: Option<weft_telemetry::traces::Tracing>) -> Resu
                     ));
                     query.push((name, value));
                 }
+            }
+            for (name, value) in &meta {
+                let key = name.trim_start_matches("meta.");
+                next_page.push_str(&format!(
+                    " --meta {}",
+                    shell_word(&format!("{key}={value}"))
+                ));
+                query.push((name.as_str(), value.clone()));
             }
             if limit != 20 {
                 next_page.push_str(&format!(" --limit {limit}"));
@@ -978,6 +1004,13 @@ fn print_summary(run: &weft_api::RunSummary, json: bool) -> Result<()> {
         println!("{} {} {}", run.run_id, run.workflow, run.status);
     }
     Ok(())
+}
+
+/// `KEY=VALUE` of `--meta`.
+fn parse_meta(text: &str) -> std::result::Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("`{text}` is not KEY=VALUE"))
 }
 
 fn parse_input(input: Option<&str>) -> Result<Value> {

@@ -99,6 +99,14 @@ fn run_view(run: &RunDetail) {
         println!("trace     {url}");
     }
     println!("workflow  {} v{}", run.workflow, run.version);
+    if !run.metadata.is_empty() {
+        let pairs: Vec<String> = run
+            .metadata
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!("metadata  {}", pairs.join(" "));
+    }
     let reason = run
         .reason
         .as_ref()

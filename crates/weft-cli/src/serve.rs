@@ -257,6 +257,7 @@ pub async fn dev(
                     &weft_api::StartRunRequest {
                         input,
                         idempotency_key: None,
+                        ..Default::default()
                     },
                 )
                 .await?;

@@ -85,6 +85,8 @@ error_codes! {
     CountChanged = "count_changed": "409: the number of runs matching a bulk action's filter is not the expected count.",
     TooManyRuns = "too_many_runs": "400: a bulk action matched more runs than it may act on at once.",
     InvalidExpected = "invalid_expected": "400: see the message.",
+    InvalidUntil = "invalid_until": "400: see the message.",
+    InvalidMetadata = "invalid_metadata": "400: run metadata has too many keys, or a key or value out of bounds.",
     InvalidState = "invalid_state": "409: the action does not apply to the run or step in its current state.",
     TokenNameTaken = "token_name_taken": "409: an API token of that name exists already.",
     // Malformed or out-of-range requests (400).

@@ -18,6 +18,7 @@ pub mod fan_out;
 pub mod idempotency;
 pub mod machine;
 pub mod mask;
+pub mod metadata;
 pub mod observe;
 pub mod redact;
 pub mod retry;

@@ -11,6 +11,7 @@ mod error;
 mod extract;
 mod forgery;
 pub mod limits;
+mod metadata;
 mod present;
 pub mod ratelimit;
 mod routes;

@@ -152,7 +152,7 @@ impl Validate for StartRunRequest {
                 MAX_IDEMPOTENCY_KEY_LEN,
             )?;
         }
-        Ok(())
+        crate::metadata::check(&self.metadata)
     }
 }
 

@@ -46,7 +46,9 @@ pub(crate) struct RunPresenter {
 impl RunPresenter {
     /// The presenter for `run`, whose data supplies the secrets.
     pub(crate) fn new(redactor: &Redactor, run: &RunDetail) -> Self {
+        let metadata = serde_json::to_value(&run.metadata).unwrap_or_default();
         let sources = std::iter::once(&run.input)
+            .chain(std::iter::once(&metadata))
             .chain(run.output.as_ref())
             .chain(run.steps.iter().filter_map(|s| s.output.as_ref()));
         Self {
@@ -81,6 +83,7 @@ impl RunPresenter {
     /// Inputs, outputs and every run, step and attempt error of `run`.
     pub(crate) fn run(&self, run: &mut RunDetail) {
         run.input = self.value(&run.input);
+        crate::metadata::redact(&self.redactor, &mut run.metadata);
         run.output = run.output.as_ref().map(|v| self.value(v));
         self.text_in_place(&mut run.error);
         for step in &mut run.steps {

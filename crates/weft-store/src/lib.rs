@@ -23,7 +23,9 @@ mod follow;
 mod gauges;
 mod latency;
 mod leases;
+mod metadata;
 mod migrate;
+mod overview;
 mod results;
 mod run_counts;
 mod runs;
@@ -54,8 +56,11 @@ pub use diagnosis::{CauseCount, P99_TTL, Page, Summary};
 pub use error::{Corruption, Error, Problem};
 pub use follow::RunFollow;
 pub use leases::Heartbeat;
+pub use overview::{
+    OVERVIEW_MAX_RUNS, OVERVIEW_TTL, Overview, OverviewRun, WorkflowOverview, quantile, summarize,
+};
 pub use results::{FailReport, Outcome, Recorded, ReportedTiming, WorkerResult};
-pub use run_counts::{CountFilter, StatusCount, run_id_floor};
+pub use run_counts::{COUNTS_TTL, CountFilter, StatusCount, run_id_floor};
 pub use runs::{NewRun, RunFilter};
 pub use starts::{MAX_STARTS_PER_BATCH, StartedRun};
 pub use time::{ManualClock, SystemClock, now_ms, parse_rfc3339, rfc3339};
@@ -149,6 +154,10 @@ struct Inner {
     latencies: latency::Latencies,
     /// Each step's recent p99, for `running_long`.
     p99s: diagnosis::P99Cache,
+    /// Recent counts of runs per status, for the runs list.
+    run_counts: run_counts::CountCache,
+    /// The last overview of the dashboard.
+    overview: overview::OverviewCache,
 }
 
 impl Store {
@@ -177,6 +186,8 @@ impl Store {
                 corrupt_runs: Default::default(),
                 latencies: Default::default(),
                 p99s: Default::default(),
+                run_counts: Default::default(),
+                overview: Default::default(),
             }),
         };
         store.migrate().await?;

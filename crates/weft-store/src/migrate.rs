@@ -20,6 +20,7 @@ const POSTGRES: &[(i64, &str)] = &[
     (9, include_str!("../migrations/0009_attempts_finished.sql")),
     (10, include_str!("../migrations/0010_compensation.sql")),
     (11, include_str!("../migrations/0011_children.sql")),
+    (12, include_str!("../migrations/0012_run_metadata.sql")),
 ];
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite.sql")),
@@ -36,10 +37,11 @@ const SQLITE: &[(i64, &str)] = &[
     (9, include_str!("../migrations/0009_attempts_finished.sql")),
     (10, include_str!("../migrations/0010_compensation.sql")),
     (11, include_str!("../migrations/0011_children.sql")),
+    (12, include_str!("../migrations/0012_run_metadata.sql")),
 ];
 
 /// The schema version this build expects: the last script's.
-pub const LATEST: i64 = 11;
+pub const LATEST: i64 = 12;
 const _: () = assert!(
     POSTGRES[POSTGRES.len() - 1].0 == LATEST && SQLITE[SQLITE.len() - 1].0 == LATEST,
     "LATEST must be the last migration's version"

@@ -35,6 +35,9 @@ pub struct NewRun {
     pub request_id: Option<String>,
     /// Who started it, recorded in the `run.created` event and log line.
     pub actor: Option<crate::Actor>,
+    /// Keys and values to find the run by, written with it (checked by the
+    /// caller against `weft_core::metadata::check`).
+    pub metadata: weft_core::metadata::Metadata,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -44,6 +47,10 @@ pub struct RunFilter {
     pub trace_id: Option<String>,
     /// Only runs created at or after this time (epoch ms).
     pub since_ms: Option<i64>,
+    /// Only runs created before this time (epoch ms).
+    pub until_ms: Option<i64>,
+    /// Only runs whose metadata has each of these `(key, value)` pairs.
+    pub metadata: Vec<(String, String)>,
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -73,6 +80,7 @@ fn run_summary(row: &Row) -> Result<RunSummary> {
         created_at: rfc3339(row.int("created_at")?),
         started_at: opt_rfc3339(row.opt_int("started_at")?),
         finished_at: opt_rfc3339(row.opt_int("finished_at")?),
+        metadata: Default::default(),
     })
 }
 
@@ -83,23 +91,53 @@ fn json_or_null(text: Option<String>) -> Option<Value> {
 impl Store {
     pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunList> {
         let limit = filter.limit.unwrap_or(50).clamp(1, 1000) as usize;
-        let mut sql = format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE 1 = 1");
+        let columns = RUN_COLUMNS
+            .split(", ")
+            .map(|c| format!("r.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut values: Vec<Arg> = Vec::new();
+        // With a metadata filter the page is read from the metadata index of
+        // its first pair, newest first (the join order is written out: the
+        // matching entries, then each one's run); the other pairs are probes.
+        let (mut sql, order_key, rest) = match filter.metadata.split_first() {
+            Some(((key, value), rest)) => {
+                values.push(key.into());
+                values.push(value.into());
+                (
+                    format!(
+                        "SELECT {columns} FROM weft_run_metadata m0 CROSS JOIN weft_runs r \
+                         WHERE r.run_id = m0.run_id AND m0.key = $1 AND m0.value = $2"
+                    ),
+                    "m0.run_id",
+                    rest,
+                )
+            }
+            None => (
+                format!("SELECT {columns} FROM weft_runs r WHERE 1 = 1"),
+                "r.run_id",
+                &[][..],
+            ),
+        };
+        crate::metadata::push_filters(&mut sql, &mut values, rest);
         let mut push = |sql: &mut String, clause: &str, value: Arg| {
             values.push(value);
             sql.push_str(&clause.replace('?', &format!("${}", values.len())));
         };
         if let Some(workflow) = &filter.workflow {
-            push(&mut sql, " AND workflow = ?", workflow.into());
+            push(&mut sql, " AND r.workflow = ?", workflow.into());
         }
         if let Some(status) = filter.status {
-            push(&mut sql, " AND status = ?", status.as_str().into());
+            push(&mut sql, " AND r.status = ?", status.as_str().into());
         }
         if let Some(trace_id) = &filter.trace_id {
-            push(&mut sql, " AND trace_id = ?", trace_id.into());
+            push(&mut sql, " AND r.trace_id = ?", trace_id.into());
         }
         if let Some(since) = filter.since_ms {
-            push(&mut sql, " AND created_at >= ?", since.into());
+            push(&mut sql, " AND r.created_at >= ?", since.into());
+        }
+        if let Some(until) = filter.until_ms {
+            push(&mut sql, " AND r.created_at < ?", until.into());
         }
         if let Some(cursor) = &filter.cursor {
             if uuid::Uuid::parse_str(cursor).is_err() {
@@ -108,16 +146,16 @@ impl Store {
                     message: format!("`{cursor}` is not a cursor from this API"),
                 });
             }
-            push(&mut sql, " AND run_id < ?", cursor.into());
+            push(&mut sql, &format!(" AND {order_key} < ?"), cursor.into());
         }
-        sql.push_str(&format!(" ORDER BY run_id DESC LIMIT {}", limit + 1));
+        sql.push_str(&format!(" ORDER BY {order_key} DESC LIMIT {}", limit + 1));
         let rows = self.pool().fetch_all_planned(&sql, values).await?;
         // A corrupt run is left out of the page (and logged once), so that
         // one bad row does not hide every other run; the cursor still moves
         // past it.
         let more = rows.len() > limit;
         let page = &rows[..rows.len().min(limit)];
-        let runs: Vec<RunSummary> = page
+        let mut runs: Vec<RunSummary> = page
             .iter()
             .filter_map(|row| match run_summary(row) {
                 Ok(run) => Some(run),
@@ -128,6 +166,11 @@ impl Store {
                 Err(_) => None,
             })
             .collect();
+        let ids: Vec<String> = runs.iter().map(|r| r.run_id.clone()).collect();
+        let mut metadata = self.metadata_of(&ids).await?;
+        for run in &mut runs {
+            run.metadata = metadata.remove(&run.run_id).unwrap_or_default();
+        }
         let next_cursor = if more {
             page.last().and_then(Row::run_id)
         } else {
@@ -301,6 +344,11 @@ impl Store {
             started_at: opt_rfc3339(row.opt_int("started_at")?),
             finished_at: opt_rfc3339(row.opt_int("finished_at")?),
             request_id: row.opt_text("request_id")?,
+            metadata: self
+                .metadata_of(std::slice::from_ref(&run_id))
+                .await?
+                .remove(&run_id)
+                .unwrap_or_default(),
             trace_url: None,
             timing: RunTiming {
                 schedule_to_start_ms: first_claim.map(|t| (t - created).max(0)),
@@ -400,7 +448,13 @@ impl Store {
             self.wake_pollers();
         }
         let row = self.run_row(&run_id, id).await?;
-        run_summary(&row)
+        let mut summary = run_summary(&row)?;
+        summary.metadata = self
+            .metadata_of(std::slice::from_ref(&run_id))
+            .await?
+            .remove(&run_id)
+            .unwrap_or_default();
+        Ok(summary)
     }
 
     /// Cancels a pending or running run. Running attempts learn it from their

@@ -256,6 +256,7 @@ impl Store {
                 })?;
             return Ok((existing, None));
         }
+        crate::metadata::write(tx, &run_id, &new.metadata).await?;
         let mut data = serde_json::Map::new();
         data.insert("version".into(), version.into());
         if let Some(request_id) = &new.request_id {

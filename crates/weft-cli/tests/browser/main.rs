@@ -431,3 +431,164 @@ async fn dashboard_smoke_on_postgres() {
     drop(env);
     drop(cluster);
 }
+
+/// Starts `n` runs of `workflow` with `metadata`, waits for them to end.
+async fn runs_with_metadata(
+    env: &Env,
+    workflow: &str,
+    n: usize,
+    metadata: &[(&str, &str)],
+) -> Vec<String> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let started = env
+            .client
+            .start_run(
+                workflow,
+                &weft_api::StartRunRequest {
+                    input: json!({"i": i}),
+                    metadata: metadata
+                        .iter()
+                        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                        .collect(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("start a run");
+        ids.push(started.run_id);
+    }
+    for id in &ids {
+        env.wait_finished(id).await;
+    }
+    ids
+}
+
+/// The runs list's metadata filter typed into its field, the run page's
+/// metadata (a sensitive value redacted), and the overview reached from
+/// the nav with its charts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_filter_and_overview_in_chromium() {
+    let db = weft_testkit::sqlite_database();
+    let env = Env::start(&db.url).await;
+    let worker = dashboard::seed(&env).await;
+    let gold = runs_with_metadata(
+        &env,
+        "dash",
+        2,
+        &[("customer", "42"), ("api_token", dashboard::SECRET)],
+    )
+    .await;
+    let other = runs_with_metadata(&env, "dash", 1, &[("customer", "7")]).await;
+    let browser = Browser::start(&env).await;
+
+    browser.goto(&env, "/").await;
+    assert_eq!(browser.count("#runs-body tr[data-run]").await, 3);
+    let field = browser
+        .client
+        .find(Locator::Css("input[name=meta]"))
+        .await
+        .expect("the metadata filter");
+    field.send_keys("customer=42").await.expect("type a filter");
+    browser
+        .client
+        .find(Locator::Css("#filters button"))
+        .await
+        .expect("the filter button")
+        .click()
+        .await
+        .expect("filter");
+    browser
+        .until(
+            "the filtered list",
+            "return location.search.includes('meta=customer%3D42')",
+        )
+        .await;
+    browser.shot("runs-metadata").await;
+    assert_eq!(browser.count("#runs-body tr[data-run]").await, 2);
+    for id in &gold {
+        assert_eq!(
+            browser
+                .count(&format!("#runs-body tr[data-run=\"{id}\"]"))
+                .await,
+            1
+        );
+    }
+    assert_eq!(
+        browser
+            .count(&format!("#runs-body tr[data-run=\"{}\"]", other[0]))
+            .await,
+        0
+    );
+
+    browser.goto(&env, &format!("/runs/{}", gold[0])).await;
+    let shown = browser.text("#run-metadata").await;
+    assert!(
+        shown.contains("api_token=[redacted]") && shown.contains("customer=42"),
+        "{shown}"
+    );
+    assert!(!shown.contains(dashboard::SECRET), "{shown}");
+
+    browser
+        .client
+        .find(Locator::Css("nav a[href='/overview']"))
+        .await
+        .expect("the overview link")
+        .click()
+        .await
+        .expect("open the overview");
+    browser
+        .until("the overview", "return location.pathname === '/overview'")
+        .await;
+    browser.shot("overview").await;
+    assert_eq!(
+        browser
+            .count("#overview tr[data-workflow=dash] svg.spark")
+            .await,
+        3
+    );
+    assert_eq!(
+        browser
+            .count("#overview tr[data-workflow=dash] svg.spark rect")
+            .await,
+        36
+    );
+    let started = browser
+        .js("return document.querySelector('#overview tr[data-workflow=dash] td:nth-child(2)').textContent")
+        .await;
+    assert_eq!(started, json!("3"));
+    browser.client.close().await.expect("end the session");
+    worker.stop().await;
+}
+
+/// The overview and the metadata filter render the same from PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_and_overview_smoke_on_postgres() {
+    let cluster = weft_testkit::PgCluster::start();
+    let url = cluster.create_database();
+    let env = Env::start(&url).await;
+    let worker = dashboard::seed(&env).await;
+    let ids = runs_with_metadata(&env, "dash", 1, &[("customer", "42")]).await;
+    runs_with_metadata(&env, "dash", 1, &[("customer", "7")]).await;
+    let browser = Browser::start(&env).await;
+    browser.goto(&env, "/?meta=customer%3D42").await;
+    assert_eq!(browser.count("#runs-body tr[data-run]").await, 1);
+    assert_eq!(
+        browser
+            .count(&format!("#runs-body tr[data-run=\"{}\"]", ids[0]))
+            .await,
+        1
+    );
+    browser.goto(&env, "/overview").await;
+    browser.shot("overview-postgres").await;
+    assert_eq!(
+        browser
+            .count("#overview tr[data-workflow=dash] svg.spark")
+            .await,
+        3
+    );
+    browser.client.close().await.expect("end the session");
+    worker.stop().await;
+    drop(env);
+    drop(cluster);
+}

@@ -81,6 +81,7 @@ async fn start_one(
     let request = StartRunRequest {
         input: json!({"i": i}),
         idempotency_key: Some(key.to_owned()),
+        ..Default::default()
     };
     let began = Instant::now();
     let mut backoff = Duration::from_millis(100);

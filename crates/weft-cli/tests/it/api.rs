@@ -21,6 +21,7 @@ pub async fn idempotent_start(db_url: String) {
     let start = |key: &str, input: Value| StartRunRequest {
         input,
         idempotency_key: Some(key.to_owned()),
+        ..Default::default()
     };
 
     let first = env
@@ -438,6 +439,7 @@ pub async fn batch_endpoints(db_url: String) {
         .map(|i| StartRunRequest {
             input: json!({"i": i}),
             idempotency_key: (i == 2).then(|| "batch-key".to_owned()),
+            ..Default::default()
         })
         .collect();
     let started = env

@@ -61,6 +61,7 @@ pub async fn heavy_condition_fails_its_step_without_stalling(db_url: String) {
                         &weft_api::StartRunRequest {
                             input,
                             idempotency_key: None,
+                            ..Default::default()
                         },
                     )
                     .await

@@ -298,6 +298,7 @@ pub async fn dashboard_pages(db_url: String) {
             .map(|i| weft_api::StartRunRequest {
                 input: json!({"i": i}),
                 idempotency_key: None,
+                ..Default::default()
             })
             .collect(),
     };

@@ -465,6 +465,7 @@ impl Env {
                 &StartRunRequest {
                     input,
                     idempotency_key: None,
+                    ..Default::default()
                 },
             )
             .await

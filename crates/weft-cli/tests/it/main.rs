@@ -18,6 +18,7 @@ mod fan_out;
 mod harness;
 mod idempotency;
 mod limits;
+mod metadata;
 mod people;
 mod people_auth;
 mod restart;
@@ -123,6 +124,8 @@ on_both_backends! {
     saga::order_saga_example,
     saga::skip_a_failed_compensation,
     saga::compensation_spans_and_metrics,
+    metadata::run_metadata_api_and_cli,
+    metadata::dashboard_metadata_and_overview,
 }
 
 /// The HTTP edge's tests that do not depend on the backend run on SQLite.

@@ -372,6 +372,7 @@ pub async fn idempotency_key_bound_to_input(db_url: String) {
     let start = |input: Value| StartRunRequest {
         input,
         idempotency_key: Some("order-1".to_owned()),
+        ..Default::default()
     };
     let first = env
         .client
@@ -402,6 +403,7 @@ pub async fn idempotency_key_bound_to_input(db_url: String) {
                     StartRunRequest {
                         input: json!(1),
                         idempotency_key: Some("fresh".to_owned()),
+                        ..Default::default()
                     },
                     start(json!("other")),
                 ],

@@ -20,6 +20,7 @@ mod bulk;
 pub(crate) mod dag;
 pub(crate) mod format;
 mod ops;
+mod overview;
 mod payload;
 mod run;
 mod runs;
@@ -27,9 +28,10 @@ mod session;
 mod workflows;
 
 pub(crate) use ops::{stuck_page, workers_page};
+pub(crate) use overview::overview_page;
 
 /// Whether `path` is one of the dashboard's pages (`/`, `/runs/{id}`,
-/// `/workflows`, `/workflows/{name}`, `/workers`, `/stuck`), the ones the
+/// `/workflows`, `/workflows/{name}`, `/workers`, `/stuck`, `/overview`), the ones the
 /// route table lists with these handlers: a browser asking for one without a
 /// session is sent to sign in.
 pub(crate) fn is_page(path: &str) -> bool {
@@ -37,6 +39,7 @@ pub(crate) fn is_page(path: &str) -> bool {
         || path == "/workflows"
         || path == "/workers"
         || path == "/stuck"
+        || path == "/overview"
         || path.starts_with("/runs/")
         || path.starts_with("/workflows/")
 }
@@ -53,6 +56,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("workflow.html", include_str!("templates/workflow.html")),
     ("workers.html", include_str!("templates/workers.html")),
     ("stuck.html", include_str!("templates/stuck.html")),
+    ("overview.html", include_str!("templates/overview.html")),
     ("signin.html", include_str!("templates/signin.html")),
 ];
 

@@ -455,6 +455,12 @@ pub(crate) async fn run_page(
                 error => run.error.as_deref().map(text),
                 created => format::short_time(&run.created_at),
                 took => format::human_ms(end - t0) + if terminal { "" } else { " so far" },
+                metadata => run.metadata.iter().map(|(key, value)| context! {
+                    key, value,
+                    // A redacted value finds nothing: no link.
+                    href => (!state.config.redactor.is_sensitive(key))
+                        .then(|| super::href("/", &[("meta", &format!("{key}={value}"))])),
+                }).collect::<Vec<_>>(),
             },
             dag => context! { width => laid.width, height => laid.height, nodes, edges },
             gantt, critical, steps, history, legend, actions, buttons, session,

@@ -11,7 +11,7 @@ use axum::{
 };
 use minijinja::context;
 use serde::Serialize;
-use weft_core::RunStatus;
+use weft_core::{RunStatus, redact::Redactor};
 use weft_store::{CountFilter, RunFilter, run_id_floor};
 
 use super::{PageResult, format, href, render};
@@ -29,6 +29,8 @@ struct Filters {
     since: String,
     until: String,
     q: String,
+    /// Metadata filters, `key=value` pairs separated by spaces or commas.
+    meta: String,
     cursor: String,
 }
 
@@ -57,12 +59,13 @@ struct Parsed {
     counts: CountFilter,
 }
 
-fn parse(f: &Filters, now: i64) -> Result<Parsed, String> {
+fn parse(f: &Filters, now: i64, redactor: &Redactor) -> Result<Parsed, String> {
     for (field, value) in [
         ("workflow", &f.workflow),
         ("search", &f.q),
         ("from", &f.since),
         ("to", &f.until),
+        ("metadata", &f.meta),
     ] {
         if value.len() > crate::limits::MAX_QUERY_TEXT_LEN || value.chars().any(char::is_control) {
             return Err(format!(
@@ -114,6 +117,7 @@ fn parse(f: &Filters, now: i64) -> Result<Parsed, String> {
         (Some(c), Some(u)) => Some(c.min(u)),
         (c, u) => c.or(u),
     };
+    let metadata = parse_meta(&f.meta, redactor)?;
     let workflow = (!f.workflow.is_empty()).then(|| f.workflow.clone());
     Ok(Parsed {
         list: RunFilter {
@@ -121,6 +125,8 @@ fn parse(f: &Filters, now: i64) -> Result<Parsed, String> {
             status,
             trace_id: trace_id.clone(),
             since_ms,
+            until_ms: None,
+            metadata: metadata.clone(),
             limit: Some(PAGE_SIZE),
             cursor,
         },
@@ -129,8 +135,37 @@ fn parse(f: &Filters, now: i64) -> Result<Parsed, String> {
             trace_id,
             since_ms,
             until_ms,
+            metadata,
         },
     })
+}
+
+/// The metadata filter field: `key=value` pairs separated by spaces or
+/// commas, each held to the bounds of a start's metadata. Sensitive keys
+/// are refused: the dashboard shows their values redacted, so it does not
+/// let anyone test guesses of them.
+fn parse_meta(text: &str, redactor: &Redactor) -> Result<Vec<(String, String)>, String> {
+    let mut pairs = Vec::new();
+    for item in text.split([' ', ',']).filter(|s| !s.is_empty()) {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(format!("the metadata filter `{item}` is not key=value"));
+        };
+        weft_core::metadata::check_key(key).map_err(|e| e.0)?;
+        weft_core::metadata::check_value(key, value).map_err(|e| e.0)?;
+        if redactor.is_sensitive(key) {
+            return Err(format!(
+                "metadata `{key}` is sensitive: its values are redacted here, so runs cannot be filtered on it"
+            ));
+        }
+        pairs.push((key.to_owned(), value.to_owned()));
+    }
+    if pairs.len() > weft_core::metadata::MAX_KEYS {
+        return Err(format!(
+            "at most {} metadata filters are allowed",
+            weft_core::metadata::MAX_KEYS
+        ));
+    }
+    Ok(pairs)
 }
 
 pub(crate) async fn runs_page(
@@ -149,6 +184,7 @@ pub(crate) async fn runs_page(
         since: get("since"),
         until: get("until"),
         q: get("q").trim().to_owned(),
+        meta: get("meta").trim().to_owned(),
         cursor: get("cursor"),
     };
     let store = state.store();
@@ -172,7 +208,7 @@ pub(crate) async fn runs_page(
         };
     }
     let now = store.now_ms();
-    let parsed = match parse(&f, now) {
+    let parsed = match parse(&f, now, &state.config.redactor) {
         Ok(p) => p,
         Err(message) => {
             return Ok(page(
@@ -212,9 +248,7 @@ pub(crate) async fn runs_page(
         }
     }
     let list = store.list_runs(&parsed.list).await?;
-    let counts = store
-        .count_runs_by_status(&parsed.counts, COUNT_CAP)
-        .await?;
+    let counts = store.cached_run_counts(&parsed.counts, COUNT_CAP).await?;
     // Bulk cancel and retry of what the filters match, counted like the list.
     let bulk = super::bulk::buttons(
         &super::bulk::BulkFilter {
@@ -235,6 +269,7 @@ pub(crate) async fn runs_page(
                 ("since", &f.since),
                 ("until", &f.until),
                 ("q", &f.q),
+                ("meta", &f.meta),
             ],
         )
     };
@@ -309,6 +344,7 @@ async fn page(
                 ("since", &f.since),
                 ("until", &f.until),
                 ("q", &f.q),
+                ("meta", &f.meta),
                 ("cursor", cursor),
             ],
         )
@@ -322,7 +358,7 @@ async fn page(
         error.as_deref(),
         context! {
             f, runs, counts, statuses, workflows,
-            counts_note => format!("counts per status for these filters, each stopping at {}", format::count(i64::from(COUNT_CAP), false)),
+            counts_note => format!("counts per status for these filters, each stopping at {}, at most {} s old", format::count(i64::from(COUNT_CAP), false), weft_store::COUNTS_TTL.as_secs()),
             live => error.is_none() && f.cursor.is_empty(),
             cursor => !f.cursor.is_empty(),
             first_href => keep(""),

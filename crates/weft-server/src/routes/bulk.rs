@@ -186,6 +186,9 @@ async fn matching(
                     status: Some(applies),
                     trace_id: empty(&request.trace_id),
                     since_ms,
+                    // `until` is the starting cursor above.
+                    until_ms: None,
+                    metadata: Vec::new(),
                     limit: Some(MAX_BULK_RUNS),
                     cursor: cursor.clone(),
                 })

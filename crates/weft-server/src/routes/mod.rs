@@ -121,6 +121,7 @@ fn table() -> Vec<Route> {
         at(M::GET,    "/workflows/{name}",                      VIEWER,   dash::workflow_page),
         at(M::GET,    "/workers",                               VIEWER,   dash::workers_page),
         at(M::GET,    "/stuck",                                 VIEWER,   dash::stuck_page),
+        at(M::GET,    "/overview",                              VIEWER,   dash::overview_page),
         at(M::GET,    "/static/{file}",                         Open,     dash::asset),
         at(M::GET,    "/signin",                                Open,     crate::sessions::signin_page),
         at(M::POST,   "/signin",                                Open,     crate::sessions::signin),

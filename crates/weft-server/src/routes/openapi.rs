@@ -157,7 +157,7 @@ pub fn openapi_document() -> Value {
                     (Some("query"), Some("cursor")) => {
                         param["schema"] = json!({"type": "string", "pattern": CURSOR_PATTERN});
                     }
-                    (Some("query"), Some("since")) => {
+                    (Some("query"), Some("since" | "until")) => {
                         param["schema"] = json!({"oneOf": [
                             {"type": "string", "format": "date-time"},
                             {"type": "string", "pattern": SINCE_DURATION_PATTERN},
@@ -334,6 +334,20 @@ fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
             "StartRunRequest",
             "idempotency_key",
             json!({"minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LEN, "pattern": NO_CONTROL_PATTERN}),
+        ),
+        (
+            "StartRunRequest",
+            "metadata",
+            json!({
+                "type": "object",
+                "maxProperties": weft_core::metadata::MAX_KEYS,
+                "propertyNames": {"pattern": weft_core::metadata::KEY_PATTERN},
+                "additionalProperties": {
+                    "type": "string",
+                    "maxLength": weft_core::metadata::MAX_VALUE_LEN,
+                    "pattern": weft_core::metadata::VALUE_PATTERN,
+                },
+            }),
         ),
         (
             "StartRunsRequest",
@@ -587,6 +601,17 @@ mod tests {
             schema("StartRunRequest", "idempotency_key")["maxLength"],
             limits::MAX_IDEMPOTENCY_KEY_LEN
         );
+        let metadata = schema("StartRunRequest", "metadata");
+        assert_eq!(metadata["maxProperties"], weft_core::metadata::MAX_KEYS);
+        assert_eq!(
+            metadata["propertyNames"]["pattern"],
+            weft_core::metadata::KEY_PATTERN
+        );
+        assert_eq!(
+            metadata["additionalProperties"]["maxLength"],
+            weft_core::metadata::MAX_VALUE_LEN
+        );
+        assert!(param(&doc, "/v1/runs", "get", "until")["schema"]["oneOf"].is_array());
         assert_eq!(
             schema("DecisionRequest", "message")["maxLength"],
             limits::MAX_MESSAGE_LEN

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::{
     Extension, Json,
-    extract::State,
+    extract::{RawQuery, State},
     http::{HeaderMap, StatusCode},
 };
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use weft_core::RunStatus;
 use weft_store::{Actor, NewRun, RunFilter};
 
 use super::ApiResult;
-use crate::present::{RunPresenter, redacts_for, trace_url};
+use crate::present::{RunPresenter, redacts, redacts_for, trace_url};
 use crate::{
     ApiError, AppState,
     actor::Acting,
@@ -33,6 +33,7 @@ impl Validate for ListRunsQuery {
             ("workflow", &self.workflow),
             ("trace_id", &self.trace_id),
             ("since", &self.since),
+            ("until", &self.until),
             ("cursor", &self.cursor),
             ("status", &self.status),
         ] {
@@ -150,6 +151,7 @@ async fn start_run_in(
             workflow: name,
             input: request.input,
             idempotency_key: request.idempotency_key,
+            metadata: request.metadata,
             parent,
             trace_id,
             baggage,
@@ -197,6 +199,7 @@ pub(crate) async fn start_runs(
             workflow: name.clone(),
             input: run.input,
             idempotency_key: run.idempotency_key,
+            metadata: run.metadata,
             parent: parent.clone(),
             trace_id: None,
             baggage: baggage.clone(),
@@ -221,13 +224,17 @@ pub(crate) struct ListRunsQuery {
     trace_id: Option<String>,
     /// RFC 3339 time, or a duration back from now such as `1h`.
     since: Option<String>,
+    /// Like `since`: only runs created before it.
+    until: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs", tag = "runs", params(("workflow" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("status" = Option<String>, Query), ("trace_id" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("since" = Option<String>, Query, description = "RFC 3339 time, or a duration back from now (`90s`, `1h30m`)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", description = "Runs newest first, one page at a time. Every filter given must hold (AND), including any number (at most 16) of metadata filters `meta.<key>=<value>` (for example `?meta.customer=42`): runs started with that metadata key and value. A metadata key is 1 to 64 letters, digits, `_`, `.` or `-`; a value at most 256 characters; callers shown redacted data cannot filter on a sensitive key (400 `invalid_metadata`).", params(("workflow" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("status" = Option<String>, Query), ("trace_id" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("since" = Option<String>, Query, description = "Created at or after: RFC 3339 time, or a duration back from now (`90s`, `1h30m`)"), ("until" = Option<String>, Query, description = "Created before: RFC 3339 time, or a duration back from now (`90s`, `1h30m`)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_runs(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
+    RawQuery(raw): RawQuery,
     Query(query): Query<ListRunsQuery>,
 ) -> ApiResult<Json<RunList>> {
     let status = match &query.status {
@@ -240,28 +247,49 @@ pub(crate) async fn list_runs(
             )
         })?),
     };
+    let now = state.store().now_ms();
     let since_ms = match &query.since {
         None => None,
-        Some(text) => Some(parse_since(text, state.store().now_ms())?),
+        Some(text) => Some(parse_since(text, now)?),
     };
+    let until_ms = match &query.until {
+        None => None,
+        Some(text) => Some(parse_time(weft_core::ErrorCode::InvalidUntil, text, now)?),
+    };
+    let redacted = redacts(&state.config, &caller);
+    let metadata = crate::metadata::filters(raw.as_deref(), &state.config.redactor, redacted)?;
     let filter = RunFilter {
         workflow: query.workflow,
         status,
         trace_id: query.trace_id,
         since_ms,
+        until_ms,
+        metadata,
         limit: query.limit,
         cursor: query.cursor,
     };
-    Ok(Json(state.store().list_runs(&filter).await?))
+    let mut list = state.store().list_runs(&filter).await?;
+    if redacted {
+        for run in &mut list.runs {
+            crate::metadata::redact(&state.config.redactor, &mut run.metadata);
+        }
+    }
+    Ok(Json(list))
 }
 
 pub(super) fn parse_since(text: &str, now_ms: i64) -> ApiResult<i64> {
+    parse_time(ErrorCode::InvalidSince, text, now_ms)
+}
+
+/// An RFC 3339 time, or a duration back from `now_ms` (`1h30m`), as epoch
+/// ms; `code` names the parameter in the 400.
+pub(super) fn parse_time(code: ErrorCode, text: &str, now_ms: i64) -> ApiResult<i64> {
     if let Some(ms) = weft_store::parse_rfc3339(text) {
         return Ok(ms);
     }
     let invalid = || {
         ApiError::bad_request(
-            ErrorCode::InvalidSince,
+            code,
             format!("`{text}` is neither an RFC 3339 time nor a duration like 1h"),
         )
     };

@@ -245,6 +245,7 @@ async fn a_run_with_a_retry_is_one_tree_under_the_callers_span() {
             &StartRunRequest {
                 input: json!({}),
                 idempotency_key: None,
+                ..Default::default()
             },
             Some(&caller),
             Some("tenant=acme"),
