@@ -77,6 +77,14 @@ async fn check(store: Store, clock: Arc<ManualClock>) {
         .expect("approve in time");
     clock.advance_ms(10_000);
     assert_eq!(store.fire_due_timers(100).await.unwrap(), 1);
+    // `no` failed; the run settles once its other branch is done: `yes`
+    // approves itself at 20 s, then `after` sleeps 1 s.
+    let run = store.get_run(&run_id).await.unwrap();
+    assert_eq!(run.status, "running");
+    clock.advance_ms(10_000);
+    assert_eq!(store.fire_due_timers(100).await.unwrap(), 1);
+    clock.advance_ms(1_000);
+    assert_eq!(store.fire_due_timers(100).await.unwrap(), 1);
     let run = store.get_run(&run_id).await.unwrap();
     assert_eq!(run.status, "failed");
     assert_eq!(run.reason.as_deref(), Some("approval_timeout"));
