@@ -182,6 +182,27 @@ pub enum Event {
     SkipCompensation {
         step: usize,
     },
+    /// The undo of completed child `index` of a `for_each` step being
+    /// compensated completed.
+    ChildUndoCompleted {
+        step: usize,
+        index: u32,
+    },
+    /// The undo attempt of child `index` failed; `attempts` is how many undo
+    /// attempts the child has spent (under the step's `compensate_retry`).
+    ChildUndoFailed {
+        step: usize,
+        index: u32,
+        reason: Reason,
+        message: String,
+        retryable: bool,
+        attempts: u32,
+    },
+    /// The undo attempt of child `index` was handed back: ready again.
+    ChildUndoReleased {
+        step: usize,
+        index: u32,
+    },
 }
 
 /// What the store must persist. Each effect is also one history event.
@@ -286,6 +307,30 @@ pub enum Effect {
     CompensationCancelled {
         not_run: Vec<String>,
     },
+    /// The undo of child `index` is ready (again) to be claimed.
+    ChildCompensating {
+        step: usize,
+        index: u32,
+    },
+    /// The undo of child `index` failed and is ready again after its backoff.
+    ChildCompensationRetrying {
+        step: usize,
+        index: u32,
+        due_at: i64,
+        delay_ms: u64,
+    },
+    /// The undo of child `index` completed.
+    ChildCompensated {
+        step: usize,
+        index: u32,
+    },
+    /// The undo of child `index` failed for good.
+    ChildCompensationFailed {
+        step: usize,
+        index: u32,
+        reason: Reason,
+        message: String,
+    },
 }
 
 impl Effect {
@@ -317,6 +362,10 @@ impl Effect {
             Effect::CompensationFailed { .. } => EventKind::CompensationFailed,
             Effect::CompensationSkipped { .. } => EventKind::CompensationSkipped,
             Effect::CompensationCancelled { .. } => EventKind::CompensationCancelled,
+            Effect::ChildCompensating { .. } => EventKind::ChildCompensating,
+            Effect::ChildCompensationRetrying { .. } => EventKind::ChildCompensationRetrying,
+            Effect::ChildCompensated { .. } => EventKind::ChildCompensated,
+            Effect::ChildCompensationFailed { .. } => EventKind::ChildCompensationFailed,
         }
     }
 
@@ -339,7 +388,11 @@ impl Effect {
             | Effect::StepCompensating { step }
             | Effect::StepCompensated { step }
             | Effect::StepCompensationFailed { step, .. }
-            | Effect::CompensationSkipped { step } => Some(step),
+            | Effect::CompensationSkipped { step }
+            | Effect::ChildCompensating { step, .. }
+            | Effect::ChildCompensationRetrying { step, .. }
+            | Effect::ChildCompensated { step, .. }
+            | Effect::ChildCompensationFailed { step, .. } => Some(step),
             _ => None,
         }
     }
@@ -372,10 +425,19 @@ impl Effect {
             Effect::ChildrenReady { from, .. } => {
                 map.insert("index".into(), (*from).into());
             }
-            Effect::ChildReleased { index, .. } | Effect::ChildCompleted { index, .. } => {
+            Effect::ChildReleased { index, .. }
+            | Effect::ChildCompleted { index, .. }
+            | Effect::ChildCompensating { index, .. }
+            | Effect::ChildCompensated { index, .. } => {
                 map.insert("index".into(), (*index).into());
             }
             Effect::ChildRetrying {
+                index,
+                due_at,
+                delay_ms,
+                ..
+            }
+            | Effect::ChildCompensationRetrying {
                 index,
                 due_at,
                 delay_ms,
@@ -386,6 +448,12 @@ impl Effect {
                 map.insert("delay_ms".into(), (*delay_ms).into());
             }
             Effect::ChildFailed {
+                index,
+                reason,
+                message,
+                ..
+            }
+            | Effect::ChildCompensationFailed {
                 index,
                 reason,
                 message,
@@ -752,6 +820,32 @@ pub fn apply_with(
             expect_children(def, state, step)?;
             effects.push(Effect::ChildReleased { step, index });
         }
+        Event::ChildUndoCompleted { step, index } => {
+            expect_child_undo(def, state, step)?;
+            compensation::child_completed(def, state, step, index, &mut effects);
+        }
+        Event::ChildUndoFailed {
+            step,
+            index,
+            reason,
+            message,
+            retryable,
+            attempts,
+        } => {
+            expect_child_undo(def, state, step)?;
+            compensation::child_failed(
+                def,
+                state,
+                (step, index, attempts),
+                (reason, message, retryable),
+                cx,
+                &mut effects,
+            );
+        }
+        Event::ChildUndoReleased { step, index } => {
+            expect_child_undo(def, state, step)?;
+            effects.push(Effect::ChildCompensating { step, index });
+        }
         Event::Retry if compensation::is_compensation_failed(state) => {
             compensation::retry(def, state, &mut effects);
         }
@@ -801,7 +895,10 @@ fn event_step(event: &Event) -> Option<usize> {
         | Event::ChildCompleted { step, .. }
         | Event::ChildFailed { step, .. }
         | Event::ChildReleased { step, .. }
-        | Event::SkipCompensation { step } => Some(step),
+        | Event::SkipCompensation { step }
+        | Event::ChildUndoCompleted { step, .. }
+        | Event::ChildUndoFailed { step, .. }
+        | Event::ChildUndoReleased { step, .. } => Some(step),
         Event::Start | Event::Cancel | Event::Retry => None,
     }
 }
@@ -855,6 +952,14 @@ fn expect_step(
             expected: status.as_str(),
         })
     }
+}
+
+/// A child undo's end counts only while its `for_each` step's undo is out
+/// (the step `compensating`, in a compensating run).
+fn expect_child_undo(def: &Definition, state: &RunState, step: usize) -> Result<(), Rejected> {
+    expect_run(state, &[RunStatus::Compensating], "compensating")?;
+    expect_step(def, state, step, StepStatus::Compensating)?;
+    expect_children(def, state, step).map(|_| ())
 }
 
 fn expect_children(def: &Definition, state: &RunState, step: usize) -> Result<Children, Rejected> {

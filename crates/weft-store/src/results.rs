@@ -449,7 +449,7 @@ impl Store {
         self.end_attempts(tx, Which::Lease(lease_id), &end, now, Some(&stored))
             .await?;
         let item_index = lease.opt_int("item_index")?;
-        let mut data = end.data(serde_json::to_value(&stored).expect("timing serializes"));
+        let mut data = end.data(serde_json::to_value(stored).expect("timing serializes"));
         if let (Some(index), Some(map)) = (item_index, data.as_object_mut()) {
             map.insert("index".into(), index.into());
         }
@@ -459,10 +459,13 @@ impl Store {
             at: now,
             step: Some(run.def.steps[position].name.clone()),
             attempt: Some(attempt),
-            data: end.data(serde_json::to_value(stored).expect("timing serializes")),
+            data,
         };
         let event = end.event.expect("a worker's result is told to the run");
-        let kind = attempt_kind(run, position);
+        let kind = match item_index {
+            None => attempt_kind(run, position),
+            Some(index) => crate::children::attempt_kind(tx, run.view(), position, index).await?,
+        };
         let (previous_span_id, event) = match item_index {
             None => (
                 previous_span_id(tx, &run.run_id, position as i64, attempt).await?,
