@@ -24,6 +24,7 @@ mod people_auth;
 mod restart;
 mod robustness;
 mod saga;
+mod saga_for_each;
 mod secrets;
 mod stream;
 mod tls;
@@ -124,6 +125,7 @@ on_both_backends! {
     saga::order_saga_example,
     saga::skip_a_failed_compensation,
     saga::compensation_spans_and_metrics,
+    saga_for_each::for_each_children_compensated_once_each,
     metadata::run_metadata_api_and_cli,
     metadata::dashboard_metadata_and_overview,
 }
