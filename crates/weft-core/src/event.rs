@@ -136,6 +136,10 @@ event_kinds! {
         field("count", "integer", true, "how many children (items)"),
         field("ready", "integer", true, "how many of them are ready now"),
     ];
+    StepChildrenRetried => "step.children_retried", "A retried `for_each` step keeps its completed children and their outputs; the others run again (each with a fresh budget), the first `ready` of them ready now.", [
+        field("count", "integer", true, "how many children run again"),
+        field("ready", "integer", true, "how many of them are ready now"),
+    ];
     ChildReady => "child.ready", "A pending child of a `for_each` step took the slot another one freed and may be claimed.", [INDEX];
     ChildRetrying => "child.retrying", "A child's attempt failed and the child will be ready again after its backoff.", [
         INDEX,
@@ -232,6 +236,6 @@ mod tests {
             assert_eq!(names.len(), kind.fields().len(), "{kind}: a field twice");
         }
         assert_eq!(EventKind::parse("step.running"), None);
-        assert_eq!(EventKind::ALL.len(), 35);
+        assert_eq!(EventKind::ALL.len(), 36);
     }
 }

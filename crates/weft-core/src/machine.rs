@@ -307,6 +307,13 @@ pub enum Effect {
     CompensationCancelled {
         not_run: Vec<String>,
     },
+    /// A retried `for_each` step keeps its completed children: the `again`
+    /// others are pending again, the first `ready` of them (by index) ready.
+    ChildrenRetried {
+        step: usize,
+        again: u32,
+        ready: u32,
+    },
     /// The undo of child `index` is ready (again) to be claimed.
     ChildCompensating {
         step: usize,
@@ -363,6 +370,7 @@ impl Effect {
             Effect::CompensationSkipped { .. } => EventKind::CompensationSkipped,
             Effect::CompensationCancelled { .. } => EventKind::CompensationCancelled,
             Effect::ChildCompensating { .. } => EventKind::ChildCompensating,
+            Effect::ChildrenRetried { .. } => EventKind::StepChildrenRetried,
             Effect::ChildCompensationRetrying { .. } => EventKind::ChildCompensationRetrying,
             Effect::ChildCompensated { .. } => EventKind::ChildCompensated,
             Effect::ChildCompensationFailed { .. } => EventKind::ChildCompensationFailed,
@@ -390,6 +398,7 @@ impl Effect {
             | Effect::StepCompensationFailed { step, .. }
             | Effect::CompensationSkipped { step }
             | Effect::ChildCompensating { step, .. }
+            | Effect::ChildrenRetried { step, .. }
             | Effect::ChildCompensationRetrying { step, .. }
             | Effect::ChildCompensated { step, .. }
             | Effect::ChildCompensationFailed { step, .. } => Some(step),
@@ -417,6 +426,10 @@ impl Effect {
             | Effect::RunFailed { reason }
             | Effect::CompensationCompleted { reason } => {
                 map.insert("reason".into(), reason.as_str().into());
+            }
+            Effect::ChildrenRetried { again, ready, .. } => {
+                map.insert("count".into(), (*again).into());
+                map.insert("ready".into(), (*ready).into());
             }
             Effect::StepFannedOut { items, ready, .. } => {
                 map.insert("count".into(), items.len().into());
@@ -864,7 +877,31 @@ pub fn apply_with(
                 &[RunStatus::Failed, RunStatus::Cancelled],
                 "failed or cancelled",
             )?;
-            for s in state.steps.iter_mut() {
+            let mut resumed = Vec::new();
+            for (step, s) in state.steps.iter_mut().enumerate() {
+                if matches!(s.status, StepStatus::Failed | StepStatus::Cancelled)
+                    && let Some(fan_out) = &def.steps[step].fan_out
+                    && let Some(counts) = s.children.filter(|c| c.completed > 0)
+                {
+                    // A `for_each` step that fanned out keeps its completed
+                    // children (their outputs stand); only the others run
+                    // again, through the window, each with a fresh budget.
+                    let again = counts.total - counts.completed;
+                    let ready = fan_out.max_parallel.map_or(again, |m| m.min(again));
+                    s.children = Some(Children {
+                        dispatched: counts.completed + ready,
+                        in_flight: ready,
+                        failed: 0,
+                        ..counts
+                    });
+                    s.status = StepStatus::Running;
+                    s.reason = None;
+                    s.error = None;
+                    s.due_at = None;
+                    s.attempt_base = s.n_attempts;
+                    resumed.push(Effect::ChildrenRetried { step, again, ready });
+                    continue;
+                }
                 if matches!(s.status, StepStatus::Failed | StepStatus::Cancelled) {
                     s.status = StepStatus::Pending;
                     s.children = None;
@@ -878,6 +915,7 @@ pub fn apply_with(
             state.reason = None;
             state.error = None;
             effects.push(Effect::RunRetried);
+            effects.extend(resumed);
             advance(def, state, cx, conditions, &mut effects);
         }
     }

@@ -1625,3 +1625,55 @@ fn for_each_compensation_with_no_completed_child_has_nothing_to_undo() {
         "#]],
     );
 }
+
+#[test]
+fn for_each_retry_keeps_the_completed_children() {
+    use serde_json::json;
+    trace(
+        FAN_OUT,
+        json!({}),
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(json!({"items": ["a", "b", "c"]})))),
+            (3, child_done(0, json!("A"), None)),
+            (4, child_failed(1, false, 1)),
+            (5, Run(Event::Retry)),
+            (6, child_done(1, json!("B"), None)),
+            (
+                7,
+                child_done(
+                    2,
+                    json!("C"),
+                    Some(vec![json!("A"), json!("B"), json!("C")]),
+                ),
+            ),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(list)
+              run=pending list=ready each=pending after=pending
+            t=1 Claim(list)
+              -> attempt.claimed(list#1) run.started
+              run=running list=running each=pending after=pending
+            t=2 Result(list, Completed(Object {"items": Array [String("a"), String("b"), String("c")]}))
+              -> attempt.completed(list#1 completed) step.completed(list) step.fanned_out(each)
+              run=running list=completed each=running after=pending
+            t=3 ChildCompleted { step: 1, index: 0, output: String("A"), gathered: None, max_output_bytes: 64 }
+              -> child.completed(each) child.ready(each)
+              run=running list=completed each=running after=pending
+            t=4 ChildFailed { step: 1, index: 1, reason: HandlerError, message: "boom", retryable: false, attempts: 1 }
+              -> child.failed(each) step.failed(each) step.cancelled(after) run.failed
+              run=failed list=completed each=failed after=cancelled
+            t=5 Retry
+              -> run.retried step.children_retried(each)
+              run=running list=completed each=running after=pending
+            t=6 ChildCompleted { step: 1, index: 1, output: String("B"), gathered: None, max_output_bytes: 64 }
+              -> child.completed(each)
+              run=running list=completed each=running after=pending
+            t=7 ChildCompleted { step: 1, index: 2, output: String("C"), gathered: Some([String("A"), String("B"), String("C")]), max_output_bytes: 64 }
+              -> child.completed(each) step.completed(each) step.ready(after)
+              run=running list=completed each=completed after=ready
+        "#]],
+    );
+}

@@ -141,21 +141,27 @@ pub(crate) async fn write_effects(
                     tx.execute(&sql, values).await?;
                 }
             }
-            Effect::ChildrenReady { step, from, count } => {
+            Effect::ChildrenReady { step, count, .. } => {
+                // The next `count` pending children by index: `from..` while
+                // every child before them was made ready, and past the
+                // completed ones a retried step keeps.
+                ready_next(tx, run_id, *step, *count, now).await?;
+            }
+            Effect::ChildrenRetried { step, ready, .. } => {
+                // The children that did not complete run again, afresh.
                 tx.execute(
-                    "UPDATE weft_children SET status = $4, ready_at = $5, updated_at = $5 \
-                     WHERE run_id = $1 AND position = $2 AND idx >= $3 AND idx < $6 AND status = $7",
+                    "UPDATE weft_children SET status = $3, reason = NULL, error = NULL, n_attempts = 0, \
+                     ready_at = NULL, updated_at = $4 WHERE run_id = $1 AND position = $2 AND status <> $5",
                     args![
                         run_id,
                         *step,
-                        *from,
-                        StepStatus::Ready.as_str(),
+                        StepStatus::Pending.as_str(),
                         now,
-                        i64::from(*from) + i64::from(*count),
-                        StepStatus::Pending.as_str()
+                        StepStatus::Completed.as_str()
                     ],
                 )
                 .await?;
+                ready_next(tx, run_id, *step, *ready, now).await?;
             }
             Effect::ChildRetrying {
                 step,
@@ -327,6 +333,36 @@ pub(crate) async fn write_effects(
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// Makes the first `count` pending children of step `position`, by index,
+/// ready.
+async fn ready_next(
+    tx: &mut Tx,
+    run_id: &str,
+    position: usize,
+    count: u32,
+    now: i64,
+) -> Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    tx.execute(
+        "UPDATE weft_children SET status = $3, ready_at = $4, updated_at = $4 \
+         WHERE run_id = $1 AND position = $2 AND status = $5 AND idx IN \
+         (SELECT idx FROM weft_children WHERE run_id = $1 AND position = $2 AND status = $5 \
+          ORDER BY idx LIMIT $6)",
+        args![
+            run_id,
+            position,
+            StepStatus::Ready.as_str(),
+            now,
+            StepStatus::Pending.as_str(),
+            i64::from(count)
+        ],
+    )
+    .await?;
     Ok(())
 }
 

@@ -315,7 +315,10 @@ impl Store {
             if let Effect::StepFannedOut { step, .. }
             | Effect::ChildrenReady { step, .. }
             | Effect::ChildRetrying { step, .. }
-            | Effect::ChildReleased { step, .. } = effect
+            | Effect::ChildReleased { step, .. }
+            | Effect::ChildrenRetried { step, .. }
+            | Effect::ChildCompensating { step, .. }
+            | Effect::ChildCompensationRetrying { step, .. } = effect
             {
                 made_ready = true;
                 ready_queues.insert(run.def.steps[*step].queue.clone());
