@@ -234,17 +234,40 @@ impl Definition {
         seen
     }
 
-    /// The names a `when` reads from `steps` and `upstream` are the step's
-    /// ancestors (`unknown_step_reference`), read by a fixed name
-    /// (`dynamic_step_reference`). Checked at registration only: a stored
-    /// definition keeps loading, and a name outside its ancestors reads
-    /// `null` there.
+    /// The names a `when` or a `for_each` reads from `steps` and `upstream`
+    /// are the step's ancestors (`unknown_step_reference`), read by a fixed
+    /// name (`dynamic_step_reference`); the error's path is the field's
+    /// (`steps[<step>].when`, `steps[<step>].for_each`). Checked at
+    /// registration only: a stored definition keeps loading, and a name
+    /// outside its ancestors reads `null` there.
     fn check_condition_references(&self) -> Result<(), ValidationError> {
         for (i, step) in self.steps.iter().enumerate() {
-            let Some(expression) = &step.when else {
-                continue;
-            };
-            let path = format!("steps[{}].when", step.name);
+            let fields = [
+                ("when", step.when.as_deref()),
+                (
+                    "for_each",
+                    step.fan_out.as_ref().map(|f| f.expression.as_str()),
+                ),
+            ];
+            for (field, expression) in fields {
+                if let Some(expression) = expression {
+                    self.check_references(i, field, expression)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Self::check_condition_references`] for one expression of `step`.
+    fn check_references(
+        &self,
+        i: usize,
+        field: &str,
+        expression: &str,
+    ) -> Result<(), ValidationError> {
+        let step = &self.steps[i];
+        {
+            let path = format!("steps[{}].{field}", step.name);
             let references = condition::references(expression)
                 .map_err(|err| invalid(err.code, &path, err.message))?;
             let ancestors = self.ancestors(i);
@@ -255,7 +278,7 @@ impl Definition {
                             crate::ErrorCode::DynamicStepReference,
                             &path,
                             format!(
-                                "`when` reads `{var}` other than by a step's name \
+                                "`{field}` reads `{var}` other than by a step's name \
                                  (write `{var}.NAME` or `{var}[\"NAME\"]`, NAME an ancestor)"
                             ),
                         ));
@@ -277,7 +300,7 @@ impl Definition {
                                 crate::ErrorCode::UnknownStepReference,
                                 &path,
                                 format!(
-                                    "`when` names step `{name}`, which is not an ancestor of \
+                                    "`{field}` names step `{name}`, which is not an ancestor of \
                                      `{}` (its ancestors: {listed}); add it to `depends_on`",
                                     step.name
                                 ),
@@ -1383,6 +1406,45 @@ steps:
         // Stored definitions are not checked again: they keep loading.
         let stored = Definition::parse_stored(&manifest("steps.side != null")).unwrap();
         assert!(stored.steps[3].when.is_some());
+    }
+
+    #[test]
+    fn a_for_each_may_name_only_the_steps_ancestors_by_a_fixed_name() {
+        let manifest = |for_each: &str| {
+            format!(
+                "name: w\nsteps:\n  - {{name: a, handler: h}}\n  - {{name: side, handler: h}}\n  - {{name: b, handler: h, depends_on: [a]}}\n  - {{name: c, handler: h, depends_on: [b], for_each: \"{for_each}\"}}\n"
+            )
+        };
+        for ok in [
+            "steps.b.items",
+            "steps.a.xs.filter(x, x > 1)",
+            "steps['a'].xs",
+            "upstream.a.status == 'failed' ? [] : [1]",
+            "input.l",
+        ] {
+            Definition::parse(&manifest(ok)).unwrap_or_else(|err| panic!("{ok}: {err}"));
+        }
+        for (bad, code) in [
+            ("steps.side.items", "unknown_step_reference"),
+            ("steps.nope.items", "unknown_step_reference"),
+            ("steps.c.items", "unknown_step_reference"),
+            (
+                "upstream.side.status == 'failed' ? [] : [1]",
+                "unknown_step_reference",
+            ),
+            ("steps[input.k].items", "dynamic_step_reference"),
+            ("[steps.size()]", "dynamic_step_reference"),
+        ] {
+            check_error(&manifest(bad), code, "steps[c].for_each");
+        }
+        let err = Definition::parse(&manifest("steps.side.items")).unwrap_err();
+        assert!(
+            err.message.contains("`for_each` names step `side`") && err.message.contains("a, b"),
+            "{err}"
+        );
+        // Stored definitions are not checked again: they keep loading.
+        let stored = Definition::parse_stored(&manifest("steps.side.items")).unwrap();
+        assert!(stored.steps[3].fan_out.is_some());
     }
 
     #[test]

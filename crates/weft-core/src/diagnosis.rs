@@ -9,7 +9,7 @@
 
 use std::{collections::BTreeSet, fmt};
 
-use crate::status::{AttemptStatus, RunStatus, StepStatus};
+use crate::status::{AttemptStatus, RunStatus, StepStatus, UndoStatus};
 
 /// Declares the closed set of causes, each with its stable code, whether it is
 /// a stalled cause (feeds the gauge, the exit status of `weft doctor`) and its
@@ -361,6 +361,25 @@ impl WorkerFacts {
     }
 }
 
+/// The status a step of a `compensating` run is diagnosed as, from its
+/// undo: `pending` (waiting for its dependants' undos), `ready`, `retrying`
+/// or `running`, with its `compensate` handler as the handler; `None` once
+/// its undo has settled, or for a step not being undone (nothing to
+/// diagnose). The store's views and its aggregate SQL both map through
+/// this, so the rules judge an undo as they judge a forward step.
+pub fn undo_status(undo: Option<UndoStatus>) -> Option<StepStatus> {
+    match undo? {
+        UndoStatus::Pending => Some(StepStatus::Pending),
+        UndoStatus::Ready => Some(StepStatus::Ready),
+        UndoStatus::Retrying => Some(StepStatus::Retrying),
+        UndoStatus::Running => Some(StepStatus::Running),
+        UndoStatus::Completed
+        | UndoStatus::Failed
+        | UndoStatus::Skipped
+        | UndoStatus::Cancelled => None,
+    }
+}
+
 /// Whether an attempt running for `elapsed_ms` is `running_long`: past the
 /// threshold, or past its step's p99.
 pub fn is_running_long(elapsed_ms: i64, p99_ms: Option<i64>, t: &Thresholds) -> bool {
@@ -473,6 +492,26 @@ fn secs(ms: i64) -> String {
 }
 
 fn diagnose_step(
+    run: &RunView,
+    step: &StepView,
+    live: &[&WorkerView],
+    facts: &WorkerFacts,
+    t: &Thresholds,
+    now: i64,
+) -> StepDiagnosis {
+    let mut d = diagnose_forward(run, step, live, facts, t, now);
+    if run.status == RunStatus::Compensating {
+        // The step's undo (see [`undo_status`]): say so, and whose handler.
+        d.evidence = format!(
+            "undo by compensate handler {}: {}",
+            step.handler.as_deref().unwrap_or("?"),
+            d.evidence
+        );
+    }
+    d
+}
+
+fn diagnose_forward(
     run: &RunView,
     step: &StepView,
     live: &[&WorkerView],

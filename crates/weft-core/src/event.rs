@@ -136,6 +136,10 @@ event_kinds! {
         field("count", "integer", true, "how many children (items)"),
         field("ready", "integer", true, "how many of them are ready now"),
     ];
+    StepChildrenRetried => "step.children_retried", "A retried `for_each` step keeps its completed children and their outputs; the others run again (each with a fresh budget), the first `ready` of them ready now.", [
+        field("count", "integer", true, "how many children run again"),
+        field("ready", "integer", true, "how many of them are ready now"),
+    ];
     ChildReady => "child.ready", "A pending child of a `for_each` step took the slot another one freed and may be claimed.", [INDEX];
     ChildRetrying => "child.retrying", "A child's attempt failed and the child will be ready again after its backoff.", [
         INDEX,
@@ -184,6 +188,14 @@ event_kinds! {
     CompensationCancelled => "compensation.cancelled", "The run was cancelled while compensating: the undos not yet done will not run.", [
         field("not_run", "array", true, "the steps whose undo did not run, by name"),
     ];
+    ChildCompensating => "child.compensating", "The undo of a completed child of a `for_each` step is ready (again) to be claimed by the step's `compensate` handler.", [INDEX];
+    ChildCompensationRetrying => "child.compensation_retrying", "A child's undo attempt failed and the undo will be ready again after its backoff (`compensate_retry`).", [
+        INDEX,
+        field("due_at_ms", "integer", true, "when the undo is ready again, epoch ms"),
+        field("delay_ms", "integer", true, "the backoff, ms"),
+    ];
+    ChildCompensated => "child.compensated", "The undo of a completed child of a `for_each` step completed; the step is compensated once every completed child's undo is.", [INDEX];
+    ChildCompensationFailed => "child.compensation_failed", "A child's undo failed for good; the step's compensation fails once every child's undo has settled, the others still attempted.", [INDEX, REASON, ERROR];
     LeaseExpired => "lease.expired", "The attempt's lease lapsed without a result (its worker stopped renewing it); an `attempt.failed` follows.", [
         field("reason", "string", true, "lease_expired, or heartbeat_timeout when the step declares one"),
     ];
@@ -224,6 +236,6 @@ mod tests {
             assert_eq!(names.len(), kind.fields().len(), "{kind}: a field twice");
         }
         assert_eq!(EventKind::parse("step.running"), None);
-        assert_eq!(EventKind::ALL.len(), 31);
+        assert_eq!(EventKind::ALL.len(), 36);
     }
 }

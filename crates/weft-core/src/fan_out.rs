@@ -9,13 +9,12 @@
 //! or waiting out a retry at once, whoever claims them. The outputs are
 //! gathered once, when the last child completes, in index order.
 //!
-//! Compensation hook (sagas): each completed child is a unit to undo. The
-//! store keeps every child's row (`weft_children`: index, item, output,
-//! status `completed`) and each child attempt carries its index
-//! (`weft_attempts.item_index`), so a compensation of a `for_each` step
-//! dispatches one undo per completed child, with that child's `item`,
-//! `index` and `output`; [`Children::completed`] says how many there are
-//! without reading them.
+//! Compensation (sagas): each completed child is a unit to undo. When the
+//! step's undo is ready, the store makes the undo of every completed child
+//! ready (`weft_children.undo`), each dispatched to the `compensate` handler
+//! with that child's `item`, `index` and `output`; the parent counts the
+//! undos settled ([`Children::undone`], [`Children::undo_failed`]) against
+//! [`Children::completed`], so no transition reads the children.
 
 use serde_json::Value;
 
@@ -36,6 +35,11 @@ pub struct Children {
     pub completed: u32,
     /// Children failed for good (the first fails the parent).
     pub failed: u32,
+    /// Completed children whose undo completed, while the step is being
+    /// compensated (one undo per completed child).
+    pub undone: u32,
+    /// Completed children whose undo failed for good.
+    pub undo_failed: u32,
 }
 
 impl Children {
@@ -47,6 +51,12 @@ impl Children {
     /// Whether every child completed.
     pub fn all_completed(&self) -> bool {
         self.completed == self.total
+    }
+
+    /// Whether the undo of every completed child has settled (completed or
+    /// failed for good).
+    pub fn undos_settled(&self) -> bool {
+        self.undone + self.undo_failed >= self.completed
     }
 }
 
@@ -105,6 +115,8 @@ pub fn expand(
             in_flight: ready,
             completed: 0,
             failed: 0,
+            undone: 0,
+            undo_failed: 0,
         },
         ready,
     }

@@ -182,6 +182,27 @@ pub enum Event {
     SkipCompensation {
         step: usize,
     },
+    /// The undo of completed child `index` of a `for_each` step being
+    /// compensated completed.
+    ChildUndoCompleted {
+        step: usize,
+        index: u32,
+    },
+    /// The undo attempt of child `index` failed; `attempts` is how many undo
+    /// attempts the child has spent (under the step's `compensate_retry`).
+    ChildUndoFailed {
+        step: usize,
+        index: u32,
+        reason: Reason,
+        message: String,
+        retryable: bool,
+        attempts: u32,
+    },
+    /// The undo attempt of child `index` was handed back: ready again.
+    ChildUndoReleased {
+        step: usize,
+        index: u32,
+    },
 }
 
 /// What the store must persist. Each effect is also one history event.
@@ -286,6 +307,37 @@ pub enum Effect {
     CompensationCancelled {
         not_run: Vec<String>,
     },
+    /// A retried `for_each` step keeps its completed children: the `again`
+    /// others are pending again, the first `ready` of them (by index) ready.
+    ChildrenRetried {
+        step: usize,
+        again: u32,
+        ready: u32,
+    },
+    /// The undo of child `index` is ready (again) to be claimed.
+    ChildCompensating {
+        step: usize,
+        index: u32,
+    },
+    /// The undo of child `index` failed and is ready again after its backoff.
+    ChildCompensationRetrying {
+        step: usize,
+        index: u32,
+        due_at: i64,
+        delay_ms: u64,
+    },
+    /// The undo of child `index` completed.
+    ChildCompensated {
+        step: usize,
+        index: u32,
+    },
+    /// The undo of child `index` failed for good.
+    ChildCompensationFailed {
+        step: usize,
+        index: u32,
+        reason: Reason,
+        message: String,
+    },
 }
 
 impl Effect {
@@ -317,6 +369,11 @@ impl Effect {
             Effect::CompensationFailed { .. } => EventKind::CompensationFailed,
             Effect::CompensationSkipped { .. } => EventKind::CompensationSkipped,
             Effect::CompensationCancelled { .. } => EventKind::CompensationCancelled,
+            Effect::ChildCompensating { .. } => EventKind::ChildCompensating,
+            Effect::ChildrenRetried { .. } => EventKind::StepChildrenRetried,
+            Effect::ChildCompensationRetrying { .. } => EventKind::ChildCompensationRetrying,
+            Effect::ChildCompensated { .. } => EventKind::ChildCompensated,
+            Effect::ChildCompensationFailed { .. } => EventKind::ChildCompensationFailed,
         }
     }
 
@@ -339,7 +396,12 @@ impl Effect {
             | Effect::StepCompensating { step }
             | Effect::StepCompensated { step }
             | Effect::StepCompensationFailed { step, .. }
-            | Effect::CompensationSkipped { step } => Some(step),
+            | Effect::CompensationSkipped { step }
+            | Effect::ChildCompensating { step, .. }
+            | Effect::ChildrenRetried { step, .. }
+            | Effect::ChildCompensationRetrying { step, .. }
+            | Effect::ChildCompensated { step, .. }
+            | Effect::ChildCompensationFailed { step, .. } => Some(step),
             _ => None,
         }
     }
@@ -365,6 +427,10 @@ impl Effect {
             | Effect::CompensationCompleted { reason } => {
                 map.insert("reason".into(), reason.as_str().into());
             }
+            Effect::ChildrenRetried { again, ready, .. } => {
+                map.insert("count".into(), (*again).into());
+                map.insert("ready".into(), (*ready).into());
+            }
             Effect::StepFannedOut { items, ready, .. } => {
                 map.insert("count".into(), items.len().into());
                 map.insert("ready".into(), (*ready).into());
@@ -372,10 +438,19 @@ impl Effect {
             Effect::ChildrenReady { from, .. } => {
                 map.insert("index".into(), (*from).into());
             }
-            Effect::ChildReleased { index, .. } | Effect::ChildCompleted { index, .. } => {
+            Effect::ChildReleased { index, .. }
+            | Effect::ChildCompleted { index, .. }
+            | Effect::ChildCompensating { index, .. }
+            | Effect::ChildCompensated { index, .. } => {
                 map.insert("index".into(), (*index).into());
             }
             Effect::ChildRetrying {
+                index,
+                due_at,
+                delay_ms,
+                ..
+            }
+            | Effect::ChildCompensationRetrying {
                 index,
                 due_at,
                 delay_ms,
@@ -386,6 +461,12 @@ impl Effect {
                 map.insert("delay_ms".into(), (*delay_ms).into());
             }
             Effect::ChildFailed {
+                index,
+                reason,
+                message,
+                ..
+            }
+            | Effect::ChildCompensationFailed {
                 index,
                 reason,
                 message,
@@ -752,6 +833,32 @@ pub fn apply_with(
             expect_children(def, state, step)?;
             effects.push(Effect::ChildReleased { step, index });
         }
+        Event::ChildUndoCompleted { step, index } => {
+            expect_child_undo(def, state, step)?;
+            compensation::child_completed(def, state, step, index, &mut effects);
+        }
+        Event::ChildUndoFailed {
+            step,
+            index,
+            reason,
+            message,
+            retryable,
+            attempts,
+        } => {
+            expect_child_undo(def, state, step)?;
+            compensation::child_failed(
+                def,
+                state,
+                (step, index, attempts),
+                (reason, message, retryable),
+                cx,
+                &mut effects,
+            );
+        }
+        Event::ChildUndoReleased { step, index } => {
+            expect_child_undo(def, state, step)?;
+            effects.push(Effect::ChildCompensating { step, index });
+        }
         Event::Retry if compensation::is_compensation_failed(state) => {
             compensation::retry(def, state, &mut effects);
         }
@@ -770,7 +877,31 @@ pub fn apply_with(
                 &[RunStatus::Failed, RunStatus::Cancelled],
                 "failed or cancelled",
             )?;
-            for s in state.steps.iter_mut() {
+            let mut resumed = Vec::new();
+            for (step, s) in state.steps.iter_mut().enumerate() {
+                if matches!(s.status, StepStatus::Failed | StepStatus::Cancelled)
+                    && let Some(fan_out) = &def.steps[step].fan_out
+                    && let Some(counts) = s.children.filter(|c| c.completed > 0)
+                {
+                    // A `for_each` step that fanned out keeps its completed
+                    // children (their outputs stand); only the others run
+                    // again, through the window, each with a fresh budget.
+                    let again = counts.total - counts.completed;
+                    let ready = fan_out.max_parallel.map_or(again, |m| m.min(again));
+                    s.children = Some(Children {
+                        dispatched: counts.completed + ready,
+                        in_flight: ready,
+                        failed: 0,
+                        ..counts
+                    });
+                    s.status = StepStatus::Running;
+                    s.reason = None;
+                    s.error = None;
+                    s.due_at = None;
+                    s.attempt_base = s.n_attempts;
+                    resumed.push(Effect::ChildrenRetried { step, again, ready });
+                    continue;
+                }
                 if matches!(s.status, StepStatus::Failed | StepStatus::Cancelled) {
                     s.status = StepStatus::Pending;
                     s.children = None;
@@ -784,6 +915,7 @@ pub fn apply_with(
             state.reason = None;
             state.error = None;
             effects.push(Effect::RunRetried);
+            effects.extend(resumed);
             advance(def, state, cx, conditions, &mut effects);
         }
     }
@@ -801,7 +933,10 @@ fn event_step(event: &Event) -> Option<usize> {
         | Event::ChildCompleted { step, .. }
         | Event::ChildFailed { step, .. }
         | Event::ChildReleased { step, .. }
-        | Event::SkipCompensation { step } => Some(step),
+        | Event::SkipCompensation { step }
+        | Event::ChildUndoCompleted { step, .. }
+        | Event::ChildUndoFailed { step, .. }
+        | Event::ChildUndoReleased { step, .. } => Some(step),
         Event::Start | Event::Cancel | Event::Retry => None,
     }
 }
@@ -855,6 +990,14 @@ fn expect_step(
             expected: status.as_str(),
         })
     }
+}
+
+/// A child undo's end counts only while its `for_each` step's undo is out
+/// (the step `compensating`, in a compensating run).
+fn expect_child_undo(def: &Definition, state: &RunState, step: usize) -> Result<(), Rejected> {
+    expect_run(state, &[RunStatus::Compensating], "compensating")?;
+    expect_step(def, state, step, StepStatus::Compensating)?;
+    expect_children(def, state, step).map(|_| ())
 }
 
 fn expect_children(def: &Definition, state: &RunState, step: usize) -> Result<Children, Rejected> {

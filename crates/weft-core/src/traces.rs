@@ -1432,3 +1432,248 @@ fn for_each_gathered_outputs_over_the_limit_fail_the_step() {
         "#]],
     );
 }
+
+const FAN_OUT_UNDO: &str = "name: w\nsteps:\n  - {name: list, handler: h}\n  - {name: each, handler: h, compensate: undo, depends_on: [list], for_each: \"steps.list.items\", compensate_retry: {max_attempts: 2, initial: 1s, jitter: false}}\n  - {name: after, handler: h, depends_on: [each], retry: {max_attempts: 1}}\n";
+
+fn child_undone(index: u32) -> Act {
+    Run(Event::ChildUndoCompleted { step: 1, index })
+}
+
+fn child_undo_failed(index: u32, retryable: bool, attempts: u32) -> Act {
+    Run(Event::ChildUndoFailed {
+        step: 1,
+        index,
+        reason: Reason::HandlerError,
+        message: "no refund".into(),
+        retryable,
+        attempts,
+    })
+}
+
+#[test]
+fn for_each_compensation_undoes_each_completed_child_once() {
+    use serde_json::json;
+    trace(
+        FAN_OUT_UNDO,
+        json!({}),
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(json!({"items": ["a", "b", "c"]})))),
+            (3, child_done(0, json!("A"), None)),
+            (4, child_done(1, json!("B"), None)),
+            (
+                5,
+                child_done(
+                    2,
+                    json!("C"),
+                    Some(vec![json!("A"), json!("B"), json!("C")]),
+                ),
+            ),
+            (6, Claim(2)),
+            (
+                7,
+                Result(2, failed(Reason::HandlerError, "ship failed", false)),
+            ),
+            (8, child_undone(2)),
+            (9, child_undo_failed(0, true, 1)),
+            (10, Run(Event::ChildUndoReleased { step: 1, index: 1 })),
+            (11, child_undone(1)),
+            // The step's undo is not done while one child's is out.
+            (12, child_undone(0)),
+            (13, child_undone(0)),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(list)
+              run=pending list=ready each=pending after=pending
+            t=1 Claim(list)
+              -> attempt.claimed(list#1) run.started
+              run=running list=running each=pending after=pending
+            t=2 Result(list, Completed(Object {"items": Array [String("a"), String("b"), String("c")]}))
+              -> attempt.completed(list#1 completed) step.completed(list) step.fanned_out(each)
+              run=running list=completed each=running after=pending
+            t=3 ChildCompleted { step: 1, index: 0, output: String("A"), gathered: None, max_output_bytes: 64 }
+              -> child.completed(each)
+              run=running list=completed each=running after=pending
+            t=4 ChildCompleted { step: 1, index: 1, output: String("B"), gathered: None, max_output_bytes: 64 }
+              -> child.completed(each)
+              run=running list=completed each=running after=pending
+            t=5 ChildCompleted { step: 1, index: 2, output: String("C"), gathered: Some([String("A"), String("B"), String("C")]), max_output_bytes: 64 }
+              -> child.completed(each) step.completed(each) step.ready(after)
+              run=running list=completed each=completed after=ready
+            t=6 Claim(after)
+              -> attempt.claimed(after#1)
+              run=running list=completed each=completed after=running
+            t=7 Result(after, Failed { reason: HandlerError, message: "ship failed", retryable: false })
+              -> attempt.failed(after#1 failed handler_error) step.failed(after) compensation.started step.compensating(each)
+              run=compensating list=completed each=compensating/undo:ready after=failed
+            t=8 ChildUndoCompleted { step: 1, index: 2 }
+              -> child.compensated(each)
+              run=compensating list=completed each=compensating/undo:ready after=failed
+            t=9 ChildUndoFailed { step: 1, index: 0, reason: HandlerError, message: "no refund", retryable: true, attempts: 1 }
+              -> child.compensation_retrying(each)
+              run=compensating list=completed each=compensating/undo:ready after=failed
+            t=10 ChildUndoReleased { step: 1, index: 1 }
+              -> child.compensating(each)
+              run=compensating list=completed each=compensating/undo:ready after=failed
+            t=11 ChildUndoCompleted { step: 1, index: 1 }
+              -> child.compensated(each)
+              run=compensating list=completed each=compensating/undo:ready after=failed
+            t=12 ChildUndoCompleted { step: 1, index: 0 }
+              -> child.compensated(each) step.compensated(each) compensation.completed
+              run=compensated list=completed each=compensated/undo:completed after=failed
+            t=13 ChildUndoCompleted { step: 1, index: 0 }
+              -> REJECTED: run is compensated, not compensating
+              run=compensated list=completed each=compensated/undo:completed after=failed
+        "#]],
+    );
+}
+
+#[test]
+fn for_each_a_child_undo_failing_for_good_fails_the_compensation_and_retry_redoes_it_alone() {
+    use serde_json::json;
+    trace(
+        FAN_OUT_UNDO,
+        json!({}),
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(json!({"items": [1, 2]})))),
+            (3, child_done(0, json!(1), None)),
+            (4, child_done(1, json!(2), Some(vec![json!(1), json!(2)]))),
+            (5, Claim(2)),
+            (
+                6,
+                Result(2, failed(Reason::HandlerError, "ship failed", false)),
+            ),
+            (7, child_undo_failed(0, true, 2)),
+            (8, child_undone(1)),
+            (9, Run(Event::Retry)),
+            (10, child_undone(0)),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(list)
+              run=pending list=ready each=pending after=pending
+            t=1 Claim(list)
+              -> attempt.claimed(list#1) run.started
+              run=running list=running each=pending after=pending
+            t=2 Result(list, Completed(Object {"items": Array [Number(1), Number(2)]}))
+              -> attempt.completed(list#1 completed) step.completed(list) step.fanned_out(each)
+              run=running list=completed each=running after=pending
+            t=3 ChildCompleted { step: 1, index: 0, output: Number(1), gathered: None, max_output_bytes: 64 }
+              -> child.completed(each)
+              run=running list=completed each=running after=pending
+            t=4 ChildCompleted { step: 1, index: 1, output: Number(2), gathered: Some([Number(1), Number(2)]), max_output_bytes: 64 }
+              -> child.completed(each) step.completed(each) step.ready(after)
+              run=running list=completed each=completed after=ready
+            t=5 Claim(after)
+              -> attempt.claimed(after#1)
+              run=running list=completed each=completed after=running
+            t=6 Result(after, Failed { reason: HandlerError, message: "ship failed", retryable: false })
+              -> attempt.failed(after#1 failed handler_error) step.failed(after) compensation.started step.compensating(each)
+              run=compensating list=completed each=compensating/undo:ready after=failed
+            t=7 ChildUndoFailed { step: 1, index: 0, reason: HandlerError, message: "no refund", retryable: true, attempts: 2 }
+              -> child.compensation_failed(each)
+              run=compensating list=completed each=compensating/undo:ready after=failed
+            t=8 ChildUndoCompleted { step: 1, index: 1 }
+              -> child.compensated(each) step.compensation_failed(each) compensation.failed run.failed
+              run=failed list=completed each=failed/undo:failed after=failed
+            t=9 Retry
+              -> run.retried step.compensating(each)
+              run=compensating list=completed each=compensating/undo:ready after=failed
+            t=10 ChildUndoCompleted { step: 1, index: 0 }
+              -> child.compensated(each) step.compensated(each) compensation.completed
+              run=compensated list=completed each=compensated/undo:completed after=failed
+        "#]],
+    );
+}
+
+#[test]
+fn for_each_compensation_with_no_completed_child_has_nothing_to_undo() {
+    use serde_json::json;
+    trace(
+        FAN_OUT_UNDO,
+        json!({}),
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(json!({"items": []})))),
+            (3, Claim(2)),
+            (
+                4,
+                Result(2, failed(Reason::HandlerError, "ship failed", false)),
+            ),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(list)
+              run=pending list=ready each=pending after=pending
+            t=1 Claim(list)
+              -> attempt.claimed(list#1) run.started
+              run=running list=running each=pending after=pending
+            t=2 Result(list, Completed(Object {"items": Array []}))
+              -> attempt.completed(list#1 completed) step.completed(list) step.completed(each) step.ready(after)
+              run=running list=completed each=completed after=ready
+            t=3 Claim(after)
+              -> attempt.claimed(after#1)
+              run=running list=completed each=completed after=running
+            t=4 Result(after, Failed { reason: HandlerError, message: "ship failed", retryable: false })
+              -> attempt.failed(after#1 failed handler_error) step.failed(after) compensation.started step.compensating(each) step.compensated(each) compensation.completed
+              run=compensated list=completed each=compensated/undo:completed after=failed
+        "#]],
+    );
+}
+
+#[test]
+fn for_each_retry_keeps_the_completed_children() {
+    use serde_json::json;
+    trace(
+        FAN_OUT,
+        json!({}),
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(json!({"items": ["a", "b", "c"]})))),
+            (3, child_done(0, json!("A"), None)),
+            (4, child_failed(1, false, 1)),
+            (5, Run(Event::Retry)),
+            (6, child_done(1, json!("B"), None)),
+            (
+                7,
+                child_done(
+                    2,
+                    json!("C"),
+                    Some(vec![json!("A"), json!("B"), json!("C")]),
+                ),
+            ),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(list)
+              run=pending list=ready each=pending after=pending
+            t=1 Claim(list)
+              -> attempt.claimed(list#1) run.started
+              run=running list=running each=pending after=pending
+            t=2 Result(list, Completed(Object {"items": Array [String("a"), String("b"), String("c")]}))
+              -> attempt.completed(list#1 completed) step.completed(list) step.fanned_out(each)
+              run=running list=completed each=running after=pending
+            t=3 ChildCompleted { step: 1, index: 0, output: String("A"), gathered: None, max_output_bytes: 64 }
+              -> child.completed(each) child.ready(each)
+              run=running list=completed each=running after=pending
+            t=4 ChildFailed { step: 1, index: 1, reason: HandlerError, message: "boom", retryable: false, attempts: 1 }
+              -> child.failed(each) step.failed(each) step.cancelled(after) run.failed
+              run=failed list=completed each=failed after=cancelled
+            t=5 Retry
+              -> run.retried step.children_retried(each)
+              run=running list=completed each=running after=pending
+            t=6 ChildCompleted { step: 1, index: 1, output: String("B"), gathered: None, max_output_bytes: 64 }
+              -> child.completed(each)
+              run=running list=completed each=running after=pending
+            t=7 ChildCompleted { step: 1, index: 2, output: String("C"), gathered: Some([String("A"), String("B"), String("C")]), max_output_bytes: 64 }
+              -> child.completed(each) step.completed(each) step.ready(after)
+              run=running list=completed each=completed after=ready
+        "#]],
+    );
+}

@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 use weft_core::{
-    Definition, Reason, RunState, StepStatus,
+    AttemptKind, Definition, Reason, RunState, RunStatus, StepStatus, UndoStatus,
     fan_out::Children,
     machine::{Effect, Event},
 };
@@ -19,8 +19,8 @@ use crate::{
 };
 
 /// The step row's count columns, in [`count_args`]'s order.
-pub(crate) const COUNT_COLUMNS: &str =
-    "children_total, children_dispatched, children_in_flight, children_completed, children_failed";
+pub(crate) const COUNT_COLUMNS: &str = "children_total, children_dispatched, children_in_flight, children_completed, \
+     children_failed, children_undone, children_undo_failed";
 
 /// A step row's children counts (`None` for a step not fanned out).
 pub(crate) fn counts(row: &Row) -> Result<Option<Children>> {
@@ -51,6 +51,8 @@ pub(crate) fn counts(row: &Row) -> Result<Option<Children>> {
         in_flight: count("children_in_flight")?,
         completed: count("children_completed")?,
         failed: count("children_failed")?,
+        undone: count("children_undone")?,
+        undo_failed: count("children_undo_failed")?,
     }))
 }
 
@@ -62,9 +64,19 @@ pub(crate) fn count_args(children: Option<Children>) -> Vec<Arg> {
             None::<i64>,
             None::<i64>,
             None::<i64>,
+            None::<i64>,
+            None::<i64>,
             None::<i64>
         ],
-        Some(c) => args![c.total, c.dispatched, c.in_flight, c.completed, c.failed],
+        Some(c) => args![
+            c.total,
+            c.dispatched,
+            c.in_flight,
+            c.completed,
+            c.failed,
+            c.undone,
+            c.undo_failed
+        ],
     }
 }
 
@@ -129,21 +141,27 @@ pub(crate) async fn write_effects(
                     tx.execute(&sql, values).await?;
                 }
             }
-            Effect::ChildrenReady { step, from, count } => {
+            Effect::ChildrenReady { step, count, .. } => {
+                // The next `count` pending children by index: `from..` while
+                // every child before them was made ready, and past the
+                // completed ones a retried step keeps.
+                ready_next(tx, run_id, *step, *count, now).await?;
+            }
+            Effect::ChildrenRetried { step, ready, .. } => {
+                // The children that did not complete run again, afresh.
                 tx.execute(
-                    "UPDATE weft_children SET status = $4, ready_at = $5, updated_at = $5 \
-                     WHERE run_id = $1 AND position = $2 AND idx >= $3 AND idx < $6 AND status = $7",
+                    "UPDATE weft_children SET status = $3, reason = NULL, error = NULL, n_attempts = 0, \
+                     ready_at = NULL, updated_at = $4 WHERE run_id = $1 AND position = $2 AND status <> $5",
                     args![
                         run_id,
                         *step,
-                        *from,
-                        StepStatus::Ready.as_str(),
+                        StepStatus::Pending.as_str(),
                         now,
-                        i64::from(*from) + i64::from(*count),
-                        StepStatus::Pending.as_str()
+                        StepStatus::Completed.as_str()
                     ],
                 )
                 .await?;
+                ready_next(tx, run_id, *step, *ready, now).await?;
             }
             Effect::ChildRetrying {
                 step,
@@ -203,6 +221,90 @@ pub(crate) async fn write_effects(
                 )
                 .await?;
             }
+            Effect::StepCompensating { step } if run.def.steps[*step].fan_out.is_some() => {
+                // One undo per completed child: those not undone yet, or
+                // whose undo failed (a retried compensation).
+                tx.execute(
+                    "UPDATE weft_children SET undo = $3, undo_attempts = 0, ready_at = $4, updated_at = $4 \
+                     WHERE run_id = $1 AND position = $2 AND status = $5 AND (undo IS NULL OR undo = $6)",
+                    args![
+                        run_id,
+                        *step,
+                        UndoStatus::Ready.as_str(),
+                        now,
+                        StepStatus::Completed.as_str(),
+                        UndoStatus::Failed.as_str()
+                    ],
+                )
+                .await?;
+            }
+            Effect::ChildCompensating { step, index } => {
+                // Handed back: ready again, the attempt unspent.
+                tx.execute(
+                    "UPDATE weft_children SET undo = $4, ready_at = $5, updated_at = $5, \
+                     undo_attempts = undo_attempts - 1 WHERE run_id = $1 AND position = $2 AND idx = $3",
+                    args![run_id, *step, *index, UndoStatus::Ready.as_str(), now],
+                )
+                .await?;
+            }
+            Effect::ChildCompensationRetrying {
+                step,
+                index,
+                due_at,
+                ..
+            } => {
+                set_child_undo(
+                    tx,
+                    run_id,
+                    (*step, *index),
+                    UndoStatus::Ready,
+                    None,
+                    *due_at,
+                )
+                .await?;
+            }
+            Effect::ChildCompensated { step, index } => {
+                set_child_undo(
+                    tx,
+                    run_id,
+                    (*step, *index),
+                    UndoStatus::Completed,
+                    None,
+                    now,
+                )
+                .await?;
+            }
+            Effect::ChildCompensationFailed {
+                step,
+                index,
+                message,
+                ..
+            } => {
+                set_child_undo(
+                    tx,
+                    run_id,
+                    (*step, *index),
+                    UndoStatus::Failed,
+                    Some(message),
+                    now,
+                )
+                .await?;
+            }
+            Effect::CompensationCancelled { .. } => {
+                // The children's undos not done will not run.
+                tx.execute(
+                    "UPDATE weft_children SET undo = $2, updated_at = $3 \
+                     WHERE run_id = $1 AND undo IN ($4, $5)",
+                    args![
+                        run_id,
+                        UndoStatus::Cancelled.as_str(),
+                        now,
+                        UndoStatus::Ready.as_str(),
+                        UndoStatus::Running.as_str()
+                    ],
+                )
+                .await?;
+            }
             Effect::StepFailed { step, .. } | Effect::StepCancelled { step, .. }
                 if run.def.steps[*step].fan_out.is_some() =>
             {
@@ -234,6 +336,62 @@ pub(crate) async fn write_effects(
     Ok(())
 }
 
+/// Makes the first `count` pending children of step `position`, by index,
+/// ready.
+async fn ready_next(
+    tx: &mut Tx,
+    run_id: &str,
+    position: usize,
+    count: u32,
+    now: i64,
+) -> Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    tx.execute(
+        "UPDATE weft_children SET status = $3, ready_at = $4, updated_at = $4 \
+         WHERE run_id = $1 AND position = $2 AND status = $5 AND idx IN \
+         (SELECT idx FROM weft_children WHERE run_id = $1 AND position = $2 AND status = $5 \
+          ORDER BY idx LIMIT $6)",
+        args![
+            run_id,
+            position,
+            StepStatus::Ready.as_str(),
+            now,
+            StepStatus::Pending.as_str(),
+            i64::from(count)
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sets the undo of child `index` of step `position` (and its error);
+/// `ready_at` is when a ready undo may be claimed.
+async fn set_child_undo(
+    tx: &mut Tx,
+    run_id: &str,
+    (position, index): (usize, u32),
+    undo: UndoStatus,
+    error: Option<&String>,
+    ready_at: i64,
+) -> Result<()> {
+    tx.execute(
+        "UPDATE weft_children SET undo = $4, ready_at = $5, updated_at = $5, \
+         error = COALESCE($6, error) WHERE run_id = $1 AND position = $2 AND idx = $3",
+        args![
+            run_id,
+            position,
+            index,
+            undo.as_str(),
+            ready_at,
+            error.map(|e| crate::db::storable_text(e.clone()))
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
 async fn set_child(
     tx: &mut Tx,
     run_id: &str,
@@ -260,7 +418,13 @@ pub(crate) async fn is_running(
     position: usize,
     index: i64,
 ) -> Result<bool> {
-    if run.state.steps[position].status != StepStatus::Running || run.state.status.is_terminal() {
+    if run.state.status.is_terminal() {
+        return Ok(false);
+    }
+    if undoing(run.state, position) {
+        return Ok(undo_of(tx, run.run_id, position, index).await? == Some(UndoStatus::Running));
+    }
+    if run.state.steps[position].status != StepStatus::Running {
         return Ok(false);
     }
     let row = tx
@@ -273,6 +437,56 @@ pub(crate) async fn is_running(
         Some(row) => row.status("status", StepStatus::parse)? == StepStatus::Running,
         None => false,
     })
+}
+
+/// Whether the `for_each` step at `position` is being undone child by
+/// child: its run compensating, the step `compensating`.
+fn undoing(state: &RunState, position: usize) -> bool {
+    state.status == RunStatus::Compensating
+        && state.steps[position].status == StepStatus::Compensating
+        && state.steps[position].children.is_some()
+}
+
+/// Where the undo of child `index` of step `position` stands.
+async fn undo_of(
+    tx: &mut Tx,
+    run_id: &str,
+    position: usize,
+    index: i64,
+) -> Result<Option<UndoStatus>> {
+    let Some(row) = tx
+        .fetch_optional(
+            "SELECT undo FROM weft_children WHERE run_id = $1 AND position = $2 AND idx = $3",
+            args![run_id, position, index],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    row.opt_text("undo")?
+        .map(|text| {
+            UndoStatus::parse(&text).ok_or_else(|| row.corrupt("undo", Problem::UnknownValue(text)))
+        })
+        .transpose()
+}
+
+/// What the attempt out for child `index` of step `position` runs: its
+/// step's `compensate` handler while the child's undo is running.
+pub(crate) async fn attempt_kind(
+    tx: &mut Tx,
+    run: RunView<'_>,
+    position: usize,
+    index: i64,
+) -> Result<AttemptKind> {
+    Ok(
+        if undoing(run.state, position)
+            && undo_of(tx, run.run_id, position, index).await? == Some(UndoStatus::Running)
+        {
+            AttemptKind::Compensate
+        } else {
+            AttemptKind::Forward
+        },
+    )
 }
 
 /// The child event an attempt's end of child `index` of step `position` is
@@ -291,13 +505,17 @@ pub(crate) async fn child_event(
     let run_id = run.run_id;
     let Some(row) = tx
         .fetch_optional(
-            "SELECT status, n_attempts FROM weft_children WHERE run_id = $1 AND position = $2 AND idx = $3",
+            "SELECT status, n_attempts, undo, undo_attempts FROM weft_children \
+             WHERE run_id = $1 AND position = $2 AND idx = $3",
             args![run_id, position, index],
         )
         .await?
     else {
         return Ok(None);
     };
+    if undoing(run.state, position) {
+        return undo_event(&row, index, event);
+    }
     if row.status("status", StepStatus::parse)? != StepStatus::Running
         || run.state.steps[position].status != StepStatus::Running
     {
@@ -345,6 +563,43 @@ pub(crate) async fn child_event(
             step,
             index: index_u32,
         },
+        other => other,
+    }))
+}
+
+/// The child undo event an undo attempt's end of child `index` (its row
+/// `row`) is told to its run as; `None` when the child's undo no longer runs
+/// (the compensation was cancelled meanwhile).
+fn undo_event(row: &Row, index: i64, event: Event) -> Result<Option<Event>> {
+    let running = row.opt_text("undo")?.as_deref() == Some(UndoStatus::Running.as_str());
+    if !running {
+        return Ok(None);
+    }
+    let index = u32::try_from(index).map_err(|_| {
+        row.corrupt(
+            "idx",
+            Problem::WrongType {
+                expected: "a child index",
+            },
+        )
+    })?;
+    let attempts = u32::try_from(row.int("undo_attempts")?).unwrap_or(u32::MAX);
+    Ok(Some(match event {
+        Event::AttemptCompleted { step, .. } => Event::ChildUndoCompleted { step, index },
+        Event::AttemptFailed {
+            step,
+            reason,
+            message,
+            retryable,
+        } => Event::ChildUndoFailed {
+            step,
+            index,
+            reason,
+            message,
+            retryable,
+            attempts,
+        },
+        Event::AttemptReleased { step } => Event::ChildUndoReleased { step, index },
         other => other,
     }))
 }

@@ -88,9 +88,11 @@ impl Store {
                 StepStatus::Ready.as_str(),
             )
         };
+        // A `for_each` step is undone child by child (`claim_child_undos`).
         let undo = |p: &str| {
             format!(
-                "{p}undo = '{}' AND {p}queue IN ({queues}) AND {p}compensate_handler IN ({handlers})",
+                "{p}undo = '{}' AND {p}queue IN ({queues}) AND {p}compensate_handler IN ({handlers}) \
+                 AND {p}children_total IS NULL",
                 attempt::READY_UNDO.as_str(),
             )
         };
@@ -101,10 +103,14 @@ impl Store {
             // Ready children of `for_each` steps are filtered like steps.
             let probe = format!(
                 "SELECT 1 AS one FROM weft_steps WHERE ({}) OR ({}) \
-                 UNION ALL SELECT 1 AS one FROM weft_children WHERE {} LIMIT 1",
+                 UNION ALL SELECT 1 AS one FROM weft_children WHERE {} \
+                 UNION ALL SELECT 1 AS one FROM weft_children c JOIN weft_steps s \
+                 ON s.run_id = c.run_id AND s.position = c.position \
+                 WHERE c.undo = '{}' AND c.queue IN ({queues}) AND s.compensate_handler IN ({handlers}) LIMIT 1",
                 forward(""),
                 undo(""),
-                forward("")
+                forward(""),
+                attempt::READY_UNDO.as_str(),
             );
             if self
                 .pool()
@@ -312,6 +318,11 @@ impl Store {
             self.claim_children(&mut tx, request, room, &mut runs, &mut tasks, &mut attempts)
                 .await?;
         }
+        let room = (request.max_tasks.min(100) as usize).saturating_sub(attempts.len());
+        if room > 0 {
+            self.claim_child_undos(&mut tx, request, room, &mut runs, &mut tasks, &mut attempts)
+                .await?;
+        }
         if attempts.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
@@ -351,6 +362,26 @@ impl Store {
         let worker_id = &request.worker_id;
         let (children, attempts_of_steps): (Vec<&NewAttempt>, Vec<&NewAttempt>) =
             attempts.iter().partition(|a| a.item_index.is_some());
+        let (undos, children): (Vec<&NewAttempt>, Vec<&NewAttempt>) = children
+            .into_iter()
+            .partition(|a| a.claim.kind == AttemptKind::Compensate);
+        if !undos.is_empty() {
+            let mut sql = format!(
+                "UPDATE weft_children SET undo = '{}', undo_attempts = undo_attempts + 1, updated_at = $1 \
+                 WHERE (run_id, position, idx) IN (",
+                attempt::CLAIMED_UNDO.as_str()
+            );
+            let mut values = args![now];
+            for (i, a) in undos.iter().enumerate() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                crate::db::push_tuple(&mut sql, 2 + 3 * i, 3);
+                values.extend(args![&a.run_id, a.position, a.item_index]);
+            }
+            sql.push(')');
+            tx.execute(&sql, values).await?;
+        }
         if !children.is_empty() {
             let mut sql = format!(
                 "UPDATE weft_children SET status = '{}', n_attempts = n_attempts + 1, updated_at = $1 \
@@ -706,6 +737,187 @@ impl Store {
                         &run_id,
                         &step_def.name,
                         weft_core::idempotency::Phase::Forward,
+                        Some(index as u64),
+                    ),
+                },
+            });
+            attempts.push(claim);
+        }
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Claims up to `room` ready undos of completed `for_each` children
+    /// (their step being compensated) into the batch, as `claim_children`
+    /// claims children: each an attempt of the step's `compensate` handler
+    /// with the child's `item`, `index` and `output`, numbered from the
+    /// step's sequence, its idempotency key the compensate phase's with the
+    /// index.
+    async fn claim_child_undos(
+        &self,
+        tx: &mut Tx,
+        request: &ClaimRequest,
+        room: usize,
+        runs: &mut HashMap<String, RunInfo>,
+        tasks: &mut Vec<Claimed>,
+        attempts: &mut Vec<NewAttempt>,
+    ) -> Result<()> {
+        let n_queues = request.queues.len();
+        let before = self.now_ms();
+        let mut values: Vec<Arg> = vec![Arg::from(before)];
+        values.extend(request.queues.iter().map(Arg::from));
+        values.extend(request.handlers.iter().map(Arg::from));
+        let (skip, skip_values) = self.not_corrupt("c.run_id", values.len() + 1);
+        values.extend(skip_values);
+        let lock = match self.dialect() {
+            Dialect::Postgres => " FOR UPDATE OF c SKIP LOCKED",
+            Dialect::Sqlite => "",
+        };
+        let sql = format!(
+            "SELECT c.run_id, c.position, c.idx, c.item, c.output, c.ready_at, r.trace_id, r.baggage, r.workflow, \
+             r.version, r.status AS run_status, r.reason AS run_reason, r.error AS run_error, r.input \
+             FROM weft_children c JOIN weft_runs r ON r.run_id = c.run_id \
+             JOIN weft_steps s ON s.run_id = c.run_id AND s.position = c.position \
+             WHERE c.undo = '{}' AND c.ready_at <= $1 AND c.queue IN ({}) AND s.compensate_handler IN ({}){skip} \
+             ORDER BY c.ready_at LIMIT {room}{lock}",
+            attempt::READY_UNDO.as_str(),
+            placeholders(2, n_queues),
+            placeholders(2 + n_queues, request.handlers.len()),
+        );
+        let rows = tx.fetch_all(&sql, values).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let now = self.now_ms();
+        let mut per_step: BTreeMap<(String, i64), i64> = BTreeMap::new();
+        for row in &rows {
+            *per_step
+                .entry((row.text("run_id")?, row.int("position")?))
+                .or_default() += 1;
+        }
+        let mut next: HashMap<(String, i64), i64> = HashMap::new();
+        for ((run_id, position), n) in &per_step {
+            let row = tx
+                .fetch_optional(
+                    "UPDATE weft_steps SET children_claimed = COALESCE(children_claimed, 0) + $3 \
+                     WHERE run_id = $1 AND position = $2 RETURNING children_claimed",
+                    args![run_id, *position, *n],
+                )
+                .await?
+                .ok_or_else(|| Error::NotFound {
+                    what: "step",
+                    id: format!("{run_id}/{position}"),
+                })?;
+            next.insert(
+                (run_id.clone(), *position),
+                row.int("children_claimed")? - n,
+            );
+        }
+        for row in &rows {
+            let run_id = row.text("run_id")?;
+            if !runs.contains_key(&run_id) {
+                runs.insert(run_id.clone(), run_info(row)?);
+            }
+            let run = &runs[&run_id];
+            let def = self.definition_in(tx, &run.workflow, run.version).await?;
+            let position = row.int("position")?;
+            let Some(step_def) = usize::try_from(position)
+                .ok()
+                .and_then(|p| def.steps.get(p))
+            else {
+                let err = row.corrupt(
+                    "position",
+                    Problem::WrongType {
+                        expected: "a step of the run's definition",
+                    },
+                );
+                self.skip_corrupt("claim", &err);
+                continue;
+            };
+            let index = row.int("idx")?;
+            let item: Value = serde_json::from_str(&row.text("item")?).unwrap_or(Value::Null);
+            let output: Value = row
+                .opt_text("output")?
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or(Value::Null);
+            let input = weft_core::fan_out::child_input(
+                weft_core::compensation::task_input(
+                    &run.input,
+                    &step_def.name,
+                    &output,
+                    run.reason,
+                    run.error.as_deref(),
+                ),
+                item,
+                index as u32,
+            );
+            // The forward attempt it undoes: the one of this child that completed.
+            let undoes = tx
+                .fetch_optional(
+                    &format!(
+                        "SELECT MAX(attempt) AS attempt FROM weft_attempts \
+                         WHERE run_id = $1 AND position = $2 AND item_index = $3 AND kind = '{}' AND status = '{}'",
+                        AttemptKind::Forward.as_str(),
+                        AttemptStatus::Completed.as_str()
+                    ),
+                    args![&run_id, position, index],
+                )
+                .await?
+                .map(|r| r.opt_int("attempt"))
+                .transpose()?
+                .flatten();
+            let key = (run_id.clone(), position);
+            let sequence = next.get_mut(&key).expect("counted above");
+            let decided = attempt::claim(
+                AttemptKind::Compensate,
+                step_def,
+                run.status,
+                *sequence,
+                row.opt_int("ready_at")?,
+                now,
+                self.settings().lease.as_millis() as u64,
+            );
+            *sequence += 1;
+            let claim = NewAttempt {
+                run_id: run_id.clone(),
+                position,
+                attempt: decided.attempt,
+                lease_id: uuid::Uuid::new_v4().to_string(),
+                span_id: random_hex(8),
+                step: step_def.name.clone(),
+                queue: step_def.queue.clone(),
+                claim: decided,
+                item_index: Some(index),
+                undoes_attempt: undoes,
+            };
+            tracing::debug!(
+                component = "engine", run_id = %run_id, trace_id = %run.trace_id, workflow = %run.workflow,
+                step = %step_def.name, index, attempt = decided.attempt, worker_id = %request.worker_id,
+                "child undo claimed"
+            );
+            tasks.push(Claimed {
+                queue: step_def.queue.clone(),
+                queue_wait_ms: decided.queue_wait_ms,
+                task: ClaimedTask {
+                    lease_id: claim.lease_id.clone(),
+                    run_id: run_id.clone(),
+                    trace_id: run.trace_id.clone(),
+                    workflow: run.workflow.clone(),
+                    step: step_def.name.clone(),
+                    attempt: decided.attempt,
+                    handler: step_def.compensate.clone().unwrap_or_default(),
+                    input,
+                    span_id: claim.span_id.clone(),
+                    deadline_at_ms: decided.deadline_at,
+                    timeout_ms: step_def.timeout_ms.map(|t| t as i64),
+                    lease_ms: decided.lease_ms,
+                    baggage: run.baggage.clone(),
+                    max_output_bytes: self.settings().max_output_bytes,
+                    idempotency_key: weft_core::idempotency::key(
+                        &run_id,
+                        &step_def.name,
+                        weft_core::idempotency::Phase::Compensate,
                         Some(index as u64),
                     ),
                 },

@@ -23,7 +23,7 @@ use weft_core::diagnosis::{
 };
 
 use crate::{Result, Store, args, db::Arg};
-use weft_core::{AttemptStatus, Reason, RunStatus, StepStatus};
+use weft_core::{AttemptStatus, Reason, RunStatus, StepStatus, UndoStatus};
 
 /// The statuses and reasons the rules' SQL compares with, from their enums
 /// (SQL text is never typed with them).
@@ -35,6 +35,7 @@ const S_WAITING: &str = StepStatus::Waiting.as_str();
 const R_PENDING: &str = RunStatus::Pending.as_str();
 const R_RUNNING: &str = RunStatus::Running.as_str();
 const R_CANCELLED: &str = RunStatus::Cancelled.as_str();
+const R_COMPENSATING: &str = RunStatus::Compensating.as_str();
 const A_COMPLETED: &str = AttemptStatus::Completed.as_str();
 const A_FAILED: &str = AttemptStatus::Failed.as_str();
 const WHY_LEASE: &str = Reason::LeaseExpired.as_str();
@@ -404,21 +405,38 @@ impl Store {
             stalled_ranks.join(", "),
             rank(Cause::WaitingApproval)
         );
+        // A compensating run's steps are judged by their undo, as the pure
+        // rules see them (`diagnosis::undo_status`), by its compensate handler.
+        let undo_status = {
+            let arms: String = UndoStatus::ALL
+                .iter()
+                .filter_map(|u| {
+                    weft_core::diagnosis::undo_status(Some(*u))
+                        .map(|st| format!(" WHEN '{}' THEN '{}'", u.as_str(), st.as_str()))
+                })
+                .collect();
+            format!("(CASE s.undo{arms} END)")
+        };
         let sql = format!(
             "WITH {p99_cte}\
              active AS (\
-               SELECT run_id, workflow, status FROM weft_runs WHERE status IN ('{R_PENDING}', '{R_RUNNING}'){skip_active} \
+               SELECT run_id, workflow, status FROM weft_runs WHERE status IN ('{R_PENDING}', '{R_RUNNING}', '{R_COMPENSATING}'){skip_active} \
                UNION ALL SELECT DISTINCT r.run_id, r.workflow, r.status FROM weft_leases l \
                CROSS JOIN weft_runs r WHERE r.run_id = l.run_id AND r.status = '{R_CANCELLED}'{skip_cancelled}), \
              b AS (\
-               SELECT r.run_id, r.status AS run_status, s.position, s.status, s.queue, s.handler, \
-               s.n_attempts, s.attempt_base, s.ready_at, s.due_at, s.updated_at, {p99_col} AS p99, \
+               SELECT r.run_id, r.status AS run_status, s.position, \
+               CASE WHEN r.status = '{R_COMPENSATING}' THEN {undo_status} ELSE s.status END AS status, s.queue, \
+               CASE WHEN r.status = '{R_COMPENSATING}' THEN s.compensate_handler ELSE s.handler END AS handler, \
+               s.n_attempts, CASE WHEN r.status = '{R_COMPENSATING}' THEN s.n_attempts ELSE s.attempt_base END AS attempt_base, \
+               s.ready_at, s.due_at, s.updated_at, {p99_col} AS p99, \
                CASE WHEN l.lease_id IS NOT NULL THEN COALESCE(l.claimed_at, la.claimed_at, 0) \
                ELSE s.updated_at END AS held_since \
                FROM active r JOIN weft_steps s ON s.run_id = r.run_id \
                LEFT JOIN weft_leases l ON l.run_id = s.run_id AND l.position = s.position \
                LEFT JOIN weft_attempts la ON la.lease_id = l.lease_id {p99_join} \
-               WHERE (r.status <> '{R_CANCELLED}' AND s.status IN ('{S_PENDING}', '{S_READY}', '{S_RUNNING}', '{S_RETRYING}', '{S_WAITING}')) \
+               WHERE (r.status NOT IN ('{R_CANCELLED}', '{R_COMPENSATING}') \
+                 AND s.status IN ('{S_PENDING}', '{S_READY}', '{S_RUNNING}', '{S_RETRYING}', '{S_WAITING}')) \
+               OR (r.status = '{R_COMPENSATING}' AND {undo_status} IS NOT NULL) \
                OR (r.status = '{R_CANCELLED}' AND l.lease_id IS NOT NULL)), \
              c AS (SELECT b.*, {rank_case} AS rank FROM b), \
              d0 AS (SELECT c.run_id, c.rank, {since_case} AS since FROM c WHERE c.rank IS NOT NULL), \

@@ -21,6 +21,10 @@ const POSTGRES: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_compensation.sql")),
     (11, include_str!("../migrations/0011_children.sql")),
     (12, include_str!("../migrations/0012_run_metadata.sql")),
+    (
+        13,
+        include_str!("../migrations/0013_child_compensation.sql"),
+    ),
 ];
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite.sql")),
@@ -38,10 +42,14 @@ const SQLITE: &[(i64, &str)] = &[
     (10, include_str!("../migrations/0010_compensation.sql")),
     (11, include_str!("../migrations/0011_children.sql")),
     (12, include_str!("../migrations/0012_run_metadata.sql")),
+    (
+        13,
+        include_str!("../migrations/0013_child_compensation.sql"),
+    ),
 ];
 
 /// The schema version this build expects: the last script's.
-pub const LATEST: i64 = 12;
+pub const LATEST: i64 = 13;
 const _: () = assert!(
     POSTGRES[POSTGRES.len() - 1].0 == LATEST && SQLITE[SQLITE.len() - 1].0 == LATEST,
     "LATEST must be the last migration's version"

@@ -462,7 +462,10 @@ impl Store {
             data,
         };
         let event = end.event.expect("a worker's result is told to the run");
-        let kind = attempt_kind(run, position);
+        let kind = match item_index {
+            None => attempt_kind(run, position),
+            Some(index) => crate::children::attempt_kind(tx, run.view(), position, index).await?,
+        };
         let (previous_span_id, event) = match item_index {
             None => (
                 previous_span_id(tx, &run.run_id, position as i64, attempt).await?,

@@ -197,8 +197,9 @@ impl Store {
                 None => false,
             };
             if check.status("status", AttemptStatus::parse)? != AttemptStatus::Running
-                || !(run.state.steps[position].status == StepStatus::Running
-                    || run.state.steps[position].undoing())
+                || (item_index.is_none()
+                    && !(run.state.steps[position].status == StepStatus::Running
+                        || run.state.steps[position].undoing()))
                 || child_stopped
             {
                 tx.commit().await?; // an attempt of an ended run: just drop its lease
@@ -247,7 +248,12 @@ impl Store {
             let message = end.error.clone().unwrap_or_default();
             tracing::info!(component = "engine", run_id = %lease.run_id, trace_id = %run.trace_id, workflow = %run.workflow, step = %step_name, attempt = lease.attempt, reason = reason.as_str(), error = %message, "attempt reaped");
             let event = end.event.clone().expect("a lapse is told to the run");
-            let kind = crate::results::attempt_kind(&run, position);
+            let kind = match item_index {
+                None => crate::results::attempt_kind(&run, position),
+                Some(index) => {
+                    crate::children::attempt_kind(&mut tx, run.view(), position, index).await?
+                }
+            };
             let (previous_span_id, event) = match item_index {
                 None => (
                     previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?,

@@ -315,7 +315,10 @@ impl Store {
             if let Effect::StepFannedOut { step, .. }
             | Effect::ChildrenReady { step, .. }
             | Effect::ChildRetrying { step, .. }
-            | Effect::ChildReleased { step, .. } = effect
+            | Effect::ChildReleased { step, .. }
+            | Effect::ChildrenRetried { step, .. }
+            | Effect::ChildCompensating { step, .. }
+            | Effect::ChildCompensationRetrying { step, .. } = effect
             {
                 made_ready = true;
                 ready_queues.insert(run.def.steps[*step].queue.clone());
@@ -342,7 +345,8 @@ impl Store {
                          compensate_handler = COALESCE($13, compensate_handler), \
                          ready_at = CASE WHEN $3 = '{ready}' OR $11 = '{undo_ready}' THEN $10 ELSE ready_at END, \
                          children_total = $14, children_dispatched = $15, children_in_flight = $16, \
-                         children_completed = $17, children_failed = $18 \
+                         children_completed = $17, children_failed = $18, children_undone = $19, \
+                         children_undo_failed = $20 \
                          WHERE run_id = $1 AND position = $2",
                         ready = StepStatus::Ready.as_str(),
                         undo_ready = attempt::READY_UNDO.as_str()
@@ -712,13 +716,13 @@ fn log_effect(run: &LockedRun, effect: &Effect, secrets: Option<&TextMasker>) {
 
 /// Inserts every step row of a run being started, as the machine left them.
 async fn insert_steps(tx: &mut Tx, run: &LockedRun, now: i64) -> Result<()> {
-    const COLUMNS: usize = 17;
+    const COLUMNS: usize = 19;
     let steps: Vec<(usize, &StepState)> = run.state.steps.iter().enumerate().collect();
     for chunk in steps.chunks(100) {
         let mut sql = String::from(
             "INSERT INTO weft_steps (run_id, updated_at, position, name, queue, handler, status, reason, \
              n_attempts, attempt_base, output, error, due_at, ready_at, children_total, children_dispatched, \
-             children_in_flight, children_completed, children_failed) VALUES ",
+             children_in_flight, children_completed, children_failed, children_undone, children_undo_failed) VALUES ",
         );
         let mut values: Vec<Arg> = args![&run.run_id, now];
         for (i, (position, s)) in chunk.iter().enumerate() {

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use weft_core::{
-    AttemptStatus, RunStatus, StepStatus,
+    AttemptStatus, RunStatus, StepStatus, UndoStatus,
     definition::StepKind,
     diagnosis::{AttemptView, LeaseView, RunView, StepKindView, StepView, WorkerView},
 };
@@ -244,7 +244,11 @@ impl Store {
                         "SELECT run_id, workflow, version, status FROM weft_runs WHERE status IN ({}) \
                          UNION SELECT run_id, workflow, version, status FROM weft_runs WHERE status = '{}' \
                          AND run_id IN (SELECT run_id FROM weft_leases) ORDER BY run_id LIMIT $1",
-                        crate::sql::quoted(&[RunStatus::Pending.as_str(), RunStatus::Running.as_str()]),
+                        crate::sql::quoted(&[
+                            RunStatus::Pending.as_str(),
+                            RunStatus::Running.as_str(),
+                            RunStatus::Compensating.as_str()
+                        ]),
                         RunStatus::Cancelled.as_str()
                     ),
                     args![limit as i64],
@@ -310,7 +314,8 @@ impl Store {
             let steps = pool
                 .fetch_all(
                     &format!(
-                        "SELECT run_id, position, name, queue, handler, status, attempt_base, ready_at, due_at, updated_at \
+                        "SELECT run_id, position, name, queue, handler, status, attempt_base, ready_at, due_at, updated_at, \
+                         undo, compensate_handler \
                          FROM weft_steps WHERE run_id IN ({list}) ORDER BY run_id, position"
                     ),
                     args(),
@@ -431,6 +436,23 @@ impl Store {
             let step_status = status_of[&s.text("name")?];
             let key = (id.clone(), position);
             let lease = lease_of.remove(&key);
+            // A compensating run's steps are diagnosed by their undo.
+            let undoing = status == RunStatus::Compensating;
+            let step_status = if undoing {
+                let undo = s
+                    .opt_text("undo")?
+                    .map(|text| {
+                        UndoStatus::parse(&text)
+                            .ok_or_else(|| s.corrupt("undo", crate::Problem::UnknownValue(text)))
+                    })
+                    .transpose()?;
+                match weft_core::diagnosis::undo_status(undo) {
+                    Some(status) => status,
+                    None => continue,
+                }
+            } else {
+                step_status
+            };
             let unfinished = matches!(
                 step_status,
                 StepStatus::Pending
@@ -457,9 +479,14 @@ impl Store {
                 name: s.text("name")?,
                 kind,
                 queue: s.text("queue")?,
-                handler: s.opt_text("handler")?,
+                handler: if undoing {
+                    s.opt_text("compensate_handler")?
+                } else {
+                    s.opt_text("handler")?
+                },
                 status: step_status,
                 depends_on: step_def
+                    .filter(|_| !undoing)
                     .map(|d| {
                         d.depends_on
                             .iter()

@@ -12,6 +12,7 @@ mod corruption;
 mod dag;
 mod dashboard;
 mod doctor;
+mod doctor_compensation;
 mod edge;
 mod failures;
 mod fan_out;
@@ -24,6 +25,7 @@ mod people_auth;
 mod restart;
 mod robustness;
 mod saga;
+mod saga_for_each;
 mod secrets;
 mod stream;
 mod tls;
@@ -124,6 +126,8 @@ on_both_backends! {
     saga::order_saga_example,
     saga::skip_a_failed_compensation,
     saga::compensation_spans_and_metrics,
+    saga_for_each::for_each_children_compensated_once_each,
+    doctor_compensation::doctor_sees_an_undo_no_worker_serves,
     metadata::run_metadata_api_and_cli,
     metadata::dashboard_metadata_and_overview,
 }

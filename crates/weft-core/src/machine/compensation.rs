@@ -118,6 +118,16 @@ pub(crate) fn advance(def: &Definition, state: &mut RunState, effects: &mut Vec<
             s.status = StepStatus::Compensating;
             s.due_at = None;
             effects.push(Effect::StepCompensating { step });
+            // A `for_each` step is undone child by child (the store makes
+            // each completed child's undo ready); with none completed there
+            // is nothing to undo.
+            if s.children
+                .is_some_and(|c| c.undos_settled() && c.undo_failed == 0)
+            {
+                s.undo = Some(UndoStatus::Completed);
+                s.status = StepStatus::Compensated;
+                effects.push(Effect::StepCompensated { step });
+            }
         }
     }
     if state
@@ -252,6 +262,20 @@ pub(crate) fn failed(
         });
         return;
     }
+    failed_for_good(def, state, step, reason, message, effects);
+}
+
+/// The undo of `step` failed for good: the step is `failed` with reason
+/// `compensation_failed`; the other undos go on.
+fn failed_for_good(
+    def: &Definition,
+    state: &mut RunState,
+    step: usize,
+    reason: Reason,
+    message: String,
+    effects: &mut Vec<Effect>,
+) {
+    let s = &mut state.steps[step];
     s.undo = Some(UndoStatus::Failed);
     s.status = StepStatus::Failed;
     s.reason = Some(Reason::CompensationFailed);
@@ -263,6 +287,85 @@ pub(crate) fn failed(
         error: message,
     });
     advance(def, state, effects);
+}
+
+/// The undo of completed child `index` of the `for_each` step `step`
+/// completed: the step is compensated once every completed child's undo
+/// has settled.
+pub(crate) fn child_completed(
+    def: &Definition,
+    state: &mut RunState,
+    step: usize,
+    index: u32,
+    effects: &mut Vec<Effect>,
+) {
+    let s = &mut state.steps[step];
+    let mut counts = s.children.unwrap_or_default();
+    counts.undone += 1;
+    s.children = Some(counts);
+    effects.push(Effect::ChildCompensated { step, index });
+    children_settled(def, state, step, effects);
+}
+
+/// The undo attempt of child `index` of `step` failed, the child having
+/// spent `attempts` undo attempts: retried under `compensate_retry` while
+/// attempts are left and the failure is retryable, else failed for good
+/// (the step's other children are still undone).
+pub(crate) fn child_failed(
+    def: &Definition,
+    state: &mut RunState,
+    (step, index, attempts): (usize, u32, u32),
+    (reason, message, retryable): (Reason, String, bool),
+    cx: Context,
+    effects: &mut Vec<Effect>,
+) {
+    let policy = &def.steps[step].compensate_retry;
+    if retryable && attempts < policy.max_attempts {
+        let delay_ms = policy.delay_ms(attempts.max(1), cx.random);
+        effects.push(Effect::ChildCompensationRetrying {
+            step,
+            index,
+            due_at: cx.now_ms + delay_ms as i64,
+            delay_ms,
+        });
+        return;
+    }
+    let name = crate::fan_out::child_name(&def.steps[step].name, index);
+    let s = &mut state.steps[step];
+    let mut counts = s.children.unwrap_or_default();
+    counts.undo_failed += 1;
+    s.children = Some(counts);
+    // The step's compensation fails with the last child failure seen.
+    s.reason = Some(reason);
+    s.error = Some(format!("{name}: {message}"));
+    effects.push(Effect::ChildCompensationFailed {
+        step,
+        index,
+        reason,
+        message,
+    });
+    children_settled(def, state, step, effects);
+}
+
+/// Settles the undo of the `for_each` step `step` once every completed
+/// child's undo has: compensated, or failed when one of them failed.
+fn children_settled(
+    def: &Definition,
+    state: &mut RunState,
+    step: usize,
+    effects: &mut Vec<Effect>,
+) {
+    let s = &state.steps[step];
+    let Some(counts) = s.children.filter(|c| c.undos_settled()) else {
+        return;
+    };
+    if counts.undo_failed == 0 {
+        completed(def, state, step, effects);
+        return;
+    }
+    let reason = s.reason.unwrap_or(Reason::HandlerError);
+    let message = s.error.clone().unwrap_or_default();
+    failed_for_good(def, state, step, reason, message, effects);
 }
 
 /// The running undo of `step` was handed back by its worker: ready again.
@@ -329,6 +432,10 @@ pub(crate) fn retry(def: &Definition, state: &mut RunState, effects: &mut Vec<Ef
         if s.undo == Some(UndoStatus::Failed) {
             s.undo = Some(UndoStatus::Pending);
             s.undo_base = s.n_attempts;
+            if let Some(counts) = s.children.as_mut() {
+                // Only the children whose undo failed are undone again.
+                counts.undo_failed = 0;
+            }
             s.status = StepStatus::Completed;
             s.reason = None;
             s.error = None;

@@ -214,3 +214,175 @@ async fn check_running_sibling_finishes_then_is_undone_first(store: Store) {
     assert_eq!(run.status, "compensated");
     assert_eq!(step(&run, "slow").status, "compensated");
 }
+
+const EACH_SAGA: &str = "
+name: each_saga
+steps:
+  - {name: list, handler: h}
+  - name: work
+    handler: h
+    compensate: undo_h
+    compensate_retry: {max_attempts: 2, initial: 100ms, max: 100ms, jitter: false}
+    depends_on: [list]
+    for_each: 'steps.list.items'
+  - {name: ship, handler: h, depends_on: [work], retry: {max_attempts: 1}}
+";
+
+async fn fail_task(store: &Store, task: &weft_store::ClaimedTask, message: &str, retryable: bool) {
+    store
+        .fail(
+            &task.lease_id,
+            FailReport {
+                reason: Reason::HandlerError,
+                message: message.into(),
+                retryable,
+                timing: None,
+            },
+            weft_store::now_ms(),
+        )
+        .await
+        .unwrap();
+}
+
+conformance!(
+    check_for_each_children_are_undone_one_by_one,
+    lease_ms = 300
+);
+async fn check_for_each_children_are_undone_one_by_one(store: Store) {
+    register(&store, EACH_SAGA).await;
+    let run_id = start(&store, "each_saga", json!({"order": 7})).await;
+    let list = claim_one(&store, &["h"]).await;
+    complete(&store, &list, json!({"items": ["a", "b", "c"]})).await;
+    let children = claim(&store, &["h"]).await;
+    assert_eq!(children.len(), 3);
+    for child in &children {
+        let index = child.input["index"].as_i64().unwrap();
+        complete(&store, child, json!({"done": index})).await;
+    }
+    let ship = claim_one(&store, &["h"]).await;
+    assert_eq!(ship.step, "ship");
+    fail_task(&store, &ship, "no truck", false).await;
+    let run = store.get_run(&run_id).await.unwrap();
+    assert_eq!(run.status, "compensating");
+    assert_eq!(step(&run, "work").status, "compensating");
+
+    // One undo per completed child, only to the compensate handler.
+    assert!(claim(&store, &["h"]).await.is_empty());
+    let mut undos = claim(&store, &["undo_h"]).await;
+    assert_eq!(undos.len(), 3, "one undo per completed child");
+    undos.sort_by_key(|t| t.input["index"].as_i64());
+    for (i, undo) in undos.iter().enumerate() {
+        assert_eq!(undo.handler, "undo_h");
+        assert_eq!(undo.step, "work");
+        assert_eq!(undo.input["index"], json!(i));
+        assert_eq!(undo.input["item"], json!(["a", "b", "c"][i]));
+        assert_eq!(undo.input["output"], json!({"done": i}));
+        assert_eq!(undo.input["input"], json!({"order": 7}));
+        assert_eq!(undo.input["error"]["message"], "no truck");
+        assert_eq!(
+            undo.idempotency_key,
+            weft_core::idempotency::key(
+                &run_id,
+                "work",
+                weft_core::idempotency::Phase::Compensate,
+                Some(i as u64)
+            )
+        );
+    }
+    assert!(
+        claim(&store, &["undo_h"]).await.is_empty(),
+        "each undo once"
+    );
+    // One fails and is retried after its backoff; the others complete.
+    fail_task(&store, &undos[1], "refund api down", true).await;
+    complete(&store, &undos[0], json!({})).await;
+    complete(&store, &undos[2], json!({})).await;
+    assert_eq!(
+        store.get_run(&run_id).await.unwrap().status,
+        "compensating",
+        "not done while one child's undo is out"
+    );
+    let again = claim_after_timers(&store, &["undo_h"]).await;
+    assert_eq!(again.input["index"], json!(1));
+    complete(&store, &again, json!({})).await;
+
+    let run = store.get_run(&run_id).await.unwrap();
+    assert_eq!(run.status, "compensated");
+    assert_eq!(run.reason.as_deref(), Some("handler_error"));
+    let work = step(&run, "work");
+    assert_eq!(work.status, "compensated");
+    let undone: Vec<(Option<i64>, &str, Option<i64>)> = work
+        .attempts
+        .iter()
+        .filter(|t| t.kind == "compensate")
+        .map(|t| (t.index, t.status.as_str(), t.undoes_attempt))
+        .collect();
+    assert_eq!(undone.len(), 4, "{undone:?}");
+    for (index, _, undoes) in &undone {
+        // Each undo names the forward attempt of its own child.
+        let forward = work
+            .attempts
+            .iter()
+            .find(|t| t.kind == "forward" && t.index == *index && t.status == "completed")
+            .expect("the child's completed attempt");
+        assert_eq!(*undoes, Some(forward.attempt));
+    }
+    let kinds = event_kinds(&events(&store, &run_id).await);
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "child.compensated(work)")
+            .count(),
+        3
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "child.compensation_retrying(work)")
+            .count(),
+        1
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("compensation.completed")
+    );
+}
+
+conformance!(check_retry_of_a_failed_for_each_compensation_redoes_only_the_failed_children);
+async fn check_retry_of_a_failed_for_each_compensation_redoes_only_the_failed_children(
+    store: Store,
+) {
+    register(&store, EACH_SAGA).await;
+    let run_id = start(&store, "each_saga", json!({})).await;
+    let list = claim_one(&store, &["h"]).await;
+    complete(&store, &list, json!({"items": [1, 2]})).await;
+    for child in claim(&store, &["h"]).await {
+        complete(&store, &child, json!(1)).await;
+    }
+    let ship = claim_one(&store, &["h"]).await;
+    fail_task(&store, &ship, "no truck", false).await;
+    let mut undos = claim(&store, &["undo_h"]).await;
+    undos.sort_by_key(|t| t.input["index"].as_i64());
+    fail_task(&store, &undos[0], "card expired", false).await;
+    complete(&store, &undos[1], json!({})).await;
+    let run = store.get_run(&run_id).await.unwrap();
+    assert_eq!(
+        (run.status.as_str(), run.reason.as_deref()),
+        ("failed", Some("compensation_failed"))
+    );
+    assert!(
+        step(&run, "work")
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("work[0]") && e.contains("card expired")),
+        "{:?}",
+        step(&run, "work").error
+    );
+
+    store.retry_run(&run_id).await.unwrap();
+    let redo = claim(&store, &["undo_h"]).await;
+    assert_eq!(redo.len(), 1, "only the failed child's undo runs again");
+    assert_eq!(redo[0].input["index"], json!(0));
+    complete(&store, &redo[0], json!({})).await;
+    assert_eq!(store.get_run(&run_id).await.unwrap().status, "compensated");
+}

@@ -150,6 +150,7 @@ async fn check_aggregate_diagnosis_agrees_with_the_rules(store: Store) {
         "name: nap\nsteps:\n  - {name: s, kind: sleep, duration: 1h}\n".to_owned(),
         "name: gate\nsteps:\n  - {name: ok, kind: approval}\n".to_owned(),
         "name: doomed\nsteps:\n  - {name: s, handler: h}\n".to_owned(),
+        "name: undone\nsteps:\n  - {name: a, handler: h, compensate: refund}\n  - {name: b, handler: h, depends_on: [a], retry: {max_attempts: 1}}\n".to_owned(),
     ] {
         register(&store, &manifest).await;
     }
@@ -178,6 +179,13 @@ async fn check_aggregate_diagnosis_agrees_with_the_rules(store: Store) {
         .await
         .unwrap();
     let now = store.now_ms();
+
+    // A compensating run whose undo no live worker serves (`refund`).
+    start(&store, "undone", json!({})).await;
+    let a = claim(&store, "w1", "default", "h").await;
+    complete(&store, &a, json!({})).await;
+    let b = claim(&store, "w1", "default", "h").await;
+    fail(&store, &b, "out of stock").await;
 
     // Ready steps: no worker on the queue, none with the handler, a full
     // worker (one claimed and running, one waiting past the threshold, one
@@ -295,7 +303,11 @@ async fn check_aggregate_diagnosis_agrees_with_the_rules(store: Store) {
     ]
     .into_iter()
     .map(|(cause, stalled)| {
-        let n = if cause == "running_long" { 2 } else { 1 };
+        let n = if cause == "running_long" || cause == "no_worker_for_handler" {
+            2
+        } else {
+            1
+        };
         ((cause.to_owned(), stalled), n)
     })
     .collect();
@@ -364,7 +376,7 @@ async fn check_aggregate_diagnosis_agrees_with_the_rules(store: Store) {
             .filter(|g| g.cause != Cause::RunningLong)
             .all(|g| g.run_ids.is_empty() && g.count > 0)
     );
-    assert_eq!(second.examined(), 16);
+    assert_eq!(second.examined(), 17);
     // The detail of a listed run, in the order asked.
     let views = store
         .diagnosis_views_of(&[stuck.run_id.clone(), slow.run_id.clone()])

@@ -325,3 +325,72 @@ async fn check_for_each_a_released_child_is_ready_again_with_its_budget(store: S
         .collect();
     assert_eq!(statuses, ["released", "released", "released", "completed"]);
 }
+
+conformance!(check_for_each_retry_keeps_the_completed_children);
+async fn check_for_each_retry_keeps_the_completed_children(store: Store) {
+    let run_id = listed(&store, json!(["a", "b", "c", "d", "e"])).await;
+    // Children 0 and 2 complete; 1 fails for good (3 is then cancelled).
+    let mut out = claim(&store, HANDLERS).await;
+    out.sort_by_key(index_of);
+    complete(&store, &out[0], json!({"first": 0})).await;
+    let two = claim_one(&store, HANDLERS).await;
+    assert_eq!(index_of(&two), 2);
+    complete(&store, &two, json!({"first": 2})).await;
+    store
+        .fail(
+            &out[1].lease_id,
+            FailReport {
+                reason: Reason::HandlerError,
+                message: "no stock".into(),
+                retryable: false,
+                timing: None,
+            },
+            weft_store::now_ms(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(store.get_run(&run_id).await.unwrap().status, "failed");
+
+    store.retry_run(&run_id).await.unwrap();
+    let run = store.get_run(&run_id).await.unwrap();
+    assert_eq!(run.status, "running");
+    assert_eq!(step(&run, "work").status, "running");
+    // Only the children that did not complete run again, through the
+    // window (`max_parallel: 2`), in index order past the kept ones.
+    let mut again = claim(&store, HANDLERS).await;
+    again.sort_by_key(index_of);
+    assert_eq!(again.iter().map(index_of).collect::<Vec<_>>(), [1, 3]);
+    assert_eq!(again[0].input["item"], "b");
+    complete(&store, &again[0], json!({"again": 1})).await;
+    let four = claim_one(&store, HANDLERS).await;
+    assert_eq!(index_of(&four), 4);
+    complete(&store, &again[1], json!({"again": 3})).await;
+    complete(&store, &four, json!({"again": 4})).await;
+    // The gathered output keeps the completed children's outputs.
+    let after = claim_one(&store, HANDLERS).await;
+    assert_eq!(after.step, "after");
+    assert_eq!(
+        after.input["steps"]["work"],
+        json!([{"first": 0}, {"again": 1}, {"first": 2}, {"again": 3}, {"again": 4}])
+    );
+    complete(&store, &after, json!(null)).await;
+    let run = store.get_run(&run_id).await.unwrap();
+    assert_eq!(run.status, "completed");
+    // Children 0 and 2 ran once each.
+    let work = step(&run, "work");
+    for kept in [0, 2] {
+        assert_eq!(
+            work.attempts
+                .iter()
+                .filter(|a| a.index == Some(kept))
+                .count(),
+            1,
+            "child {kept} kept"
+        );
+    }
+    let kinds = crate::support::event_kinds(&crate::support::events(&store, &run_id).await);
+    assert!(
+        kinds.iter().any(|k| k == "step.children_retried(work)"),
+        "{kinds:?}"
+    );
+}
