@@ -5,12 +5,15 @@
 //! timings go the other way, into the store's domain terms.
 
 use weft_api::{
-    AuditEntry, AuditList, HeartbeatResponse, PutWorkflowResponse, StartRunResponse, Task,
-    TokenInfo, WorkerTiming, WorkflowDetail, WorkflowSummary,
+    AttemptDetail, AttemptTiming, AuditEntry, AuditList, ChildCounts, EventRecord,
+    HeartbeatResponse, LogRecord, PutWorkflowResponse, RunDetail, RunList, RunSummary, RunTiming,
+    StartRunResponse, StepDetail, Task, TokenInfo, WorkerTiming, WorkflowDetail, WorkflowSummary,
 };
+use weft_core::fan_out::Children;
 use weft_store::{
-    AuditPage, AuditRecord, ClaimedTask, Heartbeat, Registered, ReportedTiming, StartedRun,
-    TokenRecord, WorkflowInfo, WorkflowVersion, rfc3339,
+    AttemptView, AuditPage, AuditRecord, ClaimedTask, Heartbeat, HistoryEvent, LogLine, Registered,
+    ReportedTiming, RunInfo, RunPage, RunView, StartedRun, StepView, StoredTiming, TokenRecord,
+    WorkflowInfo, WorkflowVersion, rfc3339,
 };
 
 /// A start's answer.
@@ -124,4 +127,140 @@ pub fn task(t: ClaimedTask) -> Task {
         max_output_bytes: t.max_output_bytes,
         idempotency_key: t.idempotency_key,
     }
+}
+
+/// A run as listed, and as an operator's action answers it.
+pub fn run_summary(run: RunInfo) -> RunSummary {
+    RunSummary {
+        run_id: run.run_id,
+        trace_id: run.trace_id,
+        workflow: run.workflow,
+        version: run.version,
+        status: run.status.as_str().to_owned(),
+        reason: run.reason,
+        created_at: rfc3339(run.created_at_ms),
+        started_at: run.started_at_ms.map(rfc3339),
+        finished_at: run.finished_at_ms.map(rfc3339),
+        metadata: run.metadata,
+    }
+}
+
+/// A page of runs.
+pub fn run_list(page: RunPage) -> RunList {
+    RunList {
+        runs: page.runs.into_iter().map(run_summary).collect(),
+        next_cursor: page.next_cursor,
+    }
+}
+
+/// A run with its steps and attempts; `trace_url` is left for the
+/// presenter (`present.rs`) to fill.
+pub fn run_detail(run: RunView) -> RunDetail {
+    RunDetail {
+        run_id: run.run_id,
+        trace_id: run.trace_id,
+        workflow: run.workflow,
+        version: run.version,
+        status: run.status.as_str().to_owned(),
+        reason: run.reason,
+        error: run.error,
+        input: run.input,
+        output: run.output,
+        created_at: rfc3339(run.created_at_ms),
+        started_at: run.started_at_ms.map(rfc3339),
+        finished_at: run.finished_at_ms.map(rfc3339),
+        request_id: run.request_id,
+        metadata: run.metadata,
+        trace_url: None,
+        timing: RunTiming {
+            schedule_to_start_ms: run.schedule_to_start_ms,
+            end_to_end_ms: run.end_to_end_ms,
+        },
+        steps: run.steps.into_iter().map(step_detail).collect(),
+    }
+}
+
+fn step_detail(step: StepView) -> StepDetail {
+    StepDetail {
+        name: step.name,
+        kind: step.kind.to_owned(),
+        handler: step.handler,
+        queue: step.queue,
+        depends_on: step.depends_on,
+        status: step.status.as_str().to_owned(),
+        reason: step.reason,
+        output: step.output,
+        error: step.error,
+        due_at: step.due_at_ms.map(rfc3339),
+        compensate: step.compensate,
+        undo: step.undo.map(|u| u.as_str().to_owned()),
+        attempts: step.attempts.into_iter().map(attempt_detail).collect(),
+        children: step.children.map(child_counts),
+    }
+}
+
+fn child_counts(c: Children) -> ChildCounts {
+    ChildCounts {
+        total: c.total.into(),
+        pending: c.pending().into(),
+        in_flight: c.in_flight.into(),
+        completed: c.completed.into(),
+        failed: c.failed.into(),
+    }
+}
+
+fn attempt_detail(a: AttemptView) -> AttemptDetail {
+    AttemptDetail {
+        attempt: a.attempt,
+        index: a.index,
+        status: a.status.as_str().to_owned(),
+        reason: a.reason,
+        worker_id: a.worker_id,
+        span_id: a.span_id,
+        claimed_at: rfc3339(a.claimed_at_ms),
+        finished_at: a.finished_at_ms.map(rfc3339),
+        error: a.error,
+        timing: a.timing.map(attempt_timing),
+        kind: a.kind.as_str().to_owned(),
+        undoes_attempt: a.undoes_attempt,
+    }
+}
+
+fn attempt_timing(t: StoredTiming) -> AttemptTiming {
+    AttemptTiming {
+        queue_wait_ms: t.queue_wait_ms,
+        dispatch_ms: t.dispatch_ms,
+        handler_ms: t.handler_ms,
+        ingest_ms: t.ingest_ms,
+        total_ms: t.total_ms,
+    }
+}
+
+/// A run's history events.
+pub fn events(events: Vec<HistoryEvent>) -> Vec<EventRecord> {
+    events
+        .into_iter()
+        .map(|e| EventRecord {
+            seq: e.seq,
+            kind: e.kind,
+            at: rfc3339(e.at_ms),
+            step: e.step,
+            attempt: e.attempt,
+            data: e.data,
+        })
+        .collect()
+}
+
+/// A run's log lines.
+pub fn log_lines(lines: Vec<LogLine>) -> Vec<LogRecord> {
+    lines
+        .into_iter()
+        .map(|l| LogRecord {
+            seq: l.seq,
+            at: rfc3339(l.at_ms),
+            step: l.step,
+            attempt: l.attempt,
+            line: l.line,
+        })
+        .collect()
 }
