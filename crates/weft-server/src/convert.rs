@@ -264,3 +264,166 @@ pub fn log_lines(lines: Vec<LogLine>) -> Vec<LogRecord> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+    use weft_core::{AttemptKind, AttemptStatus, RunStatus, StepStatus, UndoStatus};
+
+    use super::*;
+
+    /// 2026-01-02T03:04:05.678Z in epoch ms.
+    const T: i64 = 1_767_323_045_678;
+
+    fn view() -> RunView {
+        RunView {
+            run_id: "r1".into(),
+            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            workflow: "pay".into(),
+            version: 2,
+            status: RunStatus::Compensating,
+            reason: Some("handler_error".into()),
+            error: Some("declined".into()),
+            input: json!({"amount": 5}),
+            output: None,
+            created_at_ms: T,
+            started_at_ms: Some(T + 1),
+            finished_at_ms: None,
+            request_id: Some("req-1".into()),
+            metadata: BTreeMap::from([("customer".into(), "42".into())]),
+            schedule_to_start_ms: Some(1),
+            end_to_end_ms: None,
+            steps: vec![StepView {
+                name: "charge".into(),
+                kind: "task",
+                handler: Some("p.charge".into()),
+                queue: "default".into(),
+                depends_on: vec![],
+                status: StepStatus::Compensating,
+                reason: None,
+                output: Some(json!({"id": 7})),
+                error: None,
+                due_at_ms: Some(T + 2_000),
+                compensate: Some("p.refund".into()),
+                undo: Some(UndoStatus::Running),
+                attempts: vec![AttemptView {
+                    attempt: 2,
+                    index: Some(3),
+                    status: AttemptStatus::Running,
+                    reason: None,
+                    worker_id: "w1".into(),
+                    span_id: "b7ad6b7169203331".into(),
+                    claimed_at_ms: T + 10,
+                    finished_at_ms: None,
+                    error: None,
+                    timing: Some(StoredTiming {
+                        queue_wait_ms: 4,
+                        dispatch_ms: None,
+                        handler_ms: Some(9),
+                        ingest_ms: 1,
+                        total_ms: 12,
+                    }),
+                    kind: AttemptKind::Compensate,
+                    undoes_attempt: Some(1),
+                }],
+                children: Some(Children {
+                    total: 5,
+                    dispatched: 3,
+                    in_flight: 1,
+                    completed: 1,
+                    failed: 1,
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_run_view_becomes_the_wire_detail_field_for_field() {
+        let wire = serde_json::to_value(run_detail(view())).unwrap();
+        let attempt = json!({
+            "attempt": 2, "index": 3, "status": "running", "reason": null,
+            "worker_id": "w1", "span_id": "b7ad6b7169203331",
+            "claimed_at": "2026-01-02T03:04:05.688Z", "finished_at": null,
+            "error": null,
+            "timing": {"queue_wait_ms": 4, "dispatch_ms": null,
+                "handler_ms": 9, "ingest_ms": 1, "total_ms": 12},
+            "kind": "compensate", "undoes_attempt": 1
+        });
+        let children = json!({"total": 5, "pending": 2, "in_flight": 1,
+            "completed": 1, "failed": 1});
+        let step = json!({
+            "name": "charge", "kind": "task", "handler": "p.charge",
+            "queue": "default", "depends_on": [], "status": "compensating",
+            "reason": null, "output": {"id": 7}, "error": null,
+            "due_at": "2026-01-02T03:04:07.678Z", "compensate": "p.refund",
+            "undo": "running", "attempts": [attempt], "children": children
+        });
+        assert_eq!(
+            wire,
+            json!({
+                "run_id": "r1", "trace_id": "0af7651916cd43dd8448eb211c80319c",
+                "workflow": "pay", "version": 2, "status": "compensating",
+                "reason": "handler_error", "error": "declined",
+                "input": {"amount": 5}, "output": null,
+                "created_at": "2026-01-02T03:04:05.678Z",
+                "started_at": "2026-01-02T03:04:05.679Z", "finished_at": null,
+                "request_id": "req-1", "metadata": {"customer": "42"},
+                "timing": {"schedule_to_start_ms": 1, "end_to_end_ms": null},
+                "steps": [step]
+            })
+        );
+    }
+
+    #[test]
+    fn a_run_info_events_and_logs_keep_their_fields() {
+        let v = view();
+        let info = RunInfo {
+            run_id: v.run_id,
+            trace_id: v.trace_id,
+            workflow: v.workflow,
+            version: v.version,
+            status: RunStatus::Failed,
+            reason: v.reason,
+            created_at_ms: T,
+            started_at_ms: None,
+            finished_at_ms: Some(T),
+            metadata: BTreeMap::new(),
+        };
+        let list = run_list(RunPage {
+            runs: vec![info],
+            next_cursor: Some("c".into()),
+        });
+        let wire = serde_json::to_value(&list).unwrap();
+        assert_eq!(wire["runs"][0]["status"], "failed");
+        assert_eq!(wire["runs"][0]["finished_at"], "2026-01-02T03:04:05.678Z");
+        assert!(wire["runs"][0].get("metadata").is_none(), "{wire}");
+        assert_eq!(wire["next_cursor"], "c");
+
+        let events = events(vec![HistoryEvent {
+            seq: 9,
+            kind: "attempt.failed".into(),
+            at_ms: T,
+            step: Some("charge".into()),
+            attempt: Some(1),
+            data: json!({"reason": "timeout"}),
+        }]);
+        assert_eq!(
+            serde_json::to_value(&events[0]).unwrap(),
+            json!({"seq": 9, "type": "attempt.failed", "at": "2026-01-02T03:04:05.678Z",
+                "step": "charge", "attempt": 1, "data": {"reason": "timeout"}})
+        );
+        let lines = log_lines(vec![LogLine {
+            seq: 3,
+            at_ms: T,
+            step: "charge".into(),
+            attempt: 1,
+            line: "hello".into(),
+        }]);
+        assert_eq!(
+            (lines[0].at.as_str(), lines[0].line.as_str()),
+            ("2026-01-02T03:04:05.678Z", "hello")
+        );
+    }
+}
