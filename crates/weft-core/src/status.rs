@@ -26,6 +26,20 @@ macro_rules! string_enum {
                 f.write_str(self.as_str())
             }
         }
+
+        /// Equal to its `as_str()` text.
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.as_str() == other
+            }
+        }
+
+        /// Equal to its `as_str()` text.
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.as_str() == *other
+            }
+        }
     };
 }
 

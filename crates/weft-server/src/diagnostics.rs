@@ -213,7 +213,10 @@ async fn redact_evidence(
     for view in views {
         if present::quotes_errors(view) {
             match state.store().get_run(&view.run_id).await {
-                Ok(run) => RunPresenter::new(&state.config.redactor, &run).diagnosis(view),
+                Ok(run) => {
+                    RunPresenter::new(&state.config.redactor, &crate::convert::run_detail(run))
+                        .diagnosis(view)
+                }
                 // The run is gone or unreadable: withhold the evidence.
                 Err(_) => {
                     for step in &mut view.steps {

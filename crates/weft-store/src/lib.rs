@@ -28,6 +28,7 @@ mod migrate;
 mod overview;
 mod results;
 mod run_counts;
+mod run_views;
 mod runs;
 mod sql;
 mod starts;
@@ -61,6 +62,7 @@ pub use overview::{
 };
 pub use results::{FailReport, Outcome, Recorded, ReportedTiming, WorkerResult};
 pub use run_counts::{COUNTS_TTL, CountFilter, StatusCount, run_id_floor};
+pub use run_views::{AttemptView, HistoryEvent, LogLine, RunInfo, RunPage, RunView, StepView};
 pub use runs::{NewRun, RunFilter};
 pub use starts::{MAX_STARTS_PER_BATCH, StartedRun};
 pub use time::{ManualClock, SystemClock, now_ms, parse_rfc3339, rfc3339};

@@ -5,17 +5,12 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
-use weft_api::{
-    AttemptDetail, AttemptTiming, EventRecord, LogRecord, RunDetail, RunList, RunSummary,
-    RunTiming, StepDetail,
-};
 use weft_core::{AttemptStatus, RunStatus, StepStatus, machine::Event, trace::TraceParent};
 
 use crate::{
     Actor, Error, Problem, Result, Store, StoredTiming, args,
     db::{Arg, Row, placeholders},
-    rfc3339,
-    time::opt_rfc3339,
+    run_views::{AttemptView, HistoryEvent, LogLine, RunInfo, RunPage, RunView, StepView},
 };
 
 /// A request to start a run.
@@ -69,17 +64,17 @@ pub(crate) fn random_hex(bytes: usize) -> String {
 
 const RUN_COLUMNS: &str = "run_id, trace_id, workflow, version, status, reason, error, input, output, request_id, created_at, started_at, finished_at";
 
-fn run_summary(row: &Row) -> Result<RunSummary> {
-    Ok(RunSummary {
+fn run_summary(row: &Row) -> Result<RunInfo> {
+    Ok(RunInfo {
         run_id: row.text("run_id")?,
         trace_id: row.text("trace_id")?,
         workflow: row.text("workflow")?,
         version: row.int("version")?,
-        status: row.status("status", RunStatus::parse)?.as_str().to_owned(),
+        status: row.status("status", RunStatus::parse)?,
         reason: row.opt_text("reason")?,
-        created_at: rfc3339(row.int("created_at")?),
-        started_at: opt_rfc3339(row.opt_int("started_at")?),
-        finished_at: opt_rfc3339(row.opt_int("finished_at")?),
+        created_at_ms: row.int("created_at")?,
+        started_at_ms: row.opt_int("started_at")?,
+        finished_at_ms: row.opt_int("finished_at")?,
         metadata: Default::default(),
     })
 }
@@ -89,7 +84,7 @@ fn json_or_null(text: Option<String>) -> Option<Value> {
 }
 
 impl Store {
-    pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunList> {
+    pub async fn list_runs(&self, filter: &RunFilter) -> Result<RunPage> {
         let limit = filter.limit.unwrap_or(50).clamp(1, 1000) as usize;
         let columns = RUN_COLUMNS
             .split(", ")
@@ -155,7 +150,7 @@ impl Store {
         // past it.
         let more = rows.len() > limit;
         let page = &rows[..rows.len().min(limit)];
-        let mut runs: Vec<RunSummary> = page
+        let mut runs: Vec<RunInfo> = page
             .iter()
             .filter_map(|row| match run_summary(row) {
                 Ok(run) => Some(run),
@@ -176,7 +171,7 @@ impl Store {
         } else {
             None
         };
-        Ok(RunList { runs, next_cursor })
+        Ok(RunPage { runs, next_cursor })
     }
 
     /// Resolves a run id or a trace id (the newest run of that trace) to a run id.
@@ -201,7 +196,7 @@ impl Store {
             })
     }
 
-    pub async fn get_run(&self, id: &str) -> Result<RunDetail> {
+    pub async fn get_run(&self, id: &str) -> Result<RunView> {
         // A run id needs no lookup of its own: reading its row answers 404.
         let run_id = if weft_core::trace::is_trace_id(id) {
             self.resolve_run_id(id).await?
@@ -214,7 +209,7 @@ impl Store {
             .map_err(|err| err.in_run(&run_id))
     }
 
-    async fn run_detail(&self, run_id: &str, id: &str) -> Result<RunDetail> {
+    async fn run_detail(&self, run_id: &str, id: &str) -> Result<RunView> {
         let run_id = run_id.to_owned();
         let row = self.run_row(&run_id, id).await?;
         let def = self
@@ -239,38 +234,25 @@ impl Store {
                 args![&run_id],
             )
             .await?;
-        let mut attempts: HashMap<i64, Vec<AttemptDetail>> = HashMap::new();
+        let mut attempts: HashMap<i64, Vec<AttemptView>> = HashMap::new();
         for a in attempt_rows {
             attempts
                 .entry(a.int("position")?)
                 .or_default()
-                .push(AttemptDetail {
+                .push(AttemptView {
                     attempt: a.int("attempt")?,
                     index: a.opt_int("item_index")?,
-                    status: a
-                        .status("status", AttemptStatus::parse)?
-                        .as_str()
-                        .to_owned(),
+                    status: a.status("status", AttemptStatus::parse)?,
                     reason: a.opt_text("reason")?,
                     worker_id: a.text("worker_id")?,
                     span_id: a.text("span_id")?,
-                    claimed_at: rfc3339(a.int("claimed_at")?),
-                    finished_at: opt_rfc3339(a.opt_int("finished_at")?),
+                    claimed_at_ms: a.int("claimed_at")?,
+                    finished_at_ms: a.opt_int("finished_at")?,
                     error: a.opt_text("error")?,
                     timing: a
                         .opt_text("timing")?
-                        .and_then(|t| serde_json::from_str::<StoredTiming>(&t).ok())
-                        .map(|t| AttemptTiming {
-                            queue_wait_ms: t.queue_wait_ms,
-                            dispatch_ms: t.dispatch_ms,
-                            handler_ms: t.handler_ms,
-                            ingest_ms: t.ingest_ms,
-                            total_ms: t.total_ms,
-                        }),
-                    kind: a
-                        .status("kind", weft_core::AttemptKind::parse)?
-                        .as_str()
-                        .to_owned(),
+                        .and_then(|t| serde_json::from_str::<StoredTiming>(&t).ok()),
+                    kind: a.status("kind", weft_core::AttemptKind::parse)?,
                     undoes_attempt: a.opt_int("undoes_attempt")?,
                 });
         }
@@ -289,34 +271,27 @@ impl Store {
                             },
                         )
                     })?;
-                Ok(StepDetail {
+                Ok(StepView {
                     name: step_def.name.clone(),
-                    kind: step_def.kind.as_str().to_owned(),
+                    kind: step_def.kind.as_str(),
                     handler: step_def.handler().map(str::to_owned),
                     queue: step_def.queue.clone(),
                     depends_on: step_def.depends_on.clone(),
-                    status: s.status("status", StepStatus::parse)?.as_str().to_owned(),
+                    status: s.status("status", StepStatus::parse)?,
                     reason: s.opt_text("reason")?,
                     output: json_or_null(s.opt_text("output")?),
                     error: s.opt_text("error")?,
-                    due_at: opt_rfc3339(s.opt_int("due_at")?),
+                    due_at_ms: s.opt_int("due_at")?,
                     compensate: step_def.compensate.clone(),
                     undo: s
                         .opt_text("undo")?
                         .map(|u| {
                             weft_core::UndoStatus::parse(&u)
-                                .map(|u| u.as_str().to_owned())
                                 .ok_or_else(|| s.corrupt("undo", Problem::UnknownValue(u)))
                         })
                         .transpose()?,
                     attempts: attempts.remove(&position).unwrap_or_default(),
-                    children: crate::children::counts(s)?.map(|c| weft_api::ChildCounts {
-                        total: c.total.into(),
-                        pending: c.pending().into(),
-                        in_flight: c.in_flight.into(),
-                        completed: c.completed.into(),
-                        failed: c.failed.into(),
-                    }),
+                    children: crate::children::counts(s)?,
                 })
             })
             .collect::<Result<_>>()?;
@@ -330,35 +305,32 @@ impl Store {
                 )
                 .await?,
         )?;
-        Ok(RunDetail {
+        Ok(RunView {
             run_id: row.text("run_id")?,
             trace_id: row.text("trace_id")?,
             workflow: row.text("workflow")?,
             version: row.int("version")?,
-            status: row.status("status", RunStatus::parse)?.as_str().to_owned(),
+            status: row.status("status", RunStatus::parse)?,
             reason: row.opt_text("reason")?,
             error: row.opt_text("error")?,
             input: json_or_null(Some(row.text("input")?)).unwrap_or(Value::Null),
             output: json_or_null(row.opt_text("output")?),
-            created_at: rfc3339(created),
-            started_at: opt_rfc3339(row.opt_int("started_at")?),
-            finished_at: opt_rfc3339(row.opt_int("finished_at")?),
+            created_at_ms: created,
+            started_at_ms: row.opt_int("started_at")?,
+            finished_at_ms: row.opt_int("finished_at")?,
             request_id: row.opt_text("request_id")?,
             metadata: self
                 .metadata_of(std::slice::from_ref(&run_id))
                 .await?
                 .remove(&run_id)
                 .unwrap_or_default(),
-            trace_url: None,
-            timing: RunTiming {
-                schedule_to_start_ms: first_claim.map(|t| (t - created).max(0)),
-                end_to_end_ms: row.opt_int("finished_at")?.map(|t| (t - created).max(0)),
-            },
+            schedule_to_start_ms: first_claim.map(|t| (t - created).max(0)),
+            end_to_end_ms: row.opt_int("finished_at")?.map(|t| (t - created).max(0)),
             steps,
         })
     }
 
-    pub async fn run_events(&self, id: &str, after_seq: Option<i64>) -> Result<Vec<EventRecord>> {
+    pub async fn run_events(&self, id: &str, after_seq: Option<i64>) -> Result<Vec<HistoryEvent>> {
         let run_id = self.resolve_run_id(id).await?;
         let rows = self
             .pool()
@@ -369,10 +341,10 @@ impl Store {
             .await?;
         rows.iter()
             .map(|r| {
-                Ok(EventRecord {
+                Ok(HistoryEvent {
                     seq: r.int("seq")?,
                     kind: r.text("type")?,
-                    at: rfc3339(r.int("at")?),
+                    at_ms: r.int("at")?,
                     step: r.opt_text("step")?,
                     attempt: r.opt_int("attempt")?,
                     data: json_or_null(Some(r.text("data")?)).unwrap_or(Value::Null),
@@ -381,7 +353,7 @@ impl Store {
             .collect::<Result<_>>()
     }
 
-    pub async fn run_logs(&self, id: &str, step: Option<&str>) -> Result<Vec<LogRecord>> {
+    pub async fn run_logs(&self, id: &str, step: Option<&str>) -> Result<Vec<LogLine>> {
         let run_id = self.resolve_run_id(id).await?;
         let rows = match step {
             Some(step) => {
@@ -400,9 +372,9 @@ impl Store {
         };
         rows.iter()
             .map(|r| {
-                Ok(LogRecord {
+                Ok(LogLine {
                     seq: r.int("seq")?,
-                    at: rfc3339(r.int("at")?),
+                    at_ms: r.int("at")?,
                     step: r.text("step")?,
                     attempt: r.int("attempt")?,
                     line: r.text("line")?,
@@ -418,7 +390,7 @@ impl Store {
         id: &str,
         stamp: Option<Map<String, Value>>,
         make_event: impl FnOnce(&crate::transition::LockedRun) -> Result<Event>,
-    ) -> Result<RunSummary> {
+    ) -> Result<RunInfo> {
         let run_id = self.resolve_run_id(id).await?;
         let now = self.now_ms();
         let mut tx = self.begin().await?;
@@ -459,24 +431,24 @@ impl Store {
 
     /// Cancels a pending or running run. Running attempts learn it from their
     /// next heartbeat (`cancel_requested`).
-    pub async fn cancel_run(&self, id: &str) -> Result<RunSummary> {
+    pub async fn cancel_run(&self, id: &str) -> Result<RunInfo> {
         self.operate(id, None, |_| Ok(Event::Cancel)).await
     }
 
     /// [`Store::cancel_run`] by a person, recorded as `actor` (and
     /// `on_behalf_of`) in the events it writes and its log line.
-    pub async fn cancel_run_as(&self, id: &str, actor: &Actor) -> Result<RunSummary> {
+    pub async fn cancel_run_as(&self, id: &str, actor: &Actor) -> Result<RunInfo> {
         self.operate(id, Some(actor.event_fields()), |_| Ok(Event::Cancel))
             .await
     }
 
     /// Re-runs a failed or cancelled run from its failed and cancelled steps.
-    pub async fn retry_run(&self, id: &str) -> Result<RunSummary> {
+    pub async fn retry_run(&self, id: &str) -> Result<RunInfo> {
         self.operate(id, None, |_| Ok(Event::Retry)).await
     }
 
     /// [`Store::retry_run`] by a person, recorded like [`Store::cancel_run_as`].
-    pub async fn retry_run_as(&self, id: &str, actor: &Actor) -> Result<RunSummary> {
+    pub async fn retry_run_as(&self, id: &str, actor: &Actor) -> Result<RunInfo> {
         self.operate(id, Some(actor.event_fields()), |_| Ok(Event::Retry))
             .await
     }
@@ -492,7 +464,7 @@ impl Store {
         step: &str,
         comment: Option<String>,
         actor: &Actor,
-    ) -> Result<RunSummary> {
+    ) -> Result<RunInfo> {
         let mut stamp = actor.event_fields();
         if let Some(comment) = &comment {
             stamp.insert("comment".into(), comment.clone().into());
@@ -514,7 +486,7 @@ impl Store {
         step: &str,
         approve: bool,
         message: Option<String>,
-    ) -> Result<RunSummary> {
+    ) -> Result<RunInfo> {
         self.decide_inner(id, step, approve, message, None).await
     }
 
@@ -527,7 +499,7 @@ impl Store {
         approve: bool,
         comment: Option<String>,
         actor: &Actor,
-    ) -> Result<RunSummary> {
+    ) -> Result<RunInfo> {
         let mut stamp = actor.event_fields();
         if let Some(comment) = &comment {
             stamp.insert("comment".into(), comment.clone().into());
@@ -543,7 +515,7 @@ impl Store {
         approve: bool,
         message: Option<String>,
         stamp: Option<Map<String, Value>>,
-    ) -> Result<RunSummary> {
+    ) -> Result<RunInfo> {
         self.operate(id, stamp, |run| {
             let position = run.def.step_index(step).ok_or_else(|| Error::NotFound {
                 what: "step",

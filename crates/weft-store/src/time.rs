@@ -60,10 +60,6 @@ pub fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-pub fn opt_rfc3339(ms: Option<i64>) -> Option<String> {
-    ms.map(rfc3339)
-}
-
 /// Parses an RFC 3339 timestamp into epoch milliseconds.
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
     DateTime::parse_from_rfc3339(text)

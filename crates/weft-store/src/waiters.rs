@@ -9,10 +9,8 @@ use std::{
     time::Duration,
 };
 
+use crate::{Result, RunView, Store};
 use tokio::sync::Notify;
-use weft_api::RunDetail;
-
-use crate::{Result, Store};
 
 /// How often a waiter re-reads the run's status without a wake-up.
 const RECHECK: Duration = Duration::from_millis(250);
@@ -66,7 +64,7 @@ impl Drop for Registered<'_> {
 impl Store {
     /// The run's detail once it has ended, or when `wait` has passed,
     /// whichever comes first. `id` is a run id or a trace id.
-    pub async fn wait_run(&self, id: &str, wait: Duration) -> Result<RunDetail> {
+    pub async fn wait_run(&self, id: &str, wait: Duration) -> Result<RunView> {
         let run_id = self.resolve_run_id(id).await?;
         if wait.is_zero() {
             return self.get_run(&run_id).await;
@@ -87,7 +85,7 @@ impl Store {
             let now = tokio::time::Instant::now();
             if woken || now >= deadline {
                 let run = self.get_run(&run_id).await?;
-                if now >= deadline || run_ended(&run.status) {
+                if now >= deadline || run.status.is_terminal() {
                     return Ok(run);
                 }
             } else {

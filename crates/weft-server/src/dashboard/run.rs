@@ -24,7 +24,7 @@ use super::{
     payload::{MAX_EVENT_BYTES, MAX_LOG_LINES, MAX_SHOWN_BYTES, clip},
     render,
 };
-use crate::AppState;
+use crate::{AppState, convert};
 
 const GANTT_WIDTH: f64 = 700.0;
 const GANTT_LABELS: f64 = 150.0;
@@ -295,9 +295,9 @@ pub(crate) async fn run_page(
     }
     let store = state.store();
     let id = store.resolve_run_id(&id).await?;
-    let raw = store.get_run(&id).await?;
-    let events = store.run_events(&id, None).await?;
-    let logs = store.run_logs(&id, None).await?;
+    let raw = convert::run_detail(store.get_run(&id).await?);
+    let events = convert::events(store.run_events(&id, None).await?);
+    let logs = convert::log_lines(store.run_logs(&id, None).await?);
     let def = store.definition(&raw.workflow, raw.version).await?;
     // Every value and free text a person sees goes through `crate::present`:
     // the key rule, and the secrets of the run's input and outputs masked.

@@ -285,20 +285,16 @@ pub(crate) async fn runs_page(
         .runs
         .iter()
         .map(|r| {
-            let created = weft_store::parse_rfc3339(&r.created_at).unwrap_or(now);
-            let end = r
-                .finished_at
-                .as_deref()
-                .and_then(weft_store::parse_rfc3339)
-                .unwrap_or(now);
+            let created = r.created_at_ms;
+            let end = r.finished_at_ms.unwrap_or(now);
             RunRow {
                 run_id: r.run_id.clone(),
                 trace_id: r.trace_id.clone(),
                 workflow: r.workflow.clone(),
                 version: r.version,
-                status: r.status.clone(),
+                status: r.status.as_str().to_owned(),
                 reason: r.reason.clone().unwrap_or_default(),
-                created: format::short_time(&r.created_at),
+                created: format::short_time(&weft_store::rfc3339(r.created_at_ms)),
                 duration: format::human_ms(end - created),
             }
         })

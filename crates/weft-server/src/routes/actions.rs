@@ -7,6 +7,7 @@ use super::ApiResult;
 use crate::{
     AppState,
     actor::Acting,
+    convert,
     extract::{self, Path},
 };
 
@@ -16,7 +17,9 @@ pub(crate) async fn cancel_run(
     Path(id): Path<String>,
     Acting(actor): Acting,
 ) -> ApiResult<Json<RunSummary>> {
-    Ok(Json(state.store().cancel_run_as(&id, &actor).await?))
+    Ok(Json(convert::run_summary(
+        state.store().cancel_run_as(&id, &actor).await?,
+    )))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/retry", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -25,7 +28,9 @@ pub(crate) async fn retry_run(
     Path(id): Path<String>,
     Acting(actor): Acting,
 ) -> ApiResult<Json<RunSummary>> {
-    Ok(Json(state.store().retry_run_as(&id, &actor).await?))
+    Ok(Json(convert::run_summary(
+        state.store().retry_run_as(&id, &actor).await?,
+    )))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/approve", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = String, Path, description = "Step name", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -35,12 +40,12 @@ pub(crate) async fn approve_step(
     Acting(actor): Acting,
     extract::Json(request): extract::Json<DecisionRequest>,
 ) -> ApiResult<Json<RunSummary>> {
-    Ok(Json(
+    Ok(Json(convert::run_summary(
         state
             .store()
             .decide_as(&id, &step, true, request.into_comment(), &actor)
             .await?,
-    ))
+    )))
 }
 
 #[utoipa::path(post, path = "/v1/runs/{id}/steps/{step}/reject", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = String, Path, description = "Step name", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), request_body = DecisionRequest, responses((status = 200, body = RunSummary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
@@ -50,10 +55,10 @@ pub(crate) async fn reject_step(
     Acting(actor): Acting,
     extract::Json(request): extract::Json<DecisionRequest>,
 ) -> ApiResult<Json<RunSummary>> {
-    Ok(Json(
+    Ok(Json(convert::run_summary(
         state
             .store()
             .decide_as(&id, &step, false, request.into_comment(), &actor)
             .await?,
-    ))
+    )))
 }

@@ -7,7 +7,6 @@
 use axum::{Json, extract::State, http::StatusCode};
 use weft_api::{
     BulkActionRequest, BulkActionResponse, BulkRefusal, ErrorBody, ErrorDetail, MAX_BULK_RUNS,
-    RunSummary,
 };
 use weft_core::RunStatus;
 use weft_store::{Actor, RunFilter, run_id_floor};
@@ -95,7 +94,7 @@ async fn bulk(
     if request.dry_run {
         return Ok(BulkActionResponse {
             matched,
-            runs,
+            runs: runs.into_iter().map(crate::convert::run_summary).collect(),
             refused: Vec::new(),
         });
     }
@@ -120,7 +119,7 @@ async fn bulk(
             Bulk::Retry => store.retry_run_as(&id, actor).await,
         };
         match done {
-            Ok(run) => answer.runs.push(run),
+            Ok(run) => answer.runs.push(crate::convert::run_summary(run)),
             Err(
                 err @ (weft_store::Error::Conflict { .. } | weft_store::Error::NotFound { .. }),
             ) => {
@@ -145,7 +144,7 @@ async fn matching(
     state: &AppState,
     action: Bulk,
     request: &BulkActionRequest,
-) -> ApiResult<Vec<RunSummary>> {
+) -> ApiResult<Vec<weft_store::RunInfo>> {
     let store = state.store();
     let now = store.now_ms();
     let status = match request.status.as_deref().filter(|s| !s.is_empty()) {

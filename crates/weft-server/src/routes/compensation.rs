@@ -21,10 +21,10 @@ pub(crate) async fn skip_compensation(
     Acting(actor): Acting,
     extract::Json(request): extract::Json<DecisionRequest>,
 ) -> ApiResult<Json<RunSummary>> {
-    Ok(Json(
+    Ok(Json(crate::convert::run_summary(
         state
             .store()
             .skip_compensation_as(&id, &step, request.into_comment(), &actor)
             .await?,
-    ))
+    )))
 }

@@ -22,6 +22,7 @@ use crate::{
     ApiError, AppState,
     actor::Acting,
     auth::Principal,
+    convert,
     extract::{self, Path, Query},
     limits::{self, Validate},
     request_id,
@@ -268,7 +269,7 @@ pub(crate) async fn list_runs(
         limit: query.limit,
         cursor: query.cursor,
     };
-    let mut list = state.store().list_runs(&filter).await?;
+    let mut list = convert::run_list(state.store().list_runs(&filter).await?);
     if redacted {
         for run in &mut list.runs {
             crate::metadata::redact(&state.config.redactor, &mut run.metadata);
@@ -321,7 +322,7 @@ pub(crate) async fn get_run(
     Path(id): Path<String>,
     Query(query): Query<GetRunQuery>,
 ) -> ApiResult<Json<RunDetail>> {
-    let mut run = match query.wait_ms {
+    let mut run = convert::run_detail(match query.wait_ms {
         None | Some(0) => state.store().get_run(&id).await?,
         Some(ms) => {
             state
@@ -329,7 +330,7 @@ pub(crate) async fn get_run(
                 .wait_run(&id, Duration::from_millis(ms))
                 .await?
         }
-    };
+    });
     run.trace_url = trace_url(state.config.trace_url_template.as_deref(), &run.trace_id);
     if redacts_for(&state.config, &caller, query.redact) {
         let presenter = RunPresenter::new(&state.config.redactor, &run);
@@ -352,10 +353,10 @@ pub(crate) async fn run_events(
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
 ) -> ApiResult<Json<EventList>> {
-    let mut events = state.store().run_events(&id, query.after).await?;
+    let mut events = convert::events(state.store().run_events(&id, query.after).await?);
     if redacts_for(&state.config, &caller, query.redact) {
         // The run's data names the secrets to mask in the events' text.
-        let run = state.store().get_run(&id).await?;
+        let run = convert::run_detail(state.store().get_run(&id).await?);
         RunPresenter::new(&state.config.redactor, &run).events(&mut events);
     }
     Ok(Json(EventList { events }))
@@ -375,9 +376,9 @@ pub(crate) async fn run_logs(
     Path(id): Path<String>,
     Query(query): Query<LogsQuery>,
 ) -> ApiResult<Json<LogList>> {
-    let mut lines = state.store().run_logs(&id, query.step.as_deref()).await?;
+    let mut lines = convert::log_lines(state.store().run_logs(&id, query.step.as_deref()).await?);
     if redacts_for(&state.config, &caller, query.redact) {
-        let run = state.store().get_run(&id).await?;
+        let run = convert::run_detail(state.store().get_run(&id).await?);
         RunPresenter::new(&state.config.redactor, &run).logs(&mut lines);
     }
     Ok(Json(LogList { lines }))

@@ -122,7 +122,10 @@ impl EventFollower {
         }
         if self.masker_stale && !events.is_empty() {
             self.masker = match self.store.get_run(&self.run_id).await {
-                Ok(run) => Some(RunPresenter::new(redactor, &run)),
+                Ok(run) => Some(RunPresenter::new(
+                    redactor,
+                    &crate::convert::run_detail(run),
+                )),
                 Err(_) => None,
             };
             self.masker_stale = self.masker.is_none();
@@ -184,18 +187,20 @@ impl EventFollower {
             let mut fresh = Vec::new();
             let mut ended = false;
             let mut settled_prefix = true;
-            for event in &events {
+            let read_none = events.is_empty();
+            for event in events {
                 ended |= weft_core::EventKind::parse(&event.kind).is_some_and(|k| k.ends_run());
-                if self.delivered.insert(event.seq) {
-                    fresh.push(event.clone());
-                }
                 // Events come in seq order: the floor moves over a settled prefix.
-                settled_prefix &=
-                    weft_store::parse_rfc3339(&event.at).is_some_and(|at| at < settled_before);
+                settled_prefix &= event.at_ms < settled_before;
+                let seq = event.seq;
+                if self.delivered.insert(seq) {
+                    fresh.push(event);
+                }
                 if settled_prefix {
-                    self.low_water = event.seq;
+                    self.low_water = seq;
                 }
             }
+            let mut fresh = crate::convert::events(fresh);
             // Only events not sent before are redacted (the window behind
             // the newest event is read again on every look).
             self.redact(&mut fresh).await;
@@ -214,7 +219,7 @@ impl EventFollower {
             }
             // Nothing new: after the run's end event, or when a client
             // reconnected past the end of a finished run, the stream is over.
-            if ended || events.is_empty() {
+            if ended || read_none {
                 match self.run_ended().await {
                     Ok(true) => {
                         self.done = true;

@@ -51,7 +51,7 @@ async fn check_stale_lease_fencing(store: Store) {
         attempt_statuses(s),
         vec![(1, "failed", Some("lease_expired"))]
     );
-    assert!(s.attempts[0].finished_at.is_some());
+    assert!(s.attempts[0].finished_at_ms.is_some());
     let history = events(&store, &run_id).await;
     assert!(
         event_index(&history, "lease.expired", Some("s"))
@@ -144,10 +144,7 @@ async fn check_timeouts(store: Store) {
     let deadline = task
         .deadline_at_ms
         .expect("a step with a timeout has a deadline");
-    let claimed = weft_store::parse_rfc3339(
-        &store.get_run(&run_id).await.unwrap().steps[0].attempts[0].claimed_at,
-    )
-    .unwrap();
+    let claimed = store.get_run(&run_id).await.unwrap().steps[0].attempts[0].claimed_at_ms;
     assert_eq!(deadline - claimed, 200);
     // A heartbeat renews the lease but does not move the deadline.
     assert!(
@@ -281,7 +278,7 @@ async fn check_heartbeat_and_cancel(store: Store) {
         (run.status.as_str(), run.reason.as_deref()),
         ("cancelled", Some("cancelled"))
     );
-    assert!(run.finished_at.is_some());
+    assert!(run.finished_at_ms.is_some());
     for s in &run.steps {
         assert_eq!(
             (s.status.as_str(), s.reason.as_deref()),

@@ -9,7 +9,7 @@ use weft_store::{Error, NewRun, RunFilter, Store};
 
 use crate::support::{register, start};
 
-fn ids(list: &weft_api::RunList) -> Vec<&str> {
+fn ids(list: &weft_store::RunPage) -> Vec<&str> {
     list.runs.iter().map(|r| r.run_id.as_str()).collect()
 }
 

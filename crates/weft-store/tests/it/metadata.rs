@@ -35,7 +35,7 @@ async fn start_with(store: &Store, workflow: &str, metadata: Metadata) -> String
         .run_id
 }
 
-fn ids(list: &weft_api::RunList) -> Vec<&str> {
+fn ids(list: &weft_store::RunPage) -> Vec<&str> {
     list.runs.iter().map(|r| r.run_id.as_str()).collect()
 }
 

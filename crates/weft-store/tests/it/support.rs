@@ -7,10 +7,10 @@ use std::{
 };
 
 use serde_json::Value;
-use weft_api::{EventRecord, RunDetail, StepDetail};
 use weft_core::Definition;
 use weft_store::ClaimedTask as Task;
 use weft_store::{ClaimRequest, Error, NewRun, Settings, Store};
+use weft_store::{HistoryEvent as EventRecord, RunView as RunDetail, StepView as StepDetail};
 
 /// Runs a check against a store on a fresh SQLite file.
 pub async fn on_sqlite<F, Fut>(lease: Duration, check: F)
@@ -241,15 +241,12 @@ pub fn assert_conflict(result: Result<impl std::fmt::Debug, Error>, expected_cod
 }
 
 /// The run detail as JSON, to compare a run before and after a rejected call.
-pub async fn snapshot(store: &Store, run_id: &str) -> (Value, usize) {
+pub async fn snapshot(store: &Store, run_id: &str) -> (RunDetail, usize) {
     let detail = store.get_run(run_id).await.expect("get_run");
     let n_events = store
         .run_events(run_id, None)
         .await
         .expect("run_events")
         .len();
-    (
-        serde_json::to_value(detail).expect("run detail serializes"),
-        n_events,
-    )
+    (detail, n_events)
 }

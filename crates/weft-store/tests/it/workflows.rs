@@ -129,8 +129,8 @@ async fn check_start_run(store: Store) {
     assert_eq!(
         (
             detail.output.clone(),
-            detail.started_at.clone(),
-            detail.finished_at.clone()
+            detail.started_at_ms,
+            detail.finished_at_ms
         ),
         (None, None, None)
     );
