@@ -334,6 +334,8 @@ mod tests {
                     in_flight: 1,
                     completed: 1,
                     failed: 1,
+                    undone: 0,
+                    undo_failed: 0,
                 }),
             }],
         }
