@@ -583,7 +583,7 @@ impl Store {
         };
         let sql = format!(
             "SELECT c.run_id, c.position, c.idx, c.item, c.ready_at, r.trace_id, r.baggage, r.workflow, \
-             r.version, r.status AS run_status, r.input \
+             r.version, r.status AS run_status, r.reason AS run_reason, r.error AS run_error, r.input \
              FROM weft_children c JOIN weft_runs r ON r.run_id = c.run_id \
              WHERE c.status = '{}' AND c.ready_at <= $1 AND c.queue IN ({}) AND c.handler IN ({}){skip} \
              ORDER BY c.ready_at LIMIT {room}{lock}",
