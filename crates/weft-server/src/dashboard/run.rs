@@ -38,17 +38,19 @@ fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
-/// The critical path's input from a run's rows and history.
+/// The critical path's input from a run's rows and history: each step's
+/// forward attempts (undos run after the run's outcome is set); a `for_each`
+/// step's children as one span, from its first claim to its last end (still
+/// open while a child runs).
 pub(crate) fn step_times(run: &RunDetail, events: &[weft_api::EventRecord]) -> Vec<StepTimes> {
     let mut steps: Vec<StepTimes> = run
         .steps
         .iter()
-        .map(|s| StepTimes {
-            name: s.name.clone(),
-            depends_on: s.depends_on.clone(),
-            attempts: s
+        .map(|s| {
+            let mut attempts: Vec<AttemptTimes> = s
                 .attempts
                 .iter()
+                .filter(|a| !is_undo(a))
                 .filter_map(|a| {
                     Some(AttemptTimes {
                         attempt: a.attempt,
@@ -56,8 +58,25 @@ pub(crate) fn step_times(run: &RunDetail, events: &[weft_api::EventRecord]) -> V
                         finished_ms: a.finished_at.as_deref().and_then(ms),
                     })
                 })
-                .collect(),
-            ..StepTimes::default()
+                .collect();
+            if s.children.is_some() && !attempts.is_empty() {
+                let open = attempts.iter().any(|a| a.finished_ms.is_none());
+                attempts = vec![AttemptTimes {
+                    attempt: attempts.iter().map(|a| a.attempt).min().unwrap_or(1),
+                    claimed_ms: attempts.iter().map(|a| a.claimed_ms).min().unwrap_or(0),
+                    finished_ms: if open {
+                        None
+                    } else {
+                        attempts.iter().filter_map(|a| a.finished_ms).max()
+                    },
+                }];
+            }
+            StepTimes {
+                name: s.name.clone(),
+                depends_on: s.depends_on.clone(),
+                attempts,
+                ..StepTimes::default()
+            }
         })
         .collect();
     let parsed: Vec<(&str, Option<&str>, i64)> = events
