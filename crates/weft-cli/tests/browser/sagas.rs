@@ -5,6 +5,7 @@
 //! node with its children's counts and one Gantt row, under the page-weight
 //! budget.
 
+use fantoccini::Locator;
 use serde_json::{Value, json};
 use weft_worker::{HandlerError, TaskContext};
 
@@ -70,6 +71,21 @@ fn worker(env: &Env) -> SdkWorker {
     )
 }
 
+/// A screenshot of the whole page (a taller window), then the usual one.
+async fn tall_shot(browser: &Browser, name: &str) {
+    browser
+        .client
+        .set_window_size(1200, 1700)
+        .await
+        .expect("a taller window");
+    browser.shot(name).await;
+    browser
+        .client
+        .set_window_size(1200, 700)
+        .await
+        .expect("the usual window");
+}
+
 /// The steps the page's elements matching `css` name, in page order.
 async fn steps_of(browser: &Browser, css: &str) -> Vec<String> {
     let found = browser
@@ -88,7 +104,19 @@ async fn compensated_saga_page(env: &Env, browser: &Browser) {
     let run = env.wait_finished(&run_id).await;
     assert_eq!(run.status, "compensated", "{run:#?}");
     browser.goto(env, &format!("/runs/{run_id}")).await;
-    browser.shot("run-saga").await;
+    tall_shot(browser, "run-saga").await;
+    // The undo bars and the chain alone (README's saga screenshot).
+    for (css, name) in [("#gantt", "run-saga-gantt"), ("#undo", "run-saga-undo")] {
+        let png = browser
+            .client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("find {css}: {e}"))
+            .screenshot()
+            .await
+            .expect("a screenshot of the element");
+        std::fs::write(browser.shots.join(format!("{name}.png")), png).expect("save it");
+    }
     let status = |s: &str| {
         format!("return document.querySelector('#dag .node[data-step={s}]').dataset.status")
     };
@@ -255,7 +283,7 @@ async fn for_each_page(env: &Env, browser: &Browser) {
     assert_eq!(run.status, "completed", "{run:#?}");
     let attempts = step(&run, "work").attempts.len();
     browser.goto(env, &format!("/runs/{run_id}")).await;
-    browser.shot("run-for-each").await;
+    tall_shot(browser, "run-for-each").await;
     assert_eq!(
         browser.count("#dag .node").await,
         1,
@@ -282,6 +310,10 @@ async fn for_each_page(env: &Env, browser: &Browser) {
             .await
             .starts_with("children 50/50 ✓ 0 ✗")
     );
+    // The critical path goes through the fan-out as one span, not one
+    // segment per child.
+    let on_path = browser.count("#critical-path .seg-label").await;
+    assert!((1..=3).contains(&on_path), "{on_path} segments on the path");
     // The attempts table is capped, the rest in the run's JSON.
     assert_eq!(
         browser.count("#step-work table.attempts tbody tr").await,
