@@ -771,7 +771,9 @@ fn undo_view(
     events: &[weft_api::EventRecord],
     text: &dyn Fn(&str) -> String,
 ) -> Option<Value> {
-    let started = events.iter().find(|e| e.kind == "compensation.started");
+    let started = events
+        .iter()
+        .find(|e| e.kind == weft_core::EventKind::CompensationStarted.as_str());
     if started.is_none() && run.steps.iter().all(|s| s.undo.is_none()) {
         return None;
     }
