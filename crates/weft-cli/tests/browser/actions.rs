@@ -31,7 +31,7 @@ const ADMIN: &str = "bootstrap-admin-token-for-the-dashboard-roles-0123456789";
 const PEPPER: &str = "a dashboard-roles pepper of at least sixteen bytes";
 
 impl Browser {
-    async fn click(&self, css: &str) {
+    pub(crate) async fn click(&self, css: &str) {
         self.client
             .find(Locator::Css(css))
             .await
@@ -53,7 +53,7 @@ impl Browser {
 
     /// Answers the open confirmation dialog: its question, after typing
     /// `comment` if given and pressing Confirm.
-    async fn confirm(&self, comment: Option<&str>) -> String {
+    pub(crate) async fn confirm(&self, comment: Option<&str>) -> String {
         self.until(
             "the confirmation opens",
             "const d = document.getElementById('confirm'); return !!d && d.open",

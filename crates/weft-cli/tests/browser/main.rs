@@ -19,6 +19,7 @@ mod harness;
 mod dashboard;
 
 mod actions;
+mod sagas;
 
 use std::{
     net::TcpListener,

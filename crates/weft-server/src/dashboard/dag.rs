@@ -116,8 +116,13 @@ impl RenderBackend for Collect {
     }
 }
 
-/// Lays out `steps` (name and dependencies, definition order) top to bottom.
-pub(crate) fn layout(steps: &[(String, Vec<String>)]) -> Dag {
+/// Lays out `steps` (name and dependencies, definition order) top to
+/// bottom, each node sized for the text `label` gives it (its name, or a
+/// `for_each` step's counts beside it).
+pub(crate) fn layout_labelled(
+    steps: &[(String, Vec<String>)],
+    label: impl Fn(&str) -> String,
+) -> Dag {
     if steps.is_empty() {
         return Dag::default();
     }
@@ -125,7 +130,7 @@ pub(crate) fn layout(steps: &[(String, Vec<String>)]) -> Dag {
     let handles: Vec<_> = steps
         .iter()
         .map(|(name, _)| {
-            let size = pad_shape_scalar(get_size_for_str(name, 14), 14.0);
+            let size = pad_shape_scalar(get_size_for_str(&label(name), 14), 14.0);
             let size = Point::new(size.x.max(90.0), size.y);
             let shape = ShapeKind::new_box(name);
             let elem = Element::create_with_properties(
@@ -196,7 +201,7 @@ mod tests {
                 vec!["left".to_owned(), "right".to_owned()],
             ),
         ];
-        let dag = super::layout(&steps);
+        let dag = super::layout_labelled(&steps, str::to_owned);
         assert_eq!(dag.nodes.len(), 4, "{dag:?}");
         assert_eq!(dag.edges.len(), 4, "{dag:?}");
         let y = |n: &str| dag.nodes.iter().find(|d| d.name == n).unwrap().y;

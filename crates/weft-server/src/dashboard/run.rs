@@ -38,17 +38,19 @@ fn pretty(value: &Value) -> String {
     serde_json::to_string_pretty(value).unwrap_or_default()
 }
 
-/// The critical path's input from a run's rows and history.
+/// The critical path's input from a run's rows and history: each step's
+/// forward attempts (undos run after the run's outcome is set); a `for_each`
+/// step's children as one span, from its first claim to its last end (still
+/// open while a child runs).
 pub(crate) fn step_times(run: &RunDetail, events: &[weft_api::EventRecord]) -> Vec<StepTimes> {
     let mut steps: Vec<StepTimes> = run
         .steps
         .iter()
-        .map(|s| StepTimes {
-            name: s.name.clone(),
-            depends_on: s.depends_on.clone(),
-            attempts: s
+        .map(|s| {
+            let mut attempts: Vec<AttemptTimes> = s
                 .attempts
                 .iter()
+                .filter(|a| !is_undo(a))
                 .filter_map(|a| {
                     Some(AttemptTimes {
                         attempt: a.attempt,
@@ -56,8 +58,25 @@ pub(crate) fn step_times(run: &RunDetail, events: &[weft_api::EventRecord]) -> V
                         finished_ms: a.finished_at.as_deref().and_then(ms),
                     })
                 })
-                .collect(),
-            ..StepTimes::default()
+                .collect();
+            if s.children.is_some() && !attempts.is_empty() {
+                let open = attempts.iter().any(|a| a.finished_ms.is_none());
+                attempts = vec![AttemptTimes {
+                    attempt: attempts.iter().map(|a| a.attempt).min().unwrap_or(1),
+                    claimed_ms: attempts.iter().map(|a| a.claimed_ms).min().unwrap_or(0),
+                    finished_ms: if open {
+                        None
+                    } else {
+                        attempts.iter().filter_map(|a| a.finished_ms).max()
+                    },
+                }];
+            }
+            StepTimes {
+                name: s.name.clone(),
+                depends_on: s.depends_on.clone(),
+                attempts,
+                ..StepTimes::default()
+            }
         })
         .collect();
     let parsed: Vec<(&str, Option<&str>, i64)> = events
@@ -84,6 +103,35 @@ struct Row {
     y: f64,
     crit: bool,
     segs: Vec<Seg>,
+    /// `forward`, `compensate` (an undo) or `children` (a `for_each`
+    /// step's children, one row).
+    kind: &'static str,
+    /// For an undo: the forward attempt it undoes.
+    undoes: Option<i64>,
+}
+
+/// One row before it is placed: label, step, attempt, on the critical
+/// path, segments, kind, the attempt an undo undoes.
+type RowParts = (
+    String,
+    String,
+    String,
+    bool,
+    Vec<Seg>,
+    &'static str,
+    Option<i64>,
+);
+
+/// The most failed children's attempts one `for_each` row marks.
+const MAX_CHILD_MARKS: usize = 20;
+/// The most attempts a `for_each` step's attempts table lists.
+const MAX_CHILD_ATTEMPTS: usize = 20;
+/// The most failed children whose errors a `for_each` step shows.
+const MAX_FAILED_CHILDREN: usize = 5;
+
+/// Whether an attempt is an undo (saga compensation).
+fn is_undo(a: &weft_api::AttemptDetail) -> bool {
+    a.kind == "compensate"
 }
 
 #[derive(Serialize)]
@@ -121,9 +169,54 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
             .iter()
             .any(|s| s.step == step && (attempt.is_none() || s.attempt == attempt))
     };
-    let mut rows = Vec::new();
+    let mut rows: Vec<RowParts> = Vec::new();
+    let mut undos: Vec<(i64, &StepDetail, &weft_api::AttemptDetail)> = Vec::new();
     for (step, st) in run.steps.iter().zip(times) {
-        if step.attempts.is_empty() {
+        for a in step.attempts.iter().filter(|a| is_undo(a)) {
+            if let Some(claimed) = ms(&a.claimed_at) {
+                undos.push((claimed, step, a));
+            }
+        }
+        let forward: Vec<&weft_api::AttemptDetail> =
+            step.attempts.iter().filter(|a| !is_undo(a)).collect();
+        // A `for_each` step's children: one row with their count, the
+        // span of their attempts and a mark per failed attempt (capped).
+        if let Some(children) = &step.children {
+            let claims: Vec<(i64, i64, &str)> = forward
+                .iter()
+                .filter_map(|a| {
+                    let claimed = ms(&a.claimed_at)?;
+                    let end = a.finished_at.as_deref().and_then(ms).unwrap_or(t1);
+                    Some((claimed, end, a.status.as_str()))
+                })
+                .collect();
+            let what = format!("{} ({} children)", step.name, children.total);
+            let mut segs = Vec::new();
+            if let (Some(first), Some(last)) = (
+                claims.iter().map(|c| c.0).min(),
+                claims.iter().map(|c| c.1).max(),
+            ) {
+                segs.push(seg("children", first, last, &what));
+            }
+            segs.extend(
+                claims
+                    .iter()
+                    .filter(|c| c.2 == "failed")
+                    .take(MAX_CHILD_MARKS)
+                    .map(|c| seg("failed", c.0, c.1, &what)),
+            );
+            rows.push((
+                format!("{} ×{}", step.name, children.total),
+                step.name.clone(),
+                String::new(),
+                on_path(&step.name, None),
+                segs,
+                "children",
+                None,
+            ));
+            continue;
+        }
+        if forward.is_empty() {
             if let Some(start) = st.waiting_ms {
                 let end = st.ended_ms.unwrap_or(t1);
                 rows.push((
@@ -132,12 +225,14 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
                     String::new(),
                     on_path(&step.name, None),
                     vec![seg("wait", start, end, &step.name)],
+                    "forward",
+                    None,
                 ));
             }
             continue;
         }
         let mut prev_end: Option<i64> = None;
-        for a in &step.attempts {
+        for a in forward {
             let Some(claimed) = ms(&a.claimed_at) else {
                 continue;
             };
@@ -196,16 +291,43 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
                 a.attempt.to_string(),
                 on_path(&step.name, Some(a.attempt)),
                 segs,
+                "forward",
+                None,
             ));
         }
         // Still backing off, or ready again and waiting for a worker.
         if let (Some(prev), false) = (prev_end, st.ended_ms.is_some())
+            && step.undo.is_none()
             && !matches!(step.status.as_str(), "running")
             && prev < t1
             && let Some(row) = rows.last_mut()
         {
             row.4.push(seg("backoff", prev, t1, &step.name));
         }
+    }
+    // The undos on the same axis, in the order they ran, each marked as
+    // the undo of its step's forward attempt.
+    undos.sort_by_key(|u| (u.0, u.2.attempt));
+    for (claimed, step, a) in undos {
+        let end = a.finished_at.as_deref().and_then(ms).unwrap_or(t1);
+        let what = match a.undoes_attempt {
+            Some(n) => format!("undo of {} #{n} (attempt #{})", step.name, a.attempt),
+            None => format!("undo of {} (attempt #{})", step.name, a.attempt),
+        };
+        let kind = if a.status == "failed" {
+            "undo_failed"
+        } else {
+            "undo"
+        };
+        rows.push((
+            format!("undo {} #{}", step.name, a.attempt),
+            step.name.clone(),
+            a.attempt.to_string(),
+            false,
+            vec![seg(kind, claimed, end, &what)],
+            "compensate",
+            a.undoes_attempt,
+        ));
     }
     if !path.segments.is_empty() {
         rows.push((
@@ -221,19 +343,25 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
                     g
                 })
                 .collect(),
+            "critical",
+            None,
         ));
     }
     let rows: Vec<Row> = rows
         .into_iter()
         .enumerate()
-        .map(|(i, (label, step, attempt, crit, segs))| Row {
-            label,
-            step,
-            attempt,
-            y: 18.0 + i as f64 * ROW_HEIGHT,
-            crit,
-            segs,
-        })
+        .map(
+            |(i, (label, step, attempt, crit, segs, kind, undoes))| Row {
+                label,
+                step,
+                attempt,
+                y: 18.0 + i as f64 * ROW_HEIGHT,
+                crit,
+                segs,
+                kind,
+                undoes,
+            },
+        )
         .collect();
     let ticks = (0..=4)
         .map(|i| {
@@ -259,6 +387,9 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
             "failed",
             "backoff",
             "wait",
+            "children",
+            "undo",
+            "undo_failed",
         ],
     }
 }
@@ -268,6 +399,10 @@ struct NodeView {
     name: String,
     label: String,
     status: String,
+    /// The step's undo when it failed or was skipped (marked on the node).
+    undo_mark: Option<String>,
+    /// A `for_each` step's children counts.
+    children: Option<weft_api::ChildCounts>,
     crit: bool,
     x: f64,
     y: f64,
@@ -319,21 +454,27 @@ pub(crate) async fn run_page(
         .iter()
         .map(|s| (s.name.clone(), s.depends_on.clone()))
         .collect();
-    let laid = dag::layout(&shape);
-    let status_of = |name: &str| {
-        run.steps
-            .iter()
-            .find(|s| s.name == name)
-            .map_or_else(|| "pending".to_owned(), |s| s.status.clone())
+    let step_of = |name: &str| run.steps.iter().find(|s| s.name == name);
+    // A `for_each` step is one node with its children's counts.
+    let label_of = |name: &str| match step_of(name).and_then(|s| s.children) {
+        Some(c) => children_label(name, &c),
+        None => name.to_owned(),
     };
+    let laid = dag::layout_labelled(&shape, label_of);
+    let status_of =
+        |name: &str| step_of(name).map_or_else(|| "pending".to_owned(), |s| s.status.clone());
     let crit_edge =
         |from: &str, to: &str| path.steps.windows(2).any(|w| w[0] == from && w[1] == to);
     let nodes: Vec<NodeView> = laid
         .nodes
         .iter()
         .map(|n| NodeView {
-            label: n.name.clone(),
+            label: label_of(&n.name),
             status: status_of(&n.name),
+            undo_mark: step_of(&n.name)
+                .and_then(|s| s.undo.clone())
+                .filter(|u| matches!(u.as_str(), "failed" | "skipped")),
+            children: step_of(&n.name).and_then(|s| s.children),
             crit: path.steps.contains(&n.name),
             x: n.x,
             y: n.y,
@@ -406,9 +547,19 @@ pub(crate) async fn run_page(
     let actions = actions(&events, &presenter);
     // The buttons that apply to the run's state (the role is `session`'s).
     let status = RunStatus::parse(&run.status);
+    let undo = undo_view(&run, &events, &text);
     let buttons = context! {
-        cancel => matches!(status, Some(RunStatus::Pending | RunStatus::Running)),
+        cancel => matches!(status, Some(RunStatus::Pending | RunStatus::Running | RunStatus::Compensating)),
         retry => matches!(status, Some(RunStatus::Failed | RunStatus::Cancelled)),
+        retry_undos => run.reason.as_deref() == Some("compensation_failed"),
+        // A failed undo an operator may mark as skipped (with a comment).
+        skip_undos => run.steps.iter()
+            .filter(|s| s.undo.as_deref() == Some("failed"))
+            .map(|s| context! {
+                name => s.name,
+                url => format!("/v1/runs/{}/steps/{}/compensation/skip", run.run_id, super::encode(&s.name)),
+            })
+            .collect::<Vec<_>>(),
         approvals => run.steps.iter()
             .filter(|s| {
                 s.kind == StepKind::Approval.as_str()
@@ -440,6 +591,8 @@ pub(crate) async fn run_page(
         "skipped",
         "cancelled",
         "pending",
+        "compensating",
+        "compensated",
     ];
     Ok(render(
         StatusCode::OK,
@@ -463,7 +616,7 @@ pub(crate) async fn run_page(
                 }).collect::<Vec<_>>(),
             },
             dag => context! { width => laid.width, height => laid.height, nodes, edges },
-            gantt, critical, steps, history, legend, actions, buttons, session,
+            gantt, critical, steps, history, legend, actions, buttons, session, undo,
         },
     ))
 }
@@ -514,13 +667,23 @@ fn step_view(
         .map(|i| presenter.shown(&weft_core::machine::task_input(def, i, run_input, outputs)));
     let lines: &[Value] = logs.get(s.name.as_str()).map_or(&[], Vec::as_slice);
     let dur = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), format::human_ms);
+    // A `for_each` step lists its first attempts only; all are in the JSON.
+    let cap = if s.children.is_some() {
+        MAX_CHILD_ATTEMPTS
+    } else {
+        usize::MAX
+    };
     let attempts: Vec<Value> = s
         .attempts
         .iter()
+        .take(cap)
         .map(|a| {
             let t = a.timing.as_ref();
             serde_json::json!({
                 "attempt": a.attempt,
+                "index": a.index,
+                "undo": is_undo(a),
+                "undoes": a.undoes_attempt,
                 "status": a.status,
                 "reason": a.reason,
                 "worker": a.worker_id,
@@ -547,9 +710,118 @@ fn step_view(
         "output": clip(s.output.as_ref().map(pretty).unwrap_or_default(), MAX_SHOWN_BYTES),
         "error": s.error.as_deref().map(|e| clip(text(e), MAX_SHOWN_BYTES)),
         "attempts": attempts,
+        "attempt_count": s.attempts.len(),
+        "attempts_left_out": s.attempts.len().saturating_sub(attempts.len()),
+        "undo": s.undo,
+        "children": s.children.map(|c| serde_json::json!({
+            "label": children_label(&s.name, &c),
+            "total": c.total, "pending": c.pending, "in_flight": c.in_flight,
+            "completed": c.completed, "failed": c.failed,
+        })),
+        "failed_children": failed_children(s, text),
         "logs": lines.get(lines.len().saturating_sub(MAX_LOG_LINES)..).unwrap_or_default(),
         "logs_left_out": lines.len().saturating_sub(MAX_LOG_LINES),
         "name_q": super::encode(&s.name),
         "crit": path.steps.contains(&s.name),
     })
+}
+
+/// A `for_each` node's text: `work · 998/1000 ✓ 2 ✗`.
+fn children_label(name: &str, c: &weft_api::ChildCounts) -> String {
+    format!("{name} · {}/{} ✓ {} ✗", c.completed, c.total, c.failed)
+}
+
+/// A `for_each` step's first failed children (by index): the child whose
+/// latest attempt failed, with that attempt's error.
+fn failed_children(s: &StepDetail, text: &dyn Fn(&str) -> String) -> Vec<Value> {
+    if s.children.is_none_or(|c| c.failed == 0) {
+        return Vec::new();
+    }
+    let mut latest: BTreeMap<i64, &weft_api::AttemptDetail> = BTreeMap::new();
+    for a in s.attempts.iter().filter(|a| !is_undo(a)) {
+        if let Some(i) = a.index {
+            let e = latest.entry(i).or_insert(a);
+            if a.attempt > e.attempt {
+                *e = a;
+            }
+        }
+    }
+    latest
+        .into_iter()
+        .filter(|(_, a)| a.status == "failed")
+        .take(MAX_FAILED_CHILDREN)
+        .map(|(i, a)| {
+            serde_json::json!({
+                "index": i,
+                "attempt": a.attempt,
+                "reason": a.reason,
+                "error": a.error.as_deref().map(|e| clip(text(e), MAX_SHOWN_BYTES)),
+            })
+        })
+        .collect()
+}
+
+/// The run's undo chain: one row per step being undone, in the order its
+/// undo first ran (those not run yet last, in reverse manifest order), with
+/// its `undo` status, attempts and last error; and the run's original
+/// failure (the reason `compensation.started` recorded). `None` when the
+/// run never compensated.
+fn undo_view(
+    run: &RunDetail,
+    events: &[weft_api::EventRecord],
+    text: &dyn Fn(&str) -> String,
+) -> Option<Value> {
+    let started = events
+        .iter()
+        .find(|e| e.kind == weft_core::EventKind::CompensationStarted.as_str());
+    if started.is_none() && run.steps.iter().all(|s| s.undo.is_none()) {
+        return None;
+    }
+    let reason = started
+        .and_then(|e| e.data.get("reason"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| run.reason.clone());
+    // The failure that started it: the first step that failed going forward.
+    let error = run
+        .steps
+        .iter()
+        .find(|s| s.status == "failed" && s.reason.as_deref() != Some("compensation_failed"))
+        .and_then(|s| s.error.clone())
+        .or_else(|| {
+            (run.reason.as_deref() != Some("compensation_failed"))
+                .then(|| run.error.clone())
+                .flatten()
+        });
+    let mut rows: Vec<(i64, usize, Value)> = run
+        .steps
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.undo.is_some())
+        .map(|(i, s)| {
+            let undos: Vec<&weft_api::AttemptDetail> =
+                s.attempts.iter().filter(|a| is_undo(a)).collect();
+            let first = undos
+                .iter()
+                .filter_map(|a| ms(&a.claimed_at))
+                .min()
+                .unwrap_or(i64::MAX);
+            let last = undos.last();
+            let row = serde_json::json!({
+                "step": s.name,
+                "undo": s.undo,
+                "attempts": undos.len(),
+                "undoes": last.and_then(|a| a.undoes_attempt),
+                "error": last.and_then(|a| a.error.as_deref()).map(|e| clip(text(e), MAX_SHOWN_BYTES)),
+                "started": last.map(|a| format::short_time(&a.claimed_at)),
+            });
+            (first, usize::MAX - i, row)
+        })
+        .collect();
+    rows.sort_by_key(|r| (r.0, r.1));
+    Some(serde_json::json!({
+        "reason": reason,
+        "error": error.map(|e| clip(text(&e), MAX_SHOWN_BYTES)),
+        "rows": rows.into_iter().map(|r| r.2).collect::<Vec<_>>(),
+    }))
 }

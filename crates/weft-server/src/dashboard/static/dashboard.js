@@ -42,7 +42,7 @@
     const d = document.getElementById("step-" + step);
     if (d) d.open = true;
   }
-  const RUN_PARTS = ["run-facts", "run-actions", "critical-path", "dag", "gantt-span", "gantt", "steps", "step-details", "run-people", "history"];
+  const RUN_PARTS = ["run-facts", "run-actions", "critical-path", "dag", "gantt-span", "gantt", "run-undo", "steps", "step-details", "run-people", "history"];
   let es = null;
   // Re-renders the run's parts in place, keeping scroll, open steps and the
   // selection; follows the stream again if the run is live again (a retry).
@@ -73,7 +73,10 @@
     };
     es.onmessage = refresh;
     ["run.started", "step.ready", "step.running", "step.skipped", "step.waiting", "step.completed", "step.retrying",
-     "step.failed", "step.cancelled", "run.completed", "run.failed", "run.cancelled", "run.retried"]
+     "step.failed", "step.cancelled", "run.completed", "run.failed", "run.cancelled", "run.retried",
+     "step.fanned_out", "child.completed", "child.failed", "compensation.started", "step.compensating",
+     "step.compensated", "step.compensation_failed", "compensation.completed", "compensation.failed",
+     "compensation.skipped", "compensation.cancelled"]
       .forEach((k) => es.addEventListener(k, refresh));
   }
   if (live) {
