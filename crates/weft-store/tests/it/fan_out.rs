@@ -43,7 +43,13 @@ async fn check_for_each_runs_a_window_and_gathers_in_order(store: Store) {
     assert_eq!(out[0].step, "work");
     assert_eq!(
         out[0].input,
-        json!({"input": {"k": 1}, "steps": {"list": {"items": ["a", "b", "c", "d", "e"]}}, "item": "a", "index": 0})
+        json!({
+            "input": {"k": 1},
+            "steps": {"list": {"items": ["a", "b", "c", "d", "e"]}},
+            "upstream": {"list": {"status": "completed", "reason": null, "error": null}},
+            "item": "a",
+            "index": 0
+        })
     );
     assert_eq!(
         (out[1].input["item"].clone(), index_of(&out[1])),
