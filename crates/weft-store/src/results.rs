@@ -449,7 +449,7 @@ impl Store {
         self.end_attempts(tx, Which::Lease(lease_id), &end, now, Some(&stored))
             .await?;
         let item_index = lease.opt_int("item_index")?;
-        let mut data = end.data(serde_json::to_value(&stored).expect("timing serializes"));
+        let mut data = end.data(serde_json::to_value(stored).expect("timing serializes"));
         if let (Some(index), Some(map)) = (item_index, data.as_object_mut()) {
             map.insert("index".into(), index.into());
         }

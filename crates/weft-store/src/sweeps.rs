@@ -230,7 +230,7 @@ impl Store {
                 });
             }
             if let Some(kind) = end.kind {
-                let mut data = end.data(serde_json::to_value(&stored).expect("timing serializes"));
+                let mut data = end.data(serde_json::to_value(stored).expect("timing serializes"));
                 if let (Some(index), Some(map)) = (item_index, data.as_object_mut()) {
                     map.insert("index".into(), index.into());
                 }
