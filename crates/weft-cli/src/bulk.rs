@@ -51,6 +51,7 @@ impl BulkArgs {
             trace_id: self.trace_id.clone(),
             since: self.since.clone(),
             until: self.until.clone(),
+            metadata: Default::default(),
             expected,
             dry_run,
         }
