@@ -250,4 +250,24 @@ pub async fn bulk_by_metadata(db_url: String) {
         assert_eq!(error["error"]["code"], code, "{body}: {error}");
     }
     assert_eq!(env.client.get_run(&theirs).await.unwrap().status, "pending");
+
+    // The CLI's form: `--meta KEY=VALUE` narrows it the same way.
+    let (code, out, err) = weft(
+        &env,
+        &[
+            "cancel",
+            "--workflow",
+            "bulk_meta",
+            "--meta",
+            "customer=7",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 of 1 run(s) cancelled"), "{out}");
+    assert_eq!(
+        env.client.get_run(&theirs).await.unwrap().status,
+        "cancelled"
+    );
 }
