@@ -17,7 +17,11 @@ pub const MAX_BULK_RUNS: u32 = 1000;
 /// `expected` nothing is done and the answer is 409 `count_changed`, whose
 /// message says the number now, so a confirmation never acts on runs the
 /// person did not see counted.
+///
+/// A field the filter does not know is 400 `invalid_json`: a misspelt filter
+/// never widens the action.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct BulkActionRequest {
     /// Only runs of this workflow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -36,6 +40,11 @@ pub struct BulkActionRequest {
     /// now such as `10m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// Only runs started with each of these metadata pairs (the
+    /// `meta.<key>=<value>` filters of `GET /v1/runs`; at most 16, bounded
+    /// like a start's metadata, else 400 `invalid_metadata`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub metadata: std::collections::BTreeMap<String, String>,
     /// How many runs the caller expects the action to apply to, 0 to
     /// [`MAX_BULK_RUNS`]; not checked on a dry run.
     #[serde(default)]

@@ -29,6 +29,9 @@ pub(crate) struct BulkArgs {
     /// Only runs created before: an RFC 3339 time or a duration back from now (10m).
     #[arg(long)]
     until: Option<String>,
+    /// Only runs started with this metadata; repeatable (all must match).
+    #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = crate::parse_meta)]
+    meta: Vec<(String, String)>,
     /// Act without asking (needed when standard input is not a terminal).
     #[arg(long)]
     yes: bool,
@@ -42,6 +45,7 @@ impl BulkArgs {
             || self.trace_id.is_some()
             || self.since.is_some()
             || self.until.is_some()
+            || !self.meta.is_empty()
     }
 
     fn request(&self, expected: u32, dry_run: bool) -> BulkActionRequest {
@@ -51,6 +55,7 @@ impl BulkArgs {
             trace_id: self.trace_id.clone(),
             since: self.since.clone(),
             until: self.until.clone(),
+            metadata: self.meta.iter().cloned().collect(),
             expected,
             dry_run,
         }

@@ -11,7 +11,7 @@ use weft_core::EventKind;
 pub enum EventsCommand {
     /// Every history event kind, with what it means and its payload fields.
     Catalog {
-        /// Print JSON: `{"kinds": [{"kind", "description", "fields": [{"name", "type", "required", "description"}]}]}`.
+        /// Print JSON: `{"kinds": [{"kind", "description", "fields": [{"name", "type", "required", "description"}]}], "action_fields": [...]}`.
         #[arg(long)]
         json: bool,
     },
@@ -55,7 +55,18 @@ pub fn catalog() -> Value {
             })
         })
         .collect();
-    json!({ "kinds": kinds })
+    let action_fields: Vec<Value> = weft_core::event::ACTION_FIELDS
+        .iter()
+        .map(|f| {
+            json!({
+                "name": f.name,
+                "type": f.shape,
+                "required": f.always,
+                "description": f.description,
+            })
+        })
+        .collect();
+    json!({ "kinds": kinds, "action_fields": action_fields })
 }
 
 /// The catalogue as text: each kind and its description, then one line per
@@ -63,8 +74,18 @@ pub fn catalog() -> Value {
 fn catalog_text() -> String {
     let mut out = String::from(
         "Every event has seq, type, at, step and attempt (step and attempt when it concerns one); \
-         the fields below are its data.\n\n",
+         the fields below are its data.\n\
+         Any event written by a person's action (or an approval's timeout) also carries:\n",
     );
+    for f in weft_core::event::ACTION_FIELDS {
+        out.push_str(&format!(
+            "    {:<14} {:<9} {}\n",
+            f.name,
+            format!("{}?", f.shape),
+            f.description
+        ));
+    }
+    out.push('\n');
     for kind in EventKind::ALL {
         out.push_str(&format!("{:<18} {}\n", kind.as_str(), kind.description()));
         for f in kind.fields() {

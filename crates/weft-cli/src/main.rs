@@ -342,7 +342,7 @@ enum Command {
     /// Cancel a run, or with a filter instead of an id every pending or
     /// running run it matches (counted, shown and confirmed first).
     Cancel {
-        #[arg(required_unless_present_any = ["workflow", "status", "trace_id", "since", "until"], conflicts_with_all = ["workflow", "status", "trace_id", "since", "until", "yes"])]
+        #[arg(required_unless_present_any = ["workflow", "status", "trace_id", "since", "until", "meta"], conflicts_with_all = ["workflow", "status", "trace_id", "since", "until", "meta", "yes"])]
         id: Option<String>,
         #[command(flatten)]
         filter: bulk::BulkArgs,
@@ -352,7 +352,7 @@ enum Command {
     /// Retry a failed or cancelled run from its failed steps, or with a
     /// filter instead of an id every failed or cancelled run it matches.
     Retry {
-        #[arg(required_unless_present_any = ["workflow", "status", "trace_id", "since", "until"], conflicts_with_all = ["workflow", "status", "trace_id", "since", "until", "yes"])]
+        #[arg(required_unless_present_any = ["workflow", "status", "trace_id", "since", "until", "meta"], conflicts_with_all = ["workflow", "status", "trace_id", "since", "until", "meta", "yes"])]
         id: Option<String>,
         #[command(flatten)]
         filter: bulk::BulkArgs,

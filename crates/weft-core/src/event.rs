@@ -72,6 +72,31 @@ const RELEASES: Field = field(
     "how many attempts of the step have been released, this one included",
 );
 
+/// The fields any event carries, whatever its kind, when a person's action
+/// wrote it (a start, cancel, retry, approval, rejection or skip, and every
+/// event that action's transition wrote), or an approval's `timeout` decided:
+/// who acted, for whom, and the decision's comment.
+pub const ACTION_FIELDS: &[Field] = &[
+    field(
+        "actor",
+        "string",
+        false,
+        "who acted: the token's name (the `X-Weft-Actor` header with authentication off), or `timeout` when an approval's timeout decided",
+    ),
+    field(
+        "on_behalf_of",
+        "string",
+        false,
+        "whom the actor acted for (the `X-Weft-Actor` header beside a token), when known",
+    ),
+    field(
+        "comment",
+        "string",
+        false,
+        "the decision's comment, as they wrote it",
+    ),
+];
+
 macro_rules! event_kinds {
     ($($(#[$meta:meta])* $variant:ident => $text:literal, $description:literal, [$($field:expr),* $(,)?];)+) => {
         /// The kind of a history event: `<subject>.<what happened>`, where the
@@ -202,6 +227,15 @@ event_kinds! {
 }
 
 impl EventKind {
+    /// Whether an event of this kind may carry the `data` key `key`: one of
+    /// its own fields or one of [`ACTION_FIELDS`].
+    pub fn carries(self, key: &str) -> bool {
+        self.fields()
+            .iter()
+            .chain(ACTION_FIELDS)
+            .any(|f| f.name == key)
+    }
+
     /// Whether an event of this kind ends its run (a live stream ends with it).
     pub fn ends_run(self) -> bool {
         matches!(
@@ -236,6 +270,9 @@ mod tests {
             assert_eq!(names.len(), kind.fields().len(), "{kind}: a field twice");
         }
         assert_eq!(EventKind::parse("step.running"), None);
+        assert!(EventKind::RunCancelled.carries("actor"));
+        assert!(EventKind::StepReady.carries("condition_ms"));
+        assert!(!EventKind::StepReady.carries("due_at_ms"));
         assert_eq!(EventKind::ALL.len(), 36);
     }
 }

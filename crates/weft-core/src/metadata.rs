@@ -18,8 +18,18 @@ pub const MAX_VALUE_LEN: usize = 256;
 /// What a key looks like: a letter, digit or `_`, then letters, digits,
 /// `_`, `.` and `-`, 1 to [`MAX_KEY_LEN`] characters in all.
 pub const KEY_PATTERN: &str = "^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$";
-/// What a value looks like: no control characters (C0, DEL, C1).
-pub const VALUE_PATTERN: &str = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$";
+/// What a value looks like: no control characters (C0, DEL, C1) and no
+/// bidirectional formatting characters, which would make a value shown in
+/// the dashboard or a CLI table read as something else.
+pub const VALUE_PATTERN: &str =
+    "^[^\\u0000-\\u001F\\u007F-\\u009F\\u061C\\u200E\\u200F\\u202A-\\u202E\\u2066-\\u2069]*$";
+
+/// Whether `c` is a bidirectional formatting character (the Unicode
+/// `Bidi_Control` property): ALM, LRM, RLM, the embeddings and overrides
+/// and the isolates.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061C}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
 
 /// Why a key, a value or a whole map is refused: a sentence for the
 /// caller, naming the key.
@@ -62,6 +72,11 @@ pub fn check_value(key: &str, value: &str) -> Result<(), MetadataError> {
     if value.chars().any(char::is_control) {
         return Err(MetadataError(format!(
             "metadata `{key}` must not contain control characters"
+        )));
+    }
+    if value.chars().any(is_bidi_control) {
+        return Err(MetadataError(format!(
+            "metadata `{key}` must not contain bidirectional formatting characters"
         )));
     }
     Ok(())
@@ -111,6 +126,13 @@ mod tests {
         assert!(check_value("k", &"a".repeat(257)).is_err());
         assert!(check_value("k", "a\nb").is_err());
         assert!(check_value("k", "a\u{85}b").is_err());
+        assert_eq!(check_value("k", "日本語 עברית"), Ok(()));
+        for bidi in ['\u{202E}', '\u{2066}', '\u{200F}', '\u{061C}'] {
+            assert!(
+                check_value("k", &format!("inv{bidi}fdp.exe")).is_err(),
+                "{bidi:?}"
+            );
+        }
     }
 
     #[test]

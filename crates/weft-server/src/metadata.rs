@@ -51,6 +51,23 @@ pub(crate) fn filters(
     Ok(out)
 }
 
+/// The metadata filters of a bulk action's body (`{"metadata": {k: v}}`),
+/// held to the rules of [`filters`].
+pub(crate) fn body_filters(
+    pairs: &BTreeMap<String, String>,
+    redactor: &Redactor,
+    redacted: bool,
+) -> Result<Vec<(String, String)>, ApiError> {
+    let query: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(
+            pairs
+                .iter()
+                .map(|(k, v)| (format!("{FILTER_PREFIX}{k}"), v)),
+        )
+        .finish();
+    filters(Some(&query), redactor, redacted)
+}
+
 /// Checks a start request's metadata: 400 `invalid_metadata`.
 pub(crate) fn check(metadata: &Metadata) -> Result<(), ApiError> {
     metadata::check(metadata)

@@ -623,6 +623,32 @@ impl Store {
             placeholders(2 + n_queues, request.handlers.len()),
         );
         let rows = tx.fetch_all(&sql, values).await?;
+        // A run with a corrupt row is left out (logged once), as in `claim`:
+        // one bad row never stops the other children being claimed.
+        let mut bad: std::collections::HashSet<String> = Default::default();
+        for row in &rows {
+            let run_id = row.text("run_id")?;
+            if runs.contains_key(&run_id) || bad.contains(&run_id) {
+                continue;
+            }
+            match run_info(row).and_then(|info| check_child_row(row).map(|()| info)) {
+                Ok(info) => {
+                    runs.insert(run_id, info);
+                }
+                Err(err @ Error::Corrupt(_)) => {
+                    self.skip_corrupt("claim", &err);
+                    bad.insert(run_id);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        let rows: Vec<_> = rows
+            .into_iter()
+            .filter(|row| {
+                row.text("run_id").is_ok_and(|id| !bad.contains(&id))
+                    && check_child_row(row).is_ok()
+            })
+            .collect();
         if rows.is_empty() {
             return Ok(());
         }
@@ -658,9 +684,6 @@ impl Store {
         let mut inputs: HashMap<(String, i64), Value> = HashMap::new();
         for row in &rows {
             let run_id = row.text("run_id")?;
-            if !runs.contains_key(&run_id) {
-                runs.insert(run_id.clone(), run_info(row)?);
-            }
             let run = &runs[&run_id];
             let def = self.definition_in(tx, &run.workflow, run.version).await?;
             let position = row.int("position")?;
@@ -1018,6 +1041,16 @@ fn run_info(row: &crate::db::Row) -> Result<RunInfo> {
 fn check_step_row(row: &crate::db::Row) -> Result<()> {
     row.int("position")?;
     row.int("n_attempts")?;
+    row.opt_int("ready_at")?;
+    Ok(())
+}
+
+/// Checks the child columns the claim reads, so that a corrupt child row is
+/// found before anything is written.
+fn check_child_row(row: &crate::db::Row) -> Result<()> {
+    row.int("position")?;
+    row.int("idx")?;
+    row.text("item")?;
     row.opt_int("ready_at")?;
     Ok(())
 }

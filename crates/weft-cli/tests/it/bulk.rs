@@ -174,3 +174,100 @@ pub async fn bulk_cancel_and_retry(db_url: String) {
     let (code, _, err) = weft(&env, &["cancel"]).await;
     assert_eq!(code, 2, "a run id or a filter is needed: {err}");
 }
+
+/// A bulk action narrowed by run metadata acts on exactly the runs `GET
+/// /v1/runs?meta.k=v` lists; a field the filter does not know is refused,
+/// never ignored (it would widen the action to every run of the workflow).
+pub async fn bulk_by_metadata(db_url: String) {
+    let env = Env::start(&db_url).await;
+    env.register("name: bulk_meta\nsteps:\n  - name: orphan\n    handler: bulk.nobody\n")
+        .await;
+    let start = |customer: &str| weft_api::StartRunRequest {
+        input: json!({}),
+        metadata: [("customer".to_owned(), customer.to_owned())].into(),
+        ..Default::default()
+    };
+    let mut ours = Vec::new();
+    for _ in 0..2 {
+        ours.push(
+            env.client
+                .start_run("bulk_meta", &start("42"))
+                .await
+                .unwrap()
+                .run_id,
+        );
+    }
+    let theirs = env
+        .client
+        .start_run("bulk_meta", &start("7"))
+        .await
+        .unwrap()
+        .run_id;
+    let by_customer = |expected: u32, dry_run: bool| BulkActionRequest {
+        metadata: [("customer".to_owned(), "42".to_owned())].into(),
+        dry_run,
+        ..filter("bulk_meta", expected)
+    };
+
+    let dry = env
+        .client
+        .cancel_runs(&by_customer(0, true))
+        .await
+        .expect("a dry run");
+    assert_eq!(dry.matched, 2, "{:?}", dry.runs);
+    let done = env
+        .client
+        .cancel_runs(&by_customer(2, false))
+        .await
+        .expect("bulk cancel by metadata");
+    let mut cancelled: Vec<String> = done.runs.iter().map(|r| r.run_id.clone()).collect();
+    cancelled.sort();
+    ours.sort();
+    assert_eq!(cancelled, ours);
+    assert_eq!(env.client.get_run(&theirs).await.unwrap().status, "pending");
+
+    // A misspelt filter field, and an out-of-bounds metadata key: 400, and
+    // nothing is done.
+    for (body, code) in [
+        (
+            json!({"workflow": "bulk_meta", "meta": {"customer": "7"}, "expected": 1}),
+            "invalid_json",
+        ),
+        (
+            json!({"workflow": "bulk_meta", "metadata": {"bad key": "7"}, "expected": 1}),
+            "invalid_metadata",
+        ),
+    ] {
+        let answer = env
+            .http
+            .post(format!("{}/v1/runs/cancel", env.server.url))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status().as_u16(), 400, "{body}");
+        let error: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(error["error"]["code"], code, "{body}: {error}");
+    }
+    assert_eq!(env.client.get_run(&theirs).await.unwrap().status, "pending");
+
+    // The CLI's form: `--meta KEY=VALUE` narrows it the same way.
+    let (code, out, err) = weft(
+        &env,
+        &[
+            "cancel",
+            "--workflow",
+            "bulk_meta",
+            "--meta",
+            "customer=7",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 of 1 run(s) cancelled"), "{out}");
+    assert_eq!(
+        env.client.get_run(&theirs).await.unwrap().status,
+        "cancelled"
+    );
+}

@@ -78,6 +78,7 @@ on_both_backends! {
     dag::dag_order_sdk_worker,
     dashboard::dashboard_pages,
     bulk::bulk_cancel_and_retry,
+    bulk::bulk_by_metadata,
     failures::retries_then_success,
     failures::timeout_kills_the_handler,
     failures::worker_killed_mid_step,

@@ -35,6 +35,8 @@ pub(crate) struct BulkFilter<'a> {
     pub(crate) trace_id: Option<&'a str>,
     pub(crate) since_ms: Option<i64>,
     pub(crate) until_ms: Option<i64>,
+    /// The metadata filters (`customer=42`), which the counts hold too.
+    pub(crate) metadata: &'a [(String, String)],
 }
 
 /// The bulk buttons for a filter whose counts per status are `counts`.
@@ -59,6 +61,13 @@ pub(crate) fn buttons(filter: &BulkFilter<'_>, counts: &[StatusCount]) -> Vec<Bu
             "trace_id": filter.trace_id,
             "since": filter.since_ms.map(weft_store::rfc3339),
             "until": filter.until_ms.map(weft_store::rfc3339),
+            "metadata": (!filter.metadata.is_empty()).then(|| {
+                filter
+                    .metadata
+                    .iter()
+                    .map(|(k, v)| (k.clone(), serde_json::Value::from(v.clone())))
+                    .collect::<serde_json::Map<String, serde_json::Value>>()
+            }),
             "expected": n,
         });
         if let Some(fields) = body.as_object_mut() {
@@ -89,4 +98,40 @@ pub(crate) fn buttons(filter: &BulkFilter<'_>, counts: &[StatusCount]) -> Vec<Bu
         }
     })
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_button_carries_the_metadata_filter_its_count_was_made_with() {
+        let metadata = [("customer".to_owned(), "42".to_owned())];
+        let filter = BulkFilter {
+            workflow: Some("etl"),
+            status: None,
+            trace_id: None,
+            since_ms: None,
+            until_ms: None,
+            metadata: &metadata,
+        };
+        let counts = [StatusCount {
+            status: RunStatus::Running,
+            count: 2,
+            capped: false,
+        }];
+        let cancel = &buttons(&filter, &counts)[0];
+        let body: serde_json::Value = serde_json::from_str(&cancel.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"workflow": "etl", "metadata": {"customer": "42"}, "expected": 2})
+        );
+        let none = BulkFilter {
+            metadata: &[],
+            ..filter
+        };
+        let body: serde_json::Value =
+            serde_json::from_str(&buttons(&none, &counts)[0].body).unwrap();
+        assert_eq!(body, json!({"workflow": "etl", "expected": 2}));
+    }
 }

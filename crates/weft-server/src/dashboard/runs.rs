@@ -257,6 +257,7 @@ pub(crate) async fn runs_page(
             trace_id: parsed.counts.trace_id.as_deref(),
             since_ms: parsed.counts.since_ms,
             until_ms: parsed.counts.until_ms,
+            metadata: &parsed.counts.metadata,
         },
         &counts,
     );

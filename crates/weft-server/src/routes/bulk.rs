@@ -4,7 +4,7 @@
 //! action (same state machine, same history events with the caller as
 //! `actor`), one run after another.
 
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{Extension, Json, extract::State, http::StatusCode};
 use weft_api::{
     BulkActionRequest, BulkActionResponse, BulkRefusal, ErrorBody, ErrorDetail, MAX_BULK_RUNS,
 };
@@ -15,6 +15,7 @@ use super::ApiResult;
 use crate::{
     ApiError, AppState,
     actor::Acting,
+    auth::Principal,
     extract,
     limits::{self, Validate},
 };
@@ -68,28 +69,35 @@ impl Bulk {
 #[utoipa::path(post, path = "/v1/runs/cancel", tag = "runs", request_body = BulkActionRequest, responses((status = 200, body = BulkActionResponse, description = "Every matching pending or running run cancelled (a run that ended meanwhile is listed in `refused`)"), (status = 400, body = ErrorBody, description = "An invalid filter, or `too_many_runs`: more than 1000 runs match"), (status = 404, body = ErrorBody, description = "`workflow_not_found`: the filter names a workflow never registered"), (status = 409, body = ErrorBody, description = "`count_changed`: the number of matching runs is not `expected`; nothing was done")))]
 pub(crate) async fn cancel_runs(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Acting(actor): Acting,
     extract::Json(request): extract::Json<BulkActionRequest>,
 ) -> ApiResult<Json<BulkActionResponse>> {
-    bulk(&state, Bulk::Cancel, &actor, request).await.map(Json)
+    bulk(&state, Bulk::Cancel, &caller, &actor, request)
+        .await
+        .map(Json)
 }
 
 #[utoipa::path(post, path = "/v1/runs/retry", tag = "runs", request_body = BulkActionRequest, responses((status = 200, body = BulkActionResponse, description = "Every matching failed or cancelled run retried (a run retried meanwhile is listed in `refused`)"), (status = 400, body = ErrorBody, description = "An invalid filter, or `too_many_runs`: more than 1000 runs match"), (status = 404, body = ErrorBody, description = "`workflow_not_found`: the filter names a workflow never registered"), (status = 409, body = ErrorBody, description = "`count_changed`: the number of matching runs is not `expected`; nothing was done")))]
 pub(crate) async fn retry_runs(
     State(state): State<AppState>,
+    Extension(caller): Extension<Principal>,
     Acting(actor): Acting,
     extract::Json(request): extract::Json<BulkActionRequest>,
 ) -> ApiResult<Json<BulkActionResponse>> {
-    bulk(&state, Bulk::Retry, &actor, request).await.map(Json)
+    bulk(&state, Bulk::Retry, &caller, &actor, request)
+        .await
+        .map(Json)
 }
 
 async fn bulk(
     state: &AppState,
     action: Bulk,
+    caller: &Principal,
     actor: &Actor,
     request: BulkActionRequest,
 ) -> ApiResult<BulkActionResponse> {
-    let runs = matching(state, action, &request).await?;
+    let runs = matching(state, action, caller, &request).await?;
     let matched = u32::try_from(runs.len()).unwrap_or(u32::MAX);
     if request.dry_run {
         return Ok(BulkActionResponse {
@@ -143,9 +151,16 @@ async fn bulk(
 async fn matching(
     state: &AppState,
     action: Bulk,
+    caller: &Principal,
     request: &BulkActionRequest,
 ) -> ApiResult<Vec<weft_store::RunInfo>> {
     let store = state.store();
+    // The metadata filters of `GET /v1/runs`, with its rule on sensitive keys.
+    let metadata = crate::metadata::body_filters(
+        &request.metadata,
+        &state.config.redactor,
+        crate::present::redacts(&state.config, caller),
+    )?;
     let now = store.now_ms();
     let status = match request.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
@@ -187,7 +202,7 @@ async fn matching(
                     since_ms,
                     // `until` is the starting cursor above.
                     until_ms: None,
-                    metadata: Vec::new(),
+                    metadata: metadata.clone(),
                     limit: Some(MAX_BULK_RUNS),
                     cursor: cursor.clone(),
                 })

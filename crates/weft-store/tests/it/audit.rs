@@ -73,6 +73,18 @@ async fn check_actions_record_their_actor(store: Store) {
     let failed = history.iter().find(|e| e.kind == "run.failed").unwrap();
     assert_eq!(failed.data["actor"], "lead");
     assert_eq!(failed.data["comment"], "not today");
+    // Every event a person's action wrote keeps the catalogue (`weft events
+    // catalog`): its kind's fields, or the action's own.
+    for event in &history {
+        let kind = weft_core::EventKind::parse(&event.kind).expect("a catalogued kind");
+        for key in event.data.as_object().expect("an object").keys() {
+            assert!(
+                kind.carries(key),
+                "{kind} carries `{key}`, which the catalogue does not list: {:?}",
+                event.data
+            );
+        }
+    }
 
     // The unstamped verbs still write no actor.
     let plain = crate::support::start(&store, "gate", json!({})).await;
