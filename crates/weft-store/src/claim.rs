@@ -216,10 +216,9 @@ impl Store {
             } else {
                 dependency_outputs(&mut tx, &run_id, &step_def.deps).await?
             };
-            let (input, handler, undoes_attempt) = match kind {
+            let (input, undoes_attempt) = match kind {
                 AttemptKind::Forward => (
                     weft_core::machine::task_input(&def, position as usize, &run.input, &outputs),
-                    step_def.handler().unwrap_or_default().to_owned(),
                     None,
                 ),
                 AttemptKind::Compensate => {
@@ -249,11 +248,7 @@ impl Store {
                         .map(|r| r.opt_int("attempt"))
                         .transpose()?
                         .flatten();
-                    (
-                        input,
-                        step_def.compensate.clone().unwrap_or_default(),
-                        undoes,
-                    )
+                    (input, undoes)
                 }
             };
             let decided = attempt::claim(
@@ -265,52 +260,23 @@ impl Store {
                 now,
                 self.settings().lease.as_millis() as u64,
             );
-            let attempt = decided.attempt;
-            let claim = NewAttempt {
-                run_id: run_id.clone(),
-                position,
-                attempt,
-                lease_id: uuid::Uuid::new_v4().to_string(),
-                span_id: random_hex(8),
-                step: step_def.name.clone(),
-                queue: step_def.queue.clone(),
-                claim: decided,
-                item_index: None,
-                undoes_attempt,
-            };
+            let (claim, task) = self.claimed(
+                &run_id,
+                run,
+                step_def,
+                Target {
+                    position,
+                    item_index: None,
+                    undoes_attempt,
+                },
+                decided,
+                input,
+            );
             tracing::debug!(
                 component = "engine", run_id = %run_id, trace_id = %run.trace_id, workflow = %run.workflow,
-                step = %step_def.name, attempt, worker_id = %request.worker_id, "attempt claimed"
+                step = %step_def.name, attempt = decided.attempt, worker_id = %request.worker_id, "attempt claimed"
             );
-            tasks.push(Claimed {
-                queue: step_def.queue.clone(),
-                queue_wait_ms: decided.queue_wait_ms,
-                task: ClaimedTask {
-                    lease_id: claim.lease_id.clone(),
-                    run_id: run_id.clone(),
-                    trace_id: run.trace_id.clone(),
-                    workflow: run.workflow.clone(),
-                    step: step_def.name.clone(),
-                    attempt,
-                    handler,
-                    input,
-                    span_id: claim.span_id.clone(),
-                    deadline_at_ms: decided.deadline_at,
-                    timeout_ms: step_def.timeout_ms.map(|t| t as i64),
-                    lease_ms: decided.lease_ms,
-                    baggage: run.baggage.clone(),
-                    max_output_bytes: self.settings().max_output_bytes,
-                    idempotency_key: weft_core::idempotency::key(
-                        &run_id,
-                        &step_def.name,
-                        match kind {
-                            AttemptKind::Forward => weft_core::idempotency::Phase::Forward,
-                            AttemptKind::Compensate => weft_core::idempotency::Phase::Compensate,
-                        },
-                        None,
-                    ),
-                },
-            });
+            tasks.push(task);
             attempts.push(claim);
         }
         let room = (request.max_tasks.min(100) as usize).saturating_sub(attempts.len());
@@ -721,49 +687,24 @@ impl Store {
                 self.settings().lease.as_millis() as u64,
             );
             *sequence += 1;
-            let claim = NewAttempt {
-                run_id: run_id.clone(),
-                position,
-                attempt: decided.attempt,
-                lease_id: uuid::Uuid::new_v4().to_string(),
-                span_id: random_hex(8),
-                step: step_def.name.clone(),
-                queue: step_def.queue.clone(),
-                claim: decided,
-                item_index: Some(index),
-                undoes_attempt: None,
-            };
+            let (claim, task) = self.claimed(
+                &run_id,
+                run,
+                step_def,
+                Target {
+                    position,
+                    item_index: Some(index),
+                    undoes_attempt: None,
+                },
+                decided,
+                input,
+            );
             tracing::debug!(
                 component = "engine", run_id = %run_id, trace_id = %run.trace_id, workflow = %run.workflow,
                 step = %step_def.name, index, attempt = decided.attempt, worker_id = %request.worker_id,
                 "child attempt claimed"
             );
-            tasks.push(Claimed {
-                queue: step_def.queue.clone(),
-                queue_wait_ms: decided.queue_wait_ms,
-                task: ClaimedTask {
-                    lease_id: claim.lease_id.clone(),
-                    run_id: run_id.clone(),
-                    trace_id: run.trace_id.clone(),
-                    workflow: run.workflow.clone(),
-                    step: step_def.name.clone(),
-                    attempt: decided.attempt,
-                    handler: step_def.handler().unwrap_or_default().to_owned(),
-                    input,
-                    span_id: claim.span_id.clone(),
-                    deadline_at_ms: decided.deadline_at,
-                    timeout_ms: step_def.timeout_ms.map(|t| t as i64),
-                    lease_ms: decided.lease_ms,
-                    baggage: run.baggage.clone(),
-                    max_output_bytes: self.settings().max_output_bytes,
-                    idempotency_key: weft_core::idempotency::key(
-                        &run_id,
-                        &step_def.name,
-                        weft_core::idempotency::Phase::Forward,
-                        Some(index as u64),
-                    ),
-                },
-            });
+            tasks.push(task);
             attempts.push(claim);
         }
         Ok(())
@@ -902,52 +843,98 @@ impl Store {
                 self.settings().lease.as_millis() as u64,
             );
             *sequence += 1;
-            let claim = NewAttempt {
-                run_id: run_id.clone(),
-                position,
-                attempt: decided.attempt,
-                lease_id: uuid::Uuid::new_v4().to_string(),
-                span_id: random_hex(8),
-                step: step_def.name.clone(),
-                queue: step_def.queue.clone(),
-                claim: decided,
-                item_index: Some(index),
-                undoes_attempt: undoes,
-            };
+            let (claim, task) = self.claimed(
+                &run_id,
+                run,
+                step_def,
+                Target {
+                    position,
+                    item_index: Some(index),
+                    undoes_attempt: undoes,
+                },
+                decided,
+                input,
+            );
             tracing::debug!(
                 component = "engine", run_id = %run_id, trace_id = %run.trace_id, workflow = %run.workflow,
                 step = %step_def.name, index, attempt = decided.attempt, worker_id = %request.worker_id,
                 "child undo claimed"
             );
-            tasks.push(Claimed {
-                queue: step_def.queue.clone(),
-                queue_wait_ms: decided.queue_wait_ms,
-                task: ClaimedTask {
-                    lease_id: claim.lease_id.clone(),
-                    run_id: run_id.clone(),
-                    trace_id: run.trace_id.clone(),
-                    workflow: run.workflow.clone(),
-                    step: step_def.name.clone(),
-                    attempt: decided.attempt,
-                    handler: step_def.compensate.clone().unwrap_or_default(),
-                    input,
-                    span_id: claim.span_id.clone(),
-                    deadline_at_ms: decided.deadline_at,
-                    timeout_ms: step_def.timeout_ms.map(|t| t as i64),
-                    lease_ms: decided.lease_ms,
-                    baggage: run.baggage.clone(),
-                    max_output_bytes: self.settings().max_output_bytes,
-                    idempotency_key: weft_core::idempotency::key(
-                        &run_id,
-                        &step_def.name,
-                        weft_core::idempotency::Phase::Compensate,
-                        Some(index as u64),
-                    ),
-                },
-            });
+            tasks.push(task);
             attempts.push(claim);
         }
         Ok(())
+    }
+}
+
+impl Store {
+    /// One claimed attempt, alike for a step, a `for_each` child and an
+    /// undo: the row to write and the task to send. The handler and the
+    /// idempotency key's phase follow the attempt's kind.
+    fn claimed(
+        &self,
+        run_id: &str,
+        run: &RunInfo,
+        step_def: &weft_core::definition::StepDef,
+        at: Target,
+        decided: attempt::Claim,
+        input: Value,
+    ) -> (NewAttempt, Claimed) {
+        let Target {
+            position,
+            item_index,
+            undoes_attempt,
+        } = at;
+        let (handler, phase) = match decided.kind {
+            AttemptKind::Forward => (
+                step_def.handler().unwrap_or_default().to_owned(),
+                weft_core::idempotency::Phase::Forward,
+            ),
+            AttemptKind::Compensate => (
+                step_def.compensate.clone().unwrap_or_default(),
+                weft_core::idempotency::Phase::Compensate,
+            ),
+        };
+        let claim = NewAttempt {
+            run_id: run_id.to_owned(),
+            position,
+            attempt: decided.attempt,
+            lease_id: uuid::Uuid::new_v4().to_string(),
+            span_id: random_hex(8),
+            step: step_def.name.clone(),
+            queue: step_def.queue.clone(),
+            claim: decided,
+            item_index,
+            undoes_attempt,
+        };
+        let task = ClaimedTask {
+            lease_id: claim.lease_id.clone(),
+            run_id: run_id.to_owned(),
+            trace_id: run.trace_id.clone(),
+            workflow: run.workflow.clone(),
+            step: step_def.name.clone(),
+            attempt: decided.attempt,
+            handler,
+            input,
+            span_id: claim.span_id.clone(),
+            deadline_at_ms: decided.deadline_at,
+            timeout_ms: step_def.timeout_ms.map(|t| t as i64),
+            lease_ms: decided.lease_ms,
+            baggage: run.baggage.clone(),
+            max_output_bytes: self.settings().max_output_bytes,
+            idempotency_key: weft_core::idempotency::key(
+                run_id,
+                &step_def.name,
+                phase,
+                item_index.map(|i| i as u64),
+            ),
+        };
+        let claimed = Claimed {
+            task,
+            queue: step_def.queue.clone(),
+            queue_wait_ms: decided.queue_wait_ms,
+        };
+        (claim, claimed)
     }
 }
 
@@ -984,6 +971,14 @@ async fn dependency_outputs(
             Ok((r.text("name")?, upstream))
         })
         .collect()
+}
+
+/// Where a claimed attempt goes: its step, its `for_each` child (`None` for
+/// the step's own attempt) and, for an undo, the forward attempt it undoes.
+struct Target {
+    position: i64,
+    item_index: Option<i64>,
+    undoes_attempt: Option<i64>,
 }
 
 /// An attempt being claimed, before it is written.
