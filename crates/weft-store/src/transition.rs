@@ -703,6 +703,54 @@ fn log_effect(run: &LockedRun, effect: &Effect, secrets: Option<&TextMasker>) {
             error = %masked_error(run.state.steps[*step].error.as_deref(), secrets),
             "step failed"
         ),
+        Effect::CompensationStarted { reason, steps } => tracing::info!(
+            component = "engine",
+            run_id,
+            trace_id,
+            workflow,
+            reason = reason.as_str(),
+            steps = %steps.join(","),
+            "compensation started"
+        ),
+        Effect::StepCompensationFailed {
+            step,
+            reason,
+            error,
+        } => tracing::info!(
+            component = "engine",
+            run_id,
+            trace_id,
+            workflow,
+            step = run.def.steps[*step].name.as_str(),
+            reason = reason.as_str(),
+            error = %masked_error(Some(error), secrets),
+            "step compensation failed"
+        ),
+        Effect::CompensationCompleted { reason } => tracing::info!(
+            component = "engine",
+            run_id,
+            trace_id,
+            workflow,
+            reason = reason.as_str(),
+            "run compensated"
+        ),
+        Effect::CompensationFailed { failed, reason } => tracing::info!(
+            component = "engine",
+            run_id,
+            trace_id,
+            workflow,
+            reason = reason.as_str(),
+            failed = %failed.join(","),
+            "compensation failed"
+        ),
+        Effect::CompensationCancelled { not_run } => tracing::info!(
+            component = "engine",
+            run_id,
+            trace_id,
+            workflow,
+            not_run = %not_run.join(","),
+            "compensation cancelled"
+        ),
         other => tracing::debug!(
             component = "engine",
             run_id,

@@ -7,7 +7,7 @@ use std::{fs, path::Path, time::Duration};
 
 use serde_json::{Value, json};
 
-use crate::harness::{Env, PATIENCE, WEFT, is_terminal, step};
+use crate::harness::{Env, PATIENCE, WEFT, is_terminal, step, wait_until};
 
 /// Runs the CLI with `args` against this server.
 async fn weft(env: &Env, args: &[&str]) -> std::process::Output {
@@ -103,6 +103,20 @@ pub async fn saga_chain_compensates_in_reverse(db_url: String) {
     assert_eq!(step(&run, "s3").status, "failed");
     assert_eq!(step(&run, "s4").status, "cancelled");
     assert_eq!(step(&run, "s4").undo, None);
+    // The server's log tells the compensation, joined by run and trace id.
+    let log = wait_until("the compensation lines in the server log", PATIENCE, || {
+        let log = env.server.proc.output();
+        async move { log.contains("run compensated").then_some(log) }
+    })
+    .await;
+    for message in ["compensation started", "run compensated"] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(message) && l.contains(&run_id))
+            .unwrap_or_else(|| panic!("no `{message}` line for the run in:\n{log}"));
+        assert!(line.contains(&run.trace_id), "{line}");
+        assert!(line.contains("handler_error"), "{line}");
+    }
     // The undo's input: the run's input, the step, its output, the failure.
     let input: Value =
         serde_json::from_str(&fs::read_to_string(env.path("s2.undo.json")).unwrap()).unwrap();
