@@ -621,31 +621,7 @@ impl Store {
         // Read once the rows are ours (see `claim`): a child made ready by a
         // sibling's end is claimed no earlier than that end.
         let now = self.now_ms();
-        // Attempt numbers, per step: its sequence advanced by its children here.
-        let mut per_step: BTreeMap<(String, i64), i64> = BTreeMap::new();
-        for row in &rows {
-            *per_step
-                .entry((row.text("run_id")?, row.int("position")?))
-                .or_default() += 1;
-        }
-        let mut next: HashMap<(String, i64), i64> = HashMap::new();
-        for ((run_id, position), n) in &per_step {
-            let row = tx
-                .fetch_optional(
-                    "UPDATE weft_steps SET children_claimed = COALESCE(children_claimed, 0) + $3 \
-                     WHERE run_id = $1 AND position = $2 RETURNING children_claimed",
-                    args![run_id, *position, *n],
-                )
-                .await?
-                .ok_or_else(|| Error::NotFound {
-                    what: "step",
-                    id: format!("{run_id}/{position}"),
-                })?;
-            next.insert(
-                (run_id.clone(), *position),
-                row.int("children_claimed")? - n,
-            );
-        }
+        let mut next = reserve_attempt_numbers(tx, &rows).await?;
         // The task input of each step, built once for all its children.
         let mut inputs: HashMap<(String, i64), Value> = HashMap::new();
         for row in &rows {
@@ -754,30 +730,7 @@ impl Store {
             return Ok(());
         }
         let now = self.now_ms();
-        let mut per_step: BTreeMap<(String, i64), i64> = BTreeMap::new();
-        for row in &rows {
-            *per_step
-                .entry((row.text("run_id")?, row.int("position")?))
-                .or_default() += 1;
-        }
-        let mut next: HashMap<(String, i64), i64> = HashMap::new();
-        for ((run_id, position), n) in &per_step {
-            let row = tx
-                .fetch_optional(
-                    "UPDATE weft_steps SET children_claimed = COALESCE(children_claimed, 0) + $3 \
-                     WHERE run_id = $1 AND position = $2 RETURNING children_claimed",
-                    args![run_id, *position, *n],
-                )
-                .await?
-                .ok_or_else(|| Error::NotFound {
-                    what: "step",
-                    id: format!("{run_id}/{position}"),
-                })?;
-            next.insert(
-                (run_id.clone(), *position),
-                row.int("children_claimed")? - n,
-            );
-        }
+        let mut next = reserve_attempt_numbers(tx, &rows).await?;
         for row in &rows {
             let run_id = row.text("run_id")?;
             if !runs.contains_key(&run_id) {
@@ -936,6 +889,40 @@ impl Store {
         };
         (claim, claimed)
     }
+}
+
+/// Reserves attempt numbers for claimed `for_each` children (and their
+/// undos): one sequence per step, advanced by how many of its children this
+/// claim takes. Answers each step's first number, `(run_id, position)` → n.
+async fn reserve_attempt_numbers(
+    tx: &mut Tx,
+    rows: &[crate::db::Row],
+) -> Result<HashMap<(String, i64), i64>> {
+    let mut per_step: BTreeMap<(String, i64), i64> = BTreeMap::new();
+    for row in rows {
+        *per_step
+            .entry((row.text("run_id")?, row.int("position")?))
+            .or_default() += 1;
+    }
+    let mut next = HashMap::new();
+    for ((run_id, position), n) in &per_step {
+        let row = tx
+            .fetch_optional(
+                "UPDATE weft_steps SET children_claimed = COALESCE(children_claimed, 0) + $3 \
+                 WHERE run_id = $1 AND position = $2 RETURNING children_claimed",
+                args![run_id, *position, *n],
+            )
+            .await?
+            .ok_or_else(|| Error::NotFound {
+                what: "step",
+                id: format!("{run_id}/{position}"),
+            })?;
+        next.insert(
+            (run_id.clone(), *position),
+            row.int("children_claimed")? - n,
+        );
+    }
+    Ok(next)
 }
 
 /// A step's dependencies as its task input reads them (output, status,
