@@ -29,8 +29,14 @@ pub struct BulkActionRequest {
     /// Only runs in this status (one the action applies to, else none match).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
-    /// Only runs of this trace (32 lowercase hex digits).
+    /// Only runs of this trace: 32 lowercase hex digits, not all zero (400
+    /// `invalid_trace_id` otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 32,
+        max_length = 32,
+        pattern = "^[0-9a-f]*[1-9a-f][0-9a-f]*$"
+    )]
     pub trace_id: Option<String>,
     /// Only runs created at or after this time: RFC 3339, or a duration back
     /// from now such as `1h`.

@@ -76,14 +76,14 @@ async fn one_round(
 ) -> Result<Round> {
     let started = Instant::now();
     let run_id = harness::start_run(client, WORKFLOW, round_no).await?;
-    let ids = [run_id.clone()];
+    let ids = [run_id.parse::<weft_core::RunId>()?];
     loop {
         let statuses = server
             .store
             .run_statuses(&ids)
             .await
             .context("reading the run's status")?;
-        match statuses.get(&run_id).map(String::as_str) {
+        match statuses.get(&ids[0]).map(String::as_str) {
             Some("completed") => break,
             Some(status @ ("failed" | "cancelled")) => bail!("run {run_id} ended {status}"),
             _ => {}

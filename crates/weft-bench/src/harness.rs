@@ -620,7 +620,11 @@ pub async fn wait_completed(
     label: &str,
 ) -> Result<Drained> {
     let deadline = Instant::now() + timeout;
-    let mut pending: Vec<String> = run_ids.to_vec();
+    let mut pending: Vec<weft_core::RunId> = run_ids
+        .iter()
+        .map(|id| id.parse())
+        .collect::<Result<_, _>>()
+        .context("a started run's id")?;
     let mut progress = Progress::new(label, target.expected);
     let calls_target = target.base + target.expected;
     loop {
@@ -637,7 +641,7 @@ pub async fn wait_completed(
                     match statuses.get(id).map(String::as_str) {
                         Some("completed") => {}
                         Some(status @ ("failed" | "cancelled")) => bail!("run {id} ended {status}"),
-                        _ => still.push(id.clone()),
+                        _ => still.push(*id),
                     }
                 }
             }

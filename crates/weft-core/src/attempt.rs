@@ -111,10 +111,10 @@ impl Claim {
     }
 
     /// The `attempt.claimed` payload (`kind` only for a compensation).
-    pub fn data(&self, worker_id: &str, span_id: &str) -> Value {
+    pub fn data(&self, worker_id: &str, span_id: crate::SpanId) -> Value {
         let mut data = serde_json::json!({
             "worker_id": worker_id,
-            "span_id": span_id,
+            "span_id": span_id.to_string(),
             "queue_wait_ms": self.queue_wait_ms,
         });
         if self.kind == AttemptKind::Compensate {

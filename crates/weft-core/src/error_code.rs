@@ -96,6 +96,7 @@ error_codes! {
     InvalidPath = "invalid_path": "400: a path parameter is malformed or over its length bound.",
     InvalidQuery = "invalid_query": "400: a query parameter is malformed or out of range.",
     InvalidCursor = "invalid_cursor": "400: the cursor is not one this API handed out.",
+    InvalidTraceId = "invalid_trace_id": "400: a trace id filter is not 32 lowercase hex digits with one not zero (W3C Trace Context).",
     InvalidLimit = "invalid_limit": "400: `limit` is outside its bounds.",
     InvalidStatus = "invalid_status": "400: the status filter is not a known status.",
     InvalidSince = "invalid_since": "400: `since` is neither an RFC 3339 time nor a duration.",

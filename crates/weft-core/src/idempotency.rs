@@ -33,7 +33,7 @@ const NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x8c1d_4a3e_6f0b_4d52_9e7a_2
 /// every server and release; any different argument gives a different key.
 /// A UUID fits every provider's key limits and names no step or run to
 /// the third parties it is sent to.
-pub fn key(run_id: &str, step: &str, phase: Phase, index: Option<u64>) -> String {
+pub fn key(run_id: crate::RunId, step: &str, phase: Phase, index: Option<u64>) -> String {
     // Unambiguous: the fields are separated by a byte no run id or step
     // name holds, and a missing index is not a number.
     let index = index.map_or_else(|| "-".to_owned(), |i| i.to_string());
@@ -49,10 +49,14 @@ mod tests {
 
     const RUN: &str = "019338a0-0000-7000-8000-000000000001";
 
+    fn run(text: &str) -> crate::RunId {
+        text.parse().unwrap()
+    }
+
     #[test]
     fn the_same_work_gets_the_same_key() {
-        let a = key(RUN, "charge", Phase::Forward, None);
-        assert_eq!(a, key(RUN, "charge", Phase::Forward, None));
+        let a = key(run(RUN), "charge", Phase::Forward, None);
+        assert_eq!(a, key(run(RUN), "charge", Phase::Forward, None));
         assert_eq!(a.len(), 36);
         assert_eq!(uuid::Uuid::parse_str(&a).unwrap().get_version_num(), 5);
         // Pinned: a key must not change between releases.
@@ -62,21 +66,21 @@ mod tests {
     #[test]
     fn any_difference_gives_another_key() {
         let keys = [
-            key(RUN, "charge", Phase::Forward, None),
-            key(RUN, "charge", Phase::Compensate, None),
-            key(RUN, "charge", Phase::Forward, Some(0)),
-            key(RUN, "charge", Phase::Forward, Some(1)),
-            key(RUN, "charge", Phase::Compensate, Some(1)),
-            key(RUN, "ship", Phase::Forward, None),
+            key(run(RUN), "charge", Phase::Forward, None),
+            key(run(RUN), "charge", Phase::Compensate, None),
+            key(run(RUN), "charge", Phase::Forward, Some(0)),
+            key(run(RUN), "charge", Phase::Forward, Some(1)),
+            key(run(RUN), "charge", Phase::Compensate, Some(1)),
+            key(run(RUN), "ship", Phase::Forward, None),
             key(
-                "019338a0-0000-7000-8000-000000000002",
+                run("019338a0-0000-7000-8000-000000000002"),
                 "charge",
                 Phase::Forward,
                 None,
             ),
             // Field boundaries cannot be shifted to collide.
-            key(RUN, "a", Phase::Forward, None),
-            key(&format!("{RUN}a"), "", Phase::Forward, None),
+            key(run(RUN), "a", Phase::Forward, None),
+            key(run(RUN), "a\u{0}", Phase::Forward, None),
         ];
         let distinct: HashSet<_> = keys.iter().collect();
         assert_eq!(distinct.len(), keys.len(), "{keys:#?}");

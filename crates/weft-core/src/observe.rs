@@ -9,7 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use crate::{AttemptStatus, Reason, RunStatus};
+use crate::{AttemptStatus, Reason, RunId, RunStatus, SpanId, TraceId};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Observation<'a> {
@@ -51,13 +51,13 @@ pub enum Observation<'a> {
 /// the run span) needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConditionRecord<'a> {
-    pub run_id: &'a str,
-    /// The run's trace id (32 hex).
-    pub trace_id: &'a str,
+    pub run_id: RunId,
+    /// The run's trace id .
+    pub trace_id: TraceId,
     /// The run span's id: the condition span's parent.
-    pub run_span_id: &'a str,
+    pub run_span_id: SpanId,
     /// The caller's span the run joined, if any: the run's sampling follows it.
-    pub run_parent_span_id: Option<&'a str>,
+    pub run_parent_span_id: Option<SpanId>,
     pub workflow: &'a str,
     pub version: i64,
     pub step: &'a str,
@@ -73,13 +73,13 @@ pub struct ConditionRecord<'a> {
 /// A finished run as its row stands: everything the run's span needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRecord<'a> {
-    pub run_id: &'a str,
-    /// The run's trace id (32 hex), also its OpenTelemetry trace id.
-    pub trace_id: &'a str,
-    /// The run span's id (16 hex), stored when the run was created.
-    pub span_id: &'a str,
+    pub run_id: RunId,
+    /// The run's trace id , also its OpenTelemetry trace id.
+    pub trace_id: TraceId,
+    /// The run span's id, stored when the run was created.
+    pub span_id: SpanId,
     /// The caller's span, when the start request carried a `traceparent`.
-    pub parent_span_id: Option<&'a str>,
+    pub parent_span_id: Option<SpanId>,
     pub workflow: &'a str,
     pub version: i64,
     /// Epoch milliseconds.
@@ -109,16 +109,16 @@ pub struct Timing {
 /// An ended attempt as its row stands: everything the attempt's span needs.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord<'a> {
-    pub run_id: &'a str,
-    pub trace_id: &'a str,
+    pub run_id: RunId,
+    pub trace_id: TraceId,
     /// The run span's id: the attempt span's parent.
-    pub run_span_id: &'a str,
+    pub run_span_id: SpanId,
     /// The caller's span the run joined, if any: the run's sampling follows it.
-    pub run_parent_span_id: Option<&'a str>,
-    /// The attempt span's id (16 hex), handed to the worker in `traceparent`.
-    pub span_id: &'a str,
+    pub run_parent_span_id: Option<SpanId>,
+    /// The attempt span's id, handed to the worker in `traceparent`.
+    pub span_id: SpanId,
     /// The previous attempt of the same step, for a link from a retry.
-    pub previous_span_id: Option<&'a str>,
+    pub previous_span_id: Option<SpanId>,
     pub workflow: &'a str,
     pub version: i64,
     pub step: &'a str,

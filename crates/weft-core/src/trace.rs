@@ -1,55 +1,45 @@
 //! W3C trace context: parsing an incoming `traceparent` and formatting the one
 //! handed to workers, so a run's `trace_id` is its OpenTelemetry trace id.
 
+use crate::ids::{SpanId, TraceId};
+
 /// The parts of a valid `traceparent` header that Weft keeps.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceParent {
-    pub trace_id: String,
-    pub parent_span_id: String,
+    pub trace_id: TraceId,
+    pub parent_span_id: SpanId,
     pub sampled: bool,
 }
 
-fn is_lower_hex(text: &str, len: usize) -> bool {
-    text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// Parses `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`. Invalid or
-/// all-zero ids yield `None`, as the W3C spec asks: the run then starts a
-/// trace of its own.
+/// Parses `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>` (W3C Trace
+/// Context §3.2). Invalid or all-zero ids yield `None`, as the W3C spec asks:
+/// the run then starts a trace of its own.
 pub fn parse_traceparent(header: &str) -> Option<TraceParent> {
     let mut parts = header.trim().split('-');
     let version = parts.next()?;
-    let trace_id = parts.next()?;
-    let span_id = parts.next()?;
+    let trace_id = parts.next()?.parse().ok()?;
+    let parent_span_id = parts.next()?.parse().ok()?;
     let flags = parts.next()?;
-    if !is_lower_hex(version, 2) || version == "ff" || (version == "00" && parts.next().is_some()) {
+    let is_hex2 =
+        |t: &str| t.len() == 2 && t.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !is_hex2(version) || version == "ff" || (version == "00" && parts.next().is_some()) {
         return None;
     }
-    if !is_lower_hex(trace_id, 32) || trace_id.bytes().all(|b| b == b'0') {
-        return None;
-    }
-    if !is_lower_hex(span_id, 16) || span_id.bytes().all(|b| b == b'0') {
-        return None;
-    }
-    if !is_lower_hex(flags, 2) {
+    if !is_hex2(flags) {
         return None;
     }
     let flags = u8::from_str_radix(flags, 16).ok()?;
     Some(TraceParent {
-        trace_id: trace_id.to_owned(),
-        parent_span_id: span_id.to_owned(),
+        trace_id,
+        parent_span_id,
         sampled: flags & 1 == 1,
     })
 }
 
 /// Formats the `traceparent` of a span (always sampled: the engine decides
 /// sampling at export, not at propagation).
-pub fn format_traceparent(trace_id: &str, span_id: &str) -> String {
+pub fn format_traceparent(trace_id: TraceId, span_id: SpanId) -> String {
     format!("00-{trace_id}-{span_id}-01")
-}
-
-pub fn is_trace_id(text: &str) -> bool {
-    is_lower_hex(text, 32)
 }
 
 #[cfg(test)]
@@ -60,8 +50,8 @@ mod tests {
     fn parses_valid_and_rejects_invalid() {
         let ok =
             parse_traceparent("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-        assert_eq!(ok.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
-        assert_eq!(ok.parent_span_id, "00f067aa0ba902b7");
+        assert_eq!(ok.trace_id.to_string(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ok.parent_span_id.to_string(), "00f067aa0ba902b7");
         assert!(ok.sampled);
         for bad in [
             "",
@@ -75,7 +65,7 @@ mod tests {
             assert_eq!(parse_traceparent(bad), None, "{bad:?}");
         }
         assert_eq!(
-            format_traceparent("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"),
+            format_traceparent(ok.trace_id, ok.parent_span_id),
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
         );
     }

@@ -174,7 +174,7 @@ pub(crate) fn trace(manifest: &str, input: Value, acts: &[(i64, Act)], expected:
                     claim.apply(&mut state.status, &mut state.steps[step]);
                     assert_in_catalogue(
                         crate::EventKind::AttemptClaimed,
-                        &claim.data("worker-1", "00f067aa0ba902b7"),
+                        &claim.data("worker-1", "00f067aa0ba902b7".parse().unwrap()),
                     );
                     for kind in claim.events() {
                         lines.push(match kind {

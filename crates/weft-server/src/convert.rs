@@ -19,8 +19,8 @@ use weft_store::{
 /// A start's answer.
 pub fn started_run(run: StartedRun) -> StartRunResponse {
     StartRunResponse {
-        run_id: run.run_id,
-        trace_id: run.trace_id,
+        run_id: run.run_id.to_string(),
+        trace_id: run.trace_id.to_string(),
         created: run.created,
     }
 }
@@ -68,7 +68,7 @@ pub fn workflow_detail(w: WorkflowVersion) -> WorkflowDetail {
 pub fn audit_list(page: AuditPage) -> AuditList {
     AuditList {
         entries: page.entries.into_iter().map(audit_entry).collect(),
-        next_cursor: page.next_cursor,
+        next_cursor: page.next_cursor.map(|id| id.to_string()),
     }
 }
 
@@ -111,11 +111,11 @@ pub fn reported_timing(timing: Option<WorkerTiming>) -> Option<ReportedTiming> {
 /// the attempt's span, the deadline in RFC 3339.
 pub fn task(t: ClaimedTask) -> Task {
     Task {
-        traceparent: weft_core::trace::format_traceparent(&t.trace_id, &t.span_id),
+        traceparent: weft_core::trace::format_traceparent(t.trace_id, t.span_id),
         deadline: t.deadline_at_ms.map(rfc3339),
         lease_id: t.lease_id,
-        run_id: t.run_id,
-        trace_id: t.trace_id,
+        run_id: t.run_id.to_string(),
+        trace_id: t.trace_id.to_string(),
         workflow: t.workflow,
         step: t.step,
         attempt: t.attempt,
@@ -132,8 +132,8 @@ pub fn task(t: ClaimedTask) -> Task {
 /// A run as listed, and as an operator's action answers it.
 pub fn run_summary(run: RunInfo) -> RunSummary {
     RunSummary {
-        run_id: run.run_id,
-        trace_id: run.trace_id,
+        run_id: run.run_id.to_string(),
+        trace_id: run.trace_id.to_string(),
         workflow: run.workflow,
         version: run.version,
         status: run.status.as_str().to_owned(),
@@ -149,7 +149,7 @@ pub fn run_summary(run: RunInfo) -> RunSummary {
 pub fn run_list(page: RunPage) -> RunList {
     RunList {
         runs: page.runs.into_iter().map(run_summary).collect(),
-        next_cursor: page.next_cursor,
+        next_cursor: page.next_cursor.map(|id| id.to_string()),
     }
 }
 
@@ -157,8 +157,8 @@ pub fn run_list(page: RunPage) -> RunList {
 /// presenter (`present.rs`) to fill.
 pub fn run_detail(run: RunView) -> RunDetail {
     RunDetail {
-        run_id: run.run_id,
-        trace_id: run.trace_id,
+        run_id: run.run_id.to_string(),
+        trace_id: run.trace_id.to_string(),
         workflow: run.workflow,
         version: run.version,
         status: run.status.as_str().to_owned(),
@@ -216,7 +216,7 @@ fn attempt_detail(a: AttemptView) -> AttemptDetail {
         status: a.status.as_str().to_owned(),
         reason: a.reason,
         worker_id: a.worker_id,
-        span_id: a.span_id,
+        span_id: a.span_id.to_string(),
         claimed_at: rfc3339(a.claimed_at_ms),
         finished_at: a.finished_at_ms.map(rfc3339),
         error: a.error,
@@ -276,11 +276,13 @@ mod tests {
 
     /// 2026-01-02T03:04:05.678Z in epoch ms.
     const T: i64 = 1_767_323_045_678;
+    /// A run id.
+    const R1: &str = "019b7c2e-5a1e-7000-8000-000000000001";
 
     fn view() -> RunView {
         RunView {
-            run_id: "r1".into(),
-            trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+            run_id: R1.parse().unwrap(),
+            trace_id: "0af7651916cd43dd8448eb211c80319c".parse().unwrap(),
             workflow: "pay".into(),
             version: 2,
             status: RunStatus::Compensating,
@@ -314,7 +316,7 @@ mod tests {
                     status: AttemptStatus::Running,
                     reason: None,
                     worker_id: "w1".into(),
-                    span_id: "b7ad6b7169203331".into(),
+                    span_id: "b7ad6b7169203331".parse().unwrap(),
                     claimed_at_ms: T + 10,
                     finished_at_ms: None,
                     error: None,
@@ -365,7 +367,7 @@ mod tests {
         assert_eq!(
             wire,
             json!({
-                "run_id": "r1", "trace_id": "0af7651916cd43dd8448eb211c80319c",
+                "run_id": R1, "trace_id": "0af7651916cd43dd8448eb211c80319c",
                 "workflow": "pay", "version": 2, "status": "compensating",
                 "reason": "handler_error", "error": "declined",
                 "input": {"amount": 5}, "output": null,
@@ -395,13 +397,13 @@ mod tests {
         };
         let list = run_list(RunPage {
             runs: vec![info],
-            next_cursor: Some("c".into()),
+            next_cursor: Some(R1.parse().unwrap()),
         });
         let wire = serde_json::to_value(&list).unwrap();
         assert_eq!(wire["runs"][0]["status"], "failed");
         assert_eq!(wire["runs"][0]["finished_at"], "2026-01-02T03:04:05.678Z");
         assert!(wire["runs"][0].get("metadata").is_none(), "{wire}");
-        assert_eq!(wire["next_cursor"], "c");
+        assert_eq!(wire["next_cursor"], R1);
 
         let events = events(vec![HistoryEvent {
             seq: 9,

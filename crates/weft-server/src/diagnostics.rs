@@ -156,7 +156,7 @@ pub(crate) fn view(d: &RunDiagnosis, t: &Thresholds, now: i64) -> RunDiagnosisVi
 /// One run's diagnosis under the engine's thresholds.
 async fn diagnose_one(
     state: &AppState,
-    run_id: &str,
+    run_id: &weft_core::RunRef,
 ) -> ApiResult<Option<(RunDiagnosis, Thresholds, i64)>> {
     let t = thresholds(state);
     let store = state.store();
@@ -188,9 +188,10 @@ pub(crate) async fn run_diagnosis(
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<RunDiagnosisView>> {
+    let id = crate::extract::run_ref(&id)?;
     let (run, t, now) = diagnose_one(&state, &id).await?.ok_or(ApiError::NotFound {
         what: "run",
-        id: id.clone(),
+        id: id.to_string(),
     })?;
     let mut shown = view(&run, &t, now);
     redact_evidence(&state, &caller, std::slice::from_mut(&mut shown)).await?;
@@ -212,13 +213,17 @@ async fn redact_evidence(
     let patterns = state.config.redactor.pattern_masker();
     for view in views {
         if present::quotes_errors(view) {
-            match state.store().get_run(&view.run_id).await {
-                Ok(run) => {
+            let run = match view.run_id.parse::<weft_core::RunRef>() {
+                Ok(id) => state.store().get_run(id).await.ok(),
+                Err(_) => None,
+            };
+            match run {
+                Some(run) => {
                     RunPresenter::new(&state.config.redactor, &crate::convert::run_detail(run))
                         .diagnosis(view)
                 }
                 // The run is gone or unreadable: withhold the evidence.
-                Err(_) => {
+                None => {
                     for step in &mut view.steps {
                         step.evidence = weft_core::redact::REDACTED.to_owned();
                     }

@@ -130,3 +130,12 @@ where
             })
     }
 }
+
+/// The run a path names, by its run id or trace id, parsed once here. Text
+/// that is neither names no run: 404 `run_not_found`, as an unknown id does.
+pub(crate) fn run_ref(id: &str) -> Result<weft_core::RunRef, ApiError> {
+    id.parse().map_err(|_| ApiError::NotFound {
+        what: "run",
+        id: id.to_owned(),
+    })
+}

@@ -6,10 +6,11 @@
 //! row's status; the claim inserts the rows, this ends them.
 
 use weft_core::{AttemptStatus, attempt::End, observe::Timing};
+use weft_core::{RunId, SpanId};
 
 use crate::{
     Error, Result, Store, StoredTiming, args,
-    db::{Row, Tx},
+    db::{Arg, Row, Tx},
 };
 
 /// Which attempt rows an end applies to.
@@ -18,10 +19,10 @@ pub(crate) enum Which<'a> {
     /// The attempt of this lease.
     Lease(&'a str),
     /// Every attempt of this run still running (its run just ended).
-    RunningIn(&'a str),
+    RunningIn(RunId),
     /// The attempt of this run's step (by position) still running (its step
     /// was just cancelled).
-    RunningAt(&'a str, usize),
+    RunningAt(RunId, usize),
 }
 
 impl Store {
@@ -36,20 +37,20 @@ impl Store {
         timing: Option<&StoredTiming>,
     ) -> Result<u64> {
         let (condition, key) = match which {
-            Which::Lease(lease_id) => ("lease_id = $1".to_owned(), lease_id),
+            Which::Lease(lease_id) => ("lease_id = $1".to_owned(), Arg::from(lease_id)),
             Which::RunningIn(run_id) => (
                 format!(
                     "run_id = $1 AND status = '{}'",
                     AttemptStatus::Running.as_str()
                 ),
-                run_id,
+                Arg::from(run_id),
             ),
             Which::RunningAt(run_id, position) => (
                 format!(
                     "run_id = $1 AND position = {position} AND status = '{}'",
                     AttemptStatus::Running.as_str()
                 ),
-                run_id,
+                Arg::from(run_id),
             ),
         };
         tx.execute(
@@ -81,7 +82,7 @@ impl Store {
             )
             .await?
             .ok_or_else(|| Error::stale_lease(lease_id))?;
-        if row.opt_text("span_id")?.is_some() {
+        if row.opt_id::<SpanId>("span_id")?.is_some() {
             return Ok(row);
         }
         // A lease written before its row carried the attempt's details.
@@ -100,10 +101,10 @@ impl Store {
 /// attempt it undoes instead.
 pub(crate) async fn previous_span_id(
     tx: &mut Tx,
-    run_id: &str,
+    run_id: RunId,
     position: i64,
     attempt: i64,
-) -> Result<Option<String>> {
+) -> Result<Option<SpanId>> {
     if attempt <= 1 {
         return Ok(None);
     }
@@ -114,7 +115,7 @@ pub(crate) async fn previous_span_id(
             args![run_id, position, attempt, attempt - 1],
         )
         .await?;
-    row.map(|r| r.text("span_id")).transpose()
+    row.map(|r| r.id("span_id")).transpose()
 }
 
 /// Timing buckets as the attempt row and its history event keep them.

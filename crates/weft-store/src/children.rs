@@ -7,6 +7,7 @@
 //! children is in `claim.rs`, beside the claim of steps.
 
 use serde_json::Value;
+use weft_core::RunId;
 use weft_core::{
     AttemptKind, Definition, Reason, RunState, RunStatus, StepStatus, UndoStatus,
     fan_out::Children,
@@ -82,7 +83,7 @@ pub(crate) fn count_args(children: Option<Children>) -> Vec<Arg> {
 
 /// What the functions here read of a run locked by its caller.
 pub(crate) struct RunView<'a> {
-    pub run_id: &'a str,
+    pub run_id: RunId,
     pub def: &'a Definition,
     pub state: &'a RunState,
 }
@@ -340,7 +341,7 @@ pub(crate) async fn write_effects(
 /// ready.
 async fn ready_next(
     tx: &mut Tx,
-    run_id: &str,
+    run_id: RunId,
     position: usize,
     count: u32,
     now: i64,
@@ -370,7 +371,7 @@ async fn ready_next(
 /// `ready_at` is when a ready undo may be claimed.
 async fn set_child_undo(
     tx: &mut Tx,
-    run_id: &str,
+    run_id: RunId,
     (position, index): (usize, u32),
     undo: UndoStatus,
     error: Option<&String>,
@@ -394,7 +395,7 @@ async fn set_child_undo(
 
 async fn set_child(
     tx: &mut Tx,
-    run_id: &str,
+    run_id: RunId,
     step: usize,
     index: u32,
     status: StepStatus,
@@ -450,7 +451,7 @@ fn undoing(state: &RunState, position: usize) -> bool {
 /// Where the undo of child `index` of step `position` stands.
 async fn undo_of(
     tx: &mut Tx,
-    run_id: &str,
+    run_id: RunId,
     position: usize,
     index: i64,
 ) -> Result<Option<UndoStatus>> {
@@ -608,7 +609,7 @@ fn undo_event(row: &Row, index: i64, event: Event) -> Result<Option<Event>> {
 /// is written by the transition that follows).
 async fn gather(
     tx: &mut Tx,
-    run_id: &str,
+    run_id: RunId,
     position: usize,
     last: u32,
     output: &Value,
@@ -629,7 +630,7 @@ async fn gather(
                     serde_json::from_str(&text).map_err(|err| {
                         Error::corrupt(
                             "child output",
-                            Some(run_id.to_owned()),
+                            Some(run_id.to_string()),
                             Problem::BadJson(err.to_string()),
                         )
                     })

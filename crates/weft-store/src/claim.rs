@@ -5,6 +5,7 @@
 //! history events) is decided by `weft_core::attempt::claim`.
 
 use std::collections::{BTreeMap, HashMap};
+use weft_core::{RunId, SpanId, TraceId};
 
 use serde_json::Value;
 use weft_core::{
@@ -15,7 +16,6 @@ use weft_core::{
 use crate::{
     Error, Problem, Result, Store, args,
     db::{Arg, Dialect, Tx, placeholders},
-    runs::random_hex,
     transition::{EventRow, insert_events},
 };
 
@@ -39,9 +39,9 @@ pub struct ClaimRequest {
 pub struct ClaimedTask {
     /// The lease the worker reports under.
     pub lease_id: String,
-    pub run_id: String,
+    pub run_id: RunId,
     /// The run's trace id, 32 lowercase hex digits.
-    pub trace_id: String,
+    pub trace_id: TraceId,
     pub workflow: String,
     pub step: String,
     /// 1 for the first attempt of the step.
@@ -51,7 +51,7 @@ pub struct ClaimedTask {
     pub input: Value,
     /// The attempt span's id, 16 lowercase hex digits (with `trace_id`, the
     /// worker's `traceparent`).
-    pub span_id: String,
+    pub span_id: SpanId,
     /// The step's start-to-close deadline, epoch ms, when it has a timeout.
     pub deadline_at_ms: Option<i64>,
     /// The step's timeout, if any.
@@ -157,10 +157,10 @@ impl Store {
         // The runs of the claimed rows, by run id. A run with a corrupt row
         // is left out of this claim (logged once) and its steps untouched:
         // one bad row never stops the others being claimed.
-        let mut runs: HashMap<String, RunInfo> = HashMap::new();
-        let mut bad: std::collections::HashSet<String> = Default::default();
+        let mut runs: HashMap<RunId, RunInfo> = HashMap::new();
+        let mut bad: std::collections::HashSet<RunId> = Default::default();
         for row in &rows {
-            let run_id = row.text("run_id")?;
+            let run_id = row.id("run_id")?;
             if runs.contains_key(&run_id) || bad.contains(&run_id) {
                 continue;
             }
@@ -178,16 +178,16 @@ impl Store {
         let rows: Vec<_> = rows
             .into_iter()
             .filter(|row| {
-                row.text("run_id").is_ok_and(|id| !bad.contains(&id)) && check_step_row(row).is_ok()
+                row.id("run_id").is_ok_and(|id| !bad.contains(&id)) && check_step_row(row).is_ok()
             })
             .collect();
         let mut tasks = Vec::with_capacity(rows.len());
         let mut attempts = Vec::with_capacity(rows.len());
         for row in &rows {
-            let run_id = row.text("run_id")?;
+            let run_id = row.id("run_id")?;
             let run = runs.get(&run_id).ok_or_else(|| Error::NotFound {
                 what: "run",
-                id: run_id.clone(),
+                id: run_id.to_string(),
             })?;
             let def = self
                 .definition_in(&mut tx, &run.workflow, run.version)
@@ -214,7 +214,7 @@ impl Store {
             let outputs = if kind == AttemptKind::Compensate {
                 BTreeMap::new()
             } else {
-                dependency_outputs(&mut tx, &run_id, &step_def.deps).await?
+                dependency_outputs(&mut tx, run_id, &step_def.deps).await?
             };
             let (input, undoes_attempt) = match kind {
                 AttemptKind::Forward => (
@@ -261,7 +261,7 @@ impl Store {
                 self.settings().lease.as_millis() as u64,
             );
             let (claim, task) = self.claimed(
-                &run_id,
+                run_id,
                 run,
                 step_def,
                 Target {
@@ -322,7 +322,7 @@ impl Store {
         tx: &mut Tx,
         request: &ClaimRequest,
         attempts: &[NewAttempt],
-        runs: &mut HashMap<String, RunInfo>,
+        runs: &mut HashMap<RunId, RunInfo>,
         now: i64,
     ) -> Result<usize> {
         let worker_id = &request.worker_id;
@@ -456,12 +456,12 @@ impl Store {
         // A run whose row is locked is moved on by whoever holds it (cancel;
         // another claim), or the machine marks it started with this attempt's
         // result.
-        let pending: Vec<&String> = runs
+        let pending: Vec<RunId> = runs
             .iter()
             .filter(|(_, info)| info.status == RunStatus::Pending)
-            .map(|(id, _)| id)
+            .map(|(id, _)| *id)
             .collect();
-        let mut started: Vec<String> = Vec::new();
+        let mut started: Vec<RunId> = Vec::new();
         if !pending.is_empty() {
             // Only the primary key may pick these rows: with `status` in the
             // condition the planner can choose the active-runs index and walk
@@ -472,7 +472,7 @@ impl Store {
                         "SELECT run_id, status FROM weft_runs WHERE run_id IN ({}) FOR UPDATE SKIP LOCKED",
                         placeholders(1, pending.len())
                     );
-                    let locked: Vec<String> = tx
+                    let locked: Vec<RunId> = tx
                         .fetch_all(&sql, pending.iter().map(|id| Arg::from(*id)).collect())
                         .await?
                         .into_iter()
@@ -480,7 +480,7 @@ impl Store {
                             r.text("status")
                                 .is_ok_and(|s| s == RunStatus::Pending.as_str())
                         })
-                        .map(|r| r.text("run_id"))
+                        .map(|r| r.id("run_id"))
                         .collect::<Result<_>>()?;
                     if !locked.is_empty() {
                         let sql = format!(
@@ -509,7 +509,7 @@ impl Store {
                     tx.fetch_all(&sql, values)
                         .await?
                         .into_iter()
-                        .map(|r| r.text("run_id"))
+                        .map(|r| r.id("run_id"))
                         .collect::<Result<_>>()?
                 }
             };
@@ -526,7 +526,7 @@ impl Store {
             for kind in a.claim.events() {
                 let (step, attempt, data) = match kind {
                     EventKind::AttemptClaimed => {
-                        let mut data = a.claim.data(worker_id, &a.span_id);
+                        let mut data = a.claim.data(worker_id, a.span_id);
                         if let (Some(index), Some(map)) = (a.item_index, data.as_object_mut()) {
                             map.insert("index".into(), index.into());
                         }
@@ -536,7 +536,7 @@ impl Store {
                     _ => continue,
                 };
                 events.push(EventRow {
-                    run_id: a.run_id.clone(),
+                    run_id: a.run_id,
                     kind,
                     at: now,
                     step,
@@ -563,7 +563,7 @@ impl Store {
         tx: &mut Tx,
         request: &ClaimRequest,
         room: usize,
-        runs: &mut HashMap<String, RunInfo>,
+        runs: &mut HashMap<RunId, RunInfo>,
         tasks: &mut Vec<Claimed>,
         attempts: &mut Vec<NewAttempt>,
     ) -> Result<()> {
@@ -591,9 +591,9 @@ impl Store {
         let rows = tx.fetch_all(&sql, values).await?;
         // A run with a corrupt row is left out (logged once), as in `claim`:
         // one bad row never stops the other children being claimed.
-        let mut bad: std::collections::HashSet<String> = Default::default();
+        let mut bad: std::collections::HashSet<RunId> = Default::default();
         for row in &rows {
-            let run_id = row.text("run_id")?;
+            let run_id = row.id("run_id")?;
             if runs.contains_key(&run_id) || bad.contains(&run_id) {
                 continue;
             }
@@ -611,8 +611,7 @@ impl Store {
         let rows: Vec<_> = rows
             .into_iter()
             .filter(|row| {
-                row.text("run_id").is_ok_and(|id| !bad.contains(&id))
-                    && check_child_row(row).is_ok()
+                row.id("run_id").is_ok_and(|id| !bad.contains(&id)) && check_child_row(row).is_ok()
             })
             .collect();
         if rows.is_empty() {
@@ -623,9 +622,9 @@ impl Store {
         let now = self.now_ms();
         let mut next = reserve_attempt_numbers(tx, &rows).await?;
         // The task input of each step, built once for all its children.
-        let mut inputs: HashMap<(String, i64), Value> = HashMap::new();
+        let mut inputs: HashMap<(RunId, i64), Value> = HashMap::new();
         for row in &rows {
-            let run_id = row.text("run_id")?;
+            let run_id = row.id("run_id")?;
             let run = &runs[&run_id];
             let def = self.definition_in(tx, &run.workflow, run.version).await?;
             let position = row.int("position")?;
@@ -642,12 +641,12 @@ impl Store {
                 self.skip_corrupt("claim", &err);
                 continue;
             };
-            let key = (run_id.clone(), position);
-            if !inputs.contains_key(&key) {
-                let outputs = dependency_outputs(tx, &run_id, &step_def.deps).await?;
+            let key = (run_id, position);
+            if let std::collections::hash_map::Entry::Vacant(e) = inputs.entry(key) {
+                let outputs = dependency_outputs(tx, run_id, &step_def.deps).await?;
                 let input =
                     weft_core::machine::task_input(&def, position as usize, &run.input, &outputs);
-                inputs.insert(key.clone(), input);
+                e.insert(input);
             }
             let index = row.int("idx")?;
             let item: Value = serde_json::from_str(&row.text("item")?).unwrap_or(Value::Null);
@@ -664,7 +663,7 @@ impl Store {
             );
             *sequence += 1;
             let (claim, task) = self.claimed(
-                &run_id,
+                run_id,
                 run,
                 step_def,
                 Target {
@@ -699,7 +698,7 @@ impl Store {
         tx: &mut Tx,
         request: &ClaimRequest,
         room: usize,
-        runs: &mut HashMap<String, RunInfo>,
+        runs: &mut HashMap<RunId, RunInfo>,
         tasks: &mut Vec<Claimed>,
         attempts: &mut Vec<NewAttempt>,
     ) -> Result<()> {
@@ -732,9 +731,9 @@ impl Store {
         let now = self.now_ms();
         let mut next = reserve_attempt_numbers(tx, &rows).await?;
         for row in &rows {
-            let run_id = row.text("run_id")?;
-            if !runs.contains_key(&run_id) {
-                runs.insert(run_id.clone(), run_info(row)?);
+            let run_id = row.id("run_id")?;
+            if let std::collections::hash_map::Entry::Vacant(e) = runs.entry(run_id) {
+                e.insert(run_info(row)?);
             }
             let run = &runs[&run_id];
             let def = self.definition_in(tx, &run.workflow, run.version).await?;
@@ -784,7 +783,7 @@ impl Store {
                 .map(|r| r.opt_int("attempt"))
                 .transpose()?
                 .flatten();
-            let key = (run_id.clone(), position);
+            let key = (run_id, position);
             let sequence = next.get_mut(&key).expect("counted above");
             let decided = attempt::claim(
                 AttemptKind::Compensate,
@@ -797,7 +796,7 @@ impl Store {
             );
             *sequence += 1;
             let (claim, task) = self.claimed(
-                &run_id,
+                run_id,
                 run,
                 step_def,
                 Target {
@@ -826,7 +825,7 @@ impl Store {
     /// idempotency key's phase follow the attempt's kind.
     fn claimed(
         &self,
-        run_id: &str,
+        run_id: RunId,
         run: &RunInfo,
         step_def: &weft_core::definition::StepDef,
         at: Target,
@@ -849,11 +848,11 @@ impl Store {
             ),
         };
         let claim = NewAttempt {
-            run_id: run_id.to_owned(),
+            run_id,
             position,
             attempt: decided.attempt,
             lease_id: uuid::Uuid::new_v4().to_string(),
-            span_id: random_hex(8),
+            span_id: SpanId::random(),
             step: step_def.name.clone(),
             queue: step_def.queue.clone(),
             claim: decided,
@@ -862,14 +861,14 @@ impl Store {
         };
         let task = ClaimedTask {
             lease_id: claim.lease_id.clone(),
-            run_id: run_id.to_owned(),
-            trace_id: run.trace_id.clone(),
+            run_id,
+            trace_id: run.trace_id,
             workflow: run.workflow.clone(),
             step: step_def.name.clone(),
             attempt: decided.attempt,
             handler,
             input,
-            span_id: claim.span_id.clone(),
+            span_id: claim.span_id,
             deadline_at_ms: decided.deadline_at,
             timeout_ms: step_def.timeout_ms.map(|t| t as i64),
             lease_ms: decided.lease_ms,
@@ -897,11 +896,11 @@ impl Store {
 async fn reserve_attempt_numbers(
     tx: &mut Tx,
     rows: &[crate::db::Row],
-) -> Result<HashMap<(String, i64), i64>> {
-    let mut per_step: BTreeMap<(String, i64), i64> = BTreeMap::new();
+) -> Result<HashMap<(RunId, i64), i64>> {
+    let mut per_step: BTreeMap<(RunId, i64), i64> = BTreeMap::new();
     for row in rows {
         *per_step
-            .entry((row.text("run_id")?, row.int("position")?))
+            .entry((row.id("run_id")?, row.int("position")?))
             .or_default() += 1;
     }
     let mut next = HashMap::new();
@@ -917,10 +916,7 @@ async fn reserve_attempt_numbers(
                 what: "step",
                 id: format!("{run_id}/{position}"),
             })?;
-        next.insert(
-            (run_id.clone(), *position),
-            row.int("children_claimed")? - n,
-        );
+        next.insert((*run_id, *position), row.int("children_claimed")? - n);
     }
     Ok(next)
 }
@@ -929,7 +925,7 @@ async fn reserve_attempt_numbers(
 /// reason, error), by name.
 async fn dependency_outputs(
     tx: &mut Tx,
-    run_id: &str,
+    run_id: RunId,
     deps: &[usize],
 ) -> Result<BTreeMap<String, weft_core::machine::Upstream>> {
     if deps.is_empty() {
@@ -970,11 +966,11 @@ struct Target {
 
 /// An attempt being claimed, before it is written.
 struct NewAttempt {
-    run_id: String,
+    run_id: RunId,
     position: i64,
     attempt: i64,
     lease_id: String,
-    span_id: String,
+    span_id: SpanId,
     step: String,
     queue: String,
     /// What the core decided for it.
@@ -993,7 +989,7 @@ struct Claimed {
 }
 
 struct RunInfo {
-    trace_id: String,
+    trace_id: TraceId,
     baggage: Option<String>,
     workflow: String,
     version: i64,
@@ -1007,7 +1003,7 @@ struct RunInfo {
 /// A claimed step row's run (joined to it); a corrupt row is an error.
 fn run_info(row: &crate::db::Row) -> Result<RunInfo> {
     Ok(RunInfo {
-        trace_id: row.text("trace_id")?,
+        trace_id: row.id("trace_id")?,
         baggage: row.opt_text("baggage")?,
         workflow: row.text("workflow")?,
         version: row.int("version")?,

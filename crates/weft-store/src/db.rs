@@ -76,6 +76,28 @@ impl From<Option<&String>> for Arg {
     }
 }
 
+/// Identifiers are bound by their one text form (`Display`).
+macro_rules! id_args {
+    ($($id:ty),*) => {$(
+        impl From<$id> for Arg {
+            fn from(v: $id) -> Self {
+                Arg::Text(v.to_string())
+            }
+        }
+        impl From<&$id> for Arg {
+            fn from(v: &$id) -> Self {
+                Arg::Text(v.to_string())
+            }
+        }
+        impl From<Option<$id>> for Arg {
+            fn from(v: Option<$id>) -> Self {
+                v.map_or(Arg::NullText, Into::into)
+            }
+        }
+    )*};
+}
+id_args!(weft_core::RunId, weft_core::TraceId, weft_core::SpanId);
+
 /// Builds an argument list: `args![a, b, c]`.
 #[macro_export]
 macro_rules! args {
@@ -176,6 +198,42 @@ impl Row {
             Val::Null => Ok(None),
             Val::Unreadable => Err(self.corrupt(column, Problem::WrongType { expected: "text" })),
         }
+    }
+
+    /// A required identifier column (`RunId`, `TraceId`, `SpanId`) parsed
+    /// by its `FromStr`: a text that is not one is corrupt.
+    pub fn id<T: std::str::FromStr<Err = weft_core::IdError>>(
+        &self,
+        column: &str,
+    ) -> Result<T, Error> {
+        let text = self.text(column)?;
+        text.parse().map_err(|err: weft_core::IdError| {
+            self.corrupt(
+                column,
+                Problem::WrongType {
+                    expected: err.expected,
+                },
+            )
+        })
+    }
+
+    /// A nullable identifier column, as [`Row::id`].
+    pub fn opt_id<T: std::str::FromStr<Err = weft_core::IdError>>(
+        &self,
+        column: &str,
+    ) -> Result<Option<T>, Error> {
+        self.opt_text(column)?
+            .map(|text| {
+                text.parse().map_err(|err: weft_core::IdError| {
+                    self.corrupt(
+                        column,
+                        Problem::WrongType {
+                            expected: err.expected,
+                        },
+                    )
+                })
+            })
+            .transpose()
     }
 
     /// A step position: a required integer below `n_steps` (the steps of the
@@ -374,7 +432,7 @@ pub struct Tx {
     /// Told the runs whose history this transaction wrote, once it commits.
     hook: Option<CommitHook>,
     /// Runs whose history this transaction wrote, each once.
-    runs: Vec<String>,
+    runs: Vec<weft_core::RunId>,
 }
 
 enum TxConn {
@@ -384,7 +442,7 @@ enum TxConn {
 
 /// Called after a transaction committed with the ids of the runs whose
 /// history it wrote (never for a rollback or a failed commit).
-pub(crate) type CommitHook = std::sync::Arc<dyn Fn(&[String]) + Send + Sync>;
+pub(crate) type CommitHook = std::sync::Arc<dyn Fn(&[weft_core::RunId]) + Send + Sync>;
 
 impl Tx {
     fn new(conn: TxConn) -> Tx {
@@ -402,9 +460,9 @@ impl Tx {
     }
 
     /// Notes that this transaction wrote history events of `run_id`.
-    pub(crate) fn wrote_history(&mut self, run_id: &str) {
-        if !self.runs.iter().any(|r| r == run_id) {
-            self.runs.push(run_id.to_owned());
+    pub(crate) fn wrote_history(&mut self, run_id: weft_core::RunId) {
+        if !self.runs.contains(&run_id) {
+            self.runs.push(run_id);
         }
     }
 

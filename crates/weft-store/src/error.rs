@@ -98,10 +98,10 @@ impl Error {
     /// Names `run_id` as the run of a [`Error::Corrupt`] whose row did not
     /// say (a sweep knows which run it was working on); other errors pass
     /// through unchanged.
-    pub fn in_run(self, run_id: &str) -> Self {
+    pub fn in_run(self, run_id: impl std::fmt::Display) -> Self {
         match self {
             Error::Corrupt(mut c) if c.run_id.is_none() => {
-                c.run_id = Some(run_id.to_owned());
+                c.run_id = Some(run_id.to_string());
                 Error::Corrupt(c)
             }
             other => other,

@@ -12,6 +12,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use weft_core::RunId;
 
 use tokio::sync::watch;
 
@@ -20,31 +21,31 @@ use crate::{Result, Store, db};
 /// One change counter per followed run, shared by its followers.
 #[derive(Default)]
 pub(crate) struct RunFollowers {
-    runs: Mutex<HashMap<String, (watch::Sender<u64>, usize)>>,
+    runs: Mutex<HashMap<RunId, (watch::Sender<u64>, usize)>>,
 }
 
 impl RunFollowers {
-    fn subscribe(&self, run_id: &str) -> watch::Receiver<u64> {
+    fn subscribe(&self, run_id: RunId) -> watch::Receiver<u64> {
         let mut runs = self.runs.lock().expect("followers lock");
         let entry = runs
-            .entry(run_id.to_owned())
+            .entry(run_id)
             .or_insert_with(|| (watch::Sender::new(0), 0));
         entry.1 += 1;
         entry.0.subscribe()
     }
 
-    fn unsubscribe(&self, run_id: &str) {
+    fn unsubscribe(&self, run_id: RunId) {
         let mut runs = self.runs.lock().expect("followers lock");
-        if let Some(entry) = runs.get_mut(run_id) {
+        if let Some(entry) = runs.get_mut(&run_id) {
             entry.1 -= 1;
             if entry.1 == 0 {
-                runs.remove(run_id);
+                runs.remove(&run_id);
             }
         }
     }
 
     /// A transaction that wrote these runs' history committed.
-    pub(crate) fn committed(&self, run_ids: &[String]) {
+    pub(crate) fn committed(&self, run_ids: &[RunId]) {
         let runs = self.runs.lock().expect("followers lock");
         for run_id in run_ids {
             if let Some((changes, _)) = runs.get(run_id) {
@@ -56,7 +57,7 @@ impl RunFollowers {
     /// The hook every store transaction is begun with.
     pub(crate) fn hook(self: &Arc<Self>) -> db::CommitHook {
         let followers = Arc::clone(self);
-        Arc::new(move |run_ids: &[String]| followers.committed(run_ids))
+        Arc::new(move |run_ids: &[RunId]| followers.committed(run_ids))
     }
 }
 
@@ -64,14 +65,14 @@ impl RunFollowers {
 /// this process wrote the run's events. Dropping it stops following.
 pub struct RunFollow {
     store: Store,
-    run_id: String,
+    run_id: RunId,
     changes: watch::Receiver<u64>,
 }
 
 impl RunFollow {
     /// The followed run's id.
-    pub fn run_id(&self) -> &str {
-        &self.run_id
+    pub fn run_id(&self) -> RunId {
+        self.run_id
     }
 
     /// Marks every commit so far as seen. Call it before reading the
@@ -94,16 +95,16 @@ impl RunFollow {
 
 impl Drop for RunFollow {
     fn drop(&mut self) {
-        self.store.inner.run_followers.unsubscribe(&self.run_id);
+        self.store.inner.run_followers.unsubscribe(self.run_id);
     }
 }
 
 impl Store {
     /// Starts following the history of `run_id` (a run id, not a trace id).
-    pub fn follow_run(&self, run_id: &str) -> RunFollow {
+    pub fn follow_run(&self, run_id: RunId) -> RunFollow {
         RunFollow {
             store: self.clone(),
-            run_id: run_id.to_owned(),
+            run_id,
             changes: self.inner.run_followers.subscribe(run_id),
         }
     }

@@ -6,7 +6,7 @@
 //! attempt is out; reaping or a timeout deletes it, so a late worker's call
 //! finds no lease and is refused (`stale_lease`) without touching state.
 
-use weft_core::AttemptStatus;
+use weft_core::{AttemptStatus, RunId};
 
 use crate::{Error, Result, Store, args, db::Arg};
 
@@ -74,7 +74,7 @@ impl Store {
             let mut sql =
                 String::from("INSERT INTO weft_logs (run_id, step, attempt, at, line) VALUES ");
             let mut values = args![
-                row.text("run_id")?,
+                row.id::<RunId>("run_id")?,
                 row.text("name")?,
                 row.int("attempt")?,
                 now

@@ -61,7 +61,7 @@ pub use overview::{
     OVERVIEW_MAX_RUNS, OVERVIEW_TTL, Overview, OverviewRun, WorkflowOverview, quantile, summarize,
 };
 pub use results::{FailReport, Outcome, Recorded, ReportedTiming, WorkerResult};
-pub use run_counts::{COUNTS_TTL, CountFilter, StatusCount, run_id_floor};
+pub use run_counts::{COUNTS_TTL, CountFilter, StatusCount};
 pub use run_views::{AttemptView, HistoryEvent, LogLine, RunInfo, RunPage, RunView, StepView};
 pub use runs::{NewRun, RunFilter};
 pub use starts::{MAX_STARTS_PER_BATCH, StartedRun};

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use weft_core::metadata::Metadata;
+use weft_core::{RunId, metadata::Metadata};
 
 use crate::{
     Result, Store,
@@ -14,7 +14,7 @@ use crate::{
 
 /// Writes `metadata` for `run_id` (nothing when empty), in the start's
 /// transaction.
-pub(crate) async fn write(tx: &mut Tx, run_id: &str, metadata: &Metadata) -> Result<()> {
+pub(crate) async fn write(tx: &mut Tx, run_id: RunId, metadata: &Metadata) -> Result<()> {
     if metadata.is_empty() {
         return Ok(());
     }
@@ -49,11 +49,8 @@ pub(crate) fn push_filters(sql: &mut String, values: &mut Vec<Arg>, pairs: &[(St
 
 impl Store {
     /// The metadata of each of `run_ids` that has any.
-    pub(crate) async fn metadata_of(
-        &self,
-        run_ids: &[String],
-    ) -> Result<HashMap<String, Metadata>> {
-        let mut out: HashMap<String, Metadata> = HashMap::new();
+    pub(crate) async fn metadata_of(&self, run_ids: &[RunId]) -> Result<HashMap<RunId, Metadata>> {
+        let mut out: HashMap<RunId, Metadata> = HashMap::new();
         if run_ids.is_empty() {
             return Ok(out);
         }
@@ -66,7 +63,7 @@ impl Store {
             .fetch_all(&sql, run_ids.iter().map(Arg::from).collect())
             .await?;
         for row in rows {
-            out.entry(row.text("run_id")?)
+            out.entry(row.id("run_id")?)
                 .or_default()
                 .insert(row.text("key")?, row.text("value")?);
         }

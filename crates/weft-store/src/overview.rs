@@ -11,9 +11,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use weft_core::RunStatus;
+use weft_core::{RunId, RunStatus};
 
-use crate::{Result, Store, args, run_counts::run_id_floor};
+use crate::{Result, Store, args};
 
 /// How long an overview is reused before it is read again.
 pub const OVERVIEW_TTL: Duration = Duration::from_secs(5);
@@ -203,10 +203,10 @@ impl Store {
                     i64::from(OVERVIEW_MAX_RUNS) + 1
                 ),
                 // The key range has a minute's slack at the top: run ids
-                // carry this server's clock, `created_at` the store's (the
-                // database's on PostgreSQL); `summarize` keeps the window
-                // exactly by `created_at`.
-                args![run_id_floor(since_ms), run_id_floor(until_ms + 60_000)],
+                // written by older servers carry that server's clock,
+                // `created_at` the store's (the database's on PostgreSQL);
+                // `summarize` keeps the window exactly by `created_at`.
+                args![RunId::floor(since_ms), RunId::floor(until_ms + 60_000)],
             )
             .await?;
         let truncated = rows.len() > OVERVIEW_MAX_RUNS as usize;

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use weft_core::{
-    AttemptStatus, Reason,
+    AttemptStatus, Reason, RunId,
     attempt::{self, End, Report, json_size, stored_error},
     observe::Observation,
 };
@@ -268,7 +268,7 @@ impl Store {
         let mut tx = self.begin().await?;
         // Which run each lease belongs to; a lease not found is stale, or
         // its result was already applied.
-        let mut by_run: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut by_run: BTreeMap<RunId, Vec<usize>> = BTreeMap::new();
         let mut gone: Vec<usize> = Vec::new();
         for chunk in (0..results.len()).collect::<Vec<_>>().chunks(500) {
             let sql = format!(
@@ -279,15 +279,15 @@ impl Store {
                 .iter()
                 .map(|&i| Arg::from(&results[i].lease_id))
                 .collect();
-            let runs: HashMap<String, String> = tx
+            let runs: HashMap<String, RunId> = tx
                 .fetch_all(&sql, values)
                 .await?
                 .into_iter()
-                .map(|r| Ok((r.text("lease_id")?, r.text("run_id")?)))
+                .map(|r| Ok((r.text("lease_id")?, r.id("run_id")?)))
                 .collect::<Result<_>>()?;
             for &i in chunk {
                 match runs.get(&results[i].lease_id) {
-                    Some(run_id) => by_run.entry(run_id.clone()).or_default().push(i),
+                    Some(run_id) => by_run.entry(*run_id).or_default().push(i),
                     None => gone.push(i),
                 }
             }
@@ -307,7 +307,7 @@ impl Store {
         let mut done: Vec<(LockedRun, Vec<(usize, Written)>)> = Vec::with_capacity(by_run.len());
         // Run-id order: concurrent batches lock runs in the same order.
         for (run_id, indexes) in by_run {
-            let mut run = match self.lock_run(&mut tx, &run_id).await {
+            let mut run = match self.lock_run(&mut tx, run_id).await {
                 Ok(run) => run,
                 Err(Error::NotFound { .. }) => {
                     for i in indexes {
@@ -454,7 +454,7 @@ impl Store {
             map.insert("index".into(), index.into());
         }
         let attempt_event = EventRow {
-            run_id: run.run_id.clone(),
+            run_id: run.run_id,
             kind: end.kind.expect("a worker's result has an event"),
             at: now,
             step: Some(run.def.steps[position].name.clone()),
@@ -468,7 +468,7 @@ impl Store {
         };
         let (previous_span_id, event) = match item_index {
             None => (
-                previous_span_id(tx, &run.run_id, position as i64, attempt).await?,
+                previous_span_id(tx, run.run_id, position as i64, attempt).await?,
                 Some(event),
             ),
             // A child's attempts are numbered across its step: the one before
@@ -501,7 +501,7 @@ impl Store {
                 position,
                 attempt,
                 index: item_index,
-                span_id: lease.text("span_id")?,
+                span_id: lease.id("span_id")?,
                 previous_span_id,
                 worker_id: lease.text("worker_id")?,
                 claimed_at,

@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use weft_core::RunStatus;
+use weft_core::{RunId, RunStatus, TraceId};
 
 use crate::{Result, Store, db::Arg};
 
@@ -33,19 +33,11 @@ pub(crate) struct CountCache {
     entries: Mutex<HashMap<(CountFilter, u32), CachedCounts>>,
 }
 
-/// The smallest UUIDv7 minted at `ms` (epoch milliseconds): every run
-/// created at or after `ms` has a run id at or above it.
-pub fn run_id_floor(ms: i64) -> String {
-    let ms = ms.clamp(0, (1_i64 << 48) - 1) as u64;
-    let hex = format!("{ms:012x}");
-    format!("{}-{}-7000-8000-000000000000", &hex[..8], &hex[8..])
-}
-
 /// Which runs to count.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct CountFilter {
     pub workflow: Option<String>,
-    pub trace_id: Option<String>,
+    pub trace_id: Option<TraceId>,
     /// Created at or after (epoch ms).
     pub since_ms: Option<i64>,
     /// Created before (epoch ms).
@@ -140,14 +132,14 @@ impl Store {
                 push(
                     &mut sql,
                     &format!(" AND {id} >= ?"),
-                    run_id_floor(since).into(),
+                    RunId::floor(since).into(),
                 );
             }
             if let Some(until) = filter.until_ms {
                 push(
                     &mut sql,
                     &format!(" AND {id} < ?"),
-                    run_id_floor(until).into(),
+                    RunId::floor(until).into(),
                 );
             }
             let sql = format!(
@@ -163,25 +155,5 @@ impl Store {
             });
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn the_floor_sorts_below_every_id_of_that_millisecond_and_above_earlier_ones() {
-        let ms = 1_764_400_000_123;
-        let floor = super::run_id_floor(ms);
-        let ts = uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            (ms / 1000) as u64,
-            ((ms % 1000) * 1_000_000) as u32,
-        );
-        let same = uuid::Uuid::new_v7(ts).to_string();
-        let earlier =
-            super::run_id_floor(ms - 1).replace("7000-8000-000000000000", "7fff-bfff-ffffffffffff");
-        assert!(uuid::Uuid::parse_str(&floor).is_ok(), "{floor}");
-        assert!(floor <= same, "{floor} > {same}");
-        assert!(earlier < floor, "{earlier} >= {floor}");
     }
 }

@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use weft_core::{AttemptKind, AttemptStatus, RunStatus, StepStatus, UndoStatus, fan_out::Children};
+use weft_core::{
+    AttemptKind, AttemptStatus, RunId, RunStatus, SpanId, StepStatus, TraceId, UndoStatus,
+    fan_out::Children,
+};
 
 use crate::StoredTiming;
 
@@ -16,9 +19,9 @@ use crate::StoredTiming;
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunInfo {
     /// The run's id (a UUIDv7).
-    pub run_id: String,
-    /// The run's trace id (32 lowercase hex digits).
-    pub trace_id: String,
+    pub run_id: RunId,
+    /// The run's trace id.
+    pub trace_id: TraceId,
     /// The workflow's name.
     pub workflow: String,
     /// The workflow version the run started with.
@@ -43,16 +46,16 @@ pub struct RunPage {
     /// At most the filter's `limit` runs; a corrupt run is left out (and logged).
     pub runs: Vec<RunInfo>,
     /// The cursor of the next page; `None` on the last page.
-    pub next_cursor: Option<String>,
+    pub next_cursor: Option<RunId>,
 }
 
 /// A run with its steps and their attempts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunView {
     /// The run's id (a UUIDv7).
-    pub run_id: String,
-    /// The run's trace id (32 lowercase hex digits).
-    pub trace_id: String,
+    pub run_id: RunId,
+    /// The run's trace id.
+    pub trace_id: TraceId,
     /// The workflow's name.
     pub workflow: String,
     /// The workflow version the run started with.
@@ -131,8 +134,8 @@ pub struct AttemptView {
     pub reason: Option<String>,
     /// The worker that claimed it.
     pub worker_id: String,
-    /// The attempt's span id (16 lowercase hex digits).
-    pub span_id: String,
+    /// The attempt's span id.
+    pub span_id: SpanId,
     /// When it was claimed (epoch ms).
     pub claimed_at_ms: i64,
     /// When it ended (epoch ms); `None` while running.

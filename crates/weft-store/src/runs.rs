@@ -5,7 +5,10 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
-use weft_core::{AttemptStatus, RunStatus, StepStatus, machine::Event, trace::TraceParent};
+use weft_core::{
+    AttemptStatus, RunId, RunRef, RunStatus, StepStatus, TraceId, machine::Event,
+    trace::TraceParent,
+};
 
 use crate::{
     Actor, Error, Problem, Result, Store, StoredTiming, args,
@@ -23,8 +26,8 @@ pub struct NewRun {
     pub parent: Option<TraceParent>,
     /// The run's trace id when it has no `parent` but its trace id was
     /// chosen up front (the server's request span, sampled out); random when
-    /// `None`. Must be 32 lowercase hex digits.
-    pub trace_id: Option<String>,
+    /// `None`.
+    pub trace_id: Option<TraceId>,
     /// The caller's W3C `baggage` header, handed to every attempt's worker.
     pub baggage: Option<String>,
     pub request_id: Option<String>,
@@ -39,7 +42,7 @@ pub struct NewRun {
 pub struct RunFilter {
     pub workflow: Option<String>,
     pub status: Option<RunStatus>,
-    pub trace_id: Option<String>,
+    pub trace_id: Option<TraceId>,
     /// Only runs created at or after this time (epoch ms).
     pub since_ms: Option<i64>,
     /// Only runs created before this time (epoch ms).
@@ -48,26 +51,15 @@ pub struct RunFilter {
     pub metadata: Vec<(String, String)>,
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-}
-
-pub(crate) fn random_hex(bytes: usize) -> String {
-    loop {
-        let value: u128 = rand::random();
-        let hex = format!("{value:032x}");
-        let hex = &hex[..bytes * 2];
-        if hex.bytes().any(|b| b != b'0') {
-            return hex.to_owned();
-        }
-    }
+    pub cursor: Option<RunId>,
 }
 
 const RUN_COLUMNS: &str = "run_id, trace_id, workflow, version, status, reason, error, input, output, request_id, created_at, started_at, finished_at";
 
 fn run_summary(row: &Row) -> Result<RunInfo> {
     Ok(RunInfo {
-        run_id: row.text("run_id")?,
-        trace_id: row.text("trace_id")?,
+        run_id: row.id("run_id")?,
+        trace_id: row.id("trace_id")?,
         workflow: row.text("workflow")?,
         version: row.int("version")?,
         status: row.status("status", RunStatus::parse)?,
@@ -134,13 +126,7 @@ impl Store {
         if let Some(until) = filter.until_ms {
             push(&mut sql, " AND r.created_at < ?", until.into());
         }
-        if let Some(cursor) = &filter.cursor {
-            if uuid::Uuid::parse_str(cursor).is_err() {
-                return Err(Error::Invalid {
-                    code: weft_core::ErrorCode::InvalidCursor,
-                    message: format!("`{cursor}` is not a cursor from this API"),
-                });
-            }
+        if let Some(cursor) = filter.cursor {
             push(&mut sql, &format!(" AND {order_key} < ?"), cursor.into());
         }
         sql.push_str(&format!(" ORDER BY {order_key} DESC LIMIT {}", limit + 1));
@@ -161,57 +147,64 @@ impl Store {
                 Err(_) => None,
             })
             .collect();
-        let ids: Vec<String> = runs.iter().map(|r| r.run_id.clone()).collect();
+        let ids: Vec<RunId> = runs.iter().map(|r| r.run_id).collect();
         let mut metadata = self.metadata_of(&ids).await?;
         for run in &mut runs {
             run.metadata = metadata.remove(&run.run_id).unwrap_or_default();
         }
         let next_cursor = if more {
-            page.last().and_then(Row::run_id)
+            page.last().and_then(|row| row.id("run_id").ok())
         } else {
             None
         };
         Ok(RunPage { runs, next_cursor })
     }
 
-    /// Resolves a run id or a trace id (the newest run of that trace) to a run id.
-    pub async fn resolve_run_id(&self, id: &str) -> Result<String> {
-        let row = if weft_core::trace::is_trace_id(id) {
-            self.pool()
+    /// Resolves a run id or a trace id (the newest run of that trace) to a
+    /// run id; `NotFound` when no such run exists.
+    pub async fn resolve_run_id(&self, id: impl Into<RunRef>) -> Result<RunId> {
+        let id = &id.into();
+        let row = match id {
+            RunRef::Trace(trace_id) => self
+                .pool()
                 .fetch_optional(
                     "SELECT run_id FROM weft_runs WHERE trace_id = $1 ORDER BY run_id DESC LIMIT 1",
-                    args![id],
+                    args![trace_id],
                 )
-                .await?
-        } else {
-            self.pool()
-                .fetch_optional("SELECT run_id FROM weft_runs WHERE run_id = $1", args![id])
-                .await?
+                .await?,
+            RunRef::Run(run_id) => {
+                self.pool()
+                    .fetch_optional(
+                        "SELECT run_id FROM weft_runs WHERE run_id = $1",
+                        args![run_id],
+                    )
+                    .await?
+            }
         };
-        row.map(|r| r.text("run_id"))
+        row.map(|r| r.id("run_id"))
             .transpose()?
             .ok_or_else(|| Error::NotFound {
                 what: "run",
-                id: id.to_owned(),
+                id: id.to_string(),
             })
     }
 
-    pub async fn get_run(&self, id: &str) -> Result<RunView> {
+    /// The run with its steps and attempts; `NotFound` when no such run exists.
+    pub async fn get_run(&self, id: impl Into<RunRef>) -> Result<RunView> {
+        let id = &id.into();
         // A run id needs no lookup of its own: reading its row answers 404.
-        let run_id = if weft_core::trace::is_trace_id(id) {
-            self.resolve_run_id(id).await?
-        } else {
-            id.to_owned()
+        let run_id = match id {
+            RunRef::Trace(_) => self.resolve_run_id(id).await?,
+            RunRef::Run(run_id) => *run_id,
         };
         // A corrupt row of any of the run's tables names the run.
-        self.run_detail(&run_id, id)
+        self.run_detail(run_id, id)
             .await
-            .map_err(|err| err.in_run(&run_id))
+            .map_err(|err| err.in_run(run_id))
     }
 
-    async fn run_detail(&self, run_id: &str, id: &str) -> Result<RunView> {
-        let run_id = run_id.to_owned();
-        let row = self.run_row(&run_id, id).await?;
+    async fn run_detail(&self, run_id: RunId, id: &RunRef) -> Result<RunView> {
+        let row = self.run_row(run_id, id).await?;
         let def = self
             .definition(&row.text("workflow")?, row.int("version")?)
             .await?;
@@ -245,7 +238,7 @@ impl Store {
                     status: a.status("status", AttemptStatus::parse)?,
                     reason: a.opt_text("reason")?,
                     worker_id: a.text("worker_id")?,
-                    span_id: a.text("span_id")?,
+                    span_id: a.id("span_id")?,
                     claimed_at_ms: a.int("claimed_at")?,
                     finished_at_ms: a.opt_int("finished_at")?,
                     error: a.opt_text("error")?,
@@ -306,8 +299,8 @@ impl Store {
                 .await?,
         )?;
         Ok(RunView {
-            run_id: row.text("run_id")?,
-            trace_id: row.text("trace_id")?,
+            run_id: row.id("run_id")?,
+            trace_id: row.id("trace_id")?,
             workflow: row.text("workflow")?,
             version: row.int("version")?,
             status: row.status("status", RunStatus::parse)?,
@@ -330,7 +323,12 @@ impl Store {
         })
     }
 
-    pub async fn run_events(&self, id: &str, after_seq: Option<i64>) -> Result<Vec<HistoryEvent>> {
+    pub async fn run_events(
+        &self,
+        id: impl Into<RunRef>,
+        after_seq: Option<i64>,
+    ) -> Result<Vec<HistoryEvent>> {
+        let id = &id.into();
         let run_id = self.resolve_run_id(id).await?;
         let rows = self
             .pool()
@@ -353,7 +351,12 @@ impl Store {
             .collect::<Result<_>>()
     }
 
-    pub async fn run_logs(&self, id: &str, step: Option<&str>) -> Result<Vec<LogLine>> {
+    pub async fn run_logs(
+        &self,
+        id: impl Into<RunRef>,
+        step: Option<&str>,
+    ) -> Result<Vec<LogLine>> {
+        let id = &id.into();
         let run_id = self.resolve_run_id(id).await?;
         let rows = match step {
             Some(step) => {
@@ -387,14 +390,14 @@ impl Store {
     /// every event it writes carries `stamp` (who acted, and why).
     async fn operate(
         &self,
-        id: &str,
+        id: &RunRef,
         stamp: Option<Map<String, Value>>,
         make_event: impl FnOnce(&crate::transition::LockedRun) -> Result<Event>,
     ) -> Result<RunInfo> {
         let run_id = self.resolve_run_id(id).await?;
         let now = self.now_ms();
         let mut tx = self.begin().await?;
-        let mut run = self.lock_run(&mut tx, &run_id).await?;
+        let mut run = self.lock_run(&mut tx, run_id).await?;
         let event = make_event(&run)?;
         let action = event_name(&event);
         run.stamp = stamp;
@@ -419,7 +422,7 @@ impl Store {
         if applied.made_ready {
             self.wake_pollers();
         }
-        let row = self.run_row(&run_id, id).await?;
+        let row = self.run_row(run_id, id).await?;
         let mut summary = run_summary(&row)?;
         summary.metadata = self
             .metadata_of(std::slice::from_ref(&run_id))
@@ -431,24 +434,28 @@ impl Store {
 
     /// Cancels a pending or running run. Running attempts learn it from their
     /// next heartbeat (`cancel_requested`).
-    pub async fn cancel_run(&self, id: &str) -> Result<RunInfo> {
+    pub async fn cancel_run(&self, id: impl Into<RunRef>) -> Result<RunInfo> {
+        let id = &id.into();
         self.operate(id, None, |_| Ok(Event::Cancel)).await
     }
 
     /// [`Store::cancel_run`] by a person, recorded as `actor` (and
     /// `on_behalf_of`) in the events it writes and its log line.
-    pub async fn cancel_run_as(&self, id: &str, actor: &Actor) -> Result<RunInfo> {
+    pub async fn cancel_run_as(&self, id: impl Into<RunRef>, actor: &Actor) -> Result<RunInfo> {
+        let id = &id.into();
         self.operate(id, Some(actor.event_fields()), |_| Ok(Event::Cancel))
             .await
     }
 
     /// Re-runs a failed or cancelled run from its failed and cancelled steps.
-    pub async fn retry_run(&self, id: &str) -> Result<RunInfo> {
+    pub async fn retry_run(&self, id: impl Into<RunRef>) -> Result<RunInfo> {
+        let id = &id.into();
         self.operate(id, None, |_| Ok(Event::Retry)).await
     }
 
     /// [`Store::retry_run`] by a person, recorded like [`Store::cancel_run_as`].
-    pub async fn retry_run_as(&self, id: &str, actor: &Actor) -> Result<RunInfo> {
+    pub async fn retry_run_as(&self, id: impl Into<RunRef>, actor: &Actor) -> Result<RunInfo> {
+        let id = &id.into();
         self.operate(id, Some(actor.event_fields()), |_| Ok(Event::Retry))
             .await
     }
@@ -460,11 +467,12 @@ impl Store {
     /// undo failed.
     pub async fn skip_compensation_as(
         &self,
-        id: &str,
+        id: impl Into<RunRef>,
         step: &str,
         comment: Option<String>,
         actor: &Actor,
     ) -> Result<RunInfo> {
+        let id = &id.into();
         let mut stamp = actor.event_fields();
         if let Some(comment) = &comment {
             stamp.insert("comment".into(), comment.clone().into());
@@ -482,11 +490,12 @@ impl Store {
     /// Approves or rejects a waiting approval step.
     pub async fn decide(
         &self,
-        id: &str,
+        id: impl Into<RunRef>,
         step: &str,
         approve: bool,
         message: Option<String>,
     ) -> Result<RunInfo> {
+        let id = &id.into();
         self.decide_inner(id, step, approve, message, None).await
     }
 
@@ -494,12 +503,13 @@ impl Store {
     /// (and `on_behalf_of`) and the decision's `comment`, if any.
     pub async fn decide_as(
         &self,
-        id: &str,
+        id: impl Into<RunRef>,
         step: &str,
         approve: bool,
         comment: Option<String>,
         actor: &Actor,
     ) -> Result<RunInfo> {
+        let id = &id.into();
         let mut stamp = actor.event_fields();
         if let Some(comment) = &comment {
             stamp.insert("comment".into(), comment.clone().into());
@@ -510,7 +520,7 @@ impl Store {
 
     async fn decide_inner(
         &self,
-        id: &str,
+        id: &RunRef,
         step: &str,
         approve: bool,
         message: Option<String>,
@@ -534,8 +544,8 @@ impl Store {
         .await
     }
 
-    /// Run ids with the given ids, for bulk checks in tests and tools.
-    pub async fn run_statuses(&self, run_ids: &[String]) -> Result<HashMap<String, String>> {
+    /// The statuses of the given runs, for bulk checks in tests and tools.
+    pub async fn run_statuses(&self, run_ids: &[RunId]) -> Result<HashMap<RunId, String>> {
         if run_ids.is_empty() {
             return Ok(HashMap::new());
         }
@@ -548,14 +558,14 @@ impl Store {
             .fetch_all(&sql, run_ids.iter().map(Arg::from).collect())
             .await?;
         rows.iter()
-            .map(|r| Ok((r.text("run_id")?, r.text("status")?)))
+            .map(|r| Ok((r.id("run_id")?, r.text("status")?)))
             .collect::<Result<_>>()
     }
 }
 
 impl Store {
     /// The run's row; `id` is what the caller asked for, for the error.
-    async fn run_row(&self, run_id: &str, id: &str) -> Result<Row> {
+    async fn run_row(&self, run_id: RunId, id: &RunRef) -> Result<Row> {
         self.pool()
             .fetch_optional(
                 &format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE run_id = $1"),
@@ -564,7 +574,7 @@ impl Store {
             .await?
             .ok_or_else(|| Error::NotFound {
                 what: "run",
-                id: id.to_owned(),
+                id: id.to_string(),
             })
     }
 }

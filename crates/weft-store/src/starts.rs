@@ -7,12 +7,12 @@ use std::sync::{Arc, Weak};
 
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
-use weft_core::{RunState, machine::Event, observe::Observation};
+use weft_core::{RunId, RunState, SpanId, TraceId, machine::Event, observe::Observation};
 
 use crate::{
     Error, Inner, Problem, Result, Store, args,
     db::Tx,
-    runs::{NewRun, random_hex},
+    runs::NewRun,
     transition::{Applied, EventRow, LockedRun},
 };
 
@@ -20,10 +20,10 @@ use crate::{
 /// answers (the server turns it into `StartedRun`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StartedRun {
-    /// The run's id: a UUIDv7, lowercase and hyphenated.
-    pub run_id: String,
-    /// The run's trace id, 32 lowercase hex digits.
-    pub trace_id: String,
+    /// The run's id: a UUIDv7.
+    pub run_id: RunId,
+    /// The run's trace id.
+    pub trace_id: TraceId,
     /// False when an idempotency key matched an existing run.
     pub created: bool,
 }
@@ -210,18 +210,12 @@ impl Store {
         if let Some(existing) = existing_run(tx, new).await? {
             return Ok((existing, None));
         }
-        let run_id = uuid::Uuid::now_v7().to_string();
+        let run_id = RunId::new(now);
         let (trace_id, parent_span_id) = match &new.parent {
-            Some(parent) => (parent.trace_id.clone(), Some(parent.parent_span_id.clone())),
-            None => (
-                new.trace_id
-                    .clone()
-                    .filter(|t| weft_core::trace::is_trace_id(t) && t.bytes().any(|b| b != b'0'))
-                    .unwrap_or_else(|| random_hex(16)),
-                None,
-            ),
+            Some(parent) => (parent.trace_id, Some(parent.parent_span_id)),
+            None => (new.trace_id.unwrap_or_else(TraceId::random), None),
         };
-        let span_id = random_hex(8);
+        let span_id = SpanId::random();
         let inserted = tx
             .execute(
                 &format!(
@@ -235,7 +229,7 @@ impl Store {
                     &run_id,
                     &trace_id,
                     &span_id,
-                    parent_span_id.clone(),
+                    parent_span_id,
                     &new.workflow,
                     version,
                     new.input.to_string(),
@@ -256,7 +250,7 @@ impl Store {
                 })?;
             return Ok((existing, None));
         }
-        crate::metadata::write(tx, &run_id, &new.metadata).await?;
+        crate::metadata::write(tx, run_id, &new.metadata).await?;
         let mut data = serde_json::Map::new();
         data.insert("version".into(), version.into());
         if let Some(request_id) = &new.request_id {
@@ -266,7 +260,7 @@ impl Store {
             data.extend(actor.event_fields());
         }
         let created = EventRow {
-            run_id: run_id.clone(),
+            run_id,
             kind: weft_core::EventKind::RunCreated,
             at: now,
             step: None,
@@ -274,8 +268,8 @@ impl Store {
             data: Value::Object(data),
         };
         let mut run = LockedRun {
-            run_id: run_id.clone(),
-            trace_id: trace_id.clone(),
+            run_id,
+            trace_id,
             span_id,
             parent_span_id,
             created_at: now,
@@ -335,8 +329,8 @@ async fn existing_run(tx: &mut Tx, new: &NewRun) -> Result<Option<StartedRun>> {
         });
     }
     Ok(Some(StartedRun {
-        run_id: row.text("run_id")?,
-        trace_id: row.text("trace_id")?,
+        run_id: row.id("run_id")?,
+        trace_id: row.id("trace_id")?,
         created: false,
     }))
 }

@@ -3,6 +3,7 @@
 //! lock, so any number of engines may sweep at once; a corrupt run is
 //! skipped (logged once) and the others go on.
 
+use weft_core::RunId;
 use weft_core::{
     AttemptStatus, EventKind, Reason, StepStatus, attempt, machine::Event, observe::Observation,
 };
@@ -18,7 +19,7 @@ use crate::{
 pub(crate) const TIMEOUT_ACTOR: &str = "timeout";
 
 struct LeaseRow {
-    run_id: String,
+    run_id: RunId,
     position: i64,
     attempt: i64,
 }
@@ -63,7 +64,7 @@ impl Store {
     /// Fires one due timer row; returns 1 if it changed the run.
     async fn fire_timer(&self, row: &crate::db::Row, now: i64) -> Result<usize> {
         let mut tx = self.begin().await?;
-        let mut run = match self.lock_run(&mut tx, &row.text("run_id")?).await {
+        let mut run = match self.lock_run(&mut tx, row.id("run_id")?).await {
             Ok(run) => run,
             Err(Error::NotFound { .. }) => return Ok(0),
             Err(err) => return Err(err),
@@ -159,7 +160,7 @@ impl Store {
                 .await?;
             let Some(check) = check else { return Ok(0) };
             let lease = LeaseRow {
-                run_id: run.run_id.clone(),
+                run_id: run.run_id,
                 position: check.int("position")?,
                 attempt: check.int("attempt")?,
             };
@@ -222,7 +223,7 @@ impl Store {
             let mut events = Vec::with_capacity(2);
             if end.lease_expired {
                 events.push(EventRow {
-                    run_id: lease.run_id.clone(),
+                    run_id: lease.run_id,
                     kind: EventKind::LeaseExpired,
                     at: now,
                     step: Some(step_name.clone()),
@@ -236,7 +237,7 @@ impl Store {
                     map.insert("index".into(), index.into());
                 }
                 events.push(EventRow {
-                    run_id: lease.run_id.clone(),
+                    run_id: lease.run_id,
                     kind,
                     at: now,
                     step: Some(step_name.clone()),
@@ -256,7 +257,7 @@ impl Store {
             };
             let (previous_span_id, event) = match item_index {
                 None => (
-                    previous_span_id(&mut tx, &lease.run_id, lease.position, lease.attempt).await?,
+                    previous_span_id(&mut tx, lease.run_id, lease.position, lease.attempt).await?,
                     event,
                 ),
                 Some(index) => (
@@ -286,7 +287,7 @@ impl Store {
                 position,
                 attempt: lease.attempt,
                 index: item_index,
-                span_id: check.text("span_id")?,
+                span_id: check.id("span_id")?,
                 previous_span_id,
                 worker_id: check.text("worker_id")?,
                 claimed_at,

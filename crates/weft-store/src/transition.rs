@@ -7,8 +7,8 @@ use std::{collections::BTreeSet, sync::Arc};
 
 use serde_json::Value;
 use weft_core::{
-    AttemptKind, AttemptStatus, Definition, EventKind, Reason, RunState, RunStatus, StepState,
-    StepStatus, UndoStatus, attempt,
+    AttemptKind, AttemptStatus, Definition, EventKind, Reason, RunId, RunState, RunStatus, SpanId,
+    StepState, StepStatus, TraceId, UndoStatus, attempt,
     machine::{self, Context, Effect, Event},
     observe::{AttemptRecord, ConditionRecord, Observation, RunRecord, Timing},
     redact::TextMasker,
@@ -22,11 +22,11 @@ use crate::{
 
 /// A run loaded under its row lock, with its definition and machine state.
 pub(crate) struct LockedRun {
-    pub run_id: String,
-    pub trace_id: String,
+    pub run_id: RunId,
+    pub trace_id: TraceId,
     /// The run span's id, and the caller's span it joined, if any.
-    pub span_id: String,
-    pub parent_span_id: Option<String>,
+    pub span_id: SpanId,
+    pub parent_span_id: Option<SpanId>,
     pub created_at: i64,
     pub workflow: String,
     pub version: i64,
@@ -44,7 +44,7 @@ impl LockedRun {
     /// What the children's functions read of this run.
     pub(crate) fn view(&self) -> crate::children::RunView<'_> {
         crate::children::RunView {
-            run_id: &self.run_id,
+            run_id: self.run_id,
             def: &self.def,
             state: &self.state,
         }
@@ -70,8 +70,8 @@ pub(crate) struct EndedAttempt {
     pub attempt: i64,
     /// A `for_each` child's index, for a child's attempt.
     pub index: Option<i64>,
-    pub span_id: String,
-    pub previous_span_id: Option<String>,
+    pub span_id: SpanId,
+    pub previous_span_id: Option<SpanId>,
     pub worker_id: String,
     pub claimed_at: i64,
     pub status: AttemptStatus,
@@ -86,12 +86,12 @@ impl EndedAttempt {
     pub(crate) fn record<'a>(&'a self, run: &'a LockedRun, now: i64) -> AttemptRecord<'a> {
         let step = &run.def.steps[self.position];
         AttemptRecord {
-            run_id: &run.run_id,
-            trace_id: &run.trace_id,
-            run_span_id: &run.span_id,
-            run_parent_span_id: run.parent_span_id.as_deref(),
-            span_id: &self.span_id,
-            previous_span_id: self.previous_span_id.as_deref(),
+            run_id: run.run_id,
+            trace_id: run.trace_id,
+            run_span_id: run.span_id,
+            run_parent_span_id: run.parent_span_id,
+            span_id: self.span_id,
+            previous_span_id: self.previous_span_id,
             workflow: &run.workflow,
             version: run.version,
             step: &step.name,
@@ -110,12 +110,12 @@ impl EndedAttempt {
     }
 }
 
-fn parse_json(text: Option<String>, what: &str, run_id: &str) -> Result<Option<Value>> {
+fn parse_json(text: Option<String>, what: &str, run_id: RunId) -> Result<Option<Value>> {
     text.map(|t| {
         serde_json::from_str(&t).map_err(|err| {
             Error::corrupt(
                 what,
-                Some(run_id.to_owned()),
+                Some(run_id.to_string()),
                 Problem::BadJson(err.to_string()),
             )
         })
@@ -135,12 +135,12 @@ pub(crate) fn opt_reason(row: &crate::db::Row) -> Result<Option<Reason>> {
 
 impl Store {
     /// Locks a run's row for the rest of the transaction and loads its state.
-    pub(crate) async fn lock_run(&self, tx: &mut Tx, run_id: &str) -> Result<LockedRun> {
-        self.lock_run_where(tx, "run_id = $1", run_id)
+    pub(crate) async fn lock_run(&self, tx: &mut Tx, run_id: RunId) -> Result<LockedRun> {
+        self.lock_run_where(tx, "run_id = $1", run_id.into())
             .await?
             .ok_or_else(|| Error::NotFound {
                 what: "run",
-                id: run_id.to_owned(),
+                id: run_id.to_string(),
             })
     }
 
@@ -154,7 +154,7 @@ impl Store {
         self.lock_run_where(
             tx,
             "run_id = (SELECT run_id FROM weft_leases WHERE lease_id = $1)",
-            lease_id,
+            lease_id.into(),
         )
         .await
     }
@@ -163,7 +163,7 @@ impl Store {
         &self,
         tx: &mut Tx,
         condition: &str,
-        key: &str,
+        key: Arg,
     ) -> Result<Option<LockedRun>> {
         let lock = match tx.dialect() {
             Dialect::Postgres => " FOR UPDATE",
@@ -173,11 +173,10 @@ impl Store {
             "SELECT run_id, trace_id, span_id, parent_span_id, created_at, workflow, version, status, reason, error, input, output \
              FROM weft_runs WHERE {condition}{lock}"
         );
-        let Some(row) = tx.fetch_optional(&sql, args![key]).await? else {
+        let Some(row) = tx.fetch_optional(&sql, vec![key]).await? else {
             return Ok(None);
         };
-        let run_id = row.text("run_id")?;
-        let run_id = run_id.as_str();
+        let run_id: RunId = row.id("run_id")?;
         let workflow = row.text("workflow")?;
         let version = row.int("version")?;
         let def = self.definition_in(tx, &workflow, version).await?;
@@ -194,7 +193,7 @@ impl Store {
         if step_rows.len() != def.steps.len() {
             return Err(Error::corrupt(
                 "weft_steps",
-                Some(run_id.to_owned()),
+                Some(run_id.to_string()),
                 Problem::StepCount {
                     rows: step_rows.len(),
                     defined: def.steps.len(),
@@ -233,10 +232,10 @@ impl Store {
             steps,
         };
         Ok(Some(LockedRun {
-            run_id: row.text("run_id")?,
-            trace_id: row.text("trace_id")?,
-            span_id: row.text("span_id")?,
-            parent_span_id: row.opt_text("parent_span_id")?,
+            run_id,
+            trace_id: row.id("trace_id")?,
+            span_id: row.id("span_id")?,
+            parent_span_id: row.opt_id("parent_span_id")?,
             created_at: row.int("created_at")?,
             workflow,
             version,
@@ -426,10 +425,10 @@ impl Store {
         }
         for (position, end) in ends {
             let (filter, which) = match position {
-                None => (String::new(), Which::RunningIn(&run.run_id)),
+                None => (String::new(), Which::RunningIn(run.run_id)),
                 Some(p) => (
                     format!(" AND position = {p}"),
-                    Which::RunningAt(&run.run_id, p),
+                    Which::RunningAt(run.run_id, p),
                 ),
             };
             for row in tx
@@ -449,7 +448,7 @@ impl Store {
                     position: row.position("position", run.def.steps.len())?,
                     attempt: row.int("attempt")?,
                     index: row.opt_int("item_index")?,
-                    span_id: row.text("span_id")?,
+                    span_id: row.id("span_id")?,
                     previous_span_id: None,
                     worker_id: row.text("worker_id")?,
                     claimed_at,
@@ -497,7 +496,7 @@ impl Store {
                 map.insert("error".into(), error.clone().into());
             }
             events.push(EventRow {
-                run_id: run.run_id.clone(),
+                run_id: run.run_id,
                 kind: effect.kind(),
                 at: now,
                 step,
@@ -563,10 +562,10 @@ impl Store {
         }
         for &(position, condition_ms, result) in &applied.conditions {
             observer.observe(&Observation::ConditionDecided(ConditionRecord {
-                run_id: &run.run_id,
-                trace_id: &run.trace_id,
-                run_span_id: &run.span_id,
-                run_parent_span_id: run.parent_span_id.as_deref(),
+                run_id: run.run_id,
+                trace_id: run.trace_id,
+                run_span_id: run.span_id,
+                run_parent_span_id: run.parent_span_id,
                 workflow: &run.workflow,
                 version: run.version,
                 step: &run.def.steps[position].name,
@@ -585,7 +584,7 @@ impl Store {
                     let mut record = self::run_record(run, now);
                     record.error = error.as_deref();
                     observer.observe(&Observation::RunFinished(record));
-                    self.inner.run_waiters.finished(&run.run_id);
+                    self.inner.run_waiters.finished(run.run_id);
                 }
                 Effect::RunRetried => {
                     observer.observe(&Observation::RunRetried {
@@ -640,9 +639,9 @@ fn masked_error(error: Option<&str>, masker: Option<&TextMasker>) -> String {
 }
 
 fn log_effect(run: &LockedRun, effect: &Effect, secrets: Option<&TextMasker>) {
-    let run_id = run.run_id.as_str();
+    let run_id = tracing::field::display(run.run_id);
     let workflow = run.workflow.as_str();
-    let trace_id = run.trace_id.as_str();
+    let trace_id = tracing::field::display(run.trace_id);
     match effect {
         Effect::RunCompleted => {
             tracing::info!(
@@ -807,7 +806,7 @@ async fn insert_steps(tx: &mut Tx, run: &LockedRun, now: i64) -> Result<()> {
 /// One history row, written later with its neighbours in one statement.
 #[derive(Debug)]
 pub(crate) struct EventRow {
-    pub run_id: String,
+    pub run_id: RunId,
     pub kind: EventKind,
     pub at: i64,
     pub step: Option<String>,
@@ -824,7 +823,7 @@ pub(crate) async fn insert_events(tx: &mut Tx, rows: &[EventRow]) -> Result<()> 
         sql.push_str("INSERT INTO weft_events (run_id, type, at, step, attempt, data) VALUES ");
         let mut values = Vec::with_capacity(chunk.len() * COLUMNS);
         for (i, row) in chunk.iter().enumerate() {
-            tx.wrote_history(&row.run_id);
+            tx.wrote_history(row.run_id);
             if i > 0 {
                 sql.push_str(", ");
             }
@@ -846,10 +845,10 @@ pub(crate) async fn insert_events(tx: &mut Tx, rows: &[EventRow]) -> Result<()> 
 /// The run's row as a finished run, for its span and metrics.
 pub(crate) fn run_record(run: &LockedRun, finished_at_ms: i64) -> RunRecord<'_> {
     RunRecord {
-        run_id: &run.run_id,
-        trace_id: &run.trace_id,
-        span_id: &run.span_id,
-        parent_span_id: run.parent_span_id.as_deref(),
+        run_id: run.run_id,
+        trace_id: run.trace_id,
+        span_id: run.span_id,
+        parent_span_id: run.parent_span_id,
         workflow: &run.workflow,
         version: run.version,
         created_at_ms: run.created_at,

@@ -8,6 +8,7 @@ use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
+use weft_core::{RunId, RunRef};
 
 use crate::{Result, RunView, Store};
 use tokio::sync::Notify;
@@ -17,33 +18,33 @@ const RECHECK: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
 pub(crate) struct RunWaiters {
-    runs: Mutex<HashMap<String, (Arc<Notify>, usize)>>,
+    runs: Mutex<HashMap<RunId, (Arc<Notify>, usize)>>,
 }
 
 impl RunWaiters {
-    fn register(&self, run_id: &str) -> Arc<Notify> {
+    fn register(&self, run_id: RunId) -> Arc<Notify> {
         let mut runs = self.runs.lock().expect("waiters lock");
         let entry = runs
-            .entry(run_id.to_owned())
+            .entry(run_id)
             .or_insert_with(|| (Arc::new(Notify::new()), 0));
         entry.1 += 1;
         entry.0.clone()
     }
 
-    fn unregister(&self, run_id: &str) {
+    fn unregister(&self, run_id: RunId) {
         let mut runs = self.runs.lock().expect("waiters lock");
-        if let Some(entry) = runs.get_mut(run_id) {
+        if let Some(entry) = runs.get_mut(&run_id) {
             entry.1 -= 1;
             if entry.1 == 0 {
-                runs.remove(run_id);
+                runs.remove(&run_id);
             }
         }
     }
 
     /// Wakes whoever waits for this run.
-    pub(crate) fn finished(&self, run_id: &str) {
+    pub(crate) fn finished(&self, run_id: RunId) {
         let runs = self.runs.lock().expect("waiters lock");
-        if let Some((notify, _)) = runs.get(run_id) {
+        if let Some((notify, _)) = runs.get(&run_id) {
             notify.notify_waiters();
         }
     }
@@ -52,7 +53,7 @@ impl RunWaiters {
 /// Unregisters a waiter however its wait ends (also when the request is dropped).
 struct Registered<'a> {
     waiters: &'a RunWaiters,
-    run_id: &'a str,
+    run_id: RunId,
 }
 
 impl Drop for Registered<'_> {
@@ -64,18 +65,16 @@ impl Drop for Registered<'_> {
 impl Store {
     /// The run's detail once it has ended, or when `wait` has passed,
     /// whichever comes first. `id` is a run id or a trace id.
-    pub async fn wait_run(&self, id: &str, wait: Duration) -> Result<RunView> {
+    pub async fn wait_run(&self, id: impl Into<RunRef>, wait: Duration) -> Result<RunView> {
+        let id = &id.into();
         let run_id = self.resolve_run_id(id).await?;
         if wait.is_zero() {
-            return self.get_run(&run_id).await;
+            return self.get_run(&RunRef::Run(run_id)).await;
         }
         let deadline = tokio::time::Instant::now() + wait;
         let waiters = &self.inner.run_waiters;
-        let notify = waiters.register(&run_id);
-        let _registered = Registered {
-            waiters,
-            run_id: &run_id,
-        };
+        let notify = waiters.register(run_id);
+        let _registered = Registered { waiters, run_id };
         let mut woken = false;
         loop {
             // Interest first, then the look: an end committed in between still wakes us.
@@ -84,14 +83,14 @@ impl Store {
             notified.as_mut().enable();
             let now = tokio::time::Instant::now();
             if woken || now >= deadline {
-                let run = self.get_run(&run_id).await?;
+                let run = self.get_run(&RunRef::Run(run_id)).await?;
                 if now >= deadline || run.status.is_terminal() {
                     return Ok(run);
                 }
             } else {
                 let statuses = self.run_statuses(std::slice::from_ref(&run_id)).await?;
                 if statuses.get(&run_id).is_none_or(|s| run_ended(s)) {
-                    return self.get_run(&run_id).await;
+                    return self.get_run(&RunRef::Run(run_id)).await;
                 }
             }
             let nap = (deadline - now).min(RECHECK);

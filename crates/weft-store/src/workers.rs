@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use weft_core::{
-    AttemptStatus, RunStatus, StepStatus, UndoStatus,
+    AttemptStatus, RunRef, RunStatus, StepStatus, UndoStatus,
     definition::StepKind,
     diagnosis::{AttemptView, LeaseView, RunView, StepKindView, StepView, WorkerView},
 };
@@ -224,7 +224,7 @@ impl Store {
     /// status). At most `limit` runs, by run id.
     pub async fn diagnosis_views(
         &self,
-        run_id: Option<&str>,
+        run_id: Option<&RunRef>,
         limit: usize,
     ) -> Result<Vec<RunView>> {
         let pool = self.pool();

@@ -185,7 +185,10 @@ impl Default for Caps {
 }
 
 pub use weft_core::observe::GaugeSnapshot;
-use weft_core::observe::{Observation, Observer};
+use weft_core::{
+    TraceId,
+    observe::{Observation, Observer},
+};
 
 struct Families {
     runs_started: Family<WorkflowLabels, Counter>,
@@ -452,14 +455,14 @@ impl Metrics {
             .inc();
     }
 
-    pub fn run_finished(&self, workflow: &str, status: &str, seconds: f64, trace_id: &str) {
+    pub fn run_finished(&self, workflow: &str, status: &str, seconds: f64, trace_id: TraceId) {
         let labels = WorkflowStatusLabels {
             workflow: self.workflow(workflow),
             status: status.to_owned(),
         };
         self.f().runs_finished.get_or_create(&labels).inc();
         let exemplar = TraceExemplar {
-            trace_id: trace_id.to_owned(),
+            trace_id: trace_id.to_string(),
         };
         self.f().run_duration.get_or_create(&labels).observe(
             seconds,
@@ -478,7 +481,7 @@ impl Metrics {
         reason: &str,
         seconds: f64,
         handler_seconds: Option<f64>,
-        trace_id: &str,
+        trace_id: TraceId,
     ) {
         let (workflow, step) = self.step(workflow, step);
         self.f()
@@ -491,7 +494,7 @@ impl Metrics {
             })
             .inc();
         let exemplar = TraceExemplar {
-            trace_id: trace_id.to_owned(),
+            trace_id: trace_id.to_string(),
         };
         self.f()
             .step_duration
@@ -789,7 +792,12 @@ mod tests {
     fn records_and_encodes_both_formats() {
         let metrics = Metrics::new("1.2.3", Caps::default());
         metrics.run_started("etl");
-        metrics.run_finished("etl", "completed", 1.5, "4bf92f3577b34da6a3ce929d0e0e4736");
+        metrics.run_finished(
+            "etl",
+            "completed",
+            1.5,
+            "4bf92f3577b34da6a3ce929d0e0e4736".parse().unwrap(),
+        );
         metrics.attempt_finished(
             "etl",
             "extract",
@@ -797,7 +805,7 @@ mod tests {
             "timeout",
             0.2,
             Some(0.1),
-            "4bf92f3577b34da6a3ce929d0e0e4736",
+            "4bf92f3577b34da6a3ce929d0e0e4736".parse().unwrap(),
         );
         let open = metrics.encode(true);
         assert!(

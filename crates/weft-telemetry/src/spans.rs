@@ -100,6 +100,16 @@ fn time(epoch_ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(epoch_ms.max(0) as u64)
 }
 
+/// A run's trace id as OpenTelemetry's (the same 16 bytes).
+pub(crate) fn otel_trace(id: weft_core::TraceId) -> TraceId {
+    TraceId::from(id.to_u128())
+}
+
+/// A span id as OpenTelemetry's (the same 8 bytes).
+pub(crate) fn otel_span(id: weft_core::SpanId) -> SpanId {
+    SpanId::from(id.to_u64())
+}
+
 pub(crate) fn remote(trace_id: TraceId, span_id: SpanId, flags: TraceFlags) -> Context {
     Context::new().with_remote_span_context(SpanContext::new(
         trace_id,
@@ -147,21 +157,11 @@ impl RowSpans {
     }
 
     pub fn run_span(&self, run: &RunRecord<'_>) {
-        let (Ok(trace_id), Ok(span_id)) = (
-            TraceId::from_hex(run.trace_id),
-            SpanId::from_hex(run.span_id),
-        ) else {
-            tracing::warn!(
-                component = "telemetry",
-                run_id = run.run_id,
-                "run row has malformed trace ids; no span"
-            );
-            return;
-        };
-        let caller = run.parent_span_id.and_then(|p| SpanId::from_hex(p).ok());
+        let (trace_id, span_id) = (otel_trace(run.trace_id), otel_span(run.span_id));
+        let caller = run.parent_span_id.map(otel_span);
         let end = time(run.finished_at_ms);
         let mut attributes = vec![
-            KeyValue::new("weft.run_id", run.run_id.to_owned()),
+            KeyValue::new("weft.run_id", run.run_id.to_string()),
             KeyValue::new("weft.workflow", run.workflow.to_owned()),
             KeyValue::new("weft.workflow_version", run.version),
             KeyValue::new("weft.status", run.status.as_str()),
@@ -198,22 +198,9 @@ impl RowSpans {
     }
 
     pub fn attempt_span(&self, attempt: &AttemptRecord<'_>) {
-        let parsed = (
-            TraceId::from_hex(attempt.trace_id),
-            SpanId::from_hex(attempt.run_span_id),
-            SpanId::from_hex(attempt.span_id),
-        );
-        let (Ok(trace_id), Ok(run_span_id), Ok(span_id)) = parsed else {
-            tracing::warn!(
-                component = "telemetry",
-                run_id = attempt.run_id,
-                "attempt row has malformed trace ids; no span"
-            );
-            return;
-        };
-        let caller = attempt
-            .run_parent_span_id
-            .and_then(|p| SpanId::from_hex(p).ok());
+        let trace_id = otel_trace(attempt.trace_id);
+        let (run_span_id, span_id) = (otel_span(attempt.run_span_id), otel_span(attempt.span_id));
+        let caller = attempt.run_parent_span_id.map(otel_span);
         let flags = if self.run_sampled(trace_id, caller) {
             TraceFlags::SAMPLED
         } else {
@@ -222,7 +209,7 @@ impl RowSpans {
         let end = time(attempt.finished_at_ms);
         let timing = &attempt.timing;
         let mut attributes = vec![
-            KeyValue::new("weft.run_id", attempt.run_id.to_owned()),
+            KeyValue::new("weft.run_id", attempt.run_id.to_string()),
             KeyValue::new("weft.workflow", attempt.workflow.to_owned()),
             KeyValue::new("weft.workflow_version", attempt.version),
             KeyValue::new("weft.step", attempt.step.to_owned()),
@@ -260,10 +247,7 @@ impl RowSpans {
             .with_kind(SpanKind::Internal)
             .with_start_time(time(attempt.claimed_at_ms))
             .with_attributes(attributes);
-        if let Some(previous) = attempt
-            .previous_span_id
-            .and_then(|p| SpanId::from_hex(p).ok())
-        {
+        if let Some(previous) = attempt.previous_span_id.map(otel_span) {
             let context = SpanContext::new(trace_id, previous, flags, false, TraceState::default());
             builder = builder.with_links(vec![Link::with_context(context)]);
         }
@@ -296,20 +280,11 @@ impl RowSpans {
     /// was committed and as long as the evaluation took. Its own span id is
     /// random: nothing links to it.
     pub fn condition_span(&self, condition: &ConditionRecord<'_>) {
-        let (Ok(trace_id), Ok(run_span_id)) = (
-            TraceId::from_hex(condition.trace_id),
-            SpanId::from_hex(condition.run_span_id),
-        ) else {
-            tracing::warn!(
-                component = "telemetry",
-                run_id = condition.run_id,
-                "run row has malformed trace ids; no condition span"
-            );
-            return;
-        };
-        let caller = condition
-            .run_parent_span_id
-            .and_then(|p| SpanId::from_hex(p).ok());
+        let (trace_id, run_span_id) = (
+            otel_trace(condition.trace_id),
+            otel_span(condition.run_span_id),
+        );
+        let caller = condition.run_parent_span_id.map(otel_span);
         let flags = if self.run_sampled(trace_id, caller) {
             TraceFlags::SAMPLED
         } else {
@@ -321,7 +296,7 @@ impl RowSpans {
             .with_kind(SpanKind::Internal)
             .with_start_time(time(condition.decided_at_ms.saturating_sub(ms)))
             .with_attributes(vec![
-                KeyValue::new("weft.run_id", condition.run_id.to_owned()),
+                KeyValue::new("weft.run_id", condition.run_id.to_string()),
                 KeyValue::new("weft.workflow", condition.workflow.to_owned()),
                 KeyValue::new("weft.workflow_version", condition.version),
                 KeyValue::new("weft.step", condition.step.to_owned()),
@@ -397,14 +372,15 @@ mod tests {
     }
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const RUN_ID: &str = "019b7c2e-5a1e-7000-8000-000000000001";
     const RUN_SPAN: &str = "00f067aa0ba902b7";
 
     fn run(status: RunStatus, caller: Option<&'static str>) -> RunRecord<'static> {
         RunRecord {
-            run_id: "r1",
-            trace_id: TRACE,
-            span_id: RUN_SPAN,
-            parent_span_id: caller,
+            run_id: RUN_ID.parse().unwrap(),
+            trace_id: TRACE.parse().unwrap(),
+            span_id: RUN_SPAN.parse().unwrap(),
+            parent_span_id: caller.map(|c| c.parse().unwrap()),
             workflow: "etl",
             version: 3,
             created_at_ms: 1_700_000_000_000,
@@ -421,16 +397,18 @@ mod tests {
         previous: Option<&'static str>,
     ) -> AttemptRecord<'static> {
         AttemptRecord {
-            run_id: "r1",
-            trace_id: TRACE,
-            run_span_id: RUN_SPAN,
+            run_id: RUN_ID.parse().unwrap(),
+            trace_id: TRACE.parse().unwrap(),
+            run_span_id: RUN_SPAN.parse().unwrap(),
             run_parent_span_id: None,
             span_id: if n == 1 {
                 "1111111111111111"
             } else {
                 "2222222222222222"
-            },
-            previous_span_id: previous,
+            }
+            .parse()
+            .unwrap(),
+            previous_span_id: previous.map(|p| p.parse().unwrap()),
             workflow: "etl",
             version: 3,
             step: "load",
@@ -473,7 +451,7 @@ mod tests {
         assert_eq!(span.parent_span_id, SpanId::INVALID);
         assert_eq!(span.start_time, time(1_700_000_000_000));
         assert_eq!(span.end_time, time(1_700_000_002_500));
-        assert_eq!(attr(span, "weft.run_id").as_deref(), Some("r1"));
+        assert_eq!(attr(span, "weft.run_id").as_deref(), Some(RUN_ID));
         assert_eq!(attr(span, "weft.workflow_version").as_deref(), Some("3"));
         assert_eq!(attr(span, "weft.status").as_deref(), Some("completed"));
         assert_eq!(
@@ -488,9 +466,9 @@ mod tests {
     fn a_condition_span_is_a_child_of_the_run_as_long_as_the_evaluation() {
         let (spans, collected) = pipeline(SamplerConfig::ParentBasedAlwaysOn);
         let condition = |result| ConditionRecord {
-            run_id: "r1",
-            trace_id: TRACE,
-            run_span_id: RUN_SPAN,
+            run_id: RUN_ID.parse().unwrap(),
+            trace_id: TRACE.parse().unwrap(),
+            run_span_id: RUN_SPAN.parse().unwrap(),
             run_parent_span_id: None,
             workflow: "etl",
             version: 3,

@@ -11,10 +11,7 @@ use std::time::Duration;
 use opentelemetry::{
     KeyValue,
     propagation::TextMapCompositePropagator,
-    trace::{
-        Span as _, SpanBuilder, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
-        Tracer as _,
-    },
+    trace::{Span as _, SpanBuilder, SpanKind, Status, TraceContextExt, TraceFlags, Tracer as _},
 };
 use opentelemetry_otlp::{
     WithExportConfig, WithTonicConfig,
@@ -323,15 +320,15 @@ impl Tracing {
         request_id: Option<&str>,
     ) -> ServerSpan {
         let parent = caller
-            .and_then(|c| {
-                let trace_id = TraceId::from_hex(&c.trace_id).ok()?;
-                let span_id = SpanId::from_hex(&c.parent_span_id).ok()?;
+            .map(|c| {
+                let trace_id = crate::spans::otel_trace(c.trace_id);
+                let span_id = crate::spans::otel_span(c.parent_span_id);
                 let flags = if c.sampled {
                     TraceFlags::SAMPLED
                 } else {
                     TraceFlags::default()
                 };
-                Some(remote(trace_id, span_id, flags))
+                remote(trace_id, span_id, flags)
             })
             .unwrap_or_default();
         let mut attributes = vec![
@@ -411,20 +408,20 @@ impl ServerSpan {
         let sc = self.span.span_context();
         if sc.is_valid() && sc.is_sampled() {
             Some(TraceParent {
-                trace_id: sc.trace_id().to_string(),
-                parent_span_id: sc.span_id().to_string(),
+                trace_id: weft_core::TraceId::from_bytes(sc.trace_id().to_bytes())?,
+                parent_span_id: weft_core::SpanId::from_bytes(sc.span_id().to_bytes())?,
                 sampled: true,
             })
         } else {
-            self.caller.clone()
+            self.caller
         }
     }
 
     /// This span's trace id (the caller's, or generated here): the run's
     /// trace id even when this span was sampled out.
-    pub fn trace_id(&self) -> Option<String> {
+    pub fn trace_id(&self) -> Option<weft_core::TraceId> {
         let sc = self.span.span_context();
-        sc.is_valid().then(|| sc.trace_id().to_string())
+        weft_core::TraceId::from_bytes(sc.trace_id().to_bytes())
     }
 
     /// Ends the span with the response status (an error from 400 up) and
@@ -627,8 +624,8 @@ mod tests {
             }
         }
         let caller = TraceParent {
-            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-            parent_span_id: "00f067aa0ba902b7".into(),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".parse().unwrap(),
+            parent_span_id: "00f067aa0ba902b7".parse().unwrap(),
             sampled: true,
         };
         let on = Tracing::with_processor(
@@ -653,15 +650,15 @@ mod tests {
             None,
             "no parent that was never exported"
         );
-        assert!(root.trace_id().is_some_and(|t| t.len() == 32));
+        assert!(root.trace_id().is_some_and(|t| t.to_string().len() == 32));
         // An unsampled caller: the server span follows it and is dropped.
         let unsampled = TraceParent {
             sampled: false,
             ..caller
         };
         let joined = off.server_span(Some(&unsampled), "POST", "/r", None);
-        assert_eq!(joined.trace_parent(), Some(unsampled.clone()));
-        assert_eq!(joined.trace_id(), Some(unsampled.trace_id.clone()));
+        assert_eq!(joined.trace_parent(), Some(unsampled));
+        assert_eq!(joined.trace_id(), Some(unsampled.trace_id));
     }
 
     #[test]

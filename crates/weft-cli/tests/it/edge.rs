@@ -596,6 +596,91 @@ pub async fn slash_in_workflow_names(db_url: String) {
     assert_eq!(listed.runs.len(), 1);
 }
 
+/// Run ids, trace ids and cursors are parsed once, where they enter: a path
+/// naming no possible run is 404 `run_not_found` on every run route, a
+/// malformed trace id filter is 400 `invalid_trace_id` (the list and the
+/// bulk actions alike), and any spelling of a run id finds the run.
+pub async fn identifiers_are_parsed_at_the_edge(db_url: String) {
+    let env = Env::start(&db_url).await;
+    let manifest = "name: ids\nsteps:\n  - {name: only, handler: ids.h}\n";
+    env.client.put_workflow("ids", manifest).await.unwrap();
+    let started = env
+        .client
+        .start_run("ids", &StartRunRequest::default())
+        .await
+        .unwrap();
+    for (method, path) in [
+        ("GET", "/v1/runs/not-a-run"),
+        ("GET", "/v1/runs/not-a-run/events"),
+        ("GET", "/v1/runs/not-a-run/logs"),
+        ("GET", "/v1/runs/not-a-run/diagnosis"),
+        ("POST", "/v1/runs/not-a-run/cancel"),
+        ("POST", "/v1/runs/not-a-run/retry"),
+        ("GET", "/v1/runs/00000000000000000000000000000000"),
+    ] {
+        let answer = send(&env, method, path, None, &[]).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (404, "run_not_found"),
+            "{method} {path}: {}",
+            answer.body
+        );
+    }
+    // The uppercase spelling of a run id names the same run.
+    let upper = format!("/v1/runs/{}", started.run_id.to_uppercase());
+    let answer = send(&env, "GET", &upper, None, &[]).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.body["run_id"], started.run_id.as_str());
+    // And its trace id names it too.
+    let by_trace = format!("/v1/runs/{}", started.trace_id);
+    let answer = send(&env, "GET", &by_trace, None, &[]).await;
+    assert_eq!(answer.body["run_id"], started.run_id.as_str());
+    for bad in [
+        "xyz",
+        "00000000000000000000000000000000",
+        "4BF92F3577B34DA6A3CE929D0E0E4736",
+    ] {
+        let answer = send(&env, "GET", &format!("/v1/runs?trace_id={bad}"), None, &[]).await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (400, "invalid_trace_id"),
+            "{bad}"
+        );
+        let answer = send(
+            &env,
+            "POST",
+            "/v1/runs/cancel",
+            Some(json!({"trace_id": bad, "expected": 0})),
+            &[],
+        )
+        .await;
+        assert_eq!(
+            (answer.status, answer.code()),
+            (400, "invalid_trace_id"),
+            "{bad}"
+        );
+    }
+    let answer = send(
+        &env,
+        "GET",
+        &format!("/v1/runs?trace_id={}", started.trace_id),
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(answer.body["runs"][0]["run_id"], started.run_id.as_str());
+    // The document says what the filter takes.
+    let doc = send(&env, "GET", "/openapi.json", None, &[]).await.body;
+    let trace = doc["paths"]["/v1/runs"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "trace_id")
+        .unwrap();
+    assert_eq!(trace["schema"]["minLength"], 32);
+    assert_eq!(trace["schema"]["pattern"], "^[0-9a-f]*[1-9a-f][0-9a-f]*$");
+}
+
 /// What the API fuzzer (scripts/fuzz-api) found, each kept as a case: the
 /// server must agree with its own OpenAPI document in both directions.
 pub async fn fuzzer_findings(db_url: String) {

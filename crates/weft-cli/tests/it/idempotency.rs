@@ -82,7 +82,7 @@ echo "{{\"key\": \"$WEFT_IDEMPOTENCY_KEY\"}}""#,
         for name in ["exec_a", "exec_b", "sdk_c"] {
             let s = step(run, name);
             assert_eq!(s.attempts.len(), 2, "{name}: {:#?}", s.attempts);
-            let expected = key(&run.run_id, name, Phase::Forward, None);
+            let expected = key(run.run_id.parse().unwrap(), name, Phase::Forward, None);
             // Both attempts saw the one key, which the output carries too.
             let keys: Vec<String> = if name == "sdk_c" {
                 sdk_seen

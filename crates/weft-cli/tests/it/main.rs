@@ -194,4 +194,10 @@ mod edge_sqlite {
         let db = weft_testkit::sqlite_database();
         crate::edge::slash_in_workflow_names(db.url.clone()).await;
     }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn identifiers_are_parsed_at_the_edge() {
+        let db = weft_testkit::sqlite_database();
+        crate::edge::identifiers_are_parsed_at_the_edge(db.url.clone()).await;
+    }
 }

@@ -76,7 +76,7 @@ echo '{{}}'"#
         format!(
             "undo {i} {}",
             weft_core::idempotency::key(
-                &run_id,
+                run_id.parse().unwrap(),
                 "work",
                 weft_core::idempotency::Phase::Compensate,
                 Some(i)

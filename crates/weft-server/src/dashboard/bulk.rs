@@ -32,7 +32,7 @@ pub(crate) struct BulkButton {
 pub(crate) struct BulkFilter<'a> {
     pub(crate) workflow: Option<&'a str>,
     pub(crate) status: Option<RunStatus>,
-    pub(crate) trace_id: Option<&'a str>,
+    pub(crate) trace_id: Option<weft_core::TraceId>,
     pub(crate) since_ms: Option<i64>,
     pub(crate) until_ms: Option<i64>,
     /// The metadata filters (`customer=42`), which the counts hold too.

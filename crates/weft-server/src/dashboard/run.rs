@@ -425,11 +425,12 @@ pub(crate) async fn run_page(
     session: super::session::PageSession,
     Path(id): Path<String>,
 ) -> PageResult {
-    if id.len() > 256 || id.chars().any(char::is_control) {
-        return Err(super::PageError::bad_request("that is not a run id"));
-    }
+    // Text that is neither a run id nor a trace id names no run: 404.
+    let id: weft_core::RunRef = id
+        .parse()
+        .map_err(|_| weft_store::Error::NotFound { what: "run", id })?;
     let store = state.store();
-    let id = store.resolve_run_id(&id).await?;
+    let id = weft_core::RunRef::Run(store.resolve_run_id(&id).await?);
     let raw = convert::run_detail(store.get_run(&id).await?);
     let events = convert::events(store.run_events(&id, None).await?);
     let logs = convert::log_lines(store.run_logs(&id, None).await?);

@@ -12,7 +12,7 @@ use axum::{
 use minijinja::context;
 use serde::Serialize;
 use weft_core::{RunStatus, redact::Redactor};
-use weft_store::{CountFilter, RunFilter, run_id_floor};
+use weft_store::{CountFilter, RunFilter};
 
 use super::{PageResult, format, href, render};
 use crate::AppState;
@@ -99,8 +99,8 @@ fn parse(f: &Filters, now: i64, redactor: &Redactor) -> Result<Parsed, String> {
     let q = f.q.trim();
     let trace_id = if q.is_empty() {
         None
-    } else if weft_core::trace::is_trace_id(q) {
-        Some(q.to_owned())
+    } else if let Ok(trace_id) = q.parse::<weft_core::TraceId>() {
+        Some(trace_id)
     } else {
         return Err(format!(
             "`{q}` is neither a run id nor a trace id (32 lowercase hex digits)"
@@ -108,12 +108,14 @@ fn parse(f: &Filters, now: i64, redactor: &Redactor) -> Result<Parsed, String> {
     };
     let cursor = match f.cursor.as_str() {
         "" => None,
-        c if uuid::Uuid::parse_str(c).is_ok() => Some(c.to_owned()),
-        c => return Err(format!("`{c}` is not a cursor from this page")),
+        c => Some(
+            c.parse::<weft_core::RunId>()
+                .map_err(|_| format!("`{c}` is not a cursor from this page"))?,
+        ),
     };
     // Run ids are UUIDv7: "created before" is "run id below" that instant's
     // smallest id, the same key range the cursor walks.
-    let cursor = match (cursor, until_ms.map(run_id_floor)) {
+    let cursor = match (cursor, until_ms.map(weft_core::RunId::floor)) {
         (Some(c), Some(u)) => Some(c.min(u)),
         (c, u) => c.or(u),
     };
@@ -123,7 +125,7 @@ fn parse(f: &Filters, now: i64, redactor: &Redactor) -> Result<Parsed, String> {
         list: RunFilter {
             workflow: workflow.clone(),
             status,
-            trace_id: trace_id.clone(),
+            trace_id,
             since_ms,
             until_ms: None,
             metadata: metadata.clone(),
@@ -188,9 +190,10 @@ pub(crate) async fn runs_page(
         cursor: get("cursor"),
     };
     let store = state.store();
-    // A run id in the search box opens that run.
-    if uuid::Uuid::parse_str(&f.q).is_ok() {
-        return match store.resolve_run_id(&f.q).await {
+    // A run id or a trace id (the newest run of that trace) in the search
+    // box opens that run.
+    if let Ok(id) = f.q.trim().parse::<weft_core::RunRef>() {
+        return match store.resolve_run_id(id).await {
             Ok(id) => Ok(Redirect::to(&format!("/runs/{id}")).into_response()),
             Err(weft_store::Error::NotFound { .. }) => Ok(page(
                 &state,
@@ -254,7 +257,7 @@ pub(crate) async fn runs_page(
         &super::bulk::BulkFilter {
             workflow: parsed.counts.workflow.as_deref(),
             status: parsed.list.status,
-            trace_id: parsed.counts.trace_id.as_deref(),
+            trace_id: parsed.counts.trace_id,
             since_ms: parsed.counts.since_ms,
             until_ms: parsed.counts.until_ms,
             metadata: &parsed.counts.metadata,
@@ -289,8 +292,8 @@ pub(crate) async fn runs_page(
             let created = r.created_at_ms;
             let end = r.finished_at_ms.unwrap_or(now);
             RunRow {
-                run_id: r.run_id.clone(),
-                trace_id: r.trace_id.clone(),
+                run_id: r.run_id.to_string(),
+                trace_id: r.trace_id.to_string(),
                 workflow: r.workflow.clone(),
                 version: r.version,
                 status: r.status.as_str().to_owned(),
@@ -308,7 +311,7 @@ pub(crate) async fn runs_page(
         None,
         rows,
         counts,
-        list.next_cursor,
+        list.next_cursor.map(|id| id.to_string()),
         bulk,
     )
     .await)

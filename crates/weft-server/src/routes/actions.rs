@@ -17,6 +17,7 @@ pub(crate) async fn cancel_run(
     Path(id): Path<String>,
     Acting(actor): Acting,
 ) -> ApiResult<Json<RunSummary>> {
+    let id = crate::extract::run_ref(&id)?;
     Ok(Json(convert::run_summary(
         state.store().cancel_run_as(&id, &actor).await?,
     )))
@@ -28,6 +29,7 @@ pub(crate) async fn retry_run(
     Path(id): Path<String>,
     Acting(actor): Acting,
 ) -> ApiResult<Json<RunSummary>> {
+    let id = crate::extract::run_ref(&id)?;
     Ok(Json(convert::run_summary(
         state.store().retry_run_as(&id, &actor).await?,
     )))
@@ -40,6 +42,7 @@ pub(crate) async fn approve_step(
     Acting(actor): Acting,
     extract::Json(request): extract::Json<DecisionRequest>,
 ) -> ApiResult<Json<RunSummary>> {
+    let id = crate::extract::run_ref(&id)?;
     Ok(Json(convert::run_summary(
         state
             .store()
@@ -55,6 +58,7 @@ pub(crate) async fn reject_step(
     Acting(actor): Acting,
     extract::Json(request): extract::Json<DecisionRequest>,
 ) -> ApiResult<Json<RunSummary>> {
+    let id = crate::extract::run_ref(&id)?;
     Ok(Json(convert::run_summary(
         state
             .store()

@@ -9,7 +9,7 @@ use weft_api::{
     BulkActionRequest, BulkActionResponse, BulkRefusal, ErrorBody, ErrorDetail, MAX_BULK_RUNS,
 };
 use weft_core::RunStatus;
-use weft_store::{Actor, RunFilter, run_id_floor};
+use weft_store::{Actor, RunFilter};
 
 use super::ApiResult;
 use crate::{
@@ -123,8 +123,8 @@ async fn bulk(
     };
     for id in runs.into_iter().map(|r| r.run_id) {
         let done = match action {
-            Bulk::Cancel => store.cancel_run_as(&id, actor).await,
-            Bulk::Retry => store.retry_run_as(&id, actor).await,
+            Bulk::Cancel => store.cancel_run_as(id, actor).await,
+            Bulk::Retry => store.retry_run_as(id, actor).await,
         };
         match done {
             Ok(run) => answer.runs.push(crate::convert::run_summary(run)),
@@ -133,7 +133,7 @@ async fn bulk(
             ) => {
                 let err = ApiError::from(err);
                 answer.refused.push(BulkRefusal {
-                    run_id: id,
+                    run_id: id.to_string(),
                     error: ErrorDetail {
                         code: err.code().as_str().to_owned(),
                         message: err.to_string(),
@@ -181,30 +181,34 @@ async fn matching(
     let since_ms = time(&request.since)?;
     // Run ids are UUIDv7: "created before" is "run id below" that instant's
     // smallest id, the key range a cursor walks.
-    let until = time(&request.until)?.map(run_id_floor);
+    let until = time(&request.until)?.map(weft_core::RunId::floor);
     let empty = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     // A workflow that was never registered is a typo, not "nothing matched".
     if let Some(workflow) = empty(&request.workflow) {
         store.get_workflow(&workflow, None).await?;
     }
+    let trace_id = empty(&request.trace_id)
+        .as_deref()
+        .map(super::runs::trace_filter)
+        .transpose()?;
     let mut runs = Vec::new();
     for applies in action.applies_to() {
         if status.is_some_and(|s| s != applies) {
             continue;
         }
-        let mut cursor = until.clone();
+        let mut cursor = until;
         loop {
             let page = store
                 .list_runs(&RunFilter {
                     workflow: empty(&request.workflow),
                     status: Some(applies),
-                    trace_id: empty(&request.trace_id),
+                    trace_id,
                     since_ms,
                     // `until` is the starting cursor above.
                     until_ms: None,
                     metadata: metadata.clone(),
                     limit: Some(MAX_BULK_RUNS),
-                    cursor: cursor.clone(),
+                    cursor,
                 })
                 .await?;
             runs.extend(page.runs);
@@ -222,6 +226,6 @@ async fn matching(
             }
         }
     }
-    runs.sort_unstable_by(|a, b| b.run_id.cmp(&a.run_id));
+    runs.sort_unstable_by_key(|r| std::cmp::Reverse(r.run_id));
     Ok(runs)
 }

@@ -21,6 +21,7 @@ pub(crate) async fn skip_compensation(
     Acting(actor): Acting,
     extract::Json(request): extract::Json<DecisionRequest>,
 ) -> ApiResult<Json<RunSummary>> {
+    let id = crate::extract::run_ref(&id)?;
     Ok(Json(crate::convert::run_summary(
         state
             .store()

@@ -157,6 +157,9 @@ pub fn openapi_document() -> Value {
                     (Some("query"), Some("cursor")) => {
                         param["schema"] = json!({"type": "string", "pattern": CURSOR_PATTERN});
                     }
+                    (Some("query"), Some("trace_id")) => {
+                        param["schema"] = json!({"type": "string", "minLength": 32, "maxLength": 32, "pattern": TRACE_ID_PATTERN});
+                    }
                     (Some("query"), Some("since" | "until")) => {
                         param["schema"] = json!({"oneOf": [
                             {"type": "string", "format": "date-time"},
@@ -450,6 +453,10 @@ fn schema_bounds() -> Vec<(&'static str, &'static str, Value)> {
 /// A run list's cursor: the `next_cursor` of a page, a run id (a UUID).
 const CURSOR_PATTERN: &str =
     "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$";
+
+/// A trace id filter: 32 lowercase hex digits, one of them not zero (W3C
+/// Trace Context §3.2.2.3; `weft_core::TraceId`).
+pub(crate) const TRACE_ID_PATTERN: &str = "^[0-9a-f]*[1-9a-f][0-9a-f]*$";
 
 /// What `since` accepts besides an RFC 3339 time: a duration back from now.
 const SINCE_DURATION_PATTERN: &str = "^([0-9]{1,9}(ms|s|m|h|d))+$";

@@ -142,7 +142,7 @@ async fn start_run_in(
     headers: &HeaderMap,
     body: Result<extract::Json<StartRunRequest>, ApiError>,
     parent: Option<weft_core::trace::TraceParent>,
-    trace_id: Option<String>,
+    trace_id: Option<weft_core::TraceId>,
 ) -> ApiResult<(StatusCode, Json<StartRunResponse>)> {
     let extract::Json(request) = body?;
     let baggage = baggage(headers);
@@ -201,7 +201,7 @@ pub(crate) async fn start_runs(
             input: run.input,
             idempotency_key: run.idempotency_key,
             metadata: run.metadata,
-            parent: parent.clone(),
+            parent,
             trace_id: None,
             baggage: baggage.clone(),
             request_id: request_id.clone(),
@@ -231,7 +231,7 @@ pub(crate) struct ListRunsQuery {
     cursor: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/runs", tag = "runs", description = "Runs newest first, one page at a time. Every filter given must hold (AND), including any number (at most 16) of metadata filters `meta.<key>=<value>` (for example `?meta.customer=42`): runs started with that metadata key and value. A metadata key is 1 to 64 letters, digits, `_`, `.` or `-`; a value at most 256 characters; callers shown redacted data cannot filter on a sensitive key (400 `invalid_metadata`).", params(("workflow" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("status" = Option<String>, Query), ("trace_id" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("since" = Option<String>, Query, description = "Created at or after: RFC 3339 time, or a duration back from now (`90s`, `1h30m`)"), ("until" = Option<String>, Query, description = "Created before: RFC 3339 time, or a duration back from now (`90s`, `1h30m`)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$")), responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs", tag = "runs", description = "Runs newest first, one page at a time. Every filter given must hold (AND), including any number (at most 16) of metadata filters `meta.<key>=<value>` (for example `?meta.customer=42`): runs started with that metadata key and value. A metadata key is 1 to 64 letters, digits, `_`, `.` or `-`; a value at most 256 characters; callers shown redacted data cannot filter on a sensitive key (400 `invalid_metadata`).", params(("workflow" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("status" = Option<String>, Query), ("trace_id" = Option<String>, Query, min_length = 32, max_length = 32, pattern = "^[0-9a-f]*[1-9a-f][0-9a-f]*$", description = "The run's trace id: 32 lowercase hex digits, not all zero (400 `invalid_trace_id` otherwise)"), ("since" = Option<String>, Query, description = "Created at or after: RFC 3339 time, or a duration back from now (`90s`, `1h30m`)"), ("until" = Option<String>, Query, description = "Created before: RFC 3339 time, or a duration back from now (`90s`, `1h30m`)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000), ("cursor" = Option<String>, Query, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$", description = "The `next_cursor` of the previous page (400 `invalid_cursor` for any other text)")), responses((status = 200, body = RunList), (status = 400, body = ErrorBody)))]
 pub(crate) async fn list_runs(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -262,12 +262,23 @@ pub(crate) async fn list_runs(
     let filter = RunFilter {
         workflow: query.workflow,
         status,
-        trace_id: query.trace_id,
+        trace_id: query.trace_id.as_deref().map(trace_filter).transpose()?,
         since_ms,
         until_ms,
         metadata,
         limit: query.limit,
-        cursor: query.cursor,
+        cursor: query
+            .cursor
+            .as_deref()
+            .map(|cursor| {
+                cursor.parse().map_err(|_| {
+                    ApiError::bad_request(
+                        ErrorCode::InvalidCursor,
+                        format!("`{cursor}` is not a cursor from this API"),
+                    )
+                })
+            })
+            .transpose()?,
     };
     let mut list = convert::run_list(state.store().list_runs(&filter).await?);
     if redacted {
@@ -276,6 +287,14 @@ pub(crate) async fn list_runs(
         }
     }
     Ok(Json(list))
+}
+
+/// A `trace_id` filter: 32 lowercase hex digits, not all zero (W3C Trace
+/// Context), else 400 `invalid_trace_id`.
+pub(super) fn trace_filter(text: &str) -> ApiResult<weft_core::TraceId> {
+    text.parse().map_err(|err: weft_core::IdError| {
+        ApiError::bad_request(ErrorCode::InvalidTraceId, err.to_string())
+    })
 }
 
 pub(super) fn parse_since(text: &str, now_ms: i64) -> ApiResult<i64> {
@@ -322,6 +341,7 @@ pub(crate) async fn get_run(
     Path(id): Path<String>,
     Query(query): Query<GetRunQuery>,
 ) -> ApiResult<Json<RunDetail>> {
+    let id = crate::extract::run_ref(&id)?;
     let mut run = convert::run_detail(match query.wait_ms {
         None | Some(0) => state.store().get_run(&id).await?,
         Some(ms) => {
@@ -353,6 +373,7 @@ pub(crate) async fn run_events(
     Path(id): Path<String>,
     Query(query): Query<EventsQuery>,
 ) -> ApiResult<Json<EventList>> {
+    let id = crate::extract::run_ref(&id)?;
     let mut events = convert::events(state.store().run_events(&id, query.after).await?);
     if redacts_for(&state.config, &caller, query.redact) {
         // The run's data names the secrets to mask in the events' text.
@@ -376,6 +397,7 @@ pub(crate) async fn run_logs(
     Path(id): Path<String>,
     Query(query): Query<LogsQuery>,
 ) -> ApiResult<Json<LogList>> {
+    let id = crate::extract::run_ref(&id)?;
     let mut lines = convert::log_lines(state.store().run_logs(&id, query.step.as_deref()).await?);
     if redacts_for(&state.config, &caller, query.redact) {
         let run = convert::run_detail(state.store().get_run(&id).await?);

@@ -47,6 +47,7 @@ pub(crate) async fn run_event_stream(
     Query(query): Query<StreamQuery>,
     headers: HeaderMap,
 ) -> ApiResult<Sse<impl futures::Stream<Item = Result<SseEvent, Infallible>>>> {
+    let id = crate::extract::run_ref(&id)?;
     let run_id = state.store().resolve_run_id(&id).await?;
     let redactor = present::redacts_for(&state.config, &caller, query.redact)
         .then(|| state.config.redactor.clone());
@@ -56,7 +57,7 @@ pub(crate) async fn run_event_stream(
         .and_then(|v| v.parse::<i64>().ok());
     let store = state.store().clone();
     let follower = EventFollower {
-        follow: store.follow_run(&run_id),
+        follow: store.follow_run(run_id),
         recheck: store.settings().follow_recheck,
         store,
         run_id,
@@ -89,7 +90,7 @@ struct EventFollower {
     /// How long to wait for a wake-up before reading again anyway.
     recheck: Duration,
     store: weft_store::Store,
-    run_id: String,
+    run_id: weft_core::RunId,
     low_water: i64,
     delivered: BTreeSet<i64>,
     done: bool,
@@ -121,7 +122,7 @@ impl EventFollower {
             self.masker_stale = true;
         }
         if self.masker_stale && !events.is_empty() {
-            self.masker = match self.store.get_run(&self.run_id).await {
+            self.masker = match self.store.get_run(self.run_id).await {
                 Ok(run) => Some(RunPresenter::new(
                     redactor,
                     &crate::convert::run_detail(run),
@@ -177,7 +178,7 @@ impl EventFollower {
             self.follow.mark_seen();
             let events = match self
                 .store
-                .run_events(&self.run_id, Some(self.low_water))
+                .run_events(self.run_id, Some(self.low_water))
                 .await
             {
                 Ok(events) => events,

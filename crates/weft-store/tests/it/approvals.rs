@@ -126,8 +126,8 @@ async fn check_followers_are_woken_by_commits(store: Store) {
     register(&store, SIMPLE).await;
     let run_id = start(&store, "yes", json!({})).await;
     let other = start(&store, "yes", json!({})).await;
-    let mut follow = store.follow_run(&run_id);
-    let mut second = store.follow_run(&run_id);
+    let mut follow = store.follow_run(run_id);
+    let mut second = store.follow_run(run_id);
     assert_eq!(follow.run_id(), run_id);
     follow.mark_seen();
     second.mark_seen();

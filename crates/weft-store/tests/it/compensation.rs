@@ -285,7 +285,7 @@ async fn check_for_each_children_are_undone_one_by_one(store: Store) {
         assert_eq!(
             undo.idempotency_key,
             weft_core::idempotency::key(
-                &run_id,
+                run_id,
                 "work",
                 weft_core::idempotency::Phase::Compensate,
                 Some(i as u64)

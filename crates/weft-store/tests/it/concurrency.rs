@@ -56,17 +56,15 @@ async fn check_no_double_claim(store: Store) {
     }
 
     let leases: HashSet<&str> = all.iter().map(|t| t.lease_id.as_str()).collect();
-    let steps: HashSet<(&str, &str)> = all
-        .iter()
-        .map(|t| (t.run_id.as_str(), t.step.as_str()))
-        .collect();
+    let steps: HashSet<(weft_core::RunId, &str)> =
+        all.iter().map(|t| (t.run_id, t.step.as_str())).collect();
     assert_eq!(leases.len(), all.len(), "a lease id was handed out twice");
     assert_eq!(steps.len(), all.len(), "a step was claimed twice");
     assert_eq!(all.len(), N_RUNS, "every step is claimed exactly once");
     assert!(all.iter().all(|t| t.attempt == 1));
     assert_eq!(
         steps.iter().map(|(run, _)| *run).collect::<HashSet<_>>(),
-        run_ids.iter().map(String::as_str).collect()
+        run_ids.iter().copied().collect()
     );
     assert!(claim(&store, &["h"]).await.is_empty());
 

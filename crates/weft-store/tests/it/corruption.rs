@@ -26,7 +26,13 @@ steps:
 
 /// Damages one row of `table` for `run_id`: SQLite gets `sqlite_value` in
 /// `column`, PostgreSQL a NULL after the column's NOT NULL is dropped.
-async fn corrupt(store: &Store, table: &str, column: &str, sqlite_value: &str, run_id: &str) {
+async fn corrupt(
+    store: &Store,
+    table: &str,
+    column: &str,
+    sqlite_value: &str,
+    run_id: impl std::fmt::Display,
+) {
     match store.dialect() {
         Dialect::Sqlite => {
             let sql =
@@ -64,7 +70,7 @@ async fn check_a_corrupt_run_row_is_an_error_and_skipped(store: Store) {
     corrupt(&store, "weft_runs", column, value, &bad).await;
 
     let c = corruption_of(store.get_run(&bad).await);
-    assert_eq!(c.run_id.as_deref(), Some(bad.as_str()));
+    assert_eq!(c.run_id.as_deref(), Some(bad.to_string().as_str()));
     assert_eq!(c.column, column);
     match store.dialect() {
         Dialect::Sqlite => assert_eq!(c.problem, Problem::UnknownValue("bogus".into())),
@@ -76,8 +82,8 @@ async fn check_a_corrupt_run_row_is_an_error_and_skipped(store: Store) {
         .list_runs(&RunFilter::default())
         .await
         .expect("list runs");
-    let ids: Vec<&str> = list.runs.iter().map(|r| r.run_id.as_str()).collect();
-    assert_eq!(ids, vec![good.as_str()]);
+    let ids: Vec<weft_core::RunId> = list.runs.iter().map(|r| r.run_id).collect();
+    assert_eq!(ids, vec![good]);
 
     // The claim skips the bad run and hands out the good one, which completes.
     let task = claim_one(&store, &["h"]).await;
@@ -88,7 +94,7 @@ async fn check_a_corrupt_run_row_is_an_error_and_skipped(store: Store) {
         "completed"
     );
     assert!(claim(&store, &["h"]).await.is_empty());
-    assert_eq!(store.corrupt_runs(), vec![bad.clone()]);
+    assert_eq!(store.corrupt_runs(), vec![bad.to_string()]);
     // Noted once: a second report of the same run is not logged again.
     assert!(!store.skip_corrupt("test", &store.get_run(&bad).await.unwrap_err()));
 }
@@ -103,7 +109,7 @@ async fn check_the_reaper_skips_a_corrupt_attempt_row(store: Store) {
     corrupt(&store, "weft_attempts", "claimed_at", "'yesterday'", &bad).await;
     let c = corruption_of(store.get_run(&bad).await);
     assert_eq!(c.column, "claimed_at");
-    assert_eq!(c.run_id.as_deref(), Some(bad.as_str()));
+    assert_eq!(c.run_id.as_deref(), Some(bad.to_string().as_str()));
     if store.dialect() == Dialect::Sqlite {
         assert_eq!(
             c.problem,
@@ -116,7 +122,7 @@ async fn check_the_reaper_skips_a_corrupt_attempt_row(store: Store) {
     // Both leases lapse: the good one is reaped, the bad one skipped.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(store.reap(100).await.expect("reap"), 1);
-    assert_eq!(store.corrupt_runs(), vec![bad.clone()]);
+    assert_eq!(store.corrupt_runs(), vec![bad.to_string()]);
     let run = store.get_run(&good).await.expect("good run");
     assert_eq!(run.status, "failed");
     assert_eq!(
@@ -150,7 +156,7 @@ async fn check_the_timers_skip_a_corrupt_step_row(store: Store) {
     let task = claim_after_timers(&store, &["t"]).await;
     assert_eq!(task.run_id, good);
     assert_eq!(task.attempt, 2);
-    assert_eq!(store.corrupt_runs(), vec![bad.clone()]);
+    assert_eq!(store.corrupt_runs(), vec![bad.to_string()]);
     assert_eq!(store.fire_due_timers(100).await.expect("fire again"), 0);
     // The diagnosis and the gauges built on it still answer.
     store

@@ -57,7 +57,7 @@ async fn fail(store: &Store, task: &Task, message: &str) {
 }
 
 /// Makes the run's backoff due now and fires it.
-async fn end_backoff(store: &Store, run_id: &str) {
+async fn end_backoff(store: &Store, run_id: &weft_core::RunId) {
     sql(
         store,
         format!(
@@ -356,7 +356,7 @@ async fn check_aggregate_diagnosis_agrees_with_the_rules(store: Store) {
         .unwrap();
     assert_eq!(
         (group.count, group.run_ids.clone()),
-        (2, vec![slow.run_id.clone()])
+        (2, vec![slow.run_id.to_string()])
     );
     let second = store
         .diagnosis_summary(&workers, &t, &page(1))
@@ -367,7 +367,7 @@ async fn check_aggregate_diagnosis_agrees_with_the_rules(store: Store) {
         .iter()
         .find(|g| g.cause == Cause::RunningLong)
         .unwrap();
-    assert_eq!(group.run_ids, vec![stuck.run_id.clone()]);
+    assert_eq!(group.run_ids, vec![stuck.run_id.to_string()]);
     // Other causes are still counted but not listed.
     assert!(
         second
@@ -379,10 +379,10 @@ async fn check_aggregate_diagnosis_agrees_with_the_rules(store: Store) {
     assert_eq!(second.examined(), 17);
     // The detail of a listed run, in the order asked.
     let views = store
-        .diagnosis_views_of(&[stuck.run_id.clone(), slow.run_id.clone()])
+        .diagnosis_views_of(&[stuck.run_id.to_string(), slow.run_id.to_string()])
         .await
         .unwrap();
     let ids: Vec<&str> = views.iter().map(|v| v.run_id.as_str()).collect();
-    assert_eq!(ids, [stuck.run_id.as_str(), slow.run_id.as_str()]);
+    assert_eq!(ids, [stuck.run_id.to_string(), slow.run_id.to_string()]);
     assert!(views[0].steps[0].p99_ms.is_some(), "{:?}", views[0]);
 }

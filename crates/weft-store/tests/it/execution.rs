@@ -43,7 +43,7 @@ async fn check_dag_order(store: Store) {
         })
         .await
         .unwrap();
-    let run_id = started.run_id.clone();
+    let run_id = started.run_id;
 
     // Workers of other queues or handlers see nothing.
     let mut elsewhere = crate::support::claim_request("w9", FAN_HANDLERS, 10);
@@ -57,19 +57,20 @@ async fn check_dag_order(store: Store) {
         ("split", "split", 1)
     );
     assert_eq!(
-        (
-            split.run_id.as_str(),
-            split.trace_id.as_str(),
-            split.workflow.as_str()
-        ),
-        (run_id.as_str(), started.trace_id.as_str(), "fan")
+        (split.run_id, split.trace_id, split.workflow.as_str()),
+        (run_id, started.trace_id, "fan")
     );
     assert_eq!(
         split.input,
         json!({"input": input, "steps": {}, "upstream": {}})
     );
     assert_eq!(split.trace_id, started.trace_id);
-    assert_eq!(split.span_id.len(), 16, "span id {}", split.span_id);
+    assert_eq!(
+        split.span_id.to_string().len(),
+        16,
+        "span id {}",
+        split.span_id
+    );
     assert_eq!(split.lease_ms, 30_000);
     assert_eq!((split.deadline_at_ms, split.timeout_ms), (None, None));
     assert_eq!(store.get_run(&run_id).await.unwrap().status, "running");
@@ -559,10 +560,7 @@ async fn check_when_false_skips(store: Store) {
     let first = claim_one(&store, &["h"]).await;
     complete(&store, &first, json!({"go": true})).await;
     let maybe = claim_one(&store, &["h"]).await;
-    assert_eq!(
-        (maybe.step.as_str(), maybe.run_id.as_str()),
-        ("maybe", run_id.as_str())
-    );
+    assert_eq!((maybe.step.as_str(), maybe.run_id), ("maybe", run_id));
 }
 
 const NAPPER: &str = "
@@ -699,7 +697,7 @@ async fn check_logs(store: Store) {
     );
     assert!(matches!(
         store
-            .run_logs(&uuid::Uuid::now_v7().to_string(), None)
+            .run_logs(weft_core::RunId::new(store.now_ms()), None)
             .await,
         Err(Error::NotFound { .. })
     ));
@@ -733,7 +731,7 @@ async fn check_wait_for_run_end(store: Store) {
     // Ended while waiting: the wait answers with the ended run, by trace id too.
     let waiter = {
         let store = store.clone();
-        let trace_id = run.trace_id.clone();
+        let trace_id = run.trace_id;
         tokio::spawn(async move { store.wait_run(&trace_id, Duration::from_secs(30)).await })
     };
     let task = claim_one(&store, &["h"]).await;
@@ -749,7 +747,12 @@ async fn check_wait_for_run_end(store: Store) {
         .expect("wait_run");
     assert_eq!(run.status, "completed");
     assert!(matches!(
-        store.wait_run("no-such-run", Duration::from_secs(1)).await,
+        store
+            .wait_run(
+                weft_core::RunId::new(store.now_ms()),
+                Duration::from_secs(1)
+            )
+            .await,
         Err(weft_store::Error::NotFound { .. })
     ));
 }

@@ -19,7 +19,7 @@ steps:
 const HANDLERS: &[&str] = &["list", "work", "after"];
 
 /// Starts an `each` run and completes `list` with `items`.
-async fn listed(store: &Store, items: Value) -> String {
+async fn listed(store: &Store, items: Value) -> weft_core::RunId {
     register(store, EACH).await;
     let run_id = start(store, "each", json!({"k": 1})).await;
     let list = claim_one(store, HANDLERS).await;

@@ -22,7 +22,7 @@ fn pairs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     meta(pairs).into_iter().collect()
 }
 
-async fn start_with(store: &Store, workflow: &str, metadata: Metadata) -> String {
+async fn start_with(store: &Store, workflow: &str, metadata: Metadata) -> weft_core::RunId {
     store
         .start_run(NewRun {
             workflow: workflow.into(),
@@ -35,8 +35,8 @@ async fn start_with(store: &Store, workflow: &str, metadata: Metadata) -> String
         .run_id
 }
 
-fn ids(list: &weft_store::RunPage) -> Vec<&str> {
-    list.runs.iter().map(|r| r.run_id.as_str()).collect()
+fn ids(list: &weft_store::RunPage) -> Vec<weft_core::RunId> {
+    list.runs.iter().map(|r| r.run_id).collect()
 }
 
 conformance!(check_metadata_is_stored_and_filtered);
@@ -89,8 +89,8 @@ async fn check_metadata_is_stored_and_filtered(store: Store) {
         ..RunFilter::default()
     })
     .await;
-    let mut expected: Vec<&str> = c42.iter().map(String::as_str).collect();
-    expected.push(&beta42);
+    let mut expected: Vec<weft_core::RunId> = c42.to_vec();
+    expected.push(beta42);
     expected.reverse();
     assert_eq!(ids(&customer), expected);
 
@@ -100,7 +100,7 @@ async fn check_metadata_is_stored_and_filtered(store: Store) {
         ..RunFilter::default()
     })
     .await;
-    assert_eq!(ids(&eu), vec![&c42[4], &c42[2], &c42[0]]);
+    assert_eq!(ids(&eu), vec![c42[4], c42[2], c42[0]]);
     let alpha_only = list(RunFilter {
         workflow: Some("alpha".into()),
         metadata: pairs(&[("customer", "42")]),
@@ -114,7 +114,7 @@ async fn check_metadata_is_stored_and_filtered(store: Store) {
         ..RunFilter::default()
     })
     .await;
-    assert_eq!(ids(&cancelled), vec![c42[1].as_str()]);
+    assert_eq!(ids(&cancelled), vec![c42[1]]);
     let none = list(RunFilter {
         metadata: pairs(&[("customer", "42"), ("region", "ap")]),
         ..RunFilter::default()
@@ -135,12 +135,12 @@ async fn check_metadata_is_stored_and_filtered(store: Store) {
         let page = list(RunFilter {
             metadata: pairs(&[("customer", "42")]),
             limit: Some(2),
-            cursor: cursor.clone(),
+            cursor,
             ..RunFilter::default()
         })
         .await;
         assert!(page.runs.len() <= 2);
-        seen.extend(page.runs.iter().map(|r| r.run_id.clone()));
+        seen.extend(page.runs.iter().map(|r| r.run_id));
         match page.next_cursor {
             Some(next) => cursor = Some(next),
             None => break,
@@ -164,7 +164,7 @@ async fn check_metadata_is_stored_and_filtered(store: Store) {
         ..RunFilter::default()
     })
     .await;
-    assert_eq!(ids(&window), vec![c7.as_str()]);
+    assert_eq!(ids(&window), vec![c7]);
 }
 
 conformance!(check_counts_under_a_metadata_filter_are_cached);

@@ -60,28 +60,28 @@ impl Observer for Recorder {
                 attempt: a.attempt,
                 status: a.status.as_str().to_owned(),
                 reason: a.reason.map(|r| r.as_str().to_owned()),
-                span_id: a.span_id.to_owned(),
-                previous_span_id: a.previous_span_id.map(str::to_owned),
-                run_span_id: a.run_span_id.to_owned(),
-                run_parent_span_id: a.run_parent_span_id.map(str::to_owned),
-                trace_id: a.trace_id.to_owned(),
+                span_id: a.span_id.to_string(),
+                previous_span_id: a.previous_span_id.map(|id| id.to_string()),
+                run_span_id: a.run_span_id.to_string(),
+                run_parent_span_id: a.run_parent_span_id.map(|id| id.to_string()),
+                trace_id: a.trace_id.to_string(),
                 worker_id: a.worker_id.to_owned(),
                 in_order: a.claimed_at_ms <= a.finished_at_ms
                     && a.timing.total_ms == a.finished_at_ms - a.claimed_at_ms,
             },
             Observation::RunFinished(r) => Seen::Run {
                 status: r.status.as_str().to_owned(),
-                span_id: r.span_id.to_owned(),
-                parent_span_id: r.parent_span_id.map(str::to_owned),
-                trace_id: r.trace_id.to_owned(),
+                span_id: r.span_id.to_string(),
+                parent_span_id: r.parent_span_id.map(|id| id.to_string()),
+                trace_id: r.trace_id.to_string(),
                 version: r.version,
                 in_order: r.created_at_ms <= r.finished_at_ms,
             },
             Observation::ConditionDecided(c) => Seen::Condition {
                 step: c.step.to_owned(),
                 result: c.result,
-                run_span_id: c.run_span_id.to_owned(),
-                trace_id: c.trace_id.to_owned(),
+                run_span_id: c.run_span_id.to_string(),
+                trace_id: c.trace_id.to_string(),
             },
             _ => return,
         };
@@ -112,8 +112,8 @@ pub async fn check_observations_carry_span_rows(store: Store) {
             workflow: "pair".to_owned(),
             input: json!({}),
             parent: Some(TraceParent {
-                trace_id: CALLER_TRACE.to_owned(),
-                parent_span_id: CALLER_SPAN.to_owned(),
+                trace_id: CALLER_TRACE.parse().unwrap(),
+                parent_span_id: CALLER_SPAN.parse().unwrap(),
                 sampled: true,
             }),
             baggage: Some("tenant=acme".to_owned()),
@@ -121,7 +121,7 @@ pub async fn check_observations_carry_span_rows(store: Store) {
         })
         .await
         .unwrap();
-    assert_eq!(started.trace_id, CALLER_TRACE);
+    assert_eq!(started.trace_id.to_string(), CALLER_TRACE);
 
     let mut tasks = claim(&store, &["flaky", "slow"]).await;
     tasks.sort_by(|a, b| a.step.cmp(&b.step));
@@ -174,7 +174,7 @@ pub async fn check_observations_carry_span_rows(store: Store) {
         worker_id: "w1".to_owned(),
         in_order: true,
     };
-    let first_span = flaky.span_id.clone();
+    let first_span = flaky.span_id.to_string();
     assert_eq!(
         seen[0],
         attempt(
@@ -193,7 +193,7 @@ pub async fn check_observations_carry_span_rows(store: Store) {
             2,
             "completed",
             None,
-            &retry.span_id,
+            &retry.span_id.to_string(),
             Some(&first_span)
         )
     );
@@ -204,7 +204,7 @@ pub async fn check_observations_carry_span_rows(store: Store) {
             1,
             "cancelled",
             Some("cancelled"),
-            &slow.span_id,
+            &slow.span_id.to_string(),
             None
         )
     );
@@ -259,7 +259,7 @@ async fn check_conditions_are_observed_with_their_time(store: Store) {
                 run_span_id,
                 trace_id,
             } => {
-                assert_eq!(trace_id, &started.trace_id);
+                assert_eq!(trace_id, &started.trace_id.to_string());
                 assert_eq!(run_span_id.len(), 16);
                 Some((step.as_str(), *result))
             }

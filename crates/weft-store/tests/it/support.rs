@@ -7,7 +7,7 @@ use std::{
 };
 
 use serde_json::Value;
-use weft_core::Definition;
+use weft_core::{Definition, RunId, RunRef};
 use weft_store::ClaimedTask as Task;
 use weft_store::{ClaimRequest, Error, NewRun, Settings, Store};
 use weft_store::{HistoryEvent as EventRecord, RunView as RunDetail, StepView as StepDetail};
@@ -87,7 +87,7 @@ pub async fn register(store: &Store, manifest: &str) -> String {
     def.name
 }
 
-pub async fn start(store: &Store, workflow: &str, input: Value) -> String {
+pub async fn start(store: &Store, workflow: &str, input: Value) -> RunId {
     let new = NewRun {
         workflow: workflow.to_owned(),
         input,
@@ -206,7 +206,7 @@ pub fn attempt_statuses(step: &StepDetail) -> Vec<(i64, &str, Option<&str>)> {
         .collect()
 }
 
-pub async fn events(store: &Store, run_id: &str) -> Vec<EventRecord> {
+pub async fn events(store: &Store, run_id: impl Into<RunRef>) -> Vec<EventRecord> {
     let events = store.run_events(run_id, None).await.expect("run_events");
     assert!(
         events.windows(2).all(|w| w[0].seq < w[1].seq),
@@ -241,7 +241,8 @@ pub fn assert_conflict(result: Result<impl std::fmt::Debug, Error>, expected_cod
 }
 
 /// The run detail as JSON, to compare a run before and after a rejected call.
-pub async fn snapshot(store: &Store, run_id: &str) -> (RunDetail, usize) {
+pub async fn snapshot(store: &Store, run_id: impl Into<RunRef>) -> (RunDetail, usize) {
+    let run_id = run_id.into();
     let detail = store.get_run(run_id).await.expect("get_run");
     let n_events = store
         .run_events(run_id, None)

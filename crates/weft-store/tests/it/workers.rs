@@ -113,7 +113,10 @@ async fn check_diagnosis_views_and_gauge_agree(store: Store) {
 
     let views = store.diagnosis_views(None, 1000).await.unwrap();
     assert_eq!(views.len(), 2);
-    let g = views.iter().find(|v| v.run_id == gated).unwrap();
+    let g = views
+        .iter()
+        .find(|v| v.run_id == gated.to_string())
+        .unwrap();
     let names: Vec<(&str, &str)> = g
         .steps
         .iter()
@@ -126,7 +129,10 @@ async fn check_diagnosis_views_and_gauge_agree(store: Store) {
     );
 
     // No worker at all: both runs want one.
-    let one = store.diagnosis_views(Some(&orphan), 1).await.unwrap();
+    let one = store
+        .diagnosis_views(Some(&orphan.into()), 1)
+        .await
+        .unwrap();
     let d = diagnosis::diagnose(&one[0], &[], &t, store.now_ms());
     assert_eq!(d.cause, Some(Cause::NoWorkerForQueue));
     let gauge = gauge_counts(&store, &t).await;
@@ -147,7 +153,7 @@ async fn check_diagnosis_views_and_gauge_agree(store: Store) {
         (0, 1)
     );
     assert_eq!(gauge, doctor_counts(&store, &t).await);
-    let one = store.diagnosis_views(Some(&gated), 1).await.unwrap();
+    let one = store.diagnosis_views(Some(&gated.into()), 1).await.unwrap();
     let running = one[0].steps.iter().find(|s| s.name == "a").unwrap();
     assert_eq!(
         running.lease.as_ref().map(|l| l.worker_id.as_str()),

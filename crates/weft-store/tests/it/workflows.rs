@@ -101,23 +101,30 @@ async fn check_start_run(store: Store) {
     };
     let started = store.start_run(new).await.unwrap();
     assert!(started.created);
-    let run_id = uuid::Uuid::parse_str(&started.run_id).expect("run_id is a UUID");
+    let run_id = started.run_id.as_uuid();
     assert_eq!(
         run_id.get_version(),
         Some(uuid::Version::SortRand),
         "run_id is a UUIDv7"
     );
     assert_eq!(
-        run_id.to_string(),
-        started.run_id,
+        run_id.hyphenated().to_string(),
+        started.run_id.to_string(),
         "run_id is in canonical lowercase form"
     );
+    // Its time is the store's clock at the start.
+    let ms = run_id.get_timestamp().expect("v7 has a time").to_unix();
+    let ms = (ms.0 * 1000 + u64::from(ms.1 / 1_000_000)) as i64;
+    assert!((ms - store.now_ms()).abs() < 60_000, "run id time {ms}");
+    let trace = started.trace_id.to_string();
     assert!(
-        weft_core::trace::is_trace_id(&started.trace_id),
-        "trace_id {:?}",
-        started.trace_id
+        trace.len() == 32
+            && trace
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "trace_id {trace:?}"
     );
-    assert!(started.trace_id.bytes().any(|b| b != b'0'));
+    assert!(trace.bytes().any(|b| b != b'0'));
 
     let detail = store.get_run(&started.run_id).await.unwrap();
     assert_eq!(detail.run_id, started.run_id);
@@ -155,8 +162,8 @@ async fn check_start_run(store: Store) {
 
     // A caller's trace context: the run joins that trace.
     let parent = TraceParent {
-        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
-        parent_span_id: "00f067aa0ba902b7".into(),
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".parse().unwrap(),
+        parent_span_id: "00f067aa0ba902b7".parse().unwrap(),
         sampled: true,
     };
     let joined = store
@@ -167,7 +174,10 @@ async fn check_start_run(store: Store) {
         })
         .await
         .unwrap();
-    assert_eq!(joined.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_eq!(
+        joined.trace_id.to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
     assert_eq!(
         store.get_run(&joined.trace_id).await.unwrap().run_id,
         joined.run_id
@@ -195,8 +205,8 @@ async fn check_start_run(store: Store) {
     let second = store.start_run(keyed("k-1", "starter")).await.unwrap();
     assert!(!second.created);
     assert_eq!(
-        (second.run_id.as_str(), second.trace_id.as_str()),
-        (first.run_id.as_str(), first.trace_id.as_str())
+        (second.run_id, second.trace_id),
+        (first.run_id, first.trace_id)
     );
     assert_eq!(
         store.get_run(&first.run_id).await.unwrap().input,
@@ -236,7 +246,7 @@ async fn check_start_run(store: Store) {
         }
         other => panic!("expected NotFound, got {other:?}"),
     }
-    match store.get_run(&uuid::Uuid::now_v7().to_string()).await {
+    match store.get_run(weft_core::RunId::new(store.now_ms())).await {
         Err(Error::NotFound { what, .. }) => assert_eq!(what, "run"),
         other => panic!("expected NotFound, got {other:?}"),
     }
