@@ -483,7 +483,12 @@ pub fn span_traceparent(span: &tracing::Span) -> Option<String> {
     let cx = span.context();
     let otel = cx.span();
     let sc = otel.span_context();
-    (sc.is_valid() && sc.is_sampled()).then(|| format!("00-{}-{}-01", sc.trace_id(), sc.span_id()))
+    if !sc.is_sampled() {
+        return None;
+    }
+    let trace_id = weft_core::TraceId::from_bytes(sc.trace_id().to_bytes())?;
+    let span_id = weft_core::SpanId::from_bytes(sc.span_id().to_bytes())?;
+    Some(weft_core::trace::format_traceparent(trace_id, span_id))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub use report::MAX_RESULTS_PER_REQUEST;
 
 use std::{collections::HashMap, future::Future, pin::Pin, sync::Arc, time::Duration};
 
+use opentelemetry_sdk::propagation::TraceContextPropagator;
 use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -759,31 +760,27 @@ fn execute_span(task: &Task, worker_id: &str) -> tracing::Span {
     span
 }
 
-/// The OpenTelemetry context of a `traceparent` header.
+/// The OpenTelemetry context of a `traceparent` header (W3C Trace Context,
+/// read by OpenTelemetry's own propagator).
 fn remote_parent(traceparent: &str) -> Option<opentelemetry::Context> {
-    use opentelemetry::trace::{
-        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
-    };
-    let mut parts = traceparent.trim().split('-');
-    let (_version, trace_id, span_id, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let trace_id = TraceId::from_hex(trace_id).ok()?;
-    let span_id = SpanId::from_hex(span_id).ok()?;
-    let flags = TraceFlags::new(u8::from_str_radix(flags, 16).ok()?);
-    let context = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
-    context
-        .is_valid()
-        .then(|| opentelemetry::Context::new().with_remote_span_context(context))
+    use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
+    let carrier = HashMap::from([("traceparent".to_owned(), traceparent.trim().to_owned())]);
+    let context = TraceContextPropagator::new().extract(&carrier);
+    context.span().span_context().is_valid().then_some(context)
 }
 
-/// The span's `traceparent` when it will be exported (sampled), else `None`.
+/// The span's `traceparent` when it will be exported (sampled), else `None`
+/// (written by OpenTelemetry's W3C propagator).
 fn exported_traceparent(span: &tracing::Span) -> Option<String> {
-    use opentelemetry::trace::TraceContextExt;
+    use opentelemetry::{propagation::TextMapPropagator, trace::TraceContextExt};
     use tracing_opentelemetry::OpenTelemetrySpanExt;
     let context = span.context();
-    let otel = context.span();
-    let sc = otel.span_context();
-    (sc.is_valid() && sc.is_sampled()).then(|| format!("00-{}-{}-01", sc.trace_id(), sc.span_id()))
+    if !context.span().span_context().is_sampled() {
+        return None;
+    }
+    let mut carrier = HashMap::new();
+    TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    carrier.remove("traceparent")
 }
 
 async fn sleep_or_forever(duration: Option<Duration>) {
