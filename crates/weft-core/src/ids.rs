@@ -75,94 +75,84 @@ impl FromStr for RunId {
     }
 }
 
-/// A W3C trace id: 16 bytes, never all zero; its text form is 32 lowercase
-/// hex digits (W3C Trace Context §3.2.2.3). A run's `trace_id` is its
-/// OpenTelemetry trace id.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TraceId(NonZeroU128);
+/// A W3C id of `$bytes` bytes, never all zero, whose text form is `2 ×
+/// $bytes` lowercase hex digits: `TraceId` and `SpanId` differ only in size.
+macro_rules! w3c_id {
+    ($(#[$doc:meta])* $name:ident, $int:ty, $nonzero:ty, $bytes:literal, $expected:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name($nonzero);
 
-impl TraceId {
-    /// A random trace id (W3C: "randomly generated", at least the right 7 bytes).
-    pub fn random() -> Self {
-        loop {
-            if let Some(id) = NonZeroU128::new(uuid::Uuid::new_v4().as_u128()) {
-                return Self(id);
+        impl $name {
+            /// A random id (W3C: "randomly generated").
+            pub fn random() -> Self {
+                loop {
+                    let bits: $int = rand::random();
+                    if let Some(id) = <$nonzero>::new(bits) {
+                        return Self(id);
+                    }
+                }
+            }
+
+            /// From its bytes, big-endian (OpenTelemetry's `to_bytes`); `None`
+            /// for all zeros, the invalid id.
+            pub fn from_bytes(bytes: [u8; $bytes]) -> Option<Self> {
+                <$nonzero>::new(<$int>::from_be_bytes(bytes)).map(Self)
             }
         }
-    }
 
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:0width$x}", self.0, width = $bytes * 2)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = IdError;
+
+            /// Exactly `2 × bytes` lowercase hex digits, not all zero.
+            fn from_str(text: &str) -> Result<Self, IdError> {
+                parse_hex(text, $bytes * 2)
+                    .and_then(|v| <$nonzero>::new(<$int>::try_from(v).ok()?))
+                    .map(Self)
+                    .ok_or_else(|| IdError::new(text, $expected))
+            }
+        }
+    };
+}
+
+w3c_id!(
+    /// A W3C trace id: 16 bytes, never all zero; its text form is 32
+    /// lowercase hex digits (W3C Trace Context §3.2.2.3). A run's `trace_id`
+    /// is its OpenTelemetry trace id.
+    TraceId,
+    u128,
+    NonZeroU128,
+    16,
+    "a trace id (32 lowercase hex digits, not all zero)"
+);
+
+w3c_id!(
+    /// A W3C span id: 8 bytes, never all zero; its text form is 16 lowercase
+    /// hex digits (W3C Trace Context §3.2.2.4).
+    SpanId,
+    u64,
+    NonZeroU64,
+    8,
+    "a span id (16 lowercase hex digits, not all zero)"
+);
+
+impl TraceId {
     /// The 128-bit value (what OpenTelemetry's `TraceId::from` takes).
     pub fn to_u128(self) -> u128 {
         self.0.get()
     }
-
-    /// From its 16 bytes, big-endian (OpenTelemetry's `TraceId::to_bytes`);
-    /// `None` for all zeros, the invalid trace id.
-    pub fn from_bytes(bytes: [u8; 16]) -> Option<Self> {
-        NonZeroU128::new(u128::from_be_bytes(bytes)).map(Self)
-    }
 }
-
-impl fmt::Display for TraceId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:032x}", self.0)
-    }
-}
-
-impl FromStr for TraceId {
-    type Err = IdError;
-
-    /// Exactly 32 lowercase hex digits, not all zero.
-    fn from_str(text: &str) -> Result<Self, IdError> {
-        parse_hex(text, 32)
-            .and_then(NonZeroU128::new)
-            .map(Self)
-            .ok_or_else(|| IdError::new(text, "a trace id (32 lowercase hex digits, not all zero)"))
-    }
-}
-
-/// A W3C span id: 8 bytes, never all zero; its text form is 16 lowercase hex
-/// digits (W3C Trace Context §3.2.2.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SpanId(NonZeroU64);
 
 impl SpanId {
-    /// A random span id.
-    pub fn random() -> Self {
-        loop {
-            if let Some(id) = NonZeroU64::new(uuid::Uuid::new_v4().as_u64_pair().0) {
-                return Self(id);
-            }
-        }
-    }
-
     /// The 64-bit value (what OpenTelemetry's `SpanId::from` takes).
     pub fn to_u64(self) -> u64 {
         self.0.get()
-    }
-
-    /// From its 8 bytes, big-endian (OpenTelemetry's `SpanId::to_bytes`);
-    /// `None` for all zeros, the invalid span id.
-    pub fn from_bytes(bytes: [u8; 8]) -> Option<Self> {
-        NonZeroU64::new(u64::from_be_bytes(bytes)).map(Self)
-    }
-}
-
-impl fmt::Display for SpanId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl FromStr for SpanId {
-    type Err = IdError;
-
-    /// Exactly 16 lowercase hex digits, not all zero.
-    fn from_str(text: &str) -> Result<Self, IdError> {
-        parse_hex(text, 16)
-            .and_then(|v| NonZeroU64::new(u64::try_from(v).ok()?))
-            .map(Self)
-            .ok_or_else(|| IdError::new(text, "a span id (16 lowercase hex digits, not all zero)"))
     }
 }
 

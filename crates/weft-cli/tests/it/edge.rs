@@ -640,25 +640,19 @@ pub async fn identifiers_are_parsed_at_the_edge(db_url: String) {
         "00000000000000000000000000000000",
         "4BF92F3577B34DA6A3CE929D0E0E4736",
     ] {
-        let answer = send(&env, "GET", &format!("/v1/runs?trace_id={bad}"), None, &[]).await;
-        assert_eq!(
-            (answer.status, answer.code()),
-            (400, "invalid_trace_id"),
-            "{bad}"
-        );
-        let answer = send(
-            &env,
-            "POST",
-            "/v1/runs/cancel",
-            Some(json!({"trace_id": bad, "expected": 0})),
-            &[],
-        )
-        .await;
-        assert_eq!(
-            (answer.status, answer.code()),
-            (400, "invalid_trace_id"),
-            "{bad}"
-        );
+        let listed = format!("/v1/runs?trace_id={bad}");
+        let cancel = json!({"trace_id": bad, "expected": 0});
+        for (method, path, body) in [
+            ("GET", listed.as_str(), None),
+            ("POST", "/v1/runs/cancel", Some(cancel)),
+        ] {
+            let answer = send(&env, method, path, body, &[]).await;
+            assert_eq!(
+                (answer.status, answer.code()),
+                (400, "invalid_trace_id"),
+                "{method} {path} {bad}"
+            );
+        }
     }
     let answer = send(
         &env,
