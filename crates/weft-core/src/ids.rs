@@ -3,7 +3,7 @@
 //! where it enters (an HTTP path or header, a stored row) and formatted by its
 //! one `Display`.
 
-use std::{fmt, num::NonZeroU64, num::NonZeroU128, str::FromStr};
+use std::{fmt, num::NonZeroU64, num::NonZeroU128, str::FromStr, sync::Mutex};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -34,11 +34,15 @@ pub struct RunId(uuid::Uuid);
 
 impl RunId {
     /// A new id whose timestamp is `at_ms` (milliseconds since the Unix
-    /// epoch, from the caller's clock) and whose other 74 bits are random.
+    /// epoch, from the caller's clock) and whose other bits are a counter
+    /// and random. Ids minted by one process are strictly increasing, also
+    /// within one millisecond and when `at_ms` steps back (RFC 9562 §6.2,
+    /// method 1, as `uuid::ContextV7` keeps it), so runs started in order
+    /// list in order.
     pub fn new(at_ms: i64) -> Self {
+        static CONTEXT: Mutex<uuid::ContextV7> = Mutex::new(uuid::ContextV7::new());
         let ms = u64::try_from(at_ms).unwrap_or(0);
-        let ts =
-            uuid::Timestamp::from_unix(uuid::NoContext, ms / 1000, (ms % 1000) as u32 * 1_000_000);
+        let ts = uuid::Timestamp::from_unix(&CONTEXT, ms / 1000, (ms % 1000) as u32 * 1_000_000);
         Self(uuid::Uuid::new_v7(ts))
     }
 
@@ -254,6 +258,13 @@ mod tests {
         let a = RunId::new(1_700_000_000_000);
         let b = RunId::new(1_700_000_000_001);
         assert!(a < b);
+        // Within one millisecond, and when the clock steps back, still in order.
+        let mut last = b;
+        for at in [1_700_000_000_001, 1_700_000_000_001, 1_700_000_000_000] {
+            let next = RunId::new(at);
+            assert!(next > last, "{next} after {last}");
+            last = next;
+        }
         assert_eq!(a.as_uuid().get_version_num(), 7);
         let text = a.to_string();
         assert_eq!(text.len(), 36);
