@@ -21,6 +21,7 @@ mod diagnosis;
 mod error;
 mod follow;
 mod gauges;
+mod history;
 mod latency;
 mod leases;
 mod metadata;
@@ -56,6 +57,7 @@ pub use db::{Dialect, PoolOptions};
 pub use diagnosis::{CauseCount, P99_TTL, Page, Summary};
 pub use error::{Corruption, Error, Problem};
 pub use follow::RunFollow;
+pub use history::{HistoryFrom, HistoryPage, MAX_HISTORY_PAGE};
 pub use leases::Heartbeat;
 pub use overview::{
     OVERVIEW_MAX_RUNS, OVERVIEW_TTL, Overview, OverviewRun, WorkflowOverview, quantile, summarize,
