@@ -425,11 +425,16 @@ pub struct AttemptTiming {
 }
 
 /// The answer to `GET /v1/runs/{id}/events` (`?after=SEQ` for the events
-/// after one). Errors: 404 `run_not_found`.
+/// after one, `?limit=N` for at most N, 1 to 1000, default 1000). Errors:
+/// 400 `invalid_limit`, 404 `run_not_found`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventList {
-    /// The run's history, in `seq` order.
+    /// One page of the run's history, in `seq` order.
     pub events: Vec<EventRecord>,
+    /// When more events follow this page: the `seq` to pass as `after` for
+    /// the next one. `null` on the last page (absent from older servers).
+    #[serde(default)]
+    pub next_after: Option<i64>,
 }
 
 /// One history event: a state transition of a run, a step or an attempt

@@ -158,3 +158,31 @@ impl Store {
         })
     }
 }
+
+impl Store {
+    /// Every event of the run `id` whose kind is one of `kinds`, in `seq`
+    /// order: what a reader that needs only the run's and steps' own events
+    /// reads without the per-attempt and per-child ones (which grow with a
+    /// `for_each` step's items). Errors as [`Store::run_history_page`].
+    pub async fn run_events_of_kinds(
+        &self,
+        id: &str,
+        kinds: &[weft_core::EventKind],
+    ) -> Result<Vec<HistoryEvent>> {
+        let run_id = self.resolve_run_id(id).await?;
+        if kinds.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {COLUMNS} FROM weft_events WHERE run_id = $1 AND type IN ({}) ORDER BY seq",
+            crate::db::placeholders(2, kinds.len())
+        );
+        let mut values: Vec<crate::db::Arg> = vec![run_id.as_str().into()];
+        values.extend(kinds.iter().map(|k| crate::db::Arg::from(k.as_str())));
+        let rows = self.pool().fetch_all(&sql, values).await?;
+        rows.iter()
+            .map(event)
+            .collect::<Result<Vec<_>>>()
+            .map_err(|err| err.in_run(&run_id))
+    }
+}

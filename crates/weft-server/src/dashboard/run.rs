@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use axum::{
-    extract::{Path, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::StatusCode,
 };
 use minijinja::context;
@@ -21,7 +21,8 @@ use weft_core::{
 
 use super::{
     PageResult, dag, format,
-    payload::{MAX_EVENT_BYTES, MAX_LOG_LINES, MAX_SHOWN_BYTES, clip},
+    history::{self, HISTORY_PAGE, HistoryQuery},
+    payload::{MAX_LOG_LINES, MAX_SHOWN_BYTES, clip},
     render,
 };
 use crate::{AppState, convert};
@@ -424,14 +425,26 @@ pub(crate) async fn run_page(
     State(state): State<AppState>,
     session: super::session::PageSession,
     Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> PageResult {
     if id.len() > 256 || id.chars().any(char::is_control) {
         return Err(super::PageError::bad_request("that is not a run id"));
     }
+    let from = match query {
+        Ok(Query(query)) => query.from()?,
+        Err(err) => return Err(super::PageError::bad_request(err.body_text())),
+    };
     let store = state.store();
     let id = store.resolve_run_id(&id).await?;
     let raw = convert::run_detail(store.get_run(&id).await?);
-    let events = convert::events(store.run_events(&id, None).await?);
+    // The run's and steps' own events (not one per child or attempt) for
+    // the critical path, actions and undo chain; one page for the table.
+    let events = convert::events(
+        store
+            .run_events_of_kinds(&id, &history::page_kinds())
+            .await?,
+    );
+    let page = store.run_history_page(&id, from, HISTORY_PAGE).await?;
     let logs = convert::log_lines(store.run_logs(&id, None).await?);
     let def = store.definition(&raw.workflow, raw.version).await?;
     // Every value and free text a person sees goes through `crate::present`:
@@ -531,19 +544,7 @@ pub(crate) async fn run_page(
         })
         .collect();
 
-    let history: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "seq": e.seq,
-                "at": format::short_time(&e.at),
-                "kind": e.kind,
-                "step": e.step,
-                "attempt": e.attempt,
-                "data": clip(presenter.shown(&e.data).to_string(), MAX_EVENT_BYTES),
-            })
-        })
-        .collect();
+    let history = history::view(page, from, &presenter);
     let actions = actions(&events, &presenter);
     // The buttons that apply to the run's state (the role is `session`'s).
     let status = RunStatus::parse(&run.status);
