@@ -4,18 +4,29 @@
 //! newest events and its older links, followed without JavaScript, reach
 //! the run's first event, each event once; and `GET /v1/runs/{id}/events`
 //! pages with `limit` and `next_after` (bad limits are 400
-//! `invalid_limit`), while the client still reads the whole history.
+//! `invalid_limit`), while the client still reads the whole history. The
+//! page's other sections that grow with the children stay bounded too: a
+//! `for_each` step's child undos are one Gantt row, and a step's long log
+//! lines are cut (the whole in the step's logs JSON).
 
 use std::{collections::BTreeSet, time::Duration};
 
 use serde_json::{Value, json};
-use weft_worker::TaskContext;
+use weft_worker::{HandlerError, TaskContext};
 
 use crate::harness::{Env, SdkWorker};
 
 const BIG_FAN: &str = "name: big_fan
 steps:
   - {name: work, handler: big.work, for_each: 'input.items', max_items: 1000, max_parallel: 50}
+";
+
+/// Each child logs a 5 KB line; `boom` fails for good, so every completed
+/// child is undone.
+const FAN_UNDO: &str = "name: big_fan_undo
+steps:
+  - {name: work, handler: big.work_loud, compensate: big.undo, for_each: 'input.items', max_items: 100, max_parallel: 20}
+  - {name: boom, handler: big.boom, depends_on: [work]}
 ";
 
 /// The page budget of issue 14: HTML + CSS + JS, uncompressed.
@@ -199,6 +210,84 @@ pub async fn thousand_children_run_page_is_paged(db_url: String) {
     let (status, body) = get(&env, &format!("/v1/runs/{run_id}/events?limit=0")).await;
     assert_eq!(status, 400);
     assert!(body.contains("\"invalid_limit\""), "{body}");
+}
+
+/// A compensated 60-child run: its 60 child undos are one Gantt row (with
+/// the step's forward row, not one row per undo), its 5 KB log lines are
+/// cut on the page with the way to the whole, and the page stays light.
+pub async fn child_undos_and_long_log_lines_stay_bounded(db_url: String) {
+    let env = Env::start(&db_url).await;
+    env.register(FAN_UNDO).await;
+    let worker = SdkWorker::spawn(
+        env.sdk_worker("sdk-big-fan-undo")
+            .concurrency(20)
+            .handler("big.work_loud", |ctx: TaskContext| async move {
+                let item = ctx.task.input["item"].clone();
+                ctx.log(vec![format!("child {item}: {}", "y".repeat(5000))])
+                    .await;
+                Ok(json!({ "item": item }))
+            })
+            .handler("big.undo", |_: TaskContext| async move {
+                Ok(json!({"undone": true}))
+            })
+            .handler("big.boom", |_: TaskContext| async move {
+                Err::<Value, _>(HandlerError::permanent("boom"))
+            })
+            .build(),
+    );
+    let items: Vec<Value> = (0..60).map(|i| json!(i)).collect();
+    let run_id = env
+        .start_run("big_fan_undo", json!({ "items": items }))
+        .await;
+    let run = env
+        .wait_run(
+            &run_id,
+            "a terminal status",
+            Duration::from_secs(120),
+            |run| crate::harness::is_terminal(&run.status),
+        )
+        .await;
+    worker.stop().await;
+    assert_eq!(run.status, "compensated", "{:?}", run.error);
+    let undos = crate::harness::step(&run, "work")
+        .attempts
+        .iter()
+        .filter(|a| a.kind == "compensate")
+        .count();
+    assert_eq!(undos, 60, "each child undone");
+
+    let page = row_page(&env, &run_id).await;
+    let undo_rows = page
+        .matches("data-step=\"work\" data-attempt=\"\" data-kind=\"compensate\"")
+        .count();
+    let per_attempt_undo_rows = page
+        .matches("data-kind=\"compensate\" data-undoes=")
+        .count();
+    assert_eq!(
+        (undo_rows, per_attempt_undo_rows),
+        (1, 0),
+        "the child undos are one Gantt row"
+    );
+    assert!(page.contains("undo work ×60"), "the row says how many");
+    // Long lines are cut, the way to the whole given; never 5 KB of one.
+    assert!(
+        !page.contains(&"y".repeat(2000)),
+        "a long line reached the page whole"
+    );
+    assert!(
+        page.contains(&"y".repeat(900)),
+        "the start of a line is shown"
+    );
+    assert!(
+        page.contains("lines over 1 KB cut") || page.contains("earlier ones"),
+        "the page says lines were left out"
+    );
+    assert!(page.contains(&format!("/v1/runs/{run_id}/logs?step=work")));
+    println!(
+        "run page of a compensated 60-child run: {} bytes of HTML",
+        page.len()
+    );
+    assert!(page.len() <= PAGE_BUDGET / 2, "{} bytes", page.len());
 }
 
 /// The run page's newest page.

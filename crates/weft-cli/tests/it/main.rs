@@ -76,6 +76,7 @@ on_both_backends! {
     fan_out::for_each_thousand_items_ten_at_a_time,
     fan_out::for_each_failures_and_edge_lists,
     history_paging::thousand_children_run_page_is_paged,
+    history_paging::child_undos_and_long_log_lines_stay_bounded,
     dag::dag_order_exec_worker,
     dag::dag_order_sdk_worker,
     dashboard::dashboard_pages,

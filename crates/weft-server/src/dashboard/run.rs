@@ -22,7 +22,7 @@ use weft_core::{
 use super::{
     PageResult, dag, format,
     history::{self, HISTORY_PAGE, HistoryQuery},
-    payload::{MAX_LOG_LINES, MAX_SHOWN_BYTES, clip},
+    payload::{MAX_LOG_LINE_BYTES, MAX_SHOWN_BYTES, clip, log_tail},
     render,
 };
 use crate::{AppState, convert};
@@ -172,10 +172,18 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
     };
     let mut rows: Vec<RowParts> = Vec::new();
     let mut undos: Vec<(i64, &StepDetail, &weft_api::AttemptDetail)> = Vec::new();
+    // A `for_each` step's child undos: one row, like its children.
+    let mut child_undos: Vec<(i64, RowParts)> = Vec::new();
     for (step, st) in run.steps.iter().zip(times) {
-        for a in step.attempts.iter().filter(|a| is_undo(a)) {
-            if let Some(claimed) = ms(&a.claimed_at) {
-                undos.push((claimed, step, a));
+        if let Some(children) = &step.children {
+            if let Some(row) = child_undo_row(step, children.total, t1, &seg) {
+                child_undos.push(row);
+            }
+        } else {
+            for a in step.attempts.iter().filter(|a| is_undo(a)) {
+                if let Some(claimed) = ms(&a.claimed_at) {
+                    undos.push((claimed, step, a));
+                }
             }
         }
         let forward: Vec<&weft_api::AttemptDetail> =
@@ -309,6 +317,7 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
     // The undos on the same axis, in the order they ran, each marked as
     // the undo of its step's forward attempt.
     undos.sort_by_key(|u| (u.0, u.2.attempt));
+    let mut undo_rows: Vec<(i64, RowParts)> = child_undos;
     for (claimed, step, a) in undos {
         let end = a.finished_at.as_deref().and_then(ms).unwrap_or(t1);
         let what = match a.undoes_attempt {
@@ -320,16 +329,22 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
         } else {
             "undo"
         };
-        rows.push((
-            format!("undo {} #{}", step.name, a.attempt),
-            step.name.clone(),
-            a.attempt.to_string(),
-            false,
-            vec![seg(kind, claimed, end, &what)],
-            "compensate",
-            a.undoes_attempt,
+        undo_rows.push((
+            claimed,
+            (
+                format!("undo {} #{}", step.name, a.attempt),
+                step.name.clone(),
+                a.attempt.to_string(),
+                false,
+                vec![seg(kind, claimed, end, &what)],
+                "compensate",
+                a.undoes_attempt,
+            ),
         ));
     }
+    // Stable: rows claimed at the same time keep their attempt order.
+    undo_rows.sort_by_key(|r| r.0);
+    rows.extend(undo_rows.into_iter().map(|r| r.1));
     if !path.segments.is_empty() {
         rows.push((
             "critical path".to_owned(),
@@ -393,6 +408,51 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
             "undo_failed",
         ],
     }
+}
+
+/// The one Gantt row of a `for_each` step's child undos (`None` when none
+/// ran): the span from the first undo's claim to the last one's end, and a
+/// mark per failed undo (capped), so that the rows do not grow with the
+/// children. Keyed by its first claim, to sit among the other undos.
+fn child_undo_row(
+    step: &StepDetail,
+    total: i64,
+    t1: i64,
+    seg: &dyn Fn(&'static str, i64, i64, &str) -> Seg,
+) -> Option<(i64, RowParts)> {
+    let claims: Vec<(i64, i64, bool)> = step
+        .attempts
+        .iter()
+        .filter(|a| is_undo(a))
+        .filter_map(|a| {
+            let claimed = ms(&a.claimed_at)?;
+            let end = a.finished_at.as_deref().and_then(ms).unwrap_or(t1);
+            Some((claimed, end, a.status == "failed"))
+        })
+        .collect();
+    let first = claims.iter().map(|c| c.0).min()?;
+    let last = claims.iter().map(|c| c.1).max()?;
+    let what = format!("undo of {} ({} undo attempts)", step.name, claims.len());
+    let mut segs = vec![seg("undo", first, last, &what)];
+    segs.extend(
+        claims
+            .iter()
+            .filter(|c| c.2)
+            .take(MAX_CHILD_MARKS)
+            .map(|c| seg("undo_failed", c.0, c.1, &what)),
+    );
+    Some((
+        first,
+        (
+            format!("undo {} ×{total}", step.name),
+            step.name.clone(),
+            String::new(),
+            false,
+            segs,
+            "compensate",
+            None,
+        ),
+    ))
 }
 
 #[derive(Serialize)]
@@ -525,13 +585,16 @@ pub(crate) async fn run_page(
         .collect();
     let mut by_step: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for line in &logs {
+        let shown = clip(text(&line.line), MAX_LOG_LINE_BYTES);
         by_step
             .entry(line.step.as_str())
             .or_default()
             .push(serde_json::json!({
                 "at": format::short_time(&line.at),
                 "attempt": line.attempt,
-                "line": text(&line.line),
+                "bytes": shown.text.len(),
+                "cut": shown.clipped.is_some(),
+                "line": shown.text,
             }));
     }
     let steps: Vec<Value> = run
@@ -667,6 +730,12 @@ fn step_view(
         .filter(|_| !s.attempts.is_empty())
         .map(|i| presenter.shown(&weft_core::machine::task_input(def, i, run_input, outputs)));
     let lines: &[Value] = logs.get(s.name.as_str()).map_or(&[], Vec::as_slice);
+    // The last lines, within the page's bounds of lines and bytes.
+    let sizes: Vec<usize> = lines
+        .iter()
+        .map(|l| l["bytes"].as_u64().unwrap_or(0) as usize)
+        .collect();
+    let shown_lines = log_tail(&sizes);
     let dur = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), format::human_ms);
     // A `for_each` step lists its first attempts only; all are in the JSON.
     let cap = if s.children.is_some() {
@@ -720,8 +789,9 @@ fn step_view(
             "completed": c.completed, "failed": c.failed,
         })),
         "failed_children": failed_children(s, text),
-        "logs": lines.get(lines.len().saturating_sub(MAX_LOG_LINES)..).unwrap_or_default(),
-        "logs_left_out": lines.len().saturating_sub(MAX_LOG_LINES),
+        "logs": &lines[lines.len() - shown_lines..],
+        "logs_left_out": lines.len() - shown_lines,
+        "logs_cut": lines[lines.len() - shown_lines..].iter().any(|l| l["cut"] == true),
         "name_q": super::encode(&s.name),
         "crit": path.steps.contains(&s.name),
     })
