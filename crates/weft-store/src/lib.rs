@@ -24,6 +24,7 @@ mod gauges;
 mod history;
 mod latency;
 mod leases;
+mod log_pages;
 mod metadata;
 mod migrate;
 mod overview;
@@ -59,6 +60,7 @@ pub use error::{Corruption, Error, Problem};
 pub use follow::RunFollow;
 pub use history::{HistoryFrom, HistoryPage, MAX_HISTORY_PAGE};
 pub use leases::Heartbeat;
+pub use log_pages::{LogPage, LogTail, MAX_COUNTED_LINES, MAX_LOG_PAGE};
 pub use overview::{
     OVERVIEW_MAX_RUNS, OVERVIEW_TTL, Overview, OverviewRun, WorkflowOverview, quantile, summarize,
 };

@@ -7,7 +7,8 @@
 //! `invalid_limit`), while the client still reads the whole history. The
 //! page's other sections that grow with the children stay bounded too: a
 //! `for_each` step's child undos are one Gantt row, and a step's long log
-//! lines are cut (the whole in the step's logs JSON).
+//! lines are cut (the whole in the step's logs JSON, paged like the
+//! history).
 
 use std::{collections::BTreeSet, time::Duration};
 
@@ -283,6 +284,36 @@ pub async fn child_undos_and_long_log_lines_stay_bounded(db_url: String) {
         "the page says lines were left out"
     );
     assert!(page.contains(&format!("/v1/runs/{run_id}/logs?step=work")));
+    // The step's logs JSON, the page's way to the whole: paged with
+    // `limit` and `next_after`, the client reading every page.
+    let all = env
+        .client
+        .run_logs(&run_id, Some("work"))
+        .await
+        .expect("every line");
+    assert_eq!(all.lines.len(), 60);
+    assert_eq!(all.next_after, None);
+    let mut paged = Vec::new();
+    let mut after = None;
+    loop {
+        let page = env
+            .client
+            .run_logs_page(&run_id, Some("work"), after, Some(25))
+            .await
+            .expect("a page of lines");
+        assert!(page.lines.len() <= 25);
+        paged.extend(page.lines.into_iter().map(|l| l.seq));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(paged, all.lines.iter().map(|l| l.seq).collect::<Vec<_>>());
+    for bad in ["limit=0", "limit=1001"] {
+        let (status, body) = get(&env, &format!("/v1/runs/{run_id}/logs?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(body.contains("\"invalid_limit\""), "{bad}: {body}");
+    }
     println!(
         "run page of a compensated 60-child run: {} bytes of HTML",
         page.len()

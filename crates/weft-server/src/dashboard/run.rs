@@ -22,7 +22,7 @@ use weft_core::{
 use super::{
     PageResult, dag, format,
     history::{self, HISTORY_PAGE, HistoryQuery},
-    payload::{MAX_LOG_LINE_BYTES, MAX_SHOWN_BYTES, clip, log_tail},
+    payload::{MAX_LOG_LINE_BYTES, MAX_LOG_LINES, MAX_SHOWN_BYTES, clip, log_tail},
     render,
 };
 use crate::{AppState, convert};
@@ -505,7 +505,15 @@ pub(crate) async fn run_page(
             .await?,
     );
     let page = store.run_history_page(&id, from, HISTORY_PAGE).await?;
-    let logs = convert::log_lines(store.run_logs(&id, None).await?);
+    // Each step's last log lines (never every line of the run), with a
+    // capped count of the earlier ones.
+    let mut tails = Vec::new();
+    for step in raw.steps.iter().filter(|s| !s.attempts.is_empty()) {
+        let tail = store
+            .step_log_tail(&id, &step.name, MAX_LOG_LINES as u32)
+            .await?;
+        tails.push((step.name.clone(), tail));
+    }
     let def = store.definition(&raw.workflow, raw.version).await?;
     // Every value and free text a person sees goes through `crate::present`:
     // the key rule, and the secrets of the run's input and outputs masked.
@@ -583,19 +591,29 @@ pub(crate) async fn run_page(
             Some((s.name.clone(), upstream))
         })
         .collect();
-    let mut by_step: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-    for line in &logs {
-        let shown = clip(text(&line.line), MAX_LOG_LINE_BYTES);
-        by_step
-            .entry(line.step.as_str())
-            .or_default()
-            .push(serde_json::json!({
-                "at": format::short_time(&line.at),
-                "attempt": line.attempt,
-                "bytes": shown.text.len(),
-                "cut": shown.clipped.is_some(),
-                "line": shown.text,
-            }));
+    let mut by_step: BTreeMap<&str, StepLogs> = BTreeMap::new();
+    for (step, tail) in &tails {
+        let lines = convert::log_lines(tail.lines.clone())
+            .into_iter()
+            .map(|line| {
+                let shown = clip(text(&line.line), MAX_LOG_LINE_BYTES);
+                serde_json::json!({
+                    "at": format::short_time(&line.at),
+                    "attempt": line.attempt,
+                    "bytes": shown.text.len(),
+                    "cut": shown.clipped.is_some(),
+                    "line": shown.text,
+                })
+            })
+            .collect();
+        by_step.insert(
+            step.as_str(),
+            StepLogs {
+                lines,
+                earlier: tail.earlier,
+                capped: tail.earlier_capped,
+            },
+        );
     }
     let steps: Vec<Value> = run
         .steps
@@ -720,7 +738,7 @@ fn step_view(
     outputs: &BTreeMap<String, weft_core::machine::Upstream>,
     presenter: &crate::present::RunPresenter,
     text: &dyn Fn(&str) -> String,
-    logs: &BTreeMap<&str, Vec<Value>>,
+    logs: &BTreeMap<&str, StepLogs>,
     path: &CriticalPath,
 ) -> Value {
     let input = def
@@ -729,7 +747,9 @@ fn step_view(
         .position(|d| d.name == s.name)
         .filter(|_| !s.attempts.is_empty())
         .map(|i| presenter.shown(&weft_core::machine::task_input(def, i, run_input, outputs)));
-    let lines: &[Value] = logs.get(s.name.as_str()).map_or(&[], Vec::as_slice);
+    let step_logs = logs.get(s.name.as_str());
+    let lines: &[Value] = step_logs.map_or(&[], |l| l.lines.as_slice());
+    let earlier = step_logs.map_or(0, |l| l.earlier);
     // The last lines, within the page's bounds of lines and bytes.
     let sizes: Vec<usize> = lines
         .iter()
@@ -790,11 +810,20 @@ fn step_view(
         })),
         "failed_children": failed_children(s, text),
         "logs": &lines[lines.len() - shown_lines..],
-        "logs_left_out": lines.len() - shown_lines,
+        "logs_left_out": earlier + (lines.len() - shown_lines) as u64,
+        "logs_left_out_capped": step_logs.is_some_and(|l| l.capped),
         "logs_cut": lines[lines.len() - shown_lines..].iter().any(|l| l["cut"] == true),
         "name_q": super::encode(&s.name),
         "crit": path.steps.contains(&s.name),
     })
+}
+
+/// A step's last log lines as shown, and how many came before them
+/// (`capped`: at least that many).
+struct StepLogs {
+    lines: Vec<Value>,
+    earlier: u64,
+    capped: bool,
 }
 
 /// A `for_each` node's text: `work · 998/1000 ✓ 2 ✗`.

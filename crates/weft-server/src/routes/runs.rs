@@ -96,6 +96,18 @@ impl Validate for EventsQuery {
 
 impl Validate for LogsQuery {
     fn validate(&self) -> ApiResult<()> {
+        if let Some(after) = self.after {
+            limits::check_range(ErrorCode::InvalidQuery, "after", after, 0, i64::MAX)?;
+        }
+        if let Some(limit) = self.limit {
+            limits::check_range(
+                ErrorCode::InvalidLimit,
+                "limit",
+                limit,
+                1,
+                weft_store::MAX_LOG_PAGE,
+            )?;
+        }
         if let Some(step) = &self.step {
             limits::check_text(
                 ErrorCode::InvalidQuery,
@@ -389,21 +401,38 @@ pub(crate) async fn run_events(
 #[derive(Deserialize)]
 pub(crate) struct LogsQuery {
     step: Option<String>,
+    /// Only lines after this `seq`.
+    after: Option<i64>,
+    /// The most lines answered (1 to 1000, default 1000).
+    limit: Option<u32>,
     /// Answer redacted even where the caller's role would see clear data.
     redact: Option<bool>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = Option<String>, Query, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("redact" = Option<bool>, Query, description = "Answer redacted even where the caller's role sees clear data")), responses((status = 200, body = LogList), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", description = "A run's step log lines in `seq` order, one page at a time: at most `limit` lines after `after`. When more lines follow the page, `next_after` is the `seq` to pass as `after` for the next page; it is `null` on the last page.", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = Option<String>, Query, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("after" = Option<i64>, Query, minimum = 0, description = "Only lines after this `seq` (the previous page's `next_after`)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "The most lines answered: 1 to 1000, default 1000 (400 `invalid_limit` outside that)"), ("redact" = Option<bool>, Query, description = "Answer redacted even where the caller's role sees clear data")), responses((status = 200, body = LogList), (status = 400, body = ErrorBody, description = "`invalid_limit` or `invalid_query`"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn run_logs(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
     Path(id): Path<String>,
     Query(query): Query<LogsQuery>,
 ) -> ApiResult<Json<LogList>> {
-    let mut lines = convert::log_lines(state.store().run_logs(&id, query.step.as_deref()).await?);
+    let page = state
+        .store()
+        .run_logs_page(
+            &id,
+            query.step.as_deref(),
+            query.after.unwrap_or(0),
+            query.limit.unwrap_or(weft_store::MAX_LOG_PAGE),
+        )
+        .await?;
+    let next_after = page
+        .has_newer
+        .then(|| page.lines.last().map(|l| l.seq))
+        .flatten();
+    let mut lines = convert::log_lines(page.lines);
     if redacts_for(&state.config, &caller, query.redact) {
         let run = convert::run_detail(state.store().get_run(&id).await?);
         RunPresenter::new(&state.config.redactor, &run).logs(&mut lines);
     }
-    Ok(Json(LogList { lines }))
+    Ok(Json(LogList { lines, next_after }))
 }

@@ -2,7 +2,8 @@
 //! (`Store::run_history_page`): the newest page, pages after and before a
 //! `seq` cursor, whether older and newer events lie outside each page, the
 //! limit clamped to its bounds, another run's events never mixed in, and
-//! paging back from the newest page reaching the oldest event.
+//! paging back from the newest page reaching the oldest event; and step
+//! logs paged the same way, with a step's last lines and the count before.
 
 use serde_json::json;
 use weft_store::{HistoryFrom, MAX_HISTORY_PAGE, Store};
@@ -136,3 +137,94 @@ async fn check_history_pages(store: Store) {
 }
 
 conformance!(check_history_pages);
+
+const TWO: &str = "
+name: two
+steps:
+  - {name: a, handler: h}
+  - {name: b, handler: h}
+";
+
+/// Step logs one bounded page at a time (`Store::run_logs_page`), of the
+/// run or of one step, and a step's last lines with the count of the
+/// earlier ones (`Store::step_log_tail`).
+async fn check_log_pages(store: Store) {
+    register(&store, TWO).await;
+    let run_id = start(&store, "two", json!({})).await;
+    let mut tasks = claim(&store, &["h"]).await;
+    tasks.sort_by(|x, y| x.step.cmp(&y.step));
+    assert_eq!(tasks.len(), 2);
+    // a0..a9 and b0..b4, interleaved.
+    for i in 0..10 {
+        store
+            .append_logs(&tasks[0].lease_id, &[format!("a{i}")])
+            .await
+            .expect("a's line");
+        if i < 5 {
+            store
+                .append_logs(&tasks[1].lease_id, &[format!("b{i}")])
+                .await
+                .expect("b's line");
+        }
+    }
+    let all = store.run_logs(&run_id, None).await.expect("all lines");
+    assert_eq!(all.len(), 15);
+    let text =
+        |lines: &[weft_store::LogLine]| lines.iter().map(|l| l.line.clone()).collect::<Vec<_>>();
+
+    // The run's lines 4 at a time, then the rest; the cursor is a seq.
+    let first = store
+        .run_logs_page(&run_id, None, 0, 4)
+        .await
+        .expect("a page");
+    assert_eq!(text(&first.lines), text(&all[..4]));
+    assert!(first.has_newer);
+    let rest = store
+        .run_logs_page(&run_id, None, all[3].seq, 1000)
+        .await
+        .expect("the rest");
+    assert_eq!(text(&rest.lines), text(&all[4..]));
+    assert!(!rest.has_newer);
+
+    // One step's lines, paged: only its own.
+    let a = store
+        .run_logs_page(&run_id, Some("a"), 0, 6)
+        .await
+        .expect("a's page");
+    assert_eq!(text(&a.lines), ["a0", "a1", "a2", "a3", "a4", "a5"]);
+    assert!(a.has_newer);
+    let a_rest = store
+        .run_logs_page(&run_id, Some("a"), a.lines[5].seq, 6)
+        .await
+        .expect("a's rest");
+    assert_eq!(text(&a_rest.lines), ["a6", "a7", "a8", "a9"]);
+    assert!(!a_rest.has_newer);
+    // Limits are clamped.
+    let one = store
+        .run_logs_page(&run_id, Some("b"), 0, 0)
+        .await
+        .expect("limit 0");
+    assert_eq!(text(&one.lines), ["b0"]);
+
+    // A step's tail: its last 3 lines and the 7 before them; a tail longer
+    // than the step is all of it; a step without lines has none.
+    let tail = store
+        .step_log_tail(&run_id, "a", 3)
+        .await
+        .expect("a's tail");
+    assert_eq!(text(&tail.lines), ["a7", "a8", "a9"]);
+    assert_eq!((tail.earlier, tail.earlier_capped), (7, false));
+    let whole = store
+        .step_log_tail(&run_id, "b", 200)
+        .await
+        .expect("b's tail");
+    assert_eq!(text(&whole.lines), ["b0", "b1", "b2", "b3", "b4"]);
+    assert_eq!(whole.earlier, 0);
+    let none = store
+        .step_log_tail(&run_id, "nonesuch", 200)
+        .await
+        .expect("no lines");
+    assert!(none.lines.is_empty() && none.earlier == 0);
+}
+
+conformance!(check_log_pages);
