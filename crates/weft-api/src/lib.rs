@@ -425,11 +425,16 @@ pub struct AttemptTiming {
 }
 
 /// The answer to `GET /v1/runs/{id}/events` (`?after=SEQ` for the events
-/// after one). Errors: 404 `run_not_found`.
+/// after one, `?limit=N` for at most N, 1 to 1000, default 1000). Errors:
+/// 400 `invalid_limit`, 404 `run_not_found`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EventList {
-    /// The run's history, in `seq` order.
+    /// One page of the run's history, in `seq` order.
     pub events: Vec<EventRecord>,
+    /// When more events follow this page: the `seq` to pass as `after` for
+    /// the next one. `null` on the last page (absent from older servers).
+    #[serde(default)]
+    pub next_after: Option<i64>,
 }
 
 /// One history event: a state transition of a run, a step or an attempt
@@ -458,12 +463,17 @@ pub struct EventRecord {
     pub data: Value,
 }
 
-/// The answer to `GET /v1/runs/{id}/logs` (`?step=NAME` for one step's).
-/// Errors: 404 `run_not_found`.
+/// The answer to `GET /v1/runs/{id}/logs` (`?step=NAME` for one step's,
+/// `?after=SEQ&limit=N` for at most N lines after one, 1 to 1000, default
+/// 1000). Errors: 400 `invalid_limit`, 404 `run_not_found`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct LogList {
-    /// The run's log lines, in the order they arrived.
+    /// One page of the run's log lines, in the order they arrived.
     pub lines: Vec<LogRecord>,
+    /// When more lines follow this page: the `seq` to pass as `after` for
+    /// the next one. `null` on the last page (absent from older servers).
+    #[serde(default)]
+    pub next_after: Option<i64>,
 }
 
 /// One log line of an attempt, as its worker sent it

@@ -543,23 +543,83 @@ impl Client {
     }
 
     /// `GET /v1/runs/{id}/events`: the run's history events in order, only
-    /// those with a `seq` greater than `after` when given (to page or to
-    /// follow). 404 `run_not_found`.
+    /// those with a `seq` greater than `after` when given (to follow), every
+    /// page of them (it follows `next_after`; the answer's own `next_after`
+    /// is `None`). 404 `run_not_found`.
     pub async fn run_events(&self, id: &str, after: Option<i64>) -> Result<EventList> {
-        let mut path = format!("/v1/runs/{}/events", encode(id));
+        let mut all = self.run_events_page(id, after, None).await?;
+        while let Some(next) = all.next_after.take() {
+            let page = self.run_events_page(id, Some(next), None).await?;
+            all.events.extend(page.events);
+            all.next_after = page.next_after;
+        }
+        Ok(all)
+    }
+
+    /// One page of `GET /v1/runs/{id}/events`: at most `limit` events (1 to
+    /// 1000, the server's default 1000 when `None`) after `after`, with the
+    /// `next_after` cursor of the next page when there is one. 400
+    /// `invalid_limit`; 404 `run_not_found`.
+    pub async fn run_events_page(
+        &self,
+        id: &str,
+        after: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<EventList> {
+        let mut query: Vec<String> = Vec::new();
         if let Some(after) = after {
-            path.push_str(&format!("?after={after}"));
+            query.push(format!("after={after}"));
+        }
+        if let Some(limit) = limit {
+            query.push(format!("limit={limit}"));
+        }
+        let mut path = format!("/v1/runs/{}/events", encode(id));
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&query.join("&"));
         }
         self.get(&path).await
     }
 
     /// `GET /v1/runs/{id}/logs`: the log lines workers sent for the run's
-    /// attempts (exec handlers' stderr), of one step when `step` is given.
-    /// 404 `run_not_found`.
+    /// attempts (exec handlers' stderr), of one step when `step` is given,
+    /// every page of them (it follows `next_after`; the answer's own
+    /// `next_after` is `None`). 404 `run_not_found`.
     pub async fn run_logs(&self, id: &str, step: Option<&str>) -> Result<LogList> {
-        let mut path = format!("/v1/runs/{}/logs", encode(id));
+        let mut all = self.run_logs_page(id, step, None, None).await?;
+        while let Some(next) = all.next_after.take() {
+            let page = self.run_logs_page(id, step, Some(next), None).await?;
+            all.lines.extend(page.lines);
+            all.next_after = page.next_after;
+        }
+        Ok(all)
+    }
+
+    /// One page of `GET /v1/runs/{id}/logs`: at most `limit` lines (1 to
+    /// 1000, the server's default 1000 when `None`) after `after`, of one
+    /// step when `step` is given, with the `next_after` cursor of the next
+    /// page when there is one. 400 `invalid_limit`; 404 `run_not_found`.
+    pub async fn run_logs_page(
+        &self,
+        id: &str,
+        step: Option<&str>,
+        after: Option<i64>,
+        limit: Option<u32>,
+    ) -> Result<LogList> {
+        let mut query: Vec<String> = Vec::new();
         if let Some(step) = step {
-            path.push_str(&format!("?step={}", encode(step)));
+            query.push(format!("step={}", encode(step)));
+        }
+        if let Some(after) = after {
+            query.push(format!("after={after}"));
+        }
+        if let Some(limit) = limit {
+            query.push(format!("limit={limit}"));
+        }
+        let mut path = format!("/v1/runs/{}/logs", encode(id));
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(&query.join("&"));
         }
         self.get(&path).await
     }

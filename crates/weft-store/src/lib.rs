@@ -21,8 +21,10 @@ mod diagnosis;
 mod error;
 mod follow;
 mod gauges;
+mod history;
 mod latency;
 mod leases;
+mod log_pages;
 mod metadata;
 mod migrate;
 mod overview;
@@ -56,7 +58,9 @@ pub use db::{Dialect, PoolOptions};
 pub use diagnosis::{CauseCount, P99_TTL, Page, Summary};
 pub use error::{Corruption, Error, Problem};
 pub use follow::RunFollow;
+pub use history::{HistoryFrom, HistoryPage, MAX_HISTORY_PAGE};
 pub use leases::Heartbeat;
+pub use log_pages::{LogPage, LogTail, MAX_COUNTED_LINES, MAX_LOG_PAGE};
 pub use overview::{
     OVERVIEW_MAX_RUNS, OVERVIEW_TTL, Overview, OverviewRun, WorkflowOverview, quantile, summarize,
 };

@@ -17,6 +17,7 @@ mod edge;
 mod failures;
 mod fan_out;
 mod harness;
+mod history_paging;
 mod idempotency;
 mod limits;
 mod metadata;
@@ -74,6 +75,8 @@ mod cli_paths;
 on_both_backends! {
     fan_out::for_each_thousand_items_ten_at_a_time,
     fan_out::for_each_failures_and_edge_lists,
+    history_paging::thousand_children_run_page_is_paged,
+    history_paging::child_undos_and_long_log_lines_stay_bounded,
     dag::dag_order_exec_worker,
     dag::dag_order_sdk_worker,
     dashboard::dashboard_pages,

@@ -19,6 +19,7 @@ use crate::ApiError;
 mod bulk;
 pub(crate) mod dag;
 pub(crate) mod format;
+mod history;
 mod ops;
 mod overview;
 mod payload;

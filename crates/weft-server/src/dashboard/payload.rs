@@ -14,6 +14,30 @@ pub(crate) const MAX_EVENT_BYTES: usize = 512;
 /// Most log lines of one step shown on the run page (the last ones).
 pub(crate) const MAX_LOG_LINES: usize = 200;
 
+/// Most bytes of one log line shown on the run page (a longer one is cut,
+/// the whole in the step's logs JSON): a worker may send lines of 64 KB.
+pub(crate) const MAX_LOG_LINE_BYTES: usize = 1024;
+
+/// Most bytes of one step's log lines shown on the run page, so that many
+/// long lines cannot make the page heavy whatever their count.
+pub(crate) const MAX_STEP_LOG_BYTES: usize = 16 * 1024;
+
+/// How many of the last lines of a step, whose shown sizes in bytes are
+/// `sizes` (oldest first), the run page shows: at most [`MAX_LOG_LINES`]
+/// and [`MAX_STEP_LOG_BYTES`], and the last line whatever its size.
+pub(crate) fn log_tail(sizes: &[usize]) -> usize {
+    let mut bytes = 0;
+    let mut shown = 0;
+    for size in sizes.iter().rev().take(MAX_LOG_LINES) {
+        bytes += size;
+        if shown > 0 && bytes > MAX_STEP_LOG_BYTES {
+            break;
+        }
+        shown += 1;
+    }
+    shown
+}
+
 /// A text as shown: its start, and when clipped, how big the whole is.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Shown {
@@ -66,5 +90,13 @@ mod tests {
         assert_eq!(long.clipped.as_deref(), Some("3.9 KB"));
         assert_eq!(size(900), "900 B");
         assert_eq!(size(5 * 1024 * 1024), "5.0 MB");
+    }
+
+    #[test]
+    fn a_steps_log_tail_is_bounded_by_lines_and_bytes() {
+        assert_eq!(log_tail(&[]), 0);
+        assert_eq!(log_tail(&[10; 250]), MAX_LOG_LINES);
+        assert_eq!(log_tail(&[1024; 100]), MAX_STEP_LOG_BYTES / 1024);
+        assert_eq!(log_tail(&[10, 10, MAX_STEP_LOG_BYTES * 2]), 1);
     }
 }

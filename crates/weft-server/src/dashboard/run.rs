@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use axum::{
-    extract::{Path, State},
+    extract::{Path, Query, State, rejection::QueryRejection},
     http::StatusCode,
 };
 use minijinja::context;
@@ -21,7 +21,8 @@ use weft_core::{
 
 use super::{
     PageResult, dag, format,
-    payload::{MAX_EVENT_BYTES, MAX_LOG_LINES, MAX_SHOWN_BYTES, clip},
+    history::{self, HISTORY_PAGE, HistoryQuery},
+    payload::{MAX_LOG_LINE_BYTES, MAX_LOG_LINES, MAX_SHOWN_BYTES, clip, log_tail},
     render,
 };
 use crate::{AppState, convert};
@@ -171,10 +172,18 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
     };
     let mut rows: Vec<RowParts> = Vec::new();
     let mut undos: Vec<(i64, &StepDetail, &weft_api::AttemptDetail)> = Vec::new();
+    // A `for_each` step's child undos: one row, like its children.
+    let mut child_undos: Vec<(i64, RowParts)> = Vec::new();
     for (step, st) in run.steps.iter().zip(times) {
-        for a in step.attempts.iter().filter(|a| is_undo(a)) {
-            if let Some(claimed) = ms(&a.claimed_at) {
-                undos.push((claimed, step, a));
+        if let Some(children) = &step.children {
+            if let Some(row) = child_undo_row(step, children.total, t1, &seg) {
+                child_undos.push(row);
+            }
+        } else {
+            for a in step.attempts.iter().filter(|a| is_undo(a)) {
+                if let Some(claimed) = ms(&a.claimed_at) {
+                    undos.push((claimed, step, a));
+                }
             }
         }
         let forward: Vec<&weft_api::AttemptDetail> =
@@ -308,6 +317,7 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
     // The undos on the same axis, in the order they ran, each marked as
     // the undo of its step's forward attempt.
     undos.sort_by_key(|u| (u.0, u.2.attempt));
+    let mut undo_rows: Vec<(i64, RowParts)> = child_undos;
     for (claimed, step, a) in undos {
         let end = a.finished_at.as_deref().and_then(ms).unwrap_or(t1);
         let what = match a.undoes_attempt {
@@ -319,16 +329,22 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
         } else {
             "undo"
         };
-        rows.push((
-            format!("undo {} #{}", step.name, a.attempt),
-            step.name.clone(),
-            a.attempt.to_string(),
-            false,
-            vec![seg(kind, claimed, end, &what)],
-            "compensate",
-            a.undoes_attempt,
+        undo_rows.push((
+            claimed,
+            (
+                format!("undo {} #{}", step.name, a.attempt),
+                step.name.clone(),
+                a.attempt.to_string(),
+                false,
+                vec![seg(kind, claimed, end, &what)],
+                "compensate",
+                a.undoes_attempt,
+            ),
         ));
     }
+    // Stable: rows claimed at the same time keep their attempt order.
+    undo_rows.sort_by_key(|r| r.0);
+    rows.extend(undo_rows.into_iter().map(|r| r.1));
     if !path.segments.is_empty() {
         rows.push((
             "critical path".to_owned(),
@@ -394,6 +410,51 @@ fn gantt(run: &RunDetail, times: &[StepTimes], path: &CriticalPath, t0: i64, t1:
     }
 }
 
+/// The one Gantt row of a `for_each` step's child undos (`None` when none
+/// ran): the span from the first undo's claim to the last one's end, and a
+/// mark per failed undo (capped), so that the rows do not grow with the
+/// children. Keyed by its first claim, to sit among the other undos.
+fn child_undo_row(
+    step: &StepDetail,
+    total: i64,
+    t1: i64,
+    seg: &dyn Fn(&'static str, i64, i64, &str) -> Seg,
+) -> Option<(i64, RowParts)> {
+    let claims: Vec<(i64, i64, bool)> = step
+        .attempts
+        .iter()
+        .filter(|a| is_undo(a))
+        .filter_map(|a| {
+            let claimed = ms(&a.claimed_at)?;
+            let end = a.finished_at.as_deref().and_then(ms).unwrap_or(t1);
+            Some((claimed, end, a.status == "failed"))
+        })
+        .collect();
+    let first = claims.iter().map(|c| c.0).min()?;
+    let last = claims.iter().map(|c| c.1).max()?;
+    let what = format!("undo of {} ({} undo attempts)", step.name, claims.len());
+    let mut segs = vec![seg("undo", first, last, &what)];
+    segs.extend(
+        claims
+            .iter()
+            .filter(|c| c.2)
+            .take(MAX_CHILD_MARKS)
+            .map(|c| seg("undo_failed", c.0, c.1, &what)),
+    );
+    Some((
+        first,
+        (
+            format!("undo {} ×{total}", step.name),
+            step.name.clone(),
+            String::new(),
+            false,
+            segs,
+            "compensate",
+            None,
+        ),
+    ))
+}
+
 #[derive(Serialize)]
 struct NodeView {
     name: String,
@@ -424,16 +485,37 @@ pub(crate) async fn run_page(
     State(state): State<AppState>,
     session: super::session::PageSession,
     Path(id): Path<String>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> PageResult {
     // Text that is neither a run id nor a trace id names no run: 404.
     let id: weft_core::RunRef = id
         .parse()
         .map_err(|_| weft_store::Error::NotFound { what: "run", id })?;
+    let from = match query {
+        Ok(Query(query)) => query.from()?,
+        Err(err) => return Err(super::PageError::bad_request(err.body_text())),
+    };
     let store = state.store();
-    let id = weft_core::RunRef::Run(store.resolve_run_id(&id).await?);
+    let run_id = store.resolve_run_id(&id).await?;
+    let id = weft_core::RunRef::Run(run_id);
     let raw = convert::run_detail(store.get_run(&id).await?);
-    let events = convert::events(store.run_events(&id, None).await?);
-    let logs = convert::log_lines(store.run_logs(&id, None).await?);
+    // The run's and steps' own events (not one per child or attempt) for
+    // the critical path, actions and undo chain; one page for the table.
+    let events = convert::events(
+        store
+            .run_events_of_kinds(&id, &history::page_kinds())
+            .await?,
+    );
+    let page = store.run_history_page(&id, from, HISTORY_PAGE).await?;
+    // Each step's last log lines (never every line of the run), with a
+    // capped count of the earlier ones.
+    let mut tails = Vec::new();
+    for step in raw.steps.iter().filter(|s| !s.attempts.is_empty()) {
+        let tail = store
+            .step_log_tail(run_id, &step.name, MAX_LOG_LINES as u32)
+            .await?;
+        tails.push((step.name.clone(), tail));
+    }
     let def = store.definition(&raw.workflow, raw.version).await?;
     // Every value and free text a person sees goes through `crate::present`:
     // the key rule, and the secrets of the run's input and outputs masked.
@@ -511,16 +593,29 @@ pub(crate) async fn run_page(
             Some((s.name.clone(), upstream))
         })
         .collect();
-    let mut by_step: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
-    for line in &logs {
-        by_step
-            .entry(line.step.as_str())
-            .or_default()
-            .push(serde_json::json!({
-                "at": format::short_time(&line.at),
-                "attempt": line.attempt,
-                "line": text(&line.line),
-            }));
+    let mut by_step: BTreeMap<&str, StepLogs> = BTreeMap::new();
+    for (step, tail) in &tails {
+        let lines = convert::log_lines(tail.lines.clone())
+            .into_iter()
+            .map(|line| {
+                let shown = clip(text(&line.line), MAX_LOG_LINE_BYTES);
+                serde_json::json!({
+                    "at": format::short_time(&line.at),
+                    "attempt": line.attempt,
+                    "bytes": shown.text.len(),
+                    "cut": shown.clipped.is_some(),
+                    "line": shown.text,
+                })
+            })
+            .collect();
+        by_step.insert(
+            step.as_str(),
+            StepLogs {
+                lines,
+                earlier: tail.earlier,
+                capped: tail.earlier_capped,
+            },
+        );
     }
     let steps: Vec<Value> = run
         .steps
@@ -532,19 +627,7 @@ pub(crate) async fn run_page(
         })
         .collect();
 
-    let history: Vec<Value> = events
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "seq": e.seq,
-                "at": format::short_time(&e.at),
-                "kind": e.kind,
-                "step": e.step,
-                "attempt": e.attempt,
-                "data": clip(presenter.shown(&e.data).to_string(), MAX_EVENT_BYTES),
-            })
-        })
-        .collect();
+    let history = history::view(page, from, &presenter);
     let actions = actions(&events, &presenter);
     // The buttons that apply to the run's state (the role is `session`'s).
     let status = RunStatus::parse(&run.status);
@@ -657,7 +740,7 @@ fn step_view(
     outputs: &BTreeMap<String, weft_core::machine::Upstream>,
     presenter: &crate::present::RunPresenter,
     text: &dyn Fn(&str) -> String,
-    logs: &BTreeMap<&str, Vec<Value>>,
+    logs: &BTreeMap<&str, StepLogs>,
     path: &CriticalPath,
 ) -> Value {
     let input = def
@@ -666,7 +749,15 @@ fn step_view(
         .position(|d| d.name == s.name)
         .filter(|_| !s.attempts.is_empty())
         .map(|i| presenter.shown(&weft_core::machine::task_input(def, i, run_input, outputs)));
-    let lines: &[Value] = logs.get(s.name.as_str()).map_or(&[], Vec::as_slice);
+    let step_logs = logs.get(s.name.as_str());
+    let lines: &[Value] = step_logs.map_or(&[], |l| l.lines.as_slice());
+    let earlier = step_logs.map_or(0, |l| l.earlier);
+    // The last lines, within the page's bounds of lines and bytes.
+    let sizes: Vec<usize> = lines
+        .iter()
+        .map(|l| l["bytes"].as_u64().unwrap_or(0) as usize)
+        .collect();
+    let shown_lines = log_tail(&sizes);
     let dur = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), format::human_ms);
     // A `for_each` step lists its first attempts only; all are in the JSON.
     let cap = if s.children.is_some() {
@@ -720,11 +811,21 @@ fn step_view(
             "completed": c.completed, "failed": c.failed,
         })),
         "failed_children": failed_children(s, text),
-        "logs": lines.get(lines.len().saturating_sub(MAX_LOG_LINES)..).unwrap_or_default(),
-        "logs_left_out": lines.len().saturating_sub(MAX_LOG_LINES),
+        "logs": &lines[lines.len() - shown_lines..],
+        "logs_left_out": earlier + (lines.len() - shown_lines) as u64,
+        "logs_left_out_capped": step_logs.is_some_and(|l| l.capped),
+        "logs_cut": lines[lines.len() - shown_lines..].iter().any(|l| l["cut"] == true),
         "name_q": super::encode(&s.name),
         "crit": path.steps.contains(&s.name),
     })
+}
+
+/// A step's last log lines as shown, and how many came before them
+/// (`capped`: at least that many).
+struct StepLogs {
+    lines: Vec<Value>,
+    earlier: u64,
+    capped: bool,
 }
 
 /// A `for_each` node's text: `work · 998/1000 ✓ 2 ✗`.

@@ -81,12 +81,33 @@ impl Validate for EventsQuery {
         if let Some(after) = self.after {
             limits::check_range(ErrorCode::InvalidQuery, "after", after, 0, i64::MAX)?;
         }
+        if let Some(limit) = self.limit {
+            limits::check_range(
+                ErrorCode::InvalidLimit,
+                "limit",
+                limit,
+                1,
+                weft_store::MAX_HISTORY_PAGE,
+            )?;
+        }
         Ok(())
     }
 }
 
 impl Validate for LogsQuery {
     fn validate(&self) -> ApiResult<()> {
+        if let Some(after) = self.after {
+            limits::check_range(ErrorCode::InvalidQuery, "after", after, 0, i64::MAX)?;
+        }
+        if let Some(limit) = self.limit {
+            limits::check_range(
+                ErrorCode::InvalidLimit,
+                "limit",
+                limit,
+                1,
+                weft_store::MAX_LOG_PAGE,
+            )?;
+        }
         if let Some(step) = &self.step {
             limits::check_text(
                 ErrorCode::InvalidQuery,
@@ -359,14 +380,20 @@ pub(crate) async fn get_run(
     Ok(Json(run))
 }
 
+/// The events `GET /v1/runs/{id}/events` answers without a `limit`: the
+/// most it allows, so a history of up to that many events reads as before.
+const DEFAULT_EVENTS_LIMIT: u32 = weft_store::MAX_HISTORY_PAGE;
+
 #[derive(Deserialize)]
 pub(crate) struct EventsQuery {
     after: Option<i64>,
+    /// The most events answered (1 to 1000, default 1000).
+    limit: Option<u32>,
     /// Answer redacted even where the caller's role would see clear data.
     redact: Option<bool>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("after" = Option<i64>, Query, minimum = 0, description = "Only events after this `seq`"), ("redact" = Option<bool>, Query, description = "Answer redacted even where the caller's role sees clear data")), responses((status = 200, body = EventList), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs", description = "A run's history in `seq` order, one page at a time: at most `limit` events after `after`. When more events follow the page, `next_after` is the `seq` to pass as `after` for the next page; it is `null` on the last page (a run still going may write more later).", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("after" = Option<i64>, Query, minimum = 0, description = "Only events after this `seq` (the previous page's `next_after`)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "The most events answered: 1 to 1000, default 1000 (400 `invalid_limit` outside that)"), ("redact" = Option<bool>, Query, description = "Answer redacted even where the caller's role sees clear data")), responses((status = 200, body = EventList), (status = 400, body = ErrorBody, description = "`invalid_limit` or `invalid_query`"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn run_events(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -374,23 +401,36 @@ pub(crate) async fn run_events(
     Query(query): Query<EventsQuery>,
 ) -> ApiResult<Json<EventList>> {
     let id = crate::extract::run_ref(&id)?;
-    let mut events = convert::events(state.store().run_events(&id, query.after).await?);
+    let page = state
+        .store()
+        .run_history_page(
+            &id,
+            weft_store::HistoryFrom::After(query.after.unwrap_or(0)),
+            query.limit.unwrap_or(DEFAULT_EVENTS_LIMIT),
+        )
+        .await?;
+    let next_after = page.has_newer.then(|| page.last_seq()).flatten();
+    let mut events = convert::events(page.events);
     if redacts_for(&state.config, &caller, query.redact) {
         // The run's data names the secrets to mask in the events' text.
         let run = convert::run_detail(state.store().get_run(&id).await?);
         RunPresenter::new(&state.config.redactor, &run).events(&mut events);
     }
-    Ok(Json(EventList { events }))
+    Ok(Json(EventList { events, next_after }))
 }
 
 #[derive(Deserialize)]
 pub(crate) struct LogsQuery {
     step: Option<String>,
+    /// Only lines after this `seq`.
+    after: Option<i64>,
+    /// The most lines answered (1 to 1000, default 1000).
+    limit: Option<u32>,
     /// Answer redacted even where the caller's role would see clear data.
     redact: Option<bool>,
 }
 
-#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = Option<String>, Query, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("redact" = Option<bool>, Query, description = "Answer redacted even where the caller's role sees clear data")), responses((status = 200, body = LogList), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/runs/{id}/logs", tag = "runs", description = "A run's step log lines in `seq` order, one page at a time: at most `limit` lines after `after`. When more lines follow the page, `next_after` is the `seq` to pass as `after` for the next page; it is `null` on the last page.", params(("id" = String, Path, description = "run_id or trace_id", min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("step" = Option<String>, Query, min_length = 1, max_length = 256, pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]*$"), ("after" = Option<i64>, Query, minimum = 0, description = "Only lines after this `seq` (the previous page's `next_after`)"), ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "The most lines answered: 1 to 1000, default 1000 (400 `invalid_limit` outside that)"), ("redact" = Option<bool>, Query, description = "Answer redacted even where the caller's role sees clear data")), responses((status = 200, body = LogList), (status = 400, body = ErrorBody, description = "`invalid_limit` or `invalid_query`"), (status = 404, body = ErrorBody)))]
 pub(crate) async fn run_logs(
     State(state): State<AppState>,
     Extension(caller): Extension<Principal>,
@@ -398,10 +438,23 @@ pub(crate) async fn run_logs(
     Query(query): Query<LogsQuery>,
 ) -> ApiResult<Json<LogList>> {
     let id = crate::extract::run_ref(&id)?;
-    let mut lines = convert::log_lines(state.store().run_logs(&id, query.step.as_deref()).await?);
+    let page = state
+        .store()
+        .run_logs_page(
+            &id,
+            query.step.as_deref(),
+            query.after.unwrap_or(0),
+            query.limit.unwrap_or(weft_store::MAX_LOG_PAGE),
+        )
+        .await?;
+    let next_after = page
+        .has_newer
+        .then(|| page.lines.last().map(|l| l.seq))
+        .flatten();
+    let mut lines = convert::log_lines(page.lines);
     if redacts_for(&state.config, &caller, query.redact) {
         let run = convert::run_detail(state.store().get_run(&id).await?);
         RunPresenter::new(&state.config.redactor, &run).logs(&mut lines);
     }
-    Ok(Json(LogList { lines }))
+    Ok(Json(LogList { lines, next_after }))
 }

@@ -54,6 +54,7 @@ mod diagnosis;
 mod execution;
 mod fan_out;
 mod history;
+mod history_pages;
 mod leases;
 mod listing;
 mod metadata;

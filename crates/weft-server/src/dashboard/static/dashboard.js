@@ -42,7 +42,7 @@
     const d = document.getElementById("step-" + step);
     if (d) d.open = true;
   }
-  const RUN_PARTS = ["run-facts", "run-actions", "critical-path", "dag", "gantt-span", "gantt", "run-undo", "steps", "step-details", "run-people", "history"];
+  const RUN_PARTS = ["run-facts", "run-actions", "critical-path", "dag", "gantt-span", "gantt", "run-undo", "steps", "step-details", "run-people", "run-history"];
   let es = null;
   // Re-renders the run's parts in place, keeping scroll, open steps and the
   // selection; follows the stream again if the run is live again (a retry).
