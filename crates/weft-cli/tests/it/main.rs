@@ -26,6 +26,7 @@ mod restart;
 mod robustness;
 mod saga;
 mod saga_for_each;
+mod saga_for_each_failed;
 mod secrets;
 mod stream;
 mod tls;
@@ -128,6 +129,8 @@ on_both_backends! {
     saga::skip_a_failed_compensation,
     saga::compensation_spans_and_metrics,
     saga_for_each::for_each_children_compensated_once_each,
+    saga_for_each_failed::failed_for_each_undoes_its_completed_children,
+    saga_for_each_failed::cancelled_for_each_undoes_its_completed_children,
     doctor_compensation::doctor_sees_an_undo_no_worker_serves,
     metadata::run_metadata_api_and_cli,
     metadata::dashboard_metadata_and_overview,
