@@ -19,7 +19,7 @@ use std::{
 };
 
 use weft_core::diagnosis::{
-    self, Cause, P99_ATTEMPTS, RunView, Thresholds, WorkerFacts, WorkerView,
+    self, Cause, ChildUndo, P99_ATTEMPTS, RunView, Thresholds, WorkerFacts, WorkerView,
 };
 
 use crate::{Result, Store, args, db::Arg};
@@ -36,6 +36,8 @@ const R_PENDING: &str = RunStatus::Pending.as_str();
 const R_RUNNING: &str = RunStatus::Running.as_str();
 const R_CANCELLED: &str = RunStatus::Cancelled.as_str();
 const R_COMPENSATING: &str = RunStatus::Compensating.as_str();
+const U_READY: &str = UndoStatus::Ready.as_str();
+const U_RUNNING: &str = UndoStatus::Running.as_str();
 const A_COMPLETED: &str = AttemptStatus::Completed.as_str();
 const A_FAILED: &str = AttemptStatus::Failed.as_str();
 const WHY_LEASE: &str = Reason::LeaseExpired.as_str();
@@ -417,6 +419,43 @@ impl Store {
                 .collect();
             format!("(CASE s.undo{arms} END)")
         };
+        // A `for_each` step whose undo is ready is undone child by child: it
+        // is judged by its children's undos, in the pure rules' order
+        // (`diagnosis::child_undo`): one due (its `ready_at`), else one
+        // running (its lease), else one backing off (its due time).
+        let child_cond = |kind: ChildUndo| match kind {
+            ChildUndo::Due => {
+                format!("ch.undo = '{U_READY}' AND COALESCE(ch.ready_at, 0) <= {now_arg}")
+            }
+            ChildUndo::Running => format!("ch.undo = '{U_RUNNING}'"),
+            ChildUndo::BackingOff => {
+                format!("ch.undo = '{U_READY}' AND ch.ready_at > {now_arg}")
+            }
+        };
+        let child_undos = |cond: &str, what: &str| {
+            format!(
+                "(SELECT {what} FROM weft_children ch WHERE ch.run_id = s.run_id \
+                 AND ch.position = s.position AND {cond})"
+            )
+        };
+        let by_children = format!(
+            "r.status = '{R_COMPENSATING}' AND s.children_total IS NOT NULL AND s.undo = '{U_READY}'"
+        );
+        let child_status = {
+            let arms: String = diagnosis::CHILD_UNDO_ORDER
+                .iter()
+                .map(|(kind, status)| {
+                    format!(
+                        " WHEN EXISTS {} THEN '{}'",
+                        child_undos(&child_cond(*kind), "1"),
+                        status.as_str()
+                    )
+                })
+                .collect();
+            format!("(CASE{arms} END)")
+        };
+        let child_ready_at = child_undos(&child_cond(ChildUndo::Due), "MIN(ch.ready_at)");
+        let child_due_at = child_undos(&child_cond(ChildUndo::BackingOff), "MIN(ch.ready_at)");
         let sql = format!(
             "WITH {p99_cte}\
              active AS (\
@@ -425,10 +464,14 @@ impl Store {
                CROSS JOIN weft_runs r WHERE r.run_id = l.run_id AND r.status = '{R_CANCELLED}'{skip_cancelled}), \
              b AS (\
                SELECT r.run_id, r.status AS run_status, s.position, \
-               CASE WHEN r.status = '{R_COMPENSATING}' THEN {undo_status} ELSE s.status END AS status, s.queue, \
+               CASE WHEN {by_children} THEN {child_status} \
+               WHEN r.status = '{R_COMPENSATING}' THEN {undo_status} ELSE s.status END AS status, s.queue, \
                CASE WHEN r.status = '{R_COMPENSATING}' THEN s.compensate_handler ELSE s.handler END AS handler, \
-               s.n_attempts, CASE WHEN r.status = '{R_COMPENSATING}' THEN s.n_attempts ELSE s.attempt_base END AS attempt_base, \
-               s.ready_at, s.due_at, s.updated_at, {p99_col} AS p99, \
+               s.n_attempts, CASE WHEN r.status = '{R_COMPENSATING}' AND s.children_total IS NULL THEN s.undo_base \
+               WHEN r.status = '{R_COMPENSATING}' THEN s.n_attempts ELSE s.attempt_base END AS attempt_base, \
+               CASE WHEN {by_children} THEN {child_ready_at} ELSE s.ready_at END AS ready_at, \
+               CASE WHEN {by_children} THEN {child_due_at} ELSE s.due_at END AS due_at, \
+               s.updated_at, {p99_col} AS p99, \
                CASE WHEN l.lease_id IS NOT NULL THEN COALESCE(l.claimed_at, la.claimed_at, 0) \
                ELSE s.updated_at END AS held_since \
                FROM active r JOIN weft_steps s ON s.run_id = r.run_id \

@@ -51,6 +51,7 @@ mod concurrency;
 mod corruption;
 mod counts;
 mod diagnosis;
+mod diagnosis_undos;
 mod execution;
 mod fan_out;
 mod history;
