@@ -20,6 +20,7 @@ use crate::{Error, Result, Store, args, db::placeholders};
 /// each child's lease, by index), read at `now`.
 struct StepFacts {
     attempts_of: HashMap<(String, i64), Vec<AttemptView>>,
+    child_attempts: HashMap<(String, i64, i64), Vec<AttemptView>>,
     lease_of: HashMap<(String, i64), LeaseView>,
     children_of: HashMap<(String, i64), Vec<ChildUndoView>>,
     child_lease: HashMap<(String, i64, i64), LeaseView>,
@@ -337,12 +338,15 @@ impl Store {
             let attempts = pool
                 .fetch_all(
                     &format!(
-                        "SELECT a.run_id, a.position, a.attempt, a.status, a.reason, a.error, a.worker_id, a.claimed_at, a.finished_at \
+                        "SELECT a.run_id, a.position, a.attempt, a.status, a.reason, a.error, a.worker_id, a.claimed_at, a.finished_at, \
+                         a.item_index, a.kind \
                          FROM weft_attempts a JOIN weft_steps s ON s.run_id = a.run_id AND s.position = a.position \
                          WHERE a.run_id IN ({list}) AND ((s.status IN ({unfinished}) \
                          AND a.attempt > s.attempt_base) \
                          OR (s.status = '{compensating}' AND s.children_total IS NULL AND a.kind = '{compensate}' \
-                         AND a.attempt > s.undo_base)) ORDER BY a.run_id, a.position, a.attempt",
+                         AND a.attempt > s.undo_base) \
+                         OR (s.status = '{compensating}' AND s.children_total IS NOT NULL AND a.kind = '{compensate}')) \
+                         ORDER BY a.run_id, a.position, a.attempt",
                         unfinished = crate::sql::quoted(&[
                             weft_core::StepStatus::Ready.as_str(),
                             weft_core::StepStatus::Running.as_str(),
@@ -372,7 +376,7 @@ impl Store {
             let child_undos = pool
                 .fetch_all(
                     &format!(
-                        "SELECT run_id, position, idx, undo, ready_at FROM weft_children \
+                        "SELECT run_id, position, idx, undo, ready_at, undo_attempts FROM weft_children \
                          WHERE run_id IN ({list}) AND undo IN ({unsettled})",
                         unsettled = crate::sql::quoted(&[
                             UndoStatus::Ready.as_str(),
@@ -383,7 +387,17 @@ impl Store {
                 )
                 .await?;
             let mut attempts_of: HashMap<(String, i64), Vec<AttemptView>> = HashMap::new();
+            let mut child_attempts: HashMap<(String, i64, i64), Vec<AttemptView>> = HashMap::new();
             for a in attempts {
+                // A child's undo attempts are its own (`child_attempts`).
+                let child = match (a.opt_int("item_index"), a.opt_text("kind")) {
+                    (Ok(Some(index)), Ok(Some(kind)))
+                        if kind == weft_core::AttemptKind::Compensate.as_str() =>
+                    {
+                        Some(index)
+                    }
+                    _ => None,
+                };
                 let view = (|| -> Result<_> {
                     Ok((
                         (a.text("run_id")?, a.int("position")?),
@@ -399,7 +413,13 @@ impl Store {
                     ))
                 })();
                 match view {
-                    Ok((key, view)) => attempts_of.entry(key).or_default().push(view),
+                    Ok(((run, position), view)) => match child {
+                        Some(index) => child_attempts
+                            .entry((run, position, index))
+                            .or_default()
+                            .push(view),
+                        None => attempts_of.entry((run, position)).or_default().push(view),
+                    },
                     Err(err) => skip(err, &mut bad)?,
                 }
             }
@@ -437,6 +457,13 @@ impl Store {
                     let claimed_at = child_lease
                         .get(&(key.0.clone(), key.1, index))
                         .map(|l| l.claimed_at);
+                    // Its undo attempts since its undo began (or was
+                    // retried): the last `undo_attempts` of them.
+                    let spent = usize::try_from(c.int("undo_attempts")?).unwrap_or(0);
+                    if let Some(list) = child_attempts.get_mut(&(key.0.clone(), key.1, index)) {
+                        let old = list.len().saturating_sub(spent);
+                        list.drain(..old);
+                    }
                     Ok((
                         key,
                         ChildUndoView {
@@ -454,6 +481,7 @@ impl Store {
             }
             let mut facts = StepFacts {
                 attempts_of,
+                child_attempts,
                 lease_of,
                 children_of,
                 child_lease,
@@ -490,6 +518,7 @@ impl Store {
     ) -> Result<RunView> {
         let StepFacts {
             attempts_of,
+            child_attempts,
             lease_of,
             children_of,
             child_lease,
@@ -513,6 +542,7 @@ impl Store {
             let mut lease = lease_of.remove(&key);
             let (mut ready_at, mut due_at) = (s.opt_int("ready_at")?, s.opt_int("due_at")?);
             let mut child = None;
+            let mut child_attempts_of = None;
             // A compensating run's steps are diagnosed by their undo.
             let undoing = status == RunStatus::Compensating;
             let step_status = if undoing {
@@ -530,6 +560,11 @@ impl Store {
                         continue;
                     };
                     child = Some(c.index);
+                    child_attempts_of = Some(
+                        child_attempts
+                            .remove(&(id.clone(), position, i64::from(c.index)))
+                            .unwrap_or_default(),
+                    );
                     lease = child_lease
                         .get(&(id.clone(), position, i64::from(c.index)))
                         .cloned();
@@ -591,7 +626,10 @@ impl Store {
                             .collect()
                     })
                     .unwrap_or_default(),
-                attempts: attempts_of.remove(&key).unwrap_or_default(),
+                attempts: match child_attempts_of {
+                    Some(attempts) => attempts,
+                    None => attempts_of.remove(&key).unwrap_or_default(),
+                },
                 max_attempts: step_def.map_or(1, |d| {
                     if undoing {
                         d.compensate_retry.max_attempts

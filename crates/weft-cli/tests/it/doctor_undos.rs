@@ -100,7 +100,9 @@ pub async fn doctor_on_child_undos(db_url: String) {
     .await;
     let evidence = step_of(&d, "work")["evidence"].as_str().unwrap().to_owned();
     assert!(
-        evidence.contains("undo of work[") && evidence.contains("backing off"),
+        evidence.contains("undo of work[")
+            && evidence.contains("backing off")
+            && evidence.contains("refund refused: card closed"),
         "{evidence}"
     );
     assert_eq!(d["stalled"], json!(false), "{d:#}");

@@ -4,7 +4,8 @@
 //! (as a forward attempt would be); a `for_each` step undone child by child
 //! is judged by its children's undos (one waiting for a worker, running, or
 //! backing off), named in the evidence as `step[i]`, never as the step's
-//! own `queued` undo. A `for_each` step that failed is undone too.
+//! own `queued` undo, and its child undos' repeated failures count as a
+//! step's undo's do. A `for_each` step that failed is undone too.
 
 use std::collections::BTreeMap;
 
@@ -86,6 +87,18 @@ async fn lose_lease(store: &Store, task: &Task) {
     assert_eq!(store.reap(100).await.unwrap(), 1);
 }
 
+/// Makes the run's child undos backing off due now.
+async fn end_child_backoff(store: &Store, run_id: &str) {
+    sql(
+        store,
+        format!(
+            "UPDATE weft_children SET ready_at = {} WHERE run_id = '{run_id}' AND undo = 'ready'",
+            store.now_ms() - 1
+        ),
+    )
+    .await;
+}
+
 const BACKOFF: &str = "{max_attempts: 5, initial: 1h, max: 1h, jitter: false}";
 
 /// A step `a` undone by `undo` (handlers `<p>.do`, `<p>.undo`) and a step
@@ -133,11 +146,21 @@ async fn check_undos_are_diagnosed_as_attempts_and_children(store: Store) {
         fan_out("backoff", "backoff.undo"),
         fan_out("orphan", "nobody.undo"),
         fan_out("failing", "failing.undo"),
+        fan_out("childpoison", "childpoison.undo"),
+        fan_out("childcrash", "childcrash.undo"),
     ] {
         register(&store, &manifest).await;
     }
     let handlers: Vec<String> = [
-        "poison", "crash", "queued", "running", "backoff", "orphan", "failing",
+        "poison",
+        "crash",
+        "queued",
+        "running",
+        "backoff",
+        "orphan",
+        "failing",
+        "childpoison",
+        "childcrash",
     ]
     .iter()
     .flat_map(|p| [format!("{p}.do"), format!("{p}.undo")])
@@ -195,6 +218,25 @@ async fn check_undos_are_diagnosed_as_attempts_and_children(store: Store) {
     complete(&store, &children[0], json!({})).await;
     fail(&store, &children[1], "bad item", false).await;
 
+    // A child undo failing the same way twice, one losing its lease twice:
+    // judged like a step's undo, on that child's undo attempts.
+    let child_poison = compensating_fan_out(&store, "childpoison", json!([1, 2])).await;
+    let child_crash = compensating_fan_out(&store, "childcrash", json!([1])).await;
+    for i in 0..2 {
+        if i > 0 {
+            end_child_backoff(&store, &child_poison).await;
+            end_child_backoff(&store, &child_crash).await;
+        }
+        let mut undos = claim_all(&store, "childpoison.undo", 2 - i).await;
+        undos.sort_by_key(|u| u.input["index"].as_i64());
+        fail(&store, &undos[0], "refund refused: card closed", true).await;
+        if let Some(other) = undos.get(1) {
+            complete(&store, other, json!({})).await;
+        }
+        let undo = claim(&store, &child_crash, "childcrash.undo").await;
+        lose_lease(&store, &undo).await;
+    }
+
     let now = store.now_ms();
     let workers: Vec<_> = store
         .list_workers(now - t.worker_live_ms)
@@ -250,13 +292,23 @@ async fn check_undos_are_diagnosed_as_attempts_and_children(store: Store) {
     let (cause, evidence) = cause_of(&orphan);
     assert_eq!(cause, "no_worker_for_handler", "{evidence}");
     assert!(evidence.contains("nobody.undo"), "{evidence}");
+    let (cause, evidence) = cause_of(&child_poison);
+    assert_eq!(cause, "poison_input", "{evidence}");
+    assert!(
+        evidence.contains("undo of work[0] by compensate handler childpoison.undo")
+            && evidence.contains("refund refused: card closed"),
+        "{evidence}"
+    );
+    let (cause, evidence) = cause_of(&child_crash);
+    assert_eq!(cause, "lease_expired_loop", "{evidence}");
+    assert!(evidence.contains("undo of work[0]"), "{evidence}");
     let (cause, evidence) = cause_of(&failing);
     assert_eq!(cause, "queued", "{evidence}");
     assert!(evidence.contains("undo of work[0]"), "{evidence}");
 
     let expected: Counts = [
-        (("poison_input", true), 1),
-        (("lease_expired_loop", true), 1),
+        (("poison_input", true), 2),
+        (("lease_expired_loop", true), 2),
         (("no_worker_for_handler", true), 1),
         (("queued", false), 2),
         (("running", false), 1),
