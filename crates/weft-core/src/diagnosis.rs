@@ -1337,4 +1337,53 @@ mod tests {
         let order: Vec<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
         assert_eq!(order, ["r2", "r1", "r3", "r0"]);
     }
+
+    #[test]
+    fn a_step_undone_child_by_child_is_judged_by_one_child_undo() {
+        let child = |index, undo, ready_at, claimed_at| ChildUndoView {
+            index,
+            undo,
+            ready_at,
+            claimed_at,
+        };
+        let running = child(0, UndoStatus::Running, None, Some(NOW - 5_000));
+        let older = child(3, UndoStatus::Running, None, Some(NOW - 9_000));
+        let backing_off = child(1, UndoStatus::Ready, Some(NOW + 60_000), None);
+        let sooner = child(4, UndoStatus::Ready, Some(NOW + 1_000), None);
+        let due = child(2, UndoStatus::Ready, Some(NOW - 1_000), None);
+        let settled = child(5, UndoStatus::Completed, None, None);
+        // Waiting for a worker says the most, then running, then backing off.
+        let all = [running, older, backing_off, sooner, due, settled];
+        assert_eq!(child_undo(&all, NOW), Some((due, StepStatus::Ready)));
+        let no_due = [running, older, backing_off, sooner, settled];
+        assert_eq!(
+            child_undo(&no_due, NOW),
+            Some((older, StepStatus::Running)),
+            "the longest running"
+        );
+        assert_eq!(
+            child_undo(&[backing_off, sooner], NOW),
+            Some((sooner, StepStatus::Retrying)),
+            "the first due again"
+        );
+        assert_eq!(child_undo(&[settled], NOW), None);
+
+        // The diagnosis names the child.
+        let mut s = step("work", StepStatus::Retrying);
+        s.child = Some(4);
+        s.due_at = Some(NOW + 1_000);
+        s.attempts = vec![failed(1, "handler_error", "no refund")];
+        let run = RunView {
+            run_id: "r".into(),
+            workflow: "w".into(),
+            status: RunStatus::Compensating,
+            steps: vec![s],
+        };
+        let d = diagnose(&run, &[], &t(), NOW);
+        assert_eq!(d.cause, Some(Cause::Retrying));
+        assert_eq!(
+            d.steps[0].evidence,
+            "undo of work[4] by compensate handler h: backing off: next attempt in 1.0s; last error handler_error: no refund"
+        );
+    }
 }

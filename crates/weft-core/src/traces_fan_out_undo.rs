@@ -1,7 +1,8 @@
 //! Text-trace tests of the undo of a `for_each` step that did not complete
 //! (`compensation.rs` through `machine::apply`), in the harness of
 //! `traces.rs`: a child failing for good, a cancel under
-//! `compensate_on: [cancel]`, a failing child undo with its retry and skip.
+//! `compensate_on: [cancel]`, a gathered output refused, a failing child
+//! undo with its retry and skip.
 
 use expect_test::expect;
 use serde_json::{Value, json};
@@ -230,6 +231,56 @@ fn a_for_each_step_cancelled_mid_way_undoes_its_completed_children() {
             t=5 Cancel
               -> compensation.cancelled run.cancelled
               run=cancelled list=completed each=cancelled/undo:cancelled after=cancelled
+        "#]],
+    );
+}
+
+#[test]
+fn a_for_each_step_whose_gathered_output_is_refused_undoes_every_child() {
+    let long = json!("x".repeat(40));
+    trace(
+        FAILING_FAN_OUT,
+        json!({}),
+        &[
+            (0, Run(Event::Start)),
+            (1, Claim(0)),
+            (2, Result(0, ok(json!({"items": [1, 2]})))),
+            (3, done(0, long.clone())),
+            (
+                4,
+                Run(Event::ChildCompleted {
+                    step: 1,
+                    index: 1,
+                    output: long.clone(),
+                    gathered: Some(vec![long.clone(), long]),
+                    max_output_bytes: 64,
+                }),
+            ),
+            (5, undone(0)),
+            (6, undone(1)),
+        ],
+        expect![[r#"
+            t=0 Start
+              -> step.ready(list)
+              run=pending list=ready each=pending after=pending
+            t=1 Claim(list)
+              -> attempt.claimed(list#1) run.started
+              run=running list=running each=pending after=pending
+            t=2 Result(list, Completed(Object {"items": Array [Number(1), Number(2)]}))
+              -> attempt.completed(list#1 completed) step.completed(list) step.fanned_out(each)
+              run=running list=completed each=running after=pending
+            t=3 ChildCompleted { step: 1, index: 0, output: String("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"), gathered: None, max_output_bytes: 64 }
+              -> child.completed(each)
+              run=running list=completed each=running after=pending
+            t=4 ChildCompleted { step: 1, index: 1, output: String("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"), gathered: Some([String("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"), String("xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx")]), max_output_bytes: 64 }
+              -> child.completed(each) step.failed(each) step.cancelled(after) compensation.started step.compensating(each)
+              run=compensating list=completed each=compensating/undo:ready after=cancelled
+            t=5 ChildUndoCompleted { step: 1, index: 0 }
+              -> child.compensated(each)
+              run=compensating list=completed each=compensating/undo:ready after=cancelled
+            t=6 ChildUndoCompleted { step: 1, index: 1 }
+              -> child.compensated(each) step.compensated(each) compensation.completed
+              run=compensated list=completed each=compensated/undo:completed after=cancelled
         "#]],
     );
 }
