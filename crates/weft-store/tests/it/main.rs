@@ -47,6 +47,7 @@ mod approvals;
 mod audit;
 mod clock;
 mod compensation;
+mod compensation_for_each;
 mod concurrency;
 mod corruption;
 mod counts;
