@@ -439,13 +439,17 @@ pub fn run_ended(before: RunStatus, after: RunStatus) -> Option<End> {
     })
 }
 
-/// The attempt out for a step that went from `before` to `after` while its
-/// run did not end: a running step cancelled (its run began compensating)
-/// ends it `cancelled`, like [`run_ended`].
+/// The attempts out for a step that went from `before` to `after` while its
+/// run did not end: a running step cancelled (its run began compensating),
+/// or a `for_each` step that stopped running (a child failed for good or it
+/// was cancelled, and it may already be `compensating`: its running
+/// children are cancelled), ends them `cancelled`, like [`run_ended`].
 pub fn step_ended(before: &StepState, after: &StepState) -> Option<End> {
-    (before.status == StepStatus::Running && after.status == StepStatus::Cancelled)
-        .then(|| run_ended(RunStatus::Running, RunStatus::Cancelled))
-        .flatten()
+    (before.status == StepStatus::Running
+        && (after.status == StepStatus::Cancelled
+            || (after.status != StepStatus::Running && after.children.is_some())))
+    .then(|| run_ended(RunStatus::Running, RunStatus::Cancelled))
+    .flatten()
 }
 
 /// An attempt's timing buckets: `ready_at` → `claimed_at` → result received

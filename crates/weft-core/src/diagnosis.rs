@@ -282,6 +282,83 @@ pub struct StepView {
     /// workflow ([`p99_of`]), when enough are known; a running attempt past it
     /// is `running_long`.
     pub p99_ms: Option<i64>,
+    /// For a `for_each` step undone child by child: the index of the child
+    /// whose undo the step is diagnosed by ([`child_undo`]); its status,
+    /// `ready_at`/`due_at` and lease are that undo's. `None` otherwise.
+    pub child: Option<u32>,
+}
+
+/// One child undo of a `for_each` step being compensated that has not
+/// settled (`ready` or `running`), as the store reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChildUndoView {
+    /// The child's index.
+    pub index: u32,
+    /// `ready` (claimable from `ready_at`, which is later than now while it
+    /// backs off before a retry) or `running`.
+    pub undo: UndoStatus,
+    /// When a ready undo may be claimed, epoch ms.
+    pub ready_at: Option<i64>,
+    /// When a running undo's lease was claimed, epoch ms (none without a
+    /// live lease).
+    pub claimed_at: Option<i64>,
+}
+
+/// Where one child undo stands, as far as the diagnosis of its step cares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildUndo {
+    /// Ready and due: waiting for a worker.
+    Due,
+    /// Claimed: running under a lease.
+    Running,
+    /// Ready but not yet due: backing off before its next attempt.
+    BackingOff,
+}
+
+/// The order in which the child undos of a `for_each` step being
+/// compensated are looked at, and the status the step is then judged as:
+/// the first kind some child undo is in names it (one waiting for a worker
+/// says the most, then one running, then every one backing off). The
+/// store's aggregate SQL is built from this list too.
+pub const CHILD_UNDO_ORDER: [(ChildUndo, StepStatus); 3] = [
+    (ChildUndo::Due, StepStatus::Ready),
+    (ChildUndo::Running, StepStatus::Running),
+    (ChildUndo::BackingOff, StepStatus::Retrying),
+];
+
+impl ChildUndo {
+    /// Where `child` stands at `now`; `None` once its undo has settled.
+    pub fn of(child: &ChildUndoView, now: i64) -> Option<ChildUndo> {
+        match child.undo {
+            UndoStatus::Running => Some(ChildUndo::Running),
+            UndoStatus::Ready if child.ready_at.is_some_and(|at| at > now) => {
+                Some(ChildUndo::BackingOff)
+            }
+            UndoStatus::Ready => Some(ChildUndo::Due),
+            _ => None,
+        }
+    }
+}
+
+/// The child undo a `for_each` step being compensated is diagnosed by, and
+/// the status it is judged as ([`CHILD_UNDO_ORDER`]): among the children
+/// in the first kind present, the longest waiting (earliest `ready_at`),
+/// the longest running (earliest lease) or the first due again (earliest
+/// `ready_at`), lowest index on a tie. `None` when no child undo is left.
+pub fn child_undo(children: &[ChildUndoView], now: i64) -> Option<(ChildUndoView, StepStatus)> {
+    CHILD_UNDO_ORDER.iter().find_map(|&(kind, status)| {
+        children
+            .iter()
+            .filter(|c| ChildUndo::of(c, now) == Some(kind))
+            .min_by_key(|c| {
+                let at = match kind {
+                    ChildUndo::Running => c.claimed_at,
+                    ChildUndo::Due | ChildUndo::BackingOff => c.ready_at,
+                };
+                (at.unwrap_or(i64::MAX), c.index)
+            })
+            .map(|c| (*c, status))
+    })
 }
 
 /// How many of a step's latest completed attempts its p99 is taken over.
@@ -501,9 +578,14 @@ fn diagnose_step(
 ) -> StepDiagnosis {
     let mut d = diagnose_forward(run, step, live, facts, t, now);
     if run.status == RunStatus::Compensating {
-        // The step's undo (see [`undo_status`]): say so, and whose handler.
+        // The step's undo (see [`undo_status`]), or one of its children's
+        // ([`child_undo`]): say so, and whose handler.
+        let whose = match step.child {
+            Some(index) => format!(" of {}[{index}]", step.name),
+            None => String::new(),
+        };
         d.evidence = format!(
-            "undo by compensate handler {}: {}",
+            "undo{whose} by compensate handler {}: {}",
             step.handler.as_deref().unwrap_or("?"),
             d.evidence
         );
@@ -607,16 +689,17 @@ fn diagnose_forward(
                         a.message.as_deref().unwrap_or("")
                     )
                 });
+                // A child undo's attempts are counted on its child.
+                let next = if step.child.is_some() {
+                    "backing off: next attempt".to_owned()
+                } else {
+                    format!("attempt {} of {} next,", n + 1, step.max_attempts)
+                };
                 return step_diag(
                     step,
                     Cause::Retrying,
                     step.updated_at,
-                    format!(
-                        "attempt {} of {} next, in {}{error}",
-                        n + 1,
-                        step.max_attempts,
-                        secs(due - now)
-                    ),
+                    format!("{next} in {}{error}", secs(due - now)),
                     logs,
                 );
             }
@@ -844,6 +927,7 @@ mod tests {
             updated_at: NOW - 20_000,
             lease: None,
             p99_ms: None,
+            child: None,
         }
     }
 
@@ -1252,5 +1336,54 @@ mod tests {
         worst_first(&mut all);
         let order: Vec<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
         assert_eq!(order, ["r2", "r1", "r3", "r0"]);
+    }
+
+    #[test]
+    fn a_step_undone_child_by_child_is_judged_by_one_child_undo() {
+        let child = |index, undo, ready_at, claimed_at| ChildUndoView {
+            index,
+            undo,
+            ready_at,
+            claimed_at,
+        };
+        let running = child(0, UndoStatus::Running, None, Some(NOW - 5_000));
+        let older = child(3, UndoStatus::Running, None, Some(NOW - 9_000));
+        let backing_off = child(1, UndoStatus::Ready, Some(NOW + 60_000), None);
+        let sooner = child(4, UndoStatus::Ready, Some(NOW + 1_000), None);
+        let due = child(2, UndoStatus::Ready, Some(NOW - 1_000), None);
+        let settled = child(5, UndoStatus::Completed, None, None);
+        // Waiting for a worker says the most, then running, then backing off.
+        let all = [running, older, backing_off, sooner, due, settled];
+        assert_eq!(child_undo(&all, NOW), Some((due, StepStatus::Ready)));
+        let no_due = [running, older, backing_off, sooner, settled];
+        assert_eq!(
+            child_undo(&no_due, NOW),
+            Some((older, StepStatus::Running)),
+            "the longest running"
+        );
+        assert_eq!(
+            child_undo(&[backing_off, sooner], NOW),
+            Some((sooner, StepStatus::Retrying)),
+            "the first due again"
+        );
+        assert_eq!(child_undo(&[settled], NOW), None);
+
+        // The diagnosis names the child.
+        let mut s = step("work", StepStatus::Retrying);
+        s.child = Some(4);
+        s.due_at = Some(NOW + 1_000);
+        s.attempts = vec![failed(1, "handler_error", "no refund")];
+        let run = RunView {
+            run_id: "r".into(),
+            workflow: "w".into(),
+            status: RunStatus::Compensating,
+            steps: vec![s],
+        };
+        let d = diagnose(&run, &[], &t(), NOW);
+        assert_eq!(d.cause, Some(Cause::Retrying));
+        assert_eq!(
+            d.steps[0].evidence,
+            "undo of work[4] by compensate handler h: backing off: next attempt in 1.0s; last error handler_error: no refund"
+        );
     }
 }

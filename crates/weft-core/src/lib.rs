@@ -29,6 +29,8 @@ pub mod trace;
 mod traces;
 #[cfg(test)]
 mod traces_compensation;
+#[cfg(test)]
+mod traces_fan_out_undo;
 
 pub use definition::{Definition, StepDef, StepKind, ValidationError};
 pub use error_code::ErrorCode;

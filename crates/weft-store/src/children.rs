@@ -310,7 +310,7 @@ pub(crate) async fn write_effects(
                 if run.def.steps[*step].fan_out.is_some() =>
             {
                 // The children not finished will not run (their attempts
-                // still out end with their run).
+                // still out are cancelled: `attempt::step_ended`).
                 let reason = match effect {
                     Effect::StepCancelled { reason, .. } => *reason,
                     _ => Reason::UpstreamFailed,

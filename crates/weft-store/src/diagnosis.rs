@@ -19,7 +19,7 @@ use std::{
 };
 
 use weft_core::diagnosis::{
-    self, Cause, P99_ATTEMPTS, RunView, Thresholds, WorkerFacts, WorkerView,
+    self, Cause, ChildUndo, P99_ATTEMPTS, RunView, Thresholds, WorkerFacts, WorkerView,
 };
 
 use crate::{Result, Store, args, db::Arg};
@@ -36,6 +36,9 @@ const R_PENDING: &str = RunStatus::Pending.as_str();
 const R_RUNNING: &str = RunStatus::Running.as_str();
 const R_CANCELLED: &str = RunStatus::Cancelled.as_str();
 const R_COMPENSATING: &str = RunStatus::Compensating.as_str();
+const U_READY: &str = UndoStatus::Ready.as_str();
+const K_COMPENSATE: &str = weft_core::AttemptKind::Compensate.as_str();
+const U_RUNNING: &str = UndoStatus::Running.as_str();
 const A_COMPLETED: &str = AttemptStatus::Completed.as_str();
 const A_FAILED: &str = AttemptStatus::Failed.as_str();
 const WHY_LEASE: &str = Reason::LeaseExpired.as_str();
@@ -341,11 +344,44 @@ impl Store {
              AND f.reason NOT IN ('{WHY_LEASE}', '{WHY_HEARTBEAT}', '{WHY_CANCELLED}') \
              AND a.reason = f.reason AND (a.error = f.error OR (a.error IS NULL AND f.error IS NULL))) = {k}"
         );
+        // The same for a child undo a `for_each` step is judged by
+        // (`b.child`): its last `k` undo attempts, of the `b.child_spent`
+        // spent since its undo began.
+        let among_last_k = |a: &str, cmp: &str| {
+            format!(
+                "(SELECT COUNT(*) FROM weft_attempts a2 WHERE a2.run_id = {a}.run_id \
+                 AND a2.position = {a}.position AND a2.item_index = {a}.item_index \
+                 AND a2.kind = {a}.kind AND a2.attempt > {a}.attempt) {cmp}"
+            )
+        };
+        let child_last_k = format!(
+            "a.run_id = b.run_id AND a.position = b.position AND a.item_index = b.child \
+             AND a.kind = '{K_COMPENSATE}' AND {}",
+            among_last_k("a", &format!("< {k}"))
+        );
+        let child_repeated = format!(
+            "b.child IS NOT NULL AND b.status IN ('{S_READY}', '{S_RETRYING}') AND b.child_spent >= {k}"
+        );
+        let child_lost = format!(
+            "(SELECT COUNT(*) FROM weft_attempts a WHERE {child_last_k} \
+             AND a.reason IN ('{WHY_LEASE}', '{WHY_HEARTBEAT}')) = {k}"
+        );
+        let child_same = format!(
+            "(SELECT COUNT(*) FROM weft_attempts a JOIN weft_attempts f ON f.run_id = a.run_id \
+             AND f.position = a.position AND f.item_index = a.item_index AND f.kind = a.kind \
+             AND {first} \
+             WHERE {child_last_k} AND a.status = '{A_FAILED}' AND f.status = '{A_FAILED}' AND f.reason IS NOT NULL \
+             AND f.reason NOT IN ('{WHY_LEASE}', '{WHY_HEARTBEAT}', '{WHY_CANCELLED}') \
+             AND a.reason = f.reason AND (a.error = f.error OR (a.error IS NULL AND f.error IS NULL))) = {k}",
+            first = among_last_k("f", &format!("= {k} - 1"))
+        );
         let rank_case = format!(
             "CASE \
              WHEN b.run_status = '{R_CANCELLED}' THEN {cancel} \
              WHEN {repeated} AND {lost} THEN {lease_loop} \
              WHEN {repeated} AND {same} THEN {poison} \
+             WHEN {child_repeated} AND {child_lost} THEN {lease_loop} \
+             WHEN {child_repeated} AND {child_same} THEN {poison} \
              WHEN b.status = '{S_PENDING}' THEN {deps} \
              WHEN b.status = '{S_READY}' AND NOT ({live}) THEN {no_queue} \
              WHEN b.status = '{S_READY}' AND NOT ({served}) THEN {no_handler} \
@@ -377,6 +413,10 @@ impl Store {
         let since_case = format!(
             "CASE \
              WHEN c.rank IN ({cancel}, {running_long}, {running}) THEN c.held_since \
+             WHEN c.rank IN ({lease_loop}, {poison}) AND c.child IS NOT NULL THEN \
+                  (SELECT COALESCE(f.finished_at, f.claimed_at) FROM weft_attempts f \
+                  WHERE f.run_id = c.run_id AND f.position = c.position AND f.item_index = c.child \
+                  AND f.kind = '{K_COMPENSATE}' AND {first}) \
              WHEN c.rank IN ({lease_loop}, {poison}) THEN (SELECT COALESCE(a.finished_at, a.claimed_at) \
                   FROM weft_attempts a WHERE a.run_id = c.run_id AND a.position = c.position \
                   AND a.attempt = c.n_attempts - {k} + 1) \
@@ -393,6 +433,7 @@ impl Store {
             sat = rank(Cause::WorkerSaturated),
             queued = rank(Cause::Queued),
             overdue_rank = rank(Cause::OverdueTimer),
+            first = among_last_k("f", &format!("= {k} - 1")),
         );
         let stalled_ranks: Vec<String> = Cause::ALL
             .iter()
@@ -417,18 +458,76 @@ impl Store {
                 .collect();
             format!("(CASE s.undo{arms} END)")
         };
+        // A `for_each` step whose undo is ready is undone child by child: it
+        // is judged by its children's undos, in the pure rules' order
+        // (`diagnosis::child_undo`): one due (its `ready_at`), else one
+        // running (its lease), else one backing off (its due time).
+        let child_cond = |kind: ChildUndo| match kind {
+            ChildUndo::Due => {
+                format!("ch.undo = '{U_READY}' AND COALESCE(ch.ready_at, 0) <= {now_arg}")
+            }
+            ChildUndo::Running => format!("ch.undo = '{U_RUNNING}'"),
+            ChildUndo::BackingOff => {
+                format!("ch.undo = '{U_READY}' AND ch.ready_at > {now_arg}")
+            }
+        };
+        let child_undos = |cond: &str, what: &str| {
+            format!(
+                "(SELECT {what} FROM weft_children ch WHERE ch.run_id = s.run_id \
+                 AND ch.position = s.position AND {cond})"
+            )
+        };
+        let by_children = format!(
+            "r.status = '{R_COMPENSATING}' AND s.children_total IS NOT NULL AND s.undo = '{U_READY}'"
+        );
+        let child_status = {
+            let arms: String = diagnosis::CHILD_UNDO_ORDER
+                .iter()
+                .map(|(kind, status)| {
+                    format!(
+                        " WHEN EXISTS {} THEN '{}'",
+                        child_undos(&child_cond(*kind), "1"),
+                        status.as_str()
+                    )
+                })
+                .collect();
+            format!("(CASE{arms} END)")
+        };
+        // The child a due or backing-off status names (`child_undo`'s
+        // choice: earliest `ready_at`, lowest index), for its repeated
+        // failures.
+        let chosen = |kind: ChildUndo| {
+            child_undos(
+                &format!("{} ORDER BY ch.ready_at, ch.idx LIMIT 1", child_cond(kind)),
+                "ch.idx",
+            )
+        };
+        let child_index = format!(
+            "CASE WHEN EXISTS {due} THEN {due_child} WHEN EXISTS {running} THEN NULL ELSE {off_child} END",
+            due = child_undos(&child_cond(ChildUndo::Due), "1"),
+            due_child = chosen(ChildUndo::Due),
+            running = child_undos(&child_cond(ChildUndo::Running), "1"),
+            off_child = chosen(ChildUndo::BackingOff),
+        );
+        let child_ready_at = child_undos(&child_cond(ChildUndo::Due), "MIN(ch.ready_at)");
+        let child_due_at = child_undos(&child_cond(ChildUndo::BackingOff), "MIN(ch.ready_at)");
         let sql = format!(
             "WITH {p99_cte}\
              active AS (\
                SELECT run_id, workflow, status FROM weft_runs WHERE status IN ('{R_PENDING}', '{R_RUNNING}', '{R_COMPENSATING}'){skip_active} \
                UNION ALL SELECT DISTINCT r.run_id, r.workflow, r.status FROM weft_leases l \
                CROSS JOIN weft_runs r WHERE r.run_id = l.run_id AND r.status = '{R_CANCELLED}'{skip_cancelled}), \
-             b AS (\
+             b0 AS (\
                SELECT r.run_id, r.status AS run_status, s.position, \
-               CASE WHEN r.status = '{R_COMPENSATING}' THEN {undo_status} ELSE s.status END AS status, s.queue, \
+               CASE WHEN {by_children} THEN {child_status} \
+               WHEN r.status = '{R_COMPENSATING}' THEN {undo_status} ELSE s.status END AS status, s.queue, \
                CASE WHEN r.status = '{R_COMPENSATING}' THEN s.compensate_handler ELSE s.handler END AS handler, \
-               s.n_attempts, CASE WHEN r.status = '{R_COMPENSATING}' THEN s.n_attempts ELSE s.attempt_base END AS attempt_base, \
-               s.ready_at, s.due_at, s.updated_at, {p99_col} AS p99, \
+               s.n_attempts, CASE WHEN r.status = '{R_COMPENSATING}' AND s.children_total IS NULL THEN s.undo_base \
+               WHEN r.status = '{R_COMPENSATING}' THEN s.n_attempts ELSE s.attempt_base END AS attempt_base, \
+               CASE WHEN {by_children} THEN {child_ready_at} ELSE s.ready_at END AS ready_at, \
+               CASE WHEN {by_children} THEN {child_due_at} ELSE s.due_at END AS due_at, \
+               CASE WHEN {by_children} THEN {child_index} END AS child, \
+               s.updated_at, {p99_col} AS p99, \
                CASE WHEN l.lease_id IS NOT NULL THEN COALESCE(l.claimed_at, la.claimed_at, 0) \
                ELSE s.updated_at END AS held_since \
                FROM active r JOIN weft_steps s ON s.run_id = r.run_id \
@@ -438,6 +537,8 @@ impl Store {
                  AND s.status IN ('{S_PENDING}', '{S_READY}', '{S_RUNNING}', '{S_RETRYING}', '{S_WAITING}')) \
                OR (r.status = '{R_COMPENSATING}' AND {undo_status} IS NOT NULL) \
                OR (r.status = '{R_CANCELLED}' AND l.lease_id IS NOT NULL)), \
+             b AS (SELECT b0.*, (SELECT ch.undo_attempts FROM weft_children ch WHERE ch.run_id = b0.run_id \
+               AND ch.position = b0.position AND ch.idx = b0.child) AS child_spent FROM b0), \
              c AS (SELECT b.*, {rank_case} AS rank FROM b), \
              d0 AS (SELECT c.run_id, c.rank, {since_case} AS since FROM c WHERE c.rank IS NOT NULL), \
              d AS (SELECT run_id, rank, CASE WHEN since < 0 THEN 0 WHEN since >= {KEY} THEN {KEY} - 1 \

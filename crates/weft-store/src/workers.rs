@@ -8,10 +8,24 @@ use std::collections::{BTreeMap, HashMap};
 use weft_core::{
     AttemptStatus, RunRef, RunStatus, StepStatus, UndoStatus,
     definition::StepKind,
-    diagnosis::{AttemptView, LeaseView, RunView, StepKindView, StepView, WorkerView},
+    diagnosis::{
+        AttemptView, ChildUndoView, LeaseView, RunView, StepKindView, StepView, WorkerView,
+    },
 };
 
 use crate::{Error, Result, Store, args, db::placeholders};
+
+/// What the diagnosis views of a batch of runs are built from, by run id and
+/// step position: attempts, leases, and the child undos not settled (with
+/// each child's lease, by index), read at `now`.
+struct StepFacts {
+    attempts_of: HashMap<(String, i64), Vec<AttemptView>>,
+    child_attempts: HashMap<(String, i64, i64), Vec<AttemptView>>,
+    lease_of: HashMap<(String, i64), LeaseView>,
+    children_of: HashMap<(String, i64), Vec<ChildUndoView>>,
+    child_lease: HashMap<(String, i64, i64), LeaseView>,
+    now: i64,
+}
 
 /// What a worker says about itself in its polls (every field optional).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -315,7 +329,7 @@ impl Store {
                 .fetch_all(
                     &format!(
                         "SELECT run_id, position, name, queue, handler, status, attempt_base, ready_at, due_at, updated_at, \
-                         undo, compensate_handler \
+                         undo, compensate_handler, children_total \
                          FROM weft_steps WHERE run_id IN ({list}) ORDER BY run_id, position"
                     ),
                     args(),
@@ -324,16 +338,26 @@ impl Store {
             let attempts = pool
                 .fetch_all(
                     &format!(
-                        "SELECT a.run_id, a.position, a.attempt, a.status, a.reason, a.error, a.worker_id, a.claimed_at, a.finished_at \
+                        "SELECT a.run_id, a.position, a.attempt, a.status, a.reason, a.error, a.worker_id, a.claimed_at, a.finished_at, \
+                         a.item_index, a.kind \
                          FROM weft_attempts a JOIN weft_steps s ON s.run_id = a.run_id AND s.position = a.position \
-                         WHERE a.run_id IN ({list}) AND s.status IN ({unfinished}) \
-                         AND a.attempt > s.attempt_base ORDER BY a.run_id, a.position, a.attempt",
+                         WHERE a.run_id IN ({list}) AND ((s.status IN ({unfinished}) \
+                         AND a.attempt > s.attempt_base) \
+                         OR (s.status = '{compensating}' AND s.children_total IS NULL AND a.kind = '{compensate}' \
+                         AND a.attempt > s.undo_base) \
+                         OR (s.status = '{compensating}' AND s.children_total IS NOT NULL AND a.kind = '{compensate}')) \
+                         ORDER BY a.run_id, a.position, a.attempt",
                         unfinished = crate::sql::quoted(&[
                             weft_core::StepStatus::Ready.as_str(),
                             weft_core::StepStatus::Running.as_str(),
                             weft_core::StepStatus::Retrying.as_str(),
                             weft_core::StepStatus::Waiting.as_str(),
-                        ])
+                        ]),
+                        // A step's undo is judged by its undo attempts since
+                        // the undo began (or was retried), as forward
+                        // attempts are since the run's last retry.
+                        compensating = weft_core::StepStatus::Compensating.as_str(),
+                        compensate = weft_core::AttemptKind::Compensate.as_str(),
                     ),
                     args(),
                 )
@@ -341,15 +365,39 @@ impl Store {
             let leases = pool
                 .fetch_all(
                     &format!(
-                        "SELECT l.run_id, l.position, l.attempt, l.worker_id, l.lease_ms, l.expires_at, \
+                        "SELECT l.run_id, l.position, l.attempt, l.worker_id, l.lease_ms, l.expires_at, l.item_index, \
                          COALESCE(l.claimed_at, a.claimed_at) AS claimed_at \
                          FROM weft_leases l LEFT JOIN weft_attempts a ON a.lease_id = l.lease_id WHERE l.run_id IN ({list})"
                     ),
                     args(),
                 )
                 .await?;
+            // The child undos not settled of `for_each` steps being undone.
+            let child_undos = pool
+                .fetch_all(
+                    &format!(
+                        "SELECT run_id, position, idx, undo, ready_at, undo_attempts FROM weft_children \
+                         WHERE run_id IN ({list}) AND undo IN ({unsettled})",
+                        unsettled = crate::sql::quoted(&[
+                            UndoStatus::Ready.as_str(),
+                            UndoStatus::Running.as_str(),
+                        ])
+                    ),
+                    args(),
+                )
+                .await?;
             let mut attempts_of: HashMap<(String, i64), Vec<AttemptView>> = HashMap::new();
+            let mut child_attempts: HashMap<(String, i64, i64), Vec<AttemptView>> = HashMap::new();
             for a in attempts {
+                // A child's undo attempts are its own (`child_attempts`).
+                let child = match (a.opt_int("item_index"), a.opt_text("kind")) {
+                    (Ok(Some(index)), Ok(Some(kind)))
+                        if kind == weft_core::AttemptKind::Compensate.as_str() =>
+                    {
+                        Some(index)
+                    }
+                    _ => None,
+                };
                 let view = (|| -> Result<_> {
                     Ok((
                         (a.text("run_id")?, a.int("position")?),
@@ -365,15 +413,23 @@ impl Store {
                     ))
                 })();
                 match view {
-                    Ok((key, view)) => attempts_of.entry(key).or_default().push(view),
+                    Ok(((run, position), view)) => match child {
+                        Some(index) => child_attempts
+                            .entry((run, position, index))
+                            .or_default()
+                            .push(view),
+                        None => attempts_of.entry((run, position)).or_default().push(view),
+                    },
                     Err(err) => skip(err, &mut bad)?,
                 }
             }
             let mut lease_of: HashMap<(String, i64), LeaseView> = HashMap::new();
+            let mut child_lease: HashMap<(String, i64, i64), LeaseView> = HashMap::new();
             for l in leases {
                 let view = (|| -> Result<_> {
                     Ok((
                         (l.text("run_id")?, l.int("position")?),
+                        l.opt_int("item_index")?,
                         LeaseView {
                             worker_id: l.text("worker_id")?,
                             attempt: l.int("attempt")? as u32,
@@ -383,12 +439,54 @@ impl Store {
                     ))
                 })();
                 match view {
-                    Ok((key, view)) => {
+                    Ok((key, index, view)) => {
+                        if let Some(index) = index {
+                            child_lease.insert((key.0.clone(), key.1, index), view.clone());
+                        }
                         lease_of.insert(key, view);
                     }
                     Err(err) => skip(err, &mut bad)?,
                 }
             }
+            let mut children_of: HashMap<(String, i64), Vec<ChildUndoView>> = HashMap::new();
+            for c in child_undos {
+                let view = (|| -> Result<_> {
+                    let key = (c.text("run_id")?, c.int("position")?);
+                    let index = c.int("idx")?;
+                    let undo = c.status("undo", UndoStatus::parse)?;
+                    let claimed_at = child_lease
+                        .get(&(key.0.clone(), key.1, index))
+                        .map(|l| l.claimed_at);
+                    // Its undo attempts since its undo began (or was
+                    // retried): the last `undo_attempts` of them.
+                    let spent = usize::try_from(c.int("undo_attempts")?).unwrap_or(0);
+                    if let Some(list) = child_attempts.get_mut(&(key.0.clone(), key.1, index)) {
+                        let old = list.len().saturating_sub(spent);
+                        list.drain(..old);
+                    }
+                    Ok((
+                        key,
+                        ChildUndoView {
+                            index: u32::try_from(index).unwrap_or(u32::MAX),
+                            undo,
+                            ready_at: c.opt_int("ready_at")?,
+                            claimed_at,
+                        },
+                    ))
+                })();
+                match view {
+                    Ok((key, view)) => children_of.entry(key).or_default().push(view),
+                    Err(err) => skip(err, &mut bad)?,
+                }
+            }
+            let mut facts = StepFacts {
+                attempts_of,
+                child_attempts,
+                lease_of,
+                children_of,
+                child_lease,
+                now: self.now_ms(),
+            };
             let mut steps_of: HashMap<String, Vec<&crate::db::Row>> = HashMap::new();
             for s in &steps {
                 steps_of.entry(s.text("run_id")?).or_default().push(s);
@@ -399,9 +497,7 @@ impl Store {
                     continue;
                 }
                 let rows = steps_of.remove(&id).unwrap_or_default();
-                let view = self
-                    .run_view(run, id, rows, &mut attempts_of, &mut lease_of)
-                    .await;
+                let view = self.run_view(run, id, rows, &mut facts).await;
                 match view {
                     Ok(view) => views.push(view),
                     Err(err) => skip(err, &mut bad)?,
@@ -418,9 +514,17 @@ impl Store {
         run: &crate::db::Row,
         id: String,
         rows: Vec<&crate::db::Row>,
-        attempts_of: &mut HashMap<(String, i64), Vec<AttemptView>>,
-        lease_of: &mut HashMap<(String, i64), LeaseView>,
+        facts: &mut StepFacts,
     ) -> Result<RunView> {
+        let StepFacts {
+            attempts_of,
+            child_attempts,
+            lease_of,
+            children_of,
+            child_lease,
+            now,
+        } = facts;
+        let now = *now;
         let status = run.status("status", RunStatus::parse)?;
         let def = self
             .definition(&run.text("workflow")?, run.int("version")?)
@@ -435,7 +539,10 @@ impl Store {
             let position = s.int("position")?;
             let step_status = status_of[&s.text("name")?];
             let key = (id.clone(), position);
-            let lease = lease_of.remove(&key);
+            let mut lease = lease_of.remove(&key);
+            let (mut ready_at, mut due_at) = (s.opt_int("ready_at")?, s.opt_int("due_at")?);
+            let mut child = None;
+            let mut child_attempts_of = None;
             // A compensating run's steps are diagnosed by their undo.
             let undoing = status == RunStatus::Compensating;
             let step_status = if undoing {
@@ -446,9 +553,29 @@ impl Store {
                             .ok_or_else(|| s.corrupt("undo", crate::Problem::UnknownValue(text)))
                     })
                     .transpose()?;
-                match weft_core::diagnosis::undo_status(undo) {
-                    Some(status) => status,
-                    None => continue,
+                let children = children_of.remove(&key).unwrap_or_default();
+                if undo == Some(UndoStatus::Ready) && s.opt_int("children_total")?.is_some() {
+                    // Undone child by child: judged by one child's undo.
+                    let Some((c, status)) = weft_core::diagnosis::child_undo(&children, now) else {
+                        continue;
+                    };
+                    child = Some(c.index);
+                    child_attempts_of = Some(
+                        child_attempts
+                            .remove(&(id.clone(), position, i64::from(c.index)))
+                            .unwrap_or_default(),
+                    );
+                    lease = child_lease
+                        .get(&(id.clone(), position, i64::from(c.index)))
+                        .cloned();
+                    ready_at = c.ready_at.filter(|_| status == StepStatus::Ready);
+                    due_at = c.ready_at.filter(|_| status == StepStatus::Retrying);
+                    status
+                } else {
+                    match weft_core::diagnosis::undo_status(undo) {
+                        Some(status) => status,
+                        None => continue,
+                    }
                 }
             } else {
                 step_status
@@ -499,13 +626,23 @@ impl Store {
                             .collect()
                     })
                     .unwrap_or_default(),
-                attempts: attempts_of.remove(&key).unwrap_or_default(),
-                max_attempts: step_def.map_or(1, |d| d.retry.max_attempts),
-                ready_at: s.opt_int("ready_at")?,
-                due_at: s.opt_int("due_at")?,
+                attempts: match child_attempts_of {
+                    Some(attempts) => attempts,
+                    None => attempts_of.remove(&key).unwrap_or_default(),
+                },
+                max_attempts: step_def.map_or(1, |d| {
+                    if undoing {
+                        d.compensate_retry.max_attempts
+                    } else {
+                        d.retry.max_attempts
+                    }
+                }),
+                ready_at,
+                due_at,
                 updated_at: s.int("updated_at")?,
                 lease,
                 p99_ms: None,
+                child,
             });
         }
         Ok(RunView {

@@ -13,6 +13,7 @@ mod dag;
 mod dashboard;
 mod doctor;
 mod doctor_compensation;
+mod doctor_undos;
 mod edge;
 mod failures;
 mod fan_out;
@@ -27,6 +28,7 @@ mod restart;
 mod robustness;
 mod saga;
 mod saga_for_each;
+mod saga_for_each_failed;
 mod secrets;
 mod stream;
 mod tls;
@@ -131,7 +133,11 @@ on_both_backends! {
     saga::skip_a_failed_compensation,
     saga::compensation_spans_and_metrics,
     saga_for_each::for_each_children_compensated_once_each,
+    saga_for_each_failed::failed_for_each_undoes_its_completed_children,
+    saga_for_each_failed::cancelled_for_each_undoes_its_completed_children,
     doctor_compensation::doctor_sees_an_undo_no_worker_serves,
+    doctor_undos::doctor_on_child_undos,
+    doctor_undos::doctor_on_a_poisoned_undo,
     metadata::run_metadata_api_and_cli,
     metadata::dashboard_metadata_and_overview,
 }

@@ -23,6 +23,18 @@
 //!   skip a failed undo instead (`SkipCompensation`).
 //! - Cancel while compensating: undos not yet completed will not run
 //!   (`compensation.cancelled` names them); the run is `cancelled`.
+//! - A `for_each` step that did not complete (a child failed for good, its
+//!   gathered output was refused, or it was cancelled under
+//!   `compensate_on: [cancel]`) is undone like a completed one, child by
+//!   child, if some of its children completed: each completed child is a
+//!   unit of work done. It keeps its forward failure (`reason`, `error`)
+//!   while undone, and after: `compensated` with that reason, or back to
+//!   `failed`/`cancelled` when its undo fails or is cancelled (the undo
+//!   status says which). Its children that were running when it stopped are
+//!   cancelled (their attempts asked to stop) and never undone: their
+//!   attempts did not complete, and a result arriving late is recorded on
+//!   the attempt row without changing the child. A `for_each` step is never
+//!   drained: it is stopped like that on a cancel too.
 
 use serde_json::Value;
 
@@ -35,6 +47,43 @@ pub(crate) fn drains(def: &Definition, state: &RunState, step: usize) -> bool {
     state.steps[step].status == StepStatus::Running
         && state.steps[step].undo.is_none()
         && def.steps[step].compensate.is_some()
+        && def.steps[step].fan_out.is_none()
+}
+
+/// Whether `step` is a `for_each` step that did not complete forward (it
+/// failed or was cancelled after some children ran): no gathered output.
+/// Its undo keeps its forward failure on the step.
+fn did_not_complete(state: &RunState, step: usize) -> bool {
+    let s = &state.steps[step];
+    s.children.is_some() && s.output.is_none()
+}
+
+/// The status a step whose undo stopped short (failed for good, or
+/// cancelled) returns to: what it was before its undo began.
+fn forward_status(state: &RunState, step: usize) -> StepStatus {
+    if !did_not_complete(state, step) {
+        StepStatus::Completed
+    } else if state.steps[step].reason == Some(Reason::Cancelled) {
+        StepStatus::Cancelled
+    } else {
+        StepStatus::Failed
+    }
+}
+
+/// Whether `step` is undone when its run compensates: a completed step
+/// with a `compensate` handler, or a `for_each` step with one that did not
+/// complete but some of whose children did.
+fn undoable(def: &Definition, state: &RunState, step: usize) -> bool {
+    let s = &state.steps[step];
+    def.steps[step].compensate.is_some()
+        && match s.status {
+            StepStatus::Completed => true,
+            // Running: a cancel about to stop it (`will_compensate`).
+            StepStatus::Failed | StepStatus::Cancelled | StepStatus::Running => {
+                did_not_complete(state, step) && s.children.is_some_and(|c| c.completed > 0)
+            }
+            _ => false,
+        }
 }
 
 /// Whether a run failing (or cancelled under `compensate_on: [cancel]`) in
@@ -43,12 +92,10 @@ pub(crate) fn will_compensate(def: &Definition, state: &RunState) -> bool {
     !to_undo(def, state).is_empty() || (0..def.steps.len()).any(|i| drains(def, state, i))
 }
 
-/// The steps a failing run would undo: completed, with a `compensate` handler.
+/// The steps a failing run would undo ([`undoable`]).
 fn to_undo(def: &Definition, state: &RunState) -> Vec<usize> {
     (0..def.steps.len())
-        .filter(|&i| {
-            state.steps[i].status == StepStatus::Completed && def.steps[i].compensate.is_some()
-        })
+        .filter(|&i| undoable(def, state, i))
         .collect()
 }
 
@@ -180,6 +227,20 @@ pub fn original_reason(state: &RunState) -> Reason {
         .iter()
         .find(|s| s.status == StepStatus::Failed && s.reason != Some(Reason::CompensationFailed))
         .and_then(|s| s.reason)
+        // A `for_each` step that failed forward keeps its reason while
+        // compensated.
+        .or_else(|| {
+            state
+                .steps
+                .iter()
+                .find(|s| {
+                    s.status == StepStatus::Compensated
+                        && s.children.is_some()
+                        && s.output.is_none()
+                        && s.reason.is_some()
+                })
+                .and_then(|s| s.reason)
+        })
         .unwrap_or(Reason::Cancelled)
 }
 
@@ -227,11 +288,14 @@ pub(crate) fn completed(
     step: usize,
     effects: &mut Vec<Effect>,
 ) {
+    let keep = did_not_complete(state, step);
     let s = &mut state.steps[step];
     s.undo = Some(UndoStatus::Completed);
     s.status = StepStatus::Compensated;
-    s.reason = None;
-    s.error = None;
+    if !keep {
+        s.reason = None;
+        s.error = None;
+    }
     effects.push(Effect::StepCompensated { step });
     advance(def, state, effects);
 }
@@ -266,7 +330,9 @@ pub(crate) fn failed(
 }
 
 /// The undo of `step` failed for good: the step is `failed` with reason
-/// `compensation_failed`; the other undos go on.
+/// `compensation_failed` (a `for_each` step that did not complete goes back
+/// to its forward status and failure, its undo `failed`); the other undos
+/// go on.
 fn failed_for_good(
     def: &Definition,
     state: &mut RunState,
@@ -275,12 +341,18 @@ fn failed_for_good(
     message: String,
     effects: &mut Vec<Effect>,
 ) {
+    let keep = did_not_complete(state, step);
+    let status = forward_status(state, step);
     let s = &mut state.steps[step];
     s.undo = Some(UndoStatus::Failed);
-    s.status = StepStatus::Failed;
-    s.reason = Some(Reason::CompensationFailed);
-    s.error = Some(message.clone());
     s.due_at = None;
+    if keep {
+        s.status = status;
+    } else {
+        s.status = StepStatus::Failed;
+        s.reason = Some(Reason::CompensationFailed);
+        s.error = Some(message.clone());
+    }
     effects.push(Effect::StepCompensationFailed {
         step,
         reason,
@@ -304,7 +376,7 @@ pub(crate) fn child_completed(
     counts.undone += 1;
     s.children = Some(counts);
     effects.push(Effect::ChildCompensated { step, index });
-    children_settled(def, state, step, effects);
+    children_settled(def, state, step, None, effects);
 }
 
 /// The undo attempt of child `index` of `step` failed, the child having
@@ -331,28 +403,35 @@ pub(crate) fn child_failed(
         return;
     }
     let name = crate::fan_out::child_name(&def.steps[step].name, index);
+    let keep = did_not_complete(state, step);
     let s = &mut state.steps[step];
     let mut counts = s.children.unwrap_or_default();
     counts.undo_failed += 1;
     s.children = Some(counts);
-    // The step's compensation fails with the last child failure seen.
-    s.reason = Some(reason);
-    s.error = Some(format!("{name}: {message}"));
+    let last = (reason, format!("{name}: {message}"));
+    if !keep {
+        // The step's compensation fails with the last child failure seen
+        // (a step that did not complete keeps its forward failure instead).
+        s.reason = Some(last.0);
+        s.error = Some(last.1.clone());
+    }
     effects.push(Effect::ChildCompensationFailed {
         step,
         index,
         reason,
         message,
     });
-    children_settled(def, state, step, effects);
+    children_settled(def, state, step, Some(last), effects);
 }
 
 /// Settles the undo of the `for_each` step `step` once every completed
-/// child's undo has: compensated, or failed when one of them failed.
+/// child's undo has: compensated, or failed when one of them failed (with
+/// `last`, the child undo failure just seen, when this settles it).
 fn children_settled(
     def: &Definition,
     state: &mut RunState,
     step: usize,
+    last: Option<(Reason, String)>,
     effects: &mut Vec<Effect>,
 ) {
     let s = &state.steps[step];
@@ -363,8 +442,23 @@ fn children_settled(
         completed(def, state, step, effects);
         return;
     }
-    let reason = s.reason.unwrap_or(Reason::HandlerError);
-    let message = s.error.clone().unwrap_or_default();
+    let (reason, message) = if did_not_complete(state, step) {
+        // Its own reason and error are its forward failure.
+        last.unwrap_or_else(|| {
+            (
+                Reason::CompensationFailed,
+                format!(
+                    "{} of {} child undos failed",
+                    counts.undo_failed, counts.completed
+                ),
+            )
+        })
+    } else {
+        (
+            s.reason.unwrap_or(Reason::HandlerError),
+            s.error.clone().unwrap_or_default(),
+        )
+    };
     failed_for_good(def, state, step, reason, message, effects);
 }
 
@@ -391,6 +485,9 @@ pub(crate) fn timer(state: &mut RunState, step: usize, cx: Context, effects: &mu
 /// Cancel while compensating: the undos that have not settled will not run.
 pub(crate) fn cancel(def: &Definition, state: &mut RunState, effects: &mut Vec<Effect>) {
     let mut not_run = Vec::new();
+    let forward: Vec<StepStatus> = (0..state.steps.len())
+        .map(|i| forward_status(state, i))
+        .collect();
     for (step, s) in state.steps.iter_mut().enumerate() {
         if s.status == StepStatus::Running && s.undo.is_none() {
             // Still draining: its attempt ends with the run.
@@ -407,7 +504,7 @@ pub(crate) fn cancel(def: &Definition, state: &mut RunState, effects: &mut Vec<E
             s.due_at = None;
             if s.status == StepStatus::Compensating {
                 // Its undo did not finish: the step's forward work stands.
-                s.status = StepStatus::Completed;
+                s.status = forward[step];
             }
             not_run.push(def.steps[step].name.clone());
         }
@@ -428,7 +525,10 @@ pub fn is_compensation_failed(state: &RunState) -> bool {
 /// with a fresh `compensate_retry` budget; the others keep their outcome.
 pub(crate) fn retry(def: &Definition, state: &mut RunState, effects: &mut Vec<Effect>) {
     let original = original_reason(state);
-    for s in state.steps.iter_mut() {
+    for step in 0..state.steps.len() {
+        let keep = did_not_complete(state, step);
+        let status = forward_status(state, step);
+        let s = &mut state.steps[step];
         if s.undo == Some(UndoStatus::Failed) {
             s.undo = Some(UndoStatus::Pending);
             s.undo_base = s.n_attempts;
@@ -436,9 +536,11 @@ pub(crate) fn retry(def: &Definition, state: &mut RunState, effects: &mut Vec<Ef
                 // Only the children whose undo failed are undone again.
                 counts.undo_failed = 0;
             }
-            s.status = StepStatus::Completed;
-            s.reason = None;
-            s.error = None;
+            s.status = status;
+            if !keep {
+                s.reason = None;
+                s.error = None;
+            }
         }
     }
     state.status = RunStatus::Compensating;
@@ -452,10 +554,13 @@ pub(crate) fn retry(def: &Definition, state: &mut RunState, effects: &mut Vec<Ef
 /// `compensated`.
 pub(crate) fn skip(def: &Definition, state: &mut RunState, step: usize, effects: &mut Vec<Effect>) {
     let original = original_reason(state);
+    let keep = did_not_complete(state, step);
     let s = &mut state.steps[step];
     s.undo = Some(UndoStatus::Skipped);
     s.status = StepStatus::Compensated;
-    s.reason = None;
+    if !keep {
+        s.reason = None;
+    }
     effects.push(Effect::CompensationSkipped { step });
     if state.status == RunStatus::Failed {
         // Settled already: settle again without the skipped undo.
