@@ -121,15 +121,13 @@ impl Store {
         };
         // The side the page was read towards is known from the extra row;
         // the other side is one probe of the index.
-        let exists = |sql: &'static str, seq: i64| {
-            async move {
-                Ok::<bool, crate::Error>(
-                    self.pool()
-                        .fetch_optional(sql, args![&run_id, seq])
-                        .await?
-                        .is_some(),
-                )
-            }
+        let exists = |sql: &'static str, seq: i64| async move {
+            Ok::<bool, crate::Error>(
+                self.pool()
+                    .fetch_optional(sql, args![&run_id, seq])
+                    .await?
+                    .is_some(),
+            )
         };
         let (has_older, has_newer) = match from {
             HistoryFrom::After(_) => (

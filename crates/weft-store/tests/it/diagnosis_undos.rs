@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 use weft_core::{
-    Reason,
+    Reason, RunId,
     diagnosis::{self, Thresholds},
 };
 use weft_store::ClaimedTask as Task;
@@ -24,13 +24,13 @@ async fn sql(store: &Store, statement: String) {
 }
 
 /// Claims exactly one task of `handler` for `run_id`.
-async fn claim(store: &Store, run_id: &str, handler: &str) -> Task {
+async fn claim(store: &Store, run_id: &RunId, handler: &str) -> Task {
     let tasks = store
         .claim(&claim_request("w1", &[handler], 1))
         .await
         .unwrap();
     assert_eq!(tasks.len(), 1, "one {handler} task");
-    assert_eq!(tasks[0].run_id, run_id, "{handler}");
+    assert_eq!(tasks[0].run_id, *run_id, "{handler}");
     tasks.into_iter().next().unwrap()
 }
 
@@ -61,7 +61,7 @@ async fn fail(store: &Store, task: &Task, message: &str, retryable: bool) {
 }
 
 /// Makes the run's backoff due now and fires it.
-async fn end_backoff(store: &Store, run_id: &str) {
+async fn end_backoff(store: &Store, run_id: &RunId) {
     sql(
         store,
         format!(
@@ -88,7 +88,7 @@ async fn lose_lease(store: &Store, task: &Task) {
 }
 
 /// Makes the run's child undos backing off due now.
-async fn end_child_backoff(store: &Store, run_id: &str) {
+async fn end_child_backoff(store: &Store, run_id: &RunId) {
     sql(
         store,
         format!(
@@ -118,7 +118,7 @@ fn fan_out(name: &str, undo: &str) -> String {
 
 /// Runs `name`'s children (one per item) to completion, then fails `after`:
 /// the run is compensating with every child's undo ready.
-async fn compensating_fan_out(store: &Store, name: &str, items: Value) -> String {
+async fn compensating_fan_out(store: &Store, name: &str, items: Value) -> RunId {
     let n = items.as_array().unwrap().len();
     let run_id = start(store, name, json!({ "items": items })).await;
     for child in claim_all(store, &format!("{name}.do"), n).await {
@@ -256,8 +256,8 @@ async fn check_undos_are_diagnosed_as_attempts_and_children(store: Store) {
         }
         by_run.insert(run.run_id.clone(), d);
     }
-    let cause_of = |run_id: &str| {
-        let d = &by_run[run_id];
+    let cause_of = |run_id: &RunId| {
+        let d = &by_run[&run_id.to_string()];
         assert_eq!(d.status.as_str(), "compensating", "{d:#?}");
         (d.cause.unwrap().as_str(), d.steps[0].evidence.clone())
     };
