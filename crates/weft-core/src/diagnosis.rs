@@ -9,7 +9,10 @@
 
 use std::{collections::BTreeSet, fmt};
 
-use crate::status::{AttemptStatus, RunStatus, StepStatus, UndoStatus};
+use crate::{
+    RunId,
+    status::{AttemptStatus, RunStatus, StepStatus, UndoStatus},
+};
 
 /// Declares the closed set of causes, each with its stable code, whether it is
 /// a stalled cause (feeds the gauge, the exit status of `weft doctor`) and its
@@ -466,7 +469,7 @@ pub fn is_running_long(elapsed_ms: i64, p99_ms: Option<i64>, t: &Thresholds) -> 
 /// A run to diagnose: not terminal, or cancelled with leases still live.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunView {
-    pub run_id: String,
+    pub run_id: RunId,
     pub workflow: String,
     pub status: RunStatus,
     /// Unfinished steps, and for a cancelled run the steps still leased.
@@ -489,7 +492,7 @@ pub struct StepDiagnosis {
 /// The diagnosis of one run: each unfinished step's cause and the worst.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunDiagnosis {
-    pub run_id: String,
+    pub run_id: RunId,
     pub workflow: String,
     pub status: RunStatus,
     /// The worst step's cause (`None` for a run with no unfinished step).
@@ -514,7 +517,7 @@ pub fn diagnose(run: &RunView, workers: &[WorkerView], t: &Thresholds, now: i64)
         .min_by_key(|d| (d.cause.rank(), d.since_ms))
         .cloned();
     RunDiagnosis {
-        run_id: run.run_id.clone(),
+        run_id: run.run_id,
         workflow: run.workflow.clone(),
         status: run.status,
         cause: worst.as_ref().map(|d| d.cause),
@@ -538,7 +541,7 @@ pub fn worst_first(runs: &mut [RunDiagnosis]) {
             !r.stalled,
             r.cause.map_or(u8::MAX, Cause::rank),
             r.since_ms.unwrap_or(i64::MAX),
-            r.run_id.clone(),
+            r.run_id,
         )
     });
 }
@@ -954,9 +957,21 @@ mod tests {
         }
     }
 
+    /// Run `n`'s id; `render` prints it as `r<n>`.
+    fn rid(n: u8) -> RunId {
+        format!("00000000-0000-7000-8000-00000000000{n}")
+            .parse()
+            .unwrap()
+    }
+
+    /// A run id as the snapshots name it: `r<n>`.
+    fn short(id: RunId) -> String {
+        format!("r{}", id.as_uuid().as_u128() & 0xf)
+    }
+
     fn run(status: RunStatus, steps: Vec<StepView>) -> RunView {
         RunView {
-            run_id: "r1".to_owned(),
+            run_id: rid(1),
             workflow: "wf".to_owned(),
             status,
             steps,
@@ -982,7 +997,7 @@ mod tests {
                 s.command
             ));
         }
-        out
+        out.replace(&d.run_id.to_string(), &short(d.run_id))
     }
 
     fn check(run: &RunView, workers: &[WorkerView], expect: expect_test::Expect) {
@@ -1323,18 +1338,18 @@ mod tests {
             (Some(Cause::NoWorkerForQueue), Some(NOW - 1_000))
         );
         let mut waiting = d.clone();
-        waiting.run_id = "r0".to_owned();
+        waiting.run_id = rid(0);
         waiting.cause = Some(Cause::WaitingApproval);
         waiting.stalled = false;
         let mut older = d.clone();
-        older.run_id = "r2".to_owned();
+        older.run_id = rid(2);
         older.since_ms = Some(NOW - 9_000);
         let mut handler = d.clone();
-        handler.run_id = "r3".to_owned();
+        handler.run_id = rid(3);
         handler.cause = Some(Cause::NoWorkerForHandler);
         let mut all = vec![waiting, handler, d, older];
         worst_first(&mut all);
-        let order: Vec<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
+        let order: Vec<String> = all.iter().map(|r| short(r.run_id)).collect();
         assert_eq!(order, ["r2", "r1", "r3", "r0"]);
     }
 
@@ -1374,7 +1389,7 @@ mod tests {
         s.due_at = Some(NOW + 1_000);
         s.attempts = vec![failed(1, "handler_error", "no refund")];
         let run = RunView {
-            run_id: "r".into(),
+            run_id: rid(1),
             workflow: "w".into(),
             status: RunStatus::Compensating,
             steps: vec![s],

@@ -132,7 +132,7 @@ pub(crate) async fn list_queues(
 /// The wire form of one run's diagnosis.
 pub(crate) fn view(d: &RunDiagnosis, t: &Thresholds, now: i64) -> RunDiagnosisView {
     RunDiagnosisView {
-        run_id: d.run_id.clone(),
+        run_id: d.run_id.to_string(),
         workflow: d.workflow.clone(),
         status: d.status.as_str().to_owned(),
         cause: d.cause.map(|c| c.as_str().to_owned()),
@@ -283,16 +283,16 @@ pub(crate) async fn diagnostics(
             },
         )
         .await?;
-    let listed: Vec<String> = summary
+    let listed: Vec<weft_core::RunId> = summary
         .groups
         .iter()
-        .flat_map(|g| g.run_ids.iter().cloned())
+        .flat_map(|g| g.run_ids.iter().copied())
         .collect();
-    let mut detail: BTreeMap<String, RunDiagnosis> = store
+    let mut detail: BTreeMap<weft_core::RunId, RunDiagnosis> = store
         .diagnosis_views_of(&listed)
         .await?
         .iter()
-        .map(|r| (r.run_id.clone(), diagnosis::diagnose(r, &workers, &t, now)))
+        .map(|r| (r.run_id, diagnosis::diagnose(r, &workers, &t, now)))
         .collect();
     let mut causes: Vec<CauseGroup> = summary
         .groups

@@ -62,7 +62,7 @@ const KEY: i64 = 10_000_000_000_000;
 const SEP: &str = "\u{1f}";
 
 /// A run of a page: its `since` and id, the order within its group.
-type Listed = (i64, String);
+type Listed = (i64, weft_core::RunId);
 
 /// A (workflow, step) pair.
 type StepKey = (String, String);
@@ -94,7 +94,7 @@ pub struct CauseCount {
     /// A stalled cause, or a wait past its threshold (an old approval).
     pub stalled: bool,
     pub count: u64,
-    pub run_ids: Vec<String>,
+    pub run_ids: Vec<weft_core::RunId>,
 }
 
 /// Every run not moving, by its worst step's cause.
@@ -570,7 +570,7 @@ impl Store {
                 let run = if page.limit == 0 {
                     None
                 } else {
-                    Some((row.int("since")?, row.text("run_id")?))
+                    Some((row.int("since")?, row.id("run_id")?))
                 };
                 Ok((row.int("rank")?, row.int("stalled")? == 1, n, run))
             })();

@@ -19,11 +19,11 @@ use crate::{Error, Result, Store, args, db::placeholders};
 /// step position: attempts, leases, and the child undos not settled (with
 /// each child's lease, by index), read at `now`.
 struct StepFacts {
-    attempts_of: HashMap<(String, i64), Vec<AttemptView>>,
-    child_attempts: HashMap<(String, i64, i64), Vec<AttemptView>>,
-    lease_of: HashMap<(String, i64), LeaseView>,
-    children_of: HashMap<(String, i64), Vec<ChildUndoView>>,
-    child_lease: HashMap<(String, i64, i64), LeaseView>,
+    attempts_of: HashMap<(weft_core::RunId, i64), Vec<AttemptView>>,
+    child_attempts: HashMap<(weft_core::RunId, i64, i64), Vec<AttemptView>>,
+    lease_of: HashMap<(weft_core::RunId, i64), LeaseView>,
+    children_of: HashMap<(weft_core::RunId, i64), Vec<ChildUndoView>>,
+    child_lease: HashMap<(weft_core::RunId, i64, i64), LeaseView>,
     now: i64,
 }
 
@@ -275,7 +275,7 @@ impl Store {
 
     /// The [`RunView`]s of these runs (any status), in the order given; runs
     /// that do not exist or have a corrupt row are left out.
-    pub async fn diagnosis_views_of(&self, run_ids: &[String]) -> Result<Vec<RunView>> {
+    pub async fn diagnosis_views_of(&self, run_ids: &[weft_core::RunId]) -> Result<Vec<RunView>> {
         let mut runs = Vec::with_capacity(run_ids.len());
         for chunk in run_ids.chunks(CHUNK) {
             runs.extend(
@@ -291,12 +291,9 @@ impl Store {
             );
         }
         let mut views = self.views_of_rows(runs).await?;
-        let order: HashMap<&str, usize> = run_ids
-            .iter()
-            .enumerate()
-            .map(|(i, id)| (id.as_str(), i))
-            .collect();
-        views.sort_by_key(|v| order.get(v.run_id.as_str()).copied());
+        let order: HashMap<weft_core::RunId, usize> =
+            run_ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        views.sort_by_key(|v| order.get(&v.run_id).copied());
         Ok(views)
     }
 
@@ -306,23 +303,24 @@ impl Store {
         let pool = self.pool();
         let mut views = Vec::with_capacity(runs.len());
         for chunk in runs.chunks(CHUNK) {
-            let ids: Vec<String> = chunk
+            let ids: Vec<weft_core::RunId> = chunk
                 .iter()
-                .map(|r| r.text("run_id"))
+                .map(|r| r.id("run_id"))
                 .collect::<Result<_>>()?;
             // Runs with a corrupt row: skipped (and logged once), never
             // failing the whole diagnosis or the gauges built on it.
-            let mut bad: std::collections::HashSet<String> = Default::default();
-            let skip = |err: Error, bad: &mut std::collections::HashSet<String>| -> Result<()> {
-                if !matches!(err, Error::Corrupt(_)) {
-                    return Err(err);
-                }
-                self.skip_corrupt("diagnosis", &err);
-                if let Some(run_id) = err.corrupt_run() {
-                    bad.insert(run_id.to_owned());
-                }
-                Ok(())
-            };
+            let mut bad: std::collections::HashSet<weft_core::RunId> = Default::default();
+            let skip =
+                |err: Error, bad: &mut std::collections::HashSet<weft_core::RunId>| -> Result<()> {
+                    if !matches!(err, Error::Corrupt(_)) {
+                        return Err(err);
+                    }
+                    self.skip_corrupt("diagnosis", &err);
+                    if let Some(run_id) = err.corrupt_run().and_then(|id| id.parse().ok()) {
+                        bad.insert(run_id);
+                    }
+                    Ok(())
+                };
             let list = placeholders(1, ids.len());
             let args = || ids.iter().map(crate::db::Arg::from).collect::<Vec<_>>();
             let steps = pool
@@ -386,8 +384,10 @@ impl Store {
                     args(),
                 )
                 .await?;
-            let mut attempts_of: HashMap<(String, i64), Vec<AttemptView>> = HashMap::new();
-            let mut child_attempts: HashMap<(String, i64, i64), Vec<AttemptView>> = HashMap::new();
+            let mut attempts_of: HashMap<(weft_core::RunId, i64), Vec<AttemptView>> =
+                HashMap::new();
+            let mut child_attempts: HashMap<(weft_core::RunId, i64, i64), Vec<AttemptView>> =
+                HashMap::new();
             for a in attempts {
                 // A child's undo attempts are its own (`child_attempts`).
                 let child = match (a.opt_int("item_index"), a.opt_text("kind")) {
@@ -400,7 +400,7 @@ impl Store {
                 };
                 let view = (|| -> Result<_> {
                     Ok((
-                        (a.text("run_id")?, a.int("position")?),
+                        (a.id("run_id")?, a.int("position")?),
                         AttemptView {
                             attempt: a.int("attempt")? as u32,
                             status: a.status("status", AttemptStatus::parse)?,
@@ -423,12 +423,12 @@ impl Store {
                     Err(err) => skip(err, &mut bad)?,
                 }
             }
-            let mut lease_of: HashMap<(String, i64), LeaseView> = HashMap::new();
-            let mut child_lease: HashMap<(String, i64, i64), LeaseView> = HashMap::new();
+            let mut lease_of: HashMap<(weft_core::RunId, i64), LeaseView> = HashMap::new();
+            let mut child_lease: HashMap<(weft_core::RunId, i64, i64), LeaseView> = HashMap::new();
             for l in leases {
                 let view = (|| -> Result<_> {
                     Ok((
-                        (l.text("run_id")?, l.int("position")?),
+                        (l.id::<weft_core::RunId>("run_id")?, l.int("position")?),
                         l.opt_int("item_index")?,
                         LeaseView {
                             worker_id: l.text("worker_id")?,
@@ -441,26 +441,27 @@ impl Store {
                 match view {
                     Ok((key, index, view)) => {
                         if let Some(index) = index {
-                            child_lease.insert((key.0.clone(), key.1, index), view.clone());
+                            child_lease.insert((key.0, key.1, index), view.clone());
                         }
                         lease_of.insert(key, view);
                     }
                     Err(err) => skip(err, &mut bad)?,
                 }
             }
-            let mut children_of: HashMap<(String, i64), Vec<ChildUndoView>> = HashMap::new();
+            let mut children_of: HashMap<(weft_core::RunId, i64), Vec<ChildUndoView>> =
+                HashMap::new();
             for c in child_undos {
                 let view = (|| -> Result<_> {
-                    let key = (c.text("run_id")?, c.int("position")?);
+                    let key = (c.id::<weft_core::RunId>("run_id")?, c.int("position")?);
                     let index = c.int("idx")?;
                     let undo = c.status("undo", UndoStatus::parse)?;
                     let claimed_at = child_lease
-                        .get(&(key.0.clone(), key.1, index))
+                        .get(&(key.0, key.1, index))
                         .map(|l| l.claimed_at);
                     // Its undo attempts since its undo began (or was
                     // retried): the last `undo_attempts` of them.
                     let spent = usize::try_from(c.int("undo_attempts")?).unwrap_or(0);
-                    if let Some(list) = child_attempts.get_mut(&(key.0.clone(), key.1, index)) {
+                    if let Some(list) = child_attempts.get_mut(&(key.0, key.1, index)) {
                         let old = list.len().saturating_sub(spent);
                         list.drain(..old);
                     }
@@ -487,12 +488,12 @@ impl Store {
                 child_lease,
                 now: self.now_ms(),
             };
-            let mut steps_of: HashMap<String, Vec<&crate::db::Row>> = HashMap::new();
+            let mut steps_of: HashMap<weft_core::RunId, Vec<&crate::db::Row>> = HashMap::new();
             for s in &steps {
-                steps_of.entry(s.text("run_id")?).or_default().push(s);
+                steps_of.entry(s.id("run_id")?).or_default().push(s);
             }
             for run in chunk {
-                let id = run.text("run_id")?;
+                let id = run.id("run_id")?;
                 if bad.contains(&id) {
                     continue;
                 }
@@ -512,7 +513,7 @@ impl Store {
     async fn run_view(
         &self,
         run: &crate::db::Row,
-        id: String,
+        id: weft_core::RunId,
         rows: Vec<&crate::db::Row>,
         facts: &mut StepFacts,
     ) -> Result<RunView> {
@@ -538,7 +539,7 @@ impl Store {
         for s in rows {
             let position = s.int("position")?;
             let step_status = status_of[&s.text("name")?];
-            let key = (id.clone(), position);
+            let key = (id, position);
             let mut lease = lease_of.remove(&key);
             let (mut ready_at, mut due_at) = (s.opt_int("ready_at")?, s.opt_int("due_at")?);
             let mut child = None;
@@ -562,11 +563,11 @@ impl Store {
                     child = Some(c.index);
                     child_attempts_of = Some(
                         child_attempts
-                            .remove(&(id.clone(), position, i64::from(c.index)))
+                            .remove(&(id, position, i64::from(c.index)))
                             .unwrap_or_default(),
                     );
                     lease = child_lease
-                        .get(&(id.clone(), position, i64::from(c.index)))
+                        .get(&(id, position, i64::from(c.index)))
                         .cloned();
                     ready_at = c.ready_at.filter(|_| status == StepStatus::Ready);
                     due_at = c.ready_at.filter(|_| status == StepStatus::Retrying);

@@ -354,10 +354,7 @@ async fn check_aggregate_diagnosis_agrees_with_the_rules(store: Store) {
         .iter()
         .find(|g| g.cause == Cause::RunningLong)
         .unwrap();
-    assert_eq!(
-        (group.count, group.run_ids.clone()),
-        (2, vec![slow.run_id.to_string()])
-    );
+    assert_eq!((group.count, group.run_ids.clone()), (2, vec![slow.run_id]));
     let second = store
         .diagnosis_summary(&workers, &t, &page(1))
         .await
@@ -367,7 +364,7 @@ async fn check_aggregate_diagnosis_agrees_with_the_rules(store: Store) {
         .iter()
         .find(|g| g.cause == Cause::RunningLong)
         .unwrap();
-    assert_eq!(group.run_ids, vec![stuck.run_id.to_string()]);
+    assert_eq!(group.run_ids, vec![stuck.run_id]);
     // Other causes are still counted but not listed.
     assert!(
         second
@@ -379,10 +376,10 @@ async fn check_aggregate_diagnosis_agrees_with_the_rules(store: Store) {
     assert_eq!(second.examined(), 17);
     // The detail of a listed run, in the order asked.
     let views = store
-        .diagnosis_views_of(&[stuck.run_id.to_string(), slow.run_id.to_string()])
+        .diagnosis_views_of(&[stuck.run_id, slow.run_id])
         .await
         .unwrap();
-    let ids: Vec<&str> = views.iter().map(|v| v.run_id.as_str()).collect();
-    assert_eq!(ids, [stuck.run_id.to_string(), slow.run_id.to_string()]);
+    let ids: Vec<weft_core::RunId> = views.iter().map(|v| v.run_id).collect();
+    assert_eq!(ids, [stuck.run_id, slow.run_id]);
     assert!(views[0].steps[0].p99_ms.is_some(), "{:?}", views[0]);
 }

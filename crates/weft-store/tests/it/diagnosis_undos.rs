@@ -254,10 +254,10 @@ async fn check_undos_are_diagnosed_as_attempts_and_children(store: Store) {
                 .entry((cause.as_str().to_owned(), d.stalled))
                 .or_default() += 1;
         }
-        by_run.insert(run.run_id.clone(), d);
+        by_run.insert(run.run_id, d);
     }
     let cause_of = |run_id: &RunId| {
-        let d = &by_run[&run_id.to_string()];
+        let d = &by_run[run_id];
         assert_eq!(d.status.as_str(), "compensating", "{d:#?}");
         (d.cause.unwrap().as_str(), d.steps[0].evidence.clone())
     };

@@ -113,10 +113,7 @@ async fn check_diagnosis_views_and_gauge_agree(store: Store) {
 
     let views = store.diagnosis_views(None, 1000).await.unwrap();
     assert_eq!(views.len(), 2);
-    let g = views
-        .iter()
-        .find(|v| v.run_id == gated.to_string())
-        .unwrap();
+    let g = views.iter().find(|v| v.run_id == gated).unwrap();
     let names: Vec<(&str, &str)> = g
         .steps
         .iter()
