@@ -15,6 +15,7 @@ use weft_core::{
 
 use crate::{
     Error, Problem, Result, Store, args,
+    claim_hint::Kinds,
     db::{Arg, Dialect, Tx, placeholders},
     transition::{EventRow, insert_events},
 };
@@ -98,29 +99,43 @@ impl Store {
         };
         let mut values: Vec<Arg> = request.queues.iter().map(Arg::from).collect();
         values.extend(request.handlers.iter().map(Arg::from));
-        if self.dialect() == Dialect::Sqlite {
-            // Look on a reader first, so an idle poll never takes SQLite's write lock.
-            // Ready children of `for_each` steps are filtered like steps.
+        let kinds = if self.dialect() == Dialect::Sqlite {
+            // Look on a reader first, so an idle poll never takes SQLite's
+            // write lock, and see which kinds of work are there (ready
+            // children of `for_each` steps are filtered like steps).
             let probe = format!(
-                "SELECT 1 AS one FROM weft_steps WHERE ({}) OR ({}) \
-                 UNION ALL SELECT 1 AS one FROM weft_children WHERE {} \
-                 UNION ALL SELECT 1 AS one FROM weft_children c JOIN weft_steps s \
+                "SELECT EXISTS (SELECT 1 FROM weft_steps WHERE {}) AS f, \
+                 EXISTS (SELECT 1 FROM weft_steps WHERE {}) AS u, \
+                 EXISTS (SELECT 1 FROM weft_children WHERE {}) AS c, \
+                 EXISTS (SELECT 1 FROM weft_children c JOIN weft_steps s \
                  ON s.run_id = c.run_id AND s.position = c.position \
-                 WHERE c.undo = '{}' AND c.queue IN ({queues}) AND s.compensate_handler IN ({handlers}) LIMIT 1",
+                 WHERE c.undo = '{}' AND c.queue IN ({queues}) AND s.compensate_handler IN ({handlers})) AS cu",
                 forward(""),
                 undo(""),
                 forward(""),
                 attempt::READY_UNDO.as_str(),
             );
-            if self
-                .pool()
-                .fetch_optional(&probe, values.clone())
-                .await?
-                .is_none()
-            {
+            let Some(found) = self.pool().fetch_optional(&probe, values.clone()).await? else {
+                return Ok(Vec::new());
+            };
+            let kinds = Kinds {
+                forward: found.int("f")? != 0,
+                undo: found.int("u")? != 0,
+                children: found.int("c")? != 0,
+                child_undos: found.int("cu")? != 0,
+            };
+            if !kinds.any() {
                 return Ok(Vec::new());
             }
-        }
+            kinds
+        } else if self.inner.saga_hint.wanted(self.now_ms()) {
+            Kinds::ALL
+        } else {
+            Kinds {
+                forward: true,
+                ..Kinds::NONE
+            }
+        };
         let lock = match self.dialect() {
             Dialect::Postgres => " FOR UPDATE OF s SKIP LOCKED",
             Dialect::Sqlite => "",
@@ -143,10 +158,13 @@ impl Store {
         };
         let max_tasks = request.max_tasks.min(100);
         let mut tx = self.begin().await?;
-        let mut rows = tx
-            .fetch_all(&select(undo("s."), max_tasks), values.clone())
-            .await?;
-        if (rows.len() as u32) < max_tasks {
+        let mut rows = Vec::new();
+        if kinds.undo {
+            rows = tx
+                .fetch_all(&select(undo("s."), max_tasks), values.clone())
+                .await?;
+        }
+        if kinds.forward && (rows.len() as u32) < max_tasks {
             let more = max_tasks - rows.len() as u32;
             rows.extend(tx.fetch_all(&select(forward("s."), more), values).await?);
         }
@@ -280,14 +298,21 @@ impl Store {
             attempts.push(claim);
         }
         let room = (request.max_tasks.min(100) as usize).saturating_sub(attempts.len());
-        if room > 0 {
+        if kinds.children && room > 0 {
             self.claim_children(&mut tx, request, room, &mut runs, &mut tasks, &mut attempts)
                 .await?;
         }
         let room = (request.max_tasks.min(100) as usize).saturating_sub(attempts.len());
-        if room > 0 {
+        if kinds.child_undos && room > 0 {
             self.claim_child_undos(&mut tx, request, room, &mut runs, &mut tasks, &mut attempts)
                 .await?;
+        }
+        if attempts
+            .iter()
+            .any(|a| a.item_index.is_some() || a.claim.kind == AttemptKind::Compensate)
+        {
+            // More of the same may follow (siblings, the next undos).
+            self.inner.saga_hint.note(now);
         }
         if attempts.is_empty() {
             tx.commit().await?;

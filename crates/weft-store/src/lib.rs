@@ -15,6 +15,7 @@ mod attempts;
 mod audit;
 mod children;
 mod claim;
+mod claim_hint;
 mod conditions;
 pub mod db;
 mod diagnosis;
@@ -148,6 +149,8 @@ struct Inner {
     starts: std::sync::OnceLock<starts::StartQueue>,
     /// Callers waiting for runs to end.
     run_waiters: waiters::RunWaiters,
+    /// Whether claims look for undos and `for_each` children.
+    saga_hint: claim_hint::SagaHint,
     /// Followers of runs' histories (the SSE stream).
     run_followers: Arc<follow::RunFollowers>,
     /// Milliseconds added to `settings.clock` to read the database's clock
@@ -187,6 +190,7 @@ impl Store {
                 ready: Notify::new(),
                 starts: std::sync::OnceLock::new(),
                 run_waiters: waiters::RunWaiters::default(),
+                saga_hint: Default::default(),
                 run_followers: Default::default(),
                 clock_offset_ms: std::sync::atomic::AtomicI64::new(0),
                 corrupt_runs: Default::default(),

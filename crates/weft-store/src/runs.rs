@@ -312,11 +312,7 @@ impl Store {
             started_at_ms: row.opt_int("started_at")?,
             finished_at_ms: row.opt_int("finished_at")?,
             request_id: row.opt_text("request_id")?,
-            metadata: self
-                .metadata_of(std::slice::from_ref(&run_id))
-                .await?
-                .remove(&run_id)
-                .unwrap_or_default(),
+            metadata: self.metadata_of_row(run_id, &row).await?,
             schedule_to_start_ms: first_claim.map(|t| (t - created).max(0)),
             end_to_end_ms: row.opt_int("finished_at")?.map(|t| (t - created).max(0)),
             steps,
@@ -424,11 +420,7 @@ impl Store {
         }
         let row = self.run_row(run_id, id).await?;
         let mut summary = run_summary(&row)?;
-        summary.metadata = self
-            .metadata_of(std::slice::from_ref(&run_id))
-            .await?
-            .remove(&run_id)
-            .unwrap_or_default();
+        summary.metadata = self.metadata_of_row(run_id, &row).await?;
         Ok(summary)
     }
 
@@ -565,10 +557,16 @@ impl Store {
 
 impl Store {
     /// The run's row; `id` is what the caller asked for, for the error.
+    /// With `has_metadata` (1 or 0), so that a run without metadata costs no
+    /// second read.
     async fn run_row(&self, run_id: RunId, id: &RunRef) -> Result<Row> {
         self.pool()
             .fetch_optional(
-                &format!("SELECT {RUN_COLUMNS} FROM weft_runs WHERE run_id = $1"),
+                &format!(
+                    "SELECT {RUN_COLUMNS}, CASE WHEN EXISTS (SELECT 1 FROM weft_run_metadata m \
+                     WHERE m.run_id = weft_runs.run_id) THEN 1 ELSE 0 END AS has_metadata \
+                     FROM weft_runs WHERE run_id = $1"
+                ),
                 args![run_id],
             )
             .await?
@@ -576,6 +574,24 @@ impl Store {
                 what: "run",
                 id: id.to_string(),
             })
+    }
+}
+
+impl Store {
+    /// The metadata of the run whose [`Store::run_row`] is `row`.
+    async fn metadata_of_row(
+        &self,
+        run_id: RunId,
+        row: &Row,
+    ) -> Result<weft_core::metadata::Metadata> {
+        if row.int("has_metadata")? == 0 {
+            return Ok(Default::default());
+        }
+        Ok(self
+            .metadata_of(std::slice::from_ref(&run_id))
+            .await?
+            .remove(&run_id)
+            .unwrap_or_default())
     }
 }
 

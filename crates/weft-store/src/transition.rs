@@ -257,6 +257,15 @@ impl Store {
         now: i64,
         mut events: Vec<EventRow>,
     ) -> Result<Applied> {
+        if run
+            .def
+            .steps
+            .iter()
+            .any(|s| s.fan_out.is_some() || s.compensate.is_some())
+        {
+            // Children or undos may come of it: claims look for them.
+            self.inner.saga_hint.note(now);
+        }
         let status_before = run.state.status;
         let run_before = (
             run.state.status,
