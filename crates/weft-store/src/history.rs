@@ -51,7 +51,8 @@ impl HistoryPage {
 
 const COLUMNS: &str = "seq, type, at, step, attempt, data";
 
-fn event(r: &Row) -> Result<HistoryEvent> {
+/// A history (`weft_events`) or log (`weft_logs`) row, decoded.
+pub(crate) fn event(r: &Row) -> Result<HistoryEvent> {
     Ok(HistoryEvent {
         seq: r.int("seq")?,
         kind: r.text("type")?,

@@ -35,7 +35,8 @@ pub struct LogTail {
     pub earlier_capped: bool,
 }
 
-fn line(r: &Row) -> Result<LogLine> {
+/// A history (`weft_events`) or log (`weft_logs`) row, decoded.
+pub(crate) fn line(r: &Row) -> Result<LogLine> {
     Ok(LogLine {
         seq: r.int("seq")?,
         at_ms: r.int("at")?,

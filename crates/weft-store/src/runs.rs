@@ -333,18 +333,7 @@ impl Store {
                 args![&run_id, after_seq.unwrap_or(0)],
             )
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(HistoryEvent {
-                    seq: r.int("seq")?,
-                    kind: r.text("type")?,
-                    at_ms: r.int("at")?,
-                    step: r.opt_text("step")?,
-                    attempt: r.opt_int("attempt")?,
-                    data: json_or_null(Some(r.text("data")?)).unwrap_or(Value::Null),
-                })
-            })
-            .collect::<Result<_>>()
+        rows.iter().map(crate::history::event).collect()
     }
 
     pub async fn run_logs(
@@ -369,17 +358,7 @@ impl Store {
                     .await?
             }
         };
-        rows.iter()
-            .map(|r| {
-                Ok(LogLine {
-                    seq: r.int("seq")?,
-                    at_ms: r.int("at")?,
-                    step: r.text("step")?,
-                    attempt: r.int("attempt")?,
-                    line: r.text("line")?,
-                })
-            })
-            .collect::<Result<_>>()
+        rows.iter().map(crate::log_pages::line).collect()
     }
 
     /// Applies an operator's event (cancel, retry, approve, reject) to a run;

@@ -14,7 +14,7 @@ use weft_core::{
 use weft_store::ClaimedTask as Task;
 use weft_store::{ClaimRequest, FailReport, Page, Store, WorkerMeta};
 
-use crate::support::{complete, register, start};
+use crate::support::{complete, end_backoff, lose_lease, register, sql, start};
 
 fn request(worker: &str, queue: &str, handler: &str, n: u32) -> ClaimRequest {
     ClaimRequest {
@@ -36,10 +36,6 @@ async fn claim(store: &Store, worker: &str, queue: &str, handler: &str) -> Task 
     tasks.pop().unwrap()
 }
 
-async fn sql(store: &Store, statement: String) {
-    store.execute_unchecked(&statement).await.unwrap();
-}
-
 async fn fail(store: &Store, task: &Task, message: &str) {
     store
         .fail(
@@ -54,33 +50,6 @@ async fn fail(store: &Store, task: &Task, message: &str) {
         )
         .await
         .unwrap();
-}
-
-/// Makes the run's backoff due now and fires it.
-async fn end_backoff(store: &Store, run_id: &weft_core::RunId) {
-    sql(
-        store,
-        format!(
-            "UPDATE weft_steps SET due_at = {} WHERE run_id = '{run_id}' AND due_at IS NOT NULL",
-            store.now_ms() - 1
-        ),
-    )
-    .await;
-    store.fire_due_timers(100).await.unwrap();
-}
-
-/// Lets a task's lease lapse and reaps it.
-async fn lose_lease(store: &Store, task: &Task) {
-    sql(
-        store,
-        format!(
-            "UPDATE weft_leases SET expires_at = {} WHERE lease_id = '{}'",
-            store.now_ms() - 1,
-            task.lease_id
-        ),
-    )
-    .await;
-    assert_eq!(store.reap(100).await.unwrap(), 1);
 }
 
 type Counts = BTreeMap<(String, bool), u64>;

@@ -17,11 +17,7 @@ use weft_core::{
 use weft_store::ClaimedTask as Task;
 use weft_store::{FailReport, Page, Store, WorkerMeta};
 
-use crate::support::{claim_request, complete, register, start};
-
-async fn sql(store: &Store, statement: String) {
-    store.execute_unchecked(&statement).await.unwrap();
-}
+use crate::support::{claim_request, complete, end_backoff, lose_lease, register, sql, start};
 
 /// Claims exactly one task of `handler` for `run_id`.
 async fn claim(store: &Store, run_id: &RunId, handler: &str) -> Task {
@@ -58,33 +54,6 @@ async fn fail(store: &Store, task: &Task, message: &str, retryable: bool) {
         )
         .await
         .unwrap();
-}
-
-/// Makes the run's backoff due now and fires it.
-async fn end_backoff(store: &Store, run_id: &RunId) {
-    sql(
-        store,
-        format!(
-            "UPDATE weft_steps SET due_at = {} WHERE run_id = '{run_id}' AND due_at IS NOT NULL",
-            store.now_ms() - 1
-        ),
-    )
-    .await;
-    store.fire_due_timers(100).await.unwrap();
-}
-
-/// Lets a task's lease lapse and reaps it.
-async fn lose_lease(store: &Store, task: &Task) {
-    sql(
-        store,
-        format!(
-            "UPDATE weft_leases SET expires_at = {} WHERE lease_id = '{}'",
-            store.now_ms() - 1,
-            task.lease_id
-        ),
-    )
-    .await;
-    assert_eq!(store.reap(100).await.unwrap(), 1);
 }
 
 /// Makes the run's child undos backing off due now.

@@ -251,3 +251,35 @@ pub async fn snapshot(store: &Store, run_id: impl Into<RunRef>) -> (RunDetail, u
         .len();
     (detail, n_events)
 }
+
+/// Runs a statement the store has no function for (a test's time travel).
+pub async fn sql(store: &Store, statement: String) {
+    store.execute_unchecked(&statement).await.unwrap();
+}
+
+/// Makes the run's backoff due now and fires it.
+pub async fn end_backoff(store: &Store, run_id: &RunId) {
+    sql(
+        store,
+        format!(
+            "UPDATE weft_steps SET due_at = {} WHERE run_id = '{run_id}' AND due_at IS NOT NULL",
+            store.now_ms() - 1
+        ),
+    )
+    .await;
+    store.fire_due_timers(100).await.unwrap();
+}
+
+/// Lets a task's lease lapse and reaps it.
+pub async fn lose_lease(store: &Store, task: &Task) {
+    sql(
+        store,
+        format!(
+            "UPDATE weft_leases SET expires_at = {} WHERE lease_id = '{}'",
+            store.now_ms() - 1,
+            task.lease_id
+        ),
+    )
+    .await;
+    assert_eq!(store.reap(100).await.unwrap(), 1);
+}
