@@ -5,8 +5,7 @@
 //! Invariant: no other statement in the store changes a `weft_attempts`
 //! row's status; the claim inserts the rows, this ends them.
 
-use weft_core::{AttemptStatus, attempt::End, observe::Timing};
-use weft_core::{RunId, SpanId};
+use weft_core::{AttemptStatus, RunId, SpanId, attempt::End, observe::Timing};
 
 use crate::{
     Error, Result, Store, StoredTiming, args,

@@ -7,9 +7,8 @@
 //! children is in `claim.rs`, beside the claim of steps.
 
 use serde_json::Value;
-use weft_core::RunId;
 use weft_core::{
-    AttemptKind, Definition, Reason, RunState, RunStatus, StepStatus, UndoStatus,
+    AttemptKind, Definition, Reason, RunId, RunState, RunStatus, StepStatus, UndoStatus,
     fan_out::Children,
     machine::{Effect, Event},
 };

@@ -5,12 +5,11 @@
 //! history events) is decided by `weft_core::attempt::claim`.
 
 use std::collections::{BTreeMap, HashMap};
-use weft_core::{RunId, SpanId, TraceId};
 
 use serde_json::Value;
 use weft_core::{
-    AttemptKind, AttemptStatus, EventKind, Reason, RunStatus, StepStatus, attempt,
-    observe::Observation,
+    AttemptKind, AttemptStatus, EventKind, Reason, RunId, RunStatus, SpanId, StepStatus, TraceId,
+    attempt, observe::Observation,
 };
 
 use crate::{

@@ -3,9 +3,9 @@
 //! lock, so any number of engines may sweep at once; a corrupt run is
 //! skipped (logged once) and the others go on.
 
-use weft_core::RunId;
 use weft_core::{
-    AttemptStatus, EventKind, Reason, StepStatus, attempt, machine::Event, observe::Observation,
+    AttemptStatus, EventKind, Reason, RunId, StepStatus, attempt, machine::Event,
+    observe::Observation,
 };
 
 use crate::{
