@@ -175,29 +175,7 @@ impl Store {
         // is left out of this claim (logged once) and its steps untouched:
         // one bad row never stops the others being claimed.
         let mut runs: HashMap<RunId, RunInfo> = HashMap::new();
-        let mut bad: std::collections::HashSet<RunId> = Default::default();
-        for row in &rows {
-            let run_id = row.id("run_id")?;
-            if runs.contains_key(&run_id) || bad.contains(&run_id) {
-                continue;
-            }
-            match run_info(row).and_then(|info| check_step_row(row).map(|()| info)) {
-                Ok(info) => {
-                    runs.insert(run_id, info);
-                }
-                Err(err @ Error::Corrupt(_)) => {
-                    self.skip_corrupt("claim", &err);
-                    bad.insert(run_id);
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        let rows: Vec<_> = rows
-            .into_iter()
-            .filter(|row| {
-                row.id("run_id").is_ok_and(|id| !bad.contains(&id)) && check_step_row(row).is_ok()
-            })
-            .collect();
+        let rows = self.runs_of_rows(rows, &mut runs, check_step_row)?;
         let mut tasks = Vec::with_capacity(rows.len());
         let mut attempts = Vec::with_capacity(rows.len());
         for row in &rows {
@@ -615,29 +593,7 @@ impl Store {
         let rows = tx.fetch_all(&sql, values).await?;
         // A run with a corrupt row is left out (logged once), as in `claim`:
         // one bad row never stops the other children being claimed.
-        let mut bad: std::collections::HashSet<RunId> = Default::default();
-        for row in &rows {
-            let run_id = row.id("run_id")?;
-            if runs.contains_key(&run_id) || bad.contains(&run_id) {
-                continue;
-            }
-            match run_info(row).and_then(|info| check_child_row(row).map(|()| info)) {
-                Ok(info) => {
-                    runs.insert(run_id, info);
-                }
-                Err(err @ Error::Corrupt(_)) => {
-                    self.skip_corrupt("claim", &err);
-                    bad.insert(run_id);
-                }
-                Err(err) => return Err(err),
-            }
-        }
-        let rows: Vec<_> = rows
-            .into_iter()
-            .filter(|row| {
-                row.id("run_id").is_ok_and(|id| !bad.contains(&id)) && check_child_row(row).is_ok()
-            })
-            .collect();
+        let rows = self.runs_of_rows(rows, runs, check_child_row)?;
         if rows.is_empty() {
             return Ok(());
         }
@@ -1040,6 +996,41 @@ fn run_info(row: &crate::db::Row) -> Result<RunInfo> {
 
 /// Checks the step columns the claim reads, so that a corrupt step row is
 /// found before anything is written.
+impl Store {
+    /// Adds the runs of claimed `rows` to `runs` (each run's fields read from
+    /// its first row) and answers the rows to claim. A run with a corrupt
+    /// row (or a row `check` refuses) is left out with all its rows and
+    /// logged once: one bad row never stops the others being claimed.
+    fn runs_of_rows(
+        &self,
+        rows: Vec<crate::db::Row>,
+        runs: &mut HashMap<RunId, RunInfo>,
+        check: fn(&crate::db::Row) -> Result<()>,
+    ) -> Result<Vec<crate::db::Row>> {
+        let mut bad: std::collections::HashSet<RunId> = Default::default();
+        for row in &rows {
+            let run_id = row.id("run_id")?;
+            if runs.contains_key(&run_id) || bad.contains(&run_id) {
+                continue;
+            }
+            match run_info(row).and_then(|info| check(row).map(|()| info)) {
+                Ok(info) => {
+                    runs.insert(run_id, info);
+                }
+                Err(err @ Error::Corrupt(_)) => {
+                    self.skip_corrupt("claim", &err);
+                    bad.insert(run_id);
+                }
+                Err(err) => return Err(err),
+            }
+        }
+        Ok(rows
+            .into_iter()
+            .filter(|row| row.id("run_id").is_ok_and(|id| !bad.contains(&id)) && check(row).is_ok())
+            .collect())
+    }
+}
+
 fn check_step_row(row: &crate::db::Row) -> Result<()> {
     row.int("position")?;
     row.int("n_attempts")?;
