@@ -54,7 +54,11 @@ pub(crate) fn drains(def: &Definition, state: &RunState, step: usize) -> bool {
 /// failed or was cancelled after some children ran): no gathered output.
 /// Its undo keeps its forward failure on the step.
 fn did_not_complete(state: &RunState, step: usize) -> bool {
-    let s = &state.steps[step];
+    stopped_short(&state.steps[step])
+}
+
+/// A `for_each` step's row with no gathered output: it did not complete.
+fn stopped_short(s: &crate::StepState) -> bool {
     s.children.is_some() && s.output.is_none()
 }
 
@@ -234,10 +238,7 @@ pub fn original_reason(state: &RunState) -> Reason {
                 .steps
                 .iter()
                 .find(|s| {
-                    s.status == StepStatus::Compensated
-                        && s.children.is_some()
-                        && s.output.is_none()
-                        && s.reason.is_some()
+                    s.status == StepStatus::Compensated && stopped_short(s) && s.reason.is_some()
                 })
                 .and_then(|s| s.reason)
         })
