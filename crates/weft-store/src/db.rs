@@ -8,8 +8,10 @@
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
-    AssertSqlSafe, Column, PgPool, Postgres, Row as _, Sqlite, SqlitePool, TypeInfo, ValueRef,
-    postgres::{PgConnectOptions, PgPoolOptions},
+    AssertSqlSafe, Column, Executor as _, PgPool, Postgres, Row as _, Sqlite, SqlitePool,
+    TypeInfo, ValueRef,
+    pool::PoolConnection,
+    postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
@@ -345,9 +347,7 @@ impl Pool {
     /// read-then-write never fails half-way on a lock upgrade.
     pub async fn begin(&self) -> Result<Tx, Error> {
         match self {
-            Pool::Postgres(pool) => Ok(Tx::new(TxConn::Postgres(
-                pool.begin().await.map_err(Error::from_sqlx)?,
-            ))),
+            Pool::Postgres(pool) => Ok(Tx::new(TxConn::Postgres(PgTx::begin(pool).await?))),
             Pool::Sqlite { write, .. } => Ok(Tx::new(TxConn::Sqlite(
                 write
                     .begin_with("BEGIN IMMEDIATE")
@@ -436,8 +436,67 @@ pub struct Tx {
 }
 
 enum TxConn {
-    Postgres(sqlx::Transaction<'static, Postgres>),
+    Postgres(PgTx),
     Sqlite(sqlx::Transaction<'static, Sqlite>),
+}
+
+/// A PostgreSQL transaction that ends on every path, also when the future
+/// using it is dropped (a client that disconnects cancels its request's
+/// handler) at any await, `BEGIN` and `COMMIT` included.
+///
+/// sqlx's own `Transaction` is not cancel-safe on PostgreSQL: a future
+/// dropped while `BEGIN` is in flight leaves the session inside a
+/// transaction that nothing rolls back, and the pool hands that connection
+/// to the next borrower, whose statements then run inside it and hold its
+/// row locks (sqlx issue #4393, unfixed in 0.9.0). Here the connection is
+/// owned until the transaction has committed; on any other end it is rolled
+/// back on a task of its own before it returns to the pool, and closed if
+/// even that fails.
+struct PgTx {
+    /// `Some` until the transaction committed.
+    conn: Option<PoolConnection<Postgres>>,
+}
+
+impl PgTx {
+    async fn begin(pool: &PgPool) -> Result<PgTx, Error> {
+        // Owned before `BEGIN` is sent, so a drop from here on rolls back.
+        let mut tx = PgTx {
+            conn: Some(pool.acquire().await.map_err(Error::from_sqlx)?),
+        };
+        tx.conn().execute("BEGIN").await.map_err(Error::from_sqlx)?;
+        Ok(tx)
+    }
+
+    fn conn(&mut self) -> &mut PgConnection {
+        self.conn.as_mut().expect("an open transaction")
+    }
+
+    async fn commit(mut self) -> Result<(), Error> {
+        // Dropped mid-`COMMIT`, the rollback that follows finds the
+        // transaction committed or aborted and changes nothing.
+        self.conn().execute("COMMIT").await.map_err(Error::from_sqlx)?;
+        // Committed: the connection goes back to the pool as it is.
+        self.conn.take();
+        Ok(())
+    }
+}
+
+impl Drop for PgTx {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            // sqlx first reads what a dropped statement left on the wire.
+            Ok(runtime) => drop(runtime.spawn(async move {
+                if conn.execute("ROLLBACK").await.is_err() {
+                    conn.close_on_drop();
+                }
+            })),
+            // No runtime to roll back on: closing the session rolls it back.
+            Err(_) => conn.close_on_drop(),
+        }
+    }
 }
 
 /// Called after a transaction committed with the ids of the runs whose
@@ -476,7 +535,7 @@ impl Tx {
     pub async fn execute(&mut self, sql: &str, args: Vec<Arg>) -> Result<u64, Error> {
         match &mut self.conn {
             TxConn::Postgres(tx) => Ok(bind_pg(sqlx::query(AssertSqlSafe(sql)), args)
-                .execute(&mut **tx)
+                .execute(tx.conn())
                 .await
                 .map_err(Error::from_sqlx)?
                 .rows_affected()),
@@ -492,7 +551,7 @@ impl Tx {
         match &mut self.conn {
             TxConn::Postgres(tx) => {
                 let rows = bind_pg(sqlx::query(AssertSqlSafe(sql)), args)
-                    .fetch_all(&mut **tx)
+                    .fetch_all(tx.conn())
                     .await
                     .map_err(Error::from_sqlx)?;
                 Ok(convert_pg(rows))
@@ -520,7 +579,7 @@ impl Tx {
         match &mut self.conn {
             TxConn::Postgres(tx) => {
                 sqlx::raw_sql(AssertSqlSafe(sql))
-                    .execute(&mut **tx)
+                    .execute(tx.conn())
                     .await
                     .map_err(Error::from_sqlx)?;
             }
@@ -536,7 +595,7 @@ impl Tx {
 
     pub async fn commit(self) -> Result<(), Error> {
         match self.conn {
-            TxConn::Postgres(tx) => tx.commit().await.map_err(Error::from_sqlx)?,
+            TxConn::Postgres(tx) => tx.commit().await?,
             TxConn::Sqlite(tx) => tx.commit().await.map_err(Error::from_sqlx)?,
         }
         if let Some(hook) = &self.hook

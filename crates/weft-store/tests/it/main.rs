@@ -45,6 +45,7 @@ macro_rules! conformance {
 
 mod approvals;
 mod audit;
+mod cancellation;
 mod clock;
 mod compensation;
 mod compensation_for_each;
