@@ -337,7 +337,9 @@ pub(crate) async fn write_effects(
 }
 
 /// Makes the first `count` pending children of step `position`, by index,
-/// ready.
+/// ready. The status is a literal in the SQL text, so that the partial index
+/// `weft_children_pending` serves it (a bound parameter cannot match a
+/// partial index in a cached generic plan).
 async fn ready_next(
     tx: &mut Tx,
     run_id: RunId,
@@ -348,17 +350,19 @@ async fn ready_next(
     if count == 0 {
         return Ok(());
     }
+    let pending = StepStatus::Pending.as_str();
     tx.execute(
-        "UPDATE weft_children SET status = $3, ready_at = $4, updated_at = $4 \
-         WHERE run_id = $1 AND position = $2 AND status = $5 AND idx IN \
-         (SELECT idx FROM weft_children WHERE run_id = $1 AND position = $2 AND status = $5 \
-          ORDER BY idx LIMIT $6)",
+        &format!(
+            "UPDATE weft_children SET status = $3, ready_at = $4, updated_at = $4 \
+             WHERE run_id = $1 AND position = $2 AND status = '{pending}' AND idx IN \
+             (SELECT idx FROM weft_children WHERE run_id = $1 AND position = $2 AND status = '{pending}' \
+              ORDER BY idx LIMIT $5)"
+        ),
         args![
             run_id,
             position,
             StepStatus::Ready.as_str(),
             now,
-            StepStatus::Pending.as_str(),
             i64::from(count)
         ],
     )

@@ -25,6 +25,7 @@ const POSTGRES: &[(i64, &str)] = &[
         13,
         include_str!("../migrations/0013_child_compensation.sql"),
     ),
+    (14, include_str!("../migrations/0014_children_indexes.sql")),
 ];
 const SQLITE: &[(i64, &str)] = &[
     (1, include_str!("../migrations/sqlite.sql")),
@@ -46,10 +47,11 @@ const SQLITE: &[(i64, &str)] = &[
         13,
         include_str!("../migrations/0013_child_compensation.sql"),
     ),
+    (14, include_str!("../migrations/0014_children_indexes.sql")),
 ];
 
 /// The schema version this build expects: the last script's.
-pub const LATEST: i64 = 13;
+pub const LATEST: i64 = 14;
 const _: () = assert!(
     POSTGRES[POSTGRES.len() - 1].0 == LATEST && SQLITE[SQLITE.len() - 1].0 == LATEST,
     "LATEST must be the last migration's version"
