@@ -8,8 +8,8 @@
 use std::{str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
-    AssertSqlSafe, Column, Executor as _, PgPool, Postgres, Row as _, Sqlite, SqlitePool,
-    TypeInfo, ValueRef,
+    AssertSqlSafe, Column, Executor as _, PgPool, Postgres, Row as _, Sqlite, SqlitePool, TypeInfo,
+    ValueRef,
     pool::PoolConnection,
     postgres::{PgConnectOptions, PgConnection, PgPoolOptions},
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
@@ -474,7 +474,10 @@ impl PgTx {
     async fn commit(mut self) -> Result<(), Error> {
         // Dropped mid-`COMMIT`, the rollback that follows finds the
         // transaction committed or aborted and changes nothing.
-        self.conn().execute("COMMIT").await.map_err(Error::from_sqlx)?;
+        self.conn()
+            .execute("COMMIT")
+            .await
+            .map_err(Error::from_sqlx)?;
         // Committed: the connection goes back to the pool as it is.
         self.conn.take();
         Ok(())

@@ -79,7 +79,10 @@ async fn a_dropped_postgres_transaction_leaves_no_transaction_or_lock_behind() {
         .await
         .expect("insert");
 
-    assert!(!in_transaction(&pool).await, "the probe, outside a transaction");
+    assert!(
+        !in_transaction(&pool).await,
+        "the probe, outside a transaction"
+    );
     let mut probe = pool.begin().await.expect("begin");
     probe
         .execute("SAVEPOINT probe", vec![])
@@ -95,12 +98,9 @@ async fn a_dropped_postgres_transaction_leaves_no_transaction_or_lock_behind() {
         // Begin, lock the row and mark this cut, commit.
         finished = cut_after(polls, async {
             let mut tx = pool.begin().await.expect("begin");
-            tx.execute(
-                "UPDATE cut SET v = v + 1000 WHERE id = 1",
-                vec![],
-            )
-            .await
-            .expect("update");
+            tx.execute("UPDATE cut SET v = v + 1000 WHERE id = 1", vec![])
+                .await
+                .expect("update");
             tx.commit().await.expect("commit");
         })
         .await;
