@@ -2,7 +2,9 @@
 //! parallel steps that depend on it and one join step that depends on all of
 //! them (no-op SDK handlers), timed from the start request until the store
 //! shows the run completed; repeated `rounds` times, median reported, with
-//! Weft's own timing of each run read back from `GET /v1/runs/{id}`.
+//! Weft's own timing of each run read back from `GET /v1/runs/{id}`. With
+//! `for_each`, the parallel steps are the `width` children of one `for_each`
+//! step over the run's input, all ready at once.
 
 use std::time::{Duration, Instant};
 
@@ -21,9 +23,28 @@ pub struct FanoutArgs {
     pub width: usize,
     /// Runs, one after the other; the median is reported.
     pub rounds: usize,
+    /// One `for_each` step of `width` children instead of `width` steps.
+    pub for_each: bool,
 }
 
 const WORKFLOW: &str = "bench_fanout";
+const WORKFLOW_FOR_EACH: &str = "bench_fanout_each";
+
+/// The `for_each` manifest: `root`, `fan` over `input.items` (at most
+/// `width`, all in parallel) and `join`.
+pub fn manifest_for_each(width: usize) -> String {
+    json!({
+        "name": WORKFLOW_FOR_EACH,
+        "description": format!("weft-bench D: 1 -> for_each of {width} -> 1, no-op steps"),
+        "steps": [
+            {"name": "root", "handler": NOOP_HANDLER},
+            {"name": "fan", "handler": NOOP_HANDLER, "depends_on": ["root"],
+             "for_each": "input.items", "max_items": width},
+            {"name": "join", "handler": NOOP_HANDLER, "depends_on": ["fan"]},
+        ],
+    })
+    .to_string()
+}
 
 /// The manifest as JSON text: `root`, `fan_0000`..`fan_{width-1}` each
 /// depending on `root`, and `join` depending on every fan step.
@@ -72,10 +93,23 @@ async fn one_round(
     server: &Server,
     client: &Client,
     common: &Common,
+    args: &FanoutArgs,
     round_no: usize,
 ) -> Result<Round> {
     let started = Instant::now();
-    let run_id = harness::start_run(client, WORKFLOW, round_no).await?;
+    let run_id = if args.for_each {
+        let request = weft_api::StartRunRequest {
+            input: json!({ "i": round_no, "items": (0..args.width).collect::<Vec<_>>() }),
+            ..Default::default()
+        };
+        client
+            .start_run(WORKFLOW_FOR_EACH, &request)
+            .await
+            .with_context(|| format!("starting round {round_no}"))?
+            .run_id
+    } else {
+        harness::start_run(client, WORKFLOW, round_no).await?
+    };
     let ids = [run_id.parse::<weft_core::RunId>()?];
     loop {
         let statuses = server
@@ -104,15 +138,21 @@ async fn one_round(
         let step = run.steps.iter().find(|s| s.name == name)?;
         ms(&step.attempts.last()?.claimed_at)
     };
-    let fan: Vec<&weft_api::StepDetail> = run
+    // The fan's attempts: each declared step's last, or every child's.
+    let fan: Vec<&weft_api::AttemptDetail> = run
         .steps
         .iter()
         .filter(|s| s.name.starts_with("fan_"))
+        .filter_map(|s| s.attempts.last())
+        .chain(
+            run.steps
+                .iter()
+                .filter(|s| s.name == "fan")
+                .flat_map(|s| &s.attempts),
+        )
         .collect();
     let last_of = |f: &dyn Fn(&weft_api::AttemptDetail) -> Option<i64>| -> Option<i64> {
-        fan.iter()
-            .filter_map(|s| s.attempts.last().and_then(f))
-            .max()
+        fan.iter().filter_map(|a| f(a)).max()
     };
     let root_done = finished("root");
     let last_fan_claimed = last_of(&|a| ms(&a.claimed_at));
@@ -148,8 +188,12 @@ pub async fn fanout(server: &Server, common: &Common, args: &FanoutArgs) -> Resu
         bail!("--d-width and --d-rounds must be at least 1");
     }
     let client = Client::new(&server.url);
-    let manifest = manifest(args.width);
-    harness::register(&client, (WORKFLOW, &manifest)).await?;
+    let (workflow, manifest) = if args.for_each {
+        (WORKFLOW_FOR_EACH, manifest_for_each(args.width))
+    } else {
+        (WORKFLOW, manifest(args.width))
+    };
+    harness::register(&client, (workflow, &manifest)).await?;
     let steps = args.width + 2;
     let worker = BenchWorker::start(&common.worker, server, common.concurrency)?;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -158,7 +202,7 @@ pub async fn fanout(server: &Server, common: &Common, args: &FanoutArgs) -> Resu
     let mut progress = harness::Progress::new("D rounds", args.rounds as u64);
     let outcome = async {
         for i in 0..args.rounds {
-            let r = one_round(server, &client, common, i).await?;
+            let r = one_round(server, &client, common, args, i).await?;
             eprintln!(
                 "[weft-bench]   D round {}/{}: {steps} steps in {:.0} ms ({:.0} steps/s)",
                 i + 1,
@@ -188,7 +232,12 @@ pub async fn fanout(server: &Server, common: &Common, args: &FanoutArgs) -> Resu
     Ok(json!({
         "test": "D",
         "config": format!("{}, worker={}", common.backend.as_str(), common.worker.mode.label()),
-        "mode": format!("1 -> {} -> 1 fan-out/fan-in, no-op steps", args.width),
+        "mode": if args.for_each {
+            format!("1 -> for_each of {} -> 1, no-op steps", args.width)
+        } else {
+            format!("1 -> {} -> 1 fan-out/fan-in, no-op steps", args.width)
+        },
+        "for_each": args.for_each,
         "concurrency": common.concurrency,
         "width": args.width,
         "steps": steps,
@@ -255,5 +304,16 @@ mod tests {
             steps[4]["depends_on"],
             json!(["fan_0000", "fan_0001", "fan_0002"])
         );
+    }
+
+    #[test]
+    fn for_each_manifest_fans_out_over_the_input() {
+        let m: Value = serde_json::from_str(&manifest_for_each(7)).unwrap();
+        let steps = m["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 3);
+        assert_eq!(steps[1]["for_each"], "input.items");
+        assert_eq!(steps[1]["max_items"], 7);
+        assert_eq!(steps[2]["depends_on"], json!(["fan"]));
+        weft_core::Definition::parse(&manifest_for_each(7)).expect("a valid workflow");
     }
 }

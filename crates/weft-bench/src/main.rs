@@ -46,7 +46,7 @@ enum Scenario {
     C,
     /// C with the workflows started through the batch endpoint, `--start-batch` per request.
     CBulk,
-    /// Fan-out: one run of a root, `--d-width` parallel steps and a join, `--d-rounds` times.
+    /// Fan-out: one run of a root, `--d-width` parallel steps (or `for_each` children) and a join, `--d-rounds` times.
     D,
     /// Observability overhead: A (`--e-n` runs) and B with every signal off, then on.
     E,
@@ -102,6 +102,10 @@ struct Args {
     /// D: runs, one after the other; the median is reported.
     #[arg(long, default_value_t = 3)]
     d_rounds: usize,
+    /// D: fan out with one `for_each` step of `--d-width` children instead
+    /// of `--d-width` declared steps.
+    #[arg(long)]
+    d_for_each: bool,
     /// F: runs queued (started with `--enqueue-concurrency` requests in flight).
     #[arg(long, default_value_t = 100_000)]
     f_n: usize,
@@ -476,6 +480,7 @@ async fn run_scenario(
             let d = fanout::FanoutArgs {
                 width: args.d_width,
                 rounds: args.d_rounds,
+                for_each: args.d_for_each,
             };
             fanout::fanout(&server, common, &d).await
         }
