@@ -201,6 +201,8 @@ def main():
                 "the median of `--d-rounds` runs one after the other, timed from the start request until the store shows the run "
                 "completed. Weft's own timing from `GET /v1/runs/{id}`: end-to-end created → finished, fan root finished → last "
                 "parallel step finished, fan-in last parallel step finished → join claimed.", "",
+                "With `--d-for-each` the parallel steps are the `--d-width` children of one `for_each` step over the run's input, "
+                "all ready at once (the line's `mode` says `for_each`); fan is root finished → last child finished.", "",
                 "| variant | runs | steps | rounds/run | wall ms | steps/s | Weft end-to-end ms | fan ms | fan-in ms | attempt queue-wait p50 ms | peak RSS MB | foreign CPU |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for k in D:
