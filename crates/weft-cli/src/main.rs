@@ -119,7 +119,8 @@ pub struct ServerArgs {
     /// How often the gauges of /metrics are recomputed from the database (e.g. 5s).
     #[arg(long, env = "WEFT_GAUGE_INTERVAL", default_value = "5s")]
     pub gauge_interval: String,
-    /// Largest database connection pool.
+    /// Largest database connection pool. On PostgreSQL the server opens up
+    /// to 4 more, kept for lease renewals (heartbeats).
     #[arg(long, env = "WEFT_DB_POOL_SIZE", default_value_t = 16)]
     pub db_pool_size: u32,
     /// Also serve /metrics on this separate address (it is always on the main port too).

@@ -23,7 +23,9 @@ impl Store {
     /// the attempt no longer counts; a lease that is gone is a conflict.
     pub async fn heartbeat(&self, lease_id: &str) -> Result<Heartbeat> {
         let now = self.now_ms();
-        let mut tx = self.begin().await?;
+        // Its own pool: see `Store::lease_pool`. It writes no history, so
+        // no follower needs telling of its commit.
+        let mut tx = self.lease_pool().begin().await?;
         let row = tx
             .fetch_optional(
                 "SELECT l.lease_ms, l.deadline_at, a.status AS attempt_status, a.kind, r.status AS run_status FROM weft_leases l \

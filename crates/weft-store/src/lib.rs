@@ -139,6 +139,11 @@ pub struct Store {
 
 struct Inner {
     pool: db::Pool,
+    /// On PostgreSQL, a few connections of their own for lease renewals, so
+    /// that a heartbeat never queues for a connection behind transactions
+    /// waiting on a busy run's lock (its lease would lapse meanwhile). On
+    /// SQLite, whose one writer serializes everything anyway, `None`.
+    lease_pool: Option<db::Pool>,
     settings: Settings,
     definitions: RwLock<HashMap<(String, i64), Arc<Definition>>>,
     observer: std::sync::OnceLock<Arc<dyn Observer>>,
@@ -169,6 +174,9 @@ struct Inner {
     overview: overview::OverviewCache,
 }
 
+/// Connections of a PostgreSQL store's lease pool (beside its main pool).
+const LEASE_POOL_SIZE: u32 = 4;
+
 impl Store {
     /// Connects (creating an SQLite file if needed) and applies migrations.
     pub async fn connect(url: &str, settings: Settings) -> Result<Store> {
@@ -181,9 +189,23 @@ impl Store {
         options: &PoolOptions,
     ) -> Result<Store> {
         let pool = db::Pool::connect(url, options).await?;
+        let lease_pool = match pool.dialect() {
+            Dialect::Postgres => Some(
+                db::Pool::connect(
+                    url,
+                    &PoolOptions {
+                        max_connections: LEASE_POOL_SIZE,
+                        ..options.clone()
+                    },
+                )
+                .await?,
+            ),
+            Dialect::Sqlite => None,
+        };
         let store = Store {
             inner: Arc::new(Inner {
                 pool,
+                lease_pool,
                 settings,
                 definitions: RwLock::new(HashMap::new()),
                 observer: std::sync::OnceLock::new(),
@@ -292,6 +314,11 @@ impl Store {
 
     pub(crate) fn pool(&self) -> &db::Pool {
         &self.inner.pool
+    }
+
+    /// The pool lease renewals use: their own on PostgreSQL.
+    pub(crate) fn lease_pool(&self) -> &db::Pool {
+        self.inner.lease_pool.as_ref().unwrap_or(&self.inner.pool)
     }
 
     /// Resolves when steps may have become ready. Create the future before
@@ -425,5 +452,8 @@ impl Store {
 
     pub async fn close(&self) {
         self.inner.pool.close().await;
+        if let Some(pool) = &self.inner.lease_pool {
+            pool.close().await;
+        }
     }
 }

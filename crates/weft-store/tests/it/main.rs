@@ -58,6 +58,7 @@ mod execution;
 mod fan_out;
 mod history;
 mod history_pages;
+mod lease_pool;
 mod leases;
 mod listing;
 mod metadata;
