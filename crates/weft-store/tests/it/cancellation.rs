@@ -19,6 +19,8 @@ use std::{
 
 use weft_store::{PoolOptions, db::Pool};
 
+use crate::support::postgres_database;
+
 /// Polls `future` up to `polls` times, letting I/O progress between polls,
 /// and drops it if it has not finished by then. True if it finished.
 async fn cut_after<T>(polls: i64, future: impl Future<Output = T>) -> bool {
@@ -58,10 +60,7 @@ async fn in_transaction(pool: &Pool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_postgres_transaction_leaves_no_transaction_or_lock_behind() {
-    let cluster = tokio::task::spawn_blocking(weft_testkit::PgCluster::start)
-        .await
-        .expect("start PostgreSQL");
-    let url = cluster.create_database();
+    let (cluster, url) = postgres_database().await;
     // One connection, so every borrower gets the one a cut may have left.
     let options = PoolOptions {
         max_connections: 1,

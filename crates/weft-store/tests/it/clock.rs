@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use serde_json::json;
 use weft_store::{ManualClock, Settings, Store};
 
-use crate::support::{claim_one, register, start};
+use crate::support::{claim_one, postgres_database, register, start};
 
 const ONE: &str = "\
 name: one
@@ -46,10 +46,7 @@ async fn a_manual_clock_moves_leases_without_sleeping() {
 /// database's time, so the skewed one does not reap the other's live lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_with_skewed_clocks_agree_on_postgres() {
-    let cluster = tokio::task::spawn_blocking(weft_testkit::PgCluster::start)
-        .await
-        .expect("start PostgreSQL");
-    let url = cluster.create_database();
+    let (cluster, url) = postgres_database().await;
     let settings = Settings {
         lease: Duration::from_secs(20),
         ..Settings::default()

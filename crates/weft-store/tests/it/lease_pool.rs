@@ -26,10 +26,7 @@ steps:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_heartbeat_is_answered_while_a_busy_run_holds_the_main_pool() {
-    let cluster = tokio::task::spawn_blocking(weft_testkit::PgCluster::start)
-        .await
-        .expect("start PostgreSQL");
-    let url = cluster.create_database();
+    let (cluster, url) = postgres_database().await;
     let options = PoolOptions {
         max_connections: 4,
         acquire_timeout: Duration::from_secs(30),

@@ -67,16 +67,23 @@ where
     F: FnOnce(Store) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let cluster = tokio::task::spawn_blocking(weft_testkit::PgCluster::start)
-        .await
-        .expect("start PostgreSQL");
-    let url = cluster.create_database();
+    let (cluster, url) = postgres_database().await;
     let store = Store::connect(&url, settings)
         .await
         .expect("connect to PostgreSQL");
     check(store.clone()).await;
     store.close().await;
     drop(cluster);
+}
+
+/// A fresh PostgreSQL cluster (stopped when dropped, also on panic) and
+/// the URL of a new database on it.
+pub async fn postgres_database() -> (weft_testkit::PgCluster, String) {
+    let cluster = tokio::task::spawn_blocking(weft_testkit::PgCluster::start)
+        .await
+        .expect("start PostgreSQL");
+    let url = cluster.create_database();
+    (cluster, url)
 }
 
 /// Parses and registers a manifest; returns the workflow's name.
