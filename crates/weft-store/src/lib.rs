@@ -445,9 +445,18 @@ impl Store {
             .map(|_| ())
     }
 
-    /// Connections open and idle, for the pool gauge.
+    /// Connections open and idle, for the pool gauge: the main pool's and,
+    /// on PostgreSQL, the lease pool's together (every connection this
+    /// server holds to the database).
     pub fn pool_connections(&self) -> (u32, u32) {
-        self.inner.pool.connections()
+        let (open, idle) = self.inner.pool.connections();
+        match &self.inner.lease_pool {
+            Some(leases) => {
+                let (lease_open, lease_idle) = leases.connections();
+                (open + lease_open, idle + lease_idle)
+            }
+            None => (open, idle),
+        }
     }
 
     pub async fn close(&self) {

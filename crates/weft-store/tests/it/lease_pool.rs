@@ -3,7 +3,7 @@
 //! of results for one `for_each` step's children): on PostgreSQL lease
 //! renewals have connections of their own. Before, the heartbeat of any
 //! other run queued for a connection behind them, and its lease could lapse
-//! though its worker was alive.
+//! though its worker was alive. The pool gauge counts both pools.
 
 use std::time::Duration;
 
@@ -77,6 +77,10 @@ async fn a_heartbeat_is_answered_while_a_busy_run_holds_the_main_pool() {
         .expect("the heartbeat was answered while the main pool was busy")
         .expect("a heartbeat");
     assert!(!beat.cancel_requested);
+    // The pool gauge counts every connection: the main pool's 4 and the
+    // lease pool's.
+    let (open, _idle) = store.pool_connections();
+    assert!(open > 4, "{open} connections counted");
 
     // Once the lock is gone, every result is written.
     drop(lock);
