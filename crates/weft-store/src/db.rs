@@ -492,7 +492,12 @@ impl Drop for PgTx {
         match tokio::runtime::Handle::try_current() {
             // sqlx first reads what a dropped statement left on the wire.
             Ok(runtime) => drop(runtime.spawn(async move {
-                if conn.execute("ROLLBACK").await.is_err() {
+                if let Err(err) = conn.execute("ROLLBACK").await {
+                    tracing::warn!(
+                        component = "store",
+                        error = %err,
+                        "rolling back an abandoned transaction failed; closing its connection"
+                    );
                     conn.close_on_drop();
                 }
             })),
