@@ -507,52 +507,65 @@ impl Authenticator {
 /// Longest bearer token read, in bytes.
 const MAX_TOKEN_LEN: usize = 512;
 
-/// Puts the caller's [`Principal`] into the request's extensions: with
-/// authentication off [`Principal::anonymous`], else the token's. A request
-/// without a valid token gets a [`Refused`] instead, which [`require`]
-/// answers on every route that is not open.
-pub(crate) async fn authenticate(
+/// The identity layer, one middleware outside the router:
+/// 1. the session cookie's step ([`crate::sessions::prepare`]);
+/// 2. authentication: puts the caller's [`Principal`] into the request's
+///    extensions (with authentication off [`Principal::anonymous`], else the
+///    token's), or a [`Refused`] for a request without a valid token, which
+///    [`check_access`] answers on every route that is not open;
+/// 3. forgery protection ([`crate::forgery::judge`]);
+///
+/// and a browser's dashboard page refused 401 is sent to sign in
+/// ([`crate::sessions::page_answer`]).
+pub(crate) async fn identify(
     State(auth): State<Arc<Authenticator>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    match auth.identify(request.headers()).await {
-        Ok(principal) => {
-            request.extensions_mut().insert(principal);
-        }
-        Err(refused) => {
-            request.extensions_mut().insert(refused);
-        }
-    }
-    next.run(request).await
-}
-
-/// The one place a route's [`Access`] is checked: a route layer on each
-/// route of the table. 401 `unauthorized` without a valid token, 403
-/// `forbidden` when the token's role does not allow the route.
-pub(crate) async fn require(
-    State(access): State<Access>,
     request: Request,
     next: Next,
 ) -> Response {
+    let page = crate::sessions::is_page_request(&request);
+    let response = match crate::sessions::prepare(request).await {
+        Err(refused) => refused,
+        Ok(mut request) => {
+            match auth.identify(request.headers()).await {
+                Ok(principal) => {
+                    request.extensions_mut().insert(principal);
+                }
+                Err(refused) => {
+                    request.extensions_mut().insert(refused);
+                }
+            }
+            match crate::forgery::judge(&request) {
+                Err(refused) => refused.into_response(),
+                Ok(()) => next.run(request).await,
+            }
+        }
+    };
+    crate::sessions::page_answer(page, response)
+}
+
+/// The one place a route's [`Access`] is checked, by the server's route
+/// guard on each route of the table. `Err` is 401 `unauthorized` without a
+/// valid token, 403 `forbidden` when the token's role does not allow the
+/// route.
+pub(crate) fn check_access(access: Access, request: &Request) -> Result<(), Response> {
     if access == Access::Open {
-        return next.run(request).await;
+        return Ok(());
     }
     match request.extensions().get::<Principal>() {
-        Some(principal) if access.allows(principal.role) => next.run(request).await,
-        Some(principal) => ApiError::Forbidden(format!(
+        Some(principal) if access.allows(principal.role) => Ok(()),
+        Some(principal) => Err(ApiError::Forbidden(format!(
             "the token `{}` has the role {}; this call needs {}",
             principal.name,
             principal.role,
             access.describe()
         ))
-        .into_response(),
-        None => match request.extensions().get::<Refused>() {
+        .into_response()),
+        None => Err(match request.extensions().get::<Refused>() {
             Some(refused) => refused.error().into_response(),
             None => {
                 ApiError::Internal("the request was not authenticated".to_owned()).into_response()
             }
-        },
+        }),
     }
 }
 

@@ -23,8 +23,6 @@ use std::net::{IpAddr, SocketAddr};
 use axum::{
     extract::Request,
     http::{HeaderMap, Method, StatusCode, header},
-    middleware::Next,
-    response::{IntoResponse, Response},
 };
 
 use weft_core::ErrorCode;
@@ -52,14 +50,6 @@ pub(crate) struct CsrfVerified;
 #[derive(Debug, Clone)]
 pub(crate) struct SessionCsrf(pub String);
 
-/// The middleware; see the module documentation.
-pub(crate) async fn check(request: Request, next: Next) -> Response {
-    if let Err(refused) = judge(&request) {
-        return refused.into_response();
-    }
-    next.run(request).await
-}
-
 fn forbidden(code: ErrorCode, message: String) -> ApiError {
     ApiError::Other {
         status: StatusCode::FORBIDDEN,
@@ -68,7 +58,9 @@ fn forbidden(code: ErrorCode, message: String) -> ApiError {
     }
 }
 
-fn judge(request: &Request) -> Result<(), ApiError> {
+/// The check of the identity layer ([`crate::auth::identify`]), after
+/// authentication; see the module documentation. `Err` is the 403 to answer.
+pub(crate) fn judge(request: &Request) -> Result<(), ApiError> {
     let headers = request.headers();
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let loopback_listener = request

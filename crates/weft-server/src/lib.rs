@@ -33,9 +33,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use tokio_util::sync::CancellationToken;
-use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId, SetRequestIdLayer,
-};
 use weft_engine::Engine;
 pub use weft_telemetry::metrics::Metrics;
 
@@ -187,31 +184,28 @@ pub fn router(engine: Engine, config: Config) -> Router {
         metrics: metrics.clone(),
         started: Instant::now(),
     };
-    routes::routes(metrics_open)
-        // After authentication (an outer layer): limits are kept per caller;
-        // inside the HTTP metrics, which count its 429s by route.
-        .route_layer(middleware::from_fn_with_state(
-            rate_limits,
-            ratelimit::limit,
-        ))
-        .route_layer(middleware::from_fn_with_state(metrics, record_http))
-        .layer(middleware::from_fn(forgery::check))
+    let (routes, accesses) = routes::routes(metrics_open);
+    let guard = Guard {
+        accesses: Arc::new(accesses),
+        limits: rate_limits,
+        metrics,
+    };
+    // From the outside in: the request's frame (id, log, JSON errors), the
+    // panic catcher, body limits, the caller's identity, then on each route
+    // its guard (HTTP metrics, limits, access) and handler.
+    routes
+        .route_layer(middleware::from_fn_with_state(guard, guard_route))
         .layer(middleware::from_fn_with_state(
             authenticator,
-            auth::authenticate,
+            auth::identify,
         ))
-        .layer(middleware::from_fn(sessions::layer))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
         .layer(Extension(body_timeout))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_answer,
         ))
-        .layer(middleware::from_fn(json_errors))
-        .layer(middleware::from_fn(log_request))
-        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(middleware::from_fn(check_request_id))
+        .layer(middleware::from_fn(frame))
 }
 
 /// A handler that panicked answers 500 `internal` in the JSON error shape
@@ -240,26 +234,10 @@ fn valid_request_id(value: &HeaderValue) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
 }
 
-/// Drops a client's `x-request-id` that is too long or has odd characters,
-/// so that the next layer generates one instead.
-async fn check_request_id(mut request: Request, next: Next) -> Response {
-    let headers = request.headers_mut();
-    let bad = headers
-        .get_all(&REQUEST_ID)
-        .iter()
-        .enumerate()
-        .any(|(i, value)| i > 0 || !valid_request_id(value));
-    if bad {
-        headers.remove(&REQUEST_ID);
-    }
-    next.run(request).await
-}
-
 /// Gives every error answer that did not come from an [`ApiError`] (axum's
 /// own 405, a rejection of a layer) the JSON error shape with a stable code,
 /// keeping its status and headers (`Allow` of a 405).
-async fn json_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+async fn json_errors(response: Response) -> Response {
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error())
         || response.extensions().get::<error::ResponseCode>().is_some()
@@ -296,20 +274,43 @@ pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Counts requests by method, route template and status. A route layer, so
-/// it sees the matched template; unmatched paths never become labels.
-async fn record_http(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+/// What a route's guard needs: who may call each route, the per-caller
+/// limits and the HTTP metrics.
+#[derive(Clone)]
+struct Guard {
+    accesses: Arc<routes::RouteAccessMap>,
+    limits: ratelimit::Limits,
+    metrics: Metrics,
+}
+
+/// The guard of every route, one route layer, so it sees the matched
+/// template (unmatched paths never become labels). In order:
+/// 1. counts the request by method, route template and status, with its
+///    duration, whatever answers it (a 429 or 401 included);
+/// 2. the per-caller limits ([`ratelimit::admit`]), after authentication
+///    (an outer layer), since limits are kept per caller;
+/// 3. the route's access ([`auth::check_access`]), unless the method is not
+///    routed there (axum answers that 405).
+async fn guard_route(State(guard): State<Guard>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |p| p.as_str())
-        .to_owned();
-    let response = next.run(request).await;
-    metrics.http_request(
-        &method,
-        &route,
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let access = guard.accesses.get(route, &method);
+    let response = match ratelimit::admit(&guard.limits, &request) {
+        Err(refused) => refused.into_response(),
+        Ok(slot) => match access.map_or(Ok(()), |access| auth::check_access(access, &request)) {
+            Err(refused) => refused,
+            Ok(()) => {
+                let response = next.run(request).await;
+                drop(slot);
+                response
+            }
+        },
+    };
+    guard.metrics.http_request(
+        method.as_str(),
+        route,
         response.status().as_u16(),
         started.elapsed().as_secs_f64(),
     );
@@ -330,19 +331,32 @@ pub fn exposition_router(render: Render) -> Router {
         .route("/metrics", axum::routing::get(routes::exposition_endpoint))
         .with_state(render)
 }
-async fn log_request(request: Request, next: Next) -> Response {
+/// The request's frame, the outermost layer:
+/// - its id: a client's `x-request-id` is kept when it is one header of at
+///   most [`MAX_REQUEST_ID_LEN`] letters, digits and `-_.:/+=@`, else a
+///   UUID is generated; the answer echoes it;
+/// - every line logged while handling the request carries the id, and the
+///   request itself is logged with its status, duration and error code;
+/// - an error answer is given the JSON error shape ([`json_errors`]).
+async fn frame(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
+    let headers = request.headers_mut();
+    let mut ids = headers.get_all(&REQUEST_ID).iter();
+    let id = match (ids.next(), ids.next()) {
+        (Some(id), None) if valid_request_id(id) => id.clone(),
+        _ => {
+            let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                .expect("a UUID is a header value");
+            headers.insert(&REQUEST_ID, id.clone());
+            id
+        }
+    };
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .and_then(|id| id.header_value().to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    // Every line logged while handling the request carries its id.
+    let request_id = id.to_str().unwrap_or_default();
     let span = tracing::info_span!("request", request_id = %request_id);
     let response = tracing::Instrument::instrument(next.run(request), span).await;
+    let mut response = json_errors(response).await;
     let status = response.status().as_u16();
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let code = response
@@ -355,6 +369,9 @@ async fn log_request(request: Request, next: Next) -> Response {
         tracing::info!(component = "server", request_id, method = %method, path, status, elapsed_ms, code, "request rejected");
     } else {
         tracing::debug!(component = "server", request_id, method = %method, path, status, elapsed_ms, "request");
+    }
+    if !response.headers().contains_key(&REQUEST_ID) {
+        response.headers_mut().insert(&REQUEST_ID, id);
     }
     response
 }

@@ -20,11 +20,7 @@ use std::{
     time::Duration,
 };
 
-use axum::{
-    extract::{ConnectInfo, Request, State},
-    middleware::Next,
-    response::{IntoResponse, Response},
-};
+use axum::extract::{ConnectInfo, Request};
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock as _};
 
 use crate::{ApiError, auth::Principal};
@@ -200,7 +196,7 @@ impl Limits {
 }
 
 /// One open long poll of a caller; dropping it frees the slot.
-struct PollSlot {
+pub(crate) struct PollSlot {
     limits: Limits,
     caller: Caller,
 }
@@ -223,51 +219,61 @@ fn retry_after_secs(wait: Duration) -> u64 {
     secs.max(1)
 }
 
-/// The middleware: runs after authentication (it reads the [`Principal`])
-/// and answers 429 `rate_limited` with `Retry-After` to a caller over its
-/// rate, or already holding its most long polls.
-pub(crate) async fn limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+/// A request's admission, called by the server's route guard after
+/// authentication (it reads the [`Principal`]): `Ok` with the caller's long
+/// poll slot, if any, to hold until the answer is sent; `Err` is 429
+/// `rate_limited` with `Retry-After` for a caller over its rate, or already
+/// holding its most long polls.
+pub(crate) fn admit(limits: &Limits, request: &Request) -> Result<Option<PollSlot>, ApiError> {
     let path = request.uri().path();
     if is_exempt(path) {
-        return next.run(request).await;
+        return Ok(None);
     }
-    let is_poll = path == POLL_PATH;
-    let Some(caller) = limits.caller(&request) else {
-        return next.run(request).await;
+    let Some(caller) = limits.caller(request) else {
+        return Ok(None);
     };
     if let Err(wait) = limits.check_rate(&caller) {
-        return ApiError::RateLimited {
+        return Err(ApiError::RateLimited {
             message: "this caller is over its request rate (--rate-limit); \
                       try again after the Retry-After delay"
                 .to_owned(),
             retry_after_secs: retry_after_secs(wait),
-        }
-        .into_response();
+        });
     }
-    if !is_poll {
-        return next.run(request).await;
+    if path != POLL_PATH {
+        return Ok(None);
     }
-    let slot = match limits.poll_slot(caller) {
-        Ok(slot) => slot,
-        Err(max) => {
-            return ApiError::RateLimited {
-                message: format!(
-                    "this caller already holds {max} long polls open (--max-concurrent-polls); \
-                 try again after the Retry-After delay"
-                ),
-                retry_after_secs: 1,
-            }
-            .into_response();
-        }
-    };
-    let response = next.run(request).await;
-    drop(slot);
-    response
+    limits
+        .poll_slot(caller)
+        .map_err(|max| ApiError::RateLimited {
+            message: format!(
+                "this caller already holds {max} long polls open (--max-concurrent-polls); \
+             try again after the Retry-After delay"
+            ),
+            retry_after_secs: 1,
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::{
+        extract::State,
+        middleware::Next,
+        response::{IntoResponse, Response},
+    };
+
+    /// The route guard's use of [`admit`], alone.
+    async fn limit(State(limits): State<Limits>, request: Request, next: Next) -> Response {
+        match admit(&limits, &request) {
+            Err(refused) => refused.into_response(),
+            Ok(slot) => {
+                let response = next.run(request).await;
+                drop(slot);
+                response
+            }
+        }
+    }
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {

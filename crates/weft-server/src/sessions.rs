@@ -26,7 +26,6 @@ use axum::{
     body::Body,
     extract::{Request, State},
     http::{HeaderMap, HeaderValue, Method, StatusCode, header},
-    middleware::Next,
     response::{IntoResponse, Redirect, Response},
 };
 use hmac::{Hmac, KeyInit, Mac};
@@ -123,52 +122,25 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// The session layer, outside authentication: see the module documentation.
-/// It puts `Authorization: Bearer <token>` on the requests the cookie may
-/// authenticate, and [`CsrfVerified`] on writes whose CSRF token matched. A
-/// browser asking for a dashboard page without a valid session (401) is
-/// sent to the sign-in form instead (303), its stale cookie cleared.
-pub(crate) async fn layer(request: Request, next: Next) -> Response {
-    let page = is_page_request(&request);
-    let response = authenticate_with_cookie(request, next).await;
-    if !(page && response.status() == StatusCode::UNAUTHORIZED) {
-        return response;
-    }
-    let mut redirect = Redirect::to("/signin").into_response();
-    set_cookie(
-        &mut redirect,
-        format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
-    );
-    redirect
-}
-
-/// A browser's GET of a dashboard page ([`crate::dashboard::is_page`]).
-fn is_page_request(request: &Request) -> bool {
-    request.method() == Method::GET
-        && crate::dashboard::is_page(request.uri().path())
-        && request
-            .headers()
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.contains("text/html"))
-}
-
-async fn authenticate_with_cookie(mut request: Request, next: Next) -> Response {
+/// The session step of the identity layer ([`crate::auth::identify`]),
+/// before authentication: see the module documentation. It puts
+/// `Authorization: Bearer <token>` on the requests the cookie may
+/// authenticate, and [`CsrfVerified`] on writes whose CSRF token matched;
+/// `Err` is the answer to a request refused here (403
+/// `csrf_token_invalid`, 413 for an oversized form).
+pub(crate) async fn prepare(mut request: Request) -> Result<Request, Response> {
     let safe = matches!(*request.method(), Method::GET | Method::HEAD);
-    let session = cookie(request.headers(), SESSION_COOKIE).filter(|t| cookie_safe(t));
     let signin = request.method() == Method::POST && request.uri().path() == "/signin";
     if request.headers().contains_key(header::AUTHORIZATION) && !signin {
         // A bearer header cannot be sent cross-site: the cookie is not used.
-        return next.run(request).await;
+        return Ok(request);
     }
     if signin {
-        return match read_form(request).await {
-            Ok((request, body)) => signin_layer(request, &body, next).await,
-            Err(response) => response,
-        };
+        let (request, body) = read_form(request).await?;
+        return signin_prepare(request, &body);
     }
-    let Some(token) = session else {
-        return next.run(request).await;
+    let Some(token) = cookie(request.headers(), SESSION_COOKIE).filter(|t| cookie_safe(t)) else {
+        return Ok(request);
     };
     // A page served to this session hands its script the CSRF token.
     request
@@ -183,10 +155,7 @@ async fn authenticate_with_cookie(mut request: Request, next: Next) -> Response 
         let given = match from_header {
             Some(given) => Some(given),
             None if is_form(request.headers()) => {
-                let (read, body) = match read_form(request).await {
-                    Ok(read) => read,
-                    Err(response) => return response,
-                };
+                let (read, body) = read_form(request).await?;
                 request = read;
                 form_field(&body, "csrf")
             }
@@ -197,23 +166,49 @@ async fn authenticate_with_cookie(mut request: Request, next: Next) -> Response 
                 request.extensions_mut().insert(CsrfVerified);
             }
             _ => {
-                return forbidden_csrf(
+                return Err(forbidden_csrf(
                     "a POST, PUT or DELETE signed in with the dashboard's session cookie must carry \
                      the session's CSRF token (`X-Weft-CSRF` or the form's `csrf` field)",
-                );
+                ));
             }
         }
     }
     if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
         request.headers_mut().insert(header::AUTHORIZATION, value);
     }
-    next.run(request).await
+    Ok(request)
+}
+
+/// A browser's GET of a dashboard page ([`crate::dashboard::is_page`]).
+pub(crate) fn is_page_request(request: &Request) -> bool {
+    request.method() == Method::GET
+        && crate::dashboard::is_page(request.uri().path())
+        && request
+            .headers()
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/html"))
+}
+
+/// The answer to a browser's dashboard page (`page`, from
+/// [`is_page_request`]): a 401 (no valid session) becomes a 303 to the
+/// sign-in form, its stale cookie cleared; any other answer is kept.
+pub(crate) fn page_answer(page: bool, response: Response) -> Response {
+    if !(page && response.status() == StatusCode::UNAUTHORIZED) {
+        return response;
+    }
+    let mut redirect = Redirect::to("/signin").into_response();
+    set_cookie(
+        &mut redirect,
+        format!("{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
+    );
+    redirect
 }
 
 /// `POST /signin`: the double-submit nonce must match, then the form's token
 /// is the request's bearer token, so authentication judges it before the
 /// handler runs.
-async fn signin_layer(mut request: Request, body: &[u8], next: Next) -> Response {
+fn signin_prepare(mut request: Request, body: &[u8]) -> Result<Request, Response> {
     let nonce = cookie(request.headers(), SIGNIN_COOKIE);
     let given = form_field(body, "csrf");
     match (nonce, given) {
@@ -228,9 +223,9 @@ async fn signin_layer(mut request: Request, body: &[u8], next: Next) -> Response
             request.extensions_mut().insert(CsrfVerified);
         }
         _ => {
-            return forbidden_csrf(
+            return Err(forbidden_csrf(
                 "the sign-in form's CSRF token is missing or stale: load /signin again",
-            );
+            ));
         }
     }
     request.headers_mut().remove(header::AUTHORIZATION);
@@ -241,7 +236,7 @@ async fn signin_layer(mut request: Request, body: &[u8], next: Next) -> Response
         request.headers_mut().insert(header::AUTHORIZATION, value);
         request.extensions_mut().insert(SigninToken(token));
     }
-    next.run(request).await
+    Ok(request)
 }
 
 /// The token a sign-in form carried, for the handler to put in the cookie.

@@ -2,17 +2,18 @@
 //! the dashboard, registered in one table with who may call each route
 //! ([`Access`]); the handlers live beside it by concern.
 
+use std::collections::HashMap;
+
 use axum::{
     Router,
     handler::Handler,
     http::Method,
-    middleware,
     routing::{MethodFilter, MethodRouter, on},
 };
 
 use crate::{
     ApiError, AppState,
-    auth::{self, Access, Role},
+    auth::{Access, Role},
 };
 mod actions;
 mod audit;
@@ -135,20 +136,48 @@ pub fn route_table() -> Vec<RouteAccess> {
     table().into_iter().map(|route| route.access).collect()
 }
 
-/// The router of every route in the table, each behind [`auth::require`]
-/// with its access; `metrics_open` resolves `/metrics`'s.
-pub(crate) fn routes(metrics_open: bool) -> Router<AppState> {
+/// The router of every route in the table, and who may call each of them:
+/// the server's route guard checks a request's access there before its
+/// handler runs (`metrics_open` resolves `/metrics`'s).
+pub(crate) fn routes(metrics_open: bool) -> (Router<AppState>, RouteAccessMap) {
     let mut router = Router::new();
+    let mut accesses = RouteAccessMap::default();
     for route in table() {
         let access = route.access.access.resolve(metrics_open);
-        router = router.route(
-            route.access.path,
-            route
-                .handler
-                .route_layer(middleware::from_fn_with_state(access, auth::require)),
-        );
+        accesses
+            .by_path
+            .entry(route.access.path)
+            .or_default()
+            .push((route.access.method, access));
+        router = router.route(route.access.path, route.handler);
     }
-    router.fallback(not_found)
+    (router.fallback(not_found), accesses)
+}
+
+/// Who may call each route, by path template and method.
+#[derive(Debug, Default)]
+pub(crate) struct RouteAccessMap {
+    by_path: HashMap<&'static str, Vec<(Method, Access)>>,
+}
+
+impl RouteAccessMap {
+    /// The access of `method` at the matched `path` template: a HEAD is
+    /// served by the path's GET route. `None` for a method the path does not
+    /// route (its answer is 405, which needs no access).
+    pub(crate) fn get(&self, path: &str, method: &Method) -> Option<Access> {
+        let routes = self.by_path.get(path)?;
+        let find = |wanted: &Method| {
+            routes
+                .iter()
+                .find(|(method, _)| method == wanted)
+                .map(|(_, access)| *access)
+        };
+        find(method).or_else(|| {
+            (*method == Method::HEAD)
+                .then(|| find(&Method::GET))
+                .flatten()
+        })
+    }
 }
 
 /// Unknown routes. A path under a resource whose name holds a raw `/` gets
