@@ -5,7 +5,7 @@
 //! Both schemas use the same portable column types (TEXT, BIGINT, INTEGER),
 //! so a query string is valid on both; `$1`-style placeholders work on both.
 
-use std::{str::FromStr, sync::Arc, time::Duration};
+use std::{borrow::Cow, str::FromStr, sync::Arc, time::Duration};
 
 use sqlx::{
     AssertSqlSafe, Column, Executor as _, PgPool, Postgres, Row as _, Sqlite, SqlitePool, TypeInfo,
@@ -367,7 +367,8 @@ impl Pool {
                 Ok(convert_pg(rows))
             }
             Pool::Sqlite { read, .. } => {
-                let rows = bind_sqlite(sqlx::query(AssertSqlSafe(sql)), args)
+                let (sql, args) = positional(sql, args);
+                let rows = bind_sqlite(sqlx::query(AssertSqlSafe(&*sql)), args)
                     .fetch_all(read)
                     .await
                     .map_err(Error::from_sqlx)?;
@@ -547,11 +548,14 @@ impl Tx {
                 .await
                 .map_err(Error::from_sqlx)?
                 .rows_affected()),
-            TxConn::Sqlite(tx) => Ok(bind_sqlite(sqlx::query(AssertSqlSafe(sql)), args)
-                .execute(&mut **tx)
-                .await
-                .map_err(Error::from_sqlx)?
-                .rows_affected()),
+            TxConn::Sqlite(tx) => {
+                let (sql, args) = positional(sql, args);
+                Ok(bind_sqlite(sqlx::query(AssertSqlSafe(&*sql)), args)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(Error::from_sqlx)?
+                    .rows_affected())
+            }
         }
     }
 
@@ -565,7 +569,8 @@ impl Tx {
                 Ok(convert_pg(rows))
             }
             TxConn::Sqlite(tx) => {
-                let rows = bind_sqlite(sqlx::query(AssertSqlSafe(sql)), args)
+                let (sql, args) = positional(sql, args);
+                let rows = bind_sqlite(sqlx::query(AssertSqlSafe(&*sql)), args)
                     .fetch_all(&mut **tx)
                     .await
                     .map_err(Error::from_sqlx)?;
@@ -643,6 +648,72 @@ fn bind_pg(mut query: PgQuery<'_>, args: Vec<Arg>) -> PgQuery<'_> {
         };
     }
     query
+}
+
+/// A SQLite statement with its `$N` parameters written as anonymous `?`s,
+/// and its arguments in the order the `?`s appear (an argument whose `$N`
+/// occurs twice is bound twice). Outside string literals, quoted names and
+/// comments only.
+///
+/// SQLite keeps a statement's named parameters (`$N`, and `?N` too) in a
+/// list it scans linearly, and sqlx asks for every parameter's name when it
+/// binds, so binding n named parameters costs O(n²): on a batch insert of a
+/// thousand values that was milliseconds per statement. Anonymous
+/// parameters have no name to look up.
+///
+/// The statement is kept as it is when it has no `$N`, or one beyond `args`
+/// (sqlx then reports the mismatch as before).
+fn positional(sql: &str, args: Vec<Arg>) -> (Cow<'_, str>, Vec<Arg>) {
+    let bytes = sql.as_bytes();
+    let mut out = String::new();
+    let mut order: Vec<usize> = Vec::new();
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => {
+                while i < bytes.len() && bytes[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+                let start = i;
+                i += 1;
+                let mut n = 0usize;
+                while let Some(digit) = bytes.get(i).filter(|b| b.is_ascii_digit()) {
+                    n = n
+                        .saturating_mul(10)
+                        .saturating_add(usize::from(digit - b'0'));
+                    i += 1;
+                }
+                if n == 0 || n > args.len() {
+                    return (Cow::Borrowed(sql), args);
+                }
+                out.push_str(&sql[copied..start]);
+                out.push('?');
+                copied = i;
+                order.push(n - 1);
+            }
+            _ => i += 1,
+        }
+    }
+    if order.is_empty() {
+        return (Cow::Borrowed(sql), args);
+    }
+    out.push_str(&sql[copied..]);
+    let in_order = order.len() == args.len() && order.iter().enumerate().all(|(i, n)| i == *n);
+    if in_order {
+        return (Cow::Owned(out), args);
+    }
+    let bound = order.iter().map(|n| args[*n].clone()).collect();
+    (Cow::Owned(out), bound)
 }
 
 fn bind_sqlite(mut query: SqliteQuery<'_>, args: Vec<Arg>) -> SqliteQuery<'_> {
@@ -744,4 +815,43 @@ pub fn push_tuple(sql: &mut String, first: usize, n: usize) {
         let _ = write!(sql, "${i}");
     }
     sql.push(')');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Arg, positional};
+
+    fn texts(args: &[Arg]) -> Vec<String> {
+        args.iter().map(|a| format!("{a:?}")).collect()
+    }
+
+    #[test]
+    fn numbered_parameters_become_anonymous_in_order_of_use() {
+        let args = vec![Arg::Int(1), Arg::Text("b".into()), Arg::Int(3)];
+        let (sql, bound) = positional(
+            "UPDATE t SET a = $2, b = '$1 -- x', c = $3 WHERE d = $1 AND e = $3 -- $9\n AND \"$2\" = 1",
+            args,
+        );
+        assert_eq!(
+            sql,
+            "UPDATE t SET a = ?, b = '$1 -- x', c = ? WHERE d = ? AND e = ? -- $9\n AND \"$2\" = 1"
+        );
+        assert_eq!(
+            texts(&bound),
+            ["Text(\"b\")", "Int(3)", "Int(1)", "Int(3)"],
+            "each ? gets the argument of the $N it replaced"
+        );
+    }
+
+    #[test]
+    fn statements_in_order_keep_their_arguments_and_odd_ones_stay_as_they_are() {
+        let (sql, bound) = positional("VALUES ($1, $2), ($3, $4)", (1..=4).map(Arg::Int).collect());
+        assert_eq!(sql, "VALUES (?, ?), (?, ?)");
+        assert_eq!(texts(&bound), ["Int(1)", "Int(2)", "Int(3)", "Int(4)"]);
+        for odd in ["SELECT 1", "SELECT $2", "SELECT $0"] {
+            let (sql, bound) = positional(odd, vec![Arg::Int(7)]);
+            assert_eq!(sql, odd, "{odd}");
+            assert_eq!(bound.len(), 1);
+        }
+    }
 }
