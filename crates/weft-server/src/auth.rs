@@ -15,10 +15,8 @@ use std::{
 };
 
 use axum::{
-    extract::{Request, State},
+    extract::Request,
     http::{HeaderMap, header},
-    middleware::Next,
-    response::{IntoResponse, Response},
 };
 use weft_store::Store;
 
@@ -383,6 +381,21 @@ impl Authenticator {
     }
 
     /// The caller of a request with these headers.
+    /// Authentication: puts the caller's [`Principal`] into the request's
+    /// extensions (with authentication off [`Principal::anonymous`], else
+    /// the token's), or a [`Refused`] for a request without a valid token,
+    /// which [`check_access`] answers on every route that is not open.
+    pub(crate) async fn authenticate(&self, request: &mut Request) {
+        match self.identify(request.headers()).await {
+            Ok(principal) => {
+                request.extensions_mut().insert(principal);
+            }
+            Err(refused) => {
+                request.extensions_mut().insert(refused);
+            }
+        }
+    }
+
     async fn identify(&self, headers: &HeaderMap) -> Result<Principal, Refused> {
         if self.config.mode == AuthMode::Off {
             return Ok(Principal::anonymous());
@@ -507,47 +520,11 @@ impl Authenticator {
 /// Longest bearer token read, in bytes.
 const MAX_TOKEN_LEN: usize = 512;
 
-/// The identity layer, one middleware outside the router:
-/// 1. the session cookie's step ([`crate::sessions::prepare`]);
-/// 2. authentication: puts the caller's [`Principal`] into the request's
-///    extensions (with authentication off [`Principal::anonymous`], else the
-///    token's), or a [`Refused`] for a request without a valid token, which
-///    [`check_access`] answers on every route that is not open;
-/// 3. forgery protection ([`crate::forgery::judge`]);
-///
-/// and a browser's dashboard page refused 401 is sent to sign in
-/// ([`crate::sessions::page_answer`]).
-pub(crate) async fn identify(
-    State(auth): State<Arc<Authenticator>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let page = crate::sessions::is_page_request(&request);
-    let response = match crate::sessions::prepare(request).await {
-        Err(refused) => refused,
-        Ok(mut request) => {
-            match auth.identify(request.headers()).await {
-                Ok(principal) => {
-                    request.extensions_mut().insert(principal);
-                }
-                Err(refused) => {
-                    request.extensions_mut().insert(refused);
-                }
-            }
-            match crate::forgery::judge(&request) {
-                Err(refused) => refused.into_response(),
-                Ok(()) => next.run(request).await,
-            }
-        }
-    };
-    crate::sessions::page_answer(page, response)
-}
-
 /// The one place a route's [`Access`] is checked, by the server's route
 /// guard on each route of the table. `Err` is 401 `unauthorized` without a
 /// valid token, 403 `forbidden` when the token's role does not allow the
 /// route.
-pub(crate) fn check_access(access: Access, request: &Request) -> Result<(), Response> {
+pub(crate) fn check_access(access: Access, request: &Request) -> Result<(), ApiError> {
     if access == Access::Open {
         return Ok(());
     }
@@ -558,13 +535,10 @@ pub(crate) fn check_access(access: Access, request: &Request) -> Result<(), Resp
             principal.name,
             principal.role,
             access.describe()
-        ))
-        .into_response()),
+        ))),
         None => Err(match request.extensions().get::<Refused>() {
-            Some(refused) => refused.error().into_response(),
-            None => {
-                ApiError::Internal("the request was not authenticated".to_owned()).into_response()
-            }
+            Some(refused) => refused.error(),
+            None => ApiError::Internal("the request was not authenticated".to_owned()),
         }),
     }
 }

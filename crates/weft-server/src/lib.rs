@@ -10,6 +10,7 @@ mod diagnostics;
 mod error;
 mod extract;
 mod forgery;
+mod layers;
 pub mod limits;
 mod metadata;
 mod present;
@@ -27,11 +28,12 @@ use std::{
 
 use axum::{
     Extension, Router,
-    extract::{DefaultBodyLimit, MatchedPath, Request, State},
-    http::{HeaderName, HeaderValue, header},
-    middleware::{self, Next},
+    extract::{DefaultBodyLimit, Request},
+    http::HeaderName,
+    middleware,
     response::{IntoResponse, Response},
 };
+pub use layers::MAX_REQUEST_ID_LEN;
 use tokio_util::sync::CancellationToken;
 use weft_engine::Engine;
 pub use weft_telemetry::metrics::Metrics;
@@ -156,7 +158,7 @@ impl AppState {
     }
 }
 
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub(crate) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Builds the router; `serve` runs it.
 pub fn router(engine: Engine, config: Config) -> Router {
@@ -185,7 +187,7 @@ pub fn router(engine: Engine, config: Config) -> Router {
         started: Instant::now(),
     };
     let (routes, accesses) = routes::routes(metrics_open);
-    let guard = Guard {
+    let guard = layers::Guard {
         accesses: Arc::new(accesses),
         limits: rate_limits,
         metrics,
@@ -194,10 +196,10 @@ pub fn router(engine: Engine, config: Config) -> Router {
     // panic catcher, body limits, the caller's identity, then on each route
     // its guard (HTTP metrics, limits, access) and handler.
     routes
-        .route_layer(middleware::from_fn_with_state(guard, guard_route))
+        .route_layer(middleware::from_fn_with_state(guard, layers::guard_route))
         .layer(middleware::from_fn_with_state(
             authenticator,
-            auth::identify,
+            layers::identify,
         ))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_body))
@@ -205,7 +207,7 @@ pub fn router(engine: Engine, config: Config) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_answer,
         ))
-        .layer(middleware::from_fn(frame))
+        .layer(middleware::from_fn(layers::frame))
 }
 
 /// A handler that panicked answers 500 `internal` in the JSON error shape
@@ -220,101 +222,12 @@ fn panic_answer(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
     ApiError::Internal("the request handler failed".to_owned()).into_response()
 }
 
-/// Longest client-supplied `x-request-id` kept; a longer one, or one with
-/// other characters than letters, digits and `-_.:/+=@`, is replaced by a
-/// generated id (it is echoed, logged and stored with the run).
-pub const MAX_REQUEST_ID_LEN: usize = 128;
-
-fn valid_request_id(value: &HeaderValue) -> bool {
-    let bytes = value.as_bytes();
-    !bytes.is_empty()
-        && bytes.len() <= MAX_REQUEST_ID_LEN
-        && bytes
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(b))
-}
-
-/// Gives every error answer that did not come from an [`ApiError`] (axum's
-/// own 405, a rejection of a layer) the JSON error shape with a stable code,
-/// keeping its status and headers (`Allow` of a 405).
-async fn json_errors(response: Response) -> Response {
-    let status = response.status();
-    if !(status.is_client_error() || status.is_server_error())
-        || response.extensions().get::<error::ResponseCode>().is_some()
-    {
-        return response;
-    }
-    let is_json = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
-    if is_json {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 4096)
-        .await
-        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
-        .unwrap_or_default();
-    let mut answer = ApiError::from_status(parts.status, text).into_response();
-    for (name, value) in &parts.headers {
-        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-            answer.headers_mut().insert(name.clone(), value.clone());
-        }
-    }
-    answer
-}
-
 /// The request id of a request (client-supplied or generated).
 pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
     headers
         .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-}
-
-/// What a route's guard needs: who may call each route, the per-caller
-/// limits and the HTTP metrics.
-#[derive(Clone)]
-struct Guard {
-    accesses: Arc<routes::RouteAccessMap>,
-    limits: ratelimit::Limits,
-    metrics: Metrics,
-}
-
-/// The guard of every route, one route layer, so it sees the matched
-/// template (unmatched paths never become labels). In order:
-/// 1. counts the request by method, route template and status, with its
-///    duration, whatever answers it (a 429 or 401 included);
-/// 2. the per-caller limits ([`ratelimit::admit`]), after authentication
-///    (an outer layer), since limits are kept per caller;
-/// 3. the route's access ([`auth::check_access`]), unless the method is not
-///    routed there (axum answers that 405).
-async fn guard_route(State(guard): State<Guard>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let access = guard.accesses.get(route, &method);
-    let response = match ratelimit::admit(&guard.limits, &request) {
-        Err(refused) => refused.into_response(),
-        Ok(slot) => match access.map_or(Ok(()), |access| auth::check_access(access, &request)) {
-            Err(refused) => refused,
-            Ok(()) => {
-                let response = next.run(request).await;
-                drop(slot);
-                response
-            }
-        },
-    };
-    guard.metrics.http_request(
-        method.as_str(),
-        route,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
 }
 
 /// Serves the metrics exposition on its own, for a separate metrics port.
@@ -331,51 +244,6 @@ pub fn exposition_router(render: Render) -> Router {
         .route("/metrics", axum::routing::get(routes::exposition_endpoint))
         .with_state(render)
 }
-/// The request's frame, the outermost layer:
-/// - its id: a client's `x-request-id` is kept when it is one header of at
-///   most [`MAX_REQUEST_ID_LEN`] letters, digits and `-_.:/+=@`, else a
-///   UUID is generated; the answer echoes it;
-/// - every line logged while handling the request carries the id, and the
-///   request itself is logged with its status, duration and error code;
-/// - an error answer is given the JSON error shape ([`json_errors`]).
-async fn frame(mut request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let headers = request.headers_mut();
-    let mut ids = headers.get_all(&REQUEST_ID).iter();
-    let id = match (ids.next(), ids.next()) {
-        (Some(id), None) if valid_request_id(id) => id.clone(),
-        _ => {
-            let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-                .expect("a UUID is a header value");
-            headers.insert(&REQUEST_ID, id.clone());
-            id
-        }
-    };
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let request_id = id.to_str().unwrap_or_default();
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let response = tracing::Instrument::instrument(next.run(request), span).await;
-    let mut response = json_errors(response).await;
-    let status = response.status().as_u16();
-    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let code = response
-        .extensions()
-        .get::<error::ResponseCode>()
-        .map(|c| c.0.as_str());
-    if status >= 500 {
-        tracing::error!(component = "server", request_id, method = %method, path, status, elapsed_ms, code, "request failed");
-    } else if status >= 400 {
-        tracing::info!(component = "server", request_id, method = %method, path, status, elapsed_ms, code, "request rejected");
-    } else {
-        tracing::debug!(component = "server", request_id, method = %method, path, status, elapsed_ms, "request");
-    }
-    if !response.headers().contains_key(&REQUEST_ID) {
-        response.headers_mut().insert(&REQUEST_ID, id);
-    }
-    response
-}
-
 /// Serves until `shutdown` is cancelled, then finishes in-flight requests;
 /// with the default [`ServeOptions`].
 pub async fn serve(

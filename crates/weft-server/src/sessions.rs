@@ -95,13 +95,12 @@ fn cookie_safe(token: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && !matches!(b, b';' | b',' | b'"' | b'\\'))
 }
 
-fn forbidden_csrf(message: &str) -> Response {
+fn forbidden_csrf(message: &str) -> ApiError {
     ApiError::Other {
         status: StatusCode::FORBIDDEN,
         code: ErrorCode::CsrfTokenInvalid,
         message: message.to_owned(),
     }
-    .into_response()
 }
 
 fn is_form(headers: &HeaderMap) -> bool {
@@ -127,8 +126,8 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
 /// `Authorization: Bearer <token>` on the requests the cookie may
 /// authenticate, and [`CsrfVerified`] on writes whose CSRF token matched;
 /// `Err` is the answer to a request refused here (403
-/// `csrf_token_invalid`, 413 for an oversized form).
-pub(crate) async fn prepare(mut request: Request) -> Result<Request, Response> {
+/// `csrf_token_invalid`, 413 `too_large` for an oversized form).
+pub(crate) async fn prepare(mut request: Request) -> Result<Request, ApiError> {
     let safe = matches!(*request.method(), Method::GET | Method::HEAD);
     let signin = request.method() == Method::POST && request.uri().path() == "/signin";
     if request.headers().contains_key(header::AUTHORIZATION) && !signin {
@@ -208,7 +207,7 @@ pub(crate) fn page_answer(page: bool, response: Response) -> Response {
 /// `POST /signin`: the double-submit nonce must match, then the form's token
 /// is the request's bearer token, so authentication judges it before the
 /// handler runs.
-fn signin_prepare(mut request: Request, body: &[u8]) -> Result<Request, Response> {
+fn signin_prepare(mut request: Request, body: &[u8]) -> Result<Request, ApiError> {
     let nonce = cookie(request.headers(), SIGNIN_COOKIE);
     let given = form_field(body, "csrf");
     match (nonce, given) {
@@ -244,11 +243,11 @@ fn signin_prepare(mut request: Request, body: &[u8]) -> Result<Request, Response
 pub(crate) struct SigninToken(String);
 
 /// Reads a form body (at most [`MAX_FORM_BYTES`]) and puts it back.
-async fn read_form(request: Request) -> Result<(Request, axum::body::Bytes), Response> {
+async fn read_form(request: Request) -> Result<(Request, axum::body::Bytes), ApiError> {
     let (parts, body) = request.into_parts();
     let bytes = axum::body::to_bytes(body, MAX_FORM_BYTES)
         .await
-        .map_err(|_| ApiError::TooLarge.into_response())?;
+        .map_err(|_| ApiError::TooLarge)?;
     let request = Request::from_parts(parts, Body::from(bytes.clone()));
     Ok((request, bytes))
 }
