@@ -83,9 +83,7 @@ impl Store {
         let mut stalled: BTreeMap<&'static str, i64> = diagnosis::stalled_labels()
             .map(|c| (c.as_str(), 0))
             .collect();
-        let summary = self
-            .diagnosis_summary(&views, thresholds, &crate::Page::default())
-            .await?;
+        let summary = self.diagnosis_counts(&views, thresholds).await?;
         for group in summary.groups.iter().filter(|g| g.stalled) {
             *stalled.entry(group.cause.as_str()).or_insert(0) +=
                 i64::try_from(group.count).unwrap_or(i64::MAX);
