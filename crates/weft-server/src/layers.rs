@@ -158,10 +158,13 @@ pub(crate) async fn guard_route(
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
     let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let access = guard.accesses.get(route, &method);
+    let allowed = |request: &Request| match guard.accesses.get(route, &method)? {
+        Some(access) => auth::check_access(access, request),
+        None => Ok(()),
+    };
     let response = match ratelimit::admit(&guard.limits, &request) {
         Err(refused) => refused.into_response(),
-        Ok(slot) => match access.map_or(Ok(()), |access| auth::check_access(access, &request)) {
+        Ok(slot) => match allowed(&request) {
             Err(refused) => refused.into_response(),
             Ok(()) => {
                 let response = next.run(request).await;

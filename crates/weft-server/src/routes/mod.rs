@@ -162,21 +162,25 @@ pub(crate) struct RouteAccessMap {
 
 impl RouteAccessMap {
     /// The access of `method` at the matched `path` template: a HEAD is
-    /// served by the path's GET route. `None` for a method the path does not
-    /// route (its answer is 405, which needs no access).
-    pub(crate) fn get(&self, path: &str, method: &Method) -> Option<Access> {
-        let routes = self.by_path.get(path)?;
+    /// served by the path's GET route. `Ok(None)` for a method the path
+    /// does not route (axum answers it 405, which needs no access). `Err`
+    /// (500 `internal`) for a path the table does not know, which the
+    /// router cannot have matched: no request passes unchecked.
+    pub(crate) fn get(&self, path: &str, method: &Method) -> Result<Option<Access>, ApiError> {
+        let routes = self.by_path.get(path).ok_or_else(|| {
+            ApiError::Internal(format!("the route `{path}` has no access declared"))
+        })?;
         let find = |wanted: &Method| {
             routes
                 .iter()
                 .find(|(method, _)| method == wanted)
                 .map(|(_, access)| *access)
         };
-        find(method).or_else(|| {
+        Ok(find(method).or_else(|| {
             (*method == Method::HEAD)
                 .then(|| find(&Method::GET))
                 .flatten()
-        })
+        }))
     }
 }
 
@@ -213,5 +217,25 @@ mod tests {
                 assert!(crate::dashboard::is_page(&path), "{path}");
             }
         }
+    }
+
+    /// The route guard finds each route's declared access by template and
+    /// method; a HEAD takes its GET's, a method not routed there needs none
+    /// (axum answers 405), and a template the table does not know fails
+    /// closed.
+    #[test]
+    fn the_access_map_answers_each_route_of_the_table() {
+        for metrics_open in [false, true] {
+            let (_, map) = super::routes(metrics_open);
+            for route in super::route_table() {
+                let want = route.access.resolve(metrics_open);
+                assert_eq!(map.get(route.path, &route.method).unwrap(), Some(want));
+            }
+        }
+        let (_, map) = super::routes(false);
+        let viewer = Some(Access::Role(Role::Viewer));
+        assert_eq!(map.get("/v1/runs/{id}", &Method::HEAD).unwrap(), viewer);
+        assert_eq!(map.get("/v1/runs/{id}", &Method::PATCH).unwrap(), None);
+        assert!(map.get("/v1/nowhere", &Method::GET).is_err());
     }
 }
