@@ -157,7 +157,12 @@ proptest! {
         if let Ok(def) = from_value {
             // A definition holds the documented ranges.
             for step in &def.steps {
-                prop_assert!(step.timeout_ms.is_none_or(|ms| (1..=weft_core::definition::max_ms::TIMEOUT).contains(&ms)));
+                // An approval may wait longer than a task may run.
+                let max = match step.kind {
+                    weft_core::definition::StepKind::Approval => weft_core::definition::max_ms::APPROVAL_TIMEOUT,
+                    _ => weft_core::definition::max_ms::TIMEOUT,
+                };
+                prop_assert!(step.timeout_ms.is_none_or(|ms| (1..=max).contains(&ms)), "{:?}", step.timeout_ms);
                 prop_assert!(step.retry.max_attempts >= 1 && step.retry.max_attempts <= 1000);
                 prop_assert!(step.retry.initial_ms <= step.retry.max_ms);
             }
