@@ -1,10 +1,10 @@
 //! Who is calling: the caller's [`Principal`] (a token's name, its [`Role`]
 //! and, for worker tokens, its queues), put into every request's extensions
 //! before a handler runs, from the request's `Authorization: Bearer` token
-//! ([`authenticate`]); each route's [`Access`], declared in the route table,
-//! checked in one place ([`require`]). Handlers read the principal to record
-//! the actor of an action and to decide what to redact; they never check
-//! roles themselves (the worker protocol's queue and lease checks are data,
+//! ([`Authenticator::authenticate`]); each route's [`Access`], declared in
+//! the route table, checked in one place ([`check_access`]). Handlers read
+//! the principal to record the actor of an action and to decide what to
+//! redact; they never check roles themselves (the worker protocol's queue and lease checks are data,
 //! not roles: [`Principal::check_queues`], [`Principal::check_lease`]).
 
 use std::{
@@ -309,7 +309,7 @@ impl Access {
 }
 
 /// Why a request carries no [`Principal`]: put into its extensions instead,
-/// and answered by [`require`] on routes that are not open.
+/// and answered by [`check_access`] on routes that are not open.
 #[derive(Debug, Clone)]
 pub(crate) enum Refused {
     /// No valid token: 401.

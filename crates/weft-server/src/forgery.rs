@@ -13,7 +13,7 @@
 //!   cannot send cross-site without asking first (anything but
 //!   `application/x-www-form-urlencoded`, `multipart/form-data` and
 //!   `text/plain`, e.g. JSON or YAML), or be a dashboard form whose CSRF
-//!   token the session layer (`sessions.rs`) verified; else 403
+//!   token the session step (`sessions.rs`) verified; else 403
 //!   `client_header_required`. A body-less POST (cancel, retry) thus needs
 //!   the header: weft-client, the worker SDK, the CLI and the dashboard send
 //!   it.
@@ -39,12 +39,12 @@ pub(crate) use weft_api::CLIENT_HEADER;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ListenerAddr(pub SocketAddr);
 
-/// Put into a request's extensions by the session layer when a cookie-carried
+/// Put into a request's extensions by the session step when a cookie-carried
 /// write came with the right CSRF token.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct CsrfVerified;
 
-/// Put into a request's extensions by the session layer when it came with a
+/// Put into a request's extensions by the session step when it came with a
 /// session cookie (and no `Authorization` header): that session's CSRF token,
 /// for a dashboard page to hand its script.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ fn forbidden(code: ErrorCode, message: String) -> ApiError {
     }
 }
 
-/// The check of the identity layer ([`crate::auth::identify`]), after
+/// The check of the identity layer ([`crate::layers::identify`]), after
 /// authentication; see the module documentation. `Err` is the 403 to answer.
 pub(crate) fn judge(request: &Request) -> Result<(), ApiError> {
     let headers = request.headers();

@@ -48,7 +48,7 @@ pub const SIGNIN_COOKIE: &str = "weft_signin";
 /// expiry and revocation end it sooner.
 pub const SESSION_MAX_AGE_S: u64 = 12 * 60 * 60;
 
-/// Largest form body the session layer reads for its `csrf` field, in bytes.
+/// Largest form body the session step reads for its `csrf` field, in bytes.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
 /// Longest token kept in a cookie, in bytes.
@@ -121,7 +121,7 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// The session step of the identity layer ([`crate::auth::identify`]),
+/// The session step of the identity layer ([`crate::layers::identify`]),
 /// before authentication: see the module documentation. It puts
 /// `Authorization: Bearer <token>` on the requests the cookie may
 /// authenticate, and [`CsrfVerified`] on writes whose CSRF token matched;
