@@ -58,7 +58,7 @@ fn forbidden(code: ErrorCode, message: String) -> ApiError {
     }
 }
 
-/// The check of the identity layer ([`crate::layers::identify`]), after
+/// The check of the identity layer (`identify` in `layers.rs`), after
 /// authentication; see the module documentation. `Err` is the 403 to answer.
 pub(crate) fn judge(request: &Request) -> Result<(), ApiError> {
     let headers = request.headers();

@@ -121,7 +121,7 @@ fn form_field(body: &[u8], name: &str) -> Option<String> {
         .map(|(_, value)| value.into_owned())
 }
 
-/// The session step of the identity layer ([`crate::layers::identify`]),
+/// The session step of the identity layer (`identify` in `layers.rs`),
 /// before authentication: see the module documentation. It puts
 /// `Authorization: Bearer <token>` on the requests the cookie may
 /// authenticate, and [`CsrfVerified`] on writes whose CSRF token matched;
