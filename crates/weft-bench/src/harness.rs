@@ -173,16 +173,14 @@ impl Observer for AttemptCounter {
 
 impl Server {
     pub async fn start(database_url: &str, options: &ServerOptions) -> Result<Server> {
-        Server::start_with(database_url, options, weft_server::Config::default(), None).await
+        Server::start_with(database_url, options, weft_server::Config::default()).await
     }
 
-    /// [`Server::start`] with a server configuration (signals) and, when
-    /// given, a gauge sweep interval other than the engine's default.
+    /// [`Server::start`] with a server configuration (signals).
     pub async fn start_with(
         database_url: &str,
         options: &ServerOptions,
         mut config: weft_server::Config,
-        gauge_interval: Option<Duration>,
     ) -> Result<Server> {
         // Beside the server's own observers: one atomic add per attempt.
         let attempts = Arc::new(Calls::default());
@@ -202,7 +200,6 @@ impl Server {
             },
             engine: weft_engine::Config {
                 tick: options.engine_tick,
-                gauge_interval: gauge_interval.unwrap_or(defaults.gauge_interval),
                 ..defaults
             },
             server: config,

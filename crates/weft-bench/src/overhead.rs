@@ -12,15 +12,17 @@
 //! and the log collector that reads the child's stderr.
 //!
 //! - off: logs at `error` (text, stderr); no trace pipeline (no server spans,
-//!   no `RowSpans` observer, no `execute` spans); `/metrics` never scraped
-//!   and the gauge sweep once a day. The metrics registry itself has no
-//!   switch: `weft_server::router` always installs it as the store's observer.
+//!   no `RowSpans` observer, no `execute` spans); `/metrics` never scraped,
+//!   so the database gauges are never read. The metrics registry itself has
+//!   no switch: `weft_server::router` always installs it as the store's
+//!   observer.
 //! - on: JSON logs at `info` to stderr and to a daily file in a temp dir
 //!   (`weft_telemetry::init_with_traces`, as `WEFT_LOG_FORMAT=json
 //!   WEFT_LOG_DIR=...`); OTLP/HTTP protobuf trace export (`Tracing`, from the
 //!   same `OTEL_*` values a deployment sets) with the server spans, the
-//!   `RowSpans` observer and the in-process worker's `execute` spans; the
-//!   gauge sweep at the engine's default; `/metrics` scraped every second.
+//!   `RowSpans` observer and the in-process worker's `execute` spans;
+//!   `/metrics` scraped every second, which reads the database gauges when
+//!   they are older than the engine's default `gauge_interval` (5 s).
 
 use std::{
     path::{Path, PathBuf},
@@ -161,8 +163,8 @@ pub async fn overhead(backend: Backend, params: &Params, databases: [&str; 4]) -
         "throughput_cost_pct": cost,
         "target_cost_pct": TARGET_COST_PCT,
         "within_target": cost.map(|c| c <= TARGET_COST_PCT),
-        "signals_off": "logs at error (text, stderr); no trace pipeline; /metrics not scraped; gauge sweep daily (the metrics registry cannot be switched off)",
-        "signals_on": "JSON logs at info to stderr and a daily file; OTLP/HTTP protobuf export of server, run, attempt and in-process execute spans to a collector in the parent; /metrics scraped every 1 s; gauge sweep every 5 s",
+        "signals_off": "logs at error (text, stderr); no trace pipeline; /metrics not scraped, so no gauge reads (the metrics registry cannot be switched off)",
+        "signals_on": "JSON logs at info to stderr and a daily file; OTLP/HTTP protobuf export of server, run, attempt and in-process execute spans to a collector in the parent; /metrics scraped every 1 s; database gauges read by the scrape at most every 5 s",
         "order": "A off, A on, B off, B on; each a fresh database and a fresh child process",
     }))
 }
@@ -529,22 +531,15 @@ async fn measure(
     args: &ChildArgs,
     tracing: Option<weft_telemetry::traces::Tracing>,
 ) -> Result<Value> {
-    let (config, gauge_interval) = match &tracing {
-        Some(tracing) => (
-            // The wiring adds the `RowSpans` observer of this pipeline.
-            weft_server::Config {
-                tracing: Some(tracing.clone()),
-                ..Default::default()
-            },
-            None,
-        ),
-        None => (
-            weft_server::Config::default(),
-            Some(Duration::from_secs(24 * 3600)),
-        ),
+    let config = match &tracing {
+        // The wiring adds the `RowSpans` observer of this pipeline.
+        Some(tracing) => weft_server::Config {
+            tracing: Some(tracing.clone()),
+            ..Default::default()
+        },
+        None => weft_server::Config::default(),
     };
-    let server =
-        Server::start_with(&args.database_url, &args.server, config, gauge_interval).await?;
+    let server = Server::start_with(&args.database_url, &args.server, config).await?;
     println!("{}", json!({ "listening": server.url }));
     let result = match args.part {
         Part::A => {

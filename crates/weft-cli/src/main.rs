@@ -116,7 +116,8 @@ pub struct ServerArgs {
     /// poll asking for longer is answered after this.
     #[arg(long, env = "WEFT_MAX_POLL_WAIT", default_value = "30s")]
     pub max_poll_wait: String,
-    /// How often the gauges of /metrics are recomputed from the database (e.g. 5s).
+    /// The oldest the database gauges of /metrics may be (e.g. 5s): a scrape
+    /// reads them again from the database when its last reading is older.
     #[arg(long, env = "WEFT_GAUGE_INTERVAL", default_value = "5s")]
     pub gauge_interval: String,
     /// Largest database connection pool. On PostgreSQL the server opens up

@@ -140,7 +140,7 @@ async fn start_server(
             .await
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
         let metrics_shutdown = shutdown.clone();
-        let metrics_app = weft_server::metrics_router(metrics.clone());
+        let metrics_app = weft_server::metrics_router(engine.clone(), metrics.clone());
         extra_tasks.push(tokio::spawn(async move {
             if let Err(err) = weft_server::serve(listener, metrics_app, metrics_shutdown).await {
                 tracing::error!(component = "server", error = %err, "metrics listener failed");

@@ -1,8 +1,9 @@
 //! The engine's background loops and the long poll: it fires due timers
 //! (retry backoffs, sleeps), reaps expired leases and attempts past their
 //! deadline, relays Postgres wake-ups, and holds worker polls open until work
-//! arrives. The rules themselves live in `weft-core`; the engine only decides
-//! *when* to apply them.
+//! arrives. It also reads the database gauges when `/metrics` is scraped.
+//! The rules themselves live in `weft-core`; the engine only decides *when*
+//! to apply them.
 //!
 //! Every loop is idempotent and safe to run in many servers over one database:
 //! each transition re-checks its precondition under the run's row lock.
@@ -23,6 +24,13 @@ use weft_store::{ClaimRequest, Store, now_ms};
 const CLOCK_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 /// A clock further than this from the database's is logged (milliseconds).
 const CLOCK_SKEW_WARN_MS: i64 = 1_000;
+/// How long a scrape waits for a reading of the database gauges before it
+/// answers with the last values (the reading goes on, and the next scrape
+/// shows it).
+const GAUGE_SCRAPE_WAIT: Duration = Duration::from_secs(2);
+/// Rows of workers gone longer than the retention are deleted every tenth
+/// of the retention, within these bounds.
+const WORKER_FORGET_EVERY: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -33,7 +41,9 @@ pub struct Config {
     pub poll_recheck: Duration,
     /// The longest a worker may ask the server to hold a poll.
     pub max_poll_wait: Duration,
-    /// How often gauges are recomputed from the database.
+    /// The oldest a scrape's database gauges may be: a `/metrics` scrape
+    /// re-reads them when the last reading is older than this, and
+    /// otherwise shows that reading.
     pub gauge_interval: Duration,
     /// The thresholds of the diagnosis rules (`weft doctor`, `weft_runs_stalled`).
     pub diagnosis: weft_core::diagnosis::Thresholds,
@@ -68,6 +78,9 @@ struct Inner {
     workers_touched: Mutex<HashMap<String, Instant>>,
     /// Cancelled when `run` sees its shutdown: parked polls answer at once.
     stopping: CancellationToken,
+    /// When the database gauges were last read; held across a reading, so
+    /// concurrent scrapes share one.
+    gauges_read: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Engine {
@@ -79,6 +92,7 @@ impl Engine {
                 last_tick_ms: AtomicI64::new(0),
                 workers_touched: Mutex::new(HashMap::new()),
                 stopping: CancellationToken::new(),
+                gauges_read: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -110,14 +124,13 @@ impl Engine {
             let shutdown = shutdown.clone();
             tokio::spawn(async move { store.listen_for_ready(shutdown.cancelled_owned()).await })
         };
-        let gauges = {
+        let forget = {
             let store = self.inner.store.clone();
             let shutdown = shutdown.clone();
-            let every = self.inner.config.gauge_interval;
-            let thresholds = self.inner.config.diagnosis;
-            let retention =
-                i64::try_from(self.inner.config.worker_retention.as_millis()).unwrap_or(i64::MAX);
+            let retention = self.inner.config.worker_retention;
+            let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
             tokio::spawn(async move {
+                let every = (retention / 10).clamp(WORKER_FORGET_EVERY.0, WORKER_FORGET_EVERY.1);
                 let mut interval = tokio::time::interval(every);
                 interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
@@ -125,11 +138,8 @@ impl Engine {
                         _ = shutdown.cancelled() => return,
                         _ = interval.tick() => {}
                     }
-                    if let Err(err) = store.refresh_gauges_with(&thresholds).await {
-                        tracing::warn!(component = "engine", error = %err, "gauge sweep failed");
-                    }
                     if let Err(err) = store
-                        .forget_workers(now_ms().saturating_sub(retention))
+                        .forget_workers(now_ms().saturating_sub(retention_ms))
                         .await
                     {
                         tracing::debug!(component = "engine", error = %err, "could not forget gone workers");
@@ -176,9 +186,53 @@ impl Engine {
             }
         }
         let _ = listen.await;
-        let _ = gauges.await;
+        let _ = forget.await;
         let _ = clock.await;
         tracing::info!(component = "engine", "engine stopped");
+    }
+
+    /// Brings the database gauges (`weft_runs_active`, `weft_steps_ready`,
+    /// `weft_runs_stalled`, ...) up to date for a `/metrics` scrape: they are
+    /// read again when the last reading is older than
+    /// [`Config::gauge_interval`], one reading at a time however many
+    /// scrapes arrive. Read on scrape rather than on a timer, as Prometheus
+    /// asks of values taken from another system ("Writing exporters":
+    /// metrics are pulled when Prometheus scrapes, not on the exporter's own
+    /// timer), so an unscraped server puts no load on the database.
+    ///
+    /// Waits at most 2 s; a slower reading (or an unreachable database,
+    /// logged) leaves the last values in place for this scrape.
+    pub async fn collect_gauges(&self) {
+        let engine = self.clone();
+        let reading = tokio::spawn(async move { engine.read_gauges_if_stale().await });
+        if tokio::time::timeout(GAUGE_SCRAPE_WAIT, reading)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                component = "engine",
+                wait_ms = GAUGE_SCRAPE_WAIT.as_millis() as u64,
+                "the database gauges took too long to read; this scrape shows the last reading"
+            );
+        }
+    }
+
+    async fn read_gauges_if_stale(&self) {
+        let mut last = self.inner.gauges_read.lock().await;
+        if last.is_some_and(|at| at.elapsed() < self.inner.config.gauge_interval) {
+            return;
+        }
+        match self
+            .inner
+            .store
+            .refresh_gauges_with(&self.inner.config.diagnosis)
+            .await
+        {
+            Ok(()) => *last = Some(Instant::now()),
+            Err(err) => {
+                tracing::warn!(component = "engine", error = %err, "gauge sweep failed")
+            }
+        }
     }
 
     /// One pass of every sweep; true when all of them reached the database.

@@ -230,9 +230,12 @@ pub(crate) fn request_id(headers: &axum::http::HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// Serves the metrics exposition on its own, for a separate metrics port.
-pub fn metrics_router(metrics: Metrics) -> Router {
-    exposition_router(Arc::new(move |openmetrics| metrics.encode(openmetrics)))
+/// Serves the server's `/metrics` on its own, for a separate metrics port;
+/// a scrape reads `engine`'s database gauges as the main port's does.
+pub fn metrics_router(engine: Engine, metrics: Metrics) -> Router {
+    Router::new()
+        .route("/metrics", axum::routing::get(routes::metrics_endpoint))
+        .with_state((engine, metrics))
 }
 
 /// Renders an exposition: OpenMetrics when asked, else the Prometheus text format.

@@ -97,8 +97,8 @@ pub async fn a_corrupt_row_is_a_json_500_and_the_engine_goes_on(db_url: String) 
     let run = env.wait_finished(&good).await;
     assert_eq!(run.status, "completed");
 
-    // The list and other runs keep working; the sweeps go on (timers, reaper,
-    // gauges run every 200 ms) and readiness stays green.
+    // The list and other runs keep working; the sweeps go on (timers,
+    // reaper, and the gauges each scrape reads) and readiness stays green.
     let (status, body) = get(&env, "/v1/runs").await;
     assert_eq!(status, 200, "{body}");
     let listed: Vec<&str> = body["runs"]
@@ -108,11 +108,15 @@ pub async fn a_corrupt_row_is_a_json_500_and_the_engine_goes_on(db_url: String) 
         .filter_map(|r| r["run_id"].as_str())
         .collect();
     assert!(listed.contains(&good.as_str()), "{body}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Each scrape 300 ms apart reads the gauges again (200 ms interval),
+    // over the bad run each time.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (status, _) = get(&env, "/metrics").await;
+        assert_eq!(status, 200);
+    }
     let (status, body) = get(&env, "/health/ready").await;
     assert_eq!(status, 200, "{body}");
-    let (status, _) = get(&env, "/metrics").await;
-    assert_eq!(status, 200);
     let (status, _) = get(&env, &format!("/v1/runs/{good}")).await;
     assert_eq!(status, 200);
 

@@ -1,7 +1,7 @@
 //! Telemetry signals end to end (SPEC §4): `/metrics` checked by `promtool`
 //! and against what the runs did, OpenMetrics exemplars, a real Prometheus
-//! scraping the server, gauges draining back to zero, the workflow label
-//! cap, JSON logs with ids and without secrets, and readiness following the
+//! scraping the server, gauges draining back to zero and read by the scrape
+//! (not on a timer), the workflow label cap, JSON logs with ids and without secrets, and readiness following the
 //! database.
 
 use std::{
@@ -21,6 +21,7 @@ on_both_backends! {
     telemetry::worker_exposes_its_own_metrics,
     telemetry::metrics_match_what_happened,
     telemetry::gauges_return_to_zero,
+    telemetry::gauges_are_read_by_the_scrape,
     telemetry::workflow_labels_are_capped,
     telemetry::json_logs_carry_ids_and_hide_secrets,
 }
@@ -761,6 +762,54 @@ pub async fn gauges_return_to_zero(db_url: String) {
             "weft_runs_active{labels:?} was non-zero and stays exported at zero"
         );
     }
+}
+
+// ---- 3b. the database gauges are read by the scrape ----
+
+/// How many times this server has read the database gauges.
+fn gauge_reads(samples: &[Sample]) -> f64 {
+    value(
+        samples,
+        "weft_db_query_duration_seconds_count",
+        &[("op", "gauges")],
+    )
+    .unwrap_or(0.0)
+}
+
+pub async fn gauges_are_read_by_the_scrape(db_url: String) {
+    let env = Env::start_with(&db_url, &["--gauge-interval", "2s"]).await;
+    env.register(&one_step("tel_scrape", "tel.none")).await;
+    // Unscraped, the server reads no gauges, however long it runs.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for _ in 0..2 {
+        env.start_run("tel_scrape", json!({})).await;
+    }
+    // The first scrape reads them, so it shows the runs just started.
+    let first = parse_exposition(&env.metrics_text().await);
+    assert_eq!(gauge_reads(&first), 1.0, "one reading, by this scrape");
+    assert_eq!(
+        sum(&first, "weft_runs_active", &[("workflow", "tel_scrape")]),
+        2.0
+    );
+    // Within the interval a scrape shows that reading.
+    let again = parse_exposition(&env.metrics_text().await);
+    assert_eq!(gauge_reads(&again), 1.0, "no second reading within 2 s");
+    // Past it, scrapes arriving together share one new reading.
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let mut scrapes = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let (http, url) = (env.http.clone(), format!("{}/metrics", env.server.url));
+        scrapes.spawn(async move { http.get(url).send().await?.text().await });
+    }
+    let mut reads = Vec::new();
+    while let Some(body) = scrapes.join_next().await {
+        let text = body.expect("the scrape task").expect("GET /metrics");
+        reads.push(gauge_reads(&parse_exposition(&text)));
+    }
+    assert!(
+        reads.iter().all(|n| *n == 2.0),
+        "six concurrent scrapes, one reading: {reads:?}"
+    );
 }
 
 // ---- 4. the workflow label cap ----

@@ -19,15 +19,21 @@ pub(crate) async fn metrics(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> axum::response::Response {
-    metrics_endpoint(State(state.metrics.clone()), headers).await
+    metrics_endpoint(
+        State((state.engine.clone(), state.metrics.clone())),
+        headers,
+    )
+    .await
 }
 
 /// Prometheus text by default; OpenMetrics (with trace_id exemplars) when the
-/// scraper asks for it in `Accept`.
+/// scraper asks for it in `Accept`. The database gauges are brought up to
+/// date first ([`weft_engine::Engine::collect_gauges`]).
 pub(crate) async fn metrics_endpoint(
-    State(metrics): State<weft_telemetry::metrics::Metrics>,
+    State((engine, metrics)): State<(weft_engine::Engine, weft_telemetry::metrics::Metrics)>,
     headers: HeaderMap,
 ) -> axum::response::Response {
+    engine.collect_gauges().await;
     exposition(&headers, |openmetrics| metrics.encode(openmetrics))
 }
 

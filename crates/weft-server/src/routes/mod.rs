@@ -27,7 +27,7 @@ mod tokens;
 mod worker;
 mod workflows;
 
-pub(crate) use health::exposition_endpoint;
+pub(crate) use health::{exposition_endpoint, metrics_endpoint};
 pub use openapi::openapi_document;
 
 pub(crate) type ApiResult<T> = Result<T, ApiError>;
