@@ -203,32 +203,33 @@ impl Store {
             .map_err(|err| err.in_run(run_id))
     }
 
+    /// The run's row, steps and attempts are read at once (three statements
+    /// in flight, not one after another): a caller woken by the run's end
+    /// (`wait_ms`) waits one round trip for them, not three.
     async fn run_detail(&self, run_id: RunId, id: &RunRef) -> Result<RunView> {
-        let row = self.run_row(run_id, id).await?;
-        let def = self
-            .definition(&row.text("workflow")?, row.int("version")?)
-            .await?;
-        let step_rows = self
-            .pool()
-            .fetch_all(
-                &format!(
-                    "SELECT position, status, reason, output, error, due_at, undo, {} FROM weft_steps \
-                     WHERE run_id = $1 ORDER BY position",
-                    crate::children::COUNT_COLUMNS
-                ),
-                args![&run_id],
-            )
-            .await?;
-        let attempt_rows = self
-            .pool()
-            .fetch_all(
+        let steps_sql = format!(
+            "SELECT position, status, reason, output, error, due_at, undo, {} FROM weft_steps \
+             WHERE run_id = $1 ORDER BY position",
+            crate::children::COUNT_COLUMNS
+        );
+        let (row, step_rows, attempt_rows) = tokio::try_join!(
+            self.run_row(run_id, id),
+            self.pool().fetch_all(&steps_sql, args![&run_id]),
+            self.pool().fetch_all(
                 "SELECT position, attempt, status, reason, worker_id, span_id, claimed_at, finished_at, error, timing, item_index, kind, undoes_attempt \
                  FROM weft_attempts WHERE run_id = $1 ORDER BY position, attempt",
                 args![&run_id],
-            )
+            ),
+        )?;
+        let def = self
+            .definition(&row.text("workflow")?, row.int("version")?)
             .await?;
+        // The run's first claim, for its schedule-to-start time.
+        let mut first_claim: Option<i64> = None;
         let mut attempts: HashMap<i64, Vec<AttemptView>> = HashMap::new();
         for a in attempt_rows {
+            let claimed_at = a.int("claimed_at")?;
+            first_claim = Some(first_claim.map_or(claimed_at, |first| first.min(claimed_at)));
             attempts
                 .entry(a.int("position")?)
                 .or_default()
@@ -239,7 +240,7 @@ impl Store {
                     reason: a.opt_text("reason")?,
                     worker_id: a.text("worker_id")?,
                     span_id: a.id("span_id")?,
-                    claimed_at_ms: a.int("claimed_at")?,
+                    claimed_at_ms: claimed_at,
                     finished_at_ms: a.opt_int("finished_at")?,
                     error: a.opt_text("error")?,
                     timing: a
@@ -289,15 +290,6 @@ impl Store {
             })
             .collect::<Result<_>>()?;
         let created = row.int("created_at")?;
-        let first_claim = attempts_first_claim(
-            &self
-                .pool()
-                .fetch_optional(
-                    "SELECT MIN(claimed_at) AS first FROM weft_attempts WHERE run_id = $1",
-                    args![&run_id],
-                )
-                .await?,
-        )?;
         Ok(RunView {
             run_id: row.id("run_id")?,
             trace_id: row.id("trace_id")?,
@@ -572,14 +564,6 @@ impl Store {
             .remove(&run_id)
             .unwrap_or_default())
     }
-}
-
-fn attempts_first_claim(row: &Option<Row>) -> Result<Option<i64>> {
-    Ok(row
-        .as_ref()
-        .map(|r| r.opt_int("first"))
-        .transpose()?
-        .flatten())
 }
 
 /// The action an operator's event is, for its log line.

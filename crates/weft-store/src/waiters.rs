@@ -67,7 +67,12 @@ impl Store {
     /// whichever comes first. `id` is a run id or a trace id.
     pub async fn wait_run(&self, id: impl Into<RunRef>, wait: Duration) -> Result<RunView> {
         let id = &id.into();
-        let run_id = self.resolve_run_id(id).await?;
+        // A run id needs no lookup of its own: the status read below (or
+        // `get_run`) answers 404 for a run that does not exist.
+        let run_id = match id {
+            RunRef::Trace(_) => self.resolve_run_id(id).await?,
+            RunRef::Run(run_id) => *run_id,
+        };
         if wait.is_zero() {
             return self.get_run(&RunRef::Run(run_id)).await;
         }
