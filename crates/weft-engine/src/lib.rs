@@ -78,8 +78,8 @@ struct Inner {
     workers_touched: Mutex<HashMap<String, Instant>>,
     /// Cancelled when `run` sees its shutdown: parked polls answer at once.
     stopping: CancellationToken,
-    /// When the database gauges were last read; held across a reading, so
-    /// concurrent scrapes share one.
+    /// When the database gauges were last read (or tried); held across a
+    /// reading, so concurrent scrapes share one.
     gauges_read: tokio::sync::Mutex<Option<Instant>>,
 }
 
@@ -222,17 +222,17 @@ impl Engine {
         if last.is_some_and(|at| at.elapsed() < self.inner.config.gauge_interval) {
             return;
         }
-        match self
+        if let Err(err) = self
             .inner
             .store
             .refresh_gauges_with(&self.inner.config.diagnosis)
             .await
         {
-            Ok(()) => *last = Some(Instant::now()),
-            Err(err) => {
-                tracing::warn!(component = "engine", error = %err, "gauge sweep failed")
-            }
+            tracing::warn!(component = "engine", error = %err, "gauge sweep failed");
         }
+        // A failed reading counts too: the scrapes queued behind it while
+        // the database was unreachable do not each try again.
+        *last = Some(Instant::now());
     }
 
     /// One pass of every sweep; true when all of them reached the database.

@@ -203,28 +203,32 @@ impl Store {
             .map_err(|err| err.in_run(run_id))
     }
 
-    /// The run's row, steps and attempts are read at once (three statements
-    /// in flight, not one after another): a caller woken by the run's end
-    /// (`wait_ms`) waits one round trip for them, not three.
     async fn run_detail(&self, run_id: RunId, id: &RunRef) -> Result<RunView> {
-        let steps_sql = format!(
-            "SELECT position, status, reason, output, error, due_at, undo, {} FROM weft_steps \
-             WHERE run_id = $1 ORDER BY position",
-            crate::children::COUNT_COLUMNS
-        );
-        let (row, step_rows, attempt_rows) = tokio::try_join!(
-            self.run_row(run_id, id),
-            self.pool().fetch_all(&steps_sql, args![&run_id]),
-            self.pool().fetch_all(
-                "SELECT position, attempt, status, reason, worker_id, span_id, claimed_at, finished_at, error, timing, item_index, kind, undoes_attempt \
-                 FROM weft_attempts WHERE run_id = $1 ORDER BY position, attempt",
-                args![&run_id],
-            ),
-        )?;
+        let row = self.run_row(run_id, id).await?;
         let def = self
             .definition(&row.text("workflow")?, row.int("version")?)
             .await?;
-        // The run's first claim, for its schedule-to-start time.
+        let step_rows = self
+            .pool()
+            .fetch_all(
+                &format!(
+                    "SELECT position, status, reason, output, error, due_at, undo, {} FROM weft_steps \
+                     WHERE run_id = $1 ORDER BY position",
+                    crate::children::COUNT_COLUMNS
+                ),
+                args![&run_id],
+            )
+            .await?;
+        let attempt_rows = self
+            .pool()
+            .fetch_all(
+                "SELECT position, attempt, status, reason, worker_id, span_id, claimed_at, finished_at, error, timing, item_index, kind, undoes_attempt \
+                 FROM weft_attempts WHERE run_id = $1 ORDER BY position, attempt",
+                args![&run_id],
+            )
+            .await?;
+        // The run's first claim (its schedule-to-start time), from the
+        // attempts already read rather than a query of its own.
         let mut first_claim: Option<i64> = None;
         let mut attempts: HashMap<i64, Vec<AttemptView>> = HashMap::new();
         for a in attempt_rows {
