@@ -1,8 +1,8 @@
 //! Telemetry signals end to end (SPEC §4): `/metrics` checked by `promtool`
 //! and against what the runs did, OpenMetrics exemplars, a real Prometheus
 //! scraping the server, gauges draining back to zero and read by the scrape
-//! (not on a timer), the workflow label cap, JSON logs with ids and without secrets, and readiness following the
-//! database.
+//! (not on a timer), the workflow label cap, JSON logs with ids and without
+//! secrets, and readiness following the database.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
