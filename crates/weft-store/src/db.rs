@@ -456,13 +456,24 @@ enum TxConn {
 struct PgTx {
     /// `Some` until the transaction committed.
     conn: Option<PoolConnection<Postgres>>,
+    /// Set once `COMMIT` is on its way: the transaction may have ended.
+    committing: bool,
 }
+
+/// How an abandoned transaction is rolled back when its `COMMIT` may already
+/// have gone through: PostgreSQL warns of a `ROLLBACK` outside a transaction
+/// ("there is no transaction in progress"), a line that would alarm whoever
+/// reads the log for nothing, so warnings are silenced around it. Inside a
+/// transaction the `SET` is undone by the `ROLLBACK` itself; `RESET` puts
+/// the session's setting back in either case.
+const QUIET_ROLLBACK: &str = "SET client_min_messages = error; ROLLBACK; RESET client_min_messages";
 
 impl PgTx {
     async fn begin(pool: &PgPool) -> Result<PgTx, Error> {
         // Owned before `BEGIN` is sent, so a drop from here on rolls back.
         let mut tx = PgTx {
             conn: Some(pool.acquire().await.map_err(Error::from_sqlx)?),
+            committing: false,
         };
         tx.conn().execute("BEGIN").await.map_err(Error::from_sqlx)?;
         Ok(tx)
@@ -475,6 +486,7 @@ impl PgTx {
     async fn commit(mut self) -> Result<(), Error> {
         // Dropped mid-`COMMIT`, the rollback that follows finds the
         // transaction committed or aborted and changes nothing.
+        self.committing = true;
         self.conn()
             .execute("COMMIT")
             .await
@@ -490,10 +502,15 @@ impl Drop for PgTx {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
+        let rollback = if self.committing {
+            QUIET_ROLLBACK
+        } else {
+            "ROLLBACK"
+        };
         match tokio::runtime::Handle::try_current() {
             // sqlx first reads what a dropped statement left on the wire.
             Ok(runtime) => drop(runtime.spawn(async move {
-                if let Err(err) = conn.execute("ROLLBACK").await {
+                if let Err(err) = conn.execute(rollback).await {
                     tracing::warn!(
                         component = "store",
                         error = %err,

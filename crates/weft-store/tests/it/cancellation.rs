@@ -8,11 +8,16 @@
 //! that stalled every other writer of those rows.
 //!
 //! Each case is cut after 1, 2, 3, … polls, so the cut falls at every await
-//! of `begin`, the statements and `commit` in turn.
+//! of `begin`, the statements and `commit` in turn. A cut during `COMMIT`
+//! ends quietly too: no PostgreSQL warning reaches the log (a plain
+//! `ROLLBACK` after a `COMMIT` that went through would log "there is no
+//! transaction in progress").
 
 use std::{
     future::Future,
+    io::Write,
     pin::pin,
+    sync::{Arc, Mutex},
     task::Poll,
     time::{Duration, Instant},
 };
@@ -33,6 +38,42 @@ async fn cut_after<T>(polls: i64, future: impl Future<Output = T>) -> bool {
         tokio::time::sleep(Duration::from_millis(3)).await;
     }
     false
+}
+
+/// Every log line at WARN or above, from any thread (the rollback of a cut
+/// transaction runs on a task of its own).
+#[derive(Clone, Default)]
+struct Warnings(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Warnings {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("log buffer").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Warnings {
+    /// Installs the capture as this test process's subscriber (nextest runs
+    /// each test in a process of its own).
+    fn capture() -> Warnings {
+        let warnings = Warnings::default();
+        let writer = warnings.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::WARN)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .try_init()
+            .expect("the only subscriber of this process");
+        warnings
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
+    }
 }
 
 /// A second session's write of the row, which a leaked transaction's lock
@@ -60,6 +101,7 @@ async fn in_transaction(pool: &Pool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_postgres_transaction_leaves_no_transaction_or_lock_behind() {
+    let warnings = Warnings::capture();
     let (cluster, url) = postgres_database().await;
     // One connection, so every borrower gets the one a cut may have left.
     let options = PoolOptions {
@@ -125,6 +167,22 @@ async fn a_dropped_postgres_transaction_leaves_no_transaction_or_lock_behind() {
     let v = row.int("v").expect("an integer");
     assert_eq!(v % 1000, polls, "one update by `other` per cut");
     assert!(v / 1000 >= 1, "the uncut transaction committed");
+    // The quiet rollback put the session's warning level back.
+    let level = pool
+        .fetch_optional("SHOW client_min_messages", vec![])
+        .await
+        .expect("show")
+        .expect("a row");
+    assert_eq!(
+        level.text("client_min_messages").expect("text"),
+        "notice",
+        "the pooled session reports warnings again"
+    );
+    let logged = warnings.text();
+    assert!(
+        logged.is_empty(),
+        "cut transactions end without warnings:\n{logged}"
+    );
     pool.close().await;
     other.close().await;
     drop(cluster);
