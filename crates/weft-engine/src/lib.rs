@@ -228,7 +228,7 @@ impl Engine {
             .refresh_gauges_with(&self.inner.config.diagnosis)
             .await
         {
-            tracing::warn!(component = "engine", error = %err, "gauge sweep failed");
+            tracing::warn!(component = "engine", error = %err, "gauge reading failed");
         }
         // A failed reading counts too: the scrapes queued behind it while
         // the database was unreachable do not each try again.

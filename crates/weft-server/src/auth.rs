@@ -4,8 +4,9 @@
 //! ([`Authenticator::authenticate`]); each route's [`Access`], declared in
 //! the route table, checked in one place ([`check_access`]). Handlers read
 //! the principal to record the actor of an action and to decide what to
-//! redact; they never check roles themselves (the worker protocol's queue and lease checks are data,
-//! not roles: [`Principal::check_queues`], [`Principal::check_lease`]).
+//! redact; they never check roles themselves (the worker protocol's queue
+//! and lease checks are data, not roles: [`Principal::check_queues`],
+//! [`Principal::check_lease`]).
 
 use std::{
     collections::HashMap,
@@ -380,7 +381,6 @@ impl Authenticator {
             .remove(token_id);
     }
 
-    /// The caller of a request with these headers.
     /// Authentication: puts the caller's [`Principal`] into the request's
     /// extensions (with authentication off [`Principal::anonymous`], else
     /// the token's), or a [`Refused`] for a request without a valid token,
@@ -396,6 +396,7 @@ impl Authenticator {
         }
     }
 
+    /// The caller of a request with these headers.
     async fn identify(&self, headers: &HeaderMap) -> Result<Principal, Refused> {
         if self.config.mode == AuthMode::Off {
             return Ok(Principal::anonymous());

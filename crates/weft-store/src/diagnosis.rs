@@ -88,7 +88,7 @@ pub struct Page {
 
 /// How the summary statement is planned on PostgreSQL: for each call's
 /// values (a listing's page and filters), or once, from a prepared
-/// statement (the gauge sweep's counts).
+/// statement (the gauge reading's counts).
 #[derive(Debug, Clone, Copy)]
 enum Plan {
     PerCall,
@@ -265,7 +265,7 @@ impl Store {
         self.summary(workers, t, page, Plan::PerCall).await
     }
 
-    /// The counts of [`Store::diagnosis_summary`] for the gauge sweep, which
+    /// The counts of [`Store::diagnosis_summary`] for the gauge reading, which
     /// runs it every few seconds: from a prepared statement, so PostgreSQL
     /// need not plan it each time (planning it took about 4 ms, longer
     /// than running it on a quiet database).

@@ -1,4 +1,4 @@
-//! The gauge sweep: counts read from the database (never kept in memory, so
+//! The gauge reading (run when `/metrics` is scraped): counts read from the database (never kept in memory, so
 //! they cannot drift) and handed to the observer.
 
 use std::collections::BTreeMap;

@@ -189,14 +189,19 @@ impl Store {
             })
     }
 
+    /// The run id of `id` for a read that answers `NotFound` itself: only a
+    /// trace id is looked up (a run id needs no query of its own).
+    pub(crate) async fn run_id_for_read(&self, id: &RunRef) -> Result<RunId> {
+        match id {
+            RunRef::Trace(_) => self.resolve_run_id(id).await,
+            RunRef::Run(run_id) => Ok(*run_id),
+        }
+    }
+
     /// The run with its steps and attempts; `NotFound` when no such run exists.
     pub async fn get_run(&self, id: impl Into<RunRef>) -> Result<RunView> {
         let id = &id.into();
-        // A run id needs no lookup of its own: reading its row answers 404.
-        let run_id = match id {
-            RunRef::Trace(_) => self.resolve_run_id(id).await?,
-            RunRef::Run(run_id) => *run_id,
-        };
+        let run_id = self.run_id_for_read(id).await?;
         // A corrupt row of any of the run's tables names the run.
         self.run_detail(run_id, id)
             .await

@@ -67,12 +67,9 @@ impl Store {
     /// whichever comes first. `id` is a run id or a trace id.
     pub async fn wait_run(&self, id: impl Into<RunRef>, wait: Duration) -> Result<RunView> {
         let id = &id.into();
-        // A run id needs no lookup of its own: the status read below (or
-        // `get_run`) answers 404 for a run that does not exist.
-        let run_id = match id {
-            RunRef::Trace(_) => self.resolve_run_id(id).await?,
-            RunRef::Run(run_id) => *run_id,
-        };
+        // The status read below (or `get_run`) answers 404 for a run that
+        // does not exist.
+        let run_id = self.run_id_for_read(id).await?;
         if wait.is_zero() {
             return self.get_run(&RunRef::Run(run_id)).await;
         }

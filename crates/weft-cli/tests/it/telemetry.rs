@@ -825,7 +825,7 @@ pub async fn workflow_labels_are_capped(db_url: String) {
         env.register(&one_step(name, "cap.step")).await;
         env.start_run(name, json!({})).await;
     }
-    // Runs stay queued (no worker): the gauge sweep labels them too.
+    // Runs stay queued (no worker): the gauge reading labels them too.
     let samples = env
         .wait_metrics("6 started runs, 6 active runs", |s| {
             sum(s, "weft_runs_started_total", &[]) == 6.0 && sum(s, "weft_runs_active", &[]) == 6.0
